@@ -1,0 +1,3 @@
+from resurgo.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""The format's version policy.
+
+A major version changes only when a reader of the previous major would
+misread a file; a minor version only adds optional fields. So: every minor of
+our major is read (newer minors with a warning, their unknown fields skipped),
+an older major is refused with the resurgo version that reads it, a newer
+major is refused with the resurgo version that wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+
+_VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+
+
+def parse(version: str) -> tuple[int, int] | None:
+    m = _VERSION.match(version)
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2))

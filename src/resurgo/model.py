@@ -1,0 +1,462 @@
+"""The recovery description as typed, frozen records. No I/O here.
+
+Every record has an ``id`` unique in the description; records refer to the
+records they build on by id (partition -> disk, filesystem -> partition or
+volume, ...). Sizes are bytes unless a field says sectors; sector counts are
+always accompanied by the sector size they are counted in.
+
+docs/format.md documents every field; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Firmware(StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class BootloaderKind(StrEnum):
+    GRUB_PC = "grub-pc"
+    GRUB_EFI = "grub-efi"
+    SYSTEMD_BOOT = "systemd-boot"
+    NONE = "none"
+    UNKNOWN = "unknown"
+
+
+class TableLabel(StrEnum):
+    GPT = "gpt"
+    DOS = "dos"
+
+
+class PartitionKind(StrEnum):
+    PRIMARY = "primary"
+    EXTENDED = "extended"
+    LOGICAL = "logical"
+
+
+class FsType(StrEnum):
+    EXT2 = "ext2"
+    EXT3 = "ext3"
+    EXT4 = "ext4"
+    XFS = "xfs"
+    VFAT = "vfat"
+    BTRFS = "btrfs"
+    OTHER = "other"
+
+
+class LvType(StrEnum):
+    LINEAR = "linear"
+    STRIPED = "striped"
+    THIN_POOL = "thin-pool"
+    THIN = "thin"
+    RAID0 = "raid0"
+    RAID1 = "raid1"
+    RAID4 = "raid4"
+    RAID5 = "raid5"
+    RAID6 = "raid6"
+    RAID10 = "raid10"
+    MIRROR = "mirror"
+    CACHE = "cache"
+    SNAPSHOT = "snapshot"
+    OTHER = "other"
+
+
+class DriverClass(StrEnum):
+    STORAGE = "storage"
+    NETWORK = "network"
+    OTHER = "other"
+
+
+class OnFailure(StrEnum):
+    ABORT = "abort"
+    CONTINUE = "continue"
+
+
+class Encoding(StrEnum):
+    UTF8 = "utf-8"
+    BASE64 = "base64"
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    version: str
+    resurgo: str
+    created: str
+    host: str
+
+
+@dataclass(frozen=True)
+class OsRelease:
+    id: str
+    version_id: str = ""
+    pretty_name: str = ""
+
+
+@dataclass(frozen=True)
+class Bootloader:
+    kind: BootloaderKind
+    # Disks whose MBR/boot code area holds the loader (BIOS), by disk id.
+    disks: tuple[str, ...] = ()
+    # The BIOS boot partition on GPT disks, by partition id.
+    bios_boot_partition: str | None = None
+    # Path of the loader inside the ESP, e.g. /EFI/debian/grubx64.efi.
+    efi_path: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    hostname: str
+    machine_id: str
+    architecture: str
+    firmware: Firmware
+    os_release: OsRelease
+    kernel: str
+    bootloader: Bootloader
+    # Filesystem ids.
+    system_volume: str | None = None
+    boot_volume: str | None = None
+    esp: str | None = None
+
+
+@dataclass(frozen=True)
+class PartitionTable:
+    label: TableLabel
+    # Disk GUID (gpt) or MBR disk identifier such as 0x1234abcd (dos).
+    id: str
+    first_lba: int | None = None
+    last_lba: int | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    id: str
+    path: str
+    size: int
+    logical_sector_size: int
+    physical_sector_size: int
+    transport: str = ""
+    rotational: bool = False
+    removable: bool = False
+    critical: bool = False
+    wwn: str | None = None
+    serial: str | None = None
+    model: str | None = None
+    by_id: str | None = None
+    table: PartitionTable | None = None
+
+
+@dataclass(frozen=True)
+class Partition:
+    id: str
+    disk: str
+    number: int
+    start: int
+    size: int
+    sector_size: int
+    # GPT type GUID, or the MBR type code such as "83".
+    type: str
+    kind: PartitionKind = PartitionKind.PRIMARY
+    path: str | None = None
+    uuid: str | None = None
+    name: str | None = None
+    attrs: str | None = None
+    bootable: bool = False
+
+
+@dataclass(frozen=True)
+class RaidArray:
+    id: str
+    path: str
+    level: str
+    metadata: str
+    uuid: str
+    members: tuple[str, ...]
+    size: int
+    name: str | None = None
+    chunk: int | None = None
+    spares: tuple[str, ...] = ()
+    layout: str | None = None
+
+
+@dataclass(frozen=True)
+class LuksVolume:
+    id: str
+    device: str
+    version: int
+    uuid: str
+    cipher: str
+    key_size: int
+    # The name the opened device has under /dev/mapper.
+    name: str | None = None
+    pbkdf: str | None = None
+    hash: str | None = None
+    label: str | None = None
+    subsystem: str | None = None
+    sector_size: int | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class PhysicalVolume:
+    id: str
+    device: str
+    uuid: str
+    volume_group: str
+    size: int
+
+
+@dataclass(frozen=True)
+class VolumeGroup:
+    id: str
+    name: str
+    uuid: str
+    extent_size: int
+    size: int
+
+
+@dataclass(frozen=True)
+class LvSegment:
+    start_extent: int
+    extent_count: int
+    type: str
+    stripes: int = 1
+    stripe_size: int | None = None
+    # Physical volume ids this segment lies on.
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    id: str
+    volume_group: str
+    name: str
+    uuid: str
+    size: int
+    type: LvType
+    path: str | None = None
+    # For thin volumes: the thin pool's logical volume id.
+    pool: str | None = None
+    segments: tuple[LvSegment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mount:
+    mountpoint: str
+    options: str = "defaults"
+    # For btrfs: the subvolume mounted there, by subvolume id.
+    subvolume: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeState:
+    mounted: bool
+    used_bytes: int | None = None
+    total_bytes: int | None = None
+    inodes_used: int | None = None
+    inodes_total: int | None = None
+
+
+@dataclass(frozen=True)
+class ExtOptions:
+    block_size: int
+    inode_size: int
+    features: tuple[str, ...] = ()
+    inode_count: int | None = None
+    reserved_blocks_percent: float | None = None
+    journal: bool = True
+
+
+@dataclass(frozen=True)
+class XfsOptions:
+    block_size: int
+    sector_size: int
+    inode_size: int
+    ag_count: int | None = None
+    log_size: int | None = None
+    reflink: bool | None = None
+    crc: bool | None = None
+    finobt: bool | None = None
+    sparse: bool | None = None
+    bigtime: bool | None = None
+    inobtcount: bool | None = None
+    rmapbt: bool | None = None
+
+
+@dataclass(frozen=True)
+class VfatOptions:
+    fat_size: int
+    volume_id: str
+    sector_size: int | None = None
+    cluster_size: int | None = None
+
+
+@dataclass(frozen=True)
+class BtrfsOptions:
+    node_size: int | None = None
+    sector_size: int | None = None
+    data_profile: str | None = None
+    metadata_profile: str | None = None
+    features: tuple[str, ...] = ()
+    # The subvolume id of the default subvolume (5 is the top level).
+    default_subvolume: int = 5
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    id: str
+    device: str
+    type: FsType
+    uuid: str | None = None
+    label: str | None = None
+    # The type as the probe saw it when type is "other".
+    type_name: str | None = None
+    supported: bool = True
+    size: int | None = None
+    ext: ExtOptions | None = None
+    xfs: XfsOptions | None = None
+    vfat: VfatOptions | None = None
+    btrfs: BtrfsOptions | None = None
+    mounts: tuple[Mount, ...] = ()
+    state: VolumeState | None = None
+
+
+@dataclass(frozen=True)
+class Subvolume:
+    id: str
+    filesystem: str
+    path: str
+    subvol_id: int
+    parent_id: int = 5
+    uuid: str | None = None
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Swap:
+    id: str
+    size: int
+    # A block device id, or None for a swap file.
+    device: str | None = None
+    # For a swap file: its path in the system and the filesystem holding it.
+    file: str | None = None
+    filesystem: str | None = None
+    uuid: str | None = None
+    label: str | None = None
+    page_size: int | None = None
+    priority: int | None = None
+    active: bool = False
+
+
+@dataclass(frozen=True)
+class RemovableDevice:
+    id: str
+    path: str
+    size: int
+    transport: str = ""
+    wwn: str | None = None
+    serial: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Driver:
+    id: str
+    device_class: DriverClass
+    bus: str
+    address: str
+    modalias: str | None = None
+    vendor: str | None = None
+    device: str | None = None
+    description: str | None = None
+    module: str | None = None
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Module:
+    """A kernel module the restored system needs, and why."""
+
+    name: str
+    reason: str
+    dependencies: tuple[str, ...] = ()
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    id: str
+    path: str
+    content: str
+    encoding: Encoding = Encoding.UTF8
+    mode: int = 0o644
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogRef:
+    path: str
+    sha256: str
+    files: int
+    packages: int
+    package_manager: str
+
+
+@dataclass(frozen=True)
+class Command:
+    seq: int
+    program: str
+    args: tuple[str, ...] = ()
+    on_failure: OnFailure = OnFailure.ABORT
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """Something the probe found but cannot describe fully: kept, with what is known."""
+
+    id: str
+    kind: str
+    path: str
+    reason: str
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Description:
+    format: FormatInfo
+    system: SystemInfo
+    disks: tuple[Disk, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+    raid_arrays: tuple[RaidArray, ...] = ()
+    luks_volumes: tuple[LuksVolume, ...] = ()
+    physical_volumes: tuple[PhysicalVolume, ...] = ()
+    volume_groups: tuple[VolumeGroup, ...] = ()
+    logical_volumes: tuple[LogicalVolume, ...] = ()
+    filesystems: tuple[Filesystem, ...] = ()
+    subvolumes: tuple[Subvolume, ...] = ()
+    swaps: tuple[Swap, ...] = ()
+    removable_devices: tuple[RemovableDevice, ...] = ()
+    drivers: tuple[Driver, ...] = ()
+    modules: tuple[Module, ...] = ()
+    config_files: tuple[ConfigFile, ...] = ()
+    catalog: CatalogRef | None = None
+    commands: tuple[Command, ...] = ()
+    unsupported: tuple[Unsupported, ...] = field(default=())
+
+    # Block devices by id, whatever their kind: what a "device" reference may name.
+    def block_devices(self) -> dict[str, Disk | Partition | RaidArray | LuksVolume | LogicalVolume]:
+        out: dict[str, Disk | Partition | RaidArray | LuksVolume | LogicalVolume] = {}
+        for group in (
+            self.disks,
+            self.partitions,
+            self.raid_arrays,
+            self.luks_volumes,
+            self.logical_volumes,
+        ):
+            for rec in group:
+                out[rec.id] = rec
+        return out

@@ -1,0 +1,133 @@
+"""The one way resurgo runs an external program.
+
+argv lists only (no shell), a clean minimal environment, stdin closed unless
+input is given, every command logged as one ``+ cmd args`` line at debug level,
+and failures raised as CommandFailed naming the command, its exit code and the
+tail of its stderr. Secrets are passed on stdin and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from resurgo.errors import CommandFailed, ToolMissing
+
+log = logging.getLogger("resurgo.run")
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Which Debian package provides each program resurgo calls, for the hint of ToolMissing.
+PACKAGES: Mapping[str, str] = {
+    "sfdisk": "fdisk",
+    "partx": "util-linux",
+    "blkid": "util-linux",
+    "findmnt": "util-linux",
+    "lsblk": "util-linux",
+    "wipefs": "util-linux",
+    "blockdev": "util-linux",
+    "losetup": "util-linux",
+    "mkswap": "util-linux",
+    "swaplabel": "util-linux",
+    "dumpe2fs": "e2fsprogs",
+    "tune2fs": "e2fsprogs",
+    "mke2fs": "e2fsprogs",
+    "mkfs.ext4": "e2fsprogs",
+    "xfs_info": "xfsprogs",
+    "xfs_db": "xfsprogs",
+    "mkfs.xfs": "xfsprogs",
+    "btrfs": "btrfs-progs",
+    "mkfs.btrfs": "btrfs-progs",
+    "mkfs.vfat": "dosfstools",
+    "fsck.fat": "dosfstools",
+    "mdadm": "mdadm",
+    "cryptsetup": "cryptsetup-bin",
+    "lvm": "lvm2",
+    "dpkg-query": "dpkg",
+    "rpm": "rpm",
+    "modinfo": "kmod",
+    "modprobe": "kmod",
+    "mcopy": "mtools",
+    "mdir": "mtools",
+    "mformat": "mtools",
+    "xorriso": "xorriso",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "zstd": "zstd",
+    "efibootmgr": "efibootmgr",
+    "grub-install": "grub2-common",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(program: str) -> str | None:
+    return shutil.which(program, path=PATH)
+
+
+def require(*programs: str) -> None:
+    """Fail up front, with the package to install, when a program is missing."""
+    for program in programs:
+        if which(program) is None:
+            raise ToolMissing(program, PACKAGES.get(program))
+
+
+def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PATH": PATH}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> Result:
+    """Run argv and capture its output as text.
+
+    ``input`` is fed on stdin (the way secrets are passed); otherwise stdin is
+    /dev/null so that no program ever waits on the terminal.
+    """
+    args = [str(a) for a in argv]
+    program = args[0]
+    if "/" not in program and which(program) is None:
+        raise ToolMissing(program, PACKAGES.get(program))
+    log.debug("+ %s", shlex.join(args))
+    proc = subprocess.run(
+        args,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        env=environment(env),
+        timeout=timeout,
+        check=False,
+    )
+    result = Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise CommandFailed(args, proc.returncode, proc.stderr)
+    return result
+
+
+def output(argv: Sequence[str], *, timeout: float | None = None) -> str:
+    """stdout of a command that must succeed."""
+    return run(argv, timeout=timeout).stdout
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
