@@ -392,7 +392,8 @@ class ConfigFile:
     path: str
     content: str
     encoding: Encoding = Encoding.UTF8
-    mode: int = 0o644
+    # Permission bits in octal, as chmod takes them.
+    mode: str = "0644"
     sha256: str | None = None
 
 

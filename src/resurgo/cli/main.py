@@ -34,12 +34,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(ExitCode.BAD_INPUT)
 
 
-def common_options() -> argparse.ArgumentParser:
+def common_options() -> ArgumentParser:
     common = ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print data as JSON")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="log every external command and show tracebacks")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print data as JSON"
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log every external command and show tracebacks",
+    )
     return common
 
 
@@ -59,8 +64,9 @@ def build_parser() -> ArgumentParser:
     show.add_parser(sub, common)
     validate.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
-        p = sub.add_parser(verb, parents=[common], help=f"{help_text} (not implemented yet)",
-                           description=help_text)
+        p = sub.add_parser(
+            verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text
+        )
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(handler=_not_implemented)
     return parser

@@ -12,13 +12,20 @@ from resurgo.fileformat import document
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("validate", parents=[common], help="check a recovery description",
-                       description="Check a recovery description: types, references, "
-                       "uniqueness, partition geometry, format version and digest.")
+    p = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check a recovery description",
+        description="Check a recovery description: types, references, "
+        "uniqueness, partition geometry, format version and digest.",
+    )
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--rehash", action="store_true",
-                   help="after a deliberate edit: check the content and, if valid, "
-                   "write a new digest beside it")
+    p.add_argument(
+        "--rehash",
+        action="store_true",
+        help="after a deliberate edit: check the content and, if valid, "
+        "write a new digest beside it",
+    )
     p.set_defaults(handler=run)
 
 
@@ -47,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
         for m in report.messages():
             print(m)
         if valid:
-            print(f"{path}: valid recovery description"
-                  + (" (digest rewritten)" if args.rehash else ""))
+            print(
+                f"{path}: valid recovery description"
+                + (" (digest rewritten)" if args.rehash else "")
+            )
         else:
             print(f"{path}: {len(report.problems)} problem(s)")
     return ExitCode.OK if valid else ExitCode.BAD_INPUT

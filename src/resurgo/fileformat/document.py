@@ -117,8 +117,10 @@ def read_digest(path: Path) -> str | None:
 def load_bytes(path: Path) -> bytes:
     try:
         if path.is_dir():
-            raise BadInput(f"{path} is a directory, not a recovery description",
-                           "name the description file, e.g. DIR/description.toml")
+            raise BadInput(
+                f"{path} is a directory, not a recovery description",
+                "name the description file, e.g. DIR/description.toml",
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise BadInput(f"{path} does not exist") from None
@@ -134,10 +136,14 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
     """Parse, decode and check the description in raw; never raises for bad content."""
     report = Report(name)
     if expected_digest is not None and sha256_hex(raw) != expected_digest:
-        report.problems.append(codec.Problem(
-            (), f"content does not match its digest {name}{DIGEST_SUFFIX}: the file was changed "
-            "or damaged after it was written (if you edited it on purpose, run "
-            "'resurgo validate --rehash' on it)"))
+        report.problems.append(
+            codec.Problem(
+                (),
+                f"content does not match its digest {name}{DIGEST_SUFFIX}: the file was changed "
+                "or damaged after it was written (if you edited it on purpose, run "
+                "'resurgo validate --rehash' on it)",
+            )
+        )
         return report
     if not raw.strip():
         report.problems.append(codec.Problem((), "the file is empty"))
@@ -145,8 +151,11 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        report.problems.append(codec.Problem(
-            (), f"not a text file (invalid UTF-8 at byte {e.start}); is this the right file?"))
+        report.problems.append(
+            codec.Problem(
+                (), f"not a text file (invalid UTF-8 at byte {e.start}); is this the right file?"
+            )
+        )
         return report
     if "\x00" in text:
         report.problems.append(codec.Problem((), "not a text file (it contains NUL bytes)"))
@@ -158,35 +167,50 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
         return report
     fmt = data.get("format")
     if not isinstance(fmt, dict) or "version" not in fmt:
-        report.problems.append(codec.Problem(
-            (), "not a recovery description: it has no [format] table with a version"))
+        report.problems.append(
+            codec.Problem((), "not a recovery description: it has no [format] table with a version")
+        )
         return report
     unknown: list[codec.Problem] | None = None
     ver = version.parse(str(fmt.get("version")))
     if ver is None:
-        report.problems.append(codec.Problem(
-            ("format", "version"), f"{fmt.get('version')!r} is not a version like "
-            f"{version.FORMAT_VERSION!r}", locate(text, ("format", "version"))))
+        report.problems.append(
+            codec.Problem(
+                ("format", "version"),
+                f"{fmt.get('version')!r} is not a version like {version.FORMAT_VERSION!r}",
+                locate(text, ("format", "version")),
+            )
+        )
         return report
     major, minor = ver
     writer = fmt.get("resurgo", "an unknown version")
     if major > version.FORMAT_MAJOR:
-        report.problems.append(codec.Problem(
-            ("format", "version"), f"format {major}.{minor} is newer than this resurgo reads "
-            f"(format {version.FORMAT_MAJOR}.x): it was written by resurgo {writer}; "
-            f"read it with resurgo {writer} or newer", locate(text, ("format", "version"))))
+        report.problems.append(
+            codec.Problem(
+                ("format", "version"),
+                f"format {major}.{minor} is newer than this resurgo reads "
+                f"(format {version.FORMAT_MAJOR}.x): it was written by resurgo {writer}; "
+                f"read it with resurgo {writer} or newer",
+                locate(text, ("format", "version")),
+            )
+        )
         return report
     if major < version.FORMAT_MAJOR:
-        report.problems.append(codec.Problem(
-            ("format", "version"), f"format {major}.{minor} is older than this resurgo reads "
-            f"(format {version.FORMAT_MAJOR}.x): read it with resurgo {writer}",
-            locate(text, ("format", "version"))))
+        report.problems.append(
+            codec.Problem(
+                ("format", "version"),
+                f"format {major}.{minor} is older than this resurgo reads "
+                f"(format {version.FORMAT_MAJOR}.x): read it with resurgo {writer}",
+                locate(text, ("format", "version")),
+            )
+        )
         return report
     if minor > version.FORMAT_MINOR:
         unknown = []
         report.warnings.append(
             f"{name}: format {major}.{minor} is newer than {version.FORMAT_VERSION}; "
-            f"fields this resurgo does not know are skipped")
+            f"fields this resurgo does not know are skipped"
+        )
     try:
         desc = codec.decode(Description, data, unknown=unknown)
     except codec.DecodeErrors as e:
@@ -204,7 +228,9 @@ def _with_lines(
     text: str, data: dict[str, Any], problems: list[codec.Problem]
 ) -> list[codec.Problem]:
     return [
-        codec.Problem(p.where, p.message, p.line or locate(text, p.where), _record_id(data, p.where))
+        codec.Problem(
+            p.where, p.message, p.line or locate(text, p.where), _record_id(data, p.where)
+        )
         for p in problems
     ]
 

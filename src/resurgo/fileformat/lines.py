@@ -22,10 +22,11 @@ def locate(text: str, where: tuple[str | int, ...]) -> int | None:
     rest: list[str | int] = []
     parts = list(where)
     while parts and isinstance(parts[0], str):
-        header.append(parts.pop(0))
+        header.append(parts[0])
+        parts.pop(0)
         if parts and isinstance(parts[0], int):
-            index = parts.pop(0)
-            rest = parts
+            index = parts[0]
+            rest = parts[1:]
             break
     else:
         rest = []
@@ -96,7 +97,7 @@ def _norm(name: str) -> str:
 
 
 def _outside_strings(lines: list[str]) -> list[str]:
-    """The lines with the insides of multi-line strings blanked, so content never looks like keys."""
+    """The lines, with the insides of multi-line strings blanked (content is no key)."""
     out: list[str] = []
     inside: str | None = None
     for line in lines:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
@@ -18,17 +19,14 @@ from resurgo.model import (
     Description,
     Disk,
     FsType,
-    LogicalVolume,
-    LuksVolume,
     Partition,
     PartitionKind,
-    RaidArray,
     TableLabel,
 )
 
+_MODE = re.compile(r"^[0-7]{3,4}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")
-BLOCK_KINDS = "disk, partition, raid array, LUKS volume or logical volume"
 
 
 def check(desc: Description) -> list[Problem]:
@@ -92,16 +90,34 @@ BLOCK = ("disks", "partitions", "raid_arrays", "luks_volumes", "logical_volumes"
 
 def _check_references(desc: Description, ids: dict[str, str], problems: list[Problem]) -> None:
     sysw = ("system",)
-    _ref(problems, ids, (*sysw, "system_volume"), desc.system.system_volume,
-         ("filesystems",), "filesystem")
-    _ref(problems, ids, (*sysw, "boot_volume"), desc.system.boot_volume,
-         ("filesystems",), "filesystem")
+    _ref(
+        problems,
+        ids,
+        (*sysw, "system_volume"),
+        desc.system.system_volume,
+        ("filesystems",),
+        "filesystem",
+    )
+    _ref(
+        problems,
+        ids,
+        (*sysw, "boot_volume"),
+        desc.system.boot_volume,
+        ("filesystems",),
+        "filesystem",
+    )
     _ref(problems, ids, (*sysw, "esp"), desc.system.esp, ("filesystems",), "filesystem")
     bl = desc.system.bootloader
     for i, d in enumerate(bl.disks):
         _ref(problems, ids, (*sysw, "bootloader", "disks", i), d, ("disks",), "disk")
-    _ref(problems, ids, (*sysw, "bootloader", "bios_boot_partition"), bl.bios_boot_partition,
-         ("partitions",), "partition")
+    _ref(
+        problems,
+        ids,
+        (*sysw, "bootloader", "bios_boot_partition"),
+        bl.bios_boot_partition,
+        ("partitions",),
+        "partition",
+    )
     for i, p in enumerate(desc.partitions):
         _ref(problems, ids, ("partitions", i, "disk"), p.disk, ("disks",), "disk")
     for i, md in enumerate(desc.raid_arrays):
@@ -113,34 +129,74 @@ def _check_references(desc: Description, ids: dict[str, str], problems: list[Pro
         _ref(problems, ids, ("luks_volumes", i, "device"), lk.device, BLOCK, "block device")
     for i, pv in enumerate(desc.physical_volumes):
         _ref(problems, ids, ("physical_volumes", i, "device"), pv.device, BLOCK, "block device")
-        _ref(problems, ids, ("physical_volumes", i, "volume_group"), pv.volume_group,
-             ("volume_groups",), "volume group")
+        _ref(
+            problems,
+            ids,
+            ("physical_volumes", i, "volume_group"),
+            pv.volume_group,
+            ("volume_groups",),
+            "volume group",
+        )
     for i, lv in enumerate(desc.logical_volumes):
-        _ref(problems, ids, ("logical_volumes", i, "volume_group"), lv.volume_group,
-             ("volume_groups",), "volume group")
-        _ref(problems, ids, ("logical_volumes", i, "pool"), lv.pool,
-             ("logical_volumes",), "logical volume")
+        _ref(
+            problems,
+            ids,
+            ("logical_volumes", i, "volume_group"),
+            lv.volume_group,
+            ("volume_groups",),
+            "volume group",
+        )
+        _ref(
+            problems,
+            ids,
+            ("logical_volumes", i, "pool"),
+            lv.pool,
+            ("logical_volumes",),
+            "logical volume",
+        )
         for j, seg in enumerate(lv.segments):
             for k, dev in enumerate(seg.devices):
-                _ref(problems, ids, ("logical_volumes", i, "segments", j, "devices", k), dev,
-                     ("physical_volumes",), "physical volume")
+                _ref(
+                    problems,
+                    ids,
+                    ("logical_volumes", i, "segments", j, "devices", k),
+                    dev,
+                    ("physical_volumes",),
+                    "physical volume",
+                )
     for i, fs in enumerate(desc.filesystems):
         _ref(problems, ids, ("filesystems", i, "device"), fs.device, BLOCK, "block device")
-        for j, m in enumerate(fs.mounts):
-            _ref(problems, ids, ("filesystems", i, "mounts", j, "subvolume"), m.subvolume,
-                 ("subvolumes",), "subvolume")
+        for j, mnt in enumerate(fs.mounts):
+            _ref(
+                problems,
+                ids,
+                ("filesystems", i, "mounts", j, "subvolume"),
+                mnt.subvolume,
+                ("subvolumes",),
+                "subvolume",
+            )
     for i, sv in enumerate(desc.subvolumes):
-        _ref(problems, ids, ("subvolumes", i, "filesystem"), sv.filesystem,
-             ("filesystems",), "filesystem")
+        _ref(
+            problems,
+            ids,
+            ("subvolumes", i, "filesystem"),
+            sv.filesystem,
+            ("filesystems",),
+            "filesystem",
+        )
     for i, sw in enumerate(desc.swaps):
         _ref(problems, ids, ("swaps", i, "device"), sw.device, BLOCK, "block device")
-        _ref(problems, ids, ("swaps", i, "filesystem"), sw.filesystem,
-             ("filesystems",), "filesystem")
+        _ref(
+            problems, ids, ("swaps", i, "filesystem"), sw.filesystem, ("filesystems",), "filesystem"
+        )
         if (sw.device is None) == (sw.file is None):
             problems.append(Problem(("swaps", i), "needs exactly one of device or file"))
         if sw.file is not None and sw.filesystem is None:
-            problems.append(Problem(("swaps", i, "filesystem"),
-                                    "a swap file needs the filesystem that holds it"))
+            problems.append(
+                Problem(
+                    ("swaps", i, "filesystem"), "a swap file needs the filesystem that holds it"
+                )
+            )
 
 
 def _check_partitions(desc: Description, problems: list[Problem]) -> None:
@@ -156,13 +212,14 @@ def _check_partitions(desc: Description, problems: list[Problem]) -> None:
             if v < 512 or v & (v - 1):
                 problems.append(Problem(("disks", di, name), f"{v} is not a power of two >= 512"))
         if disk.table is None and by_disk.get(disk.id):
-            problems.append(Problem(("disks", di, "table"),
-                                    "the disk has partitions but no partition table"))
+            problems.append(
+                Problem(("disks", di, "table"), "the disk has partitions but no partition table")
+            )
     for disk_id, parts in by_disk.items():
-        disk = disks.get(disk_id)
-        if disk is None:
+        owner = disks.get(disk_id)
+        if owner is None:
             continue  # reported as a dangling reference
-        _check_disk_partitions(disk, parts, problems)
+        _check_disk_partitions(owner, parts, problems)
 
 
 def _check_disk_partitions(
@@ -173,12 +230,21 @@ def _check_disk_partitions(
     for i, p in parts:
         w = ("partitions", i)
         if p.sector_size != disk.logical_sector_size:
-            problems.append(Problem((*w, "sector_size"),
-                                    f"{p.sector_size} differs from the disk's logical sector size "
-                                    f"{disk.logical_sector_size}"))
+            problems.append(
+                Problem(
+                    (*w, "sector_size"),
+                    f"{p.sector_size} differs from the disk's logical sector size "
+                    f"{disk.logical_sector_size}",
+                )
+            )
         if p.number in numbers:
-            problems.append(Problem((*w, "number"), f"partition number {p.number} is used twice "
-                                    f"on disk {disk.id!r} (also partitions[{numbers[p.number]}])"))
+            problems.append(
+                Problem(
+                    (*w, "number"),
+                    f"partition number {p.number} is used twice "
+                    f"on disk {disk.id!r} (also partitions[{numbers[p.number]}])",
+                )
+            )
         numbers[p.number] = i
         if p.start < 1:
             problems.append(Problem((*w, "start"), "must be at least 1 (sector 0 holds the table)"))
@@ -186,44 +252,70 @@ def _check_disk_partitions(
             problems.append(Problem((*w, "size"), "must be positive"))
         end_bytes = (p.start + p.size) * p.sector_size
         if end_bytes > disk.size:
-            problems.append(Problem((*w, "size"), f"ends at byte {end_bytes}, beyond the end of "
-                                    f"disk {disk.id!r} ({disk.size} bytes)"))
+            problems.append(
+                Problem(
+                    (*w, "size"),
+                    f"ends at byte {end_bytes}, beyond the end of "
+                    f"disk {disk.id!r} ({disk.size} bytes)",
+                )
+            )
         table = disk.table
         if table is not None and table.first_lba is not None and p.start < table.first_lba:
-            problems.append(Problem((*w, "start"), f"starts before the first usable LBA "
-                                    f"{table.first_lba}"))
-        if table is not None and table.last_lba is not None and p.start + p.size - 1 > table.last_lba:
-            problems.append(Problem((*w, "size"), f"ends after the last usable LBA {table.last_lba}"))
+            problems.append(
+                Problem((*w, "start"), f"starts before the first usable LBA {table.first_lba}")
+            )
+        if (
+            table is not None
+            and table.last_lba is not None
+            and p.start + p.size - 1 > table.last_lba
+        ):
+            problems.append(
+                Problem((*w, "size"), f"ends after the last usable LBA {table.last_lba}")
+            )
         if label == TableLabel.GPT and p.kind != PartitionKind.PRIMARY:
             problems.append(Problem((*w, "kind"), "GPT has no extended or logical partitions"))
         if label == TableLabel.DOS:
             if p.kind == PartitionKind.LOGICAL and p.number < 5:
                 problems.append(Problem((*w, "number"), "logical partitions are numbered from 5"))
             if p.kind != PartitionKind.LOGICAL and p.number > 4:
-                problems.append(Problem((*w, "number"), "primary and extended partitions are "
-                                        "numbered 1 to 4"))
+                problems.append(
+                    Problem((*w, "number"), "primary and extended partitions are numbered 1 to 4")
+                )
     extended = [(i, p) for i, p in parts if p.kind == PartitionKind.EXTENDED]
     if len(extended) > 1:
-        problems.append(Problem(("partitions", extended[1][0], "kind"),
-                                "a disk has at most one extended partition"))
+        problems.append(
+            Problem(
+                ("partitions", extended[1][0], "kind"), "a disk has at most one extended partition"
+            )
+        )
     ext = extended[0][1] if extended else None
     outer = [(i, p) for i, p in parts if p.kind != PartitionKind.LOGICAL]
     inner = [(i, p) for i, p in parts if p.kind == PartitionKind.LOGICAL]
     for i, p in inner:
         if ext is None:
-            problems.append(Problem(("partitions", i, "kind"),
-                                    "a logical partition needs an extended partition"))
+            problems.append(
+                Problem(
+                    ("partitions", i, "kind"), "a logical partition needs an extended partition"
+                )
+            )
         elif p.start <= ext.start or p.start + p.size > ext.start + ext.size:
-            problems.append(Problem(("partitions", i, "start"),
-                                    f"logical partition lies outside the extended partition "
-                                    f"{ext.id!r}"))
+            problems.append(
+                Problem(
+                    ("partitions", i, "start"),
+                    f"logical partition lies outside the extended partition {ext.id!r}",
+                )
+            )
     for group in (outer, inner):
         ordered = sorted(group, key=lambda ip: ip[1].start)
-        for (_, a), (j, b) in zip(ordered, ordered[1:], strict=False):
+        for (_, a), (j, b) in itertools.pairwise(ordered):
             if b.start < a.start + a.size:
-                problems.append(Problem(("partitions", j, "start"),
-                                        f"overlaps partition {a.id!r} (which ends at sector "
-                                        f"{a.start + a.size - 1})"))
+                problems.append(
+                    Problem(
+                        ("partitions", j, "start"),
+                        f"overlaps partition {a.id!r} (which ends at sector "
+                        f"{a.start + a.size - 1})",
+                    )
+                )
 
 
 _FS_OPTIONS = {
@@ -239,25 +331,39 @@ def _check_filesystems(desc: Description, problems: list[Problem]) -> None:
     for i, fs in enumerate(desc.filesystems):
         for name, types in _FS_OPTIONS.items():
             if getattr(fs, name) is not None and fs.type not in types:
-                problems.append(Problem(("filesystems", i, name),
-                                        f"{name} options on a {fs.type} filesystem"))
+                problems.append(
+                    Problem(("filesystems", i, name), f"{name} options on a {fs.type} filesystem")
+                )
         if fs.type == FsType.OTHER and fs.supported:
-            problems.append(Problem(("filesystems", i, "supported"),
-                                    "a filesystem of type 'other' cannot be supported"))
+            problems.append(
+                Problem(
+                    ("filesystems", i, "supported"),
+                    "a filesystem of type 'other' cannot be supported",
+                )
+            )
         for j, m in enumerate(fs.mounts):
             if not m.mountpoint.startswith("/"):
-                problems.append(Problem(("filesystems", i, "mounts", j, "mountpoint"),
-                                        f"{m.mountpoint!r} is not an absolute path"))
+                problems.append(
+                    Problem(
+                        ("filesystems", i, "mounts", j, "mountpoint"),
+                        f"{m.mountpoint!r} is not an absolute path",
+                    )
+                )
             sv = subvols.get(m.subvolume) if m.subvolume else None
             if sv is not None and sv.filesystem != fs.id:
-                problems.append(Problem(("filesystems", i, "mounts", j, "subvolume"),
-                                        f"subvolume {sv.id!r} belongs to {sv.filesystem!r}"))
+                problems.append(
+                    Problem(
+                        ("filesystems", i, "mounts", j, "subvolume"),
+                        f"subvolume {sv.id!r} belongs to {sv.filesystem!r}",
+                    )
+                )
     fs_types = {f.id: f.type for f in desc.filesystems}
     for i, sv in enumerate(desc.subvolumes):
         t = fs_types.get(sv.filesystem)
         if t is not None and t != FsType.BTRFS:
-            problems.append(Problem(("subvolumes", i, "filesystem"),
-                                    f"subvolumes live on btrfs, not {t}"))
+            problems.append(
+                Problem(("subvolumes", i, "filesystem"), f"subvolumes live on btrfs, not {t}")
+            )
 
 
 def _check_misc(desc: Description, problems: list[Problem]) -> None:
@@ -265,10 +371,15 @@ def _check_misc(desc: Description, problems: list[Problem]) -> None:
     last = None
     for i, c in enumerate(desc.commands):
         if c.seq in seqs:
-            problems.append(Problem(("commands", i, "seq"), f"sequence number {c.seq} is used twice"))
+            problems.append(
+                Problem(("commands", i, "seq"), f"sequence number {c.seq} is used twice")
+            )
         elif last is not None and c.seq < last:
-            problems.append(Problem(("commands", i, "seq"),
-                                    f"sequence numbers must ascend ({c.seq} after {last})"))
+            problems.append(
+                Problem(
+                    ("commands", i, "seq"), f"sequence numbers must ascend ({c.seq} after {last})"
+                )
+            )
         seqs.add(c.seq)
         last = c.seq
         if not c.program:
@@ -276,6 +387,10 @@ def _check_misc(desc: Description, problems: list[Problem]) -> None:
     for i, cf in enumerate(desc.config_files):
         if not cf.path.startswith("/"):
             problems.append(Problem(("config_files", i, "path"), f"{cf.path!r} is not absolute"))
+        if not _MODE.match(cf.mode):
+            problems.append(
+                Problem(("config_files", i, "mode"), f"{cf.mode!r} is not an octal mode like 0644")
+            )
         if cf.encoding == "base64":
             try:
                 base64.b64decode(cf.content, validate=True)
@@ -306,25 +421,23 @@ def _check_stack_cycles(desc: Description, problems: list[Problem]) -> None:
         below[lv.id] = vg_pvs.get(lv.volume_group, []) + [
             pv_dev[d] for s in lv.segments for d in s.devices if d in pv_dev
         ]
-    groups = {r.id: g for g, rec in (
-        ("partitions", desc.partitions), ("raid_arrays", desc.raid_arrays),
-        ("luks_volumes", desc.luks_volumes), ("logical_volumes", desc.logical_volumes),
-    ) for r in rec}
-    index = {r.id: i for recs in (desc.partitions, desc.raid_arrays, desc.luks_volumes,
-                                  desc.logical_volumes) for i, r in enumerate(recs)}
+    groups: dict[str, str] = {}
+    index: dict[str, int] = {}
+    for g, i, r in _records(desc):
+        if r.id in below:
+            groups[r.id] = g
+            index[r.id] = i
     for start in below:
         seen: set[str] = set()
         stack = list(below[start])
         while stack:
             cur = stack.pop()
             if cur == start:
-                problems.append(Problem((groups[start], index[start]),
-                                        f"{start!r} is built on itself"))
+                problems.append(
+                    Problem((groups[start], index[start]), f"{start!r} is built on itself")
+                )
                 break
             if cur in seen:
                 continue
             seen.add(cur)
             stack.extend(below.get(cur, []))
-
-
-BlockRecord = Disk | Partition | RaidArray | LuksVolume | LogicalVolume

@@ -1,0 +1,1 @@
+"""Read-only probes of the machine, one module per source; describe.py assembles them."""

@@ -1,0 +1,251 @@
+"""A description as a person reads it: each disk a tree of what is built on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from resurgo.model import (
+    Description,
+    Disk,
+    Filesystem,
+    LogicalVolume,
+    LuksVolume,
+    Partition,
+    PhysicalVolume,
+    RaidArray,
+    Swap,
+    VolumeGroup,
+)
+
+Node = (
+    Partition
+    | RaidArray
+    | LuksVolume
+    | PhysicalVolume
+    | VolumeGroup
+    | LogicalVolume
+    | Filesystem
+    | Swap
+)
+
+GPT_TYPES = {
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI System",
+    "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
+    "0fc63daf-8483-4772-8e79-3d69d8477de4": "Linux filesystem",
+    "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f": "Linux swap",
+    "e6d6d379-f507-44c2-a23c-238f2a3df928": "Linux LVM",
+    "a19d880f-05fc-4d3b-a006-743f0f84911e": "Linux RAID",
+    "bc13c2ff-59e6-4262-a352-b275fd6f7172": "Linux extended boot",
+    "4f68bce3-e8cd-4db1-96e7-fbcaf984b709": "Linux root (x86-64)",
+    "933ac7e1-2eb4-4f13-b844-0e14e2aef915": "Linux home",
+    "ca7d7ccb-63ed-4c53-861c-1742536059cc": "Linux LUKS",
+    "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7": "Microsoft basic data",
+}
+MBR_TYPES = {
+    "83": "Linux",
+    "82": "Linux swap",
+    "8e": "Linux LVM",
+    "fd": "Linux RAID",
+    "5": "Extended",
+    "f": "W95 Ext'd (LBA)",
+    "85": "Linux extended",
+    "ef": "EFI (FAT)",
+    "b": "W95 FAT32",
+    "c": "W95 FAT32 (LBA)",
+    "e": "W95 FAT16 (LBA)",
+    "6": "FAT16",
+    "7": "HPFS/NTFS/exFAT",
+}
+
+
+def human(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def type_name(code: str) -> str:
+    key = code.lower().removeprefix("0x").lstrip("0") if len(code) <= 4 else code.lower()
+    return GPT_TYPES.get(key) or MBR_TYPES.get(key) or code
+
+
+class _Tree:
+    def __init__(self, desc: Description) -> None:
+        self.desc = desc
+        self.children: dict[str, list[Node]] = {}
+        self.fs_ids_boot = {desc.system.boot_volume}
+        for p in sorted(desc.partitions, key=lambda p: (p.start, p.number)):
+            self._add(p.disk, p)
+        for md in desc.raid_arrays:
+            for m in md.members + md.spares:
+                self._add(m, md)
+        for lk in desc.luks_volumes:
+            self._add(lk.device, lk)
+        vgs = {vg.id: vg for vg in desc.volume_groups}
+        first_pv: dict[str, str] = {}
+        for pv in desc.physical_volumes:
+            self._add(pv.device, pv)
+            vg = vgs.get(pv.volume_group)
+            if vg is not None and pv.volume_group not in first_pv:
+                first_pv[pv.volume_group] = pv.id
+                self._add(pv.id, vg)
+        for lv in desc.logical_volumes:
+            self._add(lv.pool or lv.volume_group, lv)
+        for fs in desc.filesystems:
+            self._add(fs.device, fs)
+        for sw in desc.swaps:
+            if sw.device is not None:
+                self._add(sw.device, sw)
+        self.first_pv = first_pv
+        self.swap_files = [sw for sw in desc.swaps if sw.file is not None]
+
+    def _add(self, parent: str, node: Node) -> None:
+        self.children.setdefault(parent, []).append(node)
+
+    def lines(self, parent: str, prefix: str) -> Iterator[str]:
+        kids = self.children.get(parent, [])
+        for n, node in enumerate(kids):
+            last = n == len(kids) - 1
+            yield prefix + ("└─ " if last else "├─ ") + self.label(node)
+            if isinstance(node, PhysicalVolume) and self.first_pv.get(node.volume_group) != node.id:
+                continue
+            yield from self.lines(node.id, prefix + ("   " if last else "│  "))
+
+    def label(self, node: Node) -> str:
+        s = self.desc.system
+        if isinstance(node, Partition):
+            bits = [f"{node.number}", human(node.size * node.sector_size), type_name(node.type)]
+            if node.kind != "primary":
+                bits.append(node.kind)
+            if node.name:
+                bits.append(f"name {node.name!r}")
+            if node.bootable:
+                bits.append("bootable")
+            return "partition " + "  ".join(bits) + f"  ({node.path or node.id})"
+        if isinstance(node, RaidArray):
+            return (
+                f"md {node.level} {node.path} {human(node.size)}  metadata {node.metadata}"
+                f"  {len(node.members)} member(s)"
+            )
+        if isinstance(node, LuksVolume):
+            return f"LUKS{node.version} {node.cipher} {node.key_size}-bit  uuid {node.uuid}"
+        if isinstance(node, PhysicalVolume):
+            return f"LVM physical volume {human(node.size)} of {node.volume_group}"
+        if isinstance(node, VolumeGroup):
+            return f"volume group {node.name} {human(node.size)}  extent {human(node.extent_size)}"
+        if isinstance(node, LogicalVolume):
+            return f"logical volume {node.name} {human(node.size)} {node.type}"
+        if isinstance(node, Swap):
+            return f"swap {human(node.size)}" + (f"  label {node.label!r}" if node.label else "")
+        roles = []
+        if node.id == s.system_volume:
+            roles.append("SYSTEM VOLUME")
+        if node.id == s.boot_volume:
+            roles.append("BOOT VOLUME")
+        if node.id == s.esp:
+            roles.append("ESP")
+        where = ", ".join(m.mountpoint for m in node.mounts) or "not mounted"
+        text = f"{node.type_name or node.type}  {where}"
+        if node.label:
+            text += f"  label {node.label!r}"
+        if node.state is not None and node.state.used_bytes is not None:
+            text += f"  {human(node.state.used_bytes)} used of {human(node.state.total_bytes)}"
+        if not node.supported:
+            text += "  (UNSUPPORTED)"
+        if roles:
+            text += "  [" + ", ".join(roles) + "]"
+        return text
+
+
+def render(desc: Description) -> str:
+    s = desc.system
+    out = [
+        f"{s.hostname}: {s.os_release.pretty_name or s.os_release.id}, kernel {s.kernel}, "
+        f"{s.architecture}, {s.firmware.value.upper()} firmware",
+        f"described {desc.format.created} by resurgo {desc.format.resurgo} "
+        f"(format {desc.format.version})",
+        _bootloader(desc),
+        "",
+    ]
+    tree = _Tree(desc)
+    for disk in desc.disks:
+        out.append(_disk_line(desc, disk))
+        out.extend(tree.lines(disk.id, "  "))
+        out.append("")
+    for sw in tree.swap_files:
+        out.append(f"swap file {sw.file}  {human(sw.size)}")
+    if desc.removable_devices:
+        out.append("removable devices (never written to):")
+        for r in desc.removable_devices:
+            out.append(f"  {r.path}  {human(r.size)}  {r.model or ''} {r.serial or ''}".rstrip())
+        out.append("")
+    if desc.unsupported:
+        out.append("not fully described:")
+        for u in desc.unsupported:
+            out.append(f"  {u.path}: {u.kind}: {u.reason}")
+        out.append("")
+    if desc.drivers:
+        out.append("drivers:")
+        for d in desc.drivers:
+            what = d.description or " ".join(x for x in (d.vendor, d.device) if x)
+            out.append(
+                f"  {d.device_class:<8} {d.bus}:{d.address}  {d.module or '(no driver)'}"
+                + (f"  {what}" if what else "")
+            )
+        out.append("")
+    if desc.commands:
+        out.append("restore commands:")
+        for c in desc.commands:
+            out.append(
+                f"  {c.seq:>3}. {c.program} {' '.join(c.args)}  (on failure: {c.on_failure})"
+            )
+        out.append("")
+    if desc.catalog is not None:
+        out.append(
+            f"catalog: {desc.catalog.files} unchanged files from {desc.catalog.packages} "
+            f"{desc.catalog.package_manager} packages ({desc.catalog.path})"
+        )
+    if desc.config_files:
+        out.append("configuration: " + ", ".join(c.path for c in desc.config_files))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _bootloader(desc: Description) -> str:
+    bl = desc.system.bootloader
+    where: list[str] = []
+    paths = {d.id: d.path for d in desc.disks}
+    if bl.disks:
+        where.append("boot code on " + ", ".join(paths.get(d, d) for d in bl.disks))
+    if bl.bios_boot_partition:
+        where.append(f"BIOS boot partition {bl.bios_boot_partition}")
+    if bl.efi_path:
+        where.append(f"loader {bl.efi_path} on the ESP")
+    return f"bootloader: {bl.kind}" + (f" ({'; '.join(where)})" if where else "")
+
+
+def _disk_line(desc: Description, disk: Disk) -> str:
+    table = f"{disk.table.label} {disk.table.id}" if disk.table else "no partition table"
+    ident = ", ".join(
+        f"{k} {v}"
+        for k, v in (("wwn", disk.wwn), ("serial", disk.serial), ("model", disk.model))
+        if v
+    )
+    flags = [
+        disk.transport or "unknown bus",
+        f"{disk.logical_sector_size}/{disk.physical_sector_size} B sectors",
+    ]
+    if disk.rotational:
+        flags.append("rotational")
+    if disk.removable:
+        flags.append("removable")
+    line = f"{disk.path}  {human(disk.size)}  {table}  ({', '.join(flags)})"
+    if disk.critical:
+        line += "  [critical]"
+    if ident:
+        line += f"\n  {ident}"
+    return line
