@@ -10,7 +10,6 @@ from typing import Any
 
 from resurgo import fileformat
 from resurgo.errors import BadInput, ExitCode
-from resurgo.probe.describe import DescribeOptions, describe
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the probes are only needed by this command.
+    from resurgo.probe.describe import DescribeOptions, describe
+
     root: Path = args.root
     if not root.is_dir():
         raise BadInput(f"--root {root}: not a directory")
