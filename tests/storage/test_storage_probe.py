@@ -534,3 +534,59 @@ def _description(state: StorageState) -> Description:
         removable_devices=tuple(state.removable_devices),
         unsupported=tuple(state.unsupported),
     )
+
+
+# ---------------------------------------------------------------- what cannot be described
+
+
+def test_unknown_filesystem_and_closed_luks_are_kept_as_unsupported(rig: Rig) -> None:
+    parts = [
+        Part(1, 2048, 32768, LINUX, new_uuid().upper(), "minix"),
+        Part(2, 34816, 65536, LINUX, new_uuid().upper(), "secret"),
+        Part(3, 100352, 16384, LINUX, new_uuid().upper(), "empty"),
+    ]
+    disk = rig.disk("misc", 64 * MiB, table=gpt_script(new_uuid().upper(), parts))
+    rig.sh("mkfs.minix", disk.part(1))
+    rig.sh("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+           "--pbkdf-force-iterations", "1000", disk.part(2), "-", input="not a secret")
+    empty = rig.workdir / "empty-root"
+    empty.mkdir()
+    state = probe(empty, include=[disk.path])
+    kn = disk.kname
+    assert [d.path for d in state.disks] == [disk.path]
+    assert len(parts_of(state, state.disks[0].id)) == 3
+    [minix] = state.filesystems
+    assert (minix.id, minix.device, minix.type, minix.type_name, minix.supported) == (
+        f"fs.{kn}p1", f"part.{kn}p1", FsType.OTHER, "minix", False)
+    unsupported = {u.path: u for u in state.unsupported}
+    assert set(unsupported) == {disk.part(1), disk.part(2)}
+    assert unsupported[disk.part(1)].kind == "filesystem"
+    assert unsupported[disk.part(2)].kind == "crypto_LUKS"
+    assert any(disk.part(1) in w and "minix" in w for w in state.warnings)
+    assert any(disk.part(2) in w and "crypto_LUKS" in w for w in state.warnings)
+    # Nothing is mounted at the root itself: said so.
+    assert any("nothing is mounted at" in w for w in state.warnings)
+
+
+def test_a_stale_kernel_partition_is_not_read(rig: Rig) -> None:
+    first = [Part(1, 2048, 65536, LINUX, new_uuid().upper(), "one")]
+    disk = rig.disk("stale", 64 * MiB, table=gpt_script(new_uuid().upper(), first))
+    rig.sh("mkfs.ext4", "-q", disk.part(1))
+    # A new table written behind the kernel's back (into the image file; sfdisk on the device
+    # would tell the kernel): its partition 1 still covers the old sectors.
+    moved = [Part(1, 4096, 32768, LINUX, new_uuid().upper(), "moved")]
+    rig.sh("sfdisk", "--quiet", str(disk.image), input=gpt_script(new_uuid().upper(), moved))
+    rig.sh("blockdev", "--flushbufs", disk.path)
+    empty = rig.workdir / "empty-root"
+    empty.mkdir()
+    state = probe(empty, include=[disk.path])
+    [part] = state.partitions
+    assert (part.start, part.size, part.name) == (4096, 32768, "moved")
+    assert state.filesystems == []
+    assert any("differs from the table" in w and "partx -u" in w for w in state.warnings)
+    # And once the kernel forgets it altogether, the partition is still described.
+    rig.sh("partx", "-d", "--nr", "1", disk.path)
+    state = probe(empty, include=[disk.path])
+    assert [p.start for p in state.partitions] == [4096]
+    assert state.knames[state.partitions[0].id] == f"{disk.kname}p1"
+    assert any("does not know partition 1" in w for w in state.warnings)

@@ -116,14 +116,26 @@ def read_device(kname: str, sys_block: Path = SYS_CLASS_BLOCK) -> BlockDevice:
     )
 
 
-def partitions_of(disk: str, sys_block: Path = SYS_CLASS_BLOCK) -> dict[int, str]:
-    """The partitions the kernel knows on a disk: number -> kernel name."""
-    out: dict[int, str] = {}
+@dataclass(frozen=True)
+class KernelPartition:
+    kname: str
+    # Bytes from the start of the disk, and length in bytes, as the kernel uses them.
+    start: int
+    size: int
+
+
+def partitions_of(disk: str, sys_block: Path = SYS_CLASS_BLOCK) -> dict[int, KernelPartition]:
+    """The partitions the kernel knows on a disk, by number."""
+    out: dict[int, KernelPartition] = {}
     base = sys_block / disk
     for name in _listdir(base):
         number = _read_int(base / name / "partition", 0)
         if number > 0:
-            out[number] = name
+            out[number] = KernelPartition(
+                kname=name,
+                start=_read_int(base / name / "start") * SYSFS_SECTOR,
+                size=_read_int(base / name / "size") * SYSFS_SECTOR,
+            )
     return out
 
 

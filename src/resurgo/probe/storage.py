@@ -79,7 +79,12 @@ class _Probe:
             kname = self._mount_kname(e)
             if kname is not None:
                 self.any_mount.setdefault(kname, e)
-        self._select_mounts(mounts.under_root(all_mounts, root))
+        selected = mounts.under_root(all_mounts, root)
+        if root != "/" and not any(rel == "/" for rel, _ in selected):
+            self.state.warnings.append(
+                f"nothing is mounted at {root} itself: the filesystem holding it is not "
+                f"described, only those mounted below it")
+        self._select_mounts(selected)
         self.all_mounts = all_mounts
         self.active_swaps = swap.read_proc_swaps()
         self.active_by_kname: dict[str, swap.ActiveSwap] = {}
@@ -241,24 +246,32 @@ class _Probe:
         known = blockdev.partitions_of(kname)
         out: list[tuple[str, str]] = []
         for pk, part in partitions.partition_records(
-            parsed, disk.id, disk.logical_sector_size, known
+            parsed, disk.id, disk.logical_sector_size, {n: k.kname for n, k in known.items()}
         ):
             self.state.partitions.append(part)
             self.record_of[pk] = part.id
             if part.kind == PartitionKind.EXTENDED:
                 continue
-            if part.number not in known:
-                self.state.warnings.append(
-                    f"{dev.path}: the kernel does not know partition {part.number}, so its "
-                    f"contents are not described (run partx -u {dev.path})")
+            seen = known.get(part.number)
+            if seen is None:
+                problem = f"the kernel does not know partition {part.number}"
+            elif (seen.start, seen.size) != (part.start * part.sector_size,
+                                             part.size * part.sector_size):
+                # Reading the kernel's stale partition would describe other sectors.
+                problem = f"the kernel's partition {part.number} differs from the table"
+            else:
+                out.append((pk, part.id))
                 continue
-            out.append((pk, part.id))
+            self.state.warnings.append(
+                f"{dev.path}: {problem}, so its contents are not described "
+                f"(run partx -u {dev.path})")
         return out
 
     def _describe_stack(self) -> list[tuple[str, str]]:
         """md and device-mapper devices built on what is described so far, lower ones first."""
         pending: set[str] = set()
-        frontier = list(self.record_of)
+        # Partitions in the table but not in the kernel have no holders to look at.
+        frontier = [k for k in self.record_of if (blockdev.SYS_CLASS_BLOCK / k).exists()]
         while frontier:
             kname = frontier.pop()
             for holder in self.device(kname).holders:
@@ -390,9 +403,9 @@ class _Probe:
         by_record = {rid: k for k, rid in self.record_of.items()}
         parts = {p.id: p for p in self.state.partitions}
         critical: set[str] = set()
-        for kname, entries in self.mounts_of.items():
+        for mounted, entries in self.mounts_of.items():
             if any(rel in CRITICAL_MOUNTPOINTS for rel, _ in entries):
-                critical.update(blockdev.disks_below(kname))
+                critical.update(blockdev.disks_below(mounted))
         for fs in self.state.filesystems:
             points = {m.mountpoint for m in fs.mounts}
             part = parts.get(fs.device)
@@ -401,9 +414,9 @@ class _Probe:
                 or (part is not None and part.type.lower() in {ESP_GUID, *ESP_MBR_TYPES})
             )
             if esp or points.intersection(CRITICAL_MOUNTPOINTS):
-                kname = by_record.get(fs.device)
-                if kname is not None:
-                    critical.update(blockdev.disks_below(kname))
+                below = by_record.get(fs.device)
+                if below is not None:
+                    critical.update(blockdev.disks_below(below))
         self.state.disks = [
             replace(d, critical=True) if _kname(d) in critical else d for d in self.state.disks
         ]
