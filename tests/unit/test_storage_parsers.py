@@ -312,3 +312,115 @@ def test_by_id_prefers_readable_names(tmp_path: Path) -> None:
                          ("ata-Samsung_SSD_S3Z9-part1", "sda1")]:
         (tmp_path / name).symlink_to(target)
     assert blockdev.by_id_names(tmp_path) == {"sda": f"{tmp_path}/ata-Samsung_SSD_S3Z9"}
+
+
+# ---------------------------------------------------------------- a sysfs tree built here
+
+
+def _fake_block(sysfs: Path, devpath: str, values: dict[str, str],
+                partitions: dict[str, dict[str, str]] | None = None) -> None:
+    """A /sys/devices/... block device and its /sys/class/block link, with attribute files."""
+    real = sysfs / devpath.lstrip("/")
+    for name, value in values.items():
+        (real / name).parent.mkdir(parents=True, exist_ok=True)
+        (real / name).write_text(value + "\n")
+    for sub in ("holders", "slaves"):
+        (real / sub).mkdir(parents=True, exist_ok=True)
+    links = sysfs / "class" / "block"
+    links.mkdir(parents=True, exist_ok=True)
+    (links / real.name).symlink_to(real)
+    for pname, pvalues in (partitions or {}).items():
+        for name, value in pvalues.items():
+            (real / pname / name).parent.mkdir(parents=True, exist_ok=True)
+            (real / pname / name).write_text(value + "\n")
+        for sub in ("holders", "slaves"):
+            (real / pname / sub).mkdir(exist_ok=True)
+        (links / pname).symlink_to(real / pname)
+
+
+def _link(sysfs: Path, lower: str, upper: str) -> None:
+    block = sysfs / "class" / "block"
+    (block / lower / "holders" / upper).symlink_to(block / upper)
+    (block / upper / "slaves" / lower).symlink_to(block / lower)
+
+
+@pytest.fixture
+def fake_sysfs(tmp_path: Path) -> Path:
+    usb = "/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host4/target4:0:0/4:0:0:0/block/sdb"
+    _fake_block(tmp_path, usb, {
+        "size": "7821312", "removable": "1", "dev": "8:16", "queue/logical_block_size": "512",
+        "queue/physical_block_size": "512", "queue/rotational": "0",
+        "device/model": "Cruzer Blade    ", "device/wwid": "t10.SanDisk Cruzer",
+    }, {"sdb1": {"partition": "1", "start": "2048", "size": "7819264", "dev": "8:17"}})
+    ata = "/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda"
+    _fake_block(tmp_path, ata, {
+        "size": "1000215216", "removable": "0", "dev": "8:0", "queue/logical_block_size": "512",
+        "queue/physical_block_size": "4096", "queue/rotational": "1",
+        "device/model": "WDC WD5000", "device/vpd_pg80": "",
+    }, {"sda1": {"partition": "1", "start": "2048", "size": "1048576", "dev": "8:1"},
+        "sda2": {"partition": "2", "start": "1050624", "size": "999162511", "dev": "8:2"}})
+    (tmp_path / "devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/device"
+     ).mkdir(parents=True)
+    nvme = "/devices/pci0000:00/0000:00:1d.0/nvme/nvme0/nvme0n1"
+    _fake_block(tmp_path, nvme, {"size": "2000409264", "removable": "0", "dev": "259:0",
+                                 "wwid": "eui.0025388b01234567"},
+                {"nvme0n1p1": {"partition": "1", "start": "2048", "size": "2000000000"}})
+    _fake_block(tmp_path, "/devices/virtual/block/md0", {"size": "1048576", "dev": "9:0",
+                                                          "md/level": "raid1"})
+    _fake_block(tmp_path, "/devices/virtual/block/dm-0", {"size": "999000000", "dev": "254:0",
+                                                           "dm/uuid": "CRYPT-LUKS2-abc-root"})
+    _fake_block(tmp_path, "/devices/virtual/block/dm-1", {"size": "990000000", "dev": "254:1",
+                                                           "dm/uuid": "LVM-xyz"})
+    _fake_block(tmp_path, "/devices/virtual/block/loop0", {"size": "2048", "removable": "1",
+                                                            "dev": "7:0"})
+    _link(tmp_path, "sda1", "md0")
+    _link(tmp_path, "nvme0n1p1", "md0")
+    _link(tmp_path, "sda2", "dm-0")
+    _link(tmp_path, "dm-0", "dm-1")
+    return tmp_path / "class" / "block"
+
+
+def test_disks_below_walk_partitions_md_and_dm(fake_sysfs: Path) -> None:
+    assert blockdev.disks_below("dm-1", fake_sysfs) == ["sda"]
+    assert blockdev.disks_below("md0", fake_sysfs) == ["nvme0n1", "sda"]
+    assert blockdev.disks_below("sdb1", fake_sysfs) == ["sdb"]
+    assert blockdev.disks_below("sdb", fake_sysfs) == ["sdb"]
+    sda2 = blockdev.read_device("sda2", fake_sysfs)
+    assert (sda2.parent, sda2.number, sda2.holders) == ("sda", 2, ("dm-0",))
+    assert blockdev.read_device("dm-1", fake_sysfs).slaves == ("dm-0",)
+
+
+def test_partitions_of(fake_sysfs: Path) -> None:
+    assert blockdev.partitions_of("sda", fake_sysfs) == {
+        1: blockdev.KernelPartition("sda1", 2048 * 512, 1048576 * 512),
+        2: blockdev.KernelPartition("sda2", 1050624 * 512, 999162511 * 512),
+    }
+
+
+def test_disk_record_from_sysfs(fake_sysfs: Path) -> None:
+    sda = blockdev.read_device("sda", fake_sysfs)
+    disk = blockdev.disk_record(sda, {"sda": "/dev/disk/by-id/ata-WDC"}, fake_sysfs)
+    assert (disk.id, disk.path, disk.size) == ("disk.sda", "/dev/sda", 1000215216 * 512)
+    assert (disk.logical_sector_size, disk.physical_sector_size) == (512, 4096)
+    assert (disk.transport, disk.rotational, disk.removable) == ("sata", True, False)
+    assert (disk.model, disk.serial, disk.wwn, disk.by_id) == (
+        "WDC WD5000", None, None, "/dev/disk/by-id/ata-WDC")
+    nvme = blockdev.disk_record(blockdev.read_device("nvme0n1", fake_sysfs), {}, fake_sysfs)
+    assert (nvme.transport, nvme.wwn, nvme.logical_sector_size) == (
+        "nvme", "eui.0025388b01234567", 512)
+
+
+def test_removable_devices(fake_sysfs: Path) -> None:
+    [stick] = blockdev.removable_devices([], {}, fake_sysfs)
+    assert (stick.id, stick.path, stick.size, stick.transport, stick.model, stick.wwn) == (
+        "removable.sdb", "/dev/sdb", 7821312 * 512, "usb", "Cruzer Blade", "t10.SanDisk Cruzer")
+    # A removable disk that is described as a disk of the system is not listed again.
+    assert blockdev.removable_devices(["sdb"], {}, fake_sysfs) == []
+
+
+def test_dm_kind(fake_sysfs: Path) -> None:
+    from resurgo.probe import stack
+
+    assert stack.dm_kind("dm-0", fake_sysfs) == "luks"
+    assert stack.dm_kind("dm-1", fake_sysfs) == "lvm"
+    assert stack.dm_kind("md0", fake_sysfs) == "dm"
