@@ -11,6 +11,7 @@ signature on each device nothing else is built on.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -41,6 +42,8 @@ CRITICAL_MOUNTPOINTS = ("/", "/boot")
 # Read-only images mounted from loop devices (snaps, ISO files): files of the system,
 # restored with its files, not disks of it.
 IMAGE_TYPES = frozenset({"squashfs", "iso9660", "erofs", "udf", "cramfs"})
+
+RAM_DISK = re.compile(r"^(zram|ram)\d+$")
 
 # blkid USAGE values of signatures that something else is built on.
 CONTAINER_USAGES = frozenset({"raid", "crypto"})
@@ -146,13 +149,15 @@ class _Probe:
     # ------------------------------------------------------------ which disks
 
     def _disks(self, include: Sequence[str], exclude: Sequence[str]) -> list[str]:
-        base = list(self.mount_knames)
+        base = [k for m in self.mount_knames for k in self._btrfs_siblings(m)]
         if self.root == "/":
             base += [k for k in self.active_by_kname if k not in base]
         wanted: dict[str, list[str]] = {}
         for kname in base:
             for disk in blockdev.disks_below(kname):
-                wanted.setdefault(disk, []).append(kname)
+                # zram swap and RAM disks vanish with the power: nothing to recover.
+                if not RAM_DISK.match(disk):
+                    wanted.setdefault(disk, []).append(kname)
         if self.root != "/":
             # Active swap counts when it lies on the disks of the described system.
             for kname in self.active_by_kname:
@@ -171,6 +176,13 @@ class _Probe:
                 self.state.warnings.append(
                     f"/dev/{kname} is excluded, so what it holds is not described: {what}")
         return sorted(wanted, key=natural_key)
+
+    def _btrfs_siblings(self, kname: str) -> list[str]:
+        """All devices of the btrfs kname belongs to (just kname when it is none)."""
+        fsid = self.btrfs_fsid.get(kname)
+        if fsid is None:
+            return [kname]
+        return sorted((k for k, f in self.btrfs_fsid.items() if f == fsid), key=natural_key)
 
     def _whole_disk(self, path: str, option: str) -> str:
         kname = blockdev.kname_of_path(path)
@@ -344,10 +356,10 @@ class _Probe:
             fs.type == FsType.BTRFS and fs.uuid == uuid for fs in self.state.filesystems
         ):
             return  # another device of a multi-device btrfs already described
+        # A btrfs's mounts name whichever of its devices mount was given.
+        mounted = [m for k in self._btrfs_siblings(kname) for m in self.mounts_of.get(k, [])]
         described = filesystems.describe_filesystem(
-            kname, record_id, dev.path, found, self.mounts_of.get(kname, []),
-            self._mount_for(kname),
-        )
+            kname, record_id, dev.path, found, mounted, self._mount_for(kname))
         self.state.filesystems.append(described.filesystem)
         self.state.subvolumes += described.subvolumes
         self.state.unsupported += described.unsupported
@@ -364,16 +376,15 @@ class _Probe:
         self.state.warnings.append(f"{path}: {reason}: {error}")
 
     def _mount_for(self, kname: str) -> MountEntry | None:
-        mine = self.mounts_of.get(kname)
-        if mine:
-            return mine[0][1]
-        found = self.any_mount.get(kname)
-        if found is None and kname in self.btrfs_fsid:
-            fsid = self.btrfs_fsid[kname]
-            for other, e in self.any_mount.items():
-                if self.btrfs_fsid.get(other) == fsid:
-                    return e
-        return found
+        """A mount of the filesystem on kname, preferably one under the root."""
+        siblings = self._btrfs_siblings(kname)
+        for k in siblings:
+            if self.mounts_of.get(k):
+                return self.mounts_of[k][0][1]
+        for k in siblings:
+            if k in self.any_mount:
+                return self.any_mount[k]
+        return None
 
     def _describe_swap_files(self) -> None:
         by_record = {rid: k for k, rid in self.record_of.items()}
