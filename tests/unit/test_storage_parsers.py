@@ -225,7 +225,7 @@ def test_mountinfo() -> None:
 
 def test_mountinfo_optional_fields_and_escapes() -> None:
     line = ("36 35 98:0 / /mnt/a\\040b\\134c rw,noatime shared:1 master:2 - ext3 /dev/sda1 "
-            "rw,errors=continue\n")
+            "rw,seclabel,errors=continue\n")
     [e] = mounts.parse_mountinfo(line)
     assert (e.mountpoint, e.fstype, e.source) == ("/mnt/a b\\c", "ext3", "/dev/sda1")
     assert e.options == "rw,noatime,errors=continue"

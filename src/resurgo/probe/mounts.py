@@ -22,6 +22,8 @@ _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 # Options that name the subvolume: recorded as Mount.subvolume, and subvolid changes on recreation.
 _SUBVOL_OPTIONS = ("subvol=", "subvolid=")
+# Shown by the kernel but refused by mount(8) on many systems.
+_SHOWN_ONLY = frozenset({"seclabel"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class MountEntry:
         for opt in (*self.mount_options, *self.super_options):
             if opt in ("rw", "ro") and any(o in ("rw", "ro") for o in seen):
                 continue
-            if opt.startswith(_SUBVOL_OPTIONS) or opt in seen:
+            if opt.startswith(_SUBVOL_OPTIONS) or opt in _SHOWN_ONLY or opt in seen:
                 continue
             seen.append(opt)
         return ",".join(seen) or "defaults"
