@@ -1,0 +1,133 @@
+"""resurgo plan --from SOURCE: what a recovery would do to the actual disks, without writing.
+
+Exit 0 when the plan can be executed, 3 when a precondition fails (all are listed),
+2 for bad input (a --map or --key-file that does not parse or names nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from resurgo import fileformat
+from resurgo.errors import BadInput, ExitCode
+from resurgo.plan import make_plan
+from resurgo.plan.actual import read_actual_disks
+from resurgo.plan.model import GrowPolicy, PlanOptions
+from resurgo.plan.render import text, to_json
+
+
+def assignment(what: str) -> Any:
+    def parse(value: str) -> tuple[str, str]:
+        left, eq, right = value.partition("=")
+        if not eq or not left.strip() or not right.strip():
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}")
+        return left.strip(), right.strip()
+
+    return parse
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="show what a recovery would do to the actual disks, without writing",
+        description="Match the saved disks to this machine's disks, fit the saved layout "
+        "to them, list every action in order and check every precondition. Nothing is "
+        "written. Exit 0: the plan can be executed; 3: a precondition fails; 2: bad input.",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        metavar="SOURCE",
+        help="the recovery description file",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="DEV",
+        help="a disk recovery may use (repeat for several); default: every non-removable "
+        "disk that holds neither the running system nor the recovery set",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        type=assignment("SAVED=ACTUAL, e.g. disk.sda=/dev/vdb"),
+        metavar="SAVED=ACTUAL",
+        help="put the saved disk SAVED (its id or path) on the actual disk ACTUAL",
+    )
+    p.add_argument(
+        "--grow",
+        choices=[g.value for g in GrowPolicy],
+        default=GrowPolicy.DEFAULT.value,
+        help="on a larger disk, give the extra to the system volume's partition "
+        "(default) or spread it over every resizable partition (proportional)",
+    )
+    p.add_argument(
+        "--key-file",
+        action="append",
+        default=[],
+        type=assignment("ID=FILE, e.g. luks.sda3=/root/key"),
+        metavar="ID=FILE",
+        help="the key of the LUKS volume ID (repeat for several)",
+    )
+    p.add_argument(
+        "--root",
+        default="/mnt/resurgo",
+        metavar="DIR",
+        help="where the recreated filesystems are mounted during recovery (default: %(default)s)",
+    )
+    p.set_defaults(handler=run)
+
+
+def _keys(desc_luks: set[str], pairs: list[tuple[str, str]]) -> frozenset[str]:
+    out = set()
+    for vol, path in pairs:
+        if vol not in desc_luks:
+            known = ", ".join(sorted(desc_luks)) or "none"
+            raise BadInput(
+                f"--key-file {vol}={path}: the description has no LUKS volume {vol!r}",
+                f"its LUKS volumes are: {known}",
+            )
+        if not os.access(path, os.R_OK) or not Path(path).is_file():
+            raise BadInput(f"--key-file {vol}={path}: {path} is not a readable file")
+        out.add(vol)
+    return frozenset(out)
+
+
+def _disk_name(name: str) -> str:
+    """A --target or --map disk as given, or the device a /dev/disk/by-* link points to."""
+    if name.startswith("/dev/") and os.path.islink(name):
+        return os.path.realpath(name)
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    source: Path = args.source
+    desc = fileformat.read(source)
+    keys = _keys({v.id for v in desc.luks_volumes}, args.key_file)
+    actual = read_actual_disks([source])
+    options = PlanOptions(
+        targets=tuple(_disk_name(t) for t in args.target),
+        maps=tuple((s, _disk_name(a)) for s, a in args.map),
+        grow=GrowPolicy(args.grow),
+        keys=keys,
+        interactive=sys.stdin.isatty(),
+        root=args.root,
+    )
+    plan = make_plan(desc, actual, options)
+    sys.stdout.write(to_json(plan) if args.json else text(plan, str(source)))
+    if not plan.ok:
+        print(
+            f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) fail",
+            file=sys.stderr,
+        )
+        return ExitCode.PRECONDITION
+    return ExitCode.OK

@@ -1,0 +1,231 @@
+"""The actual disks of this machine, read from /sys, /proc/self/mountinfo and /proc/swaps.
+
+Read-only. For each whole disk: size, sector sizes, identity (WWN, serial, model),
+transport, and what uses it now (mounted filesystems, active swap, holders), and
+whether it carries the running system or its boot medium, or the recovery set.
+
+Testing aid: when the environment variable RESURGO_ACTUAL_DISKS names a JSON file
+(a list of objects with the fields of ActualDisk), the disks are read from it
+instead, so that `resurgo plan` can be tested without the disks it would need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from resurgo.errors import BadInput
+from resurgo.plan.model import ActualDisk
+from resurgo.probe import blockdev, mounts, swap
+from resurgo.probe.blockdev import SYS_CLASS_BLOCK, natural_key
+from resurgo.probe.mounts import MountEntry
+
+ENV_ACTUAL_DISKS = "RESURGO_ACTUAL_DISKS"
+
+# Kernel devices that are never disks to recover onto.
+_NOT_DISKS = re.compile(r"^(ram|zram|dm-|md|fd|sr|nbd)\d*")
+# Where live and rescue systems keep their medium and root.
+SYSTEM_MOUNTPOINTS = (
+    "/",
+    "/boot",
+    "/boot/efi",
+    "/usr",
+    "/run/live/medium",
+    "/lib/live/mount/medium",
+    "/run/initramfs/live",
+    "/run/archiso/bootmnt",
+    "/run/rootfsbase",
+    "/cdrom",
+)
+IMAGE_TYPES = frozenset({"squashfs", "iso9660", "erofs", "udf", "cramfs"})
+
+
+def load_actual_disks(path: Path) -> list[ActualDisk]:
+    """Actual disks from a JSON file (the testing aid)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{ENV_ACTUAL_DISKS}={path}: cannot read it: {e}") from None
+    known = {f.name for f in fields(ActualDisk)}
+    out: list[ActualDisk] = []
+    if not isinstance(data, list):
+        raise BadInput(f"{ENV_ACTUAL_DISKS}={path}: expected a JSON list of disks")
+    for n, item in enumerate(data):
+        if not isinstance(item, dict) or not set(item) <= known:
+            raise BadInput(
+                f"{ENV_ACTUAL_DISKS}={path}: disk {n} must be an object with fields of "
+                f"{', '.join(sorted(known))}"
+            )
+        args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}
+        try:
+            out.append(ActualDisk(**args))
+        except TypeError as e:
+            raise BadInput(f"{ENV_ACTUAL_DISKS}={path}: disk {n}: {e}") from None
+    return out
+
+
+def read_actual_disks(
+    recovery_paths: Sequence[Path] = (),
+    *,
+    sys_block: Path = SYS_CLASS_BLOCK,
+    mountinfo: Path = mounts.MOUNTINFO,
+    proc_swaps: Path = swap.PROC_SWAPS,
+) -> list[ActualDisk]:
+    """The whole disks of this machine (or of the testing aid's file)."""
+    fake = os.environ.get(ENV_ACTUAL_DISKS)
+    if fake:
+        return load_actual_disks(Path(fake))
+    entries = mounts.read_mountinfo(mountinfo)
+    active = swap.read_proc_swaps(proc_swaps)
+    system = _system_disks(entries, sys_block)
+    recovery: set[str] = set()
+    for rp in recovery_paths:
+        recovery |= disks_of_path(rp, entries, sys_block)
+    out = []
+    for kname in _whole_disks(sys_block):
+        dev = blockdev.read_device(kname, sys_block)
+        rec = blockdev.disk_record(dev, {}, sys_block)
+        devs = {kname: (dev.major, dev.minor)}
+        holders = list(dev.holders)
+        for name in _partitions(kname, sys_block):
+            p = blockdev.read_device(name, sys_block)
+            devs[name] = (p.major, p.minor)
+            holders += [f"{h} (on {name})" for h in p.holders]
+        by_num = {v: k for k, v in devs.items()}
+        mounted = []
+        for e in entries:
+            num = mount_devnum(e)
+            if num in by_num:
+                mounted.append(f"{by_num[num]} on {e.mountpoint}")
+        swaps = []
+        for s in active:
+            if s.is_file:
+                continue
+            try:
+                st = os.stat(s.path)
+            except OSError:
+                continue
+            if (os.major(st.st_rdev), os.minor(st.st_rdev)) in by_num:
+                swaps.append(s.path)
+        out.append(
+            ActualDisk(
+                path=dev.path,
+                kname=kname,
+                size=dev.size,
+                logical_sector_size=rec.logical_sector_size,
+                physical_sector_size=rec.physical_sector_size,
+                wwn=rec.wwn,
+                serial=rec.serial,
+                model=rec.model,
+                transport=rec.transport,
+                removable=rec.removable,
+                rotational=rec.rotational,
+                mounted=tuple(mounted),
+                swaps=tuple(swaps),
+                holders=tuple(holders),
+                holds_system=kname in system,
+                holds_recovery_set=kname in recovery,
+            )
+        )
+    return out
+
+
+def _whole_disks(sys_block: Path) -> list[str]:
+    out = []
+    try:
+        names = os.listdir(sys_block)
+    except OSError:
+        return []
+    for name in names:
+        if _NOT_DISKS.match(name) or (sys_block / name / "partition").exists():
+            continue
+        try:
+            size = int((sys_block / name / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if size > 0:
+            out.append(name)
+    return sorted(out, key=natural_key)
+
+
+def _partitions(disk: str, sys_block: Path) -> list[str]:
+    try:
+        names = os.listdir(sys_block / disk)
+    except OSError:
+        return []
+    return sorted(
+        (n for n in names if (sys_block / disk / n / "partition").exists()), key=natural_key
+    )
+
+
+def mount_devnum(e: MountEntry) -> tuple[int, int] | None:
+    """The block device a mount is on; btrfs shows an anonymous number, its source is the disk."""
+    if e.major != 0:
+        return (e.major, e.minor)
+    if e.source.startswith("/dev/"):
+        try:
+            st = os.stat(e.source)
+        except OSError:
+            return None
+        return (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return None
+
+
+def disks_of_devnum(num: tuple[int, int], sys_block: Path, depth: int = 0) -> set[str]:
+    """The whole disks under a device number, through partitions, md, dm and loop files."""
+    kname = blockdev.kname_of_devno(*num)
+    if kname is None or depth > 8:
+        return set()
+    try:
+        below = set(blockdev.disks_below(kname, sys_block))
+    except BadInput:
+        return set()
+    for d in list(below):
+        backing = sys_block / d / "loop" / "backing_file"
+        try:
+            st = os.stat(backing.read_text().strip())
+        except OSError:
+            continue
+        below |= disks_of_devnum((os.major(st.st_dev), os.minor(st.st_dev)), sys_block, depth + 1)
+    return below
+
+
+def containing_mount(entries: Iterable[MountEntry], path: str) -> MountEntry | None:
+    best: MountEntry | None = None
+    for e in mounts.visible(list(entries)):
+        mp = e.mountpoint.rstrip("/") or "/"
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and (
+            best is None or len(mp) >= len(best.mountpoint)
+        ):
+            best = e
+    return best
+
+
+def disks_of_path(path: Path, entries: Sequence[MountEntry], sys_block: Path) -> set[str]:
+    real = os.path.realpath(path)
+    e = containing_mount(entries, real)
+    num = mount_devnum(e) if e is not None else None
+    if num is None:
+        try:
+            st = os.stat(real)
+        except OSError:
+            return set()
+        if os.major(st.st_dev) == 0:
+            return set()
+        num = (os.major(st.st_dev), os.minor(st.st_dev))
+    return disks_of_devnum(num, sys_block)
+
+
+def _system_disks(entries: Sequence[MountEntry], sys_block: Path) -> set[str]:
+    out: set[str] = set()
+    for e in entries:
+        if e.mountpoint in SYSTEM_MOUNTPOINTS or e.fstype in IMAGE_TYPES:
+            num = mount_devnum(e)
+            if num is not None:
+                out |= disks_of_devnum(num, sys_block)
+    return out

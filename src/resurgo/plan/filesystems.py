@@ -1,0 +1,287 @@
+"""Filesystem and swap rules: how small each can be, and how mkfs recreates it.
+
+Two different minimums:
+  - creatable: below it mkfs refuses (or makes something the firmware will not read);
+  - data: the used bytes at save time plus a safety margin, so that the
+    restored files fit with room for the metadata a fresh filesystem needs.
+A filesystem whose used bytes are unknown cannot shrink below its saved size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resurgo.model import Filesystem, FsType, Swap
+
+KIB = 1 << 10
+MIB = 1 << 20
+
+# The safety margin on top of the used bytes: 10 % of them plus 64 MiB (journals, logs,
+# inode tables and allocation slack of a freshly made filesystem).
+MARGIN_PERCENT = 10
+MARGIN_BYTES = 64 * MIB
+
+# mkfs.xfs (xfsprogs >= 5.19) refuses anything below 300 MiB.
+XFS_MINIMUM = 300 * MIB
+# mkfs.btrfs of a single device with default profiles; btrfs-progs 6.x needs ~109-114 MiB.
+BTRFS_MINIMUM = 114 * MIB
+# mkswap needs 10 pages.
+SWAP_MINIMUM_PAGES = 10
+# Journal of 1024 blocks (mke2fs's smallest) plus as much again for the rest.
+EXT_JOURNAL_BLOCKS = 2048
+EXT_MINIMUM = 256 * KIB
+
+# FAT: the cluster counts that make a FAT12/16/32 what it is (Microsoft's FAT spec).
+FAT_MIN_CLUSTERS = {12: 1, 16: 4085, 32: 65525}
+FAT_ENTRY_BITS = {12: 12, 16: 16, 32: 32}
+
+EXT = (FsType.EXT2, FsType.EXT3, FsType.EXT4)
+
+
+def ceil_to(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def fat_minimum(fat_size: int, sector_size: int) -> int:
+    """Bytes of the smallest proper FAT of this type with one sector per cluster.
+
+    FAT32 needs 65525 clusters: ~33 MiB at 512-byte sectors, ~257 MiB at 4096.
+    """
+    clusters = FAT_MIN_CLUSTERS.get(fat_size, 1)
+    bits = FAT_ENTRY_BITS.get(fat_size, 32)
+    fat_sectors = -(-((clusters + 2) * bits // 8) // sector_size)
+    reserved = 32 if fat_size == 32 else 1
+    root_dir = 0 if fat_size == 32 else -(-512 * 32 // sector_size)
+    sectors = reserved + 2 * fat_sectors + root_dir + clusters
+    return ceil_to(sectors * sector_size, MIB)
+
+
+def creatable_minimum(fs: Filesystem, sector_size: int) -> int:
+    """The smallest device mkfs can recreate this filesystem on, with its options."""
+    if fs.type in EXT:
+        block = fs.ext.block_size if fs.ext else 4096
+        journal = fs.ext.journal if fs.ext else fs.type != FsType.EXT2
+        return max(EXT_MINIMUM, block * (EXT_JOURNAL_BLOCKS if journal else 64))
+    if fs.type == FsType.XFS:
+        return XFS_MINIMUM
+    if fs.type == FsType.BTRFS:
+        return BTRFS_MINIMUM
+    if fs.type == FsType.VFAT:
+        fat = fs.vfat.fat_size if fs.vfat else 32
+        return fat_minimum(fat, vfat_sector_size(fs, sector_size))
+    return 0
+
+
+def data_minimum(fs: Filesystem) -> int | None:
+    """Used bytes plus the margin (and, for ext, room for as many inodes); None if unknown."""
+    state = fs.state
+    if state is None or state.used_bytes is None:
+        return None
+    need = state.used_bytes + state.used_bytes * MARGIN_PERCENT // 100 + MARGIN_BYTES
+    ratio = ext_inode_ratio(fs)
+    if ratio is not None and state.inodes_used:
+        need = max(need, state.inodes_used * (100 + MARGIN_PERCENT) // 100 * ratio)
+    return need
+
+
+def ext_inode_ratio(fs: Filesystem) -> int | None:
+    """Bytes per inode of a saved ext filesystem: a recreated one of another size keeps it."""
+    if fs.type not in EXT or fs.ext is None or not fs.ext.inode_count:
+        return None
+    total = fs.size or (fs.state.total_bytes if fs.state else None)
+    if not total:
+        return None
+    return max(fs.ext.block_size, total // fs.ext.inode_count)
+
+
+def minimum(fs: Filesystem, sector_size: int, saved_size: int) -> int:
+    """The smallest device this filesystem may be recreated on, data included."""
+    if not fs.supported or fs.type == FsType.OTHER:
+        return saved_size
+    data = data_minimum(fs)
+    return max(creatable_minimum(fs, sector_size), saved_size if data is None else data)
+
+
+def swap_minimum(sw: Swap) -> int:
+    return SWAP_MINIMUM_PAGES * (sw.page_size or 4096)
+
+
+def vfat_sector_size(fs: Filesystem, target_sector_size: int) -> int:
+    """A FAT keeps its logical sector size unless the new disk's sectors are larger."""
+    saved = fs.vfat.sector_size if fs.vfat and fs.vfat.sector_size else 512
+    return max(saved, target_sector_size)
+
+
+@dataclass(frozen=True)
+class Recreate:
+    """How mkfs recreates one filesystem, and what stands in the way."""
+
+    program: str
+    options: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def recreate(fs: Filesystem, size: int, sector_size: int, saved_size: int) -> Recreate:
+    """mkfs options for fs on a device of size bytes with sector_size-byte sectors.
+
+    Options tied to the old size (inode count, allocation groups, log size) are kept only
+    when the size is unchanged.
+    """
+    problems: list[str] = []
+    notes: list[str] = []
+    if not fs.supported or fs.type == FsType.OTHER:
+        return Recreate("", (), (), ())
+    low = creatable_minimum(fs, sector_size)
+    if size < low:
+        problems.append(f"{fs.type} needs at least {low} bytes to be created; it would get {size}")
+    same_size = size == saved_size
+    if fs.type in EXT:
+        opts, p, n = _ext(fs, sector_size, same_size)
+    elif fs.type == FsType.XFS:
+        opts, p, n = _xfs(fs, sector_size, same_size)
+    elif fs.type == FsType.VFAT:
+        opts, p, n = _vfat(fs, sector_size)
+    else:
+        opts, p, n = _btrfs(fs, sector_size)
+    return Recreate(f"mkfs.{fs.type}", tuple(opts), tuple(problems + p), tuple(notes + n))
+
+
+Parts = tuple[list[str], list[str], list[str]]
+
+
+def _ext(fs: Filesystem, sector_size: int, same_size: bool) -> Parts:
+    opts = ["-F", "-t", str(fs.type)]
+    problems: list[str] = []
+    notes: list[str] = []
+    if fs.uuid:
+        opts += ["-U", fs.uuid]
+    if fs.label:
+        opts += ["-L", fs.label]
+    ext = fs.ext
+    if ext is not None:
+        if ext.block_size < sector_size:
+            problems.append(
+                f"its {ext.block_size}-byte blocks are smaller than the {sector_size}-byte "
+                "sectors of the new disk; ext cannot be created so"
+            )
+        opts += ["-b", str(ext.block_size), "-I", str(ext.inode_size)]
+        if ext.features:
+            # "none" first: exactly the saved features, not mke2fs.conf's defaults plus them.
+            opts += ["-O", ",".join(("none", *ext.features))]
+        if ext.reserved_blocks_percent is not None:
+            opts += ["-m", f"{ext.reserved_blocks_percent:g}"]
+        ratio = ext_inode_ratio(fs)
+        if same_size and ext.inode_count:
+            opts += ["-N", str(ext.inode_count)]
+        elif ratio is not None:
+            opts += ["-i", str(ratio)]
+    return opts, problems, notes
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _xfs(fs: Filesystem, sector_size: int, same_size: bool) -> Parts:
+    opts = ["-f"]
+    problems: list[str] = []
+    notes: list[str] = []
+    meta: list[str] = []
+    if fs.uuid:
+        meta.append(f"uuid={fs.uuid}")
+    if fs.label:
+        opts += ["-L", fs.label]
+    x = fs.xfs
+    if x is not None:
+        if x.block_size < sector_size:
+            problems.append(
+                f"its {x.block_size}-byte blocks are smaller than the {sector_size}-byte "
+                "sectors of the new disk"
+            )
+        sect = max(x.sector_size, sector_size)
+        if sect != x.sector_size:
+            notes.append(f"recreated with {sect}-byte sectors (was {x.sector_size})")
+        opts += ["-b", f"size={x.block_size}", "-s", f"size={sect}"]
+        inode = [f"size={x.inode_size}"]
+        if x.crc is not None:
+            meta.insert(0, f"crc={_flag(x.crc)}")
+        if x.crc is not False:
+            for name in ("finobt", "reflink", "bigtime", "inobtcount", "rmapbt"):
+                value = getattr(x, name)
+                if value is not None:
+                    meta.append(f"{name}={_flag(value)}")
+            if x.sparse is not None:
+                inode.append(f"sparse={_flag(x.sparse)}")
+        opts += ["-i", ",".join(inode)]
+        if same_size and x.ag_count:
+            opts += ["-d", f"agcount={x.ag_count}"]
+        if same_size and x.log_size:
+            opts += ["-l", f"size={x.log_size}"]
+    if meta:
+        opts += ["-m", ",".join(meta)]
+    return opts, problems, notes
+
+
+def _vfat(fs: Filesystem, sector_size: int) -> Parts:
+    opts: list[str] = []
+    notes: list[str] = []
+    v = fs.vfat
+    sect = vfat_sector_size(fs, sector_size)
+    saved_sect = v.sector_size if v and v.sector_size else 512
+    if sect != saved_sect:
+        notes.append(f"recreated with {sect}-byte sectors (was {saved_sect})")
+    opts += ["-S", str(sect)]
+    if v is not None:
+        opts += ["-F", str(v.fat_size)]
+        if v.cluster_size and v.cluster_size >= sect:
+            opts += ["-s", str(v.cluster_size // sect)]
+        elif v.cluster_size:
+            notes.append(f"its {v.cluster_size}-byte clusters become {sect}-byte ones")
+        opts += ["-i", v.volume_id.replace("-", "")]
+    if fs.label:
+        opts += ["-n", fs.label]
+    return opts, [], notes
+
+
+def _btrfs(fs: Filesystem, sector_size: int) -> Parts:
+    opts = ["-f"]
+    problems: list[str] = []
+    if fs.uuid:
+        opts += ["-U", fs.uuid]
+    if fs.label:
+        opts += ["-L", fs.label]
+    b = fs.btrfs
+    if b is not None:
+        if b.node_size:
+            opts += ["-n", str(b.node_size)]
+        if b.sector_size:
+            if b.sector_size < sector_size:
+                problems.append(
+                    f"its {b.sector_size}-byte sectors are smaller than the new disk's "
+                    f"{sector_size}"
+                )
+            opts += ["-s", str(b.sector_size)]
+        for flag, profile in (("-d", b.data_profile), ("-m", b.metadata_profile)):
+            if profile is None:
+                continue
+            if profile.lower() not in ("single", "dup"):
+                problems.append(
+                    f"its {profile} profile needs several devices; resurgo recreates "
+                    "single-device btrfs only"
+                )
+            opts += [flag, profile.lower()]
+        if b.features:
+            opts += ["-O", ",".join(b.features)]
+    return opts, problems, []
+
+
+def mkswap_options(sw: Swap) -> tuple[str, ...]:
+    opts: list[str] = []
+    if sw.uuid:
+        opts += ["-U", sw.uuid]
+    if sw.label:
+        opts += ["-L", sw.label]
+    if sw.page_size:
+        opts += ["-p", str(sw.page_size)]
+    return tuple(opts)

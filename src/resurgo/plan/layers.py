@@ -1,0 +1,200 @@
+"""What is built on what in a description: the indexes every planning step walks."""
+
+from __future__ import annotations
+
+from resurgo.model import (
+    Description,
+    Disk,
+    Filesystem,
+    LogicalVolume,
+    LuksVolume,
+    LvType,
+    Partition,
+    PartitionKind,
+    PhysicalVolume,
+    RaidArray,
+    Subvolume,
+    Swap,
+    VolumeGroup,
+)
+
+ESP_TYPES = frozenset({"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"})
+BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"
+
+# What may sit directly on a block device.
+User = Filesystem | Swap | LuksVolume | PhysicalVolume | RaidArray
+
+
+def type_key(code: str) -> str:
+    """A partition type as compared here: lower case, MBR codes without 0x and leading zeros."""
+    code = code.strip().lower()
+    return code if len(code) > 4 else (code.removeprefix("0x").lstrip("0") or "0")
+
+
+class Layers:
+    def __init__(self, desc: Description) -> None:
+        self.desc = desc
+        self.disks: dict[str, Disk] = {d.id: d for d in desc.disks}
+        self.partitions: dict[str, Partition] = {p.id: p for p in desc.partitions}
+        self.raids: dict[str, RaidArray] = {m.id: m for m in desc.raid_arrays}
+        self.luks: dict[str, LuksVolume] = {v.id: v for v in desc.luks_volumes}
+        self.vgs: dict[str, VolumeGroup] = {v.id: v for v in desc.volume_groups}
+        self.lvs: dict[str, LogicalVolume] = {v.id: v for v in desc.logical_volumes}
+        self.pvs: dict[str, PhysicalVolume] = {v.id: v for v in desc.physical_volumes}
+        self.filesystems: dict[str, Filesystem] = {f.id: f for f in desc.filesystems}
+        self.parts_of: dict[str, list[Partition]] = {}
+        for p in sorted(desc.partitions, key=lambda p: (p.start, p.number)):
+            self.parts_of.setdefault(p.disk, []).append(p)
+        self.users: dict[str, list[User]] = {}
+        for fs in desc.filesystems:
+            self.users.setdefault(fs.device, []).append(fs)
+        for sw in desc.swaps:
+            if sw.device is not None:
+                self.users.setdefault(sw.device, []).append(sw)
+        for lk in desc.luks_volumes:
+            self.users.setdefault(lk.device, []).append(lk)
+        for pv in desc.physical_volumes:
+            self.users.setdefault(pv.device, []).append(pv)
+        for md in desc.raid_arrays:
+            for m in (*md.members, *md.spares):
+                self.users.setdefault(m, []).append(md)
+        self.pvs_of: dict[str, list[PhysicalVolume]] = {}
+        for pv in desc.physical_volumes:
+            self.pvs_of.setdefault(pv.volume_group, []).append(pv)
+        self.lvs_of: dict[str, list[LogicalVolume]] = {}
+        for lv in desc.logical_volumes:
+            self.lvs_of.setdefault(lv.volume_group, []).append(lv)
+        self.subvolumes_of: dict[str, list[Subvolume]] = {}
+        for sv in desc.subvolumes:
+            self.subvolumes_of.setdefault(sv.filesystem, []).append(sv)
+
+    def user(self, dev: str) -> User | None:
+        """What is built directly on a block device (the first, should there be several)."""
+        found = self.users.get(dev)
+        return found[0] if found else None
+
+    def below(self, dev: str) -> list[str]:
+        """The block devices a block device is made of, one level down."""
+        if dev in self.partitions:
+            return [self.partitions[dev].disk]
+        if dev in self.raids:
+            md = self.raids[dev]
+            return [*md.members, *md.spares]
+        if dev in self.luks:
+            return [self.luks[dev].device]
+        if dev in self.lvs:
+            lv = self.lvs[dev]
+            if lv.type == LvType.THIN and lv.pool in self.lvs:
+                return self.below(lv.pool)
+            return [pv.device for pv in self.pvs_of.get(lv.volume_group, [])]
+        return []
+
+    def disks_under(self, dev: str) -> set[str]:
+        if dev in self.disks:
+            return {dev}
+        out: set[str] = set()
+        for d in self.below(dev):
+            out |= self.disks_under(d)
+        return out
+
+    def vg_disks(self, vg: str) -> set[str]:
+        out: set[str] = set()
+        for pv in self.pvs_of.get(vg, []):
+            out |= self.disks_under(pv.device)
+        return out
+
+    def filesystems_above(self, dev: str) -> list[Filesystem]:
+        """Every filesystem that lives on dev, directly or through md, LUKS and LVM."""
+        out: list[Filesystem] = []
+        for u in self.users.get(dev, []):
+            if isinstance(u, Filesystem):
+                out.append(u)
+            elif isinstance(u, LuksVolume | RaidArray):
+                out.extend(self.filesystems_above(u.id))
+            elif isinstance(u, PhysicalVolume):
+                for lv in self.lvs_of.get(u.volume_group, []):
+                    out.extend(self.filesystems_above(lv.id))
+        if dev in self.partitions and self.partitions[dev].kind == PartitionKind.EXTENDED:
+            disk = self.partitions[dev].disk
+            for p in self.parts_of.get(disk, []):
+                if p.kind == PartitionKind.LOGICAL:
+                    out.extend(self.filesystems_above(p.id))
+        if dev in self.disks:
+            for p in self.parts_of.get(dev, []):
+                out.extend(self.filesystems_above(p.id))
+        return list({f.id: f for f in out}.values())
+
+    def original_size(self, dev: str) -> int:
+        if dev in self.partitions:
+            p = self.partitions[dev]
+            return p.size * p.sector_size
+        if dev in self.disks:
+            return self.disks[dev].size
+        if dev in self.raids:
+            return self.raids[dev].size
+        if dev in self.luks:
+            lk = self.luks[dev]
+            if lk.size is not None:
+                return lk.size
+            return max(0, self.original_size(lk.device) - luks_header(lk.version))
+        if dev in self.lvs:
+            return self.lvs[dev].size
+        return 0
+
+    # ---------------------------------------------------------------- roles
+
+    def is_esp(self, fs: Filesystem) -> bool:
+        if fs.id == self.desc.system.esp:
+            return True
+        p = self.partitions.get(fs.device)
+        return p is not None and type_key(p.type) in ESP_TYPES
+
+    def is_separate_boot(self, fs: Filesystem) -> bool:
+        sysinfo = self.desc.system
+        if fs.id == sysinfo.boot_volume and sysinfo.boot_volume != sysinfo.system_volume:
+            return True
+        return any(m.mountpoint == "/boot" for m in fs.mounts)
+
+    def is_bios_boot(self, part: Partition) -> bool:
+        return (
+            type_key(part.type) == BIOS_BOOT_TYPE
+            or part.id == self.desc.system.bootloader.bios_boot_partition
+        )
+
+    def holds_system(self, dev: str) -> bool:
+        sysvol = self.desc.system.system_volume
+        if sysvol is None:
+            return any(m.mountpoint == "/" for f in self.filesystems_above(dev) for m in f.mounts)
+        return any(f.id == sysvol for f in self.filesystems_above(dev))
+
+    def label(self, dev: str) -> str:
+        """A few characters naming what a device holds, for tables and bars."""
+        part = self.partitions.get(dev)
+        if part is not None and part.kind == PartitionKind.EXTENDED:
+            return "extended"
+        u = self.user(dev)
+        if isinstance(u, Filesystem):
+            if self.is_esp(u):
+                return "EFI"
+            if u.mounts:
+                mp = u.mounts[0].mountpoint
+                return "root" if mp == "/" else mp.rstrip("/").rsplit("/", 1)[-1]
+            return str(u.type_name or u.type)
+        if isinstance(u, Swap):
+            return "swap"
+        if isinstance(u, LuksVolume):
+            inner = self.label(u.id)
+            return f"luks:{inner}" if inner != "-" else "luks"
+        if isinstance(u, PhysicalVolume):
+            vg = self.vgs.get(u.volume_group)
+            return f"lvm:{vg.name}" if vg else "lvm"
+        if isinstance(u, RaidArray):
+            return u.path.rsplit("/", 1)[-1]
+        if part is not None and self.is_bios_boot(part):
+            return "bios"
+        return "-"
+
+
+def luks_header(version: int) -> int:
+    """The space a LUKS header takes before the payload with cryptsetup's defaults."""
+    return (2 if version == 1 else 16) << 20

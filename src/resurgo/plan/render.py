@@ -1,0 +1,246 @@
+"""A plan for people (tables and bars to scale), as JSON, and its hash.
+
+The hash is the sha256 of the canonical JSON (sorted keys, no whitespace, no
+timestamps) of the actions and of the identities of the matched disks: what will be
+written where. `recover --plan-hash H` refuses a plan whose hash is not H.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from resurgo.plan.model import Action, DiskLayout, DiskMatch, Plan
+from resurgo.summary import human
+
+BAR_WIDTH = 60
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(obj)))
+    return out
+
+
+def action_data(a: Action, *, with_summary: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": a.id,
+        "kind": str(a.kind),
+        "writes": list(a.writes),
+        "depends_on": list(a.depends_on),
+        "before": a.before,
+        "after": a.after,
+        "params": _plain(a.params),
+    }
+    if with_summary:
+        out["summary"] = a.summary
+    return out
+
+
+def identity_data(m: DiskMatch) -> dict[str, Any]:
+    return {
+        "saved": m.saved,
+        "path": m.path,
+        "kname": m.kname,
+        "size": m.size,
+        "logical_sector_size": m.logical_sector_size,
+        "wwn": m.wwn,
+        "serial": m.serial,
+        "model": m.model,
+    }
+
+
+def canonical(actions: Sequence[Action], matches: Sequence[DiskMatch]) -> bytes:
+    data = {
+        "actions": [action_data(a, with_summary=False) for a in actions],
+        "disks": [identity_data(m) for m in sorted(matches, key=lambda m: m.saved)],
+    }
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def plan_hash(actions: Sequence[Action], matches: Sequence[DiskMatch]) -> str:
+    return "sha256:" + hashlib.sha256(canonical(actions, matches)).hexdigest()
+
+
+def layout_data(lay: DiskLayout) -> dict[str, Any]:
+    out = _plain(lay)
+    for p, fp in zip(out["partitions"], lay.partitions, strict=True):
+        p["after"] = fp.after
+        p["start_bytes"] = fp.start_bytes
+        p["change"] = str(fp.change)
+    return out
+
+
+def to_data(plan: Plan) -> dict[str, Any]:
+    return {
+        "host": plan.host,
+        "created": plan.created,
+        "ok": plan.ok,
+        "grow": str(plan.grow),
+        "root": plan.root,
+        "matches": [_plain(m) for m in plan.matches],
+        "layouts": [layout_data(lay) for lay in plan.layouts],
+        "volumes": [{**_plain(v), "change": str(v.change)} for v in plan.volumes],
+        "actions": [action_data(a) for a in plan.actions],
+        "failures": [_plain(f) for f in plan.failures],
+        "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
+        "hash": plan.hash,
+    }
+
+
+def to_json(plan: Plan) -> str:
+    return json.dumps(to_data(plan), indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- text
+
+
+def bar(lay: DiskLayout, width: int = BAR_WIDTH) -> str:
+    """The disk's partitions to scale, e.g. [EFI|boot|=====root=====|swap] ('.' is free space)."""
+    total = lay.size
+    if total <= 0:
+        return "[" + " " * width + "]"
+    if lay.label is None:
+        return "[" + _segment(lay.whole or "-", width, "=") + "]"
+    segs: list[tuple[str, int, str]] = []
+    cursor = 0
+    top = sorted((p for p in lay.partitions if p.kind != "logical"), key=lambda p: p.start_bytes)
+    logicals = sorted(
+        (p for p in lay.partitions if p.kind == "logical"), key=lambda p: p.start_bytes
+    )
+    for p in top:
+        if p.start_bytes > cursor:
+            segs.append(("", p.start_bytes - cursor, "."))
+        if p.kind == "extended" and logicals:
+            inner = p.start_bytes
+            for lp in logicals:
+                if lp.start_bytes > inner:
+                    segs.append(("", lp.start_bytes - inner, "."))
+                segs.append((lp.label, lp.after, "="))
+                inner = lp.start_bytes + lp.after
+            if p.start_bytes + p.after > inner:
+                segs.append(("", p.start_bytes + p.after - inner, "."))
+        else:
+            segs.append((p.label, p.after, "="))
+        cursor = p.start_bytes + p.after
+    if total > cursor:
+        segs.append(("", total - cursor, "."))
+    # Slivers of free space (alignment gaps) are not worth a column.
+    segs = [s for s in segs if s[2] != "." or s[1] * width >= total]
+    widths = _columns([s[1] for s in segs], width - (len(segs) - 1))
+    return "[" + "|".join(_segment(s[0], w, s[2]) for s, w in zip(segs, widths, strict=True)) + "]"
+
+
+def _columns(sizes: Sequence[int], width: int) -> list[int]:
+    """Columns per segment, at least one each, proportional to size (largest remainder)."""
+    n = len(sizes)
+    if n == 0:
+        return []
+    width = max(width, n)
+    total = sum(sizes) or 1
+    spare = width - n
+    base = [spare * s // total for s in sizes]
+    left = spare - sum(base)
+    order = sorted(range(n), key=lambda i: (-(spare * sizes[i] % total), i))
+    for i in order[:left]:
+        base[i] += 1
+    return [1 + b for b in base]
+
+
+def _segment(label: str, width: int, fill: str) -> str:
+    if not label or width < 1:
+        return fill * width
+    if len(label) >= width:
+        return label[:width]
+    pad = width - len(label)
+    return fill * (pad // 2) + label + fill * (pad - pad // 2)
+
+
+def _size(n: int | None) -> str:
+    return "-" if n is None else human(n)
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    ]
+
+
+def text(plan: Plan, source: str = "") -> str:
+    out: list[str] = []
+    src = f" from {source}" if source else ""
+    out.append(f"Recovery plan for {plan.host} (described {plan.created}){src}")
+    out.append(f"grow policy: {plan.grow}; filesystems mounted under {plan.root}")
+    matches = {m.saved: m for m in plan.matches}
+    for lay in plan.layouts:
+        m = matches.get(lay.saved)
+        out.append("")
+        by = f", matched by {m.by}" if m else ""
+        out.append(
+            f"{lay.saved}  {human(lay.before_size)}, {lay.before_sector_size}-byte sectors"
+            f"  ->  {lay.device}  {human(lay.size)}, {lay.sector_size}-byte sectors{by}"
+        )
+        if lay.label is None:
+            out.append(f"  no partition table: {lay.whole} on the whole disk")
+        else:
+            out.append(f"  {lay.label} table, id {lay.table_id}")
+            rows = [["#", "partition", "holds", "start", "before", "after", "change"]]
+            for p in sorted(lay.partitions, key=lambda p: p.start_bytes):
+                rows.append(
+                    [
+                        str(p.number),
+                        p.id,
+                        p.label,
+                        human(p.start_bytes),
+                        human(p.before),
+                        human(p.after),
+                        str(p.change) + (" (fixed)" if p.fixed and p.kind != "extended" else ""),
+                    ]
+                )
+            out.extend(_table(rows))
+        out.append("  " + bar(lay))
+    if plan.volumes:
+        out.append("")
+        out.append("volumes:")
+        rows = [["id", "kind", "device", "holds", "before", "after", "change"]]
+        for v in plan.volumes:
+            rows.append(
+                [
+                    v.id,
+                    str(v.kind),
+                    v.device,
+                    v.label,
+                    _size(v.before),
+                    human(v.after),
+                    str(v.change),
+                ]
+            )
+        out.extend(_table(rows))
+    out.append("")
+    out.append(f"actions ({len(plan.actions)}):")
+    for n, a in enumerate(plan.actions, 1):
+        out.append(f"  {n:3d}. {a.summary}  [{a.id}]")
+    if plan.warnings:
+        out.append("")
+        out.append("warnings:")
+        out.extend(f"  - {w}" for w in plan.warnings)
+    if plan.notes:
+        out.append("")
+        out.append("notes:")
+        out.extend(f"  - {n}" for n in plan.notes)
+    out.append("")
+    if plan.failures:
+        out.append(f"cannot recover: {len(plan.failures)} precondition(s) fail:")
+        for f in plan.failures:
+            out.append(f"  x [{f.check}] {f.message}")
+            if f.hint:
+                out.append(f"      hint: {f.hint}")
+    else:
+        out.append("all preconditions hold: the plan can be executed")
+    out.append(f"plan hash: {plan.hash}")
+    return "\n".join(out) + "\n"
