@@ -55,7 +55,20 @@ def to_data(desc: Description) -> dict[str, Any]:
 
 
 def dumps(desc: Description) -> str:
-    return tomli_w.dumps(to_data(desc), multiline_strings=True)
+    data = to_data(desc)
+    # tomli_w turns CRLF into LF inside multi-line strings; a file with a CRLF
+    # anywhere is written with single-line strings ("\r\n" escaped) instead.
+    return tomli_w.dumps(data, multiline_strings=not _has_crlf(data))
+
+
+def _has_crlf(data: Any) -> bool:
+    if isinstance(data, str):
+        return "\r\n" in data
+    if isinstance(data, dict):
+        return any(_has_crlf(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_has_crlf(v) for v in data)
+    return False
 
 
 def dumps_json(desc: Description) -> str:

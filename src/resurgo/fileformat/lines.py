@@ -1,114 +1,178 @@
 """Find the line of a record or field in TOML text, for error messages.
 
-tomllib does not report positions, and the files are ones our writer made (or
-a person edited), so a scan of table headers and keys finds them well enough.
-A position that cannot be found is simply left out of the message.
+tomllib does not report positions, so the text is scanned once more: string
+contents and comments are blanked (a config file's content never looks like a
+key), then table headers, keys, array items and inline-table keys are mapped to
+the path of keys and indexes they define. A problem's place is the line of the
+longest known prefix of its path: the field itself, else its record. Bare keys
+only (our writer never quotes keys); a position that cannot be found is simply
+left out of the message.
 """
 
 from __future__ import annotations
 
 import re
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+Path = tuple[str | int, ...]
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*\]\]?\s*$")
+_KEY = re.compile(r"\s*([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
 
 
-def locate(text: str, where: tuple[str | int, ...]) -> int | None:
+def locate(text: str, where: Path) -> int | None:
     """1-based line of where (e.g. ("partitions", 2, "start")), or None."""
-    lines = _outside_strings(text.splitlines())
-    # Table path as TOML headers spell it: keys joined by dots, array indexes counted.
-    header: list[str] = []
-    index: int | None = None
-    rest: list[str | int] = []
-    parts = list(where)
-    while parts and isinstance(parts[0], str):
-        header.append(parts[0])
-        parts.pop(0)
-        if parts and isinstance(parts[0], int):
-            index = parts[0]
-            rest = parts[1:]
-            break
-    else:
-        rest = []
-    if not header:
-        return None
-    if index is None:
-        # A top-level key, or a field inside a plain table like [system.bootloader].
-        for depth in range(len(header) - 1, 0, -1):
-            table = ".".join(header[:depth])
-            start = _find_table(lines, table, array=False, nth=0)
-            if start is not None:
-                key = header[depth]
-                found = _find_key(lines, start, key)
-                if found is not None:
-                    return found
-                sub = _find_table(lines, ".".join(header[: depth + 1]), array=False, nth=0)
-                return sub if sub is not None else start
-        return _find_key(lines, -1, header[0])
-    table = ".".join(header)
-    start = _find_table(lines, table, array=True, nth=index)
-    if start is None:
-        return None
-    names = [p for p in rest if isinstance(p, str)]
-    if not names:
-        return start + 1
-    found = _find_key(lines, start, names[0])
-    if found is not None:
-        return found
-    sub = _find_sub_table(lines, start, f"{table}.{names[0]}")
-    return sub if sub is not None else start + 1
-
-
-def _find_table(lines: list[str], name: str, *, array: bool, nth: int) -> int | None:
-    seen = 0
-    for i, line in enumerate(lines):
-        m = _HEADER.match(line)
-        if m and (m.group(1) == "[[") == array and _norm(m.group(2)) == name:
-            if seen == nth:
-                return i
-            seen += 1
+    index = positions(text)
+    for n in range(len(where), 0, -1):
+        line = index.get(where[:n])
+        if line is not None:
+            return line
     return None
 
 
-def _find_sub_table(lines: list[str], start: int, name: str) -> int | None:
-    for i in range(start + 1, len(lines)):
-        m = _HEADER.match(lines[i])
-        if m is None:
-            continue
-        if _norm(m.group(2)) == name:
-            return i + 1
-        if not _norm(m.group(2)).startswith(name.split(".")[0] + "."):
-            return None
-    return None
+def positions(text: str) -> dict[Path, int]:
+    """Every path the text defines, to the 1-based line where it is defined first."""
+    return _Scanner(_code_lines(text)).run()
 
 
-def _find_key(lines: list[str], start: int, key: str) -> int | None:
-    for i in range(start + 1, len(lines)):
-        if _HEADER.match(lines[i]):
-            return None
-        m = _KEY.match(lines[i])
-        if m and m.group(1) == key:
-            return i + 1
-    return None
+class _Scanner:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.found: dict[Path, int] = {}
+        # Arrays of tables by their resolved path, to how many elements they have so far.
+        self.arrays: dict[Path, int] = {}
+        self.table: Path = ()
+        # Open inline arrays/tables of a value that spans lines:
+        # [path, kind, next item index, expecting an item or key].
+        self.stack: list[list[object]] = []
+
+    def record(self, path: Path, line: int) -> None:
+        self.found.setdefault(path, line + 1)
+
+    def run(self) -> dict[Path, int]:
+        for n, line in enumerate(self.lines):
+            if self.stack:
+                self.value(line, 0, n)
+                continue
+            m = _HEADER.match(line)
+            if m:
+                self.header(m.group(1) == "[[", _dotted(m.group(2)), n)
+                continue
+            k = _KEY.match(line)
+            if k:
+                path = (*self.table, *_dotted(k.group(1)))
+                for depth in range(len(self.table) + 1, len(path) + 1):
+                    self.record(path[:depth], n)
+                self.value(line, k.end(), n, path)
+        return self.found
+
+    def header(self, array: bool, names: list[str], n: int) -> None:
+        path: Path = ()
+        for i, name in enumerate(names):
+            path = (*path, name)
+            last = i == len(names) - 1
+            if last and array:
+                count = self.arrays.get(path, 0)
+                self.arrays[path] = count + 1
+                path = (*path, count)
+            elif path in self.arrays:
+                path = (*path, self.arrays[path] - 1)
+        self.table = path
+        self.record(path, n)
+
+    def value(self, line: str, pos: int, n: int, path: Path | None = None) -> None:
+        """Scan a value from pos; items and keys of inline arrays and tables are recorded."""
+        if path is not None:
+            rest = line[pos:].lstrip()
+            if rest[:1] not in ("[", "{"):
+                return  # a scalar
+            pos = len(line) - len(rest) + 1
+            self.stack.append([path, rest[0], 0, True])
+        while pos < len(line) and self.stack:
+            frame = self.stack[-1]
+            fpath, kind, count, expecting = frame
+            assert isinstance(fpath, tuple) and isinstance(count, int)
+            ch = line[pos]
+            if ch.isspace():
+                pos += 1
+            elif ch in "]}":
+                self.stack.pop()
+                pos += 1
+            elif ch == ",":
+                frame[3] = True
+                pos += 1
+            elif kind == "{":
+                m = _KEY.match(line, pos)
+                if m is None or not expecting:
+                    pos += 1
+                    continue
+                frame[3] = False
+                item = (*fpath, *_dotted(m.group(1)))
+                self.record(item, n)
+                pos = self._open(line, m.end(), item)
+            elif expecting:
+                item = (*fpath, count)
+                frame[2] = count + 1
+                frame[3] = False
+                self.record(item, n)
+                pos = self._open(line, pos, item)
+            else:
+                pos += 1
+
+    def _open(self, line: str, pos: int, path: Path) -> int:
+        """After a key or at an item: open a nested array or table, or skip past a scalar."""
+        while pos < len(line) and line[pos].isspace():
+            pos += 1
+        if pos < len(line) and line[pos] in "[{":
+            self.stack.append([path, line[pos], 0, True])
+            return pos + 1
+        while pos < len(line) and line[pos] not in ",]}":
+            pos += 1
+        return pos
 
 
-def _norm(name: str) -> str:
-    return ".".join(p.strip().strip("\"'") for p in name.split("."))
+def _dotted(key: str) -> list[str]:
+    return [part.strip() for part in key.split(".")]
 
 
-def _outside_strings(lines: list[str]) -> list[str]:
-    """The lines, with the insides of multi-line strings blanked (content is no key)."""
+def _code_lines(text: str) -> list[str]:
+    """The lines of text with string contents and comments removed (quotes kept).
+
+    Lines are split at LF only, as TOML and editors count them (a U+2028 inside
+    a string is no line break).
+    """
     out: list[str] = []
-    inside: str | None = None
-    for line in lines:
-        if inside is None:
-            out.append(line)
-            for quote in ('"""', "'''"):
-                if line.count(quote) % 2 == 1:
-                    inside = quote
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in "\"'":
+            quote = ch * 3 if text.startswith(ch * 3, i) else ch
+            out.append(quote)
+            i += len(quote)
+            while i < n:
+                c = text[i]
+                if c == "\\" and ch == '"':
+                    if text.startswith("\n", i + 1):
+                        out.append("\n")
+                    i += 2
+                elif text.startswith(quote, i):
+                    if len(quote) == 3:
+                        # Up to two quotes right before the closing three belong to the string.
+                        while text.startswith(quote, i + 1) and text[i + 3 : i + 4] == ch:
+                            i += 1
+                    out.append(quote)
+                    i += len(quote)
                     break
+                elif c == "\n":
+                    if len(quote) == 1:
+                        break  # an unterminated string; tomllib reports it
+                    out.append("\n")
+                    i += 1
+                else:
+                    i += 1
         else:
-            out.append("")
-            if line.count(inside) % 2 == 1:
-                inside = None
-    return out
+            out.append(ch)
+            i += 1
+    return [line.removesuffix("\r") for line in "".join(out).split("\n")]
