@@ -78,7 +78,7 @@ NASTY = [
     '"""triple"""',
     "'''single triple'''",
     '""""four',
-    "ends with a quote\"",
+    'ends with a quote"',
     "back\\slash",
     "ends with a backslash\\",
     "backslash before newline\\\nnext",
@@ -88,7 +88,7 @@ NASTY = [
     "del\x7f",
     "line\u2028separator",
     "# not a comment",
-    "[[disks]]\nid = \"fake\"",
+    '[[disks]]\nid = "fake"',
     "unicode: äöü ß 日本語 🙂",
 ]
 

@@ -84,7 +84,7 @@ def test_a_line_separator_inside_a_string_is_no_line_break() -> None:
 
 
 def test_closing_quotes_of_multiline_strings() -> None:
-    text = 'a = """x""""\nb = \'\'\'y\'\'\'\'\'\nc = 3\n'
+    text = "a = \"\"\"x\"\"\"\"\nb = '''y'''''\nc = 3\n"
     assert positions(text)[("c",)] == 3
 
 
