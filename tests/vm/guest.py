@@ -93,7 +93,7 @@ OVMF_FD: Final = Path("/usr/share/ovmf/OVMF.fd")
 OVMF_CODE: Final = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS: Final = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
-_GPT_BIOS_BOOT: Final = "21686148-6E69-6F6D-6E65-6564454649"
+_GPT_BIOS_BOOT: Final = "21686148-6449-6E6F-744E-656564454649"
 _GPT_ESP: Final = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 _GPT_ROOT_X86_64: Final = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 
@@ -441,10 +441,721 @@ def partition_nodes(loop: Path, count: int) -> list[Path]:
 
 
 @contextlib.contextmanager
+def scratch_dir(prefix: str = "resurgo-vm-") -> Iterator[Path]:
+    """A temporary directory that is safe to hold mounts: on exit, whatever is still
+    mounted below it is unmounted before anything is deleted (never through a mount)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+
+
+@contextlib.contextmanager
 def mounted_image(image: Path, *, read_only: bool = True) -> Iterator[Path]:
     """Loop-mount a whole-disk file system image (an exchange disk) on a temporary dir."""
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="resurgo-mnt-")))
+        tmp = stack.enter_context(scratch_dir("resurgo-mnt-"))
         dev = stack.enter_context(loop_device(image, read_only=read_only))
         options = ["ro"] if read_only else []
         yield stack.enter_context(mounted(dev, tmp / "mnt", options=options))
+
+
+# --------------------------------------------------------------------------------------
+# the bootable image
+
+#: Runs inside the guest as resurgo-test.service. Kept to POSIX sh and util-linux.
+GUEST_RUNNER: Final = f"""#!/bin/sh
+# resurgo vm test runner (installed by tests/vm/guest.py as resurgo-test.service).
+# Runs run.sh from the exchange disk (ext4 labelled {EXCHANGE_LABEL}) or else
+# /resurgo-test/run.sh, prints markers on the serial console, and powers the guest off
+# unless the kernel command line has resurgo.test=keep.
+X=/resurgo-test/exchange
+up() {{ cut -d' ' -f1 /proc/uptime; }}
+dmesg --console-level warn 2>/dev/null
+echo "{MARK_BEGIN} uptime=$(up)"
+script=/resurgo-test/run.sh
+out=
+dev=$(blkid -l -o device -t LABEL={EXCHANGE_LABEL} 2>/dev/null)
+if [ -n "$dev" ] && mkdir -p "$X" && mount -t ext4 "$dev" "$X"; then
+    out="$X/output.log"
+    if [ -f "$X/run.sh" ]; then script="$X/run.sh"; fi
+fi
+if [ -f "$script" ]; then
+    export RESURGO_EXCHANGE="$X"
+    cd "$(dirname "$script")" || exit 1
+    {{ if [ -x "$script" ]; then "$script"; else sh "$script"; fi
+       echo $? >/run/resurgo-test.rc; }} </dev/null 2>&1 | tee $out
+    rc=$(cat /run/resurgo-test.rc 2>/dev/null || echo 255)
+else
+    echo "{MARK_NO_SCRIPT}"
+    rc=127
+fi
+cd /
+if [ -n "$out" ]; then
+    echo "$rc" >"$X/exit-status"
+    sync
+    umount "$X"
+fi
+echo "{MARK_EXIT} $rc uptime=$(up)"
+# (not "systemctl poweroff": without dbus it first fails to reach logind, noisily)
+grep -qw resurgo.test=keep /proc/cmdline ||
+    systemctl --no-block --job-mode=replace-irreversibly start poweroff.target
+"""
+
+#: DefaultDependencies=no keeps multi-user.target from being ordered after this unit
+#: (targets order themselves after what they want), so After=multi-user.target holds.
+GUEST_UNIT: Final = """[Unit]
+Description=resurgo vm test runner
+DefaultDependencies=no
+Requires=sysinit.target
+After=sysinit.target multi-user.target
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/resurgo-test-runner
+StandardInput=null
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+TTYReset=no
+TTYVHangup=no
+TimeoutStartSec=infinity
+Environment=LANG=C.UTF-8
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+GRUB_DEFAULTS: Final[Mapping[str, str]] = {
+    "GRUB_TIMEOUT": "0",
+    "GRUB_CMDLINE_LINUX_DEFAULT": '"console=ttyS0 panic=-1"',
+    "GRUB_CMDLINE_LINUX": '""',
+    "GRUB_TERMINAL": '"serial console"',
+    "GRUB_SERIAL_COMMAND": '"serial --unit=0 --speed=115200"',
+    "GRUB_DISABLE_OS_PROBER": "true",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What ``build_image`` made."""
+
+    path: Path
+    size: int
+    root_uuid: str
+    esp_uuid: str | None
+    kernel: str
+    seconds: float
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["path"] = os.fspath(self.path)
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> ImageInfo:
+        data = json.loads(text)
+        data["path"] = path
+        return cls(**data)
+
+
+def _chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return run_cmd(["chroot", root, *argv], env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
+def _set_shell_vars(path: Path, values: Mapping[str, str]) -> None:
+    """Set ``KEY=value`` lines in a shell-style config file (``/etc/default/grub``)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    todo = dict(values)
+    out: list[str] = []
+    for line in lines:
+        m = re.match(r"\s*#?\s*([A-Z_][A-Z0-9_]*)=", line)
+        if m and m.group(1) in todo:
+            out.append(f"{m.group(1)}={todo.pop(m.group(1))}")
+        else:
+            out.append(line)
+    out += [f"{k}={v}" for k, v in todo.items()]
+    path.write_text("\n".join(out) + "\n")
+
+
+def _configure_guest(
+    root: Path, *, root_uuid: str, esp_uuid: str | None, hostname: str, run_script: str | None
+) -> None:
+    fstab = f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
+    if esp_uuid:
+        (root / "boot/efi").mkdir(parents=True, exist_ok=True)
+        fstab += f"UUID={esp_uuid} /boot/efi vfat umask=0077,nofail 0 1\n"
+    (root / "etc/fstab").write_text(fstab)
+    (root / "etc/hostname").write_text(hostname + "\n")
+    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n")
+    _set_shell_vars(root / "etc/default/grub", GRUB_DEFAULTS)
+
+    systemd = root / "etc/systemd/system"
+    (systemd / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+    # serial-getty's vhangup on ttyS0 would cut the runner's console output.
+    getty = systemd / "serial-getty@ttyS0.service"
+    getty.unlink(missing_ok=True)
+    getty.symlink_to("/dev/null")
+    (systemd / "resurgo-test.service").write_text(GUEST_UNIT)
+    wants = systemd / "multi-user.target.wants/resurgo-test.service"
+    wants.unlink(missing_ok=True)
+    wants.symlink_to("/etc/systemd/system/resurgo-test.service")
+    runner = root / "usr/local/sbin/resurgo-test-runner"
+    runner.parent.mkdir(parents=True, exist_ok=True)
+    runner.write_text(GUEST_RUNNER)
+    runner.chmod(0o755)
+    (root / "resurgo-test").mkdir(exist_ok=True)
+    # qemu's default machine has a floppy controller without a disk: probing it costs
+    # boot time and logs I/O errors.
+    (root / "etc/modprobe.d/resurgo-test.conf").write_text("blacklist floppy\n")
+    if run_script is not None:
+        script = root / "resurgo-test/run.sh"
+        script.write_text(run_script)
+        script.chmod(0o755)
+
+
+def _kernel_version(root: Path) -> str:
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise HarnessError(f"no kernel in {root}/boot")
+    return kernels[-1].name.removeprefix("vmlinuz-")
+
+
+def build_image(
+    tree: Path,
+    image: Path,
+    *,
+    size: int = 3 * GiB,
+    uefi: bool = True,
+    hostname: str = "resurgo-guest",
+    run_script: str | None = None,
+) -> ImageInfo:
+    """Make ``image``, a raw disk that boots ``tree`` under qemu.
+
+    GPT: 1 MiB bios_grub, a 63 MiB ESP (when ``uefi``) and an ext4 root on the rest.
+    GRUB for BIOS is installed with grub-install on the loop device; for UEFI a standalone
+    GRUB goes to EFI/BOOT/BOOTX64.EFI on the ESP (written with mtools: no vfat mount
+    here). Kernel console on ttyS0, the root named by UUID, GRUB_TIMEOUT=0, the
+    resurgo-test.service runner enabled and ``run_script`` (if given) at
+    /resurgo-test/run.sh.
+    """
+    tools = ["sfdisk", "partx", "losetup", "mkfs.ext4", "chroot", "mount", "umount"]
+    require_tools(*tools, *(["mkfs.vfat", "mmd", "mcopy"] if uefi else []))
+    started = time.monotonic()
+    root_uuid = str(uuid.uuid4())
+    esp_serial = uuid.uuid4().hex[:8].upper()
+    esp_uuid = f"{esp_serial[:4]}-{esp_serial[4:]}" if uefi else None
+
+    layout = ["label: gpt", f"start=1MiB, size=1MiB, type={_GPT_BIOS_BOOT}, name=bios_grub"]
+    if uefi:
+        layout.append(f"size=63MiB, type={_GPT_ESP}, name=esp")
+    layout.append(f"type={_GPT_ROOT_X86_64}, name=root")
+
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.unlink(missing_ok=True)
+    with image.open("wb") as f:
+        f.truncate(size)
+    try:
+        with contextlib.ExitStack() as stack:
+            loop = stack.enter_context(loop_device(image))
+            run_cmd(["sfdisk", "--quiet", "--wipe", "always", loop], input="\n".join(layout))
+            parts = partition_nodes(loop, len(layout) - 1)
+            root_dev, esp_dev = parts[-1], (parts[1] if uefi else None)
+            run_cmd(["mkfs.ext4", "-q", "-F", "-U", root_uuid, "-L", "root", root_dev])
+            if esp_dev is not None:
+                run_cmd(["mkfs.vfat", "-n", "ESP", "-i", esp_serial, esp_dev])
+
+            mnt = stack.enter_context(scratch_dir("resurgo-image-")) / "root"
+            stack.enter_context(mounted(root_dev, mnt))
+            run_cmd(["cp", "-a", f"{tree}/.", mnt], timeout=1800)
+            _configure_guest(
+                mnt,
+                root_uuid=root_uuid,
+                esp_uuid=esp_uuid,
+                hostname=hostname,
+                run_script=run_script,
+            )
+            stack.enter_context(mounted("/dev", mnt / "dev", options=["bind"]))
+            stack.enter_context(mounted("proc", mnt / "proc", fstype="proc"))
+            stack.enter_context(mounted("sysfs", mnt / "sys", fstype="sysfs"))
+
+            _chroot(mnt, "grub-install", "--target=i386-pc", os.fspath(loop))
+            _chroot(mnt, "update-grub")
+            # Without udevd there is no /dev/disk/by-uuid, so grub-mkconfig names the loop
+            # partition: replace it by the UUID or the guest will not find its root.
+            cfg = mnt / "boot/grub/grub.cfg"
+            text, n = re.subn(r"root=/dev/loop\d+p\d+", f"root=UUID={root_uuid}", cfg.read_text())
+            if "root=UUID=" not in text:
+                raise HarnessError(f"grub.cfg names no root=UUID= ({n} replacements)")
+            cfg.write_text(text)
+
+            if esp_dev is not None:
+                esp_cfg = mnt / "tmp/resurgo-esp.cfg"
+                esp_cfg.write_text(
+                    "insmod part_gpt\ninsmod ext2\n"
+                    f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+                    "configfile ($root)/boot/grub/grub.cfg\n"
+                )
+                _chroot(
+                    mnt,
+                    "grub-mkstandalone",
+                    "-O",
+                    "x86_64-efi",
+                    "-o",
+                    "/tmp/BOOTX64.EFI",
+                    "boot/grub/grub.cfg=/tmp/resurgo-esp.cfg",
+                )
+                mtools = {"MTOOLS_SKIP_CHECK": "1"}
+                run_cmd(["mmd", "-i", esp_dev, "::/EFI", "::/EFI/BOOT"], env=mtools)
+                run_cmd(
+                    ["mcopy", "-i", esp_dev, mnt / "tmp/BOOTX64.EFI", "::/EFI/BOOT/BOOTX64.EFI"],
+                    env=mtools,
+                )
+                esp_cfg.unlink()
+                (mnt / "tmp/BOOTX64.EFI").unlink()
+            kernel = _kernel_version(mnt)
+            run_cmd(["sync", "-f", mnt])
+    except BaseException:
+        image.unlink(missing_ok=True)
+        raise
+    info = ImageInfo(
+        path=image,
+        size=size,
+        root_uuid=root_uuid,
+        esp_uuid=esp_uuid,
+        kernel=kernel,
+        seconds=round(time.monotonic() - started, 1),
+    )
+    log.info("built %s in %.0f s", image, info.seconds)
+    return info
+
+
+def base_image(
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    *,
+    tree: Path | None = None,
+    size: int = 3 * GiB,
+    uefi: bool = True,
+) -> ImageInfo:
+    """A cached ``build_image`` of ``debian_tree(cache_dir)`` (built on first use).
+
+    Never boot it directly (that would change the cache): boot an ``overlay`` of it.
+    """
+    tree = tree or debian_tree(cache_dir)
+    key = _key(
+        tree.parent.name,
+        IMAGE_LAYOUT_VERSION,
+        GUEST_RUNNER,
+        GUEST_UNIT,
+        dict(GRUB_DEFAULTS),
+        size,
+        uefi,
+    )
+    final = cache_dir / f"image-{key}.raw"
+    meta = final.with_suffix(".json")
+    if final.exists() and meta.exists():
+        return ImageInfo.from_json(meta.read_text(), final)
+    with _locked(cache_dir / f"image-{key}.lock"):
+        if final.exists() and meta.exists():
+            return ImageInfo.from_json(meta.read_text(), final)
+        partial = cache_dir / f"image-{key}.partial"
+        info = build_image(tree, partial, size=size, uefi=uefi)
+        info = dataclasses.replace(info, path=final)
+        meta.write_text(info.to_json())
+        partial.rename(final)
+    return info
+
+
+# --------------------------------------------------------------------------------------
+# disks
+
+
+def blank_disk(path: Path, size: int) -> Path:
+    """A sparse raw disk of ``size`` bytes (zeros)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+def overlay(base: Path, path: Path) -> Path:
+    """A qcow2 copy-on-write overlay of the raw ``base`` (which stays untouched)."""
+    require_tools("qemu-img")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    run_cmd(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base.resolve(), path])
+    return path
+
+
+def guest_disk(workdir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """A fresh bootable guest disk (overlay of the cached base image) in ``workdir``."""
+    return overlay(base_image(cache_dir).path, workdir / "guest.qcow2")
+
+
+ExchangeFile = bytes | str | Path
+
+
+def make_exchange_disk(
+    path: Path,
+    files: Mapping[str, ExchangeFile],
+    *,
+    size: int = 256 * MiB,
+) -> Path:
+    """An ext4 image labelled ``resurgo-xchg`` holding ``files`` (name -> content).
+
+    A content is bytes, text, or a host Path (a file or a directory, copied). ``run.sh``
+    on it is what the guest runner executes. Made with ``mkfs.ext4 -d``: no mount needed.
+    """
+    require_tools("mkfs.ext4")
+    with scratch_dir("resurgo-xchg-") as staging:
+        for name, content in files.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                if content.is_dir():
+                    shutil.copytree(content, target, symlinks=True)
+                else:
+                    shutil.copy2(content, target)
+            elif isinstance(content, str):
+                target.write_text(content)
+            else:
+                target.write_bytes(content)
+        if (staging / "run.sh").exists():
+            (staging / "run.sh").chmod(0o755)
+        blank_disk(path, size)
+        run_cmd(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                EXCHANGE_LABEL,
+                "-E",
+                "root_owner=0:0",
+                "-d",
+                staging,
+                path,
+            ]
+        )
+    return path
+
+
+def read_exchange(path: Path, dest: Path) -> Path:
+    """Copy everything on exchange disk ``path`` to ``dest`` (loop-mounted read-only)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with mounted_image(path) as mnt:
+        shutil.copytree(
+            mnt,
+            dest,
+            symlinks=True,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("lost+found"),
+        )
+    return dest
+
+
+# --------------------------------------------------------------------------------------
+# booting
+
+
+@dataclasses.dataclass(frozen=True)
+class Drive:
+    """One disk of a guest. ``format`` defaults from the suffix (.qcow2 or raw);
+    ``interface`` from ``boot(interface=...)``; ``serial`` shows up in the guest's
+    /sys/block/*/serial (virtio) or as the NVMe serial."""
+
+    path: Path
+    format: Literal["raw", "qcow2"] | None = None
+    interface: Interface | None = None
+    serial: str | None = None
+    read_only: bool = False
+
+    @property
+    def image_format(self) -> str:
+        if self.format:
+            return self.format
+        return "qcow2" if self.path.suffix == ".qcow2" else "raw"
+
+
+@dataclasses.dataclass(frozen=True)
+class BootResult:
+    """How a ``boot`` went. Times are host seconds since qemu started."""
+
+    serial_log: Path
+    returncode: int | None
+    timed_out: bool
+    seconds: float
+    begin_at: float | None
+    exit_at: float | None
+    exit_status: int | None
+
+    @property
+    def text(self) -> str:
+        return self.serial_log.read_text(errors="replace")
+
+    @property
+    def reached_runner(self) -> bool:
+        """The guest booted to multi-user and started resurgo-test.service."""
+        return self.begin_at is not None
+
+    def check(self) -> BootResult:
+        """Raise GuestError (with the tail of the serial log) unless the script exited 0."""
+        if self.timed_out or self.exit_status != 0:
+            if self.timed_out:
+                what = f"timed out after {self.seconds:.0f} s"
+            elif self.begin_at is None:
+                what = f"never reached the test runner (qemu exit code {self.returncode})"
+            elif self.exit_status is None:
+                what = "stopped before the test script finished"
+            else:
+                what = f"test script exited {self.exit_status}"
+            raise GuestError(f"guest {what}; serial log {self.serial_log}:\n{_tail(self.text, 40)}")
+        return self
+
+
+class _SerialPump(threading.Thread):
+    """Copies qemu's stdout (the serial console) to the log, noting marker times."""
+
+    def __init__(self, stream: IO[bytes], sink: IO[bytes], started: float) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.sink, self.started = stream, sink, started
+        self.begin_at: float | None = None
+        self.exit_at: float | None = None
+        self.exit_status: int | None = None
+
+    def _line(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace")
+        now = round(time.monotonic() - self.started, 1)
+        if MARK_BEGIN in line and self.begin_at is None:
+            self.begin_at = now
+            log.info("guest runner started at %.1f s", now)
+        elif m := re.search(rf"{MARK_EXIT} (\d+)", line):
+            self.exit_at = now
+            self.exit_status = int(m.group(1))
+
+    def run(self) -> None:
+        pending = b""
+        fd = self.stream.fileno()
+        while chunk := os.read(fd, 65536):
+            self.sink.write(chunk)
+            self.sink.flush()
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._line(raw)
+        if pending:
+            self._line(pending)
+
+
+def new_ovmf_vars(path: Path) -> Path:
+    """A fresh copy of OVMF's NVRAM template, for ``boot(ovmf_vars=...)``."""
+    shutil.copyfile(OVMF_VARS, path)
+    return path
+
+
+def qemu_command(
+    disks: Sequence[Drive],
+    *,
+    firmware: Firmware = "bios",
+    interface: Interface = "virtio",
+    memory_mib: int = 2048,
+    cpus: int = 2,
+    ovmf_vars: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The qemu-system-x86_64 argv for ``boot`` (the first disk is the boot disk)."""
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        str(memory_mib),
+        "-smp",
+        str(cpus),
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        # no floppy drive behind the default machine's controller (saves its probing)
+        "-global",
+        "isa-fdc.fdtypeA=none",
+    ]
+    if firmware == "uefi":
+        if ovmf_vars is None:
+            argv += ["-bios", os.fspath(OVMF_FD)]
+        else:
+            argv += [
+                "-drive",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive",
+                f"if=pflash,format=raw,unit=1,file={ovmf_vars}",
+            ]
+    scsi_bus = False
+    for n, disk in enumerate(disks):
+        kind = disk.interface or interface
+        drive = f"file={disk.path},format={disk.image_format},if=none,id=d{n},cache=unsafe"
+        if disk.read_only:
+            drive += ",readonly=on"
+        argv += ["-drive", drive]
+        serial = disk.serial or f"resurgo-d{n}"
+        boot = ",bootindex=0" if n == 0 else ""
+        if kind == "virtio":
+            argv += ["-device", f"virtio-blk-pci,drive=d{n},serial={serial}{boot}"]
+        elif kind == "nvme":
+            argv += ["-device", f"nvme,drive=d{n},serial={serial}{boot}"]
+        elif kind == "scsi":
+            if not scsi_bus:
+                argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+                scsi_bus = True
+            argv += ["-device", f"scsi-hd,drive=d{n},bus=scsi0.0,serial={serial}{boot}"]
+        else:
+            argv += ["-device", f"ide-hd,drive=d{n},serial={serial}{boot}"]
+    return [*argv, *extra_args]
+
+
+def boot(
+    image: Path | Drive,
+    extra_disks: Sequence[Path | Drive] = (),
+    *,
+    timeout: float = 600.0,
+    serial_log: Path | None = None,
+    firmware: Firmware = "bios",
+    interface: Interface = "virtio",
+    memory_mib: int = 2048,
+    cpus: int = 2,
+    ovmf_vars: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> BootResult:
+    """Boot ``image`` with ``extra_disks`` under qemu (TCG) until the guest powers off.
+
+    The serial console goes to ``serial_log`` (default: next to the image). qemu is
+    killed when ``timeout`` passes or anything goes wrong; the result says which
+    (``BootResult.check()`` turns a failure into an exception).
+    """
+    require_tools("qemu-system-x86_64")
+    disks = [d if isinstance(d, Drive) else Drive(Path(d)) for d in (image, *extra_disks)]
+    for disk in disks:
+        if not disk.path.exists():
+            raise HarnessError(f"no such disk image: {disk.path}")
+    argv = qemu_command(
+        disks,
+        firmware=firmware,
+        interface=interface,
+        memory_mib=memory_mib,
+        cpus=cpus,
+        ovmf_vars=ovmf_vars,
+        extra_args=extra_args,
+    )
+    log_path = serial_log or disks[0].path.with_name(disks[0].path.name + ".serial.log")
+    log.debug("+ %s", " ".join(argv))
+    started = time.monotonic()
+    timed_out = False
+    with log_path.open("wb") as sink:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={"LANG": "C.UTF-8", "PATH": _PATH},
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        pump = _SerialPump(proc.stdout, sink, started)
+        pump.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            log.warning("guest timed out after %.0f s; killing qemu", timeout)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            pump.join(timeout=10)
+            proc.stdout.close()
+    return BootResult(
+        serial_log=log_path,
+        returncode=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        seconds=round(time.monotonic() - started, 1),
+        begin_at=pump.begin_at,
+        exit_at=pump.exit_at,
+        exit_status=pump.exit_status,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestRun:
+    """A script run inside a guest: the boot, and what came back on the exchange disk."""
+
+    boot: BootResult
+    exchange: Path
+
+    @property
+    def exit_status(self) -> int | None:
+        status = self.exchange / "exit-status"
+        if status.exists():
+            return int(status.read_text().strip())
+        return self.boot.exit_status
+
+    @property
+    def output(self) -> str:
+        """What the script printed (stdout and stderr), without kernel console noise."""
+        out = self.exchange / "output.log"
+        return out.read_text(errors="replace") if out.exists() else ""
+
+    def check(self) -> GuestRun:
+        if self.boot.timed_out or self.exit_status != 0:
+            self.boot.check()
+            raise GuestError(f"guest script exited {self.exit_status}:\n{_tail(self.output, 40)}")
+        return self
+
+
+def run_in_guest(
+    script: str,
+    *,
+    image: Path | Drive,
+    workdir: Path,
+    files: Mapping[str, ExchangeFile] | None = None,
+    extra_disks: Sequence[Path | Drive] = (),
+    timeout: float = 900.0,
+    exchange_size: int = 256 * MiB,
+    firmware: Firmware = "bios",
+    interface: Interface = "virtio",
+    extra_args: Sequence[str] = (),
+) -> GuestRun:
+    """Run ``script`` (sh, or any ``#!``) inside a guest booted from ``image``.
+
+    The script and ``files`` travel on an exchange disk attached after ``extra_disks``
+    (so those are vdb, vdc, ... in order). The script starts in the exchange directory,
+    ``$RESURGO_EXCHANGE``; whatever it leaves there is copied back to
+    ``workdir/exchange`` with ``output.log`` (its stdout+stderr) and ``exit-status``.
+    Pass an ``overlay``/``guest_disk`` as ``image``, not the cached base.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    xchg = make_exchange_disk(
+        workdir / "exchange.img", {**(files or {}), "run.sh": script}, size=exchange_size
+    )
+    disks = [*extra_disks, Drive(xchg, serial="resurgo-xchg")]
+    result = boot(
+        image,
+        disks,
+        timeout=timeout,
+        serial_log=workdir / "serial.log",
+        firmware=firmware,
+        interface=interface,
+        extra_args=extra_args,
+    )
+    exchange = workdir / "exchange"
+    if exchange.exists():
+        shutil.rmtree(exchange)
+    read_exchange(xchg, exchange)
+    return GuestRun(boot=result, exchange=exchange)

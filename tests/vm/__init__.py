@@ -1,0 +1,1 @@
+"""The vm test tier: qemu guests (see guest.py)."""
