@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resurgo.errors import BadInput
+from resurgo.errors import BadInput, ToolMissing
 from resurgo.probe import catalog, dpkg
 
 pytestmark = pytest.mark.skipif(shutil.which("zstd") is None, reason="needs zstd")
@@ -294,3 +294,57 @@ def test_catalog_of_this_machine(tmp_path: Path) -> None:
         assert "/usr/bin/dpkg" not in entries
     conffiles = {c for p in packages.values() for c in p.conffiles}
     assert not conffiles & set(entries)
+
+
+RPM_DATA = Path(__file__).parent.parent / "data" / "catalog"
+
+
+def test_rpm_query_recorded() -> None:
+    owned, packages = catalog.parse_rpm_query((RPM_DATA / "rpm-qa-hello.txt").read_text())
+    assert packages == 1
+    # Not the %config file, the symlink, the directory or the %ghost file.
+    assert [(o.path, o.algorithm, o.size) for o in owned] == [
+        ("/usr/bin/hello", "sha256", 21),
+        ("/usr/share/hello/README", "sha256", 11),
+        ("/usr/share/hello/data", "sha256", 26),
+    ]
+    assert {(o.package, o.version, o.architecture) for o in owned} == {
+        ("hello", "1:1.2-3", "noarch")
+    }
+
+
+@pytest.mark.skipif(shutil.which("rpm") is None, reason="needs rpm")
+def test_catalog_of_an_rpm_tree(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    rpm = ["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm"]
+    subprocess.run([*rpm, "--initdb"], check=True)
+    subprocess.run(
+        [*rpm, "-i", "--nodeps", "--noscripts", str(RPM_DATA / "hello-1.2-3.noarch.rpm")],
+        check=True,
+        capture_output=True,
+    )
+    (root / "usr/share/hello/data").write_text("changed since install\n")
+    ref = catalog.write_catalog(root, tmp_path)
+    assert ref is not None
+    assert (ref.package_manager, ref.files, ref.packages) == ("rpm", 2, 1)
+    entries = list(catalog.read_catalog(tmp_path / ref.path))
+    assert [(e.path, e.mode, e.version) for e in entries] == [
+        ("/usr/bin/hello", 0o755, "1:1.2-3"),
+        ("/usr/share/hello/README", 0o644, "1:1.2-3"),
+    ]
+    readme = (root / "usr/share/hello/README").read_bytes()
+    assert entries[1].digest == f"sha256:{hashlib.sha256(readme).hexdigest()}"
+    assert entries[1].sha256 == hashlib.sha256(readme).hexdigest()
+
+
+def test_rpm_tree_without_rpm_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "var/lib/rpm").mkdir(parents=True)
+    (tmp_path / "var/lib/rpm/rpmdb.sqlite").write_bytes(b"")
+    monkeypatch.setattr(catalog.run, "which", lambda program: None)
+    with pytest.raises(ToolMissing) as err:
+        catalog.write_catalog(tmp_path, tmp_path)
+    assert err.value.program == "rpm"
+    assert "apt-get install rpm" in str(err.value)

@@ -244,11 +244,28 @@ def parse_rpm_query(text: str) -> tuple[list[Owned], int]:
     return out, len(packages)
 
 
+def rpm_db(root: Path) -> str | None:
+    """The tree's rpm database directory (absolute inside the tree), if it has one."""
+    for db in RPM_DBS:
+        real = rootfs.resolve(root, "/" + db)
+        if real is None:
+            continue
+        host = rootfs.host_path(root, real)
+        if host.is_dir() and any(host.iterdir()):
+            return real
+    return None
+
+
 def rpm_owned(root: Path) -> tuple[list[Owned], int]:
+    db = rpm_db(root)
+    if db is None:
+        return [], 0
     if run.which("rpm") is None:
         raise ToolMissing("rpm", run.PACKAGES.get("rpm"))
-    text = run.output(["rpm", "--root", str(root), "-qa", "--qf", RPM_QUERY])
-    return parse_rpm_query(text)
+    # --dbpath names the tree's own database: the rpm running here may be built to
+    # look elsewhere (Debian's looks in ~/.rpmdb).
+    argv = ["rpm", "--root", str(root), "--dbpath", db, "-qa", "--qf", RPM_QUERY]
+    return parse_rpm_query(run.output(argv))
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,7 +372,7 @@ def verify(
 def package_manager(root: Path) -> str | None:
     if (root / dpkg.STATUS).is_file():
         return "dpkg"
-    if any((root / db).is_dir() for db in RPM_DBS):
+    if rpm_db(root) is not None:
         return "rpm"
     return None
 
