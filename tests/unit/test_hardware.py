@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resurgo.model import DriverClass, Filesystem, FsType, LogicalVolume, LvType, RaidArray
+from resurgo.model import Disk, DriverClass, Filesystem, FsType, LogicalVolume, LvType, RaidArray
 from resurgo.probe import hardware
 from resurgo.probe.state import StorageState
 
@@ -167,7 +167,7 @@ def test_volume_kinds_of_storage() -> None:
 
 
 def test_drivers_recorded_guest(guest_modules: hardware.KernelModules) -> None:
-    drivers = hardware.probe_drivers(GUEST_SYS, guest_modules, [])
+    drivers = hardware.probe_drivers(sysfs=GUEST_SYS, modules=guest_modules, warnings=[])
     got = [(d.id, d.device_class, d.module) for d in drivers]
     STO, NET, OTH = DriverClass.STORAGE, DriverClass.NETWORK, DriverClass.OTHER
     assert got == [
@@ -211,7 +211,7 @@ def test_drivers_recorded_guest(guest_modules: hardware.KernelModules) -> None:
 
 def test_drivers_recorded_host_builtin() -> None:
     warnings: list[str] = []
-    drivers = hardware.probe_drivers(HOST, NO_MODULES, warnings)
+    drivers = hardware.probe_drivers(sysfs=HOST, modules=NO_MODULES, warnings=warnings)
     got = [(d.id, d.device_class, d.module) for d in drivers]
     STO, NET, OTH = DriverClass.STORAGE, DriverClass.NETWORK, DriverClass.OTHER
     assert got == [
@@ -250,7 +250,9 @@ def test_disk_controller_recorded() -> None:
 def test_every_disk_controller_is_a_listed_driver(
     guest_modules: hardware.KernelModules,
 ) -> None:
-    listed = {d.id for d in hardware.probe_drivers(GUEST_SYS, guest_modules, [])}
+    listed = {
+        d.id for d in hardware.probe_drivers(sysfs=GUEST_SYS, modules=guest_modules, warnings=[])
+    }
     for kname in os.listdir(GUEST_SYS / "class/block"):
         assert hardware.disk_controller(kname, GUEST_SYS) in listed
 
@@ -272,7 +274,7 @@ def test_fabric_nvme_and_software_scsi_host(tmp_path: Path) -> None:
     (sysfs / "class/scsi_host").mkdir(parents=True)
     (sysfs / "class/scsi_host/host3").symlink_to("../../devices/platform/host3/scsi_host/host3")
     km = hardware.KernelModules(deps={"nvme_tcp": ("nvme_fabrics", "nvme_core")}, found=True)
-    got = {d.id: d for d in hardware.probe_drivers(sysfs, km, [])}
+    got = {d.id: d for d in hardware.probe_drivers(sysfs=sysfs, modules=km, warnings=[])}
     assert set(got) == {"drv.nvme.nvme1", "drv.scsi_host.host3"}
     assert got["drv.nvme.nvme1"].module == "nvme_tcp"
     assert got["drv.nvme.nvme1"].dependencies == ("nvme_fabrics", "nvme_core")
@@ -284,8 +286,57 @@ def test_recorder_is_faithful_to_the_live_sysfs(tmp_path: Path) -> None:
     """Record this machine's /sys now: the probe must see the same in both."""
     dest = tmp_path / "sys"
     subprocess.run([sys.executable, str(DATA / "record_sysfs.py"), str(dest)], check=True)
-    live = hardware.probe_drivers(Path("/sys"), NO_MODULES, [])
-    assert hardware.probe_drivers(dest, NO_MODULES, []) == live
+    live = hardware.probe_drivers(sysfs=Path("/sys"), modules=NO_MODULES, warnings=[])
+    assert hardware.probe_drivers(sysfs=dest, modules=NO_MODULES, warnings=[]) == live
     for kname in os.listdir("/sys/class/block"):
         if not kname.startswith(("loop", "ram", "nbd")):
             assert hardware.disk_controller(kname, dest) == hardware.disk_controller(kname)
+
+
+def test_required_modules_from_storage(guest_modules: hardware.KernelModules) -> None:
+    state = StorageState(
+        filesystems=[Filesystem(id="fs.a", device="x", type=FsType.XFS)],
+        raid_arrays=[
+            RaidArray(
+                id="md.md0",
+                path="/dev/md0",
+                level="raid1",
+                metadata="1.2",
+                uuid="u",
+                members=(),
+                size=1,
+            )
+        ],
+    )
+    got = hardware.required_modules(state, modules=guest_modules)
+    assert [(m.name, m.reason) for m in got] == [
+        ("xfs", "filesystem xfs"),
+        ("md_mod", "volume raid1"),
+        ("raid1", "volume raid1"),
+    ]
+
+
+def test_drivers_check_the_disks_of_the_description(
+    guest_modules: hardware.KernelModules,
+) -> None:
+    def disk(kname: str) -> Disk:
+        return Disk(
+            id=f"disk.{kname}",
+            path=f"/dev/{kname}",
+            size=1,
+            logical_sector_size=512,
+            physical_sector_size=512,
+        )
+
+    state = StorageState(
+        disks=[disk("vda"), disk("nvme0n1"), disk("sdd"), disk("sdz")], knames={"disk.vda": "vda"}
+    )
+    warnings: list[str] = []
+    drivers = hardware.probe_drivers(
+        state, sysfs=GUEST_SYS, modules=guest_modules, warnings=warnings
+    )
+    assert len(drivers) == 14
+    assert warnings == [
+        f"/dev/sdz: no controller found for it in {GUEST_SYS}; the description "
+        "names no driver for this disk"
+    ]

@@ -203,18 +203,22 @@ def volume_modules(kind: str) -> tuple[str, ...]:
 
 
 def required_modules(
-    fs_types: Iterable[str],
-    volume_kinds: Iterable[str],
+    fs_types: Iterable[str] | StorageState,
+    volume_kinds: Iterable[str] = (),
     modules: KernelModules | None = None,
 ) -> list[Module]:
     """The modules the filesystems and volume stacks in use need, with why and what they pull.
 
     fs_types: "ext4", "xfs", "btrfs", "vfat", ...; volume_kinds: md levels ("raid1",
     "raid5", "linear", ...), "luks", "lvm", "lvm-thin", "lvm-raid", "lvm-cache",
-    "lvm-snapshot", "lvm-mirror" (volume_kinds_of derives both from a StorageState).
-    With a KernelModules that found its modules.dep, names it does not know are left
-    out: a module this kernel lacks cannot be loaded anyway.
+    "lvm-snapshot", "lvm-mirror". Or pass the StorageState instead, and both are
+    taken from it (volume_kinds_of). modules: the index of the kernel the restored
+    system boots (default: the running kernel's). With an index that found its
+    modules.dep, names it does not know are left out: that kernel cannot load them.
     """
+    if isinstance(fs_types, StorageState):
+        fs_types, kinds = volume_kinds_of(fs_types)
+        volume_kinds = [*volume_kinds, *kinds]
     mods = modules if modules is not None else KernelModules.load()
     reasons: dict[str, list[str]] = {}
     for fs in sorted(set(fs_types)):
@@ -259,13 +263,6 @@ def volume_kinds_of(storage: StorageState) -> tuple[set[str], set[str]]:
         elif t in ("cache", "snapshot", "mirror"):
             kinds.add(f"lvm-{t}")
     return fs_types, kinds
-
-
-def modules_for_storage(
-    storage: StorageState, modules: KernelModules | None = None
-) -> list[Module]:
-    fs_types, kinds = volume_kinds_of(storage)
-    return required_modules(fs_types, kinds, modules)
 
 
 # ---------------------------------------------------------------------------------------
@@ -502,18 +499,25 @@ def scsi_host_drivers(sysfs: Path, modules: KernelModules) -> list[Driver]:
 
 
 def probe_drivers(
+    storage: StorageState | None = None,
+    *,
     sysfs: Path = SYSFS,
     modules: KernelModules | None = None,
     warnings: list[str] | None = None,
 ) -> list[Driver]:
-    """Every storage and network controller, then other bound devices; each with its module."""
+    """Every storage and network controller, then other bound devices; each with its module.
+
+    modules: the running kernel's index (the default): the devices are this
+    machine's. With storage, each of its disks is checked to hang off a listed
+    controller; one that does not is reported, since nothing would tell a recovery
+    which driver it needs.
+    """
     mods = modules if modules is not None else KernelModules.load()
     if not mods.found:
-        message = f"no modules.dep for kernel {mods.kernel}: driver dependencies are not recorded"
-        if warnings is None:
-            log.warning("%s", message)
-        else:
-            warnings.append(message)
+        _warn(
+            warnings,
+            f"no modules.dep for kernel {mods.kernel}: driver dependencies are not recorded",
+        )
     found = [
         *pci_drivers(sysfs, mods),
         *virtio_drivers(sysfs, mods),
@@ -521,8 +525,25 @@ def probe_drivers(
         *nvme_fabric_drivers(sysfs, mods),
         *scsi_host_drivers(sysfs, mods),
     ]
+    if storage is not None:
+        listed = {d.id for d in found}
+        for disk in storage.disks:
+            kname = storage.knames.get(disk.id) or os.path.basename(disk.path)
+            if disk_controller(kname, sysfs) not in listed:
+                _warn(
+                    warnings,
+                    f"{disk.path}: no controller found for it in {sysfs}; the "
+                    "description names no driver for this disk",
+                )
     # Stable: within a class, in the order of the buses above and their addresses.
     return sorted(found, key=lambda d: CLASS_ORDER[d.device_class])
+
+
+def _warn(warnings: list[str] | None, message: str) -> None:
+    if warnings is None:
+        log.warning("%s", message)
+    else:
+        warnings.append(message)
 
 
 def disk_controller(kname: str, sysfs: Path = SYSFS) -> str | None:
