@@ -99,7 +99,9 @@ def minimum(fs: Filesystem, sector_size: int, saved_size: int) -> int:
     if not fs.supported or fs.type == FsType.OTHER:
         return saved_size
     data = data_minimum(fs)
-    return max(creatable_minimum(fs, sector_size), saved_size if data is None else data)
+    # The margin is what shrinking must leave; a filesystem that keeps its size fits anyway.
+    fits = saved_size if data is None else min(saved_size, data)
+    return max(creatable_minimum(fs, sector_size), fits)
 
 
 def swap_minimum(sw: Swap) -> int:
