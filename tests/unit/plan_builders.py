@@ -14,15 +14,20 @@ from resurgo.model import (
     Firmware,
     FormatInfo,
     FsType,
+    LogicalVolume,
+    LuksVolume,
+    LvType,
     Mount,
     OsRelease,
     Partition,
     PartitionKind,
     PartitionTable,
+    PhysicalVolume,
     Swap,
     SystemInfo,
     TableLabel,
     VfatOptions,
+    VolumeGroup,
     VolumeState,
 )
 from resurgo.plan.model import ActualDisk
@@ -224,3 +229,26 @@ def standard(
         ],
         swaps=[swap(p4.id, 2 * GIB)],
     )
+
+
+def luks_fixture() -> Description:
+    """ESP-less BIOS-style layout: /boot, then LUKS -> LVM (root, swap)."""
+    d = disk("sda", 20 * GIB)
+    p1 = part(d, 1, MIB, GIB)
+    p2 = part(d, 2, MIB + GIB, 19 * GIB - 2 * MIB)
+    lk = LuksVolume("luks.sda2", p2.id, 2, "luks-uuid", "aes-xts-plain64", 512, name="sda2_crypt")
+    vg = VolumeGroup("vg.vg-sys", "vg-sys", "vg-uuid", 4 * MIB, 19 * GIB - 24 * MIB)
+    pv = PhysicalVolume("pv.dm-0", lk.id, "pv-uuid", vg.id, 19 * GIB - 20 * MIB)
+    root = LogicalVolume("lv.vg-sys.root", vg.id, "root", "lvr", 10 * GIB, LvType.LINEAR)
+    sw = LogicalVolume("lv.vg-sys.swap_1", vg.id, "swap_1", "lvs", GIB, LvType.LINEAR)
+    desc = description(
+        disks=[d],
+        partitions=[p1, p2],
+        luks_volumes=[lk],
+        volume_groups=[vg],
+        physical_volumes=[pv],
+        logical_volumes=[root, sw],
+        filesystems=[ext4(p1.id, "/boot", 80 * MIB), ext4(root.id, "/", 2 * GIB, fid="fs.dm-1")],
+        swaps=[swap(sw.id, GIB)],
+    )
+    return desc

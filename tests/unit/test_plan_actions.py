@@ -17,17 +17,16 @@ from plan_builders import (
     description,
     disk,
     ext4,
+    luks_fixture,
     other_fs,
     part,
     standard,
-    swap,
 )
 
 from resurgo.model import (
     BtrfsOptions,
     FsType,
     LogicalVolume,
-    LuksVolume,
     LvType,
     Mount,
     PartitionKind,
@@ -48,29 +47,6 @@ def plan_for(desc, disks, **opts) -> Plan:  # type: ignore[no-untyped-def]
     return make_plan(desc, disks, replace(OPTS, **opts))
 
 
-def luks_lvm():  # type: ignore[no-untyped-def]
-    """ESP-less BIOS-style layout: /boot, then LUKS -> LVM (root, swap)."""
-    d = disk("sda", 20 * GIB)
-    p1 = part(d, 1, MIB, GIB)
-    p2 = part(d, 2, MIB + GIB, 19 * GIB - 2 * MIB)
-    lk = LuksVolume("luks.sda2", p2.id, 2, "luks-uuid", "aes-xts-plain64", 512, name="sda2_crypt")
-    vg = VolumeGroup("vg.vg-sys", "vg-sys", "vg-uuid", 4 * MIB, 19 * GIB - 24 * MIB)
-    pv = PhysicalVolume("pv.dm-0", lk.id, "pv-uuid", vg.id, 19 * GIB - 20 * MIB)
-    root = LogicalVolume("lv.vg-sys.root", vg.id, "root", "lvr", 10 * GIB, LvType.LINEAR)
-    sw = LogicalVolume("lv.vg-sys.swap_1", vg.id, "swap_1", "lvs", GIB, LvType.LINEAR)
-    desc = description(
-        disks=[d],
-        partitions=[p1, p2],
-        luks_volumes=[lk],
-        volume_groups=[vg],
-        physical_volumes=[pv],
-        logical_volumes=[root, sw],
-        filesystems=[ext4(p1.id, "/boot", 80 * MIB), ext4(root.id, "/", 2 * GIB, fid="fs.dm-1")],
-        swaps=[swap(sw.id, GIB)],
-    )
-    return desc
-
-
 def assert_dependency_order(plan: Plan) -> None:
     seen: set[str] = set()
     ids = {a.id for a in plan.actions}
@@ -82,7 +58,7 @@ def assert_dependency_order(plan: Plan) -> None:
 
 
 def test_luks_lvm_chain_in_order() -> None:
-    plan = plan_for(luks_lvm(), [actual("vdb", 20 * GIB)], keys=frozenset({"luks.sda2"}))
+    plan = plan_for(luks_fixture(), [actual("vdb", 20 * GIB)], keys=frozenset({"luks.sda2"}))
     assert plan.ok, plan.failures
     assert_dependency_order(plan)
     assert [a.id for a in plan.actions] == [
@@ -116,7 +92,7 @@ def test_luks_lvm_chain_in_order() -> None:
 
 
 def test_luks_key_precondition() -> None:
-    desc = luks_lvm()
+    desc = luks_fixture()
     plan = plan_for(desc, [actual("vdb", 20 * GIB)], keys=frozenset(), interactive=False)
     assert [f.check for f in plan.failures] == [Check.KEY_MISSING]
     assert "--key-file luks.sda2=" in (plan.failures[0].hint or "")
@@ -126,7 +102,7 @@ def test_luks_key_precondition() -> None:
 def test_missing_tools_are_all_listed() -> None:
     have = {"wipefs", "sfdisk", "partx", "mount"}
     plan = plan_for(
-        luks_lvm(),
+        luks_fixture(),
         [actual("vdb", 20 * GIB)],
         interactive=True,
         which=lambda p: p if p in have else None,
@@ -140,7 +116,7 @@ def test_missing_tools_are_all_listed() -> None:
 def test_all_failures_are_listed_not_just_the_first() -> None:
     disks = [actual("vdb", 2 * GIB, mounted=("vdb1 on /media",))]
     plan = plan_for(
-        luks_lvm(), disks, targets=("vdb", "/dev/nope"), which=lambda p: None, interactive=False
+        luks_fixture(), disks, targets=("vdb", "/dev/nope"), which=lambda p: None, interactive=False
     )
     got = {f.check for f in plan.failures}
     assert {Check.TARGET_MISSING, Check.TARGET_TOO_SMALL, Check.TARGET_IN_USE} <= got

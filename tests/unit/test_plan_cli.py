@@ -1,0 +1,194 @@
+"""`resurgo plan` as a user runs it: a real process, a real description file.
+
+The actual disks come from RESURGO_ACTUAL_DISKS (plan/actual.py's testing aid), so
+these tests need neither root nor disks; tests/storage/test_plan_cli.py runs the
+same command on real loop devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plan_builders import GIB, luks_fixture, standard
+
+from resurgo import fileformat
+from resurgo.model import Description
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "tests" / "data" / "format" / "example.toml"
+
+
+def resurgo(
+    *args: str | Path, disks: list[dict[str, Any]] | None, tmp: Path, seed: str = "0"
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONHASHSEED"] = seed
+    if disks is not None:
+        f = tmp / "actual.json"
+        f.write_text(json.dumps(disks))
+        env["RESURGO_ACTUAL_DISKS"] = str(f)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resurgo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def write(desc: Description, tmp: Path) -> Path:
+    path = tmp / "description.toml"
+    fileformat.write(desc, path)
+    return path
+
+
+def vd(name: str, size: int, lss: int = 512, **kw: Any) -> dict[str, Any]:
+    return {"path": f"/dev/{name}", "kname": name, "size": size, "logical_sector_size": lss, **kw}
+
+
+def test_plan_that_can_be_executed_exits_0(tmp_path: Path) -> None:
+    src = write(standard(), tmp_path)
+    proc = resurgo(
+        "plan",
+        "--from",
+        src,
+        "--target",
+        "/dev/vdb",
+        disks=[vd("vda", 40 * GIB), vd("vdb", 30 * GIB)],
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1].startswith("plan hash: sha256:")
+    assert "disk.sda" in proc.stdout and "/dev/vdb" in proc.stdout
+    assert "all preconditions hold" in proc.stdout
+    assert "/dev/vda" not in proc.stdout.split("actions (")[1]
+
+
+def test_json_and_the_same_hash_across_processes(tmp_path: Path) -> None:
+    src = write(standard(), tmp_path)
+    disks = [vd("vdb", 30 * GIB, 4096)]
+    one = resurgo("plan", "--json", "--from", src, disks=disks, tmp=tmp_path, seed="1")
+    two = resurgo("plan", "--from", src, "--json", disks=disks, tmp=tmp_path, seed="2")
+    assert one.returncode == two.returncode == 0
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["hash"] == b["hash"]
+    assert list(a)[-1] == "hash"
+    assert a["ok"] is True
+    assert a["matches"][0]["path"] == "/dev/vdb"
+    assert a["layouts"][0]["sector_size"] == 4096
+    text = resurgo("plan", "--from", src, disks=disks, tmp=tmp_path, seed="3")
+    assert text.stdout.splitlines()[-1] == f"plan hash: {a['hash']}"
+
+
+def test_too_small_exits_3_listing_every_failure(tmp_path: Path) -> None:
+    src = write(standard(used_root=6 * GIB), tmp_path)
+    disks = [vd("vdb", 8 * GIB, mounted=["vdb1 on /mnt"])]
+    proc = resurgo(
+        "plan", "--from", src, "--target", "vdb", "--target", "/dev/vdq", disks=disks, tmp=tmp_path
+    )
+    assert proc.returncode == 3
+    assert "cannot recover: 3 precondition(s) fail" in proc.stdout
+    for check in ("target-too-small", "target-in-use", "target-missing"):
+        assert f"[{check}]" in proc.stdout
+    assert "precondition(s) fail" in proc.stderr
+    js = resurgo("plan", "--json", "--from", src, "--target", "vdb", disks=disks, tmp=tmp_path)
+    assert js.returncode == 3
+    assert {f["check"] for f in json.loads(js.stdout)["failures"]} == {
+        "target-too-small",
+        "target-in-use",
+    }
+
+
+def test_ambiguous_exits_3_naming_the_candidates(tmp_path: Path) -> None:
+    src = write(standard(), tmp_path)
+    proc = resurgo(
+        "plan", "--from", src, disks=[vd("vdb", 30 * GIB), vd("vdc", 30 * GIB)], tmp=tmp_path
+    )
+    assert proc.returncode == 3
+    assert "[ambiguous-match]" in proc.stdout
+    assert "/dev/vdb" in proc.stdout and "/dev/vdc" in proc.stdout
+    mapped = resurgo(
+        "plan",
+        "--from",
+        src,
+        "--map",
+        "disk.sda=/dev/vdc",
+        disks=[vd("vdb", 30 * GIB), vd("vdc", 30 * GIB)],
+        tmp=tmp_path,
+    )
+    assert mapped.returncode == 0, mapped.stdout
+    assert "matched by map" in mapped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--map", "disk.sda"], "is not SAVED=ACTUAL"),
+        (["--map", "=/dev/vdb"], "is not SAVED=ACTUAL"),
+        (["--map", "disk.nope=/dev/vdb"], "the description has no disk 'disk.nope'"),
+        (["--key-file", "luks.nope=/etc/hostname"], "no LUKS volume 'luks.nope'"),
+        (["--key-file", "luks.sda3"], "is not ID=FILE"),
+        (["--grow", "sideways"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) -> None:
+    src = write(standard(), tmp_path)
+    proc = resurgo("plan", "--from", src, *args, disks=[vd("vdb", 30 * GIB)], tmp=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+
+
+def test_missing_description_exits_2(tmp_path: Path) -> None:
+    proc = resurgo("plan", "--from", tmp_path / "nope.toml", disks=[], tmp=tmp_path)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+
+
+def test_key_files(tmp_path: Path) -> None:
+    src = write(luks_fixture(), tmp_path)
+    disks = [vd("vdb", 20 * GIB)]
+    no_key = resurgo("plan", "--from", src, disks=disks, tmp=tmp_path)
+    assert no_key.returncode == 3 and "[key-missing]" in no_key.stdout
+    unreadable = resurgo(
+        "plan",
+        "--from",
+        src,
+        "--key-file",
+        f"luks.sda2={tmp_path / 'none'}",
+        disks=disks,
+        tmp=tmp_path,
+    )
+    assert unreadable.returncode == 2 and "not a readable file" in unreadable.stderr
+    key = tmp_path / "key"
+    key.write_bytes(b"secret")
+    ok = resurgo("plan", "--from", src, "--key-file", f"luks.sda2={key}", disks=disks, tmp=tmp_path)
+    assert ok.returncode == 0, ok.stdout
+    assert "secret" not in ok.stdout and str(key) not in ok.stdout
+
+
+@pytest.mark.skipif(not EXAMPLE.exists(), reason="the format example is not there yet")
+def test_the_format_example_plans(tmp_path: Path) -> None:
+    disks = [
+        vd("vda", 100 * GIB, transport="virtio"),
+        vd("vdb", 20 * GIB, 4096, transport="virtio"),
+        vd("vdc", 20 * GIB, 4096, transport="virtio"),
+        vd("sdd", 31029460992, serial="4C530001230101112345", removable=True),
+    ]
+    proc = resurgo("plan", "--json", "--from", EXAMPLE, disks=disks, tmp=tmp_path)
+    assert proc.returncode in (0, 3), proc.stderr
+    data = json.loads(proc.stdout)
+    assert all(m["path"] != "/dev/sdd" for m in data["matches"])
+    writes = {w for a in data["actions"] for w in a["writes"]}
+    assert writes <= {"/dev/vda", "/dev/vdb", "/dev/vdc"}
