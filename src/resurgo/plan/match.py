@@ -187,7 +187,12 @@ def _candidates(
                 cands.append(d)
         return cands
     for d in actual:
-        if d.removable or d.kname.startswith("loop"):
+        if d.kname.startswith("loop"):
+            continue
+        if d.removable:
+            out.notes.append(
+                f"{d.path} is not a candidate: it is removable (name it with --target)"
+            )
             continue
         why = forbidden(desc, d)
         if why is not None:

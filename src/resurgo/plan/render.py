@@ -130,24 +130,33 @@ def bar(lay: DiskLayout, width: int = BAR_WIDTH) -> str:
         segs.append(("", total - cursor, "."))
     # Slivers of free space (alignment gaps) are not worth a column.
     segs = [s for s in segs if s[2] != "." or s[1] * width >= total]
-    widths = _columns([s[1] for s in segs], width - (len(segs) - 1))
+    least = [min(len(s[0]), 4) if s[0] else 1 for s in segs]
+    widths = _columns([s[1] for s in segs], width - (len(segs) - 1), least)
     return "[" + "|".join(_segment(s[0], w, s[2]) for s, w in zip(segs, widths, strict=True)) + "]"
 
 
-def _columns(sizes: Sequence[int], width: int) -> list[int]:
-    """Columns per segment, at least one each, proportional to size (largest remainder)."""
+def _columns(sizes: Sequence[int], width: int, least: Sequence[int] | None = None) -> list[int]:
+    """Columns per segment, proportional to size (largest remainder), none below its least."""
     n = len(sizes)
     if n == 0:
         return []
+    least = list(least) if least is not None else [1] * n
+    if sum(least) > width:
+        least = [1] * n
     width = max(width, n)
     total = sum(sizes) or 1
-    spare = width - n
-    base = [spare * s // total for s in sizes]
-    left = spare - sum(base)
-    order = sorted(range(n), key=lambda i: (-(spare * sizes[i] % total), i))
-    for i in order[:left]:
+    # Proportional shares first; a segment below its least is lifted and the rest rescaled.
+    base = [max(lo, width * s // total) for s, lo in zip(sizes, least, strict=True)]
+    while sum(base) > width:
+        i = max(range(n), key=lambda k: (base[k] - least[k], -k))
+        if base[i] <= least[i]:
+            break
+        base[i] -= 1
+    left = width - sum(base)
+    order = sorted(range(n), key=lambda i: (-(width * sizes[i] % total), i))
+    for i in order[: max(0, left)]:
         base[i] += 1
-    return [1 + b for b in base]
+    return base
 
 
 def _segment(label: str, width: int, fill: str) -> str:

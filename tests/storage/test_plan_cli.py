@@ -1,0 +1,199 @@
+"""`resurgo plan` on real loop disks: the actual disks read from /sys, nothing written.
+
+Each target disk is checksummed before and after: plan must not change a byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loopdisks import Loop, Rig
+
+from resurgo import fileformat
+from resurgo.model import (
+    Bootloader,
+    BootloaderKind,
+    Description,
+    Disk,
+    ExtOptions,
+    Filesystem,
+    Firmware,
+    FormatInfo,
+    FsType,
+    Mount,
+    OsRelease,
+    Partition,
+    PartitionTable,
+    Swap,
+    SystemInfo,
+    TableLabel,
+    VolumeState,
+)
+
+pytestmark = pytest.mark.storage
+
+MiB = 1 << 20
+REPO = Path(__file__).resolve().parents[2]
+LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+SWAP = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
+SIZE = 256 * MiB
+
+
+def saved_description() -> Description:
+    """A 256 MiB GPT disk: / ext4 of 200 MiB with 40 MiB used, then 32 MiB of swap."""
+    disk = Disk(
+        id="disk.sda",
+        path="/dev/sda",
+        size=SIZE,
+        logical_sector_size=512,
+        physical_sector_size=512,
+        critical=True,
+        table=PartitionTable(TableLabel.GPT, "5b0e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4"),
+    )
+    root = Partition(
+        id="part.sda1",
+        disk=disk.id,
+        number=1,
+        start=2048,
+        size=200 * 2048,
+        sector_size=512,
+        type=LINUX,
+        uuid="6c1f2d3e-4a5b-4c6d-9e7f-8091a2b3c4d5",
+    )
+    sw = Partition(
+        id="part.sda2",
+        disk=disk.id,
+        number=2,
+        start=202 * 2048,
+        size=32 * 2048,
+        sector_size=512,
+        type=SWAP,
+        uuid="7d2a3e4f-5b6c-4d7e-8f90-a1b2c3d4e5f6",
+    )
+    fs = Filesystem(
+        id="fs.sda1",
+        device=root.id,
+        type=FsType.EXT4,
+        uuid="8e3b4f5a-6c7d-4e8f-9a0b-c1d2e3f4a5b6",
+        label="root",
+        size=200 * MiB,
+        ext=ExtOptions(block_size=4096, inode_size=256, features=("has_journal", "extent")),
+        mounts=(Mount("/"),),
+        state=VolumeState(mounted=True, used_bytes=40 * MiB),
+    )
+    return Description(
+        format=FormatInfo("1.0", "0.1.0", "2026-01-01T00:00:00Z", "storagehost"),
+        system=SystemInfo(
+            hostname="storagehost",
+            machine_id="1" * 32,
+            architecture="x86_64",
+            firmware=Firmware.BIOS,
+            os_release=OsRelease("debian", "12"),
+            kernel="6.1.0",
+            bootloader=Bootloader(BootloaderKind.NONE),
+            system_volume=fs.id,
+            boot_volume=fs.id,
+        ),
+        disks=(disk,),
+        partitions=(root, sw),
+        filesystems=(fs,),
+        swaps=(
+            Swap(
+                id="swap.sda2",
+                size=32 * MiB,
+                device=sw.id,
+                uuid="9f4c5a6b-7d8e-4f90-a1b2-c3d4e5f6a7b8",
+            ),
+        ),
+    )
+
+
+def checksum(loop: Loop) -> str:
+    h = hashlib.sha256()
+    with open(loop.path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan(src: Path, *targets: str) -> tuple[int, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if k != "RESURGO_ACTUAL_DISKS"}
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    argv = [sys.executable, "-m", "resurgo", "plan", "--json", "--from", str(src)]
+    for t in targets:
+        argv += ["--target", t]
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    path = tmp_path / "description.toml"
+    fileformat.write(saved_description(), path)
+    return path
+
+
+def occupied(rig: Rig, name: str, size: int, sector_size: int = 512) -> Loop:
+    """A loop disk with an old table and an ext4 on it: something plan must not touch."""
+    loop = rig.disk(name, size, sector_size=sector_size, table="label: dos\n,,83\n")
+    rig.sh("mkfs.ext4", "-q", "-F", loop.part(1))
+    return loop
+
+
+def test_same_size_exits_0_and_touches_nothing(rig: Rig, src: Path) -> None:
+    loop = occupied(rig, "same", SIZE)
+    before = checksum(loop)
+    code, data = plan(src, loop.path)
+    assert code == 0, data["failures"]
+    assert checksum(loop) == before
+    assert data["matches"][0]["path"] == loop.path
+    assert data["matches"][0]["size"] == SIZE
+    parts = data["layouts"][0]["partitions"]
+    assert [(p["start"], p["size"]) for p in parts] == [(2048, 200 * 2048), (202 * 2048, 32 * 2048)]
+    assert {w for a in data["actions"] for w in a["writes"]} == {loop.path}
+
+
+def test_4kn_target_is_read_from_sys_and_planned_in_its_sectors(rig: Rig, src: Path) -> None:
+    loop = occupied(rig, "fourk", SIZE, sector_size=4096)
+    before = checksum(loop)
+    code, data = plan(src, loop.path)
+    assert code == 0, data["failures"]
+    assert checksum(loop) == before
+    assert data["matches"][0]["logical_sector_size"] == 4096
+    parts = data["layouts"][0]["partitions"]
+    assert [(p["start"], p["size"]) for p in parts] == [(256, 200 * 256), (202 * 256, 32 * 256)]
+
+
+def test_too_small_exits_3_and_touches_nothing(rig: Rig, src: Path) -> None:
+    loop = occupied(rig, "small", 64 * MiB)
+    before = checksum(loop)
+    code, data = plan(src, loop.path)
+    assert code == 3
+    assert [f["check"] for f in data["failures"]] == ["target-too-small"]
+    assert data["actions"] == []
+    assert checksum(loop) == before
+
+
+def test_mounted_target_is_in_use(rig: Rig, src: Path, tmp_path: Path) -> None:
+    loop = occupied(rig, "busy", SIZE)
+    rig.mount(loop.part(1), tmp_path / "mnt")
+    code, data = plan(src, loop.path)
+    assert code == 3
+    failure = next(f for f in data["failures"] if f["check"] == "target-in-use")
+    assert f"{loop.kname}p1 on {tmp_path / 'mnt'}" in failure["message"]
