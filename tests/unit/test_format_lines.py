@@ -46,7 +46,7 @@ def line_of(text: str, where: tuple[str | int, ...]) -> str | None:
         (("config_files", 3, "sha256"), f'sha256 = "{CFG_SHA}"'),
         (("catalog", "sha256"), f'sha256 = "{CATALOG_SHA}"'),
         (("commands", 5, "args", 0), '"/mnt/target/.autorelabel",'),
-        (("unsupported", 0, "details", 1), '"size 2000398934016 bytes",'),
+        (("unsupported", 0, "details", 1), '"TYPE=zfs_member",'),
     ],
 )
 def test_locates_fields_in_the_example(where: tuple[str | int, ...], line: str) -> None:

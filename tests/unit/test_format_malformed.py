@@ -693,3 +693,24 @@ def test_the_digest_is_checked_before_anything_else() -> None:
         "it was written (if you edited it on purpose, run 'resurgo validate --rehash' on it)"
     ]
     assert check_bytes(raw, "d.toml", expected_digest=document.sha256_hex(raw)).problems == []
+
+
+def test_what_sits_on_an_unsupported_device_refers_to_its_record() -> None:
+    """The probe keeps a device it cannot describe as an unsupported record; what is
+    built on it still names it, and the description stays valid."""
+    text = edit(base(), 'id = "fs.sde"', 'device = "disk.sde"', 'device = "unsupported.sde"')
+    report = check(text)
+    assert report.problems == []
+    assert report.description is not None
+    assert report.description.filesystems[-1].device == "unsupported.sde"
+
+
+def test_a_driver_is_no_block_device() -> None:
+    text = edit(base(), 'id = "fs.sde"', 'device = "disk.sde"', 'device = "drv.pci.0000:00:02.0"')
+    assert found(text, check(text)) == [
+        (
+            "filesystems[5] (id 'fs.sde').device",
+            "refers to 'drv.pci.0000:00:02.0', a drivers record, not a block device",
+            'device = "drv.pci.0000:00:02.0"',
+        )
+    ]

@@ -85,7 +85,10 @@ def _ref(
         problems.append(Problem(where, f"refers to {value!r}, a {group} record, not a {what}"))
 
 
-BLOCK = ("disks", "partitions", "raid_arrays", "luks_volumes", "logical_volumes")
+# What a device reference may name. An unsupported record stands in for a device the
+# probe found but cannot describe (an md array before the md probe, say): what is built
+# on it still refers to it, so the description stays whole and the plan can refuse it.
+BLOCK = ("disks", "partitions", "raid_arrays", "luks_volumes", "logical_volumes", "unsupported")
 
 
 def _check_references(desc: Description, ids: dict[str, str], problems: list[Problem]) -> None:
