@@ -197,3 +197,13 @@ def test_mounted_target_is_in_use(rig: Rig, src: Path, tmp_path: Path) -> None:
     assert code == 3
     failure = next(f for f in data["failures"] if f["check"] == "target-in-use")
     assert f"{loop.kname}p1 on {tmp_path / 'mnt'}" in failure["message"]
+
+
+def test_active_swap_on_target_is_in_use(rig: Rig, src: Path) -> None:
+    loop = rig.disk("swapping", SIZE, table="label: dos\n,,82\n")
+    rig.sh("mkswap", loop.part(1))
+    rig.swapon(loop.part(1), 1)
+    code, data = plan(src, loop.path)
+    assert code == 3
+    failure = next(f for f in data["failures"] if f["check"] == "target-in-use")
+    assert f"active swap: {loop.part(1)}" in failure["message"]

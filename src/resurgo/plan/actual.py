@@ -176,9 +176,25 @@ def mount_devnum(e: MountEntry) -> tuple[int, int] | None:
     return None
 
 
+def kname_of_devnum(num: tuple[int, int], sys_block: Path) -> str | None:
+    """The kernel name of a device number, looked up in sys_block itself (not /sys/dev)."""
+    try:
+        names = os.listdir(sys_block)
+    except OSError:
+        return None
+    want = f"{num[0]}:{num[1]}"
+    for name in names:
+        try:
+            if (sys_block / name / "dev").read_text().strip() == want:
+                return name
+        except OSError:
+            continue
+    return None
+
+
 def disks_of_devnum(num: tuple[int, int], sys_block: Path, depth: int = 0) -> set[str]:
     """The whole disks under a device number, through partitions, md, dm and loop files."""
-    kname = blockdev.kname_of_devno(*num)
+    kname = kname_of_devnum(num, sys_block)
     if kname is None or depth > 8:
         return set()
     try:

@@ -1,0 +1,105 @@
+"""plan.actual: this machine's disks from a recorded sysfs tree, a mount table and /proc/swaps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resurgo.errors import BadInput
+from resurgo.plan.actual import ENV_ACTUAL_DISKS, load_actual_disks, read_actual_disks
+from resurgo.plan.model import ActualDisk
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+# The vm tier's Debian guest: virtio-blk, NVMe, virtio-scsi, AHCI, PIIX IDE and USB disks.
+SYS_BLOCK = DATA / "sys" / "guest-mixed" / "sys" / "class" / "block"
+
+MOUNTINFO = """\
+22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw
+23 22 0:21 / /proc rw,relatime - proc proc rw
+24 22 8:16 / /mnt/old rw,relatime - ext4 /dev/sdb rw
+25 22 8:48 / /media/set rw,relatime - vfat /dev/sdd rw
+"""
+SWAPS = """\
+Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
+/swapfile                               file\t\t1048572\t\t0\t\t-2
+"""
+
+
+@pytest.fixture
+def disks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, ActualDisk]:
+    monkeypatch.delenv(ENV_ACTUAL_DISKS, raising=False)
+    mi = tmp_path / "mountinfo"
+    mi.write_text(MOUNTINFO)
+    sw = tmp_path / "swaps"
+    sw.write_text(SWAPS)
+    found = read_actual_disks(
+        [Path("/media/set/backup/description.toml")],
+        sys_block=SYS_BLOCK,
+        mountinfo=mi,
+        proc_swaps=sw,
+    )
+    return {d.kname: d for d in found}
+
+
+def test_whole_disks_in_natural_order(disks: dict[str, ActualDisk]) -> None:
+    assert list(disks) == ["nvme0n1", "sda", "sdb", "sdc", "sdd", "vda", "vdb"]
+    assert disks["vda"].size == 6291456 * 512
+    assert disks["vda"].path == "/dev/vda"
+    assert disks["vdb"].logical_sector_size == 512
+
+
+def test_transports_and_identities(disks: dict[str, ActualDisk]) -> None:
+    assert {k: d.transport for k, d in disks.items()} == {
+        "nvme0n1": "nvme",
+        "sda": "sata",
+        "sdb": "sata",
+        "sdc": "virtio-scsi",
+        "sdd": "usb",
+        "vda": "virtio",
+        "vdb": "virtio",
+    }
+    assert disks["nvme0n1"].wwn
+    assert disks["vdb"].serial
+
+
+def test_what_is_in_use_and_what_holds_the_system(disks: dict[str, ActualDisk]) -> None:
+    assert disks["vda"].holds_system and disks["vda"].mounted == ("vda1 on /",)
+    assert disks["sdb"].mounted == ("sdb on /mnt/old",) and not disks["sdb"].holds_system
+    assert disks["sdb"].in_use
+    assert disks["sdd"].holds_recovery_set and not disks["sdd"].holds_system
+    quiet = [
+        k for k, d in disks.items() if not (d.in_use or d.holds_system or d.holds_recovery_set)
+    ]
+    assert quiet == ["nvme0n1", "sda", "sdc", "vdb"]
+
+
+def test_the_testing_aid_reads_disks_from_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "disks.json"
+    f.write_text(
+        json.dumps(
+            [{"path": "/dev/vdb", "kname": "vdb", "size": 1 << 30, "mounted": ["vdb1 on /x"]}]
+        )
+    )
+    monkeypatch.setenv(ENV_ACTUAL_DISKS, str(f))
+    (d,) = read_actual_disks()
+    assert d == ActualDisk(path="/dev/vdb", kname="vdb", size=1 << 30, mounted=("vdb1 on /x",))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        '{"path": "/dev/x"}',
+        '[{"path": "/dev/x", "colour": "red"}]',
+        '[{"path": "/dev/x"}]',
+    ],
+)
+def test_the_testing_aid_refuses_bad_files(tmp_path: Path, content: str) -> None:
+    f = tmp_path / "disks.json"
+    f.write_text(content)
+    with pytest.raises(BadInput, match=ENV_ACTUAL_DISKS):
+        load_actual_disks(f)
