@@ -3,7 +3,32 @@
 make_plan() matches saved disks to actual ones (match), fits the layouts to them
 (fit, distribute, sizes), lists the actions in dependency order (actions), checks
 the preconditions (checks), and hashes the result (render). Every failing
-precondition is listed, not just the first.
+precondition is listed, not just the first. plan.actual reads this machine's disks.
+
+The policies, in one place:
+  - matching: --map first, then WWN, then serial; then the best assignment by
+    (fits, matched, needs no shrinking, same size, same bus); the order of names only
+    pairs disks that are otherwise alike, never picks which disk stays untouched --
+    that is an ambiguous match, a failing precondition listing the candidates.
+    Never candidates: the disk of the running system or its medium, of the recovery
+    set, and a disk that was removable when saved (by WWN/serial, else model + size);
+    without --target also removable and loop disks.
+  - a saved disk left without an actual disk: a failing precondition when it held a
+    mounted filesystem (or is marked critical), otherwise a warning and it is left out;
+    md arrays and volume groups reaching onto it are left out with it.
+  - sizes are bytes; every partition start is aligned to 1 MiB and counted in the
+    target's sectors; GPT keeps 1 + 16 KiB of entries free at the end; the saved free
+    space after the last partition is kept when the disk is larger.
+  - larger disk: the extra goes to the partition (or LV) holding the system volume, else
+    the last resizable one; --grow proportional spreads it over all resizable ones.
+    ESP, separate /boot, BIOS boot, swap, vfat and unknown content keep their size.
+  - smaller disk: the saved free space, then the gaps, then resizable partitions shrink in
+    proportion to their room, never below used bytes + 10 % + 64 MiB (unknown used
+    bytes: never below the saved size), nor below mkfs's minimum (xfs 300 MiB, btrfs
+    114 MiB, ext 2048 blocks with a journal, FAT32 65525 clusters: 33 MiB at 512-byte
+    and 257 MiB at 4096-byte sectors, swap 10 pages). The margin only binds when shrinking.
+  - sector sizes: ext or xfs blocks smaller than the new sectors are a failing
+    precondition; a FAT or xfs with smaller sectors is recreated with the new ones (a note).
 """
 
 from __future__ import annotations

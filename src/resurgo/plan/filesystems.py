@@ -91,7 +91,8 @@ def ext_inode_ratio(fs: Filesystem) -> int | None:
     total = fs.size or (fs.state.total_bytes if fs.state else None)
     if not total:
         return None
-    return max(fs.ext.block_size, total // fs.ext.inode_count)
+    # mke2fs takes -i between the block size and 64 MiB.
+    return min(max(fs.ext.block_size, total // fs.ext.inode_count), 64 * MIB)
 
 
 def minimum(fs: Filesystem, sector_size: int, saved_size: int) -> int:
