@@ -37,6 +37,7 @@ from resurgo.model import (
     PhysicalVolume,
     RaidArray,
     TableLabel,
+    Unsupported,
     VolumeGroup,
     VolumeState,
     XfsOptions,
@@ -511,3 +512,19 @@ def test_unsupported_filesystem_keeps_its_partition_and_is_not_recreated() -> No
     assert parts(plan)[p1.id].after == 2 * GIB
     assert not any(a.id == "mkfs:fs.sda1" for a in plan.actions)
     assert any("ntfs" in w for w in plan.warnings)
+
+
+def test_filesystem_on_a_device_resurgo_cannot_make_is_a_warning() -> None:
+    d = disk("sda", 10 * GIB)
+    p1 = part(d, 1, MIB, 9 * GIB)
+    odd = Unsupported("unsupported.dm-3", "dm", "/dev/dm-3", "dm-integrity is not recreated")
+    desc = description(
+        disks=[d],
+        partitions=[p1],
+        filesystems=[ext4(p1.id, "/", GIB), ext4(odd.id, "/odd", GIB, fid="fs.dm-3")],
+        unsupported=[odd],
+    )
+    plan = plan_for(desc, actual("vdb", 10 * GIB))
+    assert plan.ok, plan.failures
+    assert not any("fs.dm-3" in a.id for a in plan.actions)
+    assert any(w.startswith("fs.dm-3 (/odd) is not recreated") for w in plan.warnings)

@@ -127,6 +127,7 @@ def make_plan(
         notes.extend(f"{fs.id} ({_where(fs)}): {n}" for n in how.notes)
     acts = builder.build()
     warnings.extend(builder.warnings)
+    warnings.extend(_stranded(layers, stack, set(matched)))
     for sw in desc.swaps:
         if sw.file is not None:
             notes.append(f"{sw.id}: the swap file {sw.file} is made after the restore, not here")
@@ -234,6 +235,23 @@ def _unmatched(
                 f"{sid} ({d.path}) has no disk to go to; nothing on it was mounted, "
                 "so it is left out"
             )
+    return out
+
+
+def _stranded(layers: Layers, stack: fit.Stack, matched: set[str]) -> list[str]:
+    """Mounted filesystems on matched disks that still cannot be recreated: say so."""
+    out = []
+    for fs in layers.desc.filesystems:
+        if not fs.mounts or not fs.supported or stack.after(fs.device) is not None:
+            continue
+        under = layers.disks_under(fs.device)
+        if under and not under <= matched:
+            continue  # left out with its disk, reported there
+        where = ", ".join(m.mountpoint for m in fs.mounts)
+        out.append(
+            f"{fs.id} ({where}) is not recreated: the device it lies on, {fs.device}, "
+            "cannot be recreated on these disks"
+        )
     return out
 
 
