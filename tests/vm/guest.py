@@ -31,6 +31,7 @@ lists, a clean environment, ``+ cmd`` debug logging, errors naming the command).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -99,6 +100,7 @@ _GPT_ROOT_X86_64: Final = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 
 _PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _STAMP: Final = "COMPLETE.json"
+_PR_SET_PDEATHSIG: Final = 1
 
 Firmware = Literal["bios", "uefi"]
 Interface = Literal["virtio", "nvme", "scsi", "ide"]
@@ -951,6 +953,12 @@ class _SerialPump(threading.Thread):
             self._line(pending)
 
 
+def _die_with_parent() -> None:
+    """In the qemu child: get SIGKILL when the harness dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def new_ovmf_vars(path: Path) -> Path:
     """A fresh copy of OVMF's NVRAM template, for ``boot(ovmf_vars=...)``."""
     shutil.copyfile(OVMF_VARS, path)
@@ -1062,6 +1070,7 @@ def boot(
             stderr=subprocess.STDOUT,
             env={"LANG": "C.UTF-8", "PATH": _PATH},
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         assert proc.stdout is not None
         pump = _SerialPump(proc.stdout, sink, started)
