@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from description_strategies import descriptions
+from hypothesis import HealthCheck, given, settings
 
+from resurgo.fileformat import dumps, to_data
 from resurgo.fileformat.lines import locate, positions
+from resurgo.model import Description
 
 CFG_SHA = "d32d62718a74f69cbaa4b56112513b367536640978d934cbb7aeda15352c7e12"
 CATALOG_SHA = "0c5e8a4f2d1b9c7e6a3f5d8b2e4c1a9f7d6b3e8c5a2f4d1b9e7c6a3f8d5b2e4c"
@@ -32,6 +36,8 @@ def line_of(text: str, where: tuple[str | int, ...]) -> str | None:
         (("disks", 2, "table", "last_lba"), "[disks.table]"),
         (("partitions", 3, "start"), "start = 128976896"),
         (("partitions", 3), "[[partitions]]"),
+        (("partitions",), "[[partitions]]"),
+        (("logical_volumes", 0, "segments"), "[[logical_volumes.segments]]"),
         (("raid_arrays", 0, "members", 1), '"part.sdc1",'),
         (("logical_volumes", 1, "segments", 0, "extent_count"), "extent_count = 1024"),
         (("logical_volumes", 1, "segments", 0, "devices", 0), '"pv.dm-0",'),
@@ -119,3 +125,35 @@ def test_hand_written_forms() -> None:
     assert found[("filesystems", 1, "mounts", 1, "mountpoint")] == 14
     assert found[("filesystems", 1, "state", "mounted")] == 16
     assert ("filesystems", 0, "mounts", 1) not in found
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(descriptions())
+def test_every_record_and_field_is_found_whatever_the_text(desc: Description) -> None:
+    """Free text full of quotes, newlines and fake headers never shifts a line."""
+    text = dumps(desc)
+    lines = text.split("\n")
+    data = to_data(desc)
+    for group, value in data.items():
+        if not isinstance(value, list):
+            continue
+        for i, rec in enumerate(value):
+            if not isinstance(rec, dict):
+                continue
+            for key, field in rec.items():
+                n = locate(text, (group, i, key))
+                assert n is not None, (group, i, key)
+                line = lines[n - 1].lstrip()
+                if line.startswith("{"):
+                    # The writer put the whole (short) record on one line, as an inline table.
+                    assert f" {key} = " in line, (group, i, key, line)
+                elif isinstance(field, dict):
+                    assert line == f"[{group}.{key}]" or line.startswith(f"{key} = {{"), line
+                elif isinstance(field, list) and field and isinstance(field[0], dict):
+                    assert line.startswith((f"{key} = [", f"[[{group}.{key}]]")), (group, i, key)
+                else:
+                    assert line.startswith(f"{key} = "), (group, i, key, line)

@@ -71,6 +71,7 @@ class _Scanner:
             path = (*path, name)
             last = i == len(names) - 1
             if last and array:
+                self.record(path, n)  # the array as a whole: where it starts
                 count = self.arrays.get(path, 0)
                 self.arrays[path] = count + 1
                 path = (*path, count)
