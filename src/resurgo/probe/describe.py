@@ -43,7 +43,7 @@ def describe(opts: DescribeOptions) -> tuple[Description, list[str]]:
     roles = volume_roles(storage)
     esp_mount = _esp_mountpoint(storage, roles[2], opts.root)
     bootloader = system.probe_bootloader(
-        opts.root, facts.firmware, storage.disks, storage.partitions, esp_mount
+        opts.root, facts.firmware, storage.disks, storage.partitions, esp_mount, warnings
     )
     info = SystemInfo(
         hostname=facts.hostname,
@@ -57,12 +57,14 @@ def describe(opts: DescribeOptions) -> tuple[Description, list[str]]:
         boot_volume=roles[1],
         esp=roles[2],
     )
-    drivers = hardware.probe_drivers(storage)
-    modules = hardware.required_modules(storage)
-    config = system.capture_config(opts.root)
+    # The restored system boots its own kernel: its module index, not the running one's.
+    kernel_modules = hardware.KernelModules.load(opts.root, facts.kernel)
+    drivers = hardware.probe_drivers(storage, modules=kernel_modules, warnings=warnings)
+    modules = hardware.required_modules(storage, modules=kernel_modules)
+    config = system.capture_config(opts.root, warnings)
     cat = None
     if opts.catalog_dir is not None:
-        cat = catalog.write_catalog(opts.root, opts.catalog_dir)
+        cat = catalog.write_catalog(opts.root, opts.catalog_dir, warnings=warnings)
     desc = Description(
         format=FormatInfo(
             version=FORMAT_VERSION,
