@@ -240,6 +240,9 @@ def _vfat(fs: Filesystem, sector_size: int) -> Parts:
         if v.cluster_size and v.cluster_size >= sect:
             opts += ["-s", str(v.cluster_size // sect)]
         elif v.cluster_size:
+            # Said, not left to mkfs.vfat: its default clusters for the size may be too few
+            # for the FAT type (fat_minimum counts one sector per cluster).
+            opts += ["-s", "1"]
             notes.append(f"its {v.cluster_size}-byte clusters become {sect}-byte ones")
         opts += ["-i", v.volume_id.replace("-", "")]
     if fs.label:
@@ -275,8 +278,36 @@ def _btrfs(fs: Filesystem, sector_size: int) -> Parts:
                 )
             opts += [flag, profile.lower()]
         if b.features:
-            opts += ["-O", ",".join(b.features)]
+            opts += btrfs_feature_options(b.features)
     return opts, problems, []
+
+
+# The description keeps the superblock's flag names (dump-super); mkfs.btrfs has its own
+# names, and enables some by default: those the saved filesystem lacks are turned off ("^").
+# Flags not listed are implied by every mkfs (mixed_backref, big_metadata) or not chosen at
+# mkfs time (compression, default_subvol, metadata_uuid, free_space_tree_valid).
+BTRFS_MKFS_FEATURES = {
+    "mixed_groups": "mixed-bg",
+    "extended_iref": "extref",
+    "raid56": "raid56",
+    "skinny_metadata": "skinny-metadata",
+    "no_holes": "no-holes",
+    "raid1c34": "raid1c34",
+}
+BTRFS_MKFS_DEFAULTS = ("extref", "skinny-metadata", "no-holes")
+# -R: btrfs-progs 6.2 takes free-space-tree only as a runtime feature (later ones take -R too).
+BTRFS_RUNTIME_FEATURES = {"free_space_tree": "free-space-tree"}
+
+
+def btrfs_feature_options(features: tuple[str, ...]) -> list[str]:
+    """mkfs.btrfs -O/-R arguments that make exactly the saved superblock feature flags."""
+    have = {f.lower() for f in features}
+    on = [name for flag, name in BTRFS_MKFS_FEATURES.items() if flag in have]
+    off = [f"^{name}" for name in BTRFS_MKFS_DEFAULTS if name not in on]
+    runtime = [
+        name if flag in have else f"^{name}" for flag, name in BTRFS_RUNTIME_FEATURES.items()
+    ]
+    return ["-O", ",".join(on + off), "-R", ",".join(runtime)]
 
 
 def mkswap_options(sw: Swap) -> tuple[str, ...]:
