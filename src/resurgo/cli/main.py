@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from resurgo import __version__
-from resurgo.cli import describe, plan, show, validate
+from resurgo.cli import describe, plan, recover, show, validate
 from resurgo.errors import ExitCode, ResurgoError
 
 log = logging.getLogger("resurgo")
@@ -19,7 +19,6 @@ Handler = Callable[[argparse.Namespace], int]
 PLANNED = {
     "save": "write a recovery set (description, catalog, backup archives, rescue image)",
     "list": "list the recovery sets on a medium",
-    "recover": "recreate the disks and restore the data from a recovery set",
     "verify": "check a restored tree against a recovery set's manifest",
     "rescue": "build the bootable rescue image",
     "rehearse": "prove a recovery set restores and boots, in a virtual machine",
@@ -63,6 +62,7 @@ def build_parser() -> ArgumentParser:
     show.add_parser(sub, common)
     validate.add_parser(sub, common)
     plan.add_parser(sub, common)
+    recover.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text

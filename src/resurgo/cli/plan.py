@@ -14,6 +14,7 @@ from typing import Any
 
 from resurgo import fileformat
 from resurgo.errors import BadInput, ExitCode
+from resurgo.model import Description
 from resurgo.plan import make_plan
 from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import GrowPolicy, PlanOptions
@@ -39,6 +40,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "to them, list every action in order and check every precondition. Nothing is "
         "written. Exit 0: the plan can be executed; 3: a precondition fails; 2: bad input.",
     )
+    add_plan_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def add_plan_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that decide a plan: shared by `plan` and `recover`, which must agree."""
     p.add_argument(
         "--from",
         dest="source",
@@ -84,7 +91,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the recreated filesystems are mounted during recovery (default: %(default)s)",
     )
-    p.set_defaults(handler=run)
 
 
 def _keys(desc_luks: set[str], pairs: list[tuple[str, str]]) -> frozenset[str]:
@@ -109,19 +115,23 @@ def _disk_name(name: str) -> str:
     return name
 
 
-def run(args: argparse.Namespace) -> int:
-    source: Path = args.source
-    desc = fileformat.read(source)
-    keys = _keys({v.id for v in desc.luks_volumes}, args.key_file)
-    actual = read_actual_disks([source])
-    options = PlanOptions(
+def plan_options(args: argparse.Namespace, desc: Description, interactive: bool) -> PlanOptions:
+    """PlanOptions from the arguments of add_plan_arguments (BadInput for a bad --key-file)."""
+    return PlanOptions(
         targets=tuple(_disk_name(t) for t in args.target),
         maps=tuple((s, _disk_name(a)) for s, a in args.map),
         grow=GrowPolicy(args.grow),
-        keys=keys,
-        interactive=sys.stdin.isatty(),
+        keys=_keys({v.id for v in desc.luks_volumes}, args.key_file),
+        interactive=interactive,
         root=args.root,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    source: Path = args.source
+    desc = fileformat.read(source)
+    options = plan_options(args, desc, sys.stdin.isatty())
+    actual = read_actual_disks([source])
     plan = make_plan(desc, actual, options)
     sys.stdout.write(to_json(plan) if args.json else text(plan, str(source)))
     if not plan.ok:
