@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from resurgo.errors import CommandFailed, ToolMissing
 
@@ -55,6 +56,9 @@ PACKAGES: Mapping[str, str] = {
     "mcopy": "mtools",
     "mdir": "mtools",
     "mformat": "mtools",
+    "mmd": "mtools",
+    "mdeltree": "mtools",
+    "ssh": "openssh-client",
     "xorriso": "xorriso",
     "qemu-system-x86_64": "qemu-system-x86",
     "zstd": "zstd",
@@ -122,6 +126,28 @@ def run(
     if check and proc.returncode != 0:
         raise CommandFailed(args, proc.returncode, proc.stderr)
     return result
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    stdout: int | IO[bytes] | None = subprocess.PIPE,
+    stderr: int | IO[bytes] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start argv with binary pipes, for data streamed through a program (ssh, zstd).
+
+    The caller owns the process: it closes the pipes and waits for it.
+    """
+    args = [str(a) for a in argv]
+    program = args[0]
+    if "/" not in program and which(program) is None:
+        raise ToolMissing(program, PACKAGES.get(program))
+    log.debug("+ %s", shlex.join(args))
+    return subprocess.Popen(
+        args, stdin=stdin, stdout=stdout, stderr=stderr, env=environment(env)
+    )
 
 
 def output(argv: Sequence[str], *, timeout: float | None = None) -> str:
