@@ -1,0 +1,343 @@
+"""Recovery sets on a medium: the one API every medium offers.
+
+A medium (directory, SFTP server, S3 bucket, floppy image) holds recovery
+sets. Each kind of medium is a Backend that knows how to stage a set's files
+out of sight and make the whole set visible in one atomic step; everything
+above that (ids, the index, hashing, checks) is shared here.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+
+from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
+from resurgo.media import setindex
+from resurgo.media.setindex import FileEntry, SetIndex, SetKind, SetMeta
+from resurgo.media.streams import FileReader, FileWriter, Sink, Source
+
+log = logging.getLogger("resurgo.media")
+
+
+class Staging(ABC):
+    """The files of one set while it is written, invisible until commit."""
+
+    @abstractmethod
+    def create(self, name: str) -> Sink: ...
+
+    @abstractmethod
+    def commit(self, index: bytes) -> None:
+        """Make the set visible with this index, atomically."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Remove what was staged; never raises for a medium that went away."""
+
+
+class Backend(ABC):
+    """What one kind of medium must do; Medium builds recovery sets on it."""
+
+    url: str
+
+    def check_file_allowed(self, name: str) -> None:  # noqa: B027 - most media hold any file
+        """Refuse files this medium cannot hold (a floppy holds the description only)."""
+
+    @property
+    def holds_archives(self) -> bool:
+        return True
+
+    @abstractmethod
+    def candidate_ids(self) -> list[str]:
+        """Ids that may be committed sets (those without an index are skipped)."""
+
+    @abstractmethod
+    def read_index(self, set_id: str) -> bytes | None:
+        """The set's index, or None if the set does not exist (or is incomplete)."""
+
+    @abstractmethod
+    def begin(self, set_id: str) -> Staging:
+        """Clean leftovers of interrupted saves, then start staging a new set."""
+
+    @abstractmethod
+    def open_file(self, set_id: str, name: str) -> Source: ...
+
+    @abstractmethod
+    def file_sizes(self, set_id: str) -> dict[str, int]:
+        """The files present in a committed set, by name, with their sizes."""
+
+    @abstractmethod
+    def delete(self, set_id: str) -> None:
+        """Remove a set: first make it invisible, then remove its files."""
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing open
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """One recovery set as listed: what its index says."""
+
+    id: str
+    created: datetime
+    kind: SetKind
+    parent: str | None
+    host: str | None
+    size: int
+    file_count: int
+    labels: Mapping[str, str]
+
+    @classmethod
+    def of(cls, index: SetIndex) -> SetInfo:
+        return cls(
+            index.id,
+            index.created,
+            index.meta.kind,
+            index.meta.parent,
+            index.meta.host,
+            index.size,
+            len(index.files),
+            index.meta.labels,
+        )
+
+
+class SetWriter:
+    """A recovery set being written. Nothing of it is visible until ``commit()``.
+
+    Used as a context manager, a set that was not committed when the block ends
+    (by an exception or by forgetting) is aborted.
+    """
+
+    def __init__(
+        self, medium: Medium, staging: Staging, set_id: str, meta: SetMeta, created: datetime
+    ) -> None:
+        self._medium = medium
+        self._staging = staging
+        self.id = set_id
+        self.meta = meta
+        self.created = created
+        self._entries: dict[str, FileEntry] = {}
+        self._open: dict[str, FileWriter] = {}
+        self._state = "open"
+
+    def create(self, name: str) -> FileWriter:
+        """A new file of the set, to be written front to back and closed."""
+        self._require_open()
+        setindex.check_file_name(name)
+        self._medium.backend.check_file_allowed(name)
+        if name in self._entries or name in self._open:
+            raise BadInput(f"{name} is written twice into recovery set {self.id}")
+        writer = FileWriter(name, self._staging.create(name), self._file_done)
+        self._open[name] = writer
+        return writer
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self.create(name) as f:
+            f.write(data)
+
+    def _file_done(self, entry: FileEntry) -> None:
+        self._open.pop(entry.name, None)
+        self._entries[entry.name] = entry
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise OperationFailed(f"recovery set {self.id} is already {self._state}")
+
+    def commit(self) -> SetInfo:
+        """Write the index and make the whole set visible at once."""
+        self._require_open()
+        for writer in list(self._open.values()):
+            if not writer.closed:
+                raise OperationFailed(
+                    f"{writer.name} is still being written: close it before committing "
+                    f"recovery set {self.id}"
+                )
+        index = setindex.build(self.id, self.created, self.meta, list(self._entries.values()))
+        try:
+            self._staging.commit(setindex.encode(index))
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        log.info("recovery set %s committed on %s", self.id, self._medium.url)
+        return SetInfo.of(index)
+
+    def abort(self) -> None:
+        """Drop the set: what was written is removed, earlier sets are untouched."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        for writer in list(self._open.values()):
+            writer.abort()
+        self._staging.abort()
+
+    def __enter__(self) -> SetWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class SetReader:
+    """A committed recovery set, read through its index."""
+
+    def __init__(self, medium: Medium, index: SetIndex) -> None:
+        self._medium = medium
+        self.index = index
+        self.id = index.id
+        self.info = SetInfo.of(index)
+
+    @property
+    def where(self) -> str:
+        return f"{self._medium.url} set {self.id}"
+
+    def files(self) -> tuple[FileEntry, ...]:
+        return self.index.files
+
+    def open(self, name: str) -> FileReader:
+        """The file's bytes; at the end of the stream its size and sha256 are checked."""
+        entry = self.index.file(name)
+        if entry is None:
+            raise OperationFailed(
+                f"recovery set {self.where} has no file {name!r}",
+                "its files are: " + ", ".join(f.name for f in self.index.files),
+            )
+        return FileReader(entry, self._medium.backend.open_file(self.id, name), self.where)
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.open(name) as f:
+            return f.read()
+
+    def problems(self) -> list[str]:
+        """Files of the index that are missing or have the wrong size on the medium."""
+        present = self._medium.backend.file_sizes(self.id)
+        out: list[str] = []
+        for entry in self.index.files:
+            size = present.get(entry.name)
+            if size is None:
+                out.append(f"{entry.name} is missing")
+            elif size != entry.size:
+                out.append(f"{entry.name} has {size} bytes, the set recorded {entry.size}")
+        return out
+
+    def check(self) -> None:
+        """Refuse a set whose files are not all present with their recorded sizes.
+
+        Cheap (no file is read): run it before anything is written to disks.
+        """
+        problems = self.problems()
+        if problems:
+            raise OperationFailed(
+                f"recovery set {self.where} is incomplete: " + "; ".join(problems),
+                "restore from another set, or save a new one",
+            )
+
+    def verify(self) -> None:
+        """Read every file and compare its sha256 with the index."""
+        self.check()
+        for entry in self.index.files:
+            with self.open(entry.name) as f:
+                while f.read(1 << 20):
+                    pass
+
+
+class Medium:
+    """Where recovery sets live. Close it (or use ``with``) to release connections."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    @property
+    def holds_archives(self) -> bool:
+        return self.backend.holds_archives
+
+    def _index(self, set_id: str) -> SetIndex | None:
+        data = self.backend.read_index(set_id)
+        if data is None:
+            return None
+        index = setindex.decode(data, f"{self.url} set {set_id}")
+        if index.id != set_id:
+            raise OperationFailed(
+                f"recovery set {set_id} on {self.url} holds the index of set {index.id}",
+                "the medium was changed by hand: delete the set",
+            )
+        return index
+
+    def list_sets(self) -> list[SetInfo]:
+        """Complete sets, oldest first; damaged indexes are reported in the log and skipped."""
+        out: list[SetInfo] = []
+        for set_id in self.backend.candidate_ids():
+            try:
+                index = self._index(set_id)
+            except OperationFailed as e:
+                log.warning("%s", e)
+                continue
+            if index is not None:
+                out.append(SetInfo.of(index))
+        return sorted(out, key=lambda s: (s.created, s.id))
+
+    def open_set(self, set_id: str) -> SetReader:
+        setindex.check_set_id(set_id)
+        index = self._index(set_id)
+        if index is None:
+            raise OperationFailed(
+                f"there is no recovery set {set_id} on {self.url}",
+                "list the sets on the medium to see which exist",
+            )
+        return SetReader(self, index)
+
+    def begin_set(self, meta: SetMeta | None = None, *, set_id: str | None = None) -> SetWriter:
+        """Start writing a new set; leftovers of interrupted saves are removed first.
+
+        One save at a time per medium: the leftovers of a save running
+        elsewhere would be taken for those of an interrupted one.
+        """
+        meta = meta or SetMeta()
+        created = datetime.now(UTC).replace(microsecond=0)
+        set_id = setindex.check_set_id(set_id) if set_id else setindex.new_set_id(created)
+        if self.backend.read_index(set_id) is not None:
+            raise BadInput(f"recovery set {set_id} already exists on {self.url}")
+        if (
+            meta.parent is not None
+            and self.holds_archives
+            and self.backend.read_index(meta.parent) is None
+        ):
+            raise PreconditionFailed(
+                f"the parent set {meta.parent} of the incremental set is not on {self.url}",
+                "save a full set first (an incremental set needs its parent on the same medium)",
+            )
+        staging = self.backend.begin(set_id)
+        return SetWriter(self, staging, set_id, meta, created)
+
+    def delete_set(self, set_id: str) -> None:
+        setindex.check_set_id(set_id)
+        if self.backend.read_index(set_id) is None:
+            raise OperationFailed(f"there is no recovery set {set_id} on {self.url}")
+        self.backend.delete(set_id)
+        log.info("recovery set %s deleted from %s", set_id, self.url)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Medium:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,167 @@
+"""The binary streams a medium hands out: written once, front to back; read front to back.
+
+Writers hash what passes through them (the set index records size and sha256
+without a second read); readers check both when they reach the end, so a file
+that was damaged on the medium is never taken for good. Both are io.RawIOBase,
+so io.BufferedReader, shutil.copyfileobj and the archive engine can use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol
+
+from resurgo.errors import OperationFailed
+from resurgo.media.setindex import FileEntry
+
+
+class Sink(Protocol):
+    """Where a medium puts the bytes of one file."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """The file is complete: make it durable (fsync, upload the last part)."""
+
+    def discard(self) -> None:
+        """Abandon the file; never raises."""
+
+
+class Source(Protocol):
+    """Where a medium reads the bytes of one file from."""
+
+    def read(self, size: int) -> bytes:
+        """Up to size bytes (at least one unless at the end)."""
+
+    def close(self) -> None: ...
+
+
+class FileWriter(io.RawIOBase):
+    """One file of a set being written. ``close()`` completes it; leaving a
+    ``with`` block by an exception abandons it."""
+
+    def __init__(self, name: str, sink: Sink, done: Callable[[FileEntry], None]) -> None:
+        super().__init__()
+        self.name = name
+        self._sink = sink
+        self._done = done
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._finished = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("write to a closed file")
+        data = bytes(b)
+        if data:
+            self._sink.write(data)
+            self._hash.update(data)
+            self._size += len(data)
+        return len(data)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._finished:
+                self._finished = True
+                self._sink.finish()
+                self._done(FileEntry(self.name, self._size, self._hash.hexdigest()))
+        except BaseException:
+            self._sink.discard()
+            raise
+        finally:
+            super().close()
+
+    def abort(self) -> None:
+        """Abandon this file: it is not part of the set."""
+        if not self.closed:
+            self._finished = True
+            self._sink.discard()
+            super().close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+class FileReader(io.RawIOBase):
+    """One file of a set being read; at the end its size and sha256 must match the index."""
+
+    def __init__(self, entry: FileEntry, source: Source, where: str) -> None:
+        super().__init__()
+        self.entry = entry
+        self._source = source
+        self._where = where
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        if self._checked or len(view) == 0:
+            return 0
+        data = self._source.read(len(view))
+        if not data:
+            self._check_end()
+            return 0
+        n = len(data)
+        view[:n] = data
+        self._hash.update(data)
+        self._size += n
+        if self._size > self.entry.size:
+            raise self._damaged(f"it is longer than the {self.entry.size} bytes recorded")
+        return n
+
+    def _check_end(self) -> None:
+        self._checked = True
+        if self._size != self.entry.size:
+            raise self._damaged(f"it has {self._size} bytes, the set recorded {self.entry.size}")
+        if self._hash.hexdigest() != self.entry.sha256:
+            raise self._damaged("its sha256 differs from the one recorded when it was saved")
+
+    def _damaged(self, why: str) -> OperationFailed:
+        return OperationFailed(
+            f"{self.entry.name} in {self._where} is damaged: {why}",
+            "do not restore from this copy: use another recovery set or another copy of the medium",
+        )
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._source.close()
+            finally:
+                super().close()
+
+
+class BytesSource:
+    """A Source over bytes held in memory (the small files of a floppy)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def read(self, size: int) -> bytes:
+        return self._buf.read(size)
+
+    def close(self) -> None:
+        self._buf.close()

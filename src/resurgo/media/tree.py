@@ -1,0 +1,154 @@
+"""Recovery sets as directories of a file tree (a local directory, an SFTP server).
+
+Layout under the medium's root::
+
+    <root>/<set id>/set.json            committed sets: the directory appears by rename
+    <root>/<set id>/description.toml ...
+    <root>/.incomplete-<set id>/        a save in progress (or interrupted): invisible
+    <root>/.deleting-<set id>/          a delete in progress (or interrupted): invisible
+
+A set is written into ``.incomplete-<id>/``, every file synced, the index
+written and synced last, and the directory renamed to ``<id>``: rename(2) of a
+directory is atomic, so a listing sees the whole set or nothing. Deleting
+renames first, then removes. The next save removes the leftovers of both.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from typing import Protocol
+
+from resurgo.errors import OperationFailed
+from resurgo.media import setindex
+from resurgo.media.base import Backend, Staging
+from resurgo.media.streams import Sink, Source
+
+log = logging.getLogger("resurgo.media")
+
+INCOMPLETE = ".incomplete-"
+DELETING = ".deleting-"
+
+
+class FileOps(Protocol):
+    """The file operations a tree medium needs, on '/'-separated paths."""
+
+    def listdir(self, path: str) -> list[str] | None:
+        """Names in a directory, or None if it does not exist."""
+
+    def read_small(self, path: str) -> bytes | None:
+        """A small file's bytes, or None if it does not exist."""
+
+    def open_read(self, path: str) -> Source: ...
+
+    def open_write(self, path: str) -> Sink:
+        """A new file (it must not exist); synced to stable storage by finish()."""
+
+    def mkdir(self, path: str) -> None:
+        """Create a directory whose parent exists."""
+
+    def rename(self, src: str, dst: str) -> None: ...
+
+    def remove_tree(self, path: str) -> None:
+        """Remove a file or a directory and all below it; a missing path is no error."""
+
+    def file_sizes(self, path: str) -> dict[str, int]:
+        """Every regular file below path, by relative '/'-separated name, with its size."""
+
+    def sync_dir(self, path: str) -> None:
+        """Make the entries of a directory durable (renames, new files)."""
+
+
+class TreeBackend(Backend):
+    def __init__(self, url: str, ops: FileOps, root: str) -> None:
+        self.url = url
+        self.ops = ops
+        self.root = root
+
+    def _path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def _entries(self) -> list[str]:
+        names = self.ops.listdir(self.root)
+        if names is None:
+            raise OperationFailed(
+                f"the medium {self.url} does not exist",
+                "check the path (is the disk mounted?); a save creates it if its parent exists",
+            )
+        return names
+
+    def candidate_ids(self) -> list[str]:
+        return sorted(n for n in self._entries() if setindex.is_set_id(n))
+
+    def read_index(self, set_id: str) -> bytes | None:
+        return self.ops.read_small(self._path(set_id, setindex.INDEX_NAME))
+
+    def begin(self, set_id: str) -> Staging:
+        if self.ops.listdir(self.root) is None:
+            self.ops.mkdir(self.root)
+        self.clean_leftovers()
+        stage = self._path(INCOMPLETE + set_id)
+        self.ops.mkdir(stage)
+        return TreeStaging(self, set_id, stage)
+
+    def clean_leftovers(self) -> None:
+        for name in self._entries():
+            if name.startswith((INCOMPLETE, DELETING)):
+                log.info(
+                    "removing %s/%s, left over by an interrupted save or delete", self.url, name
+                )
+                self.ops.remove_tree(self._path(name))
+
+    def open_file(self, set_id: str, name: str) -> Source:
+        return self.ops.open_read(self._path(set_id, name))
+
+    def file_sizes(self, set_id: str) -> dict[str, int]:
+        sizes = self.ops.file_sizes(self._path(set_id))
+        sizes.pop(setindex.INDEX_NAME, None)
+        return sizes
+
+    def delete(self, set_id: str) -> None:
+        doomed = self._path(DELETING + set_id)
+        self.ops.rename(self._path(set_id), doomed)
+        self.ops.sync_dir(self.root)
+        self.ops.remove_tree(doomed)
+
+
+class TreeStaging(Staging):
+    def __init__(self, backend: TreeBackend, set_id: str, stage: str) -> None:
+        self._b = backend
+        self._id = set_id
+        self._stage = stage
+        self._dirs: set[str] = {""}
+
+    def create(self, name: str) -> Sink:
+        parent = posixpath.dirname(name)
+        self._makedirs(parent)
+        return self._b.ops.open_write(posixpath.join(self._stage, name))
+
+    def _makedirs(self, rel: str) -> None:
+        if rel in self._dirs:
+            return
+        self._makedirs(posixpath.dirname(rel))
+        self._b.ops.mkdir(posixpath.join(self._stage, rel))
+        self._dirs.add(rel)
+
+    def commit(self, index: bytes) -> None:
+        ops = self._b.ops
+        sink = ops.open_write(posixpath.join(self._stage, setindex.INDEX_NAME))
+        try:
+            sink.write(index)
+            sink.finish()
+        except BaseException:
+            sink.discard()
+            raise
+        for rel in sorted(self._dirs, key=len, reverse=True):
+            ops.sync_dir(posixpath.join(self._stage, rel) if rel else self._stage)
+        ops.rename(self._stage, self._b._path(self._id))
+        ops.sync_dir(self._b.root)
+
+    def abort(self) -> None:
+        try:
+            self._b.ops.remove_tree(self._stage)
+        except OperationFailed as e:
+            log.warning("could not remove %s (the next save will): %s", self._stage, e)

@@ -1,0 +1,161 @@
+"""Medium URLs: what the user types after --medium.
+
+Forms::
+
+    /mnt/usb/resurgo             a directory (also file:///mnt/usb/resurgo)
+    sftp://user@host:22/srv/sets  an SFTP server, key authentication; the path is
+                                  absolute, sftp://host/~/sets is relative to the home
+                                  directory, sftp://host is the home directory itself
+    s3://bucket/prefix            an S3 bucket (any S3-compatible server: --s3-endpoint)
+    floppy:/path/desc.img         a 1.44 MB FAT image holding only the description
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from resurgo.errors import BadInput
+
+
+@dataclass(frozen=True)
+class DirectorySpec:
+    path: str
+
+
+@dataclass(frozen=True)
+class SftpSpec:
+    host: str
+    path: str
+    user: str | None = None
+    port: int | None = None
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def display(self) -> str:
+        port = f":{self.port}" if self.port else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        path = self.path if self.path.startswith("/") else "/~/" + self.path.removeprefix(".")
+        return f"sftp://{user}{host}{port}{path.rstrip('/') or '/'}"
+
+
+@dataclass(frozen=True)
+class S3Spec:
+    bucket: str
+    prefix: str
+
+    @property
+    def display(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+@dataclass(frozen=True)
+class FloppySpec:
+    path: str
+
+
+MediumSpec = DirectorySpec | SftpSpec | S3Spec | FloppySpec
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@-]*$")
+
+EXAMPLES = (
+    "a directory (/mnt/usb/resurgo), sftp://user@host/path, s3://bucket/prefix "
+    "or floppy:/path/image.img"
+)
+
+
+def _bad(url: str, why: str) -> BadInput:
+    return BadInput(f"bad medium {url!r}: {why}", f"a medium is {EXAMPLES}")
+
+
+def parse_url(url: str) -> MediumSpec:
+    if not url or url != url.strip():
+        raise _bad(url, "empty, or with spaces around it")
+    if url.startswith("floppy:"):
+        path = url.removeprefix("floppy:")
+        if not path or path.endswith("/"):
+            raise _bad(url, "floppy: needs the path of an image file")
+        return FloppySpec(path)
+    m = _SCHEME.match(url)
+    if m is None:
+        return DirectorySpec(url)
+    scheme = m.group(1).lower()
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise _bad(url, "a medium URL has no ?query or #fragment")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise _bad(url, "file:// URLs name a local path: file:///mnt/usb")
+        return DirectorySpec(unquote(parts.path))
+    if scheme == "sftp":
+        return _sftp(url, parts.netloc, parts.path)
+    if scheme == "s3":
+        return _s3(url, parts.netloc, parts.path)
+    raise _bad(url, f"unknown kind of medium {scheme!r}")
+
+
+def _sftp(url: str, netloc: str, raw_path: str) -> SftpSpec:
+    user: str | None = None
+    hostport = netloc
+    if "@" in netloc:
+        userinfo, hostport = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            raise _bad(url, "passwords are not accepted: use key authentication (--ssh-key)")
+        user = unquote(userinfo)
+        if not _USER.match(user):
+            raise _bad(url, f"bad user name {user!r}")
+    port: int | None = None
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise _bad(url, "unclosed [ in the host")
+        host, rest = hostport[1:end], hostport[end + 1 :]
+        if not _IPV6.match(host):
+            raise _bad(url, f"bad IPv6 address {host!r}")
+        if rest:
+            if not rest.startswith(":"):
+                raise _bad(url, "bad port")
+            port = _port(url, rest[1:])
+    else:
+        host, sep, port_text = hostport.partition(":")
+        if sep:
+            port = _port(url, port_text)
+        if not _HOST.match(host):
+            raise _bad(url, f"bad host name {host!r}")
+    path = unquote(raw_path)
+    if "\0" in path or "\n" in path:
+        raise _bad(url, "bad path")
+    if path in ("", "/~", "/~/"):
+        path = "."
+    elif path.startswith("/~/"):
+        path = path[3:].rstrip("/") or "."
+    elif path != "/":
+        path = path.rstrip("/")
+    return SftpSpec(host, path, user, port)
+
+
+def _port(url: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise _bad(url, f"bad port {text!r}")
+    return int(text)
+
+
+def _s3(url: str, bucket: str, raw_path: str) -> S3Spec:
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise _bad(url, f"bad bucket name {bucket!r}")
+    prefix = raw_path.strip("/")
+    if prefix:
+        for part in prefix.split("/"):
+            if not _PREFIX_PART.match(part):
+                raise _bad(url, f"bad part {part!r} in the prefix (letters, digits, ._+=,@-)")
+    return S3Spec(bucket, prefix)
