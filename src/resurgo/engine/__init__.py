@@ -1,0 +1,128 @@
+"""resurgo's built-in restore program: archives of file system trees, saved and restored.
+
+API
+===
+
+``save_filesystem(mountpoint, archive, manifest, *, set_id, ...)``
+    Save one file system (one btrfs subvolume) as it is under the mounts on top of it.
+``save_tree(root, archive, manifest, *, set_id, ...)``
+    Save a directory tree without crossing into other file systems.
+``restore_tree(target, manifest, archives, *, identity=None, threads=None)``
+    Restore the tree a manifest describes, from the archives of its chain.
+``verify_tree(root, manifest, *, identity=None, content=True)``
+    Every difference between a tree and a manifest (content and metadata).
+
+The writers take any object with ``write(bytes)`` (a medium's file writer, an open file)
+and never close it; the readers take a ``Source``: a name (shown in errors) and a
+function that opens the stream from its start (anything with ``read(n)`` and
+``close()``); nothing ever seeks, so archives can stream from S3 or SFTP. Every problem
+a user can meet is an ``ArchiveError`` (a resurgo.errors.OperationFailed) naming the
+archive and the files concerned; ``ArchiveDamaged`` for damaged bytes, ``DecryptionFailed``
+for a missing or wrong age identity, ``UnsafePath`` for an archive that would write
+outside the target.
+
+Pipeline
+========
+
+On save: walk → records → ``zstd -T0`` → ``age -r RECIPIENT...`` (optional) → writer.
+On restore: reader → ``age -d -i IDENTITY`` → ``zstd -d`` → records → files. All
+streaming; the manifest goes the same way. The system programs are used rather than a
+Python binding because they are what a small rescue image has, and ``zstd -T0``
+compresses on every core in its own process, beside our reading and hashing.
+
+Archive format, version 1
+=========================
+
+The plaintext inside zstd (and age) is a sequence of records; integers are little
+endian::
+
+    start   "RSGOARC\\0"  u16 version (1)  u16 n  set id (n bytes, UTF-8)  u32 crc32
+    entry   "E"  u32 n  header (n bytes)  u32 crc32(header)  payload
+    end     "Z"  u64 number of entries  u64 payload bytes  u32 crc32
+
+    header  u8 kind  u32 st_mode  u32 uid  u32 gid  i64 mtime_ns  i64 atime_ns  u64 rdev
+            u64 size  u32 path length  u32 target length  u16 xattr count
+            u32 extent count  path  target
+            xattr count x (u16 name length  u32 value length  name  value)
+            extent count x (u64 offset  u64 length)
+
+    payload (kind f only): the bytes of each extent in order, then the 32-byte sha256 of
+            the file's content as a reader sees it (holes read as zeros)
+
+Kinds: ``f`` regular file, ``d`` directory, ``l`` symlink (target = link text), ``h`` hard
+link (target = the path of the group's first file, earlier in the same archive), ``c``/``b``
+character/block device (rdev), ``p`` fifo. Sockets are never saved. Paths are relative
+to the saved root (the root itself is ``.``), components joined by ``/``, any bytes but
+``/`` and NUL, never ``..`` or empty; they are checked on reading. Extents list the data
+of a sparse file (SEEK_DATA/SEEK_HOLE); a restore truncates the file to its size and
+writes only them, so holes stay holes. Extended attributes of every namespace are kept
+by name: user.*, trusted.*, security.* (SELinux labels, file capabilities) and the POSIX
+ACLs as system.posix_acl_access/default.
+
+Entries are in walk order: depth first, pre-order, names sorted as bytes — the order of
+the tuples of path components (names.walk_key). The crc32s find a damaged header before
+it is believed; the sha256 after each file finds damaged data; the end record tells a
+complete archive from a truncated one. A reader refuses any other version.
+
+Manifest format, version 1
+==========================
+
+See resurgo.engine.manifest: zstd-compressed (and age-encrypted with the archive) UTF-8
+text, one line per entry in walk order with kind, path, st_mode, owner, size, mtime,
+ctime, inode, rdev, content sha256, xattr sha256, the set holding the entry and the link
+target; a header naming the chain of sets; an end line with the count.
+
+Incremental sets
+================
+
+Each set's manifest lists the complete tree at its time and, per entry, which set of its
+chain holds its record. An incremental save stores the entries that changed by the rule
+of save.unchanged (kind, mode, owner, size, mtime_ns, ctime_ns, inode and rdev all
+equal: ctime moves on every change of content or metadata and cannot be set back) and
+copies the other lines. A restore reads only the last manifest: for each set of the
+chain, oldest first, it streams that set's archive and extracts the entries the manifest
+says it holds. Files deleted since are absent (no manifest lists them), renamed files
+come from the set that saved them under their new name, and each file is written once.
+
+Memory
+======
+
+Nothing grows with the number of files except: the names of one directory (sorted), the
+inodes of files with more than one link (for hard links), and on restore one encoded
+header per directory and one pair of paths per hard link (applied at the end).
+"""
+
+from __future__ import annotations
+
+from resurgo.engine.errors import (
+    ArchiveDamaged,
+    ArchiveError,
+    DecryptionFailed,
+    RestoreFailed,
+    SaveFailed,
+    UnsafePath,
+)
+from resurgo.engine.pipes import Written
+from resurgo.engine.restore import RestoreResult, restore_tree
+from resurgo.engine.save import SYSTEM_EMPTY_DIRS, SaveResult, save_filesystem, save_tree
+from resurgo.engine.source import Source
+from resurgo.engine.verify import Mismatch, verify_tree
+
+__all__ = [
+    "SYSTEM_EMPTY_DIRS",
+    "ArchiveDamaged",
+    "ArchiveError",
+    "DecryptionFailed",
+    "Mismatch",
+    "RestoreFailed",
+    "RestoreResult",
+    "SaveFailed",
+    "SaveResult",
+    "Source",
+    "UnsafePath",
+    "Written",
+    "restore_tree",
+    "save_filesystem",
+    "save_tree",
+    "verify_tree",
+]

@@ -1,0 +1,123 @@
+"""Reading and applying the metadata of one file: kinds, extended attributes, data extents.
+
+Everything works relative to an open directory (``dir_fd`` + a name), never on a full
+path, so trees deeper than PATH_MAX work and a restore never follows a symlink it did not
+mean to. Extended attributes cover every namespace the kernel lets root read: user,
+trusted, security (SELinux labels, file capabilities) and system.posix_acl_* (ACLs).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from resurgo.engine.records import BLK, CHR, DIR, FIFO, FILE, SYMLINK
+
+CAPABILITY = "security.capability"
+
+_KIND_OF_FORMAT = {
+    stat.S_IFREG: FILE,
+    stat.S_IFDIR: DIR,
+    stat.S_IFLNK: SYMLINK,
+    stat.S_IFCHR: CHR,
+    stat.S_IFBLK: BLK,
+    stat.S_IFIFO: FIFO,
+}
+
+
+def kind_of(mode: int) -> str | None:
+    """The entry kind of an st_mode; None for what is never saved (sockets)."""
+    return _KIND_OF_FORMAT.get(stat.S_IFMT(mode))
+
+
+def proc_path(dir_fd: int, name: bytes) -> bytes:
+    """A path naming ``name`` in ``dir_fd`` for the calls that take no dir_fd (l*xattr).
+
+    /proc/self/fd/N resolves to the directory itself, and the last component is looked up
+    there without following it when the call is made with follow_symlinks=False.
+    """
+    return b"/proc/self/fd/%d/%s" % (dir_fd, name)
+
+
+def _unsupported(e: OSError) -> bool:
+    return e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
+
+
+def read_xattrs(target: int | bytes) -> tuple[tuple[str, bytes], ...]:
+    """All extended attributes of an open file (fd) or of a /proc path (not followed)."""
+    follow = isinstance(target, int)
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+    except OSError as e:
+        if _unsupported(e):
+            return ()
+        raise
+    if not names:
+        return ()
+    result = []
+    for name in sorted(names):
+        try:
+            result.append((name, os.getxattr(target, name, follow_symlinks=follow)))
+        except OSError as e:
+            if e.errno != errno.ENODATA:  # removed meanwhile
+                raise
+    return tuple(result)
+
+
+def data_extents(fd: int, size: int, blocks: int) -> tuple[tuple[int, int], ...]:
+    """(offset, length) of the data of a file; the gaps are holes (read back as zeros).
+
+    Only a file that occupies fewer blocks than its size can have holes, so others are one
+    extent without asking; the rest are mapped with SEEK_DATA/SEEK_HOLE.
+    """
+    if size == 0:
+        return ()
+    if blocks * 512 >= size:
+        return ((0, size),)
+    extents = []
+    offset = 0
+    try:
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole remains
+                    break
+                raise
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            extents.append((start, end - start))
+            offset = end
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return ((0, size),)  # the file system cannot tell: store it dense
+        raise
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    return tuple(extents)
+
+
+def ordered_xattrs(xattrs: tuple[tuple[str, bytes], ...]) -> list[tuple[str, bytes]]:
+    """The order to set attributes in: the file capability last (see apply_xattrs)."""
+    return sorted(xattrs, key=lambda item: item[0] == CAPABILITY)
+
+
+def apply_xattrs(target: int | bytes, xattrs: tuple[tuple[str, bytes], ...]) -> list[str]:
+    """Set the attributes on an fd or a /proc path (not followed); the names refused.
+
+    Called after chown and chmod: chown clears security.capability, and an ACL set before
+    chmod would have its mask rewritten by it.
+    """
+    follow = isinstance(target, int)
+    refused = []
+    for name, value in ordered_xattrs(xattrs):
+        try:
+            os.setxattr(target, name, value, follow_symlinks=follow)
+        except OSError as e:
+            if _unsupported(e) or e.errno == errno.EINVAL:
+                refused.append(f"{name} ({e.strerror})")
+            else:
+                raise
+    return refused

@@ -1,0 +1,245 @@
+"""The manifest of a set: the complete tree at its time, one line per entry (pure).
+
+Text, UTF-8, one entry per line in walk order (see names.walk_key), fields separated by
+tabs; lines starting with ``#`` are the header and the end line::
+
+    #resurgo-manifest 1
+    #set 0 <set id of the full set>
+    #set 1 <set id of the next incremental>        one line per set of the chain, in order;
+    #root <path the tree was saved from>           the last one is this manifest's own set
+    #exclude <relative path>                       not saved at all
+    #empty <relative path>                         saved as an empty directory
+    <kind> <path> <mode> <uid> <gid> <size> <mtime_ns> <ctime_ns> <ino> <rdev> <sha256>
+        <xattrs sha256> <set> <target>
+    #end <number of entries>
+
+kind is one of f d l h c b p (file, directory, symlink, hard link to an earlier file,
+character device, block device, fifo); mode is octal st_mode; sha256 is the hex digest of
+a file's content (empty for other kinds); xattrs sha256 the digest of its extended
+attributes (see xattr_digest; empty when it has none); set the index in the chain of the
+set whose archive holds the entry's record; target the symlink's target or the hard
+link's first path. Paths and targets are escaped with names.escape.
+
+A manifest always lists the complete tree, so the last manifest of a chain alone says what
+a restore must produce; the end line tells a complete manifest from a truncated one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from resurgo.engine.names import BadPath, check_path, escape, unescape, walk_key
+from resurgo.engine.records import HARDLINK, KINDS
+
+MANIFEST_VERSION = 1
+_MAGIC = "#resurgo-manifest"
+_FIELDS = 14
+
+
+class ManifestError(ValueError):
+    """Text that is not a valid manifest (damaged, truncated, or not a manifest)."""
+
+
+class Entry(NamedTuple):
+    kind: str
+    path: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    rdev: int
+    digest: str  # hex sha256 of the content; "" for all but files and hard links
+    xattr_digest: str  # "" when the entry has no extended attributes
+    set_index: int
+    target: bytes  # symlink target / first path of the hard-link group; b"" otherwise
+
+
+@dataclass(frozen=True)
+class ManifestHeader:
+    chain: tuple[str, ...]  # set ids, full set first; the last is this manifest's set
+    root: bytes = b""
+    excludes: tuple[bytes, ...] = ()
+    empty_dirs: tuple[bytes, ...] = ()
+
+    @property
+    def set_id(self) -> str:
+        return self.chain[-1]
+
+    @property
+    def set_index(self) -> int:
+        return len(self.chain) - 1
+
+
+def xattr_digest(xattrs: Iterable[tuple[str, bytes]]) -> str:
+    """A digest of extended attributes, independent of the order they are listed in."""
+    items = sorted(xattrs)
+    if not items:
+        return ""
+    h = hashlib.sha256()
+    for name, value in items:
+        raw = name.encode("utf-8", "surrogateescape")
+        h.update(struct.pack("<II", len(raw), len(value)))
+        h.update(raw)
+        h.update(value)
+    return h.hexdigest()
+
+
+def encode_entry(e: Entry) -> str:
+    return (
+        f"{e.kind}\t{escape(e.path)}\t{e.mode:o}\t{e.uid}\t{e.gid}\t{e.size}\t{e.mtime_ns}\t"
+        f"{e.ctime_ns}\t{e.ino}\t{e.rdev}\t{e.digest}\t{e.xattr_digest}\t{e.set_index}\t"
+        f"{escape(e.target) if e.target else ''}\n"
+    )
+
+
+def decode_entry(line: str) -> Entry:
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) != _FIELDS:
+        raise ManifestError(f"an entry line has {len(fields)} fields, not {_FIELDS}: {line!r}")
+    kind, path, mode, uid, gid, size, mtime, ctime, ino, rdev, digest, xdigest, sx, tgt = fields
+    try:
+        entry = Entry(
+            kind, check_path(unescape(path)), int(mode, 8), int(uid), int(gid), int(size),
+            int(mtime), int(ctime), int(ino), int(rdev), digest, xdigest, int(sx),
+            unescape(tgt),
+        )
+        if kind == HARDLINK:
+            check_path(entry.target)
+    except (ValueError, BadPath) as e:
+        raise ManifestError(f"bad entry line {line!r}: {e}") from None
+    if kind not in KINDS:
+        raise ManifestError(f"unknown kind {kind!r} in {line!r}")
+    return entry
+
+
+def encode_header(header: ManifestHeader) -> str:
+    lines = [f"{_MAGIC} {MANIFEST_VERSION}\n"]
+    lines += [f"#set {i} {set_id}\n" for i, set_id in enumerate(header.chain)]
+    lines.append(f"#root {escape(header.root)}\n")
+    lines += [f"#exclude {escape(p)}\n" for p in header.excludes]
+    lines += [f"#empty {escape(p)}\n" for p in header.empty_dirs]
+    return "".join(lines)
+
+
+class ManifestWriter:
+    """Writes a manifest line by line to ``write`` (bytes), buffered."""
+
+    def __init__(self, write: Callable[[bytes], object], header: ManifestHeader) -> None:
+        self._write = write
+        self._lines: list[str] = [encode_header(header)]
+        self._pending = 0
+        self.count = 0
+
+    def add(self, entry: Entry) -> None:
+        line = encode_entry(entry)
+        self._lines.append(line)
+        self._pending += len(line)
+        self.count += 1
+        if self._pending > 1 << 16:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            self._write("".join(self._lines).encode())
+            self._lines = []
+            self._pending = 0
+
+    def finish(self) -> None:
+        self._lines.append(f"#end {self.count}\n")
+        self.flush()
+
+
+class ManifestReader:
+    """Reads a manifest from an iterable of byte lines (a binary file): the header at once,
+    the entries as they are iterated. Raises ManifestError on anything malformed, and when
+    the lines end before the end line (a truncated manifest)."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = iter(lines)
+        self._first: str | None = None
+        self.header = self._read_header()
+        self.count = 0
+
+    def _next_text(self) -> str | None:
+        raw = next(self._lines, None)
+        if raw is None:
+            return None
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise ManifestError(f"a line is not UTF-8: {raw[:80]!r}") from None
+
+    def _read_header(self) -> ManifestHeader:
+        first = self._next_text()
+        if first is None or not first.startswith(_MAGIC + " "):
+            raise ManifestError("not a resurgo manifest (its first line is not the header)")
+        version = first.split()[1]
+        if version != str(MANIFEST_VERSION):
+            raise ManifestError(
+                f"manifest format version {version}, this resurgo reads {MANIFEST_VERSION}"
+            )
+        chain: list[str] = []
+        root = b""
+        excludes: list[bytes] = []
+        empty: list[bytes] = []
+        while True:
+            line = self._next_text()
+            if line is None:
+                raise ManifestError("the manifest ends inside its header (truncated)")
+            if not line.startswith("#") or line.startswith("#end "):
+                self._first = line
+                break
+            key, _, value = line.rstrip("\n").partition(" ")
+            if key == "#set":
+                index, _, set_id = value.partition(" ")
+                if index != str(len(chain)) or not set_id:
+                    raise ManifestError(f"bad set line {line!r}")
+                chain.append(set_id)
+            elif key == "#root":
+                root = unescape(value)
+            elif key == "#exclude":
+                excludes.append(unescape(value))
+            elif key == "#empty":
+                empty.append(unescape(value))
+            else:
+                raise ManifestError(f"unknown header line {line!r}")
+        if not chain:
+            raise ManifestError("the manifest names no set")
+        return ManifestHeader(tuple(chain), root, tuple(excludes), tuple(empty))
+
+    def __iter__(self) -> Iterator[Entry]:
+        line = self._first
+        self._first = None
+        sets = len(self.header.chain)
+        previous: tuple[bytes, ...] | None = None
+        while line is not None:
+            if line.startswith("#end "):
+                try:
+                    count = int(line.split()[1])
+                except (IndexError, ValueError):
+                    raise ManifestError(f"bad end line {line!r}") from None
+                if count != self.count:
+                    raise ManifestError(
+                        f"the end line counts {count} entries, the manifest has {self.count}"
+                    )
+                if self._next_text() is not None:
+                    raise ManifestError("lines after the end line")
+                return
+            entry = decode_entry(line)
+            if not 0 <= entry.set_index < sets:
+                raise ManifestError(f"entry {line!r} names set {entry.set_index} of {sets}")
+            key = walk_key(entry.path)
+            if previous is not None and key <= previous:
+                raise ManifestError(f"entry {line!r} is out of walk order")
+            previous = key
+            self.count += 1
+            yield entry
+            line = self._next_text()
+        raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")

@@ -1,0 +1,229 @@
+"""The archive format: encoder and decoder of the record stream (pure, no file system).
+
+The layout is documented in the package docstring (resurgo.engine). In short::
+
+    stream  := start entry* end
+    start   := "RSGOARC\\0" u16:version u16:n set_id[n] u32:crc32
+    entry   := "E" u32:n header[n] u32:crc32(header) payload
+    payload := data of each extent, then the 32-byte sha256 of the content (files only)
+    end     := "Z" u64:entries u64:payload_bytes u32:crc32
+
+All integers are little endian.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+from resurgo.engine.names import BadPath, check_path
+
+MAGIC = b"RSGOARC\0"
+VERSION = 1
+DIGEST_SIZE = 32  # sha256
+
+# kind letters, shared with the manifest
+FILE, DIR, SYMLINK, HARDLINK, CHR, BLK, FIFO = "f", "d", "l", "h", "c", "b", "p"
+KINDS = frozenset((FILE, DIR, SYMLINK, HARDLINK, CHR, BLK, FIFO))
+
+_FIXED = struct.Struct("<cIIIqqQQIIHI")
+_XATTR = struct.Struct("<HI")
+_EXTENT = struct.Struct("<QQ")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_END = struct.Struct("<QQ")
+
+# Bounds that no sane header exceeds: a damaged length field is caught before it makes
+# the reader allocate gigabytes.
+MAX_HEADER = 64 << 20
+MAX_SET_ID = 4096
+
+
+class FormatError(ValueError):
+    """The bytes are not a valid archive stream (damaged or not an archive)."""
+
+
+class Header(NamedTuple):
+    """One entry of an archive: everything about a file but its data."""
+
+    kind: str
+    path: bytes
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    atime_ns: int
+    rdev: int = 0
+    size: int = 0
+    target: bytes = b""  # symlink target, or the first path of a hard-link group
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+    extents: tuple[tuple[int, int], ...] = ()  # (offset, length) of the data; holes between
+
+    @property
+    def data_size(self) -> int:
+        return sum(length for _, length in self.extents)
+
+    @property
+    def payload_size(self) -> int:
+        return self.data_size + DIGEST_SIZE if self.kind == FILE else 0
+
+
+def encode_header(h: Header) -> bytes:
+    parts = [
+        _FIXED.pack(
+            h.kind.encode(), h.mode, h.uid, h.gid, h.mtime_ns, h.atime_ns, h.rdev, h.size,
+            len(h.path), len(h.target), len(h.xattrs), len(h.extents),
+        ),
+        h.path,
+        h.target,
+    ]
+    for name, value in h.xattrs:
+        raw = name.encode("utf-8", "surrogateescape")
+        parts += (_XATTR.pack(len(raw), len(value)), raw, value)
+    parts += [_EXTENT.pack(offset, length) for offset, length in h.extents]
+    return b"".join(parts)
+
+
+def decode_header(body: bytes) -> Header:
+    """The header encoded in body; FormatError when it is not a valid one."""
+    try:
+        (kind_b, mode, uid, gid, mtime, atime, rdev, size,
+         npath, ntarget, nxattrs, nextents) = _FIXED.unpack_from(body, 0)
+        kind = kind_b.decode("ascii")
+        pos = _FIXED.size
+        path = body[pos:pos + npath]
+        pos += npath
+        target = body[pos:pos + ntarget]
+        pos += ntarget
+        xattrs = []
+        for _ in range(nxattrs):
+            nname, nvalue = _XATTR.unpack_from(body, pos)
+            pos += _XATTR.size
+            name = body[pos:pos + nname].decode("utf-8", "surrogateescape")
+            pos += nname
+            xattrs.append((name, body[pos:pos + nvalue]))
+            pos += nvalue
+        extents = []
+        for _ in range(nextents):
+            extents.append(_EXTENT.unpack_from(body, pos))
+            pos += _EXTENT.size
+    except (struct.error, UnicodeDecodeError) as e:
+        raise FormatError(f"malformed entry header ({e})") from None
+    if pos != len(body) or len(path) != npath or len(target) != ntarget:
+        raise FormatError("entry header length does not match its fields")
+    if kind not in KINDS:
+        raise FormatError(f"unknown entry kind {kind!r}")
+    try:
+        check_path(path)
+        if kind == HARDLINK:
+            check_path(target)
+    except BadPath as e:
+        raise FormatError(str(e)) from None
+    end = 0
+    for offset, length in extents:
+        if offset < end or length == 0 or offset + length > size:
+            raise FormatError(f"bad data extents {extents} for size {size}")
+        end = offset + length
+    if kind != FILE and extents:
+        raise FormatError(f"a {kind!r} entry has data extents")
+    return Header(kind, path, mode, uid, gid, mtime, atime, rdev, size, target,
+                  tuple(xattrs), tuple((o, n) for o, n in extents))
+
+
+def start_record(set_id: str) -> bytes:
+    raw = set_id.encode()
+    if len(raw) > MAX_SET_ID:
+        raise ValueError("set id too long")
+    body = MAGIC + _U16.pack(VERSION) + _U16.pack(len(raw)) + raw
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def entry_record(h: Header) -> bytes:
+    body = encode_header(h)
+    return b"E" + _U32.pack(len(body)) + body + _U32.pack(zlib.crc32(body))
+
+
+def end_record(entries: int, payload_bytes: int) -> bytes:
+    body = _END.pack(entries, payload_bytes)
+    return b"Z" + body + _U32.pack(zlib.crc32(body))
+
+
+class RecordReader:
+    """Reads a record stream from ``read`` (which returns fewer bytes only at the end).
+
+    ``next_header()`` returns the next entry, or None after a valid end record; the caller
+    then reads exactly ``header.payload_size`` bytes with ``read_exact`` (or ``skip``).
+    """
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+        self.entries = 0
+        self.payload_bytes = 0
+        self.last_path: bytes | None = None
+
+    def read_exact(self, n: int) -> bytes:
+        data = self._read(n)
+        if len(data) != n:
+            raise FormatError(f"the stream ends early ({len(data)} of {n} bytes)")
+        self.payload_bytes += n
+        return data
+
+    def skip(self, n: int) -> None:
+        while n:
+            chunk = self.read_exact(min(n, 1 << 20))
+            n -= len(chunk)
+
+    def _take(self, n: int) -> bytes:
+        data = self._read(n)
+        if len(data) != n:
+            raise FormatError("the stream ends early (truncated: no end record)")
+        return data
+
+    def start(self) -> str:
+        """The set id of the archive, after checking its magic and version."""
+        head = self._take(len(MAGIC) + 4)
+        if head[:len(MAGIC)] != MAGIC:
+            raise FormatError("not a resurgo archive (bad magic)")
+        (version,) = _U16.unpack_from(head, len(MAGIC))
+        if version != VERSION:
+            raise FormatError(f"archive format version {version}, this resurgo reads {VERSION}")
+        (n,) = _U16.unpack_from(head, len(MAGIC) + 2)
+        if n > MAX_SET_ID:
+            raise FormatError("bad start record")
+        raw = self._take(n)
+        (crc,) = _U32.unpack(self._take(4))
+        if crc != zlib.crc32(head + raw):
+            raise FormatError("start record checksum mismatch")
+        return raw.decode("utf-8", "replace")
+
+    def next_header(self) -> Header | None:
+        tag = self._take(1)
+        if tag == b"E":
+            (n,) = _U32.unpack(self._take(4))
+            if n > MAX_HEADER:
+                raise FormatError(f"entry header of {n} bytes")
+            body = self._take(n)
+            (crc,) = _U32.unpack(self._take(4))
+            if crc != zlib.crc32(body):
+                raise FormatError("entry header checksum mismatch")
+            h = decode_header(body)
+            self.entries += 1
+            self.last_path = h.path
+            return h
+        if tag == b"Z":
+            body = self._take(_END.size)
+            (crc,) = _U32.unpack(self._take(4))
+            if crc != zlib.crc32(body):
+                raise FormatError("end record checksum mismatch")
+            entries, payload = _END.unpack(body)
+            if (entries, payload) != (self.entries, self.payload_bytes):
+                raise FormatError(
+                    f"end record counts {entries} entries and {payload} bytes, "
+                    f"the stream held {self.entries} and {self.payload_bytes}"
+                )
+            if self._read(1):
+                raise FormatError("data after the end record")
+            return None
+        raise FormatError(f"unknown record tag {tag!r}")

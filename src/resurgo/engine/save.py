@@ -1,0 +1,448 @@
+"""Saving a tree: one pass of the walk writes the archive and the manifest side by side.
+
+Each regular file is read once, with big os.read calls, and hashed while it streams into
+the archive. In an incremental save the walk is merged with the previous manifest (both
+in walk order), and an entry whose inode says it has not changed is copied into the new
+manifest with the set that already holds it, without being read. The change rule
+(``unchanged``): same kind, st_mode, uid, gid, size, mtime_ns, ctime_ns, inode number and
+rdev. ctime is the cheap guard: it cannot be set from user space, and the kernel moves it
+on every write, chmod, chown, xattr change, link and rename, so a file rewritten with the
+same size whose mtime was put back (touch -d, rsync -t, tar -x) is still caught, without
+hashing anything again. What it cannot catch is a change made with the clock turned back
+or by writing to the block device under the file system; a full set does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resurgo.engine import fsmeta, views
+from resurgo.engine.errors import SaveFailed
+from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter, xattr_digest
+from resurgo.engine.names import ROOT, BadPath, check_path, escape, walk_key
+from resurgo.engine.pipes import CompressedWriter, Writable, Written
+from resurgo.engine.records import (
+    DIGEST_SIZE,
+    DIR,
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    Header,
+    end_record,
+    entry_record,
+    start_record,
+)
+from resurgo.engine.source import ManifestStream, Source
+from resurgo.engine.walk import walk
+
+log = logging.getLogger("resurgo.engine")
+
+CHUNK = 1 << 20
+SMALL = 1 << 20  # files up to this size are read with one call
+_BUFFER = 1 << 20
+_ZEROS = memoryview(bytes(CHUNK))
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOATIME
+MAX_NOTES = 1000
+
+# The contents of these are not saved when the system's root is (the directories are).
+SYSTEM_EMPTY_DIRS = (b"proc", b"sys", b"dev", b"run", b"tmp")
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    set_id: str
+    chain: tuple[str, ...]
+    entries: int  # in the manifest: the whole tree
+    stored: int  # records in this set's archive (all of them in a full set)
+    data_bytes: int  # file data in this archive, holes not counted
+    archive: Written
+    manifest: Written
+    local_manifest: Written | None
+    notes: tuple[str, ...] = field(default=())  # skipped or changed while saving
+
+
+def unchanged(prev: Entry, kind: str, st: os.stat_result) -> bool:
+    """The rule of incremental saves (see the module docstring)."""
+    return (
+        prev.kind == kind
+        and prev.mode == st.st_mode
+        and prev.uid == st.st_uid
+        and prev.gid == st.st_gid
+        and prev.size == st.st_size
+        and prev.mtime_ns == st.st_mtime_ns
+        and prev.ctime_ns == st.st_ctime_ns
+        and prev.ino == st.st_ino
+        and prev.rdev == st.st_rdev
+    )
+
+
+class _Previous:
+    """The previous manifest, merged with the walk: ``get(path)`` in walk order."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._entries = entries
+        self._next = next(entries, None)
+
+    def get(self, path: bytes) -> Entry | None:
+        nxt = self._next
+        if nxt is None:
+            return None
+        if nxt.path == path:
+            self._next = next(self._entries, None)
+            return nxt
+        key = walk_key(path)
+        while nxt is not None and walk_key(nxt.path) < key:
+            nxt = next(self._entries, None)
+        self._next = nxt
+        if nxt is not None and nxt.path == path:
+            self._next = next(self._entries, None)
+            return nxt
+        return None
+
+
+class _Saver:
+    def __init__(self, archive: CompressedWriter, manifest: ManifestWriter, set_index: int):
+        self.archive = archive
+        self.manifest = manifest
+        self.set_index = set_index
+        self.buffer = bytearray()
+        self.entries = 0
+        self.stored = 0
+        self.payload = 0
+        self.data_bytes = 0
+        self.links: dict[int, tuple[bytes, str, str]] = {}  # inode → first path, digests
+        self.notes: list[str] = []
+
+    def note(self, path: bytes, why: str) -> None:
+        log.info("%s: %s", escape(path), why)
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(f"{escape(path)}: {why}")
+
+    def emit(self, data: bytes | bytearray | memoryview) -> None:
+        self.buffer += data
+        if len(self.buffer) >= _BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.archive.write(self.buffer)
+            self.buffer = bytearray()
+
+    def emit_large(self, data: bytes | memoryview) -> None:
+        self.flush()
+        self.archive.write(data)
+
+    def record(self, h: Header) -> None:
+        self.emit(entry_record(h))
+        self.stored += 1
+
+    def add(self, kind: str, rel: bytes, st: os.stat_result, digest: str,
+            xattrs: tuple[tuple[str, bytes], ...], target: bytes) -> None:
+        self.manifest.add(Entry(
+            kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+            st.st_ctime_ns, st.st_ino, st.st_rdev, digest, xattr_digest(xattrs),
+            self.set_index, target,
+        ))
+
+    def save_file(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result) -> None:
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            self.note(rel, "vanished while saving")
+            return
+        except OSError as e:
+            raise SaveFailed(f"cannot open {escape(rel)}: {e.strerror}") from None
+        try:
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode):
+                self.note(rel, "replaced by something else while saving")
+                return
+            if now.st_ino != st.st_ino:
+                st = now
+            xattrs = fsmeta.read_xattrs(fd)
+            size = st.st_size
+            extents = fsmeta.data_extents(fd, size, st.st_blocks)
+            self.record(Header(FILE, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                               st.st_atime_ns, 0, size, b"", xattrs, extents))
+            digest = self.copy_data(fd, rel, size, extents)
+        except OSError as e:
+            raise SaveFailed(f"reading {escape(rel)} failed: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        hexdigest = digest.hex()
+        if st.st_nlink > 1:
+            self.links[st.st_ino] = (rel, hexdigest, xattr_digest(xattrs))
+        self.add(FILE, rel, st, hexdigest, xattrs, b"")
+
+    def copy_data(self, fd: int, rel: bytes, size: int,
+                  extents: tuple[tuple[int, int], ...]) -> bytes:
+        """Stream the extents into the archive; the sha256 of the whole content."""
+        if len(extents) == 1 and extents[0][1] == size and size <= SMALL:
+            data = os.read(fd, size)
+            if len(data) < size:
+                self.note(rel, "shrank while saving (the rest is stored as zeros)")
+                data += bytes(size - len(data))
+            digest = hashlib.sha256(data).digest()
+            self.emit(data)
+            self.emit(digest)
+            self.payload += size + DIGEST_SIZE
+            self.data_bytes += size
+            return digest
+        h = hashlib.sha256()
+        pos = 0
+        for offset, length in extents:
+            self._zeros(h, offset - pos)
+            os.lseek(fd, offset, os.SEEK_SET)
+            remaining = length
+            while remaining:
+                chunk = os.read(fd, min(CHUNK, remaining))
+                if not chunk:
+                    self.note(rel, "shrank while saving (the rest is stored as zeros)")
+                    chunk = bytes(min(CHUNK, remaining))
+                h.update(chunk)
+                self.emit_large(chunk)
+                remaining -= len(chunk)
+            pos = offset + length
+            self.data_bytes += length
+            self.payload += length
+        self._zeros(h, size - pos)
+        digest = h.digest()
+        self.emit(digest)
+        self.payload += DIGEST_SIZE
+        return digest
+
+    @staticmethod
+    def _zeros(h: hashlib._Hash, n: int) -> None:
+        # Holes read as zeros, and the digest is of what a reader of the file sees.
+        while n > 0:
+            step = min(n, CHUNK)
+            h.update(_ZEROS[:step])
+            n -= step
+
+    def save_entry(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result,
+                   own_fd: int | None, kind: str) -> None:
+        target = b""
+        if kind == FILE:
+            self.save_file(rel, name, dir_fd, st)
+            return
+        if kind == HARDLINK:
+            target, digest, xdigest = self.links[st.st_ino]
+            self.record(Header(HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid,
+                               st.st_mtime_ns, st.st_atime_ns, 0, st.st_size, target))
+            self.manifest.add(Entry(
+                HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+                st.st_ctime_ns, st.st_ino, st.st_rdev, digest, xdigest, self.set_index, target,
+            ))
+            return
+        try:
+            if kind == DIR:
+                assert own_fd is not None
+                xattrs = fsmeta.read_xattrs(own_fd)
+            else:
+                xattrs = fsmeta.read_xattrs(fsmeta.proc_path(dir_fd, name))
+                if kind == SYMLINK:
+                    target = os.readlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            self.note(rel, "vanished while saving")
+            return
+        except OSError as e:
+            raise SaveFailed(f"reading {escape(rel)} failed: {e.strerror}") from None
+        self.record(Header(kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                           st.st_atime_ns, st.st_rdev, 0, target, xattrs))
+        self.add(kind, rel, st, "", xattrs, target)
+
+
+def _relative(paths: Sequence[bytes | str]) -> frozenset[bytes]:
+    result = set()
+    for p in paths:
+        raw = os.fsencode(p).strip(b"/")
+        try:
+            result.add(check_path(raw))
+        except BadPath:
+            raise SaveFailed(f"not a path below the saved tree: {p!r}") from None
+    return frozenset(result)
+
+
+def save_fd(
+    root_fd: int,
+    archive: Writable,
+    manifest: Writable,
+    *,
+    set_id: str,
+    root_name: bytes = b"",
+    previous: Source | None = None,
+    identity: Path | str | None = None,
+    excludes: Sequence[bytes | str] = (),
+    empty_dirs: Sequence[bytes | str] = (),
+    recipients: Sequence[str] = (),
+    local_manifest: Writable | None = None,
+    level: int = 3,
+) -> SaveResult:
+    """save_tree on an open directory (see save_tree)."""
+    excluded = _relative(excludes)
+    emptied = _relative(empty_dirs)
+    with contextlib.ExitStack() as stack:
+        prev: _Previous | None = None
+        chain: tuple[str, ...] = (set_id,)
+        if previous is not None:
+            old = stack.enter_context(ManifestStream(previous, identity))
+            chain = (*old.header.chain, set_id)
+            prev = _Previous(old.entries())
+        if len(set(chain)) != len(chain):
+            raise SaveFailed(f"the set id {set_id!r} is already in the chain {chain}")
+        header = ManifestHeader(chain, root_name, tuple(sorted(excluded)),
+                                tuple(sorted(emptied)))
+        writers = [
+            CompressedWriter(archive, getattr(archive, "name", "archive"), recipients=recipients,
+                             level=level),
+            CompressedWriter(manifest, getattr(manifest, "name", "manifest"),
+                             recipients=recipients, level=level),
+        ]
+        if local_manifest is not None:
+            writers.append(CompressedWriter(local_manifest, "local manifest", level=level))
+        done = False
+        try:
+            result = _save(root_fd, writers, header, prev, excluded, emptied)
+            done = True
+            return result
+        finally:
+            if not done:
+                for w in writers:
+                    w.abort()
+    raise AssertionError("unreachable")
+
+
+def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
+          prev: _Previous | None, excluded: frozenset[bytes],
+          emptied: frozenset[bytes]) -> SaveResult:
+    archive_w, manifest_w, *local = writers
+
+    def write_manifest(data: bytes) -> None:
+        manifest_w.write(data)
+        for w in local:
+            w.write(data)
+
+    man = ManifestWriter(write_manifest, header)
+    saver = _Saver(archive_w, man, header.set_index)
+    saver.emit(start_record(header.set_id))
+    for rel, name, dir_fd, st, own_fd in walk(root_fd, excludes=excluded, empty_dirs=emptied,
+                                             note=saver.note):
+        kind = fsmeta.kind_of(st.st_mode)
+        if kind is None:
+            continue  # a socket: recreated by its program, never saved
+        if kind == FILE and st.st_nlink > 1 and st.st_ino in saver.links:
+            kind = HARDLINK
+        old = prev.get(rel) if prev is not None else None
+        if old is not None and unchanged(old, kind, st) and (
+            kind != HARDLINK or old.target == saver.links[st.st_ino][0]
+        ):
+            man.add(old)
+            if kind == FILE and st.st_nlink > 1:
+                saver.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
+            continue
+        saver.save_entry(rel, name, dir_fd, st, own_fd, kind)
+    saver.emit(end_record(saver.stored, saver.payload))
+    saver.flush()
+    man.finish()
+    return SaveResult(
+        set_id=header.set_id,
+        chain=header.chain,
+        entries=man.count,
+        stored=saver.stored,
+        data_bytes=saver.data_bytes,
+        archive=writers[0].close(),
+        manifest=writers[1].close(),
+        local_manifest=writers[2].close() if len(writers) > 2 else None,
+        notes=tuple(saver.notes),
+    )
+
+
+def save_tree(
+    root: Path | str,
+    archive: Writable,
+    manifest: Writable,
+    *,
+    set_id: str,
+    previous: Source | None = None,
+    identity: Path | str | None = None,
+    excludes: Sequence[bytes | str] = (),
+    empty_dirs: Sequence[bytes | str] = (),
+    recipients: Sequence[str] = (),
+    local_manifest: Writable | None = None,
+    level: int = 3,
+) -> SaveResult:
+    """Save the tree below ``root`` (without crossing into other file systems).
+
+    ``archive`` and ``manifest`` receive the compressed (and, with ``recipients``,
+    age-encrypted) streams; they are not closed. ``previous`` is the manifest of the last
+    set for an incremental save (readable with ``identity`` when encrypted; or pass the
+    ``local_manifest`` copy of the last save, which is compressed but never encrypted:
+    keep it on the saved machine, and saving never needs a secret). ``excludes`` are
+    left out entirely, ``empty_dirs`` saved without their contents; both are paths
+    relative to ``root``.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return save_fd(fd, archive, manifest, set_id=set_id, root_name=os.fsencode(root),
+                       previous=previous, identity=identity, excludes=excludes,
+                       empty_dirs=empty_dirs, recipients=recipients,
+                       local_manifest=local_manifest, level=level)
+    finally:
+        os.close(fd)
+
+
+def save_filesystem(
+    mountpoint: Path | str,
+    archive: Writable,
+    manifest: Writable,
+    *,
+    set_id: str,
+    previous: Source | None = None,
+    identity: Path | str | None = None,
+    excludes: Sequence[Path | str] = (),
+    empty_dirs: Sequence[Path | str] | None = None,
+    recipients: Sequence[str] = (),
+    local_manifest: Writable | None = None,
+    level: int = 3,
+) -> SaveResult:
+    """Save the file system mounted at ``mountpoint``, as it is below any other mounts.
+
+    The tree is read from a private, read-only, non-recursive bind mount of the mountpoint
+    (views.private_view): the directories other file systems are mounted on are saved as
+    they are on this one (their own owner, mode and times; files hidden under a mount are
+    saved too), and nothing mounted below — another file system, or a bind mount of a
+    part of this one — is entered. ``excludes`` and ``empty_dirs`` are absolute paths of
+    the running system; those outside this file system are ignored. ``empty_dirs``
+    defaults to /proc, /sys, /dev, /run and /tmp when the mountpoint is /.
+    """
+    top = Path(mountpoint).resolve()
+    if empty_dirs is None:
+        empty_dirs = [top / os.fsdecode(d) for d in SYSTEM_EMPTY_DIRS] if top == Path("/") else []
+
+    def below(paths: Sequence[Path | str]) -> list[bytes]:
+        result = []
+        for p in paths:
+            try:
+                rel = Path(os.path.abspath(p)).relative_to(top)
+            except ValueError:
+                continue
+            if rel.parts:
+                result.append(os.fsencode(rel))
+        return result
+
+    with views.private_view(top) as fd:
+        return save_fd(fd, archive, manifest, set_id=set_id, root_name=os.fsencode(top),
+                       previous=previous, identity=identity, excludes=below(excludes),
+                       empty_dirs=below(empty_dirs), recipients=recipients,
+                       local_manifest=local_manifest, level=level)
+
+
+__all__ = ["ROOT", "SYSTEM_EMPTY_DIRS", "SaveResult", "save_filesystem", "save_tree",
+           "unchanged"]
