@@ -305,7 +305,7 @@ class Medium:
         elsewhere would be taken for those of an interrupted one.
         """
         meta = meta or SetMeta()
-        created = datetime.now(UTC).replace(microsecond=0)
+        created = datetime.now(UTC)
         set_id = setindex.check_set_id(set_id) if set_id else setindex.new_set_id(created)
         if self.backend.read_index(set_id) is not None:
             raise BadInput(f"recovery set {set_id} already exists on {self.url}")

@@ -12,7 +12,7 @@ Format (JSON, UTF-8, keys sorted)::
       "format": "resurgo-set",
       "version": 1,
       "id": "20261125T233000Z-ab12",
-      "created": "2026-11-25T23:30:00Z",
+      "created": "2026-11-25T23:30:00.123456Z",
       "kind": "full",                      # or "incremental"
       "parent": null,                      # the set id an incremental builds on
       "host": "db1",                       # optional
@@ -129,7 +129,17 @@ def check_file_name(name: str) -> str:
 
 
 def _timestamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Microseconds: sets saved within one second still sort by age.
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_timestamp(text: str) -> datetime:
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"bad time {text!r}")
 
 
 def encode(index: SetIndex) -> bytes:
@@ -177,7 +187,7 @@ def decode(data: bytes, where: str) -> SetIndex:
         set_id = _str(doc, "id")
         if not is_set_id(set_id):
             raise ValueError(f"bad set id {set_id!r}")
-        created = datetime.strptime(_str(doc, "created"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        created = _parse_timestamp(_str(doc, "created"))
         parent = doc.get("parent")
         host = doc.get("host")
         labels = doc.get("labels", {})
