@@ -539,7 +539,7 @@ def _description(state: StorageState) -> Description:
 # ---------------------------------------------------------------- what cannot be described
 
 
-def test_unknown_filesystem_and_closed_luks_are_kept_as_unsupported(rig: Rig) -> None:
+def test_unknown_filesystem_is_unsupported_and_a_closed_luks_header_is_described(rig: Rig) -> None:
     parts = [
         Part(1, 2048, 32768, LINUX, new_uuid().upper(), "minix"),
         Part(2, 34816, 65536, LINUX, new_uuid().upper(), "secret"),
@@ -559,11 +559,17 @@ def test_unknown_filesystem_and_closed_luks_are_kept_as_unsupported(rig: Rig) ->
     assert (minix.id, minix.device, minix.type, minix.type_name, minix.supported) == (
         f"fs.{kn}p1", f"part.{kn}p1", FsType.OTHER, "minix", False)
     unsupported = {u.path: u for u in state.unsupported}
-    assert set(unsupported) == {disk.part(1), disk.part(2)}
+    assert set(unsupported) == {disk.part(1)}
     assert unsupported[disk.part(1)].kind == "filesystem"
-    assert unsupported[disk.part(2)].kind == "crypto_LUKS"
     assert any(disk.part(1) in w and "minix" in w for w in state.warnings)
-    assert any(disk.part(2) in w and "crypto_LUKS" in w for w in state.warnings)
+    # A LUKS header nothing has opened: what the header says (luksDump works on it), with
+    # a warning that what it holds is not described.
+    [closed] = state.luks_volumes
+    uuid = rig.sh("blkid", "-p", "-o", "value", "-s", "UUID", disk.part(2)).strip()
+    assert (closed.id, closed.device, closed.version, closed.uuid, closed.pbkdf) == (
+        f"luks.{kn}p2", f"part.{kn}p2", 2, uuid, "pbkdf2")
+    assert (closed.name, closed.size, closed.key_size) == (None, None, 512)
+    assert any(disk.part(2) in w and "not open" in w for w in state.warnings)
     # Nothing is mounted at the root itself: said so.
     assert any("nothing is mounted at" in w for w in state.warnings)
 

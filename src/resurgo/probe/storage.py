@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resurgo import run
@@ -49,8 +49,28 @@ RAM_DISK = re.compile(r"^(zram|ram)\d+$")
 CONTAINER_USAGES = frozenset({"raid", "crypto"})
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Where the walk reads the machine: the running one by default, a recorded tree in tests.
+
+    kname_of_path turns the device paths the machine names (active swap, --include-disk)
+    into kernel names.
+    """
+
+    sys_block: Path = blockdev.SYS_CLASS_BLOCK
+    sys_dev: Path = blockdev.SYS_DEV_BLOCK
+    sys_fs_btrfs: Path = filesystems.SYS_FS_BTRFS
+    mountinfo: Path = mounts.MOUNTINFO
+    swaps: Path = swap.PROC_SWAPS
+    by_id: Path = blockdev.DEV_BY_ID
+    kname_of_path: Callable[[str], str] = blockdev.kname_of_path
+
+
 def probe_storage(
-    root: Path, include_disks: Sequence[str], exclude_disks: Sequence[str]
+    root: Path,
+    include_disks: Sequence[str],
+    exclude_disks: Sequence[str],
+    sources: Sources | None = None,
 ) -> StorageState:
     """Describe the disks of the system mounted at root, and everything on them."""
     if not run.is_root():
@@ -61,19 +81,25 @@ def probe_storage(
     root_path = os.path.realpath(root)
     if not os.path.isdir(root_path):
         raise BadInput(f"{root}: not a directory")
-    return _Probe(root_path).run(include_disks, exclude_disks)
+    return _Probe(root_path, sources or Sources()).run(include_disks, exclude_disks)
 
 
 class _Probe:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, sources: Sources) -> None:
         self.root = root
+        self.src = sources
+        self.sys_block = sources.sys_block
         self.state = StorageState()
         self.devices: dict[str, BlockDevice] = {}
         self.blkid_cache: dict[str, dict[str, str]] = {}
         # Record id of each described block device, by kernel name.
         self.record_of: dict[str, str] = {}
-        all_mounts = mounts.visible(mounts.read_mountinfo())
-        self.btrfs_fsid = filesystems.btrfs_devices()
+        # Stacked devices that are internal layers of a record (raid images, -tpool, ...).
+        self.internal: set[str] = set()
+        self.stack = stack.Stack(self.record_of, sys_block=self.sys_block,
+                                 blkid=lambda k: self.blkid(k, f"/dev/{k}"))
+        all_mounts = mounts.visible(mounts.read_mountinfo(sources.mountinfo))
+        self.btrfs_fsid = filesystems.btrfs_devices(sources.sys_fs_btrfs)
         # Mounts under the root by the kernel name of their device; any mount of each device.
         self.mounts_of: dict[str, list[tuple[str, MountEntry]]] = {}
         self.any_mount: dict[str, MountEntry] = {}
@@ -89,12 +115,12 @@ class _Probe:
                 f"described, only those mounted below it")
         self._select_mounts(selected)
         self.all_mounts = all_mounts
-        self.active_swaps = swap.read_proc_swaps()
+        self.active_swaps = swap.read_proc_swaps(sources.swaps)
         self.active_by_kname: dict[str, swap.ActiveSwap] = {}
         for sw in self.active_swaps:
             if not sw.is_file:
                 try:
-                    self.active_by_kname[blockdev.kname_of_path(sw.path)] = sw
+                    self.active_by_kname[sources.kname_of_path(sw.path)] = sw
                 except BadInput:
                     self.state.warnings.append(f"active swap {sw.path}: not a block device here")
 
@@ -103,7 +129,7 @@ class _Probe:
     def device(self, kname: str) -> BlockDevice:
         dev = self.devices.get(kname)
         if dev is None:
-            dev = self.devices[kname] = blockdev.read_device(kname)
+            dev = self.devices[kname] = blockdev.read_device(kname, self.sys_block)
         return dev
 
     def blkid(self, kname: str, path: str) -> dict[str, str]:
@@ -114,7 +140,7 @@ class _Probe:
 
     def _mount_kname(self, e: MountEntry) -> str | None:
         if e.major != 0:
-            return blockdev.kname_of_devno(e.major, e.minor)
+            return blockdev.kname_of_devno(e.major, e.minor, self.src.sys_dev)
         if e.fstype != "btrfs":
             return None
         # btrfs shows an anonymous device number; its source names one of its devices.
@@ -124,7 +150,8 @@ class _Probe:
             return None
         if not stat.S_ISBLK(st.st_mode):
             return None
-        return blockdev.kname_of_devno(os.major(st.st_rdev), os.minor(st.st_rdev))
+        return blockdev.kname_of_devno(os.major(st.st_rdev), os.minor(st.st_rdev),
+                                       self.src.sys_dev)
 
     def _select_mounts(self, selected: list[tuple[str, MountEntry]]) -> None:
         for rel, e in selected:
@@ -154,14 +181,14 @@ class _Probe:
             base += [k for k in self.active_by_kname if k not in base]
         wanted: dict[str, list[str]] = {}
         for kname in base:
-            for disk in blockdev.disks_below(kname):
+            for disk in blockdev.disks_below(kname, self.sys_block):
                 # zram swap and RAM disks vanish with the power: nothing to recover.
                 if not RAM_DISK.match(disk):
                     wanted.setdefault(disk, []).append(kname)
         if self.root != "/":
             # Active swap counts when it lies on the disks of the described system.
             for kname in self.active_by_kname:
-                below = blockdev.disks_below(kname)
+                below = blockdev.disks_below(kname, self.sys_block)
                 if below and all(d in wanted for d in below):
                     for d in below:
                         wanted[d].append(kname)
@@ -185,7 +212,7 @@ class _Probe:
         return sorted((k for k, f in self.btrfs_fsid.items() if f == fsid), key=natural_key)
 
     def _whole_disk(self, path: str, option: str) -> str:
-        kname = blockdev.kname_of_path(path)
+        kname = self.src.kname_of_path(path)
         dev = self.device(kname)
         if dev.is_partition:
             raise BadInput(f"{option} {path}: a partition, not a disk",
@@ -205,23 +232,25 @@ class _Probe:
 
     def run(self, include: Sequence[str], exclude: Sequence[str]) -> StorageState:
         disks = self._disks(include, exclude)
-        by_id = blockdev.by_id_names()
+        by_id = blockdev.by_id_names(self.src.by_id)
         # (kernel name, record id) of the devices whose contents are still to be read.
         leaves: list[tuple[str, str]] = []
         for kname in disks:
             leaves += self._describe_disk(kname, by_id)
         leaves += self._describe_stack()
         for kname, record_id in leaves:
-            if not self.device(kname).holders:
+            if not self.device(kname).holders and kname not in self.internal:
                 try:
                     self._describe_contents(kname, record_id)
                 except OperationFailed as e:
                     self._unreadable(kname, str(e))
         self._describe_swap_files()
         self._mark_critical()
+        self._add_stack_record(self.stack.finish())
         self.state.removable_devices = blockdev.removable_devices(
-            [d.path.removeprefix("/dev/") for d in self.state.disks], by_id)
-        self.state.knames = {rid: k for k, rid in self.record_of.items()}
+            [d.path.removeprefix("/dev/") for d in self.state.disks], by_id, self.sys_block)
+        self.state.knames = {rid: k for k, rid in self.record_of.items()
+                             if k not in self.internal}
         return self.state
 
     def _describe_disk(self, kname: str, by_id: dict[str, str]) -> list[tuple[str, str]]:
@@ -229,7 +258,7 @@ class _Probe:
         if dev.size == 0:
             self.state.warnings.append(f"/dev/{kname} has no medium (size 0): not described")
             return []
-        disk = blockdev.disk_record(dev, by_id)
+        disk = blockdev.disk_record(dev, by_id, self.sys_block)
         self.record_of[kname] = disk.id
         try:
             found = self.blkid(kname, dev.path)
@@ -255,7 +284,7 @@ class _Probe:
             self._unreadable(kname, str(e))
             return []
         self.state.disks.append(replace(disk, table=parsed.table))
-        known = blockdev.partitions_of(kname)
+        known = blockdev.partitions_of(kname, self.sys_block)
         out: list[tuple[str, str]] = []
         for pk, part in partitions.partition_records(
             parsed, disk.id, disk.logical_sector_size, {n: k.kname for n, k in known.items()}
@@ -283,7 +312,7 @@ class _Probe:
         """md and device-mapper devices built on what is described so far, lower ones first."""
         pending: set[str] = set()
         # Partitions in the table but not in the kernel have no holders to look at.
-        frontier = [k for k in self.record_of if (blockdev.SYS_CLASS_BLOCK / k).exists()]
+        frontier = [k for k in self.record_of if (self.sys_block / k).exists()]
         while frontier:
             kname = frontier.pop()
             for holder in self.device(kname).holders:
@@ -308,29 +337,37 @@ class _Probe:
         if outside:
             self.state.warnings.append(
                 f"{dev.path} is also built on {', '.join(outside)}, outside the described disks")
-        if dev.is_md:
-            result = stack.describe_md(kname, below)
+        if (self.sys_block / kname / "md").is_dir():
+            result = self.stack.describe_md(kname, below)
         elif dev.is_dm:
-            result = stack.describe_dm(kname, below)
+            result = self.stack.describe_dm(kname, below)
         else:
             rec = Unsupported(id=ids.unsupported(kname), kind="block", path=dev.path,
                               reason="a stacked block device of an unknown kind")
             result = stack.StackRecord(record=rec, warnings=[
                 f"{dev.path}: {rec.reason}; it is recorded but will not be recreated"])
         self._add_stack_record(result)
+        assert result.record is not None, "a stacked device always has a record"
         self.record_of[kname] = result.record.id
+        if result.internal:
+            self.internal.add(kname)
         return result.record.id
 
     def _add_stack_record(self, result: stack.StackRecord) -> None:
-        rec = result.record
+        # An internal layer only lends its kernel name to the record of its LV.
+        rec = None if result.internal else result.record
         if isinstance(rec, RaidArray):
             self.state.raid_arrays.append(rec)
         elif isinstance(rec, LuksVolume):
             self.state.luks_volumes.append(rec)
-        elif isinstance(rec, LogicalVolume):
-            self.state.logical_volumes.append(rec)
-        else:
+        elif isinstance(rec, Unsupported):
             self.state.unsupported.append(rec)
+        lvs = {lv.id for lv in self.state.logical_volumes}
+        for lv in [rec] if isinstance(rec, LogicalVolume) else []:
+            if lv.id not in lvs:
+                self.state.logical_volumes.append(lv)
+                lvs.add(lv.id)
+        self.state.logical_volumes += [lv for lv in result.logical_volumes if lv.id not in lvs]
         pvs = {pv.id for pv in self.state.physical_volumes}
         self.state.physical_volumes += [pv for pv in result.physical_volumes if pv.id not in pvs]
         vgs = {vg.id for vg in self.state.volume_groups}
@@ -349,7 +386,7 @@ class _Probe:
                 kname, record_id, dev.path, dev.size, found, self.active_by_kname.get(kname)))
             return
         if found.get("USAGE") in CONTAINER_USAGES:
-            self._add_stack_record(stack.describe_container(kname, record_id, found))
+            self._add_stack_record(self.stack.describe_container(kname, record_id, found))
             return
         uuid = found.get("UUID")
         if type_name == "btrfs" and uuid and any(
@@ -416,7 +453,7 @@ class _Probe:
         critical: set[str] = set()
         for mounted, entries in self.mounts_of.items():
             if any(rel in CRITICAL_MOUNTPOINTS for rel, _ in entries):
-                critical.update(blockdev.disks_below(mounted))
+                critical.update(blockdev.disks_below(mounted, self.sys_block))
         for fs in self.state.filesystems:
             points = {m.mountpoint for m in fs.mounts}
             part = parts.get(fs.device)
@@ -427,7 +464,7 @@ class _Probe:
             if esp or points.intersection(CRITICAL_MOUNTPOINTS):
                 below = by_record.get(fs.device)
                 if below is not None:
-                    critical.update(blockdev.disks_below(below))
+                    critical.update(blockdev.disks_below(below, self.sys_block))
         self.state.disks = [
             replace(d, critical=True) if _kname(d) in critical else d for d in self.state.disks
         ]
