@@ -142,6 +142,13 @@ class Sshd:
         return f"sftp://{self.user}@{LOCALHOST}:{self.port}{path}"
 
     def close(self) -> None:
+        # Let the sessions of the last connections end first: a session process
+        # orphaned by the listener's death is never reaped in a container.
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        deadline = time.monotonic() + 5
+        with contextlib.suppress(OSError):
+            while children.read_text().strip() and time.monotonic() < deadline:
+                time.sleep(0.05)
         stop(self.proc)
         self.log.close()
 
