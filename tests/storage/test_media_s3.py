@@ -1,0 +1,216 @@
+"""The S3 medium against a real S3-compatible server (SeaweedFS) on 127.0.0.1.
+
+SeaweedFS checks the Signature Version 4 of every request against the
+credentials in its configuration, so these tests also prove the signing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from media_contract import MediumContract, MiB, pattern, pattern_sha256, stream_sha256
+from media_servers import ACCESS_KEY, LOCALHOST, SECRET_KEY, Seaweed, free_ports
+
+from resurgo.errors import OperationFailed
+from resurgo.media import Medium, SetMeta, open_medium
+from resurgo.media.s3 import S3Backend
+from resurgo.media.s3client import S3Client, UploadSink
+from resurgo.media.s3config import Credentials, S3Settings
+
+BUCKET = "resurgo-sets"
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.create_bucket(BUCKET)
+        yield server
+    finally:
+        server.close()
+
+
+_count = itertools.count()
+
+
+def backend(medium: Medium) -> S3Backend:
+    assert isinstance(medium.backend, S3Backend)
+    return medium.backend
+
+
+class TestS3Medium(MediumContract):
+    @pytest.fixture(autouse=True)
+    def _prefix(self, seaweed: Seaweed) -> Iterator[None]:
+        self.seaweed = seaweed
+        self.prefix = f"host{next(_count)}/sets"
+        self.opened: list[Medium] = []
+        try:
+            yield
+        finally:
+            for m in self.opened:
+                m.close()
+
+    def open_medium(self) -> Medium:
+        m = open_medium(
+            f"s3://{BUCKET}/{self.prefix}",
+            s3_endpoint=self.seaweed.endpoint,
+            s3_part_size=5 * MiB,  # the 100 MB file goes up in 20 parts
+            environ=self.seaweed.environ(),
+            home=Path("/nonexistent"),
+        )
+        self.opened.append(m)
+        return m
+
+    def replace(self, medium: Medium, set_id: str, name: str, data: bytes) -> None:
+        b = backend(medium)
+        b.client.put(b.key(set_id, name), data)
+
+    def remove(self, medium: Medium, set_id: str, name: str) -> None:
+        b = backend(medium)
+        b.client.delete(b.key(set_id, name))
+
+    def leftovers(self, medium: Medium) -> list[str]:
+        b = backend(medium)
+        objects = b.client.list_objects(b.root).objects
+        indexed = {k.split("/")[-2] for k, _ in objects if k.endswith("/set.json")}
+        stray = [k for k, _ in objects if k[len(b.root) :].split("/")[0] not in indexed]
+        uploads = [f"upload:{k}" for k, _ in b.client.multipart_uploads(b.root)]
+        return sorted(stray + uploads)
+
+    def test_layout_in_the_bucket(self) -> None:
+        with self.open_medium() as medium:
+            info = self.save(medium, seed=1)
+            b = backend(medium)
+            keys = sorted(k for k, _ in b.client.list_objects(b.root).objects)
+        assert keys == [
+            f"{self.prefix}/{info.id}/{n}"
+            for n in [
+                "archives/boot.tar.zst",
+                "catalog.zst",
+                "description.toml",
+                "description.toml.sha256",
+                "manifest.json",
+                "rescue.iso",
+                "set.json",
+            ]
+        ]
+
+    def test_a_set_without_its_index_does_not_exist(self) -> None:
+        with self.open_medium() as medium:
+            info = self.save(medium, seed=1)
+            b = backend(medium)
+            b.client.delete(b.key(info.id, "set.json"))
+            assert medium.list_sets() == []
+            with pytest.raises(OperationFailed, match="no recovery set"):
+                medium.open_set(info.id)
+
+    def test_default_part_size_and_the_secret_stays_out_of_logs(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        size = 40 * MiB  # three parts of 16 MiB
+        medium = open_medium(
+            f"s3://{BUCKET}/{self.prefix}",
+            s3_endpoint=self.seaweed.endpoint,
+            environ=self.seaweed.environ(),
+            home=Path("/nonexistent"),
+        )
+        self.opened.append(medium)
+        with medium.begin_set(SetMeta()) as w:
+            with w.create("archives/root.tar.zst") as f:
+                for part in pattern(11, size):
+                    f.write(part)
+            info = w.commit()
+        with medium.open_set(info.id).open("archives/root.tar.zst") as f:
+            assert stream_sha256(f) == (size, pattern_sha256(11, size))
+        assert SECRET_KEY not in caplog.text
+        assert SECRET_KEY not in repr(backend(medium).client.s)
+
+
+def settings(seaweed: Seaweed, secret: str = SECRET_KEY) -> S3Settings:
+    return seaweed.settings(secret)
+
+
+def test_wrong_secret_is_refused_without_showing_it(
+    seaweed: Seaweed, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "not-the-secret-0123456789"
+    medium = open_medium(
+        f"s3://{BUCKET}/x",
+        s3_endpoint=seaweed.endpoint,
+        environ={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": wrong},
+        home=Path("/nonexistent"),
+    )
+    with pytest.raises(OperationFailed) as e:
+        medium.list_sets()
+    assert "refused the credentials" in e.value.message
+    assert e.value.hint is not None and "AWS_SECRET_ACCESS_KEY" in e.value.hint
+    assert wrong not in str(e.value) and wrong not in caplog.text
+
+
+def test_unknown_access_key(seaweed: Seaweed) -> None:
+    medium = open_medium(
+        f"s3://{BUCKET}/x",
+        s3_endpoint=seaweed.endpoint,
+        environ={"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+        home=Path("/nonexistent"),
+    )
+    with pytest.raises(OperationFailed, match="refused the credentials"):
+        medium.begin_set()
+
+
+def test_missing_bucket(seaweed: Seaweed) -> None:
+    medium = open_medium(
+        "s3://no-such-bucket/x",
+        s3_endpoint=seaweed.endpoint,
+        environ=seaweed.environ(),
+        home=Path("/nonexistent"),
+    )
+    with pytest.raises(OperationFailed, match="'no-such-bucket' does not exist") as e:
+        medium.begin_set()
+    assert e.value.hint is not None and "create it" in e.value.hint
+    with pytest.raises(OperationFailed, match="does not exist"):
+        medium.list_sets()
+
+
+def test_unreachable_endpoint() -> None:
+    (port,) = free_ports(1)
+    s = S3Settings("http", f"{LOCALHOST}:{port}", "us-east-1", Credentials("a", "b"), True)
+    waits: list[float] = []
+    client = S3Client(s, BUCKET, url=f"s3://{BUCKET}", attempts=3, sleep=waits.append)
+    with pytest.raises(OperationFailed, match="cannot reach the S3 endpoint") as e:
+        client.list_objects("")
+    assert "Connection refused" in e.value.message
+    assert len(waits) == 2 and waits[0] < waits[1]  # backoff between the attempts
+
+
+def test_credentials_from_a_profile_file(seaweed: Seaweed, tmp_path: Path) -> None:
+    aws = tmp_path / ".aws"
+    aws.mkdir()
+    (aws / "credentials").write_text(
+        f"[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n"
+        f"[backup]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
+    (aws / "config").write_text(f"[profile backup]\nendpoint_url = {seaweed.endpoint}\n")
+    with open_medium(
+        f"s3://{BUCKET}/profile", environ={"AWS_PROFILE": "backup"}, home=tmp_path
+    ) as medium:
+        info = MediumContract().save(medium, seed=1)
+        assert [s.id for s in medium.list_sets()] == [info.id]
+
+
+def test_an_aborted_multipart_upload_leaves_no_upload(seaweed: Seaweed) -> None:
+    client = S3Client(settings(seaweed), BUCKET, url=f"s3://{BUCKET}")
+    sink = UploadSink(client, "aborted/big", 5 * MiB)
+    for part in pattern(1, 12 * MiB):
+        sink.write(part)
+    assert [k for k, _ in client.multipart_uploads("aborted/")] == ["aborted/big"]
+    sink.discard()
+    assert client.multipart_uploads("aborted/") == []
+    assert client.list_objects("aborted/").objects == []
+    client.close()
