@@ -90,7 +90,10 @@ def parse_url(url: str) -> MediumSpec:
     if m is None:
         return DirectorySpec(url)
     scheme = m.group(1).lower()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # an unclosed [ of an IPv6 address
+        raise _bad(url, f"{e} (unclosed [ in the host?)") from None
     if parts.query or parts.fragment:
         raise _bad(url, "a medium URL has no ?query or #fragment")
     if scheme == "file":

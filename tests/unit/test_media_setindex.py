@@ -1,0 +1,159 @@
+"""The set index (set.json) and the streams that fill it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from resurgo.errors import BadInput, OperationFailed
+from resurgo.media import setindex
+from resurgo.media.setindex import FileEntry, SetKind, SetMeta
+from resurgo.media.streams import BytesSource, FileReader, FileWriter
+
+WHEN = datetime(2026, 11, 25, 23, 30, 0, 123456, tzinfo=UTC)
+SHA = hashlib.sha256(b"x").hexdigest()
+
+
+def index(**meta: object) -> setindex.SetIndex:
+    return setindex.build(
+        "20261125T233000Z-ab12",
+        WHEN,
+        SetMeta(**meta),  # type: ignore[arg-type]
+        [FileEntry("description.toml", 1, SHA), FileEntry("archives/root.tar.zst", 0, SHA)],
+    )
+
+
+def test_round_trip_and_format() -> None:
+    idx = index(
+        kind=SetKind.INCREMENTAL,
+        parent="20261124T000000Z-0000",
+        host="db1",
+        labels={"resurgo": "0.1.0"},
+    )
+    data = setindex.encode(idx)
+    assert setindex.decode(data, "here") == idx
+    doc = json.loads(data)
+    assert doc == {
+        "format": "resurgo-set",
+        "version": 1,
+        "id": "20261125T233000Z-ab12",
+        "created": "2026-11-25T23:30:00.123456Z",
+        "kind": "incremental",
+        "parent": "20261124T000000Z-0000",
+        "host": "db1",
+        "labels": {"resurgo": "0.1.0"},
+        "files": [
+            {"name": "archives/root.tar.zst", "size": 0, "sha256": SHA},
+            {"name": "description.toml", "size": 1, "sha256": SHA},
+        ],
+    }
+    assert idx.size == 1
+
+
+def test_created_without_microseconds_is_read() -> None:
+    doc = json.loads(setindex.encode(index()))
+    doc["created"] = "2026-11-25T23:30:00Z"
+    assert setindex.decode(json.dumps(doc).encode(), "x").created == WHEN.replace(microsecond=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"format": "other"}, "not a resurgo-set document"),
+        ({"version": "1"}, "no version"),
+        ({"id": "nope"}, "bad set id"),
+        ({"kind": "weekly"}, "weekly"),
+        ({"kind": "incremental"}, "needs the id of its parent"),
+        ({"created": "yesterday"}, "bad time"),
+        ({"files": [{"name": "../x", "size": 1, "sha256": SHA}]}, "cannot be the name"),
+        ({"files": [{"name": "a", "size": -1, "sha256": SHA}]}, "bad size"),
+        ({"files": [{"name": "a", "size": True, "sha256": SHA}]}, "bad size"),
+        ({"files": [{"name": "a", "size": 1, "sha256": "00"}]}, "bad sha256"),
+        ({"files": [{"name": "a", "size": 1, "sha256": SHA}] * 2}, "listed twice"),
+        ({"labels": {"a": 1}}, "labels are not strings"),
+    ],
+)
+def test_damaged_index(change: dict[str, object], why: str) -> None:
+    doc = json.loads(setindex.encode(index()))
+    doc.update(change)
+    with pytest.raises(OperationFailed, match="unreadable") as e:
+        setindex.decode(json.dumps(doc).encode(), "m set x")
+    assert why in e.value.message
+
+
+def test_newer_version_refused_and_not_json() -> None:
+    doc = json.loads(setindex.encode(index()))
+    doc["version"] = 2
+    with pytest.raises(OperationFailed, match="newer than this resurgo reads"):
+        setindex.decode(json.dumps(doc).encode(), "x")
+    with pytest.raises(OperationFailed, match="unreadable"):
+        setindex.decode(b"\xff{", "x")
+
+
+def test_ids_and_names() -> None:
+    new = setindex.new_set_id(WHEN)
+    assert re.fullmatch(r"20261125T233000Z-[0-9a-f]{4}", new)
+    assert setindex.is_set_id(new)
+    for bad in ("", "20261125T233000Z", "../20261125T233000Z-ab12", "20261125T233000Z-AB12"):
+        assert not setindex.is_set_id(bad)
+    for good in ("description.toml", "archives/root.tar.zst", "a/b/c/d"):
+        assert setindex.check_file_name(good) == good
+    for bad in ("set.json", "/abs", "a/../b", ".hidden", "a//b", "a/b/c/d/e", "sp ace", ""):
+        with pytest.raises(BadInput):
+            setindex.check_file_name(bad)
+    with pytest.raises(BadInput):
+        SetMeta(SetKind.FULL, parent=new)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.state = "open"
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def finish(self) -> None:
+        self.state = "finished"
+
+    def discard(self) -> None:
+        self.state = "discarded"
+
+
+def test_writer_hashes_and_aborts_on_exception() -> None:
+    done: list[FileEntry] = []
+    sink = ListSink()
+    with FileWriter("a", sink, done.append) as f:
+        f.write(b"hello ")
+        f.write(memoryview(b"world"))
+    assert sink.state == "finished" and bytes(sink.data) == b"hello world"
+    assert done == [FileEntry("a", 11, hashlib.sha256(b"hello world").hexdigest())]
+    sink2 = ListSink()
+    with pytest.raises(RuntimeError), FileWriter("b", sink2, done.append) as f:
+        f.write(b"x")
+        raise RuntimeError
+    assert sink2.state == "discarded" and len(done) == 1
+    # io.BufferedWriter on top works, and flushes into the file before it is finished
+    sink3 = ListSink()
+    raw = FileWriter("c", sink3, done.append)
+    with io.BufferedWriter(raw, 4096) as buffered:
+        buffered.write(b"z" * 10000)
+    assert sink3.state == "finished" and done[-1].size == 10000
+
+
+def test_reader_checks_size_and_digest_at_the_end() -> None:
+    good = FileEntry("a", 5, hashlib.sha256(b"hello").hexdigest())
+    assert FileReader(good, BytesSource(b"hello"), "w").read() == b"hello"
+    buffered = io.BufferedReader(FileReader(good, BytesSource(b"hello"), "w"))
+    assert buffered.read(2) == b"he" and buffered.read() == b"llo"
+    with pytest.raises(OperationFailed, match="has 4 bytes"):
+        FileReader(good, BytesSource(b"hell"), "w").read()
+    with pytest.raises(OperationFailed, match="longer than"):
+        FileReader(good, BytesSource(b"hello!"), "w").read()
+    with pytest.raises(OperationFailed, match="sha256 differs"):
+        FileReader(good, BytesSource(b"jello"), "w").read()
