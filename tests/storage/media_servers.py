@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -237,3 +238,104 @@ class Seaweed:
         for p in self.ports:
             for sock in Path("/tmp").glob(f"seaweedfs-*-{p}.sock"):
                 sock.unlink(missing_ok=True)
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of a real server that breaks the next connections.
+
+    Each new connection takes the next fault from ``faults``: "503" answers the
+    request with 503 SlowDown, "reset" drops the connection after the request,
+    ("cut", N) passes the answer through but drops it after N bytes; with no
+    fault left, connections pass through untouched.
+    """
+
+    SLOWDOWN = (
+        b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+        b"Content-Length: 95\r\n\r\n"
+        b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        b"\n\n\n\n\n\n\n"
+    )
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.faults: list[object] = []
+        self.connections = 0
+        self.listener = socket.socket()
+        self.listener.bind((LOCALHOST, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.endpoint = f"http://{LOCALHOST}:{self.port}"
+        self._threading = threading
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            fault = self.faults.pop(0) if self.faults else None
+            self._threading.Thread(target=self._serve, args=(client, fault), daemon=True).start()
+
+    @staticmethod
+    def _read_request(client: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            part = client.recv(65536)
+            if not part:
+                return
+            data += part
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(body) < length:
+            part = client.recv(65536)
+            if not part:
+                return
+            body += part
+
+    def _serve(self, client: socket.socket, fault: object) -> None:
+        with client:
+            if fault == "503":
+                self._read_request(client)
+                client.sendall(self.SLOWDOWN)
+                return
+            if fault == "reset":
+                self._read_request(client)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            limit = fault[1] if isinstance(fault, tuple) else None
+            with socket.create_connection((LOCALHOST, self.target)) as server:
+                up = self._threading.Thread(target=self._pipe, args=(client, server, None))
+                up.daemon = True
+                up.start()
+                self._pipe(server, client, limit)
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    server.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: limit - sent])
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()

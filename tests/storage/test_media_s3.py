@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from media_contract import MediumContract, MiB, pattern, pattern_sha256, stream_sha256
-from media_servers import ACCESS_KEY, LOCALHOST, SECRET_KEY, Seaweed, free_ports
+from media_servers import ACCESS_KEY, LOCALHOST, SECRET_KEY, FaultProxy, Seaweed, free_ports
 
 from resurgo.errors import OperationFailed
 from resurgo.media import Medium, SetMeta, open_medium
 from resurgo.media.s3 import S3Backend
-from resurgo.media.s3client import S3Client, UploadSink
+from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
 from resurgo.media.s3config import Credentials, S3Settings
 
 BUCKET = "resurgo-sets"
@@ -213,4 +213,40 @@ def test_an_aborted_multipart_upload_leaves_no_upload(seaweed: Seaweed) -> None:
     sink.discard()
     assert client.multipart_uploads("aborted/") == []
     assert client.list_objects("aborted/").objects == []
+    client.close()
+
+
+@pytest.fixture
+def proxy(seaweed: Seaweed) -> Iterator[FaultProxy]:
+    p = FaultProxy(seaweed.port)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_transient_failures_are_retried(seaweed: Seaweed, proxy: FaultProxy) -> None:
+    s = S3Settings(
+        "http", f"{LOCALHOST}:{proxy.port}", "us-east-1", Credentials(ACCESS_KEY, SECRET_KEY), True
+    )
+    waits: list[float] = []
+    client = S3Client(s, BUCKET, url=f"s3://{BUCKET}", sleep=waits.append)
+    data = b"".join(pattern(3, 7 * MiB))
+    proxy.faults = ["503", "reset", "503"]
+    client.put("retried/object", data)
+    assert len(waits) == 3 and proxy.connections == 4
+    # A GET that drops after 3 MiB resumes where it stopped, twice.
+    proxy.faults = [("cut", 3 * MiB), ("cut", 2 * MiB)]
+    source = ObjectSource(client, "retried/object")
+    received = b""
+    while chunk := source.read(MiB):
+        received += chunk
+    source.close()
+    assert received == data
+    # Out of attempts: one clear message.
+    client.close()  # the kept-alive connection would bypass the faults
+    proxy.faults = ["503"] * 10
+    with pytest.raises(OperationFailed, match="kept failing") as e:
+        client.put("retried/other", b"x")
+    assert "SlowDown" in e.value.message
     client.close()
