@@ -249,11 +249,13 @@ class FaultProxy:
     fault left, connections pass through untouched.
     """
 
+    _BODY = (
+        b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+    )
     SLOWDOWN = (
         b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-        b"Content-Length: 95\r\n\r\n"
-        b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-        b"\n\n\n\n\n\n\n"
+        + f"Content-Length: {len(_BODY)}\r\n\r\n".encode()
+        + _BODY
     )
 
     def __init__(self, target_port: int) -> None:
