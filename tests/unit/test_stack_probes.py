@@ -526,6 +526,8 @@ def test_walk_without_the_lvm_tools_keeps_unsupported_records(
     kinds = {u.id: u.kind for u in state.unsupported}
     assert kinds["unsupported.dm-2"] == "lvm"
     assert any("LVM could not be read" in w for w in state.warnings)
+    # Asked once, not once per LV device.
+    assert [c[:2] for c in replay.calls if c[0] == "lvm"] == [("lvm", "fullreport")]
     assert rules.check(guest_description(state)) == []
     # The LUKS and md records do not depend on LVM.
     assert sorted(v.id for v in state.luks_volumes) == ["luks.md0", "luks.vdd5"]

@@ -96,6 +96,7 @@ class Stack:
         self.sys_block = sys_block
         self._blkid = blkid or (lambda kname: filesystems.read_blkid(f"/dev/{kname}"))
         self._report: lvm.Report | None = None
+        self._lvm_error: OperationFailed | None = None
         self._devnos: dict[tuple[int, int], str] | None = None
         self._vgs: list[str] = []
         self._lv_ids: set[str] = set()
@@ -140,8 +141,15 @@ class Stack:
             vol, name=_read(self.sys_block, kname, "dm/name") or None, size=size or None))
 
     def _lvm(self) -> lvm.Report:
+        # Read once per walk; a failure too, rather than once per LV device.
+        if self._lvm_error is not None:
+            raise self._lvm_error
         if self._report is None:
-            self._report = lvm.read_report()
+            try:
+                self._report = lvm.read_report()
+            except OperationFailed as e:
+                self._lvm_error = e
+                raise
         return self._report
 
     def _lvm_device(self, kname: str, below: Mapping[str, str]) -> StackRecord:

@@ -249,9 +249,12 @@ class _Probe:
         self._add_stack_record(self.stack.finish())
         self.state.removable_devices = blockdev.removable_devices(
             [d.path.removeprefix("/dev/") for d in self.state.disks], by_id, self.sys_block)
-        self.state.knames = {rid: k for k, rid in self.record_of.items()
-                             if k not in self.internal}
+        self.state.knames = self._public_knames()
         return self.state
+
+    def _public_knames(self) -> dict[str, str]:
+        """record id -> kernel name; an LV's is its public device, never one of its layers."""
+        return {rid: k for k, rid in self.record_of.items() if k not in self.internal}
 
     def _describe_disk(self, kname: str, by_id: dict[str, str]) -> list[tuple[str, str]]:
         dev = self.device(kname)
@@ -424,7 +427,7 @@ class _Probe:
         return None
 
     def _describe_swap_files(self) -> None:
-        by_record = {rid: k for k, rid in self.record_of.items()}
+        by_record = self._public_knames()
         fs_of_kname = {by_record.get(fs.device, ""): fs for fs in self.state.filesystems}
         for sw in self.active_swaps:
             if not sw.is_file:
@@ -448,7 +451,7 @@ class _Probe:
 
     def _mark_critical(self) -> None:
         """Disks holding the system volume, the boot volume or the ESP."""
-        by_record = {rid: k for k, rid in self.record_of.items()}
+        by_record = self._public_knames()
         parts = {p.id: p for p in self.state.partitions}
         critical: set[str] = set()
         for mounted, entries in self.mounts_of.items():
