@@ -131,3 +131,14 @@ def test_missing_directory_on_the_server(sshd: Sshd) -> None:
         with pytest.raises(OperationFailed) as e:
             medium.begin_set()
         assert "check the path" in str(e.value)
+
+
+def test_a_symlinked_directory_is_a_medium(sshd: Sshd) -> None:
+    real = sshd.root / "real-target"
+    real.mkdir()
+    link = sshd.root / "link"
+    link.symlink_to(real)
+    with open_medium(sshd.url(link), ssh=sshd.options()) as medium:
+        info = MediumContract().save(medium, seed=1)
+        assert [s.id for s in medium.list_sets()] == [info.id]
+    assert (real / info.id / "set.json").is_file()

@@ -161,7 +161,7 @@ class SftpFiles:
 
     def listdir(self, path: str) -> list[str] | None:
         with self._errors(f"list {path}"):
-            attrs = self.s.conn.stat(path)
+            attrs = self.s.conn.stat(path, follow=True)  # the medium may be a symlink
             if attrs is None or not attrs.is_dir:
                 return None
             return [name for name, _ in self.s.conn.listdir(path)]

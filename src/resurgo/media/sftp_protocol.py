@@ -234,9 +234,9 @@ class SftpConnection:
 
     # --- operations ---
 
-    def stat(self, path: str) -> Attrs | None:
+    def stat(self, path: str, *, follow: bool = False) -> Attrs | None:
         try:
-            return self.call(LSTAT, _string(path), ATTRS).attrs()
+            return self.call(STAT if follow else LSTAT, _string(path), ATTRS).attrs()
         except SftpStatus as e:
             if e.code == NO_SUCH_FILE:
                 return None
