@@ -58,11 +58,11 @@ def luks2_volume(
     key_bytes = first.get("key_size")
     if not isinstance(key_bytes, int):
         raise OperationFailed("the LUKS2 header has no keyslot giving the volume key size")
-    kdf = first.get("kdf") if isinstance(first.get("kdf"), dict) else {}
-    af = first.get("af") if isinstance(first.get("af"), dict) else {}
+    kdf = first["kdf"] if isinstance(first.get("kdf"), dict) else {}
+    af = first["af"] if isinstance(first.get("af"), dict) else {}
     digests = _by_number(metadata.get("digests"))
-    hash_name = (kdf or {}).get("hash") or (af or {}).get("hash") or (
-        digests[0].get("hash") if digests else None)
+    # PBKDF2 key slots name their hash; argon2 ones only their anti-forensic splitter's.
+    hash_name = kdf.get("hash") or af.get("hash") or (digests[0].get("hash") if digests else None)
     uuid = blkid.get("UUID")
     if not uuid:
         raise OperationFailed("blkid does not report the LUKS2 header's UUID")
@@ -74,7 +74,7 @@ def luks2_volume(
         uuid=uuid,
         cipher=str(crypt.get("encryption", "")),
         key_size=key_bytes * 8,
-        pbkdf=str(kdf["type"]) if kdf and kdf.get("type") else None,
+        pbkdf=str(kdf["type"]) if kdf.get("type") else None,
         hash=str(hash_name) if hash_name else None,
         label=blkid.get("LABEL") or None,
         subsystem=blkid.get("SUBSYSTEM") or None,
