@@ -322,6 +322,15 @@ def test_own_mounts_and_holders_do_not_count() -> None:
     assert inuse.mountpoint_of("vdb1 on /mnt/with on in it") == "/mnt/with on in it"
 
 
+def test_lvs_of_a_group_by_their_device_mapper_names() -> None:
+    assert inuse.is_lv_of("vg0-root", "vg0-")
+    assert inuse.is_lv_of("vg0-pool_tmeta", "vg0-")
+    assert not inuse.is_lv_of("vg0--x-root", "vg0-")  # an LV of the group "vg0-x"
+    assert inuse.is_lv_of("vg0--x-root", "vg0--x-")
+    assert not inuse.is_lv_of("vg1-root", "vg0-")
+    assert not inuse.is_lv_of("vg0-", "vg0-")
+
+
 # ---------------------------------------------------------------- planner options used here
 
 

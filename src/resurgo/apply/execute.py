@@ -178,7 +178,7 @@ class Executor:
         if a.id in self.journal.done and not depends_dirty:
             found = self.check(a)
             if not found:
-                return Status.VERIFIED, "done by an earlier run; checked on the disks"
+                return Status.VERIFIED, ""
             note = f"redone: an earlier run did it, but now {_text(found)}"
         if depends_dirty:
             self.dirty.add(a.id)
@@ -467,7 +467,8 @@ class Executor:
         run.run(commands.vg_create(p))
 
     def _vg_on(self, name: str, devs: tuple[str, ...]) -> bool:
-        rows = verify.read_lvm("pv", "pv_name,vg_name", name)
+        # One row per physical volume of the group.
+        rows = verify.read_lvm("vg", "vg_name,pv_name", name)
         ours = self._knames(list(devs))
         pvs = {devices.kname(r["pv_name"]) for r in rows if devices.exists(r.get("pv_name", ""))}
         return bool(pvs) and pvs <= ours

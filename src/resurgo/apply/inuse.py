@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from resurgo.apply import devices
-from resurgo.plan.model import ActualDisk, LuksOpenParams, LvParams, MdParams, Plan
+from resurgo.plan.model import ActualDisk, LuksOpenParams, MdParams, Plan, VgParams
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 
 
@@ -37,13 +37,15 @@ def holder_of(use: str) -> str:
 def own_holders(plan: Plan, sys_block: Path = SYS_CLASS_BLOCK) -> set[str]:
     """Kernel names of the md and dm devices of the plan that exist now."""
     mapper: set[str] = set()
+    # Every LV of a planned group, the hidden ones of thin pools and RAID LVs included.
+    vg_prefixes: set[str] = set()
     md_paths: list[str] = []
     for a in plan.actions:
         p = a.params
         if isinstance(p, LuksOpenParams):
             mapper.add(p.name)
-        elif isinstance(p, LvParams):
-            mapper.add(os.path.basename(p.device))
+        elif isinstance(p, VgParams):
+            vg_prefixes.add(p.name.replace("-", "--") + "-")
         elif isinstance(p, MdParams):
             md_paths.append(p.device)
     out = {devices.kname(path) for path in md_paths if devices.exists(path)}
@@ -52,9 +54,21 @@ def own_holders(plan: Plan, sys_block: Path = SYS_CLASS_BLOCK) -> set[str]:
     except OSError:
         names = []
     for name in names:
-        if name.startswith("dm-") and devices.dm_name(name, sys_block) in mapper:
+        if not name.startswith("dm-"):
+            continue
+        dm = devices.dm_name(name, sys_block) or ""
+        if dm in mapper or any(is_lv_of(dm, prefix) for prefix in vg_prefixes):
             out.add(name)
     return out
+
+
+def is_lv_of(dm_name: str, prefix: str) -> bool:
+    """Whether a device-mapper name is an LV of the group whose names start with prefix.
+
+    Dashes in VG and LV names are doubled, so "vg0-x" is an LV of vg0 and "vg0--x-y" is not.
+    """
+    rest = dm_name.removeprefix(prefix)
+    return rest != dm_name and bool(rest) and not rest.startswith("-")
 
 
 def without_own_uses(

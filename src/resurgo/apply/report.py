@@ -9,6 +9,7 @@ from resurgo.apply.execute import ActionResult, Outcome, Status
 
 MARK = {
     Status.DONE: "done",
+    # Done by an earlier run of the same plan and checked on the disks again: skipped.
     Status.VERIFIED: "verified",
     Status.WARNING: "WARNING",
     Status.FAILED: "FAILED",
@@ -20,7 +21,7 @@ def line(n: int, total: int, r: ActionResult) -> str:
     width = len(str(total))
     head = f"[{n:>{width}}/{total}] {MARK[r.status]:<8} {r.summary or r.id}  [{r.id}]"
     if r.status in (Status.DONE, Status.FAILED):
-        head += f" ({r.seconds:.1f} s)"
+        head += f" ({r.seconds:.2f} s)"
     if r.message:
         head += "\n" + "\n".join("      " + m for m in r.message.splitlines())
     return head
