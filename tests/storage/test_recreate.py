@@ -839,3 +839,169 @@ def test_the_guard_refuses_a_device_outside_the_plan(sources: dict[str, Source],
     # An action that says it writes the decoy is refused whatever device it names.
     with pytest.raises(Refused, match="not a target disk"):
         guard.check(dataclasses.replace(tampered, writes=(recovery.decoy.path,)), loop.part(1))
+
+
+# ---------------------------------------------------------------- LUKS keys
+
+
+def has_device_mapper() -> bool:
+    return "device-mapper" in Path("/proc/misc").read_text()
+
+
+def luks_description(disk_size: int) -> Description:
+    """A GPT disk whose partition 1 is LUKS2 (PBKDF2: quick) with ext4 on it at /."""
+    from tests.unit.plan_builders import MIB, description, disk, ext4, part
+
+    from resurgo.model import LuksVolume
+
+    d = disk("sda", disk_size, transport="loop")
+    p1 = part(d, 1, MIB, 100 * MIB)
+    lk = LuksVolume("luks.sda1", p1.id, 2, "0e8a4b4c-6d1e-4f2a-9b3c-5d6e7f8091a2",
+                    "aes-xts-plain64", 512, name="resurgo-test-crypt", pbkdf="pbkdf2",
+                    hash="sha256", label="crypt")
+    return description(disks=[d], partitions=[p1], luks_volumes=[lk],
+                       filesystems=[ext4(lk.id, "/", MIB, fid="fs.dm-0")])
+
+
+@dataclass
+class LuksCase:
+    recovery: Recovery
+    source: Source
+    loop: Loop
+
+    def argv(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "resurgo", "recover", "--json", "--layout-only",
+                "--yes", "--from", str(self.source.path), "--root", str(self.recovery.root),
+                "--target", self.loop.path, "--map", f"disk.sda={self.loop.path}", *extra]
+
+    def accepts(self, key_argv: list[str], key: bytes | None = None) -> bool:
+        """Whether the LUKS header on partition 1 opens with this key (nothing is mapped)."""
+        return run.run(["cryptsetup", "open", "--test-passphrase", *key_argv,
+                        self.loop.part(1)], check=False,
+                       input=None if key is None else key.decode()).returncode == 0
+
+
+@pytest.fixture
+def luks_case(recovery: Recovery, tmp_path: Path) -> Iterator[LuksCase]:
+    path = tmp_path / "luks.toml"
+    fileformat.write(luks_description(128 * MiB), path)
+    source = Source("luks", path, fileformat.read(path), {"disk.sda": (128 * MiB, 512)})
+    [loop] = recovery.disks(source).values()
+    try:
+        yield LuksCase(recovery, source, loop)
+    finally:
+        run.run(["cryptsetup", "close", "resurgo-test-crypt"], check=False)
+
+
+def check_luks_outcome(case: LuksCase, code: int, data: dict[str, Any]) -> None:
+    got = {r["id"]: r for r in data["outcome"]["results"]}
+    assert got["luks-format:luks.sda1"]["status"] == "done"
+    if has_device_mapper():
+        assert code == 0, data["outcome"]["error"]
+    else:
+        # No device-mapper on this host: the volume is formatted, opening it fails.
+        assert code == 1
+        assert got["luks-open:luks.sda1"]["status"] == "failed"
+    found = run.run(["blkid", "-p", "-o", "export", case.loop.part(1)]).stdout
+    assert "TYPE=crypto_LUKS" in found and "UUID=0e8a4b4c-6d1e-4f2a-9b3c-5d6e7f8091a2" in found
+
+
+def test_a_key_file_reaches_cryptsetup_byte_for_byte(luks_case: LuksCase,
+                                                     tmp_path: Path) -> None:
+    key = tmp_path / "key.bin"
+    marker = secrets.token_hex(8)
+    # Not UTF-8, a NUL and a newline inside: a key file is bytes.
+    secret = b"\x00\xff" + marker.encode() + b"\n\xc3(" + secrets.token_bytes(16)
+    key.write_bytes(secret)
+    proc = subprocess.run(luks_case.argv("--key-file", f"luks.sda1={key}"),
+                          capture_output=True, text=True, env=env(luks_case.recovery.state),
+                          stdin=subprocess.DEVNULL, start_new_session=True, timeout=300,
+                          check=False)
+    check_luks_outcome(luks_case, proc.returncode, json.loads(proc.stdout))
+    assert luks_case.accepts(["--key-file", str(key)])
+    assert not luks_case.accepts(["--key-file", "-"], b"something else")
+    journals = list(luks_case.recovery.state.glob("*.jsonl"))
+    assert journals
+    for text in (proc.stdout, proc.stderr, *(j.read_text() for j in journals)):
+        assert marker not in text
+
+
+def spawn_on_a_terminal(argv: list[str], state: Path) -> tuple[subprocess.Popen[str], int]:
+    """argv with a pty as its controlling terminal (getpass reads /dev/tty)."""
+    import fcntl
+    import termios
+
+    master, slave = pty.openpty()
+
+    def own_the_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        proc = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env(state),
+                                preexec_fn=own_the_terminal)
+    finally:
+        os.close(slave)
+    return proc, master
+
+
+def expect(master: int, text: str, timeout: float = 60) -> str:
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} on the terminal; saw {seen!r}"
+        ready, _, _ = select.select([master], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                chunk = b""
+            assert chunk, f"the terminal closed before {text!r}; saw {seen!r}"
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
+def test_a_typed_passphrase_is_asked_twice_and_reaches_cryptsetup(
+        luks_case: LuksCase) -> None:
+    secret = "typed " + secrets.token_hex(8)
+    proc, master = spawn_on_a_terminal(luks_case.argv(), luks_case.recovery.state)
+    try:
+        expect(master, "passphrase for the new LUKS volume luks.sda1")
+        os.write(master, secret.encode() + b"\n")
+        expect(master, "again")
+        os.write(master, secret.encode() + b"\n")
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    check_luks_outcome(luks_case, proc.returncode, json.loads(out))
+    assert luks_case.accepts(["--key-file", "-"], secret.encode())
+    assert secret not in out + err
+    for j in luks_case.recovery.state.glob("*.jsonl"):
+        assert secret not in j.read_text()
+
+
+def test_two_different_passphrases_are_refused_before_anything_is_written(
+        luks_case: LuksCase) -> None:
+    before = sha256(luks_case.loop.path)
+    proc, master = spawn_on_a_terminal(luks_case.argv(), luks_case.recovery.state)
+    try:
+        expect(master, "passphrase for the new LUKS volume")
+        os.write(master, b"one\n")
+        expect(master, "again")
+        os.write(master, b"two\n")
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 2
+    assert "differ" in err
+    assert sha256(luks_case.loop.path) == before
