@@ -37,7 +37,7 @@ The plaintext inside zstd (and age) is a sequence of records; integers are littl
 endian::
 
     start   "RSGOARC\\0"  u16 version (1)  u16 n  set id (n bytes, UTF-8)  u32 crc32
-    entry   "E"  u32 n  header (n bytes)  u32 crc32(header)  payload
+    entry   "E"  u32 n  u64 p  header (n bytes)  u32 crc32(header)  payload (p bytes)
     end     "Z"  u64 number of entries  u64 payload bytes  u32 crc32
 
     header  u8 kind  u32 st_mode  u32 uid  u32 gid  i64 mtime_ns  i64 atime_ns  u64 rdev

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import subprocess
 import tempfile
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 from resurgo import run
 from resurgo.engine.errors import ArchiveDamaged, DecryptionFailed, SaveFailed
@@ -251,6 +252,8 @@ class DecompressedReader:
         self._reader = last.proc.stdout
         # The bound method itself, for the record reader's many small reads.
         self.read: Callable[[int], bytes] = self._reader.read
+        reader = cast(io.BufferedReader, self._reader)
+        self.readinto: Callable[[memoryview], int | None] = reader.readinto
         self._pump = threading.Thread(target=self._fill, name=f"pump {name}", daemon=True)
         self._pump.start()
 

@@ -4,7 +4,7 @@ The layout is documented in the package docstring (resurgo.engine). In short::
 
     stream  := start entry* end
     start   := "RSGOARC\\0" u16:version u16:n set_id[n] u32:crc32
-    entry   := "E" u32:n header[n] u32:crc32(header) payload
+    entry   := "E" u32:n u64:p header[n] u32:crc32(header) payload[p]
     payload := data of each extent, then the 32-byte sha256 of the content (files only)
     end     := "Z" u64:entries u64:payload_bytes u32:crc32
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from resurgo.engine.names import BadPath, check_path
@@ -34,6 +34,7 @@ _EXTENT = struct.Struct("<QQ")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _END = struct.Struct("<QQ")
+FRAME = struct.Struct("<cIQ")  # tag, header length, payload length
 
 # Bounds that no sane header exceeds: a damaged length field is caught before it makes
 # the reader allocate gigabytes.
@@ -142,7 +143,7 @@ def start_record(set_id: str) -> bytes:
 
 def entry_record(h: Header) -> bytes:
     body = encode_header(h)
-    return b"E" + _U32.pack(len(body)) + body + _U32.pack(zlib.crc32(body))
+    return FRAME.pack(b"E", len(body), h.payload_size) + body + _U32.pack(zlib.crc32(body))
 
 
 def end_record(entries: int, payload_bytes: int) -> bytes:
@@ -157,8 +158,10 @@ class RecordReader:
     then reads exactly ``header.payload_size`` bytes with ``read_exact`` (or ``skip``).
     """
 
-    def __init__(self, read: Callable[[int], bytes]) -> None:
+    def __init__(self, read: Callable[[int], bytes],
+                 readinto: Callable[[memoryview], int | None] | None = None) -> None:
         self._read = read
+        self._readinto = readinto
         self.entries = 0
         self.payload_bytes = 0
         self.last_path: bytes | None = None
@@ -169,6 +172,16 @@ class RecordReader:
             raise FormatError(f"the stream ends early ({len(data)} of {n} bytes)")
         self.payload_bytes += n
         return data
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill view with payload bytes (without a copy when the stream can readinto)."""
+        if self._readinto is None:
+            view[:] = self.read_exact(len(view))
+            return
+        got = self._readinto(view)
+        if got != len(view):
+            raise FormatError(f"the stream ends early ({got} of {len(view)} bytes)")
+        self.payload_bytes += got
 
     def skip(self, n: int) -> None:
         while n:
@@ -198,32 +211,57 @@ class RecordReader:
             raise FormatError("start record checksum mismatch")
         return raw.decode("utf-8", "replace")
 
-    def next_header(self) -> Header | None:
-        tag = self._take(1)
+    def next_record(self) -> tuple[bytes, Header] | None:
+        """The next entry's frame and header bytes (with its crc) and the header, or None
+        after a valid end record."""
+        frame = self._take(FRAME.size)
+        tag, n, payload = FRAME.unpack(frame)
         if tag == b"E":
-            (n,) = _U32.unpack(self._take(4))
             if n > MAX_HEADER:
                 raise FormatError(f"entry header of {n} bytes")
-            body = self._take(n)
-            (crc,) = _U32.unpack(self._take(4))
-            if crc != zlib.crc32(body):
+            raw = self._take(n + 4)
+            body = raw[:n]
+            if _U32.unpack_from(raw, n)[0] != zlib.crc32(body):
                 raise FormatError("entry header checksum mismatch")
             h = decode_header(body)
+            if payload != h.payload_size:
+                raise FormatError(f"entry payload of {payload} bytes, its header says "
+                                  f"{h.payload_size}")
             self.entries += 1
             self.last_path = h.path
-            return h
+            return frame + raw, h
         if tag == b"Z":
-            body = self._take(_END.size)
-            (crc,) = _U32.unpack(self._take(4))
+            # The end record is shorter than a frame only when truncated: its body is
+            # 16 bytes + the crc, of which the frame read 12.
+            body = frame[1:] + self._take(_END.size + 4 - (FRAME.size - 1))
+            crc = _U32.unpack_from(body, _END.size)[0]
+            body = body[:_END.size]
             if crc != zlib.crc32(body):
                 raise FormatError("end record checksum mismatch")
-            entries, payload = _END.unpack(body)
-            if (entries, payload) != (self.entries, self.payload_bytes):
+            entries, payload_bytes = _END.unpack(body)
+            if (entries, payload_bytes) != (self.entries, self.payload_bytes):
                 raise FormatError(
-                    f"end record counts {entries} entries and {payload} bytes, "
+                    f"end record counts {entries} entries and {payload_bytes} bytes, "
                     f"the stream held {self.entries} and {self.payload_bytes}"
                 )
             if self._read(1):
                 raise FormatError("data after the end record")
             return None
         raise FormatError(f"unknown record tag {tag!r}")
+
+    def next_header(self) -> Header | None:
+        record = self.next_record()
+        return None if record is None else record[1]
+
+
+def split_records(buf: memoryview) -> Iterator[tuple[Header, memoryview]]:
+    """The entries of a run of complete entry records (checked already): header, payload."""
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        _, n, payload = FRAME.unpack_from(buf, pos)
+        start = pos + FRAME.size
+        h = decode_header(bytes(buf[start:start + n]))
+        pos = start + n + 4
+        yield h, buf[pos:pos + payload]
+        pos += payload

@@ -8,25 +8,32 @@ set are never written, and a renamed file comes from the set that saved it under
 name. Hard links are made when all files exist, and directories get their metadata last
 (deepest first), when nothing will be created in them any more.
 
-One thread reads and checks the archive stream; a pool of threads creates the files
-(os.write, fchown and the rest release the GIL), in batches to keep the per-file
-overhead down. Every file's content is hashed as it is written and compared with both the
-digest that follows it in the archive and the manifest's.
+One thread reads and checks the archive stream, makes the directories and writes the
+large files (their big writes and hashing release the GIL); the other records are
+gathered, as they are, into slots of shared memory that writer processes (see
+resurgo.engine.writer) turn into files on every core. Each file's content is hashed as it
+is written and compared with the digest that follows it in the archive, which the reader
+compared with the manifest's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import mmap
 import os
-import threading
+import subprocess
+import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from resurgo.engine import fsmeta
+import resurgo
+from resurgo import run
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed
 from resurgo.engine.manifest import Entry, xattr_digest
 from resurgo.engine.names import ROOT, components, escape, walk_key
@@ -36,7 +43,6 @@ from resurgo.engine.records import (
     CHR,
     DIGEST_SIZE,
     DIR,
-    FIFO,
     FILE,
     HARDLINK,
     SYMLINK,
@@ -47,14 +53,13 @@ from resurgo.engine.records import (
     encode_header,
 )
 from resurgo.engine.source import ManifestStream, Source
-from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache, replace
+from resurgo.engine.targets import DirCache, replace
+from resurgo.engine.writer import Applier, error_from, hash_zeros, message, pwrite_all
 
 CHUNK = 1 << 20
-SMALL = 1 << 20  # files up to this size go to the pool whole
-_BATCH_ITEMS = 256
-_BATCH_BYTES = 8 << 20
-_ZEROS = memoryview(bytes(CHUNK))
-MAX_WARNINGS = 1000
+SMALL = 1 << 20  # files with more data are written by the reader itself, streaming
+SLOT = 4 << 20
+SLOT_RECORDS = 1024  # a slot goes out at this many records even when not full
 
 
 @dataclass(frozen=True)
@@ -67,178 +72,120 @@ class RestoreResult:
     warnings: tuple[str, ...] = field(default=())  # e.g. attributes the target refused
 
 
-def _default_threads() -> int:
-    return min(8, 2 * (os.cpu_count() or 1))
+def default_writers() -> int:
+    return min(8, os.cpu_count() or 1)
 
 
-class _Item:
-    """One entry for the pool: where it goes, its header and (files) its data."""
+class _Writers:
+    """Writer processes and the shared slots they read records from, started on first
+    need: a small restore never starts them."""
 
-    __slots__ = ("data", "digest", "dir_fd", "header", "name")
-
-    def __init__(self, dir_fd: int, name: bytes, header: Header, data: bytes,
-                 digest: bytes) -> None:
-        self.dir_fd = dir_fd
-        self.name = name
-        self.header = header
-        self.data = data
-        self.digest = digest
-
-
-def _hash_zeros(h: hashlib._Hash, n: int) -> None:
-    while n > 0:
-        step = min(n, CHUNK)
-        h.update(_ZEROS[:step])
-        n -= step
-
-
-def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-class _Writer:
-    """What the pool threads do; shared warnings."""
-
-    def __init__(self, archive: str) -> None:
-        self.archive = archive
+    def __init__(self, target_fd: int, count: int, applier: Applier) -> None:
+        self.target_fd = target_fd
+        self.count = count
+        self.applier = applier  # the reader's own, for what never goes to a process
+        self.archive = applier.archive
+        self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes], IO[bytes]]] = []
+        self.pending: deque[tuple[int, int]] = deque()  # (writer, slot) in dispatch order
+        self.slots = max(2, 3 * count)
+        self.memfd = os.memfd_create("resurgo-restore", os.MFD_CLOEXEC)
+        os.ftruncate(self.memfd, self.slots * SLOT)
+        self.area = mmap.mmap(self.memfd, self.slots * SLOT)
+        self.view = memoryview(self.area)
+        self.free = list(range(self.slots))
+        self.next_writer = 0
         self.warnings: list[str] = []
-        self._lock = threading.Lock()
 
-    def warn(self, path: bytes, refused: list[str]) -> None:
-        if refused:
-            with self._lock:
-                if len(self.warnings) < MAX_WARNINGS:
-                    self.warnings.append(
-                        f"{escape(path)}: the target refused {', '.join(refused)}")
+    def slot(self) -> int:
+        """A free slot, waiting for a writer to finish one when none is."""
+        while not self.free:
+            self._collect()
+        return self.free.pop()
 
-    def finish_fd(self, fd: int, h: Header) -> None:
-        # chown first (it clears setuid and capabilities), then the mode, then the
-        # attributes (ACLs agree with the mode; the capability comes last), then the times.
-        os.fchown(fd, h.uid, h.gid)
-        os.fchmod(fd, h.mode & 0o7777)
-        self.warn(h.path, fsmeta.apply_xattrs(fd, h.xattrs))
-        os.utime(fd, ns=(h.atime_ns, h.mtime_ns))
+    def memory(self, slot: int) -> memoryview:
+        return self.view[slot * SLOT:(slot + 1) * SLOT]
 
-    def new_file(self, dir_fd: int, name: bytes) -> int:
-        box: list[int] = []
-        replace(lambda: box.append(os.open(name, NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)),
-                dir_fd, name)
-        return box[0]
-
-    def file(self, item: _Item) -> None:
-        h = item.header
-        fd = self.new_file(item.dir_fd, item.name)
-        try:
-            data = item.data
-            if len(h.extents) == 1 and h.extents[0] == (0, h.size):
-                _write_all(fd, data, 0)
-                actual = hashlib.sha256(data).digest()
-            else:
-                os.ftruncate(fd, h.size)
-                hasher = hashlib.sha256()
-                pos = 0
-                view = memoryview(data)
-                for offset, length in h.extents:
-                    _hash_zeros(hasher, offset - pos)
-                    chunk = view[:length]
-                    view = view[length:]
-                    _write_all(fd, chunk, offset)
-                    hasher.update(chunk)
-                    pos = offset + length
-                _hash_zeros(hasher, h.size - pos)
-                actual = hasher.digest()
-            if actual != item.digest:
-                raise ArchiveDamaged(self.archive, "a file's content differs from its digest",
-                                     [escape(h.path)])
-            self.finish_fd(fd, h)
-        finally:
-            os.close(fd)
-
-    def other(self, item: _Item) -> None:
-        h, dir_fd, name = item.header, item.dir_fd, item.name
-        kind = h.kind
-        if kind == SYMLINK:
-            replace(lambda: os.symlink(h.target, name, dir_fd=dir_fd), dir_fd, name)
-        elif kind == FIFO:
-            replace(lambda: os.mkfifo(name, 0o600, dir_fd=dir_fd), dir_fd, name)
-        else:
-            replace(lambda: os.mknod(name, h.mode, h.rdev, dir_fd=dir_fd), dir_fd, name)
-        os.chown(name, h.uid, h.gid, dir_fd=dir_fd, follow_symlinks=False)
-        if kind != SYMLINK:  # a symlink has no mode of its own
-            os.chmod(name, h.mode & 0o7777, dir_fd=dir_fd)
-        self.warn(h.path, fsmeta.apply_xattrs(fsmeta.proc_path(dir_fd, name), h.xattrs))
-        os.utime(name, ns=(h.atime_ns, h.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-
-    def batch(self, items: list[_Item], fds: list[int]) -> None:
-        try:
-            for item in items:
-                try:
-                    if item.header.kind == FILE:
-                        self.file(item)
-                    else:
-                        self.other(item)
-                except OSError as e:
-                    raise RestoreFailed(
-                        f"cannot restore {escape(item.header.path)}: {e.strerror}",
-                        archive=self.archive, paths=(escape(item.header.path),),
-                    ) from None
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-
-class _Batches:
-    """Items grouped for the pool, with a bound on what is in flight (memory)."""
-
-    def __init__(self, pool: ThreadPoolExecutor, writer: _Writer, threads: int) -> None:
-        self._pool = pool
-        self._writer = writer
-        self._limit = 2 * threads
-        self._inflight: deque[Future[None]] = deque()
-        self._items: list[_Item] = []
-        self._fds: list[int] = []
-        self._dir: tuple[bytes, ...] | None = None  # the directory of the last dup
-        self._bytes = 0
-
-    def add(self, parent: tuple[bytes, ...], dir_fd: int, name: bytes, header: Header,
-            data: bytes = b"", digest: bytes = b"") -> None:
-        if parent != self._dir or not self._fds:
-            # The pool outlives the parser's descriptors: each batch owns duplicates.
-            self._fds.append(os.dup(dir_fd))
-            self._dir = parent
-        self._items.append(_Item(self._fds[-1], name, header, data, digest))
-        self._bytes += len(data)
-        if len(self._items) >= _BATCH_ITEMS or self._bytes >= _BATCH_BYTES:
-            self.submit()
-
-    def submit(self) -> None:
-        if not self._items:
+    def dispatch(self, slot: int, length: int) -> None:
+        if self.count == 0:
+            self.applier.apply(self.memory(slot)[:length])
+            self.free.append(slot)
             return
-        while len(self._inflight) >= self._limit:
-            self._inflight.popleft().result()
-        self._inflight.append(self._pool.submit(self._writer.batch, self._items, self._fds))
-        self._items, self._fds, self._bytes, self._dir = [], [], 0, None
+        if not self.procs:
+            self._start()
+        writer = self.next_writer
+        self.next_writer = (writer + 1) % self.count
+        stdin = self.procs[writer][1]
+        try:
+            stdin.write(message(slot * SLOT, length))
+            stdin.flush()
+        except BrokenPipeError:
+            raise self._died(writer) from None
+        self.pending.append((writer, slot))
+
+    def _start(self) -> None:
+        package_root = str(Path(resurgo.__file__).resolve().parent.parent)
+        for _ in range(self.count):
+            stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+            proc = run.spawn(
+                [sys.executable, "-m", "resurgo.engine.writer", str(os.getpid()),
+                 str(self.target_fd), str(self.memfd), str(self.slots * SLOT), self.archive],
+                stdin=-1, stdout=-1, stderr=stderr, env={"PYTHONPATH": package_root},
+            )
+            assert proc.stdin is not None and proc.stdout is not None
+            self.procs.append((proc, proc.stdin, proc.stdout, stderr))
+
+    def _died(self, writer: int) -> RestoreFailed:
+        stderr = self.procs[writer][3]
+        stderr.seek(0)
+        tail = stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+        return RestoreFailed("a writer process stopped: " + " / ".join(tail), archive=self.archive)
+
+    def _reply(self, writer: int) -> dict[str, object]:
+        line = self.procs[writer][2].readline()
+        if not line:
+            raise self._died(writer)
+        reply: dict[str, object] = json.loads(line)
+        if "error" in reply:
+            raise error_from(reply, self.archive)
+        return reply
+
+    def _collect(self) -> None:
+        writer, slot = self.pending.popleft()
+        self._reply(writer)
+        self.free.append(slot)
 
     def drain(self) -> None:
-        self.submit()
-        while self._inflight:
-            self._inflight.popleft().result()
+        while self.pending:
+            self._collect()
 
-    def abandon(self) -> None:
-        for future in self._inflight:
-            future.cancel()
-        for future in self._inflight:
-            if not future.cancelled():
-                with contextlib.suppress(Exception):
-                    future.result()
-        for fd in self._fds:
-            os.close(fd)
-        self._inflight.clear()
-        self._fds = []
+    def finish(self) -> None:
+        self.drain()
+        for writer, (proc, stdin, _, _) in enumerate(self.procs):
+            stdin.write(message(0, 0))
+            stdin.flush()
+            reply = self._reply(writer)
+            warnings = reply.get("warnings")
+            if isinstance(warnings, list):
+                self.warnings += [str(w) for w in warnings]
+            proc.wait()
+        self.warnings += self.applier.warnings
+        self._close_procs()
+
+    def _close_procs(self) -> None:
+        for proc, stdin, stdout, stderr in self.procs:
+            for pipe in (stdin, stdout, stderr):
+                with contextlib.suppress(OSError):
+                    pipe.close()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        self.procs = []
+
+    def close(self) -> None:
+        self._close_procs()
+        self.view.release()
+        self.area.close()
+        os.close(self.memfd)
 
 
 def _check_against(h: Header, e: Entry, archive: str) -> None:
@@ -258,33 +205,37 @@ def _check_against(h: Header, e: Entry, archive: str) -> None:
 class _SetRestore:
     """The extraction of one set's archive, merged with the manifest's entries of that set."""
 
-    def __init__(self, target_fd: int, name: str, batches: _Batches, writer: _Writer,
-                 dirs: list[bytes], links: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, target_fd: int, name: str, writers: _Writers, dirs: list[bytes],
+                 links: list[tuple[bytes, bytes]]) -> None:
         self.name = name
         self.dirs_cache = DirCache(target_fd, name)
-        self.batches = batches
-        self.writer = writer
+        self.writers = writers
         self.dirs = dirs
         self.links = links
         self.files = 0
         self.data_bytes = 0
         self.entries = 0
-        self.target_fd = target_fd
+        self.slot: int | None = None
+        self.used = 0
+        self.records = 0
 
     def run(self, rr: RecordReader, wanted: Iterator[Entry]) -> None:
         w = next(wanted, None)
         last: tuple[bytes, ...] | None = None
-        while (h := rr.next_header()) is not None:
+        while (record := rr.next_record()) is not None:
+            raw, h = record
+            if w is not None and h.path == w.path:
+                # The manifest is in walk order, checked by its reader: so is this entry.
+                _check_against(h, w, self.name)
+                self.extract(rr, raw, h, w)
+                self.entries += 1
+                last = None
+                w = next(wanted, None)
+                continue
             key = walk_key(h.path)
             if last is not None and key <= last:
                 raise FormatError("entries out of walk order")
             last = key
-            if w is not None and h.path == w.path:
-                _check_against(h, w, self.name)
-                self.extract(rr, h, w)
-                self.entries += 1
-                w = next(wanted, None)
-                continue
             if w is not None and key > walk_key(w.path):
                 raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
                                      [escape(w.path)])
@@ -292,8 +243,14 @@ class _SetRestore:
         if w is not None:
             raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
                                  [escape(w.path)])
+        self.flush()
 
-    def extract(self, rr: RecordReader, h: Header, e: Entry) -> None:
+    def flush(self) -> None:
+        if self.slot is not None:
+            self.writers.dispatch(self.slot, self.used)
+            self.slot = None
+
+    def extract(self, rr: RecordReader, raw: bytes, h: Header, e: Entry) -> None:
         kind = h.kind
         if kind == HARDLINK:
             self.links.append((h.path, h.target))
@@ -301,60 +258,82 @@ class _SetRestore:
         if h.path == ROOT:
             self.dirs.append(encode_header(h))
             return
-        parts = components(h.path)
-        parent_parts = parts[:-1]
-        parent = self.dirs_cache.fd(parent_parts)
-        name = parts[-1]
         if kind == DIR:
+            parts = components(h.path)
+            parent = self.dirs_cache.fd(parts[:-1])
             # It exists already: lost+found of a fresh ext4, or a restore over a tree.
             with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o700, dir_fd=parent)
+                os.mkdir(parts[-1], 0o700, dir_fd=parent)
             self.dirs.append(encode_header(h))
             return
-        if kind != FILE:
-            self.batches.add(parent_parts, parent, name, h)
+        # Make the parent now, in order: the writers only ever open existing directories.
+        self.dirs_cache.fd(components(h.path)[:-1])
+        payload = h.payload_size
+        if kind == FILE:
+            self.files += 1
+            self.data_bytes += h.data_size
+            if h.data_size > SMALL:
+                self.large_file(rr, h, bytes.fromhex(e.digest))
+                return
+        size = len(raw) + payload
+        if size > SLOT:  # a header with huge attributes: not worth a slot of its own
+            buf = bytearray(raw) + rr.read_exact(payload)
+            self.check_digest(h, e, memoryview(buf)[len(raw):])
+            self.writers.applier.apply(memoryview(buf))
             return
-        self.files += 1
-        self.data_bytes += h.data_size
-        expected = bytes.fromhex(e.digest)
-        if h.data_size <= SMALL:
-            data = rr.read_exact(h.data_size)
-            digest = rr.read_exact(DIGEST_SIZE)
-            if digest != expected:
-                raise ArchiveDamaged(self.name, "a file's digest differs from its manifest's",
-                                     [escape(h.path)])
-            self.batches.add(parent_parts, parent, name, h, data, digest)
-            return
-        self.large_file(rr, parent, name, h, expected)
+        if self.slot is not None and (self.used + size > SLOT or self.records >= SLOT_RECORDS):
+            self.flush()
+        if self.slot is None:
+            self.slot = self.writers.slot()
+            self.used = 0
+            self.records = 0
+        memory = self.writers.memory(self.slot)
+        start = self.used
+        memory[start:start + len(raw)] = raw
+        start += len(raw)
+        if payload:
+            rr.read_into(memory[start:start + payload])
+            self.check_digest(h, e, memory[start:start + payload])
+        self.used = start + payload
+        self.records += 1
 
-    def large_file(self, rr: RecordReader, dir_fd: int, name: bytes, h: Header,
-                   expected: bytes) -> None:
+    def check_digest(self, h: Header, e: Entry, payload: memoryview) -> None:
+        if h.kind == FILE and payload[-DIGEST_SIZE:] != bytes.fromhex(e.digest):
+            raise ArchiveDamaged(self.name, "a file's digest differs from its manifest's",
+                                 [escape(h.path)])
+
+    def large_file(self, rr: RecordReader, h: Header, expected: bytes) -> None:
+        parts = components(h.path)
+        dir_fd = self.dirs_cache.fd(parts[:-1])
+        applier = self.writers.applier
         try:
-            fd = self.writer.new_file(dir_fd, name)
+            fd = applier.create(dir_fd, parts[-1], 0o600)
         except OSError as e:
             raise RestoreFailed(f"cannot create {escape(h.path)}: {e.strerror}",
                                 archive=self.name, paths=(escape(h.path),)) from None
         try:
-            dense = len(h.extents) == 1 and h.extents[0] == (0, h.size)
-            if not dense:
+            if not (len(h.extents) == 1 and h.extents[0] == (0, h.size)):
                 os.ftruncate(fd, h.size)
             hasher = hashlib.sha256()
             pos = 0
             for offset, length in h.extents:
-                _hash_zeros(hasher, offset - pos)
+                hash_zeros(hasher, offset - pos)
                 done = 0
                 while done < length:
                     chunk = rr.read_exact(min(CHUNK, length - done))
                     hasher.update(chunk)
-                    _write_all(fd, chunk, offset + done)
+                    pwrite_all(fd, chunk, offset + done)
                     done += len(chunk)
                 pos = offset + length
-            _hash_zeros(hasher, h.size - pos)
+            hash_zeros(hasher, h.size - pos)
             digest = rr.read_exact(DIGEST_SIZE)
-            if hasher.digest() != digest or digest != expected:
+            if digest != expected:
+                raise ArchiveDamaged(self.name, "a file's digest differs from its manifest's",
+                                     [escape(h.path)])
+            if hasher.digest() != digest:
                 raise ArchiveDamaged(self.name, "a file's content differs from its digest",
                                      [escape(h.path)])
-            self.writer.finish_fd(fd, h)
+            applier.finish_fd(fd, h)
         except OSError as e:
             raise RestoreFailed(f"cannot restore {escape(h.path)}: {e.strerror}",
                                 archive=self.name, paths=(escape(h.path),)) from None
@@ -368,23 +347,22 @@ def _restore_set(
     set_id: str,
     wanted: Iterator[Entry],
     identity: Path | str | None,
-    batches: _Batches,
-    writer: _Writer,
+    writers: _Writers,
     dirs: list[bytes],
     links: list[tuple[bytes, bytes]],
 ) -> tuple[_SetRestore, Written]:
     stream = source.open()
     plain: DecompressedReader | None = None
-    job = _SetRestore(target_fd, source.name, batches, writer, dirs, links)
+    job = _SetRestore(target_fd, source.name, writers, dirs, links)
     rr: RecordReader | None = None
     try:
         plain = DecompressedReader(stream, source.name, identity=identity)
-        rr = RecordReader(plain.read)
+        rr = RecordReader(plain.read, plain.readinto)
         found = rr.start()
         if found != set_id:
             raise ArchiveDamaged(source.name, f"it holds set {found}, the manifest names {set_id}")
         job.run(rr, wanted)
-        batches.drain()
+        writers.drain()
         return job, plain.finish()
     except (FormatError, ArchiveDamaged) as e:
         # Damage shows first as whatever notices it: a framing error, a wrong digest, an
@@ -417,31 +395,28 @@ def _finish_links(target_fd: int, links: list[tuple[bytes, bytes]], name: str) -
     try:
         for path, first in links:
             src_parts, dst_parts = components(first), components(path)
-            src_fd = sources.fd(src_parts[:-1], create=False)
-            dst_fd = dests.fd(dst_parts[:-1])
-            src, dst = src_parts[-1], dst_parts[-1]
             try:
-                _link(src_fd, src, dst_fd, dst)
+                src_fd = sources.fd(src_parts[:-1], create=False)
+                dst_fd = dests.fd(dst_parts[:-1])
+                _link(src_fd, src_parts[-1], dst_fd, dst_parts[-1])
             except OSError as e:
                 raise RestoreFailed(
                     f"cannot link {escape(path)} to {escape(first)}: {e.strerror}",
                     archive=name, paths=(escape(path),)) from None
-    except FileNotFoundError:
-        raise RestoreFailed("a hard link's first file is missing", archive=name) from None
     finally:
         sources.close()
         dests.close()
 
 
-def _finish_dirs(target_fd: int, dirs: list[bytes], writer: _Writer, name: str) -> None:
+def _finish_dirs(target_fd: int, dirs: list[bytes], applier: Applier, name: str) -> None:
     cache = DirCache(target_fd, name)
     try:
         for raw in reversed(dirs):
             h = decode_header(raw)
             parts = components(h.path)
-            fd = cache.fd(parts, create=False) if parts else target_fd
             try:
-                writer.finish_fd(fd, h)
+                fd = cache.fd(parts, create=False) if parts else target_fd
+                applier.finish_fd(fd, h)
             except OSError as e:
                 raise RestoreFailed(f"cannot restore {escape(h.path)}: {e.strerror}",
                                     archive=name, paths=(escape(h.path),)) from None
@@ -455,21 +430,23 @@ def restore_tree(
     archives: Mapping[str, Source] | Callable[[str], Source],
     *,
     identity: Path | str | None = None,
-    threads: int | None = None,
+    writers: int | None = None,
 ) -> RestoreResult:
     """Restore the tree ``manifest`` describes into the directory ``target``.
 
     ``archives`` gives the archive of each set id of the manifest's chain (a mapping or a
-    function). ``identity`` is the age identity file for encrypted sets. Damage stops the
-    restore with an ArchiveError naming the archive and the files concerned; nothing is
-    ever written outside ``target``.
+    function). ``identity`` is the age identity file for encrypted sets. ``writers`` is
+    the number of writer processes (default: one per CPU, at most 8; 0 writes everything
+    from this process). Damage stops the restore with an ArchiveError naming the archive
+    and the files concerned; nothing is ever written outside ``target``, which should be
+    empty (a fresh file system): what is there already and not in the manifest stays.
     """
     lookup: Callable[[str], Source] = (
         archives.__getitem__ if isinstance(archives, Mapping) else archives
     )
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    n_threads = threads or _default_threads()
-    writer = _Writer(manifest.name)
+    applier = Applier(target_fd, manifest.name)
+    pool = _Writers(target_fd, default_writers() if writers is None else writers, applier)
     dirs: list[bytes] = []
     links: list[tuple[bytes, bytes]] = []
     read: list[tuple[str, Written]] = []
@@ -488,28 +465,24 @@ def restore_tree(
         except KeyError as e:
             raise ArchiveError(f"the archive of set {e.args[0]} is missing",
                                "give every archive of the set's chain") from None
-        with ThreadPoolExecutor(n_threads, thread_name_prefix="restore") as pool:
-            batches = _Batches(pool, writer, n_threads)
-            try:
-                for index, set_id in enumerate(chain):
-                    if not counts[index]:
-                        continue
-                    writer.archive = sources[index].name
-                    with ManifestStream(manifest, identity) as ms:
-                        wanted = (e for e in ms.entries() if e.set_index == index)
-                        job, written = _restore_set(target_fd, sources[index], set_id,
-                                                    wanted, identity, batches, writer, dirs,
-                                                    links)
-                    read.append((sources[index].name, written))
-                    entries += job.entries
-                    files += job.files
-                    data_bytes += job.data_bytes
-            except BaseException:
-                batches.abandon()
-                raise
+        for index, set_id in enumerate(chain):
+            if not counts[index]:
+                continue
+            pool.archive = applier.archive = sources[index].name
+            with ManifestStream(manifest, identity) as ms:
+                wanted = (e for e in ms.entries() if e.set_index == index)
+                job, written = _restore_set(target_fd, sources[index], set_id, wanted,
+                                            identity, pool, dirs, links)
+            read.append((sources[index].name, written))
+            entries += job.entries
+            files += job.files
+            data_bytes += job.data_bytes
+        pool.finish()
         _finish_links(target_fd, links, manifest.name)
-        _finish_dirs(target_fd, dirs, writer, manifest.name)
+        _finish_dirs(target_fd, dirs, applier, manifest.name)
     finally:
+        pool.close()
+        applier.close()
         os.close(target_fd)
     return RestoreResult(chain[-1], entries, files, data_bytes, tuple(read),
-                         tuple(writer.warnings))
+                         tuple(pool.warnings))

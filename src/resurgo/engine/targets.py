@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Callable
 
 from resurgo.engine.errors import RestoreFailed, UnsafePath
@@ -57,14 +58,25 @@ class DirCache:
     """Open descriptors of the directories leading to the current one.
 
     Entries arrive in walk order, so the parent of the next entry is nearly always the
-    current directory or close to it: only the components that differ are opened.
+    current directory or close to it: only the components that differ are opened. With
+    ``track_setgid``, ``setgid`` tells whether the current directory has the setgid bit
+    (its new files get its group, not the creator's).
     """
 
-    def __init__(self, root_fd: int, archive: str) -> None:
+    def __init__(self, root_fd: int, archive: str, *, track_setgid: bool = False) -> None:
         self._root = root_fd
         self._fds: list[int] = []
         self._names: list[bytes] = []
+        self._track = track_setgid
+        self._setgid: list[bool] = [self._is_setgid(root_fd)] if track_setgid else [False]
         self.archive = archive
+
+    def _is_setgid(self, fd: int) -> bool:
+        return bool(os.fstat(fd).st_mode & stat.S_ISGID) if self._track else False
+
+    @property
+    def setgid(self) -> bool:
+        return self._setgid[-1]
 
     def fd(self, parts: tuple[bytes, ...] | list[bytes], *, create: bool = True) -> int:
         names = self._names
@@ -74,16 +86,19 @@ class DirCache:
             n += 1
         while len(names) > n:
             names.pop()
+            self._setgid.pop()
             os.close(self._fds.pop())
         for part in parts[n:]:
             parent = self._fds[-1] if self._fds else self._root
             fd = open_dir(parent, part, create=create, archive=self.archive,
                           path=b"/".join([*names, part]))
             self._fds.append(fd)
+            self._setgid.append(self._is_setgid(fd))
             names.append(part)
         return self._fds[-1] if self._fds else self._root
 
     def close(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+            self._setgid.pop()
         self._names.clear()

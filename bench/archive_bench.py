@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): resurgo's archive engine against tar+zstd, restic and borg.
+
+Generates a tree (at --scale 1: 200,000 small files and 12 files of 100 MB, about 2 GB;
+half of the data compresses about 2:1, the rest not at all, and no two files share
+content, so deduplicating tools gain nothing they would not on real data), then measures
+with a warm cache, best of --repeat runs each:
+
+    save     resurgo save_tree            tar -c | zstd -T0 > file
+             restic backup (new repo)     borg create (new repo, repokey, default lz4)
+    restore  resurgo restore_tree         zstd -dc file | tar -x
+             restic restore               borg extract
+
+and prints the throughput of each (apparent bytes of the tree per second), the ratio to
+tar, the size of what was written and the peak RSS of the largest process of the run.
+restic and borg are used when installed (apt-get install restic borgbackup). Run as root
+(owners are restored). Example::
+
+    python3 bench/archive_bench.py --scale 0.1 --repeat 3
+    python3 bench/archive_bench.py --files 1000000 --large 0 --small-max 200 --tools resurgo,tar
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+TEXT = bytes.maketrans(bytes(range(256)), b"etaoinshrdlucmfw" * 16)
+SECRET = "bench-throwaway-passphrase"
+
+# Run a command and report its wall time and the peak RSS of its largest process: the
+# wrapper's RUSAGE_CHILDREN covers every descendant that was waited for.
+WRAPPER = r"""
+import json, resource, subprocess, sys, time
+argv = json.loads(sys.argv[1])
+env = json.loads(sys.argv[2])
+cwd = sys.argv[3] or None
+t = time.perf_counter()
+rc = subprocess.run(argv, env=env, cwd=cwd).returncode
+elapsed = time.perf_counter() - t
+print(json.dumps({"rc": rc, "seconds": elapsed,
+                  "rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+RESURGO_SAVE = r"""
+import sys
+from resurgo.engine import save_tree
+src, archive, manifest, level, recipients = sys.argv[1:6]
+with open(archive, "wb") as a, open(manifest, "wb") as m:
+    save_tree(src, a, m, set_id="bench", level=int(level),
+              recipients=[recipients] if recipients else [])
+"""
+
+RESURGO_RESTORE = r"""
+import sys
+from resurgo.engine import Source, restore_tree
+dst, archive, manifest, identity = sys.argv[1:5]
+restore_tree(dst, Source.file(manifest), {"bench": Source.file(archive)},
+             identity=identity or None)
+"""
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss_kib: int
+
+
+def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+            shell: bool = False) -> Run:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(SRC)
+    full_env.update(env or {})
+    if shell:
+        argv = ["sh", "-c", argv[0]]
+    out = subprocess.run(
+        [sys.executable, "-c", WRAPPER, json.dumps(argv), json.dumps(full_env), str(cwd or "")],
+        check=True, capture_output=True, text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"failed ({result['rc']}): {argv}\n{out.stderr[-2000:]}")
+    return Run(result["seconds"], result["rss_kib"])
+
+
+def generate(root: Path, files: int, small_max: int, large: int, large_size: int,
+             seed: int) -> int:
+    rng = random.Random(seed)
+    total = 0
+    per_dir = 100
+    for i in range(files):
+        d = root / f"d{i // (per_dir * 50):03d}" / f"s{(i // per_dir) % 50:02d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(0, small_max)
+        data = os.urandom(size)
+        if i % 2 == 0:
+            data = data.translate(TEXT)
+        (d / f"f{i:07d}.dat").write_bytes(data)
+        total += size
+    big = root / "large"
+    big.mkdir(exist_ok=True)
+    for j in range(large):
+        with open(big / f"large{j:02d}.bin", "wb") as f:
+            left = large_size
+            while left:
+                n = min(left, 8 << 20)
+                data = os.urandom(n)
+                f.write(data.translate(TEXT) if j % 2 == 0 else data)
+                left -= n
+        total += large_size
+    return total
+
+
+def ram_ext4(mountpoint: Path, size: int) -> tuple[Path, str]:
+    image = Path("/dev/shm") / f"{mountpoint.name}.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    subprocess.run(["mkfs.ext4", "-q", "-E", "nodiscard", loop], check=True)
+    subprocess.run(["mount", loop, str(mountpoint)], check=True)
+    return image, loop
+
+
+def fresh(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    subprocess.run(["sync"], check=True)
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def best(runs: list[Run]) -> Run:
+    fastest = min(runs, key=lambda r: r.seconds)
+    return Run(fastest.seconds, max(r.rss_kib for r in runs))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", type=float, default=0.1, help="1.0 is about 2 GB (default 0.1)")
+    ap.add_argument("--files", type=int, help="small files (default 200000 x scale)")
+    ap.add_argument("--small-max", type=int, default=8192, help="largest small file")
+    ap.add_argument("--large", type=int, help="large files (default 12 x scale, at least 1)")
+    ap.add_argument("--large-size", type=int, default=100 << 20)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tools", default="resurgo,resurgo-age,tar,restic,borg")
+    ap.add_argument("--workdir", type=Path,
+                    help="default: a RAM-backed ext4 (an image in /dev/shm on a loop device),"
+                         " so the shared disk's noise does not swamp the programs' own cost")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    files = args.files if args.files is not None else int(200_000 * args.scale)
+    large = args.large if args.large is not None else max(1, round(12 * args.scale))
+    ram: tuple[Path, str] | None = None
+    if args.workdir is None:
+        work = Path(tempfile.mkdtemp(prefix="resurgo-bench-"))
+        data = files * args.small_max // 2 + large * args.large_size
+        ram = ram_ext4(work, 4 * data + files * 8192 + (2 << 30))
+    else:
+        work = args.workdir
+    tools = [t for t in args.tools.split(",") if t]
+    for tool, program in (("restic", "restic"), ("borg", "borg"), ("resurgo-age", "age")):
+        if tool in tools and shutil.which(program) is None:
+            print(f"# {tool}: {program} is not installed, skipped")
+            tools.remove(tool)
+    src, dst, out = work / "src", work / "dst", work / "out"
+    try:
+        if not src.exists():
+            print(f"# generating {files} small files and {large} large ones in {src}")
+            src.mkdir(parents=True)
+            total = generate(src, files, args.small_max, large, args.large_size, seed=1)
+        else:
+            total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+        print(f"# tree: {total / 1e6:.0f} MB in {files + large} files; cpus: {os.cpu_count()}")
+        subprocess.run(["sh", "-c", f"tar -C {src} -cf - . | cat > /dev/null"], check=True)
+        out.mkdir(exist_ok=True)
+        key = work / "age.key"
+        recipient = ""
+        if "resurgo-age" in tools:
+            if not key.exists():
+                subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+            recipient = subprocess.run(["age-keygen", "-y", str(key)], check=True,
+                                       capture_output=True, text=True).stdout.strip()
+        env = {"RESTIC_PASSWORD": SECRET, "BORG_PASSPHRASE": SECRET,
+               "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+               "BORG_BASE_DIR": str(work / "borg-base")}
+        results: dict[str, tuple[Run, Run, int]] = {}
+        for tool in tools:
+            saves: list[Run] = []
+            restores: list[Run] = []
+            stored = 0
+            for _ in range(args.repeat):
+                if tool in ("resurgo", "resurgo-age"):
+                    archive, manifest = out / "bench.arc", out / "bench.manifest"
+                    fresh(out)
+                    saves.append(measure([sys.executable, "-c", RESURGO_SAVE, str(src),
+                                          str(archive), str(manifest), "3",
+                                          recipient if tool == "resurgo-age" else ""]))
+                    stored = size_of(archive) + size_of(manifest)
+                    fresh(dst)
+                    restores.append(measure([sys.executable, "-c", RESURGO_RESTORE, str(dst),
+                                             str(archive), str(manifest),
+                                             str(key) if tool == "resurgo-age" else ""]))
+                elif tool == "tar":
+                    archive = out / "bench.tar.zst"
+                    fresh(out)
+                    saves.append(measure([f"tar -C {src} -cf - . | zstd -T0 -q -c > {archive}"],
+                                         shell=True))
+                    stored = size_of(archive)
+                    fresh(dst)
+                    restores.append(measure([f"zstd -dc {archive} | tar -C {dst} -xf -"],
+                                            shell=True))
+                elif tool == "restic":
+                    repo = out / "restic"
+                    fresh(out)
+                    subprocess.run(["restic", "init", "-q", "--repo", str(repo)], check=True,
+                                   env={**os.environ, **env}, capture_output=True)
+                    saves.append(measure(["restic", "backup", "-q", "--repo", str(repo), "."],
+                                         env=env, cwd=src))
+                    stored = size_of(repo)
+                    fresh(dst)
+                    restores.append(measure(["restic", "restore", "-q", "latest", "--repo",
+                                             str(repo), "--target", str(dst)], env=env))
+                elif tool == "borg":
+                    repo = out / "borg"
+                    fresh(out)
+                    subprocess.run(["borg", "init", "-e", "repokey-blake2", str(repo)],
+                                   check=True, env={**os.environ, **env}, capture_output=True)
+                    saves.append(measure(["borg", "create", f"{repo}::bench", "."],
+                                         env=env, cwd=src))
+                    stored = size_of(repo)
+                    fresh(dst)
+                    restores.append(measure(["borg", "extract", f"{repo}::bench"],
+                                            env=env, cwd=dst))
+                print(f"#   {tool}: save {saves[-1].seconds:.2f} s, "
+                      f"restore {restores[-1].seconds:.2f} s", flush=True)
+            results[tool] = (best(saves), best(restores), stored)
+        print()
+        print(f"{'tool':<12} {'save MB/s':>10} {'x tar':>6} {'restore MB/s':>13} {'x tar':>6}"
+              f" {'stored MB':>10} {'RSS save MB':>12} {'RSS restore MB':>15}")
+        base = results.get("tar")
+        for tool, (save, restore, stored) in results.items():
+            s_rate = total / save.seconds / 1e6
+            r_rate = total / restore.seconds / 1e6
+            s_ratio = f"{base[0].seconds / save.seconds:.2f}" if base else "-"
+            r_ratio = f"{base[1].seconds / restore.seconds:.2f}" if base else "-"
+            print(f"{tool:<12} {s_rate:>10.0f} {s_ratio:>6} {r_rate:>13.0f} {r_ratio:>6}"
+                  f" {stored / 1e6:>10.0f} {save.rss_kib / 1024:>12.0f}"
+                  f" {restore.rss_kib / 1024:>15.0f}")
+    finally:
+        if ram is not None:
+            subprocess.run(["umount", str(work)], check=False)
+            subprocess.run(["losetup", "-d", ram[1]], check=False)
+            ram[0].unlink()
+            work.rmdir()
+        elif not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"# kept {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

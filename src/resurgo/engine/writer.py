@@ -1,0 +1,259 @@
+"""Creating the files of a run of archive records below a restore target.
+
+The restore's reader thread checks each record and collects runs of them (whole records,
+as they are in the archive) into slots of a shared memory area; writer processes (this
+module's main) create the files of a slot in parallel, each with its own interpreter, so
+the many small system calls of small files (open, write, utime, close...) run on every
+core and never wait for one another's GIL. The data is copied once, from the
+decompressor's pipe into the slot, and once more by the kernel into the file.
+
+The same Applier runs inside the restoring process when there are few records, or when
+asked for no writer processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import stat
+import struct
+import sys
+from collections.abc import Callable
+
+from resurgo.engine import fsmeta
+from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
+from resurgo.engine.names import components, escape
+from resurgo.engine.records import DIGEST_SIZE, FIFO, FILE, SYMLINK, Header, split_records
+from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache
+
+CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(CHUNK))
+_MESSAGE = struct.Struct("<QQ")  # slot offset, length (0, 0: stop)
+MAX_WARNINGS = 1000
+
+
+def hash_zeros(h: hashlib._Hash, n: int) -> None:
+    while n > 0:
+        step = min(n, CHUNK)
+        h.update(_ZEROS[:step])
+        n -= step
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    n = os.pwrite(fd, data, offset)
+    if n == len(data):
+        return
+    view = memoryview(data)[n:]
+    offset += n
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+class Applier:
+    """Creates entries (all but directories and hard links) with their metadata."""
+
+    def __init__(self, target_fd: int, archive: str) -> None:
+        self.archive = archive
+        self.dirs = DirCache(target_fd, archive, track_setgid=True)
+        self.warnings: list[str] = []
+        self.files = 0
+        self._owner = (os.geteuid(), os.getegid())
+        self._umask = _umask()
+
+    def warn(self, path: bytes, refused: list[str]) -> None:
+        if refused and len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(f"{escape(path)}: the target refused {', '.join(refused)}")
+
+    def finish_fd(self, fd: int, h: Header, *, new_mode: int | None = None) -> None:
+        """Owner, mode, attributes and times of an open file or directory.
+
+        chown first (it clears setuid and capabilities), then the mode, then the
+        attributes (ACLs agree with the mode; the capability comes last), then the times.
+        ``new_mode`` is the mode a new file was created with: what it already has is not
+        set again.
+        """
+        owner = (h.uid, h.gid)
+        chowned = new_mode is None or owner != self._owner
+        if chowned:
+            os.fchown(fd, h.uid, h.gid)
+        mode = h.mode & 0o7777
+        if new_mode is None or mode & 0o7000 or (new_mode & ~self._umask) != mode:
+            os.fchmod(fd, mode)
+        if h.xattrs:
+            self.warn(h.path, fsmeta.apply_xattrs(fd, h.xattrs))
+        os.utime(fd, ns=(h.atime_ns, h.mtime_ns))
+
+    def create(self, dir_fd: int, name: bytes, mode: int) -> int:
+        try:
+            return os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except IsADirectoryError:
+                os.rmdir(name, dir_fd=dir_fd)
+            return os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
+
+    def parent(self, h: Header) -> tuple[int, bytes, bool]:
+        parts = components(h.path)
+        fd = self.dirs.fd(parts[:-1], create=True)
+        return fd, parts[-1], self.dirs.setgid
+
+    def file(self, h: Header, payload: memoryview) -> None:
+        dir_fd, name, setgid = self.parent(h)
+        # A new file gets the creator's owner and the mode asked for less the umask; only
+        # what differs is set afterwards (a setgid directory would give it its group).
+        mode = h.mode & 0o777
+        fd = self.create(dir_fd, name, mode)
+        try:
+            data = payload[:-DIGEST_SIZE]
+            digest = payload[-DIGEST_SIZE:]
+            if len(h.extents) == 1 and h.extents[0][0] == 0 and h.extents[0][1] == h.size:
+                pwrite_all(fd, data, 0)
+                actual = hashlib.sha256(data).digest()
+            else:
+                if h.size:
+                    os.ftruncate(fd, h.size)
+                hasher = hashlib.sha256()
+                pos = 0
+                for offset, length in h.extents:
+                    hash_zeros(hasher, offset - pos)
+                    chunk = data[:length]
+                    data = data[length:]
+                    pwrite_all(fd, chunk, offset)
+                    hasher.update(chunk)
+                    pos = offset + length
+                hash_zeros(hasher, h.size - pos)
+                actual = hasher.digest()
+            if actual != digest:
+                raise ArchiveDamaged(self.archive, "a file's content differs from its digest",
+                                     [escape(h.path)])
+            self.finish_fd(fd, h, new_mode=None if setgid else mode)
+        finally:
+            os.close(fd)
+        self.files += 1
+
+    def other(self, h: Header) -> None:
+        dir_fd, name, _ = self.parent(h)
+        kind = h.kind
+
+        def make() -> None:
+            if kind == SYMLINK:
+                os.symlink(h.target, name, dir_fd=dir_fd)
+            elif kind == FIFO:
+                os.mkfifo(name, 0o600, dir_fd=dir_fd)
+            else:
+                os.mknod(name, stat.S_IFMT(h.mode) | 0o600, h.rdev, dir_fd=dir_fd)
+
+        try:
+            make()
+        except FileExistsError:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except IsADirectoryError:
+                os.rmdir(name, dir_fd=dir_fd)
+            make()
+        os.chown(name, h.uid, h.gid, dir_fd=dir_fd, follow_symlinks=False)
+        if kind != SYMLINK:  # a symlink has no mode of its own
+            os.chmod(name, h.mode & 0o7777, dir_fd=dir_fd)
+        if h.xattrs:
+            self.warn(h.path, fsmeta.apply_xattrs(fsmeta.proc_path(dir_fd, name), h.xattrs))
+        os.utime(name, ns=(h.atime_ns, h.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+
+    def apply(self, records: memoryview) -> None:
+        """Create the entries of a run of whole entry records."""
+        for h, payload in split_records(records):
+            try:
+                if h.kind == FILE:
+                    self.file(h, payload)
+                else:
+                    self.other(h)
+            except OSError as e:
+                raise RestoreFailed(
+                    f"cannot restore {escape(h.path)}: {e.strerror}",
+                    archive=self.archive, paths=(escape(h.path),),
+                ) from None
+
+    def close(self) -> None:
+        self.dirs.close()
+
+
+def error_reply(e: ArchiveError) -> dict[str, object]:
+    kind = {ArchiveDamaged: "damaged", UnsafePath: "unsafe"}.get(type(e), "failed")
+    why = e.why if isinstance(e, ArchiveDamaged) else e.message
+    return {"error": kind, "message": why, "paths": list(e.paths)}
+
+
+def error_from(reply: dict[str, object], archive: str) -> ArchiveError:
+    listed = reply.get("paths")
+    paths = [str(p) for p in listed] if isinstance(listed, list) else []
+    message = str(reply.get("message"))
+    if reply["error"] == "damaged":
+        return ArchiveDamaged(archive, message, paths)
+    if reply["error"] == "unsafe":
+        return UnsafePath(archive, paths[0] if paths else "?", message)
+    return RestoreFailed(message, archive=archive, paths=paths)
+
+
+def serve(read: Callable[[int], bytes], write: Callable[[bytes], object], target_fd: int,
+          area: memoryview, archive: str) -> None:
+    """The writer process's loop: slots in, one JSON line per slot out."""
+    applier = Applier(target_fd, archive)
+    try:
+        while True:
+            message = read(_MESSAGE.size)
+            if len(message) != _MESSAGE.size:
+                return
+            offset, length = _MESSAGE.unpack(message)
+            if length == 0:
+                write(json.dumps({"warnings": applier.warnings, "files": applier.files})
+                      .encode() + b"\n")
+                return
+            try:
+                applier.apply(area[offset:offset + length])
+                reply: dict[str, object] = {}
+            except ArchiveError as e:
+                reply = error_reply(e)
+            write(json.dumps(reply).encode() + b"\n")
+    finally:
+        applier.close()
+
+
+def message(offset: int, length: int) -> bytes:
+    return _MESSAGE.pack(offset, length)
+
+
+def main(argv: list[str]) -> int:
+    """python -m resurgo.engine.writer PARENT_PID TARGET_FD AREA_FD AREA_SIZE ARCHIVE"""
+    pid, target, area_fd, size, archive = argv
+    # The parent's descriptors, opened again through /proc: the very same directory and
+    # memory, whatever became of the target's path meanwhile.
+    fd = os.open(f"/proc/{pid}/fd/{target}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    mem_fd = os.open(f"/proc/{pid}/fd/{area_fd}", os.O_RDWR | os.O_CLOEXEC)
+    area = mmap.mmap(mem_fd, int(size))
+    os.close(mem_fd)
+    stdin = sys.stdin.buffer
+    stdout = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        stdout.write(data)
+        stdout.flush()
+
+    try:
+        serve(stdin.read, write, fd, memoryview(area), archive)
+    finally:
+        os.close(fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
