@@ -15,6 +15,10 @@ import stat
 from resurgo.engine.records import BLK, CHR, DIR, FIFO, FILE, SYMLINK
 
 CAPABILITY = "security.capability"
+# XFS lists its on-disk form of the POSIX ACLs as these too (to root): the same ACLs as
+# system.posix_acl_*, which carry them to any file system. Saving both would make a tree
+# saved on XFS differ from itself restored anywhere else.
+ALIASES = frozenset(("trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT"))
 
 _KIND_OF_FORMAT = {
     stat.S_IFREG: FILE,
@@ -57,6 +61,8 @@ def read_xattrs(target: int | bytes) -> tuple[tuple[str, bytes], ...]:
         return ()
     result = []
     for name in sorted(names):
+        if name in ALIASES:
+            continue
         try:
             result.append((name, os.getxattr(target, name, follow_symlinks=follow)))
         except OSError as e:
