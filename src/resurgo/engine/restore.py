@@ -183,9 +183,12 @@ class _Writers:
 
     def close(self) -> None:
         self._close_procs()
-        self.view.release()
-        self.area.close()
         os.close(self.memfd)
+        # Views of a slot may live on in an exception's traceback: the mapping then goes
+        # with the last of them.
+        with contextlib.suppress(BufferError):
+            self.view.release()
+            self.area.close()
 
 
 def _check_against(h: Header, e: Entry, archive: str) -> None:
@@ -367,8 +370,8 @@ def _restore_set(
     except (FormatError, ArchiveDamaged) as e:
         # Damage shows first as whatever notices it: a framing error, a wrong digest, an
         # early end. Stop the programs and prefer their own complaint when they have one.
-        if plain is None:
-            raise
+        if plain is None or (isinstance(e, ArchiveDamaged) and e.archive != source.name):
+            raise  # not this archive's: the manifest's
         if isinstance(e, FormatError):
             why, paths = str(e), [escape(rr.last_path)] if rr and rr.last_path else []
         else:

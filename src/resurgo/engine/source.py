@@ -72,7 +72,7 @@ class ManifestStream:
             for line in lines:
                 yield line + b"\n"
         if buffered:
-            yield buffered
+            raise ManifestError("the manifest ends inside a line (truncated)")
 
     def _damaged(self, why: str) -> ResurgoError:
         assert self._plain is not None
