@@ -1,0 +1,242 @@
+"""The drivers this machine's disks need, and whether the restored initramfs has them.
+
+The rescue runs on the target hardware, so its /sys shows the controllers the restored
+system will boot from. For each target disk, every driver between the disk and the root
+of the device tree is needed (nvme; virtio_blk + virtio_pci; sd_mod + ahci; sd_mod +
+usb_storage + xhci_pci), with the dependencies the restored kernel's modules.dep names.
+The restored initramfs is listed (lsinitramfs for initramfs-tools, lsinitrd for dracut)
+and only a gap makes a rebuild worth its minutes: the modules are named in the
+generator's configuration (initramfs-tools' modules file, a dracut.conf.d snippet) and
+the image is regenerated for that kernel alone, in a chroot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from resurgo.finalize import lines
+from resurgo.finalize.model import LineChange, Rewrite
+from resurgo.probe.hardware import KernelModules, module_name
+
+
+class Generator(StrEnum):
+    INITRAMFS_TOOLS = "initramfs-tools"
+    DRACUT = "dracut"
+
+
+# ---------------------------------------------------------------------------------------
+# what the hardware needs
+
+
+def _link_name(path: Path) -> str | None:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+def device_chain_modules(kname: str, sysfs: Path = Path("/sys")) -> list[tuple[str, str]]:
+    """(module, device) of every driver from block device kname up to the root of the
+    device tree, nearest first. A built-in driver has no module link: its driver name
+    is given in the kernel's module spelling (the restored kernel decides whether it is
+    built in there too)."""
+    block = sysfs / "class" / "block" / kname
+    if not os.path.lexists(block):
+        return []
+    real = Path(os.path.realpath(block))
+    if (real / "partition").exists():
+        real = real.parent
+    if not (real / "device").exists():
+        return []
+    top = os.path.realpath(sysfs / "devices")
+    cur = Path(os.path.realpath(real / "device"))
+    out: list[tuple[str, str]] = []
+    while str(cur).startswith(top + "/"):
+        driver = _link_name(cur / "driver")
+        if driver is not None:
+            module = _link_name(cur / "driver" / "module") or driver
+            out.append((module_name(module), cur.name))
+        cur = cur.parent
+    return out
+
+
+def needed_modules(knames: Iterable[str], sysfs: Path = Path("/sys")) -> dict[str, str]:
+    """Module -> why, for the drivers of the given disks (kernel names on this machine)."""
+    out: dict[str, str] = {}
+    for kname in knames:
+        for module, device in device_chain_modules(kname, sysfs):
+            out.setdefault(module, f"{kname}: driver of {device}")
+    return out
+
+
+@dataclass(frozen=True)
+class Gap:
+    """What one kernel's initramfs lacks of what the disks need."""
+
+    # Module -> why; dependencies included, built-ins left out.
+    needed: dict[str, str]
+    present: tuple[str, ...]
+    missing: tuple[str, ...]
+    builtin: tuple[str, ...]
+    # Modules the rescue uses that this kernel does not have at all.
+    unknown: tuple[str, ...]
+
+
+def decide_gap(needed: Mapping[str, str], in_image: Iterable[str], kernel: KernelModules) -> Gap:
+    """Which needed modules (with their dependencies in this kernel) the image lacks.
+
+    A module built into the kernel needs nothing; one the kernel does not know is
+    reported (it cannot be added) rather than counted missing.
+    """
+    have = set(in_image)
+    full: dict[str, str] = {}
+    builtin: list[str] = []
+    unknown: list[str] = []
+    for module, why in needed.items():
+        if module in kernel.builtin:
+            builtin.append(module)
+            continue
+        if kernel.found and module not in kernel.deps:
+            unknown.append(module)
+            continue
+        full.setdefault(module, why)
+        for dep in kernel.dependencies(module):
+            if dep not in kernel.builtin:
+                full.setdefault(dep, f"needed by {module}")
+    present = tuple(m for m in full if m in have)
+    missing = tuple(m for m in full if m not in have)
+    return Gap(full, present, missing, tuple(builtin), tuple(unknown))
+
+
+# ---------------------------------------------------------------------------------------
+# what the image has
+
+_KO = re.compile(r"(?:^|[\s/])([^\s/]+\.ko(?:\.(?:xz|zst|gz|bz2|lz4))?)(?:\s|$)")
+
+
+def parse_image_listing(text: str) -> frozenset[str]:
+    """Module names in an initramfs listing: lsinitramfs prints one path per line,
+    lsinitrd an ls -l style line ending in the path."""
+    out = set()
+    for line in text.splitlines():
+        m = _KO.search(line)
+        if m:
+            out.add(module_name(m.group(1)))
+    return frozenset(out)
+
+
+# ---------------------------------------------------------------------------------------
+# the generator's configuration
+
+
+def detect_generator(root: Path) -> Generator | None:
+    """Which initramfs generator the restored system uses (initramfs-tools wins a tie:
+    Debian installs dracut's tools only beside it, e.g. dracut-core)."""
+
+    def has(*paths: str) -> bool:
+        return any(os.path.lexists(root / p) for p in paths)
+
+    if has("usr/sbin/update-initramfs", "sbin/update-initramfs") and has("etc/initramfs-tools"):
+        return Generator.INITRAMFS_TOOLS
+    if has("usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut"):
+        return Generator.DRACUT
+    return None
+
+
+def image_path(root: Path, generator: Generator, kernel: str) -> str:
+    """The initramfs of kernel inside the restored system, as it names it."""
+    candidates = [f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img"]
+    if generator == Generator.DRACUT:
+        candidates.reverse()
+    for c in candidates:
+        if os.path.exists(root / c.lstrip("/")):
+            return c
+    return candidates[0]
+
+
+_MODULES_MODE = re.compile(r"^\s*MODULES=([\"']?)(\w+)\1")
+
+
+def initramfs_modules_mode(texts: Sequence[str]) -> str:
+    """MODULES= of initramfs.conf then conf.d/* in order (the last one wins)."""
+    mode = "most"
+    for text in texts:
+        for line in text.splitlines():
+            m = _MODULES_MODE.match(line)
+            if m:
+                mode = m.group(2)
+    return mode
+
+
+def add_modules(text: str, modules: Sequence[str], comment: str) -> Rewrite:
+    """/etc/initramfs-tools/modules with the modules it does not list yet appended, after
+    one comment line saying why; the lines there stay byte-identical."""
+    listed = set()
+    for line in text.splitlines():
+        if not lines.is_comment(line):
+            listed.add(module_name(line.split()[0]))
+    todo = [m for m in modules if m not in listed]
+    if not todo:
+        return Rewrite(text)
+    start = text if not text or text.endswith("\n") else text + "\n"
+    n = len(text.splitlines())
+    added = [f"# {comment}", *todo]
+    changes = tuple(
+        LineChange(n + i + 1, None, line, "added: the disks of this machine need it")
+        for i, line in enumerate(added)
+    )
+    return Rewrite(start + "\n".join(added) + "\n", changes)
+
+
+def dracut_conf(modules: Sequence[str], comment: str) -> str:
+    """A dracut.conf.d snippet that puts the drivers in every image (hostonly or not)."""
+    return f'# {comment}\nadd_drivers+=" {" ".join(modules)} "\n'
+
+
+def rebuild_argv(generator: Generator, kernel: str, image_exists: bool) -> list[str]:
+    """The command (to run in the chroot) that regenerates one kernel's initramfs."""
+    if generator == Generator.DRACUT:
+        return ["dracut", "--force", "--kver", kernel]
+    return ["update-initramfs", "-u" if image_exists else "-c", "-k", kernel]
+
+
+def lister_argv(generator: Generator, image: str) -> list[str]:
+    return ["lsinitrd", image] if generator == Generator.DRACUT else ["lsinitramfs", image]
+
+
+def installed_kernels(root: Path) -> list[str]:
+    """Kernels installed in the restored tree: a vmlinuz and its /lib/modules."""
+    out = []
+    try:
+        names = os.listdir(root / "boot")
+    except OSError:
+        return []
+    for n in names:
+        for prefix in ("vmlinuz-", "vmlinux-"):
+            if n.startswith(prefix):
+                version = n.removeprefix(prefix)
+                if os.path.isdir(root / "lib/modules" / version) or os.path.isdir(
+                    root / "usr/lib/modules" / version
+                ):
+                    out.append(version)
+    return sorted(set(out), key=kernel_sort_key)
+
+
+def kernel_sort_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-+~]", version) if p)
+
+
+def kernels_to_check(installed: Sequence[str], saved: str) -> list[str]:
+    """The kernel GRUB boots by default (the newest) and the one the system ran when it
+    was saved, when installed: the others keep their images as they are."""
+    if not installed:
+        return []
+    out = [installed[-1]]
+    if saved in installed and saved not in out:
+        out.append(saved)
+    return out

@@ -1,0 +1,185 @@
+"""Which actual network interface each saved one's configuration now belongs to.
+
+Saved NICs are what the restored configuration names (interface names, MACs, the
+pairs of both some files give) — the description records network controllers by bus
+address and driver, not by MAC or name. Actual NICs are this machine's (the rescue runs
+on the target hardware): /sys/class/net/*/address of the interfaces with a device, in
+the order of their bus paths (PCI order). Pairing: --net-map first; then the same MAC
+(the NIC is still there, perhaps under another name); then a saved NIC without MAC
+whose name exists is taken as present; the rest pair in order, saved (by name) with
+actual (PCI order).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from resurgo.errors import BadInput
+from resurgo.finalize.model import NicPair
+from resurgo.finalize.netconf import MAC, NetMap, NicRef
+
+
+@dataclass(frozen=True)
+class Nic:
+    name: str | None
+    mac: str | None
+    # Sort key: the bus path of the device (actual NICs).
+    path: str = ""
+    pinned: bool = False
+
+    def label(self) -> str:
+        if self.name and self.mac:
+            return f"{self.name} ({self.mac})"
+        return self.name or self.mac or "?"
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
+    )
+
+
+def actual_nics(sysfs: Path = Path("/sys")) -> list[Nic]:
+    """This machine's physical NICs (those with a device behind them), in bus order."""
+    base = sysfs / "class" / "net"
+    out = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    for name in names:
+        dev = base / name / "device"
+        if not os.path.exists(dev):
+            continue  # lo, bridges, bonds, tunnels
+        try:
+            mac = (base / name / "address").read_text().strip().lower()
+        except OSError:
+            mac = ""
+        real = os.path.realpath(dev)
+        out.append(Nic(name, mac if MAC.fullmatch(mac) else None, real))
+    return sorted(out, key=lambda n: natural_key(n.path))
+
+
+def saved_nics(refs: Iterable[NicRef]) -> list[Nic]:
+    """One Nic per interface the configuration names, merging the references that share a
+    MAC or a name; in natural order of their names (eth0, eth1, ens3, ens4, ...)."""
+    groups: list[dict[str, object]] = []
+    for ref in refs:
+        hit = None
+        for g in groups:
+            if (ref.mac and ref.mac == g["mac"]) or (ref.name and ref.name == g["name"]):
+                hit = g
+                break
+        if hit is None:
+            groups.append({"name": ref.name, "mac": ref.mac, "pinned": ref.pinned})
+            continue
+        if hit["name"] is None and ref.name:
+            hit["name"] = ref.name
+        if hit["mac"] is None and ref.mac:
+            hit["mac"] = ref.mac
+        hit["pinned"] = bool(hit["pinned"]) or ref.pinned
+    nics = [
+        Nic(
+            name=g["name"] if isinstance(g["name"], str) else None,
+            mac=g["mac"] if isinstance(g["mac"], str) else None,
+            pinned=bool(g["pinned"]),
+        )
+        for g in groups
+    ]
+    return sorted(nics, key=lambda n: (n.name is None, natural_key(n.name or n.mac or "")))
+
+
+def _find(nics: Sequence[Nic], key: str) -> Nic | None:
+    low = key.lower()
+    return next((n for n in nics if n.name == key or (n.mac is not None and n.mac == low)), None)
+
+
+def pair_nics(
+    saved: Sequence[Nic],
+    actual: Sequence[Nic],
+    user_map: Sequence[tuple[str, str]] = (),
+    warnings: list[str] | None = None,
+) -> list[tuple[Nic, Nic, str]]:
+    """(saved, actual, how) for every saved NIC that has an actual one.
+
+    Raises BadInput when a --net-map names no interface of this machine.
+    """
+    pairs: list[tuple[Nic, Nic, str]] = []
+    left = list(saved)
+    free = list(actual)
+    for old, new in user_map:
+        target = _find(free, new)
+        if target is None:
+            have = ", ".join(n.label() for n in actual) or "none"
+            raise BadInput(
+                f"--net-map {old}={new}: this machine has no free interface {new}",
+                f"its interfaces: {have}",
+            )
+        source = _find(left, old)
+        if source is None:
+            source = Nic(None, old.lower()) if MAC.fullmatch(old) else Nic(old, None)
+        else:
+            left.remove(source)
+        free.remove(target)
+        pairs.append((source, target, "map"))
+    for nic in list(left):
+        same = next((a for a in free if nic.mac and a.mac == nic.mac), None)
+        if same is None and nic.mac is None and nic.name:
+            same = next((a for a in free if a.name == nic.name), None)
+        if same is not None:
+            left.remove(nic)
+            free.remove(same)
+            pairs.append((nic, same, "mac" if nic.mac else "name"))
+    for nic, target in zip(left, free, strict=False):
+        pairs.append((nic, target, "order"))
+    if len(left) > len(free) and warnings is not None:
+        for nic in left[len(free) :]:
+            warnings.append(
+                f"no interface left on this machine for {nic.label()}: its configuration "
+                "is kept as it is (map one with --net-map OLD=NEW)"
+            )
+    return pairs
+
+
+def netmap(pairs: Iterable[tuple[Nic, Nic, str]]) -> NetMap:
+    """The substitutions the pairs call for. A name the configuration pins to a MAC keeps
+    its name: the MAC match is what moves to the new NIC."""
+    names: dict[str, str] = {}
+    macs: dict[str, str] = {}
+    why: dict[str, str] = {}
+    for old, new, how in pairs:
+        by = {"map": "by --net-map", "order": "by PCI order", "mac": "same MAC", "name": ""}[how]
+        if old.mac and new.mac and old.mac != new.mac:
+            macs[old.mac] = new.mac
+            why[old.mac] = f"MAC {old.mac} is now {new.mac} ({new.name}, {by})"
+        if old.name and new.name and old.name != new.name and not old.pinned:
+            names[old.name] = new.name
+            why[old.name] = f"interface {old.name} is now {new.name} ({by})"
+    return NetMap(names, macs, why)
+
+
+def report_pairs(pairs: Iterable[tuple[Nic, Nic, str]]) -> list[NicPair]:
+    return [NicPair(o.name, o.mac, n.name, n.mac, how) for o, n, how in pairs]
+
+
+def gone_macs(saved: Iterable[Nic], actual: Iterable[Nic]) -> frozenset[str]:
+    here = {n.mac for n in actual if n.mac}
+    return frozenset(n.mac for n in saved if n.mac and n.mac not in here)
+
+
+def parse_net_map(values: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """--net-map OLD=NEW values (interface names or MACs) -> pairs; BadInput otherwise."""
+    out = []
+    for value in values:
+        old, eq, new = value.partition("=")
+        if not eq or not old.strip() or not new.strip():
+            raise BadInput(
+                f"--net-map {value!r}: expected OLD=NEW",
+                "OLD and NEW are interface names or MACs, e.g. --net-map eth0=enp3s0",
+            )
+        out.append((old.strip(), new.strip()))
+    return tuple(out)

@@ -1,0 +1,414 @@
+"""The finalize steps in order, each recorded: storage config, network, drivers, bootloader.
+
+Finalizer holds what the steps share (the tree, the identities, the lazily opened
+chroot) and what the report collects. A failing command ends its step with an error in
+the report; the later steps still run, and the record of the recovery is written
+whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from resurgo import run
+from resurgo.errors import CommandFailed, ResurgoError
+from resurgo.finalize import bootloader, configs, drivers, identity, netmap
+from resurgo.finalize import report as render
+from resurgo.finalize.chroot import Chroot
+from resurgo.finalize.cmdline import grub_cfg_roots
+from resurgo.finalize.identity import Identities
+from resurgo.finalize.model import (
+    CommandRecord,
+    FileChange,
+    FinalizeOptions,
+    FinalizeReport,
+    InitramfsCheck,
+    LineChange,
+    NicPair,
+    Rewrite,
+    StepStatus,
+)
+from resurgo.finalize.tree import RootTree, Tree
+from resurgo.model import BootloaderKind, Description, DriverClass
+from resurgo.plan.model import Plan
+from resurgo.probe.hardware import KernelModules
+
+MODULES_FILE = "/etc/initramfs-tools/modules"
+DRACUT_SNIPPET = "/etc/dracut.conf.d/resurgo-drivers.conf"
+
+
+class Finalizer:
+    def __init__(
+        self,
+        desc: Description,
+        plan: Plan,
+        tree: Tree,
+        root: Path | None,
+        options: FinalizeOptions,
+        ids: Identities,
+    ) -> None:
+        self.desc = desc
+        self.plan = plan
+        self.tree = tree
+        # None: a preview from the description's copy of the configuration.
+        self.root = root
+        self.options = options
+        self.dry_run = options.dry_run or root is None
+        self.ids = ids
+        self.files: list[FileChange] = []
+        self.commands: list[CommandRecord] = []
+        self.nics: list[NicPair] = []
+        self.initramfs: list[InitramfsCheck] = []
+        self.notes: list[str] = []
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+        self.timings: list[tuple[str, float]] = []
+        self._chroot: Chroot | None = None
+        self.started = time.monotonic()
+        self.stamp = datetime.datetime.now(datetime.UTC)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        except ResurgoError as e:
+            self.errors.append(f"{name}: {e}")
+        finally:
+            self.timings.append((name, time.monotonic() - started))
+
+    def file(self, path: str, rw: Rewrite, *, created: bool = False) -> None:
+        self.warnings.extend(f"{path}: {w}" for w in rw.warnings)
+        if not rw.changed:
+            return
+        written = False
+        if not self.dry_run and isinstance(self.tree, RootTree):
+            self.tree.write(path, rw.text)
+            written = True
+        self.files.append(FileChange(path, rw.changes, written, created))
+
+    def chroot(self) -> Chroot:
+        if self._chroot is None:
+            assert self.root is not None
+            self._chroot = Chroot(self.root).__enter__()
+        return self._chroot
+
+    def close(self) -> None:
+        if self._chroot is not None:
+            self._chroot.close()
+            self._chroot = None
+
+    def command(self, argv: Sequence[str], why: str, *, in_chroot: bool = True) -> bool:
+        """Run one command (or plan it, in a dry run); False when it failed."""
+        if self.dry_run:
+            self.commands.append(
+                CommandRecord(tuple(argv), why, StepStatus.PLANNED, chroot=in_chroot)
+            )
+            return True
+        started = time.monotonic()
+        try:
+            if in_chroot:
+                self.chroot().execute(argv)
+            else:
+                run.run(argv)
+        except CommandFailed as e:
+            seconds = time.monotonic() - started
+            self.commands.append(
+                CommandRecord(
+                    tuple(argv),
+                    why,
+                    StepStatus.FAILED,
+                    seconds,
+                    in_chroot,
+                    e.stderr.strip()[-2000:],
+                )
+            )
+            self.errors.append(f"{' '.join(argv)} failed with exit code {e.returncode}")
+            return False
+        self.commands.append(
+            CommandRecord(tuple(argv), why, StepStatus.DONE, time.monotonic() - started, in_chroot)
+        )
+        return True
+
+    def report(self, log: str | None = None) -> FinalizeReport:
+        return FinalizeReport(
+            root=str(self.root) if self.root is not None else "(the description's copy)",
+            dry_run=self.dry_run,
+            files=tuple(self.files),
+            commands=tuple(self.commands),
+            nics=tuple(self.nics),
+            initramfs=tuple(self.initramfs),
+            notes=tuple(self.notes),
+            warnings=tuple(dict.fromkeys(self.warnings)),
+            errors=tuple(self.errors),
+            log=log,
+            seconds=time.monotonic() - self.started,
+            timings=tuple(self.timings),
+        )
+
+    # ------------------------------------------------------------------ storage
+
+    def rewrite_storage(self) -> None:
+        esp = None
+        if self.desc.system.bootloader.kind == BootloaderKind.SYSTEMD_BOOT:
+            esp, _ = bootloader.esp_location(self.desc, self.plan)
+        for path, rw in configs.storage_rewrites(self.tree, self.ids, esp=esp):
+            self.file(path, rw)
+
+    # ------------------------------------------------------------------ network
+
+    def map_network(self) -> None:
+        files = configs.network_files(self.tree)
+        saved = netmap.saved_nics(configs.network_refs(files))
+        actual = netmap.actual_nics(self.options.sysfs)
+        pairs = netmap.pair_nics(saved, actual, self.options.net_map, self.warnings)
+        self.nics = netmap.report_pairs(pairs)
+        nm = netmap.netmap(pairs)
+        gone = netmap.gone_macs(saved, actual)
+        for path, rw in configs.network_rewrites(files, nm, gone):
+            self.file(path, rw)
+        controllers = [d for d in self.desc.drivers if d.device_class == DriverClass.NETWORK]
+        if not files:
+            self.notes.append(
+                "no network configuration files (ifupdown, NetworkManager, "
+                "systemd-networkd, netplan) to map"
+            )
+        elif len(controllers) != len(actual):
+            self.notes.append(
+                f"the saved system had {len(controllers)} network controller(s), this machine "
+                f"has {len(actual)} interface(s): "
+                + (", ".join(n.label() for n in actual) or "none")
+            )
+
+    # ------------------------------------------------------------------ drivers
+
+    def _listing(self, gen: drivers.Generator, image: str) -> frozenset[str] | None:
+        """The modules in one initramfs: listed from the rescue system when it has a lister
+        (read-only, against the file), else with the restored system's own in the chroot."""
+        assert self.root is not None
+        host_image = str(self.root / image.lstrip("/"))
+        tools = ["lsinitrd", "lsinitramfs"]
+        if gen == drivers.Generator.INITRAMFS_TOOLS:
+            tools.reverse()
+        for tool in tools:
+            if run.which(tool):
+                return drivers.parse_image_listing(run.output([tool, host_image]))
+        if self.dry_run:
+            return None
+        argv = drivers.lister_argv(gen, image)
+        return drivers.parse_image_listing(self.chroot().execute(argv).stdout)
+
+    def check_drivers(self) -> None:
+        if self.root is None:
+            self.notes.append("drivers: the restored initramfs is checked after the restore")
+            return
+        gen = drivers.detect_generator(self.root)
+        if gen is None:
+            self.warnings.append(
+                "neither initramfs-tools nor dracut in the restored system: its initramfs "
+                "was not checked for this machine's drivers"
+            )
+            return
+        knames = [m.kname for m in self.plan.matches]
+        needed = drivers.needed_modules(knames, self.options.sysfs)
+        if not needed:
+            self.warnings.append(
+                f"no driver found in {self.options.sysfs} for the disks "
+                f"{', '.join(knames) or '(none)'}: the initramfs was not checked"
+            )
+            return
+        kernels = drivers.kernels_to_check(
+            drivers.installed_kernels(self.root), self.desc.system.kernel
+        )
+        if not kernels:
+            self.errors.append("no kernel (vmlinuz with its modules) in the restored /boot")
+            return
+        checks: list[tuple[str, str, bool, drivers.Gap]] = []
+        for kernel in kernels:
+            modules = KernelModules.load(self.root, kernel)
+            image = drivers.image_path(self.root, gen, kernel)
+            exists = os.path.exists(self.root / image.lstrip("/"))
+            listing = self._listing(gen, image) if exists else frozenset()
+            if listing is None:
+                self.notes.append(f"{image}: no lsinitramfs/lsinitrd here to look inside")
+                continue
+            gap = drivers.decide_gap(needed, listing, modules)
+            for m in gap.unknown:
+                self.warnings.append(
+                    f"kernel {kernel} has no module {m} ({needed[m]}): it cannot go into "
+                    "its initramfs; that kernel may not find its disks here"
+                )
+            checks.append((kernel, image, exists, gap))
+        missing = list(dict.fromkeys(m for *_, gap in checks for m in gap.missing))
+        if missing:
+            self._name_modules(gen, missing)
+        for kernel, image, exists, gap in checks:
+            rebuilt = False
+            seconds = 0.0
+            still: tuple[str, ...] = ()
+            if gap.missing:
+                started = time.monotonic()
+                rebuilt = self.command(
+                    drivers.rebuild_argv(gen, kernel, exists),
+                    f"the initramfs of {kernel} lacks {', '.join(gap.missing)}, which the "
+                    "disks of this machine need to be found at boot",
+                )
+                seconds = time.monotonic() - started
+                if rebuilt and not self.dry_run:
+                    after = self._listing(gen, image) or frozenset()
+                    still = tuple(m for m in gap.missing if m not in after)
+                    if still:
+                        self.errors.append(
+                            f"{image} still lacks {', '.join(still)} after the rebuild"
+                        )
+            self.initramfs.append(
+                InitramfsCheck(
+                    kernel=kernel,
+                    image=image,
+                    generator=str(gen),
+                    needed=tuple(gap.needed.items()),
+                    present=gap.present,
+                    missing=gap.missing,
+                    builtin=gap.builtin,
+                    rebuilt=rebuilt and not self.dry_run,
+                    seconds=seconds if not self.dry_run else 0.0,
+                    still_missing=still,
+                )
+            )
+            if not gap.missing:
+                self.notes.append(f"initramfs already has: {', '.join(gap.present)} ({kernel})")
+
+    def _name_modules(self, gen: drivers.Generator, missing: list[str]) -> None:
+        """Name the drivers in the generator's configuration, so that every later rebuild
+        (a kernel update) keeps them."""
+        comment = (
+            f"added by resurgo on recovery ({self.stamp:%Y-%m-%d}): drivers of this machine's disks"
+        )
+        if gen == drivers.Generator.INITRAMFS_TOOLS:
+            text = self.tree.read(MODULES_FILE) or ""
+            self.file(MODULES_FILE, drivers.add_modules(text, missing, comment), created=not text)
+            return
+        old = self.tree.read(DRACUT_SNIPPET)
+        new = drivers.dracut_conf(missing, comment)
+        if old == new:
+            return
+        rw = Rewrite(
+            new,
+            tuple(
+                LineChange(n, None, line, "dracut puts these drivers in every image")
+                for n, line in enumerate(new.splitlines(), start=1)
+            ),
+        )
+        self.file(DRACUT_SNIPPET, rw, created=old is None)
+
+    # ------------------------------------------------------------------ bootloader
+
+    def install_bootloader(self) -> None:
+        efi = (self.options.sysfs / "firmware" / "efi").is_dir()
+        facts = (
+            bootloader.TreeFacts.of(self.root) if self.root is not None else bootloader.TreeFacts()
+        )
+        bp = bootloader.plan_bootloader(self.desc, self.plan, efi_available=efi, tree=facts)
+        self.notes.extend(bp.notes)
+        if bp.problems:
+            self.errors.extend(bp.problems)
+            return
+        if (
+            bp.esp is not None
+            and self.root is not None
+            and not self.dry_run
+            and not os.path.ismount(self.root / bp.esp.lstrip("/"))
+        ):
+            self.errors.append(
+                f"the ESP is not mounted at {self.root / bp.esp.lstrip('/')}: the "
+                "bootloader cannot be installed into it"
+            )
+            return
+        for step in bp.steps:
+            if not self.command(step.argv, step.why, in_chroot=step.chroot):
+                return
+        if (
+            self.desc.system.bootloader.kind == BootloaderKind.GRUB_EFI
+            and efi
+            and bp.bootloader_id
+            and bp.loader
+            and not self.dry_run
+        ):
+            self._check_nvram(bp)
+        if bp.regenerate:
+            self._grub_cfg(facts)
+
+    def _check_nvram(self, bp: bootloader.BootPlan) -> None:
+        assert bp.bootloader_id is not None and bp.loader is not None
+        if not run.which("efibootmgr"):
+            self.warnings.append("no efibootmgr here: the NVRAM entry was not checked")
+            return
+        entries = bootloader.parse_efibootmgr(run.output(["efibootmgr"]))
+        if any(label == bp.bootloader_id for _, label in entries):
+            self.notes.append(f"NVRAM has a boot entry {bp.bootloader_id!r}")
+            return
+        if bp.esp_device is None:
+            self.warnings.append(
+                f"no NVRAM entry {bp.bootloader_id!r}, and the ESP's disk is not known: the "
+                "removable-media path is what the firmware will find"
+            )
+            return
+        disk, number = bp.esp_device
+        step = bootloader.efibootmgr_create(disk, number, bp.bootloader_id, bp.loader)
+        self.command(step.argv, step.why, in_chroot=False)
+
+    def _root_spec(self) -> str | None:
+        system = self.ids.by_record(self.desc.system.system_volume or "")
+        return system.stable_spec() if system is not None else None
+
+    def fix_grub_cfg_text(self) -> None:
+        """Without the bootloader step: the existing grub.cfg's device names, as text."""
+        facts = (
+            bootloader.TreeFacts.of(self.root) if self.root is not None else bootloader.TreeFacts()
+        )
+        found = configs.grub_cfg_rewrite(self.tree, facts.grub_cfg, self.ids, self._root_spec())
+        if found is not None:
+            self.file(*found)
+
+    def _grub_cfg(self, facts: bootloader.TreeFacts) -> None:
+        ok = self.command(
+            (facts.grub_mkconfig, "-o", facts.grub_cfg),
+            "grub.cfg regenerated for the disks and kernels as they are now",
+        )
+        if not ok:
+            return
+        root_spec = self._root_spec()
+        found = configs.grub_cfg_rewrite(self.tree, facts.grub_cfg, self.ids, root_spec)
+        if found is None:
+            if not self.dry_run:
+                self.errors.append(f"{facts.grub_cfg} is missing after grub-mkconfig")
+            return
+        path, rw = found
+        self.file(path, rw)
+        if self.dry_run:
+            return
+        roots = grub_cfg_roots(self.tree.read(path) or "")
+        bad = [r for r in roots if identity.is_hardware_name(r)]
+        if bad:
+            self.errors.append(f"{path} still names the root by a kernel device: {bad[0]}")
+
+    # ------------------------------------------------------------------ the record
+
+    def write_log(self) -> str | None:
+        if self.dry_run or not isinstance(self.tree, RootTree):
+            return None
+        path = f"{self.options.log_dir.rstrip('/')}/recovery-{self.stamp:%Y%m%dT%H%M%SZ}.log"
+        report = self.report(log=path)
+        try:
+            self.tree.write(path, render.text(report), mode=0o640)
+        except (OSError, ResurgoError) as e:
+            self.errors.append(f"the record of the recovery could not be written to {path}: {e}")
+            return None
+        return path
