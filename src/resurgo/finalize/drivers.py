@@ -85,6 +85,9 @@ class Gap:
     builtin: tuple[str, ...]
     # Modules the rescue uses that this kernel does not have at all.
     unknown: tuple[str, ...]
+    # The drivers to name in the generator's configuration: those of the devices whose
+    # module or a dependency is missing (the generator adds the dependencies itself).
+    add: tuple[str, ...] = ()
 
 
 def decide_gap(needed: Mapping[str, str], in_image: Iterable[str], kernel: KernelModules) -> Gap:
@@ -110,7 +113,13 @@ def decide_gap(needed: Mapping[str, str], in_image: Iterable[str], kernel: Kerne
                 full.setdefault(dep, f"needed by {module}")
     present = tuple(m for m in full if m in have)
     missing = tuple(m for m in full if m not in have)
-    return Gap(full, present, missing, tuple(builtin), tuple(unknown))
+    add = tuple(
+        m
+        for m in needed
+        if m in full
+        and (m not in have or any(d in missing for d in kernel.dependencies(m)))
+    )
+    return Gap(full, present, missing, tuple(builtin), tuple(unknown), add)
 
 
 # ---------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def actual_nics(sysfs: Path = Path("/sys")) -> list[Nic]:
             mac = ""
         real = os.path.realpath(dev)
         out.append(Nic(name, mac if MAC.fullmatch(mac) else None, real))
-    return sorted(out, key=lambda n: natural_key(n.path))
+    # PCI addresses are fixed-width hex: plain string order is bus order.
+    return sorted(out, key=lambda n: n.path)
 
 
 def saved_nics(refs: Iterable[NicRef]) -> list[Nic]:

@@ -246,9 +246,9 @@ class Finalizer:
                     "its initramfs; that kernel may not find its disks here"
                 )
             checks.append((kernel, image, exists, gap))
-        missing = list(dict.fromkeys(m for *_, gap in checks for m in gap.missing))
-        if missing:
-            self._name_modules(gen, missing)
+        add = list(dict.fromkeys(m for *_, gap in checks for m in gap.add))
+        if add:
+            self._name_modules(gen, add)
         for kernel, image, exists, gap in checks:
             rebuilt = False
             seconds = 0.0

@@ -1,0 +1,184 @@
+"""finalize: the drivers this machine's disks need, and the initramfs gap decision."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from resurgo.finalize import drivers
+from resurgo.finalize.drivers import Generator
+from resurgo.probe.hardware import KernelModules, parse_modules_builtin, parse_modules_dep
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+GUEST = DATA / "sys/guest-mixed"
+SYS = GUEST / "sys"
+
+
+def guest_kernel() -> KernelModules:
+    """The vm tier guest's kernel (6.1.0-50-amd64), from its recorded index."""
+    return KernelModules(
+        kernel=(GUEST / "kernel").read_text().strip(),
+        deps=parse_modules_dep(gzip.decompress((GUEST / "modules.dep.gz").read_bytes()).decode()),
+        builtin=parse_modules_builtin((GUEST / "modules.builtin").read_text()),
+        found=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kname", "chain"),
+    [
+        ("nvme0n1", [("nvme", "0000:00:04.0")]),
+        ("vda", [("virtio_blk", "virtio0"), ("virtio_pci", "0000:00:03.0")]),
+        ("vda2", [("virtio_blk", "virtio0"), ("virtio_pci", "0000:00:03.0")]),
+        ("sdb", [("sd_mod", "2:0:0:0"), ("ahci", "0000:00:07.0")]),
+        (
+            "sdc",
+            [("sd_mod", "8:0:0:0"), ("virtio_scsi", "virtio1"), ("virtio_pci", "0000:00:05.0")],
+        ),
+        ("nosuch", []),
+    ],
+)
+def test_the_driver_chain_of_a_disk_in_the_recorded_guest(
+    kname: str, chain: list[tuple[str, str]]
+) -> None:
+    assert drivers.device_chain_modules(kname, SYS) == chain
+
+
+def test_usb_disk_needs_storage_and_host_controller_drivers_once_each() -> None:
+    needed = drivers.needed_modules(["sdd"], SYS)
+    assert list(needed) == ["sd_mod", "usb_storage", "usbcore", "xhci_pci"]
+    assert needed["xhci_pci"] == "sdd: driver of 0000:00:08.0"
+
+
+def test_listings_of_lsinitramfs_and_lsinitrd_give_the_same_modules() -> None:
+    a = drivers.parse_image_listing((DATA / "finalize/lsinitramfs-bookworm-most.txt").read_text())
+    b = drivers.parse_image_listing((DATA / "finalize/lsinitrd-bookworm-most.txt").read_text())
+    assert a == b
+    assert {"nvme", "nvme_core", "ahci", "libahci", "virtio_blk", "ext4", "sd_mod"} <= a
+    assert "conf" not in a and "nvme_host" not in a
+
+
+def test_a_most_initramfs_already_has_nvme_nothing_to_rebuild() -> None:
+    listing = drivers.parse_image_listing(
+        (DATA / "finalize/lsinitramfs-bookworm-most.txt").read_text()
+    )
+    gap = drivers.decide_gap(drivers.needed_modules(["nvme0n1"], SYS), listing, guest_kernel())
+    assert gap.missing == () and gap.add == ()
+    assert gap.present[:2] == ("nvme", "nvme_core")
+
+
+def test_a_host_only_virtio_initramfs_lacks_nvme_and_its_dependencies() -> None:
+    # What MODULES=list with virtio_pci, virtio_blk, ext4 puts in (the vm tier's target).
+    listing = frozenset(
+        {
+            "virtio_pci",
+            "virtio_pci_legacy_dev",
+            "virtio_pci_modern_dev",
+            "virtio_ring",
+            "virtio",
+            "virtio_blk",
+            "ext4",
+            "jbd2",
+            "mbcache",
+            "crc16",
+            "crc32c_generic",
+        }
+    )
+    kernel = guest_kernel()
+    gap = drivers.decide_gap(drivers.needed_modules(["nvme0n1"], SYS), listing, kernel)
+    assert gap.missing[:2] == ("nvme", "nvme_core")
+    assert set(gap.missing) == {"nvme", *kernel.dependencies("nvme")}
+    assert gap.add == ("nvme",)
+    assert gap.needed["nvme"] == "nvme0n1: driver of 0000:00:04.0"
+    assert gap.needed["nvme_core"] == "needed by nvme"
+    # The same image for the virtio disk it was made for: complete.
+    same = drivers.decide_gap(drivers.needed_modules(["vda"], SYS), listing, kernel)
+    assert same.missing == () and same.present == (
+        "virtio_blk",
+        "virtio_ring",
+        "virtio",
+        "virtio_pci",
+        "virtio_pci_legacy_dev",
+        "virtio_pci_modern_dev",
+    )
+
+
+def test_builtin_and_unknown_modules_are_not_missing() -> None:
+    kernel = KernelModules(
+        kernel="x",
+        deps={"nvme": ("nvme_core",), "nvme_core": ()},
+        builtin=frozenset({"ahci"}),
+        found=True,
+    )
+    gap = drivers.decide_gap(
+        {"ahci": "sda", "nvme": "nvme0n1", "mpt3sas": "sdb"}, frozenset({"nvme"}), kernel
+    )
+    assert gap.builtin == ("ahci",) and gap.unknown == ("mpt3sas",)
+    assert gap.missing == ("nvme_core",) and gap.add == ("nvme",)
+
+
+def test_modules_file_gets_only_what_it_lacks_after_a_comment() -> None:
+    text = "# List of modules to include in your initramfs.\n#\nvirtio_pci\nvirtio_blk\next4"
+    rw = drivers.add_modules(text, ["virtio_blk", "nvme"], "added by resurgo")
+    assert rw.text == text + "\n# added by resurgo\nnvme\n"
+    assert [(c.line, c.before, c.after) for c in rw.changes] == [
+        (6, None, "# added by resurgo"),
+        (7, None, "nvme"),
+    ]
+    assert not drivers.add_modules(rw.text, ["nvme"], "again").changed
+    assert drivers.add_modules("", ["nvme"], "c").text == "# c\nnvme\n"
+
+
+def test_modules_mode_last_assignment_wins_and_dracut_snippet() -> None:
+    assert drivers.initramfs_modules_mode(["MODULES=most\n", "# MODULES=dep\n"]) == "most"
+    assert drivers.initramfs_modules_mode(["MODULES=most\n", 'MODULES="dep"\n']) == "dep"
+    assert drivers.dracut_conf(["nvme", "ahci"], "why") == '# why\nadd_drivers+=" nvme ahci "\n'
+
+
+def test_rebuild_and_lister_commands() -> None:
+    assert drivers.rebuild_argv(Generator.INITRAMFS_TOOLS, "6.1.0-50-amd64", True) == [
+        "update-initramfs",
+        "-u",
+        "-k",
+        "6.1.0-50-amd64",
+    ]
+    assert drivers.rebuild_argv(Generator.INITRAMFS_TOOLS, "6.1.0", False)[1] == "-c"
+    assert drivers.rebuild_argv(Generator.DRACUT, "6.8.5-301.fc40.x86_64", True) == [
+        "dracut",
+        "--force",
+        "--kver",
+        "6.8.5-301.fc40.x86_64",
+    ]
+    assert drivers.lister_argv(Generator.DRACUT, "/boot/x")[0] == "lsinitrd"
+
+
+def test_tree_generator_kernels_and_image(tmp_path: Path) -> None:
+    assert drivers.detect_generator(tmp_path) is None
+    (tmp_path / "usr/sbin").mkdir(parents=True)
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/dracut").touch()
+    assert drivers.detect_generator(tmp_path) == Generator.DRACUT
+    (tmp_path / "usr/sbin/update-initramfs").touch()
+    (tmp_path / "etc/initramfs-tools").mkdir(parents=True)
+    assert drivers.detect_generator(tmp_path) == Generator.INITRAMFS_TOOLS
+    (tmp_path / "boot").mkdir()
+    for v in ("6.1.0-9-amd64", "6.1.0-18-amd64", "5.10.0-28-amd64", "6.1.0-old"):
+        (tmp_path / f"boot/vmlinuz-{v}").touch()
+        if v != "6.1.0-old":
+            (tmp_path / f"lib/modules/{v}").mkdir(parents=True)
+    installed = drivers.installed_kernels(tmp_path)
+    assert installed == ["5.10.0-28-amd64", "6.1.0-9-amd64", "6.1.0-18-amd64"]
+    assert drivers.kernels_to_check(installed, "6.1.0-9-amd64") == [
+        "6.1.0-18-amd64",
+        "6.1.0-9-amd64",
+    ]
+    assert drivers.kernels_to_check(installed, "4.19.0") == ["6.1.0-18-amd64"]
+    assert drivers.image_path(tmp_path, Generator.INITRAMFS_TOOLS, "6.1.0-18-amd64") == (
+        "/boot/initrd.img-6.1.0-18-amd64"
+    )
+    (tmp_path / "boot/initramfs-6.1.0-18-amd64.img").touch()
+    assert drivers.image_path(tmp_path, Generator.DRACUT, "6.1.0-18-amd64") == (
+        "/boot/initramfs-6.1.0-18-amd64.img"
+    )
