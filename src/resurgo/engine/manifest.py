@@ -215,6 +215,12 @@ class ManifestReader:
         return ManifestHeader(tuple(chain), root, tuple(excludes), tuple(empty))
 
     def __iter__(self) -> Iterator[Entry]:
+        for _, _, line in self.raw():
+            yield decode_entry(line)
+
+    def raw(self) -> Iterator[tuple[bytes, int, str]]:
+        """(path, set index, line) of each entry: the lines checked for their number of
+        fields, a safe path, the set, the walk order and the end; not decoded further."""
         line = self._first
         self._first = None
         sets = len(self.header.chain)
@@ -232,14 +238,22 @@ class ManifestReader:
                 if self._next_text() is not None:
                     raise ManifestError("lines after the end line")
                 return
-            entry = decode_entry(line)
-            if not 0 <= entry.set_index < sets:
-                raise ManifestError(f"entry {line!r} names set {entry.set_index} of {sets}")
-            key = walk_key(entry.path)
+            fields = line.split("\t")
+            if len(fields) != _FIELDS:
+                raise ManifestError(
+                    f"an entry line has {len(fields)} fields, not {_FIELDS}: {line!r}")
+            try:
+                path = check_path(unescape(fields[1]))
+                set_index = int(fields[12])
+            except (ValueError, BadPath) as e:
+                raise ManifestError(f"bad entry line {line!r}: {e}") from None
+            if not 0 <= set_index < sets:
+                raise ManifestError(f"entry {line!r} names set {set_index} of {sets}")
+            key = walk_key(path)
             if previous is not None and key <= previous:
                 raise ManifestError(f"entry {line!r} is out of walk order")
             previous = key
             self.count += 1
-            yield entry
+            yield path, set_index, line
             line = self._next_text()
         raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")

@@ -164,6 +164,16 @@ class CompressedWriter:
             self._raise_failure()
             raise SaveFailed(f"writing {self.name}: the compressor stopped reading") from None
 
+    def writev(self, parts: list[bytes]) -> None:
+        try:
+            n = os.writev(self._fd, parts)
+            total = sum(len(p) for p in parts)
+            if n < total:  # a pipe takes it all unless interrupted; finish what is left
+                _write_all(self._fd, memoryview(b"".join(parts))[n:])
+        except BrokenPipeError:
+            self._raise_failure()
+            raise SaveFailed(f"writing {self.name}: the compressor stopped reading") from None
+
     def _raise_failure(self) -> None:
         self._pump.join()
         if isinstance(self._error, ResurgoError):
@@ -249,10 +259,12 @@ class DecompressedReader:
         self._in = first.proc.stdin.fileno()
         _big_pipe(self._in)
         _big_pipe(last.proc.stdout.fileno())
-        self._reader = last.proc.stdout
-        # The bound method itself, for the record reader's many small reads.
-        self.read: Callable[[int], bytes] = self._reader.read
-        reader = cast(io.BufferedReader, self._reader)
+        # A big buffer: the record reader's many small reads come from memory.
+        reader = io.BufferedReader(cast(io.BufferedReader, last.proc.stdout).detach(),
+                                   buffer_size=CHUNK)
+        self._reader = last.proc.stdout = reader
+        # The bound methods themselves, for the record reader's many small reads.
+        self.read: Callable[[int], bytes] = reader.read
         self.readinto: Callable[[memoryview], int | None] = reader.readinto
         self._pump = threading.Thread(target=self._fill, name=f"pump {name}", daemon=True)
         self._pump.start()

@@ -4,7 +4,7 @@ The layout is documented in the package docstring (resurgo.engine). In short::
 
     stream  := start entry* end
     start   := "RSGOARC\\0" u16:version u16:n set_id[n] u32:crc32
-    entry   := "E" u32:n u64:p header[n] u32:crc32(header) payload[p]
+    entry   := "E" u32:n u64:p header[n] u32:crc32(frame+header) payload[p]
     payload := data of each extent, then the 32-byte sha256 of the content (files only)
     end     := "Z" u64:entries u64:payload_bytes u32:crc32
 
@@ -143,7 +143,28 @@ def start_record(set_id: str) -> bytes:
 
 def entry_record(h: Header) -> bytes:
     body = encode_header(h)
-    return FRAME.pack(b"E", len(body), h.payload_size) + body + _U32.pack(zlib.crc32(body))
+    head = FRAME.pack(b"E", len(body), h.payload_size) + body
+    return head + _U32.pack(zlib.crc32(head))
+
+
+_PATH_LENGTH = struct.Struct("<I")
+_PATH_AT = 45  # offset of the path length in the fixed part
+
+
+def peek_header(body: bytes) -> tuple[str, bytes]:
+    """The kind and (checked) path of an encoded header, without decoding the rest."""
+    try:
+        (n,) = _PATH_LENGTH.unpack_from(body, _PATH_AT)
+        path = body[_FIXED.size:_FIXED.size + n]
+        kind = chr(body[0])
+    except (struct.error, IndexError):
+        raise FormatError("malformed entry header") from None
+    if kind not in KINDS:
+        raise FormatError(f"unknown entry kind {kind!r}")
+    try:
+        return kind, check_path(path)
+    except BadPath as e:
+        raise FormatError(str(e)) from None
 
 
 def end_record(entries: int, payload_bytes: int) -> bytes:
@@ -211,25 +232,22 @@ class RecordReader:
             raise FormatError("start record checksum mismatch")
         return raw.decode("utf-8", "replace")
 
-    def next_record(self) -> tuple[bytes, Header] | None:
-        """The next entry's frame and header bytes (with its crc) and the header, or None
-        after a valid end record."""
+    def next_raw(self) -> tuple[bytes, str, bytes, int] | None:
+        """The next entry as it is in the stream (frame, header, crc), its kind, path and
+        payload length, after checking the crc and the path; None after a valid end.
+        The rest of the header is checked by whoever decodes it."""
         frame = self._take(FRAME.size)
         tag, n, payload = FRAME.unpack(frame)
         if tag == b"E":
             if n > MAX_HEADER:
                 raise FormatError(f"entry header of {n} bytes")
-            raw = self._take(n + 4)
-            body = raw[:n]
-            if _U32.unpack_from(raw, n)[0] != zlib.crc32(body):
+            raw = frame + self._take(n + 4)
+            if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
                 raise FormatError("entry header checksum mismatch")
-            h = decode_header(body)
-            if payload != h.payload_size:
-                raise FormatError(f"entry payload of {payload} bytes, its header says "
-                                  f"{h.payload_size}")
+            kind, path = peek_header(raw[FRAME.size:FRAME.size + n])
             self.entries += 1
-            self.last_path = h.path
-            return frame + raw, h
+            self.last_path = path
+            return raw, kind, path, payload
         if tag == b"Z":
             # The end record is shorter than a frame only when truncated: its body is
             # 16 bytes + the crc, of which the frame read 12.
@@ -249,9 +267,26 @@ class RecordReader:
             return None
         raise FormatError(f"unknown record tag {tag!r}")
 
+    def next_record(self) -> tuple[bytes, Header] | None:
+        """The next entry as it is in the stream and decoded; None after a valid end."""
+        found = self.next_raw()
+        if found is None:
+            return None
+        raw, _, _, payload = found
+        h = decode_raw(raw)
+        if payload != h.payload_size:
+            raise FormatError(f"entry payload of {payload} bytes, its header says "
+                              f"{h.payload_size}")
+        return raw, h
+
     def next_header(self) -> Header | None:
         record = self.next_record()
         return None if record is None else record[1]
+
+
+def decode_raw(raw: bytes | memoryview) -> Header:
+    """The header of an entry record (frame + header + crc) as next_raw returns it."""
+    return decode_header(bytes(raw[FRAME.size:-4]))
 
 
 def split_records(buf: memoryview) -> Iterator[tuple[Header, memoryview]]:
@@ -262,6 +297,9 @@ def split_records(buf: memoryview) -> Iterator[tuple[Header, memoryview]]:
         _, n, payload = FRAME.unpack_from(buf, pos)
         start = pos + FRAME.size
         h = decode_header(bytes(buf[start:start + n]))
+        if payload != h.payload_size:
+            raise FormatError(f"entry payload of {payload} bytes, its header says "
+                              f"{h.payload_size}")
         pos = start + n + 4
         yield h, buf[pos:pos + payload]
         pos += payload

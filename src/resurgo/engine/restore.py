@@ -28,6 +28,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -35,26 +36,32 @@ from typing import IO
 import resurgo
 from resurgo import run
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed
-from resurgo.engine.manifest import Entry, xattr_digest
+from resurgo.engine.manifest import decode_entry
 from resurgo.engine.names import ROOT, components, escape, walk_key
 from resurgo.engine.pipes import DecompressedReader, Written
 from resurgo.engine.records import (
-    BLK,
-    CHR,
     DIGEST_SIZE,
     DIR,
     FILE,
     HARDLINK,
-    SYMLINK,
     FormatError,
     Header,
     RecordReader,
     decode_header,
+    decode_raw,
     encode_header,
 )
 from resurgo.engine.source import ManifestStream, Source
 from resurgo.engine.targets import DirCache, replace
-from resurgo.engine.writer import Applier, error_from, hash_zeros, message, pwrite_all
+from resurgo.engine.writer import (
+    Applier,
+    check_against,
+    error_from,
+    hash_zeros,
+    message,
+    pwrite_all,
+    slot_entry,
+)
 
 CHUNK = 1 << 20
 SMALL = 1 << 20  # files with more data are written by the reader itself, streaming
@@ -93,6 +100,7 @@ class _Writers:
         self.area = mmap.mmap(self.memfd, self.slots * SLOT)
         self.view = memoryview(self.area)
         self.free = list(range(self.slots))
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self.next_writer = 0
         self.warnings: list[str] = []
 
@@ -183,26 +191,13 @@ class _Writers:
 
     def close(self) -> None:
         self._close_procs()
+        self.hasher.shutdown()
         os.close(self.memfd)
         # Views of a slot may live on in an exception's traceback: the mapping then goes
         # with the last of them.
         with contextlib.suppress(BufferError):
             self.view.release()
             self.area.close()
-
-
-def _check_against(h: Header, e: Entry, archive: str) -> None:
-    """The archive's header must say what the manifest says about the entry."""
-    same = (
-        h.kind == e.kind and h.mode == e.mode and h.uid == e.uid and h.gid == e.gid
-        and h.mtime_ns == e.mtime_ns and (h.kind not in (FILE, HARDLINK) or h.size == e.size)
-        and h.rdev == (e.rdev if h.kind in (CHR, BLK) else 0)
-        and (h.kind not in (SYMLINK, HARDLINK) or h.target == e.target)
-        and (h.kind == HARDLINK or xattr_digest(h.xattrs) == e.xattr_digest)
-    )
-    if not same:
-        raise ArchiveDamaged(archive, "an entry differs from its manifest line",
-                             [escape(h.path)])
 
 
 class _SetRestore:
@@ -221,31 +216,32 @@ class _SetRestore:
         self.slot: int | None = None
         self.used = 0
         self.records = 0
+        self.hasher = writers.hasher
 
-    def run(self, rr: RecordReader, wanted: Iterator[Entry]) -> None:
+    def run(self, rr: RecordReader, wanted: Iterator[tuple[bytes, int, str]]) -> None:
+        """Extract the archive's entries that ``wanted`` (path, set, manifest line) lists."""
         w = next(wanted, None)
         last: tuple[bytes, ...] | None = None
-        while (record := rr.next_record()) is not None:
-            raw, h = record
-            if w is not None and h.path == w.path:
+        while (found := rr.next_raw()) is not None:
+            raw, kind, path, payload = found
+            if w is not None and path == w[0]:
                 # The manifest is in walk order, checked by its reader: so is this entry.
-                _check_against(h, w, self.name)
-                self.extract(rr, raw, h, w)
+                self.extract(rr, raw, kind, path, payload, w[2])
                 self.entries += 1
                 last = None
                 w = next(wanted, None)
                 continue
-            key = walk_key(h.path)
+            key = walk_key(path)
             if last is not None and key <= last:
                 raise FormatError("entries out of walk order")
             last = key
-            if w is not None and key > walk_key(w.path):
+            if w is not None and key > walk_key(w[0]):
                 raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
-                                     [escape(w.path)])
-            rr.skip(h.payload_size)
+                                     [escape(w[0])])
+            rr.skip(payload)
         if w is not None:
             raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
-                                 [escape(w.path)])
+                                 [escape(w[0])])
         self.flush()
 
     def flush(self) -> None:
@@ -253,35 +249,22 @@ class _SetRestore:
             self.writers.dispatch(self.slot, self.used)
             self.slot = None
 
-    def extract(self, rr: RecordReader, raw: bytes, h: Header, e: Entry) -> None:
-        kind = h.kind
-        if kind == HARDLINK:
-            self.links.append((h.path, h.target))
-            return
-        if h.path == ROOT:
-            self.dirs.append(encode_header(h))
-            return
-        if kind == DIR:
-            parts = components(h.path)
-            parent = self.dirs_cache.fd(parts[:-1])
-            # It exists already: lost+found of a fresh ext4, or a restore over a tree.
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(parts[-1], 0o700, dir_fd=parent)
-            self.dirs.append(encode_header(h))
-            return
-        # Make the parent now, in order: the writers only ever open existing directories.
-        self.dirs_cache.fd(components(h.path)[:-1])
-        payload = h.payload_size
+    def extract(self, rr: RecordReader, raw: bytes, kind: str, path: bytes, payload: int,
+                line: str) -> None:
         if kind == FILE:
             self.files += 1
-            self.data_bytes += h.data_size
-            if h.data_size > SMALL:
-                self.large_file(rr, h, bytes.fromhex(e.digest))
-                return
-        size = len(raw) + payload
+            self.data_bytes += payload - DIGEST_SIZE
+        if kind in (DIR, HARDLINK) or path == ROOT or (
+            kind == FILE and payload - DIGEST_SIZE > SMALL
+        ):
+            self.extract_here(rr, raw, payload, line)
+            return
+        # Make the parent now, in order: the writers only ever open existing directories.
+        self.dirs_cache.fd(components(path)[:-1])
+        entry = slot_entry(line, raw)
+        size = len(entry) + payload
         if size > SLOT:  # a header with huge attributes: not worth a slot of its own
-            buf = bytearray(raw) + rr.read_exact(payload)
-            self.check_digest(h, e, memoryview(buf)[len(raw):])
+            buf = bytearray(entry) + rr.read_exact(payload)
             self.writers.applier.apply(memoryview(buf))
             return
         if self.slot is not None and (self.used + size > SLOT or self.records >= SLOT_RECORDS):
@@ -292,18 +275,35 @@ class _SetRestore:
             self.records = 0
         memory = self.writers.memory(self.slot)
         start = self.used
-        memory[start:start + len(raw)] = raw
-        start += len(raw)
+        memory[start:start + len(entry)] = entry
+        start += len(entry)
         if payload:
             rr.read_into(memory[start:start + payload])
-            self.check_digest(h, e, memory[start:start + payload])
         self.used = start + payload
         self.records += 1
 
-    def check_digest(self, h: Header, e: Entry, payload: memoryview) -> None:
-        if h.kind == FILE and payload[-DIGEST_SIZE:] != bytes.fromhex(e.digest):
-            raise ArchiveDamaged(self.name, "a file's digest differs from its manifest's",
-                                 [escape(h.path)])
+    def extract_here(self, rr: RecordReader, raw: bytes, payload: int, line: str) -> None:
+        """Directories, hard links and large files: by the reader itself."""
+        h = decode_raw(raw)
+        if payload != h.payload_size:
+            raise FormatError(f"entry payload of {payload} bytes, its header says "
+                              f"{h.payload_size}")
+        e = decode_entry(line)
+        if h.kind == FILE:
+            check_against(h, e, None, self.name)  # the digest follows the data
+            self.large_file(rr, h, bytes.fromhex(e.digest))
+            return
+        check_against(h, e, None, self.name)
+        if h.kind == HARDLINK:
+            self.links.append((h.path, h.target))
+            return
+        if h.path != ROOT:
+            parts = components(h.path)
+            parent = self.dirs_cache.fd(parts[:-1])
+            # It exists already: lost+found of a fresh ext4, or a restore over a tree.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parts[-1], 0o700, dir_fd=parent)
+        self.dirs.append(encode_header(h))
 
     def large_file(self, rr: RecordReader, h: Header, expected: bytes) -> None:
         parts = components(h.path)
@@ -318,17 +318,24 @@ class _SetRestore:
             if not (len(h.extents) == 1 and h.extents[0] == (0, h.size)):
                 os.ftruncate(fd, h.size)
             hasher = hashlib.sha256()
+            # The hash runs in a thread of its own while this one writes the chunk and
+            # reads the next: hashlib, os.pwrite and the pipe's read all release the GIL.
+            hashing: deque[Future[None]] = deque()
             pos = 0
             for offset, length in h.extents:
-                hash_zeros(hasher, offset - pos)
+                hashing.append(self.hasher.submit(hash_zeros, hasher, offset - pos))
                 done = 0
                 while done < length:
                     chunk = rr.read_exact(min(CHUNK, length - done))
-                    hasher.update(chunk)
+                    hashing.append(self.hasher.submit(hasher.update, chunk))
                     pwrite_all(fd, chunk, offset + done)
                     done += len(chunk)
+                    while len(hashing) > 4:
+                        hashing.popleft().result()
                 pos = offset + length
-            hash_zeros(hasher, h.size - pos)
+            hashing.append(self.hasher.submit(hash_zeros, hasher, h.size - pos))
+            while hashing:
+                hashing.popleft().result()
             digest = rr.read_exact(DIGEST_SIZE)
             if digest != expected:
                 raise ArchiveDamaged(self.name, "a file's digest differs from its manifest's",
@@ -348,7 +355,7 @@ def _restore_set(
     target_fd: int,
     source: Source,
     set_id: str,
-    wanted: Iterator[Entry],
+    wanted: Iterator[tuple[bytes, int, str]],
     identity: Path | str | None,
     writers: _Writers,
     dirs: list[bytes],
@@ -461,8 +468,8 @@ def restore_tree(
             if len(chain) == 1:
                 counts[0] = 1  # one set holds everything: no need to count
             else:
-                for entry in first.entries():
-                    counts[entry.set_index] += 1
+                for _, set_index, _ in first.raw_entries():
+                    counts[set_index] += 1
         try:
             sources = [lookup(set_id) for set_id in chain]
         except KeyError as e:
@@ -473,7 +480,7 @@ def restore_tree(
                 continue
             pool.archive = applier.archive = sources[index].name
             with ManifestStream(manifest, identity) as ms:
-                wanted = (e for e in ms.entries() if e.set_index == index)
+                wanted = (w for w in ms.raw_entries() if w[1] == index)
                 job, written = _restore_set(target_fd, sources[index], set_id, wanted,
                                             identity, pool, dirs, links)
             read.append((sources[index].name, written))

@@ -47,6 +47,7 @@ log = logging.getLogger("resurgo.engine")
 CHUNK = 1 << 20
 SMALL = 1 << 20  # files up to this size are read with one call
 _BUFFER = 1 << 20
+_MAX_PARTS = 1000  # below IOV_MAX
 _ZEROS = memoryview(bytes(CHUNK))
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOATIME
 MAX_NOTES = 1000
@@ -112,7 +113,8 @@ class _Saver:
         self.archive = archive
         self.manifest = manifest
         self.set_index = set_index
-        self.buffer = bytearray()
+        self.parts: list[bytes] = []
+        self.pending = 0
         self.entries = 0
         self.stored = 0
         self.payload = 0
@@ -125,17 +127,20 @@ class _Saver:
         if len(self.notes) < MAX_NOTES:
             self.notes.append(f"{escape(path)}: {why}")
 
-    def emit(self, data: bytes | bytearray | memoryview) -> None:
-        self.buffer += data
-        if len(self.buffer) >= _BUFFER:
+    def emit(self, data: bytes) -> None:
+        # Gathered and written with one writev: no copy into a buffer of our own.
+        self.parts.append(data)
+        self.pending += len(data)
+        if self.pending >= _BUFFER or len(self.parts) >= _MAX_PARTS:
             self.flush()
 
     def flush(self) -> None:
-        if self.buffer:
-            self.archive.write(self.buffer)
-            self.buffer = bytearray()
+        if self.parts:
+            self.archive.writev(self.parts)
+            self.parts = []
+            self.pending = 0
 
-    def emit_large(self, data: bytes | memoryview) -> None:
+    def emit_large(self, data: bytes) -> None:
         self.flush()
         self.archive.write(data)
 
@@ -147,8 +152,8 @@ class _Saver:
             xattrs: tuple[tuple[str, bytes], ...], target: bytes) -> None:
         self.manifest.add(Entry(
             kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
-            st.st_ctime_ns, st.st_ino, st.st_rdev, digest, xattr_digest(xattrs),
-            self.set_index, target,
+            st.st_ctime_ns, st.st_ino, st.st_rdev, digest,
+            xattr_digest(xattrs) if xattrs else "", self.set_index, target,
         ))
 
     def save_file(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result) -> None:

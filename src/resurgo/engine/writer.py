@@ -20,12 +20,25 @@ import os
 import stat
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from resurgo.engine import fsmeta
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
+from resurgo.engine.manifest import Entry, ManifestError, decode_entry, xattr_digest
 from resurgo.engine.names import components, escape
-from resurgo.engine.records import DIGEST_SIZE, FIFO, FILE, SYMLINK, Header, split_records
+from resurgo.engine.records import (
+    BLK,
+    CHR,
+    DIGEST_SIZE,
+    FIFO,
+    FILE,
+    FRAME,
+    HARDLINK,
+    SYMLINK,
+    FormatError,
+    Header,
+    decode_header,
+)
 from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache
 
 CHUNK = 1 << 20
@@ -170,21 +183,75 @@ class Applier:
         os.utime(name, ns=(h.atime_ns, h.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
     def apply(self, records: memoryview) -> None:
-        """Create the entries of a run of whole entry records."""
-        for h, payload in split_records(records):
-            try:
-                if h.kind == FILE:
-                    self.file(h, payload)
-                else:
-                    self.other(h)
-            except OSError as e:
-                raise RestoreFailed(
-                    f"cannot restore {escape(h.path)}: {e.strerror}",
-                    archive=self.archive, paths=(escape(h.path),),
-                ) from None
+        """Create the entries of a slot: each its manifest line and its whole record."""
+        path = "?"
+        try:
+            for line, h, payload in split_slot(records):
+                path = escape(h.path)
+                check_against(h, decode_entry(line), payload, self.archive)
+                try:
+                    if h.kind == FILE:
+                        self.file(h, payload)
+                    else:
+                        self.other(h)
+                except OSError as e:
+                    raise RestoreFailed(f"cannot restore {path}: {e.strerror}",
+                                        archive=self.archive, paths=(path,)) from None
+        except (FormatError, ManifestError) as e:
+            raise ArchiveDamaged(self.archive, str(e), [path]) from None
 
     def close(self) -> None:
         self.dirs.close()
+
+
+_LINE = struct.Struct("<I")
+
+
+def slot_entry(line: str, raw: bytes) -> bytes:
+    """How an entry goes into a slot: its manifest line, then its record (the payload
+    follows, copied there by the reader)."""
+    text = line.encode()
+    return _LINE.pack(len(text)) + text + raw
+
+
+def split_slot(buf: memoryview) -> Iterator[tuple[str, Header, memoryview]]:
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        (n,) = _LINE.unpack_from(buf, pos)
+        pos += _LINE.size
+        line = bytes(buf[pos:pos + n]).decode()
+        pos += n
+        _, hlen, payload = FRAME.unpack_from(buf, pos)
+        start = pos + FRAME.size
+        h = decode_header(bytes(buf[start:start + hlen]))
+        if payload != h.payload_size:
+            raise FormatError(f"entry payload of {payload} bytes, its header says "
+                              f"{h.payload_size}")
+        pos = start + hlen + 4
+        yield line, h, buf[pos:pos + payload]
+        pos += payload
+
+
+def check_against(h: Header, e: Entry, payload: memoryview | None, archive: str) -> None:
+    """The archive's header (and the digest at the end of the payload, when given) must
+    say what the manifest says of the entry."""
+    same = (
+        h.path == e.path and h.kind == e.kind and h.mode == e.mode and h.uid == e.uid
+        and h.gid == e.gid and h.mtime_ns == e.mtime_ns
+        and (h.kind not in (FILE, HARDLINK) or h.size == e.size)
+        and h.rdev == (e.rdev if h.kind in (CHR, BLK) else 0)
+        and (h.kind not in (SYMLINK, HARDLINK) or h.target == e.target)
+        and (h.kind == HARDLINK or xattr_digest(h.xattrs) == e.xattr_digest)
+    )
+    if not same:
+        raise ArchiveDamaged(archive, "an entry differs from its manifest line",
+                             [escape(h.path)])
+    if h.kind == FILE and payload is not None and (
+        payload[-DIGEST_SIZE:] != bytes.fromhex(e.digest)
+    ):
+        raise ArchiveDamaged(archive, "a file's digest differs from its manifest's",
+                             [escape(h.path)])
 
 
 def error_reply(e: ArchiveError) -> dict[str, object]:
