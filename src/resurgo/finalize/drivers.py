@@ -116,8 +116,7 @@ def decide_gap(needed: Mapping[str, str], in_image: Iterable[str], kernel: Kerne
     add = tuple(
         m
         for m in needed
-        if m in full
-        and (m not in have or any(d in missing for d in kernel.dependencies(m)))
+        if m in full and (m not in have or any(d in missing for d in kernel.dependencies(m)))
     )
     return Gap(full, present, missing, tuple(builtin), tuple(unknown), add)
 

@@ -1,0 +1,277 @@
+"""finalize end to end on a restored tree in a directory: every step short of the chroot.
+
+The tree is a virtio system (saved on /dev/vda) recovered onto NVMe (/dev/nvme0n1); the
+machine is the vm tier guest's recorded sysfs (tests/data/sys/guest-mixed) with one NIC
+added. The initramfs is a real (tiny) gzip'd newc cpio listed by the host's lsinitrd or
+lsinitramfs. Rebuilding it and installing GRUB need a chroot into a real system: the vm
+tier (tests/vm/test_finalize_boot.py) does those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.unit.plan_builders import actual, standard
+
+from resurgo import finalize, run
+from resurgo.errors import BadInput
+from resurgo.finalize import FinalizeOptions, StepStatus
+from resurgo.model import Bootloader, BootloaderKind, ConfigFile, Description, Firmware
+from resurgo.plan import make_plan
+from resurgo.plan.model import Plan, PlanOptions
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+GUEST = DATA / "sys/guest-mixed"
+KERNEL = "6.1.0-50-amd64"
+ROOT_UUID = "11111111-2222-4333-8444-001575145378"
+SWAP_UUID = "33333333-4444-4555-8666-777777777777"
+OLD_MAC = "52:54:00:12:34:56"
+NEW_MAC = "52:54:00:9a:bc:de"
+
+FSTAB = (
+    "# <file system> <mount point> <type> <options> <dump> <pass>\n"
+    "/dev/vda3 / ext4 errors=remount-ro 0 1\n"
+    "UUID=11111111-2222-4333-8444-000719716148 /boot ext4 defaults 0 2\n"
+    "UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"
+    "/dev/vda4 none swap sw 0 0\n"
+)
+GRUB_DEFAULT = 'GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX="resume=/dev/vda4"\n'
+GRUB_CFG = "menuentry 'Debian' {\n\tlinux\t/vmlinuz-6.1.0-50-amd64 root=/dev/vda3 ro quiet\n}\n"
+NM = (
+    "[connection]\nid=Wired connection 1\ntype=ethernet\ninterface-name=ens3\n\n"
+    f"[ethernet]\nmac-address={OLD_MAC}\n\n[ipv4]\nmethod=auto\n"
+)
+NM_PATH = "etc/NetworkManager/system-connections/Wired connection 1.nmconnection"
+RULES = (
+    "# PCI device 0x1af4:0x1000 (virtio-pci)\n"
+    f'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{{address}}=="{OLD_MAC}", '
+    'NAME="ens3"\n'
+)
+VIRTIO_ONLY = (
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+    "kernel/fs/ext4/ext4.ko",
+)
+WITH_NVME = (
+    *VIRTIO_ONLY,
+    "kernel/drivers/nvme/host/nvme.ko",
+    "kernel/drivers/nvme/host/nvme-core.ko",
+    "kernel/block/t10-pi.ko",
+    "kernel/lib/crc64-rocksoft.ko",
+    "kernel/lib/crc-t10dif.ko",
+    "kernel/lib/crc64.ko",
+    "kernel/crypto/crct10dif_common.ko",
+)
+
+
+def description() -> Description:
+    desc = standard(name="vda", transport="virtio")
+    system = dataclasses.replace(
+        desc.system,
+        firmware=Firmware.BIOS,
+        kernel=KERNEL,
+        bootloader=Bootloader(BootloaderKind.GRUB_PC, disks=("disk.vda",)),
+    )
+    return dataclasses.replace(desc, system=system)
+
+
+def plan_for(desc: Description) -> Plan:
+    plan = make_plan(desc, [actual("nvme0n1", transport="nvme")], PlanOptions(which=str))
+    assert plan.ok, plan.failures
+    return plan
+
+
+def initramfs(path: Path, modules: tuple[str, ...], work: Path) -> None:
+    """A gzip'd newc cpio holding (empty) module files, as mkinitramfs lays them out."""
+    stage = work / "initramfs"
+    names = ["conf", "conf/initramfs.conf"]
+    for m in modules:
+        names.append(f"usr/lib/modules/{KERNEL}/{m}")
+    for n in names:
+        p = stage / n
+        if n == "conf":
+            p.mkdir(parents=True, exist_ok=True)
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+    dirs = sorted({str(Path(n).parent) for n in names if "/" in n})
+    archive = subprocess.run(
+        ["cpio", "-o", "-H", "newc", "--quiet"],
+        input="\n".join([*dirs, *names]).encode(),
+        cwd=stage,
+        capture_output=True,
+        check=True,
+    ).stdout
+    path.write_bytes(gzip.compress(archive))
+    shutil.rmtree(stage)
+
+
+def make_tree(root: Path, modules: tuple[str, ...] = VIRTIO_ONLY) -> None:
+    files = {
+        "etc/fstab": FSTAB,
+        "etc/default/grub": GRUB_DEFAULT,
+        "boot/grub/grub.cfg": GRUB_CFG,
+        NM_PATH: NM,
+        "etc/udev/rules.d/70-persistent-net.rules": RULES,
+        "etc/initramfs-tools/initramfs.conf": "MODULES=list\nCOMPRESS=gzip\n",
+        "etc/initramfs-tools/modules": "virtio_pci\nvirtio_blk\next4\n",
+        f"boot/vmlinuz-{KERNEL}": "",
+        "usr/sbin/update-initramfs": "#!/bin/sh\n",
+        f"lib/modules/{KERNEL}/modules.dep": gzip.decompress(
+            (GUEST / "modules.dep.gz").read_bytes()
+        ).decode(),
+        f"lib/modules/{KERNEL}/modules.builtin": (GUEST / "modules.builtin").read_text(),
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / NM_PATH).chmod(0o600)
+    initramfs(root / f"boot/initrd.img-{KERNEL}", modules, root.parent)
+
+
+def machine(base: Path) -> Path:
+    """The recorded guest's sysfs plus a virtio NIC ens3 -> here named enp0s9."""
+    sysfs = base / "sys"
+    shutil.copytree(GUEST / "sys", sysfs, symlinks=True)
+    net = sysfs / "devices/pci0000:00/0000:00:09.0/net/enp0s9"
+    net.mkdir(parents=True)
+    (net / "address").write_text(NEW_MAC + "\n")
+    os.symlink("../../../0000:00:09.0", net / "device")
+    (sysfs / "class/net").mkdir()
+    os.symlink("../../devices/pci0000:00/0000:00:09.0/net/enp0s9", sysfs / "class/net/enp0s9")
+    return sysfs
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+needs_lister = pytest.mark.skipif(
+    not (run.which("lsinitrd") or run.which("lsinitramfs")), reason="no lsinitrd/lsinitramfs"
+)
+no_nvme_here = pytest.mark.skipif(
+    Path("/dev/nvme0n1").exists(), reason="this machine has an nvme0n1: blkid would read it"
+)
+
+
+@needs_lister
+@no_nvme_here
+def test_dry_run_finds_every_rewrite_and_the_missing_driver_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    before = snapshot(root)
+    desc = description()
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path))
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert snapshot(root) == before
+    assert r.dry_run and r.ok and r.log is None, r.errors
+    assert not (root / "var/log").exists()
+    changed = {f.path: f for f in r.files}
+    assert sorted(changed) == [
+        "/boot/grub/grub.cfg",
+        "/etc/NetworkManager/system-connections/Wired connection 1.nmconnection",
+        "/etc/default/grub",
+        "/etc/fstab",
+        "/etc/initramfs-tools/modules",
+        "/etc/udev/rules.d/70-persistent-net.rules",
+    ]
+    assert not any(f.written for f in r.files)
+    assert [c.line for c in changed["/etc/fstab"].changes] == [2, 5]
+    assert changed["/etc/initramfs-tools/modules"].changes[-1].after == "nvme"
+    [check] = r.initramfs
+    assert check.kernel == KERNEL and check.image == f"/boot/initrd.img-{KERNEL}"
+    assert check.missing[:2] == ("nvme", "nvme_core") and not check.rebuilt
+    assert [(c.argv, c.status, c.chroot) for c in r.commands] == [
+        (("update-initramfs", "-u", "-k", KERNEL), StepStatus.PLANNED, True),
+        (("grub-install", "--target=i386-pc", "/dev/nvme0n1"), StepStatus.PLANNED, True),
+        (("grub-mkconfig", "-o", "/boot/grub/grub.cfg"), StepStatus.PLANNED, True),
+    ]
+    assert [(n.old_name, n.new_name, n.by) for n in r.nics] == [("ens3", "enp0s9", "order")]
+    text = finalize.text(r)
+    assert "dry run" in text and "missing: nvme, nvme_core" in text
+    assert finalize.data(r)["commands"][0]["status"] == "planned"
+
+
+@needs_lister
+@no_nvme_here
+def test_files_are_written_with_their_modes_and_the_recovery_is_logged(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root, WITH_NVME)
+    desc = description()
+    opts = FinalizeOptions(sysfs=machine(tmp_path), bootloader=False)
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    assert (root / "etc/fstab").read_text() == FSTAB.replace(
+        "/dev/vda3 /", f"UUID={ROOT_UUID} /"
+    ).replace("/dev/vda4 none", f"UUID={SWAP_UUID} none")
+    assert (root / "etc/default/grub").read_text() == GRUB_DEFAULT.replace(
+        "resume=/dev/vda4", f"resume=UUID={SWAP_UUID}"
+    )
+    assert f"root=UUID={ROOT_UUID} ro quiet" in (root / "boot/grub/grub.cfg").read_text()
+    nm = root / NM_PATH
+    assert nm.read_text() == NM.replace("interface-name=ens3", "interface-name=enp0s9").replace(
+        OLD_MAC, NEW_MAC
+    )
+    assert nm.stat().st_mode & 0o777 == 0o600
+    assert (root / "etc/udev/rules.d/70-persistent-net.rules").read_text() == ""
+    assert (root / "etc/initramfs-tools/modules").read_text() == "virtio_pci\nvirtio_blk\next4\n"
+    [check] = r.initramfs
+    assert check.missing == () and not check.rebuilt and r.commands == ()
+    assert any(n.startswith("initramfs already has: nvme, nvme_core") for n in r.notes)
+    assert all(f.written for f in r.files)
+    assert r.log is not None and r.log.startswith("/var/log/resurgo/recovery-")
+    log = root / r.log.lstrip("/")
+    assert log.stat().st_mode & 0o777 == 0o640
+    recorded = log.read_text()
+    assert "/etc/fstab (written)" in recorded
+    assert f"+ UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1" in recorded
+    assert "because fs.vda3 was /dev/vda3 and is now /dev/nvme0n1p3" in recorded
+    assert f"record of this recovery: {r.log}" in recorded
+    # Run again: nothing left to change.
+    again = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert again.ok and again.files == ()
+
+
+def test_preview_uses_the_description_copy_of_the_configuration(tmp_path: Path) -> None:
+    desc = dataclasses.replace(
+        description(),
+        config_files=(
+            ConfigFile("cfg.fstab", "/etc/fstab", FSTAB),
+            ConfigFile("cfg.grub", "/boot/grub/grub.cfg", GRUB_CFG),
+        ),
+    )
+    r = finalize.preview(desc, plan_for(desc), FinalizeOptions(sysfs=machine(tmp_path)))
+    assert r.dry_run and r.log is None
+    assert [f.path for f in r.files] == ["/etc/fstab", "/boot/grub/grub.cfg"]
+    assert r.files[1].changes[0].after == (
+        f"\tlinux\t/vmlinuz-6.1.0-50-amd64 root=UUID={ROOT_UUID} ro quiet"
+    )
+    assert all(c.status == StepStatus.PLANNED for c in r.commands)
+    assert "checked after the restore" in " ".join(r.notes)
+
+
+def test_a_wrong_net_map_stops_before_any_change(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    before = snapshot(root)
+    desc = description()
+    opts = FinalizeOptions(sysfs=machine(tmp_path), net_map=(("ens3", "eth7"),))
+    with pytest.raises(BadInput, match="eth7"):
+        finalize.finalize(desc, plan_for(desc), root, opts)
+    assert snapshot(root) == before
