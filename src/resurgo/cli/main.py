@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from resurgo import __version__
-from resurgo.cli import describe, plan, recover, show, validate
+from resurgo.cli import describe, plan, recover, save, sets, show, validate, verify
 from resurgo.errors import ExitCode, ResurgoError
 
 log = logging.getLogger("resurgo")
@@ -17,9 +17,6 @@ Handler = Callable[[argparse.Namespace], int]
 
 # The product's verbs; those without a module answer "not implemented yet".
 PLANNED = {
-    "save": "write a recovery set (description, catalog, backup archives, rescue image)",
-    "list": "list the recovery sets on a medium",
-    "verify": "check a restored tree against a recovery set's manifest",
     "rescue": "build the bootable rescue image",
     "rehearse": "prove a recovery set restores and boots, in a virtual machine",
 }
@@ -63,6 +60,9 @@ def build_parser() -> ArgumentParser:
     validate.add_parser(sub, common)
     plan.add_parser(sub, common)
     recover.add_parser(sub, common)
+    save.add_parser(sub, common)
+    sets.add_parser(sub, common)
+    verify.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text

@@ -1,5 +1,8 @@
 """resurgo plan --from SOURCE: what a recovery would do to the actual disks, without writing.
 
+SOURCE is the medium of a recovery set (its description is read from the set) or a
+description file.
+
 Exit 0 when the plan can be executed, 3 when a precondition fails (all are listed),
 2 for bad input (a --map or --key-file that does not parse or names nothing).
 """
@@ -12,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resurgo import fileformat
+from resurgo.cli.source import add_source_arguments, open_source
 from resurgo.errors import BadInput, ExitCode
 from resurgo.model import Description
 from resurgo.plan import make_plan
@@ -46,14 +49,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     """The options that decide a plan: shared by `plan` and `recover`, which must agree."""
-    p.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        required=True,
-        metavar="SOURCE",
-        help="the recovery description file",
-    )
+    add_source_arguments(p, description_file=True)
     p.add_argument(
         "--target",
         action="append",
@@ -128,12 +124,12 @@ def plan_options(args: argparse.Namespace, desc: Description, interactive: bool)
 
 
 def run(args: argparse.Namespace) -> int:
-    source: Path = args.source
-    desc = fileformat.read(source)
-    options = plan_options(args, desc, sys.stdin.isatty())
-    actual = read_actual_disks([source])
-    plan = make_plan(desc, actual, options)
-    sys.stdout.write(to_json(plan) if args.json else text(plan, str(source)))
+    with open_source(args) as source:
+        desc = source.description
+        options = plan_options(args, desc, sys.stdin.isatty())
+        actual = read_actual_disks(source.recovery_paths)
+        plan = make_plan(desc, actual, options)
+    sys.stdout.write(to_json(plan) if args.json else text(plan, source.name))
     if not plan.ok:
         print(
             f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) fail",

@@ -1,11 +1,20 @@
-"""resurgo recover --from SOURCE --layout-only: recreate the saved disk layout on this machine.
+"""resurgo recover --from MEDIUM: recreate the saved system on this machine.
 
-The plan is computed afresh (as `resurgo plan` does, with the same options), shown, and
-executed only when confirmed: on the terminal, by --yes, or by --plan-hash naming exactly
-the plan computed now. Restoring the data is not implemented yet.
+Everything that can be checked without writing is checked first: the set and every set
+of its chain complete on the medium, its description valid, an archive and a manifest
+for each restore command, the identity of an encrypted set given and able to open the
+manifests. Then the plan is computed afresh (as `resurgo plan` does, with the same
+options), shown, and executed only when confirmed: on the terminal, by --yes, or by
+--plan-hash naming exactly the plan computed now. After the layout, the description's
+commands run in order (the built-in restore of each filesystem and btrfs subvolume from
+its archives), each restored tree is walked against its manifest (metadata; the content
+was hashed while it was written), and finalize makes the system boot here.
 
-Exit 0 done; 1 an action failed, or not confirmed; 2 bad input or no way to confirm;
-3 a precondition fails or the plan hash differs (nothing was written in either case).
+With --layout-only (SOURCE may then be a description file) only the layout is recreated.
+
+Exit 0 done; 1 an action or command failed (damage in an archive is named), or not
+confirmed; 2 bad input or no way to confirm; 3 a precondition fails or the plan hash
+differs, or an encrypted set without --identity (nothing was written in these cases).
 """
 
 from __future__ import annotations
@@ -17,16 +26,22 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from resurgo import fileformat, run
+from resurgo import run
 from resurgo.apply import inuse, keys, report
 from resurgo.apply.execute import Executor
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR, Journal, default_path
 from resurgo.cli.plan import add_plan_arguments, plan_options
+from resurgo.cli.source import SetSource, open_source
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
 from resurgo.plan import make_plan
 from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import Plan
 from resurgo.plan.render import text, to_data
+from resurgo.recovery import report as rreport
+from resurgo.recovery.check import Changes, check_units, save_record
+from resurgo.recovery.check import finalize_changes as check_changes
+from resurgo.recovery.load import LoadedSet
+from resurgo.recovery.restore import run_commands
 from resurgo.summary import human
 
 
@@ -34,20 +49,34 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "recover",
         parents=[common],
-        help="recreate the disks (and, later, restore the data) from a recovery set",
-        description="Compute the plan as `resurgo plan` does, show it, and after "
-        "confirmation execute it: wipe the target disks, write the partition tables, "
-        "create md arrays, LUKS and LVM volumes, filesystems, swap and btrfs subvolumes "
-        "with the saved identities, and mount the result under --root. Resumable: run it "
-        "again after an interruption. Exit 0 done; 1 failed or not confirmed; 2 bad "
-        "input; 3 a precondition fails or the plan hash differs (nothing written).",
+        help="recreate the disks and restore the system from a recovery set",
+        description="Check the recovery set, compute the plan as `resurgo plan` does, show "
+        "it, and after confirmation execute it: wipe the target disks, write the partition "
+        "tables, create md arrays, LUKS and LVM volumes, filesystems, swap and btrfs "
+        "subvolumes with the saved identities, mount the result under --root, restore "
+        "every filesystem's files from the set, check them and make the system boot. "
+        "Resumable: run it again after an interruption. Exit 0 done; 1 failed or not "
+        "confirmed; 2 bad input; 3 a precondition fails, the plan hash differs, or an "
+        "encrypted set without --identity (nothing written).",
     )
     add_plan_arguments(p)
     p.add_argument(
         "--layout-only",
         action="store_true",
-        help="recreate the disk layout only (required for now: restoring data is not "
-        "implemented yet)",
+        help="recreate the disk layout only (partitions, volumes, filesystems), restore no "
+        "data; --from may then be a description file",
+    )
+    p.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="the age identity file (secret key) of an encrypted set",
+    )
+    p.add_argument(
+        "--no-finalize",
+        action="store_true",
+        help="restore the files but do not adjust the configuration or install the "
+        "bootloader",
     )
     confirm = p.add_mutually_exclusive_group()
     confirm.add_argument(
@@ -113,11 +142,10 @@ def _confirm_prompt(plan: Plan) -> str:
     )
 
 
-def _plan(args: argparse.Namespace, interactive: bool) -> tuple[Plan, Journal]:
-    source: Path = args.source
-    desc = fileformat.read(source)
+def _plan(args: argparse.Namespace, source: SetSource, interactive: bool) -> tuple[Plan, Journal]:
+    desc = source.description
     options = plan_options(args, desc, interactive)
-    actual = read_actual_disks([source])
+    actual = read_actual_disks(source.recovery_paths)
     plan = make_plan(desc, inuse.without_own_uses(actual, options.root), options)
     journal = Journal(args.journal or default_path(plan.hash), plan.hash)
     if journal.exists():
@@ -128,12 +156,6 @@ def _plan(args: argparse.Namespace, interactive: bool) -> tuple[Plan, Journal]:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    if not args.layout_only:
-        raise OperationFailed(
-            "restoring data is not implemented yet: nothing was done",
-            "`resurgo recover --layout-only` recreates the disk layout (partitions, "
-            "volumes, filesystems) without the data",
-        )
     confirmed = bool(args.yes or args.plan_hash)
     terminal = Terminal.open()
     if not confirmed and terminal is None:
@@ -141,14 +163,30 @@ def run_recover(args: argparse.Namespace) -> int:
             "recover erases the target disks and there is no terminal to confirm on",
             "pass --yes, or --plan-hash HASH with the hash `resurgo plan` printed",
         )
-    plan, journal = _plan(args, interactive=terminal is not None)
+    full = not args.layout_only
+    with open_source(args, identity=args.identity, read_manifests=full) as source:
+        if full and source.loaded is None:
+            raise BadInput(
+                f"{args.source} is a description file: it holds no data to restore",
+                "give the medium of the recovery set with --from, or add --layout-only",
+            )
+        return _recover(args, source, terminal, confirmed)
+
+
+def _recover(
+    args: argparse.Namespace, source: SetSource, terminal: Terminal | None, confirmed: bool
+) -> int:
+    plan, journal = _plan(args, source, interactive=terminal is not None)
     out = sys.stdout
+    result: dict[str, Any] = {"plan": to_data(plan), "outcome": None}
+    if source.loaded is not None:
+        result["set"] = {"id": source.loaded.id, "medium": source.loaded.medium.url}
     if not args.json:
-        out.write(text(plan, str(args.source)))
+        out.write(text(plan, source.name))
         out.flush()
     if not plan.ok:
         if args.json:
-            out.write(json.dumps({"plan": to_data(plan), "outcome": None}, indent=2) + "\n")
+            out.write(json.dumps(result, indent=2) + "\n")
         print(
             f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) "
             "fail; nothing was written",
@@ -157,7 +195,7 @@ def run_recover(args: argparse.Namespace) -> int:
         return ExitCode.PRECONDITION
     if args.plan_hash and _hash(args.plan_hash) != plan.hash:
         if args.json:
-            out.write(json.dumps({"plan": to_data(plan), "outcome": None}, indent=2) + "\n")
+            out.write(json.dumps(result, indent=2) + "\n")
         raise PreconditionFailed(
             f"the plan computed now has the hash {plan.hash}, not {_hash(args.plan_hash)}: "
             "the disks or the description changed since; nothing was written",
@@ -180,10 +218,70 @@ def run_recover(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"\nrecreating the layout ({len(plan.actions)} actions)", flush=True)
     outcome = Executor(plan, journal, luks_keys, progress).run()
-    if args.json:
-        out.write(
-            json.dumps({"plan": to_data(plan), "outcome": report.data(outcome)}, indent=2) + "\n"
-        )
-    else:
+    result["outcome"] = report.data(outcome)
+    if not args.json:
         out.write(report.summary(outcome))
-    return ExitCode.OK if outcome.ok else ExitCode.FAILED
+    if not outcome.ok or source.loaded is None:
+        if args.json:
+            out.write(json.dumps(result, indent=2) + "\n")
+        return ExitCode.OK if outcome.ok else ExitCode.FAILED
+    ok = _restore(args, source.loaded, plan, result)
+    if args.json:
+        out.write(json.dumps(result, indent=2) + "\n")
+    return ExitCode.OK if ok else ExitCode.FAILED
+
+
+def _restore(args: argparse.Namespace, loaded: LoadedSet, plan: Plan,
+             result: dict[str, Any]) -> bool:
+    """The commands, the check of what they restored, finalize; False when any failed."""
+    root = Path(plan.root)
+
+    def said(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+
+    said(f"\nrestoring the data from set {loaded.id} "
+         f"({len(loaded.description.commands)} commands)")
+    restored = run_commands(loaded, root, lambda r: said(rreport.command_line(r)))
+    result["commands"] = rreport.restore_data(restored)
+    said(rreport.restore_summary(restored).rstrip())
+    if not restored.ok and restored.aborted_at is not None:
+        return False
+    # The content of every file was hashed as it was written: a walk of the metadata
+    # (no second read of the data) finds what the target could not keep.
+    done = restored.restored()
+    said("\nchecking the restored trees against their manifests")
+    checked = check_units(loaded, root, content=False, only=lambda u: u.command.seq in done,
+                          changes=Changes(), report=lambda u: said(rreport.check_line(u)))
+    result["verify"] = rreport.check_data(checked)
+    said(rreport.check_summary(checked).rstrip())
+    ok = restored.ok and checked.ok
+    if args.no_finalize:
+        result["finalize"] = None
+        said("\nfinalize: skipped (--no-finalize)")
+        return ok
+    return _finalize(args, loaded, plan, root, result) and ok
+
+
+def _finalize(args: argparse.Namespace, loaded: LoadedSet, plan: Plan, root: Path,
+              result: dict[str, Any]) -> bool:
+    # FINALIZE: the one call site of finalize in recover.
+    try:
+        from resurgo import finalize
+    except ImportError:
+        result["finalize"] = None
+        if not args.json:
+            print("\nfinalize: not available in this resurgo", flush=True)
+        return True
+    if not args.json:
+        print("\nfinalizing the restored system", flush=True)
+    fin = finalize.finalize(loaded.description, plan, root, finalize.FinalizeOptions())
+    result["finalize"] = finalize.data(fin)
+    written = [f.path for f in fin.files if f.written]
+    changes = check_changes(written, fin.log)
+    record = save_record(loaded.id, root, changes)
+    if record is not None:
+        result["finalize_record"] = str(record)
+    if not args.json:
+        print(finalize.text(fin).rstrip(), flush=True)
+    return fin.ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from resurgo.model import (
     FsType,
     OnFailure,
     Partition,
+    Subvolume,
     SystemInfo,
 )
 from resurgo.probe import catalog, hardware, system
@@ -88,7 +90,7 @@ def describe(opts: DescribeOptions) -> tuple[Description, list[str]]:
         modules=tuple(modules),
         config_files=tuple(config),
         catalog=cat,
-        commands=tuple(restore_commands(storage.filesystems)),
+        commands=tuple(restore_commands(storage.filesystems, storage.subvolumes)),
         unsupported=tuple(storage.unsupported),
     )
     return desc, warnings
@@ -132,20 +134,54 @@ def _esp_mountpoint(storage: StorageState, esp_id: str | None, root: Path) -> Pa
     return None
 
 
-def restore_commands(filesystems: list[Filesystem]) -> list[Command]:
+def restore_commands(
+    filesystems: Sequence[Filesystem], subvolumes: Sequence[Subvolume] = ()
+) -> list[Command]:
     """The built-in restore program, once per mounted filesystem, parents before children.
 
-    Filesystems that cannot be recreated are skipped here: nothing could receive their data.
+    ``resurgo:restore ID MOUNTPOINT``: ID a filesystem, restored where it is mounted. A
+    btrfs has one archive per subvolume (each is a tree of its own: a walk of one never
+    enters another), so it gets one command for its top level (ID the filesystem) and one
+    per subvolume (ID the subvolume), parents first; the MOUNTPOINT is where that one is
+    mounted, and is left out for a subvolume that is not mounted (it is restored through
+    the top level). Filesystems that cannot be recreated are skipped here: nothing could
+    receive their data.
     """
+    by_fs: dict[str, list[Subvolume]] = {}
+    for sv in subvolumes:
+        by_fs.setdefault(sv.filesystem, []).append(sv)
     mounted = [(m.mountpoint, fs) for fs in filesystems if fs.supported for m in fs.mounts[:1]]
     mounted.sort(key=lambda mf: (mf[0].count("/") - (mf[0] == "/"), mf[0]))
+    steps: list[tuple[tuple[str, ...], str]] = []
+    for mountpoint, fs in mounted:
+        if fs.type != FsType.BTRFS:
+            steps.append(
+                ((fs.id, mountpoint), f"restore the files of {mountpoint} from its archive")
+            )
+            continue
+        where = {m.subvolume: m.mountpoint for m in reversed(fs.mounts)}
+        top = where.get(None)
+        steps.append(
+            (
+                (fs.id, top) if top else (fs.id,),
+                f"restore the top level of the btrfs of {mountpoint} from its archive",
+            )
+        )
+        for sv in sorted(by_fs.get(fs.id, []), key=lambda s: (s.path.count("/"), s.path)):
+            at = where.get(sv.id)
+            steps.append(
+                (
+                    (sv.id, at) if at else (sv.id,),
+                    f"restore btrfs subvolume {sv.path}{f' ({at})' if at else ''} from its archive",
+                )
+            )
     return [
         Command(
             seq=10 * (n + 1),
             program="resurgo:restore",
-            args=(fs.id, mountpoint),
+            args=args,
             on_failure=OnFailure.ABORT,
-            description=f"restore the files of {mountpoint} from its archive",
+            description=description,
         )
-        for n, (mountpoint, fs) in enumerate(mounted)
+        for n, (args, description) in enumerate(steps)
     ]

@@ -1,0 +1,145 @@
+"""resurgo save --to MEDIUM: describe this system and write a recovery set.
+
+Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had);
+2 bad input; 3 a precondition fails (an incremental set without a full one to build on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
+from resurgo.errors import BadInput, ExitCode, PreconditionFailed
+from resurgo.recovery.save import SaveOptions, SaveReport, save_set
+from resurgo.summary import human
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "save",
+        parents=[common],
+        help="write a recovery set: description, catalog, archives (and rescue image)",
+        description="Describe the system (the running one, or one mounted at --root) and "
+        "write a recovery set to the medium: the description and its digest, the catalog, "
+        "one archive and manifest per filesystem and btrfs subvolume, the rescue image. "
+        "The set appears only when complete. Left out: the contents of /proc, /sys, /dev, "
+        "/run and /tmp, --exclude paths, and the set itself. Exit 0 saved; 1 failed; 2 bad "
+        "input; 3 --incremental with no set to build on.",
+    )
+    p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
+    p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",
+                   help="save the system mounted at PATH (default: the running system)")
+    p.add_argument("--incremental", action="store_true",
+                   help="store only what changed since the newest set of this host on the "
+                   "medium")
+    p.add_argument("--encrypt-to", action="append", default=[], metavar="RECIPIENT",
+                   help="encrypt the archives with age for this recipient (age1... public key "
+                   "or ssh public key; repeat for several)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATH",
+                   help="leave out this path of the saved system and all below it (repeat)")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="after saving, delete all but the newest N sets (and the sets those "
+                   "build on)")
+    p.add_argument("--no-rescue", action="store_true", help="do not build the rescue image")
+    p.add_argument("--no-catalog", action="store_true",
+                   help="skip the catalog of unchanged package files")
+    add_medium_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def report_data(r: SaveReport) -> dict[str, Any]:
+    return {
+        "set": {
+            "id": r.set.id,
+            "kind": str(r.set.kind),
+            "parent": r.set.parent,
+            "host": r.set.host,
+            "created": r.set.created.isoformat(),
+            "files": r.set.file_count,
+            "bytes": r.set.size,
+            "labels": dict(r.set.labels),
+        },
+        "medium": r.medium,
+        "units": [
+            {
+                "id": u.key,
+                "what": u.label,
+                "mountpoint": u.mountpoint,
+                "entries": u.entries,
+                "stored": u.stored,
+                "data_bytes": u.data_bytes,
+                "archive_bytes": u.archive_bytes,
+                "manifest_bytes": u.manifest_bytes,
+                "incremental": u.incremental,
+                "seconds": round(u.seconds, 3),
+                "notes": list(u.notes),
+            }
+            for u in r.units
+        ],
+        "excluded": list(r.excluded),
+        "emptied": list(r.emptied),
+        "rescue": r.rescue,
+        "pruned": list(r.pruned),
+        "warnings": list(r.warnings),
+        "seconds": round(r.seconds, 3),
+    }
+
+
+def report_text(r: SaveReport) -> str:
+    s = r.set
+    kind = str(s.kind) + (f" (on {s.parent})" if s.parent else "")
+    lines = [
+        "",
+        f"saved recovery set {s.id} on {r.medium}",
+        f"  kind:    {kind}",
+        f"  host:    {s.host}",
+        f"  files:   {s.file_count} in the set, {human(s.size)}",
+        f"  entries: {sum(u.entries for u in r.units)} in {len(r.units)} tree(s), "
+        f"{sum(u.stored for u in r.units)} stored in this set, "
+        f"{human(sum(u.data_bytes for u in r.units))} of file data",
+        f"  rescue:  {r.rescue}",
+        f"  time:    {r.seconds:.1f} s (describe {r.describe_seconds:.1f} s)",
+    ]
+    for u in r.units:
+        lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
+                     f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s")
+    if r.pruned:
+        lines.append(f"  pruned:  {', '.join(r.pruned)}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.keep is not None and args.keep < 1:
+        raise BadInput("--keep must keep at least 1 set")
+    from resurgo import run as runner
+
+    if not runner.is_root():
+        raise PreconditionFailed("saving a system needs root (it reads every file and the "
+                                 "devices)", "run resurgo as root")
+    opts = SaveOptions(
+        root=args.root,
+        incremental=args.incremental,
+        recipients=tuple(args.encrypt_to),
+        excludes=tuple(args.exclude),
+        keep=args.keep,
+        rescue=not args.no_rescue,
+        catalog=not args.no_catalog,
+    )
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+
+    with open_from_args(args.medium, args) as medium:
+        report = save_set(medium, opts, progress)
+    for w in report.warnings:
+        print(f"resurgo: warning: {w}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(json.dumps(report_data(report), indent=2) + "\n")
+    else:
+        sys.stdout.write(report_text(report))
+    return ExitCode.OK

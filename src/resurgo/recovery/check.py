@@ -1,0 +1,153 @@
+"""Checking restored trees against their set's manifests: every entry, content and metadata.
+
+Paths in the results are those of the restored system (the unit's mountpoint joined with
+the path in its tree; a subvolume that is not mounted is named by its path in the
+btrfs). What finalize changed on purpose (files it rewrote or created, and the directories
+holding them, whose mtimes moved) is told apart from real differences: recover leaves the
+list in its state directory, and verify reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resurgo.apply.journal import state_dir
+from resurgo.engine import Mismatch, verify_tree
+from resurgo.errors import ResurgoError
+from resurgo.recovery.load import LoadedSet
+from resurgo.recovery.trees import unit_tree
+from resurgo.recovery.units import Unit
+
+RECORD_PREFIX = "finalized-"
+# What a new or rewritten file does to the directories above it (or a new one creates).
+_PARENT_WHATS = frozenset({"mtime", "unexpected"})
+
+
+@dataclass(frozen=True)
+class UnitCheck:
+    key: str
+    label: str
+    mountpoint: str | None
+    # Differences not explained by finalize.
+    mismatches: tuple[Mismatch, ...] = ()
+    # Differences finalize made on purpose.
+    expected: tuple[Mismatch, ...] = ()
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.mismatches
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The files finalize wrote or created in the restored system (its paths)."""
+
+    files: frozenset[str] = frozenset()
+
+    def explains(self, path: str, what: str) -> bool:
+        if path in self.files:
+            return True
+        prefix = path.rstrip("/") + "/"
+        return what in _PARENT_WHATS and any(f.startswith(prefix) for f in self.files)
+
+
+def finalize_changes(files: Iterable[str], log: str | None) -> Changes:
+    """The files finalize wrote, and the record of the recovery it left (``log``)."""
+    paths = [*files, *([log] if log else [])]
+    return Changes(frozenset(posixpath.normpath("/" + f.lstrip("/")) for f in paths))
+
+
+def record_path(set_id: str, directory: Path | None = None) -> Path:
+    return (directory or state_dir()) / f"{RECORD_PREFIX}{set_id}.json"
+
+
+def save_record(set_id: str, root: Path, changes: Changes) -> Path | None:
+    """Where verify finds what finalize changed; None when the state dir is not writable."""
+    path = record_path(set_id)
+    data = {"set": set_id, "root": str(root.resolve()), "files": sorted(changes.files)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError:
+        return None
+    return path
+
+
+def load_record(set_id: str, root: Path) -> Changes:
+    try:
+        data = json.loads(record_path(set_id).read_text())
+    except (OSError, ValueError):
+        return Changes()
+    if not isinstance(data, dict) or data.get("root") != str(root.resolve()):
+        return Changes()
+    files = data.get("files", [])
+    return Changes(frozenset(str(f) for f in files if isinstance(f, str)))
+
+
+def system_path(unit: Unit, rel: str) -> str:
+    base = unit.mountpoint or ("/" + unit.path_in_top_level if unit.path_in_top_level else "/")
+    if rel in (".", ""):
+        return base
+    return posixpath.join(base, rel)
+
+
+def check_unit(loaded: LoadedSet, unit: Unit, root: Path, *, content: bool,
+               changes: Changes | None = None) -> UnitCheck:
+    changes = changes or Changes()
+    start = time.monotonic()
+    try:
+        with unit_tree(unit, root, writable=False) as tree:
+            found = verify_tree(tree, loaded.manifest(unit), identity=loaded.identity,
+                                content=content)
+    except ResurgoError as e:
+        return UnitCheck(unit.key, unit.label, unit.mountpoint, error=str(e),
+                         seconds=time.monotonic() - start)
+    real: list[Mismatch] = []
+    expected: list[Mismatch] = []
+    for m in found:
+        explained = unit.mountpoint is not None and changes.explains(
+            system_path(unit, m.path), m.what)
+        (expected if explained else real).append(m)
+    return UnitCheck(unit.key, unit.label, unit.mountpoint, tuple(real), tuple(expected),
+                     seconds=time.monotonic() - start)
+
+
+@dataclass
+class CheckOutcome:
+    units: list[UnitCheck] = field(default_factory=list)
+    content: bool = True
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(u.ok for u in self.units)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(len(u.mismatches) for u in self.units)
+
+
+def check_units(loaded: LoadedSet, root: Path, *, content: bool,
+                only: Callable[[Unit], bool] = lambda u: True,
+                changes: Changes | None = None,
+                report: Callable[[UnitCheck], None] | None = None) -> CheckOutcome:
+    start = time.monotonic()
+    if changes is None:
+        changes = load_record(loaded.id, root)
+    outcome = CheckOutcome(content=content)
+    for unit in loaded.units:
+        if not only(unit):
+            continue
+        result = check_unit(loaded, unit, root, content=content, changes=changes)
+        outcome.units.append(result)
+        if report is not None:
+            report(result)
+    outcome.seconds = time.monotonic() - start
+    return outcome

@@ -1,0 +1,146 @@
+"""The description's commands, run in order once the layout is recreated and mounted.
+
+``resurgo:restore ID [MOUNTPOINT]`` restores a unit's tree (see units.py) from the archives
+of its chain into the recreated filesystem, through a private view (trees.py); a read-only
+btrfs subvolume is made writable for the time of its restore. Any other program runs as
+given, with RESURGO_ROOT naming the recovery root. A failing command stops the recovery
+(``on_failure = "abort"``) or is reported and passed (``"continue"``); every command's
+result is reported, those never reached as not run.
+
+The restore checks every file's content as it writes it (the sha256 of what was written
+against the one the archive carries, which the reader compared with the manifest's), so
+no second read of the data is needed afterwards; damage stops the command with the
+archive and the files named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from resurgo import run
+from resurgo.engine import ArchiveError, restore_tree
+from resurgo.errors import ResurgoError
+from resurgo.model import Command, OnFailure
+from resurgo.recovery.load import LoadedSet
+from resurgo.recovery.trees import unit_tree
+from resurgo.recovery.units import BUILTIN_PREFIX, Unit, is_restore
+
+
+class Status(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    NOT_RUN = "not-run"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    seq: int
+    program: str
+    args: tuple[str, ...]
+    on_failure: str
+    status: Status
+    description: str | None = None
+    message: str = ""
+    seconds: float = 0.0
+    entries: int = 0
+    files: int = 0
+    data_bytes: int = 0
+    archive_bytes: int = 0
+    # Damage found while streaming: the archive and the files concerned.
+    damaged: str | None = None
+    damaged_paths: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def line(self) -> str:
+        return " ".join((self.program, *self.args))
+
+
+@dataclass
+class RestoreOutcome:
+    results: list[CommandResult] = field(default_factory=list)
+    # The command that stopped the recovery.
+    aborted_at: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status != Status.FAILED for r in self.results)
+
+    def restored(self) -> set[int]:
+        return {r.seq for r in self.results if r.status == Status.DONE}
+
+
+Report = Callable[[CommandResult], None]
+
+
+@contextlib.contextmanager
+def _writable(unit: Unit, tree: Path) -> Iterator[None]:
+    """A read-only subvolume is recreated read-only: writable only while it is restored."""
+    if not unit.readonly:
+        yield
+        return
+    run.run(["btrfs", "property", "set", "-ts", str(tree), "ro", "false"])
+    try:
+        yield
+    finally:
+        run.run(["btrfs", "property", "set", "-ts", str(tree), "ro", "true"])
+
+
+def restore_unit(loaded: LoadedSet, unit: Unit, root: Path) -> CommandResult:
+    start = time.monotonic()
+    c = unit.command
+    with unit_tree(unit, root, writable=True) as tree, _writable(unit, tree):
+        result = restore_tree(tree, loaded.manifest(unit), loaded.archives(unit),
+                              identity=loaded.identity)
+    return CommandResult(
+        c.seq, c.program, c.args, str(c.on_failure), Status.DONE, c.description,
+        f"{result.entries} entries, {result.files} files",
+        time.monotonic() - start, result.entries, result.files, result.data_bytes,
+        sum(w.size for _, w in result.archives), warnings=result.warnings,
+    )
+
+
+def _external(c: Command, root: Path) -> CommandResult:
+    start = time.monotonic()
+    run.run([c.program, *c.args], env={"RESURGO_ROOT": str(root)})
+    return CommandResult(c.seq, c.program, c.args, str(c.on_failure), Status.DONE,
+                         c.description, "", time.monotonic() - start)
+
+
+def run_commands(loaded: LoadedSet, root: Path, report: Report | None = None) -> RestoreOutcome:
+    outcome = RestoreOutcome()
+    by_seq = {u.command.seq: u for u in loaded.units}
+    commands = list(loaded.description.commands)
+    for n, c in enumerate(commands):
+        start = time.monotonic()
+        try:
+            if is_restore(c):
+                result = restore_unit(loaded, by_seq[c.seq], root)
+            elif c.program.startswith(BUILTIN_PREFIX):
+                raise ResurgoError(f"{c.program} is no step built into this resurgo")
+            else:
+                result = _external(c, root)
+        except ResurgoError as e:
+            damaged = e.archive if isinstance(e, ArchiveError) else None
+            paths = e.paths if isinstance(e, ArchiveError) else ()
+            result = CommandResult(c.seq, c.program, c.args, str(c.on_failure), Status.FAILED,
+                                   c.description, str(e), time.monotonic() - start,
+                                   damaged=damaged, damaged_paths=paths)
+        outcome.results.append(result)
+        if report is not None:
+            report(result)
+        if result.status == Status.FAILED and c.on_failure == OnFailure.ABORT:
+            outcome.aborted_at = c.seq
+            for rest in commands[n + 1:]:
+                skipped = CommandResult(rest.seq, rest.program, rest.args, str(rest.on_failure),
+                                        Status.NOT_RUN, rest.description)
+                outcome.results.append(skipped)
+                if report is not None:
+                    report(skipped)
+            break
+    return outcome

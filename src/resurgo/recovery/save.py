@@ -1,0 +1,396 @@
+"""save: the system described and its files archived into one recovery set on a medium.
+
+In order: describe the system at the root (the catalog of package files beside it), then
+for each ``resurgo:restore`` command of the description one archive and one manifest
+streamed by the engine straight into the set's files (nothing is staged on local disk),
+the description and its digest, the rescue image when asked for, and the commit that
+makes the whole set visible at once. Killed at any point, the medium keeps the sets it
+had: the next save removes the leftovers.
+
+Left out of every set: the contents of /proc, /sys, /dev, /run and /tmp (the
+directories themselves are kept), the paths given with --exclude, the recovery set
+itself when the medium is a directory inside the saved tree, and this machine's copies
+of the manifests.
+
+Incremental sets build on the newest set of the same host on the medium: each unit's
+archive holds only what changed since (see the engine), and its manifest the whole tree.
+A plain (compressed, never encrypted) copy of each manifest is kept on the saved machine
+(under the state directory) so that the next incremental save needs no secret key, even
+when the sets are encrypted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from resurgo import fileformat
+from resurgo.apply.journal import state_dir
+from resurgo.engine import SYSTEM_EMPTY_DIRS, SaveResult, Source, save_filesystem, save_tree
+from resurgo.engine.source import ManifestStream
+from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ResurgoError
+from resurgo.media import Medium, SetInfo, SetKind, SetMeta, SetReader, SetWriter, prune
+from resurgo.media.url import DirectorySpec, parse_url
+from resurgo.model import Description
+from resurgo.probe.describe import DescribeOptions, describe
+from resurgo.recovery import setfiles, views
+from resurgo.recovery.load import file_source
+from resurgo.recovery.trees import btrfs_device, under
+from resurgo.recovery.units import Unit, file_key, units
+
+log = logging.getLogger("resurgo.recovery")
+
+CACHE = "manifests"
+_INCOMPLETE = ".incomplete-"
+CACHED_SETS = 2
+_COPY = 1 << 20
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    root: Path = Path("/")
+    incremental: bool = False
+    recipients: tuple[str, ...] = ()
+    # Paths of the saved system (as it sees them), left out with what is below them.
+    excludes: tuple[str, ...] = ()
+    keep: int | None = None
+    rescue: bool = True
+    catalog: bool = True
+    level: int = 3
+    # Where the plain copies of the manifests live (default: the state directory).
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class UnitSaved:
+    key: str
+    label: str
+    mountpoint: str | None
+    entries: int
+    stored: int
+    data_bytes: int
+    archive_bytes: int
+    manifest_bytes: int
+    seconds: float
+    incremental: bool
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    set: SetInfo
+    medium: str
+    units: tuple[UnitSaved, ...]
+    seconds: float
+    describe_seconds: float
+    warnings: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+    emptied: tuple[str, ...] = ()
+    pruned: tuple[str, ...] = ()
+    rescue: str = ""  # what became of the rescue image
+
+
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- paths
+
+
+def system_path(root: Path, host_path: str) -> str | None:
+    """A path of the machine as the saved system (mounted at root) sees it; None outside."""
+    real = os.path.realpath(host_path)
+    top = os.path.realpath(root)
+    if real == top:
+        return "/"
+    if not real.startswith(top.rstrip("/") + "/"):
+        return None
+    return "/" + real[len(top.rstrip("/")) + 1:]
+
+
+def relative_to(mountpoint: str, path: str) -> str | None:
+    """path below mountpoint, relative ("" for the mountpoint itself); None elsewhere."""
+    mp = posixpath.normpath(mountpoint)
+    p = posixpath.normpath(path)
+    if p == mp:
+        return ""
+    prefix = mp.rstrip("/") + "/"
+    return p[len(prefix):] if p.startswith(prefix) else None
+
+
+@dataclass(frozen=True)
+class Leaveouts:
+    """The system paths left out (excludes) or saved empty (emptied)."""
+
+    excludes: tuple[str, ...]
+    emptied: tuple[str, ...]
+
+    def for_unit(self, unit: Unit, tree: Path) -> tuple[list[str], list[str]]:
+        """(excludes, emptied) relative to the unit's tree. A path that is the unit's
+        mountpoint itself leaves out everything in it: the tree is saved empty (for an
+        emptied one, its directories are kept, empty)."""
+        excludes: list[str] = []
+        emptied: list[str] = []
+        if unit.mountpoint is None:
+            return excludes, emptied
+        for p in self.excludes:
+            rel = relative_to(unit.mountpoint, p)
+            if rel == "":
+                excludes.extend(sorted(os.listdir(tree)))
+            elif rel is not None:
+                excludes.append(rel)
+        for p in self.emptied:
+            rel = relative_to(unit.mountpoint, p)
+            if rel == "":
+                for name in sorted(os.listdir(tree)):
+                    entry = tree / name
+                    is_dir = entry.is_dir() and not entry.is_symlink()
+                    (emptied if is_dir else excludes).append(name)
+            elif rel is not None:
+                emptied.append(rel)
+        return excludes, emptied
+
+
+def leaveouts(root: Path, medium_url: str, excludes: tuple[str, ...],
+              cache: Path) -> Leaveouts:
+    out: list[str] = []
+    for e in excludes:
+        if not e.startswith("/"):
+            raise BadInput(f"--exclude {e}: give an absolute path of the saved system")
+        out.append(posixpath.normpath(e))
+    spec = parse_url(medium_url)
+    if isinstance(spec, DirectorySpec):
+        inside = system_path(root, os.path.abspath(spec.path))
+        if inside == "/":
+            raise BadInput(f"the medium {medium_url} is the saved tree itself",
+                           "save to a directory below it, or elsewhere")
+        if inside is not None:
+            out.append(inside)
+    inside_cache = system_path(root, str(cache))
+    if inside_cache is not None and inside_cache != "/":
+        out.append(inside_cache)
+    emptied = tuple("/" + os.fsdecode(d) for d in SYSTEM_EMPTY_DIRS)
+    return Leaveouts(tuple(dict.fromkeys(out)), emptied)
+
+
+# ---------------------------------------------------------------- the manifest cache
+
+
+class ManifestCache:
+    """Plain copies of the manifests of the last sets saved from this machine."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.usable = True
+
+    def staging(self, set_id: str) -> Path | None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for old in self.directory.glob(f"{_INCOMPLETE}*"):
+                shutil.rmtree(old, ignore_errors=True)
+            path = self.directory / f"{_INCOMPLETE}{set_id}"
+            path.mkdir()
+            return path
+        except OSError as e:
+            log.warning("no local copy of the manifests (%s): %s", self.directory, e.strerror)
+            self.usable = False
+            return None
+
+    def commit(self, set_id: str) -> None:
+        staged = self.directory / f"{_INCOMPLETE}{set_id}"
+        if not self.usable or not staged.is_dir():
+            return
+        with contextlib.suppress(OSError):
+            os.rename(staged, self.directory / set_id)
+            kept = sorted(p for p in self.directory.iterdir() if not p.name.startswith("."))
+            for old in kept[:-CACHED_SETS]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self, set_id: str) -> None:
+        shutil.rmtree(self.directory / f"{_INCOMPLETE}{set_id}", ignore_errors=True)
+
+    def manifest(self, set_id: str, unit: Unit) -> Source | None:
+        path = self.directory / set_id / f"{file_key(unit.key)}.manifest"
+        return Source.file(path) if path.is_file() else None
+
+
+# ---------------------------------------------------------------- the parent of an incremental
+
+
+def find_parent(medium: Medium, host: str) -> SetReader:
+    sets = [s for s in medium.list_sets() if s.host == host]
+    if not sets:
+        raise PreconditionFailed(
+            f"there is no set of host {host} on {medium.url} for an incremental set to build on",
+            "make a full one first (resurgo save without --incremental)",
+        )
+    reader = medium.open_set(sets[-1].id)
+    reader.check()
+    return reader
+
+
+def previous_manifest(parent: SetReader, unit: Unit, cache: ManifestCache) -> Source | None:
+    """The parent's manifest of this unit: the local plain copy, else the set's own."""
+    cached = cache.manifest(parent.id, unit)
+    if cached is not None:
+        return cached
+    if parent.index.file(unit.manifest_name) is None:
+        return None  # a tree the parent did not have: saved in full
+    if setfiles.encrypted(parent.info.labels):
+        raise PreconditionFailed(
+            f"the parent set {parent.id} is encrypted and this machine keeps no plain copy "
+            f"of its manifest of {unit.label} (in {cache.directory})",
+            "make a full set (without --incremental)",
+        )
+    return file_source(parent, unit.manifest_name)
+
+
+def _check_previous(source: Source, parent: str) -> None:
+    with ManifestStream(source, None) as ms:
+        last = ms.header.chain[-1]
+    if last != parent:
+        raise OperationFailed(f"{source.name} is the manifest of set {last}, not of {parent}")
+
+
+# ---------------------------------------------------------------- saving
+
+
+def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
+               previous: Source | None, opts: SaveOptions, lo: Leaveouts) -> UnitSaved:
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        archive = stack.enter_context(w.create(unit.archive_name))
+        manifest = stack.enter_context(w.create(unit.manifest_name))
+        local = None
+        if cache_dir is not None:
+            local = stack.enter_context(open(cache_dir / f"{file_key(unit.key)}.manifest", "xb"))
+        result: SaveResult
+        if not unit.btrfs:
+            assert unit.mountpoint is not None
+            top = Path(os.path.realpath(under(root, unit.mountpoint)))
+            views.require_mounted(top, unit.label)
+            excl, empty = lo.for_unit(unit, top)
+            result = save_filesystem(
+                top, archive, manifest, set_id=w.id, previous=previous,
+                excludes=[top / e for e in excl], empty_dirs=[top / e for e in empty],
+                recipients=opts.recipients, local_manifest=local, level=opts.level)
+        else:
+            device = btrfs_device(unit, root)
+            top_view = stack.enter_context(views.btrfs_top_level(device, writable=False))
+            tree = top_view / unit.path_in_top_level if unit.path_in_top_level else top_view
+            if not tree.is_dir():
+                raise OperationFailed(f"there is no {unit.label} on {device}")
+            excl, empty = lo.for_unit(unit, tree)
+            result = save_tree(
+                tree, archive, manifest, set_id=w.id, previous=previous, excludes=excl,
+                empty_dirs=empty, recipients=opts.recipients, local_manifest=local,
+                level=opts.level)
+    return UnitSaved(unit.key, unit.label, unit.mountpoint, result.entries, result.stored,
+                     result.data_bytes, result.archive.size, result.manifest.size,
+                     time.monotonic() - start, previous is not None, result.notes)
+
+
+def _rescue_image(desc_path: Path, w: SetWriter, progress: Progress) -> str:
+    """Build the rescue image into the set, when this resurgo can; what became of it."""
+    try:
+        from resurgo.rescue import RescueOptions, build_rescue_image
+    except ImportError:
+        return "not included: this resurgo cannot build rescue images"
+    progress("building the rescue image")
+    with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
+        iso = Path(tmp) / setfiles.RESCUE
+        report = build_rescue_image(iso, RescueOptions(description=desc_path))
+        with open(iso, "rb") as src, w.create(setfiles.RESCUE) as dst:
+            shutil.copyfileobj(src, dst, _COPY)
+    return f"included ({report.size} bytes)"
+
+
+def _write_description(desc: Description, w: SetWriter, tmp: Path) -> Path:
+    """Into the set, and into tmp (a file for the rescue image to carry)."""
+    path = tmp / setfiles.DESCRIPTION
+    digest = fileformat.write(desc, path)
+    w.write_bytes(setfiles.DESCRIPTION, path.read_bytes())
+    w.write_bytes(setfiles.DESCRIPTION_DIGEST, f"{digest}  {setfiles.DESCRIPTION}\n".encode())
+    return path
+
+
+@contextlib.contextmanager
+def _timed() -> Iterator[list[float]]:
+    box = [time.monotonic()]
+    yield box
+    box[0] = time.monotonic() - box[0]
+
+
+def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: None,
+             ) -> SaveReport:
+    """Save the system at opts.root into a new set on medium (see the module docstring)."""
+    started = time.monotonic()
+    root = opts.root
+    if not root.is_dir():
+        raise BadInput(f"--root {root}: not a directory")
+    if not medium.holds_archives:
+        raise BadInput(f"{medium.url} holds descriptions only, not the archives of a set",
+                       "save to a directory, an SFTP server or an S3 bucket")
+    cache = ManifestCache(opts.cache_dir or state_dir() / CACHE)
+    lo = leaveouts(root, medium.url, opts.excludes, cache.directory)
+    with tempfile.TemporaryDirectory(prefix="resurgo-save-") as tmp_name:
+        tmp = Path(tmp_name)
+        progress(f"describing the system at {root}")
+        with _timed() as took:
+            desc, warnings = describe(DescribeOptions(
+                root=root.resolve(), catalog_dir=tmp if opts.catalog else None))
+        found = units(desc)
+        host = desc.system.hostname or desc.format.host
+        parent: SetReader | None = None
+        if opts.incremental:
+            parent = find_parent(medium, host)
+        meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
+                       parent.id if parent else None, host, setfiles.labels(opts.recipients))
+        saved: list[UnitSaved] = []
+        with medium.begin_set(meta) as w:
+            staged = cache.staging(w.id)
+            try:
+                desc_path = _write_description(desc, w, tmp)
+                if desc.catalog is not None:
+                    with open(tmp / desc.catalog.path, "rb") as src, \
+                            w.create(desc.catalog.path) as dst:
+                        shutil.copyfileobj(src, dst, _COPY)
+                for unit in found:
+                    previous = None
+                    if parent is not None:
+                        previous = previous_manifest(parent, unit, cache)
+                        if previous is not None:
+                            _check_previous(previous, parent.id)
+                    since = f" (changes since {parent.id})" if parent and previous else ""
+                    progress(f"saving {unit.label}{since}")
+                    done = _save_unit(unit, root, w, staged, previous, opts, lo)
+                    saved.append(done)
+                    warnings.extend(f"{unit.label}: {n}" for n in done.notes)
+                rescue = "not included (--no-rescue)"
+                if opts.rescue:
+                    try:
+                        rescue = _rescue_image(desc_path, w, progress)
+                    except ResurgoError as e:
+                        rescue = f"not included: {e.message}"
+                        warnings.append(f"the rescue image could not be built: {e.message}")
+                info = w.commit()
+            except BaseException:
+                cache.abort(w.id)
+                raise
+        cache.commit(info.id)
+    pruned: tuple[str, ...] = ()
+    if opts.keep is not None:
+        pruned = tuple(s.id for s in prune(medium, opts.keep).delete)
+    return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
+                      tuple(warnings), lo.excludes, lo.emptied, pruned, rescue)
+
+
+__all__ = ["SaveOptions", "SaveReport", "UnitSaved", "save_set"]
+

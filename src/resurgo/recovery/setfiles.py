@@ -1,0 +1,42 @@
+"""The files and labels of a recovery set (pure).
+
+    description.toml, description.toml.sha256   the recovery description and its digest
+    catalog.zst                                  the catalog of unchanged package files
+    archives/<id>.archive, archives/<id>.manifest   one pair per resurgo:restore command
+    rescue.iso                                   the bootable rescue image (optional)
+
+The index's labels say what a reader must know before reading anything: the resurgo
+that wrote the set and whether its archives are encrypted (and for whom).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from resurgo import __version__
+
+DESCRIPTION = "description.toml"
+DESCRIPTION_DIGEST = "description.toml.sha256"
+RESCUE = "rescue.iso"
+
+LABEL_VERSION = "resurgo"
+LABEL_ENCRYPTION = "encryption"
+LABEL_RECIPIENTS = "recipients"
+AGE = "age"
+NONE = "none"
+
+
+def labels(recipients: Sequence[str]) -> dict[str, str]:
+    out = {LABEL_VERSION: __version__, LABEL_ENCRYPTION: AGE if recipients else NONE}
+    if recipients:
+        # Public keys: they tell which secret key a restore will need.
+        out[LABEL_RECIPIENTS] = " ".join(recipients)
+    return out
+
+
+def encrypted(set_labels: Mapping[str, str]) -> bool:
+    return set_labels.get(LABEL_ENCRYPTION) == AGE
+
+
+def recipients(set_labels: Mapping[str, str]) -> list[str]:
+    return set_labels.get(LABEL_RECIPIENTS, "").split()
