@@ -7,7 +7,6 @@ import posixpath
 from typing import Any
 
 from resurgo.engine import Mismatch
-
 from resurgo.recovery.check import CheckOutcome, UnitCheck
 from resurgo.recovery.restore import CommandResult, RestoreOutcome, Status
 from resurgo.summary import human
