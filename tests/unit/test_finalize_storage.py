@@ -432,3 +432,28 @@ def test_saved_paths_of_a_disk_include_its_by_id_link() -> None:
     d = Disk("disk.sda", "/dev/sda", 1 << 30, 512, 512, by_id="/dev/disk/by-id/ata-X_1")
     desc = description(disks=[d])
     assert identity.saved_paths(desc, "disk.sda") == ("/dev/sda", "/dev/disk/by-id/ata-X_1")
+
+
+def test_root_by_an_unknown_hardware_name_is_the_filesystem_on_slash() -> None:
+    ids, _ = vda_to_nvme()
+    new, whys, warnings = cmdline.rewrite_cmdline(
+        "root=/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part3 resume=/dev/sdq4 ro", ids
+    )
+    assert new == f"root=UUID={ROOT_UUID} resume=/dev/sdq4 ro"
+    assert len(whys) == 1 and len(warnings) == 1 and "/dev/sdq4" in warnings[0]
+
+
+def test_probe_warns_when_blkid_finds_nothing_where_a_filesystem_was_made() -> None:
+    ids, _ = vda_to_nvme()
+    warnings: list[str] = []
+    probed = identity.probe(
+        ids, blkid=lambda d: {}, exists=lambda d: d == "/dev/nvme0n1p3", warnings=warnings
+    )
+    root = probed.by_record("fs.vda3")
+    assert root is not None and root.new_uuid is None
+    assert warnings == [
+        "fs.vda3: blkid finds nothing on /dev/nvme0n1p3; the configuration naming it is left "
+        "as it is"
+    ]
+    # Named by its UUID, it is then left alone rather than renamed to a guess.
+    assert identity.resolve(f"UUID={ROOT_UUID}", probed, [Kind.FILESYSTEM]).spec is None

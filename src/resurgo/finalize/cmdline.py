@@ -49,7 +49,8 @@ def rewrite_cmdline(cmdline: str, ids: Identities) -> tuple[str, list[str], list
         why = ""
         if key in ("root", "resume"):
             kinds = [Kind.FILESYSTEM] if key == "root" else [Kind.SWAP]
-            res = resolve(value, ids, kinds)
+            # An unknown hardware name in root= can only mean the filesystem mounted on /.
+            res = resolve(value, ids, kinds, mountpoint="/" if key == "root" else None)
             if res.warning:
                 warnings.append(f"{key}=: {res.warning}")
             if res.spec is not None:

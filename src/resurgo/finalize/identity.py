@@ -299,6 +299,11 @@ def probe(
                 )
             out.append(ident)
             continue
+        if not found.get("TYPE") and ident.kind != Kind.PARTITION and warnings is not None:
+            warnings.append(
+                f"{ident.record}: blkid finds nothing on {dev}; the configuration naming it "
+                "is left as it is"
+            )
         if ident.kind == Kind.PARTITION:
             out.append(
                 replace(ident, new_partuuid=found.get("PART_ENTRY_UUID", ident.new_partuuid))

@@ -11,14 +11,26 @@ _FIELD = re.compile(r"\S+")
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines with their line ends, so that joining them gives the text back exactly."""
-    return text.splitlines(keepends=True)
+    """Lines with their line ends, so that joining them gives the text back exactly.
+
+    Only \n ends a line (a \r before it stays with the line end): the form feeds and
+    other separators str.splitlines honours are content in configuration files.
+    """
+    out = text.split("\n")
+    last = out.pop()
+    out = [line + "\n" for line in out]
+    if last:
+        out.append(last)
+    return out
 
 
 def body(line: str) -> tuple[str, str]:
     """(content, line end) of one line from split_lines."""
-    stripped = line.rstrip("\r\n")
-    return stripped, line[len(stripped) :]
+    if line.endswith("\r\n"):
+        return line[:-2], "\r\n"
+    if line.endswith("\n"):
+        return line[:-1], "\n"
+    return line, ""
 
 
 def fields(content: str) -> list[re.Match[str]]:

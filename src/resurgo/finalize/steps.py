@@ -199,7 +199,9 @@ class Finalizer:
             tools.reverse()
         for tool in tools:
             if run.which(tool):
-                return drivers.parse_image_listing(run.output([tool, host_image]))
+                result = run.run([tool, host_image], check=False)
+                if result.returncode == 0:
+                    return drivers.parse_image_listing(result.stdout)
         if self.dry_run:
             return None
         argv = drivers.lister_argv(gen, image)
@@ -249,6 +251,22 @@ class Finalizer:
         add = list(dict.fromkeys(m for *_, gap in checks for m in gap.add))
         if add:
             self._name_modules(gen, add)
+            if gen == drivers.Generator.INITRAMFS_TOOLS:
+                texts = [self.tree.read("/etc/initramfs-tools/initramfs.conf") or ""]
+                texts += [
+                    self.tree.read(p) or "" for p in self.tree.glob("/etc/initramfs-tools/conf.d/*")
+                ]
+                mode = drivers.initramfs_modules_mode(texts)
+                self.notes.append(
+                    f"initramfs-tools MODULES={mode}: "
+                    + (
+                        "the rebuild in the chroot looks at this machine's devices, and "
+                        if mode == "dep"
+                        else ""
+                    )
+                    + f"{MODULES_FILE} names {', '.join(add)} so that every later rebuild "
+                    "keeps them"
+                )
         for kernel, image, exists, gap in checks:
             rebuilt = False
             seconds = 0.0
