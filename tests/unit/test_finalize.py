@@ -275,3 +275,26 @@ def test_a_wrong_net_map_stops_before_any_change(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="eth7"):
         finalize.finalize(desc, plan_for(desc), root, opts)
     assert snapshot(root) == before
+
+
+@needs_lister
+@no_nvme_here
+def test_a_dracut_system_gets_a_drivers_snippet_and_a_dracut_rebuild(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    shutil.rmtree(root / "etc/initramfs-tools")
+    (root / "usr/sbin/update-initramfs").unlink()
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/dracut").write_text("#!/bin/sh\n")
+    (root / f"boot/initrd.img-{KERNEL}").rename(root / f"boot/initramfs-{KERNEL}.img")
+    desc = description()
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path), network=False)
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    snippet = next(f for f in r.files if f.path == "/etc/dracut.conf.d/resurgo-drivers.conf")
+    assert snippet.created and not snippet.written
+    assert snippet.changes[-1].after == 'add_drivers+=" nvme "'
+    assert r.commands[0].argv == ("dracut", "--force", "--kver", KERNEL)
+    assert r.initramfs[0].image == f"/boot/initramfs-{KERNEL}.img"
+    assert r.initramfs[0].generator == "dracut"
+    assert not (root / "etc/dracut.conf.d").exists()

@@ -129,7 +129,12 @@ def test_modules_file_gets_only_what_it_lacks_after_a_comment() -> None:
 def test_modules_mode_last_assignment_wins_and_dracut_snippet() -> None:
     assert drivers.initramfs_modules_mode(["MODULES=most\n", "# MODULES=dep\n"]) == "most"
     assert drivers.initramfs_modules_mode(["MODULES=most\n", 'MODULES="dep"\n']) == "dep"
-    assert drivers.dracut_conf(["nvme", "ahci"], "why") == '# why\nadd_drivers+=" nvme ahci "\n'
+    snippet = drivers.dracut_conf(["nvme", "ahci"], "why")
+    assert snippet == '# why\nadd_drivers+=" nvme ahci "\n'
+    assert drivers.dracut_conf(["ahci"], "again", snippet) is None
+    assert drivers.dracut_conf(["virtio_blk"], "more", snippet) == (
+        '# more\nadd_drivers+=" nvme ahci virtio_blk "\n'
+    )
 
 
 def test_rebuild_and_lister_commands() -> None:

@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from resurgo.finalize import identity
+from resurgo.errors import PreconditionFailed
+from resurgo.finalize import configs, identity, netmap
 from resurgo.finalize.model import (
     CommandRecord,
     FileChange,
@@ -75,8 +76,6 @@ def finalize(
     Raises BadInput for a --net-map naming no interface of this machine (before any
     change), PreconditionFailed when root is not a directory.
     """
-    from resurgo.errors import PreconditionFailed
-
     opts = options or FinalizeOptions()
     if not root.is_dir():
         raise PreconditionFailed(f"{root} is not a directory: nothing restored to finalize")
@@ -105,8 +104,6 @@ def _run(f: Finalizer) -> FinalizeReport:
     try:
         # The net map is checked first: a typo there must stop before any change.
         if opts.network:
-            from resurgo.finalize import configs, netmap
-
             files = configs.network_files(f.tree)
             saved = netmap.saved_nics(configs.network_refs(files))
             netmap.pair_nics(saved, netmap.actual_nics(opts.sysfs), opts.net_map)

@@ -201,9 +201,17 @@ def add_modules(text: str, modules: Sequence[str], comment: str) -> Rewrite:
     return Rewrite(start + "\n".join(added) + "\n", changes)
 
 
-def dracut_conf(modules: Sequence[str], comment: str) -> str:
-    """A dracut.conf.d snippet that puts the drivers in every image (hostonly or not)."""
-    return f'# {comment}\nadd_drivers+=" {" ".join(modules)} "\n'
+_ADD_DRIVERS = re.compile(r"^\s*add_drivers\+?=\s*([\"'])(.*?)\1", re.MULTILINE)
+
+
+def dracut_conf(modules: Sequence[str], comment: str, old: str | None = None) -> str | None:
+    """A dracut.conf.d snippet that puts the drivers in every image (hostonly or not),
+    keeping those an earlier one named; None when the earlier one names them all."""
+    before = [m for found in _ADD_DRIVERS.findall(old or "") for m in found[1].split()]
+    if old is not None and all(m in before for m in modules):
+        return None
+    names = list(dict.fromkeys([*before, *modules]))
+    return f'# {comment}\nadd_drivers+=" {" ".join(names)} "\n'
 
 
 def rebuild_argv(generator: Generator, kernel: str, image_exists: bool) -> list[str]:

@@ -314,8 +314,8 @@ class Finalizer:
             self.file(MODULES_FILE, drivers.add_modules(text, missing, comment), created=not text)
             return
         old = self.tree.read(DRACUT_SNIPPET)
-        new = drivers.dracut_conf(missing, comment)
-        if old == new:
+        new = drivers.dracut_conf(missing, comment, old)
+        if new is None:
             return
         rw = Rewrite(
             new,
