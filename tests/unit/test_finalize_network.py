@@ -277,7 +277,8 @@ def test_pairing_by_mac_then_order_and_unpaired_warned() -> None:
     ]
     assert len(warnings) == 1 and "eth2" in warnings[0]
     nm = netmap.netmap(pairs)
-    assert nm.names == {"eth1": "enp2s0", "eth0": "enp10s0"}
+    # eth1 is still there: the restored system names it as before, whatever the rescue does.
+    assert nm.names == {"eth0": "enp10s0"}
     assert nm.macs == {OLD_MAC: "52:54:00:99:99:99"}
     assert netmap.gone_macs(saved, actual) == frozenset({OLD_MAC})
 
@@ -368,3 +369,15 @@ def test_network_files_of_a_tree_are_found_and_rewritten_together() -> None:
     assert f"MACAddress={NEW_MAC}" in out[found[2][0]].text
     assert "[ens9, enp2s0]" in out[found[3][0]].text
     assert OLD_MAC not in out[found[4][0]].text
+
+
+def test_a_system_booted_with_net_ifnames_0_names_the_new_nics_eth_n() -> None:
+    grub = 'GRUB_CMDLINE_LINUX="net.ifnames=0 biosdevname=0"\n'
+    assert netmap.ifnames_off([grub])
+    assert not netmap.ifnames_off(['#GRUB_CMDLINE_LINUX="net.ifnames=0"\n', "net.ifnames=01"])
+    actual = [Nic("enp1s0", NEW_MAC, "/a"), Nic("enp2s0", "52:54:00:00:00:02", "/b")]
+    named = netmap.kernel_named(actual)
+    assert [(n.name, n.mac) for n in named] == [("eth0", NEW_MAC), ("eth1", "52:54:00:00:00:02")]
+    pairs = netmap.pair_nics([Nic("eth0", OLD_MAC)], named)
+    nm = netmap.netmap(pairs)
+    assert nm.names == {} and nm.macs == {OLD_MAC: NEW_MAC}

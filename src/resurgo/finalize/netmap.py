@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resurgo.errors import BadInput
@@ -147,8 +147,12 @@ def pair_nics(
 
 
 def netmap(pairs: Iterable[tuple[Nic, Nic, str]]) -> NetMap:
-    """The substitutions the pairs call for. A name the configuration pins to a MAC keeps
-    its name: the MAC match is what moves to the new NIC."""
+    """The substitutions the pairs call for.
+
+    A NIC that is still there (same MAC) keeps the name the restored system gives it,
+    whatever this rescue system calls it (its naming policy may differ). A name the
+    configuration pins to a MAC keeps its name: the MAC match moves to the new NIC.
+    """
     names: dict[str, str] = {}
     macs: dict[str, str] = {}
     why: dict[str, str] = {}
@@ -157,10 +161,31 @@ def netmap(pairs: Iterable[tuple[Nic, Nic, str]]) -> NetMap:
         if old.mac and new.mac and old.mac != new.mac:
             macs[old.mac] = new.mac
             why[old.mac] = f"MAC {old.mac} is now {new.mac} ({new.name}, {by})"
+        if how in ("mac", "name"):
+            continue
         if old.name and new.name and old.name != new.name and not old.pinned:
             names[old.name] = new.name
             why[old.name] = f"interface {old.name} is now {new.name} ({by})"
     return NetMap(names, macs, why)
+
+
+def kernel_named(actual: Sequence[Nic]) -> list[Nic]:
+    """The NICs as a system booted with net.ifnames=0 names them: eth0, eth1, ... in the
+    order the kernel finds them (bus order)."""
+    return [replace(n, name=f"eth{i}") for i, n in enumerate(actual)]
+
+
+_IFNAMES_OFF = re.compile(r"(?<![\w.=-])net\.ifnames=0(?![\w.])")
+
+
+def ifnames_off(texts: Iterable[str]) -> bool:
+    """Whether a kernel command line (in /etc/default/grub, /etc/kernel/cmdline, ...) turns
+    predictable interface names off."""
+    for text in texts:
+        for line in text.splitlines():
+            if not line.lstrip().startswith("#") and _IFNAMES_OFF.search(line):
+                return True
+    return False
 
 
 def report_pairs(pairs: Iterable[tuple[Nic, Nic, str]]) -> list[NicPair]:

@@ -168,6 +168,17 @@ class Finalizer:
         files = configs.network_files(self.tree)
         saved = netmap.saved_nics(configs.network_refs(files))
         actual = netmap.actual_nics(self.options.sysfs)
+        cmdlines = [
+            self.tree.read(p) or ""
+            for p in ("/etc/default/grub", "/etc/kernel/cmdline", "/boot/grub/grub.cfg")
+        ]
+        cmdlines += [self.tree.read(p) or "" for p in self.tree.glob("/etc/default/grub.d/*.cfg")]
+        if actual and netmap.ifnames_off(cmdlines):
+            actual = netmap.kernel_named(actual)
+            self.notes.append(
+                "the restored system boots with net.ifnames=0: its interfaces are named "
+                "eth0, eth1, ... in bus order, not as this rescue system names them"
+            )
         pairs = netmap.pair_nics(saved, actual, self.options.net_map, self.warnings)
         self.nics = netmap.report_pairs(pairs)
         nm = netmap.netmap(pairs)
