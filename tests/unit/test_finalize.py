@@ -298,3 +298,20 @@ def test_a_dracut_system_gets_a_drivers_snippet_and_a_dracut_rebuild(tmp_path: P
     assert r.initramfs[0].image == f"/boot/initramfs-{KERNEL}.img"
     assert r.initramfs[0].generator == "dracut"
     assert not (root / "etc/dracut.conf.d").exists()
+
+
+@no_nvme_here
+def test_net_ifnames_0_keeps_eth0_and_moves_its_mac(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX="net.ifnames=0"\n')
+    (root / NM_PATH).write_text(NM.replace("ens3", "eth0"))
+    desc = description()
+    opts = FinalizeOptions(
+        sysfs=machine(tmp_path), drivers=False, bootloader=False, net_map=(("eth0", "eth0"),)
+    )
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    assert (root / NM_PATH).read_text() == NM.replace("ens3", "eth0").replace(OLD_MAC, NEW_MAC)
+    assert [(n.old_name, n.new_name, n.by) for n in r.nics] == [("eth0", "eth0", "map")]
+    assert any("net.ifnames=0" in n for n in r.notes)

@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from resurgo.errors import PreconditionFailed
-from resurgo.finalize import configs, identity, netmap
+from resurgo.finalize import identity
 from resurgo.finalize.model import (
     CommandRecord,
     FileChange,
@@ -104,9 +104,7 @@ def _run(f: Finalizer) -> FinalizeReport:
     try:
         # The net map is checked first: a typo there must stop before any change.
         if opts.network:
-            files = configs.network_files(f.tree)
-            saved = netmap.saved_nics(configs.network_refs(files))
-            netmap.pair_nics(saved, netmap.actual_nics(opts.sysfs), opts.net_map)
+            f.check_net_map()
         with f.step("storage configuration"):
             f.rewrite_storage()
         if opts.network:

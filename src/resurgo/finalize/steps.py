@@ -13,6 +13,7 @@ import datetime
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from resurgo import run
@@ -40,6 +41,15 @@ from resurgo.probe.hardware import KernelModules
 
 MODULES_FILE = "/etc/initramfs-tools/modules"
 DRACUT_SNIPPET = "/etc/dracut.conf.d/resurgo-drivers.conf"
+
+
+@dataclass(frozen=True)
+class NetworkInputs:
+    files: list[tuple[str, str, configs.NetFormat | None]]
+    saved: list[netmap.Nic]
+    actual: list[netmap.Nic]
+    # The restored system names its NICs eth0, eth1, ... (net.ifnames=0).
+    kernel_names: bool
 
 
 class Finalizer:
@@ -164,7 +174,9 @@ class Finalizer:
 
     # ------------------------------------------------------------------ network
 
-    def map_network(self) -> None:
+    def network_inputs(self) -> NetworkInputs:
+        """The network files, the saved NICs they name, and this machine's NICs as the
+        restored system will name them."""
         files = configs.network_files(self.tree)
         saved = netmap.saved_nics(configs.network_refs(files))
         actual = netmap.actual_nics(self.options.sysfs)
@@ -173,8 +185,20 @@ class Finalizer:
             for p in ("/etc/default/grub", "/etc/kernel/cmdline", "/boot/grub/grub.cfg")
         ]
         cmdlines += [self.tree.read(p) or "" for p in self.tree.glob("/etc/default/grub.d/*.cfg")]
-        if actual and netmap.ifnames_off(cmdlines):
+        kernel_names = bool(actual) and netmap.ifnames_off(cmdlines)
+        if kernel_names:
             actual = netmap.kernel_named(actual)
+        return NetworkInputs(files, saved, actual, kernel_names)
+
+    def check_net_map(self) -> None:
+        """Raises BadInput for a --net-map that names no interface here."""
+        n = self.network_inputs()
+        netmap.pair_nics(n.saved, n.actual, self.options.net_map)
+
+    def map_network(self) -> None:
+        n = self.network_inputs()
+        files, saved, actual = n.files, n.saved, n.actual
+        if n.kernel_names:
             self.notes.append(
                 "the restored system boots with net.ifnames=0: its interfaces are named "
                 "eth0, eth1, ... in bus order, not as this rescue system names them"
