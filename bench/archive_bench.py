@@ -63,9 +63,9 @@ with open(archive, "wb") as a, open(manifest, "wb") as m:
 RESURGO_RESTORE = r"""
 import sys
 from resurgo.engine import Source, restore_tree
-dst, archive, manifest, identity = sys.argv[1:5]
+dst, archive, manifest, identity, writers = sys.argv[1:6]
 restore_tree(dst, Source.file(manifest), {"bench": Source.file(archive)},
-             identity=identity or None)
+             identity=identity or None, writers=int(writers) if writers else None)
 """
 
 
@@ -158,11 +158,15 @@ def main() -> int:
     ap.add_argument("--large", type=int, help="large files (default 12 x scale, at least 1)")
     ap.add_argument("--large-size", type=int, default=100 << 20)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--tools", default="resurgo,resurgo-age,tar,restic,borg")
+    ap.add_argument("--tools", default="resurgo,resurgo-age,tar,restic,borg",
+                    help="resurgo (at each --levels), resurgo-age (encrypted, first level), "
+                         "tar, restic, borg")
+    ap.add_argument("--levels", default="3", help="zstd levels of resurgo's rows (tar: 3)")
     ap.add_argument("--workdir", type=Path,
                     help="default: a RAM-backed ext4 (an image in /dev/shm on a loop device),"
                          " so the shared disk's noise does not swamp the programs' own cost")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--writers", type=int, help="resurgo's writer processes (default: cpus)")
     args = ap.parse_args()
     files = args.files if args.files is not None else int(200_000 * args.scale)
     large = args.large if args.large is not None else max(1, round(12 * args.scale))
@@ -173,7 +177,13 @@ def main() -> int:
         ram = ram_ext4(work, 4 * data + files * 8192 + (2 << 30))
     else:
         work = args.workdir
-    tools = [t for t in args.tools.split(",") if t]
+    levels = [int(x) for x in args.levels.split(",")]
+    tools = []
+    for t in args.tools.split(","):
+        if t == "resurgo":
+            tools += [f"resurgo-z{level}" for level in levels]
+        elif t:
+            tools.append(t)
     for tool, program in (("restic", "restic"), ("borg", "borg"), ("resurgo-age", "age")):
         if tool in tools and shutil.which(program) is None:
             print(f"# {tool}: {program} is not installed, skipped")
@@ -205,17 +215,19 @@ def main() -> int:
             restores: list[Run] = []
             stored = 0
             for _ in range(args.repeat):
-                if tool in ("resurgo", "resurgo-age"):
+                if tool.startswith("resurgo"):
                     archive, manifest = out / "bench.arc", out / "bench.manifest"
+                    level = tool.removeprefix("resurgo-z") if "-z" in tool else str(levels[0])
                     fresh(out)
                     saves.append(measure([sys.executable, "-c", RESURGO_SAVE, str(src),
-                                          str(archive), str(manifest), "3",
+                                          str(archive), str(manifest), level,
                                           recipient if tool == "resurgo-age" else ""]))
                     stored = size_of(archive) + size_of(manifest)
                     fresh(dst)
                     restores.append(measure([sys.executable, "-c", RESURGO_RESTORE, str(dst),
                                              str(archive), str(manifest),
-                                             str(key) if tool == "resurgo-age" else ""]))
+                                             str(key) if tool == "resurgo-age" else "",
+                                             str(args.writers or "")]))
                 elif tool == "tar":
                     archive = out / "bench.tar.zst"
                     fresh(out)

@@ -7,7 +7,7 @@ API
     Save one file system (one btrfs subvolume) as it is under the mounts on top of it.
 ``save_tree(root, archive, manifest, *, set_id, ...)``
     Save a directory tree without crossing into other file systems.
-``restore_tree(target, manifest, archives, *, identity=None, threads=None)``
+``restore_tree(target, manifest, archives, *, identity=None, writers=None)``
     Restore the tree a manifest describes, from the archives of its chain.
 ``verify_tree(root, manifest, *, identity=None, content=True)``
     Every difference between a tree and a manifest (content and metadata).
@@ -37,7 +37,7 @@ The plaintext inside zstd (and age) is a sequence of records; integers are littl
 endian::
 
     start   "RSGOARC\\0"  u16 version (1)  u16 n  set id (n bytes, UTF-8)  u32 crc32
-    entry   "E"  u32 n  u64 p  header (n bytes)  u32 crc32(header)  payload (p bytes)
+    entry   "E"  u32 n  u64 p  header (n bytes)  u32 crc32(frame+header)  payload (p bytes)
     end     "Z"  u64 number of entries  u64 payload bytes  u32 crc32
 
     header  u8 kind  u32 st_mode  u32 uid  u32 gid  i64 mtime_ns  i64 atime_ns  u64 rdev
@@ -83,6 +83,16 @@ copies the other lines. A restore reads only the last manifest: for each set of 
 chain, oldest first, it streams that set's archive and extracts the entries the manifest
 says it holds. Files deleted since are absent (no manifest lists them), renamed files
 come from the set that saved them under their new name, and each file is written once.
+
+Parallelism
+===========
+
+Saving: one thread walks, reads and hashes (big os.read calls, records gathered into one
+os.writev), ``zstd -T0`` compresses on every core beside it. Restoring: one thread reads
+and frames the records (and writes large files, hashing them in a second thread); the
+other records go, as they are, through slots of shared memory to writer processes (one
+per CPU) that check them against their manifest lines and create the files, so the many
+small system calls of small files run on every core, not behind one GIL.
 
 Memory
 ======

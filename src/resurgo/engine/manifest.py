@@ -218,6 +218,34 @@ class ManifestReader:
         for _, _, line in self.raw():
             yield decode_entry(line)
 
+    def lines(self) -> Iterator[str]:
+        """The entry lines as they are, only counted (for the end line): their reader
+        decodes them."""
+        line = self._first
+        self._first = None
+        while line is not None:
+            if line.startswith("#"):
+                self._check_end(line)
+                return
+            self.count += 1
+            yield line
+            line = self._next_text()
+        raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")
+
+    def _check_end(self, line: str) -> None:
+        if not line.startswith("#end "):
+            raise ManifestError(f"a header line among the entries: {line!r}")
+        try:
+            count = int(line.split()[1])
+        except (IndexError, ValueError):
+            raise ManifestError(f"bad end line {line!r}") from None
+        if count != self.count:
+            raise ManifestError(
+                f"the end line counts {count} entries, the manifest has {self.count}"
+            )
+        if self._next_text() is not None:
+            raise ManifestError("lines after the end line")
+
     def raw(self) -> Iterator[tuple[bytes, int, str]]:
         """(path, set index, line) of each entry: the lines checked for their number of
         fields, a safe path, the set, the walk order and the end; not decoded further."""
@@ -226,17 +254,8 @@ class ManifestReader:
         sets = len(self.header.chain)
         previous: tuple[bytes, ...] | None = None
         while line is not None:
-            if line.startswith("#end "):
-                try:
-                    count = int(line.split()[1])
-                except (IndexError, ValueError):
-                    raise ManifestError(f"bad end line {line!r}") from None
-                if count != self.count:
-                    raise ManifestError(
-                        f"the end line counts {count} entries, the manifest has {self.count}"
-                    )
-                if self._next_text() is not None:
-                    raise ManifestError("lines after the end line")
+            if line.startswith("#"):
+                self._check_end(line)
                 return
             fields = line.split("\t")
             if len(fields) != _FIELDS:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import resurgo
 from resurgo import run
@@ -244,6 +244,24 @@ class _SetRestore:
                                  [escape(w[0])])
         self.flush()
 
+    def run_paired(self, rr: RecordReader, lines: Iterator[str]) -> None:
+        """A chain of one set: its archive holds exactly the manifest's entries, in the
+        same order, so each record goes with the next line, unparsed here. Whoever
+        handles the record decodes the line and checks that both say the same."""
+        while (found := rr.next_raw()) is not None:
+            raw, kind, path, payload = found
+            line = next(lines, None)
+            if line is None:
+                raise ArchiveDamaged(self.name, "the archive holds more than its manifest lists",
+                                     [escape(path)])
+            self.extract(rr, raw, kind, path, payload, line)
+            self.entries += 1
+        line = next(lines, None)
+        if line is not None:
+            raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
+                                 [line.split("\t")[1] if "\t" in line else line[:80]])
+        self.flush()
+
     def flush(self) -> None:
         if self.slot is not None:
             self.writers.dispatch(self.slot, self.used)
@@ -355,11 +373,12 @@ def _restore_set(
     target_fd: int,
     source: Source,
     set_id: str,
-    wanted: Iterator[tuple[bytes, int, str]],
+    wanted: Iterator[tuple[bytes, int, str]] | Iterator[str],
     identity: Path | str | None,
     writers: _Writers,
     dirs: list[bytes],
     links: list[tuple[bytes, bytes]],
+    paired: bool,
 ) -> tuple[_SetRestore, Written]:
     stream = source.open()
     plain: DecompressedReader | None = None
@@ -371,7 +390,10 @@ def _restore_set(
         found = rr.start()
         if found != set_id:
             raise ArchiveDamaged(source.name, f"it holds set {found}, the manifest names {set_id}")
-        job.run(rr, wanted)
+        if paired:
+            job.run_paired(rr, cast(Iterator[str], wanted))
+        else:
+            job.run(rr, cast(Iterator[tuple[bytes, int, str]], wanted))
         writers.drain()
         return job, plain.finish()
     except (FormatError, ArchiveDamaged) as e:
@@ -480,9 +502,11 @@ def restore_tree(
                 continue
             pool.archive = applier.archive = sources[index].name
             with ManifestStream(manifest, identity) as ms:
-                wanted = (w for w in ms.raw_entries() if w[1] == index)
+                paired = len(chain) == 1
+                wanted = ms.entry_lines() if paired else (
+                    w for w in ms.raw_entries() if w[1] == index)
                 job, written = _restore_set(target_fd, sources[index], set_id, wanted,
-                                            identity, pool, dirs, links)
+                                            identity, pool, dirs, links, paired)
             read.append((sources[index].name, written))
             entries += job.entries
             files += job.files

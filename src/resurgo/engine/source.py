@@ -89,6 +89,15 @@ class ManifestStream:
         except ManifestError as e:
             raise self._damaged(str(e)) from None
 
+    def entry_lines(self) -> Iterator[str]:
+        """The entry lines, undecoded (see ManifestReader.lines)."""
+        try:
+            yield from self.reader.lines()
+            assert self._plain is not None
+            self._plain.finish()
+        except ManifestError as e:
+            raise self._damaged(str(e)) from None
+
     def raw_entries(self) -> Iterator[tuple[bytes, int, str]]:
         """(path, set index, line) of the entries (see ManifestReader.raw)."""
         try:
