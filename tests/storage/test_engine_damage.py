@@ -263,3 +263,23 @@ def test_unsafe_path_in_archive_only(tmp_path: Path) -> None:
 
 def test_unsafe_path_error_type() -> None:
     assert issubclass(UnsafePath, OperationFailed)
+
+
+def test_manifest_and_archive_must_list_the_same_entries(tmp_path: Path) -> None:
+    """A set's archive holds exactly its manifest's entries: one more or one fewer on
+    either side is damage, named."""
+    items = [_dir(b"."), _file(b"a", b"1"), _file(b"b", b"2")]
+    archive, _ = _craft(tmp_path, items)
+    full = tmp_path / "full.archive"
+    archive.rename(full)
+    _, short_manifest = _craft(tmp_path, items[:2])
+    with pytest.raises(ArchiveDamaged, match="more than its manifest lists") as info:
+        _restore(tmp_path / "target", full, short_manifest)
+    assert info.value.paths == ("b",)
+    short_archive, _ = _craft(tmp_path, items[:2])
+    short = tmp_path / "short.archive"
+    short_archive.rename(short)
+    _, long_manifest = _craft(tmp_path, items)
+    with pytest.raises(ArchiveDamaged, match="lacks an entry") as info:
+        _restore(tmp_path / "target", short, long_manifest)
+    assert info.value.paths == ("b",)
