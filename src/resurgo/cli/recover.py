@@ -73,6 +73,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="the age identity file (secret key) of an encrypted set",
     )
     p.add_argument(
+        "--verify-set",
+        action="store_true",
+        help="before touching any disk, read every file of the set (and of the sets it "
+        "builds on) and check its sha256: the set is read twice, but damage is found "
+        "before the disks are wiped",
+    )
+    p.add_argument(
         "--no-finalize",
         action="store_true",
         help="restore the files but do not adjust the configuration or install the "
@@ -170,6 +177,12 @@ def run_recover(args: argparse.Namespace) -> int:
                 f"{args.source} is a description file: it holds no data to restore",
                 "give the medium of the recovery set with --from, or add --layout-only",
             )
+        if args.verify_set and source.loaded is not None:
+            if not args.json:
+                print(f"reading every file of set {source.loaded.id} and the sets it builds "
+                      "on", flush=True)
+            for reader in source.loaded.chain.values():
+                reader.verify()
         return _recover(args, source, terminal, confirmed)
 
 

@@ -104,7 +104,7 @@ def check_unit(loaded: LoadedSet, unit: Unit, root: Path, *, content: bool,
     start = time.monotonic()
     try:
         with unit_tree(unit, root, writable=False) as tree:
-            found = verify_tree(tree, loaded.manifest(unit), identity=loaded.identity,
+            found = verify_tree(tree.path, loaded.manifest(unit), identity=loaded.identity,
                                 content=content)
     except ResurgoError as e:
         return UnitCheck(unit.key, unit.label, unit.mountpoint, error=str(e),

@@ -27,7 +27,7 @@ from resurgo.engine import ArchiveError, restore_tree
 from resurgo.errors import ResurgoError
 from resurgo.model import Command, OnFailure
 from resurgo.recovery.load import LoadedSet
-from resurgo.recovery.trees import unit_tree
+from resurgo.recovery.trees import Tree, unit_tree
 from resurgo.recovery.units import BUILTIN_PREFIX, Unit, is_restore
 
 
@@ -79,23 +79,32 @@ Report = Callable[[CommandResult], None]
 
 
 @contextlib.contextmanager
-def _writable(unit: Unit, tree: Path) -> Iterator[None]:
-    """A read-only subvolume is recreated read-only: writable only while it is restored."""
-    if not unit.readonly:
+def _writable(loaded: LoadedSet, unit: Unit, tree: Tree) -> Iterator[None]:
+    """Read-only subvolumes are recreated read-only; while a tree of their btrfs is restored
+    they are writable: their own tree is written, and their root directory's metadata is
+    set by the restore of the tree that holds it."""
+    if tree.top is None:
         yield
         return
-    run.run(["btrfs", "property", "set", "-ts", str(tree), "ro", "false"])
+    readonly = [tree.top / sv.path.strip("/") for sv in loaded.description.subvolumes
+                if sv.filesystem == unit.filesystem.id and sv.readonly]
+    made: list[Path] = []
     try:
+        for path in readonly:
+            if path.is_dir():
+                run.run(["btrfs", "property", "set", "-ts", str(path), "ro", "false"])
+                made.append(path)
         yield
     finally:
-        run.run(["btrfs", "property", "set", "-ts", str(tree), "ro", "true"])
+        for path in reversed(made):
+            run.run(["btrfs", "property", "set", "-ts", str(path), "ro", "true"])
 
 
 def restore_unit(loaded: LoadedSet, unit: Unit, root: Path) -> CommandResult:
     start = time.monotonic()
     c = unit.command
-    with unit_tree(unit, root, writable=True) as tree, _writable(unit, tree):
-        result = restore_tree(tree, loaded.manifest(unit), loaded.archives(unit),
+    with unit_tree(unit, root, writable=True) as tree, _writable(loaded, unit, tree):
+        result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
                               identity=loaded.identity)
     return CommandResult(
         c.seq, c.program, c.args, str(c.on_failure), Status.DONE, c.description,

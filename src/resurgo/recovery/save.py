@@ -26,6 +26,7 @@ import logging
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from resurgo.media import Medium, SetInfo, SetKind, SetMeta, SetReader, SetWrite
 from resurgo.media.url import DirectorySpec, parse_url
 from resurgo.model import Description
 from resurgo.probe.describe import DescribeOptions, describe
+from resurgo.probe.system import probe_system
 from resurgo.recovery import setfiles, views
 from resurgo.recovery.load import file_source
 from resurgo.recovery.trees import btrfs_device, under
@@ -225,7 +227,12 @@ class ManifestCache:
 
 
 def find_parent(medium: Medium, host: str) -> SetReader:
-    sets = [s for s in medium.list_sets() if s.host == host]
+    try:
+        sets = [s for s in medium.list_sets() if s.host == host]
+    except OperationFailed:
+        if not isinstance(parse_url(medium.url), DirectorySpec) or os.path.exists(medium.url):
+            raise
+        sets = []  # a directory that does not exist yet holds no set
     if not sets:
         raise PreconditionFailed(
             f"there is no set of host {host} on {medium.url} for an incremental set to build on",
@@ -340,6 +347,10 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
                        "save to a directory, an SFTP server or an S3 bucket")
     cache = ManifestCache(opts.cache_dir or state_dir() / CACHE)
     lo = leaveouts(root, medium.url, opts.excludes, cache.directory)
+    # The host names the sets; known before the (maybe long) describe, so that an
+    # incremental save with nothing to build on fails at once.
+    host = probe_system(root).hostname or socket.gethostname()
+    parent = find_parent(medium, host) if opts.incremental else None
     with tempfile.TemporaryDirectory(prefix="resurgo-save-") as tmp_name:
         tmp = Path(tmp_name)
         progress(f"describing the system at {root}")
@@ -347,10 +358,6 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
             desc, warnings = describe(DescribeOptions(
                 root=root.resolve(), catalog_dir=tmp if opts.catalog else None))
         found = units(desc)
-        host = desc.system.hostname or desc.format.host
-        parent: SetReader | None = None
-        if opts.incremental:
-            parent = find_parent(medium, host)
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []

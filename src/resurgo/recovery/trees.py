@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from resurgo.errors import OperationFailed
@@ -31,15 +32,21 @@ def btrfs_device(unit: Unit, root: Path) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Tree:
+    path: Path  # the unit's tree
+    top: Path | None = None  # a btrfs's top level, where all its subvolumes are
+
+
 @contextlib.contextmanager
-def unit_tree(unit: Unit, root: Path, *, writable: bool) -> Iterator[Path]:
+def unit_tree(unit: Unit, root: Path, *, writable: bool) -> Iterator[Tree]:
     """The directory holding the unit's tree, for as long as the block runs."""
     if not unit.btrfs:
         assert unit.mountpoint is not None
         at = under(root, unit.mountpoint)
         views.require_mounted(at, unit.label)
         with views.filesystem_view(at, writable=writable) as view:
-            yield view
+            yield Tree(view)
         return
     with views.btrfs_top_level(btrfs_device(unit, root), writable=writable) as top:
         path = top / unit.path_in_top_level if unit.path_in_top_level else top
@@ -47,4 +54,4 @@ def unit_tree(unit: Unit, root: Path, *, writable: bool) -> Iterator[Path]:
             raise OperationFailed(
                 f"there is no {unit.label} in the btrfs {unit.filesystem.id} under {root}"
             )
-        yield path
+        yield Tree(path, top)
