@@ -504,6 +504,51 @@ def test_incremental_needs_a_full_set_first(rig: Rig, tmp_path: Path) -> None:
     assert not (tmp_path / "sets").exists()
 
 
+def manifest_paths(manifest: Path) -> list[str]:
+    text = subprocess.run(["zstd", "-dc", str(manifest)], capture_output=True, check=True,
+                          text=True).stdout
+    return [line.split("\t")[1] for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
+    rig: Rig, tmp_path: Path
+) -> None:
+    disk = rig.disk("small", 200 * MiB)
+    rig.sh("mkfs.ext4", "-q", disk.path)
+    root = rig.mount(disk.path, tmp_path / "root")
+    write(root / "etc/hostname", b"small\n")
+    write(root / "data/keep", b"kept")
+    write(root / "data/cache/big", os.urandom(MiB))
+    (root / "srv").mkdir()
+    sets = root / "srv/sets"  # the medium is inside the saved tree
+    state = tmp_path / "state"
+
+    def save(*extra: str) -> dict[str, Any]:
+        r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--exclude",
+                    "/data/cache", "--json", *extra, state=state)
+        assert r.code == 0, r.output
+        result: dict[str, Any] = r.json()
+        return result
+
+    first = save()
+    assert first["excluded"] == ["/data/cache", "/srv/sets"]
+    paths = manifest_paths(next(sets.glob(f"{first['set']['id']}/archives/*.manifest")))
+    assert "data/keep" in paths and "srv" in paths
+    assert not [p for p in paths if p.startswith(("srv/sets", "data/cache"))]
+    write(root / "data/new", b"new")
+    second = save("--incremental", "--keep", "1")
+    # The incremental set needs its parent: both are kept.
+    assert second["pruned"] == []
+    listed = resurgo("list", sets, "--json", state=state).json()
+    assert [s["id"] for s in listed] == [first["set"]["id"], second["set"]["id"]]
+    third = save("--keep", "1")
+    assert sorted(third["pruned"]) == sorted([first["set"]["id"], second["set"]["id"]])
+    listed = resurgo("list", sets, "--json", state=state).json()
+    assert [s["id"] for s in listed] == [third["set"]["id"]]
+    # The plain copies of the manifests kept for the next incremental save: the last two.
+    assert len(list((state / "manifests").iterdir())) == 2
+
+
 # ---------------------------------------------------------------- btrfs and a whole disk
 
 
