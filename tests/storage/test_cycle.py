@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from engine_tree import assert_same_trees, build_rich_tree, snapshot, without, write
 from loopdisks import Loop, Rig, require_loop_support
-from media_servers import Sshd
+from media_servers import Seaweed, Sshd
 
 from resurgo import run
 from resurgo.probe import mounts
@@ -81,8 +81,10 @@ class Run:
         return json.loads(self.stdout)
 
 
-def resurgo(*argv: str | Path, state: Path, timeout: float = 600) -> Run:
+def resurgo(*argv: str | Path, state: Path, timeout: float = 600,
+            extra_env: dict[str, str] | None = None) -> Run:
     env = {k: v for k, v in os.environ.items() if k not in ("RESURGO_ACTUAL_DISKS",)}
+    env.update(extra_env or {})
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["RESURGO_STATE_DIR"] = str(state)
     proc = subprocess.run(
@@ -385,8 +387,15 @@ def test_incremental_set_onto_a_smaller_disk_after_a_killed_save(
     listed = resurgo("list", classic.sets, "--json", state=classic.state)
     assert [s["id"] for s in listed.json()] == [classic.set1, classic.set2]
     target = blank(rig, "smaller", CLASSIC_SIZE * 17 // 20)
-    r = resurgo("recover", "--from", classic.sets, "--target", target.path, "--yes",
-                "--root", mnt, "--no-finalize", state=classic.state)
+    # The plan read from the medium, and recover executing exactly that plan.
+    plan = resurgo("plan", "--from", classic.sets, "--target", target.path, "--root", mnt,
+                   "--json", state=classic.state)
+    assert plan.code == 0, plan.output
+    shrunk = [p for lay in plan.json()["layouts"] for p in lay["partitions"]
+              if p["after"] < p["before"]]
+    assert shrunk, "the smaller disk needs a partition to shrink"
+    r = resurgo("recover", "--from", classic.sets, "--target", target.path, "--plan-hash",
+                plan.json()["hash"], "--root", mnt, "--no-finalize", state=classic.state)
     assert r.code == 0, r.output
     assert f"set {classic.set2}" in r.stdout
     assert_same_systems(classic.expected2, classic.recovered(mnt))
@@ -547,6 +556,40 @@ def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
     assert [s["id"] for s in listed] == [third["set"]["id"]]
     # The plain copies of the manifests kept for the next incremental save: the last two.
     assert len(list((state / "manifests").iterdir())) == 2
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.create_bucket("cycle")
+        yield server
+    finally:
+        server.close()
+
+
+def test_s3_cycle(rig: Rig, tmp_path: Path, mnt: Path, seaweed: Seaweed) -> None:
+    disk = rig.disk("s3", 300 * MiB)
+    rig.sh("mkfs.ext4", "-q", "-L", "s3root", disk.path)
+    root = rig.mount(disk.path, tmp_path / "root")
+    write(root / "etc/hostname", b"s3host\n")
+    build_rich_tree(root / "srv/rich", many=300)
+    expected = {"/": without(snapshot_mounted(root, tmp_path / "view"), emptied=EMPTIED)}
+    url = "s3://cycle/hosts/s3host"
+    s3 = ("--s3-endpoint", seaweed.endpoint)
+    creds = {**seaweed.environ(), "HOME": str(tmp_path)}
+    r = resurgo("save", "--to", url, *s3, "--root", root, "--no-rescue", state=tmp_path / "st",
+                extra_env=creds)
+    assert r.code == 0, r.output
+    umount_under(root)
+    target = blank(rig, "s3-target", 450 * MiB)
+    r = resurgo("recover", "--from", url, *s3, "--target", target.path, "--yes", "--root",
+                mnt, "--no-finalize", state=tmp_path / "st", extra_env=creds)
+    assert r.code == 0, r.output
+    assert_same_systems(expected, system_snapshots(mnt, ["/"], tmp_path / "views"))
+    r = resurgo("verify", "--from", url, *s3, "--root", mnt, state=tmp_path / "st",
+                extra_env=creds)
+    assert r.code == 0, r.output
 
 
 # ---------------------------------------------------------------- btrfs and a whole disk

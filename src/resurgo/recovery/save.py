@@ -304,8 +304,14 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
                      time.monotonic() - start, previous is not None, result.notes)
 
 
-def _rescue_image(desc_path: Path, w: SetWriter, progress: Progress) -> str:
-    """Build the rescue image into the set, when this resurgo can; what became of it."""
+def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
+                  progress: Progress) -> str:
+    """Build the rescue image into the set, when this resurgo can; what became of it.
+
+    It carries the description, knows where the set lives, and boots the saved system's
+    own kernel (with its drivers); programs and Python come from the running system,
+    which is the one running resurgo.
+    """
     try:
         from resurgo.rescue import RescueOptions, build_rescue_image
     except ImportError:
@@ -313,7 +319,8 @@ def _rescue_image(desc_path: Path, w: SetWriter, progress: Progress) -> str:
     progress("building the rescue image")
     with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
         iso = Path(tmp) / setfiles.RESCUE
-        report = build_rescue_image(iso, RescueOptions(description=desc_path))
+        report = build_rescue_image(iso, RescueOptions(
+            description=desc_path, from_url=medium_url, kernel_root=root))
         with open(iso, "rb") as src, w.create(setfiles.RESCUE) as dst:
             shutil.copyfileobj(src, dst, _COPY)
     return f"included ({report.size} bytes)"
@@ -383,7 +390,7 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
                 rescue = "not included (--no-rescue)"
                 if opts.rescue:
                     try:
-                        rescue = _rescue_image(desc_path, w, progress)
+                        rescue = _rescue_image(desc_path, w, root, medium.url, progress)
                     except ResurgoError as e:
                         rescue = f"not included: {e.message}"
                         warnings.append(f"the rescue image could not be built: {e.message}")
