@@ -128,6 +128,9 @@ def test_other_commands_are_no_units() -> None:
         (("fs.sda2",), "name its mountpoint"),
         (("fs.sda2", "/home"), "is not mounted at /home"),
         (("fs.sda2", "boot"), "not an absolute path"),
+        # A btrfs's top level is not what is mounted at / (subvolume @ is).
+        (("fs.sda3", "/"), "is subvolume subvol.sda3.256 of fs.sda3, not its top level"),
+        (("subvol.sda3.257", "/"), "is subvolume subvol.sda3.256 of fs.sda3, not subvol"),
     ],
 )
 def test_a_restore_command_that_names_nothing_is_refused(args: tuple[str, ...],

@@ -102,6 +102,16 @@ def unit_of(desc: Description, command: Command) -> Unit:
                            "name its mountpoint")
         if mountpoint not in {m.mountpoint for m in fs.mounts}:
             raise BadInput(f"{where}: {fs.id} is not mounted at {mountpoint} in the description")
+    else:
+        mounted = {m.mountpoint: m.subvolume for m in fs.mounts}
+        want = subvolume.id if subvolume is not None else None
+        if mountpoint is not None and mounted.get(mountpoint, want) != want:
+            # One archive per btrfs tree: the top level is not what is mounted there.
+            raise BadInput(
+                f"{where}: {mountpoint} is subvolume {mounted[mountpoint]} of {fs.id}, not "
+                f"{'its top level' if want is None else want}",
+                "restore each btrfs subvolume by its own command (describe writes them)",
+            )
     return Unit(key, fs, subvolume, mountpoint, command)
 
 
