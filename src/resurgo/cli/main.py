@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from resurgo import __version__
-from resurgo.cli import describe, plan, recover, save, sets, show, validate, verify
+from resurgo.cli import describe, plan, recover, rescue, save, sets, show, validate, verify
 from resurgo.errors import ExitCode, ResurgoError
 
 log = logging.getLogger("resurgo")
@@ -17,7 +17,6 @@ Handler = Callable[[argparse.Namespace], int]
 
 # The product's verbs; those without a module answer "not implemented yet".
 PLANNED = {
-    "rescue": "build the bootable rescue image",
     "rehearse": "prove a recovery set restores and boots, in a virtual machine",
 }
 
@@ -60,6 +59,7 @@ def build_parser() -> ArgumentParser:
     validate.add_parser(sub, common)
     plan.add_parser(sub, common)
     recover.add_parser(sub, common)
+    rescue.add_parser(sub, common)
     save.add_parser(sub, common)
     sets.add_parser(sub, common)
     verify.add_parser(sub, common)

@@ -1,0 +1,166 @@
+"""resurgo rescue --to PATH: build the bootable rescue image (a hybrid BIOS/UEFI ISO)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from resurgo.errors import BadInput, ExitCode
+from resurgo.summary import human
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "rescue",
+        parents=[common],
+        help="build the bootable rescue image",
+        description="Build a bootable ISO (BIOS and UEFI; a CD or, written with dd, a USB "
+        "stick) from this machine's own kernel, drivers and tools, with Python and resurgo. "
+        "It boots to a shell with resurgo ready; with resurgo.recover=auto on the kernel "
+        "command line (the default boot entry with --unattended) it finds the recovery set "
+        "and recovers the machine unattended. Needs dracut (dracut-core), grub-mkrescue "
+        "with GRUB for i386-pc and x86_64-efi, xorriso and mtools.",
+    )
+    p.add_argument(
+        "--to", dest="output", type=Path, required=True, metavar="PATH", help="the ISO to write"
+    )
+    p.add_argument(
+        "--description",
+        type=Path,
+        metavar="FILE",
+        help="the description of the recovery set this image belongs to (copied in; "
+        "the unattended recovery prefers the set that holds this very description)",
+    )
+    p.add_argument(
+        "--from-url",
+        metavar="URL",
+        help="where the recovery set lives (a directory, sftp://, s3://): the unattended "
+        "recovery looks there first",
+    )
+    p.add_argument(
+        "--unattended",
+        action="store_true",
+        help="make the unattended recovery the default boot entry (it ERASES the target "
+        "disks once the menu times out)",
+    )
+    p.add_argument(
+        "--after",
+        choices=["poweroff", "reboot", "shell"],
+        default="poweroff",
+        help="what the unattended entry does when it is done (default: poweroff)",
+    )
+    p.add_argument(
+        "--kernel-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="add ARG to every boot entry's kernel command line, e.g. "
+        "'resurgo.args=--map disk.sda=/dev/nvme0n1' or ip=dhcp (repeatable)",
+    )
+    p.add_argument(
+        "--menu-timeout",
+        type=int,
+        default=5,
+        metavar="SECONDS",
+        help="how long the boot menu waits (default: 5; -1: until a key is pressed)",
+    )
+    p.add_argument(
+        "--sysroot",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="take the programs, libraries and Python from the system tree DIR "
+        "(default: this machine)",
+    )
+    p.add_argument(
+        "--kernel-root",
+        type=Path,
+        metavar="DIR",
+        help="take the kernel, its modules and firmware from the tree DIR (default: "
+        "--sysroot): for a build machine whose own kernel has no modules on disk",
+    )
+    p.add_argument(
+        "--kernel-version",
+        metavar="VERSION",
+        help="the kernel to use (default: the running one, else the newest)",
+    )
+    p.add_argument(
+        "--add-module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also carry this kernel module (repeatable)",
+    )
+    p.add_argument(
+        "--add-program",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also carry this program, with its libraries (repeatable)",
+    )
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        metavar="N",
+        help="zstd level of the initramfs (default 9; 19: about 15%% smaller, ten times slower)",
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from resurgo.rescue import After, RescueOptions, build_rescue_image
+    from resurgo.rescue.cmdline import grub_quote
+
+    for arg in args.kernel_arg:
+        try:
+            grub_quote(arg)
+        except ValueError as e:
+            raise BadInput(f"--kernel-arg: {e}") from None
+    if args.menu_timeout < -1:
+        raise BadInput("--menu-timeout: seconds, or -1 to wait for a key")
+    out: Path = args.output
+    if out.is_dir():
+        raise BadInput(f"--to {out} is a directory", f"name a file, e.g. {out / 'rescue.iso'}")
+    options = RescueOptions(
+        description=args.description,
+        from_url=args.from_url,
+        unattended=args.unattended,
+        after=After(args.after),
+        kernel_args=tuple(args.kernel_arg),
+        menu_timeout=args.menu_timeout,
+        sysroot=args.sysroot,
+        kernel_root=args.kernel_root,
+        kernel_version=args.kernel_version,
+        extra_modules=tuple(args.add_module),
+        extra_programs=tuple(args.add_program),
+        compression_level=args.compression_level,
+    )
+    report = build_rescue_image(out, options)
+    if args.json:
+        print(json.dumps(report.to_data(), indent=2))
+        return ExitCode.OK
+    print(f"{report.path}: {human(report.size)}, built in {report.seconds:.0f} s")
+    print(
+        f"  kernel {report.kernel_version} ({human(report.kernel_size)}), initramfs "
+        f"{human(report.initramfs_size)} ({report.compression}, "
+        f"{human(report.initramfs_uncompressed)} unpacked)"
+    )
+    print(
+        f"  {len(report.programs)} programs, {len(report.modules)} kernel modules, "
+        f"{len(report.firmware)} firmware files, Python {report.python.version}"
+    )
+    if report.description_sha256:
+        digest = report.description_sha256[:16]
+        print(f"  description of host {report.host or '?'} (sha256 {digest}...)")
+    default = "recover unattended, then " + args.after if args.unattended else "a shell"
+    print(f"  boot menu: {', '.join(report.boot_entries)}; default: {default}")
+    if report.missing_programs:
+        missing = ", ".join(f"{p} ({pkg})" for p, pkg in report.missing_programs)
+        print(f"  not on this machine, so not in the image: {missing}")
+    if report.unknown_modules:
+        print(f"  modules the kernel does not have: {', '.join(report.unknown_modules)}")
+    for w in report.warnings:
+        print(f"  warning: {w}")
+    return ExitCode.OK

@@ -1,0 +1,407 @@
+"""The rescue system's agent: `python3 -m resurgo.rescue.agent boot`, run by /init.
+
+It loads the drivers, and when the kernel command line asks for it (resurgo.recover=auto
+or plan, see cmdline) finds the recovery set and runs resurgo on it as a person would
+at the shell, unattended: `resurgo --version`, `resurgo validate`, then `resurgo recover
+--from ... --yes` (or `resurgo plan`) with the arguments of resurgo.args. Everything is
+written to every console (serial included) and to /run/resurgo/rescue.log, each line of
+its own prefixed "resurgo-rescue:". Then it powers off, reboots or returns to /init,
+which starts the shells (resurgo.after).
+
+`... agent poweroff` and `... agent reboot` are the rescue's poweroff and reboot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from resurgo import __version__, run
+from resurgo.errors import ResurgoError
+from resurgo.rescue import cmdline, locate, system
+from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
+from resurgo.rescue.layout import (
+    CONFIG_PATH,
+    DESCRIPTION_PATH,
+    LOG_PATH,
+    MEDIUM_MOUNT,
+    PRELOAD_MODULES,
+    SCAN_DIR,
+    SITE_DIR,
+)
+
+PREFIX = "resurgo-rescue:"
+
+
+class Console:
+    """Every line to every active console and to the log file."""
+
+    def __init__(self, sinks: list[IO[str]]) -> None:
+        self.sinks = sinks
+
+    @classmethod
+    def open(cls, log_path: Path = LOG_PATH) -> Console:
+        sinks: list[IO[str]] = []
+        try:
+            active = Path("/sys/class/tty/console/active").read_text().split()
+        except OSError:
+            active = []
+        for name in active:
+            try:
+                sinks.append(open(f"/dev/{name}", "w", buffering=1))  # noqa: SIM115
+            except OSError:
+                continue
+        if not sinks:
+            sinks.append(sys.stdout)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(open(log_path, "a", buffering=1))  # noqa: SIM115
+        except OSError:
+            pass
+        return cls(sinks)
+
+    def write(self, text: str) -> None:
+        # A console that fails (a serial port with nothing behind it) is dropped.
+        for s in list(self.sinks):
+            try:
+                s.write(text)
+                s.flush()
+            except OSError:
+                self.sinks.remove(s)
+
+    def say(self, message: str) -> None:
+        for line in message.splitlines() or [""]:
+            self.write(f"{PREFIX} [{system.uptime():7.1f}] {line}\n")
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the builder wrote into the image (/etc/resurgo/rescue.json)."""
+
+    build_id: str = ""
+    from_url: str | None = None
+    description_sha256: str | None = None
+    host: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path = CONFIG_PATH) -> Config:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls(
+            build_id=str(data.get("build_id", "")),
+            from_url=data.get("from_url"),
+            description_sha256=data.get("description_sha256"),
+            host=data.get("host"),
+            extra=data,
+        )
+
+    @property
+    def embedded(self) -> locate.Embedded | None:
+        if not DESCRIPTION_PATH.is_file():
+            return None
+        return locate.Embedded(self.description_sha256, self.host)
+
+
+class Agent:
+    def __init__(self, console: Console, config: Config, args: RescueArgs) -> None:
+        self.console = console
+        self.say = console.say
+        self.config = config
+        self.args = args
+        self.seen_aliases: set[str] = set()
+        self.network_up = False
+
+    # ---------------------------------------------------------------- setup
+
+    def drivers(self) -> None:
+        system.load_modules(list(PRELOAD_MODULES))
+        n = system.coldplug(self.seen_aliases)
+        self.say(f"drivers loaded for {n} device aliases")
+
+    def mount_boot_medium(self) -> str | None:
+        """Mount the medium this image booted from (an ISO 9660 filesystem holding this
+        build's id) read-only: mounted, its disk counts as the running system's, which
+        recovery never takes as a target (the USB stick the image was written to)."""
+        if not self.config.build_id:
+            return None
+        for kname in system.block_devices():
+            dev = f"/dev/{kname}"
+            if system.probe(dev).get("TYPE") != "iso9660":
+                continue
+            if not system.mount_ro(dev, "iso9660", MEDIUM_MOUNT):
+                continue
+            try:
+                data = json.loads((MEDIUM_MOUNT / "resurgo/rescue.json").read_text())
+                if data.get("build_id") == self.config.build_id:
+                    return dev
+            except (OSError, ValueError):
+                pass
+            system.umount(MEDIUM_MOUNT)
+        return None
+
+    def ensure_network(self) -> None:
+        if not self.network_up:
+            self.network_up = system.bring_up(self.args.network, self.args.nameservers, self.say)
+
+    # ---------------------------------------------------------------- finding the set
+
+    def medium_candidates(self, url: str, device: str | None = None) -> list[locate.Candidate]:
+        from resurgo.media import open_medium
+
+        out = []
+        with open_medium(url) as medium:
+            for info in medium.list_sets():
+                try:
+                    reader = medium.open_set(info.id)
+                except ResurgoError as e:
+                    self.say(f"{url} set {info.id}: {e}")
+                    continue
+                entry = next((f for f in reader.files() if f.name == locate.DESCRIPTION), None)
+                out.append(
+                    locate.Candidate(
+                        medium=url,
+                        set_id=info.id,
+                        created=info.created,
+                        host=info.host,
+                        description_sha256=entry.sha256 if entry else None,
+                        device=device,
+                    )
+                )
+        return out
+
+    def search_filesystem(self, dev: str, root: Path) -> list[locate.Candidate]:
+        cands: list[locate.Candidate] = []
+        if (root / "set.json").is_file():
+            return self.medium_candidates(str(root.parent), dev)
+        for medium_dir, _set_id in locate.find_set_dirs(root):
+            url = str(medium_dir)
+            if any(c.medium == url for c in cands):
+                continue
+            cands += self.medium_candidates(url, dev)
+        return cands
+
+    def scan_disks(self, skip: set[str]) -> tuple[list[locate.Candidate], dict[str, Path]]:
+        """Mount every filesystem not searched yet read-only and look for sets."""
+        cands: list[locate.Candidate] = []
+        mounted: dict[str, Path] = {}
+        for kname in system.block_devices():
+            dev = f"/dev/{kname}"
+            if dev in skip:
+                continue
+            info = system.probe(dev)
+            fstype = info.get("TYPE")
+            if fstype not in system.MOUNTABLE:
+                if fstype or "PTTYPE" not in info:
+                    skip.add(dev)  # a disk with a partition table may still get partitions
+                continue
+            skip.add(dev)
+            target = SCAN_DIR / kname
+            if not system.mount_ro(dev, fstype, target):
+                continue
+            found = self.search_filesystem(dev, target)
+            if found:
+                mounted[dev] = target
+                cands += found
+            else:
+                system.umount(target)
+        return cands, mounted
+
+    def candidates(self) -> list[locate.Candidate]:
+        """Every set where the command line or the image says to look, else on the disks."""
+        source = self.args.source
+        from_config = False
+        if source is None and self.config.from_url:
+            try:
+                source = cmdline.parse_source(self.config.from_url)
+                from_config = True
+            except ValueError as e:
+                self.say(f"the location in this image is unusable ({e}): searching the disks")
+        if isinstance(source, MediumUrl):
+            if source.url.startswith("/") and not os.path.isdir(source.url):
+                if not from_config:
+                    raise locate.NoChoice(f"resurgo.from={source.url}: no such directory")
+                self.say(f"{source.url} (where the set was saved) is not here: searching the disks")
+            else:
+                if "://" in source.url:
+                    self.ensure_network()
+                self.say(f"looking for recovery sets on {source.url}")
+                return self.medium_candidates(source.url)
+        if isinstance(source, OnDevice):
+            return self.on_device(source)
+        return self.wait_for_disks()
+
+    def on_device(self, source: OnDevice) -> list[locate.Candidate]:
+        deadline = system.uptime() + self.args.wait
+        dev = system.find_device(source.device)
+        while dev is None and system.uptime() < deadline:
+            system.coldplug(self.seen_aliases, limit=1.0)
+            dev = system.find_device(source.device)
+        if dev is None:
+            raise locate.NoChoice(f"resurgo.from: no filesystem {source.device} appeared")
+        fstype = system.probe(dev).get("TYPE")
+        if fstype not in system.MOUNTABLE:
+            raise locate.NoChoice(f"{dev}: no filesystem resurgo can search ({fstype or 'none'})")
+        target = SCAN_DIR / os.path.basename(dev)
+        if not system.mount_ro(dev, fstype, target):
+            raise locate.NoChoice(f"{dev}: cannot mount it")
+        root = target / (source.path or "/").lstrip("/")
+        found = self.search_filesystem(dev, root)
+        if not found:
+            raise locate.NoChoice(f"no recovery set on {dev} below {source.path or '/'}")
+        return found
+
+    def wait_for_disks(self) -> list[locate.Candidate]:
+        self.say("searching the disks for a recovery set")
+        deadline = system.uptime() + self.args.wait
+        skip: set[str] = set()
+        medium = system.mounted_devices().get(str(MEDIUM_MOUNT))
+        if medium:
+            skip.add(medium)
+        cands: list[locate.Candidate] = []
+        while True:
+            found, _mounted = self.scan_disks(skip)
+            cands += found
+            if cands or system.uptime() >= deadline:
+                return cands
+            # A USB disk takes seconds to show up after its driver loads.
+            system.coldplug(self.seen_aliases, limit=1.0)
+
+    def description_of(self, choice: locate.Choice) -> Path:
+        cand = choice.candidate
+        if cand is None:
+            return DESCRIPTION_PATH
+        if cand.medium.startswith("/"):
+            return Path(cand.medium) / cand.set_id / locate.DESCRIPTION
+        from resurgo.media import open_medium
+
+        dest = Path("/run/resurgo/sets") / cand.set_id / locate.DESCRIPTION
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open_medium(cand.medium) as medium:
+            dest.write_bytes(medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
+        return dest
+
+    # ---------------------------------------------------------------- running resurgo
+
+    def resurgo(self, *argv: str) -> int:
+        """Run resurgo as a command, its output on the consoles as it comes."""
+        full = [sys.executable, "-m", "resurgo", *argv]
+        self.say("+ resurgo " + " ".join(argv))
+        proc = run.spawn(
+            full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={"PYTHONPATH": SITE_DIR, "HOME": "/root"},
+        )
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            self.console.write(raw.decode(errors="replace"))
+        proc.stdout.close()
+        return proc.wait()
+
+    def recover(self) -> int:
+        try:
+            cands = self.candidates()
+            choice = locate.choose(cands, self.config.embedded)
+        except locate.NoChoice as e:
+            self.say(str(e))
+            return 1
+        except ResurgoError as e:
+            self.say(f"cannot read the recovery sets: {e}")
+            return 1
+        if choice.candidate is None:
+            self.say(f"using the description in this image: {choice.reason}")
+        else:
+            self.say(f"recovery set: {choice.candidate.where} ({choice.reason})")
+        try:
+            desc = self.description_of(choice)
+        except ResurgoError as e:
+            self.say(f"cannot fetch the description: {e}")
+            return 1
+        rc = self.resurgo("--version")
+        if rc != 0:
+            return rc
+        rc = self.resurgo("validate", str(desc))
+        if rc != 0:
+            self.say("the description is not valid: nothing was done")
+            return rc
+        if choice.candidate is None and self.args.recover is Mode.AUTO:
+            self.say("without the set's archives only the disk layout can be recreated")
+        return self.resurgo(*recover_argv(self.args.recover, choice, desc, self.args.args))
+
+    def boot(self) -> int:
+        self.say(
+            f"resurgo {__version__} rescue system, kernel {platform.release()}, "
+            f"Python {platform.python_version()}"
+        )
+        self.drivers()
+        medium = self.mount_boot_medium()
+        if medium:
+            self.say(f"booted from {medium} (kept mounted: recovery leaves it alone)")
+        for p in self.args.problems:
+            self.say(f"kernel command line: {p}")
+        if self.args.network:
+            self.ensure_network()
+        if self.args.recover is Mode.OFF:
+            self.say("a shell (resurgo.recover=auto on the kernel command line: unattended)")
+            return 0
+        if self.args.problems:
+            self.say("not starting the unattended recovery: fix the kernel command line")
+            return 2
+        self.say(f"unattended: resurgo.recover={self.args.recover}, then {self.args.after}")
+        rc = self.recover()
+        self.say(
+            "recovery finished: ok" if rc == 0 else f"recovery finished: FAILED (exit code {rc})"
+        )
+        if self.args.after is not After.SHELL:
+            self.say(f"{self.args.after} now")
+            system.power(str(self.args.after))
+        return rc
+
+
+def recover_argv(
+    mode: Mode, choice: locate.Choice, description: Path, extra: Sequence[str]
+) -> list[str]:
+    """The resurgo command an unattended run executes: on the chosen set (its medium and
+    id), or, with no set found, on the description alone (then only the layout)."""
+    cand = choice.candidate
+    if cand is None:
+        source = ["--from", str(description)]
+        if mode is Mode.AUTO and "--layout-only" not in extra:
+            source.append("--layout-only")
+    else:
+        source = ["--from", cand.medium, "--set", cand.set_id]
+    if mode is Mode.PLAN:
+        return ["plan", *source, *extra]
+    return ["recover", *source, "--yes", *extra]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    what = args[0] if args else "boot"
+    if what in ("poweroff", "reboot"):
+        system.power(what)
+    if what != "boot":
+        print(f"usage: {sys.argv[0]} boot|poweroff|reboot", file=sys.stderr)
+        return 2
+    console = Console.open()
+    try:
+        kernel_args = cmdline.parse(Path("/proc/cmdline").read_text())
+        return Agent(console, Config.load(), kernel_args).boot()
+    except Exception:
+        console.say("internal error (a bug in resurgo):\n" + traceback.format_exc())
+        return 70
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

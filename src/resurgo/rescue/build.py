@@ -1,0 +1,626 @@
+"""build_rescue_image: the bootable rescue ISO of this machine (or of a system tree).
+
+How it is made:
+
+1. dracut collects the programs (contents.PROGRAMS that the machine has, and the Python
+   interpreter's extension modules), their shared libraries and the kernel modules
+   (common drivers, the machine's own controllers, filesystems, md, dm, crypto) with
+   their dependencies, from the system at ``sysroot`` (dracut --sysroot) and the kernel
+   at ``kernel_root``. Only dracut's "bash" module: no dracut init, no udev, no hooks.
+2. resurgo writes a second cpio archive (cpio.py): /init, the Python standard library,
+   resurgo and tomli_w, firmware of the devices present, the set's description, and
+   the small configuration files (layout.py).
+3. Both archives, one after the other, are compressed once: the initramfs, which is the
+   whole rescue system (no root filesystem: it boots wherever the kernel boots).
+4. grub-mkrescue puts the kernel, the initramfs and a boot menu into a hybrid ISO
+   (BIOS and UEFI, CD and USB stick).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from resurgo import __version__, run
+from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ToolMissing
+from resurgo.fileformat import document
+from resurgo.model import Description
+from resurgo.probe import hardware, rootfs
+from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python
+from resurgo.rescue.cmdline import After
+
+log = logging.getLogger("resurgo.rescue")
+
+DRACUT_BASEDIR = Path("/usr/lib/dracut")
+CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+GRUB_DATA = ("/usr/lib/grub/i386-pc", "/usr/lib/grub/x86_64-efi")
+# Prebuilt whole-GRUB EFI images (the input of the distribution's signing), not needed
+# by grub-install: 16 MB.
+GRUB_SKIP = frozenset({"monolithic"})
+#: zstd level of the initramfs: 9 is within 20% of 19's size at a tenth of its time.
+DEFAULT_ZSTD_LEVEL = 9
+
+
+class Compression(StrEnum):
+    ZSTD = "zstd"
+    XZ = "xz"
+    GZIP = "gzip"
+
+
+@dataclass(frozen=True)
+class RescueOptions:
+    """What to build. Paths are on the build machine."""
+
+    #: The description of the recovery set the image belongs to (copied in, with its
+    #: digest; the unattended recovery prefers the set that holds this very file).
+    description: Path | None = None
+    #: Where that set lives (a medium URL), tried first by the unattended recovery.
+    from_url: str | None = None
+    #: The default boot entry recovers unattended (resurgo.recover=auto), then ``after``.
+    unattended: bool = False
+    after: After = After.POWEROFF
+    #: Appended to every boot entry's kernel command line (resurgo.args=..., ip=...).
+    kernel_args: tuple[str, ...] = ()
+    #: Seconds the boot menu waits (-1: for ever).
+    menu_timeout: int = 5
+    #: Programs, libraries and Python from this system tree.
+    sysroot: Path = Path("/")
+    #: Kernel, modules and firmware from this tree (default: sysroot).
+    kernel_root: Path | None = None
+    kernel_version: str | None = None
+    extra_modules: tuple[str, ...] = ()
+    extra_programs: tuple[str, ...] = ()
+    compression: Compression | None = None  # default: the best the kernel unpacks
+    compression_level: int | None = None
+    #: The devices whose drivers (and firmware) count as the machine's own.
+    sysfs: Path = Path("/sys")
+
+
+@dataclass(frozen=True)
+class RescueReport:
+    """What was built, how big, how long, and what it holds."""
+
+    path: Path
+    size: int
+    kernel_version: str
+    kernel_size: int
+    initramfs_size: int
+    initramfs_uncompressed: int
+    compression: str
+    seconds: float
+    timings: dict[str, float]
+    build_id: str
+    programs: tuple[str, ...]
+    missing_programs: tuple[tuple[str, str], ...]  # (program, package)
+    modules: tuple[str, ...]
+    builtin_modules: tuple[str, ...]
+    unknown_modules: tuple[str, ...]
+    machine_modules: tuple[str, ...]
+    firmware: tuple[str, ...]
+    python: python.PythonReport
+    description_sha256: str | None
+    host: str | None
+    from_url: str | None
+    unattended: bool
+    boot_entries: tuple[str, ...]
+    default_entry: str
+    warnings: tuple[str, ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "size": self.size,
+            "seconds": self.seconds,
+            "timings": self.timings,
+            "build_id": self.build_id,
+            "kernel": {
+                "version": self.kernel_version,
+                "size": self.kernel_size,
+            },
+            "initramfs": {
+                "size": self.initramfs_size,
+                "uncompressed": self.initramfs_uncompressed,
+                "compression": self.compression,
+            },
+            "programs": list(self.programs),
+            "missing_programs": [{"program": p, "package": k} for p, k in self.missing_programs],
+            "modules": {
+                "included": list(self.modules),
+                "builtin": list(self.builtin_modules),
+                "not_in_kernel": list(self.unknown_modules),
+                "machine": list(self.machine_modules),
+            },
+            "firmware": list(self.firmware),
+            "python": {
+                "version": self.python.version,
+                "binary": self.python.binary,
+                "stdlib_files": self.python.stdlib_files,
+                "resurgo_files": self.python.resurgo_files,
+                "extension_modules": self.python.extension_modules,
+                "compiled": self.python.compiled,
+            },
+            "description_sha256": self.description_sha256,
+            "host": self.host,
+            "from_url": self.from_url,
+            "unattended": self.unattended,
+            "boot_entries": list(self.boot_entries),
+            "default_entry": self.default_entry,
+            "warnings": list(self.warnings),
+        }
+
+
+# -------------------------------------------------------------------------------------
+# pure choices
+
+
+def choose_compression(
+    config: dict[str, str] | Any, available: set[str], wanted: Compression | None = None
+) -> Compression:
+    """The compression of the initramfs: what the kernel unpacks (CONFIG_RD_*; an unknown
+    config is taken to have them all) and, for zstd, what this machine can write."""
+
+    def kernel_has(c: Compression) -> bool:
+        return not config or config.get(f"CONFIG_RD_{c.name}") == "y"
+
+    if wanted is not None:
+        if not kernel_has(wanted):
+            raise PreconditionFailed(f"the kernel cannot unpack a {wanted} initramfs")
+        if wanted is Compression.ZSTD and "zstd" not in available:
+            raise ToolMissing("zstd", "zstd")
+        return wanted
+    if kernel_has(Compression.ZSTD) and "zstd" in available:
+        return Compression.ZSTD
+    if kernel_has(Compression.XZ):
+        return Compression.XZ
+    if kernel_has(Compression.GZIP):
+        return Compression.GZIP
+    raise PreconditionFailed("the kernel unpacks neither a zstd, an xz nor a gzip initramfs")
+
+
+def volume_date(now: datetime) -> str:
+    """xorriso's 16-digit volume date (YYYYMMDDhhmmsscc), the ISO's blkid UUID."""
+    return now.strftime("%Y%m%d%H%M%S") + f"{now.microsecond // 10000:02d}"
+
+
+# -------------------------------------------------------------------------------------
+# finding things in the system tree
+
+
+def find_program(root: Path, name: str) -> str | None:
+    """The path (inside root) of a program on the usual PATH, or None."""
+    candidates = [name] if name.startswith("/") else [f"{d}/{name}" for d in contents.PATH_DIRS]
+    for inside in candidates:
+        real = rootfs.resolve(root, inside)
+        if real is None:
+            continue
+        host = rootfs.host_path(root, real)
+        try:
+            st = host.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return inside
+    return None
+
+
+def image_path(root: Path, inside: str) -> str:
+    """Where ``inside`` lands in the image: through the tree's directory symlinks
+    (/lib/firmware is /usr/lib/firmware on a merged-/usr system). The second archive
+    must never hold a directory where the first holds a symlink: the kernel would
+    replace the symlink by it."""
+    parent, _, name = inside.rstrip("/").rpartition("/")
+    real_parent = rootfs.resolve(root, parent or "/", missing_ok=True) or parent
+    return f"{real_parent.rstrip('/')}/{name}"
+
+
+@dataclass
+class Collected:
+    programs: list[str] = field(default_factory=list)  # paths inside the tree
+    names: list[str] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+
+
+def collect_programs(root: Path, extra: Sequence[str]) -> Collected:
+    out = Collected()
+    required_missing: list[contents.Program] = []
+    asked = (contents.Program(n, "?", contents.Need.REQUIRED) for n in extra)
+    wanted = [*contents.PROGRAMS, *asked]
+    for prog in wanted:
+        path = find_program(root, prog.name)
+        if path is None:
+            if prog.need is contents.Need.REQUIRED:
+                required_missing.append(prog)
+            else:
+                out.missing.append((prog.name, prog.package))
+            continue
+        if path not in out.programs:
+            out.programs.append(path)
+            out.names.append(prog.name)
+    if required_missing:
+        where = "this machine" if rootfs.is_running_root(root) else str(root)
+        names = ", ".join(p.name for p in required_missing)
+        packages = " ".join(sorted({p.package for p in required_missing if p.package != "?"}))
+        raise PreconditionFailed(
+            f"{where} lacks {names}, which the rescue system cannot do without",
+            f"install it: apt-get install {packages}" if packages else None,
+        )
+    return out
+
+
+def load_description(path: Path) -> tuple[bytes, str, Description]:
+    """The description file, checked: valid, and matching its digest when it has one."""
+    raw = document.load_bytes(path)
+    digest = document.read_digest(path)
+    report = document.check_bytes(raw, str(path), expected_digest=digest)
+    if report.description is None:
+        raise BadInput(
+            f"{path} is not a valid recovery description:\n  " + "\n  ".join(report.messages()),
+            f"see: resurgo validate {path}",
+        )
+    return raw, document.sha256_hex(raw), report.description
+
+
+# -------------------------------------------------------------------------------------
+# the steps
+
+
+def require_build_tools() -> None:
+    if run.which("dracut") is None or not (DRACUT_BASEDIR / "dracut-install").exists():
+        raise ToolMissing("dracut", "dracut-core")
+    iso.require_tools()
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - started, 2)
+
+
+def run_dracut(
+    out: Path,
+    *,
+    work: Path,
+    sysroot: Path,
+    kern: kernel.Kernel,
+    modules: Sequence[str],
+    programs: Sequence[str],
+) -> None:
+    """dracut's uncompressed archive of the programs, their libraries and the modules."""
+    empty = work / "empty"
+    empty.mkdir()
+    dracut_tmp = work / "dracut-tmp"
+    dracut_tmp.mkdir()
+    argv = [
+        "dracut",
+        "--force",
+        "--no-hostonly",
+        "--no-hostonly-cmdline",
+        "--no-early-microcode",
+        "--no-compress",
+        "--conf",
+        "/dev/null",
+        "--confdir",
+        str(empty),
+        "--tmpdir",
+        str(dracut_tmp),
+        "--kver",
+        kern.version,
+        "--kmoddir",
+        str(kern.host_modules_dir),
+        # firmware comes in resurgo's own archive, for the devices present only
+        "--fwdir",
+        str(empty),
+        "--modules",
+        "bash",
+        "--drivers",
+        " ".join(modules),
+        "--install",
+        " ".join(programs),
+    ]
+    env = {}
+    if not rootfs.is_running_root(sysroot):
+        argv += ["--sysroot", str(sysroot)]
+        # Otherwise dracut looks for its own scripts inside the tree.
+        env["dracutbasedir"] = str(DRACUT_BASEDIR)
+    argv.append(str(out))
+    run.run(argv, env=env, timeout=1800)
+    if not out.is_file():
+        raise OperationFailed(f"dracut wrote no {out}")
+
+
+def _add_file(w: cpio.Writer, path: str, data: bytes, perm: int = 0o644) -> None:
+    w.ensure_dirs(path)
+    w.add(cpio.Entry.file(path, data, perm))
+
+
+def _add_host_tree(w: cpio.Writer, root: Path, inside: str, skip: frozenset[str]) -> int:
+    """A directory of the tree (its files and links, as they are) at the same place."""
+    host = rootfs.host_path(root, rootfs.resolve(root, inside) or inside)
+    if not host.is_dir():
+        return 0
+    return w.add_tree(host, image_path(root, inside), skip=skip)
+
+
+def write_resurgo_archive(
+    out: Path,
+    *,
+    sysroot: Path,
+    py: python.PythonInstall,
+    config: dict[str, Any],
+    description: bytes | None,
+    digest: str | None,
+    firmware: Sequence[tuple[str, Path]],
+    grub: bool,
+) -> python.PythonReport:
+    import tomli_w
+
+    import resurgo
+
+    interpreter = py.binary
+    with out.open("wb") as f:
+        w = cpio.Writer(f)
+        _add_file(w, "init", layout.init_script(interpreter).encode(), 0o755)
+        bindir = image_path(sysroot, "/usr/bin/x").rpartition("/")[0]
+        sbindir = image_path(sysroot, "/usr/sbin/x").rpartition("/")[0]
+        _add_file(w, f"{bindir}/resurgo", layout.wrapper(interpreter, "resurgo").encode(), 0o755)
+        for action in ("poweroff", "reboot"):
+            script = layout.wrapper(interpreter, f"resurgo.rescue.agent {action}")
+            _add_file(w, f"{sbindir}/{action}", script.encode(), 0o755)
+        if Path(interpreter).name != "python3":
+            w.ensure_dirs(f"{bindir}/python3")
+            w.add(cpio.Entry.symlink(f"{bindir}/python3", Path(interpreter).name))
+        etc = {
+            "etc/passwd": layout.PASSWD,
+            "etc/group": layout.GROUP,
+            "etc/nsswitch.conf": layout.NSSWITCH,
+            "etc/hosts": layout.HOSTS,
+            "etc/hostname": layout.HOSTNAME + "\n",
+            "etc/os-release": layout.os_release(__version__),
+            "etc/motd": layout.MOTD,
+            "etc/profile": layout.profile(),
+            "etc/lvm/lvm.conf": layout.LVM_CONF,
+            str(layout.CONFIG_PATH).lstrip("/"): json.dumps(config, indent=2) + "\n",
+        }
+        for path, text in etc.items():
+            _add_file(w, path, text.encode())
+        w.add(cpio.Entry.symlink("etc/mtab", "/proc/self/mounts"))
+        for bundle in CA_BUNDLES:
+            real = rootfs.resolve(sysroot, bundle)
+            if real and rootfs.host_path(sysroot, real).is_file():
+                _add_file(
+                    w, image_path(sysroot, bundle), rootfs.host_path(sysroot, real).read_bytes()
+                )
+        if description is not None and digest is not None:
+            desc_path = str(layout.DESCRIPTION_PATH).lstrip("/")
+            _add_file(w, desc_path, description)
+            _add_file(
+                w, desc_path + document.DIGEST_SUFFIX, f"{digest}  description.toml\n".encode()
+            )
+        for inside, host in firmware:
+            _add_file(w, image_path(sysroot, inside), host.read_bytes())
+        if grub:
+            for d in GRUB_DATA:
+                _add_host_tree(w, sysroot, d, GRUB_SKIP)
+        report = python.add_to_archive(w, py, [resurgo, tomli_w])
+        w.close()
+    return report
+
+
+def compress(source: Path, dest: Path, how: Compression, level: int | None) -> None:
+    if how is Compression.ZSTD:
+        run.run(
+            [
+                "zstd",
+                "-q",
+                "-f",
+                "-T0",
+                f"-{level or DEFAULT_ZSTD_LEVEL}",
+                "-o",
+                str(dest),
+                str(source),
+            ],
+            timeout=1800,
+        )
+    elif how is Compression.XZ and run.which("xz"):
+        # The kernel's xz decoder knows CRC32 checks only.
+        with dest.open("wb") as out:
+            proc = run.spawn(
+                [
+                    "xz",
+                    "-c",
+                    "-T0",
+                    f"-{level or 6}",
+                    "--check=crc32",
+                    "--lzma2=dict=1MiB",
+                    str(source),
+                ],
+                stdout=out,
+            )
+            if proc.wait() != 0:
+                raise OperationFailed(f"xz could not compress {source}")
+    elif how is Compression.XZ:
+        import lzma
+
+        filters = [{"id": lzma.FILTER_LZMA2, "preset": level or 6, "dict_size": 1 << 20}]
+        with (
+            source.open("rb") as src,
+            lzma.open(
+                dest, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters
+            ) as out_xz,
+        ):
+            shutil.copyfileobj(src, out_xz, 1 << 20)
+    else:
+        import gzip
+
+        with source.open("rb") as src, gzip.open(dest, "wb", compresslevel=level or 9) as gz:
+            shutil.copyfileobj(src, gz, 1 << 20)
+
+
+def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
+    """Build the rescue ISO at ``out`` (replaced only once the new one is complete)."""
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    sysroot = options.sysroot
+    kroot = options.kernel_root or sysroot
+    for what, path in (("--sysroot", sysroot), ("--kernel-root", kroot)):
+        if not path.is_dir():
+            raise BadInput(f"{what} {path}: no such directory")
+    require_build_tools()
+
+    with _timed(timings, "collect"):
+        desc_raw: bytes | None = None
+        digest: str | None = None
+        desc: Description | None = None
+        if options.description is not None:
+            desc_raw, digest, desc = load_description(options.description)
+        kern = kernel.find_kernel(kroot, options.kernel_version)
+        index = hardware.KernelModules.load(kroot, kern.version)
+        mplan = kernel.plan_modules(
+            kern,
+            index,
+            description=desc,
+            extra=options.extra_modules,
+            sysfs=options.sysfs,
+            warnings=warnings,
+        )
+        firmware = kernel.firmware_files(kroot, kernel.firmware_names(kern, mplan.present))
+        progs = collect_programs(sysroot, options.extra_programs)
+        py = python.find_python(sysroot)
+        dynload = python.extension_modules(py)
+        # dracut resolves the libraries of executables only; extension modules are not.
+        libraries, missing_libs = elf.library_closure(sysroot, dynload)
+        warnings += [
+            f"{name}: a library of Python's extension modules, not in {sysroot}"
+            for name in missing_libs
+        ]
+        how = choose_compression(
+            dict(index.config),
+            {"zstd"} if run.which("zstd") else set(),
+            options.compression,
+        )
+
+    now = datetime.now(UTC)
+    build_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    host = desc.system.hostname if desc is not None else None
+    entries = iso.boot_entries(
+        unattended=options.unattended, after=options.after, extra_args=options.kernel_args
+    )
+    config = {
+        "format": "resurgo-rescue",
+        "version": 1,
+        "build_id": build_id,
+        "built": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "resurgo": __version__,
+        "kernel": kern.version,
+        "from_url": options.from_url,
+        "description_sha256": digest,
+        "host": host,
+        "unattended": options.unattended,
+    }
+
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
+        work = Path(tmp)
+        base = work / "dracut.cpio"
+        with _timed(timings, "dracut"):
+            run_dracut(
+                base,
+                work=work,
+                sysroot=sysroot,
+                kern=kern,
+                modules=mplan.choice.modules,
+                programs=[py.binary, *progs.programs, *dynload, *libraries],
+            )
+        ours = work / "resurgo.cpio"
+        with _timed(timings, "python"):
+            py_report = write_resurgo_archive(
+                ours,
+                sysroot=sysroot,
+                py=py,
+                config=config,
+                description=desc_raw,
+                digest=digest,
+                firmware=firmware,
+                grub=find_program(sysroot, "grub-install") is not None,
+            )
+        tree = work / "iso"
+        (tree / "boot/grub").mkdir(parents=True)
+        (tree / "resurgo").mkdir()
+        initrd = tree / "boot/initrd.img"
+        whole = work / "initramfs.cpio"
+        with _timed(timings, "compress"):
+            with whole.open("wb") as dst:
+                for part in (base, ours):
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+            uncompressed = whole.stat().st_size
+            base.unlink()
+            ours.unlink()
+            compress(whole, initrd, how, options.compression_level)
+            whole.unlink()
+        shutil.copyfile(kern.host_image, tree / "boot/vmlinuz")
+        label = f"resurgo {__version__} rescue image {build_id} (kernel {kern.version})"
+        (tree / "boot/grub/grub.cfg").write_text(
+            iso.grub_cfg(entries, timeout=options.menu_timeout, label=label)
+        )
+        (tree / "resurgo/rescue.json").write_text(json.dumps(config, indent=2) + "\n")
+        if desc_raw is not None and digest is not None:
+            (tree / "resurgo/description.toml").write_bytes(desc_raw)
+            document.write_digest(tree / "resurgo/description.toml", digest)
+        partial = out.with_name(out.name + ".partial")
+        with _timed(timings, "iso"):
+            try:
+                iso.make_iso(tree, partial, volume_date=volume_date(now))
+                os.replace(partial, out)
+            finally:
+                partial.unlink(missing_ok=True)
+        kernel_size = (tree / "boot/vmlinuz").stat().st_size
+        initrd_size = initrd.stat().st_size
+
+    seconds = round(time.monotonic() - started, 1)
+    log.info("rescue image %s: %d bytes in %.1f s", out, out.stat().st_size, seconds)
+    return RescueReport(
+        path=out,
+        size=out.stat().st_size,
+        kernel_version=kern.version,
+        kernel_size=kernel_size,
+        initramfs_size=initrd_size,
+        initramfs_uncompressed=uncompressed,
+        compression=str(how),
+        seconds=seconds,
+        timings=timings,
+        build_id=build_id,
+        programs=tuple(progs.names),
+        missing_programs=tuple(progs.missing),
+        modules=mplan.choice.modules,
+        builtin_modules=mplan.choice.builtin,
+        unknown_modules=mplan.choice.unknown,
+        machine_modules=mplan.present,
+        firmware=tuple(inside for inside, _ in firmware),
+        python=py_report,
+        description_sha256=digest,
+        host=host,
+        from_url=options.from_url,
+        unattended=options.unattended,
+        boot_entries=tuple(e.id for e in entries),
+        default_entry=entries[0].id,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,422 @@
+"""What goes into the rescue system: programs, kernel modules, Python files.
+
+Pure lists and choices; the builder finds them on the build machine. A program the
+machine lacks is left out and reported with the package that has it (the rescue can
+only carry what the machine has); a required one stops the build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePosixPath
+
+from resurgo import run
+
+
+class Need(StrEnum):
+    REQUIRED = "required"  # the rescue does not work without it
+    RECOVERY = "recovery"  # the recovery path calls it
+    USEFUL = "useful"  # for the person at the shell
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    package: str
+    need: Need = Need.RECOVERY
+
+
+def _programs(need: Need, package: str, *names: str) -> list[Program]:
+    return [Program(n, package, need) for n in names]
+
+
+# Debian package names (the ToolMissing hints use the same).
+PROGRAMS: tuple[Program, ...] = (
+    # /init and the agent
+    *_programs(Need.REQUIRED, "bash", "bash"),
+    *_programs(Need.REQUIRED, "util-linux", "mount", "umount", "setsid", "blkid"),
+    *_programs(Need.REQUIRED, "kmod", "modprobe"),
+    *_programs(Need.REQUIRED, "coreutils", "cat", "mkdir", "ln", "sleep"),
+    # disks
+    *_programs(Need.RECOVERY, "fdisk", "sfdisk"),
+    *_programs(
+        Need.RECOVERY,
+        "util-linux",
+        "partx",
+        "wipefs",
+        "blockdev",
+        "lsblk",
+        "findmnt",
+        "losetup",
+        "mkswap",
+        "swaplabel",
+        "swapon",
+        "swapoff",
+        "chroot",
+        "fsck",
+    ),
+    *_programs(
+        Need.RECOVERY,
+        "e2fsprogs",
+        "mke2fs",
+        "mkfs.ext2",
+        "mkfs.ext3",
+        "mkfs.ext4",
+        "e2fsck",
+        "fsck.ext4",
+        "tune2fs",
+        "dumpe2fs",
+        "resize2fs",
+        "e2label",
+    ),
+    *_programs(
+        Need.RECOVERY,
+        "xfsprogs",
+        "mkfs.xfs",
+        "xfs_admin",
+        "xfs_repair",
+        "xfs_info",
+        "xfs_db",
+        "xfs_growfs",
+        "fsck.xfs",
+    ),
+    *_programs(
+        Need.RECOVERY, "dosfstools", "mkfs.vfat", "mkfs.fat", "fatlabel", "fsck.fat", "fsck.vfat"
+    ),
+    *_programs(Need.RECOVERY, "btrfs-progs", "mkfs.btrfs", "btrfs", "btrfstune", "fsck.btrfs"),
+    *_programs(Need.RECOVERY, "mdadm", "mdadm"),
+    *_programs(Need.RECOVERY, "cryptsetup-bin", "cryptsetup"),
+    *_programs(Need.RECOVERY, "lvm2", "lvm"),
+    *_programs(Need.RECOVERY, "dmsetup", "dmsetup"),
+    # lvm runs these to check and repair thin pools and caches before activating them
+    *_programs(
+        Need.RECOVERY, "thin-provisioning-tools", "pdata_tools", "thin_check", "cache_check"
+    ),
+    *_programs(Need.RECOVERY, "kmod", "insmod", "rmmod", "lsmod", "modinfo", "depmod"),
+    # the data: archives, their compression and encryption, remote media
+    *_programs(Need.RECOVERY, "zstd", "zstd"),
+    *_programs(Need.RECOVERY, "age", "age"),
+    *_programs(Need.RECOVERY, "tar", "tar"),
+    *_programs(Need.RECOVERY, "gzip", "gzip"),
+    *_programs(Need.RECOVERY, "xz-utils", "xz"),
+    *_programs(Need.RECOVERY, "openssh-client", "ssh", "sftp", "scp"),
+    *_programs(Need.RECOVERY, "mtools", "mcopy", "mdir", "mformat", "mmd", "mdeltree", "mattrib"),
+    # the boot loader and the firmware's boot entries
+    *_programs(
+        Need.RECOVERY,
+        "grub2-common",
+        "grub-install",
+        "grub-probe",
+        "grub-mkimage",
+        "grub-editenv",
+        "grub-mkrelpath",
+    ),
+    *_programs(Need.RECOVERY, "grub-pc", "grub-bios-setup"),
+    *_programs(Need.RECOVERY, "efibootmgr", "efibootmgr"),
+    # the network
+    *_programs(Need.RECOVERY, "iproute2", "ip"),
+    *_programs(Need.RECOVERY, "isc-dhcp-client", "dhclient", "dhclient-script"),
+    *_programs(Need.RECOVERY, "dhcpcd-base", "dhcpcd"),
+    *_programs(Need.RECOVERY, "udhcpc", "udhcpc"),
+    # a shell worth having
+    *_programs(
+        Need.USEFUL,
+        "coreutils",
+        "ls",
+        "cp",
+        "mv",
+        "rm",
+        "rmdir",
+        "touch",
+        "chmod",
+        "chown",
+        "stat",
+        "df",
+        "du",
+        "dd",
+        "sort",
+        "head",
+        "tail",
+        "wc",
+        "tr",
+        "cut",
+        "tee",
+        "env",
+        "readlink",
+        "realpath",
+        "uname",
+        "date",
+        "sync",
+        "sha256sum",
+        "true",
+        "false",
+        "seq",
+    ),
+    *_programs(Need.USEFUL, "util-linux", "dmesg", "lscpu", "more", "hexdump", "wall"),
+    *_programs(Need.USEFUL, "procps", "ps", "free", "kill", "top"),
+    *_programs(Need.USEFUL, "hostname", "hostname"),
+    *_programs(Need.USEFUL, "grep", "grep"),
+    *_programs(Need.USEFUL, "sed", "sed"),
+    *_programs(Need.USEFUL, "gawk", "awk"),
+    *_programs(Need.USEFUL, "findutils", "find", "xargs"),
+    *_programs(Need.USEFUL, "less", "less"),
+    *_programs(Need.USEFUL, "vim-tiny", "vi"),
+    *_programs(Need.USEFUL, "pciutils", "lspci"),
+    *_programs(Need.USEFUL, "iputils-ping", "ping"),
+    *_programs(Need.USEFUL, "curl", "curl"),
+    *_programs(Need.USEFUL, "gdisk", "sgdisk"),
+    *_programs(Need.USEFUL, "parted", "parted"),
+    *_programs(Need.USEFUL, "nvme-cli", "nvme"),
+    *_programs(Need.USEFUL, "smartmontools", "smartctl"),
+    *_programs(Need.USEFUL, "hdparm", "hdparm"),
+)
+
+# Programs resurgo runs (run.PACKAGES) that the rescue does not need: they describe a
+# live system or drive the vm rehearsal, none recovers one.
+NOT_IN_RESCUE = frozenset({"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso"})
+
+# Where programs live, searched in this order (as run.PATH).
+PATH_DIRS: tuple[str, ...] = tuple(run.PATH.split(":"))
+
+
+def program_names() -> list[str]:
+    return [p.name for p in PROGRAMS]
+
+
+def package_of(name: str) -> str | None:
+    for p in PROGRAMS:
+        if p.name == name:
+            return p.package
+    return run.PACKAGES.get(name)
+
+
+# -------------------------------------------------------------------------------------
+# kernel modules
+
+#: Drivers a rescue needs on machines other than this one: virtual and common storage
+#: controllers, USB (the stick holding the set, the keyboard), common server NICs.
+COMMON_STORAGE: tuple[str, ...] = (
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "nvme",
+    "ahci",
+    "ata_piix",
+    "ata_generic",
+    "pata_acpi",
+    "sd_mod",
+    "sr_mod",
+    "sg",
+    "mpt3sas",
+    "megaraid_sas",
+    "hpsa",
+    "smartpqi",
+    "aacraid",
+    "vmw_pvscsi",
+    "hv_storvsc",
+    "xen_blkfront",
+    "mmc_block",
+    "sdhci_pci",
+    "xhci_pci",
+    "ehci_pci",
+    "ohci_pci",
+    "uhci_hcd",
+    "usb_storage",
+    "uas",
+    "usbhid",
+    "hid_generic",
+    "loop",
+)
+COMMON_NETWORK: tuple[str, ...] = (
+    "virtio_net",
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "ixgbe",
+    "ixgbevf",
+    "i40e",
+    "r8169",
+    "tg3",
+    "bnxt_en",
+    "vmxnet3",
+    "hv_netvsc",
+    "xen_netfront",
+)
+FILESYSTEMS: tuple[str, ...] = (
+    "ext4",
+    "xfs",
+    "btrfs",
+    "vfat",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "nls_utf8",
+    "exfat",
+    "isofs",
+    "udf",
+    "efivarfs",
+)
+VOLUMES: tuple[str, ...] = (
+    "md_mod",
+    "linear",
+    "raid0",
+    "raid1",
+    "raid10",
+    "raid456",
+    "dm_mod",
+    "dm_crypt",
+    "dm_thin_pool",
+    "dm_snapshot",
+    "dm_mirror",
+    "dm_raid",
+    "dm_cache",
+    "dm_cache_smq",
+    "dm_integrity",
+)
+# What LUKS and the filesystems' checksums ask the kernel's crypto API for
+# (cryptsetup uses AF_ALG sockets for the key slots).
+CRYPTO: tuple[str, ...] = (
+    "af_alg",
+    "algif_skcipher",
+    "algif_hash",
+    "aesni_intel",
+    "xts",
+    "cbc",
+    "ecb",
+    "essiv",
+    "sha256_generic",
+    "sha512_generic",
+    "crc32c_intel",
+    "crc32c_generic",
+    "xxhash_generic",
+    "blake2b_generic",
+)
+
+COMMON_MODULES: tuple[str, ...] = (
+    *COMMON_STORAGE,
+    *COMMON_NETWORK,
+    *FILESYSTEMS,
+    *VOLUMES,
+    *CRYPTO,
+)
+
+#: Loaded by /init before anything asks: the device nodes of dm (/dev/mapper/control)
+#: and loop (/dev/loop-control) exist only once their drivers are in.
+PRELOAD_MODULES: tuple[str, ...] = ("dm_mod", "loop")
+
+
+@dataclass(frozen=True)
+class ModuleChoice:
+    """The modules asked for, split by what the target kernel has."""
+
+    modules: tuple[str, ...]  # modules of that kernel: into the image
+    builtin: tuple[str, ...]  # built into that kernel: nothing to add
+    unknown: tuple[str, ...]  # that kernel does not have them
+
+
+def choose_modules(
+    wanted: Iterable[str],
+    available: Iterable[str],
+    builtin: Iterable[str],
+) -> ModuleChoice:
+    """Split ``wanted`` (in order, without repeats; '-' and '_' alike) by the kernel's
+    module index: its loadable modules (``available``) and its built-in ones."""
+    avail = {n.replace("-", "_") for n in available}
+    built = {n.replace("-", "_") for n in builtin}
+    mods: list[str] = []
+    inside: list[str] = []
+    unknown: list[str] = []
+    for raw in dict.fromkeys(n.replace("-", "_") for n in wanted):
+        if raw in avail:
+            mods.append(raw)
+        elif raw in built:
+            inside.append(raw)
+        else:
+            unknown.append(raw)
+    return ModuleChoice(tuple(mods), tuple(inside), tuple(unknown))
+
+
+def firmware_of(
+    modules: Iterable[str],
+    deps: Mapping[str, tuple[str, ...]],
+    firmware: Mapping[str, tuple[str, ...]],
+) -> list[str]:
+    """The firmware files the given modules (and what they pull in) may load, sorted."""
+    names: set[str] = set()
+    for m in modules:
+        names.add(m)
+        names.update(deps.get(m, ()))
+    return sorted({f for m in names for f in firmware.get(m, ())})
+
+
+# -------------------------------------------------------------------------------------
+# Python
+
+#: Parts of the standard library no rescue needs: test suites, GUIs, the installers of
+#: other packages, 2to3, the help texts, and the build configuration.
+STDLIB_EXCLUDED_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "idle_test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+        "pydoc_data",
+        "distutils",
+        "venv",
+        "site-packages",
+        "dist-packages",
+        "__phello__",
+    }
+)
+# sitecustomize is the distribution's hook (Ubuntu's apport), a link into /etc.
+STDLIB_EXCLUDED_FILES = frozenset({"turtle.py", "antigravity.py", "this.py", "sitecustomize.py"})
+# Extension modules of tests, toys, GUIs and dead formats (some drag large libraries).
+DYNLOAD_EXCLUDED_PREFIXES = (
+    "_test",
+    "_ctypes_test",
+    "_xxtestfuzz",
+    "_xxsubinterpreters",
+    "xxlimited",
+    "_tkinter",
+    "audioop",
+    "ossaudiodev",
+    "nis",
+    "_dbm",
+    "_gdbm",
+    "_sqlite3",
+    "_curses",
+)
+
+
+def keep_stdlib_file(relative: str, cache_tag: str, *, pycache: bool) -> bool:
+    """Whether the file at ``relative`` (below the stdlib directory) goes into the image.
+
+    Extension modules (lib-dynload) are not decided here: they are programs to the
+    image builder, which brings their libraries along.
+    """
+    path = PurePosixPath(relative)
+    parts = path.parts
+    if not parts or parts[0].startswith("config-") or parts[0] == "lib-dynload":
+        return False
+    if any(p in STDLIB_EXCLUDED_DIRS for p in parts[:-1]):
+        return False
+    name = parts[-1]
+    if len(parts) == 1 and name in STDLIB_EXCLUDED_FILES:
+        return False
+    if "__pycache__" in parts:
+        # Only the plain bytecode of this interpreter, for the files kept.
+        if not pycache or not name.endswith(f".{cache_tag}.pyc"):
+            return False
+        source = name.removesuffix(f".{cache_tag}.pyc") + ".py"
+        return not (len(parts) == 2 and source in STDLIB_EXCLUDED_FILES)
+    return name.endswith(".py")
+
+
+def keep_dynload(name: str) -> bool:
+    return name.endswith(".so") and not name.startswith(DYNLOAD_EXCLUDED_PREFIXES)

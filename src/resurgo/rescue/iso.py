@@ -1,0 +1,118 @@
+"""The bootable ISO: GRUB for BIOS and UEFI around the kernel and the initramfs.
+
+grub-mkrescue makes a hybrid image (El Torito for BIOS and UEFI, plus a partition table
+with the EFI system partition), so the same file boots as a CD and written to a USB
+stick. Its GRUB comes from the build host: it only loads the kernel; the GRUB that the
+rescue installs on recovered disks is the rescued system's own, inside the initramfs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from resurgo import run
+from resurgo.errors import PreconditionFailed
+from resurgo.rescue.cmdline import After, grub_quote
+
+VOLUME_ID = "RESURGO"
+GRUB_PLATFORMS = {"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
+GRUB_LIB = Path("/usr/lib/grub")
+#: Serial first so that a machine without a screen logs too; the last console= is
+#: /dev/console, where the shell of a person at the screen runs.
+CONSOLES = ("console=ttyS0,115200", "console=tty0")
+#: Modules the boot menu needs (the rest of GRUB stays off the image); grub-mkrescue's
+#: own early configuration loads every partition map.
+GRUB_MODULES = (
+    "linux normal iso9660 fat search search_label echo test configfile serial terminal "
+    "sleep all_video part_gpt part_msdos part_acorn part_amiga part_apple part_bsd "
+    "part_dfly part_dvh part_plan part_sun part_sunpc"
+)
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    id: str
+    title: str
+    args: tuple[str, ...]
+
+
+def boot_entries(
+    *, unattended: bool, after: After, extra_args: Sequence[str] = ()
+) -> list[BootEntry]:
+    """The menu: the shell, the unattended recovery and the plan; the default first."""
+    shell = BootEntry(
+        "shell", "resurgo rescue: a shell (nothing is written)", ("resurgo.recover=off",)
+    )
+    recover = BootEntry(
+        "recover",
+        "resurgo: RECOVER this machine unattended (erases the target disks)",
+        ("resurgo.recover=auto", f"resurgo.after={after}"),
+    )
+    plan = BootEntry(
+        "plan",
+        "resurgo: show the recovery plan (nothing is written)",
+        ("resurgo.recover=plan", "resurgo.after=shell"),
+    )
+    entries = [recover, shell, plan] if unattended else [shell, recover, plan]
+    return [BootEntry(e.id, e.title, (*CONSOLES, *e.args, *extra_args)) for e in entries]
+
+
+def grub_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str) -> str:
+    lines = [
+        f"# {label}",
+        "if serial --unit=0 --speed=115200; then",
+        "    terminal_input --append serial",
+        "    terminal_output --append serial",
+        "fi",
+        f"set timeout={timeout}",
+        "set default=0",
+        "",
+    ]
+    for e in entries:
+        args = " ".join(grub_quote(a) for a in e.args)
+        lines += [
+            f"menuentry {grub_quote(e.title)} --id {e.id} {{",
+            f"    echo {grub_quote('Loading the resurgo rescue system ...')}",
+            f"    linux /boot/vmlinuz {args}",
+            "    initrd /boot/initrd.img",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def require_tools() -> None:
+    run.require("grub-mkrescue", "xorriso", "mformat", "mcopy")
+    for platform, package in GRUB_PLATFORMS.items():
+        if not (GRUB_LIB / platform / "modinfo.sh").is_file():
+            raise PreconditionFailed(
+                f"GRUB for {platform} is not installed on this machine: the rescue image "
+                "boots on BIOS and UEFI",
+                f"install it: apt-get install {package}",
+            )
+
+
+def make_iso(tree: Path, out: Path, *, volume_date: str) -> None:
+    """grub-mkrescue of ``tree`` to ``out``. ``volume_date`` (16 digits) becomes the ISO's
+    UUID, which blkid shows; the rescue finds its own medium by it."""
+    run.run(
+        [
+            "grub-mkrescue",
+            "-o",
+            str(out),
+            "--compress=xz",
+            "--fonts=",
+            "--locales=",
+            "--themes=",
+            f"--install-modules={GRUB_MODULES}",
+            str(tree),
+            "--",
+            "-volid",
+            VOLUME_ID,
+            "-volume_date",
+            "uuid",
+            volume_date,
+        ],
+        timeout=600,
+    )

@@ -1,0 +1,123 @@
+"""Finding the recovery set from inside the rescue system.
+
+A set is a directory named by its set id holding ``set.json`` (see media.tree); a
+medium is the directory above. On a local disk the rescue mounts each filesystem
+read-only and looks a few levels down for such directories; a remote medium (SFTP, S3)
+is listed through resurgo.media.
+
+Which set, when several are found: the image carries the description of the set it was
+made with, so a set whose description is that very file (same sha256) is the one; the
+newest such set wins (a later save of an unchanged machine). Failing that, the newest
+set of the same host. Sets of several other hosts and no way to tell: no guess, the
+unattended run stops (it would erase disks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from resurgo.media import setindex
+
+DESCRIPTION = "description.toml"
+#: How deep below a filesystem's root sets are looked for (/resurgo/host1/<set id>).
+MAX_DEPTH = 4
+_SKIP_DIRS = frozenset({"lost+found", "proc", "sys", "dev", "run", "tmp"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    medium: str  # the medium URL: a directory (on a mounted filesystem) or sftp://, s3://
+    set_id: str
+    created: datetime
+    host: str | None
+    description_sha256: str | None  # from the set's index; None: it holds no description
+    device: str | None = None  # the block device of a local medium
+
+    @property
+    def where(self) -> str:
+        on = f" on {self.device}" if self.device else ""
+        return f"{self.medium} set {self.set_id}{on}"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What the image knows of its own set."""
+
+    sha256: str | None
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate | None  # None: only the embedded description
+    reason: str
+
+
+class NoChoice(Exception):
+    """Nothing to recover from, or no way to tell which set."""
+
+
+def find_set_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[tuple[Path, str]]:
+    """(medium directory, set id) of every committed set at most max_depth levels below
+    root. Hidden directories (a save in progress) are not entered."""
+    found: list[tuple[Path, str]] = []
+
+    def walk(d: Path, depth: int) -> None:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(".") or name in _SKIP_DIRS:
+                continue
+            p = d / name
+            if p.is_symlink() or not p.is_dir():
+                continue
+            if setindex.is_set_id(name) and (p / setindex.INDEX_NAME).is_file():
+                found.append((d, name))
+            elif depth < max_depth:
+                walk(p, depth + 1)
+
+    walk(root, 1)
+    return found
+
+
+def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice:
+    """The set an unattended recovery uses (raises NoChoice with the reason)."""
+    usable = [c for c in candidates if c.description_sha256 is not None]
+    if embedded is not None and embedded.sha256:
+        same = [c for c in usable if c.description_sha256 == embedded.sha256]
+        if same:
+            best = _newest(same)
+            return Choice(best, "its description is the one in this image")
+    if embedded is not None and embedded.host:
+        same_host = [c for c in usable if c.host == embedded.host]
+        if same_host:
+            best = _newest(same_host)
+            return Choice(
+                best,
+                f"the newest set of host {embedded.host} (its description differs from the "
+                "one in this image: the machine changed since the image was made)",
+            )
+    if embedded is not None and embedded.sha256:
+        others = sorted({c.host or "?" for c in usable})
+        note = f" (found only sets of other hosts: {', '.join(others)})" if others else ""
+        return Choice(None, "no set on the disks holds this image's description" + note)
+    hosts = {c.host for c in usable}
+    if len(hosts) == 1:
+        return Choice(_newest(usable), "the newest set found (the only host)")
+    if not usable:
+        raise NoChoice("no recovery set was found, and this image holds no description")
+    raise NoChoice(
+        "recovery sets of several hosts were found ("
+        + ", ".join(sorted(h or "?" for h in hosts))
+        + ") and this image holds no description to tell which: pass resurgo.from="
+    )
+
+
+def _newest(cands: Iterable[Candidate]) -> Candidate:
+    return max(cands, key=lambda c: (c.created, c.set_id))

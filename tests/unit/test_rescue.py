@@ -1,0 +1,602 @@
+"""The rescue image's pure parts: the kernel command line, what goes into the image, the
+cpio writer, ELF needs, choosing the recovery set, the boot menu."""
+
+from __future__ import annotations
+
+import _ssl
+import io
+import json
+import stat
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resurgo import run
+from resurgo.errors import PreconditionFailed, ToolMissing
+from resurgo.rescue import build, cmdline, contents, cpio, elf, iso, locate, python, system
+from resurgo.rescue.agent import recover_argv
+from resurgo.rescue.cmdline import After, Dhcp, Embedded, MediumUrl, Mode, OnDevice, StaticIp
+
+# ----------------------------------------------------------------- the kernel command line
+
+
+def test_split_like_the_kernel() -> None:
+    # GRUB quotes a whole argument holding spaces; a person quotes the value.
+    assert cmdline.split('a "resurgo.args=--map x=y" b') == ["a", "resurgo.args=--map x=y", "b"]
+    assert cmdline.split('resurgo.args="--map x=y"  c') == ["resurgo.args=--map x=y", "c"]
+    assert cmdline.split("  one\ttwo\n") == ["one", "two"]
+    assert cmdline.split('empty="" x') == ["empty=", "x"]
+    assert cmdline.split('""') == [""]
+    assert cmdline.split("") == []
+
+
+def test_parse_the_unattended_run() -> None:
+    text = (
+        "BOOT_IMAGE=/boot/vmlinuz console=ttyS0,115200 console=tty0 resurgo.recover=auto "
+        '"resurgo.args=--target /dev/vdb --map disk.sda=/dev/vdb" resurgo.after=poweroff '
+        "resurgo.from=LABEL=backup:/sets/db1 resurgo.wait=30 quiet\n"
+    )
+    a = cmdline.parse(text)
+    assert a.recover is Mode.AUTO
+    assert a.after is After.POWEROFF
+    assert a.args == ("--target", "/dev/vdb", "--map", "disk.sda=/dev/vdb")
+    assert a.source == OnDevice("LABEL=backup", "/sets/db1")
+    assert a.wait == 30.0
+    assert a.problems == ()
+
+
+def test_defaults_are_a_shell_and_nothing_else() -> None:
+    a = cmdline.parse("BOOT_IMAGE=/boot/vmlinuz console=tty0")
+    assert a == cmdline.RescueArgs()
+    assert a.recover is Mode.OFF and a.after is After.SHELL and a.source is None
+
+
+def test_args_add_up_and_keep_shell_quoting() -> None:
+    a = cmdline.parse(
+        "resurgo.args=--layout-only \"resurgo.args=--map 'disk.sda=/dev/disk/by-id/a b'\""
+    )
+    assert a.args == ("--layout-only", "--map", "disk.sda=/dev/disk/by-id/a b")
+
+
+def test_bad_values_are_problems_never_guesses() -> None:
+    a = cmdline.parse(
+        "resurgo.recover=yes resurgo.after=halt resurgo.from=nowhere resurgo.wait=-1 "
+        '"resurgo.args=--map \'unclosed" resurgo.form=/x ip=1.2.3:x nameserver=dns'
+    )
+    assert a.recover is Mode.OFF and a.after is After.SHELL and a.source is None
+    joined = "\n".join(a.problems)
+    for word in (
+        "resurgo.recover=yes",
+        "resurgo.after=halt",
+        "resurgo.from=nowhere",
+        "resurgo.wait=-1",
+        "resurgo.args=",
+        "resurgo.form: unknown option",
+        "ip=1.2.3:x",
+        "nameserver=dns",
+    ):
+        assert word in joined, word
+    assert len(a.problems) == 8
+
+
+def test_other_words_are_ignored() -> None:
+    assert cmdline.parse("resurgo.test=keep root=/dev/sda1 ro single").problems == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "source"),
+    [
+        ("embedded", Embedded()),
+        ("/mnt/usb/sets", MediumUrl("/mnt/usb/sets")),
+        ("sftp://backup@10.0.0.5/srv/sets", MediumUrl("sftp://backup@10.0.0.5/srv/sets")),
+        ("s3://bucket/host1", MediumUrl("s3://bucket/host1")),
+        ("/dev/sdb1", OnDevice("/dev/sdb1")),
+        ("/dev/sdb1:/resurgo", OnDevice("/dev/sdb1", "/resurgo")),
+        ("UUID=1234-ABCD", OnDevice("UUID=1234-ABCD")),
+        ("PARTUUID=5e5c0e00-01:/x/y", OnDevice("PARTUUID=5e5c0e00-01", "/x/y")),
+    ],
+)
+def test_sources(value: str, source: cmdline.Source) -> None:
+    assert cmdline.parse_source(value) == source
+
+
+@pytest.mark.parametrize("value", ["", "relative/dir", "LABEL=", "LABEL=x:relative"])
+def test_bad_sources(value: str) -> None:
+    with pytest.raises(ValueError):
+        cmdline.parse_source(value)
+
+
+def test_network() -> None:
+    a = cmdline.parse(
+        "ip=10.0.2.15::10.0.2.2:255.255.255.0:rescue:eth0:none:10.0.2.3 ip=eth1:dhcp "
+        "nameserver=9.9.9.9 nameserver=10.0.2.3"
+    )
+    assert a.network == (
+        StaticIp("10.0.2.15", 24, "10.0.2.2", "eth0", "rescue", ("10.0.2.3",)),
+        Dhcp("eth1"),
+    )
+    assert a.nameservers == ("10.0.2.3", "9.9.9.9")
+    assert cmdline.parse("ip=dhcp").network == (Dhcp(),)
+    assert cmdline.parse("ip=192.168.1.9::::::none").network[0] == StaticIp(
+        "192.168.1.9", 24, None, None, None
+    )
+    assert system.static_commands(a.network[0], "eth0") == [  # type: ignore[arg-type]
+        ["ip", "link", "set", "eth0", "up"],
+        ["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"],
+        ["ip", "route", "add", "default", "via", "10.0.2.2", "dev", "eth0"],
+    ]
+    assert system.resolv_conf(a.nameservers) == "nameserver 10.0.2.3\nnameserver 9.9.9.9\n"
+
+
+def test_dhcp_client_is_whatever_the_image_has() -> None:
+    assert system.dhcp_command("eth0", {"dhclient": "/sbin/dhclient"}.get) == [
+        "dhclient",
+        "-1",
+        "-4",
+        "eth0",
+    ]
+    assert system.dhcp_command("eth0", {"dhcpcd": "/sbin/dhcpcd"}.get)[0] == "dhcpcd"  # type: ignore[index]
+    assert system.dhcp_command("eth0", {}.get) is None
+
+
+words = st.text(
+    alphabet=st.characters(blacklist_characters="\"'", blacklist_categories=("Cs", "Cc", "Zs")),
+    min_size=1,
+)
+
+
+@given(st.lists(st.builds(lambda k, v: f"resurgo.args={k} {v}", words, words), max_size=4))
+def test_an_argument_survives_grub_and_the_kernel(args: list[str]) -> None:
+    """What the builder writes into grub.cfg comes back whole from /proc/cmdline: GRUB
+    drops its single quotes and double-quotes an argument holding spaces."""
+    cfg_words = [cmdline.grub_quote(a) for a in args]
+    proc_cmdline = " ".join(f'"{w[1:-1]}"' if w.startswith("'") else w for w in cfg_words)
+    assert cmdline.split(proc_cmdline) == args
+
+
+def test_grub_quote_refuses_quotes() -> None:
+    assert cmdline.grub_quote("resurgo.recover=auto") == "resurgo.recover=auto"
+    assert cmdline.grub_quote("resurgo.args=--map a=b") == "'resurgo.args=--map a=b'"
+    with pytest.raises(ValueError):
+        cmdline.grub_quote("resurgo.args='x'")
+
+
+# ----------------------------------------------------------------- the boot menu
+
+
+def test_boot_menu() -> None:
+    entries = iso.boot_entries(unattended=False, after=After.REBOOT, extra_args=("ip=dhcp",))
+    assert [e.id for e in entries] == ["shell", "recover", "plan"]
+    recover = entries[1]
+    assert recover.args == (
+        "console=ttyS0,115200",
+        "console=tty0",
+        "resurgo.recover=auto",
+        "resurgo.after=reboot",
+        "ip=dhcp",
+    )
+    unattended = iso.boot_entries(unattended=True, after=After.POWEROFF)
+    assert unattended[0].id == "recover"
+    cfg = iso.grub_cfg(unattended, timeout=10, label="test")
+    assert "set timeout=10\nset default=0\n" in cfg
+    assert cfg.count("menuentry ") == 3
+    assert cfg.count("initrd /boot/initrd.img") == 3
+    first = cfg.split("menuentry ")[1]
+    assert "linux /boot/vmlinuz console=ttyS0,115200 console=tty0 resurgo.recover=auto" in first
+    assert (
+        "'resurgo: RECOVER this machine unattended (erases the target disks)' --id recover" in first
+    )
+
+
+# ----------------------------------------------------------------- contents
+
+
+def test_every_program_resurgo_runs_is_in_the_rescue() -> None:
+    """A program added to run.PACKAGES must be carried (or named as not needed)."""
+    names = set(contents.program_names())
+    missing = set(run.PACKAGES) - names - contents.NOT_IN_RESCUE
+    assert not missing, f"add to rescue.contents.PROGRAMS: {sorted(missing)}"
+    for p in contents.PROGRAMS:
+        if p.name in run.PACKAGES:
+            assert p.package == run.PACKAGES[p.name], p.name
+    assert len(names) == len(contents.PROGRAMS), "a program is listed twice"
+
+
+def test_required_programs() -> None:
+    required = {p.name for p in contents.PROGRAMS if p.need is contents.Need.REQUIRED}
+    # What /init and the agent run before anything else.
+    assert {"bash", "mount", "modprobe", "setsid", "blkid", "mkdir", "ln", "cat"} <= required
+
+
+def test_choose_modules() -> None:
+    choice = contents.choose_modules(
+        ["virtio-blk", "ext4", "nvme", "virtio_blk", "sd_mod", "no_such"],
+        available=["virtio_blk", "ext4", "nvme"],
+        builtin=["sd-mod"],
+    )
+    assert choice.modules == ("virtio_blk", "ext4", "nvme")
+    assert choice.builtin == ("sd_mod",)
+    assert choice.unknown == ("no_such",)
+
+
+def test_common_modules_cover_the_issue() -> None:
+    for m in (
+        "virtio_blk",
+        "virtio_scsi",
+        "virtio_net",
+        "nvme",
+        "ahci",
+        "sd_mod",
+        "usb_storage",
+        "uas",
+        "e1000",
+        "e1000e",
+        "igb",
+        "ixgbe",
+        "ext4",
+        "xfs",
+        "btrfs",
+        "vfat",
+        "md_mod",
+        "raid1",
+        "raid456",
+        "dm_mod",
+        "dm_crypt",
+        "dm_thin_pool",
+    ):
+        assert m in contents.COMMON_MODULES, m
+
+
+def test_firmware_of_present_devices_only() -> None:
+    deps = {"bnx2x": ("mdio", "libcrc32c"), "mdio": ()}
+    fw = {"bnx2x": ("bnx2x/a.fw", "bnx2x/b.fw"), "tg3": ("tigon/tg3.bin",), "mdio": ()}
+    assert contents.firmware_of(["bnx2x"], deps, fw) == ["bnx2x/a.fw", "bnx2x/b.fw"]
+    assert contents.firmware_of([], deps, fw) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        ("os.py", True),
+        ("encodings/utf_8.py", True),
+        ("__pycache__/os.cpython-311.pyc", True),
+        ("__pycache__/os.cpython-311.opt-1.pyc", False),
+        ("__pycache__/os.cpython-312.pyc", False),
+        ("json/__pycache__/decoder.cpython-311.pyc", True),
+        ("test/test_os.py", False),
+        ("unittest/test/test_case.py", False),
+        ("idlelib/idle.py", False),
+        ("tkinter/__init__.py", False),
+        ("ensurepip/__init__.py", False),
+        ("lib2to3/main.py", False),
+        ("pydoc_data/topics.py", False),
+        ("turtle.py", False),
+        ("__pycache__/turtle.cpython-311.pyc", False),
+        ("sitecustomize.py", False),
+        ("config-3.11-x86_64-linux-gnu/Makefile", False),
+        ("lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so", False),
+        ("site-packages/foo.py", False),
+        ("wsgiref/README", False),
+    ],
+)
+def test_stdlib_selection(path: str, kept: bool) -> None:
+    assert contents.keep_stdlib_file(path, "cpython-311", pycache=True) is kept
+
+
+def test_stdlib_without_bytecode() -> None:
+    assert not contents.keep_stdlib_file(
+        "__pycache__/os.cpython-311.pyc", "cpython-311", pycache=False
+    )
+
+
+def test_extension_modules() -> None:
+    assert contents.keep_dynload("_ssl.cpython-311-x86_64-linux-gnu.so")
+    assert not contents.keep_dynload("_testcapi.cpython-311-x86_64-linux-gnu.so")
+    assert not contents.keep_dynload("_tkinter.cpython-311-x86_64-linux-gnu.so")
+    assert not contents.keep_dynload("README")
+
+
+def test_this_python_is_found_with_its_stdlib() -> None:
+    py = python.find_python(Path("/"))
+    assert py.version == sys.version_info[:2]
+    assert any(Path(d, "os.py").is_file() for d in py.stdlib)
+    files = dict(python.stdlib_files(py))
+    assert any(p.endswith("/os.py") for p in files)
+    assert not any("/test/" in p or "/idlelib/" in p for p in files)
+
+
+def test_compiled_bytecode_runs() -> None:
+    py = python.find_python(Path("/"))
+    code = python.compile_for(py, b"X = 6 * 7\n", "/usr/lib/resurgo/python/m.py")
+    assert code is not None
+    import importlib.util
+    import marshal
+
+    assert code[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(code[4:8], "little") == 0b01  # hash-based, unchecked
+    ns: dict[str, object] = {}
+    exec(marshal.loads(code[16:]), ns)
+    assert ns["X"] == 42
+
+
+# ----------------------------------------------------------------- cpio and ELF
+
+
+def test_cpio_round_trip() -> None:
+    buf = io.BytesIO()
+    cpio.write(
+        buf,
+        [
+            cpio.Entry.file("init", b"#!/bin/sh\n", 0o755, mtime=1700000000),
+            cpio.Entry.file("usr/lib/resurgo/python/resurgo/__init__.py", b"x = 1\n"),
+            cpio.Entry.symlink("etc/mtab", "/proc/self/mounts"),
+            cpio.Entry.file("empty", b""),
+        ],
+    )
+    data = buf.getvalue()
+    assert len(data) % 4 == 0
+    got = {e.name: e for e in cpio.read(data)}
+    assert list(got) == [
+        "init",
+        "usr",
+        "usr/lib",
+        "usr/lib/resurgo",
+        "usr/lib/resurgo/python",
+        "usr/lib/resurgo/python/resurgo",
+        "usr/lib/resurgo/python/resurgo/__init__.py",
+        "etc",
+        "etc/mtab",
+        "empty",
+    ]
+    assert got["init"].data == b"#!/bin/sh\n"
+    assert got["init"].mode == stat.S_IFREG | 0o755 and got["init"].mtime == 1700000000
+    assert stat.S_ISDIR(got["usr/lib"].mode)
+    assert stat.S_ISLNK(got["etc/mtab"].mode) and got["etc/mtab"].data == b"/proc/self/mounts"
+    # Two archives one after the other (with padding) read as the kernel reads them.
+    assert len(cpio.read(data + b"\0" * 12 + data)) == 2 * len(got)
+
+
+def test_cpio_refuses_repeats_and_orphans() -> None:
+    w = cpio.Writer(io.BytesIO())
+    w.add(cpio.Entry.directory("etc"))
+    with pytest.raises(ValueError, match="already"):
+        w.add(cpio.Entry.directory("etc/"))
+    with pytest.raises(ValueError, match="before its directory"):
+        w.add(cpio.Entry.file("usr/bin/x", b""))
+
+
+def test_cpio_matches_gnu_cpio(tmp_path: Path) -> None:
+    """What GNU cpio (and so the kernel's newc reader) makes of it."""
+    if run.which("cpio") is None:
+        pytest.skip("no cpio here")
+    src = tmp_path / "src"
+    (src / "a/b").mkdir(parents=True)
+    (src / "a/b/f.txt").write_text("hello\n")
+    (src / "a/link").symlink_to("b/f.txt")
+    archive = tmp_path / "x.cpio"
+    with archive.open("wb") as f:
+        w = cpio.Writer(f)
+        assert w.add_tree(src, "top") == 1
+        w.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    import subprocess
+
+    subprocess.run(["cpio", "-idm", "--quiet", "-F", str(archive)], cwd=out, check=True)
+    assert (out / "top/a/b/f.txt").read_text() == "hello\n"
+    assert (out / "top/a/link").readlink() == Path("b/f.txt")
+
+
+def test_elf_needed_of_a_real_extension_module() -> None:
+    assert _ssl.__file__ is not None
+    names = elf.needed(Path(_ssl.__file__).read_bytes())
+    assert "libc.so.6" in names
+    assert any(n.startswith("libssl.so") for n in names)
+    assert elf.needed(b"#!/bin/sh\n") == []
+    assert elf.needed(b"\x7fELF\x01\x01" + b"\0" * 60) == []  # 32-bit: not ours
+
+
+def test_ld_so_conf() -> None:
+    dirs, includes = elf.parse_ld_so_conf(
+        "include /etc/ld.so.conf.d/*.conf\n# comment\n/usr/local/lib  # here\n\n"
+    )
+    assert dirs == ["/usr/local/lib"]
+    assert includes == ["/etc/ld.so.conf.d/*.conf"]
+
+
+def test_library_closure_in_a_tree(tmp_path: Path) -> None:
+    """Libraries found inside the tree, through its own absolute symlinks."""
+    assert _ssl.__file__ is not None
+    root = tmp_path / "root"
+    libdir = root / "usr/lib/x86_64-linux-gnu"
+    libdir.mkdir(parents=True)
+    (root / "lib").symlink_to("/usr/lib")  # absolute: means the tree's /usr/lib
+    (root / "mod").mkdir()
+    (root / "mod/_ssl.so").write_bytes(Path(_ssl.__file__).read_bytes())
+    needed = elf.needed(Path(_ssl.__file__).read_bytes())
+    ssl_name = next(n for n in needed if n.startswith("libssl"))
+    (libdir / ssl_name).write_bytes(b"not an ELF file")
+    found, missing = elf.library_closure(root, ["/mod/_ssl.so"])
+    assert found == [f"/lib/x86_64-linux-gnu/{ssl_name}"]
+    assert "libc.so.6" in missing
+
+
+# ----------------------------------------------------------------- the build's choices
+
+
+def test_compression_follows_the_kernel() -> None:
+    both = {"CONFIG_RD_ZSTD": "y", "CONFIG_RD_XZ": "y", "CONFIG_RD_GZIP": "y"}
+    assert build.choose_compression(both, {"zstd"}) is build.Compression.ZSTD
+    assert build.choose_compression(both, set()) is build.Compression.XZ
+    assert build.choose_compression({"CONFIG_RD_GZIP": "y"}, {"zstd"}) is build.Compression.GZIP
+    assert build.choose_compression({}, {"zstd"}) is build.Compression.ZSTD  # config unknown
+    with pytest.raises(PreconditionFailed):
+        build.choose_compression({"CONFIG_RD_GZIP": "y"}, {"zstd"}, build.Compression.ZSTD)
+    with pytest.raises(ToolMissing):
+        build.choose_compression(both, set(), build.Compression.ZSTD)
+
+
+def test_volume_date() -> None:
+    assert build.volume_date(datetime(2026, 11, 25, 23, 30, 1, 990000, UTC)) == "2026112523300199"
+
+
+def test_image_paths_follow_the_trees_links(tmp_path: Path) -> None:
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "lib").symlink_to("usr/lib")
+    assert build.image_path(tmp_path, "/lib/firmware/x.bin") == "/usr/lib/firmware/x.bin"
+    assert build.image_path(tmp_path, "/etc/resurgo") == "/etc/resurgo"
+
+
+def test_programs_found_in_a_tree(tmp_path: Path) -> None:
+    (tmp_path / "usr/sbin").mkdir(parents=True)
+    (tmp_path / "sbin").symlink_to("usr/sbin")
+    tool = tmp_path / "usr/sbin/mke2fs"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (tmp_path / "usr/sbin/mkfs.ext4").symlink_to("mke2fs")
+    (tmp_path / "usr/sbin/notexec").write_text("")
+    assert build.find_program(tmp_path, "mkfs.ext4") == "/usr/sbin/mkfs.ext4"
+    assert build.find_program(tmp_path, "notexec") is None
+    assert build.find_program(tmp_path, "missing") is None
+
+
+def test_a_tree_without_the_basics_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PreconditionFailed) as e:
+        build.collect_programs(tmp_path, [])
+    assert "bash" in str(e.value) and "apt-get install" in str(e.value)
+    assert "util-linux" in str(e.value) and "kmod" in str(e.value)
+
+
+def test_missing_dracut_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(build.run, "which", lambda name: None)
+    with pytest.raises(ToolMissing) as e:
+        build.build_rescue_image(tmp_path / "x.iso", build.RescueOptions(sysroot=tmp_path))
+    assert e.value.package == "dracut-core"
+    assert "apt-get install dracut-core" in str(e.value)
+
+
+def test_missing_grub_platform_names_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(iso.run, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(iso, "GRUB_LIB", tmp_path)
+    with pytest.raises(PreconditionFailed) as e:
+        iso.require_tools()
+    assert "grub-pc-bin" in str(e.value)
+
+
+# ----------------------------------------------------------------- finding the set
+
+
+def _index(set_id: str, host: str, desc_sha: str) -> str:
+    return json.dumps(
+        {
+            "format": "resurgo-set",
+            "version": 1,
+            "id": set_id,
+            "created": "2026-11-25T23:30:00.000000Z",
+            "kind": "full",
+            "parent": None,
+            "host": host,
+            "files": [{"name": "description.toml", "size": 1, "sha256": desc_sha}],
+        }
+    )
+
+
+def test_find_set_dirs(tmp_path: Path) -> None:
+    good = tmp_path / "resurgo/db1/20261125T233000Z-ab12"
+    good.mkdir(parents=True)
+    (good / "set.json").write_text(_index(good.name, "db1", "a" * 64))
+    (tmp_path / "resurgo/db1/.incomplete-20261126T000000Z-cd34").mkdir()
+    (tmp_path / "resurgo/db1/20261126T000000Z-ef56").mkdir()  # no index: not a set
+    deep = tmp_path / "a/b/c/d/e/20261125T233000Z-0000"
+    deep.mkdir(parents=True)
+    (deep / "set.json").write_text("{}")
+    (tmp_path / "lost+found/20261125T233000Z-1111").mkdir(parents=True)
+    (tmp_path / "lost+found/20261125T233000Z-1111/set.json").write_text("{}")
+    assert locate.find_set_dirs(tmp_path) == [(tmp_path / "resurgo/db1", good.name)]
+
+
+def cand(set_id: str, host: str | None, sha: str | None, day: int) -> locate.Candidate:
+    return locate.Candidate(
+        medium="/run/resurgo/disks/vdb/sets",
+        set_id=set_id,
+        created=datetime(2026, 11, day, tzinfo=UTC),
+        host=host,
+        description_sha256=sha,
+    )
+
+
+def test_the_set_holding_this_images_description_wins() -> None:
+    mine = locate.Embedded("a" * 64, "db1")
+    cands = [
+        cand("20261101T000000Z-0001", "db1", "a" * 64, 1),
+        cand("20261103T000000Z-0003", "db1", "a" * 64, 3),  # a later save, same layout
+        cand("20261105T000000Z-0005", "db1", "b" * 64, 5),  # the machine changed since
+        cand("20261106T000000Z-0006", "web", "c" * 64, 6),
+    ]
+    choice = locate.choose(cands, mine)
+    assert choice.candidate is not None and choice.candidate.set_id == "20261103T000000Z-0003"
+    # Without an exact match: the newest set of the same host.
+    choice = locate.choose(cands[2:], mine)
+    assert choice.candidate is not None and choice.candidate.set_id == "20261105T000000Z-0005"
+    assert "differs" in choice.reason
+    # Only other hosts' sets: the embedded description alone, never a stranger's set.
+    choice = locate.choose(cands[3:], mine)
+    assert choice.candidate is None and "web" in choice.reason
+
+
+def test_without_a_description_one_host_or_nothing() -> None:
+    one = [
+        cand("20261101T000000Z-0001", "db1", "a" * 64, 1),
+        cand("20261102T000000Z-0002", "db1", "b" * 64, 2),
+    ]
+    choice = locate.choose(one, None)
+    assert choice.candidate is not None and choice.candidate.set_id == "20261102T000000Z-0002"
+    with pytest.raises(locate.NoChoice, match="several hosts"):
+        locate.choose([*one, cand("20261106T000000Z-0006", "web", "c" * 64, 6)], None)
+    with pytest.raises(locate.NoChoice, match="no recovery set"):
+        locate.choose([cand("20261101T000000Z-0001", "db1", None, 1)], None)
+    with pytest.raises(locate.NoChoice):
+        locate.choose([], None)
+
+
+def test_recover_command_line() -> None:
+    c = cand("20261101T000000Z-0001", "db1", "a" * 64, 1)
+    desc = Path("/x/description.toml")
+    assert recover_argv(Mode.AUTO, locate.Choice(c, "r"), desc, ("--map", "a=b")) == [
+        "recover",
+        "--from",
+        "/run/resurgo/disks/vdb/sets",
+        "--set",
+        "20261101T000000Z-0001",
+        "--yes",
+        "--map",
+        "a=b",
+    ]
+    assert recover_argv(Mode.PLAN, locate.Choice(c, "r"), desc, ()) == [
+        "plan",
+        "--from",
+        "/run/resurgo/disks/vdb/sets",
+        "--set",
+        "20261101T000000Z-0001",
+    ]
+    # The description alone recreates the layout only.
+    assert recover_argv(Mode.AUTO, locate.Choice(None, "r"), desc, ()) == [
+        "recover",
+        "--from",
+        "/x/description.toml",
+        "--layout-only",
+        "--yes",
+    ]
+    assert recover_argv(Mode.AUTO, locate.Choice(None, "r"), desc, ("--layout-only",)) == [
+        "recover",
+        "--from",
+        "/x/description.toml",
+        "--yes",
+        "--layout-only",
+    ]

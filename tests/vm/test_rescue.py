@@ -1,0 +1,470 @@
+"""The rescue image, built from the cached Debian tree and booted under qemu (vm tier).
+
+One image is built (kernel, modules, programs and Python all from the tree, which is
+bind-mounted read-only: it is a cache other tests share) with a small description
+embedded and the unattended entry as the default:
+
+    disk.vda (GPT, 256 MiB)  p1 200 MiB ── ext4 "rescued" /
+
+and `resurgo.args=--layout-only --root /mnt/rescued` on its kernel command line (the
+archives are another test's business: here the set holds the description alone).
+Each boot gives it a blank target disk and a disk holding the recovery set (ext4,
+resurgo/rescued/<set id>/), and checks on the serial console that it booted, found the
+set, ran `resurgo --version`, `resurgo validate` and `resurgo recover`, and powered off;
+then that the target disk holds the saved partition table and filesystem identities.
+
+    BIOS, the image as a CD (-cdrom)
+    UEFI (OVMF), the image as a disk (a USB stick written with dd)
+    BIOS, the image as a disk, no set disk: the embedded description alone
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resurgo import fileformat
+from resurgo.media import SetKind, SetMeta, open_medium
+from resurgo.model import (
+    Bootloader,
+    BootloaderKind,
+    Description,
+    Disk,
+    ExtOptions,
+    Filesystem,
+    Firmware,
+    FormatInfo,
+    FsType,
+    Mount,
+    OsRelease,
+    Partition,
+    PartitionTable,
+    SystemInfo,
+    TableLabel,
+    VolumeState,
+)
+from resurgo.rescue import After, RescueOptions, RescueReport, build_rescue_image, cpio
+from tests.vm import guest
+
+pytestmark = pytest.mark.vm
+
+MiB = 1 << 20
+TARGET_SIZE = 256 * MiB
+HOST = "rescued"
+DISK_GUID = "5e5c0e00-0000-4000-8000-000000000001"
+PART_UUID = "5e5c0e00-0000-4000-8000-000000000002"
+FS_UUID = "5e5c0e00-0000-4000-8000-000000000003"
+LINUX_FS = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+MAX_SIZE = 80 * MiB
+# In the image's grub.cfg, so one image serves every boot here.
+KERNEL_ARGS = ("resurgo.args=--layout-only --root /mnt/rescued", "resurgo.wait=5")
+BOOT_TIMEOUT = 480.0
+PREFIX = "resurgo-rescue:"
+
+
+def description() -> Description:
+    disk = Disk(
+        id="disk.vda",
+        path="/dev/vda",
+        size=TARGET_SIZE,
+        logical_sector_size=512,
+        physical_sector_size=512,
+        transport="virtio",
+        critical=True,
+        table=PartitionTable(TableLabel.GPT, DISK_GUID),
+    )
+    part = Partition(
+        id="part.vda1",
+        disk=disk.id,
+        number=1,
+        start=2048,
+        size=200 * 2048,
+        sector_size=512,
+        type=LINUX_FS,
+        path="/dev/vda1",
+        uuid=PART_UUID,
+        name="root",
+    )
+    fs = Filesystem(
+        id="fs.vda1",
+        device=part.id,
+        type=FsType.EXT4,
+        uuid=FS_UUID,
+        label=HOST,
+        size=200 * MiB,
+        ext=ExtOptions(
+            block_size=4096,
+            inode_size=256,
+            features=(
+                "has_journal",
+                "extent",
+                "64bit",
+                "flex_bg",
+                "metadata_csum",
+                "dir_index",
+                "filetype",
+            ),
+        ),
+        mounts=(Mount("/"),),
+        state=VolumeState(mounted=True, used_bytes=8 * MiB),
+    )
+    return Description(
+        format=FormatInfo("1.0", "0.1.0", "2026-01-01T00:00:00Z", HOST),
+        system=SystemInfo(
+            hostname=HOST,
+            machine_id="3" * 32,
+            architecture="x86_64",
+            firmware=Firmware.BIOS,
+            os_release=OsRelease("debian", "12"),
+            kernel="6.1.0",
+            bootloader=Bootloader(BootloaderKind.NONE),
+            system_volume=fs.id,
+        ),
+        disks=(disk,),
+        partitions=(part,),
+        filesystems=(fs,),
+    )
+
+
+@contextlib.contextmanager
+def read_only_view(tree: Path, target: Path) -> Iterator[Path]:
+    """The shared cached tree, bind-mounted read-only: a build that tried to write into
+    it would fail here instead of changing the cache."""
+    with guest.mounted(tree, target, options=["bind", "ro"]):
+        assert _is_ro(target)
+        yield target
+
+
+def _is_ro(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with guest.scratch_dir("resurgo-rescue-test-") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def tree() -> Path:
+    return guest.debian_tree()
+
+
+@pytest.fixture(scope="module")
+def sysroot(tree: Path, workdir: Path) -> Iterator[Path]:
+    with read_only_view(tree, workdir / "sysroot") as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
+def desc_file(workdir: Path) -> Path:
+    path = workdir / "description.toml"
+    fileformat.write(description(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rescue(sysroot: Path, desc_file: Path, workdir: Path) -> RescueReport:
+    report = build_rescue_image(
+        workdir / "rescue.iso",
+        RescueOptions(
+            description=desc_file,
+            unattended=True,
+            after=After.POWEROFF,
+            menu_timeout=0,
+            kernel_args=KERNEL_ARGS,
+            sysroot=sysroot,
+        ),
+    )
+    print(
+        f"\nrescue image: {report.size / MiB:.1f} MiB (kernel {report.kernel_size / MiB:.1f}, "
+        f"initramfs {report.initramfs_size / MiB:.1f} MiB, "
+        f"{report.initramfs_uncompressed / MiB:.0f} MiB unpacked), built in "
+        f"{report.seconds:.1f} s {report.timings}"
+    )
+    return report
+
+
+def make_set_disk(path: Path, desc_file: Path, staging: Path) -> str:
+    """An ext4 disk (label backup) holding one recovery set at resurgo/rescued/<id>/."""
+    medium_dir = staging / "resurgo" / HOST
+    medium_dir.mkdir(parents=True)
+    with (
+        open_medium(str(medium_dir)) as medium,
+        medium.begin_set(SetMeta(SetKind.FULL, host=HOST)) as w,
+    ):
+        w.write_bytes("description.toml", desc_file.read_bytes())
+        w.write_bytes(
+            "description.toml.sha256", (desc_file.parent / "description.toml.sha256").read_bytes()
+        )
+        info = w.commit()
+    guest.blank_disk(path, 64 * MiB)
+    guest.run_cmd(
+        ["mkfs.ext4", "-q", "-F", "-L", "backup", "-E", "root_owner=0:0", "-d", staging, path]
+    )
+    return info.id
+
+
+def rescue_lines(text: str) -> list[str]:
+    return [
+        line.split(PREFIX, 1)[1].split("]", 1)[1].strip()
+        for line in text.splitlines()
+        if PREFIX in line and "]" in line
+    ]
+
+
+def agent_started_at(text: str) -> float | None:
+    for line in text.splitlines():
+        if PREFIX in line and "rescue system" in line:
+            return float(line.split("[", 1)[1].split("]", 1)[0])
+    return None
+
+
+def check_target(image: Path) -> None:
+    """The target disk holds the saved table, partition and filesystem identities."""
+    table = json.loads(guest.run_cmd(["sfdisk", "--json", image]).stdout)["partitiontable"]
+    assert table["label"] == "gpt"
+    assert table["id"].lower() == DISK_GUID
+    (p,) = table["partitions"]
+    assert (p["start"], p["size"]) == (2048, 200 * 2048)
+    assert p["uuid"].lower() == PART_UUID and p["name"] == "root"
+    probe = guest.run_cmd(["blkid", "-p", "-o", "export", "-O", str(2048 * 512), image]).stdout
+    fields = dict(line.split("=", 1) for line in probe.splitlines() if "=" in line)
+    assert fields["TYPE"] == "ext4"
+    assert fields["UUID"] == FS_UUID
+    assert fields["LABEL"] == HOST
+
+
+def check_run(
+    result: guest.BootResult, *, medium_kname: str | None, set_id: str | None
+) -> list[str]:
+    text = result.text
+    lines = rescue_lines(text)
+    detail = "\n".join(lines) or guest._tail(text, 60)
+    assert not result.timed_out, f"the rescue did not power off:\n{detail}"
+    assert result.returncode == 0, detail
+    assert any("resurgo 0.1.0 rescue system" in x for x in lines), detail
+    if set_id is not None:
+        found = [x for x in lines if x.startswith("recovery set:")]
+        assert found and set_id in found[0], detail
+        assert "its description is the one in this image" in found[0]
+        assert any(
+            x.startswith("+ resurgo recover --from /run/resurgo/disks/")
+            and f"--set {set_id} --yes --layout-only --root /mnt/rescued" in x
+            for x in lines
+        ), detail
+    else:
+        assert any(x.startswith("using the description in this image") for x in lines), detail
+        assert any(
+            x.startswith(
+                "+ resurgo recover --from /resurgo/description.toml --yes "
+                "--layout-only --root /mnt/rescued"
+            )
+            for x in lines
+        ), detail
+    assert "+ resurgo --version" in lines, detail
+    assert "resurgo 0.1.0" in text
+    assert any(x.startswith("+ resurgo validate ") for x in lines), detail
+    assert "valid recovery description" in text, detail
+    if medium_kname is not None:
+        assert f"booted from /dev/{medium_kname} (kept mounted: recovery leaves it alone)" in lines
+    assert "recovery finished: ok" in lines, detail
+    assert lines[-1] == "poweroff now", detail
+    return lines
+
+
+def report_boot(name: str, result: guest.BootResult) -> None:
+    started = agent_started_at(result.text)
+    print(
+        f"\n{name}: powered off after {result.seconds:.1f} s (host), the agent started at "
+        f"{started} s of guest uptime"
+    )
+
+
+# ---------------------------------------------------------------------------- the image
+
+
+def test_image_holds_what_recovery_needs(rescue: RescueReport, workdir: Path) -> None:
+    assert rescue.size < MAX_SIZE, f"{rescue.size / MiB:.1f} MiB"
+    assert rescue.kernel_version == Path(
+        next((workdir / "sysroot/boot").glob("vmlinuz-*")).name
+    ).name.removeprefix("vmlinuz-")
+    for prog in (
+        "sfdisk",
+        "partx",
+        "wipefs",
+        "blkid",
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "mkfs.vfat",
+        "mkfs.btrfs",
+        "mkswap",
+        "mdadm",
+        "cryptsetup",
+        "lvm",
+        "mount",
+        "chroot",
+        "modprobe",
+        "grub-install",
+        "setsid",
+    ):
+        assert prog in rescue.programs, prog
+    # The tree has no ssh, zstd or age: named, with their packages.
+    assert ("ssh", "openssh-client") in rescue.missing_programs
+    for mod in (
+        "virtio_blk",
+        "virtio_scsi",
+        "nvme",
+        "ahci",
+        "usb_storage",
+        "uas",
+        "e1000e",
+        "igb",
+        "ixgbe",
+        "ext4",
+        "xfs",
+        "btrfs",
+        "vfat",
+        "isofs",
+        "md_mod",
+        "raid1",
+        "raid456",
+        "dm_crypt",
+        "dm_thin_pool",
+    ):
+        assert mod in rescue.modules, mod
+    assert rescue.python.version == "3.11" and rescue.python.compiled
+    assert rescue.default_entry == "recover"
+    assert rescue.description_sha256 is not None and rescue.host == HOST
+
+    # Inside: the boot menu, and the initramfs's files (both archives).
+    out = workdir / "extracted"
+    guest.run_cmd(["xorriso", "-osirrox", "on", "-indev", rescue.path, "-extract", "/", out])
+    cfg = (out / "boot/grub/grub.cfg").read_text()
+    assert "set default=0" in cfg and "set timeout=0" in cfg
+    first = cfg.split("menuentry", 2)[1]
+    assert "resurgo.recover=auto resurgo.after=poweroff" in first
+    assert "console=ttyS0,115200 console=tty0" in first
+    assert "'resurgo.args=--layout-only --root /mnt/rescued'" in first
+    embedded = (out / "resurgo/description.toml").read_bytes()
+    assert embedded == (workdir / "description.toml").read_bytes()
+    raw = subprocess.run(
+        ["zstd", "-d", "-c", out / "boot/initrd.img"], capture_output=True, check=True
+    ).stdout
+    entries = {e.name: e for e in cpio.read(raw)}
+    for name in (
+        "init",
+        "usr/bin/python3.11",
+        "usr/bin/resurgo",
+        "usr/sbin/lvm",
+        "usr/lib/resurgo/python/resurgo/rescue/agent.py",
+        "usr/lib/resurgo/python/tomli_w/__init__.py",
+        "usr/lib/python3.11/os.py",
+        "usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "usr/lib/x86_64-linux-gnu/libffi.so.8",
+        "resurgo/description.toml",
+        "resurgo/description.toml.sha256",
+        "etc/resurgo/rescue.json",
+        "etc/lvm/lvm.conf",
+        "usr/lib/grub/i386-pc/normal.mod",
+        "usr/lib/grub/x86_64-efi/normal.mod",
+    ):
+        assert name in entries, name
+    assert entries["resurgo/description.toml"].data == embedded
+    # Merged /usr: dracut's symlinks stay symlinks (the second archive names no "lib").
+    assert entries["lib"].mode & 0o170000 == 0o120000
+    assert not any(
+        n.startswith(
+            (
+                "usr/lib/python3.11/test/",
+                "usr/lib/python3.11/idlelib",
+                "usr/lib/python3.11/tkinter",
+                "usr/lib/grub/x86_64-efi/monolithic",
+            )
+        )
+        for n in entries
+    )
+    config = json.loads(entries["etc/resurgo/rescue.json"].data)
+    assert config["build_id"] == rescue.build_id
+    assert config["description_sha256"] == rescue.description_sha256
+
+
+def test_kernel_from_another_root(tree: Path, workdir: Path) -> None:
+    """--kernel-root: this machine's programs and Python, the tree's kernel and modules."""
+    with read_only_view(tree, workdir / "kroot") as kroot:
+        started = time.monotonic()
+        report = build_rescue_image(
+            workdir / "host-tools.iso",
+            RescueOptions(kernel_root=kroot, menu_timeout=3),
+        )
+        print(
+            f"\n--kernel-root image: {report.size / MiB:.1f} MiB in "
+            f"{time.monotonic() - started:.1f} s"
+        )
+    assert report.size < MAX_SIZE
+    assert report.default_entry == "shell"
+    assert report.description_sha256 is None
+    assert "virtio_blk" in report.modules
+    # This host has what the tree lacks.
+    for prog in ("ssh", "zstd", "mcopy"):
+        if shutil.which(prog):
+            assert prog in report.programs, prog
+    (workdir / "host-tools.iso").unlink()
+
+
+# ---------------------------------------------------------------------------- boots
+
+
+def test_bios_cdrom_finds_the_set_and_recovers(
+    rescue: RescueReport, desc_file: Path, tmp_path: Path
+) -> None:
+    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging")
+    target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
+    result = guest.boot(
+        guest.Drive(target, serial="target"),  # vda: blank, so SeaBIOS goes on to the CD
+        [guest.Drive(tmp_path / "set.img", serial="backup")],
+        timeout=BOOT_TIMEOUT,
+        serial_log=tmp_path / "serial.log",
+        extra_args=["-cdrom", str(rescue.path)],
+    )
+    report_boot("BIOS, CD", result)
+    check_run(result, medium_kname=None, set_id=set_id)
+    check_target(target)
+
+
+def test_uefi_usb_stick_finds_the_set_and_recovers(
+    rescue: RescueReport, desc_file: Path, tmp_path: Path
+) -> None:
+    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging")
+    target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
+    result = guest.boot(
+        guest.Drive(rescue.path, format="raw", read_only=True, serial="stick"),  # vda
+        [guest.Drive(target, serial="target"), guest.Drive(tmp_path / "set.img")],
+        timeout=BOOT_TIMEOUT,
+        serial_log=tmp_path / "serial.log",
+        firmware="uefi",
+    )
+    report_boot("UEFI, USB stick", result)
+    check_run(result, medium_kname="vda", set_id=set_id)
+    check_target(target)
+
+
+def test_bios_usb_stick_with_the_embedded_description(rescue: RescueReport, tmp_path: Path) -> None:
+    target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
+    result = guest.boot(
+        guest.Drive(rescue.path, format="raw", read_only=True, serial="stick"),
+        [guest.Drive(target, serial="target")],
+        timeout=BOOT_TIMEOUT,
+        serial_log=tmp_path / "serial.log",
+    )
+    report_boot("BIOS, USB stick, no set disk", result)
+    check_run(result, medium_kname="vda", set_id=None)
+    check_target(target)
