@@ -403,6 +403,37 @@ def test_incremental_set_onto_a_smaller_disk_after_a_killed_save(
     assert r.code == 0, r.output
 
 
+def test_a_recovery_killed_while_restoring_is_run_again_to_the_end(
+    classic: Classic, rig: Rig, mnt: Path
+) -> None:
+    target = blank(rig, "killed", CLASSIC_SIZE)
+    argv = ["recover", "--from", classic.sets, "--set", classic.set1, "--target",
+            target.path, "--yes", "--root", mnt, "--no-finalize"]
+    env = {**os.environ, "RESURGO_STATE_DIR": str(classic.state),
+           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "resurgo", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if line.startswith("restoring the data"):
+                time.sleep(0.3)  # part of the first tree is written
+                break
+        assert proc.poll() is None, "the recovery ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    r = resurgo(*argv, state=classic.state)
+    assert r.code == 0, r.output
+    # The layout is checked on the disks, not made again; the data is restored again.
+    layout = next(line for line in r.stdout.splitlines()
+                  if line.startswith("layout recreated:"))
+    assert "verified" in layout and "done" not in layout, layout
+    assert_same_systems(classic.expected1, classic.recovered(mnt))
+
+
 def copy_sets(src: Path, dst: Path, ids: list[str]) -> Path:
     dst.mkdir()
     for set_id in ids:
