@@ -152,11 +152,19 @@ def restore_commands(
         by_fs.setdefault(sv.filesystem, []).append(sv)
     mounted = [(m.mountpoint, fs) for fs in filesystems if fs.supported for m in fs.mounts[:1]]
     mounted.sort(key=lambda mf: (mf[0].count("/") - (mf[0] == "/"), mf[0]))
-    steps: list[tuple[tuple[str, ...], str]] = []
+    steps: list[tuple[tuple[str, ...], str, OnFailure]] = []
     for mountpoint, fs in mounted:
         if fs.type != FsType.BTRFS:
+            # FAT keeps no owners or modes of its own: the mount's options make them, and
+            # the kernel refuses to change them; what the ESP holds the bootloader step
+            # installs again, so a refusal there must not stop the recovery.
+            on_failure = OnFailure.CONTINUE if fs.type == FsType.VFAT else OnFailure.ABORT
             steps.append(
-                ((fs.id, mountpoint), f"restore the files of {mountpoint} from its archive")
+                (
+                    (fs.id, mountpoint),
+                    f"restore the files of {mountpoint} from its archive",
+                    on_failure,
+                )
             )
             continue
         where = {m.subvolume: m.mountpoint for m in reversed(fs.mounts)}
@@ -165,6 +173,7 @@ def restore_commands(
             (
                 (fs.id, top) if top else (fs.id,),
                 f"restore the top level of the btrfs of {mountpoint} from its archive",
+                OnFailure.ABORT,
             )
         )
         for sv in sorted(by_fs.get(fs.id, []), key=lambda s: (s.path.count("/"), s.path)):
@@ -173,6 +182,7 @@ def restore_commands(
                 (
                     (sv.id, at) if at else (sv.id,),
                     f"restore btrfs subvolume {sv.path}{f' ({at})' if at else ''} from its archive",
+                    OnFailure.ABORT,
                 )
             )
     return [
@@ -180,8 +190,8 @@ def restore_commands(
             seq=10 * (n + 1),
             program="resurgo:restore",
             args=args,
-            on_failure=OnFailure.ABORT,
+            on_failure=on_failure,
             description=description,
         )
-        for n, (args, description) in enumerate(steps)
+        for n, (args, description, on_failure) in enumerate(steps)
     ]

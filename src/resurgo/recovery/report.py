@@ -37,8 +37,14 @@ def restore_summary(o: RestoreOutcome) -> str:
     done = [r for r in o.results if r.status == Status.DONE]
     failed = [r for r in o.results if r.status == Status.FAILED]
     if o.ok:
-        return (f"data restored: {len(done)} command(s), {sum(r.entries for r in done)} "
+        text = (f"data restored: {len(done)} command(s), {sum(r.entries for r in done)} "
                 f"entries, {human(sum(r.data_bytes for r in done))} of file data\n")
+        passed = o.passed_failures()
+        if passed:
+            text += (f"{len(passed)} command(s) failed and were passed, as their records "
+                     "allow (on_failure = continue): "
+                     + ", ".join(str(r.seq) for r in passed) + "\n")
+        return text
     text = f"restoring the data FAILED: {len(failed)} command(s) failed"
     if o.aborted_at is not None:
         text += f", the recovery stopped at command {o.aborted_at}"

@@ -69,7 +69,14 @@ class RestoreOutcome:
 
     @property
     def ok(self) -> bool:
-        return all(r.status != Status.FAILED for r in self.results)
+        """No command failed that the recovery needs (on_failure = "continue" says one
+        may fail: it is reported, and does not fail the recovery)."""
+        return not any(r.status == Status.FAILED and r.on_failure != OnFailure.CONTINUE
+                       for r in self.results)
+
+    def passed_failures(self) -> list[CommandResult]:
+        return [r for r in self.results
+                if r.status == Status.FAILED and r.on_failure == OnFailure.CONTINUE]
 
     def restored(self) -> set[int]:
         return {r.seq for r in self.results if r.status == Status.DONE}
