@@ -109,3 +109,14 @@ def test_xattr_digest_ignores_order_and_separates_values() -> None:
     assert xattr_digest(a) == xattr_digest(list(reversed(a)))
     assert xattr_digest([]) == ""
     assert xattr_digest([("user.a", b"12")]) != xattr_digest([("user.a1", b"2")])
+
+
+def test_lines_are_counted_against_the_end_line() -> None:
+    header = ManifestHeader(("s0",))
+    good = _write(header, [_entry(b"a"), _entry(b"b")])
+    assert [decode_entry(line).path for line in ManifestReader(io.BytesIO(good)).lines()] == [
+        b"a", b"b"]
+    with pytest.raises(ManifestError, match="counts"):
+        list(ManifestReader(io.BytesIO(good.replace(b"#end 2", b"#end 1"))).lines())
+    with pytest.raises(ManifestError, match="truncated"):
+        list(ManifestReader(io.BytesIO(good[: good.index(b"#end")])).lines())
