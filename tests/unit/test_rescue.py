@@ -4,6 +4,7 @@ cpio writer, ELF needs, choosing the recovery set, the boot menu."""
 from __future__ import annotations
 
 import _ssl
+import ast
 import io
 import json
 import stat
@@ -204,6 +205,49 @@ def test_every_program_resurgo_runs_is_in_the_rescue() -> None:
         if p.name in run.PACKAGES:
             assert p.package == run.PACKAGES[p.name], p.name
     assert len(names) == len(contents.PROGRAMS), "a program is listed twice"
+
+
+def _programs_run_in(source: Path) -> dict[str, set[str]]:
+    """Programs named as literals where resurgo runs them: run.run(["prog", ...]),
+    run.output/spawn likewise, run.require("prog", ...), run.which("prog")."""
+    found: dict[str, set[str]] = {}
+    for f in sorted(source.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "run"
+            ):
+                continue
+            names: list[str] = []
+            if node.func.attr in ("require", "which"):
+                names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            elif node.func.attr in ("run", "output", "spawn") and node.args:
+                argv = node.args[0]
+                if isinstance(argv, ast.List) and argv.elts:
+                    first = argv.elts[0]
+                    if isinstance(first, ast.Constant):
+                        names = [first.value]
+            for name in names:
+                if isinstance(name, str):
+                    found.setdefault(name, set()).add(str(f.relative_to(source)))
+    return found
+
+
+def test_every_program_the_code_runs_is_in_the_rescue() -> None:
+    import resurgo
+
+    source = Path(resurgo.__file__).parent
+    found = _programs_run_in(source)
+    assert "sfdisk" in found and "unshare" in found  # the scan sees them
+    names = set(contents.program_names())
+    missing = {
+        n: sorted(where)
+        for n, where in found.items()
+        if n not in names and n not in contents.NOT_IN_RESCUE and where != {"demo.py"}
+    }
+    assert not missing, f"add to rescue.contents.PROGRAMS: {missing}"
 
 
 def test_required_programs() -> None:

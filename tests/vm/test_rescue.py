@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -397,27 +396,47 @@ def test_image_holds_what_recovery_needs(rescue: RescueReport, workdir: Path) ->
     assert config["description_sha256"] == rescue.description_sha256
 
 
-def test_kernel_from_another_root(tree: Path, workdir: Path) -> None:
-    """--kernel-root: this machine's programs and Python, the tree's kernel and modules."""
+def test_kernel_from_another_root_and_the_network(
+    tree: Path, workdir: Path, tmp_path: Path
+) -> None:
+    """--kernel-root: this machine's programs and Python (which has `ip`), the tree's
+    kernel and modules. Booted with a NIC and a static ip=: the network comes up; no set
+    and no description: the unattended run fails, says so, and still powers off."""
     with read_only_view(tree, workdir / "kroot") as kroot:
-        started = time.monotonic()
         report = build_rescue_image(
-            workdir / "host-tools.iso",
-            RescueOptions(kernel_root=kroot, menu_timeout=3),
+            tmp_path / "host-tools.iso",
+            RescueOptions(
+                kernel_root=kroot,
+                unattended=True,
+                menu_timeout=0,
+                kernel_args=(
+                    "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none",
+                    "nameserver=10.0.2.3",
+                    "resurgo.wait=0",
+                ),
+            ),
         )
-        print(
-            f"\n--kernel-root image: {report.size / MiB:.1f} MiB in "
-            f"{time.monotonic() - started:.1f} s"
-        )
+    print(f"\n--kernel-root image: {report.size / MiB:.1f} MiB in {report.seconds:.1f} s")
     assert report.size < MAX_SIZE
-    assert report.default_entry == "shell"
     assert report.description_sha256 is None
-    assert "virtio_blk" in report.modules
-    # This host has what the tree lacks.
-    for prog in ("ssh", "zstd", "mcopy"):
+    assert "virtio_blk" in report.modules and "e1000" in report.modules
+    for prog in ("ip", "ssh", "zstd", "mcopy"):  # this host has what the tree lacks
         if shutil.which(prog):
             assert prog in report.programs, prog
-    (workdir / "host-tools.iso").unlink()
+    result = guest.boot(
+        guest.blank_disk(tmp_path / "blank.img", 16 * MiB),
+        timeout=BOOT_TIMEOUT,
+        serial_log=tmp_path / "serial.log",
+        extra_args=["-cdrom", str(report.path), "-nic", "user,model=e1000"],
+    )
+    report_boot("BIOS, CD, host tools, network", result)
+    lines = rescue_lines(result.text)
+    detail = "\n".join(lines) or guest._tail(result.text, 60)
+    assert not result.timed_out and result.returncode == 0, detail
+    assert "eth0: 10.0.2.15/24 via 10.0.2.2" in lines, detail
+    assert "no recovery set was found, and this image holds no description" in lines, detail
+    assert "recovery finished: FAILED (exit code 1)" in lines, detail
+    assert lines[-1] == "poweroff now", detail
 
 
 # ---------------------------------------------------------------------------- boots

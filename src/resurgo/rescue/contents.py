@@ -56,6 +56,8 @@ PROGRAMS: tuple[Program, ...] = (
         "swapoff",
         "chroot",
         "fsck",
+        # the restore runs in a private mount namespace
+        "unshare",
     ),
     *_programs(
         Need.RECOVERY,
@@ -95,6 +97,11 @@ PROGRAMS: tuple[Program, ...] = (
         Need.RECOVERY, "thin-provisioning-tools", "pdata_tools", "thin_check", "cache_check"
     ),
     *_programs(Need.RECOVERY, "kmod", "insmod", "rmmod", "lsmod", "modinfo", "depmod"),
+    # finalize lists the restored system's initramfs with them (else in a chroot)
+    *_programs(Need.RECOVERY, "dracut-core", "lsinitrd"),
+    *_programs(Need.RECOVERY, "initramfs-tools-core", "lsinitramfs"),
+    *_programs(Need.RECOVERY, "acl", "getfacl", "setfacl"),
+    *_programs(Need.RECOVERY, "attr", "getfattr", "setfattr"),
     # the data: archives, their compression and encryption, remote media
     *_programs(Need.RECOVERY, "zstd", "zstd"),
     *_programs(Need.RECOVERY, "age", "age"),
@@ -173,9 +180,12 @@ PROGRAMS: tuple[Program, ...] = (
     *_programs(Need.USEFUL, "hdparm", "hdparm"),
 )
 
-# Programs resurgo runs (run.PACKAGES) that the rescue does not need: they describe a
-# live system or drive the vm rehearsal, none recovers one.
-NOT_IN_RESCUE = frozenset({"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso"})
+# Programs resurgo runs that the rescue does not need: they describe a live system,
+# build the rescue image or drive the vm rehearsal; none recovers a system (finalize
+# runs the restored system's own dracut, in a chroot).
+NOT_IN_RESCUE = frozenset(
+    {"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso", "grub-mkrescue", "dracut"}
+)
 
 # Where programs live, searched in this order (as run.PATH).
 PATH_DIRS: tuple[str, ...] = tuple(run.PATH.split(":"))
@@ -205,7 +215,6 @@ COMMON_STORAGE: tuple[str, ...] = (
     "ahci",
     "ata_piix",
     "ata_generic",
-    "pata_acpi",
     "sd_mod",
     "sr_mod",
     "sg",

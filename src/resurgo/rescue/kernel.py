@@ -76,9 +76,9 @@ def find_kernel(root: Path, version: str | None = None) -> Kernel:
             version = max(images, key=_version_key)
     where = "the running system" if rootfs.is_running_root(root) else str(root)
     if version is None or version not in images:
-        wanted = f"kernel {version}" if version else "a kernel"
+        wanted = f"no kernel {version}" if version else "no kernel"
         raise PreconditionFailed(
-            f"{where} has no {wanted} with its modules (/boot/vmlinuz-VERSION and "
+            f"{where} has {wanted} with its modules (/boot/vmlinuz-VERSION and "
             "/lib/modules/VERSION/modules.dep)",
             "install the distribution's kernel package (apt-get install linux-image-amd64), "
             "or take the kernel from another tree: --kernel-root DIR",

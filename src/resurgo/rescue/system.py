@@ -190,6 +190,9 @@ def resolv_conf(nameservers: list[str] | tuple[str, ...]) -> str:
 def bring_up(network: tuple[Network, ...], nameservers: tuple[str, ...], say: Say) -> bool:
     """Configure the network as ip= asked (DHCP on every interface when it did not).
     True when at least one interface got an address."""
+    if run.which("ip") is None:
+        say("no network: this image has no `ip` (the machine lacked iproute2)")
+        return False
     ifaces = interfaces()
     if not ifaces:
         say("no network interface (no driver for the network card?)")
