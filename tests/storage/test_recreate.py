@@ -691,8 +691,9 @@ def test_without_layout_only_nothing_is_done(sources: dict[str, Source],
     [loop] = targets.values()
     before = sha256(loop.path)
     r = resurgo("recover", "--yes", *recovery.args(src, targets), state=recovery.state)
-    assert r.code == 1
-    assert "restoring data is not implemented yet" in r.stderr
+    # A description file holds no data: a full recovery reads a recovery set.
+    assert r.code == 2
+    assert "holds no data to restore" in r.stderr
     assert "--layout-only" in r.stderr
     assert sha256(loop.path) == before
     assert not recovery.state.exists()
