@@ -212,8 +212,8 @@ def fill(root: Path, dev: str, esp_mounted: bool) -> int:
     write(root / "etc/hostname", f"{HOSTNAME}\n".encode())
     write(root / "etc/os-release", b'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="resurgo demo"\n')
     write(root / "etc/shadow", b"root:*:19000:0:99999:7:::\n", mode=0o640, owner=(0, 42))
-    write(root / "boot/vmlinuz-demo", os.urandom(2 * MiB))
-    write(root / "boot/config-demo", b"CONFIG_DEMO=y\n" * 200)
+    write(root / "boot/grub/fonts/unicode.pf2", os.urandom(2 * MiB))
+    write(root / "boot/grub/grubenv", b"# GRUB Environment Block\n" + b"#" * 998)
     rnd = os.urandom(FILES * 600)
     for i in range(FILES):
         write(root / f"usr/share/demo/{i % 10}/file{i:04d}", rnd[i * 200:i * 200 + (i % 600)])
