@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from resurgo.media import setindex
-
 DESCRIPTION = "description.toml"
 #: How deep below a filesystem's root sets are looked for (/resurgo/host1/<set id>).
 MAX_DEPTH = 4
@@ -64,6 +62,10 @@ class NoChoice(Exception):
 def find_set_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[tuple[Path, str]]:
     """(medium directory, set id) of every committed set at most max_depth levels below
     root. Hidden directories (a save in progress) are not entered."""
+    # Here, not at the top: resurgo.media pulls in http and ssl, which a rescue booted
+    # only for its shell never needs.
+    from resurgo.media import setindex
+
     found: list[tuple[Path, str]] = []
 
     def walk(d: Path, depth: int) -> None:
