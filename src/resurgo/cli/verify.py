@@ -2,7 +2,8 @@
 
 Every entry of every filesystem (and btrfs subvolume) the set holds is compared with the
 tree mounted under MNT: content (read and hashed again) and metadata. What finalize
-changed on purpose is reported apart and does not count.
+changed on purpose (recover records it in its state directory) is reported apart and does
+not count; without that record it counts as a difference.
 
 Exit 0 no difference; 1 a difference (listed by path) or a tree that could not be read;
 2 bad input; 3 an encrypted set without --identity.
