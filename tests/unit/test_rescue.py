@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _ssl
 import ast
+import hashlib
 import io
 import json
 import stat
@@ -18,7 +19,18 @@ from hypothesis import strategies as st
 
 from resurgo import run
 from resurgo.errors import PreconditionFailed, ToolMissing
-from resurgo.rescue import build, cmdline, contents, cpio, elf, iso, locate, python, system
+from resurgo.rescue import (
+    build,
+    cmdline,
+    contents,
+    cpio,
+    elf,
+    iso,
+    kernel,
+    locate,
+    python,
+    system,
+)
 from resurgo.rescue.agent import recover_argv
 from resurgo.rescue.cmdline import After, Dhcp, Embedded, MediumUrl, Mode, OnDevice, StaticIp
 
@@ -644,3 +656,84 @@ def test_recover_command_line() -> None:
         "--yes",
         "--layout-only",
     ]
+
+
+# ----------------------------------------------------------------- kernel and firmware in a tree
+
+
+def _tree_with_kernels(root: Path, *versions: str) -> None:
+    (root / "usr/lib/modules").mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")
+    (root / "boot").mkdir()
+    for v in versions:
+        (root / f"boot/vmlinuz-{v}").write_bytes(b"kernel")
+        (root / f"usr/lib/modules/{v}").mkdir()
+        (root / f"usr/lib/modules/{v}/modules.dep").write_text(
+            "kernel/drivers/net/ethernet/broadcom/tg3.ko: kernel/drivers/net/phy/libphy.ko\n"
+        )
+
+
+def test_the_newest_kernel_of_a_tree(tmp_path: Path) -> None:
+    _tree_with_kernels(tmp_path, "6.1.0-9-amd64", "6.1.0-10-amd64")
+    (tmp_path / "boot/vmlinuz-6.5.0-1-amd64").write_bytes(b"no modules for this one")
+    k = kernel.find_kernel(tmp_path)
+    assert (k.version, k.image) == ("6.1.0-10-amd64", "/boot/vmlinuz-6.1.0-10-amd64")
+    assert k.modules_dir == "/usr/lib/modules/6.1.0-10-amd64"
+    assert kernel.find_kernel(tmp_path, "6.1.0-9-amd64").version == "6.1.0-9-amd64"
+    with pytest.raises(PreconditionFailed, match=r"no kernel 6\.5\.0-1-amd64"):
+        kernel.find_kernel(tmp_path, "6.5.0-1-amd64")
+    assert kernel.module_files(k)["tg3"] == (
+        tmp_path / "usr/lib/modules/6.1.0-10-amd64/kernel/drivers/net/ethernet/broadcom/tg3.ko"
+    )
+
+
+def test_a_tree_without_a_kernel(tmp_path: Path) -> None:
+    with pytest.raises(PreconditionFailed) as e:
+        kernel.find_kernel(tmp_path)
+    assert "--kernel-root" in str(e.value)
+
+
+def test_firmware_files_in_a_tree(tmp_path: Path) -> None:
+    fw = tmp_path / "usr/lib/firmware"
+    for d in ("tigon", "rtl_nic", "updates/rtl_nic"):
+        (fw / d).mkdir(parents=True)
+    (tmp_path / "lib").symlink_to("usr/lib")
+    (fw / "tigon/tg3.bin.xz").write_bytes(b"compressed")
+    (fw / "rtl_nic/rtl8168g-2.fw").write_bytes(b"old")
+    (fw / "updates/rtl_nic/rtl8168g-2.fw").write_bytes(b"new")
+    got = kernel.firmware_files(tmp_path, ["tigon/tg3.bin", "rtl_nic/rtl8168g-2.fw", "none.bin"])
+    assert [(inside, host.read_bytes()) for inside, host in got] == [
+        ("/usr/lib/firmware/tigon/tg3.bin.xz", b"compressed"),
+        ("/usr/lib/firmware/updates/rtl_nic/rtl8168g-2.fw", b"new"),
+    ]
+
+
+# ----------------------------------------------------------------- the agent on a directory medium
+
+
+def test_the_agent_finds_a_set_on_a_filesystem(tmp_path: Path) -> None:
+    """What the agent does with a mounted filesystem: sets found below it, each with the
+    sha256 of its description from the set's index."""
+    from resurgo.media import SetKind, SetMeta, open_medium
+    from resurgo.rescue.agent import Agent, Config, Console
+
+    medium_dir = tmp_path / "fs/backups/db1"
+    medium_dir.mkdir(parents=True)
+    with (
+        open_medium(str(medium_dir)) as medium,
+        medium.begin_set(SetMeta(SetKind.FULL, host="db1")) as w,
+    ):
+        w.write_bytes("description.toml", b"format = 1\n")
+        info = w.commit()
+    out = io.StringIO()
+    agent = Agent(Console([out]), Config(), cmdline.parse(""))
+    (found,) = agent.search_filesystem("/dev/vdb1", tmp_path / "fs")
+    assert found.medium == str(medium_dir) and found.set_id == info.id
+    assert found.host == "db1" and found.device == "/dev/vdb1"
+    assert found.description_sha256 == hashlib.sha256(b"format = 1\n").hexdigest()
+    # Named as the set directory itself (resurgo.from=DEV:/backups/db1/<id>).
+    (again,) = agent.search_filesystem("/dev/vdb1", medium_dir / info.id)
+    assert again == found
+    agent.say("two\nlines")
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == ["two", "lines"]
+    assert all(line.startswith("resurgo-rescue: [") for line in out.getvalue().splitlines())
