@@ -212,6 +212,22 @@ def boots_to_multi_user(result: guest.BootResult) -> bool:
     return result.reached_runner and TARGET_MARK in result.text
 
 
+# What a guest starved of host CPU prints (TCG on a loaded 2-core host): not its fault.
+EMULATION_STALL = ("rcu_preempt kthread starved", "watchdog: BUG: soft lockup")
+
+
+def boot_target(image: Path, interface: guest.Interface, log: Path) -> guest.BootResult:
+    """Boot the target alone to its runner. One vCPU: with two, a starved vCPU thread on a
+    busy host has stalled the guest's NVMe queue in a soft lockup. A boot that stalls so is
+    tried once more; any other failure stands."""
+    drive = guest.Drive(image, interface=interface, serial="resurgo-target")
+    result = guest.boot(drive, timeout=400, cpus=1, serial_log=log)
+    if not boots_to_multi_user(result) and any(s in result.text for s in EMULATION_STALL):
+        shutil.copyfile(log, log.with_suffix(".stalled.log"))
+        result = guest.boot(drive, timeout=400, cpus=1, serial_log=log)
+    return result
+
+
 @pytest.mark.vm
 def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     tmp_path: Path,
@@ -232,11 +248,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     assert "nvme" not in saved_modules and "nvme_core" not in saved_modules
 
     started = time.monotonic()
-    virtio = guest.boot(
-        guest.Drive(info.path, interface="virtio"),
-        timeout=400,
-        serial_log=tmp_path / "target-virtio.log",
-    )
+    virtio = boot_target(info.path, "virtio", tmp_path / "target-virtio.log")
     timings["boot from virtio"] = time.monotonic() - started
     assert boots_to_multi_user(virtio), virtio.text[-3000:]
     assert "/dev/vda2" in virtio.text  # findmnt: the root came from virtio
@@ -298,11 +310,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     assert report["log"] == f"/var/log/resurgo/{logs[0].name}"
 
     started = time.monotonic()
-    nvme = guest.boot(
-        guest.Drive(info.path, interface="nvme", serial="resurgo-target"),
-        timeout=400,
-        serial_log=tmp_path / "target-nvme.log",
-    )
+    nvme = boot_target(info.path, "nvme", tmp_path / "target-nvme.log")
     timings["boot from nvme"] = time.monotonic() - started
     assert boots_to_multi_user(nvme), nvme.text[-3000:]
     assert "/dev/nvme0n1p2" in nvme.text
