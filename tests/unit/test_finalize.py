@@ -315,3 +315,32 @@ def test_net_ifnames_0_keeps_eth0_and_moves_its_mac(tmp_path: Path) -> None:
     assert (root / NM_PATH).read_text() == NM.replace("ens3", "eth0").replace(OLD_MAC, NEW_MAC)
     assert [(n.old_name, n.new_name, n.by) for n in r.nics] == [("eth0", "eth0", "map")]
     assert any("net.ifnames=0" in n for n in r.notes)
+
+
+def test_files_the_commands_made_or_changed_under_boot_are_listed(tmp_path: Path) -> None:
+    from resurgo.finalize import identity
+    from resurgo.finalize.model import CommandRecord
+    from resurgo.finalize.steps import Finalizer
+    from resurgo.finalize.tree import RootTree
+
+    root = tmp_path / "root"
+    make_tree(root)
+    desc = description()
+    plan = plan_for(desc)
+    f = Finalizer(desc, plan, RootTree(root), root, FinalizeOptions(), identity.planned(desc, plan))
+    before = f.boot_state()
+    assert f"/boot/initrd.img-{KERNEL}" in before and "/boot/grub/grub.cfg" in before
+    image = root / f"boot/initrd.img-{KERNEL}"
+    image.write_bytes(image.read_bytes() + b"\0")  # as a rebuild would
+    (root / "boot/grub/i386-pc").mkdir()
+    (root / "boot/grub/i386-pc/core.img").write_bytes(b"core")
+    f.note_regenerated(before)
+    assert f.files == []  # no command ran: nothing to ascribe to one
+    f.commands.append(CommandRecord(("update-initramfs",), "why", StepStatus.DONE))
+    f.note_regenerated(before)
+    assert [(x.path, x.written, x.created, x.regenerated, x.changes) for x in f.files] == [
+        ("/boot/grub/i386-pc/core.img", True, True, True, ()),
+        (f"/boot/initrd.img-{KERNEL}", True, False, True, ()),
+    ]
+    text = finalize.text(f.report())
+    assert "made or changed by the commands below:\n  /boot/grub/i386-pc/core.img (new)" in text

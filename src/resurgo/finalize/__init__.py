@@ -101,6 +101,7 @@ def preview(
 
 def _run(f: Finalizer) -> FinalizeReport:
     opts = f.options
+    boot_before = f.boot_state()
     try:
         # The net map is checked first: a typo there must stop before any change.
         if opts.network:
@@ -121,5 +122,6 @@ def _run(f: Finalizer) -> FinalizeReport:
                 f.fix_grub_cfg_text()
     finally:
         f.close()
+    f.note_regenerated(boot_before)
     log = f.write_log()
     return f.report(log=log)

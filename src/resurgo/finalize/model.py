@@ -60,6 +60,9 @@ class FileChange:
     written: bool
     # A file finalize made rather than edited (e.g. the dracut drivers snippet).
     created: bool = False
+    # Made or changed by a command (update-initramfs, grub-install, grub-mkconfig), not as
+    # text: no line changes are listed.
+    regenerated: bool = False
 
 
 class StepStatus(StrEnum):

@@ -21,6 +21,7 @@ def text(r: FinalizeReport) -> str:
     out.append("")
     out.append("files:")
     changed = [f for f in r.files if f.changes]
+    regenerated = [f for f in r.files if f.regenerated]
     if not changed:
         out.append("  nothing to rewrite: every device and interface is named as it is now")
     for f in changed:
@@ -33,6 +34,10 @@ def text(r: FinalizeReport) -> str:
                 out.append(f"    {c.line:>4} + {c.after}")
             if c.why:
                 out.append(f"           because {c.why}")
+    if regenerated:
+        out.append("")
+        out.append("made or changed by the commands below:")
+        out += [f"  {f.path}" + (" (new)" if f.created else "") for f in regenerated]
     if r.nics:
         out.append("")
         out.append("network interfaces:")

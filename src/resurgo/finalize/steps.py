@@ -452,6 +452,37 @@ class Finalizer:
         if bad:
             self.errors.append(f"{path} still names the root by a kernel device: {bad[0]}")
 
+    # ------------------------------------------------------------------ regenerated files
+
+    def boot_state(self) -> dict[str, tuple[int, int, int]]:
+        """(mtime, size, inode) of every file under the restored /boot (ESP included),
+        to tell afterwards which ones the commands made or changed."""
+        if self.root is None or self.dry_run:
+            return {}
+        out: dict[str, tuple[int, int, int]] = {}
+        base = self.root / "boot"
+        for dirpath, _dirs, names in os.walk(base):
+            for name in names:
+                host = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(host)
+                except OSError:
+                    continue
+                inside = "/" + os.path.relpath(host, self.root)
+                out[inside] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        return out
+
+    def note_regenerated(self, before: dict[str, tuple[int, int, int]]) -> None:
+        """List the files under /boot the commands made or changed (initramfs images,
+        grub.cfg, GRUB's core image and modules, EFI loaders): a verify of the restored
+        files against the backup must expect them to differ."""
+        if not any(c.status == StepStatus.DONE for c in self.commands):
+            return
+        listed = {f.path for f in self.files}
+        for path, state in sorted(self.boot_state().items()):
+            if before.get(path) != state and path not in listed:
+                self.files.append(FileChange(path, (), True, path not in before, True))
+
     # ------------------------------------------------------------------ the record
 
     def write_log(self) -> str | None:
