@@ -97,6 +97,9 @@ OVMF_VARS: Final = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 _GPT_BIOS_BOOT: Final = "21686148-6449-6E6F-744E-656564454649"
 _GPT_ESP: Final = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 _GPT_ROOT_X86_64: Final = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+_GPT_LINUX: Final = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+_GPT_HOME: Final = "933AC7E1-2EB4-4F13-B844-0E14E2AEF915"
+_GPT_SWAP: Final = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
 
 _PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _STAMP: Final = "COMPLETE.json"
@@ -551,6 +554,8 @@ class ImageInfo:
     esp_uuid: str | None
     kernel: str
     seconds: float
+    #: Filesystem UUIDs of the optional partitions (``boot``, ``home``, ``swap``).
+    uuids: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -584,9 +589,22 @@ def _set_shell_vars(path: Path, values: Mapping[str, str]) -> None:
 
 
 def _configure_guest(
-    root: Path, *, root_uuid: str, esp_uuid: str | None, hostname: str, run_script: str | None
+    root: Path,
+    *,
+    root_uuid: str,
+    esp_uuid: str | None,
+    hostname: str,
+    run_script: str | None,
+    uuids: Mapping[str, str] | None = None,
 ) -> None:
+    uuids = uuids or {}
     fstab = f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
+    if "boot" in uuids:
+        fstab += f"UUID={uuids['boot']} /boot ext4 defaults 0 2\n"
+    if "home" in uuids:
+        fstab += f"UUID={uuids['home']} /home ext4 defaults 0 2\n"
+    if "swap" in uuids:
+        fstab += f"UUID={uuids['swap']} none swap sw 0 0\n"
     if esp_uuid:
         (root / "boot/efi").mkdir(parents=True, exist_ok=True)
         fstab += f"UUID={esp_uuid} /boot/efi vfat umask=0077,nofail 0 1\n"
@@ -634,6 +652,9 @@ def build_image(
     uefi: bool = True,
     hostname: str = "resurgo-guest",
     run_script: str | None = None,
+    boot_size: int | None = None,
+    swap_size: int | None = None,
+    home_size: int | None = None,
 ) -> ImageInfo:
     """Make ``image``, a raw disk that boots ``tree`` under qemu.
 
@@ -642,7 +663,9 @@ def build_image(
     GRUB goes to EFI/BOOT/BOOTX64.EFI on the ESP (written with mtools: no vfat mount
     here). Kernel console on ttyS0, the root named by UUID, GRUB_TIMEOUT=0, the
     resurgo-test.service runner enabled and ``run_script`` (if given) at
-    /resurgo-test/run.sh.
+    /resurgo-test/run.sh. ``boot_size``, ``swap_size``, ``home_size``: also an ext4
+    /boot, a swap partition and an ext4 /home of that size (before the root), in fstab
+    by UUID (``ImageInfo.uuids``).
     """
     tools = ["sfdisk", "partx", "losetup", "mkfs.ext4", "chroot", "mount", "umount"]
     require_tools(*tools, *(["mkfs.vfat", "mmd", "mcopy"] if uefi else []))
@@ -654,6 +677,18 @@ def build_image(
     layout = ["label: gpt", f"start=1MiB, size=1MiB, type={_GPT_BIOS_BOOT}, name=bios_grub"]
     if uefi:
         layout.append(f"size=63MiB, type={_GPT_ESP}, name=esp")
+    extra = {
+        name: (size_, type_)
+        for name, size_, type_ in (
+            ("boot", boot_size, _GPT_LINUX),
+            ("swap", swap_size, _GPT_SWAP),
+            ("home", home_size, _GPT_HOME),
+        )
+        if size_ is not None
+    }
+    uuids = {name: str(uuid.uuid4()) for name in extra}
+    for name, (size_, type_) in extra.items():
+        layout.append(f"size={size_ // MiB}MiB, type={type_}, name={name}")
     layout.append(f"type={_GPT_ROOT_X86_64}, name=root")
 
     image.parent.mkdir(parents=True, exist_ok=True)
@@ -669,9 +704,19 @@ def build_image(
             run_cmd(["mkfs.ext4", "-q", "-F", "-U", root_uuid, "-L", "root", root_dev])
             if esp_dev is not None:
                 run_cmd(["mkfs.vfat", "-n", "ESP", "-i", esp_serial, esp_dev])
+            first = 2 if uefi else 1
+            extra_dev = dict(zip(extra, parts[first : first + len(extra)], strict=True))
+            for name, dev in extra_dev.items():
+                if name == "swap":
+                    run_cmd(["mkswap", "-U", uuids[name], "-L", name, dev])
+                else:
+                    run_cmd(["mkfs.ext4", "-q", "-F", "-U", uuids[name], "-L", name, dev])
 
             mnt = stack.enter_context(scratch_dir("resurgo-image-")) / "root"
             stack.enter_context(mounted(root_dev, mnt))
+            for name in ("boot", "home"):
+                if name in extra_dev:
+                    stack.enter_context(mounted(extra_dev[name], mnt / name))
             run_cmd(["cp", "-a", f"{tree}/.", mnt], timeout=1800)
             _configure_guest(
                 mnt,
@@ -679,6 +724,7 @@ def build_image(
                 esp_uuid=esp_uuid,
                 hostname=hostname,
                 run_script=run_script,
+                uuids=uuids,
             )
             stack.enter_context(mounted("/dev", mnt / "dev", options=["bind"]))
             stack.enter_context(mounted("proc", mnt / "proc", fstype="proc"))
@@ -696,10 +742,14 @@ def build_image(
 
             if esp_dev is not None:
                 esp_cfg = mnt / "tmp/resurgo-esp.cfg"
+                # A separate /boot holds grub/ at its top.
+                grub_fs, grub_dir = (
+                    (uuids["boot"], "/grub") if "boot" in uuids else (root_uuid, "/boot/grub")
+                )
                 esp_cfg.write_text(
                     "insmod part_gpt\ninsmod ext2\n"
-                    f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
-                    "configfile ($root)/boot/grub/grub.cfg\n"
+                    f"search --no-floppy --fs-uuid --set=root {grub_fs}\n"
+                    f"configfile ($root){grub_dir}/grub.cfg\n"
                 )
                 _chroot(
                     mnt,
@@ -730,6 +780,7 @@ def build_image(
         esp_uuid=esp_uuid,
         kernel=kernel,
         seconds=round(time.monotonic() - started, 1),
+        uuids=uuids,
     )
     log.info("built %s in %.0f s", image, info.seconds)
     return info

@@ -41,6 +41,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    "or ssh public key; repeat for several)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATH",
                    help="leave out this path of the saved system and all below it (repeat)")
+    p.add_argument("--exclude-disk", action="append", default=[], metavar="DEV",
+                   help="leave this disk out of the description and the set, e.g. the disk "
+                   "the set is written to (repeat)")
     p.add_argument("--keep", type=int, metavar="N",
                    help="after saving, delete all but the newest N sets (and the sets those "
                    "build on)")
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         incremental=args.incremental,
         recipients=tuple(args.encrypt_to),
         excludes=tuple(args.exclude),
+        exclude_disks=tuple(args.exclude_disk),
         keep=args.keep,
         rescue=not args.no_rescue,
         catalog=not args.no_catalog,

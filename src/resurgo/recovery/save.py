@@ -63,6 +63,8 @@ class SaveOptions:
     recipients: tuple[str, ...] = ()
     # Paths of the saved system (as it sees them), left out with what is below them.
     excludes: tuple[str, ...] = ()
+    # Disks left out of the description (and so of the set), e.g. the one it is saved to.
+    exclude_disks: tuple[str, ...] = ()
     keep: int | None = None
     rescue: bool = True
     catalog: bool = True
@@ -363,7 +365,8 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
         progress(f"describing the system at {root}")
         with _timed() as took:
             desc, warnings = describe(DescribeOptions(
-                root=root.resolve(), catalog_dir=tmp if opts.catalog else None))
+                root=root.resolve(), exclude_disks=opts.exclude_disks,
+                catalog_dir=tmp if opts.catalog else None))
         found = units(desc)
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
