@@ -589,6 +589,30 @@ def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
     assert len(list((state / "manifests").iterdir())) == 2
 
 
+def test_a_set_on_a_usb_disk_below_the_saved_tree_leaves_that_disk_out(
+    rig: Rig, tmp_path: Path
+) -> None:
+    system = rig.disk("system", 200 * MiB)
+    usb = rig.disk("usb", 100 * MiB)
+    rig.sh("mkfs.ext4", "-q", system.path)
+    rig.sh("mkfs.ext4", "-q", usb.path)
+    root = rig.mount(system.path, tmp_path / "root")
+    rig.mount(usb.path, root / "mnt/usb")
+    write(root / "etc/hostname", b"usb\n")
+    write(root / "mnt/usb/older-things", b"not this system's")
+    sets = root / "mnt/usb/sets"
+    r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--json",
+                state=tmp_path / "state")
+    assert r.code == 0, r.output
+    assert [u["mountpoint"] for u in r.json()["units"]] == ["/"]
+    set_id = r.json()["set"]["id"]
+    desc = (sets / set_id / "description.toml").read_text()
+    assert f'path = "{system.path}"' in desc and f'path = "{usb.path}"' not in desc
+    target = blank(rig, "usb-target", 200 * MiB)
+    r = resurgo("plan", "--from", sets, "--target", target.path, state=tmp_path / "state")
+    assert r.code == 0, r.output
+
+
 @pytest.fixture(scope="module")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     server = Seaweed(tmp_path_factory.mktemp("seaweed"))

@@ -10,7 +10,8 @@ had: the next save removes the leftovers.
 Left out of every set: the contents of /proc, /sys, /dev, /run and /tmp (the
 directories themselves are kept), the paths given with --exclude, the recovery set
 itself when the medium is a directory inside the saved tree, and this machine's copies
-of the manifests.
+of the manifests. The disk a directory medium lives on (a USB disk mounted below the
+saved tree) is left out of the description, unless it holds the system (mediumdisk.py).
 
 Incremental sets build on the newest set of the same host on the medium: each unit's
 archive holds only what changed since (see the engine), and its manifest the whole tree.
@@ -45,6 +46,7 @@ from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.recovery import setfiles, views
 from resurgo.recovery.load import file_source
+from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device, under
 from resurgo.recovery.units import Unit, file_key, units
 
@@ -365,7 +367,8 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
         progress(f"describing the system at {root}")
         with _timed() as took:
             desc, warnings = describe(DescribeOptions(
-                root=root.resolve(), exclude_disks=opts.exclude_disks,
+                root=root.resolve(),
+                exclude_disks=(*opts.exclude_disks, *medium_disks(root, medium.url)),
                 catalog_dir=tmp if opts.catalog else None))
         found = units(desc)
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
