@@ -344,3 +344,10 @@ def test_files_the_commands_made_or_changed_under_boot_are_listed(tmp_path: Path
     ]
     text = finalize.text(f.report())
     assert "made or changed by the commands below:\n  /boot/grub/i386-pc/core.img (new)" in text
+    for n in range(4):
+        (root / f"boot/grub/i386-pc/m{n}.mod").write_bytes(b"m")
+    f.files.clear()
+    f.note_regenerated(before)
+    text = finalize.text(f.report())
+    assert "  /boot/grub/i386-pc/ (5 files, 5 new)\n" in text
+    assert f"  /boot/initrd.img-{KERNEL}\n" in text

@@ -4,14 +4,30 @@ as JSON-ready data."""
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import shlex
 from typing import Any
 
-from resurgo.finalize.model import FinalizeReport, StepStatus
+from resurgo.finalize.model import FileChange, FinalizeReport, StepStatus
 
 
 def _cmd(argv: tuple[str, ...]) -> str:
     return shlex.join(argv)
+
+
+def _grouped(files: list[FileChange], most: int = 3) -> list[str]:
+    """One line per file, or per directory of more than ``most`` (GRUB's 280 modules)."""
+    by_dir: dict[str, list[FileChange]] = {}
+    for f in files:
+        by_dir.setdefault(posixpath.dirname(f.path), []).append(f)
+    out = []
+    for directory, group in by_dir.items():
+        if len(group) > most:
+            new = sum(1 for f in group if f.created)
+            out.append(f"  {directory}/ ({len(group)} files" + (f", {new} new)" if new else ")"))
+        else:
+            out += [f"  {f.path}" + (" (new)" if f.created else "") for f in group]
+    return out
 
 
 def text(r: FinalizeReport) -> str:
@@ -37,7 +53,7 @@ def text(r: FinalizeReport) -> str:
     if regenerated:
         out.append("")
         out.append("made or changed by the commands below:")
-        out += [f"  {f.path}" + (" (new)" if f.created else "") for f in regenerated]
+        out += _grouped(regenerated)
     if r.nics:
         out.append("")
         out.append("network interfaces:")
