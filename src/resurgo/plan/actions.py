@@ -13,7 +13,7 @@ import heapq
 import posixpath
 from collections.abc import Mapping
 
-from resurgo.model import LvType, Partition, TableLabel
+from resurgo.model import FsType, LvType, Partition, TableLabel
 from resurgo.plan import filesystems
 from resurgo.plan.fit import Stack
 from resurgo.plan.layers import Layers
@@ -469,6 +469,8 @@ class Builder:
                 depends.append(f"{ActionKind.SUBVOLUME_CREATE}:{sv.id}")
             elif f"{ActionKind.SUBVOLUME_DEFAULT}:{fs.id}" in made:
                 depends.append(f"{ActionKind.SUBVOLUME_DEFAULT}:{fs.id}")
+            if fs.type == FsType.VFAT:
+                options = _fat_permission_options(m.options)
             parent = _parent_mount(m.mountpoint, seen)
             if parent is not None:
                 depends.append(parent)
@@ -488,6 +490,17 @@ class Builder:
                 depends,
                 f"mount {self.path(fs.device)} on {target}",
             )
+
+
+# FAT stores no owners or permissions: the mount options make them up. Restored and
+# verified under other options, its files would differ from their manifest.
+_FAT_PERMISSION_OPTIONS = ("uid", "gid", "umask", "fmask", "dmask", "allow_utime")
+
+
+def _fat_permission_options(saved: str) -> tuple[str, ...]:
+    return tuple(
+        o for o in saved.split(",") if o.split("=", 1)[0] in _FAT_PERMISSION_OPTIONS
+    )
 
 
 def _parent_mount(mountpoint: str, mounts: Mapping[str, str]) -> str | None:
