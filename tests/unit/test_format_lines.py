@@ -51,7 +51,7 @@ def line_of(text: str, where: tuple[str | int, ...]) -> str | None:
         (("config_files", 1, "mode"), 'mode = "0600"'),
         (("config_files", 3, "sha256"), f'sha256 = "{CFG_SHA}"'),
         (("catalog", "sha256"), f'sha256 = "{CATALOG_SHA}"'),
-        (("commands", 5, "args", 0), '"/mnt/target/.autorelabel",'),
+        (("commands", 8, "args", 0), '"/mnt/target/.autorelabel",'),
         (("unsupported", 0, "details", 1), '"TYPE=zfs_member",'),
     ],
 )

@@ -462,8 +462,8 @@ CASES = [
     ),
     Case(
         "command without a program",
-        lambda t: edit(t, "seq = 60", 'program = "/usr/bin/touch"', 'program = ""'),
-        [("commands[5].program", "must not be empty", 'program = ""')],
+        lambda t: edit(t, "seq = 90", 'program = "/usr/bin/touch"', 'program = ""'),
+        [("commands[8].program", "must not be empty", 'program = ""')],
     ),
     Case(
         "bad base64 config content",
