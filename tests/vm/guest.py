@@ -438,11 +438,20 @@ def loop_device(image: Path, *, read_only: bool = False) -> Iterator[Path]:
 
 def partition_nodes(loop: Path, count: int) -> list[Path]:
     """Tell the kernel about ``loop``'s partitions (``partx``) and wait for their nodes."""
-    if run_cmd(["partx", "--add", loop], check=False).returncode != 0:
-        run_cmd(["partx", "--update", loop])
     nodes = [Path(f"{loop}p{n}") for n in range(1, count + 1)]
-    _wait_for_nodes(nodes)
-    return nodes
+    # Under load (or after a stale table on a reused loop device) the kernel can miss a
+    # partition on the first read; asking again is cheap, failing a 5-minute vm test is not.
+    for attempt in range(3):
+        if run_cmd(["partx", "--add", loop], check=False).returncode != 0:
+            run_cmd(["partx", "--update", loop], check=False)
+        try:
+            _wait_for_nodes(nodes)
+            return nodes
+        except HarnessError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
