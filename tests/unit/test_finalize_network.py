@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -291,8 +292,17 @@ def test_net_map_option_wins_and_a_wrong_one_is_bad_input() -> None:
         ("eth0", "ens4", "map"),
         ("eth1", "ens3", "order"),
     ]
-    with pytest.raises(BadInput, match="no free interface wlan9"):
+    with pytest.raises(BadInput, match="this machine has no network interface wlan9"):
         netmap.pair_nics(saved, actual, [("eth0", "wlan9")])
+    with pytest.raises(BadInput, match="saved network configuration names no interface eth7"):
+        netmap.pair_nics(saved, actual, [("eth7", "ens3")])
+    # The same saved NIC by its name and by its MAC, or one actual NIC for two saved ones.
+    twice = f"saved interface eth0 ({OLD_MAC}) is already mapped by --net-map eth0=ens3"
+    with pytest.raises(BadInput, match=re.escape(twice)):
+        netmap.pair_nics(saved, actual, [("eth0", "ens3"), (OLD_MAC.upper(), "ens4")])
+    twice = "actual interface ens3 (52:54:00:00:00:03) is already mapped by --net-map eth0=ens3"
+    with pytest.raises(BadInput, match=re.escape(twice)):
+        netmap.pair_nics(saved, actual, [("eth0", "ens3"), ("eth1", "52:54:00:00:00:03")])
     assert netmap.parse_net_map(["eth0=ens3", " a = b "]) == (("eth0", "ens3"), ("a", "b"))
     with pytest.raises(BadInput, match="expected OLD=NEW"):
         netmap.parse_net_map(["eth0"])

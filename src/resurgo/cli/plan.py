@@ -3,25 +3,31 @@
 SOURCE is the medium of a recovery set (its description is read from the set) or a
 description file.
 
+The plan ends with what finalize will change once the data is restored (the identity
+rewrites known in advance, the pairing of the network interfaces, the commands), from
+the configuration the description carries.
+
 Exit 0 when the plan can be executed, 3 when a precondition fails (all are listed),
-2 for bad input (a --map or --key-file that does not parse or names nothing).
+2 for bad input (a --map, --key-file or --net-map that does not parse or names nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from resurgo.cli import finalizing
 from resurgo.cli.source import add_source_arguments, open_source
 from resurgo.errors import BadInput, ExitCode
 from resurgo.model import Description
 from resurgo.plan import make_plan
 from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import GrowPolicy, PlanOptions
-from resurgo.plan.render import text, to_json
+from resurgo.plan.render import text
 
 
 def assignment(what: str) -> Any:
@@ -87,6 +93,22 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the recreated filesystems are mounted during recovery (default: %(default)s)",
     )
+    p.add_argument(
+        "--net-map",
+        action="append",
+        default=[],
+        type=assignment("SAVED=ACTUAL, e.g. eth0=enp3s0"),
+        metavar="SAVED=ACTUAL",
+        help="give the configuration of the saved network interface SAVED to this machine's "
+        "interface ACTUAL (each an interface name or a MAC; repeat for several); the others "
+        "pair by MAC, then in PCI order",
+    )
+    p.add_argument(
+        "--no-finalize",
+        action="store_true",
+        help="do not finalize: restore the files but leave the configuration, the "
+        "initramfs and the bootloader as saved (plan: show no finalize preview)",
+    )
 
 
 def _keys(desc_luks: set[str], pairs: list[tuple[str, str]]) -> frozenset[str]:
@@ -129,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
         options = plan_options(args, desc, sys.stdin.isatty())
         actual = read_actual_disks(source.recovery_paths)
         plan = make_plan(desc, actual, options)
-    sys.stdout.write(to_json(plan) if args.json else text(plan, source.name))
+        preview = finalizing.preview(args, desc, plan)
+    if args.json:
+        sys.stdout.write(json.dumps(finalizing.plan_data(plan, preview), indent=2) + "\n")
+    else:
+        sys.stdout.write(text(plan, source.name, finalizing.section(args, preview)))
     if not plan.ok:
         print(
             f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) fail",

@@ -8,13 +8,16 @@ options), shown, and executed only when confirmed: on the terminal, by --yes, or
 --plan-hash naming exactly the plan computed now. After the layout, the description's
 commands run in order (the built-in restore of each filesystem and btrfs subvolume from
 its archives), each restored tree is walked against its manifest (metadata; the content
-was hashed while it was written), and finalize makes the system boot here.
+was hashed while it was written), and finalize makes the system boot here (--net-map
+gives saved network interfaces to this machine's; --no-finalize skips it). What finalize
+will change is shown with the plan, and a --net-map is checked with it.
 
 With --layout-only (SOURCE may then be a description file) only the layout is recreated.
 
 Exit 0 done; 1 an action or command failed (damage in an archive is named), or not
-confirmed; 2 bad input or no way to confirm; 3 a precondition fails or the plan hash
-differs, or an encrypted set without --identity (nothing was written in these cases).
+confirmed; 2 bad input (a --net-map naming no interface, among others) or no way to
+confirm; 3 a precondition fails or the plan hash differs, or an encrypted set without
+--identity (nothing was written in these cases).
 """
 
 from __future__ import annotations
@@ -26,17 +29,19 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from resurgo import run
+from resurgo import finalize, run
 from resurgo.apply import inuse, keys, report
 from resurgo.apply.execute import Executor
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR, Journal, default_path
+from resurgo.cli import finalizing
 from resurgo.cli.plan import add_plan_arguments, plan_options
 from resurgo.cli.source import SetSource, open_source
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
+from resurgo.finalize import FinalizeReport
 from resurgo.plan import make_plan
 from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import Plan
-from resurgo.plan.render import text, to_data
+from resurgo.plan.render import text
 from resurgo.recovery import report as rreport
 from resurgo.recovery.check import Changes, check_units, save_record
 from resurgo.recovery.check import finalize_changes as check_changes
@@ -78,12 +83,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="before touching any disk, read every file of the set (and of the sets it "
         "builds on) and check its sha256: the set is read twice, but damage is found "
         "before the disks are wiped",
-    )
-    p.add_argument(
-        "--no-finalize",
-        action="store_true",
-        help="restore the files but do not adjust the configuration or install the "
-        "bootloader",
     )
     confirm = p.add_mutually_exclusive_group()
     confirm.add_argument(
@@ -149,7 +148,9 @@ def _confirm_prompt(plan: Plan) -> str:
     )
 
 
-def _plan(args: argparse.Namespace, source: SetSource, interactive: bool) -> tuple[Plan, Journal]:
+def _plan(
+    args: argparse.Namespace, source: SetSource, interactive: bool
+) -> tuple[Plan, Journal, FinalizeReport | None]:
     desc = source.description
     options = plan_options(args, desc, interactive)
     actual = read_actual_disks(source.recovery_paths)
@@ -159,7 +160,8 @@ def _plan(args: argparse.Namespace, source: SetSource, interactive: bool) -> tup
         # An earlier run of this very plan: its md arrays and mappings are ours too.
         owned = inuse.own_holders(plan)
         plan = make_plan(desc, inuse.without_own_uses(actual, options.root, owned), options)
-    return plan, journal
+    # A --net-map typo is bad input found now, before any disk is touched.
+    return plan, journal, finalizing.preview(args, desc, plan)
 
 
 def run_recover(args: argparse.Namespace) -> int:
@@ -189,13 +191,14 @@ def run_recover(args: argparse.Namespace) -> int:
 def _recover(
     args: argparse.Namespace, source: SetSource, terminal: Terminal | None, confirmed: bool
 ) -> int:
-    plan, journal = _plan(args, source, interactive=terminal is not None)
+    plan, journal, preview = _plan(args, source, interactive=terminal is not None)
     out = sys.stdout
-    result: dict[str, Any] = {"plan": to_data(plan), "outcome": None}
+    result: dict[str, Any] = {"plan": finalizing.plan_data(plan, preview), "outcome": None}
     if source.loaded is not None:
         result["set"] = {"id": source.loaded.id, "medium": source.loaded.medium.url}
     if not args.json:
-        out.write(text(plan, source.name))
+        extra = finalizing.section(args, preview) if source.loaded is not None else []
+        out.write(text(plan, source.name, extra))
         out.flush()
     if not plan.ok:
         if args.json:
@@ -278,17 +281,16 @@ def _restore(args: argparse.Namespace, loaded: LoadedSet, plan: Plan,
 
 def _finalize(args: argparse.Namespace, loaded: LoadedSet, plan: Plan, root: Path,
               result: dict[str, Any]) -> bool:
-    # FINALIZE: the one call site of finalize in recover.
-    try:
-        from resurgo import finalize
-    except ImportError:
-        result["finalize"] = None
-        if not args.json:
-            print("\nfinalize: not available in this resurgo", flush=True)
-        return True
     if not args.json:
         print("\nfinalizing the restored system", flush=True)
-    fin = finalize.finalize(loaded.description, plan, root, finalize.FinalizeOptions())
+    try:
+        fin = finalize.finalize(loaded.description, plan, root, finalizing.options(args))
+    except BadInput as e:
+        # Checked while planning against the description's copy of the configuration: the
+        # restored one names other interfaces. The data is restored all the same.
+        result["finalize"] = {"ok": False, "errors": [str(e)]}
+        print(f"resurgo: finalize not run: {e}", file=sys.stderr, flush=True)
+        return False
     result["finalize"] = finalize.data(fin)
     written = [f.path for f in fin.files if f.written]
     changes = check_changes(written, fin.log)

@@ -107,24 +107,39 @@ def pair_nics(
 ) -> list[tuple[Nic, Nic, str]]:
     """(saved, actual, how) for every saved NIC that has an actual one.
 
-    Raises BadInput when a --net-map names no interface of this machine.
+    Raises BadInput when a --net-map names an interface the saved configuration does not
+    name, or this machine does not have, or one that another --net-map already maps.
     """
     pairs: list[tuple[Nic, Nic, str]] = []
     left = list(saved)
     free = list(actual)
+    # Which --net-map took each NIC: a NIC named twice (by name and by MAC too) is a typo.
+    taken: dict[tuple[str, Nic], str] = {}
     for old, new in user_map:
-        target = _find(free, new)
+        arg = f"--net-map {old}={new}"
+        target = _find(actual, new)
         if target is None:
             have = ", ".join(n.label() for n in actual) or "none"
             raise BadInput(
-                f"--net-map {old}={new}: this machine has no free interface {new}",
+                f"{arg}: this machine has no network interface {new}",
                 f"its interfaces: {have}",
             )
-        source = _find(left, old)
+        source = _find(saved, old)
         if source is None:
-            source = Nic(None, old.lower()) if MAC.fullmatch(old) else Nic(old, None)
-        else:
-            left.remove(source)
+            named = ", ".join(n.label() for n in saved) or "none"
+            raise BadInput(
+                f"{arg}: the saved network configuration names no interface {old}",
+                f"it names: {named}",
+            )
+        for nic, side in ((source, "saved"), (target, "actual")):
+            if (side, nic) in taken:
+                raise BadInput(
+                    f"{arg}: the {side} interface {nic.label()} is already mapped by "
+                    f"{taken[side, nic]}",
+                    "map each interface once",
+                )
+        taken["saved", source] = taken["actual", target] = arg
+        left.remove(source)
         free.remove(target)
         pairs.append((source, target, "map"))
     for nic in list(left):

@@ -180,7 +180,9 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     ]
 
 
-def text(plan: Plan, source: str = "") -> str:
+def text(plan: Plan, source: str = "", extra: Sequence[str] = ()) -> str:
+    """The plan for people; ``extra`` lines (what finalize will do) come before the
+    verdict, so that the hash stays the last line."""
     out: list[str] = []
     src = f" from {source}" if source else ""
     out.append(f"Recovery plan for {plan.host} (described {plan.created}){src}")
@@ -242,6 +244,9 @@ def text(plan: Plan, source: str = "") -> str:
         out.append("")
         out.append("notes:")
         out.extend(f"  - {n}" for n in plan.notes)
+    if extra:
+        out.append("")
+        out.extend(extra)
     out.append("")
     if plan.failures:
         out.append(f"cannot recover: {len(plan.failures)} precondition(s) fail:")

@@ -1,0 +1,186 @@
+"""What finalize will do, as `resurgo plan` and `resurgo recover` show and check it.
+
+Real processes on a real description file. The actual disks come from
+RESURGO_ACTUAL_DISKS, this machine's network interfaces from a recorded sysfs with two
+NICs added (RESURGO_FINALIZE_SYSFS): neither root nor NICs are needed. The saved system
+(on /dev/vda, virtio) named its root by kernel name in fstab and its one NIC ens3 (with
+its MAC) in a NetworkManager keyfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plan_builders import GIB, standard
+
+from resurgo import fileformat
+from resurgo.model import ConfigFile, Description
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST = REPO / "tests/data/sys/guest-mixed/sys"
+OLD_MAC = "52:54:00:12:34:56"
+MAC9 = "52:54:00:00:00:09"
+MAC10 = "52:54:00:00:00:0a"
+NM_PATH = "/etc/NetworkManager/system-connections/wired.nmconnection"
+NM = (
+    "[connection]\nid=wired\ntype=ethernet\ninterface-name=ens3\n\n"
+    f"[ethernet]\nmac-address={OLD_MAC}\n\n[ipv4]\nmethod=auto\n"
+)
+FSTAB = "/dev/vda3 / ext4 errors=remount-ro 0 1\n"
+
+
+def description() -> Description:
+    desc = standard(name="vda", transport="virtio")
+    return dataclasses.replace(
+        desc,
+        config_files=(
+            ConfigFile("cfg.fstab", "/etc/fstab", FSTAB),
+            ConfigFile("cfg.nm", NM_PATH, NM, mode="0600"),
+        ),
+    )
+
+
+def sysfs(base: Path) -> Path:
+    """The recorded guest's sysfs and two NICs: enp0s9 and enp0s10, in that PCI order."""
+    out = base / "sys"
+    shutil.copytree(GUEST, out, symlinks=True)
+    (out / "class/net").mkdir()
+    for name, slot, mac in (("enp0s9", "09", MAC9), ("enp0s10", "0a", MAC10)):
+        dev = f"devices/pci0000:00/0000:00:{slot}.0"
+        (out / dev).mkdir(parents=True, exist_ok=True)
+        net = out / dev / "net" / name
+        net.mkdir(parents=True)
+        (net / "address").write_text(mac + "\n")
+        os.symlink(f"../../../0000:00:{slot}.0", net / "device")
+        os.symlink(f"../../{dev}/net/{name}", out / "class/net" / name)
+    return out
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Path:
+    fileformat.write(description(), tmp_path / "description.toml")
+    sysfs(tmp_path)
+    disks = [{"path": "/dev/nvme0n1", "kname": "nvme0n1", "size": 30 * GIB,
+              "logical_sector_size": 512, "transport": "nvme"}]
+    (tmp_path / "actual.json").write_text(json.dumps(disks))
+    return tmp_path
+
+
+def resurgo(tmp: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["RESURGO_ACTUAL_DISKS"] = str(tmp / "actual.json")
+    env["RESURGO_FINALIZE_SYSFS"] = str(tmp / "sys")
+    env["RESURGO_STATE_DIR"] = str(tmp / "state")
+    proc = subprocess.run(
+        [sys.executable, "-m", "resurgo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def plan(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return resurgo(tmp, "plan", "--from", tmp / "description.toml", *args)
+
+
+def test_plan_shows_the_rewrites_and_the_pairing_before_the_hash(setup: Path) -> None:
+    proc = plan(setup)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    lines = out.splitlines()
+    assert lines[-1].startswith("plan hash: sha256:")
+    section = out[out.index("finalize, once the data is restored"):]
+    assert "  /etc/fstab\n       1 - /dev/vda3 / ext4 errors=remount-ro 0 1\n" in section
+    assert "because fs.vda3 was /dev/vda3 and is now /dev/nvme0n1p3" in section
+    assert f"    ens3 ({OLD_MAC}) -> enp0s9 ({MAC9})  [in PCI order]\n" in section
+    assert f"+ mac-address={MAC9}" in section
+    # Before the verdict: the plan still ends as it did.
+    assert section.index("network interfaces") < section.index("all preconditions hold")
+
+
+def test_plan_json_carries_the_preview_and_the_same_hash(setup: Path) -> None:
+    data: dict[str, Any] = json.loads(plan(setup, "--json").stdout)
+    assert list(data)[-2:] == ["finalize", "hash"]
+    fin = data["finalize"]
+    assert fin["dry_run"] is True
+    assert {f["path"] for f in fin["files"]} == {"/etc/fstab", NM_PATH}
+    assert [(n["old_name"], n["new_name"], n["by"]) for n in fin["nics"]] == [
+        ("ens3", "enp0s9", "order")
+    ]
+    mapped = json.loads(plan(setup, "--json", "--net-map", "ens3=enp0s10").stdout)
+    assert [(n["old_name"], n["new_name"], n["new_mac"], n["by"])
+            for n in mapped["finalize"]["nics"]] == [("ens3", "enp0s10", MAC10, "map")]
+    # The net map decides finalize, not what is written to the disks.
+    assert mapped["hash"] == data["hash"]
+
+
+def test_a_net_map_by_mac_on_both_sides(setup: Path) -> None:
+    proc = plan(setup, "--net-map", f"{OLD_MAC.upper()}={MAC10}")
+    assert proc.returncode == 0, proc.stderr
+    assert f"ens3 ({OLD_MAC}) -> enp0s10 ({MAC10})  [by --net-map]" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("maps", "message"),
+    [
+        (["ens3=wlan9"], "--net-map ens3=wlan9: this machine has no network interface wlan9"),
+        (["eth7=enp0s9"], "--net-map eth7=enp0s9: the saved network configuration names no "
+         "interface eth7"),
+        (["ens3=enp0s9", f"{OLD_MAC}=enp0s10"], f"the saved interface ens3 ({OLD_MAC}) is "
+         "already mapped by --net-map ens3=enp0s9"),
+        (["ens3"], "is not SAVED=ACTUAL"),
+    ],
+)
+def test_a_bad_net_map_is_bad_input(setup: Path, maps: list[str], message: str) -> None:
+    args = [a for m in maps for a in ("--net-map", m)]
+    proc = plan(setup, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_recover_checks_the_net_map_with_the_plan_before_anything(setup: Path) -> None:
+    # Checked even when recover will not finalize (--layout-only here): the option is
+    # wrong all the same, and nothing is touched (the disk /dev/nvme0n1 is made up).
+    proc = resurgo(setup, "recover", "--from", setup / "description.toml", "--layout-only",
+                   "--yes", "--root", setup / "mnt", "--net-map", "ens3=wlan9")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "this machine has no network interface wlan9" in proc.stderr
+    assert "hint: its interfaces: enp0s9 (52:54:00:00:00:09), enp0s10" in proc.stderr
+    assert "recreating the layout" not in proc.stdout
+    assert not (setup / "mnt").exists() and not (setup / "state").exists()
+
+
+def test_no_finalize_shows_no_preview_but_still_checks_the_map(setup: Path) -> None:
+    proc = plan(setup, "--no-finalize")
+    assert proc.returncode == 0, proc.stderr
+    assert "finalize: skipped (--no-finalize)" in proc.stdout
+    assert "network interfaces" not in proc.stdout
+    assert json.loads(plan(setup, "--no-finalize", "--json").stdout)["finalize"] is None
+    bad = plan(setup, "--no-finalize", "--net-map", "ens3=enp0s9", "--net-map", "ens3=enp0s10")
+    assert bad.returncode == 2
+    assert "already mapped" in bad.stderr
+
+
+def test_a_plan_that_cannot_run_shows_no_preview(setup: Path) -> None:
+    (setup / "actual.json").write_text(json.dumps([
+        {"path": "/dev/nvme0n1", "kname": "nvme0n1", "size": 2 * GIB,
+         "logical_sector_size": 512}]))
+    proc = plan(setup)
+    assert proc.returncode == 3
+    assert "finalize, once" not in proc.stdout
+    assert "[target-too-small]" in proc.stdout
