@@ -12,23 +12,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nics import MAC9, MAC10, with_two_nics
 from plan_builders import GIB, standard
 
 from resurgo import fileformat
 from resurgo.model import ConfigFile, Description
 
 REPO = Path(__file__).resolve().parents[2]
-GUEST = REPO / "tests/data/sys/guest-mixed/sys"
 OLD_MAC = "52:54:00:12:34:56"
-MAC9 = "52:54:00:00:00:09"
-MAC10 = "52:54:00:00:00:0a"
 NM_PATH = "/etc/NetworkManager/system-connections/wired.nmconnection"
 NM = (
     "[connection]\nid=wired\ntype=ethernet\ninterface-name=ens3\n\n"
@@ -48,26 +45,10 @@ def description() -> Description:
     )
 
 
-def sysfs(base: Path) -> Path:
-    """The recorded guest's sysfs and two NICs: enp0s9 and enp0s10, in that PCI order."""
-    out = base / "sys"
-    shutil.copytree(GUEST, out, symlinks=True)
-    (out / "class/net").mkdir()
-    for name, slot, mac in (("enp0s9", "09", MAC9), ("enp0s10", "0a", MAC10)):
-        dev = f"devices/pci0000:00/0000:00:{slot}.0"
-        (out / dev).mkdir(parents=True, exist_ok=True)
-        net = out / dev / "net" / name
-        net.mkdir(parents=True)
-        (net / "address").write_text(mac + "\n")
-        os.symlink(f"../../../0000:00:{slot}.0", net / "device")
-        os.symlink(f"../../{dev}/net/{name}", out / "class/net" / name)
-    return out
-
-
 @pytest.fixture
 def setup(tmp_path: Path) -> Path:
     fileformat.write(description(), tmp_path / "description.toml")
-    sysfs(tmp_path)
+    with_two_nics(tmp_path / "sys")
     disks = [{"path": "/dev/nvme0n1", "kname": "nvme0n1", "size": 30 * GIB,
               "logical_sector_size": 512, "transport": "nvme"}]
     (tmp_path / "actual.json").write_text(json.dumps(disks))

@@ -1,0 +1,131 @@
+"""recover with finalize on real loop disks: --net-map checked before any write, then
+given to finalize, which rewrites the restored network configuration and fstab.
+
+The saved system is one ext4 on a whole loop disk whose fstab names it by kernel name and
+whose ifupdown configuration names its NIC ens3. This machine's NICs come from a
+recorded sysfs with two NICs (RESURGO_FINALIZE_SYSFS): enp0s9, then enp0s10.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_tree import write
+from loopdisks import Loop, Rig
+from tests.unit.nics import MAC10, with_two_nics
+
+from resurgo import run
+from resurgo.probe import mounts
+
+pytestmark = pytest.mark.storage
+
+MiB = 1 << 20
+REPO = Path(__file__).resolve().parents[2]
+INTERFACES = "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n"
+
+
+def resurgo(*argv: str | Path, state: Path, sysfs: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RESURGO_ACTUAL_DISKS"}
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["RESURGO_STATE_DIR"] = str(state)
+    env["RESURGO_FINALIZE_SYSFS"] = str(sysfs)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resurgo", *map(str, argv)],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+def sha256_of(loop: Loop) -> str:
+    h = hashlib.sha256()
+    with open(loop.path, "rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def umount_under(path: Path) -> None:
+    real = os.path.realpath(path)
+    for _ in range(3):
+        found = [e.mountpoint for e in mounts.read_mountinfo()
+                 if e.mountpoint == real or e.mountpoint.startswith(real + "/")]
+        if not found:
+            return
+        for mp in sorted(found, key=lambda m: m.count("/"), reverse=True):
+            if run.run(["umount", mp], check=False).returncode != 0:
+                run.run(["umount", "-l", mp], check=False)
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    where = tmp_path / "mnt"
+    try:
+        yield where
+    finally:
+        umount_under(where)
+
+
+def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
+    rig: Rig, tmp_path: Path, mnt: Path
+) -> None:
+    source = rig.disk("netsys", 200 * MiB)
+    rig.sh("mkfs.ext4", "-q", "-L", "netroot", source.path)
+    root = rig.mount(source.path, tmp_path / "root")
+    write(root / "etc/hostname", b"netsys\n")
+    write(root / "etc/fstab", f"{source.path} / ext4 errors=remount-ro 0 1\n".encode())
+    write(root / "etc/network/interfaces", INTERFACES.encode())
+    sets, state = tmp_path / "sets", tmp_path / "state"
+    sysfs = with_two_nics(tmp_path / "sys")
+    r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog",
+                state=state, sysfs=sysfs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    umount_under(root)
+    target = rig.disk("net-target", 300 * MiB)
+    before = sha256_of(target)
+    common = ("--from", sets, "--target", target.path, "--root", mnt)
+
+    for maps, message in (
+        (["ens3=wlan9"], "this machine has no network interface wlan9"),
+        (["eth0=enp0s9"], "the saved network configuration names no interface eth0"),
+        (["ens3=enp0s9", "ens3=enp0s10"], "the saved interface ens3 is already mapped"),
+    ):
+        r = resurgo("recover", *common, "--yes",
+                    *[a for m in maps for a in ("--net-map", m)], state=state, sysfs=sysfs)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert message in r.stderr
+        assert "recreating the layout" not in r.stdout
+        assert sha256_of(target) == before
+        assert not mnt.exists()
+
+    plan = resurgo("plan", *common, "--net-map", "ens3=enp0s10", state=state, sysfs=sysfs)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"    ens3 -> enp0s10 ({MAC10})  [by --net-map]" in plan.stdout
+    assert "       4 + auto enp0s10\n" in plan.stdout
+    assert "       5 + iface enp0s10 inet dhcp\n" in plan.stdout
+    assert f"       1 - {source.path} / ext4" in plan.stdout
+    assert sha256_of(target) == before
+
+    r = resurgo("recover", *common, "--yes", "--net-map", "ens3=enp0s10", "--json",
+                state=state, sysfs=sysfs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert [(n["old_name"], n["new_name"], n["by"]) for n in out["finalize"]["nics"]] == [
+        ("ens3", "enp0s10", "map")
+    ]
+    assert out["plan"]["finalize"]["nics"] == out["finalize"]["nics"]
+    assert (mnt / "etc/network/interfaces").read_text() == INTERFACES.replace("ens3", "enp0s10")
+    uuid = run.output(["blkid", "-p", "-s", "UUID", "-o", "value", target.path]).strip()
+    assert (mnt / "etc/fstab").read_text() == f"UUID={uuid} / ext4 errors=remount-ro 0 1\n"
+    written = {f["path"] for f in out["finalize"]["files"] if f["written"]}
+    assert {"/etc/fstab", "/etc/network/interfaces"} <= written
+    assert out["finalize"]["log"] is not None
+    assert (mnt / out["finalize"]["log"].lstrip("/")).is_file()
