@@ -232,6 +232,24 @@ class ManifestReader:
             line = self._next_text()
         raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")
 
+    def byte_lines(self) -> Iterator[bytes]:
+        """lines(), as the bytes they are (with their newline): for a restore that hands
+        them on, unparsed, to whoever checks its entries (writer.check_line)."""
+        first = self._first
+        self._first = None
+        if first is None:
+            return
+        line: bytes | None = first.encode()
+        lines = self._lines
+        while line is not None:
+            if line.startswith(b"#"):
+                self._check_end(line.decode(errors="replace"))
+                return
+            self.count += 1
+            yield line
+            line = next(lines, None)
+        raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")
+
     def _check_end(self, line: str) -> None:
         if not line.startswith("#end "):
             raise ManifestError(f"a header line among the entries: {line!r}")

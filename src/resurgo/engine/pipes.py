@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import io
 import os
 import subprocess
@@ -41,10 +40,11 @@ class Readable(Protocol):
 
 @dataclass(frozen=True)
 class Written:
-    """What went to the medium: its size and sha256 (of the compressed/encrypted bytes)."""
+    """How many bytes went to the medium (compressed/encrypted). Their checksum is the
+    medium's business: its writers hash what they store and its readers check it, so the
+    engine does not hash the stream a second time."""
 
     size: int
-    sha256: str
 
 
 def _big_pipe(fd: int) -> None:
@@ -123,7 +123,6 @@ class CompressedWriter:
         self._stages: list[_Stage] = []
         self._error: BaseException | None = None
         self._size = 0
-        self._hash = hashlib.sha256()
         zstd = _Stage(["zstd", f"-{level}", "-T0", "-q", "-c"], subprocess.PIPE, subprocess.PIPE)
         self._stages.append(zstd)
         last = zstd
@@ -149,7 +148,6 @@ class CompressedWriter:
         try:
             while chunk := os.read(self._out, CHUNK):
                 self._sink.write(chunk)
-                self._hash.update(chunk)
                 self._size += len(chunk)
         except BaseException as e:  # re-raised by close() in the caller's thread
             self._error = e
@@ -191,7 +189,7 @@ class CompressedWriter:
             assert zstd.proc.stdin is not None
             zstd.proc.stdin.close()
             self._raise_failure()
-            return Written(self._size, self._hash.hexdigest())
+            return Written(self._size)
         finally:
             for stage in self._stages:
                 stage.close()
@@ -221,7 +219,7 @@ class DecompressedReader:
 
     ``read(n)`` returns n bytes, fewer only at the end. After the last byte the caller calls
     ``finish()``, which checks that every program exited cleanly and returns the size and
-    sha256 of the bytes read from the source. On a problem met while reading, ``failure()``
+    the number of bytes read from the source. On a problem met while reading, ``failure()``
     gives the error that explains it best (the decryptor's or decompressor's complaint).
     ``close()`` always releases everything.
     """
@@ -231,7 +229,6 @@ class DecompressedReader:
         self._source = source
         self._error: BaseException | None = None
         self._size = 0
-        self._hash = hashlib.sha256()
         self._stages: list[_Stage] = []
         self._identity = identity
         self._head = _read_head(source, 64)
@@ -274,7 +271,6 @@ class DecompressedReader:
         try:
             chunk = self._head
             while chunk:
-                self._hash.update(chunk)
                 self._size += len(chunk)
                 _write_all(self._in, chunk)
                 chunk = self._source.read(CHUNK)
@@ -315,7 +311,7 @@ class DecompressedReader:
         return ArchiveDamaged(self.name, context, paths)
 
     def finish(self) -> Written:
-        """Check the clean end of the stream; the raw size and sha256 that were read."""
+        """Check the clean end of the stream; the raw size that was read."""
         if self._reader.read(1):
             raise self.failure("there is data after its end")
         for stage in self._stages:
@@ -323,7 +319,7 @@ class DecompressedReader:
         self._pump.join()
         if self._error is not None or any(s.proc.returncode != 0 for s in self._stages):
             raise self.failure("its programs failed")
-        return Written(self._size, self._hash.hexdigest())
+        return Written(self._size)
 
     def close(self) -> None:
         for stage in self._stages:

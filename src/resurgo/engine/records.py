@@ -87,8 +87,9 @@ def encode_header(h: Header) -> bytes:
     return b"".join(parts)
 
 
-def decode_header(body: bytes) -> Header:
-    """The header encoded in body; FormatError when it is not a valid one."""
+def decode_header(body: bytes, *, checked: bool = False) -> Header:
+    """The header encoded in body; FormatError when it is not a valid one. ``checked``:
+    its path was checked already (by peek_header, when the record was read)."""
     try:
         (kind_b, mode, uid, gid, mtime, atime, rdev, size,
          npath, ntarget, nxattrs, nextents) = _FIXED.unpack_from(body, 0)
@@ -117,7 +118,8 @@ def decode_header(body: bytes) -> Header:
     if kind not in KINDS:
         raise FormatError(f"unknown entry kind {kind!r}")
     try:
-        check_path(path)
+        if not checked:
+            check_path(path)
         if kind == HARDLINK:
             check_path(target)
     except BadPath as e:

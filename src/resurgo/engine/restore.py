@@ -28,6 +28,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ class RestoreResult:
     entries: int
     files: int
     data_bytes: int
-    archives: tuple[tuple[str, Written], ...]  # (name, size and sha256 of what was read)
+    archives: tuple[tuple[str, Written], ...]  # (name, bytes read)
     warnings: tuple[str, ...] = field(default=())  # e.g. attributes the target refused
 
 
@@ -101,6 +102,7 @@ class _Writers:
         self.view = memoryview(self.area)
         self.free = list(range(self.slots))
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
+        self.writes = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.next_writer = 0
         self.warnings: list[str] = []
 
@@ -199,6 +201,7 @@ class _Writers:
     def close(self) -> None:
         self._close_procs()
         self.hasher.shutdown()
+        self.writes.shutdown()
         os.close(self.memfd)
         # Views of a slot may live on in an exception's traceback: the mapping then goes
         # with the last of them.
@@ -224,6 +227,8 @@ class _SetRestore:
         self.used = 0
         self.records = 0
         self.hasher = writers.hasher
+        self.writes = writers.writes
+        self.made: bytes | None = None  # the parent of the last entry, made already
 
     def run(self, rr: RecordReader, wanted: Iterator[tuple[bytes, int, str]]) -> None:
         """Extract the archive's entries that ``wanted`` (path, set, manifest line) lists."""
@@ -233,7 +238,7 @@ class _SetRestore:
             raw, kind, path, payload = found
             if w is not None and path == w[0]:
                 # The manifest is in walk order, checked by its reader: so is this entry.
-                self.extract(rr, raw, kind, path, payload, w[2])
+                self.extract(rr, raw, kind, path, payload, w[2].encode())
                 self.entries += 1
                 last = None
                 w = next(wanted, None)
@@ -251,7 +256,7 @@ class _SetRestore:
                                  [escape(w[0])])
         self.flush()
 
-    def run_paired(self, rr: RecordReader, lines: Iterator[str]) -> None:
+    def run_paired(self, rr: RecordReader, lines: Iterator[bytes]) -> None:
         """A chain of one set: its archive holds exactly the manifest's entries, in the
         same order, so each record goes with the next line, unparsed here. Whoever
         handles the record decodes the line and checks that both say the same."""
@@ -265,8 +270,9 @@ class _SetRestore:
             self.entries += 1
         line = next(lines, None)
         if line is not None:
+            text = line.decode("utf-8", "replace")
             raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
-                                 [line.split("\t")[1] if "\t" in line else line[:80]])
+                                 [text.split("\t")[1] if "\t" in text else text[:80]])
         self.flush()
 
     def flush(self) -> None:
@@ -275,7 +281,7 @@ class _SetRestore:
             self.slot = None
 
     def extract(self, rr: RecordReader, raw: bytes, kind: str, path: bytes, payload: int,
-                line: str) -> None:
+                line: bytes) -> None:
         if kind == FILE:
             self.files += 1
             self.data_bytes += payload - DIGEST_SIZE
@@ -285,7 +291,10 @@ class _SetRestore:
             self.extract_here(rr, raw, payload, line)
             return
         # Make the parent now, in order: the writers only ever open existing directories.
-        self.dirs_cache.fd(components(path)[:-1])
+        head = path.rpartition(b"/")[0]
+        if head != self.made:
+            self.dirs_cache.fd(components(path)[:-1])
+            self.made = head
         entry = slot_entry(line, raw)
         size = len(entry) + payload
         if size > SLOT:  # a header with huge attributes: not worth a slot of its own
@@ -307,13 +316,13 @@ class _SetRestore:
         self.used = start + payload
         self.records += 1
 
-    def extract_here(self, rr: RecordReader, raw: bytes, payload: int, line: str) -> None:
+    def extract_here(self, rr: RecordReader, raw: bytes, payload: int, line: bytes) -> None:
         """Directories, hard links and large files: by the reader itself."""
         h = decode_raw(raw)
         if payload != h.payload_size:
             raise FormatError(f"entry payload of {payload} bytes, its header says "
                               f"{h.payload_size}")
-        e = decode_entry(line)
+        e = decode_entry(line.decode("utf-8", "surrogateescape"))
         if h.kind == FILE:
             check_against(h, e, None, self.name)  # the digest follows the data
             self.large_file(rr, h, bytes.fromhex(e.digest))
@@ -339,28 +348,28 @@ class _SetRestore:
         except OSError as e:
             raise RestoreFailed(f"cannot create {escape(h.path)}: {e.strerror}",
                                 archive=self.name, paths=(escape(h.path),)) from None
+        # The hash and the writes run in threads of their own while this one reads the
+        # next chunk: hashlib, os.pwrite and the pipe's read all release the GIL.
+        pending: deque[Future[None]] = deque()
         try:
             if not (len(h.extents) == 1 and h.extents[0] == (0, h.size)):
                 os.ftruncate(fd, h.size)
             hasher = hashlib.sha256()
-            # The hash runs in a thread of its own while this one writes the chunk and
-            # reads the next: hashlib, os.pwrite and the pipe's read all release the GIL.
-            hashing: deque[Future[None]] = deque()
             pos = 0
             for offset, length in h.extents:
-                hashing.append(self.hasher.submit(hash_zeros, hasher, offset - pos))
+                pending.append(self.hasher.submit(hash_zeros, hasher, offset - pos))
                 done = 0
                 while done < length:
                     chunk = rr.read_exact(min(CHUNK, length - done))
-                    hashing.append(self.hasher.submit(hasher.update, chunk))
-                    pwrite_all(fd, chunk, offset + done)
+                    pending.append(self.hasher.submit(hasher.update, chunk))
+                    pending.append(self.writes.submit(pwrite_all, fd, chunk, offset + done))
                     done += len(chunk)
-                    while len(hashing) > 4:
-                        hashing.popleft().result()
+                    while len(pending) > 8:
+                        pending.popleft().result()
                 pos = offset + length
-            hashing.append(self.hasher.submit(hash_zeros, hasher, h.size - pos))
-            while hashing:
-                hashing.popleft().result()
+            pending.append(self.hasher.submit(hash_zeros, hasher, h.size - pos))
+            while pending:
+                pending.popleft().result()
             digest = rr.read_exact(DIGEST_SIZE)
             if digest != expected:
                 raise ArchiveDamaged(self.name, "a file's digest differs from its manifest's",
@@ -373,6 +382,10 @@ class _SetRestore:
             raise RestoreFailed(f"cannot restore {escape(h.path)}: {e.strerror}",
                                 archive=self.name, paths=(escape(h.path),)) from None
         finally:
+            # No write may still be on its way when the descriptor is closed (and reused).
+            for job in pending:
+                job.cancel()
+            futures.wait(pending)
             os.close(fd)
 
 
@@ -380,7 +393,7 @@ def _restore_set(
     target_fd: int,
     source: Source,
     set_id: str,
-    wanted: Iterator[tuple[bytes, int, str]] | Iterator[str],
+    wanted: Iterator[tuple[bytes, int, str]] | Iterator[bytes],
     identity: Path | str | None,
     writers: _Writers,
     dirs: list[bytes],
@@ -398,7 +411,7 @@ def _restore_set(
         if found != set_id:
             raise ArchiveDamaged(source.name, f"it holds set {found}, the manifest names {set_id}")
         if paired:
-            job.run_paired(rr, cast(Iterator[str], wanted))
+            job.run_paired(rr, cast(Iterator[bytes], wanted))
         else:
             job.run(rr, cast(Iterator[tuple[bytes, int, str]], wanted))
         writers.drain()
@@ -510,7 +523,7 @@ def restore_tree(
             pool.archive = applier.archive = sources[index].name
             with ManifestStream(manifest, identity) as ms:
                 paired = len(chain) == 1
-                wanted = ms.entry_lines() if paired else (
+                wanted = ms.entry_byte_lines() if paired else (
                     w for w in ms.raw_entries() if w[1] == index)
                 job, written = _restore_set(target_fd, sources[index], set_id, wanted,
                                             identity, pool, dirs, links, paired)

@@ -98,6 +98,15 @@ class ManifestStream:
         except ManifestError as e:
             raise self._damaged(str(e)) from None
 
+    def entry_byte_lines(self) -> Iterator[bytes]:
+        """The entry lines as bytes, undecoded (see ManifestReader.byte_lines)."""
+        try:
+            yield from self.reader.byte_lines()
+            assert self._plain is not None
+            self._plain.finish()
+        except ManifestError as e:
+            raise self._damaged(str(e)) from None
+
     def raw_entries(self) -> Iterator[tuple[bytes, int, str]]:
         """(path, set index, line) of the entries (see ManifestReader.raw)."""
         try:

@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterator
 
 from resurgo.engine import fsmeta
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
-from resurgo.engine.manifest import Entry, ManifestError, decode_entry, xattr_digest
-from resurgo.engine.names import components, escape
+from resurgo.engine.manifest import Entry, ManifestError, xattr_digest
+from resurgo.engine.names import BadPath, components, escape, unescape
 from resurgo.engine.records import (
     BLK,
     CHR,
     DIGEST_SIZE,
+    DIR,
     FIFO,
     FILE,
     FRAME,
@@ -82,6 +83,7 @@ class Applier:
         self.files = 0
         self._owner = (os.geteuid(), os.getegid())
         self._umask = _umask()
+        self._parent: tuple[bytes | None, int, bool] = (None, -1, False)
 
     def warn(self, path: bytes, refused: list[str]) -> None:
         if refused and len(self.warnings) < MAX_WARNINGS:
@@ -117,8 +119,14 @@ class Applier:
             return os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
 
     def parent(self, h: Header) -> tuple[int, bytes, bool]:
+        head, slash, name = h.path.rpartition(b"/")
+        if slash and head == self._parent[0]:
+            # Entries come in walk order: the same directory as the last one, mostly.
+            return self._parent[1], name, self._parent[2]
         parts = components(h.path)
         fd = self.dirs.fd(parts[:-1], create=True)
+        # The cache moved: what it closed may be the last directory's descriptor.
+        self._parent = (head if slash else None, fd, self.dirs.setgid)
         return fd, parts[-1], self.dirs.setgid
 
     def file(self, h: Header, payload: memoryview) -> None:
@@ -188,7 +196,7 @@ class Applier:
         try:
             for line, h, payload in split_slot(records):
                 path = escape(h.path)
-                check_against(h, decode_entry(line), payload, self.archive)
+                check_line(h, line, payload, self.archive)
                 try:
                     if h.kind == FILE:
                         self.file(h, payload)
@@ -201,36 +209,76 @@ class Applier:
             raise ArchiveDamaged(self.archive, str(e), [path]) from None
 
     def close(self) -> None:
+        self._parent = (None, -1, False)
         self.dirs.close()
 
 
 _LINE = struct.Struct("<I")
 
 
-def slot_entry(line: str, raw: bytes) -> bytes:
+def slot_entry(line: bytes, raw: bytes) -> bytes:
     """How an entry goes into a slot: its manifest line, then its record (the payload
     follows, copied there by the reader)."""
-    text = line.encode()
-    return _LINE.pack(len(text)) + text + raw
+    return _LINE.pack(len(line)) + line + raw
 
 
-def split_slot(buf: memoryview) -> Iterator[tuple[str, Header, memoryview]]:
+def split_slot(buf: memoryview) -> Iterator[tuple[bytes, Header, memoryview]]:
+    """The entries of a slot. Their paths were checked by the reader that filled it."""
     pos = 0
     end = len(buf)
     while pos < end:
         (n,) = _LINE.unpack_from(buf, pos)
         pos += _LINE.size
-        line = bytes(buf[pos:pos + n]).decode()
+        line = bytes(buf[pos:pos + n])
         pos += n
         _, hlen, payload = FRAME.unpack_from(buf, pos)
         start = pos + FRAME.size
-        h = decode_header(bytes(buf[start:start + hlen]))
+        h = decode_header(bytes(buf[start:start + hlen]), checked=True)
         if payload != h.payload_size:
             raise FormatError(f"entry payload of {payload} bytes, its header says "
                               f"{h.payload_size}")
         pos = start + hlen + 4
         yield line, h, buf[pos:pos + payload]
         pos += payload
+
+
+_KIND_BYTES = {kind: kind.encode() for kind in (FILE, HARDLINK, SYMLINK, CHR, BLK, FIFO, DIR)}
+_FIELDS = 14
+
+
+def _same_path(field: bytes, path: bytes) -> bool:
+    # A manifest field without a backslash is the path itself (see names.escape).
+    if b"\\" not in field:
+        return field == path
+    try:
+        return unescape(field.decode("utf-8", "surrogateescape")) == path
+    except BadPath:
+        return False
+
+
+def check_line(h: Header, line: bytes, payload: memoryview | None, archive: str) -> None:
+    """check_against on the manifest line as it is, without decoding it into an Entry:
+    the check of every small file of a restore."""
+    f = line.rstrip(b"\n").split(b"\t")
+    kind = h.kind
+    try:
+        same = (
+            len(f) == _FIELDS and f[0] == _KIND_BYTES[kind] and _same_path(f[1], h.path)
+            and int(f[2], 8) == h.mode and int(f[3]) == h.uid and int(f[4]) == h.gid
+            and int(f[6]) == h.mtime_ns
+            and (kind not in (FILE, HARDLINK) or int(f[5]) == h.size)
+            and h.rdev == (int(f[9]) if kind in (CHR, BLK) else 0)
+            and (kind not in (SYMLINK, HARDLINK) or _same_path(f[13], h.target))
+            and (kind == HARDLINK or f[11] == xattr_digest(h.xattrs).encode())
+        )
+    except (ValueError, KeyError, UnicodeDecodeError):
+        same = False
+    if not same:
+        raise ArchiveDamaged(archive, "an entry differs from its manifest line",
+                             [escape(h.path)])
+    if kind == FILE and payload is not None and payload[-DIGEST_SIZE:].hex() != f[10].decode():
+        raise ArchiveDamaged(archive, "a file's digest differs from its manifest's",
+                             [escape(h.path)])
 
 
 def check_against(h: Header, e: Entry, payload: memoryview | None, archive: str) -> None:
