@@ -31,6 +31,7 @@ from resurgo.rescue import (
     python,
     system,
 )
+from resurgo.rescue import keys as rkeys
 from resurgo.rescue.agent import recover_argv
 from resurgo.rescue.cmdline import After, Dhcp, Embedded, MediumUrl, Mode, OnDevice, StaticIp
 
@@ -121,6 +122,58 @@ def test_sources(value: str, source: cmdline.Source) -> None:
 def test_bad_sources(value: str) -> None:
     with pytest.raises(ValueError):
         cmdline.parse_source(value)
+
+
+def test_key_medium_is_a_filesystem() -> None:
+    a = cmdline.parse('resurgo.recover=auto resurgo.keys=LABEL=KEYS:/luks "resurgo.args=--yes"')
+    assert a.keys == OnDevice("LABEL=KEYS", "/luks") and a.problems == ()
+    assert cmdline.parse("resurgo.keys=/dev/sdc1").keys == OnDevice("/dev/sdc1")
+    assert cmdline.parse("").keys is None
+    # A directory or a URL is not a medium the agent mounts: a problem, no guess.
+    for bad in ("/root/keys", "sftp://h/keys", "LABEL="):
+        a = cmdline.parse(f"resurgo.recover=auto resurgo.keys={bad}")
+        assert a.keys is None and len(a.problems) == 1, bad
+        assert a.problems[0].startswith(f"resurgo.keys={bad}: "), a.problems
+
+
+def test_key_files_by_volume_id_or_luks_uuid() -> None:
+    vols = [
+        rkeys.Volume("luks.md127", "5d0c7e1a-2b3c-4d5e-8f90-a1b2c3d4e5f6"),
+        rkeys.Volume("luks.sda3", "6e1d8f2b-3c4d-4e5f-9a01-b2c3d4e5f6a7"),
+        rkeys.Volume("luks.sdb1", "7f2e9a3c-4d5e-4f60-8b12-c3d4e5f6a7b8"),
+    ]
+    names = [
+        "luks.md127.key",
+        "luks.md127",  # the .key name is preferred
+        "6e1d8f2b-3c4d-4e5f-9a01-b2c3d4e5f6a7",
+        "luks.other.key",  # another machine's: not ours, not passed
+    ]
+    argv, lines = rkeys.key_file_args(vols, names, Path("/run/resurgo/keys/k"), ["--yes"])
+    assert argv == [
+        "--key-file",
+        "luks.md127=/run/resurgo/keys/k/luks.md127.key",
+        "--key-file",
+        "luks.sda3=/run/resurgo/keys/k/6e1d8f2b-3c4d-4e5f-9a01-b2c3d4e5f6a7",
+    ]
+    assert lines[:2] == [
+        "luks.md127: key file /run/resurgo/keys/k/luks.md127.key",
+        "luks.sda3: key file /run/resurgo/keys/k/6e1d8f2b-3c4d-4e5f-9a01-b2c3d4e5f6a7",
+    ]
+    assert lines[2].startswith("luks.sdb1: no key file in /run/resurgo/keys/k (looked for ")
+    assert "7f2e9a3c-4d5e-4f60-8b12-c3d4e5f6a7b8.key" in lines[2]
+
+
+def test_a_key_file_in_resurgo_args_wins() -> None:
+    vols = [rkeys.Volume("luks.md127", "u1"), rkeys.Volume("luks.sda3", "u2")]
+    given = ["--key-file", "luks.md127=/x", "--key-file=luks.sda3=/y", "--key-file", "bad"]
+    assert rkeys.given(given) == {"luks.md127", "luks.sda3"}
+    argv, lines = rkeys.key_file_args(vols, ["luks.md127.key", "u2"], Path("/k"), given)
+    assert argv == []
+    assert lines == [
+        "luks.md127: its key file is given in resurgo.args",
+        "luks.sda3: its key file is given in resurgo.args",
+    ]
+    assert rkeys.given(["--key-file"]) == set()
 
 
 def test_network() -> None:

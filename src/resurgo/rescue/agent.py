@@ -3,7 +3,8 @@
 It loads the drivers, and when the kernel command line asks for it (resurgo.recover=auto
 or plan, see cmdline) finds the recovery set and runs resurgo on it as a person would
 at the shell, unattended: `resurgo --version`, `resurgo validate`, then `resurgo recover
---from ... --yes` (or `resurgo plan`) with the arguments of resurgo.args. Everything is
+--from ... --yes` (or `resurgo plan`) with the arguments of resurgo.args and the key
+files of the key medium (resurgo.keys, see rescue.keys). Everything is
 written to every console (serial included) and to /run/resurgo/rescue.log, each line of
 its own prefixed "resurgo-rescue:". Then it powers off, reboots or returns to /init,
 which starts the shells (resurgo.after).
@@ -26,11 +27,12 @@ from typing import IO, Any
 
 from resurgo import __version__, run
 from resurgo.errors import ResurgoError
-from resurgo.rescue import cmdline, locate, system
+from resurgo.rescue import cmdline, keys, locate, system
 from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
 from resurgo.rescue.layout import (
     CONFIG_PATH,
     DESCRIPTION_PATH,
+    KEYS_MOUNT,
     LOG_PATH,
     MEDIUM_MOUNT,
     PRELOAD_MODULES,
@@ -241,14 +243,19 @@ class Agent:
             return self.on_device(source)
         return self.wait_for_disks()
 
-    def on_device(self, source: OnDevice) -> list[locate.Candidate]:
+    def wait_for(self, spec: str, option: str) -> str:
+        """The device of filesystem ``spec``, waited for up to resurgo.wait seconds."""
         deadline = system.uptime() + self.args.wait
-        dev = system.find_device(source.device)
+        dev = system.find_device(spec)
         while dev is None and system.uptime() < deadline:
             system.coldplug(self.seen_aliases, limit=1.0)
-            dev = system.find_device(source.device)
+            dev = system.find_device(spec)
         if dev is None:
-            raise locate.NoChoice(f"resurgo.from: no filesystem {source.device} appeared")
+            raise locate.NoChoice(f"{option}: no filesystem {spec} appeared")
+        return dev
+
+    def on_device(self, source: OnDevice) -> list[locate.Candidate]:
+        dev = self.wait_for(source.device, "resurgo.from")
         fstype = system.probe(dev).get("TYPE")
         if fstype not in system.MOUNTABLE:
             raise locate.NoChoice(f"{dev}: no filesystem resurgo can search ({fstype or 'none'})")
@@ -337,7 +344,37 @@ class Agent:
             return rc
         if choice.candidate is None and self.args.recover is Mode.AUTO:
             self.say("without the set's archives only the disk layout can be recreated")
-        return self.resurgo(*recover_argv(self.args.recover, choice, desc, self.args.args))
+        extra = list(self.args.args)
+        if self.args.keys is not None:
+            try:
+                extra += self.key_files(self.args.keys, desc)
+            except (locate.NoChoice, ResurgoError) as e:
+                self.say(f"no keys: {e}; nothing was done")
+                return 1
+        return self.resurgo(*recover_argv(self.args.recover, choice, desc, extra))
+
+    def key_files(self, where: OnDevice, description: Path) -> list[str]:
+        """--key-file arguments for the LUKS volumes of ``description`` whose key files
+        are on the key medium (resurgo.keys), mounted read-only at KEYS_MOUNT."""
+        from resurgo import fileformat
+
+        dev = self.wait_for(where.device, "resurgo.keys")
+        fstype = system.probe(dev).get("TYPE")
+        if fstype not in system.MOUNTABLE:
+            raise locate.NoChoice(f"{dev}: no filesystem to read keys from ({fstype or 'none'})")
+        if not system.mount_ro(dev, fstype, KEYS_MOUNT):
+            raise locate.NoChoice(f"{dev}: cannot mount it")
+        directory = KEYS_MOUNT / (where.path or "/").lstrip("/")
+        try:
+            names = os.listdir(directory)
+        except OSError as e:
+            raise locate.NoChoice(f"{directory} on {dev}: {e.strerror}") from None
+        volumes = [keys.Volume(v.id, v.uuid) for v in fileformat.read(description).luks_volumes]
+        argv, lines = keys.key_file_args(volumes, names, directory, self.args.args)
+        self.say(f"key medium {dev} mounted read-only on {KEYS_MOUNT}")
+        for line in lines:
+            self.say(line)
+        return argv
 
     def boot(self) -> int:
         self.say(

@@ -10,6 +10,10 @@
                                       DEV[:/dir]        a filesystem (/dev/sdb1, LABEL=x,
                                                         UUID=x, PARTUUID=x), searched below
                                                         /dir (default: everywhere)
+    resurgo.keys=DEV[:/dir]         a filesystem (as in resurgo.from) holding the key
+                                    files of the LUKS volumes, named by volume id or
+                                    LUKS UUID (see rescue.keys): mounted read-only,
+                                    each becomes --key-file ID=PATH
     resurgo.args="..."              more arguments for recover/plan (--target, --map ...),
                                     split like a shell would; several add up in order
     resurgo.after=shell|poweroff|reboot   what to do when the unattended run ends,
@@ -98,6 +102,7 @@ class RescueArgs:
     recover: Mode = Mode.OFF
     source: Source | None = None
     args: tuple[str, ...] = ()
+    keys: OnDevice | None = None
     after: After = After.SHELL
     wait: float = DEFAULT_WAIT
     network: tuple[Network, ...] = ()
@@ -158,6 +163,17 @@ def parse_source(value: str) -> Source:
     )
 
 
+def parse_keys(value: str) -> OnDevice:
+    """The value of resurgo.keys= (raises ValueError unless it names a filesystem)."""
+    source = parse_source(value)
+    if not isinstance(source, OnDevice):
+        raise ValueError(
+            "expected a filesystem (/dev/..., LABEL=..., UUID=...) optionally followed "
+            "by :/directory"
+        )
+    return source
+
+
 def parse_ip(value: str, nameservers: list[str]) -> Network:
     """ip=dhcp, ip=IFACE:dhcp, or ip=ADDR::GW:NETMASK:HOSTNAME:IFACE:none[:DNS0[:DNS1]]."""
     if value in ("dhcp", "on", "any"):
@@ -196,6 +212,7 @@ def parse(cmdline: str) -> RescueArgs:
     after = After.SHELL
     source: Source | None = None
     args: list[str] = []
+    keys: OnDevice | None = None
     wait = DEFAULT_WAIT
     network: list[Network] = []
     nameservers: list[str] = []
@@ -217,6 +234,11 @@ def parse(cmdline: str) -> RescueArgs:
                 source = parse_source(value)
             except ValueError as e:
                 problems.append(f"resurgo.from={value}: {e}")
+        elif key == "resurgo.keys":
+            try:
+                keys = parse_keys(value)
+            except ValueError as e:
+                problems.append(f"resurgo.keys={value}: {e}")
         elif key == "resurgo.args":
             try:
                 args += shlex.split(value)
@@ -245,6 +267,7 @@ def parse(cmdline: str) -> RescueArgs:
         recover=mode,
         source=source,
         args=tuple(args),
+        keys=keys,
         after=after,
         wait=wait,
         network=tuple(network),

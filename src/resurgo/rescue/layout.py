@@ -22,12 +22,15 @@ LOG_PATH: Final = Path("/run/resurgo/rescue.log")
 MEDIUM_MOUNT: Final = Path("/run/resurgo/medium")
 #: Filesystems searched for recovery sets are mounted below this.
 SCAN_DIR: Final = Path("/run/resurgo/disks")
+#: The filesystem resurgo.keys names (the LUKS key files), mounted read-only.
+KEYS_MOUNT: Final = Path("/run/resurgo/keys")
 HOSTNAME: Final = "resurgo-rescue"
 
 __all__ = [
     "CONFIG_PATH",
     "DESCRIPTION_PATH",
     "HOSTNAME",
+    "KEYS_MOUNT",
     "LOG_PATH",
     "MEDIUM_MOUNT",
     "PRELOAD_MODULES",
