@@ -42,7 +42,7 @@ from resurgo.model import (
     VolumeState,
     XfsOptions,
 )
-from resurgo.plan import filesystems, make_plan
+from resurgo.plan import filesystems, make_plan, sizes
 from resurgo.plan.model import Check, FittedPartition, GrowPolicy, Plan, PlanOptions
 
 ALL_TOOLS = PlanOptions(which=lambda p: f"/usr/sbin/{p}")
@@ -481,6 +481,39 @@ def test_md_raid1_follows_its_smallest_member_and_luks_takes_its_header() -> Non
     mdc = next(x for x in plan.actions if x.kind == "md-create")
     assert mdc.params.members == ("/dev/vdb1", "/dev/vdc1")  # type: ignore[union-attr]
     assert mdc.writes == ("/dev/vdb", "/dev/vdc")
+
+
+def test_md_data_offset_as_mdadm_chooses_it() -> None:
+    # Seen in the vm tier: mdadm 4.2 made a 254 MiB raid1 (1.2) of two 255 MiB partitions.
+    assert sizes.md_data_offset("1.2", 255 * MIB) == MIB
+    # A striped array keeps two chunks of headroom: 512 KiB chunks, 1 MiB more.
+    assert sizes.md_data_offset("1.2", 255 * MIB, 512 * KIB) == 2 * MIB
+    assert sizes.md_data_offset("1.2", 255 * MIB, 64 * KIB) == MIB
+    # Large members: ~0.1 % headroom, whatever the chunk.
+    assert sizes.md_data_offset("1.2", 11 * GIB) == 9 * MIB
+    assert sizes.md_data_offset("1.2", 11 * GIB, 512 * KIB) == 9 * MIB
+    # Metadata at the end: nothing before the data to speak of.
+    assert sizes.md_data_offset("1.0", 255 * MIB) < MIB
+
+
+def test_small_raid1_on_disks_alike_keeps_its_size() -> None:
+    a, b = (disk(n, 256 * MIB, label=TableLabel.DOS) for n in ("vdc", "vdd"))
+    pa, pb = part(a, 1, MIB, 255 * MIB, "fd"), part(b, 1, MIB, 255 * MIB, "fd")
+    md = RaidArray(
+        "md.md127", "/dev/md127", "raid1", "1.2", "md-uuid", (pa.id, pb.id), 254 * MIB
+    )
+    lk = LuksVolume("luks.md127", md.id, 2, "luks-uuid", "aes-xts-plain64", 512, name="crypt")
+    fs = ext4(lk.id, "/srv/data", 8 * MIB, fid="fs.dm-0")
+    desc = description(
+        disks=[a, b], partitions=[pa, pb], raid_arrays=[md], luks_volumes=[lk], filesystems=[fs]
+    )
+    plan = plan_for(
+        desc, actual("nvme1n1", 256 * MIB), actual("nvme2n1", 256 * MIB), interactive=True
+    )
+    assert plan.ok, plan.failures
+    vols = {v.id: v for v in plan.volumes}
+    assert vols[md.id].after == vols[md.id].before == 254 * MIB
+    assert vols[lk.id].after == 254 * MIB - 16 * MIB
 
 
 def test_bios_boot_partition_keeps_its_size() -> None:

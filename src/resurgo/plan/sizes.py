@@ -32,6 +32,8 @@ MIB = 1 << 20
 PV_PE_START = MIB
 # The space md rounds a member's data area down to when there is no chunk.
 MD_ROUNDING = 64 * KIB
+# mdadm's chunk when none is given, for the levels that stripe.
+MD_DEFAULT_CHUNK = 512 * KIB
 # LV types resurgo recreates; the others (snapshots, caches) are left out with a warning.
 CREATABLE_LV_TYPES = frozenset(
     {
@@ -61,11 +63,13 @@ def floor_to(value: int, unit: int) -> int:
 # ---------------------------------------------------------------- md
 
 
-def md_data_offset(metadata: str, device_size: int) -> int:
+def md_data_offset(metadata: str, device_size: int, chunk: int | None = None) -> int:
     """Bytes of a member that are not data, as mdadm chooses them by default.
 
     1.1/1.2 put the superblock first and leave ~0.1 % headroom for reshapes (at most
-    128 MiB) plus bitmap space, rounded to 1 MiB; 1.0 and 0.90 keep it at the end.
+    128 MiB; with a ``chunk`` in bytes, at least two chunks' worth is kept, as mdadm's
+    super1 validate_geometry does) plus bitmap space, rounded to 1 MiB; 1.0 and 0.90
+    keep it at the end.
     """
     sectors = device_size // 512
     if sectors < 128:
@@ -81,9 +85,23 @@ def md_data_offset(metadata: str, device_size: int) -> int:
     if metadata == "1.0":
         return device_size - (floor_to(device_size, 4 * KIB) - 8 * KIB - 4 * KIB - bitmap * 512)
     headroom = 128 * 1024 * 2
-    while (headroom << 10) > sectors and headroom > 2 * 1024:
+    chunk_sectors = (chunk or 0) // 512
+    # Without a chunk (raid1) nothing stops the halving: a 255 MiB member gets a 1 MiB
+    # data offset, which the 2 MiB of a chunked array's floor would misjudge.
+    while (headroom << 10) > sectors and (
+        chunk_sectors == 0 or headroom // 2 >= 2 * chunk_sectors
+    ):
         headroom >>= 1
     return ceil_to((24 + bitmap + headroom) * 512, MIB)
+
+
+def md_chunk(md: RaidArray) -> int | None:
+    """The chunk mdadm makes the array with: the saved one, else its default (512 KiB)
+    for the levels that stripe."""
+    if md.chunk:
+        return md.chunk
+    level = md.level.lower().removeprefix("raid")
+    return MD_DEFAULT_CHUNK if level in ("0", "4", "5", "6", "10") else None
 
 
 def md_data_members(md: RaidArray) -> int:
@@ -103,7 +121,8 @@ def md_data_members(md: RaidArray) -> int:
 
 def md_member_data(md: RaidArray, member_size: int) -> int:
     unit = max(md.chunk or 0, MD_ROUNDING)
-    return max(0, floor_to(member_size - md_data_offset(md.metadata, member_size), unit))
+    offset = md_data_offset(md.metadata, member_size, md_chunk(md))
+    return max(0, floor_to(member_size - offset, unit))
 
 
 def md_size(md: RaidArray, member_sizes: list[int]) -> int:
@@ -125,7 +144,7 @@ def md_member_need(md: RaidArray, array_need: int) -> int:
     size = data
     # The data offset grows with the device; a few rounds settle it.
     for _ in range(4):
-        size = data + md_data_offset(md.metadata, size)
+        size = data + md_data_offset(md.metadata, size, md_chunk(md))
     while md_member_data(md, size) < data:
         size += MIB
     return size
