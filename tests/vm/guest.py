@@ -436,9 +436,11 @@ def loop_device(image: Path, *, read_only: bool = False) -> Iterator[Path]:
             log.error("could not detach %s", dev)
 
 
-def partition_nodes(loop: Path, count: int) -> list[Path]:
-    """Tell the kernel about ``loop``'s partitions (``partx``) and wait for their nodes."""
-    nodes = [Path(f"{loop}p{n}") for n in range(1, count + 1)]
+def partition_nodes(loop: Path, count: int | Sequence[int]) -> list[Path]:
+    """Tell the kernel about ``loop``'s partitions (``partx``) and wait for their nodes:
+    partitions 1 to ``count``, or the numbers given (an MBR's logicals start at 5)."""
+    numbers = range(1, count + 1) if isinstance(count, int) else count
+    nodes = [Path(f"{loop}p{n}") for n in numbers]
     # Under load (or after a stale table on a reused loop device) the kernel can miss a
     # partition on the first read; asking again is cheap, failing a 5-minute vm test is not.
     for attempt in range(3):
@@ -653,12 +655,67 @@ def _kernel_version(root: Path) -> str:
     return kernels[-1].name.removeprefix("vmlinuz-")
 
 
+def disk_layout(
+    label: Literal["gpt", "dos"], *, uefi: bool, sizes: Mapping[str, int]
+) -> tuple[str, dict[str, int]]:
+    """The sfdisk script of a ``build_image`` disk and its partitions' numbers by name.
+
+    GPT: bios_grub, the ESP (``uefi``), then ``sizes`` (boot, swap, home) in order, the
+    root on the rest. MBR: /boot a bootable primary (1), swap and /home logicals (5, 6)
+    in an extended partition (2), the root a primary on the rest (3): a table with all
+    three kinds of MBR partition, the root last so that it can grow.
+    """
+    if label == "gpt":
+        lines = ["label: gpt", f"start=1MiB, size=1MiB, type={_GPT_BIOS_BOOT}, name=bios_grub"]
+        names = ["bios_grub"]
+        if uefi:
+            lines.append(f"size=63MiB, type={_GPT_ESP}, name=esp")
+            names.append("esp")
+        types = {"boot": _GPT_LINUX, "swap": _GPT_SWAP, "home": _GPT_HOME}
+        for name, size_ in sizes.items():
+            lines.append(f"size={size_ // MiB}MiB, type={types[name]}, name={name}")
+            names.append(name)
+        lines.append(f"type={_GPT_ROOT_X86_64}, name=root")
+        names.append("root")
+        return "\n".join(lines) + "\n", {n: i for i, n in enumerate(names, 1)}
+    lines = ["label: dos"]
+    numbers: dict[str, int] = {}
+    start = 1  # MiB
+    primary = 1
+    if "boot" in sizes:
+        lines.append(f"p1 : start={start}MiB, size={sizes['boot'] // MiB}MiB, type=83, bootable")
+        numbers["boot"] = primary
+        start += sizes["boot"] // MiB
+        primary += 1
+    logicals = [n for n in ("swap", "home") if n in sizes]
+    if logicals:
+        # Each logical partition has its EBR in the MiB before it.
+        ext_size = sum(sizes[n] // MiB + 1 for n in logicals)
+        lines.append(f"p{primary} : start={start}MiB, size={ext_size}MiB, type=5")
+        numbers["extended"] = primary
+        pos = start
+        for number, name in enumerate(logicals, 5):
+            kind = "82" if name == "swap" else "83"
+            lines.append(
+                f"p{number} : start={pos + 1}MiB, size={sizes[name] // MiB}MiB, type={kind}"
+            )
+            numbers[name] = number
+            pos += sizes[name] // MiB + 1
+        start += ext_size
+        primary += 1
+    bootable = "" if "boot" in sizes else ", bootable"
+    lines.append(f"p{primary} : start={start}MiB, type=83{bootable}")
+    numbers["root"] = primary
+    return "\n".join(lines) + "\n", numbers
+
+
 def build_image(
     tree: Path,
     image: Path,
     *,
     size: int = 3 * GiB,
     uefi: bool = True,
+    label: Literal["gpt", "dos"] = "gpt",
     hostname: str = "resurgo-guest",
     run_script: str | None = None,
     boot_size: int | None = None,
@@ -674,7 +731,8 @@ def build_image(
     resurgo-test.service runner enabled and ``run_script`` (if given) at
     /resurgo-test/run.sh. ``boot_size``, ``swap_size``, ``home_size``: also an ext4
     /boot, a swap partition and an ext4 /home of that size (before the root), in fstab
-    by UUID (``ImageInfo.uuids``).
+    by UUID (``ImageInfo.uuids``). ``label="dos"``: an MBR instead (see ``disk_layout``;
+    BIOS only).
     """
     tools = ["sfdisk", "partx", "losetup", "mkfs.ext4", "chroot", "mount", "umount"]
     require_tools(*tools, *(["mkfs.vfat", "mmd", "mcopy"] if uefi else []))
@@ -683,22 +741,15 @@ def build_image(
     esp_serial = uuid.uuid4().hex[:8].upper()
     esp_uuid = f"{esp_serial[:4]}-{esp_serial[4:]}" if uefi else None
 
-    layout = ["label: gpt", f"start=1MiB, size=1MiB, type={_GPT_BIOS_BOOT}, name=bios_grub"]
-    if uefi:
-        layout.append(f"size=63MiB, type={_GPT_ESP}, name=esp")
+    if label == "dos" and uefi:
+        raise HarnessError("build_image: no ESP on an MBR disk here (pass uefi=False)")
     extra = {
-        name: (size_, type_)
-        for name, size_, type_ in (
-            ("boot", boot_size, _GPT_LINUX),
-            ("swap", swap_size, _GPT_SWAP),
-            ("home", home_size, _GPT_HOME),
-        )
+        name: size_
+        for name, size_ in (("boot", boot_size), ("swap", swap_size), ("home", home_size))
         if size_ is not None
     }
     uuids = {name: str(uuid.uuid4()) for name in extra}
-    for name, (size_, type_) in extra.items():
-        layout.append(f"size={size_ // MiB}MiB, type={type_}, name={name}")
-    layout.append(f"type={_GPT_ROOT_X86_64}, name=root")
+    script, numbers = disk_layout(label, uefi=uefi, sizes=extra)
 
     image.parent.mkdir(parents=True, exist_ok=True)
     image.unlink(missing_ok=True)
@@ -707,14 +758,13 @@ def build_image(
     try:
         with contextlib.ExitStack() as stack:
             loop = stack.enter_context(loop_device(image))
-            run_cmd(["sfdisk", "--quiet", "--wipe", "always", loop], input="\n".join(layout))
-            parts = partition_nodes(loop, len(layout) - 1)
-            root_dev, esp_dev = parts[-1], (parts[1] if uefi else None)
+            run_cmd(["sfdisk", "--quiet", "--wipe", "always", loop], input=script)
+            nodes = dict(zip(numbers, partition_nodes(loop, list(numbers.values())), strict=True))
+            root_dev, esp_dev = nodes["root"], nodes.get("esp")
             run_cmd(["mkfs.ext4", "-q", "-F", "-U", root_uuid, "-L", "root", root_dev])
             if esp_dev is not None:
                 run_cmd(["mkfs.vfat", "-n", "ESP", "-i", esp_serial, esp_dev])
-            first = 2 if uefi else 1
-            extra_dev = dict(zip(extra, parts[first : first + len(extra)], strict=True))
+            extra_dev = {name: nodes[name] for name in extra}
             for name, dev in extra_dev.items():
                 if name == "swap":
                     run_cmd(["mkswap", "-U", uuids[name], "-L", name, dev])

@@ -109,11 +109,12 @@ def partitions_mounted(
     """Partitions of ``image`` (name -> number) mounted on the host."""
     with contextlib.ExitStack() as stack:
         loop = stack.enter_context(guest.loop_device(image, read_only=read_only))
-        nodes = guest.partition_nodes(loop, max(parts.values()))
+        numbers = sorted(set(parts.values()))
+        nodes = dict(zip(numbers, guest.partition_nodes(loop, numbers), strict=True))
         tmp = stack.enter_context(guest.scratch_dir("resurgo-cycle-"))
         opts = ["ro"] if read_only else []
         yield {
-            name: stack.enter_context(guest.mounted(nodes[n - 1], tmp / name, options=opts))
+            name: stack.enter_context(guest.mounted(nodes[n], tmp / name, options=opts))
             for name, n in parts.items()
         }
 
