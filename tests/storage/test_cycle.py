@@ -544,6 +544,26 @@ def test_incremental_needs_a_full_set_first(rig: Rig, tmp_path: Path) -> None:
     assert not (tmp_path / "sets").exists()
 
 
+def test_compression_level_is_checked_then_used(rig: Rig, tmp_path: Path) -> None:
+    disk = rig.disk("levels", 200 * MiB)
+    rig.sh("mkfs.ext4", "-q", disk.path)
+    root = rig.mount(disk.path, tmp_path / "root")
+    write(root / "etc/hostname", b"levels\n")
+    write(root / "srv/text.txt", b"the same line again and again\n" * 20000)
+    r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
+                "--compression-level", "0", state=tmp_path / "state")
+    assert r.code == 2, r.output
+    assert "--compression-level 0" in r.stderr
+    assert not (tmp_path / "sets").exists()
+    r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
+                "--compression-level", "19", state=tmp_path / "state")
+    assert r.code == 0, r.output
+    (archive,) = (tmp_path / "sets").rglob("*.arc*")
+    frame = subprocess.run(["zstd", "-lv", str(archive)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "Compressed" in frame and archive.stat().st_size < 20000
+
+
 def manifest_paths(manifest: Path) -> list[str]:
     text = subprocess.run(["zstd", "-dc", str(manifest)], capture_output=True, check=True,
                           text=True).stdout

@@ -50,6 +50,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rescue", action="store_true", help="do not build the rescue image")
     p.add_argument("--no-catalog", action="store_true",
                    help="skip the catalog of unchanged package files")
+    p.add_argument("--compression-level", type=int, default=3, metavar="N",
+                   help="zstd level, 1 (fastest) to 19 (smallest); default 3")
     add_medium_arguments(p)
     p.set_defaults(handler=run)
 
@@ -118,6 +120,8 @@ def report_text(r: SaveReport) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.keep is not None and args.keep < 1:
         raise BadInput("--keep must keep at least 1 set")
+    if not 1 <= args.compression_level <= 19:
+        raise BadInput(f"--compression-level {args.compression_level}: give a level from 1 to 19")
     from resurgo import run as runner
 
     if not runner.is_root():
@@ -132,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         keep=args.keep,
         rescue=not args.no_rescue,
         catalog=not args.no_catalog,
+        level=args.compression_level,
     )
 
     def progress(line: str) -> None:
