@@ -108,6 +108,32 @@ def test_a_killed_save_leaves_earlier_sets_and_invisible_leftovers(tmp_path: Pat
     assert sorted(p.name for p in root.iterdir()) == sorted([first.id, second.id])
 
 
+def test_a_save_in_progress_is_no_leftover_for_another_save(tmp_path: Path) -> None:
+    root = tmp_path / "medium"
+    root.mkdir()
+    contract = MediumContract()
+    running = open_medium(str(root))
+    w = running.begin_set()
+    w.write_bytes("description.toml", b"x = 1\n")
+    f = w.create("archives/root.tar.zst")
+    f.write(b"half of it")
+    stage = root / f".incomplete-{w.id}"
+    dead = root / ".incomplete-20000101T000000Z-dead"  # a killed save's: nobody holds it
+    dead.mkdir()
+    with open_medium(str(root)) as other:
+        second = contract.save(other, seed=2)
+    assert stage.is_dir() and not dead.exists()
+    f.write(b" and the rest")
+    f.close()
+    first = w.commit()
+    running.close()
+    with open_medium(str(root)) as medium:
+        assert sorted(s.id for s in medium.list_sets()) == sorted([first.id, second.id])
+        medium.open_set(first.id).verify()
+        assert medium.open_set(first.id).read_bytes("archives/root.tar.zst") == (
+            b"half of it and the rest")
+
+
 def test_missing_directory(tmp_path: Path) -> None:
     medium = open_medium(str(tmp_path / "not-mounted" / "resurgo"))
     with pytest.raises(OperationFailed, match="does not exist") as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -154,6 +155,41 @@ class LocalFiles:
                     if full.is_file() and not full.is_symlink():
                         out[full.relative_to(base).as_posix()] = full.stat().st_size
         return out
+
+    def hold(self, path: str) -> Callable[[], None]:
+        """An exclusive flock on the staging directory, for as long as the save runs: the
+        lock goes with the process, so a killed save leaves a directory nobody holds."""
+        with self._errors(f"lock {path}"):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BaseException:
+                os.close(fd)
+                raise
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                os.close(fd)
+
+        return release
+
+    def busy(self, path: str) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False  # a file system without locks: as before, a leftover
+        finally:
+            os.close(fd)
+        return False
 
     def sync_dir(self, path: str) -> None:
         with self._errors(f"sync {path}"):

@@ -16,7 +16,7 @@ import os
 import posixpath
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import IO
@@ -234,6 +234,13 @@ class SftpFiles:
     def sync_dir(self, path: str) -> None:
         """SFTP has no directory fsync; the server's filesystem journals the rename."""
 
+    def hold(self, path: str) -> Callable[[], None]:
+        """SFTP has no locks: two saves to one server path at once are not told apart."""
+        return lambda: None
+
+    def busy(self, path: str) -> bool:
+        return False
+
 
 class _SftpSink:
     def __init__(self, files: SftpFiles, path: str, stream: p.WriteStream) -> None:
@@ -276,4 +283,5 @@ class SftpBackend(TreeBackend):
         super().__init__(spec.display, SftpFiles(self.session), spec.path)
 
     def close(self) -> None:
+        super().close()
         self.session.close()

@@ -10,13 +10,17 @@ Layout under the medium's root::
 A set is written into ``.incomplete-<id>/``, every file synced, the index
 written and synced last, and the directory renamed to ``<id>``: rename(2) of a
 directory is atomic, so a listing sees the whole set or nothing. Deleting
-renames first, then removes. The next save removes the leftovers of both.
+renames first, then removes. The next save removes the leftovers of both, except (on a
+local directory) a staging directory that a running save holds an flock on: two saves
+to one USB disk at once both complete. An SFTP server has no locks: there, a second save
+started while one runs takes the first one's staging for a leftover.
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Callable
 from typing import Protocol
 
 from resurgo.errors import OperationFailed
@@ -58,12 +62,20 @@ class FileOps(Protocol):
     def sync_dir(self, path: str) -> None:
         """Make the entries of a directory durable (renames, new files)."""
 
+    def hold(self, path: str) -> Callable[[], None]:
+        """Mark the directory as in use by this save until the returned function is
+        called (so that another save does not take it for a leftover)."""
+
+    def busy(self, path: str) -> bool:
+        """Whether a running save holds the directory."""
+
 
 class TreeBackend(Backend):
     def __init__(self, url: str, ops: FileOps, root: str) -> None:
         self.url = url
         self.ops = ops
         self.root = root
+        self.held: list[Callable[[], None]] = []  # of the stagings not yet committed
 
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -89,11 +101,16 @@ class TreeBackend(Backend):
         self.clean_leftovers()
         stage = self._path(INCOMPLETE + set_id)
         self.ops.mkdir(stage)
-        return TreeStaging(self, set_id, stage)
+        release = self.ops.hold(stage)
+        self.held.append(release)
+        return TreeStaging(self, set_id, stage, release)
 
     def clean_leftovers(self) -> None:
         for name in self._entries():
             if name.startswith((INCOMPLETE, DELETING)):
+                if self.ops.busy(self._path(name)):
+                    log.info("leaving %s/%s alone: a save is writing it", self.url, name)
+                    continue
                 log.info(
                     "removing %s/%s, left over by an interrupted save or delete", self.url, name
                 )
@@ -101,6 +118,11 @@ class TreeBackend(Backend):
 
     def open_file(self, set_id: str, name: str) -> Source:
         return self.ops.open_read(self._path(set_id, name))
+
+    def close(self) -> None:
+        # A staging neither committed nor aborted is abandoned: a leftover for the next save.
+        while self.held:
+            self.held.pop()()
 
     def file_sizes(self, set_id: str) -> dict[str, int]:
         sizes = self.ops.file_sizes(self._path(set_id))
@@ -115,10 +137,12 @@ class TreeBackend(Backend):
 
 
 class TreeStaging(Staging):
-    def __init__(self, backend: TreeBackend, set_id: str, stage: str) -> None:
+    def __init__(self, backend: TreeBackend, set_id: str, stage: str,
+                 release: Callable[[], None]) -> None:
         self._b = backend
         self._id = set_id
         self._stage = stage
+        self._release = release
         self._dirs: set[str] = {""}
 
     def create(self, name: str) -> Sink:
@@ -146,9 +170,12 @@ class TreeStaging(Staging):
             ops.sync_dir(posixpath.join(self._stage, rel) if rel else self._stage)
         ops.rename(self._stage, self._b._path(self._id))
         ops.sync_dir(self._b.root)
+        self._release()
 
     def abort(self) -> None:
         try:
             self._b.ops.remove_tree(self._stage)
         except OperationFailed as e:
             log.warning("could not remove %s (the next save will): %s", self._stage, e)
+        finally:
+            self._release()
