@@ -15,7 +15,7 @@ from pathlib import Path
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.probe import blockdev, mounts
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
-from resurgo.probe.mounts import MountEntry
+from resurgo.probe.mounts import MountEntry, mount_devnum
 
 # Private mounts recovery makes outside its root (the top level of a btrfs), and so owns.
 RUN_DIR = Path("/run/resurgo")
@@ -66,19 +66,6 @@ def devnum(name: str, sys_block: Path = SYS_CLASS_BLOCK) -> tuple[int, int] | No
     except BadInput:
         return None
     return (dev.major, dev.minor)
-
-
-def mount_devnum(e: MountEntry) -> tuple[int, int] | None:
-    """The device of a mount; btrfs shows an anonymous device number, its source names it."""
-    if e.major != 0:
-        return (e.major, e.minor)
-    if e.source.startswith("/dev/"):
-        try:
-            st = os.stat(e.source)
-        except OSError:
-            return None
-        return (os.major(st.st_rdev), os.minor(st.st_rdev))
-    return None
 
 
 def is_ours(mountpoint: str, root: str) -> bool:

@@ -258,7 +258,7 @@ def mounted_as_planned(
     if not top:
         return [f"nothing is mounted on {target}"]
     e = top[-1]
-    if device_num is None or devices.mount_devnum(e) != device_num:
+    if device_num is None or mounts.mount_devnum(e) != device_num:
         return [f"{target} holds {e.source}, not {p.device}"]
     want = next((o.removeprefix("subvol=") for o in p.options if o.startswith("subvol=")), None)
     if want is not None and (e.btrfs_subvol or "").strip("/") != want.strip("/"):

@@ -23,7 +23,7 @@ from resurgo.errors import BadInput
 from resurgo.plan.model import ActualDisk
 from resurgo.probe import blockdev, mounts, swap
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK, natural_key
-from resurgo.probe.mounts import MountEntry
+from resurgo.probe.mounts import MountEntry, mount_devnum
 
 ENV_ACTUAL_DISKS = "RESURGO_ACTUAL_DISKS"
 
@@ -161,19 +161,6 @@ def _partitions(disk: str, sys_block: Path) -> list[str]:
     return sorted(
         (n for n in names if (sys_block / disk / n / "partition").exists()), key=natural_key
     )
-
-
-def mount_devnum(e: MountEntry) -> tuple[int, int] | None:
-    """The block device a mount is on; btrfs shows an anonymous number, its source is the disk."""
-    if e.major != 0:
-        return (e.major, e.minor)
-    if e.source.startswith("/dev/"):
-        try:
-            st = os.stat(e.source)
-        except OSError:
-            return None
-        return (os.major(st.st_rdev), os.minor(st.st_rdev))
-    return None
 
 
 def kname_of_devnum(num: tuple[int, int], sys_block: Path) -> str | None:

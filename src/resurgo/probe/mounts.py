@@ -118,6 +118,20 @@ def read_mountinfo(path: Path = MOUNTINFO) -> list[MountEntry]:
     return parse_mountinfo(text)
 
 
+def mount_devnum(e: MountEntry) -> tuple[int, int] | None:
+    """The block device a mount is on; btrfs shows an anonymous device number (major 0),
+    its source names the device."""
+    if e.major != 0:
+        return (e.major, e.minor)
+    if e.source.startswith("/dev/"):
+        try:
+            st = os.stat(e.source)
+        except OSError:
+            return None
+        return (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return None
+
+
 def relative_mountpoint(mountpoint: str, root: str) -> str | None:
     """mountpoint as seen from inside root ("/" for root itself), or None when outside it."""
     root = root.rstrip("/") or "/"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from resurgo.errors import BadInput
 from resurgo.media.url import DirectorySpec, parse_url
-from resurgo.plan.actual import containing_mount, kname_of_devnum, mount_devnum
+from resurgo.plan.actual import containing_mount, kname_of_devnum
 from resurgo.probe import blockdev, mounts
 
 
@@ -22,7 +22,7 @@ def _disks(path: Path, entries: Sequence[mounts.MountEntry], sys_block: Path) ->
     """The whole disks under the filesystem holding path (a loop disk counts as a disk
     of its own: the system is described so)."""
     entry = containing_mount(entries, str(path.resolve()))
-    num = mount_devnum(entry) if entry is not None else None
+    num = mounts.mount_devnum(entry) if entry is not None else None
     kname = kname_of_devnum(num, sys_block) if num is not None else None
     if kname is None:
         return set()
