@@ -22,6 +22,7 @@ from typing import Any
 
 from resurgo import finalize
 from resurgo.finalize import FinalizeOptions, FinalizeReport
+from resurgo.finalize.report import change_lines, nic_pair
 from resurgo.model import Description
 from resurgo.plan.model import Plan
 from resurgo.plan.render import to_data
@@ -78,19 +79,11 @@ def section(args: argparse.Namespace, report: FinalizeReport | None) -> list[str
         out.append("  nothing to rewrite: every device and interface is named as it will be")
     for f in changed:
         out.append(f"  {f.path}" + (" (new)" if f.created else ""))
-        for c in f.changes:
-            if c.before is not None:
-                out.append(f"    {c.line:>4} - {c.before}")
-            if c.after is not None:
-                out.append(f"    {c.line:>4} + {c.after}")
-            if c.why:
-                out.append(f"           because {c.why}")
+        out += change_lines(f)
     if report.nics:
         out.append("  network interfaces (saved -> this machine):")
         for n in report.nics:
-            old = " ".join(x for x in (n.old_name, n.old_mac and f"({n.old_mac})") if x)
-            new = " ".join(x for x in (n.new_name, n.new_mac and f"({n.new_mac})") if x)
-            out.append(f"    {old or '?'} -> {new or '?'}  [{_BY.get(n.by, n.by)}]")
+            out.append(f"    {nic_pair(n)}  [{_BY.get(n.by, n.by)}]")
     if report.commands:
         out.append("  commands:")
         for cmd in report.commands:

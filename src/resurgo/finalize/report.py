@@ -8,7 +8,7 @@ import posixpath
 import shlex
 from typing import Any
 
-from resurgo.finalize.model import FileChange, FinalizeReport, StepStatus
+from resurgo.finalize.model import FileChange, FinalizeReport, NicPair, StepStatus
 
 
 def _cmd(argv: tuple[str, ...]) -> str:
@@ -30,6 +30,26 @@ def _grouped(files: list[FileChange], most: int = 3) -> list[str]:
     return out
 
 
+def change_lines(f: FileChange) -> list[str]:
+    """A file's line changes, each with its reason (also shown with a plan)."""
+    out = []
+    for c in f.changes:
+        if c.before is not None:
+            out.append(f"    {c.line:>4} - {c.before}")
+        if c.after is not None:
+            out.append(f"    {c.line:>4} + {c.after}")
+        if c.why:
+            out.append(f"           because {c.why}")
+    return out
+
+
+def nic_pair(n: NicPair) -> str:
+    """'ens3 (mac) -> enp1s0 (mac)'."""
+    old = " ".join(x for x in (n.old_name, n.old_mac and f"({n.old_mac})") if x)
+    new = " ".join(x for x in (n.new_name, n.new_mac and f"({n.new_mac})") if x)
+    return f"{old or '?'} -> {new or '?'}"
+
+
 def text(r: FinalizeReport) -> str:
     out: list[str] = []
     head = "finalize (dry run: nothing written)" if r.dry_run else "finalize"
@@ -43,13 +63,7 @@ def text(r: FinalizeReport) -> str:
     for f in changed:
         state = "created" if f.created else ("written" if f.written else "not written")
         out.append(f"  {f.path} ({state})")
-        for c in f.changes:
-            if c.before is not None:
-                out.append(f"    {c.line:>4} - {c.before}")
-            if c.after is not None:
-                out.append(f"    {c.line:>4} + {c.after}")
-            if c.why:
-                out.append(f"           because {c.why}")
+        out += change_lines(f)
     if regenerated:
         out.append("")
         out.append("made or changed by the commands below:")
@@ -58,9 +72,7 @@ def text(r: FinalizeReport) -> str:
         out.append("")
         out.append("network interfaces:")
         for n in r.nics:
-            old = " ".join(x for x in (n.old_name, n.old_mac and f"({n.old_mac})") if x)
-            new = " ".join(x for x in (n.new_name, n.new_mac and f"({n.new_mac})") if x)
-            out.append(f"  {old or '?'} -> {new or '?'}  [{n.by}]")
+            out.append(f"  {nic_pair(n)}  [{n.by}]")
     if r.initramfs:
         out.append("")
         out.append("drivers:")
