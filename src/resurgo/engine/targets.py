@@ -14,9 +14,12 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from typing import TypeVar
 
 from resurgo.engine.errors import RestoreFailed, UnsafePath
 from resurgo.engine.names import escape
+
+T = TypeVar("T")
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -41,17 +44,17 @@ def open_dir(parent_fd: int, name: bytes, *, create: bool, archive: str, path: b
     raise RestoreFailed(f"cannot make the directory {escape(path)}", archive=archive)
 
 
-def replace(make: Callable[[], object], dir_fd: int, name: bytes) -> None:
+def replace(make: Callable[[], T], dir_fd: int, name: bytes) -> T:
     """make() the entry; when something is in the way (a restore over an existing tree),
     remove it first — a file or symlink only, never a directory with its contents."""
     try:
-        make()
+        return make()
     except FileExistsError:
         try:
             os.unlink(name, dir_fd=dir_fd)
         except IsADirectoryError:
             os.rmdir(name, dir_fd=dir_fd)
-        make()
+        return make()
 
 
 class DirCache:

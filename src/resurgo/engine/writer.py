@@ -40,7 +40,7 @@ from resurgo.engine.records import (
     Header,
     decode_header,
 )
-from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache
+from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache, replace
 
 CHUNK = 1 << 20
 _ZEROS = memoryview(bytes(CHUNK))
@@ -109,14 +109,7 @@ class Applier:
         os.utime(fd, ns=(h.atime_ns, h.mtime_ns))
 
     def create(self, dir_fd: int, name: bytes, mode: int) -> int:
-        try:
-            return os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
-        except FileExistsError:
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except IsADirectoryError:
-                os.rmdir(name, dir_fd=dir_fd)
-            return os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
+        return replace(lambda: os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd), dir_fd, name)
 
     def parent(self, h: Header) -> tuple[int, bytes, bool]:
         head, slash, name = h.path.rpartition(b"/")
@@ -175,14 +168,7 @@ class Applier:
             else:
                 os.mknod(name, stat.S_IFMT(h.mode) | 0o600, h.rdev, dir_fd=dir_fd)
 
-        try:
-            make()
-        except FileExistsError:
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except IsADirectoryError:
-                os.rmdir(name, dir_fd=dir_fd)
-            make()
+        replace(make, dir_fd, name)
         os.chown(name, h.uid, h.gid, dir_fd=dir_fd, follow_symlinks=False)
         if kind != SYMLINK:  # a symlink has no mode of its own
             os.chmod(name, h.mode & 0o7777, dir_fd=dir_fd)
