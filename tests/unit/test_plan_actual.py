@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
+from resurgo.cli.plan import read_paths
 from resurgo.errors import BadInput
 from resurgo.plan.actual import ENV_ACTUAL_DISKS, load_actual_disks, read_actual_disks
 from resurgo.plan.model import ActualDisk
@@ -73,6 +75,30 @@ def test_what_is_in_use_and_what_holds_the_system(disks: dict[str, ActualDisk]) 
         k for k, d in disks.items() if not (d.in_use or d.holds_system or d.holds_recovery_set)
     ]
     assert quiet == ["nvme0n1", "sda", "sdc", "vdb"]
+
+
+def test_the_disks_of_key_files_are_never_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rescue mounts a key stick (resurgo.keys): recover reads the key from it.
+    monkeypatch.delenv(ENV_ACTUAL_DISKS, raising=False)
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    (tmp_path / "swaps").write_text(SWAPS)
+    key = "/mnt/old/keys/luks.md127.key"
+    args = argparse.Namespace(key_file=[("luks.md127", key), ("luks.sda3", key)])
+    paths = read_paths((Path("/media/set/backup"),), args)
+    assert paths == (Path("/media/set/backup"), Path(key))
+    with_identity = argparse.Namespace(key_file=[], identity=Path("/mnt/old/age.txt"))
+    assert read_paths((), with_identity) == (Path("/mnt/old/age.txt"),)
+    found = {
+        d.kname: d
+        for d in read_actual_disks(
+            paths, sys_block=SYS_BLOCK, mountinfo=tmp_path / "mountinfo",
+            proc_swaps=tmp_path / "swaps",
+        )
+    }
+    assert found["sdb"].holds_recovery_set and found["sdd"].holds_recovery_set
+    assert not found["vdb"].holds_recovery_set
 
 
 def test_the_testing_aid_reads_disks_from_json(

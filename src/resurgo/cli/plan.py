@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,17 @@ def _keys(desc_luks: set[str], pairs: list[tuple[str, str]]) -> frozenset[str]:
     return frozenset(out)
 
 
+def read_paths(source_paths: Sequence[Path], args: argparse.Namespace) -> tuple[Path, ...]:
+    """The local files plan and recover read: the set, the key files, the identity. The
+    disks holding them are never targets (the rescue mounts a key stick, and a key read
+    from a disk about to be wiped would be gone)."""
+    paths = [*source_paths, *(Path(p) for _vol, p in args.key_file)]
+    identity = getattr(args, "identity", None)
+    if identity is not None:
+        paths.append(Path(identity))
+    return tuple(dict.fromkeys(paths))
+
+
 def _disk_name(name: str) -> str:
     """A --target or --map disk as given, or the device a /dev/disk/by-* link points to."""
     if name.startswith("/dev/") and os.path.islink(name):
@@ -149,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     with open_source(args) as source:
         desc = source.description
         options = plan_options(args, desc, sys.stdin.isatty())
-        actual = read_actual_disks(source.recovery_paths)
+        actual = read_actual_disks(read_paths(source.recovery_paths, args))
         plan = make_plan(desc, actual, options)
         preview = finalizing.preview(args, desc, plan)
     if args.json:

@@ -34,7 +34,7 @@ from resurgo.apply import inuse, keys, report
 from resurgo.apply.execute import Executor
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR, Journal, default_path
 from resurgo.cli import finalizing
-from resurgo.cli.plan import add_plan_arguments, plan_options
+from resurgo.cli.plan import add_plan_arguments, plan_options, read_paths
 from resurgo.cli.source import SetSource, open_source
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
 from resurgo.finalize import FinalizeReport
@@ -153,7 +153,7 @@ def _plan(
 ) -> tuple[Plan, Journal, FinalizeReport | None]:
     desc = source.description
     options = plan_options(args, desc, interactive)
-    actual = read_actual_disks(source.recovery_paths)
+    actual = read_actual_disks(read_paths(source.recovery_paths, args))
     plan = make_plan(desc, inuse.without_own_uses(actual, options.root), options)
     journal = Journal(args.journal or default_path(plan.hash), plan.hash)
     if journal.exists():

@@ -6,8 +6,9 @@ that are otherwise alike. Order may say which of two alike disks is which; it ne
 chooses which disk is left untouched: when the best assignments use different sets
 of disks, the match is ambiguous and a person must say (--map or --target).
 
-A disk that holds the running system or its medium, the recovery set, or that was a
-removable device when the system was saved (matched by identity) is never a candidate.
+A disk that holds the running system or its medium, the recovery set or the key files
+being read, or that was a removable device when the system was saved (matched by
+identity) is never a candidate.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def forbidden(desc: Description, disk: ActualDisk) -> str | None:
     if disk.holds_system:
         return "it holds the running system or the medium it was started from"
     if disk.holds_recovery_set:
-        return "it holds the recovery set being read"
+        return "it holds the recovery set, a key file or the identity being read"
     rd = removable_at_save(desc, disk)
     if rd is not None:
         what = f"{rd.path}" + (f", {rd.model}" if rd.model else "")

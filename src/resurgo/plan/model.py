@@ -43,7 +43,7 @@ class ActualDisk:
     holders: tuple[str, ...] = ()
     # It holds the running (rescue) system or its boot medium.
     holds_system: bool = False
-    # It holds the recovery set being read (the description file).
+    # It holds the recovery set being read (the description file), or a key file.
     holds_recovery_set: bool = False
 
     @property
