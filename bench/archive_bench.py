@@ -4,7 +4,7 @@
 Generates a tree (at --scale 1: 200,000 small files and 12 files of 100 MB, about 2 GB;
 half of the data compresses about 2:1, the rest not at all, and no two files share
 content, so deduplicating tools gain nothing they would not on real data), then measures
-with a warm cache, best of --repeat runs each:
+with a warm cache, best of --repeat runs each (the tools take turns: run 1 of each, then run 2...):
 
     save     resurgo save_tree            tar -c | zstd -T0 > file
              restic backup (new repo)     borg create (new repo, repokey, default lz4)
@@ -210,11 +210,16 @@ def main() -> int:
                "RESTIC_CACHE_DIR": str(work / "restic-cache"),
                "BORG_BASE_DIR": str(work / "borg-base")}
         results: dict[str, tuple[Run, Run, int]] = {}
-        for tool in tools:
-            saves: list[Run] = []
-            restores: list[Run] = []
-            stored = 0
-            for _ in range(args.repeat):
+        all_saves: dict[str, list[Run]] = {tool: [] for tool in tools}
+        all_restores: dict[str, list[Run]] = {tool: [] for tool in tools}
+        sizes: dict[str, int] = {}
+        # Round robin: each repetition runs every tool once, so that a change of load on
+        # a shared machine weighs on all of them alike.
+        for _ in range(args.repeat):
+            for tool in tools:
+                saves = all_saves[tool]
+                restores = all_restores[tool]
+                stored = 0
                 if tool.startswith("resurgo"):
                     archive, manifest = out / "bench.arc", out / "bench.manifest"
                     level = tool.removeprefix("resurgo-z") if "-z" in tool else str(levels[0])
@@ -261,7 +266,9 @@ def main() -> int:
                                             env=env, cwd=dst))
                 print(f"#   {tool}: save {saves[-1].seconds:.2f} s, "
                       f"restore {restores[-1].seconds:.2f} s", flush=True)
-            results[tool] = (best(saves), best(restores), stored)
+                sizes[tool] = stored
+        for tool in tools:
+            results[tool] = (best(all_saves[tool]), best(all_restores[tool]), sizes[tool])
         print()
         print(f"{'tool':<12} {'save MB/s':>10} {'x tar':>6} {'restore MB/s':>13} {'x tar':>6}"
               f" {'stored MB':>10} {'RSS save MB':>12} {'RSS restore MB':>15}")
