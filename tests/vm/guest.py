@@ -10,7 +10,8 @@ scripts such as ``record_fixtures.py``:
     cached between runs and keyed on the package list.
 ``build_image(tree, image)`` / ``base_image(cache_dir)``
     a bootable raw disk (GPT: bios_grub + ESP + ext4 root named by UUID), BIOS and UEFI,
-    with the test runner unit installed; ``base_image`` caches one such image.
+    or an MBR for BIOS (``label="dos"``), with the test runner unit installed;
+    ``base_image`` caches one GPT image.
 ``overlay(base, path)``, ``blank_disk(path, size)``, ``make_exchange_disk(path, files)``
     the disks a test boots with.
 ``boot(image, extra_disks, timeout=...)``
@@ -428,6 +429,9 @@ def loop_device(image: Path, *, read_only: bool = False) -> Iterator[Path]:
         _wait_for_nodes([dev])
         yield dev
     finally:
+        # Detached, a loop device keeps the partitions partx gave it: drop them, or the
+        # next image attached there starts with this one's.
+        run_cmd(["partx", "--delete", dev], check=False)
         for attempt in range(10):
             if run_cmd(["losetup", "--detach", dev], check=False).returncode == 0:
                 break
@@ -443,7 +447,10 @@ def partition_nodes(loop: Path, count: int | Sequence[int]) -> list[Path]:
     nodes = [Path(f"{loop}p{n}") for n in numbers]
     # Under load (or after a stale table on a reused loop device) the kernel can miss a
     # partition on the first read; asking again is cheap, failing a 5-minute vm test is not.
+    # Stale partitions go first: the kernel refuses a partition overlapping one of them
+    # (an MBR's logical partition inside another image's old swap partition).
     for attempt in range(3):
+        run_cmd(["partx", "--delete", loop], check=False)
         if run_cmd(["partx", "--add", loop], check=False).returncode != 0:
             run_cmd(["partx", "--update", loop], check=False)
         try:
