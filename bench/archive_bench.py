@@ -4,14 +4,17 @@
 Generates a tree (at --scale 1: 200,000 small files and 12 files of 100 MB, about 2 GB;
 half of the data compresses about 2:1, the rest not at all, and no two files share
 content, so deduplicating tools gain nothing they would not on real data), then measures
-with a warm cache, best of --repeat runs each (the tools take turns: run 1 of each, then run 2...):
+with a warm cache, best of --repeat runs each (the tools take turns: run 1 of each, then
+run 2...):
 
     save     resurgo save_tree            tar -c | zstd -T0 > file
              restic backup (new repo)     borg create (new repo, repokey, default lz4)
     restore  resurgo restore_tree         zstd -dc file | tar -x
              restic restore               borg extract
 
-and prints the throughput of each (apparent bytes of the tree per second), the ratio to
+resurgo's streams pass through the medium's FileWriter and FileReader, which hash what is
+stored and check it when read, as in `resurgo save` and `recover`. The script prints the
+throughput of each (apparent bytes of the tree per second), the ratio to
 tar, the size of what was written and the peak RSS of the largest process of the run.
 restic and borg are used when installed (apt-get install restic borgbackup). Run as root
 (owners are restored). Example::
@@ -52,19 +55,47 @@ print(json.dumps({"rc": rc, "seconds": elapsed,
 """
 
 RESURGO_SAVE = r"""
-import sys
+import json, sys
 from resurgo.engine import save_tree
+from resurgo.media.streams import FileWriter
 src, archive, manifest, level, recipients = sys.argv[1:6]
-with open(archive, "wb") as a, open(manifest, "wb") as m:
+
+class Plain:
+    # The directory medium's sink, less its fsync (tar syncs nothing either).
+    def __init__(self, path): self.f = open(path, "wb")
+    def write(self, data): self.f.write(data)
+    def finish(self): self.f.close()
+    def discard(self): self.f.close()
+
+# Through the medium's FileWriter, as `resurgo save` writes: it hashes what it stores.
+index = {}
+def done(entry): index[entry.name] = [entry.size, entry.sha256]
+with FileWriter(archive, Plain(archive), done) as a, \
+        FileWriter(manifest, Plain(manifest), done) as m:
     save_tree(src, a, m, set_id="bench", level=int(level),
               recipients=[recipients] if recipients else [])
+with open(archive + ".index", "w") as f:
+    json.dump(index, f)
 """
 
 RESURGO_RESTORE = r"""
-import sys
+import json, sys
+from pathlib import Path
 from resurgo.engine import Source, restore_tree
+from resurgo.media.directory import LocalSource
+from resurgo.media.setindex import FileEntry
+from resurgo.media.streams import FileReader
 dst, archive, manifest, identity, writers = sys.argv[1:6]
-restore_tree(dst, Source.file(manifest), {"bench": Source.file(archive)},
+with open(archive + ".index") as f:
+    index = json.load(f)
+
+# Through the medium's FileReader, as `resurgo recover` reads: it checks size and sha256.
+def source(path):
+    size, sha256 = index[path]
+    return Source(path, lambda: FileReader(FileEntry(path, size, sha256),
+                                           LocalSource(path, Path(path)), "bench"))
+
+restore_tree(dst, source(manifest), {"bench": source(archive)},
              identity=identity or None, writers=int(writers) if writers else None)
 """
 
