@@ -104,6 +104,7 @@ class _Writers:
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self.writes = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.next_writer = 0
+        self.load: list[int] = []  # slots dispatched to each writer and not yet done
         self.warnings: list[str] = []
 
     def slot(self) -> int:
@@ -125,8 +126,13 @@ class _Writers:
             if self.count == 0:
                 self.dispatch(slot, length)
                 return
-        writer = self.next_writer
+        # To the writer with the fewest slots waiting (ties in turn): a slot of many tiny
+        # files takes longer than one of a few bigger ones.
+        start = self.next_writer
+        writer = min(range(self.count),
+                     key=lambda i: (self.load[i], (i - start) % self.count))
         self.next_writer = (writer + 1) % self.count
+        self.load[writer] += 1
         stdin = self.procs[writer][1]
         try:
             stdin.write(message(slot * SLOT, length))
@@ -141,6 +147,7 @@ class _Writers:
             self.count = 0
             return
         package_root = str(Path(resurgo.__file__).resolve().parent.parent)
+        self.load = [0] * self.count
         for _ in range(self.count):
             stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
             proc = run.spawn(
@@ -169,6 +176,7 @@ class _Writers:
     def _collect(self) -> None:
         writer, slot = self.pending.popleft()
         self._reply(writer)
+        self.load[writer] -= 1
         self.free.append(slot)
 
     def drain(self) -> None:
