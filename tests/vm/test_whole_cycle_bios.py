@@ -16,8 +16,8 @@ disks, booted.
    mounted); marker files go to /, /home and /srv/data and `resurgo save --no-rescue`
    writes the set to another virtual disk;
 4. host: the rescue image with the set's description, the tree's kernel, the unattended
-   entry the default and `resurgo.keys=LABEL=RESURGO-KEYS`: the LUKS key on a small key
-   disk, named after the volume's id, never on the kernel command line;
+   entry the default and `resurgo.keys=LABEL=RESURGO-KEYS`: the LUKS key on a key disk,
+   named after the volume's id, never on the kernel command line;
 5. the rescue boots (SeaBIOS, the image as a USB stick) with the set disk, the key disk
    and three blank NVMe disks (the system disk 25 % larger, the mirror's disks one as
    large as before, one larger), recovers and finalizes unattended, powers off;
@@ -66,7 +66,9 @@ RAID_DISK_SIZE = 256 * MiB
 # The mirror's new disks: one as large as before, one larger.
 TARGET_RAID_SIZES = (RAID_DISK_SIZE, 320 * MiB)
 SET_DISK_SIZE = 2 * guest.GiB
-KEY_DISK_SIZE = 16 * MiB
+# Larger than the mirror's saved disks and on their bus: a candidate for them, were it
+# not holding the key being read.
+KEY_DISK_SIZE = 512 * MiB
 KEY_LABEL = "RESURGO-KEYS"
 HOST = "resurgo-bios"
 PARTS = {"boot": 1, "extended": 2, "root": 3, "swap": 5, "home": 6}
@@ -386,6 +388,9 @@ def test_bios_mbr_raid_luks_lvm_save_rescue_recover_boot(tmp_path: Path) -> None
     assert not result.timed_out, f"the rescue did not power off:\n{detail}"
     assert any(x.startswith("recovery set:") and set_id in x for x in lines), detail
     assert f"{volume}: key file /run/resurgo/keys/{volume}.key" in lines, detail
+    # Neither the set's disk nor the key disk is ever a target.
+    never = re.findall(r"(/dev/\w+) is not a candidate: it holds the recovery set", result.text)
+    assert len(set(never)) == 2, never
     assert "recovery finished: ok" in lines, guest._tail(result.text, 120)
     assert lines[-1] == "poweroff now", detail
     restored = re.findall(r"done +resurgo:restore .*\(([0-9.]+) s\)", result.text)
