@@ -15,16 +15,15 @@ or by writing to the block device under the file system; a full set does.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resurgo.engine import ahead, fsmeta, views
+from resurgo.engine import fsmeta, views
 from resurgo.engine.errors import SaveFailed
 from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter, xattr_digest
 from resurgo.engine.names import ROOT, BadPath, check_path, escape, walk_key
@@ -157,44 +156,14 @@ class _Saver:
             xattr_digest(xattrs) if xattrs else "", self.set_index, target,
         ))
 
-    def open_file(self, rel: bytes, name: bytes, dir_fd: int) -> int | None:
+    def save_file(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result) -> None:
         try:
-            return os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             self.note(rel, "vanished while saving")
-            return None
+            return
         except OSError as e:
             raise SaveFailed(f"cannot open {escape(rel)}: {e.strerror}") from None
-
-    def small_file(self, rel: bytes, result: ahead.Result) -> None:
-        """A small file as the read-ahead found it, in its turn."""
-        if isinstance(result, ahead.Stream):
-            self.save_open(rel, result.fd, result.st)
-            return
-        if isinstance(result, ahead.Failed):
-            if result.why == "replaced":
-                self.note(rel, "replaced by something else while saving")
-                return
-            raise SaveFailed(f"reading {escape(rel)} failed: {result.why}")
-        st, size, xattrs = result.st, result.st.st_size, result.xattrs
-        if result.shrank:
-            self.note(rel, "shrank while saving (the rest is stored as zeros)")
-        self.record(Header(FILE, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                           st.st_atime_ns, 0, size, b"", xattrs, ((0, size),) if size else ()))
-        self.emit(result.data)
-        self.emit(result.digest)
-        self.payload += size + DIGEST_SIZE
-        self.data_bytes += size
-        self.saved_file(rel, st, result.digest.hex(), xattrs)
-
-    def saved_file(self, rel: bytes, st: os.stat_result, hexdigest: str,
-                   xattrs: tuple[tuple[str, bytes], ...]) -> None:
-        if st.st_nlink > 1:
-            self.links[st.st_ino] = (rel, hexdigest, xattr_digest(xattrs))
-        self.add(FILE, rel, st, hexdigest, xattrs, b"")
-
-    def save_open(self, rel: bytes, fd: int, st: os.stat_result) -> None:
-        """A file opened already (fd is closed here), streamed extent by extent."""
         try:
             now = os.fstat(fd)
             if not stat.S_ISREG(now.st_mode):
@@ -212,7 +181,10 @@ class _Saver:
             raise SaveFailed(f"reading {escape(rel)} failed: {e.strerror}") from None
         finally:
             os.close(fd)
-        self.saved_file(rel, st, digest.hex(), xattrs)
+        hexdigest = digest.hex()
+        if st.st_nlink > 1:
+            self.links[st.st_ino] = (rel, hexdigest, xattr_digest(xattrs))
+        self.add(FILE, rel, st, hexdigest, xattrs, b"")
 
     def copy_data(self, fd: int, rel: bytes, size: int,
                   extents: tuple[tuple[int, int], ...]) -> bytes:
@@ -259,25 +231,21 @@ class _Saver:
             h.update(_ZEROS[:step])
             n -= step
 
-    def hardlink(self, rel: bytes, st: os.stat_result, first: bytes) -> None:
-        found = self.links.get(st.st_ino)
-        if found is None or found[0] != first:
-            # Its first link was not saved after all (replaced or gone meanwhile).
-            self.note(rel, "its first link changed while saving: not saved")
-            return
-        target, digest, xdigest = found
-        self.record(Header(HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid,
-                           st.st_mtime_ns, st.st_atime_ns, 0, st.st_size, target))
-        self.manifest.add(Entry(
-            HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
-            st.st_ctime_ns, st.st_ino, st.st_rdev, digest, xdigest, self.set_index, target,
-        ))
-
-    def other(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result,
-              own_fd: int | None, kind: str) -> Callable[[], None] | None:
-        """What a directory, symlink, device or fifo is, read now (the walk's descriptors
-        are only valid until it moves on); the returned call writes it, in its turn."""
+    def save_entry(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result,
+                   own_fd: int | None, kind: str) -> None:
         target = b""
+        if kind == FILE:
+            self.save_file(rel, name, dir_fd, st)
+            return
+        if kind == HARDLINK:
+            target, digest, xdigest = self.links[st.st_ino]
+            self.record(Header(HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid,
+                               st.st_mtime_ns, st.st_atime_ns, 0, st.st_size, target))
+            self.manifest.add(Entry(
+                HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+                st.st_ctime_ns, st.st_ino, st.st_rdev, digest, xdigest, self.set_index, target,
+            ))
+            return
         try:
             if kind == DIR:
                 assert own_fd is not None
@@ -288,22 +256,12 @@ class _Saver:
                     target = os.readlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
             self.note(rel, "vanished while saving")
-            return None
+            return
         except OSError as e:
             raise SaveFailed(f"reading {escape(rel)} failed: {e.strerror}") from None
-
-        def write() -> None:
-            self.record(Header(kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                               st.st_atime_ns, st.st_rdev, 0, target, xattrs))
-            self.add(kind, rel, st, "", xattrs, target)
-
-        return write
-
-    def keep(self, old: Entry, rel: bytes, st: os.stat_result, kind: str) -> None:
-        """An entry unchanged since the previous set: its manifest line, as it was."""
-        self.manifest.add(old)
-        if kind == FILE and st.st_nlink > 1:
-            self.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
+        self.record(Header(kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                           st.st_atime_ns, st.st_rdev, 0, target, xattrs))
+        self.add(kind, rel, st, "", xattrs, target)
 
 
 def _relative(paths: Sequence[bytes | str]) -> frozenset[bytes]:
@@ -379,42 +337,22 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
     man = ManifestWriter(write_manifest, header)
     saver = _Saver(archive_w, man, header.set_index)
     saver.emit(start_record(header.set_id))
-    queue = ahead.ReadAhead(saver.small_file)
-    first_link: dict[int, bytes] = {}  # inode → the path it was first met at
-    try:
-        for rel, name, dir_fd, st, own_fd in walk(root_fd, excludes=excluded,
-                                                 empty_dirs=emptied, note=saver.note):
-            kind = fsmeta.kind_of(st.st_mode)
-            if kind is None:
-                continue  # a socket: recreated by its program, never saved
-            first = first_link.get(st.st_ino) if kind == FILE and st.st_nlink > 1 else None
-            if first is not None:
-                kind = HARDLINK
-            old = prev.get(rel) if prev is not None else None
-            if old is not None and unchanged(old, kind, st) and (
-                kind != HARDLINK or old.target == first
-            ):
-                if kind == FILE and st.st_nlink > 1:
-                    first_link[st.st_ino] = rel
-                queue.call(functools.partial(saver.keep, old, rel, st, kind))
-                continue
-            if kind == HARDLINK:
-                assert first is not None
-                queue.call(functools.partial(saver.hardlink, rel, st, first))
-            elif kind == FILE:
-                fd = saver.open_file(rel, name, dir_fd)
-                if fd is None:
-                    continue
-                if st.st_nlink > 1:
-                    first_link[st.st_ino] = rel
-                queue.file(rel, fd, st)
-            else:
-                write = saver.other(rel, name, dir_fd, st, own_fd, kind)
-                if write is not None:
-                    queue.call(write)
-        queue.finish()
-    finally:
-        queue.close()
+    for rel, name, dir_fd, st, own_fd in walk(root_fd, excludes=excluded, empty_dirs=emptied,
+                                             note=saver.note):
+        kind = fsmeta.kind_of(st.st_mode)
+        if kind is None:
+            continue  # a socket: recreated by its program, never saved
+        if kind == FILE and st.st_nlink > 1 and st.st_ino in saver.links:
+            kind = HARDLINK
+        old = prev.get(rel) if prev is not None else None
+        if old is not None and unchanged(old, kind, st) and (
+            kind != HARDLINK or old.target == saver.links[st.st_ino][0]
+        ):
+            man.add(old)
+            if kind == FILE and st.st_nlink > 1:
+                saver.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
+            continue
+        saver.save_entry(rel, name, dir_fd, st, own_fd, kind)
     saver.emit(end_record(saver.stored, saver.payload))
     saver.flush()
     man.finish()
