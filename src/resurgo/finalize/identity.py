@@ -169,61 +169,37 @@ def planned(desc: Description, plan: Plan) -> Identities:
         entry = entries.get(device)
         return parts[device].uuid, entry.uuid if entry is not None else None
 
+    def volume(record: str, kind: Kind, device: str, uuid: str | None, label: str | None,
+               mountpoints: tuple[str, ...] = (), name: str | None = None) -> Identity:
+        """A filesystem, swap or LUKS volume: made again, it keeps its UUID and label."""
+        old_pu, new_pu = part_ids(device)
+        again = record in made
+        return Identity(
+            record=record,
+            kind=kind,
+            old_paths=saved_paths(desc, device),
+            new_path=made.get(record),
+            old_uuid=uuid,
+            new_uuid=uuid if again else None,
+            old_label=label,
+            new_label=label if again else None,
+            old_partuuid=old_pu,
+            new_partuuid=new_pu,
+            mountpoints=mountpoints,
+            name=name,
+        )
+
     items: list[Identity] = []
     for fs in desc.filesystems:
-        old_pu, new_pu = part_ids(fs.device)
         # A FAT's UUID is its volume id, which mkfs.vfat -i sets again.
         uuid = fs.uuid or (fs.vfat.volume_id if fs.vfat is not None else None)
-        items.append(
-            Identity(
-                record=fs.id,
-                kind=Kind.FILESYSTEM,
-                old_paths=saved_paths(desc, fs.device),
-                new_path=made.get(fs.id),
-                old_uuid=uuid,
-                new_uuid=uuid if fs.id in made else None,
-                old_label=fs.label,
-                new_label=fs.label if fs.id in made else None,
-                old_partuuid=old_pu,
-                new_partuuid=new_pu,
-                mountpoints=tuple(m.mountpoint for m in fs.mounts),
-            )
-        )
+        items.append(volume(fs.id, Kind.FILESYSTEM, fs.device, uuid, fs.label,
+                            mountpoints=tuple(m.mountpoint for m in fs.mounts)))
     for sw in desc.swaps:
-        if sw.device is None:
-            continue
-        old_pu, new_pu = part_ids(sw.device)
-        items.append(
-            Identity(
-                record=sw.id,
-                kind=Kind.SWAP,
-                old_paths=saved_paths(desc, sw.device),
-                new_path=made.get(sw.id),
-                old_uuid=sw.uuid,
-                new_uuid=sw.uuid if sw.id in made else None,
-                old_label=sw.label,
-                new_label=sw.label if sw.id in made else None,
-                old_partuuid=old_pu,
-                new_partuuid=new_pu,
-            )
-        )
+        if sw.device is not None:
+            items.append(volume(sw.id, Kind.SWAP, sw.device, sw.uuid, sw.label))
     for lk in desc.luks_volumes:
-        old_pu, new_pu = part_ids(lk.device)
-        items.append(
-            Identity(
-                record=lk.id,
-                kind=Kind.LUKS,
-                old_paths=saved_paths(desc, lk.device),
-                new_path=made.get(lk.id),
-                old_uuid=lk.uuid,
-                new_uuid=lk.uuid if lk.id in made else None,
-                old_label=lk.label,
-                new_label=lk.label if lk.id in made else None,
-                old_partuuid=old_pu,
-                new_partuuid=new_pu,
-                name=lk.name,
-            )
-        )
+        items.append(volume(lk.id, Kind.LUKS, lk.device, lk.uuid, lk.label, name=lk.name))
     for md in desc.raid_arrays:
         items.append(
             Identity(
