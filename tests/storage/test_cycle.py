@@ -38,7 +38,7 @@ from loopdisks import Loop, Rig, require_loop_support
 from media_servers import Seaweed, Sshd
 
 from resurgo import run
-from resurgo.probe import mounts
+from resurgo.demo import umount_below
 
 pytestmark = pytest.mark.storage
 
@@ -94,18 +94,6 @@ def resurgo(*argv: str | Path, state: Path, timeout: float = 600,
     )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def umount_under(path: Path) -> None:
-    real = os.path.realpath(path)
-    for _ in range(3):
-        found = [e.mountpoint for e in mounts.read_mountinfo()
-                 if e.mountpoint == real or e.mountpoint.startswith(real + "/")]
-        if not found:
-            return
-        for mp in sorted(found, key=lambda m: m.count("/"), reverse=True):
-            if run.run(["umount", mp], check=False).returncode != 0:
-                run.run(["umount", "-l", mp], check=False)
 
 
 def sha256_of(path: Path) -> str:
@@ -323,7 +311,7 @@ def _classic(rig: Rig, work: Path, sshd: Sshd) -> Iterator[Classic]:
 
         _kill_a_save(sets, root, state)
     finally:
-        umount_under(root)
+        umount_below(root)
         rig.cleanup()
     yield Classic(work, state, sets, set1, set2, encrypted, identity, sftp_url, sshd,
                   expected1, expected2, root_fs, mountpoints)
@@ -335,7 +323,7 @@ def mnt(tmp_path: Path) -> Iterator[Path]:
     try:
         yield where
     finally:
-        umount_under(where)
+        umount_below(where)
 
 
 def blank(rig: Rig, name: str, size: int) -> Loop:
@@ -656,7 +644,7 @@ def test_s3_cycle(rig: Rig, tmp_path: Path, mnt: Path, seaweed: Seaweed) -> None
     r = resurgo("save", "--to", url, *s3, "--root", root, "--no-rescue", state=tmp_path / "st",
                 extra_env=creds)
     assert r.code == 0, r.output
-    umount_under(root)
+    umount_below(root)
     target = blank(rig, "s3-target", 450 * MiB)
     r = resurgo("recover", "--from", url, *s3, "--target", target.path, "--yes", "--root",
                 mnt, "--no-finalize", state=tmp_path / "st", extra_env=creds)
@@ -741,6 +729,6 @@ def _btrfs_source(rig: Rig, work: Path) -> tuple[dict[str, Snapshot], Snapshot, 
     units = {u["what"] for u in r.json()["units"]}
     assert {"btrfs subvolume @ at /", "btrfs subvolume @home at /home",
             "btrfs subvolume @/srv/nested", "btrfs subvolume @snap", "/data"} <= units
-    umount_under(root)
-    umount_under(top)
+    umount_below(root)
+    umount_below(top)
     return expected, expected_data, {"sys": f"disk.{disk.kname}", "data": f"disk.{data.kname}"}

@@ -22,7 +22,7 @@ from loopdisks import Loop, Rig
 from tests.unit.nics import MAC10, with_two_nics
 
 from resurgo import run
-from resurgo.probe import mounts
+from resurgo.demo import umount_below
 
 pytestmark = pytest.mark.storage
 
@@ -53,25 +53,13 @@ def sha256_of(loop: Loop) -> str:
     return h.hexdigest()
 
 
-def umount_under(path: Path) -> None:
-    real = os.path.realpath(path)
-    for _ in range(3):
-        found = [e.mountpoint for e in mounts.read_mountinfo()
-                 if e.mountpoint == real or e.mountpoint.startswith(real + "/")]
-        if not found:
-            return
-        for mp in sorted(found, key=lambda m: m.count("/"), reverse=True):
-            if run.run(["umount", mp], check=False).returncode != 0:
-                run.run(["umount", "-l", mp], check=False)
-
-
 @pytest.fixture
 def mnt(tmp_path: Path) -> Iterator[Path]:
     where = tmp_path / "mnt"
     try:
         yield where
     finally:
-        umount_under(where)
+        umount_below(where)
 
 
 def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
@@ -88,7 +76,7 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog",
                 state=state, sysfs=sysfs)
     assert r.returncode == 0, r.stdout + r.stderr
-    umount_under(root)
+    umount_below(root)
     target = rig.disk("net-target", 300 * MiB)
     before = sha256_of(target)
     common = ("--from", sets, "--target", target.path, "--root", mnt)

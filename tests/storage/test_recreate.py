@@ -51,6 +51,7 @@ from test_storage_probe import (
 )
 
 from resurgo import fileformat, run
+from resurgo.demo import umount_below
 from resurgo.model import Description, Filesystem, FormatInfo, FsType, Mount
 from resurgo.probe import mounts
 from resurgo.probe.state import StorageState
@@ -71,19 +72,6 @@ def sha256(path: str) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def umount_under(path: Path) -> None:
-    """Unmount everything at or under path, deepest first (a test may leave mounts)."""
-    real = os.path.realpath(path)
-    for _ in range(3):
-        entries = [e for e in mounts.read_mountinfo()
-                   if mounts.relative_mountpoint(e.mountpoint, real) is not None]
-        if not entries:
-            return
-        for e in sorted(entries, key=lambda e: e.mountpoint.count("/"), reverse=True):
-            if run.run(["umount", e.mountpoint], check=False).returncode != 0:
-                run.run(["umount", "-l", e.mountpoint], check=False)
 
 
 def private_mounts_on(loops: list[Loop]) -> list[str]:
@@ -328,7 +316,7 @@ def recovery(rig: Rig, tmp_path: Path) -> Iterator[Recovery]:
     try:
         yield r
     finally:
-        umount_under(r.root)
+        umount_below(r.root)
         for m in private_mounts_on(r.loops):
             run.run(["umount", "-l", m], check=False)
     assert sha256(decoy.path) == r.decoy_sum, "the decoy disk changed"
@@ -780,7 +768,7 @@ def test_a_top_level_mount_left_by_a_killed_run_is_dropped(sources: dict[str, So
         assert str(left) not in {e.mountpoint for e in mounts.read_mountinfo()}
         compare(src, r.json()["plan"], recovery.describe(targets), targets)
     finally:
-        umount_under(left)
+        umount_below(left)
         if left.exists():
             left.rmdir()
 
