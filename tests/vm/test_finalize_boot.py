@@ -236,6 +236,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
         pytest.skip("the vm tier needs root (loop devices, chroot)")
     if shutil.which("qemu-system-x86_64") is None or shutil.which("lsinitrd") is None:
         pytest.skip("needs qemu-system-x86_64 and lsinitrd (dracut-core) on the host")
+    import blake3
     import tomli_w
 
     timings: dict[str, float] = {}
@@ -261,6 +262,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
         "finalize_in_guest.py": GUEST_PY,
         "py/resurgo": REPO / "src" / "resurgo",
         "py/tomli_w": Path(tomli_w.__file__).parent,
+        "py/blake3": Path(blake3.__file__).parent,
     }
     started = time.monotonic()
     rescue = guest.run_in_guest(

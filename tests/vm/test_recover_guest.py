@@ -386,6 +386,7 @@ def test_md_luks_lvm_are_recreated_resumably_in_a_guest(tmp_path: Path) -> None:
         pytest.skip("the vm tier needs root (loop devices, chroot)")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("no qemu-system-x86_64")
+    import blake3
     import tomli_w
 
     desc = description()
@@ -402,6 +403,7 @@ def test_md_luks_lvm_are_recreated_resumably_in_a_guest(tmp_path: Path) -> None:
         "stall-lv": str(stall_lv),
         "py/resurgo": REPO / "src" / "resurgo",
         "py/tomli_w": Path(tomli_w.__file__).parent,
+        "py/blake3": Path(blake3.__file__).parent,
     }
     disks = [guest.Drive(guest.blank_disk(tmp_path / f"{d}.img", s), serial=f"rsg-{d}")
              for d, s in DISK_SIZES.items()]

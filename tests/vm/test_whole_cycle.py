@@ -186,6 +186,7 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
         pytest.skip("needs qemu-system-x86_64 and lsinitrd (dracut-core) on the host")
     if not guest.OVMF_FD.exists() or shutil.which("zstd") is None:
         pytest.skip("needs OVMF (ovmf) and zstd on the host")
+    import blake3
     import tomli_w
 
     times: dict[str, Any] = {}
@@ -231,6 +232,7 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
             "markers/home.bin": markers["home.bin"],
             "py/resurgo": REPO / "src" / "resurgo",
             "py/tomli_w": Path(tomli_w.__file__).parent,
+            "py/blake3": Path(blake3.__file__).parent,
         },
         extra_disks=[guest.Drive(set_disk, serial="resurgo-set")],
         firmware="uefi",

@@ -230,6 +230,7 @@ def test_bios_mbr_raid_luks_lvm_save_rescue_recover_boot(tmp_path: Path) -> None
         pytest.skip("needs qemu-system-x86_64 and lsinitrd (dracut-core) on the host")
     if shutil.which("zstd") is None:
         pytest.skip("needs zstd on the host")
+    import blake3
     import tomli_w
 
     times: dict[str, Any] = {}
@@ -311,6 +312,7 @@ def test_bios_mbr_raid_luks_lvm_save_rescue_recover_boot(tmp_path: Path) -> None
             "markers/data.bin": markers["data.bin"],
             "py/resurgo": REPO / "src" / "resurgo",
             "py/tomli_w": Path(tomli_w.__file__).parent,
+            "py/blake3": Path(blake3.__file__).parent,
         },
         extra_disks=source_disks,
         timeout=1200,
