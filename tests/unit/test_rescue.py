@@ -13,7 +13,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import blake3
 import pytest
+import tomli_w
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,6 +36,7 @@ from resurgo.rescue import (
 from resurgo.rescue import keys as rkeys
 from resurgo.rescue.agent import recover_argv
 from resurgo.rescue.cmdline import After, Dhcp, Embedded, MediumUrl, Mode, OnDevice, StaticIp
+from resurgo.rescue.layout import SITE_DIR
 
 # ----------------------------------------------------------------- the kernel command line
 
@@ -430,6 +433,124 @@ def test_compiled_bytecode_runs() -> None:
     ns: dict[str, object] = {}
     exec(marshal.loads(code[16:]), ns)
     assert ns["X"] == 42
+
+
+# ----------------------------------------------------------------- packages with extension modules
+
+BLAKE3_SO = (
+    Path(blake3.__file__).parent / f"blake3.{sys.implementation.cache_tag}-x86_64-linux-gnu.so"
+)
+ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+
+
+def test_the_rescue_carries_resurgo_and_what_it_imports() -> None:
+    assert [m.__name__ for m in build.carried_packages()] == ["resurgo", "tomli_w", "blake3"]
+    assert blake3.blake3(b"abc").hexdigest() == ABC
+
+
+def test_blake3_goes_in_with_its_extension_module() -> None:
+    assert BLAKE3_SO.is_file()
+    files = dict(python.package_files(blake3))
+    assert files["blake3/__init__.py"] == Path(blake3.__file__)
+    assert files[f"blake3/{BLAKE3_SO.name}"] == BLAKE3_SO
+    assert "blake3/py.typed" in files
+    assert not any(rel.endswith(".pyi") or "__pycache__" in rel for rel in files)
+
+    py = python.find_python(Path("/"))
+    buf = io.BytesIO()
+    w = cpio.Writer(buf)
+    reports, compiled = python.add_packages(w, py, [tomli_w, blake3])
+    w.close()
+    entries = {e.name: e for e in cpio.read(buf.getvalue())}
+    site = SITE_DIR.lstrip("/")
+    so = entries[f"{site}/blake3/{BLAKE3_SO.name}"]
+    assert so.data == BLAKE3_SO.read_bytes()
+    assert so.mode == stat.S_IFREG | 0o755
+    assert entries[f"{site}/blake3/__init__.py"].mode == stat.S_IFREG | 0o644
+    assert f"{site}/blake3/__pycache__/__init__.{py.cache_tag}.pyc" in entries
+    assert f"{site}/tomli_w/_writer.py" in entries
+    assert compiled
+    by_name = {r.name: r for r in reports}
+    assert by_name["blake3"].version == blake3.__version__
+    assert by_name["blake3"].files == len(files)
+    assert by_name["blake3"].extension_modules == (f"{SITE_DIR}/blake3/{BLAKE3_SO.name}",)
+    assert by_name["tomli_w"].extension_modules == ()
+
+
+def test_the_libraries_of_blake3_on_this_machine() -> None:
+    py = python.find_python(Path("/"))
+    extensions = python.package_extensions(py, build.carried_packages())
+    assert extensions == [BLAKE3_SO]
+    libs = python.package_libraries(py, extensions)
+    names = [Path(lib).name for lib in libs]
+    for name in elf.needed(BLAKE3_SO.read_bytes()):
+        assert name in names, name
+    assert "libgcc_s.so.1" in names and "libc.so.6" in names
+    assert len(names) == len(set(names))
+    assert all(Path(lib).is_file() for lib in libs)
+
+
+def _tree_with_libs(root: Path, names: list[str]) -> None:
+    libdir = root / "usr/lib/x86_64-linux-gnu"
+    libdir.mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")
+    for name in names:
+        (libdir / name).write_bytes(b"not an ELF file")  # needs nothing more
+
+
+def test_the_libraries_of_blake3_come_from_the_tree(tmp_path: Path) -> None:
+    """The module is read on the build machine; its libraries are looked for in the tree
+    the image is built from, never on the build machine."""
+    needed = elf.needed(BLAKE3_SO.read_bytes())
+    assert "libgcc_s.so.1" in needed
+    _tree_with_libs(tmp_path, needed)
+    py = python.PythonInstall(tmp_path, "/usr/bin/python3.11", sys.version_info[:2], ())
+    libs = python.package_libraries(py, [BLAKE3_SO])
+    assert libs == [f"/lib/x86_64-linux-gnu/{name}" for name in needed]
+
+    bare = tmp_path / "bare"
+    _tree_with_libs(bare, [n for n in needed if n != "libgcc_s.so.1"])
+    with pytest.raises(PreconditionFailed) as e:
+        python.package_libraries(python.PythonInstall(bare, py.binary, py.version, ()), [BLAKE3_SO])
+    assert "libgcc_s.so.1" in str(e.value) and str(bare) in str(e.value)
+
+
+def _tree_with_python(root: Path, version: str, platform: str) -> python.PythonInstall:
+    stdlib = root / f"usr/lib/python{version}"
+    (stdlib / "lib-dynload").mkdir(parents=True)
+    (stdlib / "os.py").write_text("")
+    tag = version.replace(".", "")
+    (stdlib / f"lib-dynload/_ssl.cpython-{tag}-{platform}.so").write_bytes(b"")
+    (root / "usr/bin").mkdir(parents=True)
+    (root / f"usr/bin/python{version}").write_bytes(b"")
+    (root / "usr/bin/python3").symlink_to(f"python{version}")
+    return python.find_python(root)
+
+
+def test_extension_suffixes_of_the_images_python(tmp_path: Path) -> None:
+    py = _tree_with_python(tmp_path, "3.11", "x86_64-linux-gnu")
+    assert python.extension_suffixes(py) == (".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so")
+    assert python.package_extensions(py, [blake3]) == [BLAKE3_SO]
+
+
+@pytest.mark.parametrize(
+    ("version", "platform"), [("3.12", "x86_64-linux-gnu"), ("3.11", "aarch64-linux-gnu")]
+)
+def test_an_extension_module_for_another_python_stops_the_build(
+    tmp_path: Path, version: str, platform: str
+) -> None:
+    py = _tree_with_python(tmp_path, version, platform)
+    tag = version.replace(".", "")
+    assert python.extension_suffixes(py)[0] == f".cpython-{tag}-{platform}.so"
+    # Pure Python goes anywhere.
+    assert python.package_extensions(py, [tomli_w]) == []
+    with pytest.raises(PreconditionFailed) as e:
+        python.package_extensions(py, build.carried_packages())
+    message = str(e.value)
+    assert f"Python {version}" in message and BLAKE3_SO.name in message
+    assert "blake3" in message and "--sysroot" in message
+    with pytest.raises(PreconditionFailed):
+        python.add_packages(cpio.Writer(io.BytesIO()), py, [blake3])
 
 
 # ----------------------------------------------------------------- cpio and ELF

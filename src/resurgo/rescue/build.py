@@ -8,8 +8,9 @@ How it is made:
    their dependencies, from the system at ``sysroot`` (dracut --sysroot) and the kernel
    at ``kernel_root``. Only dracut's "bash" module: no dracut init, no udev, no hooks.
 2. resurgo writes a second cpio archive (cpio.py): /init, the Python standard library,
-   resurgo and tomli_w, firmware of the devices present, the set's description, and
-   the small configuration files (layout.py).
+   resurgo, tomli_w and blake3 (whose extension module's libraries dracut brought in
+   step 1), firmware of the devices present, the set's description, and the small
+   configuration files (layout.py).
 3. Both archives, one after the other, are compressed once: the initramfs, which is the
    whole rescue system (no root filesystem: it boots wherever the kernel boots).
 4. grub-mkrescue puts the kernel, the initramfs and a boot menu into a hybrid ISO
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from resurgo import __version__, run
@@ -148,9 +150,19 @@ class RescueReport:
                 "version": self.python.version,
                 "binary": self.python.binary,
                 "stdlib_files": self.python.stdlib_files,
-                "resurgo_files": self.python.resurgo_files,
                 "extension_modules": self.python.extension_modules,
                 "compiled": self.python.compiled,
+                "package_files": self.python.package_files,
+                "packages": [
+                    {
+                        "name": p.name,
+                        "version": p.version,
+                        "files": p.files,
+                        "extension_modules": list(p.extension_modules),
+                    }
+                    for p in self.python.packages
+                ],
+                "libraries": list(self.python.libraries),
             },
             "description_sha256": self.description_sha256,
             "host": self.host,
@@ -260,6 +272,22 @@ def collect_programs(root: Path, extra: Sequence[str]) -> Collected:
     return out
 
 
+def carried_packages() -> list[ModuleType]:
+    """resurgo and the packages it imports, as installed with the resurgo doing the build."""
+    try:
+        import blake3
+        import tomli_w
+    except ImportError as e:
+        raise PreconditionFailed(
+            f"{e.name} is not installed with this resurgo, and the rescue needs it",
+            f"install it: pip install {(e.name or '').replace('_', '-')}",
+        ) from None
+
+    import resurgo
+
+    return [resurgo, tomli_w, blake3]
+
+
 def load_description(path: Path) -> tuple[bytes, str, Description]:
     """The description file, checked: valid, and matching its digest when it has one."""
     raw = document.load_bytes(path)
@@ -367,11 +395,9 @@ def write_resurgo_archive(
     digest: str | None,
     firmware: Sequence[tuple[str, Path]],
     grub: bool,
+    packages: Sequence[ModuleType],
+    package_libraries: Sequence[str] = (),
 ) -> python.PythonReport:
-    import tomli_w
-
-    import resurgo
-
     interpreter = py.binary
     with out.open("wb") as f:
         w = cpio.Writer(f)
@@ -417,7 +443,7 @@ def write_resurgo_archive(
         if grub:
             for d in GRUB_DATA:
                 _add_host_tree(w, sysroot, d, GRUB_SKIP)
-        report = python.add_to_archive(w, py, [resurgo, tomli_w])
+        report = python.add_to_archive(w, py, packages, libraries=package_libraries)
         w.close()
     return report
 
@@ -503,9 +529,13 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
         firmware = kernel.firmware_files(kroot, kernel.firmware_names(kern, mplan.present))
         progs = collect_programs(sysroot, options.extra_programs)
         py = python.find_python(sysroot)
+        packages = carried_packages()
+        # Before dracut's minutes: a package built for another Python stops the build.
+        pkg_libraries = python.package_libraries(py, python.package_extensions(py, packages))
         dynload = python.extension_modules(py)
         # dracut resolves the libraries of executables only; extension modules are not.
         libraries, missing_libs = elf.library_closure(sysroot, dynload)
+        libraries = list(dict.fromkeys([*libraries, *pkg_libraries]))
         warnings += [
             f"{name}: a library of Python's extension modules, not in {sysroot}"
             for name in missing_libs
@@ -560,6 +590,8 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
                 digest=digest,
                 firmware=firmware,
                 grub=find_program(sysroot, "grub-install") is not None,
+                packages=packages,
+                package_libraries=pkg_libraries,
             )
         tree = work / "iso"
         (tree / "boot/grub").mkdir(parents=True)

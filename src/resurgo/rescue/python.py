@@ -5,9 +5,12 @@ from (the running one, or ``--sysroot``): the rescue runs what the machine runs.
 The standard library goes in without its test suites, GUIs and installers
 (contents.keep_stdlib_file); its extension modules go in as programs, so that the
 image builder brings their shared libraries (libssl, libffi, libz ...) along.
-resurgo and tomli_w come from the resurgo doing the build, byte-compiled when the
-interpreter in the image is the same version (the rescue boots under emulation too,
-where compiling every module at each start costs seconds).
+resurgo and the packages it imports (tomli_w, blake3) come from the resurgo doing the
+build, byte-compiled when the interpreter in the image is the same version (the rescue
+boots under emulation too, where compiling every module at each start costs seconds).
+A package's extension module (blake3's) is built for one Python: it goes in only when
+the image's interpreter can import it, and its shared libraries come from the tree the
+image is built from, where the rescue's dynamic linker will look for them.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator
+import sysconfig
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 
 from resurgo.errors import PreconditionFailed
 from resurgo.probe import rootfs
-from resurgo.rescue import contents, cpio
+from resurgo.rescue import contents, cpio, elf
 from resurgo.rescue.layout import SITE_DIR
 
 MIN_VERSION = (3, 11)
@@ -48,6 +52,11 @@ class PythonInstall:
     @property
     def name(self) -> str:
         return f"python{self.version[0]}.{self.version[1]}"
+
+    @property
+    def where(self) -> str:
+        """The interpreter as a person finds it from the build machine."""
+        return self.binary if rootfs.is_running_root(self.root) else f"{self.root}{self.binary}"
 
 
 def _versioned(root: Path, inside: str) -> tuple[str, tuple[int, int]] | None:
@@ -111,6 +120,24 @@ def extension_modules(py: PythonInstall) -> list[str]:
     return out
 
 
+def extension_suffixes(py: PythonInstall) -> tuple[str, ...]:
+    """The file name endings the image's interpreter imports extension modules from (as
+    importlib.machinery.EXTENSION_SUFFIXES there): its own tag, read off the standard
+    library's extension modules (``.cpython-311-x86_64-linux-gnu.so``), the stable ABI's
+    and the bare ``.so``."""
+    own = {
+        "." + name.split(".", 1)[1]
+        for name in (PurePosixPath(p).name for p in extension_modules(py))
+        if name.count(".") >= 2 and name.split(".", 2)[1].startswith(f"{py.cache_tag}-")
+    }
+    if not own:
+        # An interpreter without lib-dynload (all built in): this machine's platform tag
+        # with the image's version.
+        ext = str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+        own = {ext.replace(sys.implementation.cache_tag or "", py.cache_tag, 1)}
+    return (*sorted(own), ".abi3.so", ".so")
+
+
 def stdlib_files(py: PythonInstall, *, pycache: bool = True) -> Iterator[tuple[str, Path]]:
     """(path in the image, where the host reads it) for the pure standard library."""
     for d in py.stdlib:
@@ -140,8 +167,13 @@ def _package_dir(module: ModuleType) -> Path:
     return path.parent if path.name == "__init__.py" else path
 
 
+def is_extension(name: str) -> bool:
+    return name.endswith(".so")
+
+
 def package_files(module: ModuleType) -> Iterator[tuple[str, Path]]:
-    """(path below SITE_DIR, host path) of a pure-Python package or module's sources."""
+    """(path below SITE_DIR, host path) of a package or module's sources and extension
+    modules (what runs: no stubs, no bytecode of this machine's Python)."""
     base = _package_dir(module)
     if base.is_file():
         yield base.name, base
@@ -149,9 +181,60 @@ def package_files(module: ModuleType) -> Iterator[tuple[str, Path]]:
     for top, dirs, names in os.walk(base):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(names):
-            if name.endswith(".py") or name == "py.typed":
+            if name.endswith(".py") or name == "py.typed" or is_extension(name):
                 host = Path(top, name)
                 yield f"{module.__name__}/{host.relative_to(base)}", host
+
+
+def package_extensions(py: PythonInstall, packages: Iterable[ModuleType]) -> list[Path]:
+    """The extension modules of ``packages`` (host paths), each one that the image's
+    interpreter imports: a module built for another Python is refused, not carried into
+    a rescue that could not restore without it."""
+    suffixes = extension_suffixes(py)
+    out: list[Path] = []
+    for module in packages:
+        for rel, host in package_files(module):
+            name = PurePosixPath(rel).name
+            if not is_extension(name):
+                continue
+            if "." + name.partition(".")[2] not in suffixes:
+                version = f"{py.version[0]}.{py.version[1]}"
+                raise PreconditionFailed(
+                    f"{module.__name__} here is built for another Python than the rescue's "
+                    f"{py.where} (Python {version}, which imports {suffixes[0]} modules, "
+                    f"not {host.name}): the rescue could not import it",
+                    f"build the rescue with a Python {version} that has resurgo and "
+                    f"{module.__name__} installed, or from a --sysroot whose python3 is "
+                    f"{sys.version_info[0]}.{sys.version_info[1]} like this one",
+                )
+            out.append(host)
+    return out
+
+
+def package_libraries(py: PythonInstall, extensions: Sequence[Path]) -> list[str]:
+    """The shared libraries (paths inside the tree, transitively) that the packages'
+    extension modules need: the modules are read on this machine, the libraries are
+    found in the tree, where the rescue's dynamic linker will look for them."""
+    dirs = elf.library_dirs(py.root)
+    direct: list[str] = []
+    missing: list[str] = []
+    for host in extensions:
+        for name in elf.needed(host.read_bytes()):
+            lib = elf.find_library(py.root, name, dirs)
+            if lib is None:
+                missing.append(f"{name} (for {host.name})")
+            elif lib not in direct:
+                direct.append(lib)
+    deeper, not_found = elf.library_closure(py.root, direct)
+    missing += not_found
+    if missing:
+        where = "this machine" if rootfs.is_running_root(py.root) else str(py.root)
+        raise PreconditionFailed(
+            f"{where} lacks {', '.join(dict.fromkeys(missing))}, which resurgo's Python "
+            "packages need in the rescue",
+            "install the package that has it (dpkg -S, apt-file search)",
+        )
+    return list(dict.fromkeys([*direct, *deeper]))
 
 
 def compile_for(py: PythonInstall, source: bytes, image_path: str) -> bytes | None:
@@ -167,34 +250,68 @@ def compile_for(py: PythonInstall, source: bytes, image_path: str) -> bytes | No
 
 
 @dataclass(frozen=True)
+class PackageReport:
+    """One package carried from the build machine (resurgo, tomli_w, blake3)."""
+
+    name: str
+    version: str | None
+    files: int
+    #: Its extension modules, as paths in the image.
+    extension_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PythonReport:
     version: str
     binary: str
     stdlib_files: int
-    resurgo_files: int
+    #: The standard library's extension modules (lib-dynload).
     extension_modules: int
     compiled: bool
+    packages: tuple[PackageReport, ...] = ()
+    #: The shared libraries the packages' extension modules need (paths in the tree,
+    #: and so in the image).
+    libraries: tuple[str, ...] = ()
+
+    @property
+    def package_files(self) -> int:
+        return sum(p.files for p in self.packages)
 
 
-def add_to_archive(
-    w: cpio.Writer, py: PythonInstall, packages: list[ModuleType], *, pycache: bool = True
-) -> PythonReport:
-    """Put the standard library and ``packages`` (resurgo, tomli_w) into the archive."""
+def add_stdlib(w: cpio.Writer, py: PythonInstall, *, pycache: bool = True) -> int:
+    """Put the pure standard library into the archive; the number of files."""
     n_std = 0
     for image_path, host in stdlib_files(py, pycache=pycache):
         st = host.stat()
         w.ensure_dirs(image_path)
         w.add(cpio.Entry(image_path, stat.S_IFREG | 0o644, host.read_bytes(), int(st.st_mtime)))
         n_std += 1
-    n_pkg = 0
+    return n_std
+
+
+def add_packages(
+    w: cpio.Writer, py: PythonInstall, packages: Sequence[ModuleType]
+) -> tuple[tuple[PackageReport, ...], bool]:
+    """Put ``packages`` below SITE_DIR (bytecode too when this Python can compile it):
+    their reports, and whether anything was compiled."""
+    package_extensions(py, packages)  # refuses a module the image could not import
+    reports: list[PackageReport] = []
     compiled = False
     for module in packages:
+        n_files = 0
+        extensions: list[str] = []
         for rel, host in package_files(module):
             image_path = f"{SITE_DIR}/{rel}"
             data = host.read_bytes()
             w.ensure_dirs(image_path)
-            w.add(cpio.Entry.file(image_path, data, mtime=int(host.stat().st_mtime)))
-            n_pkg += 1
+            mtime = int(host.stat().st_mtime)
+            if is_extension(rel):
+                # As pip installs it: the dynamic linker maps it, as it does a library.
+                w.add(cpio.Entry.file(image_path, data, 0o755, mtime=mtime))
+                extensions.append(image_path)
+            else:
+                w.add(cpio.Entry.file(image_path, data, mtime=mtime))
+            n_files += 1
             if rel.endswith(".py"):
                 code = compile_for(py, data, image_path)
                 if code is not None:
@@ -203,11 +320,37 @@ def add_to_archive(
                     w.ensure_dirs(pyc)
                     w.add(cpio.Entry.file(pyc, code))
                     compiled = True
+        version = getattr(module, "__version__", None)
+        reports.append(
+            PackageReport(
+                module.__name__,
+                version if isinstance(version, str) else None,
+                n_files,
+                tuple(extensions),
+            )
+        )
+    return tuple(reports), compiled
+
+
+def add_to_archive(
+    w: cpio.Writer,
+    py: PythonInstall,
+    packages: Sequence[ModuleType],
+    *,
+    pycache: bool = True,
+    libraries: Sequence[str] = (),
+) -> PythonReport:
+    """Put the standard library and ``packages`` (resurgo, tomli_w, blake3) into the
+    archive. ``libraries``: what the packages' extension modules need, for the report
+    (the image builder installs them with the programs)."""
+    n_std = add_stdlib(w, py, pycache=pycache)
+    reports, compiled = add_packages(w, py, packages)
     return PythonReport(
         version=f"{py.version[0]}.{py.version[1]}",
         binary=py.binary,
         stdlib_files=n_std,
-        resurgo_files=n_pkg,
         extension_modules=len(extension_modules(py)),
         compiled=compiled,
+        packages=reports,
+        libraries=tuple(libraries),
     )
