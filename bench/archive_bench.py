@@ -69,7 +69,7 @@ class Plain:
 
 # Through the medium's FileWriter, as `resurgo save` writes: it hashes what it stores.
 index = {}
-def done(entry): index[entry.name] = [entry.size, entry.sha256]
+def done(entry): index[entry.name] = [entry.size, entry.digest]
 with FileWriter(archive, Plain(archive), done) as a, \
         FileWriter(manifest, Plain(manifest), done) as m:
     save_tree(src, a, m, set_id="bench", level=int(level),
@@ -89,10 +89,10 @@ dst, archive, manifest, identity, writers = sys.argv[1:6]
 with open(archive + ".index") as f:
     index = json.load(f)
 
-# Through the medium's FileReader, as `resurgo recover` reads: it checks size and sha256.
+# Through the medium's FileReader, as `resurgo recover` reads: it checks size and digest.
 def source(path):
-    size, sha256 = index[path]
-    return Source(path, lambda: FileReader(FileEntry(path, size, sha256),
+    size, digest = index[path]
+    return Source(path, lambda: FileReader(FileEntry(path, size, digest),
                                            LocalSource(path, Path(path)), "bench"))
 
 restore_tree(dst, source(manifest), {"bench": source(archive)},

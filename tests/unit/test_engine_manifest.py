@@ -97,7 +97,9 @@ def test_manifest_refuses_damage() -> None:
     with pytest.raises(ManifestError, match="not a resurgo manifest"):
         _read(b"hello\n")
     with pytest.raises(ManifestError, match="version 7"):
-        _read(good.replace(b"manifest 1", b"manifest 7"))
+        _read(good.replace(b"manifest 2", b"manifest 7"))
+    with pytest.raises(ManifestError, match="version 1"):  # sha256 digests: not read
+        _read(good.replace(b"manifest 2", b"manifest 1"))
     with pytest.raises(ManifestError, match=r"unsafe|relative"):
         _read(good.replace(b"\ta\t", b"\t../a\t"))
     with pytest.raises(ManifestError, match="after the end"):

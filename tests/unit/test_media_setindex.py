@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
 from datetime import UTC, datetime
 
 import pytest
+from blake3 import blake3
 
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import setindex
@@ -16,7 +16,7 @@ from resurgo.media.setindex import FileEntry, SetKind, SetMeta
 from resurgo.media.streams import BytesSource, FileReader, FileWriter
 
 WHEN = datetime(2026, 11, 25, 23, 30, 0, 123456, tzinfo=UTC)
-SHA = hashlib.sha256(b"x").hexdigest()
+SHA = blake3(b"x").hexdigest()
 
 
 def index(**meta: object) -> setindex.SetIndex:
@@ -40,7 +40,7 @@ def test_round_trip_and_format() -> None:
     doc = json.loads(data)
     assert doc == {
         "format": "resurgo-set",
-        "version": 1,
+        "version": 2,
         "id": "20261125T233000Z-ab12",
         "created": "2026-11-25T23:30:00.123456Z",
         "kind": "incremental",
@@ -48,8 +48,8 @@ def test_round_trip_and_format() -> None:
         "host": "db1",
         "labels": {"resurgo": "0.1.0"},
         "files": [
-            {"name": "archives/root.tar.zst", "size": 0, "sha256": SHA},
-            {"name": "description.toml", "size": 1, "sha256": SHA},
+            {"name": "archives/root.tar.zst", "size": 0, "blake3": SHA},
+            {"name": "description.toml", "size": 1, "blake3": SHA},
         ],
     }
     assert idx.size == 1
@@ -70,11 +70,12 @@ def test_created_without_microseconds_is_read() -> None:
         ({"kind": "weekly"}, "weekly"),
         ({"kind": "incremental"}, "needs the id of its parent"),
         ({"created": "yesterday"}, "bad time"),
-        ({"files": [{"name": "../x", "size": 1, "sha256": SHA}]}, "cannot be the name"),
-        ({"files": [{"name": "a", "size": -1, "sha256": SHA}]}, "bad size"),
-        ({"files": [{"name": "a", "size": True, "sha256": SHA}]}, "bad size"),
-        ({"files": [{"name": "a", "size": 1, "sha256": "00"}]}, "bad sha256"),
-        ({"files": [{"name": "a", "size": 1, "sha256": SHA}] * 2}, "listed twice"),
+        ({"files": [{"name": "../x", "size": 1, "blake3": SHA}]}, "cannot be the name"),
+        ({"files": [{"name": "a", "size": -1, "blake3": SHA}]}, "bad size"),
+        ({"files": [{"name": "a", "size": True, "blake3": SHA}]}, "bad size"),
+        ({"files": [{"name": "a", "size": 1, "blake3": "00"}]}, "bad blake3 digest"),
+        ({"files": [{"name": "a", "size": 1, "sha256": SHA}]}, "blake3"),
+        ({"files": [{"name": "a", "size": 1, "blake3": SHA}] * 2}, "listed twice"),
         ({"labels": {"a": 1}}, "labels are not strings"),
     ],
 )
@@ -88,8 +89,11 @@ def test_damaged_index(change: dict[str, object], why: str) -> None:
 
 def test_newer_version_refused_and_not_json() -> None:
     doc = json.loads(setindex.encode(index()))
-    doc["version"] = 2
+    doc["version"] = 3
     with pytest.raises(OperationFailed, match="newer than this resurgo reads"):
+        setindex.decode(json.dumps(doc).encode(), "x")
+    doc["version"] = 1
+    with pytest.raises(OperationFailed, match="version 1 by an earlier resurgo"):
         setindex.decode(json.dumps(doc).encode(), "x")
     with pytest.raises(OperationFailed, match="unreadable"):
         setindex.decode(b"\xff{", "x")
@@ -132,7 +136,7 @@ def test_writer_hashes_and_aborts_on_exception() -> None:
         f.write(b"hello ")
         f.write(memoryview(b"world"))
     assert sink.state == "finished" and bytes(sink.data) == b"hello world"
-    assert done == [FileEntry("a", 11, hashlib.sha256(b"hello world").hexdigest())]
+    assert done == [FileEntry("a", 11, blake3(b"hello world").hexdigest())]
     sink2 = ListSink()
     with pytest.raises(RuntimeError), FileWriter("b", sink2, done.append) as f:
         f.write(b"x")
@@ -147,7 +151,7 @@ def test_writer_hashes_and_aborts_on_exception() -> None:
 
 
 def test_reader_checks_size_and_digest_at_the_end() -> None:
-    good = FileEntry("a", 5, hashlib.sha256(b"hello").hexdigest())
+    good = FileEntry("a", 5, blake3(b"hello").hexdigest())
     assert FileReader(good, BytesSource(b"hello"), "w").read() == b"hello"
     buffered = io.BufferedReader(FileReader(good, BytesSource(b"hello"), "w"))
     assert buffered.read(2) == b"he" and buffered.read() == b"llo"
@@ -155,5 +159,16 @@ def test_reader_checks_size_and_digest_at_the_end() -> None:
         FileReader(good, BytesSource(b"hell"), "w").read()
     with pytest.raises(OperationFailed, match="longer than"):
         FileReader(good, BytesSource(b"hello!"), "w").read()
-    with pytest.raises(OperationFailed, match="sha256 differs"):
+    with pytest.raises(OperationFailed, match="digest differs"):
         FileReader(good, BytesSource(b"jello"), "w").read()
+
+
+def test_the_digest_is_blake3() -> None:
+    # The published test value of BLAKE3 ("abc"), and the streaming form agrees.
+    from resurgo import digest
+
+    abc = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+    assert digest.hex_of(b"abc") == abc
+    running = digest.new(b"a")
+    running.update(memoryview(b"bc"))
+    assert running.hexdigest() == abc and digest.of(b"abc") == bytes.fromhex(abc)

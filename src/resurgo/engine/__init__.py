@@ -30,13 +30,13 @@ streaming; the manifest goes the same way. The system programs are used rather t
 Python binding because they are what a small rescue image has, and ``zstd -T0``
 compresses on every core in its own process, beside our reading and hashing.
 
-Archive format, version 1
+Archive format, version 2
 =========================
 
 The plaintext inside zstd (and age) is a sequence of records; integers are little
 endian::
 
-    start   "RSGOARC\\0"  u16 version (1)  u16 n  set id (n bytes, UTF-8)  u32 crc32
+    start   "RSGOARC\\0"  u16 version (2)  u16 n  set id (n bytes, UTF-8)  u32 crc32
     entry   "E"  u32 n  u64 p  header (n bytes)  u32 crc32(frame+header)  payload (p bytes)
     end     "Z"  u64 number of entries  u64 payload bytes  u32 crc32
 
@@ -46,8 +46,9 @@ endian::
             xattr count x (u16 name length  u32 value length  name  value)
             extent count x (u64 offset  u64 length)
 
-    payload (kind f only): the bytes of each extent in order, then the 32-byte sha256 of
-            the file's content as a reader sees it (holes read as zeros)
+    payload (kind f only): the bytes of each extent in order, then the 32-byte digest of
+            the file's content as a reader sees it (holes read as zeros): BLAKE3, see
+            resurgo.digest (version 1 had sha256 there, and is not read)
 
 Kinds: ``f`` regular file, ``d`` directory, ``l`` symlink (target = link text), ``h`` hard
 link (target = the path of the group's first file, earlier in the same archive), ``c``/``b``
@@ -61,15 +62,15 @@ ACLs as system.posix_acl_access/default.
 
 Entries are in walk order: depth first, pre-order, names sorted as bytes — the order of
 the tuples of path components (names.walk_key). The crc32s find a damaged header before
-it is believed; the sha256 after each file finds damaged data; the end record tells a
+it is believed; the digest after each file finds damaged data; the end record tells a
 complete archive from a truncated one. A reader refuses any other version.
 
-Manifest format, version 1
+Manifest format, version 2
 ==========================
 
 See resurgo.engine.manifest: zstd-compressed (and age-encrypted with the archive) UTF-8
 text, one line per entry in walk order with kind, path, st_mode, owner, size, mtime,
-ctime, inode, rdev, content sha256, xattr sha256, the set holding the entry and the link
+ctime, inode, rdev, content digest, xattr digest, the set holding the entry and the link
 target; a header naming the chain of sets; an end line with the count.
 
 Incremental sets

@@ -3,19 +3,19 @@
 Text, UTF-8, one entry per line in walk order (see names.walk_key), fields separated by
 tabs; lines starting with ``#`` are the header and the end line::
 
-    #resurgo-manifest 1
+    #resurgo-manifest 2
     #set 0 <set id of the full set>
     #set 1 <set id of the next incremental>        one line per set of the chain, in order;
     #root <path the tree was saved from>           the last one is this manifest's own set
     #exclude <relative path>                       not saved at all
     #empty <relative path>                         saved as an empty directory
-    <kind> <path> <mode> <uid> <gid> <size> <mtime_ns> <ctime_ns> <ino> <rdev> <sha256>
-        <xattrs sha256> <set> <target>
+    <kind> <path> <mode> <uid> <gid> <size> <mtime_ns> <ctime_ns> <ino> <rdev> <digest>
+        <xattrs digest> <set> <target>
     #end <number of entries>
 
 kind is one of f d l h c b p (file, directory, symlink, hard link to an earlier file,
-character device, block device, fifo); mode is octal st_mode; sha256 is the hex digest of
-a file's content (empty for other kinds); xattrs sha256 the digest of its extended
+character device, block device, fifo); mode is octal st_mode; digest is the hex digest of
+a file's content (empty for other kinds); xattrs digest the digest of its extended
 attributes (see xattr_digest; empty when it has none); set the index in the chain of the
 set whose archive holds the entry's record; target the symlink's target or the hard
 link's first path. Paths and targets are escaped with names.escape.
@@ -26,16 +26,16 @@ a restore must produce; the end line tells a complete manifest from a truncated 
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from resurgo import digest as content_digest
 from resurgo.engine.names import BadPath, check_path, escape, unescape, walk_key
 from resurgo.engine.records import HARDLINK, KINDS
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 _MAGIC = "#resurgo-manifest"
 _FIELDS = 14
 
@@ -55,7 +55,7 @@ class Entry(NamedTuple):
     ctime_ns: int
     ino: int
     rdev: int
-    digest: str  # hex sha256 of the content; "" for all but files and hard links
+    digest: str  # hex digest (BLAKE3) of the content; "" for all but files and hard links
     xattr_digest: str  # "" when the entry has no extended attributes
     set_index: int
     target: bytes  # symlink target / first path of the hard-link group; b"" otherwise
@@ -82,7 +82,7 @@ def xattr_digest(xattrs: Iterable[tuple[str, bytes]]) -> str:
     items = sorted(xattrs)
     if not items:
         return ""
-    h = hashlib.sha256()
+    h = content_digest.new()
     for name, value in items:
         raw = name.encode("utf-8", "surrogateescape")
         h.update(struct.pack("<II", len(raw), len(value)))

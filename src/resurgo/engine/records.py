@@ -5,7 +5,7 @@ The layout is documented in the package docstring (resurgo.engine). In short::
     stream  := start entry* end
     start   := "RSGOARC\\0" u16:version u16:n set_id[n] u32:crc32
     entry   := "E" u32:n u64:p header[n] u32:crc32(frame+header) payload[p]
-    payload := data of each extent, then the 32-byte sha256 of the content (files only)
+    payload := data of each extent, then the 32-byte digest (BLAKE3) of the content (files only)
     end     := "Z" u64:entries u64:payload_bytes u32:crc32
 
 All integers are little endian.
@@ -21,8 +21,8 @@ from typing import NamedTuple
 from resurgo.engine.names import BadPath, check_path
 
 MAGIC = b"RSGOARC\0"
-VERSION = 1
-DIGEST_SIZE = 32  # sha256
+VERSION = 2
+DIGEST_SIZE = 32  # resurgo.digest.SIZE: BLAKE3
 
 # kind letters, shared with the manifest
 FILE, DIR, SYMLINK, HARDLINK, CHR, BLK, FIFO = "f", "d", "l", "h", "c", "b", "p"

@@ -19,7 +19,6 @@ compared with the manifest's.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import mmap
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import IO, cast
 
 import resurgo
+from resurgo import digest as content_digest
 from resurgo import run
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed
 from resurgo.engine.manifest import decode_entry
@@ -68,6 +68,10 @@ CHUNK = 1 << 20
 SMALL = 1 << 20  # files with more data are written by the reader itself, streaming
 SLOT = 4 << 20
 SLOT_RECORDS = 1024  # a slot goes out at this many records even when not full
+
+
+def _update(hasher: content_digest.Hasher, chunk: bytes) -> None:
+    hasher.update(chunk)
 
 
 @dataclass(frozen=True)
@@ -357,19 +361,19 @@ class _SetRestore:
             raise RestoreFailed(f"cannot create {escape(h.path)}: {e.strerror}",
                                 archive=self.name, paths=(escape(h.path),)) from None
         # The hash and the writes run in threads of their own while this one reads the
-        # next chunk: hashlib, os.pwrite and the pipe's read all release the GIL.
+        # next chunk: the hasher, os.pwrite and the pipe's read all release the GIL.
         pending: deque[Future[None]] = deque()
         try:
             if not (len(h.extents) == 1 and h.extents[0] == (0, h.size)):
                 os.ftruncate(fd, h.size)
-            hasher = hashlib.sha256()
+            hasher = content_digest.new()
             pos = 0
             for offset, length in h.extents:
                 pending.append(self.hasher.submit(hash_zeros, hasher, offset - pos))
                 done = 0
                 while done < length:
                     chunk = rr.read_exact(min(CHUNK, length - done))
-                    pending.append(self.hasher.submit(hasher.update, chunk))
+                    pending.append(self.hasher.submit(_update, hasher, chunk))
                     pending.append(self.writes.submit(pwrite_all, fd, chunk, offset + done))
                     done += len(chunk)
                     while len(pending) > 8:

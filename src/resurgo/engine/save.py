@@ -15,7 +15,6 @@ or by writing to the block device under the file system; a full set does.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import stat
@@ -23,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resurgo import digest as content_digest
 from resurgo.engine import fsmeta, views
 from resurgo.engine.errors import SaveFailed
 from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter, xattr_digest
@@ -188,19 +188,19 @@ class _Saver:
 
     def copy_data(self, fd: int, rel: bytes, size: int,
                   extents: tuple[tuple[int, int], ...]) -> bytes:
-        """Stream the extents into the archive; the sha256 of the whole content."""
+        """Stream the extents into the archive; the digest of the whole content."""
         if len(extents) == 1 and extents[0][1] == size and size <= SMALL:
             data = os.read(fd, size)
             if len(data) < size:
                 self.note(rel, "shrank while saving (the rest is stored as zeros)")
                 data += bytes(size - len(data))
-            digest = hashlib.sha256(data).digest()
+            digest = content_digest.of(data)
             self.emit(data)
             self.emit(digest)
             self.payload += size + DIGEST_SIZE
             self.data_bytes += size
             return digest
-        h = hashlib.sha256()
+        h = content_digest.new()
         pos = 0
         for offset, length in extents:
             self._zeros(h, offset - pos)
@@ -224,7 +224,7 @@ class _Saver:
         return digest
 
     @staticmethod
-    def _zeros(h: hashlib._Hash, n: int) -> None:
+    def _zeros(h: content_digest.Hasher, n: int) -> None:
         # Holes read as zeros, and the digest is of what a reader of the file sees.
         while n > 0:
             step = min(n, CHUNK)

@@ -7,12 +7,12 @@ Mismatch. Inode numbers and ctimes are not compared: a restore cannot keep them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from resurgo import digest as content_digest
 from resurgo.engine import fsmeta
 from resurgo.engine.manifest import Entry, xattr_digest
 from resurgo.engine.names import ROOT, escape, walk_key
@@ -39,7 +39,7 @@ class Mismatch:
 
 
 def file_digest(fd: int) -> str:
-    h = hashlib.sha256()
+    h = content_digest.new()
     while chunk := os.read(fd, CHUNK):
         h.update(chunk)
     return h.hexdigest()

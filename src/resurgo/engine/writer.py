@@ -13,7 +13,6 @@ asked for no writer processes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
@@ -22,6 +21,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 
+from resurgo import digest as content_digest
 from resurgo.engine import fsmeta
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
 from resurgo.engine.manifest import Entry, ManifestError, xattr_digest
@@ -48,7 +48,7 @@ _MESSAGE = struct.Struct("<QQ")  # slot offset, length (0, 0: stop)
 MAX_WARNINGS = 1000
 
 
-def hash_zeros(h: hashlib._Hash, n: int) -> None:
+def hash_zeros(h: content_digest.Hasher, n: int) -> None:
     while n > 0:
         step = min(n, CHUNK)
         h.update(_ZEROS[:step])
@@ -133,11 +133,11 @@ class Applier:
             digest = payload[-DIGEST_SIZE:]
             if len(h.extents) == 1 and h.extents[0][0] == 0 and h.extents[0][1] == h.size:
                 pwrite_all(fd, data, 0)
-                actual = hashlib.sha256(data).digest()
+                actual = content_digest.of(data)
             else:
                 if h.size:
                     os.ftruncate(fd, h.size)
-                hasher = hashlib.sha256()
+                hasher = content_digest.new()
                 pos = 0
                 for offset, length in h.extents:
                     hash_zeros(hasher, offset - pos)

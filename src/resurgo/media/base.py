@@ -203,7 +203,7 @@ class SetReader:
         return self.index.files
 
     def open(self, name: str) -> FileReader:
-        """The file's bytes; at the end of the stream its size and sha256 are checked."""
+        """The file's bytes; at the end of the stream its size and digest are checked."""
         entry = self.index.file(name)
         if entry is None:
             raise OperationFailed(
@@ -241,7 +241,7 @@ class SetReader:
             )
 
     def verify(self) -> None:
-        """Read every file and compare its sha256 with the index."""
+        """Read every file and compare its digest with the index."""
         self.check()
         for entry in self.index.files:
             with self.open(entry.name) as f:

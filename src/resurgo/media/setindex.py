@@ -3,26 +3,26 @@
 A set exists on a medium only once its index is there: every medium writes the
 index as the final, atomic step of a save, so an index that can be read names
 files that were completely written. The index lists every file with its size
-and sha256 (computed while the file was streamed), and the caller's metadata:
+and BLAKE3 digest (resurgo.digest, computed while the file was streamed), and the caller's metadata:
 the kind of the set (full or incremental), its parent, the host it describes.
 
 Format (JSON, UTF-8, keys sorted)::
 
     {
       "format": "resurgo-set",
-      "version": 1,
+      "version": 2,
       "id": "20261125T233000Z-ab12",
       "created": "2026-11-25T23:30:00.123456Z",
       "kind": "full",                      # or "incremental"
       "parent": null,                      # the set id an incremental builds on
       "host": "db1",                       # optional
       "labels": {"resurgo": "0.1.0"},      # optional free-form strings
-      "files": [{"name": "description.toml", "size": 1234, "sha256": "..."}, ...]
+      "files": [{"name": "description.toml", "size": 1234, "blake3": "..."}, ...]
     }
 
 Version policy: a reader refuses a version newer than the one it knows; new
 optional keys may be added without a version change and are ignored by older
-readers.
+readers. Version 1 had sha256 digests; it is not read (its archives are version 1 too).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 from resurgo.errors import BadInput, OperationFailed
 
 FORMAT = "resurgo-set"
-VERSION = 1
+VERSION = 2
 INDEX_NAME = "set.json"
 
 # Set ids sort by time: a UTC timestamp, then a short random part so two saves
@@ -47,7 +47,7 @@ INDEX_NAME = "set.json"
 _SET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-z]{4,16}$")
 # File names inside a set: relative, a few safe characters, no dot files, no "..".
 _NAME_PART = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 class SetKind(StrEnum):
@@ -77,7 +77,7 @@ class SetMeta:
 class FileEntry:
     name: str
     size: int
-    sha256: str
+    digest: str  # hex BLAKE3 of the stored bytes
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def encode(index: SetIndex) -> bytes:
         "created": _timestamp(index.created),
         "kind": str(index.meta.kind),
         "parent": index.meta.parent,
-        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in index.files],
+        "files": [{"name": f.name, "size": f.size, "blake3": f.digest} for f in index.files],
     }
     if index.meta.host is not None:
         doc["host"] = index.meta.host
@@ -182,6 +182,12 @@ def decode(data: bytes, where: str) -> SetIndex:
             f"recovery set {where} was written in index version {version}, "
             f"newer than this resurgo reads ({VERSION})",
             "use a newer resurgo to read it",
+        )
+    if version < VERSION:
+        raise OperationFailed(
+            f"recovery set {where} was written in index version {version} by an earlier "
+            f"resurgo (sha256 digests); this one reads version {VERSION}",
+            "recover it with the resurgo that saved it, then save a new set",
         )
     try:
         set_id = _str(doc, "id")
@@ -223,15 +229,15 @@ def _files(raw: Any) -> tuple[FileEntry, ...]:
             raise ValueError("a file entry is not a table")
         name = check_file_name(_str(item, "name"))
         size = item.get("size")
-        sha = _str(item, "sha256")
+        digest = _str(item, "blake3")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"bad size for {name}")
-        if not _SHA256.match(sha):
-            raise ValueError(f"bad sha256 for {name}")
+        if not _DIGEST.match(digest):
+            raise ValueError(f"bad blake3 digest for {name}")
         if name in seen:
             raise ValueError(f"{name} is listed twice")
         seen.add(name)
-        out.append(FileEntry(name, size, sha))
+        out.append(FileEntry(name, size, digest))
     return tuple(out)
 
 

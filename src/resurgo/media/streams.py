@@ -1,6 +1,6 @@
 """The binary streams a medium hands out: written once, front to back; read front to back.
 
-Writers hash what passes through them (the set index records size and sha256
+Writers hash what passes through them (the set index records size and digest
 without a second read); readers check both when they reach the end, so a file
 that was damaged on the medium is never taken for good. Both are io.RawIOBase,
 so io.BufferedReader, shutil.copyfileobj and the archive engine can use them.
@@ -8,12 +8,12 @@ so io.BufferedReader, shutil.copyfileobj and the archive engine can use them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
+from resurgo import digest
 from resurgo.errors import OperationFailed
 from resurgo.media.setindex import FileEntry
 
@@ -48,7 +48,7 @@ class FileWriter(io.RawIOBase):
         self.name = name
         self._sink = sink
         self._done = done
-        self._hash = hashlib.sha256()
+        self._hash = digest.new()
         self._size = 0
         self._finished = False
 
@@ -103,42 +103,49 @@ class FileWriter(io.RawIOBase):
 
 
 class FileReader(io.RawIOBase):
-    """One file of a set being read; at the end its size and sha256 must match the index."""
+    """One file of a set being read; at the end its size and digest must match the index."""
 
     def __init__(self, entry: FileEntry, source: Source, where: str) -> None:
         super().__init__()
         self.entry = entry
         self._source = source
         self._where = where
-        self._hash = hashlib.sha256()
+        self._hash = digest.new()
         self._size = 0
         self._checked = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(b).cast("B")
-        if self._checked or len(view) == 0:
-            return 0
-        data = self._source.read(len(view))
+    def read(self, size: int = -1, /) -> bytes:
+        # The source's bytes as they are: RawIOBase.read would copy them twice more
+        # (into a buffer for readinto, then out of it), and an archive is gigabytes.
+        if size < 0:
+            return self.readall()
+        if self._checked or size == 0:
+            return b""
+        data = self._source.read(size)
         if not data:
             self._check_end()
-            return 0
-        n = len(data)
-        view[:n] = data
+            return b""
         self._hash.update(data)
-        self._size += n
+        self._size += len(data)
         if self._size > self.entry.size:
             raise self._damaged(f"it is longer than the {self.entry.size} bytes recorded")
-        return n
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
 
     def _check_end(self) -> None:
         self._checked = True
         if self._size != self.entry.size:
             raise self._damaged(f"it has {self._size} bytes, the set recorded {self.entry.size}")
-        if self._hash.hexdigest() != self.entry.sha256:
-            raise self._damaged("its sha256 differs from the one recorded when it was saved")
+        if self._hash.hexdigest() != self.entry.digest:
+            raise self._damaged("its digest differs from the one recorded when it was saved")
 
     def _damaged(self, why: str) -> OperationFailed:
         return OperationFailed(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from resurgo import __version__, run
+from resurgo import __version__, digest, run
 from resurgo.errors import ResurgoError
 from resurgo.rescue import cmdline, keys, locate, system
 from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
@@ -112,7 +112,8 @@ class Config:
     def embedded(self) -> locate.Embedded | None:
         if not DESCRIPTION_PATH.is_file():
             return None
-        return locate.Embedded(self.description_sha256, self.host)
+        # Digested as a set index digests its files, to be compared with theirs.
+        return locate.Embedded(digest.hex_of(DESCRIPTION_PATH.read_bytes()), self.host)
 
 
 class Agent:
@@ -176,7 +177,7 @@ class Agent:
                         set_id=info.id,
                         created=info.created,
                         host=info.host,
-                        description_sha256=entry.sha256 if entry else None,
+                        description_digest=entry.digest if entry else None,
                         device=device,
                     )
                 )

@@ -6,7 +6,7 @@ read-only and looks a few levels down for such directories; a remote medium (SFT
 is listed through resurgo.media.
 
 Which set, when several are found: the image carries the description of the set it was
-made with, so a set whose description is that very file (same sha256) is the one; the
+made with, so a set whose description is that very file (same digest) is the one; the
 newest such set wins (a later save of an unchanged machine). Failing that, the newest
 set of the same host. Sets of several other hosts and no way to tell: no guess, the
 unattended run stops (it would erase disks).
@@ -32,7 +32,7 @@ class Candidate:
     set_id: str
     created: datetime
     host: str | None
-    description_sha256: str | None  # from the set's index; None: it holds no description
+    description_digest: str | None  # from the set's index; None: it holds no description
     device: str | None = None  # the block device of a local medium
 
     @property
@@ -45,7 +45,7 @@ class Candidate:
 class Embedded:
     """What the image knows of its own set."""
 
-    sha256: str | None
+    digest: str | None  # of the image's description.toml, as a set index has it
     host: str | None
 
 
@@ -90,9 +90,9 @@ def find_set_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[tuple[Path, st
 
 def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice:
     """The set an unattended recovery uses (raises NoChoice with the reason)."""
-    usable = [c for c in candidates if c.description_sha256 is not None]
-    if embedded is not None and embedded.sha256:
-        same = [c for c in usable if c.description_sha256 == embedded.sha256]
+    usable = [c for c in candidates if c.description_digest is not None]
+    if embedded is not None and embedded.digest:
+        same = [c for c in usable if c.description_digest == embedded.digest]
         if same:
             best = _newest(same)
             return Choice(best, "its description is the one in this image")
@@ -105,7 +105,7 @@ def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice
                 f"the newest set of host {embedded.host} (its description differs from the "
                 "one in this image: the machine changed since the image was made)",
             )
-    if embedded is not None and embedded.sha256:
+    if embedded is not None and embedded.digest:
         others = sorted({c.host or "?" for c in usable})
         note = f" (found only sets of other hosts: {', '.join(others)})" if others else ""
         return Choice(None, "no set on the disks holds this image's description" + note)
