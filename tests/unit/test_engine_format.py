@@ -36,6 +36,7 @@ from resurgo.engine.records import (
     entry_record,
     split_records,
     start_record,
+    whole_file_record,
 )
 
 names = st.binary(min_size=1, max_size=40).filter(
@@ -80,6 +81,16 @@ def headers(draw: st.DrawFn) -> Header:
 @given(headers())
 def test_header_round_trip(h: Header) -> None:
     assert decode_header(encode_header(h)) == h
+
+
+@given(paths, st.integers(0, 0o177777), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+       st.integers(-(2**62), 2**62), st.integers(-(2**62), 2**62), st.integers(0, 1 << 40))
+def test_whole_file_record_is_the_general_encoding(
+    path: bytes, mode: int, uid: int, gid: int, mtime: int, atime: int, size: int
+) -> None:
+    general = entry_record(Header(FILE, path, mode, uid, gid, mtime, atime, 0, size, b"", (),
+                                  ((0, size),) if size else ()))
+    assert whole_file_record(path, mode, uid, gid, mtime, atime, size) == general
 
 
 @given(paths)

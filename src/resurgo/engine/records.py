@@ -149,6 +149,23 @@ def entry_record(h: Header) -> bytes:
     return head + _U32.pack(zlib.crc32(head))
 
 
+# The frame and the fixed part of a header, packed at once (see whole_file_record).
+_FRAME_FIXED = struct.Struct("<cIQcIIIqqQQIIHI")
+
+
+def whole_file_record(path: bytes, mode: int, uid: int, gid: int, mtime_ns: int,
+                      atime_ns: int, size: int) -> bytes:
+    """entry_record of a regular file without extended attributes whose data is stored
+    whole (one extent; none when empty): the same bytes, for the many small files of a
+    save, with one pack instead of a Header and its general encoder."""
+    extent = _EXTENT.pack(0, size) if size else b""
+    n = _FIXED.size + len(path) + len(extent)
+    head = _FRAME_FIXED.pack(b"E", n, size + DIGEST_SIZE, b"f", mode, uid, gid, mtime_ns,
+                             atime_ns, 0, size, len(path), 0, 0, 1 if size else 0)
+    head += path + extent
+    return head + _U32.pack(zlib.crc32(head))
+
+
 _PATH_LENGTH = struct.Struct("<I")
 _PATH_AT = 45  # offset of the path length in the fixed part
 
