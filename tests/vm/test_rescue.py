@@ -16,6 +16,8 @@ then that the target disk holds the saved partition table and filesystem identit
     BIOS, the image as a CD (-cdrom)
     UEFI (OVMF), the image as a disk (a USB stick written with dd)
     BIOS, the image as a disk, no set disk: the embedded description alone
+    its kernel and initramfs, booted to the rescue shell, which is typed a Python line:
+        blake3 (an extension module and its libraries) imports and hashes in there
 
 and an image with this host's programs and the tree's kernel (--kernel-root), booted
 with a network card when RESURGO_VM_FULL=1 (one boot more for the tier).
@@ -26,8 +28,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +75,10 @@ MAX_SIZE = 80 * MiB
 KERNEL_ARGS = ("resurgo.args=--layout-only --root /mnt/rescued", "resurgo.wait=5")
 BOOT_TIMEOUT = 480.0
 PREFIX = "resurgo-rescue:"
+#: The rescue shell's prompt (PS1 resurgo-rescue:\w# ); the agent's lines have a space.
+PROMPT = re.compile(rb"resurgo-rescue:[^\s\[]*# ")
+BLAKE3_SO = "blake3.cpython-311-x86_64-linux-gnu.so"
+BLAKE3_ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
 
 
 def description() -> Description:
@@ -195,6 +204,14 @@ def rescue(sysroot: Path, desc_file: Path, workdir: Path) -> RescueReport:
     return report
 
 
+@pytest.fixture(scope="module")
+def extracted(rescue: RescueReport, workdir: Path) -> Path:
+    """The image's files (xorriso reads the ISO without mounting it)."""
+    out = workdir / "extracted"
+    guest.run_cmd(["xorriso", "-osirrox", "on", "-indev", rescue.path, "-extract", "/", out])
+    return out
+
+
 def make_set_disk(path: Path, desc_file: Path, staging: Path) -> str:
     """An ext4 disk (label backup) holding one recovery set at resurgo/rescued/<id>/."""
     medium_dir = staging / "resurgo" / HOST
@@ -294,7 +311,9 @@ def report_boot(name: str, result: guest.BootResult) -> None:
 # ---------------------------------------------------------------------------- the image
 
 
-def test_image_holds_what_recovery_needs(rescue: RescueReport, workdir: Path) -> None:
+def test_image_holds_what_recovery_needs(
+    rescue: RescueReport, workdir: Path, extracted: Path
+) -> None:
     assert rescue.size < MAX_SIZE, f"{rescue.size / MiB:.1f} MiB"
     assert rescue.kernel_version == Path(
         next((workdir / "sysroot/boot").glob("vmlinuz-*")).name
@@ -344,12 +363,15 @@ def test_image_holds_what_recovery_needs(rescue: RescueReport, workdir: Path) ->
     ):
         assert mod in rescue.modules, mod
     assert rescue.python.version == "3.11" and rescue.python.compiled
+    packages = {p.name: p for p in rescue.python.packages}
+    assert list(packages) == ["resurgo", "tomli_w", "blake3"]
+    assert packages["blake3"].extension_modules == (f"/usr/lib/resurgo/python/blake3/{BLAKE3_SO}",)
+    assert {Path(lib).name for lib in rescue.python.libraries} >= {"libgcc_s.so.1", "libc.so.6"}
     assert rescue.default_entry == "recover"
     assert rescue.description_sha256 is not None and rescue.host == HOST
 
     # Inside: the boot menu, and the initramfs's files (both archives).
-    out = workdir / "extracted"
-    guest.run_cmd(["xorriso", "-osirrox", "on", "-indev", rescue.path, "-extract", "/", out])
+    out = extracted
     cfg = (out / "boot/grub/grub.cfg").read_text()
     assert "set default=0" in cfg and "set timeout=0" in cfg
     first = cfg.split("menuentry", 2)[1]
@@ -369,6 +391,9 @@ def test_image_holds_what_recovery_needs(rescue: RescueReport, workdir: Path) ->
         "usr/sbin/lvm",
         "usr/lib/resurgo/python/resurgo/rescue/agent.py",
         "usr/lib/resurgo/python/tomli_w/__init__.py",
+        "usr/lib/resurgo/python/blake3/__init__.py",
+        f"usr/lib/resurgo/python/blake3/{BLAKE3_SO}",
+        "usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
         "usr/lib/python3.11/os.py",
         "usr/lib/x86_64-linux-gnu/libssl.so.3",
         "usr/lib/x86_64-linux-gnu/libffi.so.8",
@@ -381,6 +406,7 @@ def test_image_holds_what_recovery_needs(rescue: RescueReport, workdir: Path) ->
     ):
         assert name in entries, name
     assert entries["resurgo/description.toml"].data == embedded
+    assert entries[f"usr/lib/resurgo/python/blake3/{BLAKE3_SO}"].mode == 0o100755
     # Merged /usr: dracut's symlinks stay symlinks (the second archive names no "lib").
     assert entries["lib"].mode & 0o170000 == 0o120000
     assert not any(
@@ -479,6 +505,87 @@ def test_bios_usb_stick_with_the_embedded_description(rescue: RescueReport, tmp_
     report_boot("BIOS, USB stick, no set disk", result)
     check_run(result, medium_kname="vda", set_id=None)
     check_target(target)
+
+
+def type_at_the_prompt(
+    argv: list[str], text: str, *, serial_log: Path, timeout: float
+) -> int | None:
+    """Run qemu with the serial console on its stdin and stdout; once the rescue shell's
+    prompt shows, type ``text``, then wait for the guest to power off (None: it did not,
+    and was killed at ``timeout``)."""
+    prompted = threading.Event()
+    with serial_log.open("wb") as sink:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={"LANG": "C.UTF-8", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            start_new_session=True,
+            preexec_fn=guest._die_with_parent,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        stdout = proc.stdout
+
+        def pump() -> None:
+            tail = b""
+            while chunk := os.read(stdout.fileno(), 65536):
+                sink.write(chunk)
+                sink.flush()
+                tail = (tail + chunk)[-4096:]
+                if PROMPT.search(tail):
+                    prompted.set()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        try:
+            if prompted.wait(timeout):
+                proc.stdin.write(text.encode())
+                proc.stdin.flush()
+            return proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=10)
+            proc.stdin.close()
+            stdout.close()
+
+
+def test_blake3_hashes_in_the_rescue_shell(extracted: Path, tmp_path: Path) -> None:
+    """The image's kernel and initramfs, no unattended run: at the shell, the Python line
+    resurgo's digests stand on (blake3's extension module, loaded with the libraries the
+    image carries for it)."""
+    argv = guest.qemu_command(
+        [],
+        extra_args=[
+            "-kernel",
+            str(extracted / "boot/vmlinuz"),
+            "-initrd",
+            str(extracted / "boot/initrd.img"),
+            "-append",
+            "console=ttyS0,115200",
+        ],
+    )
+    command = "import blake3; print(blake3.blake3(b'abc').hexdigest())"
+    serial_log = tmp_path / "serial.log"
+    started = time.monotonic()
+    rc = type_at_the_prompt(
+        argv,
+        f'python3 -c "{command}"; echo "exit status $?"\npoweroff\n',
+        serial_log=serial_log,
+        timeout=BOOT_TIMEOUT,
+    )
+    print(f"\nrescue shell, blake3: powered off after {time.monotonic() - started:.1f} s")
+    text = serial_log.read_text(errors="replace")
+    lines = [line.strip() for line in text.splitlines()]
+    detail = guest._tail(text, 40)
+    assert rc == 0, detail
+    assert "exit status 0" in lines, detail
+    assert BLAKE3_ABC in lines, detail
 
 
 @pytest.mark.skipif(
