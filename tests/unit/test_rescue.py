@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import _ssl
 import ast
-import hashlib
 import io
 import json
 import stat
@@ -722,17 +721,17 @@ def test_missing_grub_platform_names_the_package(
 # ----------------------------------------------------------------- finding the set
 
 
-def _index(set_id: str, host: str, desc_sha: str) -> str:
+def _index(set_id: str, host: str, desc_digest: str) -> str:
     return json.dumps(
         {
             "format": "resurgo-set",
-            "version": 1,
+            "version": 2,
             "id": set_id,
             "created": "2026-11-25T23:30:00.000000Z",
             "kind": "full",
             "parent": None,
             "host": host,
-            "files": [{"name": "description.toml", "size": 1, "sha256": desc_sha}],
+            "files": [{"name": "description.toml", "size": 1, "blake3": desc_digest}],
         }
     )
 
@@ -751,13 +750,13 @@ def test_find_set_dirs(tmp_path: Path) -> None:
     assert locate.find_set_dirs(tmp_path) == [(tmp_path / "resurgo/db1", good.name)]
 
 
-def cand(set_id: str, host: str | None, sha: str | None, day: int) -> locate.Candidate:
+def cand(set_id: str, host: str | None, digest: str | None, day: int) -> locate.Candidate:
     return locate.Candidate(
         medium="/run/resurgo/disks/vdb/sets",
         set_id=set_id,
         created=datetime(2026, 11, day, tzinfo=UTC),
         host=host,
-        description_sha256=sha,
+        description_digest=digest,
     )
 
 
@@ -887,7 +886,7 @@ def test_firmware_files_in_a_tree(tmp_path: Path) -> None:
 
 def test_the_agent_finds_a_set_on_a_filesystem(tmp_path: Path) -> None:
     """What the agent does with a mounted filesystem: sets found below it, each with the
-    sha256 of its description from the set's index."""
+    digest of its description from the set's index."""
     from resurgo.media import SetKind, SetMeta, open_medium
     from resurgo.rescue.agent import Agent, Config, Console
 
@@ -904,7 +903,7 @@ def test_the_agent_finds_a_set_on_a_filesystem(tmp_path: Path) -> None:
     (found,) = agent.search_filesystem("/dev/vdb1", tmp_path / "fs")
     assert found.medium == str(medium_dir) and found.set_id == info.id
     assert found.host == "db1" and found.device == "/dev/vdb1"
-    assert found.description_sha256 == hashlib.sha256(b"format = 1\n").hexdigest()
+    assert found.description_digest == blake3.blake3(b"format = 1\n").hexdigest()
     # Named as the set directory itself (resurgo.from=DEV:/backups/db1/<id>).
     (again,) = agent.search_filesystem("/dev/vdb1", medium_dir / info.id)
     assert again == found
