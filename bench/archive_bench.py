@@ -192,7 +192,9 @@ def main() -> int:
     ap.add_argument("--tools", default="resurgo,resurgo-age,tar,restic,borg",
                     help="resurgo (at each --levels), resurgo-age (encrypted, first level), "
                          "tar, restic, borg")
-    ap.add_argument("--levels", default="3", help="zstd levels of resurgo's rows (tar: 3)")
+    ap.add_argument("--levels", default="2,3",
+                    help="zstd levels of resurgo's rows: its default (2), and tar's (3) for the "
+                         "same-level comparison")
     ap.add_argument("--workdir", type=Path,
                     help="default: a RAM-backed ext4 (an image in /dev/shm on a loop device),"
                          " so the shared disk's noise does not swamp the programs' own cost")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
+from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.recovery.save import SaveOptions, SaveReport, save_set
 from resurgo.summary import human
@@ -50,8 +51,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rescue", action="store_true", help="do not build the rescue image")
     p.add_argument("--no-catalog", action="store_true",
                    help="skip the catalog of unchanged package files")
-    p.add_argument("--compression-level", type=int, default=3, metavar="N",
-                   help="zstd level, 1 (fastest) to 19 (smallest); default 3")
+    p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
+                   help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
     add_medium_arguments(p)
     p.set_defaults(handler=run)
 

@@ -26,6 +26,12 @@ from resurgo.engine.errors import ArchiveDamaged, DecryptionFailed, SaveFailed
 from resurgo.errors import ResurgoError
 
 CHUNK = 1 << 20
+# zstd's level when none is asked for. Level 2, not zstd's own 3: on a Debian /usr
+# (5.9 GB) level 3 made 2.14 GB in 24 s of CPU, level 2 2.23 GB (+4 %) in 17 s, level 1
+# 2.36 GB (+10 %) in 15 s. A save runs on the machine it protects, often beside its
+# work; a third less CPU for 4 % more bytes is the better default. --compression-level
+# chooses otherwise.
+DEFAULT_LEVEL = 2
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 AGE_MAGICS = (b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")
 
@@ -115,7 +121,7 @@ class CompressedWriter:
         name: str,
         *,
         recipients: Sequence[str] = (),
-        level: int = 3,
+        level: int = DEFAULT_LEVEL,
     ) -> None:
         run.require("zstd", *(["age"] if recipients else []))
         self.name = name

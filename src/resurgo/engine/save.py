@@ -27,7 +27,7 @@ from resurgo.engine import fsmeta, views
 from resurgo.engine.errors import SaveFailed
 from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter, xattr_digest
 from resurgo.engine.names import ROOT, BadPath, check_path, escape, walk_key
-from resurgo.engine.pipes import CompressedWriter, Writable, Written
+from resurgo.engine.pipes import DEFAULT_LEVEL, CompressedWriter, Writable, Written
 from resurgo.engine.records import (
     DIGEST_SIZE,
     DIR,
@@ -314,7 +314,7 @@ def save_fd(
     empty_dirs: Sequence[bytes | str] = (),
     recipients: Sequence[str] = (),
     local_manifest: Writable | None = None,
-    level: int = 3,
+    level: int = DEFAULT_LEVEL,
 ) -> SaveResult:
     """save_tree on an open directory (see save_tree)."""
     excluded = _relative(excludes)
@@ -407,7 +407,7 @@ def save_tree(
     empty_dirs: Sequence[bytes | str] = (),
     recipients: Sequence[str] = (),
     local_manifest: Writable | None = None,
-    level: int = 3,
+    level: int = DEFAULT_LEVEL,
 ) -> SaveResult:
     """Save the tree below ``root`` (without crossing into other file systems).
 
@@ -441,7 +441,7 @@ def save_filesystem(
     empty_dirs: Sequence[Path | str] | None = None,
     recipients: Sequence[str] = (),
     local_manifest: Writable | None = None,
-    level: int = 3,
+    level: int = DEFAULT_LEVEL,
 ) -> SaveResult:
     """Save the file system mounted at ``mountpoint``, as it is below any other mounts.
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from resurgo import fileformat
 from resurgo.apply.journal import state_dir
 from resurgo.engine import SYSTEM_EMPTY_DIRS, SaveResult, Source, save_filesystem, save_tree
+from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.engine.source import ManifestStream
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ResurgoError
 from resurgo.media import Medium, SetInfo, SetKind, SetMeta, SetReader, SetWriter, prune
@@ -70,7 +71,7 @@ class SaveOptions:
     keep: int | None = None
     rescue: bool = True
     catalog: bool = True
-    level: int = 3
+    level: int = DEFAULT_LEVEL
     # Where the plain copies of the manifests live (default: the state directory).
     cache_dir: Path | None = None
 
