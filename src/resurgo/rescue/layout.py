@@ -11,7 +11,7 @@ from typing import Final
 
 from resurgo.rescue.contents import PRELOAD_MODULES
 
-#: resurgo and tomli_w (on PYTHONPATH in the rescue).
+#: resurgo, tomli_w and blake3 (on PYTHONPATH in the rescue).
 SITE_DIR: Final = "/usr/lib/resurgo/python"
 #: What the builder tells the agent (JSON): build id, embedded location, description digest.
 CONFIG_PATH: Final = Path("/etc/resurgo/rescue.json")
