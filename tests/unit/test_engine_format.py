@@ -139,6 +139,19 @@ def test_decode_refuses_unsafe_paths_and_extents() -> None:
         decode_header(encode_header(ok) + b"x")
 
 
+def test_a_whole_file_decodes_alike_and_is_checked_alike() -> None:
+    # The short way through decode_header (one extent, the whole file, no attributes).
+    whole = Header(FILE, b"d/f", 0o100644, 1, 2, 3, 4, 0, 10, b"", (), ((0, 10),))
+    body = encode_header(whole)
+    assert decode_header(body) == whole and decode_header(body, checked=True) == whole
+    assert whole.payload_size == 10 + DIGEST_SIZE
+    with pytest.raises(FormatError):
+        decode_header(encode_header(whole._replace(path=b"../evil")))
+    for damaged in (body[:-1], body + b"x", encode_header(whole._replace(extents=((0, 11),)))):
+        with pytest.raises(FormatError):
+            decode_header(damaged)
+
+
 @given(st.lists(paths, min_size=2, max_size=30, unique=True))
 def test_walk_key_is_depth_first_preorder(ps: list[bytes]) -> None:
     ordered = sorted(ps, key=walk_key)

@@ -64,7 +64,10 @@ class Header(NamedTuple):
 
     @property
     def data_size(self) -> int:
-        return sum(length for _, length in self.extents)
+        extents = self.extents
+        if len(extents) == 1:  # most files
+            return extents[0][1]
+        return sum(length for _, length in extents)
 
     @property
     def payload_size(self) -> int:
@@ -93,6 +96,16 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
     try:
         (kind_b, mode, uid, gid, mtime, atime, rdev, size,
          npath, ntarget, nxattrs, nextents) = _FIXED.unpack_from(body, 0)
+        if (kind_b == b"f" and nextents == 1 and not nxattrs and not ntarget
+                and len(body) == _FIXED.size + npath + _EXTENT.size):
+            # Most entries of a tree: a whole file without attributes (whole_file_record).
+            extent = _EXTENT.unpack_from(body, _FIXED.size + npath)
+            if extent == (0, size) and size:
+                path = body[_FIXED.size:_FIXED.size + npath]
+                if not checked:
+                    check_path(path)
+                return Header(FILE, path, mode, uid, gid, mtime, atime, rdev, size, b"", (),
+                              (extent,))
         kind = kind_b.decode("ascii")
         pos = _FIXED.size
         path = body[pos:pos + npath]
@@ -113,6 +126,8 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
             pos += _EXTENT.size
     except (struct.error, UnicodeDecodeError) as e:
         raise FormatError(f"malformed entry header ({e})") from None
+    except BadPath as e:
+        raise FormatError(str(e)) from None
     if pos != len(body) or len(path) != npath or len(target) != ntarget:
         raise FormatError("entry header length does not match its fields")
     if kind not in KINDS:

@@ -178,10 +178,10 @@ class Applier:
 
     def apply(self, records: memoryview) -> None:
         """Create the entries of a slot: each its manifest line and its whole record."""
-        path = "?"
+        raw_path = b""  # escaped only for a message: most slots have none
         try:
             for line, h, payload in split_slot(records):
-                path = escape(h.path)
+                raw_path = h.path
                 check_line(h, line, payload, self.archive)
                 try:
                     if h.kind == FILE:
@@ -189,10 +189,12 @@ class Applier:
                     else:
                         self.other(h)
                 except OSError as e:
+                    path = escape(raw_path)
                     raise RestoreFailed(f"cannot restore {path}: {e.strerror}",
                                         archive=self.archive, paths=(path,)) from None
         except (FormatError, ManifestError) as e:
-            raise ArchiveDamaged(self.archive, str(e), [path]) from None
+            raise ArchiveDamaged(self.archive, str(e),
+                                 [escape(raw_path) if raw_path else "?"]) from None
 
     def close(self) -> None:
         self._parent = (None, -1, False)
