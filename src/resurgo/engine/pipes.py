@@ -208,6 +208,14 @@ class CompressedWriter:
             stage.close()
 
 
+class _LocalFile(Protocol):
+    """A source that is a local file (the media's FileReader over one)."""
+
+    def local_file(self) -> int | None: ...
+
+    def check_whole(self) -> int: ...
+
+
 def _read_head(source: Readable, n: int) -> bytes:
     parts: list[bytes] = []
     got = 0
@@ -237,12 +245,21 @@ class DecompressedReader:
         self._size = 0
         self._stages: list[_Stage] = []
         self._identity = identity
-        self._head = _read_head(source, 64)
+        # A local file goes to the first program as its stdin: no copy through a pipe of
+        # ours. The medium still checks it (size and digest) beside, through a mapping.
+        local_file = getattr(source, "local_file", None)
+        self._direct: int | None = local_file() if local_file is not None else None
+        if self._direct is not None:
+            self._head = os.pread(self._direct, 64, 0)
+            os.lseek(self._direct, 0, os.SEEK_SET)
+        else:
+            self._head = _read_head(source, 64)
+        stdin: int = subprocess.PIPE if self._direct is None else self._direct
         if self._head.startswith(AGE_MAGICS):
             if identity is None:
                 raise DecryptionFailed(name, "it is encrypted with age and no identity was given")
             run.require("age", "zstd")
-            age = _Stage(["age", "-d", "-i", str(identity)], subprocess.PIPE, subprocess.PIPE)
+            age = _Stage(["age", "-d", "-i", str(identity)], stdin, subprocess.PIPE)
             self._stages.append(age)
             assert age.proc.stdout is not None
             zstd = _Stage(["zstd", "-d", "-q", "-c"], age.proc.stdout, subprocess.PIPE)
@@ -251,16 +268,18 @@ class DecompressedReader:
             self._stages.append(zstd)
         elif self._head.startswith(ZSTD_MAGIC):
             run.require("zstd")
-            zstd = _Stage(["zstd", "-d", "-q", "-c"], subprocess.PIPE, subprocess.PIPE)
+            zstd = _Stage(["zstd", "-d", "-q", "-c"], stdin, subprocess.PIPE)
             self._stages.append(zstd)
         elif not self._head:
             raise ArchiveDamaged(name, "it is empty")
         else:
             raise ArchiveDamaged(name, "it is neither zstd-compressed nor age-encrypted")
         first, last = self._stages[0], self._stages[-1]
-        assert first.proc.stdin is not None and last.proc.stdout is not None
-        self._in = first.proc.stdin.fileno()
-        _big_pipe(self._in)
+        assert last.proc.stdout is not None
+        if self._direct is None:
+            assert first.proc.stdin is not None
+            self._in = first.proc.stdin.fileno()
+            _big_pipe(self._in)
         _big_pipe(last.proc.stdout.fileno())
         # A big buffer: the record reader's many small reads come from memory.
         reader = io.BufferedReader(cast(io.BufferedReader, last.proc.stdout).detach(),
@@ -269,8 +288,15 @@ class DecompressedReader:
         # The bound methods themselves, for the record reader's many small reads.
         self.read: Callable[[int], bytes] = reader.read
         self.readinto: Callable[[memoryview], int | None] = reader.readinto
-        self._pump = threading.Thread(target=self._fill, name=f"pump {name}", daemon=True)
+        fill = self._fill if self._direct is None else self._check
+        self._pump = threading.Thread(target=fill, name=f"pump {name}", daemon=True)
         self._pump.start()
+
+    def _check(self) -> None:
+        try:
+            self._size = cast(_LocalFile, self._source).check_whole()
+        except BaseException as e:  # re-raised by finish() or failure()
+            self._error = e
 
     def _fill(self) -> None:
         first = self._stages[0]

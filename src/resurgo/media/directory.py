@@ -80,6 +80,9 @@ class LocalSource:
         except OSError as e:
             raise os_error(self._url, e, f"read {self._path}") from None
 
+    def fileno(self) -> int:
+        return self._file.fileno()
+
     def close(self) -> None:
         self._file.close()
 

@@ -9,6 +9,9 @@ so io.BufferedReader, shutil.copyfileobj and the archive engine can use them.
 from __future__ import annotations
 
 import io
+import mmap
+import os
+import stat
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
@@ -133,6 +136,34 @@ class FileReader(io.RawIOBase):
         if self._size > self.entry.size:
             raise self._damaged(f"it is longer than the {self.entry.size} bytes recorded")
         return data
+
+    def local_file(self) -> int | None:
+        """The descriptor of the stored file itself when it is a local regular file that
+        nothing was read from yet: a program may read it directly (zstd, without a copy
+        through Python), and check_whole() then checks it."""
+        fileno = getattr(self._source, "fileno", None)
+        if fileno is None or self._size or self._checked:
+            return None
+        fd: int = fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+    def check_whole(self) -> int:
+        """Check the size and digest of the local file (see local_file) as read() does at
+        the end, through a read-only mapping of it; its size."""
+        fd = self.local_file()
+        if fd is None:
+            raise ValueError("check_whole needs a local file nothing was read from")
+        size = os.fstat(fd).st_size
+        if size:
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                step = 16 << 20
+                for offset in range(0, size, step):
+                    self._hash.update(view[offset:offset + step])
+                view.release()
+        self._size = size
+        self._check_end()
+        return size
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(b).cast("B")
