@@ -154,12 +154,14 @@ class FileReader(io.RawIOBase):
         if fd is None:
             raise ValueError("check_whole needs a local file nothing was read from")
         size = os.fstat(fd).st_size
-        if size:
-            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                step = 16 << 20
-                for offset in range(0, size, step):
-                    self._hash.update(view[offset:offset + step])
+        # A window at a time: a mapping of the whole file would count it all in the
+        # process's resident memory.
+        step = 16 << 20
+        for offset in range(0, size, step):
+            with mmap.mmap(fd, min(step, size - offset), access=mmap.ACCESS_READ,
+                           offset=offset) as window:
+                view = memoryview(window)
+                self._hash.update(view)
                 view.release()
         self._size = size
         self._check_end()
