@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from blake3 import blake3
 
-NAME = "blake3"
 SIZE = 32  # bytes of a digest
-HEX_SIZE = 2 * SIZE
 
 Hasher = blake3
 

@@ -18,11 +18,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from resurgo import digest
 from resurgo.engine.names import BadPath, check_path
 
 MAGIC = b"RSGOARC\0"
 VERSION = 2
-DIGEST_SIZE = 32  # resurgo.digest.SIZE: BLAKE3
+DIGEST_SIZE = digest.SIZE
 
 # kind letters, shared with the manifest
 FILE, DIR, SYMLINK, HARDLINK, CHR, BLK, FIFO = "f", "d", "l", "h", "c", "b", "p"
