@@ -25,10 +25,10 @@ from resurgo.engine import (
 )
 from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter
 from resurgo.engine.records import (
-    DIGEST_SIZE,
     FILE,
     SYMLINK,
     Header,
+    block_frame,
     end_record,
     entry_record,
     start_record,
@@ -188,21 +188,45 @@ def test_encrypted_archive(tmp_path: Path, keys: tuple[Path, str, Path]) -> None
         _restore(tmp_path / "target", damaged, manifest, identity=key)
 
 
-def _craft(out: Path, items: list[tuple[Header, bytes]]) -> tuple[Path, Path]:
-    """An archive and manifest as a hostile or broken program might write them."""
+def _craft(out: Path, items: list[tuple[Header, bytes]], *, blocks: bool = False,
+           parent: bytes | None = None) -> tuple[Path, Path]:
+    """An archive and manifest as a hostile or broken program might write them. With
+    ``blocks``, the runs of entries that may share a block share one (whose directory is
+    ``parent`` when given, else the first entry's)."""
     from blake3 import blake3
 
     records = [start_record("s")]
     payload = 0
     man = []
+    run: list[bytes] = []
+    run_payload = 0
+    run_parent: bytes | None = None
+
+    def end_run() -> None:
+        nonlocal run, run_payload, run_parent
+        if run:
+            assert run_parent is not None
+            body = b"".join(run)
+            records.append(block_frame(parent if parent is not None else run_parent,
+                                       len(run) // 2, run_payload, len(body)))
+            records.append(body)
+        run, run_payload, run_parent = [], 0, None
+
     for h, data in items:
-        records.append(entry_record(h))
         digest = blake3(data).digest() if h.kind == FILE else b""
-        if h.kind == FILE:
-            records.append(data + digest)
-            payload += len(data) + DIGEST_SIZE
+        body = data + digest if h.kind == FILE else b""
+        payload += len(body)
+        here = h.path.rpartition(b"/")[0] if b"/" in h.path else b"."
+        if blocks and h.kind not in ("d", "h") and (run_parent in (None, here)):
+            run += [entry_record(h), body]
+            run_payload += len(body)
+            run_parent = here
+        else:
+            end_run()
+            records += [entry_record(h), body]
         man.append(Entry(h.kind, h.path, h.mode, h.uid, h.gid, h.size, h.mtime_ns, 0, 0, 0,
                          digest.hex(), "", 0, h.target))
+    end_run()
     records.append(end_record(len(items), payload))
     archive, manifest = out / "crafted.archive", out / "crafted.manifest"
     zstd = ["zstd", "-q", "-c"]
@@ -227,32 +251,48 @@ def _file(path: bytes, data: bytes) -> tuple[Header, bytes]:
                   ((0, len(data)),) if data else ()), data
 
 
+@pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("writers", [0, 2])
-def test_symlink_traversal_is_refused(tmp_path: Path, writers: int) -> None:
+def test_symlink_traversal_is_refused(tmp_path: Path, writers: int, blocks: bool) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     archive, manifest = _craft(tmp_path, [
         _dir(b"."),
         (Header(SYMLINK, b"link", 0o120777, 0, 0, 1, 1, 0, 0, str(outside).encode()), b""),
         _file(b"link/evil", b"must not land outside"),
-    ])
+    ], blocks=blocks)
     with pytest.raises(ArchiveError) as info:
         _restore(tmp_path / "target", archive, manifest, writers=writers)
     assert isinstance(info.value, OperationFailed)
     assert os.listdir(outside) == []
 
 
-def test_parent_paths_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocks", [False, True])
+def test_parent_paths_are_refused(tmp_path: Path, blocks: bool) -> None:
     (tmp_path / "target").mkdir()
-    archive, manifest = _craft(tmp_path, [_dir(b"."), _file(b"../evil", b"x")])
+    archive, manifest = _craft(tmp_path, [_dir(b"."), _file(b"../evil", b"x")], blocks=blocks)
     with pytest.raises(ArchiveDamaged, match="unsafe"):
         _restore(tmp_path / "target", archive, manifest)
     assert not (tmp_path / "evil").exists()
 
 
-def test_unsafe_path_in_archive_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writers", [0, 2])
+def test_an_entry_in_the_block_of_another_directory_is_refused(tmp_path: Path,
+                                                               writers: int) -> None:
+    """A block says its directory; an entry of another one in it is damage, whatever
+    the manifest says: nothing lands in a directory the reader did not check."""
+    items = [_dir(b"."), _dir(b"a"), _dir(b"b"), _file(b"b/x", b"1")]
+    archive, manifest = _craft(tmp_path, items, blocks=True, parent=b"a")
+    with pytest.raises(ArchiveDamaged, match="does not belong") as info:
+        _restore(tmp_path / "target", archive, manifest, writers=writers)
+    assert info.value.paths == ("b/x",)
+    assert not (tmp_path / "target/b/x").exists()
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_unsafe_path_in_archive_only(tmp_path: Path, blocks: bool) -> None:
     """The manifest is fine, the archive says otherwise: refused before anything is made."""
-    archive, _ = _craft(tmp_path, [_dir(b"."), _file(b"../evil", b"x")])
+    archive, _ = _craft(tmp_path, [_dir(b"."), _file(b"../evil", b"x")], blocks=blocks)
     bad_archive = tmp_path / "bad.archive"
     archive.rename(bad_archive)
     _, manifest = _craft(tmp_path, [_dir(b"."), _file(b"a/evil", b"x")])
@@ -265,18 +305,19 @@ def test_unsafe_path_error_type() -> None:
     assert issubclass(UnsafePath, OperationFailed)
 
 
-def test_manifest_and_archive_must_list_the_same_entries(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocks", [False, True])
+def test_manifest_and_archive_must_list_the_same_entries(tmp_path: Path, blocks: bool) -> None:
     """A set's archive holds exactly its manifest's entries: one more or one fewer on
     either side is damage, named."""
     items = [_dir(b"."), _file(b"a", b"1"), _file(b"b", b"2")]
-    archive, _ = _craft(tmp_path, items)
+    archive, _ = _craft(tmp_path, items, blocks=blocks)
     full = tmp_path / "full.archive"
     archive.rename(full)
     _, short_manifest = _craft(tmp_path, items[:2])
     with pytest.raises(ArchiveDamaged, match="more than its manifest lists") as info:
         _restore(tmp_path / "target", full, short_manifest)
     assert info.value.paths == ("b",)
-    short_archive, _ = _craft(tmp_path, items[:2])
+    short_archive, _ = _craft(tmp_path, items[:2], blocks=blocks)
     short = tmp_path / "short.archive"
     short_archive.rename(short)
     _, long_manifest = _craft(tmp_path, items)

@@ -27,9 +27,12 @@ from resurgo.engine.records import (
     FRAME,
     KINDS,
     MAGIC,
+    MAX_BLOCK,
+    Block,
     FormatError,
     Header,
     RecordReader,
+    block_frame,
     decode_header,
     encode_header,
     end_record,
@@ -243,3 +246,68 @@ def test_split_records(contents: list[bytes]) -> None:
                    for h, c in zip(hs, contents, strict=True))
     got = [(h, bytes(p)) for h, p in split_records(memoryview(raw))]
     assert got == [(h, c + bytes(DIGEST_SIZE)) for h, c in zip(hs, contents, strict=True)]
+
+
+def _entry(h: Header, data: bytes = b"") -> bytes:
+    return entry_record(h) + (data + bytes(DIGEST_SIZE) if h.kind == FILE else b"")
+
+
+def _blocked(parent: bytes, *entries: tuple[Header, bytes], lie: tuple[int, int] = (0, 0)
+             ) -> bytes:
+    """A block of entries; ``lie`` is added to the count and payload its frame gives."""
+    body = b"".join(_entry(h, d) for h, d in entries)
+    payload = sum(h.payload_size for h, _ in entries)
+    return block_frame(parent, len(entries) + lie[0], payload + lie[1], len(body)) + body
+
+
+def _blocked_stream(*parts: bytes, entries: int, payload: int) -> bytes:
+    return start_record("s") + b"".join(parts) + end_record(entries, payload)
+
+
+def test_blocks_come_entry_by_entry_or_whole() -> None:
+    a, b = _file(b"d/a", 5), _file(b"d/b", 0)
+    link = Header("l", b"d/c", 0o120777, 0, 0, 1, 1, 0, 0, b"a")
+    top = Header("d", b"d", 0o40755, 0, 0, 1, 1)
+    raw = _blocked_stream(_entry(top), _blocked(b"d", (a, b"hello"), (b, b""), (link, b"")),
+                          _blocked(b".", (_file(b"e", 1), b"x")),
+                          entries=5, payload=a.payload_size + b.payload_size + 1 + 32)
+    assert _read_all(raw) == [top, a, b, link, _file(b"e", 1)]
+    rr = RecordReader(io.BytesIO(raw).read)
+    rr.start()
+    first = rr.next_item()
+    assert not isinstance(first, Block) and first is not None and first[2] == b"d"
+    block = rr.next_item()
+    assert block == Block(b"d", 3, a.payload_size + b.payload_size, block.size)
+    view = memoryview(bytearray(block.size))
+    rr.read_block_into(view)
+    assert [h for h, _ in split_records(view)] == [a, b, link]
+    second = rr.next_item()
+    assert isinstance(second, Block) and second.parent == b"."
+    with pytest.raises(FormatError, match="neither read nor opened"):
+        rr.next_item()
+
+
+@pytest.mark.parametrize("case", ["other directory", "directory", "hard link", "count",
+                                  "payload", "frame crc", "too big", "unsafe parent"])
+def test_a_block_that_lies_is_refused(case: str) -> None:
+    good = (_file(b"d/a", 3), b"abc")
+    parts = {
+        "other directory": _blocked(b"d", good, (_file(b"e/b", 0), b"")),
+        "directory": _blocked(b"d", good, (Header("d", b"d/x", 0o40755, 0, 0, 1, 1), b"")),
+        "hard link": _blocked(b"d", good, (Header("h", b"d/y", 0o100644, 0, 0, 1, 1, 0, 3,
+                                                 b"d/a"), b"")),
+        "count": _blocked(b"d", good, lie=(1, 0)),
+        "payload": _blocked(b"d", good, lie=(0, 1)),
+        "unsafe parent": _blocked(b"../d", good),
+    }
+    if case == "frame crc":
+        raw = bytearray(_blocked(b"d", good))
+        raw[FRAME.size + 13] ^= 1  # a byte of the parent's path
+        block = bytes(raw)
+    elif case == "too big":
+        block = block_frame(b"d", 1, 35, MAX_BLOCK + 1)
+    else:
+        block = parts[case]
+    raw = _blocked_stream(block, entries=2, payload=35)
+    with pytest.raises(FormatError):
+        _read_all(raw)

@@ -30,14 +30,16 @@ streaming; the manifest goes the same way. The system programs are used rather t
 Python binding because they are what a small rescue image has, and ``zstd -T0``
 compresses on every core in its own process, beside our reading and hashing.
 
-Archive format, version 2
+Archive format, version 3
 =========================
 
 The plaintext inside zstd (and age) is a sequence of records; integers are little
 endian::
 
-    start   "RSGOARC\\0"  u16 version (2)  u16 n  set id (n bytes, UTF-8)  u32 crc32
+    start   "RSGOARC\\0"  u16 version (3)  u16 n  set id (n bytes, UTF-8)  u32 crc32
     entry   "E"  u32 n  u64 p  header (n bytes)  u32 crc32(frame+header)  payload (p bytes)
+    block   "B"  u32 n  u64 p  u32 entries  u64 their payload bytes  parent (n - 12 bytes)
+                 u32 crc32(frame+parent)  entries (p bytes, p <= 4 MiB, 1 to 1024 entries)
     end     "Z"  u64 number of entries  u64 payload bytes  u32 crc32
 
     header  u8 kind  u32 st_mode  u32 uid  u32 gid  i64 mtime_ns  i64 atime_ns  u64 rdev
@@ -49,6 +51,14 @@ endian::
     payload (kind f only): the bytes of each extent in order, then the 32-byte digest of
             the file's content as a reader sees it (holes read as zeros): BLAKE3, see
             resurgo.digest (version 1 had sha256 there, and is not read)
+
+    block   consecutive entries of one directory (the parent path; ``.`` for the root),
+            none of them a directory or a hard link, with their payloads: a restore reads
+            a block whole and hands it on (see Parallelism). Each entry keeps its own frame
+            and crc; the block's frame says how many entries and payload bytes it holds,
+            and a reader checks that it holds exactly those, all in that directory.
+            A save puts every entry it can in a block: files of up to 1 MiB without
+            holes, symlinks, devices and fifos (version 2 had no blocks, and is not read)
 
 Kinds: ``f`` regular file, ``d`` directory, ``l`` symlink (target = link text), ``h`` hard
 link (target = the path of the group's first file, earlier in the same archive), ``c``/``b``
@@ -90,10 +100,11 @@ Parallelism
 
 Saving: one thread walks, reads and hashes (big os.read calls, records gathered into one
 os.writev), ``zstd -T0`` compresses on every core beside it. Restoring: one thread reads
-and frames the records (and writes large files, hashing them in a second thread); the
-other records go, as they are, through slots of shared memory to writer processes (one
-per CPU) that check them against their manifest lines and create the files, so the many
-small system calls of small files run on every core, not behind one GIL.
+the stream (and writes large files, hashing them in a second thread); each block goes
+whole, with its manifest lines, into a slot of shared memory, and writer processes (one
+per CPU) check its entries against the frame and the lines and create the files, so the
+many small system calls of small files run on every core, not behind one GIL, and the
+reading thread does one step per block, not per file.
 
 Memory
 ======

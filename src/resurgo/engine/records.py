@@ -2,10 +2,11 @@
 
 The layout is documented in the package docstring (resurgo.engine). In short::
 
-    stream  := start entry* end
+    stream  := start (entry | block)* end
     start   := "RSGOARC\\0" u16:version u16:n set_id[n] u32:crc32
     entry   := "E" u32:n u64:p header[n] u32:crc32(frame+header) payload[p]
     payload := data of each extent, then the 32-byte digest (BLAKE3) of the content (files only)
+    block   := "B" u32:n u64:p u32:entries u64:payload_bytes parent[n-12] u32:crc32 entry+[p]
     end     := "Z" u64:entries u64:payload_bytes u32:crc32
 
 All integers are little endian.
@@ -13,16 +14,17 @@ All integers are little endian.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from resurgo import digest
-from resurgo.engine.names import BadPath, check_path
+from resurgo.engine.names import ROOT, BadPath, check_path
 
 MAGIC = b"RSGOARC\0"
-VERSION = 2
+VERSION = 3
 DIGEST_SIZE = digest.SIZE
 
 # kind letters, shared with the manifest
@@ -41,6 +43,13 @@ FRAME = struct.Struct("<cIQ")  # tag, header length, payload length
 # the reader allocate gigabytes.
 MAX_HEADER = 64 << 20
 MAX_SET_ID = 4096
+
+# A block: consecutive entries of one directory, neither directories nor hard links, framed
+# together so that a restore hands them on whole (one read, one check of the frame) to
+# whoever creates them, which checks each entry.
+_BLOCK = struct.Struct("<IQ")  # entries, the sum of their payloads; the parent path follows
+MAX_BLOCK = 4 << 20  # bytes of entries in a block
+MAX_BLOCK_ENTRIES = 1024
 
 
 class FormatError(ValueError):
@@ -202,6 +211,31 @@ def peek_header(body: bytes) -> tuple[str, bytes]:
         raise FormatError(str(e)) from None
 
 
+class Block(NamedTuple):
+    """A block's frame: ``size`` bytes of ``entries`` entry records follow, all of them
+    in the directory ``parent``, their payloads ``payload_bytes`` together."""
+
+    parent: bytes
+    entries: int
+    payload_bytes: int
+    size: int
+
+
+def block_frame(parent: bytes, entries: int, payload_bytes: int, size: int) -> bytes:
+    body = _BLOCK.pack(entries, payload_bytes) + parent
+    head = FRAME.pack(b"B", len(body), size) + body
+    return head + _U32.pack(zlib.crc32(head))
+
+
+def in_block(h: Header, block: Block) -> bool:
+    """Whether an entry may be in the block: a direct child of its directory, neither a
+    directory nor a hard link."""
+    if h.kind in (DIR, HARDLINK) or h.path == ROOT:
+        return False
+    head, slash, _ = h.path.rpartition(b"/")
+    return (head if slash else ROOT) == block.parent
+
+
 def end_record(entries: int, payload_bytes: int) -> bytes:
     body = _END.pack(entries, payload_bytes)
     return b"Z" + body + _U32.pack(zlib.crc32(body))
@@ -212,6 +246,9 @@ class RecordReader:
 
     ``next_header()`` returns the next entry, or None after a valid end record; the caller
     then reads exactly ``header.payload_size`` bytes with ``read_exact`` (or ``skip``).
+    ``next_raw()`` and ``next_header()`` step into blocks: their entries come one by one,
+    checked against the block's frame. ``next_item()`` returns a block's frame instead,
+    for a caller that takes the block whole (``read_block_into``) or not (``open_block``).
     """
 
     def __init__(self, read: Callable[[int], bytes],
@@ -221,6 +258,8 @@ class RecordReader:
         self.entries = 0
         self.payload_bytes = 0
         self.last_path: bytes | None = None
+        self._announced: Block | None = None  # returned by next_item, not read yet
+        self._inner: _InnerBlock | None = None  # the block whose entries come one by one
 
     def read_exact(self, n: int) -> bytes:
         data = self._read(n)
@@ -271,36 +310,126 @@ class RecordReader:
         """The next entry as it is in the stream (frame, header, crc), its kind, path and
         payload length, after checking the crc and the path; None after a valid end.
         The rest of the header is checked by whoever decodes it."""
+        item = self.next_item()
+        if isinstance(item, Block):
+            self.open_block()
+            return self.next_raw()
+        return item
+
+    def next_item(self) -> tuple[bytes, str, bytes, int] | Block | None:
+        """next_raw, but a block's frame as it comes, unread."""
+        if self._announced is not None:
+            raise FormatError("a block was neither read nor opened")
+        if self._inner is not None:
+            found = self._inner_entry()
+            if found is not None:
+                return found
         frame = self._take(FRAME.size)
         tag, n, payload = FRAME.unpack(frame)
         if tag == b"E":
-            if n > MAX_HEADER:
-                raise FormatError(f"entry header of {n} bytes")
-            raw = frame + self._take(n + 4)
-            if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
-                raise FormatError("entry header checksum mismatch")
-            kind, path = peek_header(raw[FRAME.size:FRAME.size + n])
-            self.entries += 1
-            self.last_path = path
-            return raw, kind, path, payload
+            return self._entry(frame, n, payload)
+        if tag == b"B":
+            return self._block(frame, n, payload)
         if tag == b"Z":
-            # The end record is shorter than a frame only when truncated: its body is
-            # 16 bytes + the crc, of which the frame read 12.
-            body = frame[1:] + self._take(_END.size + 4 - (FRAME.size - 1))
-            crc = _U32.unpack_from(body, _END.size)[0]
-            body = body[:_END.size]
-            if crc != zlib.crc32(body):
-                raise FormatError("end record checksum mismatch")
-            entries, payload_bytes = _END.unpack(body)
-            if (entries, payload_bytes) != (self.entries, self.payload_bytes):
-                raise FormatError(
-                    f"end record counts {entries} entries and {payload_bytes} bytes, "
-                    f"the stream held {self.entries} and {self.payload_bytes}"
-                )
-            if self._read(1):
-                raise FormatError("data after the end record")
+            self._end(frame)
             return None
         raise FormatError(f"unknown record tag {tag!r}")
+
+    def _entry(self, frame: bytes, n: int, payload: int) -> tuple[bytes, str, bytes, int]:
+        if n > MAX_HEADER:
+            raise FormatError(f"entry header of {n} bytes")
+        raw = frame + self._take(n + 4)
+        if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
+            raise FormatError("entry header checksum mismatch")
+        kind, path = peek_header(raw[FRAME.size:FRAME.size + n])
+        self.entries += 1
+        self.last_path = path
+        return raw, kind, path, payload
+
+    def _block(self, frame: bytes, n: int, size: int) -> Block:
+        if not _BLOCK.size < n <= _BLOCK.size + MAX_HEADER or not 0 < size <= MAX_BLOCK:
+            raise FormatError(f"a block frame of {n} and {size} bytes")
+        raw = frame + self._take(n + 4)
+        if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
+            raise FormatError("block frame checksum mismatch")
+        entries, payload_bytes = _BLOCK.unpack_from(raw, FRAME.size)
+        parent = raw[FRAME.size + _BLOCK.size:FRAME.size + n]
+        try:
+            check_path(parent)
+        except BadPath as e:
+            raise FormatError(str(e)) from None
+        if not 0 < entries <= MAX_BLOCK_ENTRIES or payload_bytes >= size:
+            raise FormatError(f"a block frame of {entries} entries, {payload_bytes} bytes of "
+                              f"payload in {size} bytes")
+        self.last_path = parent
+        self._announced = Block(parent, entries, payload_bytes, size)
+        return self._announced
+
+    def read_block_into(self, view: memoryview) -> Block:
+        """Read the block next_item announced, whole, into ``view`` (of its size). Its
+        entries count as read; whoever takes them checks them against the frame."""
+        block = self._announced
+        if block is None or len(view) != block.size:
+            raise ValueError("no block of that size was announced")
+        self._announced = None
+        payload_bytes = self.payload_bytes
+        self.read_into(view)
+        self.entries += block.entries
+        self.payload_bytes = payload_bytes + block.payload_bytes
+        return block
+
+    def open_block(self) -> None:
+        """The block next_item announced comes entry by entry from the next calls."""
+        block = self._announced
+        if block is None:
+            raise ValueError("no block was announced")
+        self._announced = None
+        stream = io.BytesIO(self._take(block.size))
+        self._inner = _InnerBlock(block, stream, self._read, self._readinto, self.payload_bytes)
+        self._read, self._readinto = stream.read, stream.readinto
+
+    def _inner_entry(self) -> tuple[bytes, str, bytes, int] | None:
+        inner = self._inner
+        assert inner is not None
+        block = inner.block
+        if inner.left:
+            frame = self._read(FRAME.size)
+            if len(frame) != FRAME.size:
+                raise FormatError("a block ends inside its entries")
+            tag, n, payload = FRAME.unpack(frame)
+            if tag != b"E":
+                raise FormatError(f"a record tagged {tag!r} inside a block")
+            found = self._entry(frame, n, payload)
+            inner.left -= 1
+            if found[1] in (DIR, HARDLINK) or found[2] == ROOT or (
+                found[2].rpartition(b"/")[0] if b"/" in found[2] else ROOT
+            ) != block.parent:
+                raise FormatError("an entry that does not belong in its block")
+            return found
+        if inner.stream.tell() != block.size or (
+            self.payload_bytes - inner.payload_before != block.payload_bytes
+        ):
+            raise FormatError("a block's entries differ from its frame")
+        self._read, self._readinto = inner.read, inner.readinto
+        self._inner = None
+        return None
+
+    def _end(self, frame: bytes) -> None:
+        # The end record is shorter than a frame only when truncated: its body is
+        # 16 bytes + the crc, of which the frame read 12.
+        body = frame[1:] + self._take(_END.size + 4 - (FRAME.size - 1))
+        crc = _U32.unpack_from(body, _END.size)[0]
+        body = body[:_END.size]
+        if crc != zlib.crc32(body):
+            raise FormatError("end record checksum mismatch")
+        entries, payload_bytes = _END.unpack(body)
+        if (entries, payload_bytes) != (self.entries, self.payload_bytes):
+            raise FormatError(
+                f"end record counts {entries} entries and {payload_bytes} bytes, "
+                f"the stream held {self.entries} and {self.payload_bytes}"
+            )
+        if self._read(1):
+            raise FormatError("data after the end record")
 
     def next_record(self) -> tuple[bytes, Header] | None:
         """The next entry as it is in the stream and decoded; None after a valid end."""
@@ -317,6 +446,20 @@ class RecordReader:
     def next_header(self) -> Header | None:
         record = self.next_record()
         return None if record is None else record[1]
+
+
+class _InnerBlock:
+    """A block being read entry by entry, and the stream to go back to after it."""
+
+    def __init__(self, block: Block, stream: io.BytesIO, read: Callable[[int], bytes],
+                 readinto: Callable[[memoryview], int | None] | None,
+                 payload_before: int) -> None:
+        self.block = block
+        self.stream = stream
+        self.left = block.entries
+        self.read = read
+        self.readinto = readinto
+        self.payload_before = payload_before
 
 
 def decode_raw(raw: bytes | memoryview) -> Header:

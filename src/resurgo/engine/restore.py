@@ -8,17 +8,19 @@ set are never written, and a renamed file comes from the set that saved it under
 name. Hard links are made when all files exist, and directories get their metadata last
 (deepest first), when nothing will be created in them any more.
 
-One thread reads and checks the archive stream, makes the directories and writes the
-large files (their big writes and hashing release the GIL); the other records are
-gathered, as they are, into slots of shared memory that writer processes (see
-resurgo.engine.writer) turn into files on every core. Each file's content is hashed as it
-is written and compared with the digest that follows it in the archive, which the reader
-compared with the manifest's.
+One thread reads the archive stream, makes the directories and writes the large files
+(their big writes and hashing release the GIL). The other entries come in blocks of one
+directory's entries, each read whole into a slot of shared memory with its manifest lines
+(or, one by one, are gathered into one): writer processes (see resurgo.engine.writer)
+check them against their frame and manifest lines and turn them into files on every core.
+Each file's content is hashed as it is written and compared with the digest that follows
+it in the archive, which is compared with the manifest's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import mmap
 import os
@@ -45,6 +47,9 @@ from resurgo.engine.records import (
     DIR,
     FILE,
     HARDLINK,
+    MAX_BLOCK,
+    MAX_BLOCK_ENTRIES,
+    Block,
     FormatError,
     Header,
     RecordReader,
@@ -61,13 +66,12 @@ from resurgo.engine.writer import (
     hash_zeros,
     message,
     pwrite_all,
-    slot_entry,
 )
 
 CHUNK = 1 << 20
 SMALL = 1 << 20  # files with more data are written by the reader itself, streaming
-SLOT = 4 << 20
-SLOT_RECORDS = 1024  # a slot goes out at this many records even when not full
+SLOT = MAX_BLOCK + (1 << 20)  # a block, its manifest lines and its directory's path
+SLOT_RECORDS = MAX_BLOCK_ENTRIES  # a slot goes out at this many records even when not full
 
 
 def _update(hasher: content_digest.Hasher, chunk: bytes) -> None:
@@ -110,6 +114,8 @@ class _Writers:
         self.next_writer = 0
         self.load: list[int] = []  # slots dispatched to each writer and not yet done
         self.warnings: list[str] = []
+        self.files = 0  # made by the writers (and by apply here)
+        self.data_bytes = 0
 
     def slot(self) -> int:
         """A free slot, waiting for a writer to finish one when none is."""
@@ -120,16 +126,21 @@ class _Writers:
     def memory(self, slot: int) -> memoryview:
         return self.view[slot * SLOT:(slot + 1) * SLOT]
 
-    def dispatch(self, slot: int, length: int) -> None:
+    def dispatch(self, slot: int, size: int, lines: bytes, parent: bytes, entries: int,
+                 payload: int) -> None:
+        """Hand on the ``entries`` entries of ``parent`` in the first ``size`` bytes of a
+        slot, with their manifest lines (see Applier.apply); the slot is free again when
+        they are made. The lines and the path must fit in the rest of the slot."""
+        memory = self.memory(slot)
+        if self.count and not self.procs:
+            self._start()
         if self.count == 0:
-            self.applier.apply(self.memory(slot)[:length])
+            self.made(self.applier.apply(memory[:size], lines, parent, entries, payload))
             self.free.append(slot)
             return
-        if not self.procs:
-            self._start()
-            if self.count == 0:
-                self.dispatch(slot, length)
-                return
+        end = size + len(lines)
+        memory[size:end] = lines
+        memory[end:end + len(parent)] = parent
         # To the writer with the fewest slots waiting (ties in turn): a slot of many tiny
         # files takes longer than one of a few bigger ones.
         start = self.next_writer
@@ -139,11 +150,15 @@ class _Writers:
         self.load[writer] += 1
         stdin = self.procs[writer][1]
         try:
-            stdin.write(message(slot * SLOT, length))
+            stdin.write(message(slot * SLOT, size, len(lines), len(parent), entries, payload))
             stdin.flush()
         except BrokenPipeError:
             raise self._died(writer) from None
         self.pending.append((writer, slot))
+
+    def made(self, counts: tuple[int, int]) -> None:
+        self.files += counts[0]
+        self.data_bytes += counts[1]
 
     def _start(self) -> None:
         if not os.path.isdir(f"/proc/{os.getpid()}/fd"):
@@ -179,7 +194,8 @@ class _Writers:
 
     def _collect(self) -> None:
         writer, slot = self.pending.popleft()
-        self._reply(writer)
+        reply = self._reply(writer)
+        self.made((int(cast(int, reply["files"])), int(cast(int, reply["bytes"]))))
         self.load[writer] -= 1
         self.free.append(slot)
 
@@ -190,7 +206,7 @@ class _Writers:
     def finish(self) -> None:
         self.drain()
         for writer, (proc, stdin, _, _) in enumerate(self.procs):
-            stdin.write(message(0, 0))
+            stdin.write(message(0, 0, 0, 0, 0, 0))
             stdin.flush()
             reply = self._reply(writer)
             warnings = reply.get("warnings")
@@ -232,15 +248,19 @@ class _SetRestore:
         self.writers = writers
         self.dirs = dirs
         self.links = links
-        self.files = 0
+        self.files = 0  # made here (the writers count theirs)
         self.data_bytes = 0
         self.entries = 0
+        self.parent: bytes | None = None  # of the last entry handed on, made already
+        # The slot being filled entry by entry: records, lines, count and payload bytes.
         self.slot: int | None = None
         self.used = 0
+        self.lines: list[bytes] = []
+        self.lines_size = 0
         self.records = 0
+        self.payload = 0
         self.hasher = writers.hasher
         self.writes = writers.writes
-        self.made: bytes | None = None  # the parent of the last entry, made already
 
     def run(self, rr: RecordReader, wanted: Iterator[tuple[bytes, int, str]]) -> None:
         """Extract the archive's entries that ``wanted`` (path, set, manifest line) lists."""
@@ -271,9 +291,18 @@ class _SetRestore:
     def run_paired(self, rr: RecordReader, lines: Iterator[bytes]) -> None:
         """A chain of one set: its archive holds exactly the manifest's entries, in the
         same order, so each record goes with the next line, unparsed here. Whoever
-        handles the record decodes the line and checks that both say the same."""
-        while (found := rr.next_raw()) is not None:
-            raw, kind, path, payload = found
+        handles the record decodes the line and checks that both say the same. A block
+        goes whole, with as many lines."""
+        while (item := rr.next_item()) is not None:
+            if isinstance(item, Block):
+                taken = list(itertools.islice(lines, item.entries))
+                if len(taken) < item.entries or not self.block(rr, item, taken):
+                    # Entry by entry: the one the manifest lacks is named, and lines too
+                    # long for a slot go with fewer entries each.
+                    rr.open_block()
+                    lines = itertools.chain(taken, lines)
+                continue
+            raw, kind, path, payload = item
             line = next(lines, None)
             if line is None:
                 raise ArchiveDamaged(self.name, "the archive holds more than its manifest lists",
@@ -287,46 +316,73 @@ class _SetRestore:
                                  [text.split("\t")[1] if "\t" in text else text[:80]])
         self.flush()
 
+    def block(self, rr: RecordReader, block: Block, lines: list[bytes]) -> bool:
+        """A block, whole, to a writer; False when its lines do not fit in a slot."""
+        text = b"".join(lines)
+        if block.size + len(text) + len(block.parent) > SLOT:
+            return False
+        self.flush()
+        self.make_parent(block.parent)
+        slot = self.writers.slot()
+        rr.read_block_into(self.writers.memory(slot)[:block.size])
+        self.writers.dispatch(slot, block.size, text, block.parent, block.entries,
+                              block.payload_bytes)
+        self.entries += block.entries
+        return True
+
+    def make_parent(self, parent: bytes) -> None:
+        # Made now, in order: the writers only ever open existing directories.
+        if parent != self.parent:
+            self.dirs_cache.fd(components(parent))
+            self.parent = parent
+
     def flush(self) -> None:
         if self.slot is not None:
-            self.writers.dispatch(self.slot, self.used)
+            assert self.parent is not None
+            self.writers.dispatch(self.slot, self.used, b"".join(self.lines), self.parent,
+                                  self.records, self.payload)
             self.slot = None
 
     def extract(self, rr: RecordReader, raw: bytes, kind: str, path: bytes, payload: int,
                 line: bytes) -> None:
-        if kind == FILE:
-            self.files += 1
-            self.data_bytes += payload - DIGEST_SIZE
         if kind in (DIR, HARDLINK) or path == ROOT or (
             kind == FILE and payload - DIGEST_SIZE > SMALL
         ):
             self.extract_here(rr, raw, payload, line)
             return
-        # Make the parent now, in order: the writers only ever open existing directories.
-        head = path.rpartition(b"/")[0]
-        if head != self.made:
-            self.dirs_cache.fd(components(path)[:-1])
-            self.made = head
-        entry = slot_entry(line, raw)
-        size = len(entry) + payload
-        if size > SLOT:  # a header with huge attributes: not worth a slot of its own
-            buf = bytearray(entry) + rr.read_exact(payload)
-            self.writers.applier.apply(memoryview(buf))
+        head, slash, _ = path.rpartition(b"/")
+        parent = head if slash else ROOT
+        if parent != self.parent:
+            self.flush()  # a slot holds the entries of one directory
+            self.make_parent(parent)
+        size = len(raw) + payload
+        if size + len(line) + len(parent) > SLOT:
+            # A header with huge attributes: not worth a slot of its own.
+            self.flush()
+            buf = bytearray(raw) + rr.read_exact(payload)
+            self.writers.made(self.writers.applier.apply(memoryview(buf), line, parent, 1,
+                                                         payload))
             return
-        if self.slot is not None and (self.used + size > SLOT or self.records >= SLOT_RECORDS):
+        if self.slot is not None and (
+            self.used + size + self.lines_size + len(line) + len(parent) > SLOT
+            or self.records >= SLOT_RECORDS
+        ):
             self.flush()
         if self.slot is None:
             self.slot = self.writers.slot()
-            self.used = 0
-            self.records = 0
+            self.used = self.lines_size = self.records = self.payload = 0
+            self.lines = []
         memory = self.writers.memory(self.slot)
         start = self.used
-        memory[start:start + len(entry)] = entry
-        start += len(entry)
+        memory[start:start + len(raw)] = raw
+        start += len(raw)
         if payload:
             rr.read_into(memory[start:start + payload])
         self.used = start + payload
+        self.lines.append(line)
+        self.lines_size += len(line)
         self.records += 1
+        self.payload += payload
 
     def extract_here(self, rr: RecordReader, raw: bytes, payload: int, line: bytes) -> None:
         """Directories, hard links and large files: by the reader itself."""
@@ -338,6 +394,8 @@ class _SetRestore:
         if h.kind == FILE:
             check_against(h, e, None, self.name)  # the digest follows the data
             self.large_file(rr, h, bytes.fromhex(e.digest))
+            self.files += 1
+            self.data_bytes += payload - DIGEST_SIZE
             return
         check_against(h, e, None, self.name)
         if h.kind == HARDLINK:
@@ -544,6 +602,8 @@ def restore_tree(
             files += job.files
             data_bytes += job.data_bytes
         pool.finish()
+        files += pool.files
+        data_bytes += pool.data_bytes
         _finish_links(target_fd, links, manifest.name)
         _finish_dirs(target_fd, dirs, applier, manifest.name)
     finally:

@@ -33,8 +33,11 @@ from resurgo.engine.records import (
     DIR,
     FILE,
     HARDLINK,
+    MAX_BLOCK,
+    MAX_BLOCK_ENTRIES,
     SYMLINK,
     Header,
+    block_frame,
     end_record,
     entry_record,
     start_record,
@@ -122,6 +125,12 @@ class _Saver:
         self.data_bytes = 0
         self.links: dict[int, tuple[bytes, str, str]] = {}  # inode → first path, digests
         self.notes: list[str] = []
+        # The block being gathered: the entries of one directory (see records.Block).
+        self.block: list[bytes] = []
+        self.block_parent: bytes | None = None
+        self.block_size = 0
+        self.block_entries = 0
+        self.block_payload = 0
 
     def note(self, path: bytes, why: str) -> None:
         log.info("%s: %s", escape(path), why)
@@ -136,18 +145,57 @@ class _Saver:
             self.flush()
 
     def flush(self) -> None:
-        if self.parts:
-            self.archive.writev(self.parts)
-            self.parts = []
-            self.pending = 0
+        parts = self.parts
+        for start in range(0, len(parts), _MAX_PARTS):
+            self.archive.writev(parts[start:start + _MAX_PARTS])
+        self.parts = []
+        self.pending = 0
 
     def emit_large(self, data: bytes) -> None:
         self.flush()
         self.archive.write(data)
 
     def record(self, h: Header) -> None:
+        """An entry on its own, outside any block."""
+        self.end_block()
         self.emit(entry_record(h))
         self.stored += 1
+
+    def blocked(self, rel: bytes, parts: tuple[bytes, ...], size: int, payload: int) -> None:
+        """An entry (its record and payload, ``size`` bytes) into the block of its
+        directory. The caller knows it may be in one: not a directory, not a hard link."""
+        head, slash, _ = rel.rpartition(b"/")
+        parent = head if slash else ROOT
+        if self.block_parent is not None and (
+            parent != self.block_parent or self.block_size + size > MAX_BLOCK
+            or self.block_entries == MAX_BLOCK_ENTRIES
+        ):
+            self.end_block()
+        self.stored += 1
+        self.payload += payload
+        if size > MAX_BLOCK:  # huge attributes: on its own
+            self.parts += parts
+            self.pending += size
+            return
+        self.block_parent = parent
+        self.block += parts
+        self.block_size += size
+        self.block_entries += 1
+        self.block_payload += payload
+
+    def end_block(self) -> None:
+        if self.block_parent is None:
+            return
+        frame = block_frame(self.block_parent, self.block_entries, self.block_payload,
+                            self.block_size)
+        self.parts.append(frame)
+        self.parts += self.block
+        self.pending += len(frame) + self.block_size
+        self.block = []
+        self.block_parent = None
+        self.block_size = self.block_entries = self.block_payload = 0
+        if self.pending >= _BUFFER:
+            self.flush()
 
     def add(self, kind: str, rel: bytes, st: os.stat_result, digest: str,
             xattrs: tuple[tuple[str, bytes], ...], target: bytes) -> None:
@@ -174,8 +222,8 @@ class _Saver:
                 st = now
             xattrs = fsmeta.read_xattrs(fd)
             size = st.st_size
-            if not xattrs and size <= SMALL and st.st_blocks * 512 >= size:
-                digest = self.save_small(fd, rel, st, size)
+            if size <= SMALL and st.st_blocks * 512 >= size:
+                digest = self.save_small(fd, rel, st, size, xattrs)
             else:
                 extents = fsmeta.data_extents(fd, size, st.st_blocks)
                 self.record(Header(FILE, rel, st.st_mode, st.st_uid, st.st_gid,
@@ -191,25 +239,26 @@ class _Saver:
             self.links[st.st_ino] = (rel, hexdigest, xattr_digest(xattrs))
         self.add(FILE, rel, st, hexdigest, xattrs, b"")
 
-    def save_small(self, fd: int, rel: bytes, st: os.stat_result, size: int) -> bytes:
-        """Most files of a tree: no attributes, no holes, read with one call. Its record,
-        data and digest go out together (the general path, record and copy_data, gives
-        the same bytes)."""
+    def save_small(self, fd: int, rel: bytes, st: os.stat_result, size: int,
+                   xattrs: tuple[tuple[str, bytes], ...]) -> bytes:
+        """Most files of a tree: no holes, read with one call. Its record, data and digest
+        go into the block of its directory (the general path, record and copy_data, gives
+        the same entry)."""
         data = os.read(fd, size) if size else b""
         if len(data) < size:
             self.note(rel, "shrank while saving (the rest is stored as zeros)")
             data += bytes(size - len(data))
         digest = content_digest.of(data)
-        record = whole_file_record(rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                                   st.st_atime_ns, size)
-        parts = self.parts
-        parts += (record, data, digest)
-        self.stored += 1
-        self.payload += size + DIGEST_SIZE
+        if xattrs:
+            record = entry_record(Header(FILE, rel, st.st_mode, st.st_uid, st.st_gid,
+                                         st.st_mtime_ns, st.st_atime_ns, 0, size, b"", xattrs,
+                                         ((0, size),) if size else ()))
+        else:
+            record = whole_file_record(rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                                       st.st_atime_ns, size)
         self.data_bytes += size
-        self.pending += len(record) + size + DIGEST_SIZE
-        if self.pending >= _BUFFER or len(parts) >= _MAX_PARTS:
-            self.flush()
+        self.blocked(rel, (record, data, digest), len(record) + size + DIGEST_SIZE,
+                     size + DIGEST_SIZE)
         return digest
 
     def copy_data(self, fd: int, rel: bytes, size: int,
@@ -285,8 +334,13 @@ class _Saver:
             return
         except OSError as e:
             raise SaveFailed(f"reading {escape(rel)} failed: {e.strerror}") from None
-        self.record(Header(kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                           st.st_atime_ns, st.st_rdev, 0, target, xattrs))
+        h = Header(kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                   st.st_atime_ns, st.st_rdev, 0, target, xattrs)
+        if kind == DIR:
+            self.record(h)
+        else:
+            record = entry_record(h)
+            self.blocked(rel, (record,), len(record), 0)
         self.add(kind, rel, st, "", xattrs, target)
 
 
@@ -379,6 +433,7 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
                 saver.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
             continue
         saver.save_entry(rel, name, dir_fd, st, own_fd, kind)
+    saver.end_block()
     saver.emit(end_record(saver.stored, saver.payload))
     saver.flush()
     man.finish()

@@ -1,11 +1,13 @@
 """Creating the files of a run of archive records below a restore target.
 
-The restore's reader thread checks each record and collects runs of them (whole records,
-as they are in the archive) into slots of a shared memory area; writer processes (this
-module's main) create the files of a slot in parallel, each with its own interpreter, so
-the many small system calls of small files (open, write, utime, close...) run on every
-core and never wait for one another's GIL. The data is copied once, from the
-decompressor's pipe into the slot, and once more by the kernel into the file.
+The restore's reader thread puts runs of entries of one directory (a block of the
+archive, read whole, or records it collected one by one), as they are in the archive,
+into slots of a shared memory area, with their manifest lines; writer processes (this
+module's main) check each entry and create the files of a slot in parallel, each with its
+own interpreter, so the many small system calls of small files (open, write, utime,
+close...) run on every core and never wait for one another's GIL. The data is copied
+once, from the decompressor's pipe into the slot, and once more by the kernel into the
+file.
 
 The same Applier runs inside the restoring process when there are few records, or when
 asked for no writer processes.
@@ -19,13 +21,14 @@ import os
 import stat
 import struct
 import sys
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable
 
 from resurgo import digest as content_digest
 from resurgo.engine import fsmeta
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
 from resurgo.engine.manifest import Entry, ManifestError, xattr_digest
-from resurgo.engine.names import BadPath, components, escape, unescape
+from resurgo.engine.names import ROOT, BadPath, check_path, components, escape, unescape
 from resurgo.engine.records import (
     BLK,
     CHR,
@@ -44,7 +47,10 @@ from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache, replace
 
 CHUNK = 1 << 20
 _ZEROS = memoryview(bytes(CHUNK))
-_MESSAGE = struct.Struct("<QQ")  # slot offset, length (0, 0: stop)
+# slot offset, then the lengths of its entries, manifest lines and directory path, and
+# the number of entries and their payload bytes; all 0: stop.
+_MESSAGE = struct.Struct("<QIIIIQ")
+_CRC = struct.Struct("<I")
 MAX_WARNINGS = 1000
 
 
@@ -83,7 +89,6 @@ class Applier:
         self.files = 0
         self._owner = (os.geteuid(), os.getegid())
         self._umask = _umask()
-        self._parent: tuple[bytes | None, int, bool] = (None, -1, False)
 
     def warn(self, path: bytes, refused: list[str]) -> None:
         if refused and len(self.warnings) < MAX_WARNINGS:
@@ -111,35 +116,35 @@ class Applier:
     def create(self, dir_fd: int, name: bytes, mode: int) -> int:
         return replace(lambda: os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd), dir_fd, name)
 
-    def parent(self, h: Header) -> tuple[int, bytes, bool]:
-        head, slash, name = h.path.rpartition(b"/")
-        if slash and head == self._parent[0]:
-            # Entries come in walk order: the same directory as the last one, mostly.
-            return self._parent[1], name, self._parent[2]
-        parts = components(h.path)
-        fd = self.dirs.fd(parts[:-1], create=True)
-        # The cache moved: what it closed may be the last directory's descriptor.
-        self._parent = (head if slash else None, fd, self.dirs.setgid)
-        return fd, parts[-1], self.dirs.setgid
+    def directory(self, parent: bytes) -> tuple[int, bool]:
+        """The open directory of a run of entries, and whether it is setgid."""
+        fd = self.dirs.fd(components(parent), create=True)
+        return fd, self.dirs.setgid
 
-    def file(self, h: Header, payload: memoryview) -> None:
-        dir_fd, name, setgid = self.parent(h)
+    def file(self, h: Header, payload: memoryview, dir_fd: int, name: bytes,
+             setgid: bool) -> None:
         # A new file gets the creator's owner and the mode asked for less the umask; only
         # what differs is set afterwards (a setgid directory would give it its group).
         mode = h.mode & 0o777
-        fd = self.create(dir_fd, name, mode)
+        try:
+            fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            fd = self.create(dir_fd, name, mode)
         try:
             data = payload[:-DIGEST_SIZE]
             digest = payload[-DIGEST_SIZE:]
-            if len(h.extents) == 1 and h.extents[0][0] == 0 and h.extents[0][1] == h.size:
-                pwrite_all(fd, data, 0)
+            extents = h.extents
+            if len(extents) == 1 and extents[0][0] == 0 and extents[0][1] == h.size:
+                written = os.pwrite(fd, data, 0)
+                if written != len(data):
+                    pwrite_all(fd, data[written:], written)
                 actual = content_digest.of(data)
             else:
                 if h.size:
                     os.ftruncate(fd, h.size)
                 hasher = content_digest.new()
                 pos = 0
-                for offset, length in h.extents:
+                for offset, length in extents:
                     hash_zeros(hasher, offset - pos)
                     chunk = data[:length]
                     data = data[length:]
@@ -156,8 +161,7 @@ class Applier:
             os.close(fd)
         self.files += 1
 
-    def other(self, h: Header) -> None:
-        dir_fd, name, _ = self.parent(h)
+    def other(self, h: Header, dir_fd: int, name: bytes) -> None:
         kind = h.kind
 
         def make() -> None:
@@ -176,58 +180,66 @@ class Applier:
             self.warn(h.path, fsmeta.apply_xattrs(fsmeta.proc_path(dir_fd, name), h.xattrs))
         os.utime(name, ns=(h.atime_ns, h.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
-    def apply(self, records: memoryview) -> None:
-        """Create the entries of a slot: each its manifest line and its whole record."""
-        raw_path = b""  # escaped only for a message: most slots have none
+    def apply(self, records: memoryview, lines: bytes, parent: bytes, entries: int,
+              payload_bytes: int) -> tuple[int, int]:
+        """Check and create a run of ``entries`` entries of the directory ``parent``: the
+        records as they are in the archive, each with the manifest line in ``lines``
+        (one per entry, newline-terminated). The run must hold exactly that many entries
+        and ``payload_bytes`` of payload, and nothing that belongs elsewhere (another
+        directory, a directory, a hard link). Returns the files made and their bytes."""
+        texts = lines.split(b"\n")
+        raw_path = parent  # escaped only for a message: most runs have none
+        files = data_bytes = 0
         try:
-            for line, h, payload in split_slot(records):
-                raw_path = h.path
-                check_line(h, line, payload, self.archive)
+            if len(texts) != entries + 1 or texts[-1]:
+                raise FormatError(f"{entries} entries, {len(texts) - 1} manifest lines")
+            check_path(parent)
+            prefix = b"" if parent == ROOT else parent + b"/"
+            cut = len(prefix)
+            dir_fd, setgid = self.directory(parent)
+            pos = 0
+            end = len(records)
+            paid = 0
+            for line in texts[:-1]:
+                tag, n, payload = FRAME.unpack_from(records, pos)
+                body = pos + FRAME.size
+                data = body + n + 4
+                if tag != b"E" or data + payload > end:
+                    raise FormatError("a run of entries is cut or holds other records")
+                if _CRC.unpack_from(records, body + n)[0] != zlib.crc32(records[pos:body + n]):
+                    raise FormatError("entry header checksum mismatch")
+                h = decode_header(bytes(records[body:body + n]))
+                path = raw_path = h.path
+                name = path[cut:]
+                if (not path.startswith(prefix) or b"/" in name or path == ROOT
+                        or h.kind == DIR or h.kind == HARDLINK):
+                    raise FormatError("an entry that does not belong with its directory's")
+                if payload != h.payload_size:
+                    raise FormatError(f"entry payload of {payload} bytes, its header says "
+                                      f"{h.payload_size}")
+                view = records[data:data + payload]
+                check_line(h, line, view, self.archive)
                 try:
                     if h.kind == FILE:
-                        self.file(h, payload)
+                        self.file(h, view, dir_fd, name, setgid)
+                        files += 1
+                        data_bytes += payload - DIGEST_SIZE
                     else:
-                        self.other(h)
+                        self.other(h, dir_fd, name)
                 except OSError as e:
-                    path = escape(raw_path)
-                    raise RestoreFailed(f"cannot restore {path}: {e.strerror}",
-                                        archive=self.archive, paths=(path,)) from None
-        except (FormatError, ManifestError) as e:
-            raise ArchiveDamaged(self.archive, str(e),
-                                 [escape(raw_path) if raw_path else "?"]) from None
+                    shown = escape(path)
+                    raise RestoreFailed(f"cannot restore {shown}: {e.strerror}",
+                                        archive=self.archive, paths=(shown,)) from None
+                paid += payload
+                pos = data + payload
+            if pos != end or paid != payload_bytes:
+                raise FormatError("a run of entries differs from its frame")
+        except (FormatError, ManifestError, BadPath, struct.error) as e:
+            raise ArchiveDamaged(self.archive, str(e), [escape(raw_path)]) from None
+        return files, data_bytes
 
     def close(self) -> None:
-        self._parent = (None, -1, False)
         self.dirs.close()
-
-
-_LINE = struct.Struct("<I")
-
-
-def slot_entry(line: bytes, raw: bytes) -> bytes:
-    """How an entry goes into a slot: its manifest line, then its record (the payload
-    follows, copied there by the reader)."""
-    return _LINE.pack(len(line)) + line + raw
-
-
-def split_slot(buf: memoryview) -> Iterator[tuple[bytes, Header, memoryview]]:
-    """The entries of a slot. Their paths were checked by the reader that filled it."""
-    pos = 0
-    end = len(buf)
-    while pos < end:
-        (n,) = _LINE.unpack_from(buf, pos)
-        pos += _LINE.size
-        line = bytes(buf[pos:pos + n])
-        pos += n
-        _, hlen, payload = FRAME.unpack_from(buf, pos)
-        start = pos + FRAME.size
-        h = decode_header(bytes(buf[start:start + hlen]), checked=True)
-        if payload != h.payload_size:
-            raise FormatError(f"entry payload of {payload} bytes, its header says "
-                              f"{h.payload_size}")
-        pos = start + hlen + 4
-        yield line, h, buf[pos:pos + payload]
-        pos += payload
 
 
 _KIND_BYTES = {kind: kind.encode() for kind in (FILE, HARDLINK, SYMLINK, CHR, BLK, FIFO, DIR)}
@@ -316,14 +328,17 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], object], target
             message = read(_MESSAGE.size)
             if len(message) != _MESSAGE.size:
                 return
-            offset, length = _MESSAGE.unpack(message)
-            if length == 0:
+            offset, size, lines, parent, entries, payload = _MESSAGE.unpack(message)
+            if not entries:
                 write(json.dumps({"warnings": applier.warnings, "files": applier.files})
                       .encode() + b"\n")
                 return
+            at = offset + size
             try:
-                applier.apply(area[offset:offset + length])
-                reply: dict[str, object] = {}
+                files, data_bytes = applier.apply(
+                    area[offset:at], bytes(area[at:at + lines]),
+                    bytes(area[at + lines:at + lines + parent]), entries, payload)
+                reply: dict[str, object] = {"files": files, "bytes": data_bytes}
             except ArchiveError as e:
                 reply = error_reply(e)
             write(json.dumps(reply).encode() + b"\n")
@@ -331,8 +346,12 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], object], target
         applier.close()
 
 
-def message(offset: int, length: int) -> bytes:
-    return _MESSAGE.pack(offset, length)
+def message(offset: int, size: int, lines: int, parent: int, entries: int,
+            payload: int) -> bytes:
+    """The message that hands a slot to a writer: where its entries are (``size`` bytes
+    at ``offset``, then ``lines`` bytes of manifest lines and ``parent`` bytes of their
+    directory's path), how many and with how much payload; ``entries`` 0: stop."""
+    return _MESSAGE.pack(offset, size, lines, parent, entries, payload)
 
 
 def main(argv: list[str]) -> int:
