@@ -9,7 +9,6 @@ so io.BufferedReader, shutil.copyfileobj and the archive engine can use them.
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import stat
 from collections.abc import Callable
@@ -149,20 +148,19 @@ class FileReader(io.RawIOBase):
 
     def check_whole(self) -> int:
         """Check the size and digest of the local file (see local_file) as read() does at
-        the end, through a read-only mapping of it; its size."""
+        the end, reading it beside whoever reads it through the descriptor; its size."""
         fd = self.local_file()
         if fd is None:
             raise ValueError("check_whole needs a local file nothing was read from")
-        size = os.fstat(fd).st_size
-        # A window at a time: a mapping of the whole file would count it all in the
-        # process's resident memory.
-        step = 16 << 20
-        for offset in range(0, size, step):
-            with mmap.mmap(fd, min(step, size - offset), access=mmap.ACCESS_READ,
-                           offset=offset) as window:
-                view = memoryview(window)
-                self._hash.update(view)
-                view.release()
+        # pread into one buffer: no file offset shared with the other reader, and less
+        # work than mapping (a mapping of the whole file would also count it all in the
+        # process's resident memory).
+        buffer = bytearray(4 << 20)
+        view = memoryview(buffer)
+        size = 0
+        while n := os.preadv(fd, [buffer], size):
+            self._hash.update(view[:n])
+            size += n
         self._size = size
         self._check_end()
         return size
