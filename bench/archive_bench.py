@@ -4,8 +4,9 @@
 Generates a tree (at --scale 1: 200,000 small files and 12 files of 100 MB, about 2 GB;
 half of the data compresses about 2:1, the rest not at all, and no two files share
 content, so deduplicating tools gain nothing they would not on real data), then measures
-with a warm cache (the tree is read once before each save), best of --repeat runs
-each (the tools take turns: run 1 of each, then run 2...):
+with a warm cache (before each run the page cache is emptied of what earlier runs left,
+as root, and the run's input, the tree or the archive, is read once), best of --repeat
+runs each (the tools take turns: run 1 of each, then run 2...):
 
     save     resurgo save_tree            tar -c | zstd -T0 > file
              restic backup (new repo)     borg create (new repo, repokey, default lz4)
@@ -26,6 +27,7 @@ restic and borg are used when installed (apt-get install restic borgbackup). Run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -170,10 +172,19 @@ def fresh(path: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
-def warm(src: Path) -> None:
-    # Every save starts with the tree in the page cache: a tool run after one that filled
-    # memory (restic's and borg's caches, a restore) would otherwise read it from the disk.
-    subprocess.run(["sh", "-c", f"tar -C {src} -cf - . | cat > /dev/null"], check=True)
+def warm(*inputs: Path) -> None:
+    """Every run starts alike: what earlier runs left in the page cache is dropped (when
+    run as root), so no run pays for reclaiming another's memory, and the run's input is
+    read once, so none reads it from the disk."""
+    subprocess.run(["sync"], check=True)
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    for path in inputs:
+        if path.is_dir():
+            subprocess.run(["sh", "-c", f"tar -C {path} -cf - . | cat > /dev/null"],
+                           check=True)
+        else:
+            subprocess.run(["cat", str(path)], check=True, stdout=subprocess.DEVNULL)
 
 
 def size_of(path: Path) -> int:
@@ -269,6 +280,7 @@ def main() -> int:
                                           recipient if tool == "resurgo-age" else ""]))
                     stored = size_of(archive) + size_of(manifest)
                     fresh(dst)
+                    warm(archive, manifest)
                     restores.append(measure([sys.executable, "-c", RESURGO_RESTORE, str(dst),
                                              str(archive), str(manifest),
                                              str(key) if tool == "resurgo-age" else "",
@@ -280,6 +292,7 @@ def main() -> int:
                                          shell=True))
                     stored = size_of(archive)
                     fresh(dst)
+                    warm(archive)
                     restores.append(measure([f"zstd -dc {archive} | tar -C {dst} -xf -"],
                                             shell=True))
                 elif tool == "restic":
@@ -291,6 +304,7 @@ def main() -> int:
                                          env=env, cwd=src))
                     stored = size_of(repo)
                     fresh(dst)
+                    warm(repo)
                     restores.append(measure(["restic", "restore", "-q", "latest", "--repo",
                                              str(repo), "--target", str(dst)], env=env))
                 elif tool == "borg":
@@ -302,6 +316,7 @@ def main() -> int:
                                          env=env, cwd=src))
                     stored = size_of(repo)
                     fresh(dst)
+                    warm(repo)
                     restores.append(measure(["borg", "extract", f"{repo}::bench"],
                                             env=env, cwd=dst))
                 print(f"#   {tool}: save {saves[-1].seconds:.2f} s, "

@@ -13,9 +13,26 @@ an administrator checks it with the sha256sum every system has.
 
 from __future__ import annotations
 
-from blake3 import blake3
+from typing import TYPE_CHECKING, NoReturn
+
+from resurgo.errors import PreconditionFailed
+
+if TYPE_CHECKING:
+    from blake3 import blake3
+else:
+    try:
+        from blake3 import blake3
+    except ImportError:  # resurgo copied without its dependencies: say so where it is needed
+
+        def blake3(*_: object, **__: object) -> NoReturn:
+            raise PreconditionFailed(
+                "the Python module blake3 is missing: resurgo checks its data with BLAKE3",
+                "install resurgo with pip, which brings blake3 along",
+            )
 
 SIZE = 32  # bytes of a digest
+CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(CHUNK))
 
 Hasher = blake3
 
@@ -32,3 +49,11 @@ def of(data: bytes | bytearray | memoryview) -> bytes:
 
 def hex_of(data: bytes | bytearray | memoryview) -> str:
     return blake3(data).hexdigest()
+
+
+def update_zeros(h: blake3, n: int) -> None:
+    """Feed ``n`` zero bytes to ``h``: the holes of a sparse file, as its readers see them."""
+    while n > 0:
+        step = min(n, CHUNK)
+        h.update(_ZEROS[:step])
+        n -= step

@@ -1076,6 +1076,20 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def spawn_qemu(argv: list[str], *, stdin: int) -> subprocess.Popen[bytes]:
+    """qemu in a session of its own that dies with this process, its console (serial and
+    messages) on its stdout."""
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={"LANG": "C.UTF-8", "PATH": _PATH},
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
 def new_ovmf_vars(path: Path) -> Path:
     """A fresh copy of OVMF's NVRAM template, for ``boot(ovmf_vars=...)``."""
     shutil.copyfile(OVMF_VARS, path)
@@ -1180,15 +1194,7 @@ def boot(
     started = time.monotonic()
     timed_out = False
     with log_path.open("wb") as sink:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={"LANG": "C.UTF-8", "PATH": _PATH},
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        proc = spawn_qemu(argv, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         pump = _SerialPump(proc.stdout, sink, started)
         pump.start()

@@ -515,15 +515,7 @@ def type_at_the_prompt(
     and was killed at ``timeout``)."""
     prompted = threading.Event()
     with serial_log.open("wb") as sink:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={"LANG": "C.UTF-8", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            start_new_session=True,
-            preexec_fn=guest._die_with_parent,
-        )
+        proc = guest.spawn_qemu(argv, stdin=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
         stdout = proc.stdout
 

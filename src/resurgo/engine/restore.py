@@ -63,7 +63,6 @@ from resurgo.engine.writer import (
     Applier,
     check_against,
     error_from,
-    hash_zeros,
     message,
     pwrite_all,
 )
@@ -429,8 +428,9 @@ class _SetRestore:
                 os.ftruncate(fd, h.size)
             hasher = content_digest.new()
             pos = 0
+            zeros = content_digest.update_zeros
             for offset, length in h.extents:
-                pending.append(self.hasher.submit(hash_zeros, hasher, offset - pos))
+                pending.append(self.hasher.submit(zeros, hasher, offset - pos))
                 done = 0
                 while done < length:
                     chunk = rr.read_exact(min(CHUNK, length - done))
@@ -440,7 +440,7 @@ class _SetRestore:
                     while len(pending) > 8:
                         pending.popleft().result()
                 pos = offset + length
-            pending.append(self.hasher.submit(hash_zeros, hasher, h.size - pos))
+            pending.append(self.hasher.submit(zeros, hasher, h.size - pos))
             while pending:
                 pending.popleft().result()
             digest = rr.read_exact(DIGEST_SIZE)

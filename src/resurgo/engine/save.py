@@ -52,7 +52,6 @@ CHUNK = 1 << 20
 SMALL = 1 << 20  # files up to this size are read with one call
 _BUFFER = 1 << 20
 _MAX_PARTS = 1000  # below IOV_MAX
-_ZEROS = memoryview(bytes(CHUNK))
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOATIME
 MAX_NOTES = 1000
 
@@ -278,7 +277,7 @@ class _Saver:
         h = content_digest.new()
         pos = 0
         for offset, length in extents:
-            self._zeros(h, offset - pos)
+            content_digest.update_zeros(h, offset - pos)
             os.lseek(fd, offset, os.SEEK_SET)
             remaining = length
             while remaining:
@@ -292,19 +291,11 @@ class _Saver:
             pos = offset + length
             self.data_bytes += length
             self.payload += length
-        self._zeros(h, size - pos)
+        content_digest.update_zeros(h, size - pos)
         digest = h.digest()
         self.emit(digest)
         self.payload += DIGEST_SIZE
         return digest
-
-    @staticmethod
-    def _zeros(h: content_digest.Hasher, n: int) -> None:
-        # Holes read as zeros, and the digest is of what a reader of the file sees.
-        while n > 0:
-            step = min(n, CHUNK)
-            h.update(_ZEROS[:step])
-            n -= step
 
     def save_entry(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result,
                    own_fd: int | None, kind: str) -> None:

@@ -45,8 +45,6 @@ from resurgo.engine.records import (
 )
 from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache, replace
 
-CHUNK = 1 << 20
-_ZEROS = memoryview(bytes(CHUNK))
 # slot offset, then the lengths of its entries, manifest lines and directory path, and
 # the number of entries and their payload bytes; all 0: stop.
 _MESSAGE = struct.Struct("<QIIIIQ")
@@ -57,13 +55,6 @@ _FIXED_SIZE = _ENTRY_START.size - FRAME.size
 _EXTENT = struct.Struct("<QQ")
 _EXTENT_SIZE = _EXTENT.size
 MAX_WARNINGS = 1000
-
-
-def hash_zeros(h: content_digest.Hasher, n: int) -> None:
-    while n > 0:
-        step = min(n, CHUNK)
-        h.update(_ZEROS[:step])
-        n -= step
 
 
 def _failed(path: bytes, e: OSError, archive: str) -> RestoreFailed:
@@ -170,13 +161,13 @@ class Applier:
                 hasher = content_digest.new()
                 pos = 0
                 for offset, length in extents:
-                    hash_zeros(hasher, offset - pos)
+                    content_digest.update_zeros(hasher, offset - pos)
                     chunk = data[:length]
                     data = data[length:]
                     pwrite_all(fd, chunk, offset)
                     hasher.update(chunk)
                     pos = offset + length
-                hash_zeros(hasher, size - pos)
+                content_digest.update_zeros(hasher, size - pos)
                 actual = hasher.digest()
             if actual != payload[-DIGEST_SIZE:]:
                 raise ArchiveDamaged(self.archive, "a file's content differs from its digest",
