@@ -154,13 +154,13 @@ def generate(root: Path, files: int, small_max: int, large: int, large_size: int
     return total
 
 
-def ram_ext4(mountpoint: Path, size: int) -> tuple[Path, str]:
+def ram_ext4(mountpoint: Path, size: int, inodes: int) -> tuple[Path, str]:
     image = Path("/dev/shm") / f"{mountpoint.name}.img"
     with open(image, "wb") as f:
         f.truncate(size)
     loop = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
                           capture_output=True, text=True).stdout.strip()
-    subprocess.run(["mkfs.ext4", "-q", "-E", "nodiscard", loop], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-E", "nodiscard", "-N", str(inodes), loop], check=True)
     subprocess.run(["mount", loop, str(mountpoint)], check=True)
     return image, loop
 
@@ -224,7 +224,8 @@ def main() -> int:
     if args.workdir is None:
         work = Path(tempfile.mkdtemp(prefix="resurgo-bench-"))
         data = files * args.small_max // 2 + large * args.large_size
-        ram = ram_ext4(work, 4 * data + files * 8192 + (2 << 30))
+        # The tree and one restored copy at a time, each file an inode.
+        ram = ram_ext4(work, 4 * data + files * 8192 + (2 << 30), 3 * (files + large) + 100_000)
     else:
         work = args.workdir
     levels = [int(x) for x in args.levels.split(",")]
