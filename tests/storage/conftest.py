@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,3 +37,12 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         yield r
     finally:
         r.cleanup()
+
+
+@pytest.fixture
+def engine_tools() -> None:
+    """The engine's tests restore owners (root) and compress with zstd."""
+    if os.geteuid() != 0:
+        pytest.skip("restoring owners needs root")
+    if shutil.which("zstd") is None:
+        pytest.skip("needs zstd")

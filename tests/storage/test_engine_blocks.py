@@ -6,7 +6,6 @@ block and its manifest lines do not fit in a slot. Every way gives the same tree
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,7 @@ from resurgo.engine import Source, restore, restore_tree, save_tree, verify_tree
 from resurgo.engine.pipes import DecompressedReader
 from resurgo.engine.records import MAX_BLOCK, MAX_BLOCK_ENTRIES, Block, RecordReader
 
-pytestmark = pytest.mark.storage
-
-
-@pytest.fixture(autouse=True)
-def _root_and_tools() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("restoring owners needs root")
-    if shutil.which("zstd") is None:
-        pytest.skip("needs zstd")
+pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
 
 
 @pytest.fixture(scope="module")

@@ -35,15 +35,7 @@ from resurgo.engine.records import (
 )
 from resurgo.errors import ExitCode, OperationFailed
 
-pytestmark = pytest.mark.storage
-
-
-@pytest.fixture(autouse=True)
-def _root_and_tools() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("restoring owners needs root")
-    if shutil.which("zstd") is None:
-        pytest.skip("needs zstd")
+pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
 
 
 def _tree(root: Path) -> None:
