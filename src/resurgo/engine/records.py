@@ -33,9 +33,10 @@ KINDS = frozenset((FILE, DIR, SYMLINK, HARDLINK, CHR, BLK, FIFO))
 
 _FIXED = struct.Struct("<cIIIqqQQIIHI")
 _XATTR = struct.Struct("<HI")
-_EXTENT = struct.Struct("<QQ")
+EXTENT = struct.Struct("<QQ")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+CRC = _U32  # the crc32 that ends a frame
 _END = struct.Struct("<QQ")
 FRAME = struct.Struct("<cIQ")  # tag, header length, payload length
 
@@ -96,7 +97,7 @@ def encode_header(h: Header) -> bytes:
     for name, value in h.xattrs:
         raw = name.encode("utf-8", "surrogateescape")
         parts += (_XATTR.pack(len(raw), len(value)), raw, value)
-    parts += [_EXTENT.pack(offset, length) for offset, length in h.extents]
+    parts += [EXTENT.pack(offset, length) for offset, length in h.extents]
     return b"".join(parts)
 
 
@@ -107,9 +108,9 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
         (kind_b, mode, uid, gid, mtime, atime, rdev, size,
          npath, ntarget, nxattrs, nextents) = _FIXED.unpack_from(body, 0)
         if (kind_b == b"f" and nextents == 1 and not nxattrs and not ntarget
-                and len(body) == _FIXED.size + npath + _EXTENT.size):
+                and len(body) == _FIXED.size + npath + EXTENT.size):
             # Most entries of a tree: a whole file without attributes (whole_file_record).
-            extent = _EXTENT.unpack_from(body, _FIXED.size + npath)
+            extent = EXTENT.unpack_from(body, _FIXED.size + npath)
             if extent == (0, size) and size:
                 path = body[_FIXED.size:_FIXED.size + npath]
                 if not checked:
@@ -132,8 +133,8 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
             pos += nvalue
         extents = []
         for _ in range(nextents):
-            extents.append(_EXTENT.unpack_from(body, pos))
-            pos += _EXTENT.size
+            extents.append(EXTENT.unpack_from(body, pos))
+            pos += EXTENT.size
     except (struct.error, UnicodeDecodeError) as e:
         raise FormatError(f"malformed entry header ({e})") from None
     except BadPath as e:
@@ -174,8 +175,8 @@ def entry_record(h: Header) -> bytes:
     return head + _U32.pack(zlib.crc32(head))
 
 
-# The frame and the fixed part of a header, packed at once (see whole_file_record).
-_FRAME_FIXED = struct.Struct("<cIQcIIIqqQQIIHI")
+# The frame and the fixed part of a header at once (whole_file_record, the writers).
+ENTRY_START = struct.Struct("<cIQcIIIqqQQIIHI")
 
 
 def whole_file_record(path: bytes, mode: int, uid: int, gid: int, mtime_ns: int,
@@ -183,9 +184,9 @@ def whole_file_record(path: bytes, mode: int, uid: int, gid: int, mtime_ns: int,
     """entry_record of a regular file without extended attributes whose data is stored
     whole (one extent; none when empty): the same bytes, for the many small files of a
     save, with one pack instead of a Header and its general encoder."""
-    extent = _EXTENT.pack(0, size) if size else b""
+    extent = EXTENT.pack(0, size) if size else b""
     n = _FIXED.size + len(path) + len(extent)
-    head = _FRAME_FIXED.pack(b"E", n, size + DIGEST_SIZE, b"f", mode, uid, gid, mtime_ns,
+    head = ENTRY_START.pack(b"E", n, size + DIGEST_SIZE, b"f", mode, uid, gid, mtime_ns,
                              atime_ns, 0, size, len(path), 0, 0, 1 if size else 0)
     head += path + extent
     return head + _U32.pack(zlib.crc32(head))
@@ -338,20 +339,23 @@ class RecordReader:
     def _entry(self, frame: bytes, n: int, payload: int) -> tuple[bytes, str, bytes, int]:
         if n > MAX_HEADER:
             raise FormatError(f"entry header of {n} bytes")
-        raw = frame + self._take(n + 4)
-        if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
-            raise FormatError("entry header checksum mismatch")
+        raw = self._checked(frame, n, "entry header")
         kind, path = peek_header(raw[FRAME.size:FRAME.size + n])
         self.entries += 1
         self.last_path = path
         return raw, kind, path, payload
 
+    def _checked(self, frame: bytes, n: int, what: str) -> bytes:
+        """The frame, the n bytes after it and their crc, checked."""
+        raw = frame + self._take(n + 4)
+        if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
+            raise FormatError(f"{what} checksum mismatch")
+        return raw
+
     def _block(self, frame: bytes, n: int, size: int) -> Block:
         if not _BLOCK.size < n <= _BLOCK.size + MAX_HEADER or not 0 < size <= MAX_BLOCK:
             raise FormatError(f"a block frame of {n} and {size} bytes")
-        raw = frame + self._take(n + 4)
-        if _U32.unpack_from(raw, FRAME.size + n)[0] != zlib.crc32(raw[:FRAME.size + n]):
-            raise FormatError("block frame checksum mismatch")
+        raw = self._checked(frame, n, "block frame")
         entries, payload_bytes = _BLOCK.unpack_from(raw, FRAME.size)
         parent = raw[FRAME.size + _BLOCK.size:FRAME.size + n]
         try:

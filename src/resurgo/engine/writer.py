@@ -32,8 +32,11 @@ from resurgo.engine.names import ROOT, BadPath, check_path, components, escape, 
 from resurgo.engine.records import (
     BLK,
     CHR,
+    CRC,
     DIGEST_SIZE,
     DIR,
+    ENTRY_START,
+    EXTENT,
     FIFO,
     FILE,
     FRAME,
@@ -48,12 +51,7 @@ from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache, replace
 # slot offset, then the lengths of its entries, manifest lines and directory path, and
 # the number of entries and their payload bytes; all 0: stop.
 _MESSAGE = struct.Struct("<QIIIIQ")
-_CRC = struct.Struct("<I")
-# An entry's frame and the fixed part of its header (records.encode_header), at once.
-_ENTRY_START = struct.Struct("<cIQcIIIqqQQIIHI")
-_FIXED_SIZE = _ENTRY_START.size - FRAME.size
-_EXTENT = struct.Struct("<QQ")
-_EXTENT_SIZE = _EXTENT.size
+_FIXED_SIZE = ENTRY_START.size - FRAME.size  # of a header, before its path
 MAX_WARNINGS = 1000
 
 
@@ -144,17 +142,12 @@ class Applier:
         # A new file gets the creator's owner and the mode asked for less the umask; only
         # what differs is set afterwards (a setgid directory would give it its group).
         mode = st_mode & 0o777
-        try:
-            fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
-        except FileExistsError:
-            fd = self.create(dir_fd, name, mode)
+        fd = self.create(dir_fd, name, mode)
         try:
             data = payload[:-DIGEST_SIZE]
             if extents is None:
                 if size:
-                    written = os.pwrite(fd, data, 0)
-                    if written != len(data):
-                        pwrite_all(fd, data[written:], written)
+                    pwrite_all(fd, data, 0)
                 actual = content_digest.of(data)
             else:
                 os.ftruncate(fd, size)
@@ -219,19 +212,19 @@ class Applier:
             paid = 0
             for line in texts[:-1]:
                 (tag, n, payload, kind, st_mode, uid, gid, mtime, atime, rdev, size, npath,
-                 ntarget, nxattrs, nextents) = _ENTRY_START.unpack_from(records, pos)
+                 ntarget, nxattrs, nextents) = ENTRY_START.unpack_from(records, pos)
                 body = pos + FRAME.size
                 data = body + n + 4
                 if tag != b"E" or data + payload > end:
                     raise FormatError("a run of entries is cut or holds other records")
-                if _CRC.unpack_from(records, body + n)[0] != zlib.crc32(records[pos:body + n]):
+                if CRC.unpack_from(records, body + n)[0] != zlib.crc32(records[pos:body + n]):
                     raise FormatError("entry header checksum mismatch")
                 view = records[data:data + payload]
                 if (kind == b"f" and not (ntarget or nxattrs or rdev)
                         and payload == size + DIGEST_SIZE
-                        and n == _FIXED_SIZE + npath + (_EXTENT_SIZE if size else 0)
+                        and n == _FIXED_SIZE + npath + (EXTENT.size if size else 0)
                         and nextents == (1 if size else 0)
-                        and (not size or _EXTENT.unpack_from(records, body + n - _EXTENT_SIZE)
+                        and (not size or EXTENT.unpack_from(records, body + n - EXTENT.size)
                              == (0, size))):
                     # Most entries: a whole file without attributes, taken as it lies, with
                     # the same checks as decode_header and check_line.
