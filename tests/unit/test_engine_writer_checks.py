@@ -1,23 +1,37 @@
-"""The writers' checks of an entry against its manifest line: the shortcut for plain
-whole files (plain_line) never passes what the general check (check_line) refuses, and
-takes every plain file whose line is right."""
+"""The writers' compiled path for plain whole files (_plainfiles) changes nothing but
+speed: on right runs of entries and on damaged ones, a writer with it makes the same files
+and refuses the same way as a writer without it (every entry through the general checks),
+and it takes every plain file whose record and manifest line are right."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resurgo import digest as content_digest
+from resurgo.engine import _plainfiles, writer
 from resurgo.engine.errors import ArchiveDamaged
 from resurgo.engine.manifest import Entry, encode_entry
-from resurgo.engine.names import escape
-from resurgo.engine.records import FILE, Header
-from resurgo.engine.writer import check_line, plain_line
+from resurgo.engine.names import ROOT, escape
+from resurgo.engine.records import DIGEST_SIZE, FILE, Header, whole_file_record
+from resurgo.engine.writer import Applier, check_line
 
-names = st.binary(min_size=1, max_size=12).filter(
+names = st.one_of(
+    st.binary(min_size=1, max_size=12),
+    st.text(st.characters(min_codepoint=32, max_codepoint=0x2ff), min_size=1, max_size=12)
+    .map(str.encode),
+).filter(
     lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
 )
-paths = st.lists(names, min_size=1, max_size=3).map(b"/".join)
+parents = st.one_of(st.just(ROOT), st.lists(names, min_size=1, max_size=2).map(b"/".join))
+ROOTED = os.geteuid() == 0
+owners = st.integers(0, 70000) if ROOTED else st.just(os.geteuid())
+groups = st.integers(0, 70000) if ROOTED else st.just(os.getegid())
 FIELDS = ("kind", "path", "mode", "uid", "gid", "size", "mtime_ns", "rdev", "digest",
           "xattr_digest", "target")
 
@@ -26,47 +40,127 @@ def _line(e: Entry) -> bytes:
     return encode_entry(e).encode("utf-8", "surrogateescape").rstrip(b"\n")
 
 
-@settings(max_examples=300)
-@given(path=paths, mode=st.sampled_from([0o100644, 0o100755, 0o104755, 0o100600]),
-       uid=st.integers(0, 70000), gid=st.integers(0, 70000), size=st.integers(0, 1 << 40),
-       mtime=st.integers(-(1 << 62), 1 << 62), digest=st.binary(min_size=32, max_size=32),
-       change=st.sampled_from((None, *FIELDS)), other=st.binary(min_size=1, max_size=8))
-def test_plain_line_passes_only_what_check_line_passes(
-        path: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, digest: bytes,
-        change: str | None, other: bytes) -> None:
-    h = Header(FILE, path, mode, uid, gid, mtime, 0, 0, size, b"", (),
-               ((0, size),) if size else ())
-    e = Entry(FILE, path, mode, uid, gid, size, mtime, 5, 7, 0, digest.hex(), "", 0, b"")
-    if change is not None:
-        e = e._replace(**{change: {
-            "kind": "l", "path": path + other.replace(b"/", b"_").replace(b"\0", b"_"),
-            "mode": mode ^ 0o20, "uid": uid + 1, "gid": gid + 1, "size": size + 1,
-            "mtime_ns": mtime + 1, "rdev": 1, "digest": bytes(b ^ 1 for b in digest).hex(),
+def _tree(top: str, times: bool) -> dict[str, tuple[bytes, int, int, int, int]]:
+    out = {}
+    for d, _, files in os.walk(top):
+        for f in files:
+            p = os.path.join(d, f)
+            st_ = os.lstat(p)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, top)] = (fh.read(), st_.st_mode, st_.st_uid, st_.st_gid,
+                                                st_.st_mtime_ns if times else 0)
+    return out
+
+
+def _apply(records: bytes, lines: bytes, parent: bytes, entries: int, payload: int,
+           top: str) -> tuple[int, int] | str:
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    applier = Applier(fd, "a")
+    try:
+        return applier.apply(memoryview(records), lines, parent, entries, payload)
+    except ArchiveDamaged as e:
+        return f"{e.why} {e.paths}"
+    finally:
+        applier.close()
+        os.close(fd)
+
+
+@settings(max_examples=250, deadline=None)
+@given(parent=parents, files=st.lists(
+           st.tuples(names, st.sampled_from([0o100644, 0o100755, 0o104755, 0o100600]),
+                     owners, groups, st.binary(max_size=3000),
+                     st.integers(-(1 << 60), 1 << 60)),
+           min_size=1, max_size=4, unique_by=lambda f: f[0]),
+       change=st.sampled_from((None, "flip", *FIELDS)), at=st.integers(0, 1 << 20),
+       other=st.binary(min_size=1, max_size=8))
+def test_the_compiled_path_changes_nothing_but_speed(
+        parent: bytes, files: list[tuple[bytes, int, int, int, bytes, int]],
+        change: str | None, at: int, other: bytes) -> None:
+    records = bytearray()
+    lines = []
+    payload = 0
+    for name, mode, uid, gid, data, mtime in files:
+        path = name if parent == ROOT else parent + b"/" + name
+        digest = content_digest.of(data)
+        records += whole_file_record(path, mode, uid, gid, mtime, mtime - 7, len(data))
+        records += data + digest
+        payload += len(data) + DIGEST_SIZE
+        lines.append(Entry(FILE, path, mode, uid, gid, len(data), mtime, 5, 7, 0,
+                           digest.hex(), "", 0, b""))
+    victim = at % len(files)
+    if change == "flip":
+        records[at % len(records)] ^= 1 << (at % 8)
+    elif change is not None:
+        e = lines[victim]
+        lines[victim] = e._replace(**{change: {
+            "kind": "l", "path": e.path + other.replace(b"/", b"_").replace(b"\0", b"_"),
+            "mode": e.mode ^ 0o20, "uid": e.uid + 1, "gid": e.gid + 1, "size": e.size + 1,
+            "mtime_ns": e.mtime_ns + 1, "rdev": 1,
+            "digest": bytes(b ^ 1 for b in bytes.fromhex(e.digest)).hex(),
             "xattr_digest": "ab" * 32, "target": b"t",
         }[change]})
-    line = _line(e)
-    payload = bytes(size % 7) + digest
-    fast = plain_line(line, path, mode, uid, gid, size, mtime, digest)
-    try:
-        check_line(h, line, memoryview(payload), "a")
-        passed = True
-    except ArchiveDamaged:
-        passed = False
-    if fast:
-        assert passed
-    plain = escape(path).encode("utf-8", "surrogateescape") == path
-    if change is None and plain:
-        assert fast  # the shortcut is taken for a right line
-    if change in ("kind", "mode", "uid", "gid", "size", "mtime_ns", "digest",
-                  "xattr_digest") or (change == "path" and other.strip(b"/\0")):
-        assert not fast
+    text = b"".join(_line(e) + b"\n" for e in lines)
+    raw = bytes(records)
+    with tempfile.TemporaryDirectory() as fast, tempfile.TemporaryDirectory() as slow:
+        with_it = _apply(raw, text, parent, len(files), payload, fast)
+        make = writer.make_plain
+        writer.make_plain = writer._make_none
+        try:
+            without = _apply(raw, text, parent, len(files), payload, slow)
+        finally:
+            writer.make_plain = make
+        assert with_it == without
+        # A refused file's partial data stays behind, with the time it was made.
+        ok = not isinstance(without, str)
+        assert _tree(fast, ok) == _tree(slow, ok)
+    if change is None:
+        # Taken whole by the compiled path, the directory made beforehand.
+        with tempfile.TemporaryDirectory() as top:
+            d = Path(top, os.fsdecode(parent))
+            d.mkdir(parents=True, exist_ok=True)
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                prefix = b"" if parent == ROOT else parent + b"/"
+                pos, index, made, size = _plainfiles.make(
+                    raw, 0, [*text.split(b"\n")], 0, fd, prefix, os.geteuid(), os.getegid(),
+                    0o22, False, content_digest.of)
+            finally:
+                os.close(fd)
+            if all(escape(p.path).encode("utf-8", "surrogateescape") == p.path
+                   for p in lines):  # else its manifest line is escaped: the general way
+                assert (pos, index, made) == (len(raw), len(files), len(files))
+                assert size == sum(len(f[4]) for f in files)
+
+
+def test_it_stops_before_what_it_does_not_take() -> None:
+    """A file in the way, then a symlink: the compiled path stops at each and says where."""
+    def record(name: bytes, data: bytes) -> tuple[bytes, bytes]:
+        digest = content_digest.of(data)
+        e = Entry(FILE, name, 0o100644, os.geteuid(), os.getegid(), len(data), 10**18, 5, 7,
+                  0, digest.hex(), "", 0, b"")
+        return (whole_file_record(name, 0o100644, os.geteuid(), os.getegid(), 10**18, 10**18,
+                                  len(data)) + data + digest, _line(e))
+
+    (r1, l1), (r2, l2) = record(b"a", b"one"), record(b"b", b"two")
+    with tempfile.TemporaryDirectory() as top:
+        Path(top, "b").write_bytes(b"in the way")
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            got = _plainfiles.make(r1 + r2, 0, [l1, l2, b""], 0, fd, b"", os.geteuid(),
+                                   os.getegid(), 0o22, False, content_digest.of)
+        finally:
+            os.close(fd)
+        assert got == (len(r1), 1, 1, 3)
+        assert Path(top, "a").read_bytes() == b"one"
+        assert Path(top, "a").stat().st_mtime_ns == 10**18
+        assert Path(top, "b").read_bytes() == b"in the way"
 
 
 def test_an_escaped_path_goes_the_general_way() -> None:
     path = b"tab\there\\and\xff"
     e = Entry(FILE, path, 0o100644, 0, 0, 0, 1, 0, 0, 0, bytes(32).hex(), "", 0, b"")
     line = _line(e)
-    assert b"\\x09" in line and not plain_line(line, path, 0o100644, 0, 0, 0, 1, bytes(32))
+    assert b"\\x09" in line
     check_line(Header(FILE, path, 0o100644, 0, 0, 1, 0, 0, 0), line, memoryview(bytes(32)),
                "a")
     with pytest.raises(ArchiveDamaged):

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resurgo import run
+from resurgo.engine import _plainfiles
 from resurgo.errors import PreconditionFailed, ToolMissing
 from resurgo.rescue import (
     build,
@@ -439,6 +440,7 @@ def test_compiled_bytecode_runs() -> None:
 BLAKE3_SO = (
     Path(blake3.__file__).parent / f"blake3.{sys.implementation.cache_tag}-x86_64-linux-gnu.so"
 )
+PLAINFILES_SO = Path(_plainfiles.__file__)
 ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
 
 
@@ -476,13 +478,14 @@ def test_blake3_goes_in_with_its_extension_module() -> None:
     assert by_name["tomli_w"].extension_modules == ()
 
 
-def test_the_libraries_of_blake3_on_this_machine() -> None:
+def test_the_libraries_of_the_extension_modules_on_this_machine() -> None:
+    """resurgo's own (the restore's plain-file path) and blake3's, with what they need."""
     py = python.find_python(Path("/"))
     extensions = python.package_extensions(py, build.carried_packages())
-    assert extensions == [BLAKE3_SO]
+    assert extensions == [PLAINFILES_SO, BLAKE3_SO]
     libs = python.package_libraries(py, extensions)
     names = [Path(lib).name for lib in libs]
-    for name in elf.needed(BLAKE3_SO.read_bytes()):
+    for name in {*elf.needed(BLAKE3_SO.read_bytes()), *elf.needed(PLAINFILES_SO.read_bytes())}:
         assert name in names, name
     assert "libgcc_s.so.1" in names and "libc.so.6" in names
     assert len(names) == len(set(names))
@@ -546,8 +549,13 @@ def test_an_extension_module_for_another_python_stops_the_build(
     with pytest.raises(PreconditionFailed) as e:
         python.package_extensions(py, build.carried_packages())
     message = str(e.value)
+    assert f"Python {version}" in message and PLAINFILES_SO.name in message
+    assert "has resurgo installed" in message and "--sysroot" in message
+    with pytest.raises(PreconditionFailed) as e:
+        python.package_extensions(py, [blake3])
+    message = str(e.value)
     assert f"Python {version}" in message and BLAKE3_SO.name in message
-    assert "blake3" in message and "--sysroot" in message
+    assert "has resurgo and blake3 installed" in message and "--sysroot" in message
     with pytest.raises(PreconditionFailed):
         python.add_packages(cpio.Writer(io.BytesIO()), py, [blake3])
 

@@ -78,6 +78,7 @@ PREFIX = "resurgo-rescue:"
 #: The rescue shell's prompt (PS1 resurgo-rescue:\w# ); the agent's lines have a space.
 PROMPT = re.compile(rb"resurgo-rescue:[^\s\[]*# ")
 BLAKE3_SO = "blake3.cpython-311-x86_64-linux-gnu.so"
+PLAINFILES_SO = "_plainfiles.cpython-311-x86_64-linux-gnu.so"
 BLAKE3_ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
 
 
@@ -366,6 +367,8 @@ def test_image_holds_what_recovery_needs(
     packages = {p.name: p for p in rescue.python.packages}
     assert list(packages) == ["resurgo", "tomli_w", "blake3"]
     assert packages["blake3"].extension_modules == (f"/usr/lib/resurgo/python/blake3/{BLAKE3_SO}",)
+    assert packages["resurgo"].extension_modules == (
+        f"/usr/lib/resurgo/python/resurgo/engine/{PLAINFILES_SO}",)
     assert {Path(lib).name for lib in rescue.python.libraries} >= {"libgcc_s.so.1", "libc.so.6"}
     assert rescue.default_entry == "recover"
     assert rescue.description_sha256 is not None and rescue.host == HOST
@@ -393,6 +396,7 @@ def test_image_holds_what_recovery_needs(
         "usr/lib/resurgo/python/tomli_w/__init__.py",
         "usr/lib/resurgo/python/blake3/__init__.py",
         f"usr/lib/resurgo/python/blake3/{BLAKE3_SO}",
+        f"usr/lib/resurgo/python/resurgo/engine/{PLAINFILES_SO}",
         "usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
         "usr/lib/python3.11/os.py",
         "usr/lib/x86_64-linux-gnu/libssl.so.3",
@@ -550,7 +554,7 @@ def type_at_the_prompt(
 def test_blake3_hashes_in_the_rescue_shell(extracted: Path, tmp_path: Path) -> None:
     """The image's kernel and initramfs, no unattended run: at the shell, the Python line
     resurgo's digests stand on (blake3's extension module, loaded with the libraries the
-    image carries for it)."""
+    image carries for it), and resurgo's own extension module."""
     argv = guest.qemu_command(
         [],
         extra_args=[
@@ -562,7 +566,9 @@ def test_blake3_hashes_in_the_rescue_shell(extracted: Path, tmp_path: Path) -> N
             "console=ttyS0,115200",
         ],
     )
-    command = "import blake3; print(blake3.blake3(b'abc').hexdigest())"
+    # and resurgo's own extension module (the restore's plain-file path)
+    command = ("import blake3; print(blake3.blake3(b'abc').hexdigest()); "
+               "from resurgo.engine import _plainfiles; print(_plainfiles.make.__name__)")
     serial_log = tmp_path / "serial.log"
     started = time.monotonic()
     rc = type_at_the_prompt(
@@ -578,6 +584,7 @@ def test_blake3_hashes_in_the_rescue_shell(extracted: Path, tmp_path: Path) -> N
     assert rc == 0, detail
     assert "exit status 0" in lines, detail
     assert BLAKE3_ABC in lines, detail
+    assert "make" in lines, detail
 
 
 @pytest.mark.skipif(

@@ -35,8 +35,6 @@ from resurgo.engine.records import (
     CRC,
     DIGEST_SIZE,
     DIR,
-    ENTRY_START,
-    EXTENT,
     FIFO,
     FILE,
     FRAME,
@@ -48,10 +46,21 @@ from resurgo.engine.records import (
 )
 from resurgo.engine.targets import NEW_FILE_FLAGS, DirCache, replace
 
+
+def _make_none(records: memoryview | bytes, pos: int, lines: list[bytes], index: int,
+               dir_fd: int, prefix: bytes, owner_uid: int, owner_gid: int, umask: int,
+               setgid: bool, of: Callable[[memoryview], bytes], /) -> tuple[int, int, int, int]:
+    return pos, index, 0, 0
+
+
+try:
+    from resurgo.engine._plainfiles import make as make_plain
+except ImportError:  # not built (a source tree): every entry takes the general path
+    make_plain = _make_none
+
 # slot offset, then the lengths of its entries, manifest lines and directory path, and
 # the number of entries and their payload bytes; all 0: stop.
 _MESSAGE = struct.Struct("<QIIIIQ")
-_FIXED_SIZE = ENTRY_START.size - FRAME.size  # of a header, before its path
 MAX_WARNINGS = 1000
 
 
@@ -207,12 +216,26 @@ class Applier:
             prefix = b"" if parent == ROOT else parent + b"/"
             cut = len(prefix)
             dir_fd, setgid = self.directory(parent)
-            pos = 0
+            pos = index = 0
             end = len(records)
             paid = 0
-            for line in texts[:-1]:
-                (tag, n, payload, kind, st_mode, uid, gid, mtime, atime, rdev, size, npath,
-                 ntarget, nxattrs, nextents) = ENTRY_START.unpack_from(records, pos)
+            last = len(texts) - 1
+            while True:
+                # Most entries are whole files without attributes: the compiled path
+                # makes them, and stops at the first it does not (see _plainfiles.c).
+                pos, index, made, size = make_plain(
+                    records, pos, texts, index, dir_fd, prefix, *self._owner, self._umask,
+                    setgid, content_digest.of)
+                self.files += made
+                files += made
+                data_bytes += size
+                paid += size + made * DIGEST_SIZE
+                if index == last:
+                    break
+                line = texts[index]
+                index += 1
+                raw_path = parent  # until the entry's own path is known
+                tag, n, payload = FRAME.unpack_from(records, pos)
                 body = pos + FRAME.size
                 data = body + n + 4
                 if tag != b"E" or data + payload > end:
@@ -220,34 +243,6 @@ class Applier:
                 if CRC.unpack_from(records, body + n)[0] != zlib.crc32(records[pos:body + n]):
                     raise FormatError("entry header checksum mismatch")
                 view = records[data:data + payload]
-                if (kind == b"f" and not (ntarget or nxattrs or rdev)
-                        and payload == size + DIGEST_SIZE
-                        and n == _FIXED_SIZE + npath + (EXTENT.size if size else 0)
-                        and nextents == (1 if size else 0)
-                        and (not size or EXTENT.unpack_from(records, body + n - EXTENT.size)
-                             == (0, size))):
-                    # Most entries: a whole file without attributes, taken as it lies, with
-                    # the same checks as decode_header and check_line.
-                    path = raw_path = check_path(
-                        bytes(records[body + _FIXED_SIZE:body + _FIXED_SIZE + npath]))
-                    name = path[cut:]
-                    if not path.startswith(prefix) or b"/" in name or path == ROOT:
-                        raise FormatError("an entry that does not belong with its directory's")
-                    if not plain_line(line, path, st_mode, uid, gid, size, mtime,
-                                      view[-DIGEST_SIZE:]):
-                        # An escaped path, or a difference: the general check tells.
-                        check_line(decode_header(bytes(records[body:body + n])), line, view,
-                                   self.archive)
-                    try:
-                        self.make_file(dir_fd, name, path, st_mode, uid, gid, atime, mtime,
-                                       size, None, (), view, setgid)
-                    except OSError as e:
-                        raise _failed(path, e, self.archive) from None
-                    files += 1
-                    data_bytes += size
-                    paid += payload
-                    pos = data + payload
-                    continue
                 h = decode_header(bytes(records[body:body + n]))
                 path = raw_path = h.path
                 name = path[cut:]
@@ -269,6 +264,7 @@ class Applier:
                     raise _failed(path, e, self.archive) from None
                 paid += payload
                 pos = data + payload
+            raw_path = parent
             if pos != end or paid != payload_bytes:
                 raise FormatError("a run of entries differs from its frame")
         except (FormatError, ManifestError, BadPath, struct.error) as e:
@@ -291,22 +287,6 @@ def _same_path(field: bytes, path: bytes) -> bool:
         return unescape(field.decode("utf-8", "surrogateescape")) == path
     except BadPath:
         return False
-
-
-def plain_line(line: bytes, path: bytes, st_mode: int, uid: int, gid: int, size: int,
-               mtime_ns: int, digest: memoryview | bytes) -> bool:
-    """Whether ``line`` (without its newline) is the manifest line of a whole file without
-    attributes whose path needs no escaping: True only where check_line would pass too,
-    at a fraction of its cost; False says nothing (check_line then tells)."""
-    if b"\\" in path or b"\t" in path:
-        return False  # escaped in the manifest, or more fields than a line has
-    head = b"f\t%b\t%o\t%d\t%d\t%d\t%d\t" % (path, st_mode, uid, gid, size, mtime_ns)
-    if not line.startswith(head):
-        return False
-    # ctime, inode, rdev, digest, xattr digest, set, target
-    tail = line[len(head):].split(b"\t")
-    return (len(tail) == 7 and tail[2] == b"0" and not tail[4] and not tail[6]
-            and tail[3] == digest.hex().encode())
 
 
 def check_line(h: Header, line: bytes, payload: memoryview | None, archive: str) -> None:

@@ -199,12 +199,14 @@ def package_extensions(py: PythonInstall, packages: Iterable[ModuleType]) -> lis
                 continue
             if "." + name.partition(".")[2] not in suffixes:
                 version = f"{py.version[0]}.{py.version[1]}"
+                needed = "resurgo" if module.__name__ == "resurgo" else (
+                    f"resurgo and {module.__name__}")
                 raise PreconditionFailed(
                     f"{module.__name__} here is built for another Python than the rescue's "
                     f"{py.where} (Python {version}, which imports {suffixes[0]} modules, "
                     f"not {host.name}): the rescue could not import it",
-                    f"build the rescue with a Python {version} that has resurgo and "
-                    f"{module.__name__} installed, or from a --sysroot whose python3 is "
+                    f"build the rescue with a Python {version} that has {needed} "
+                    f"installed, or from a --sysroot whose python3 is "
                     f"{sys.version_info[0]}.{sys.version_info[1]} like this one",
                 )
             out.append(host)
