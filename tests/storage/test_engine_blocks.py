@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from engine_tree import assert_same_trees, snapshot, try_setxattr, write
+from loopdisks import Rig
 
 from resurgo.engine import Source, restore, restore_tree, save_tree, verify_tree
 from resurgo.engine.pipes import DecompressedReader
@@ -96,6 +97,33 @@ def test_blocks_too_big_for_a_slot_restore_entry_by_entry(
     entry by entry, and what fits in no slot is made by the reader itself."""
     src, archive, manifest = saved
     monkeypatch.setattr(restore, "SLOT", 64 << 10)
+    target = tmp_path / "target"
+    target.mkdir()
+    restore_tree(target, Source.file(manifest), {"s": Source.file(archive)}, writers=2)
+    assert verify_tree(target, Source.file(manifest)) == []
+    assert_same_trees(snapshot(src), snapshot(target))
+
+
+def test_small_files_go_in_blocks_and_sparse_ones_alone(rig: Rig, tmp_path: Path) -> None:
+    """A small file goes in its directory's block when its data is one whole extent, also
+    when ext4 keeps it inside its inode (inline data); a small file with a hole goes alone,
+    its extents recorded, and comes back sparse."""
+    disk = rig.disk("inline", 64 << 20)
+    rig.sh("mkfs.ext4", "-q", "-O", "inline_data", "-E", "nodiscard", disk.path)
+    src = rig.mount(disk.path, tmp_path / "src")
+    for i in range(20):
+        write(src / f"tiny/{i:02d}", b"x" * (i + 1))
+    with open(src / "tiny/sparse", "wb") as f:  # beyond inline data's reach
+        f.write(os.urandom(8192))
+        f.truncate(512 << 10)
+    rig.sh("sync")
+    archive, manifest = tmp_path / "s.archive", tmp_path / "s.manifest"
+    with open(archive, "wb") as a, open(manifest, "wb") as m:
+        save_tree(src, a, m, set_id="s")
+    items = _items(archive)
+    tiny = [i for i in items if isinstance(i, Block) and i.parent == b"tiny"]
+    assert sum(b.entries for b in tiny) == 20
+    assert b"tiny/sparse" in items
     target = tmp_path / "target"
     target.mkdir()
     restore_tree(target, Source.file(manifest), {"s": Source.file(archive)}, writers=2)
