@@ -71,7 +71,7 @@ def _apply(records: bytes, lines: bytes, parent: bytes, entries: int, payload: i
                      owners, groups, st.binary(max_size=3000),
                      st.integers(-(1 << 60), 1 << 60)),
            min_size=1, max_size=4, unique_by=lambda f: f[0]),
-       change=st.sampled_from((None, "flip", *FIELDS)), at=st.integers(0, 1 << 20),
+       change=st.sampled_from((None, "flip", "raw", *FIELDS)), at=st.integers(0, 1 << 20),
        other=st.binary(min_size=1, max_size=8))
 def test_the_compiled_path_changes_nothing_but_speed(
         parent: bytes, files: list[tuple[bytes, int, int, int, bytes, int]],
@@ -90,7 +90,7 @@ def test_the_compiled_path_changes_nothing_but_speed(
     victim = at % len(files)
     if change == "flip":
         records[at % len(records)] ^= 1 << (at % 8)
-    elif change is not None:
+    elif change is not None and change != "raw":
         e = lines[victim]
         lines[victim] = e._replace(**{change: {
             "kind": "l", "path": e.path + other.replace(b"/", b"_").replace(b"\0", b"_"),
@@ -99,7 +99,11 @@ def test_the_compiled_path_changes_nothing_but_speed(
             "digest": bytes(b ^ 1 for b in bytes.fromhex(e.digest)).hex(),
             "xattr_digest": "ab" * 32, "target": b"t",
         }[change]})
-    text = b"".join(_line(e) + b"\n" for e in lines)
+    texts = [_line(e) for e in lines]
+    if change == "raw":  # the path as it is, unescaped: a line split by a tab, say
+        fields = texts[victim].split(b"\t")
+        texts[victim] = b"\t".join([fields[0], lines[victim].path, *fields[2:]])
+    text = b"".join(t + b"\n" for t in texts)
     raw = bytes(records)
     with tempfile.TemporaryDirectory() as fast, tempfile.TemporaryDirectory() as slow:
         with_it = _apply(raw, text, parent, len(files), payload, fast)
@@ -132,8 +136,13 @@ def test_the_compiled_path_changes_nothing_but_speed(
                 assert size == sum(len(f[4]) for f in files)
 
 
+def test_the_writers_use_the_compiled_path() -> None:
+    """Built with resurgo (pip install) and of the API the writer speaks."""
+    assert writer.make_plain is _plainfiles.make
+
+
 def test_it_stops_before_what_it_does_not_take() -> None:
-    """A file in the way, then a symlink: the compiled path stops at each and says where."""
+    """A file in the way: the compiled path makes the file before it and stops there."""
     def record(name: bytes, data: bytes) -> tuple[bytes, bytes]:
         digest = content_digest.of(data)
         e = Entry(FILE, name, 0o100644, os.geteuid(), os.getegid(), len(data), 10**18, 5, 7,

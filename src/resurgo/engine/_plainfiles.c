@@ -169,7 +169,7 @@ static PyObject *make(PyObject *self, PyObject *args)
                           &setgid, &of))
         return NULL;
     const unsigned char *buf = records.buf;
-    const Py_ssize_t end = records.len, cut = prefix.len, last = PyList_GET_SIZE(lines) - 1;
+    const Py_ssize_t end = records.len, cut = prefix.len;
     long long files = 0, data_bytes = 0;
     PyObject *result = NULL;
     char name[NAME_MAX + 1];
@@ -177,7 +177,7 @@ static PyObject *make(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "pos or index out of range");
         goto done;
     }
-    for (; index < last; index++) {
+    for (; index < PyList_GET_SIZE(lines) - 1; index++) {
         if (end - pos < START_SIZE)
             break;
         const unsigned char *e = buf + pos, *h = e + FRAME_SIZE;
@@ -189,7 +189,9 @@ static PyObject *make(PyObject *self, PyObject *args)
         uint32_t npath = u32(h + 45), ntarget = u32(h + 49), nextents = u32(h + 55);
         uint16_t nxattrs = u16(h + 53);
         /* the same conditions as Applier.apply's general checks, and plain */
+        /* (uid_t)-1 would mean "leave the owner" to fchown */
         if (e[0] != 'E' || h[0] != 'f' || !S_ISREG(st_mode) || ntarget || nxattrs || rdev
+                || uid == UINT32_MAX || gid == UINT32_MAX
                 || size > (uint64_t)1 << 40 || payload != size + DIGEST_SIZE
                 || npath > PATH_MAX || nextents != (size ? 1u : 0u)
                 || n != FIXED_SIZE + npath + (size ? EXTENT_SIZE : 0))
@@ -201,16 +203,18 @@ static PyObject *make(PyObject *self, PyObject *args)
             break;
         if (size && (u64(h + n - EXTENT_SIZE) != 0 || u64(h + n - 8) != size))
             break;
-        /* the path: the block's directory, then one name (not ".", "..", no "/", no NUL),
-         * nothing that the manifest would escape or that would split its line */
+        /* the path: the block's directory, then one name (not ".", "..", no "/"), and
+         * nothing that the manifest escapes or that would split its line (a control
+         * character, a backslash) */
         const unsigned char *path = h + FIXED_SIZE;
         Py_ssize_t nlen = (Py_ssize_t)npath - cut;
         if (nlen < 1 || nlen > NAME_MAX || memcmp(path, prefix.buf, (size_t)cut) != 0)
             break;
         const unsigned char *nm = path + cut;
-        int clean = !(nlen == 1 && nm[0] == '.') && !(nlen == 2 && nm[0] == '.' && nm[1] == '.');
-        for (Py_ssize_t i = 0; clean && i < nlen; i++)
-            if (nm[i] == '/' || nm[i] < 0x20 || nm[i] == 0x7f || nm[i] == '\\')
+        int clean = !(nlen == 1 && nm[0] == '.') && !(nlen == 2 && nm[0] == '.' && nm[1] == '.')
+                    && memchr(nm, '/', (size_t)nlen) == NULL;
+        for (uint32_t i = 0; clean && i < npath; i++)
+            if (path[i] < 0x20 || path[i] == 0x7f || path[i] == '\\')
                 clean = 0;
         if (!clean)
             break;
@@ -266,5 +270,12 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__plainfiles(void)
 {
     crc_init();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* make's arguments and the entry layout it reads: writer.py takes a module whose API
+     * differs (built from an older source) for none. */
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 1) != 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

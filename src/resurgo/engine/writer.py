@@ -54,9 +54,11 @@ def _make_none(records: memoryview | bytes, pos: int, lines: list[bytes], index:
 
 
 try:
-    from resurgo.engine._plainfiles import make as make_plain
+    from resurgo.engine import _plainfiles
 except ImportError:  # not built (a source tree): every entry takes the general path
     make_plain = _make_none
+else:  # one built from an older source neither
+    make_plain = _plainfiles.make if getattr(_plainfiles, "API", None) == 1 else _make_none
 
 # slot offset, then the lengths of its entries, manifest lines and directory path, and
 # the number of entries and their payload bytes; all 0: stop.
