@@ -259,3 +259,26 @@ class MediumContract:
                 open_file.close()
                 w.commit()
             assert len(medium.list_sets()) == 2
+
+    def test_a_save_during_a_save_never_leaves_a_broken_set(self) -> None:
+        """Two saves to one place at once (two hosts, two timers): the second one's start
+        cleans what it takes for leftovers. Each save then either commits a whole set or
+        fails with a message; every set listed afterwards is whole."""
+        with self.open_medium() as medium:
+            first = self.save(medium, seed=1)
+            w = medium.begin_set()
+            for name, data in self.small_files(5).items():
+                w.write_bytes(name, data)
+            with self.open_medium() as other:
+                second = self.save(other, seed=2)
+            try:
+                w.commit()
+                committed = True
+            except OperationFailed as e:
+                committed = False
+                assert "another save" in str(e)
+            ids = [s.id for s in medium.list_sets()]
+            assert sorted(ids) == sorted([first.id, second.id, *([w.id] if committed else [])])
+            for set_id in ids:
+                medium.open_set(set_id).verify()
+            assert self.leftovers(medium) == []

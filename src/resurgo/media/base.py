@@ -37,6 +37,10 @@ class Staging(ABC):
     def abort(self) -> None:
         """Remove what was staged; never raises for a medium that went away."""
 
+    @abstractmethod
+    def sizes(self) -> dict[str, int]:
+        """The staged files as the medium has them now, by name, with their sizes."""
+
 
 class Backend(ABC):
     """What one kind of medium must do; Medium builds recovery sets on it."""
@@ -157,6 +161,7 @@ class SetWriter:
                 )
         index = setindex.build(self.id, self.created, self.meta, list(self._entries.values()))
         try:
+            self._check_staged()
             self._staging.commit(setindex.encode(index))
         except BaseException:
             self.abort()
@@ -164,6 +169,21 @@ class SetWriter:
         self._state = "committed"
         log.info("recovery set %s committed on %s", self.id, self._medium.url)
         return SetInfo.of(index)
+
+    def _check_staged(self) -> None:
+        """Every file written must still be there as written: SFTP and S3 have no locks,
+        and a second save started meanwhile takes this one's files for the leftovers of
+        an interrupted save. Committed anyway, the set would look whole and not be."""
+        staged = self._staging.sizes()
+        gone = sorted(e.name for e in self._entries.values() if staged.get(e.name) != e.size)
+        if gone:
+            shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+            raise OperationFailed(
+                f"recovery set {self.id} was not committed: {shown} vanished from "
+                f"{self._medium.url} while it was saved",
+                "another save to the same place at the same time may have taken them for "
+                "the leftovers of an interrupted save: save again, one save at a time",
+            )
 
     def abort(self) -> None:
         """Drop the set: what was written is removed, earlier sets are untouched."""

@@ -233,5 +233,8 @@ class FloppyStaging(Staging):
                 edit.append(["mcopy", "-i", "IMAGE", str(local), f"::/{self._id}/{name}"])
             self._b.change(self._id, edit)
 
+    def sizes(self) -> dict[str, int]:
+        return {name: len(data) for name, data in self._files.items()}
+
     def abort(self) -> None:
         self._files.clear()

@@ -6,7 +6,11 @@ when its index object exists, and S3's strong read-after-write consistency
 makes that single PUT the atomic step. A set prefix without an index is the
 leftover of an interrupted save (or delete, which removes the index first):
 it is invisible, and the next save removes it and aborts its unfinished
-multipart uploads.
+multipart uploads. S3 has no locks either: a save running meanwhile loses its objects
+that way, and fails at its commit, naming them, rather than write an index for a set
+that is not whole. (A second save that lists the first one's prefix just before its
+index is written and removes it just after still takes the whole set away: one save at a
+time per prefix.)
 """
 
 from __future__ import annotations
@@ -93,6 +97,10 @@ class S3Staging(Staging):
 
     def commit(self, index: bytes) -> None:
         self._b.client.put(self._b.key(self._id, setindex.INDEX_NAME), index)
+
+    def sizes(self) -> dict[str, int]:
+        prefix = self._b.key(self._id)
+        return {k[len(prefix):]: size for k, size in self._b.client.list_objects(prefix).objects}
 
     def abort(self) -> None:
         try:

@@ -13,7 +13,8 @@ directory is atomic, so a listing sees the whole set or nothing. Deleting
 renames first, then removes. The next save removes the leftovers of both, except (on a
 local directory) a staging directory that a running save holds an flock on: two saves
 to one USB disk at once both complete. An SFTP server has no locks: there, a second save
-started while one runs takes the first one's staging for a leftover.
+started while one runs takes the first one's staging for a leftover, and the first one
+then fails at its commit, naming what vanished (SetWriter checks the staged files first).
 """
 
 from __future__ import annotations
@@ -171,6 +172,12 @@ class TreeStaging(Staging):
         ops.rename(self._stage, self._b._path(self._id))
         ops.sync_dir(self._b.root)
         self._release()
+
+    def sizes(self) -> dict[str, int]:
+        try:
+            return self._b.ops.file_sizes(self._stage)
+        except OperationFailed:
+            return {}  # the staging directory is gone
 
     def abort(self) -> None:
         try:
