@@ -11,13 +11,12 @@
  *
  * The entry layout is records.ENTRY_START: the frame (tag, header length, payload length)
  * and the fixed part of the header, then the path, the extent, the header's crc32, and
- * the payload (the data, then its digest). The manifest line is writer.plain_line's.
+ * the payload (the data, then its digest). The manifest line is manifest.encode_entry's.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -70,9 +69,9 @@ static struct timespec timespec_of(int64_t ns)
     return t;
 }
 
-/* Whether the manifest line (without its newline) is the one of this plain file, as
- * writer.plain_line: "f", path, mode (octal), uid, gid, size, mtime, ctime, inode, rdev
- * 0, the digest's hex, no xattr digest, the set, no target. */
+/* Whether the manifest line (without its newline) is the one of this plain file (a
+ * subset of what writer.check_line passes): "f", path, mode (octal), uid, gid, size,
+ * mtime, ctime, inode, rdev 0, the digest's hex, no xattr digest, the set, no target. */
 static int line_matches(const char *line, Py_ssize_t len, const unsigned char *path,
                         uint32_t npath, uint32_t mode, uint32_t uid, uint32_t gid,
                         uint64_t size, int64_t mtime, const unsigned char *digest)
