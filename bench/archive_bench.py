@@ -32,6 +32,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -337,6 +338,22 @@ def main() -> int:
             print(f"{tool:<12} {s_rate:>10.0f} {s_ratio:>6} {r_rate:>13.0f} {r_ratio:>6}"
                   f" {stored / 1e6:>10.0f} {save.rss_kib / 1024:>12.0f}"
                   f" {restore.rss_kib / 1024:>15.0f}")
+        if "tar" in all_saves and args.repeat > 1:
+            # The machine drifts within a run: each round's ratio, its tools run side by
+            # side, shows the spread that the best of each hides.
+            print()
+            print(f"{'per round':<12} {'save x tar: min median max':>27}"
+                  f" {'restore x tar: min median max':>30}")
+            for tool in tools:
+                if tool == "tar":
+                    continue
+                rounds = [(t.seconds / r.seconds, u.seconds / q.seconds) for r, t, q, u in zip(
+                    all_saves[tool], all_saves["tar"], all_restores[tool], all_restores["tar"],
+                    strict=True)]
+                spreads = [sorted(x[i] for x in rounds) for i in (0, 1)]
+                shown = ["  ".join(f"{v:.2f}" for v in (r[0], statistics.median(r), r[-1]))
+                         for r in spreads]
+                print(f"{tool:<12} {shown[0]:>27} {shown[1]:>30}")
     finally:
         if ram is not None:
             subprocess.run(["umount", str(work)], check=False)
