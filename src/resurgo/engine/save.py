@@ -222,7 +222,7 @@ class _Saver:
             xattrs = fsmeta.read_xattrs(fd)
             size = st.st_size
             # Asked of every file: most occupy their size and need no system call; one
-            # that occupies less is not always sparse (ext4 inline data, compressed btrfs).
+            # that occupies less is not always sparse (ZFS counts compressed blocks).
             extents = fsmeta.data_extents(fd, size, st.st_blocks)
             if size <= SMALL and extents == (((0, size),) if size else ()):
                 digest = self.save_small(fd, rel, st, size, xattrs)
