@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     BAD_INPUT = 2
     PRECONDITION = 3
+    NOT_AUTHENTIC = 4
 
 
 class ResurgoError(Exception):
@@ -39,6 +40,13 @@ class BadInput(ResurgoError):
 
 class PreconditionFailed(ResurgoError):
     exit_code = ExitCode.PRECONDITION
+
+
+class NotAuthentic(ResurgoError):
+    """A recovery set that trusted signers did not sign: unsigned, signed by another key,
+    or changed since it was signed. Nothing of it is used."""
+
+    exit_code = ExitCode.NOT_AUTHENTIC
 
 
 class ToolMissing(OperationFailed):

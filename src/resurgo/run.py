@@ -59,6 +59,7 @@ PACKAGES: Mapping[str, str] = {
     "mmd": "mtools",
     "mdeltree": "mtools",
     "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
     "xorriso": "xorriso",
     "qemu-system-x86_64": "qemu-system-x86",
     "zstd": "zstd",

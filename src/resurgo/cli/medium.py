@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from resurgo.cli.trust import add_trust_argument, trust_from_args
 from resurgo.media import Medium, SshOptions, open_medium
 from resurgo.media.url import EXAMPLES
 
@@ -24,6 +25,7 @@ def add_medium_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssh-strict-host-keys", action="store_true",
                    help="accept only host keys already in known_hosts (default: accept a "
                    "new host's key, refuse a changed one)")
+    add_trust_argument(g)
 
 
 def open_from_args(url: str, args: argparse.Namespace) -> Medium:
@@ -32,4 +34,7 @@ def open_from_args(url: str, args: argparse.Namespace) -> Medium:
         known_hosts=args.ssh_known_hosts,
         strict_host_keys=args.ssh_strict_host_keys,
     )
-    return open_medium(url, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region, ssh=ssh)
+    trust = trust_from_args(args)  # read before the medium is opened: a bad file fails fast
+    medium = open_medium(url, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region, ssh=ssh)
+    medium.trust = trust
+    return medium

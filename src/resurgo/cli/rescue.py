@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resurgo import signing
+from resurgo.cli.trust import trust_from_args
 from resurgo.errors import BadInput, ExitCode
 from resurgo.summary import human
 
@@ -106,6 +108,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="zstd level of the initramfs (default 9; 19: about 15%% smaller, ten times slower)",
     )
+    p.add_argument(
+        "--trust",
+        type=Path,
+        metavar="FILE",
+        help="an OpenSSH allowed-signers file carried by the image: it then refuses every "
+        "recovery set not signed by one of these keys, unattended or by hand (default: "
+        f"{signing.DEFAULT_TRUST} when it exists)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -123,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.output
     if out.is_dir():
         raise BadInput(f"--to {out} is a directory", f"name a file, e.g. {out / 'rescue.iso'}")
+    trust = trust_from_args(args)
     options = RescueOptions(
         description=args.description,
         from_url=args.from_url,
@@ -136,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         extra_modules=tuple(args.add_module),
         extra_programs=tuple(args.add_program),
         compression_level=args.compression_level,
+        trusted_signers=trust.text if trust else None,
     )
     report = build_rescue_image(out, options)
     if args.json:

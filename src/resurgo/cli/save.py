@@ -1,17 +1,20 @@
 """resurgo save --to MEDIUM: describe this system and write a recovery set.
 
 Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had);
-2 bad input; 3 a precondition fails (an incremental set without a full one to build on).
+2 bad input; 3 a precondition fails (an incremental set without a full one to build on);
+4 the parent of an incremental set is not signed by the trusted signers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from resurgo import signing
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
@@ -49,6 +52,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="after saving, delete all but the newest N sets (and the sets those "
                    "build on)")
     p.add_argument("--no-rescue", action="store_true", help="do not build the rescue image")
+    p.add_argument("--sign-key", type=Path, metavar="FILE",
+                   help="sign the set with this SSH key (ed25519; a passphrase-protected key "
+                   "through ssh-agent: give its .pub file); the rescue image then trusts "
+                   "--trust's signers, or this key alone")
     p.add_argument("--no-catalog", action="store_true",
                    help="skip the catalog of unchanged package files")
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if not runner.is_root():
         raise PreconditionFailed("saving a system needs root (it reads every file and the "
                                  "devices)", "run resurgo as root")
+    sign_key = signing.SignKey.load(args.sign_key) if args.sign_key else None
     opts = SaveOptions(
         root=args.root,
         incremental=args.incremental,
@@ -138,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         rescue=not args.no_rescue,
         catalog=not args.no_catalog,
         level=args.compression_level,
+        sign_key=sign_key,
     )
 
     def progress(line: str) -> None:
@@ -145,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     with open_from_args(args.medium, args) as medium:
-        report = save_set(medium, opts, progress)
+        report = save_set(medium, dataclasses.replace(opts, trust=medium.trust), progress)
     for w in report.warnings:
         print(f"resurgo: warning: {w}", file=sys.stderr)
     if args.json:

@@ -20,7 +20,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="list the recovery sets on a medium",
         description="The complete recovery sets on the medium, oldest first: id, date, kind, "
-        "the set an incremental one builds on, size, number of files, host.",
+        "the set an incremental one builds on, size, number of files, host. With trusted "
+        "signers (--trust), only the sets they signed; the others are named on stderr "
+        "(exit 4 when none is left).",
     )
     p.add_argument("medium", metavar="MEDIUM", help=MEDIUM_HELP)
     add_medium_arguments(p)
@@ -37,6 +39,7 @@ def set_data(s: SetInfo) -> dict[str, Any]:
         "files": s.file_count,
         "host": s.host,
         "encrypted": setfiles.encrypted(s.labels),
+        "signed_by": s.signed_by,
         "labels": dict(s.labels),
     }
 
@@ -55,12 +58,19 @@ def table(sets: list[SetInfo]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0; 4 when trusted signers are given and every set on the medium failed them."""
     with open_from_args(args.medium, args) as medium:
         sets = medium.list_sets()
+        refused = medium.refused
+        checked = medium.trust is not None
     if args.json:
         sys.stdout.write(json.dumps([set_data(s) for s in sets], indent=2) + "\n")
     elif not sets:
-        print(f"no recovery sets on {args.medium}")
+        print(f"no recovery sets on {args.medium}" + (" signed by a trusted key" if checked
+                                                       else ""))
     else:
         sys.stdout.write(table(sets))
-    return ExitCode.OK
+        if checked:
+            print("every set listed is signed by a trusted key (signed_by in --json)")
+    # Each refused set was named, with why, on stderr as it was found.
+    return ExitCode.NOT_AUTHENTIC if refused and not sets else ExitCode.OK

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 
-from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
+from resurgo import signing
+from resurgo.errors import BadInput, NotAuthentic, OperationFailed, PreconditionFailed
 from resurgo.media import setindex
 from resurgo.media.setindex import FileEntry, SetIndex, SetKind, SetMeta
 from resurgo.media.streams import FileReader, FileWriter, Sink, Source
@@ -80,6 +81,28 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing open
         """Release connections."""
 
+    def read_signature(self, set_id: str) -> bytes | None:
+        """The signature beside the set's index, or None when the set has none.
+
+        Read through the set's listing and the file reader every medium has, and never
+        more than a signature can be: a hostile medium gets no unbounded read here."""
+        size = self.file_sizes(set_id).get(signing.SIGNATURE_NAME)
+        if size is None:
+            return None
+        if size > signing.MAX_SIGNATURE:
+            return b""  # not a signature: refused by the check
+        source = self.open_file(set_id, signing.SIGNATURE_NAME)
+        try:
+            data = b""
+            while len(data) <= signing.MAX_SIGNATURE:
+                chunk = source.read(signing.MAX_SIGNATURE + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            source.close()
+        return data
+
 
 @dataclass(frozen=True)
 class SetInfo:
@@ -93,9 +116,11 @@ class SetInfo:
     size: int
     file_count: int
     labels: Mapping[str, str]
+    # The trusted principal whose key signed the set, when signatures were checked.
+    signed_by: str | None = None
 
     @classmethod
-    def of(cls, index: SetIndex) -> SetInfo:
+    def of(cls, index: SetIndex, signed_by: str | None = None) -> SetInfo:
         return cls(
             index.id,
             index.created,
@@ -105,6 +130,7 @@ class SetInfo:
             index.size,
             len(index.files),
             index.meta.labels,
+            signed_by,
         )
 
 
@@ -116,9 +142,16 @@ class SetWriter:
     """
 
     def __init__(
-        self, medium: Medium, staging: Staging, set_id: str, meta: SetMeta, created: datetime
+        self,
+        medium: Medium,
+        staging: Staging,
+        set_id: str,
+        meta: SetMeta,
+        created: datetime,
+        sign_key: signing.SignKey | None = None,
     ) -> None:
         self._medium = medium
+        self._sign_key = sign_key
         self._staging = staging
         self.id = set_id
         self.meta = meta
@@ -142,6 +175,12 @@ class SetWriter:
         with self.create(name) as f:
             f.write(data)
 
+    def pin(self, leave_out: str) -> str:
+        """setindex.content_pin of the files written so far (all closed), but one."""
+        if self._open:
+            raise OperationFailed(f"{', '.join(self._open)} still being written: no pin yet")
+        return setindex.content_pin(self.id, self._entries.values(), leave_out)
+
     def _file_done(self, entry: FileEntry) -> None:
         self._open.pop(entry.name, None)
         self._entries[entry.name] = entry
@@ -162,7 +201,14 @@ class SetWriter:
         index = setindex.build(self.id, self.created, self.meta, list(self._entries.values()))
         try:
             self._check_staged()
-            self._staging.commit(setindex.encode(index))
+            encoded = setindex.encode(index)
+            if self._sign_key is not None:
+                # Staged before the index: a set is visible only once whole, signature included.
+                with FileWriter(signing.SIGNATURE_NAME,
+                                self._staging.create(signing.SIGNATURE_NAME),
+                                lambda _entry: None) as sig:
+                    sig.write(self._sign_key.sign(encoded))
+            self._staging.commit(encoded)
         except BaseException:
             self.abort()
             raise
@@ -209,11 +255,11 @@ class SetWriter:
 class SetReader:
     """A committed recovery set, read through its index."""
 
-    def __init__(self, medium: Medium, index: SetIndex) -> None:
+    def __init__(self, medium: Medium, index: SetIndex, signed_by: str | None = None) -> None:
         self._medium = medium
         self.index = index
         self.id = index.id
-        self.info = SetInfo.of(index)
+        self.info = SetInfo.of(index, signed_by)
 
     @property
     def where(self) -> str:
@@ -270,10 +316,18 @@ class SetReader:
 
 
 class Medium:
-    """Where recovery sets live. Close it (or use ``with``) to release connections."""
+    """Where recovery sets live. Close it (or use ``with``) to release connections.
 
-    def __init__(self, backend: Backend) -> None:
+    With ``trust`` (trusted signers), a set is read only once its index's signature has
+    been checked against them: a set that fails is not listed, and opening it raises
+    NotAuthentic before anything else of it is read.
+    """
+
+    def __init__(self, backend: Backend, trust: signing.Trust | None = None) -> None:
         self.backend = backend
+        self.trust = trust
+        # The sets the last list_sets left out as not authentic: (id, why).
+        self.refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def url(self) -> str:
@@ -283,43 +337,61 @@ class Medium:
     def holds_archives(self) -> bool:
         return self.backend.holds_archives
 
-    def _index(self, set_id: str) -> SetIndex | None:
+    def _index(self, set_id: str) -> tuple[SetIndex, str | None] | None:
+        """The set's index and who signed it (None: signatures are not checked)."""
         data = self.backend.read_index(set_id)
         if data is None:
             return None
-        index = setindex.decode(data, f"{self.url} set {set_id}")
+        where = f"{self.url} set {set_id}"
+        signed_by = None
+        if self.trust is not None:
+            signed_by = self.trust.verify(data, self.backend.read_signature(set_id), where)
+        index = setindex.decode(data, where)
         if index.id != set_id:
             raise OperationFailed(
                 f"recovery set {set_id} on {self.url} holds the index of set {index.id}",
                 "the medium was changed by hand: delete the set",
             )
-        return index
+        return index, signed_by
 
     def list_sets(self) -> list[SetInfo]:
         """Complete sets, oldest first; damaged indexes are reported in the log and skipped."""
         out: list[SetInfo] = []
+        refused: list[tuple[str, str]] = []
         for set_id in self.backend.candidate_ids():
             try:
-                index = self._index(set_id)
-            except OperationFailed as e:
-                log.warning("%s", e)
+                found = self._index(set_id)
+            except NotAuthentic as e:
+                log.warning("%s", e.message)
+                refused.append((set_id, e.message))
                 continue
-            if index is not None:
-                out.append(SetInfo.of(index))
+            except OperationFailed as e:
+                log.warning("%s", e.message)
+                continue
+            if found is not None:
+                out.append(SetInfo.of(*found))
+        self.refused = tuple(refused)
         return sorted(out, key=lambda s: (s.created, s.id))
 
     def open_set(self, set_id: str) -> SetReader:
         setindex.check_set_id(set_id)
-        index = self._index(set_id)
-        if index is None:
+        found = self._index(set_id)
+        if found is None:
             raise OperationFailed(
                 f"there is no recovery set {set_id} on {self.url}",
                 "list the sets on the medium to see which exist",
             )
-        return SetReader(self, index)
+        return SetReader(self, *found)
 
-    def begin_set(self, meta: SetMeta | None = None, *, set_id: str | None = None) -> SetWriter:
+    def begin_set(
+        self,
+        meta: SetMeta | None = None,
+        *,
+        set_id: str | None = None,
+        sign_key: signing.SignKey | None = None,
+    ) -> SetWriter:
         """Start writing a new set; leftovers of interrupted saves are removed first.
+        With ``sign_key`` its index is signed when it is committed.
 
         One save at a time per medium: the leftovers of a save running
         elsewhere would be taken for those of an interrupted one.
@@ -339,7 +411,7 @@ class Medium:
                 "save a full set first (an incremental set needs its parent on the same medium)",
             )
         staging = self.backend.begin(set_id)
-        return SetWriter(self, staging, set_id, meta, created)
+        return SetWriter(self, staging, set_id, meta, created, sign_key)
 
     def delete_set(self, set_id: str) -> None:
         setindex.check_set_id(set_id)

@@ -30,13 +30,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from resurgo import digest
 from resurgo.errors import BadInput, OperationFailed
+from resurgo.signing import SIGNATURE_NAME
 
 FORMAT = "resurgo-set"
 VERSION = 2
@@ -120,7 +122,8 @@ def check_set_id(text: str) -> str:
 def check_file_name(name: str) -> str:
     """A file name inside a set: 'description.toml', 'archives/root.tar.zst'."""
     parts = name.split("/")
-    if name == INDEX_NAME or len(parts) > 4 or not all(_NAME_PART.match(p) for p in parts):
+    reserved = name in (INDEX_NAME, SIGNATURE_NAME)
+    if reserved or len(parts) > 4 or not all(_NAME_PART.match(p) for p in parts):
         raise BadInput(
             f"{name!r} cannot be the name of a file in a recovery set",
             "use relative names of letters, digits and . _ + - (e.g. archives/root.tar.zst)",
@@ -239,6 +242,19 @@ def _files(raw: Any) -> tuple[FileEntry, ...]:
         seen.add(name)
         out.append(FileEntry(name, size, digest))
     return tuple(out)
+
+
+def content_pin(set_id: str, files: Iterable[FileEntry], leave_out: str) -> str:
+    """A digest of a set's id and every file's name, size and digest but ``leave_out``'s.
+
+    The rescue image that save puts into a set cannot hold the digest of the index that
+    lists it, so it holds this: the set's id and all its other files, which the rescue
+    compares with a candidate set's index (every file of the set but the image itself).
+    """
+    lines = [f"resurgo-set-pin 1 {set_id}\n"]
+    lines += [f"{f.name} {f.size} {f.digest}\n"
+              for f in sorted(files, key=lambda f: f.name) if f.name != leave_out]
+    return digest.hex_of("".join(lines).encode())
 
 
 def build(set_id: str, created: datetime, meta: SetMeta, files: Sequence[FileEntry]) -> SetIndex:

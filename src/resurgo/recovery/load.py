@@ -19,7 +19,7 @@ from pathlib import Path
 from resurgo import fileformat
 from resurgo.engine import Source
 from resurgo.engine.source import ManifestStream
-from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
+from resurgo.errors import BadInput, NotAuthentic, OperationFailed, PreconditionFailed
 from resurgo.media import Medium, SetInfo, SetReader
 from resurgo.model import Description
 from resurgo.recovery import setfiles
@@ -75,6 +75,12 @@ def choose_set(medium: Medium, set_id: str | None) -> SetInfo:
                 return s
         medium.open_set(set_id)  # says why (bad id, no such set)
         raise OperationFailed(f"there is no recovery set {set_id} on {medium.url}")
+    if not sets and medium.refused:
+        raise NotAuthentic(
+            f"no recovery set on {medium.url} is signed by a trusted key: "
+            + ", ".join(i for i, _ in medium.refused) + " refused",
+            "recover from a set signed by a trusted key (see --trust)",
+        )
     if not sets:
         raise OperationFailed(
             f"there is no recovery set on {medium.url}",
@@ -181,7 +187,20 @@ def load_set(
     if read_manifests:
         for u in found:
             check_manifest_chain(loaded, u)
+            if medium.trust is not None:
+                read_whole(reader, u.manifest_name)
     return loaded
+
+
+def read_whole(reader: SetReader, name: str) -> None:
+    """Read a file of the set to its end, which checks it against the index's digest.
+
+    For a signed set, the manifests: the restore checks every archive entry against its
+    manifest line, so a manifest proven whole before any write keeps a changed archive
+    from writing anything the signer did not save."""
+    with reader.open(name) as f:
+        while f.read(1 << 20):
+            pass
 
 
 def check_manifest_chain(loaded: LoadedSet, unit: Unit) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from resurgo import fileformat
+from resurgo import fileformat, signing
 from resurgo.apply.journal import state_dir
 from resurgo.engine import SYSTEM_EMPTY_DIRS, SaveResult, Source, save_filesystem, save_tree
 from resurgo.engine.pipes import DEFAULT_LEVEL
@@ -74,6 +74,9 @@ class SaveOptions:
     level: int = DEFAULT_LEVEL
     # Where the plain copies of the manifests live (default: the state directory).
     cache_dir: Path | None = None
+    # Signs the set's index; the rescue image then carries `trust` (default: this key).
+    sign_key: signing.SignKey | None = None
+    trust: signing.Trust | None = None
 
 
 @dataclass(frozen=True)
@@ -310,12 +313,14 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
 
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
-                  progress: Progress) -> str:
+                  progress: Progress, signers: signing.Trust | None) -> str:
     """Build the rescue image into the set, when this resurgo can; what became of it.
 
     It carries the description, knows where the set lives, and boots the saved system's
     own kernel (with its drivers); programs and Python come from the running system,
-    which is the one running resurgo.
+    which is the one running resurgo. It pins this set (its id and every other file of
+    it, written by now) and carries the trusted signers, so that unattended it takes
+    this set, or a newer one signed by them, and nothing planted.
     """
     try:
         from resurgo.rescue import RescueOptions, build_rescue_image
@@ -325,7 +330,9 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
     with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
         iso = Path(tmp) / setfiles.RESCUE
         report = build_rescue_image(iso, RescueOptions(
-            description=desc_path, from_url=medium_url, kernel_root=root))
+            description=desc_path, from_url=medium_url, kernel_root=root,
+            trusted_signers=signers.text if signers else None,
+            set_id=w.id, set_pin=w.pin(setfiles.RESCUE)))
         with open(iso, "rb") as src, w.create(setfiles.RESCUE) as dst:
             shutil.copyfileobj(src, dst, _COPY)
     return f"included ({report.size} bytes)"
@@ -357,6 +364,9 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
     if not medium.holds_archives:
         raise BadInput(f"{medium.url} holds descriptions only, not the archives of a set",
                        "save to a directory, an SFTP server or an S3 bucket")
+    # Before the long describe: a key that cannot sign, or signers that would not trust
+    # it, fail now.
+    signers = signing.trust_for_save(opts.sign_key, opts.trust)
     cache = ManifestCache(opts.cache_dir or state_dir() / CACHE)
     lo = leaveouts(root, medium.url, opts.excludes, cache.directory)
     # The host names the sets; known before the (maybe long) describe, so that an
@@ -375,7 +385,7 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []
-        with medium.begin_set(meta) as w:
+        with medium.begin_set(meta, sign_key=opts.sign_key) as w:
             staged = cache.staging(w.id)
             try:
                 desc_path = _write_description(desc, w, tmp)
@@ -397,7 +407,8 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
                 rescue = "not included (--no-rescue)"
                 if opts.rescue:
                     try:
-                        rescue = _rescue_image(desc_path, w, root, medium.url, progress)
+                        rescue = _rescue_image(desc_path, w, root, medium.url, progress,
+                                               signers)
                     except ResurgoError as e:
                         rescue = f"not included: {e.message}"
                         warnings.append(f"the rescue image could not be built: {e.message}")

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from resurgo import __version__, run
+from resurgo import __version__, run, signing
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ToolMissing
 from resurgo.fileformat import document
 from resurgo.model import Description
@@ -89,6 +89,12 @@ class RescueOptions:
     compression_level: int | None = None
     #: The devices whose drivers (and firmware) count as the machine's own.
     sysfs: Path = Path("/sys")
+    #: An allowed-signers file's text: the image then refuses sets not signed by them.
+    trusted_signers: bytes | None = None
+    #: The set the image belongs to (save builds it into the set): its id, and the pin
+    #: of its files (media.setindex.content_pin), which the unattended recovery prefers.
+    set_id: str | None = None
+    set_pin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -423,6 +429,10 @@ def write_resurgo_archive(
             "etc/lvm/lvm.conf": layout.LVM_CONF,
             str(layout.CONFIG_PATH).lstrip("/"): json.dumps(config, indent=2) + "\n",
         }
+        signers = config.get("trusted_signers")
+        if isinstance(signers, str):
+            # Where every resurgo command in the rescue looks for trusted signers.
+            etc[str(signing.DEFAULT_TRUST).lstrip("/")] = signers
         for path, text in etc.items():
             _add_file(w, path, text.encode())
         w.add(cpio.Entry.symlink("etc/mtab", "/proc/self/mounts"))
@@ -563,6 +573,10 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
         "description_sha256": digest,
         "host": host,
         "unattended": options.unattended,
+        "set_id": options.set_id,
+        "set_pin": options.set_pin,
+        "trusted_signers": (options.trusted_signers.decode("utf-8", "replace")
+                            if options.trusted_signers is not None else None),
     }
 
     out = out.resolve()

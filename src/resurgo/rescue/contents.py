@@ -108,7 +108,8 @@ PROGRAMS: tuple[Program, ...] = (
     *_programs(Need.RECOVERY, "tar", "tar"),
     *_programs(Need.RECOVERY, "gzip", "gzip"),
     *_programs(Need.RECOVERY, "xz-utils", "xz"),
-    *_programs(Need.RECOVERY, "openssh-client", "ssh", "sftp", "scp"),
+    # ssh-keygen checks the signatures of sets (resurgo.signing)
+    *_programs(Need.RECOVERY, "openssh-client", "ssh", "sftp", "scp", "ssh-keygen"),
     *_programs(Need.RECOVERY, "mtools", "mcopy", "mdir", "mformat", "mmd", "mdeltree", "mattrib"),
     # the boot loader and the firmware's boot entries
     *_programs(
