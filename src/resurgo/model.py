@@ -76,6 +76,10 @@ class OnFailure(StrEnum):
     CONTINUE = "continue"
 
 
+# A field whose metadata holds this key is left out of the file when it has its default.
+OMIT_DEFAULT = "omit_default"
+
+
 class Encoding(StrEnum):
     UTF8 = "utf-8"
     BASE64 = "base64"
@@ -390,11 +394,21 @@ class Module:
 class ConfigFile:
     id: str
     path: str
-    content: str
+    # None when the file is secret and sealed: its content (and digest) are kept
+    # encrypted beside the description, in the set's secrets file.
+    content: str | None = None
     encoding: Encoding = Encoding.UTF8
     # Permission bits in octal, as chmod takes them.
     mode: str = "0644"
     sha256: str | None = None
+    # The system keeps the file from other users (no read bit for others) or it is of a
+    # kind that holds keys (Wi-Fi, VPN). Written only when true, so that a description
+    # without secrets reads the same to a resurgo that predates the field.
+    secret: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+
+    @property
+    def sealed(self) -> bool:
+        return self.content is None
 
 
 @dataclass(frozen=True)

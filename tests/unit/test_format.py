@@ -187,7 +187,7 @@ def test_write_writes_the_file_and_a_sha256sum_digest(tmp_path: Path) -> None:
         "description.toml",
         "description.toml.sha256",
     ]
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o600
     assert read(path) == desc
 
 

@@ -207,7 +207,7 @@ def test_validate_json_shows_the_warnings_of_a_newer_minor(tmp_path: Path) -> No
     out = json.loads(proc.stdout)
     assert out["valid"] is True
     assert out["warnings"] == [
-        f"{path}: format 1.9 is newer than 1.0; fields this resurgo does not know are skipped"
+        f"{path}: format 1.9 is newer than 1.1; fields this resurgo does not know are skipped"
     ]
 
 

@@ -570,12 +570,12 @@ CASES = [
     Case(
         "malformed version string",
         lambda t: edit(t, "[format]", 'version = "1.0"', 'version = "1.0.0"'),
-        [("format.version", "'1.0.0' is not a version like '1.0'", 'version = "1.0.0"')],
+        [("format.version", "'1.0.0' is not a version like '1.1'", 'version = "1.0.0"')],
     ),
     Case(
         "version with a leading zero",
         lambda t: edit(t, "[format]", 'version = "1.0"', 'version = "01.0"'),
-        [("format.version", "'01.0' is not a version like '1.0'", 'version = "01.0"')],
+        [("format.version", "'01.0' is not a version like '1.1'", 'version = "01.0"')],
     ),
     Case(
         "version as a number",
@@ -643,7 +643,7 @@ def test_newer_minor_is_read_with_a_warning_and_unknown_fields_skipped() -> None
     report = check(text)
     assert report.problems == []
     assert report.warnings == [
-        "description.toml: format 1.4 is newer than 1.0; fields this resurgo does not know "
+        "description.toml: format 1.4 is newer than 1.1; fields this resurgo does not know "
         "are skipped",
         "description.toml: skipped unknown field disks[1].colour",
         "description.toml: skipped unknown field future",

@@ -1,6 +1,8 @@
 """Records <-> plain data (dicts, lists, str, int, float, bool), driven by the type hints.
 
-Encoding drops None (TOML has no null) and empty tuples that have a default;
+Encoding drops None (TOML has no null), empty tuples that have a default, and the
+default of a field marked OMIT_DEFAULT (one added later, so that older readers read
+files without it the same);
 decoding checks every field's type and collects every problem with the place it
 was found, instead of stopping at the first.
 """
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from typing import Any, TypeVar
+
+from resurgo.model import OMIT_DEFAULT
 
 T = TypeVar("T")
 
@@ -51,6 +55,8 @@ def encode(obj: Any) -> Any:
             if value is None:
                 continue
             if value == () and f.default == ():
+                continue
+            if f.metadata.get(OMIT_DEFAULT) and value == f.default:
                 continue
             out[f.name] = encode(value)
         return out

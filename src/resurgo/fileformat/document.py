@@ -84,14 +84,18 @@ def sha256_hex(data: bytes) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write data to path so that a reader sees the old file or the whole new one, never part."""
+    """Write data to path so that a reader sees the old file or the whole new one, never part.
+
+    The file is 0600 whatever the umask: a description holds the machine's configuration,
+    its secret files included when it is not sealed.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

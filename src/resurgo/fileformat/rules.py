@@ -394,7 +394,13 @@ def _check_misc(desc: Description, problems: list[Problem]) -> None:
             problems.append(
                 Problem(("config_files", i, "mode"), f"{cf.mode!r} is not an octal mode like 0644")
             )
-        if cf.encoding == "base64":
+        if cf.content is None:
+            # Only a secret file may be sealed (its content kept in the set's secrets file).
+            if not cf.secret:
+                problems.append(Problem(("config_files", i, "content"),
+                                        "required field is missing (only a secret file is "
+                                        "sealed without its content)"))
+        elif cf.encoding == "base64":
             try:
                 base64.b64decode(cf.content, validate=True)
             except (binascii.Error, ValueError):

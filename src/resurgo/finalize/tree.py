@@ -90,11 +90,12 @@ class RootTree:
 
 class SavedTree:
     def __init__(self, files: Sequence[ConfigFile]) -> None:
-        self.files = {f.path: f for f in files}
+        # A sealed secret file (an encrypted set read without its identity) is not known.
+        self.files = {f.path: f for f in files if not f.sealed}
 
     def read(self, path: str) -> str | None:
         f = self.files.get(path)
-        if f is None:
+        if f is None or f.content is None:
             return None
         if f.encoding == Encoding.BASE64:
             return base64.b64decode(f.content).decode("utf-8", errors="surrogateescape")

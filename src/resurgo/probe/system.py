@@ -85,6 +85,21 @@ CONFIG_PATTERNS: tuple[str, ...] = (
 # service regenerates at boot (systemd-resolved, resolvconf), not configuration.
 REGULAR_ONLY = frozenset({"etc/resolv.conf"})
 
+# Files that hold keys whatever their mode says (Wi-Fi and VPN secrets, wireguard keys):
+# a mode loosened by hand must not put them in clear into a recovery set.
+SECRET_PATTERNS: tuple[str, ...] = (
+    "etc/NetworkManager/system-connections/*",
+    "etc/wpa_supplicant/*",
+    "etc/netplan/*.yaml",
+    "etc/wireguard/*",
+)
+# A key set in a network configuration that is otherwise public (ifupdown's wpa-psk).
+SECRET_LINE = re.compile(
+    rb"^[ \t]*(wpa-psk|wpa-passphrase|wpa-password|psk|password|privatekey|presharedkey)"
+    rb"[ \t]*[=: \t]",
+    re.IGNORECASE | re.MULTILINE,
+)
+
 ARCHITECTURES = {
     "x86_64": "x86_64",
     "amd64": "x86_64",
@@ -546,8 +561,21 @@ def probe_bootloader(
 # configuration files
 
 
+def is_secret(inside: str, data: bytes, mode: int) -> bool:
+    """Whether a captured file holds secrets: the system keeps it from other users (no
+    read bit for others, e.g. 0600 or 0640), it is of a kind that holds keys, or it sets
+    a key. A false alarm costs little (an encrypted set keeps the file sealed); a miss
+    puts a key in clear on the medium."""
+    if not mode & stat.S_IROTH:
+        return True
+    relative = inside.lstrip("/")
+    if any(fnmatch.fnmatchcase(relative, p) for p in SECRET_PATTERNS):
+        return True
+    return SECRET_LINE.search(data) is not None
+
+
 def config_record(inside: str, data: bytes, mode: int) -> ConfigFile:
-    """One captured file: text when it is UTF-8, else base64."""
+    """One captured file: text when it is UTF-8, else base64; marked when it is secret."""
     try:
         content, encoding = data.decode("utf-8"), Encoding.UTF8
     except UnicodeDecodeError:
@@ -559,6 +587,7 @@ def config_record(inside: str, data: bytes, mode: int) -> ConfigFile:
         encoding=encoding,
         mode=f"{stat.S_IMODE(mode):04o}",
         sha256=hashlib.sha256(data).hexdigest(),
+        secret=is_secret(inside, data, mode),
     )
 
 
