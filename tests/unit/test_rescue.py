@@ -918,3 +918,39 @@ def test_the_agent_finds_a_set_on_a_filesystem(tmp_path: Path) -> None:
     agent.say("two\nlines")
     assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == ["two", "lines"]
     assert all(line.startswith("resurgo-rescue: [") for line in out.getvalue().splitlines())
+
+
+# ----------------------------------------------------------------- choosing among planted sets
+
+
+def pinned(set_id: str, host: str, day: int, pin: str, signed_by: str | None = None
+           ) -> locate.Candidate:
+    return locate.Candidate(
+        medium=f"/run/resurgo/disks/vd{day}/sets", set_id=set_id,
+        created=datetime(2026, 11, day, tzinfo=UTC), host=host, description_digest="a" * 64,
+        pin=pin, signed_by=signed_by)
+
+
+def test_an_image_saved_into_a_set_takes_that_set_and_no_planted_one() -> None:
+    own = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64)
+    # Planted: newer, same host, same description, same id even, but other files.
+    planted = [pinned("20261128T000000Z-0009", "db1", 28, "x" * 64),
+               pinned("20261101T000000Z-0001", "db1", 2, "y" * 64)]
+    image = locate.Embedded("a" * 64, "db1", "20261101T000000Z-0001", "p" * 64)
+    choice = locate.choose([*planted, own], image)
+    assert choice.candidate == own and "pin" in choice.reason
+    with pytest.raises(locate.NoChoice, match=r"\(20261101T000000Z-0001\) was not found") as e:
+        locate.choose(planted, image)
+    assert "20261128T000000Z-0009" in str(e.value)  # the candidates are listed
+
+
+def test_an_image_with_signers_takes_the_newest_signed_set_of_its_host() -> None:
+    image = locate.Embedded("a" * 64, "db1", "20261101T000000Z-0001", "p" * 64, signed=True)
+    own = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64, "admin")
+    later = pinned("20261105T000000Z-0005", "db1", 5, "q" * 64, "admin")
+    other_host = pinned("20261109T000000Z-0009", "web", 9, "r" * 64, "admin")
+    assert locate.choose([own, other_host], image).candidate == own
+    choice = locate.choose([own, later, other_host], image)
+    assert choice.candidate == later and "signed by a trusted key (admin)" in choice.reason
+    with pytest.raises(locate.NoChoice, match="signed by a trusted key"):
+        locate.choose([other_host], image)

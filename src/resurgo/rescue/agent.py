@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from resurgo import __version__, digest, run
+from resurgo import __version__, digest, run, signing
 from resurgo.errors import ResurgoError
+from resurgo.recovery.setfiles import RESCUE
 from resurgo.rescue import cmdline, keys, locate, system
 from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
 from resurgo.rescue.layout import (
@@ -92,6 +93,8 @@ class Config:
     from_url: str | None = None
     description_sha256: str | None = None
     host: str | None = None
+    set_id: str | None = None
+    set_pin: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -105,6 +108,8 @@ class Config:
             from_url=data.get("from_url"),
             description_sha256=data.get("description_sha256"),
             host=data.get("host"),
+            set_id=_text(data.get("set_id")),
+            set_pin=_text(data.get("set_pin")),
             extra=data,
         )
 
@@ -113,7 +118,20 @@ class Config:
         if not DESCRIPTION_PATH.is_file():
             return None
         # Digested as a set index digests its files, to be compared with theirs.
-        return locate.Embedded(digest.hex_of(DESCRIPTION_PATH.read_bytes()), self.host)
+        return locate.Embedded(digest.hex_of(DESCRIPTION_PATH.read_bytes()), self.host,
+                               self.set_id, self.set_pin, trust() is not None)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def trust() -> signing.Trust | None:
+    """The signers this image trusts (the builder wrote them where every resurgo command
+    looks): then every set is checked, here and by the commands the agent runs."""
+    if not signing.DEFAULT_TRUST.exists():
+        return None
+    return signing.Trust.load(signing.DEFAULT_TRUST)
 
 
 class Agent:
@@ -161,10 +179,15 @@ class Agent:
 
     def medium_candidates(self, url: str, device: str | None = None) -> list[locate.Candidate]:
         from resurgo.media import open_medium
+        from resurgo.media.setindex import content_pin
 
         out = []
         with open_medium(url) as medium:
-            for info in medium.list_sets():
+            medium.trust = trust()
+            infos = medium.list_sets()
+            for set_id, why in medium.refused:
+                self.say(f"{url} set {set_id}: refused: {why}")
+            for info in infos:
                 try:
                     reader = medium.open_set(info.id)
                 except ResurgoError as e:
@@ -179,6 +202,8 @@ class Agent:
                         host=info.host,
                         description_digest=entry.digest if entry else None,
                         device=device,
+                        pin=content_pin(info.id, reader.files(), RESCUE),
+                        signed_by=info.signed_by,
                     )
                 )
         return out
@@ -286,24 +311,47 @@ class Agent:
             system.coldplug(self.seen_aliases, limit=1.0)
 
     def description_of(self, choice: locate.Choice) -> Path:
+        """The chosen set's description, read through its index (signature and digest
+        checked), never straight off the disk."""
         cand = choice.candidate
         if cand is None:
             return DESCRIPTION_PATH
-        if cand.medium.startswith("/"):
-            return Path(cand.medium) / cand.set_id / locate.DESCRIPTION
         from resurgo.media import open_medium
 
         dest = Path("/run/resurgo/sets") / cand.set_id / locate.DESCRIPTION
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open_medium(cand.medium) as medium:
+            medium.trust = trust()
             dest.write_bytes(medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
         return dest
+
+    def not_on_saved_disks(self, cands: list[locate.Candidate]) -> list[locate.Candidate]:
+        """Leave out sets on a disk that the saved layout names (same serial or WWN): the
+        plan would overwrite it, and an old or ransomed disk is no place to trust."""
+        if not DESCRIPTION_PATH.is_file():
+            return cands
+        from resurgo import fileformat
+
+        try:
+            saved = fileformat.read(DESCRIPTION_PATH).disks
+        except ResurgoError:
+            return cands
+        ids = {v for d in saved for v in (d.serial, d.wwn) if v}
+        out = []
+        for c in cands:
+            found = system.disk_ids(c.device) if c.device else set()
+            if found & ids:
+                self.say(f"{c.where}: not used, its disk is one the saved layout recreates")
+            else:
+                out.append(c)
+        return out
 
     # ---------------------------------------------------------------- running resurgo
 
     def resurgo(self, *argv: str) -> int:
         """Run resurgo as a command, its output on the consoles as it comes."""
-        full = [sys.executable, "-m", "resurgo", *argv]
+        # -P: never import from the working directory (PYTHONPATH names resurgo's own).
+        full = [sys.executable, "-P", "-m", "resurgo", *argv]
         self.say("+ resurgo " + " ".join(argv))
         proc = run.spawn(
             full,
@@ -319,8 +367,13 @@ class Agent:
 
     def recover(self) -> int:
         try:
-            cands = self.candidates()
-            choice = locate.choose(cands, self.config.embedded)
+            embedded = self.config.embedded
+            cands = self.not_on_saved_disks(self.candidates())
+            if embedded is not None and not embedded.signed and not embedded.set_pin:
+                self.say("warning: this image has no trusted signers and no set of its own: "
+                         "it cannot tell a genuine set from a planted one (build it with "
+                         "resurgo rescue --trust, or save --sign-key)")
+            choice = locate.choose(cands, embedded)
         except locate.NoChoice as e:
             self.say(str(e))
             return 1

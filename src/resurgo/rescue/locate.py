@@ -5,11 +5,21 @@ medium is the directory above. On a local disk the rescue mounts each filesystem
 read-only and looks a few levels down for such directories; a remote medium (SFTP, S3)
 is listed through resurgo.media.
 
-Which set, when several are found: the image carries the description of the set it was
-made with, so a set whose description is that very file (same digest) is the one; the
-newest such set wins (a later save of an unchanged machine). Failing that, the newest
-set of the same host. Sets of several other hosts and no way to tell: no guess, the
-unattended run stops (it would erase disks).
+Which set, when several are found. Anyone who can write to a disk of the machine can put
+a set there, so the choice rests on what the image itself holds:
+
+- trusted signers (``--trust``, or the signing key of ``save --sign-key``): only sets they
+  signed are candidates at all (the others are refused as they are listed); the newest
+  one of the image's host wins;
+- else the pin of the set the image was saved into (``save`` builds every image with
+  the set's id and the digest of all its other files): that set, and no other;
+- else (an image built by ``resurgo rescue`` with neither) the set whose description is
+  the image's own (same digest), the newest such, failing that the newest of the same
+  host, with a warning that a planted set cannot be told apart.
+
+A set on a disk that the saved layout names (the same serial or WWN: the plan would
+overwrite it) is never taken. Sets of several other hosts and no way to tell: no guess,
+the unattended run stops (it would erase disks), listing what it found.
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ class Candidate:
     host: str | None
     description_digest: str | None  # from the set's index; None: it holds no description
     device: str | None = None  # the block device of a local medium
+    # media.setindex.content_pin of its index, leaving the rescue image out.
+    pin: str | None = None
+    # The trusted principal that signed it (only signed sets are candidates then).
+    signed_by: str | None = None
 
     @property
     def where(self) -> str:
@@ -47,6 +61,11 @@ class Embedded:
 
     digest: str | None  # of the image's description.toml, as a set index has it
     host: str | None
+    # The set save built the image into: its id and content pin.
+    set_id: str | None = None
+    set_pin: str | None = None
+    # The image carries trusted signers: every candidate was signed by one of them.
+    signed: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,9 +107,24 @@ def find_set_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[tuple[Path, st
     return found
 
 
+def listing(cands: Iterable[Candidate]) -> str:
+    return "; ".join(f"{c.where} (host {c.host or '?'})" for c in cands) or "none"
+
+
 def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice:
     """The set an unattended recovery uses (raises NoChoice with the reason)."""
     usable = [c for c in candidates if c.description_digest is not None]
+    if embedded is not None and embedded.signed:
+        return _choose_signed(usable, embedded)
+    if embedded is not None and embedded.set_pin:
+        own = [c for c in usable
+               if c.set_id == embedded.set_id and c.pin == embedded.set_pin]
+        if own:
+            return Choice(own[0], "the set this image was saved into (its id and files "
+                                  "match the image's pin)")
+        raise NoChoice(
+            f"the set this image was saved into ({embedded.set_id}) was not found, and the "
+            "image trusts no signers to take another: found " + listing(candidates))
     if embedded is not None and embedded.digest:
         same = [c for c in usable if c.description_digest == embedded.digest]
         if same:
@@ -119,6 +153,28 @@ def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice
         + ", ".join(sorted(h or "?" for h in hosts))
         + ") and this image holds no description to tell which: pass resurgo.from="
     )
+
+
+def _choose_signed(usable: Sequence[Candidate], embedded: Embedded) -> Choice:
+    if embedded.set_pin:
+        own = [c for c in usable
+               if c.set_id == embedded.set_id and c.pin == embedded.set_pin]
+        newer = [c for c in usable if c.host == embedded.host and own
+                 and (c.created, c.set_id) > (own[0].created, own[0].set_id)]
+        if own and not newer:
+            return Choice(own[0], f"the set this image was saved into, signed by "
+                                  f"{own[0].signed_by}")
+    same_host = [c for c in usable if embedded.host is not None and c.host == embedded.host]
+    if same_host:
+        best = _newest(same_host)
+        return Choice(best, f"the newest set of host {embedded.host} signed by a trusted key "
+                            f"({best.signed_by})")
+    hosts = {c.host for c in usable}
+    if embedded.host is None and len(hosts) == 1:
+        best = _newest(usable)
+        return Choice(best, f"the newest set signed by a trusted key ({best.signed_by})")
+    raise NoChoice("no recovery set of this image's host signed by a trusted key was found: "
+                   "found " + listing(usable))
 
 
 def _newest(cands: Iterable[Candidate]) -> Candidate:

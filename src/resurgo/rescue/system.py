@@ -102,6 +102,25 @@ def block_devices(sys_block: Path = SYS / "class" / "block") -> list[str]:
     return [n for n in names if not n.startswith(_NOT_SEARCHED)]
 
 
+def disk_ids(device: str, sys_class: Path = SYS / "class" / "block") -> set[str]:
+    """Serial and WWN of the disk holding ``device`` (a disk or a partition), as the
+    probes record them (sysfs; no udev here)."""
+    kname = os.path.basename(os.path.realpath(device))
+    node = sys_class / kname
+    if (node / "partition").exists():
+        node = node.resolve().parent
+    out: set[str] = set()
+    for rel in ("device/serial", "serial", "wwid", "device/wwid"):
+        try:
+            text = (node / rel).read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            out.add(text)
+            out.add(text.removeprefix("naa.").removeprefix("eui."))
+    return out
+
+
 def probe(device: str) -> dict[str, str]:
     """blkid's low-level probe of one device (no cache, no udev): TYPE, LABEL, UUID..."""
     res = run.run(["blkid", "-p", "-o", "export", device], check=False)
