@@ -3,9 +3,11 @@
 SOURCE is the medium of a recovery set (its description is read from the set) or a
 description file.
 
-The plan ends with what finalize will change once the data is restored (the identity
-rewrites known in advance, the pairing of the network interfaces, the commands), from
-the configuration the description carries.
+The plan lists the description's commands (each restore program with its arguments
+exactly, and where it writes) and ends with what finalize will change once the data is
+restored (the identity rewrites known in advance, the pairing of the network
+interfaces, the commands), from the configuration the description carries. The plan
+hash covers all of it: `recover --plan-hash` runs exactly what was shown.
 
 Exit 0 when the plan can be executed, 3 when a precondition fails (all are listed),
 2 for bad input (a --map, --key-file or --net-map that does not parse or names nothing).
@@ -162,12 +164,11 @@ def run(args: argparse.Namespace) -> int:
         desc = source.description
         options = plan_options(args, desc, sys.stdin.isatty())
         actual = read_actual_disks(read_paths(source.recovery_paths, args))
-        plan = make_plan(desc, actual, options)
-        preview = finalizing.preview(args, desc, plan)
+        plan = finalizing.finalized(args, desc, make_plan(desc, actual, options))
     if args.json:
-        sys.stdout.write(json.dumps(finalizing.plan_data(plan, preview), indent=2) + "\n")
+        sys.stdout.write(json.dumps(finalizing.plan_data(plan), indent=2) + "\n")
     else:
-        sys.stdout.write(text(plan, source.name, finalizing.section(args, preview)))
+        sys.stdout.write(text(plan, source.name, finalizing.section(args, plan)))
     if not plan.ok:
         print(
             f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) fail",

@@ -5,14 +5,17 @@ of its chain complete on the medium, its description valid, an archive and a man
 for each restore command, the identity of an encrypted set given and able to open the
 manifests. Then the plan is computed afresh (as `resurgo plan` does, with the same
 options), shown, and executed only when confirmed: on the terminal, by --yes, or by
---plan-hash naming exactly the plan computed now. After the layout, the description's
-commands run in order (the built-in restore of each filesystem and btrfs subvolume from
-its archives), each restored tree is walked against its manifest (metadata; the content
-was hashed while it was written), and finalize makes the system boot here (--net-map
-gives saved network interfaces to this machine's; --no-finalize skips it). What finalize
-will change is shown with the plan, and a --net-map is checked with it.
+--plan-hash naming exactly the plan computed now (its hash covers the layout, each
+command with its arguments and target, and what finalize will do). After the layout, the
+description's commands run in order (the built-in restore of each filesystem and btrfs
+subvolume from its archives), each restored tree is walked against its manifest
+(metadata; the content was hashed while it was written), and finalize makes the system
+boot here (--net-map gives saved network interfaces to this machine's; --no-finalize
+skips it). The commands and what finalize will change are shown with the plan, and a
+--net-map is checked with it.
 
-With --layout-only (SOURCE may then be a description file) only the layout is recreated.
+With --layout-only (SOURCE may then be a description file) only the layout is recreated:
+the plan shown and hashed is still the whole plan, as `resurgo plan` shows it.
 
 Exit 0 done; 1 an action or command failed (damage in an archive is named), or not
 confirmed; 2 bad input (a --net-map naming no interface, among others) or no way to
@@ -37,7 +40,6 @@ from resurgo.cli import finalizing
 from resurgo.cli.plan import add_plan_arguments, plan_options, read_paths
 from resurgo.cli.source import SetSource, open_source
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
-from resurgo.finalize import FinalizeReport
 from resurgo.plan import make_plan
 from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import Plan
@@ -148,20 +150,22 @@ def _confirm_prompt(plan: Plan) -> str:
     )
 
 
-def _plan(
-    args: argparse.Namespace, source: SetSource, interactive: bool
-) -> tuple[Plan, Journal, FinalizeReport | None]:
+def _plan(args: argparse.Namespace, source: SetSource, interactive: bool) -> tuple[Plan, Journal]:
+    """The plan as `resurgo plan` computes it with the same options: its commands and what
+    finalize will do included, and hashed. A --net-map typo is bad input found here,
+    before any disk is touched."""
     desc = source.description
     options = plan_options(args, desc, interactive)
     actual = read_actual_disks(read_paths(source.recovery_paths, args))
     plan = make_plan(desc, inuse.without_own_uses(actual, options.root), options)
+    plan = finalizing.finalized(args, desc, plan)
     journal = Journal(args.journal or default_path(plan.hash), plan.hash)
     if journal.exists():
         # An earlier run of this very plan: its md arrays and mappings are ours too.
         owned = inuse.own_holders(plan)
         plan = make_plan(desc, inuse.without_own_uses(actual, options.root, owned), options)
-    # A --net-map typo is bad input found now, before any disk is touched.
-    return plan, journal, finalizing.preview(args, desc, plan)
+        plan = finalizing.finalized(args, desc, plan)
+    return plan, journal
 
 
 def run_recover(args: argparse.Namespace) -> int:
@@ -191,13 +195,18 @@ def run_recover(args: argparse.Namespace) -> int:
 def _recover(
     args: argparse.Namespace, source: SetSource, terminal: Terminal | None, confirmed: bool
 ) -> int:
-    plan, journal, preview = _plan(args, source, interactive=terminal is not None)
+    plan, journal = _plan(args, source, interactive=terminal is not None)
     out = sys.stdout
-    result: dict[str, Any] = {"plan": finalizing.plan_data(plan, preview), "outcome": None}
+    result: dict[str, Any] = {"plan": finalizing.plan_data(plan), "outcome": None}
     if source.loaded is not None:
         result["set"] = {"id": source.loaded.id, "medium": source.loaded.medium.url}
     if not args.json:
-        extra = finalizing.section(args, preview) if source.loaded is not None else []
+        # The plan exactly as `resurgo plan` shows it (its hash covers all of it), before
+        # anything is asked or done.
+        extra = finalizing.section(args, plan)
+        if args.layout_only:
+            extra = [*extra, "--layout-only: only the actions above are executed; no "
+                     "command runs and the system is not finalized"]
         out.write(text(plan, source.name, extra))
         out.flush()
     if not plan.ok:

@@ -2,8 +2,10 @@
 
 make_plan() matches saved disks to actual ones (match), fits the layouts to them
 (fit, distribute, sizes), lists the actions in dependency order (actions), checks
-the preconditions (checks), and hashes the result (render). Every failing
-precondition is listed, not just the first. plan.actual reads this machine's disks.
+the preconditions (checks), lists the description's commands with where each writes
+(commands), and hashes the result (render; finalize's part is added by
+render.with_finalize once its preview is known). Every failing precondition is listed,
+not just the first. plan.actual reads this machine's disks.
 
 The policies, in one place:
   - matching: --map first, then WWN, then serial; then the best assignment by
@@ -34,9 +36,10 @@ The policies, in one place:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from resurgo.model import Description, Disk, Filesystem
-from resurgo.plan import actions, checks, filesystems, fit, match
+from resurgo.plan import actions, checks, commands, filesystems, fit, match
 from resurgo.plan.distribute import Shortfall
 from resurgo.plan.layers import Layers
 from resurgo.plan.model import (
@@ -156,7 +159,7 @@ def make_plan(
         )
         for sid, a in sorted(matched.items())
     )
-    return Plan(
+    plan = Plan(
         host=desc.system.hostname,
         created=desc.format.created,
         grow=opts.grow,
@@ -168,8 +171,10 @@ def make_plan(
         failures=tuple(failures),
         warnings=tuple(warnings),
         notes=tuple(notes),
-        hash=plan_hash(acts, dm),
+        hash="",
+        commands=commands.planned(desc, opts.root, acts),
     )
+    return replace(plan, hash=plan_hash(plan))
 
 
 def _where(fs: Filesystem) -> str:

@@ -10,9 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from resurgo import run
 from resurgo.model import FsType, LvType, PartitionKind, TableLabel
+
+if TYPE_CHECKING:
+    # Types only: the finalize package imports this module.
+    from resurgo.finalize.model import FinalizeReport
 
 
 class GrowPolicy(StrEnum):
@@ -413,6 +418,27 @@ class PlanOptions:
 
 
 @dataclass(frozen=True)
+class PlannedCommand:
+    """One of the description's commands as recover runs it, as root, once the layout is
+    mounted: the program and its arguments exactly, and where it writes."""
+
+    seq: int
+    program: str
+    args: tuple[str, ...]
+    on_failure: str
+    # A restore's tree: the directory under the root it restores into, or for a btrfs tree
+    # "DEVICE:/PATH", PATH below the top level of the btrfs recreated on DEVICE. Empty for
+    # any other program: it runs with RESURGO_ROOT naming the root.
+    target: str
+    # For people; not part of the plan hash.
+    description: str | None = None
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return (self.program, *self.args)
+
+
+@dataclass(frozen=True)
 class Plan:
     host: str
     created: str
@@ -425,7 +451,14 @@ class Plan:
     failures: tuple[PreconditionFailure, ...]
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
+    # Of everything below too (render.plan_hash): what `recover --plan-hash` approves.
     hash: str
+    # The description's commands, in the order recover runs them after the layout (a
+    # recover --layout-only runs none of them: it executes the layout part of this plan).
+    commands: tuple[PlannedCommand, ...] = ()
+    # What finalize will do (its preview, cli.finalizing); None when it will not run, or
+    # when the plan cannot be executed.
+    finalize: FinalizeReport | None = None
 
     @property
     def ok(self) -> bool:

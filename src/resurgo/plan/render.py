@@ -1,8 +1,7 @@
 """A plan for people (tables and bars to scale), as JSON, and its hash.
 
-The hash is the sha256 of the canonical JSON (sorted keys, no whitespace, no
-timestamps) of the actions and of the identities of the matched disks: what will be
-written where. `recover --plan-hash H` refuses a plan whose hash is not H.
+The hash is the sha256 of the canonical JSON of everything recover will do (see
+canonical()). `recover --plan-hash H` refuses a plan whose hash is not H.
 """
 
 from __future__ import annotations
@@ -10,11 +9,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from resurgo.plan.model import Action, DiskLayout, DiskMatch, Plan
+from resurgo.plan.model import Action, DiskLayout, DiskMatch, Plan, PlannedCommand
+from resurgo.recovery.units import BUILTIN_PREFIX
 from resurgo.summary import human
+
+if TYPE_CHECKING:
+    # Types only: the finalize package imports the plan.
+    from resurgo.finalize.model import FinalizeReport
 
 BAR_WIDTH = 60
 
@@ -52,16 +57,106 @@ def identity_data(m: DiskMatch) -> dict[str, Any]:
     }
 
 
-def canonical(actions: Sequence[Action], matches: Sequence[DiskMatch]) -> bytes:
+def command_data(c: PlannedCommand, *, with_description: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "seq": c.seq,
+        "program": c.program,
+        "args": list(c.args),
+        "on_failure": c.on_failure,
+        "target": c.target,
+    }
+    if with_description:
+        out["command"] = words(c.argv)
+        out["description"] = c.description
+    return out
+
+
+def finalize_data(r: FinalizeReport) -> dict[str, Any]:
+    """What finalize will do, as the hash covers it: the steps it runs, every line it will
+    rewrite, the interfaces it pairs, the commands it runs (the bootloader's, an
+    initramfs rebuild). Its reasons, notes and warnings are for people."""
+    return {
+        # The preview runs these in order; the driver check of the restored initramfs
+        # (and its rebuild in a chroot when a module is missing) is one of them.
+        "steps": ["storage configuration", "network", "drivers", "bootloader"],
+        "files": [
+            {
+                "path": f.path,
+                "created": f.created,
+                "changes": [[c.line, c.before, c.after] for c in f.changes],
+            }
+            for f in r.files
+            if f.changes or f.created
+        ],
+        "nics": [[n.old_name, n.old_mac, n.new_name, n.new_mac] for n in r.nics],
+        "commands": [{"argv": list(c.argv), "chroot": c.chroot} for c in r.commands],
+    }
+
+
+def canonical(
+    actions: Sequence[Action],
+    matches: Sequence[DiskMatch],
+    commands: Sequence[PlannedCommand] = (),
+    finalize: FinalizeReport | None = None,
+    root: str = "",
+) -> bytes:
+    """The bytes the plan hash is taken of: JSON with sorted keys, no whitespace, ASCII.
+
+    It covers everything recover will do, and nothing that is only said:
+      - the layout actions in order, with every parameter and the disks each writes;
+      - the identity of each actual disk matched (path, size, sector size, WWN, serial,
+        model), so that a plan approved for one disk never runs on another;
+      - the root everything is mounted under (and given to the commands as RESURGO_ROOT);
+      - every command of the description in the order it runs: its sequence number,
+        program, arguments and on_failure, and where it writes (its target);
+      - finalize's planned actions (finalize_data), or null when finalize will not run.
+    Not covered: summaries, reasons, notes, warnings and the description's timestamps.
+    """
     data = {
         "actions": [action_data(a, with_summary=False) for a in actions],
         "disks": [identity_data(m) for m in sorted(matches, key=lambda m: m.saved)],
+        "root": root,
+        "commands": [command_data(c, with_description=False) for c in commands],
+        "finalize": None if finalize is None else finalize_data(finalize),
     }
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def plan_hash(actions: Sequence[Action], matches: Sequence[DiskMatch]) -> str:
-    return "sha256:" + hashlib.sha256(canonical(actions, matches)).hexdigest()
+def plan_hash(plan: Plan) -> str:
+    """The hash of what the plan will do, from the plan's own fields (canonical())."""
+    digest = hashlib.sha256(
+        canonical(plan.actions, plan.matches, plan.commands, plan.finalize, plan.root)
+    )
+    return "sha256:" + digest.hexdigest()
+
+
+def with_finalize(plan: Plan, report: FinalizeReport | None) -> Plan:
+    """The plan with what finalize will do (None: it will not run), hashed again."""
+    out = dataclasses.replace(plan, finalize=report)
+    return dataclasses.replace(out, hash=plan_hash(out))
+
+
+def words(argv: Sequence[str]) -> str:
+    """argv as a shell would take it (shlex.join); an argument with a character that is
+    not printable (a control character, an escape sequence, a bidi override) is written
+    $'...' with that character escaped, so that no argument can hide in the display."""
+    return " ".join(shlex.quote(a) if a.isprintable() else _escaped(a) for a in argv)
+
+
+def _escaped(arg: str) -> str:
+    out = []
+    for ch in arg:
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "$'" + "".join(out) + "'"
 
 
 def layout_data(lay: DiskLayout) -> dict[str, Any]:
@@ -84,6 +179,7 @@ def to_data(plan: Plan) -> dict[str, Any]:
         "layouts": [layout_data(lay) for lay in plan.layouts],
         "volumes": [{**_plain(v), "change": str(v.change)} for v in plan.volumes],
         "actions": [action_data(a) for a in plan.actions],
+        "commands": [command_data(c) for c in plan.commands],
         "failures": [_plain(f) for f in plan.failures],
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
@@ -180,6 +276,28 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     ]
 
 
+def command_lines(plan: Plan) -> list[str]:
+    """The description's commands: each program with its arguments exactly, and where it
+    writes."""
+    if not plan.commands:
+        return ["restore commands: none (no data is restored)"]
+    out = [
+        f"restore commands ({len(plan.commands)}), run in this order as root once the "
+        "layout is mounted:"
+    ]
+    for c in plan.commands:
+        out.append(f"  {c.seq:3d}. {words(c.argv)}")
+        if c.target:
+            out.append(f"       into {words([c.target])}")
+        elif c.program.startswith(BUILTIN_PREFIX):
+            out.append("       no step built into this resurgo: it fails when reached")
+        else:
+            out.append(f"       a program, run with RESURGO_ROOT={words([plan.root])}")
+        if c.on_failure != "abort":
+            out.append(f"       on failure: {c.on_failure}")
+    return out
+
+
 def text(plan: Plan, source: str = "", extra: Sequence[str] = ()) -> str:
     """The plan for people; ``extra`` lines (what finalize will do) come before the
     verdict, so that the hash stays the last line."""
@@ -236,6 +354,8 @@ def text(plan: Plan, source: str = "", extra: Sequence[str] = ()) -> str:
     out.append(f"actions ({len(plan.actions)}):")
     for n, a in enumerate(plan.actions, 1):
         out.append(f"  {n:3d}. {a.summary}  [{a.id}]")
+    out.append("")
+    out.extend(command_lines(plan))
     if plan.warnings:
         out.append("")
         out.append("warnings:")
