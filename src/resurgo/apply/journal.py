@@ -10,7 +10,9 @@ reads an old journal:
 A line is appended (and fsync'd) only after an action has finished and its result has
 been checked on the disks. A journal line is a claim, not proof: before an action is
 skipped on a rerun, what it made is checked again on the disks (see apply.verify).
-A line cut short by a crash is ignored. Keys and other secrets are never written here.
+A line cut short by a crash is ignored. Keys and other secrets are never written here;
+the journal and the directories made for it are private all the same (0600 and 0700,
+whatever the umask).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from resurgo import private
 from resurgo.errors import OperationFailed
 
 ENV_STATE_DIR = "RESURGO_STATE_DIR"
@@ -95,7 +98,7 @@ class Journal:
             return
         self.replaced = text is not None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private.makedirs(self.path.parent)
         except OSError as e:
             raise OperationFailed(
                 f"cannot create {self.path.parent} for the journal: {e.strerror}",
@@ -110,9 +113,7 @@ class Journal:
     def _write(self, entry: dict[str, Any], mode: str) -> None:
         line = json.dumps(entry, sort_keys=True) + "\n"
         try:
-            with open(self.path, mode) as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            # 0600 whatever the umask: the journal names the disks and what was made on them.
+            private.write_text(self.path, line, append=mode == "a")
         except OSError as e:
             raise OperationFailed(f"cannot write the journal {self.path}: {e.strerror}") from None

@@ -404,7 +404,7 @@ def write_file(path: Path, manager: str, entries: Iterable[CatalogEntry]) -> str
     try:
         run.run(["zstd", "-q", "-f", "-T0", "-o", tmp, "-"], input=text)
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # private like the description beside it, whatever the umask
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -22,7 +22,7 @@ from resurgo.engine.source import ManifestStream
 from resurgo.errors import BadInput, NotAuthentic, OperationFailed, PreconditionFailed
 from resurgo.media import Medium, SetInfo, SetReader
 from resurgo.model import Description
-from resurgo.recovery import setfiles
+from resurgo.recovery import secrets, setfiles
 from resurgo.recovery.units import Unit, units
 
 log = logging.getLogger("resurgo.recovery")
@@ -117,7 +117,11 @@ def set_chain(medium: Medium, reader: SetReader) -> dict[str, SetReader]:
     return chain
 
 
-def read_description(reader: SetReader) -> tuple[Description, str, list[str]]:
+def read_description(reader: SetReader, identity: Path | None = None,
+                     ) -> tuple[Description, str, list[str]]:
+    """The set's description, checked, with its digest (of the bytes in the set) and
+    warnings. With the identity, the secret config files sealed in an encrypted set are
+    put back from its secrets file; without, they stay sealed (and a warning says so)."""
     raw = reader.read_bytes(setfiles.DESCRIPTION)
     expected = None
     if reader.index.file(setfiles.DESCRIPTION_DIGEST) is not None:
@@ -131,7 +135,14 @@ def read_description(reader: SetReader) -> tuple[Description, str, list[str]]:
             + "; ".join(str(p) for p in report.problems[:5]),
             "use another set",
         )
-    return report.description, hashlib.sha256(raw).hexdigest(), list(report.warnings)
+    digest = hashlib.sha256(raw).hexdigest()
+    warnings = list(report.warnings)
+    desc = secrets.merged(reader, report.description, digest, identity, warnings)
+    for w in warnings:
+        # Said as a description file's are (fileformat.read): a newer minor version, and
+        # the secret files an encrypted set keeps sealed when no identity is given.
+        log.warning("%s", w)
+    return desc, digest, warnings
 
 
 def check_identity(identity: Path | None) -> None:
@@ -169,7 +180,7 @@ def load_set(
             f"recovery set {reader.where} holds no description (it is not a whole set)",
             "use another set",
         )
-    desc, digest, warnings = read_description(reader)
+    desc, digest, warnings = read_description(reader, identity)
     try:
         found = tuple(units(desc))
     except BadInput as e:

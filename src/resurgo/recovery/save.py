@@ -42,10 +42,10 @@ from resurgo.engine.source import ManifestStream
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ResurgoError
 from resurgo.media import Medium, SetInfo, SetKind, SetMeta, SetReader, SetWriter, prune
 from resurgo.media.url import DirectorySpec, parse_url
-from resurgo.model import Description
+from resurgo.model import ConfigFile, Description
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
-from resurgo.recovery import setfiles, views
+from resurgo.recovery import secrets, setfiles, views
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device, under
@@ -338,13 +338,37 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
     return f"included ({report.size} bytes)"
 
 
-def _write_description(desc: Description, w: SetWriter, tmp: Path) -> Path:
-    """Into the set, and into tmp (a file for the rescue image to carry)."""
+def _write_description(desc: Description, w: SetWriter, tmp: Path,
+                       recipients: tuple[str, ...], warnings: list[str]) -> Path:
+    """Into the set, and into tmp (a file for the rescue image to carry).
+
+    In an encrypted set the secret config files are sealed: the description (and so the
+    rescue image) keeps their records without content, secrets.age holds the contents.
+    """
+    files: secrets.Sealed = {}
+    if recipients:
+        desc, files = secrets.seal(desc)
+    else:
+        _warn_clear(secrets.in_clear(desc), warnings)
     path = tmp / setfiles.DESCRIPTION
     digest = fileformat.write(desc, path)
     w.write_bytes(setfiles.DESCRIPTION, path.read_bytes())
     w.write_bytes(setfiles.DESCRIPTION_DIGEST, f"{digest}  {setfiles.DESCRIPTION}\n".encode())
+    if files:
+        secrets.write(w, files, digest, recipients)
     return path
+
+
+def _warn_clear(clear: list[ConfigFile], warnings: list[str]) -> None:
+    """One warning for all the secret files an unencrypted set holds in clear."""
+    if not clear:
+        return
+    shown = ", ".join(cf.path for cf in clear[:3]) + (
+        f" and {len(clear) - 3} more" if len(clear) > 3 else "")
+    warnings.append(
+        f"the set holds secrets in clear: {len(clear)} configuration file(s) that the "
+        f"system keeps private or that hold keys ({shown}) are readable by anyone who can "
+        "read the set or its rescue image; save with --encrypt-to RECIPIENT to seal them")
 
 
 @contextlib.contextmanager
@@ -388,7 +412,7 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
         with medium.begin_set(meta, sign_key=opts.sign_key) as w:
             staged = cache.staging(w.id)
             try:
-                desc_path = _write_description(desc, w, tmp)
+                desc_path = _write_description(desc, w, tmp, opts.recipients, warnings)
                 if desc.catalog is not None:
                     with open(tmp / desc.catalog.path, "rb") as src, \
                             w.create(desc.catalog.path) as dst:

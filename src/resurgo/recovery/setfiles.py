@@ -4,6 +4,9 @@
     catalog.zst                                  the catalog of unchanged package files
     archives/<id>.archive, archives/<id>.manifest   one pair per resurgo:restore command
     rescue.iso                                   the bootable rescue image (optional)
+    secrets.age                                  the contents of the secret config files,
+                                                 sealed in the description (encrypted sets
+                                                 with secret files only; see secrets.py)
 
 The index's labels say what a reader must know before reading anything: the resurgo
 that wrote the set and whether its archives are encrypted (and for whom).
@@ -18,6 +21,7 @@ from resurgo import __version__
 DESCRIPTION = "description.toml"
 DESCRIPTION_DIGEST = "description.toml.sha256"
 RESCUE = "rescue.iso"
+SECRETS = "secrets.age"
 
 LABEL_VERSION = "resurgo"
 LABEL_ENCRYPTION = "encryption"

@@ -526,6 +526,14 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
         desc: Description | None = None
         if options.description is not None:
             desc_raw, digest, desc = load_description(options.description)
+            # Copied into the image as it is (its digest is what a set is matched by): a
+            # description of an unencrypted set carries its secret files in clear.
+            clear = [cf.path for cf in desc.config_files if cf.secret and not cf.sealed]
+            if clear:
+                warnings.append(
+                    f"the image carries {len(clear)} secret configuration file(s) in clear "
+                    f"({', '.join(clear[:3])}{' ...' if len(clear) > 3 else ''}): keep it "
+                    "private, or give the description of a set saved with --encrypt-to")
         kern = kernel.find_kernel(kroot, options.kernel_version)
         index = hardware.KernelModules.load(kroot, kern.version)
         mplan = kernel.plan_modules(

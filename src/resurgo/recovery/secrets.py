@@ -1,0 +1,188 @@
+"""Secret configuration files in an encrypted recovery set: sealed in the description,
+their contents encrypted beside it in ``secrets.age``.
+
+The description stays in clear in every set (``plan`` reads it without a key, and the
+rescue image, which must boot, carries it). So when a set is encrypted, ``seal`` takes
+the content and digest out of each secret record (model.ConfigFile.secret), and the
+contents go into one JSON document, compressed and encrypted with age to the set's
+recipients exactly as the archives are (engine.pipes):
+
+    {"secrets": 1, "description_sha256": "<sha256 of the sealed description.toml>",
+     "files": {"<config file id>": {"content": "...", "sha256": "..."}, ...}}
+
+``unseal`` puts them back for recover and verify, which have the identity: the document
+must name the very description it was written with, and hold exactly the sealed files,
+each matching its digest. No digest of a secret is left in clear: a digest of a short key
+would let anyone who reads the description try passwords against it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from resurgo.engine.pipes import CompressedWriter, DecompressedReader
+from resurgo.errors import OperationFailed
+from resurgo.media import SetReader, SetWriter
+from resurgo.model import ConfigFile, Description, Encoding
+from resurgo.recovery import setfiles
+
+VERSION = 1
+# A description holds at most a few hundred config files of 1 MiB each (probe.system's
+# MAX_CONFIG_SIZE); base64 and JSON escapes grow them. Past this the document is not ours.
+MAX_BYTES = 256 << 20
+
+Sealed = dict[str, dict[str, str]]
+
+
+def secret_files(desc: Description) -> list[ConfigFile]:
+    return [cf for cf in desc.config_files if cf.secret]
+
+
+def in_clear(desc: Description) -> list[ConfigFile]:
+    """The secret files whose content the description holds."""
+    return [cf for cf in desc.config_files if cf.secret and not cf.sealed]
+
+
+def sealed(desc: Description) -> list[ConfigFile]:
+    return [cf for cf in desc.config_files if cf.sealed]
+
+
+def seal(desc: Description) -> tuple[Description, Sealed]:
+    """The description without the content and digest of its secret files, and those."""
+    files: Sealed = {}
+    records: list[ConfigFile] = []
+    for cf in desc.config_files:
+        if cf.secret and cf.content is not None:
+            files[cf.id] = {"content": cf.content}
+            if cf.sha256 is not None:
+                files[cf.id]["sha256"] = cf.sha256
+            cf = dataclasses.replace(cf, content=None, sha256=None)
+        records.append(cf)
+    return dataclasses.replace(desc, config_files=tuple(records)), files
+
+
+def encode(files: Sealed, description_sha256: str) -> bytes:
+    doc = {"secrets": VERSION, "description_sha256": description_sha256, "files": files}
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def _refuse(name: str, why: str) -> OperationFailed:
+    return OperationFailed(f"{name} is not the secrets file of this set: {why}",
+                           "the set was changed or damaged: use another copy or set")
+
+
+def decode(raw: bytes, name: str) -> tuple[str, Sealed]:
+    """(description_sha256, files) of a secrets document; refuses any other shape."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _refuse(name, "not a JSON document") from None
+    if not isinstance(doc, dict) or doc.get("secrets") != VERSION:
+        raise _refuse(name, f"no version {VERSION} secrets document")
+    digest, files = doc.get("description_sha256"), doc.get("files")
+    if not isinstance(digest, str) or not isinstance(files, dict):
+        raise _refuse(name, "it lacks description_sha256 or files")
+    out: Sealed = {}
+    for cid, entry in files.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("content"), str) or any(
+            not isinstance(v, str) for v in entry.values()
+        ) or set(entry) - {"content", "sha256"}:
+            raise _refuse(name, f"its entry {cid!r} is not a content with its digest")
+        out[cid] = entry
+    return digest, out
+
+
+def unseal(desc: Description, description_sha256: str, raw: bytes, name: str) -> Description:
+    """The description with its sealed files' contents and digests back from raw."""
+    bound, files = decode(raw, name)
+    if bound != description_sha256:
+        raise _refuse(name, "it was written with another description")
+    wanted = {cf.id for cf in sealed(desc)}
+    if set(files) != wanted:
+        odd = sorted(set(files) ^ wanted)
+        raise _refuse(name, f"it does not hold exactly the sealed files ({', '.join(odd)})")
+    records = []
+    for cf in desc.config_files:
+        entry = files.get(cf.id) if cf.sealed else None
+        if entry is not None:
+            cf = dataclasses.replace(cf, content=entry["content"], sha256=entry.get("sha256"))
+            data = content_bytes(cf)
+            if data is None:
+                raise _refuse(name, f"the content of {cf.path} is not valid base64")
+            if cf.sha256 is not None and cf.sha256 != hashlib.sha256(data).hexdigest():
+                raise _refuse(name, f"the content of {cf.path} does not match its digest")
+        records.append(cf)
+    return dataclasses.replace(desc, config_files=tuple(records))
+
+
+def content_bytes(cf: ConfigFile) -> bytes | None:
+    """The file's bytes; None when its base64 is not valid."""
+    assert cf.content is not None
+    if cf.encoding != Encoding.BASE64:
+        return cf.content.encode()
+    try:
+        return base64.b64decode(cf.content, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- the set's file
+
+
+def write(w: SetWriter, files: Sealed, description_sha256: str,
+          recipients: Sequence[str]) -> None:
+    """secrets.age into the set being written: compressed and encrypted like the archives."""
+    assert recipients, "secrets are written only into encrypted sets"
+    with w.create(setfiles.SECRETS) as sink:
+        out = CompressedWriter(sink, setfiles.SECRETS, recipients=recipients)
+        try:
+            out.write(encode(files, description_sha256))
+        except BaseException:
+            out.abort()
+            raise
+        out.close()
+
+
+def read(reader: SetReader, identity: Path) -> bytes:
+    """The plain secrets document of the set, read through age with the identity."""
+    name = f"{setfiles.SECRETS} of set {reader.id}"
+    if reader.index.file(setfiles.SECRETS) is None:
+        raise OperationFailed(f"recovery set {reader.where} has sealed secret files but no "
+                              f"{setfiles.SECRETS}", "the set is incomplete: use another set")
+    with reader.open(setfiles.SECRETS) as source:
+        plain = DecompressedReader(source, name, identity=identity)
+        try:
+            raw = plain.read(MAX_BYTES + 1)
+            if len(raw) > MAX_BYTES:
+                raise _refuse(name, f"it holds more than {MAX_BYTES} bytes")
+            plain.finish()
+        except OperationFailed:
+            raise
+        except OSError as e:
+            raise plain.failure(f"reading it failed: {e}") from None
+        finally:
+            plain.close()
+    return raw
+
+
+def merged(reader: SetReader, desc: Description, description_sha256: str,
+           identity: Path | None, warnings: list[str]) -> Description:
+    """The description with its sealed files back when the identity is given; else as it
+    is, with a warning that says which files are sealed."""
+    closed = sealed(desc)
+    if not closed:
+        return desc
+    if identity is None:
+        warnings.append(
+            f"{len(closed)} secret configuration file(s) are sealed (encrypted in "
+            f"{setfiles.SECRETS}; give --identity to read them): "
+            + ", ".join(cf.path for cf in closed))
+        return desc
+    raw = read(reader, identity)
+    return unseal(desc, description_sha256, raw, f"{setfiles.SECRETS} of set {reader.id}")
