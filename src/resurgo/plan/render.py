@@ -139,7 +139,8 @@ def with_finalize(plan: Plan, report: FinalizeReport | None) -> Plan:
 def words(argv: Sequence[str]) -> str:
     """argv as a shell would take it (shlex.join); an argument with a character that is
     not printable (a control character, an escape sequence, a bidi override) is written
-    $'...' with that character escaped, so that no argument can hide in the display."""
+    $'...' with the bytes of that character escaped, as execve gets them, so that no
+    argument can hide or rewrite the display."""
     return " ".join(shlex.quote(a) if a.isprintable() else _escaped(a) for a in argv)
 
 
@@ -150,13 +151,17 @@ def _escaped(arg: str) -> str:
             out.append("\\" + ch)
         elif ch.isprintable():
             out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
         else:
-            out.append(f"\\U{ord(ch):08x}")
+            out.extend(f"\\x{b:02x}" for b in _bytes(ch))
     return "$'" + "".join(out) + "'"
+
+
+def _bytes(ch: str) -> bytes:
+    """A character's bytes in an argv: UTF-8, an undecodable byte as it was."""
+    try:
+        return ch.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return ch.encode("utf-8", "surrogatepass")
 
 
 def layout_data(lay: DiskLayout) -> dict[str, Any]:
