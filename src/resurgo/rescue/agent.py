@@ -142,6 +142,8 @@ class Agent:
         self.args = args
         self.seen_aliases: set[str] = set()
         self.network_up = False
+        # Sets found but refused as not authentic: with any, nothing is done without a set.
+        self.refused: list[str] = []
 
     # ---------------------------------------------------------------- setup
 
@@ -186,7 +188,8 @@ class Agent:
             medium.trust = trust()
             infos = medium.list_sets()
             for set_id, why in medium.refused:
-                self.say(f"{url} set {set_id}: refused: {why}")
+                self.say(f"refused {url} set {set_id}: {why}")
+                self.refused.append(f"{url} set {set_id}")
             for info in infos:
                 try:
                     reader = medium.open_set(info.id)
@@ -374,6 +377,10 @@ class Agent:
                          "it cannot tell a genuine set from a planted one (build it with "
                          "resurgo rescue --trust, or save --sign-key)")
             choice = locate.choose(cands, embedded)
+            if choice.candidate is None and self.refused:
+                raise locate.NoChoice(
+                    "recovery sets were found but refused as not authentic ("
+                    + ", ".join(self.refused) + "): nothing was done, no disk was touched")
         except locate.NoChoice as e:
             self.say(str(e))
             return 1

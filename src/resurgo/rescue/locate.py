@@ -156,6 +156,8 @@ def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice
 
 
 def _choose_signed(usable: Sequence[Candidate], embedded: Embedded) -> Choice:
+    if not usable and embedded.digest:
+        return Choice(None, "no recovery set was found (the description in this image)")
     if embedded.set_pin:
         own = [c for c in usable
                if c.set_id == embedded.set_id and c.pin == embedded.set_pin]
