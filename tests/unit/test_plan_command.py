@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from plan_builders import GIB, luks_fixture, standard
 
 from resurgo import fileformat
-from resurgo.model import Description
+from resurgo.model import Command, Description, OnFailure
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "tests" / "data" / "format" / "example.toml"
@@ -192,3 +193,76 @@ def test_the_format_example_plans(tmp_path: Path) -> None:
     assert all(m["path"] != "/dev/sdd" for m in data["matches"])
     writes = {w for a in data["actions"] for w in a["writes"]}
     assert writes <= {"/dev/vda", "/dev/vdb", "/dev/vdc"}
+
+
+# ----------------------------------------------------------------- the commands in the plan
+
+
+def with_hook(arg: str) -> Description:
+    restores = (
+        Command(10, "resurgo:restore", ("fs.sda3", "/")),
+        Command(20, "resurgo:restore", ("fs.sda2", "/boot")),
+    )
+    hook = Command(30, "/usr/local/sbin/after-restore", ("--label", arg), OnFailure.CONTINUE)
+    return replace(standard(), commands=(*restores, hook))
+
+
+def test_plan_shows_the_commands_in_text_and_json(tmp_path: Path) -> None:
+    src = write(with_hook("a b"), tmp_path)
+    disks = [vd("vdb", 30 * GIB)]
+    proc = resurgo("plan", "--from", src, disks=disks, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout[proc.stdout.index("restore commands (3), run in this order"):]
+    assert "   10. resurgo:restore fs.sda3 /\n       into /mnt/resurgo\n" in section
+    assert "   20. resurgo:restore fs.sda2 /boot\n       into /mnt/resurgo/boot\n" in section
+    assert "   30. /usr/local/sbin/after-restore --label 'a b'\n" in section
+    data = json.loads(resurgo("plan", "--json", "--from", src, disks=disks, tmp=tmp_path).stdout)
+    assert [(c["seq"], c["program"], c["args"], c["target"], c["command"])
+            for c in data["commands"]] == [
+        (10, "resurgo:restore", ["fs.sda3", "/"], "/mnt/resurgo", "resurgo:restore fs.sda3 /"),
+        (20, "resurgo:restore", ["fs.sda2", "/boot"], "/mnt/resurgo/boot",
+         "resurgo:restore fs.sda2 /boot"),
+        (30, "/usr/local/sbin/after-restore", ["--label", "a b"], "",
+         "/usr/local/sbin/after-restore --label 'a b'"),
+    ]
+    assert list(data)[-1] == "hash"
+
+
+def test_one_byte_of_a_command_argument_changes_the_plan_hash(tmp_path: Path) -> None:
+    disks = [vd("vdb", 30 * GIB)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = resurgo("plan", "--json", "--from", write(with_hook("root"), tmp_path / "a"),
+                disks=disks, tmp=tmp_path)
+    b = resurgo("plan", "--json", "--from", write(with_hook("roou"), tmp_path / "b"),
+                disks=disks, tmp=tmp_path)
+    one, two = json.loads(a.stdout), json.loads(b.stdout)
+    assert one["actions"] == two["actions"]
+    assert one["hash"] != two["hash"]
+
+
+def test_no_finalize_is_another_plan(tmp_path: Path) -> None:
+    src = write(with_hook("root"), tmp_path)
+    disks = [vd("vdb", 30 * GIB)]
+    full = json.loads(resurgo("plan", "--json", "--from", src, disks=disks, tmp=tmp_path).stdout)
+    bare = json.loads(
+        resurgo("plan", "--json", "--no-finalize", "--from", src, disks=disks, tmp=tmp_path).stdout
+    )
+    assert full["finalize"] is not None and bare["finalize"] is None
+    assert full["actions"] == bare["actions"] and full["commands"] == bare["commands"]
+    assert full["hash"] != bare["hash"]
+
+
+@pytest.mark.skipif(not EXAMPLE.exists(), reason="the format example is not there yet")
+def test_the_format_example_shows_where_each_btrfs_tree_is_restored(tmp_path: Path) -> None:
+    disks = [
+        vd("vda", 100 * GIB, transport="virtio"),
+        vd("vdb", 20 * GIB, 4096, transport="virtio"),
+        vd("vdc", 20 * GIB, 4096, transport="virtio"),
+    ]
+    data = json.loads(resurgo("plan", "--json", "--from", EXAMPLE, disks=disks,
+                              tmp=tmp_path).stdout)
+    targets = {c["command"]: c["target"] for c in data["commands"]}
+    assert targets["resurgo:restore fs.sda3"] == "/dev/vda3:/"
+    assert targets["resurgo:restore subvol.sda3.257 /home"] == "/dev/vda3:/@home"
+    assert targets["resurgo:restore fs.sda2 /boot"] == "/mnt/resurgo/boot"
