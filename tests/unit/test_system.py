@@ -416,6 +416,32 @@ def test_capture_config(tmp_path: Path) -> None:
     assert any("huge.cfg" in w for w in warnings)
 
 
+def test_capture_config_marks_the_secret_files(tmp_path: Path) -> None:
+    """Secret: kept from other users (no o+r), of a kind that holds keys whatever its
+    mode, or setting a key; public configuration is not."""
+    root = tmp_path / "root"
+    write(root, "etc/fstab", "UUID=1 / ext4 defaults 0 1\n", 0o644)
+    write(root, "etc/hostname", "box\n", 0o600)
+    write(root, "etc/default/grub", "GRUB_TIMEOUT=1\n", 0o640)
+    nm = "etc/NetworkManager/system-connections/wifi.nmconnection"
+    write(root, nm, "[wifi-security]\npsk=hunter22\n", 0o644)  # loosened by hand
+    write(root, "etc/network/interfaces",
+          "iface wlan0 inet dhcp\n    wpa-ssid home\n    wpa-psk hunter22\n", 0o644)
+    write(root, "etc/systemd/network/10-eth.network", "[Match]\nName=eth0\n", 0o644)
+    write(root, "etc/netplan/01.yaml", "network: {version: 2}\n", 0o644)
+
+    secret = {f.path: f.secret for f in system.capture_config(root, [])}
+    assert secret == {
+        "/etc/fstab": False,
+        "/etc/hostname": True,
+        "/etc/default/grub": True,
+        f"/{nm}": True,
+        "/etc/network/interfaces": True,
+        "/etc/systemd/network/10-eth.network": False,
+        "/etc/netplan/01.yaml": True,
+    }
+
+
 def test_capture_config_running_machine() -> None:
     files = {f.path: f for f in system.capture_config(Path("/"), [])}
     if Path("/etc/fstab").is_file():
