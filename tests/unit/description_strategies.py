@@ -3,8 +3,10 @@
 Valid means every rule of resurgo.fileformat.rules holds: ids unique and well
 formed, every reference names a record of the right kind, partitions fit their
 disk and table and do not overlap, options match the filesystem type, command
-sequence numbers ascend. Everything the rules leave free is drawn freely:
-arbitrary unicode in free text (labels, names, content), integers up to 2**62.
+sequence numbers ascend, and every value has its form and range (values.py):
+UUIDs, labels, names, sizes, normal paths. Everything the rules leave free is
+drawn freely: any unicode but control characters in text (labels, names), and
+any text at all in a configuration file's content; integers up to 2**62.
 
 Block devices are stacked in layers (disks -> partitions -> raid -> LUKS ->
 physical volumes -> logical volumes), each layer built only on earlier ones,
@@ -92,11 +94,54 @@ NASTY = [
     "unicode: äöü ß 日本語 🙂",
 ]
 
-TEXT: st.SearchStrategy[str] = st.one_of(st.text(), st.sampled_from(NASTY))
+# What a configuration file may hold: anything. Every other string reaches a command
+# line, a path or a terminal, so holds no control character.
+CONTENT: st.SearchStrategy[str] = st.one_of(st.text(), st.sampled_from(NASTY))
+TEXT: st.SearchStrategy[str] = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cc", "Cs"))),
+    st.sampled_from([t for t in NASTY if not any(ord(c) < 32 or c == "\x7f" for c in t)]),
+)
 SIZE = st.integers(min_value=0, max_value=2**62)
+POSITIVE = st.integers(min_value=1, max_value=2**62)
 ANY_INT = st.integers(min_value=-(2**62), max_value=2**62)
 FLOAT = st.floats(allow_nan=False, allow_infinity=False)
-ABS_PATH = TEXT.map(lambda s: "/" + s)
+# A path name: no slash, not empty, not . or ..
+NAME = TEXT.map(lambda s: s.replace("/", "")).filter(lambda s: s not in ("", ".", ".."))
+ABS_PATH = st.lists(NAME, max_size=4).map(lambda names: "/" + "/".join(names))
+REL_PATH = st.lists(NAME, min_size=1, max_size=3).map("/".join)
+HEX = "0123456789abcdefABCDEF"
+
+
+def _hex(n: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet=HEX, min_size=n, max_size=n)
+
+
+UUID = st.tuples(_hex(8), _hex(4), _hex(4), _hex(4), _hex(12)).map("-".join)
+VFAT_ID = st.tuples(_hex(4), _hex(4)).map("-".join)
+MD_UUID = st.tuples(_hex(8), _hex(8), _hex(8), _hex(8)).map(":".join)
+_LVM_ALPHABET = string.ascii_letters + string.digits + "!#"
+LVM_UUID = st.tuples(
+    *(st.text(alphabet=_LVM_ALPHABET, min_size=n, max_size=n) for n in (6, 4, 4, 4, 4, 4, 6))
+).map("-".join)
+LVM_NAME = st.from_regex(r"\A[A-Za-z0-9+_.][A-Za-z0-9+_.\-]{0,20}\Z").filter(
+    lambda s: s not in (".", "..")
+)
+DM_NAME = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.+:@\-]{0,20}\Z")
+FEATURE = st.from_regex(r"\A[a-z0-9_\-]{1,12}\Z")
+PROFILE = st.from_regex(r"\A[a-z0-9]{1,8}\Z")
+GPT_ATTRS = st.from_regex(r"\A[A-Za-z0-9:, ]{0,20}\Z")
+SECTOR = st.sampled_from([512, 1024, 2048, 4096])
+
+
+def pow2(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(min_value=lo.bit_length() - 1, max_value=hi.bit_length() - 1).map(
+        lambda n: 2**n
+    )
+
+
+def label(limit: int) -> st.SearchStrategy[str]:
+    """Text of at most limit bytes of UTF-8, cut at a character."""
+    return TEXT.map(lambda s: s.encode()[:limit].decode(errors="ignore"))
 OCTAL_MODE = st.from_regex(r"\A[0-7]{3,4}\Z")
 HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 # What an id may hold after its unique head; "@" is left out so heads stay unique.
@@ -151,7 +196,7 @@ def _spans(draw: Any, lo: int, hi: int, most: int) -> list[tuple[int, int]]:
 def disk_with_partitions(draw: Any, ids: Ids) -> tuple[Disk, list[Partition]]:
     lss = draw(st.sampled_from([512, 4096]))
     pss = draw(st.sampled_from([s for s in (512, 1024, 4096, 65536) if s >= lss]))
-    sectors = draw(st.integers(min_value=64, max_value=2**62 // lss))
+    sectors = draw(st.integers(min_value=64, max_value=2**56 // lss))
     disk_id = ids.new("disk")
     label = draw(st.sampled_from([None, TableLabel.GPT, TableLabel.DOS]))
     table = None
@@ -163,7 +208,8 @@ def disk_with_partitions(draw: Any, ids: Ids) -> tuple[Disk, list[Partition]]:
             first = lo = draw(st.integers(min_value=1, max_value=sectors // 2))
         if label == TableLabel.GPT and draw(st.booleans()):
             last = hi = draw(st.integers(min_value=lo, max_value=sectors - 1))
-        table = PartitionTable(label=label, id=draw(TEXT), first_lba=first, last_lba=last)
+        table_id = draw(UUID if label == TableLabel.GPT else _hex(8).map(lambda h: "0x" + h))
+        table = PartitionTable(label=label, id=table_id, first_lba=first, last_lba=last)
         spans = _spans(draw, lo, hi + 1, 4)
         if label == TableLabel.GPT:
             numbers = draw(st.permutations(range(1, 129)))[: len(spans)]
@@ -176,13 +222,17 @@ def disk_with_partitions(draw: Any, ids: Ids) -> tuple[Disk, list[Partition]]:
                     PartitionKind.EXTENDED
                 )
         for (start, end), number, kind in zip(spans, numbers, kinds, strict=True):
-            parts.append(draw(_partition(ids, disk_id, number, start, end, lss, kind)))
+            parts.append(draw(_partition(ids, disk_id, number, start, end, lss, kind, label)))
             if kind == PartitionKind.EXTENDED:
                 # Logical partitions start after the extended one's first sector (its EBR).
                 inner = _spans(draw, start + 1, end, 3)
                 for k, (s, e) in enumerate(inner):
                     parts.append(
-                        draw(_partition(ids, disk_id, 5 + k, s, e, lss, PartitionKind.LOGICAL))
+                        draw(
+                            _partition(
+                                ids, disk_id, 5 + k, s, e, lss, PartitionKind.LOGICAL, label
+                            )
+                        )
                     )
     disk = Disk(
         id=disk_id,
@@ -213,6 +263,7 @@ def _partition(
     end: int,
     sector_size: int,
     kind: PartitionKind,
+    label: TableLabel,
 ) -> Partition:
     return Partition(
         id=ids.new("part"),
@@ -221,12 +272,12 @@ def _partition(
         start=start,
         size=end - start,
         sector_size=sector_size,
-        type=draw(TEXT),
+        type=draw(UUID if label == TableLabel.GPT else st.sampled_from(["83", "5", "c", "fd"])),
         kind=kind,
         path=draw(opt(TEXT)),
-        uuid=draw(opt(TEXT)),
+        uuid=draw(opt(UUID)),
         name=draw(opt(TEXT)),
-        attrs=draw(opt(TEXT)),
+        attrs=draw(opt(GPT_ATTRS)),
         bootable=draw(st.booleans()),
     )
 
@@ -235,22 +286,22 @@ def _partition(
 def _fs_options(draw: Any, fs_type: FsType) -> dict[str, Any]:
     if fs_type in (FsType.EXT2, FsType.EXT3, FsType.EXT4):
         ext = ExtOptions(
-            block_size=draw(SIZE),
-            inode_size=draw(SIZE),
-            features=tuple(draw(st.lists(TEXT, max_size=3))),
-            inode_count=draw(opt(SIZE)),
-            reserved_blocks_percent=draw(opt(FLOAT)),
+            block_size=draw(pow2(1024, 65536)),
+            inode_size=draw(pow2(128, 65536)),
+            features=tuple(draw(st.lists(FEATURE, max_size=3))),
+            inode_count=draw(opt(st.integers(min_value=1, max_value=2**32 - 1))),
+            reserved_blocks_percent=draw(opt(st.floats(min_value=0, max_value=50))),
             journal=draw(st.booleans()),
         )
         return {"ext": draw(opt(st.just(ext)))}
     if fs_type == FsType.XFS:
         flags = st.none() | st.booleans()
         xfs = XfsOptions(
-            block_size=draw(SIZE),
-            sector_size=draw(SIZE),
-            inode_size=draw(SIZE),
-            ag_count=draw(opt(SIZE)),
-            log_size=draw(opt(SIZE)),
+            block_size=draw(pow2(512, 65536)),
+            sector_size=draw(pow2(512, 32768)),
+            inode_size=draw(pow2(256, 2048)),
+            ag_count=draw(opt(st.integers(min_value=1, max_value=2**32 - 1))),
+            log_size=draw(opt(POSITIVE)),
             reflink=draw(flags),
             crc=draw(flags),
             finobt=draw(flags),
@@ -263,22 +314,37 @@ def _fs_options(draw: Any, fs_type: FsType) -> dict[str, Any]:
     if fs_type == FsType.VFAT:
         vfat = VfatOptions(
             fat_size=draw(st.sampled_from([12, 16, 32])),
-            volume_id=draw(TEXT),
-            sector_size=draw(opt(SIZE)),
-            cluster_size=draw(opt(SIZE)),
+            volume_id=draw(VFAT_ID),
+            sector_size=draw(opt(pow2(512, 32768))),
+            cluster_size=draw(opt(pow2(512, 2**21))),
         )
         return {"vfat": draw(opt(st.just(vfat)))}
     if fs_type == FsType.BTRFS:
         btrfs = BtrfsOptions(
-            node_size=draw(opt(SIZE)),
-            sector_size=draw(opt(SIZE)),
-            data_profile=draw(opt(TEXT)),
-            metadata_profile=draw(opt(TEXT)),
-            features=tuple(draw(st.lists(TEXT, max_size=3))),
-            default_subvolume=draw(SIZE),
+            node_size=draw(opt(pow2(4096, 65536))),
+            sector_size=draw(opt(pow2(4096, 65536))),
+            data_profile=draw(opt(PROFILE)),
+            metadata_profile=draw(opt(PROFILE)),
+            features=tuple(draw(st.lists(FEATURE, max_size=3))),
+            default_subvolume=draw(st.integers(min_value=5, max_value=2**62)),
         )
         return {"btrfs": draw(opt(st.just(btrfs)))}
     return {}
+
+
+_LABEL_BYTES = {
+    FsType.EXT2: 16,
+    FsType.EXT3: 16,
+    FsType.EXT4: 16,
+    FsType.XFS: 12,
+    FsType.VFAT: 11,
+}
+
+
+def _fs_uuid(fs_type: FsType) -> st.SearchStrategy[str]:
+    if fs_type == FsType.VFAT:
+        return VFAT_ID
+    return TEXT if fs_type == FsType.OTHER else UUID
 
 
 @st.composite
@@ -301,11 +367,11 @@ def descriptions(draw: Any) -> Description:
                     path=draw(TEXT),
                     level=draw(TEXT),
                     metadata=draw(TEXT),
-                    uuid=draw(TEXT),
+                    uuid=draw(MD_UUID),
                     members=_picks(draw, block, min_size=1),
-                    size=draw(SIZE),
+                    size=draw(POSITIVE),
                     name=draw(opt(TEXT)),
-                    chunk=draw(opt(SIZE)),
+                    chunk=draw(opt(POSITIVE)),
                     spares=_picks(draw, block),
                     layout=draw(opt(TEXT)),
                 )
@@ -320,15 +386,15 @@ def descriptions(draw: Any) -> Description:
                     id=ids.new("luks"),
                     device=_pick(draw, block),
                     version=draw(st.sampled_from([1, 2])),
-                    uuid=draw(TEXT),
+                    uuid=draw(UUID),
                     cipher=draw(TEXT),
-                    key_size=draw(SIZE),
-                    name=draw(opt(TEXT)),
+                    key_size=draw(st.integers(min_value=8, max_value=4096)),
+                    name=draw(opt(DM_NAME)),
                     pbkdf=draw(opt(TEXT)),
                     hash=draw(opt(TEXT)),
                     label=draw(opt(TEXT)),
                     subsystem=draw(opt(TEXT)),
-                    sector_size=draw(opt(SIZE)),
+                    sector_size=draw(opt(SECTOR)),
                     size=draw(opt(SIZE)),
                 )
             )
@@ -337,9 +403,9 @@ def descriptions(draw: Any) -> Description:
     volume_groups = [
         VolumeGroup(
             id=ids.new("vg"),
-            name=draw(TEXT),
-            uuid=draw(TEXT),
-            extent_size=draw(SIZE),
+            name=draw(LVM_NAME),
+            uuid=draw(LVM_UUID),
+            extent_size=draw(POSITIVE),
             size=draw(SIZE),
         )
         for _ in range(draw(st.integers(min_value=0, max_value=2)))
@@ -352,9 +418,9 @@ def descriptions(draw: Any) -> Description:
                 PhysicalVolume(
                     id=ids.new("pv"),
                     device=_pick(draw, block),
-                    uuid=draw(TEXT),
+                    uuid=draw(LVM_UUID),
                     volume_group=_pick(draw, vg_ids),
-                    size=draw(SIZE),
+                    size=draw(POSITIVE),
                 )
             )
     pv_ids = [pv.id for pv in physical_volumes]
@@ -364,10 +430,10 @@ def descriptions(draw: Any) -> Description:
             segments = tuple(
                 LvSegment(
                     start_extent=draw(SIZE),
-                    extent_count=draw(SIZE),
+                    extent_count=draw(POSITIVE),
                     type=draw(TEXT),
-                    stripes=draw(SIZE),
-                    stripe_size=draw(opt(SIZE)),
+                    stripes=draw(st.integers(min_value=1, max_value=128)),
+                    stripe_size=draw(opt(POSITIVE)),
                     devices=_picks(draw, pv_ids),
                 )
                 for _ in range(draw(st.integers(min_value=0, max_value=2)))
@@ -377,9 +443,9 @@ def descriptions(draw: Any) -> Description:
                 LogicalVolume(
                     id=ids.new("lv"),
                     volume_group=_pick(draw, vg_ids),
-                    name=draw(TEXT),
-                    uuid=draw(TEXT),
-                    size=draw(SIZE),
+                    name=draw(LVM_NAME),
+                    uuid=draw(LVM_UUID),
+                    size=draw(POSITIVE),
                     type=draw(st.sampled_from(LvType)),
                     path=draw(opt(TEXT)),
                     pool=draw(opt(st.sampled_from(earlier))) if earlier else None,
@@ -400,10 +466,10 @@ def descriptions(draw: Any) -> Description:
                     Subvolume(
                         id=ids.new("subvol"),
                         filesystem=fs_id,
-                        path=draw(TEXT),
-                        subvol_id=draw(SIZE),
-                        parent_id=draw(SIZE),
-                        uuid=draw(opt(TEXT)),
+                        path=draw(REL_PATH),
+                        subvol_id=draw(st.integers(min_value=256, max_value=2**62)),
+                        parent_id=draw(st.integers(min_value=5, max_value=2**62)),
+                        uuid=draw(opt(UUID)),
                         readonly=draw(st.booleans()),
                     )
                     for _ in range(draw(st.integers(min_value=0, max_value=3)))
@@ -430,11 +496,11 @@ def descriptions(draw: Any) -> Description:
                     id=fs_id,
                     device=_pick(draw, block),
                     type=fs_type,
-                    uuid=draw(opt(TEXT)),
-                    label=draw(opt(TEXT)),
+                    uuid=draw(opt(_fs_uuid(fs_type))),
+                    label=draw(opt(label(_LABEL_BYTES.get(fs_type, 255)))),
                     type_name=draw(opt(TEXT)),
                     supported=False if fs_type == FsType.OTHER else draw(st.booleans()),
-                    size=draw(opt(SIZE)),
+                    size=draw(opt(POSITIVE)),
                     mounts=mounts,
                     state=draw(opt(st.just(state))),
                     **draw(_fs_options(fs_type)),
@@ -450,14 +516,14 @@ def descriptions(draw: Any) -> Description:
         swaps.append(
             Swap(
                 id=ids.new("swap"),
-                size=draw(SIZE),
+                size=draw(POSITIVE),
                 device=None if as_file else _pick(draw, block),
                 file=draw(ABS_PATH) if as_file else None,
                 filesystem=_pick(draw, fs_ids) if as_file else None,
-                uuid=draw(opt(TEXT)),
-                label=draw(opt(TEXT)),
-                page_size=draw(opt(SIZE)),
-                priority=draw(opt(ANY_INT)),
+                uuid=draw(opt(UUID)),
+                label=draw(opt(label(16))),
+                page_size=draw(opt(pow2(4096, 65536))),
+                priority=draw(opt(st.integers(min_value=-(2**31), max_value=32767))),
                 active=draw(st.booleans()),
             )
         )
@@ -523,7 +589,7 @@ def descriptions(draw: Any) -> Description:
         content = (
             base64.b64encode(draw(st.binary())).decode()
             if encoding == Encoding.BASE64
-            else draw(TEXT)
+            else draw(CONTENT)
         )
         config_files.append(
             ConfigFile(
@@ -539,7 +605,7 @@ def descriptions(draw: Any) -> Description:
         opt(
             st.builds(
                 CatalogRef,
-                path=TEXT,
+                path=REL_PATH,
                 sha256=HEX64,
                 files=SIZE,
                 packages=SIZE,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resurgo.apply import commands, inuse, journal, verify
+from resurgo.apply import commands, confine, inuse, journal, verify
+from resurgo.errors import OperationFailed
 from resurgo.model import (
     BtrfsOptions,
     Filesystem,
@@ -361,3 +362,56 @@ def test_fat_with_clusters_smaller_than_the_new_sectors_gets_one_sector_clusters
     for sector, per_cluster in ((4096, "1"), (512, "4")):
         opts = plan_fs.recreate(fs, 32 << 20, sector, 32 << 20).options
         assert opts[opts.index("-s") + 1] == per_cluster
+
+
+# ------------------------------------------------------------ paths kept under the root
+
+
+@pytest.mark.parametrize(
+    ("root", "path", "joined"),
+    [
+        ("/mnt/resurgo", "/", "/mnt/resurgo"),
+        ("/mnt/resurgo/", "/boot/efi", "/mnt/resurgo/boot/efi"),
+        ("/mnt/resurgo", "/srv/../var", "/mnt/resurgo/var"),
+        ("/run/resurgo/btrfs-x", "@/.snapshots/1/snapshot",
+         "/run/resurgo/btrfs-x/@/.snapshots/1/snapshot"),
+        ("/", "/tmp/escaped", "/tmp/escaped"),
+    ],
+)
+def test_a_path_joined_to_the_root_is_normalised(root: str, path: str, joined: str) -> None:
+    assert confine.under_root(root, path) == joined
+
+
+@pytest.mark.parametrize(
+    ("root", "path"),
+    [
+        ("/mnt/resurgo", "/../../../tmp/escaped"),
+        ("/mnt/resurgo", "/boot/../../etc"),
+        ("/mnt/resurgo", "../resurgo2"),
+        ("/run/resurgo/btrfs-x", "@/../../../etc"),
+        ("/mnt/resurgo", "/boot\x00/x"),
+    ],
+)
+def test_a_path_that_would_leave_the_root_is_refused(root: str, path: str) -> None:
+    with pytest.raises(OperationFailed, match="refusing"):
+        confine.under_root(root, path)
+
+
+def test_mountpoint_directories_are_made_without_following_symlinks(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "etc"
+    root.mkdir()
+    outside.mkdir()
+    (root / "boot").symlink_to(outside)
+    with pytest.raises(OperationFailed, match=r"boot: it is a symbolic link \(to "):
+        confine.make_dirs(str(root), str(root / "boot" / "efi"))
+    assert list(outside.iterdir()) == []
+    (root / "file").write_text("x")
+    with pytest.raises(OperationFailed, match="file: it is not a directory"):
+        confine.make_dirs(str(root), str(root / "file" / "x"))
+    with pytest.raises(OperationFailed, match="is not under the root"):
+        confine.make_dirs(str(root), str(outside / "x"))
+    confine.make_dirs(str(root), str(root / "var" / "backups"))
+    confine.make_dirs(str(root), str(root / "var" / "backups"))  # already there: fine
+    assert (root / "var" / "backups").is_dir()
+    confine.make_dirs(str(tmp_path / "new-root"), str(tmp_path / "new-root"))
+    assert (tmp_path / "new-root").is_dir()

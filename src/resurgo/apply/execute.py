@@ -30,7 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from resurgo import run
-from resurgo.apply import commands, devices, verify
+from resurgo.apply import commands, confine, devices, verify
 from resurgo.apply.guard import Guard
 from resurgo.apply.journal import Journal
 from resurgo.errors import CommandFailed, OperationFailed, ResurgoError
@@ -531,9 +531,9 @@ class Executor:
 
     def subvolume(self, a: Action, p: SubvolumeParams) -> None:
         with self.top_level(a, p.device) as top:
-            path = os.path.join(top, p.path)
+            path = confine.under_root(top, p.path)
             if not verify.is_subvolume(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                confine.make_dirs(top, os.path.dirname(path))
                 run.run(["btrfs", "subvolume", "create", path])
             if p.readonly:
                 run.run(["btrfs", "property", "set", "-ts", path, "ro", "true"])
@@ -541,7 +541,7 @@ class Executor:
     def check_subvolume(self, p: SubvolumeParams) -> list[str]:
         a = self._action_of(p)
         with self.top_level(a, p.device) as top:
-            path = os.path.join(top, p.path)
+            path = confine.under_root(top, p.path)
             if not verify.is_subvolume(path):
                 return [f"there is no subvolume {p.path} on {p.device}"]
             ro = run.output(["btrfs", "property", "get", "-ts", path, "ro"]).strip()
@@ -553,13 +553,14 @@ class Executor:
         with self.top_level(a, p.device) as top:
             # The saved default was an id; ids are not kept, so it is found by its path.
             new_id = verify.parse_rootid(
-                run.output(["btrfs", "inspect-internal", "rootid", os.path.join(top, p.path)]))
+                run.output(["btrfs", "inspect-internal", "rootid",
+                            confine.under_root(top, p.path)]))
             run.run(["btrfs", "subvolume", "set-default", str(new_id), top])
 
     def check_default(self, p: SubvolumeDefaultParams) -> list[str]:
         a = self._action_of(p)
         with self.top_level(a, p.device) as top:
-            path = os.path.join(top, p.path)
+            path = confine.under_root(top, p.path)
             if not verify.is_subvolume(path):
                 return [f"there is no subvolume {p.path} on {p.device}"]
             want = verify.parse_rootid(
@@ -575,7 +576,13 @@ class Executor:
 
     def mount(self, a: Action, p: MountParams) -> None:
         self.guard.check(a, p.device)
-        os.makedirs(p.target, exist_ok=True)
+        # The mountpoint joined to the root again, as a check: the plan's target must be
+        # it, under the root, and reached through directories only (mount follows links).
+        target = confine.under_root(self.plan.root, p.mountpoint)
+        if target != os.path.normpath(p.target):
+            raise OperationFailed(f"refusing to mount on {p.target}: the root {self.plan.root} "
+                                  f"and mountpoint {p.mountpoint} name {target}")
+        confine.make_dirs(self.plan.root, target)
         try:
             run.run(commands.mount(p))
         except CommandFailed:

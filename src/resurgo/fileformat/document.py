@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 import tomli_w
 
 from resurgo.errors import BadInput
-from resurgo.fileformat import codec, rules, version
+from resurgo.fileformat import bounds, codec, rules, version
 from resurgo.fileformat.lines import locate
 from resurgo.model import Description
 
@@ -132,13 +133,19 @@ def read_digest(path: Path) -> str | None:
 
 
 def load_bytes(path: Path) -> bytes:
+    """The bytes of the description at path: a regular file, read up to one byte past
+    the largest a description may be (check_bytes says it is too large)."""
     try:
         if path.is_dir():
             raise BadInput(
                 f"{path} is a directory, not a recovery description",
                 "name the description file, e.g. DIR/description.toml",
             )
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                # A device or a fifo (/dev/zero, say) would be read without end.
+                raise BadInput(f"{path} is not a regular file, not a recovery description")
+            return f.read(bounds.MAX_BYTES + 1)
     except FileNotFoundError:
         raise BadInput(f"{path} does not exist") from None
     except PermissionError:
@@ -162,6 +169,15 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
             )
         )
         return report
+    if len(raw) > bounds.MAX_BYTES:
+        report.problems.append(
+            codec.Problem(
+                (),
+                f"{len(raw)} bytes is more than a description holds "
+                f"({bounds.MAX_BYTES} at most); is this the right file?",
+            )
+        )
+        return report
     if not raw.strip():
         report.problems.append(codec.Problem((), "the file is empty"))
         return report
@@ -176,6 +192,17 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
         return report
     if "\x00" in text:
         report.problems.append(codec.Problem((), "not a text file (it contains NUL bytes)"))
+        return report
+    deep = bounds.too_deep(text)
+    if deep is not None:
+        report.problems.append(
+            codec.Problem(
+                (),
+                f"arrays and tables nest more than {bounds.MAX_DEPTH} deep "
+                "(a description nests 3 deep at most)",
+                deep,
+            )
+        )
         return report
     try:
         data = tomllib.loads(text)

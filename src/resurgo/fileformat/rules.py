@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+from resurgo.fileformat import values
 from resurgo.fileformat.codec import Problem
 from resurgo.model import (
     Description,
@@ -36,6 +37,7 @@ def check(desc: Description) -> list[Problem]:
     _check_partitions(desc, problems)
     _check_filesystems(desc, problems)
     _check_misc(desc, problems)
+    problems.extend(values.check(desc, frozenset(p.where for p in problems)))
     return problems
 
 

@@ -1,0 +1,47 @@
+"""What a description's text may be before it is parsed: its size and how deep it nests.
+
+A description comes from a medium anyone may have written. tomllib parses nested arrays
+and inline tables by recursion, so text nested a few thousand deep ends in a
+RecursionError, and a huge file holds the rescue's memory; both are refused here, from
+a scan of the text, before the parser sees it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A description holds the layout (a few KB per disk) and configuration files of at most
+# 1 MiB each (probe.system.MAX_CONFIG_SIZE), a few dozen of them: a few MB at most. The
+# parsed form takes about ten times the text; 64 MiB keeps that well within a rescue's RAM.
+MAX_BYTES = 64 * 1024 * 1024
+
+# The format nests three deep at most (a record's array of inline tables holding an
+# array); 32 leaves room for hand-written files and stays far below Python's recursion
+# limit (tomllib takes two frames a level).
+MAX_DEPTH = 32
+
+# Strings and comments are skipped whole: a bracket inside them opens nothing. An
+# unterminated string is skipped to the end of its line; tomllib reports it.
+_TOKEN = re.compile(
+    r'"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""'
+    r"|'''.*?'''"
+    r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"?'
+    r"|'[^'\n]*'?"
+    r"|#[^\n]*"
+    r"|[\[\]{}]",
+    re.DOTALL,
+)
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> int | None:
+    """The 1-based line where arrays and inline tables first nest deeper than limit, or None."""
+    depth = 0
+    for m in _TOKEN.finditer(text):
+        ch = m.group()
+        if ch in "[{":
+            depth += 1
+            if depth > limit:
+                return text.count("\n", 0, m.start()) + 1
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return None
