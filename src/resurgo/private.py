@@ -46,10 +46,14 @@ def open_fd(path: Path, flags: int) -> int:
     return fd
 
 
-def write_text(path: Path, text: str, *, append: bool = False) -> None:
-    """Write (or append) text to the private file path, flushed to disk."""
+def write_bytes(path: Path, data: bytes, *, append: bool = False) -> None:
+    """Write (or append) data to the private file path, flushed to disk."""
     flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
-    with os.fdopen(open_fd(path, flags), "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(open_fd(path, flags), "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_text(path: Path, text: str, *, append: bool = False) -> None:
+    write_bytes(path, text.encode(), append=append)

@@ -237,7 +237,7 @@ def test_files_are_written_with_their_modes_and_the_recovery_is_logged(tmp_path:
     assert all(f.written for f in r.files)
     assert r.log is not None and r.log.startswith("/var/log/resurgo/recovery-")
     log = root / r.log.lstrip("/")
-    assert log.stat().st_mode & 0o777 == 0o640
+    assert log.stat().st_mode & 0o777 == 0o600
     recorded = log.read_text()
     assert "/etc/fstab (written)" in recorded
     assert f"+ UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1" in recorded

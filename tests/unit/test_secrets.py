@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from test_format import example
 
 from resurgo import fileformat, private
-from resurgo.apply.journal import Journal
+from resurgo.apply.journal import ENV_STATE_DIR, Journal
 from resurgo.errors import OperationFailed
 from resurgo.fileformat import check_bytes, dumps
 from resurgo.finalize.tree import SavedTree
@@ -30,7 +31,9 @@ from resurgo.media.open import open_medium
 from resurgo.model import ConfigFile, Description
 from resurgo.probe import catalog, system
 from resurgo.recovery import save, secrets, setfiles
+from resurgo.recovery.check import Changes, save_record
 from resurgo.recovery.load import read_description
+from resurgo.rescue.agent import Console
 
 PSK = "correct-horse-battery-staple-42"
 WIFI = f"[connection]\nid=home\ntype=wifi\n\n[wifi-security]\nkey-mgmt=wpa-psk\npsk={PSK}\n"
@@ -287,3 +290,27 @@ def test_a_private_file_is_not_written_through_a_symlink(tmp_path: Path) -> None
     with pytest.raises(OperationFailed, match="cannot write the journal"):
         Journal(link, "sha256:1").open()
     assert target.read_text() == "keep\n"
+
+
+def test_the_finalize_record_is_private_whatever_the_umask(
+        tmp_path: Path, umask0: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "var/lib/resurgo"
+    monkeypatch.setenv(ENV_STATE_DIR, str(state))
+    path = save_record("20261206T220000Z-ab12", tmp_path, Changes(frozenset({"/etc/fstab"})))
+    assert path is not None and path.parent == state
+    assert mode(path) == 0o600
+    assert mode(state) == mode(state.parent) == mode(state.parent.parent) == 0o700
+
+
+def test_the_rescue_log_is_private_whatever_the_umask(tmp_path: Path, umask0: None) -> None:
+    log = tmp_path / "run/resurgo/rescue.log"
+    console = Console.open(log)
+    try:
+        console.write("resurgo: using the set on /dev/sdb1\n")
+    finally:
+        for sink in console.sinks:
+            if sink is not sys.stdout:
+                sink.close()
+    assert log.read_text() == "resurgo: using the set on /dev/sdb1\n"
+    assert mode(log) == 0o600
+    assert mode(log.parent) == mode(log.parent.parent) == 0o700

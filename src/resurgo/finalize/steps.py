@@ -491,7 +491,7 @@ class Finalizer:
         path = f"{self.options.log_dir.rstrip('/')}/recovery-{self.stamp:%Y%m%dT%H%M%SZ}.log"
         report = self.report(log=path)
         try:
-            self.tree.write(path, render.text(report), mode=0o640)
+            self.tree.write(path, render.text(report), mode=0o600)
         except (OSError, ResurgoError) as e:
             self.errors.append(f"the record of the recovery could not be written to {path}: {e}")
             return None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resurgo import private
 from resurgo.apply.journal import state_dir
 from resurgo.engine import Mismatch, verify_tree
 from resurgo.errors import ResurgoError
@@ -73,8 +74,8 @@ def save_record(set_id: str, root: Path, changes: Changes) -> Path | None:
     path = record_path(set_id)
     data = {"set": set_id, "root": str(root.resolve()), "files": sorted(changes.files)}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        private.makedirs(path.parent)
+        private.write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError:
         return None
     return path

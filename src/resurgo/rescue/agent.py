@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from resurgo import __version__, digest, run, signing
+from resurgo import __version__, digest, private, run, signing
 from resurgo.errors import ResurgoError
 from resurgo.recovery.setfiles import RESCUE
 from resurgo.rescue import cmdline, keys, locate, system
@@ -65,8 +65,10 @@ class Console:
         if not sinks:
             sinks.append(sys.stdout)
         try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            sinks.append(open(log_path, "a", buffering=1))  # noqa: SIM115
+            # 0600 in a 0700 directory, whatever the umask: the log names disks and keys.
+            private.makedirs(log_path.parent)
+            fd = private.open_fd(log_path, os.O_WRONLY | os.O_APPEND)
+            sinks.append(open(fd, "a", buffering=1))  # noqa: SIM115
         except OSError:
             pass
         return cls(sinks)
@@ -322,10 +324,10 @@ class Agent:
         from resurgo.media import open_medium
 
         dest = Path("/run/resurgo/sets") / cand.set_id / locate.DESCRIPTION
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.makedirs(dest.parent)
         with open_medium(cand.medium) as medium:
             medium.trust = trust()
-            dest.write_bytes(medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
+            private.write_bytes(dest, medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
         return dest
 
     def not_on_saved_disks(self, cands: list[locate.Candidate]) -> list[locate.Candidate]:
