@@ -5,21 +5,25 @@ Each target disk is checksummed before and after: plan must not change a byte.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from loopdisks import Loop, Rig
 
-from resurgo import fileformat
+from resurgo import digest, fileformat
+from resurgo.demo import umount_below
 from resurgo.model import (
     Bootloader,
     BootloaderKind,
+    Command,
     Description,
     Disk,
     ExtOptions,
@@ -207,3 +211,92 @@ def test_active_swap_on_target_is_in_use(rig: Rig, src: Path) -> None:
     assert code == 3
     failure = next(f for f in data["failures"] if f["check"] == "target-in-use")
     assert f"active swap: {loop.part(1)}" in failure["message"]
+
+
+# ------------------------------------------------- recover runs only the commands it showed
+
+
+def resurgo(*argv: str | Path, state: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RESURGO_ACTUAL_DISKS"}
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["RESURGO_STATE_DIR"] = str(state)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resurgo", *map(str, argv)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def set_hook(set_dir: Path, words: str, marker: Path) -> None:
+    """Give the set's description a command writing WORDS to MARKER (outside the restored
+    trees, which are checked against their manifests), as anyone who can write to the
+    medium can: the description, its digest and the index agree again afterwards."""
+    path = set_dir / "description.toml"
+    desc = fileformat.read(path)
+    hook = Command(90, "/bin/sh", ("-c", f"echo {words} > {marker}"),
+                   description="a harmless-looking hook")
+    commands = tuple(c for c in desc.commands if c.seq != hook.seq)
+    fileformat.write(dataclasses.replace(desc, commands=(*commands, hook)), path)
+    raw = path.read_bytes()
+    (set_dir / "description.toml.sha256").write_text(
+        f"{hashlib.sha256(raw).hexdigest()}  description.toml\n")
+    index = json.loads((set_dir / "set.json").read_text())
+    for f in index["files"]:
+        if f["name"] in ("description.toml", "description.toml.sha256"):
+            data = (set_dir / f["name"]).read_bytes()
+            f["size"], f["blake3"] = len(data), digest.hex_of(data)
+    (set_dir / "set.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    where = tmp_path / "mnt"
+    try:
+        yield where
+    finally:
+        umount_below(where)
+
+
+def test_recover_refuses_a_command_changed_since_the_plan_before_writing(
+    rig: Rig, tmp_path: Path, mnt: Path
+) -> None:
+    source = rig.disk("source", SIZE, table="label: gpt\n,200M,L\n")
+    rig.sh("mkfs.ext4", "-q", "-F", source.part(1))
+    root = rig.mount(source.part(1), tmp_path / "root")
+    (root / "etc").mkdir()
+    (root / "etc" / "hostname").write_text("cmdhost\n")
+    sets, state = tmp_path / "sets", tmp_path / "state"
+    saved = resurgo("save", "--to", sets, "--root", root, "--no-rescue", state=state)
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    [set_dir] = sets.iterdir()
+    target = rig.disk("target", SIZE)
+    where = ["--from", sets, "--target", target.path, "--root", mnt, "--no-finalize"]
+
+    marker = tmp_path / "marker"
+    set_hook(set_dir, "approved", marker)
+    approved = resurgo("plan", "--json", *where, state=state)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    shown = json.loads(approved.stdout)
+    assert shown["commands"][-1]["command"] == f"/bin/sh -c 'echo approved > {marker}'"
+
+    # One byte of the command changes on the medium after the plan was approved.
+    set_hook(set_dir, "approvee", marker)
+    before = checksum(target)
+    refused = resurgo("recover", *where, "--plan-hash", shown["hash"], state=state)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "nothing was written" in refused.stderr
+    # The plan it refused shows the command as it is now, before anything is done.
+    assert f"/bin/sh -c 'echo approvee > {marker}'" in refused.stdout
+    assert "recreating the layout" not in refused.stdout
+    assert checksum(target) == before
+    assert not marker.exists() and (not mnt.exists() or not any(mnt.iterdir()))
+
+    # The plan of the set as it is now runs, that command included, as shown.
+    again = json.loads(resurgo("plan", "--json", *where, state=state).stdout)
+    assert again["hash"] != shown["hash"] and again["actions"] == shown["actions"]
+    done = resurgo("recover", *where, "--plan-hash", again["hash"], state=state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert marker.read_text() == "approvee\n"
+    assert (mnt / "etc" / "hostname").read_text() == "cmdhost\n"
