@@ -195,7 +195,14 @@ def trust_for_save(key: SignKey | None, trust: Trust | None) -> Trust | None:
     key's own. The key must sign in a way these signers accept (checked now, before a
     long save, so that no image refuses its own set)."""
     if key is None:
-        return trust
+        if trust is not None:
+            # The set would be refused by the very signers its rescue image carries.
+            raise BadInput(
+                f"sets are checked against trusted signers here ({trust.source}), and an "
+                "unsigned set would be refused by them, its own rescue image included",
+                "sign the set: --sign-key FILE",
+            )
+        return None
     if trust is None:
         trust = Trust("the signing key", key.signers_line("resurgo-signer").encode())
     probe = b"resurgo: can this key sign sets these signers trust?\n"

@@ -211,3 +211,11 @@ def test_the_pin_covers_every_file_but_the_image(tmp_path: Path) -> None:
     assert pin != content_pin("20261206T000000Z-ab13", files, "rescue.iso")
     assert pin != content_pin("20261206T000000Z-ab12", [FileEntry("a", 1, "2" * 64)],
                               "rescue.iso")
+
+
+def test_an_unsigned_save_where_signers_are_trusted_is_refused(
+        keys: tuple[Path, ...]) -> None:
+    _, _, trusted = keys
+    with pytest.raises(BadInput, match="--sign-key"):
+        signing.trust_for_save(None, signing.Trust.load(trusted))
+    assert signing.trust_for_save(None, None) is None
