@@ -52,6 +52,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import urllib.parse
@@ -399,16 +400,18 @@ def write_file(path: Path, manager: str, entries: Iterable[CatalogEntry]) -> str
     """Write a catalog file (atomically); its sha256."""
     run.require("zstd")
     text = header(manager) + "".join(format_entry(e) for e in entries)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    # zstd makes its output anew with the umask's mode (0666 under umask 0): it writes in a
+    # directory of ours (0700) so that nobody else can open the file before it is 0600,
+    # private like the description beside it.
+    work = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = os.path.join(work, path.name)
     try:
         run.run(["zstd", "-q", "-f", "-T0", "-o", tmp, "-"], input=text)
+        os.chmod(tmp, 0o600)
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.chmod(tmp, 0o600)  # private like the description beside it, whatever the umask
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(work, ignore_errors=True)
     return digest
 
 
