@@ -314,3 +314,19 @@ def test_the_rescue_log_is_private_whatever_the_umask(tmp_path: Path, umask0: No
     assert log.read_text() == "resurgo: using the set on /dev/sdb1\n"
     assert mode(log) == 0o600
     assert mode(log.parent) == mode(log.parent.parent) == 0o700
+
+
+def test_describe_output_is_private_whatever_the_umask(tmp_path: Path, umask0: None) -> None:
+    wifi_record(tmp_path)  # the tree at tmp_path/tree, with its Wi-Fi connection
+    out = tmp_path / "out/description.toml"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "resurgo", "describe", "--root", str(tmp_path / "tree"),
+         "--output", str(out), "--no-catalog"],
+        capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert mode(out) == mode(out.with_name("description.toml.sha256")) == 0o600
+    # describe --output is the machine's own copy: the secret is there, marked.
+    (nm,) = [cf for cf in fileformat.read(out).config_files if cf.path == WIFI_PATH]
+    assert nm.secret and nm.content == WIFI

@@ -35,7 +35,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="write the description to FILE (with FILE.sha256 and the catalog beside "
-        "it) instead of standard output",
+        "it, all 0600 whatever the umask: the description holds the configuration, "
+        "secret files included) instead of standard output",
     )
     p.add_argument(
         "--include-disk",
