@@ -301,3 +301,48 @@ def test_show_of_a_bad_file_is_one_message(saved: Path, defect: str) -> None:
     assert proc.stdout == ""
     assert proc.stderr.startswith("resurgo: error: ")
     assert proc.stderr.count("resurgo: error: ") == 1
+
+
+HOSTILE = {
+    "an array nested 2000 deep": (
+        lambda t: t + "\nx = " + "[" * 2000 + "]" * 2000 + "\n",
+        "(file): arrays and tables nest more than 32 deep (a description nests 3 deep at most)",
+    ),
+    "a NUL byte in a UUID": (
+        lambda t: t.replace(
+            'uuid = "2f9d8c7b-6a5e-4d3c-9b2a-1f0e9d8c7b6a"',
+            'uuid = "2f9d8c7b-6a5e-4d3c-9b2a-1f0e9d8c7b6a\\u0000"',
+        ),
+        "filesystems[1] (id 'fs.sda2').uuid: holds the control character '\\x00'",
+    ),
+    "a disk of 10**27 bytes": (
+        lambda t: t.replace("size = 68719476736", f"size = {10**27}"),
+        f"disks[0] (id 'disk.sda').size: {10**27} does not fit a 64-bit integer",
+    ),
+    "a mountpoint out of the root": (
+        lambda t: t.replace('mountpoint = "/srv"', 'mountpoint = "/../../../tmp/escaped"'),
+        "filesystems[3] (id 'fs.dm-1').mounts[0].mountpoint: '/../../../tmp/escaped' is not "
+        "a normal path: it holds '..'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_validate_and_plan_refuse_a_hostile_description(tmp_path: Path, name: str) -> None:
+    """One message with the record, field and line, exit 2, no traceback: through
+    `resurgo validate` and `resurgo plan --from FILE` alike."""
+    defect, message = HOSTILE[name]
+    text = defect(example_text())
+    assert text != example_text()
+    path = tmp_path / "description.toml"
+    path.write_text(text, encoding="utf-8")
+    proc = resurgo("validate", path)
+    assert proc.returncode == 2
+    problem, summary = proc.stdout.splitlines()
+    assert problem.startswith(f"{path} (line ")
+    assert problem.endswith(message)
+    assert summary == f"{path}: 1 problem(s)"
+    proc = resurgo("plan", "--from", path)
+    assert proc.returncode == 2
+    assert f"{path} is not a valid recovery description (1 problem(s))" in proc.stderr
+    assert message in proc.stderr
