@@ -4,8 +4,12 @@ In order: describe the system at the root (the catalog of package files beside i
 for each ``resurgo:restore`` command of the description one archive and one manifest
 streamed by the engine straight into the set's files (nothing is staged on local disk),
 the description and its digest, the rescue image when asked for, and the commit that
-makes the whole set visible at once. Killed at any point, the medium keeps the sets it
-had: the next save removes the leftovers.
+makes the whole set visible at once. In an encrypted set the secret config files are
+sealed: the description (and the rescue image, which carries it) keeps their records
+without content, and secrets.age holds the contents, encrypted like the archives
+(recovery.secrets); an unencrypted set holds them in clear, and save warns once.
+Killed at any point, the medium keeps the sets it had: the next save removes the
+leftovers.
 
 Left out of every set: the contents of /proc, /sys, /dev, /run and /tmp (the
 directories themselves are kept), the paths given with --exclude, the recovery set
