@@ -429,10 +429,12 @@ def test_capture_config_marks_the_secret_files(tmp_path: Path) -> None:
           "iface wlan0 inet dhcp\n    wpa-ssid home\n    wpa-psk hunter22\n", 0o644)
     write(root, "etc/systemd/network/10-eth.network", "[Match]\nName=eth0\n", 0o644)
     write(root, "etc/netplan/01.yaml", "network: {version: 2}\n", 0o644)
+    write(root, "etc/crypttab", "data UUID=1 /etc/keys/data.key luks\n", 0o644)
 
     secret = {f.path: f.secret for f in system.capture_config(root, [])}
     assert secret == {
         "/etc/fstab": False,
+        "/etc/crypttab": False,
         "/etc/hostname": True,
         "/etc/default/grub": True,
         f"/{nm}": True,
@@ -440,6 +442,10 @@ def test_capture_config_marks_the_secret_files(tmp_path: Path) -> None:
         "/etc/systemd/network/10-eth.network": False,
         "/etc/netplan/01.yaml": True,
     }
+    # A CIFS mount's password in an fstab every local user may read: a set is read by others.
+    write(root, "etc/fstab", "//srv/share /mnt cifs user=a,password=s3cret 0 0\n", 0o644)
+    (fstab,) = [f for f in system.capture_config(root, []) if f.path == "/etc/fstab"]
+    assert fstab.secret
 
 
 def test_capture_config_running_machine() -> None:

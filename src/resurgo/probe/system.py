@@ -93,10 +93,12 @@ SECRET_PATTERNS: tuple[str, ...] = (
     "etc/netplan/*.yaml",
     "etc/wireguard/*",
 )
-# A key set in a network configuration that is otherwise public (ifupdown's wpa-psk).
+# A key set in a file that is otherwise public: ifupdown's wpa-psk, a GRUB password, a
+# CIFS mount's password= option in fstab (readable to local users, but a set may be
+# read by others).
 SECRET_LINE = re.compile(
     rb"^[ \t]*(wpa-psk|wpa-passphrase|wpa-password|psk|password|privatekey|presharedkey)"
-    rb"[ \t]*[=: \t]",
+    rb"[ \t]*[=: \t]|[ \t,]password=",
     re.IGNORECASE | re.MULTILINE,
 )
 
