@@ -117,8 +117,14 @@ def test_recover_and_verify_with_the_identity_get_it_back(saved: Saved, rig: Rig
         assert nm.content is not None and nm.secret
         assert nm.content.encode() == WIFI
     target = rig.disk("target", SIZE)
-    r = resurgo("recover", "--from", saved.encrypted, "--target", target.path, "--yes",
-                "--root", mnt, "--identity", saved.identity, "--no-finalize",
+    # plan reads the sealed file with the identity as recover does: the same hash.
+    r = resurgo("plan", "--from", saved.encrypted, "--target", target.path, "--identity",
+                saved.identity, "--root", mnt, "--json",
+                state=saved.work / "state-recover")
+    assert r.code == 0, r.output
+    assert "sealed" not in r.stderr
+    r = resurgo("recover", "--from", saved.encrypted, "--target", target.path,
+                "--plan-hash", r.json()["hash"], "--root", mnt, "--identity", saved.identity,
                 state=saved.work / "state-recover")
     assert r.code == 0, r.output
     assert "sealed" not in r.stderr

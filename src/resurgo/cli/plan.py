@@ -53,6 +53,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "written. Exit 0: the plan can be executed; 3: a precondition fails; 2: bad input.",
     )
     add_plan_arguments(p)
+    # recover has its own --identity (it also opens the archives).
+    p.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="the age identity file (secret key) of an encrypted set: its sealed secret "
+        "configuration files are read, so that the plan and its hash show what finalize "
+        "changes in them, as recover --identity will",
+    )
     p.set_defaults(handler=run)
 
 
@@ -160,7 +169,7 @@ def plan_options(args: argparse.Namespace, desc: Description, interactive: bool)
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_source(args) as source:
+    with open_source(args, identity=args.identity) as source:
         desc = source.description
         options = plan_options(args, desc, sys.stdin.isatty())
         actual = read_actual_disks(read_paths(source.recovery_paths, args))
