@@ -181,8 +181,9 @@ def merged(reader: SetReader, desc: Description, description_sha256: str,
     if identity is None:
         warnings.append(
             f"{len(closed)} secret configuration file(s) are sealed (encrypted in "
-            f"{setfiles.SECRETS}; give --identity to read them): "
-            + ", ".join(cf.path for cf in closed))
+            f"{setfiles.SECRETS}): {', '.join(cf.path for cf in closed)}; what finalize "
+            "changes in them is not shown, and the plan's hash is not the one recover "
+            "--identity computes: give --identity to read them")
         return desc
     raw = read(reader, identity)
     return unseal(desc, description_sha256, raw, f"{setfiles.SECRETS} of set {reader.id}")
