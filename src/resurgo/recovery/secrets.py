@@ -182,7 +182,7 @@ def merged(reader: SetReader, desc: Description, description_sha256: str,
         warnings.append(
             f"{len(closed)} secret configuration file(s) are sealed (encrypted in "
             f"{setfiles.SECRETS}): {', '.join(cf.path for cf in closed)}; what finalize "
-            "changes in them is not shown, and the plan's hash is not the one recover "
+            "changes in them is not shown, and the plan's hash may differ from the one recover "
             "--identity computes: give --identity to read them")
         return desc
     raw = read(reader, identity)
