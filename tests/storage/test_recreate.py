@@ -994,3 +994,59 @@ def test_two_different_passphrases_are_refused_before_anything_is_written(
     assert proc.returncode == 2
     assert "differ" in err
     assert sha256(luks_case.loop.path) == before
+
+
+# ---------------------------------------------------------------- confined to the root
+
+
+def test_a_mountpoint_out_of_the_root_is_refused_before_anything_is_written(
+        sources: dict[str, Source], recovery: Recovery, tmp_path: Path) -> None:
+    """`/../../..` in a mountpoint would mount the new filesystem over a host directory:
+    plan and recover refuse the description (exit 2) before touching a disk."""
+    src = sources["whole"]
+    escaped = tmp_path / "escaped"
+    escaped.mkdir()
+    fs = src.desc.filesystems[0]
+    climbing = "/" + "../" * 30 + str(escaped).lstrip("/")
+    desc = dataclasses.replace(src.desc, filesystems=(
+        dataclasses.replace(fs, mounts=(dataclasses.replace(fs.mounts[0],
+                                                            mountpoint=climbing),)),))
+    hostile = Source(src.name, tmp_path / "hostile.toml", desc, src.disks)
+    fileformat.write(desc, hostile.path)
+    targets = recovery.disks(hostile)
+    [loop] = targets.values()
+    before = sha256(loop.path)
+    try:
+        for r in (recovery.plan(hostile, targets), recovery.recover(hostile, targets)):
+            assert r.code == 2, r.why()
+            assert "is not a valid recovery description" in r.stderr
+            assert f"{climbing!r} is not a normal path: it holds '..'" in r.stderr
+        assert sha256(loop.path) == before
+        assert not os.path.ismount(escaped) and list(escaped.iterdir()) == []
+        assert not recovery.state.exists()
+    finally:
+        umount_below(escaped)  # where a recover that let it through mounted it
+
+
+def test_a_symlink_under_the_root_does_not_lead_a_mount_out(
+        sources: dict[str, Source], recovery: Recovery, tmp_path: Path) -> None:
+    """A symlink left under the root (restored earlier, or planted) where a filesystem is
+    to be mounted: the mount is refused, and the directory it points to stays as it was."""
+    src = sources["whole"]
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    recovery.root.mkdir()
+    (recovery.root / "data").symlink_to(outside)
+    targets = recovery.disks(src)
+    try:
+        r = recovery.recover(src, targets)
+        assert r.code == 1, r.why()
+        error = r.json()["outcome"]["error"]
+        assert f"refusing {recovery.root}/data: it is a symbolic link (to {outside})" in error
+        assert not os.path.ismount(outside)
+        assert [e.mountpoint for e in mounts.read_mountinfo()
+                if e.mountpoint.startswith(str(tmp_path))] == []
+        assert [p.name for p in outside.iterdir()] == ["passwd"]
+    finally:
+        umount_below(outside)  # where a mount that followed the link landed
