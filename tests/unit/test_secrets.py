@@ -330,3 +330,20 @@ def test_describe_output_is_private_whatever_the_umask(tmp_path: Path, umask0: N
     # describe --output is the machine's own copy: the secret is there, marked.
     (nm,) = [cf for cf in fileformat.read(out).config_files if cf.path == WIFI_PATH]
     assert nm.secret and nm.content == WIFI
+
+
+def test_a_secrets_file_larger_than_its_files_can_make_is_refused(tmp_path: Path,
+                                                                   key: Key) -> None:
+    """A few bytes of zstd can expand to gigabytes: the document is read up to what its
+    sealed files can take, no further."""
+    closed, digest, files = sealed_parts(tmp_path)
+    (cid,) = files
+    huge = {cid: {"content": "a" * (8 << 20)}}
+    with open_medium(str(tmp_path / "medium")) as medium:
+        with medium.begin_set(SetMeta(host="box", labels=setfiles.labels((key.recipient,)))) as w:
+            w.write_bytes(setfiles.DESCRIPTION, dumps(closed).encode())
+            secrets.write(w, huge, digest, (key.recipient,))
+            info = w.commit()
+        assert medium.open_set(info.id).index.file(setfiles.SECRETS).size < 1 << 20
+        with pytest.raises(OperationFailed, match="can make"):
+            read_description(medium.open_set(info.id), key.identity)

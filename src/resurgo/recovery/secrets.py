@@ -30,11 +30,14 @@ from resurgo.engine.pipes import CompressedWriter, DecompressedReader
 from resurgo.errors import OperationFailed
 from resurgo.media import SetReader, SetWriter
 from resurgo.model import ConfigFile, Description, Encoding
+from resurgo.probe.system import MAX_CONFIG_SIZE
 from resurgo.recovery import setfiles
 
 VERSION = 1
-# A description holds at most a few hundred config files of 1 MiB each (probe.system's
-# MAX_CONFIG_SIZE); base64 and JSON escapes grow them. Past this the document is not ours.
+# What one sealed file may take in the document: describe captures files of at most
+# MAX_CONFIG_SIZE bytes, and JSON writes a control character in 6 (\u0001). A document
+# longer than its files can make is not ours: it is refused before it fills the memory.
+PER_FILE = 6 * MAX_CONFIG_SIZE + 1024
 MAX_BYTES = 256 << 20
 
 Sealed = dict[str, dict[str, str]]
@@ -149,18 +152,21 @@ def write(w: SetWriter, files: Sealed, description_sha256: str,
         out.close()
 
 
-def read(reader: SetReader, identity: Path) -> bytes:
-    """The plain secrets document of the set, read through age with the identity."""
+def read(reader: SetReader, identity: Path, files: int) -> bytes:
+    """The plain secrets document of the set (holding ``files`` sealed files), read
+    through age with the identity."""
     name = f"{setfiles.SECRETS} of set {reader.id}"
+    limit = min(MAX_BYTES, 4096 + files * PER_FILE)
     if reader.index.file(setfiles.SECRETS) is None:
         raise OperationFailed(f"recovery set {reader.where} has sealed secret files but no "
                               f"{setfiles.SECRETS}", "the set is incomplete: use another set")
     with reader.open(setfiles.SECRETS) as source:
         plain = DecompressedReader(source, name, identity=identity)
         try:
-            raw = plain.read(MAX_BYTES + 1)
-            if len(raw) > MAX_BYTES:
-                raise _refuse(name, f"it holds more than {MAX_BYTES} bytes")
+            raw = plain.read(limit + 1)
+            if len(raw) > limit:
+                raise _refuse(name, f"it holds more than the {limit} bytes that "
+                              f"{files} sealed file(s) can make")
             plain.finish()
         except OperationFailed:
             raise
@@ -185,5 +191,5 @@ def merged(reader: SetReader, desc: Description, description_sha256: str,
             "changes in them is not shown, and the plan's hash may differ from the one recover "
             "--identity computes: give --identity to read them")
         return desc
-    raw = read(reader, identity)
+    raw = read(reader, identity, len(closed))
     return unseal(desc, description_sha256, raw, f"{setfiles.SECRETS} of set {reader.id}")
