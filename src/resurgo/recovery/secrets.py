@@ -43,10 +43,6 @@ MAX_BYTES = 256 << 20
 Sealed = dict[str, dict[str, str]]
 
 
-def secret_files(desc: Description) -> list[ConfigFile]:
-    return [cf for cf in desc.config_files if cf.secret]
-
-
 def in_clear(desc: Description) -> list[ConfigFile]:
     """The secret files whose content the description holds."""
     return [cf for cf in desc.config_files if cf.secret and not cf.sealed]
