@@ -24,6 +24,7 @@ from resurgo.engine.names import (
 from resurgo.engine.records import (
     DIGEST_SIZE,
     FILE,
+    FORMAT_OF,
     FRAME,
     KINDS,
     MAGIC,
@@ -65,7 +66,7 @@ def headers(draw: st.DrawFn) -> Header:
     return Header(
         kind=kind,
         path=draw(paths),
-        mode=draw(st.integers(0, 0o177777)),
+        mode=FORMAT_OF[kind] | draw(st.integers(0, 0o7777)),
         uid=draw(st.integers(0, 2**32 - 1)),
         gid=draw(st.integers(0, 2**32 - 1)),
         mtime_ns=draw(st.integers(-(2**62), 2**62)),

@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 
-from resurgo.engine.records import BLK, CHR, DIR, FIFO, FILE, SYMLINK
+from resurgo.engine.records import BLK, CHR, DIR, FIFO, FILE, MAX_EXTENTS, SYMLINK
 
 CAPABILITY = "security.capability"
 # XFS lists its on-disk form of the POSIX ACLs as these too (to root): the same ACLs as
@@ -102,23 +102,29 @@ def data_extents(fd: int, size: int, blocks: int) -> tuple[tuple[int, int], ...]
         raise
     finally:
         os.lseek(fd, 0, os.SEEK_SET)
+    if len(extents) > MAX_EXTENTS:
+        # More than a header may list: the last one covers the rest, its holes stored as
+        # zeros (the content, and so the digest, is the same).
+        last = extents[MAX_EXTENTS - 1][0]
+        end = extents[-1][0] + extents[-1][1]
+        extents[MAX_EXTENTS - 1:] = [(last, end - last)]
     return tuple(extents)
 
 
-def ordered_xattrs(xattrs: tuple[tuple[str, bytes], ...]) -> list[tuple[str, bytes]]:
-    """The order to set attributes in: the file capability last (see apply_xattrs)."""
-    return sorted(xattrs, key=lambda item: item[0] == CAPABILITY)
-
-
-def apply_xattrs(target: int | bytes, xattrs: tuple[tuple[str, bytes], ...]) -> list[str]:
-    """Set the attributes on an fd or a /proc path (not followed); the names refused.
+def apply_xattrs(target: int | str | bytes, xattrs: tuple[tuple[str, bytes], ...], *,
+                 follow: bool, capability: bool = True) -> list[str]:
+    """Set the attributes, the names refused. ``target`` is an fd, or a path: a
+    /proc/self/fd/N naming a pinned inode (``follow``), or a name in a directory as
+    proc_path gives it (not ``follow``: a symlink's own attributes). ``capability``: set
+    security.capability too (else the caller sets it last, see Applier.metadata).
 
     Called after chown and chmod: chown clears security.capability, and an ACL set before
     chmod would have its mask rewritten by it.
     """
-    follow = isinstance(target, int)
     refused = []
-    for name, value in ordered_xattrs(xattrs):
+    for name, value in xattrs:
+        if name == CAPABILITY and not capability:
+            continue
         try:
             os.setxattr(target, name, value, follow_symlinks=follow)
         except OSError as e:

@@ -11,6 +11,11 @@ from __future__ import annotations
 import re
 
 ROOT = b"."
+# A component is a directory entry's name: the kernel's NAME_MAX. A path is restored one
+# directory at a time (targets.DirCache), so it may be longer than PATH_MAX (4096) and
+# deep trees are kept; MAX_PATH bounds what one entry may make a reader hold.
+NAME_MAX = 255
+MAX_PATH = 32 << 10
 
 
 class BadPath(ValueError):
@@ -23,6 +28,12 @@ def check_path(path: bytes) -> bytes:
         return path
     if not path or b"\0" in path or path[:1] == b"/" or path[-1:] == b"/" or b"//" in path:
         raise BadPath(f"not a relative path: {path!r}")
+    # Most paths are shorter than a name may be: only a longer one is split.
+    if len(path) > NAME_MAX and (
+        len(path) > MAX_PATH or any(len(part) > NAME_MAX for part in path.split(b"/"))
+    ):
+        raise BadPath(f"a path longer than {MAX_PATH} bytes or with a name longer than "
+                      f"{NAME_MAX}: {path[:64]!r}...")
     # Only a component that starts with a dot can be . or ..: most paths have none.
     if (path[:1] == b"." or b"/." in path) and any(
         part in (b".", b"..") for part in path.split(b"/")
@@ -44,6 +55,12 @@ def walk_key(path: bytes) -> tuple[bytes, ...]:
     archive) without holding either in memory.
     """
     return components(path)
+
+
+def order_key(path: bytes) -> bytes:
+    """walk_key as one byte string: ``/`` becomes NUL, which sorts before every byte a
+    name can hold, so comparing keys compares walk order without splitting paths."""
+    return b"" if path == ROOT else path.replace(b"/", b"\0")
 
 
 def join(parent: bytes, name: bytes) -> bytes:

@@ -15,13 +15,14 @@ All integers are little endian.
 from __future__ import annotations
 
 import io
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from resurgo import digest
-from resurgo.engine.names import ROOT, BadPath, check_path
+from resurgo.engine.names import MAX_PATH, ROOT, BadPath, check_path
 
 MAGIC = b"RSGOARC\0"
 VERSION = 3
@@ -40,9 +41,23 @@ CRC = _U32  # the crc32 that ends a frame
 _END = struct.Struct("<QQ")
 FRAME = struct.Struct("<cIQ")  # tag, header length, payload length
 
-# Bounds that no sane header exceeds: a damaged length field is caught before it makes
-# the reader allocate gigabytes.
-MAX_HEADER = 64 << 20
+# What one entry may hold, the kernel's limits where it has them: a damaged or hostile
+# length field is refused before anything is allocated for it, and a header decodes to a
+# bounded number of objects. XATTR_NAME_MAX, XATTR_SIZE_MAX and XATTR_LIST_MAX (the names
+# of one file, each with its NUL) are <linux/limits.h>'s; a symlink's text is less than
+# PATH_MAX; the values of one file's attributes together are bounded here (no file
+# system the save reads gives one file more than a few of 64 KiB). A save stores a file
+# with more data extents than MAX_EXTENTS with some of its holes as zeros (fsmeta).
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 64 << 10
+XATTR_LIST_MAX = 64 << 10
+MAX_XATTR_VALUES = 1 << 20
+MAX_SYMLINK = 4095
+MAX_EXTENTS = 1 << 16
+MAX_XATTRS = XATTR_LIST_MAX // 2  # each name at least one byte and its NUL
+# the fixed part, a path, a hard link's target, the attributes, the extents
+MAX_HEADER = (59 + 2 * MAX_PATH + MAX_XATTRS * 6 + XATTR_LIST_MAX + MAX_XATTR_VALUES
+              + MAX_EXTENTS * 16)
 MAX_SET_ID = 4096
 
 # A block: consecutive entries of one directory, neither directories nor hard links, framed
@@ -108,7 +123,8 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
         (kind_b, mode, uid, gid, mtime, atime, rdev, size,
          npath, ntarget, nxattrs, nextents) = _FIXED.unpack_from(body, 0)
         if (kind_b == b"f" and nextents == 1 and not nxattrs and not ntarget
-                and len(body) == _FIXED.size + npath + EXTENT.size):
+                and len(body) == _FIXED.size + npath + EXTENT.size
+                and mode & _IFMT == stat.S_IFREG):
             # Most entries of a tree: a whole file without attributes (whole_file_record).
             extent = EXTENT.unpack_from(body, _FIXED.size + npath)
             if extent == (0, size) and size:
@@ -118,31 +134,40 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
                 return Header(FILE, path, mode, uid, gid, mtime, atime, rdev, size, b"", (),
                               (extent,))
         kind = kind_b.decode("ascii")
+        _check_counts(len(body), kind, npath, ntarget, nxattrs, nextents)
         pos = _FIXED.size
         path = body[pos:pos + npath]
         pos += npath
         target = body[pos:pos + ntarget]
         pos += ntarget
         xattrs = []
+        names = values = 0
         for _ in range(nxattrs):
             nname, nvalue = _XATTR.unpack_from(body, pos)
+            names += nname + 1
+            values += nvalue
+            if (not 0 < nname <= XATTR_NAME_MAX or nvalue > XATTR_SIZE_MAX
+                    or names > XATTR_LIST_MAX or values > MAX_XATTR_VALUES):
+                raise FormatError(f"extended attributes beyond the kernel's limits "
+                                  f"(a name of {nname} bytes, a value of {nvalue}, "
+                                  f"{names} bytes of names, {values} of values)")
             pos += _XATTR.size
             name = body[pos:pos + nname].decode("utf-8", "surrogateescape")
             pos += nname
             xattrs.append((name, body[pos:pos + nvalue]))
             pos += nvalue
-        extents = []
-        for _ in range(nextents):
-            extents.append(EXTENT.unpack_from(body, pos))
-            pos += EXTENT.size
+        if len(body) - pos != nextents * EXTENT.size:
+            raise FormatError("entry header length does not match its fields")
+        extents = list(EXTENT.iter_unpack(body[pos:]))
+        pos = len(body)
     except (struct.error, UnicodeDecodeError) as e:
         raise FormatError(f"malformed entry header ({e})") from None
     except BadPath as e:
         raise FormatError(str(e)) from None
     if pos != len(body) or len(path) != npath or len(target) != ntarget:
         raise FormatError("entry header length does not match its fields")
-    if kind not in KINDS:
-        raise FormatError(f"unknown entry kind {kind!r}")
+    if FORMAT_OF[kind] != mode & _IFMT:
+        raise FormatError(f"a {kind!r} entry with the mode {mode:o}")
     try:
         if not checked:
             check_path(path)
@@ -153,12 +178,35 @@ def decode_header(body: bytes, *, checked: bool = False) -> Header:
     end = 0
     for offset, length in extents:
         if offset < end or length == 0 or offset + length > size:
-            raise FormatError(f"bad data extents {extents} for size {size}")
+            raise FormatError(f"bad data extents ({offset}, {length}) for size {size}")
         end = offset + length
     if kind != FILE and extents:
         raise FormatError(f"a {kind!r} entry has data extents")
     return Header(kind, path, mode, uid, gid, mtime, atime, rdev, size, target,
                   tuple(xattrs), tuple((o, n) for o, n in extents))
+
+
+_IFMT = 0o170000
+# The file type each kind must have in its st_mode: what is made is what the kind says.
+FORMAT_OF = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK,
+              HARDLINK: stat.S_IFREG, CHR: stat.S_IFCHR, BLK: stat.S_IFBLK,
+              FIFO: stat.S_IFIFO}
+
+
+def _check_counts(n: int, kind: str, npath: int, ntarget: int, nxattrs: int,
+                  nextents: int) -> None:
+    """The counts of a header within the format's bounds, before anything is allocated."""
+    if kind not in KINDS:
+        raise FormatError(f"unknown entry kind {kind!r}")
+    if n > MAX_HEADER:
+        raise FormatError(f"an entry header of {n} bytes")
+    if npath > MAX_PATH:
+        raise FormatError(f"a path of {npath} bytes")
+    limit = {SYMLINK: MAX_SYMLINK, HARDLINK: MAX_PATH}.get(kind, 0)
+    if ntarget > limit:
+        raise FormatError(f"a {kind!r} entry with a target of {ntarget} bytes")
+    if nextents > MAX_EXTENTS or nxattrs > MAX_XATTRS:
+        raise FormatError(f"an entry with {nextents} extents and {nxattrs} attributes")
 
 
 def start_record(set_id: str) -> bytes:
@@ -353,7 +401,7 @@ class RecordReader:
         return raw
 
     def _block(self, frame: bytes, n: int, size: int) -> Block:
-        if not _BLOCK.size < n <= _BLOCK.size + MAX_HEADER or not 0 < size <= MAX_BLOCK:
+        if not _BLOCK.size < n <= _BLOCK.size + MAX_PATH or not 0 < size <= MAX_BLOCK:
             raise FormatError(f"a block frame of {n} and {size} bytes")
         raw = self._checked(frame, n, "block frame")
         entries, payload_bytes = _BLOCK.unpack_from(raw, FRAME.size)

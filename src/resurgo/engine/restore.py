@@ -38,9 +38,9 @@ from typing import IO, cast
 import resurgo
 from resurgo import digest as content_digest
 from resurgo import run
-from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed
+from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
 from resurgo.engine.manifest import decode_entry
-from resurgo.engine.names import ROOT, components, escape, walk_key
+from resurgo.engine.names import ROOT, BadPath, components, escape, order_key, unescape
 from resurgo.engine.pipes import DecompressedReader, Written
 from resurgo.engine.records import (
     DIGEST_SIZE,
@@ -63,6 +63,7 @@ from resurgo.engine.writer import (
     Applier,
     check_against,
     error_from,
+    failed_order,
     message,
     pwrite_all,
 )
@@ -88,6 +89,26 @@ class RestoreResult:
     data_bytes: int
     archives: tuple[tuple[str, Written], ...]  # (name, bytes read)
     warnings: tuple[str, ...] = field(default=())  # e.g. attributes the target refused
+
+
+# The writers' interpreter is isolated (-I: no current directory or script directory on
+# its path, no PYTHON* variables, no user site): a resurgo/ planted where an administrator
+# runs `recover` is never imported as root. It imports resurgo (and blake3, which the
+# rescue image keeps beside it on PYTHONPATH, which -I ignores) from where this process
+# did, given explicitly.
+_WRITER_MAIN = ("import sys; n = int(sys.argv[1]); sys.path[:0] = sys.argv[2:2 + n]; "
+                "from resurgo.engine.writer import main; sys.exit(main(sys.argv[2 + n:]))")
+
+
+def writer_command() -> list[str]:
+    """The argv that starts a writer process, its own arguments to follow."""
+    roots = [Path(resurgo.__file__).resolve().parent.parent]
+    blake3 = sys.modules.get("blake3")
+    if blake3 is not None and blake3.__file__ is not None:
+        found = Path(blake3.__file__).resolve()
+        roots.append(found.parent.parent if found.name == "__init__.py" else found.parent)
+    paths = list(dict.fromkeys(str(p) for p in roots))
+    return [sys.executable, "-I", "-c", _WRITER_MAIN, str(len(paths)), *paths]
 
 
 def default_writers() -> int:
@@ -167,14 +188,13 @@ class _Writers:
             # The writers open our descriptors through /proc: without it, write here.
             self.count = 0
             return
-        package_root = str(Path(resurgo.__file__).resolve().parent.parent)
         self.load = [0] * self.count
         for _ in range(self.count):
             stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
             proc = run.spawn(
-                [sys.executable, "-m", "resurgo.engine.writer", str(os.getpid()),
-                 str(self.target_fd), str(self.memfd), str(self.slots * SLOT), self.archive],
-                stdin=-1, stdout=-1, stderr=stderr, env={"PYTHONPATH": package_root},
+                [*writer_command(), str(os.getpid()), str(self.target_fd), str(self.memfd),
+                 str(self.slots * SLOT), self.archive],
+                stdin=-1, stdout=-1, stderr=stderr,
             )
             assert proc.stdin is not None and proc.stdout is not None
             self.procs.append((proc, proc.stdin, proc.stdout, stderr))
@@ -263,25 +283,37 @@ class _SetRestore:
         self.payload = 0
         self.hasher = writers.hasher
         self.writes = writers.writes
+        self.last_key: bytes | None = None  # order_key of the last entry handed on
+        self.last_leaf = b""  # its path + "/" when it is not a directory
+
+    def follows(self, path: bytes, kind: str, last: bytes | None = None) -> None:
+        """Entries come in strict walk order, each path once (a run's own order is
+        checked by whoever makes it: ``last`` is its last path): refused otherwise, before
+        anything of it is made, so that no two processes ever make one name. Nothing is
+        inside what is not a directory (in walk order it would come right after it), and
+        the root is one."""
+        key = order_key(path)
+        if self.last_key is not None and key <= self.last_key:
+            raise failed_order(self.name, path)
+        if path == ROOT and kind != DIR:
+            raise UnsafePath(self.name, escape(path), "the root that is not a directory")
+        if self.last_leaf and path.startswith(self.last_leaf):
+            raise UnsafePath(self.name, escape(path), "inside an entry that is not a directory")
+        self.last_key = key if last is None else max(key, order_key(last))
+        self.last_leaf = b"" if kind == DIR else (last or path) + b"/"
 
     def run(self, rr: RecordReader, wanted: Iterator[tuple[bytes, int, str]]) -> None:
         """Extract the archive's entries that ``wanted`` (path, set, manifest line) lists."""
         w = next(wanted, None)
-        last: tuple[bytes, ...] | None = None
         while (found := rr.next_raw()) is not None:
             raw, kind, path, payload = found
+            self.follows(path, kind)  # all of them, also those another set's manifest takes
             if w is not None and path == w[0]:
-                # The manifest is in walk order, checked by its reader: so is this entry.
                 self.extract(rr, raw, kind, path, payload, w[2].encode())
                 self.entries += 1
-                last = None
                 w = next(wanted, None)
                 continue
-            key = walk_key(path)
-            if last is not None and key <= last:
-                raise FormatError("entries out of walk order")
-            last = key
-            if w is not None and key > walk_key(w[0]):
+            if w is not None and order_key(path) > order_key(w[0]):
                 raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
                                      [escape(w[0])])
             rr.skip(payload)
@@ -309,6 +341,7 @@ class _SetRestore:
             if line is None:
                 raise ArchiveDamaged(self.name, "the archive holds more than its manifest lists",
                                      [escape(path)])
+            self.follows(path, kind)
             self.extract(rr, raw, kind, path, payload, line)
             self.entries += 1
         line = next(lines, None)
@@ -323,6 +356,9 @@ class _SetRestore:
         text = b"".join(lines)
         if block.size + len(text) + len(block.parent) > SLOT:
             return False
+        # Each entry is checked to be its line by the writer, which checks the order of
+        # the lines too: here, the order from the last entry to this block.
+        self.follows(self.line_path(lines[0]), FILE, self.line_path(lines[-1]))
         self.flush()
         self.make_parent(block.parent)
         slot = self.writers.slot()
@@ -331,6 +367,13 @@ class _SetRestore:
                               block.payload_bytes)
         self.entries += block.entries
         return True
+
+    def line_path(self, line: bytes) -> bytes:
+        try:
+            path = line.split(b"\t", 2)[1]
+            return unescape(path.decode("utf-8", "surrogateescape")) if b"\\" in path else path
+        except (IndexError, BadPath):
+            raise ArchiveDamaged(self.name, "a malformed manifest line") from None
 
     def make_parent(self, parent: bytes) -> None:
         # Made now, in order: the writers only ever open existing directories.
@@ -401,6 +444,10 @@ class _SetRestore:
             return
         check_against(h, e, None, self.name)
         if h.kind == HARDLINK:
+            # The first path of its group, made already: never one still to come.
+            if order_key(h.target) >= order_key(h.path):
+                raise UnsafePath(self.name, escape(h.path),
+                                 "a hard link to a path that is not before it")
             self.links.append((h.path, h.target))
             return
         if h.path != ROOT:
@@ -415,6 +462,17 @@ class _SetRestore:
         parts = components(h.path)
         dir_fd = self.dirs_cache.fd(parts[:-1])
         applier = self.writers.applier
+        sparse = not (len(h.extents) == 1 and h.extents[0] == (0, h.size))
+        if sparse:
+            applier.spend_holes(h)
+        # Its data must fit in what is free (root may use the reserved blocks): said
+        # now rather than after writing what fits.
+        fs = os.fstatvfs(dir_fd)
+        if h.data_size > fs.f_bfree * fs.f_frsize:
+            raise RestoreFailed(
+                f"{escape(h.path)} holds {h.data_size} bytes of data, the target has "
+                f"{fs.f_bfree * fs.f_frsize} free", archive=self.name,
+                paths=(escape(h.path),))
         try:
             fd = applier.create(dir_fd, parts[-1], 0o600)
         except OSError as e:
@@ -424,8 +482,8 @@ class _SetRestore:
         # next chunk: the hasher, os.pwrite and the pipe's read all release the GIL.
         pending: deque[Future[None]] = deque()
         try:
-            if not (len(h.extents) == 1 and h.extents[0] == (0, h.size)):
-                os.ftruncate(fd, h.size)
+            if sparse:
+                applier.truncate(fd, h.size, h.path)
             hasher = content_digest.new()
             pos = 0
             zeros = content_digest.update_zeros

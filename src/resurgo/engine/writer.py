@@ -15,6 +15,7 @@ asked for no writer processes.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -90,6 +91,53 @@ def _umask() -> int:
     return mask
 
 
+# The holes of sparse files are hashed as zeros (their digest covers them), at several
+# GB/s but in time proportional to their size: a tiny archive could ask for days of it.
+# Each process hashes at most the target's size or HOLE_FLOOR, whichever is more: no more
+# time than filling the target with data would take. The floor keeps files that are
+# legitimately sparse beyond their file system's size: /var/log/lastlog reaches 1.2 TiB
+# apparent size with 32-bit uids (292 bytes a uid).
+HOLE_FLOOR = 2 << 40
+
+# The file type of what other() makes, as fstat must see it.
+_FORMAT = {FIFO: stat.S_IFIFO, CHR: stat.S_IFCHR, BLK: stat.S_IFBLK}
+_PIN_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def pinned(fd: int) -> str:
+    """The path of the very inode an O_PATH descriptor holds, for the calls that refuse
+    such a descriptor (fchmod, fchown, fsetxattr, futimens give EBADF). The magic link
+    /proc/self/fd/N does not name a place that another process could change: following it
+    lands on the inode the descriptor pins, whatever is at its name meanwhile; that inode
+    is checked not to be a symlink, so nothing is followed any further."""
+    return f"/proc/self/fd/{fd}"
+
+
+def failed_order(archive: str, path: bytes) -> UnsafePath:
+    return UnsafePath(archive, escape(path),
+                      "listed twice or out of walk order (an archive lists each path once, "
+                      "in walk order)")
+
+
+def check_order(texts: list[bytes], archive: str) -> None:
+    """The manifest lines of a run of one directory's entries strictly in walk order (no
+    name twice), before anything of it is made. Each entry made is checked to be its
+    line's path, and the reader checks the order from one run to the next: so no two
+    entries of a restore have one path, and no two processes ever make the same name."""
+    previous = b""
+    try:
+        for line in texts[:-1]:
+            path = line.split(b"\t", 2)[1]
+            if b"\\" in path:
+                path = unescape(path.decode("utf-8", "surrogateescape"))
+            # In one directory, byte order of the paths is the order of the names.
+            if path <= previous:
+                raise failed_order(archive, path)
+            previous = path
+    except (IndexError, BadPath):
+        raise ArchiveDamaged(archive, "a malformed manifest line") from None
+
+
 class Applier:
     """Creates entries (all but directories and hard links) with their metadata."""
 
@@ -100,31 +148,65 @@ class Applier:
         self.files = 0
         self._owner = (os.geteuid(), os.getegid())
         self._umask = _umask()
+        fs = os.fstatvfs(target_fd)
+        self.holes_left = max(HOLE_FLOOR, fs.f_blocks * fs.f_frsize)
+
+    def spend_holes(self, h: Header) -> None:
+        """Refuse a sparse file whose holes are beyond what this process still hashes."""
+        holes = h.size - h.data_size
+        if holes > self.holes_left:
+            raise ArchiveDamaged(
+                self.archive, f"a sparse file of {h.size} bytes, {holes} of them holes: "
+                f"more than a restore onto this target hashes ({self.holes_left} left)",
+                [escape(h.path)])
+        self.holes_left -= holes
+
+    def truncate(self, fd: int, size: int, path: bytes) -> None:
+        """The size of a sparse file, set before any of its data is written or hashed:
+        the target's own limit on a file's size is learnt here."""
+        try:
+            os.ftruncate(fd, size)
+        except OSError as e:
+            if e.errno == errno.EFBIG:
+                raise ArchiveDamaged(self.archive, f"a file of {size} bytes, more than any "
+                                     "file on the target can be", [escape(path)]) from None
+            raise
 
     def warn(self, path: bytes, refused: list[str]) -> None:
         if refused and len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(f"{escape(path)}: the target refused {', '.join(refused)}")
 
-    def finish_fd(self, fd: int, h: Header, *, new_mode: int | None = None) -> None:
-        """Owner, mode, attributes and times of an open file or directory (see metadata)."""
+    def finish_fd(self, fd: int | str, h: Header, *, new_mode: int | None = None) -> None:
+        """Owner, mode, attributes and times of an open file or directory, or of the inode
+        a pinned path names (see metadata)."""
         self.metadata(fd, h.path, h.uid, h.gid, h.mode, h.xattrs, h.atime_ns, h.mtime_ns,
                       new_mode)
 
-    def metadata(self, fd: int, path: bytes, uid: int, gid: int, st_mode: int,
+    def metadata(self, fd: int | str, path: bytes, uid: int, gid: int, st_mode: int,
                  xattrs: tuple[tuple[str, bytes], ...], atime_ns: int, mtime_ns: int,
                  new_mode: int | None) -> None:
-        """chown first (it clears setuid and capabilities), then the mode, then the
-        attributes (ACLs agree with the mode; the capability comes last), then the times.
-        ``new_mode`` is the mode a new file was created with: what it already has is not
-        set again.
+        """Always by descriptor (``fd``, or the pinned() path of an O_PATH one), never by a
+        name that could be a symlink by now. chown first (it clears setuid and
+        capabilities), then the permission bits, then the attributes (ACLs agree with the
+        mode), then setuid, setgid and sticky, then the capability: the special bits and
+        the capability come last, when the object is complete, on that object only; the
+        times at the very end. ``new_mode`` is the mode a new file was created with: what
+        it already has is not set again.
         """
         if new_mode is None or uid != self._owner[0] or gid != self._owner[1]:
-            os.fchown(fd, uid, gid)
+            os.chown(fd, uid, gid)
         mode = st_mode & 0o7777
-        if new_mode is None or mode & 0o7000 or (new_mode & ~self._umask) != mode:
-            os.fchmod(fd, mode)
+        special = mode & 0o7000
+        if new_mode is None or (new_mode & ~self._umask) != mode & 0o777:
+            os.chmod(fd, mode & 0o777)
         if xattrs:
-            self.warn(path, fsmeta.apply_xattrs(fd, xattrs))
+            self.warn(path, fsmeta.apply_xattrs(fd, xattrs, follow=True, capability=False))
+        if special:
+            os.chmod(fd, mode)
+        if xattrs:
+            capability = tuple(x for x in xattrs if x[0] == fsmeta.CAPABILITY)
+            if capability:
+                self.warn(path, fsmeta.apply_xattrs(fd, capability, follow=True))
         os.utime(fd, ns=(atime_ns, mtime_ns))
 
     def create(self, dir_fd: int, name: bytes, mode: int) -> int:
@@ -139,6 +221,8 @@ class Applier:
              setgid: bool) -> None:
         extents = h.extents
         whole = len(extents) == 1 and extents[0][0] == 0 and extents[0][1] == h.size
+        if not whole and h.size:
+            self.spend_holes(h)
         self.make_file(dir_fd, name, h.path, h.mode, h.uid, h.gid, h.atime_ns, h.mtime_ns,
                        h.size, None if whole or not h.size else extents, h.xattrs, payload,
                        setgid)
@@ -161,7 +245,7 @@ class Applier:
                     pwrite_all(fd, data, 0)
                 actual = content_digest.of(data)
             else:
-                os.ftruncate(fd, size)
+                self.truncate(fd, size, path)
                 hasher = content_digest.new()
                 pos = 0
                 for offset, length in extents:
@@ -191,15 +275,33 @@ class Applier:
             elif kind == FIFO:
                 os.mkfifo(name, 0o600, dir_fd=dir_fd)
             else:
-                os.mknod(name, stat.S_IFMT(h.mode) | 0o600, h.rdev, dir_fd=dir_fd)
+                os.mknod(name, _FORMAT[kind] | 0o600, h.rdev, dir_fd=dir_fd)
 
         replace(make, dir_fd, name)
-        os.chown(name, h.uid, h.gid, dir_fd=dir_fd, follow_symlinks=False)
-        if kind != SYMLINK:  # a symlink has no mode of its own
-            os.chmod(name, h.mode & 0o7777, dir_fd=dir_fd)
-        if h.xattrs:
-            self.warn(h.path, fsmeta.apply_xattrs(fsmeta.proc_path(dir_fd, name), h.xattrs))
-        os.utime(name, ns=(h.atime_ns, h.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+        if kind == SYMLINK:
+            # Every call names the link itself and never follows it (a symlink has no
+            # mode of its own): at worst it reaches what stands there now, in the target.
+            os.chown(name, h.uid, h.gid, dir_fd=dir_fd, follow_symlinks=False)
+            if h.xattrs:
+                self.warn(h.path, fsmeta.apply_xattrs(fsmeta.proc_path(dir_fd, name),
+                                                      h.xattrs, follow=False))
+            os.utime(name, ns=(h.atime_ns, h.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+            return
+        # A fifo or a device: opening it for real could block or wake a driver, and Linux
+        # has no chmod that leaves a symlink alone. An O_PATH descriptor pins the inode
+        # without opening it; fstat shows it is what was just made, not a symlink put
+        # there meanwhile; metadata() then goes through that inode only (see pinned).
+        fd = os.open(name, _PIN_FLAGS, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if stat.S_IFMT(st.st_mode) != _FORMAT[kind] or (
+                kind != FIFO and st.st_rdev != h.rdev
+            ):
+                raise UnsafePath(self.archive, escape(h.path),
+                                 "something else stands where it was just made")
+            self.finish_fd(pinned(fd), h)
+        finally:
+            os.close(fd)
 
     def apply(self, records: memoryview, lines: bytes, parent: bytes, entries: int,
               payload_bytes: int) -> tuple[int, int]:
@@ -215,6 +317,7 @@ class Applier:
             if len(texts) != entries + 1 or texts[-1]:
                 raise FormatError(f"{entries} entries, {len(texts) - 1} manifest lines")
             check_path(parent)
+            check_order(texts, self.archive)
             prefix = b"" if parent == ROOT else parent + b"/"
             cut = len(prefix)
             dir_fd, setgid = self.directory(parent)
