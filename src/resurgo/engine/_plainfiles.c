@@ -118,7 +118,11 @@ static int make_file(int dir_fd, const char *name, const unsigned char *data, ui
                      int setgid)
 {
     /* As Applier.metadata: a new file has the creator's owner and the mode less the
-     * umask; only what differs is set afterwards (a setgid directory gives its group). */
+     * umask; only what differs is set afterwards (a setgid directory gives its group).
+     * Everything goes through the descriptor of the file this call created (O_EXCL,
+     * O_NOFOLLOW), never its name: whatever another process puts at that name, nothing
+     * here reaches it. A plain file has no capability; its setuid, setgid and sticky bits
+     * come with the one fchmod, after its data and owner, as the last but the times. */
     mode_t mode = st_mode & 07777, new_mode = st_mode & 0777;
     int ok = 0;
     int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, new_mode);
@@ -255,8 +259,51 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(ordered_doc,
+"ordered(lines)\n"
+"\n"
+"-1 when the paths of the manifest lines (all but the last, empty, one) strictly increase\n"
+"as bytes, none escaped; else the index of the first line that does not, or that is not\n"
+"a line of a path: writer.check_order then says which and why.");
+
+/* The order of a run's lines (writer.check_order): one directory's entries, whose paths
+ * then sort as their names do. Each entry made is checked to be its line's path. */
+static PyObject *ordered(PyObject *self, PyObject *lines)
+{
+    (void)self;
+    if (!PyList_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a list");
+        return NULL;
+    }
+    const char *prev = NULL;
+    Py_ssize_t prev_len = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines) - 1; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line))
+            return PyLong_FromSsize_t(i);
+        const char *p = PyBytes_AS_STRING(line);
+        Py_ssize_t len = PyBytes_GET_SIZE(line);
+        const char *tab = len > 2 && p[1] == '\t' ? memchr(p + 2, '\t', (size_t)len - 2) : NULL;
+        if (tab == NULL)
+            return PyLong_FromSsize_t(i);
+        const char *path = p + 2;
+        Py_ssize_t n = tab - path;
+        if (memchr(path, '\\', (size_t)n) != NULL)
+            return PyLong_FromSsize_t(i);
+        if (prev != NULL) {
+            int c = memcmp(prev, path, (size_t)(prev_len < n ? prev_len : n));
+            if (c > 0 || (c == 0 && prev_len >= n))
+                return PyLong_FromSsize_t(i);
+        }
+        prev = path;
+        prev_len = n;
+    }
+    return PyLong_FromLong(-1);
+}
+
 static PyMethodDef methods[] = {
     {"make", make, METH_VARARGS, make_doc},
+    {"ordered", ordered, METH_O, ordered_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -272,7 +319,7 @@ PyMODINIT_FUNC PyInit__plainfiles(void)
     PyObject *m = PyModule_Create(&module);
     /* make's arguments and the entry layout it reads: writer.py takes a module whose API
      * differs (built from an older source) for none. */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 1) != 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) != 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -38,6 +38,9 @@ from resurgo.engine.records import HARDLINK, KINDS
 MANIFEST_VERSION = 2
 _MAGIC = "#resurgo-manifest"
 _FIELDS = 14
+# Sets of a chain, excluded paths and empty directories are a few dozen in any real set;
+# a reader keeps them all, so a header with more lines is refused, not held.
+MAX_HEADER_LINES = 1 << 16
 
 
 class ManifestError(ValueError):
@@ -193,6 +196,8 @@ class ManifestReader:
             line = self._next_text()
             if line is None:
                 raise ManifestError("the manifest ends inside its header (truncated)")
+            if len(chain) + len(excludes) + len(empty) >= MAX_HEADER_LINES:
+                raise ManifestError(f"a header of more than {MAX_HEADER_LINES} lines")
             if not line.startswith("#") or line.startswith("#end "):
                 self._first = line
                 break

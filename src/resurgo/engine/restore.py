@@ -39,6 +39,7 @@ import resurgo
 from resurgo import digest as content_digest
 from resurgo import run
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
+from resurgo.engine.kept import Kept
 from resurgo.engine.manifest import decode_entry
 from resurgo.engine.names import ROOT, BadPath, components, escape, order_key, unescape
 from resurgo.engine.pipes import DecompressedReader, Written
@@ -263,8 +264,8 @@ class _Writers:
 class _SetRestore:
     """The extraction of one set's archive, merged with the manifest's entries of that set."""
 
-    def __init__(self, target_fd: int, name: str, writers: _Writers, dirs: list[bytes],
-                 links: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, target_fd: int, name: str, writers: _Writers, dirs: Kept,
+                 links: Kept) -> None:
         self.name = name
         self.dirs_cache = DirCache(target_fd, name)
         self.writers = writers
@@ -448,7 +449,7 @@ class _SetRestore:
             if order_key(h.target) >= order_key(h.path):
                 raise UnsafePath(self.name, escape(h.path),
                                  "a hard link to a path that is not before it")
-            self.links.append((h.path, h.target))
+            self.links.append(h.path + b"\0" + h.target)  # a path holds no NUL
             return
         if h.path != ROOT:
             parts = components(h.path)
@@ -527,8 +528,8 @@ def _restore_set(
     wanted: Iterator[tuple[bytes, int, str]] | Iterator[bytes],
     identity: Path | str | None,
     writers: _Writers,
-    dirs: list[bytes],
-    links: list[tuple[bytes, bytes]],
+    dirs: Kept,
+    links: Kept,
     paired: bool,
 ) -> tuple[_SetRestore, Written]:
     stream = source.open()
@@ -572,11 +573,12 @@ def _link(src_fd: int, src: bytes, dst_fd: int, dst: bytes) -> None:
     replace(make, dst_fd, dst)
 
 
-def _finish_links(target_fd: int, links: list[tuple[bytes, bytes]], name: str) -> None:
+def _finish_links(target_fd: int, links: Kept, name: str) -> None:
     sources = DirCache(target_fd, name)
     dests = DirCache(target_fd, name)
     try:
-        for path, first in links:
+        for record in links:
+            path, _, first = record.partition(b"\0")
             src_parts, dst_parts = components(first), components(path)
             try:
                 src_fd = sources.fd(src_parts[:-1], create=False)
@@ -591,7 +593,7 @@ def _finish_links(target_fd: int, links: list[tuple[bytes, bytes]], name: str) -
         dests.close()
 
 
-def _finish_dirs(target_fd: int, dirs: list[bytes], applier: Applier, name: str) -> None:
+def _finish_dirs(target_fd: int, dirs: Kept, applier: Applier, name: str) -> None:
     cache = DirCache(target_fd, name)
     try:
         for raw in reversed(dirs):
@@ -630,8 +632,8 @@ def restore_tree(
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     applier = Applier(target_fd, manifest.name)
     pool = _Writers(target_fd, default_writers() if writers is None else writers, applier)
-    dirs: list[bytes] = []
-    links: list[tuple[bytes, bytes]] = []
+    dirs = Kept(target_fd)
+    links = Kept(target_fd)
     read: list[tuple[str, Written]] = []
     entries = files = data_bytes = 0
     try:
@@ -670,6 +672,8 @@ def restore_tree(
     finally:
         pool.close()
         applier.close()
+        dirs.close()
+        links.close()
         os.close(target_fd)
     return RestoreResult(chain[-1], entries, files, data_bytes, tuple(read),
                          tuple(pool.warnings))
