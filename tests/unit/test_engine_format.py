@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import itertools
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -312,3 +314,43 @@ def test_a_block_that_lies_is_refused(case: str) -> None:
     raw = _blocked_stream(block, entries=2, payload=35)
     with pytest.raises(FormatError):
         _read_all(raw)
+
+
+@pytest.mark.parametrize("change", [
+    {"mode": 0o020644},  # a file whose mode says character device
+    {"kind": "c", "mode": 0o100644},  # a device whose mode says regular file
+    {"xattrs": (("user." + "n" * 251, b"v"),)},  # a name of 256 bytes
+    {"xattrs": (("user.v", bytes((64 << 10) + 1)),)},
+    {"xattrs": tuple((f"user.{i:02d}", bytes(64 << 10)) for i in range(17))},
+    {"kind": "l", "mode": 0o120777, "target": b"t" * 4096, "extents": (), "size": 0},
+    {"kind": "p", "mode": 0o10644, "target": b"t", "extents": (), "size": 0},
+    {"path": b"n" * 256},
+])
+def test_decode_refuses_what_the_kernel_would_not_hold(change: dict[str, object]) -> None:
+    ok = Header(FILE, b"a", 0o100644, 0, 0, 1, 1, 0, 10, b"", (), ((0, 10),))
+    assert decode_header(encode_header(ok)) == ok
+    with pytest.raises(FormatError):
+        decode_header(encode_header(ok._replace(**change)))  # type: ignore[arg-type]
+
+
+def test_a_save_lists_at_most_max_extents(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file with more data extents than a header may list: the last one covers the
+    rest, its holes read (and stored) as zeros."""
+    from resurgo.engine import fsmeta
+
+    monkeypatch.setattr(fsmeta, "MAX_EXTENTS", 3)
+    path = tmp_path / "holes"
+    with open(path, "wb") as f:
+        for i in range(6):
+            f.seek(i * (1 << 20))
+            f.write(b"x" * 4096)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st_ = os.fstat(fd)
+        extents = fsmeta.data_extents(fd, st_.st_size, st_.st_blocks)
+    finally:
+        os.close(fd)
+    if len(extents) == 1:
+        pytest.skip("this file system does not report holes")
+    assert extents == ((0, 4096), (1 << 20, 4096), (2 << 20, (3 << 20) + 4096))

@@ -71,9 +71,41 @@ by name: user.*, trusted.*, security.* (SELinux labels, file capabilities) and t
 ACLs as system.posix_acl_access/default.
 
 Entries are in walk order: depth first, pre-order, names sorted as bytes — the order of
-the tuples of path components (names.walk_key). The crc32s find a damaged header before
-it is believed; the digest after each file finds damaged data; the end record tells a
-complete archive from a truncated one. A reader refuses any other version.
+the tuples of path components (names.walk_key) — strictly, each path once, nothing after
+an entry that is not a directory is inside it, and the root is a directory. The crc32s
+find a damaged header before it is believed; the digest after each file finds damaged
+data; the end record tells a complete archive from a truncated one. A reader refuses any
+other version.
+
+Bounds, checked before anything is allocated or made (records, names): a name (path
+component) of at most 255 bytes (NAME_MAX), a path of at most 32 KiB (deeper than
+PATH_MAX on purpose: a restore opens one directory at a time), a symlink's text under
+4096 bytes, an attribute's name of at most 255 bytes and value of at most 64 KiB, the names
+of one entry's attributes together at most 64 KiB (the kernel's XATTR_*_MAX) and their
+values at most 1 MiB, at most 65536 data extents (a save stores the holes past the last
+as zeros), a header of at most records.MAX_HEADER (about 2.3 MiB); the st_mode's file
+type is the kind's.
+
+Confinement
+===========
+
+Whatever an archive (and its manifest, written by the same hand) says, a restore changes
+nothing outside its target: paths are relative and checked; directories are opened one
+component at a time with O_NOFOLLOW from the target's descriptor (targets); an entry out
+of walk order or listed twice is refused (UnsafePath) before it is made — the writers check
+their run's lines, the reader the order from one run to the next — so no two processes
+ever make one name; a hard link names an earlier path only. Files are created with
+O_CREAT|O_EXCL|O_NOFOLLOW and get their metadata through that descriptor; a fifo or
+device gets it through an O_PATH|O_NOFOLLOW descriptor of the node just made, checked
+with fstat (writer.pinned); a symlink only by calls that do not follow it. setuid,
+setgid, sticky and the file capability come last, on the object just made. The writer
+processes run an isolated interpreter (``python -I``, resurgo's own path given
+explicitly): nothing is imported from the directory a restore is started in.
+
+A sparse file's holes are hashed (its digest covers them) in time proportional to their
+size: each process of a restore hashes at most the target's size or 2 TiB of holes,
+whichever is more (writer.HOLE_FLOOR), and a size beyond what a file on the target can
+have is refused when its size is set, before any data.
 
 Manifest format, version 2
 ==========================
@@ -109,9 +141,18 @@ reading thread does one step per block, not per file.
 Memory
 ======
 
-Nothing grows with the number of files except: the names of one directory (sorted), the
-inodes of files with more than one link (for hard links), and on restore one encoded
-header per directory and one pair of paths per hard link (applied at the end).
+Save: nothing grows with the number of files except the names of one directory (sorted)
+and the inodes of files with more than one link (for hard links).
+
+Restore, under any input: the slots (3 per writer process, 5 MiB each: a block, its
+manifest lines and path), one decoded header at a time per process (MAX_HEADER bytes,
+its extents as up to 65536 pairs), 8 chunks of 256 KiB of a large file in flight, a
+manifest line (1 MiB) and header (65536 lines), and the records kept for the end (one
+encoded header per directory, one pair of paths per hard link): at most 64 MiB in memory,
+the rest in an unnamed file on the target (engine.kept). zstd -d takes at most its
+default window limit (128 MiB) however a frame is made. So a restore's reading process
+stays within about 120 MiB beside its slots, and each writer within about 20 MiB beside
+its share of them, whatever an archive holds.
 """
 
 from __future__ import annotations

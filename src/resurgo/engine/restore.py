@@ -15,6 +15,11 @@ directory's entries, each read whole into a slot of shared memory with its manif
 check them against their frame and manifest lines and turn them into files on every core.
 Each file's content is hashed as it is written and compared with the digest that follows
 it in the archive, which is compared with the manifest's.
+
+Nothing leaves the target, whatever the archive (see Confinement in resurgo.engine): the
+reader refuses an entry out of walk order or listed twice (_SetRestore.follows) before it
+goes anywhere, the writers do the same within their run, and every piece of metadata is
+set through a descriptor of the object just made.
 """
 
 from __future__ import annotations

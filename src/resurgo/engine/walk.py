@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Callable, Collection, Iterator
 
-from resurgo.engine.names import ROOT, join
+from resurgo.engine.names import MAX_PATH, ROOT, join
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -56,6 +56,9 @@ def walk(
                 continue
             rel = join(dir_rel, name)
             if rel in excludes:
+                continue
+            if len(rel) > MAX_PATH:  # what a restore refuses is not saved either
+                note(rel[:200] + b"...", f"a path longer than {MAX_PATH} bytes: not saved")
                 continue
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
