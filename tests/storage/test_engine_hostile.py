@@ -462,3 +462,32 @@ def test_oversized_headers_are_refused_before_they_are_allocated(
 
 def test_the_error_classes() -> None:
     assert issubclass(ArchiveDamaged, ArchiveError) and issubclass(UnsafePath, ArchiveError)
+
+
+@pytest.mark.parametrize("writers", [0, 2])
+def test_setuid_acl_and_capability_together_survive_their_order(tmp_path: Path,
+                                                                writers: int) -> None:
+    """The special bits and the capability are set last: neither the ACL (set before
+    them) nor each other takes them away."""
+    from resurgo.engine import save_tree
+
+    if shutil.which("setcap") is None or shutil.which("setfacl") is None:
+        pytest.skip("needs setcap and setfacl")
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "tool"
+    f.write_bytes(b"\x7fELF" + bytes(100))
+    subprocess.run(["setfacl", "-m", "u:4242:rx", str(f)], check=True)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(f)], check=True)
+    os.chmod(f, 0o6750)
+    expected = snapshot(src)["tool"]
+    archive, manifest = tmp_path / "s.archive", tmp_path / "s.manifest"
+    with open(archive, "wb") as a, open(manifest, "wb") as m:
+        save_tree(src, a, m, set_id="s")
+    restore(tmp_path / "target", archive, manifest, writers=writers)
+    got = snapshot(tmp_path / "target")["tool"]
+    # mode, owner, size, mtime; content; attributes (ACL and capability)
+    assert (got[0], got[1], got[2], got[3], got[4], got[9], got[10]) == (
+        expected[0], expected[1], expected[2], expected[3], expected[4], expected[9],
+        expected[10])
+    assert isinstance(got[0], int) and got[0] & 0o6000 == 0o6000
