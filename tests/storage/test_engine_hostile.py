@@ -491,3 +491,18 @@ def test_setuid_acl_and_capability_together_survive_their_order(tmp_path: Path,
         expected[0], expected[1], expected[2], expected[3], expected[4], expected[9],
         expected[10])
     assert isinstance(got[0], int) and got[0] & 0o6000 == 0o6000
+
+
+def test_a_size_no_file_on_the_target_can_have_is_refused_before_any_work(
+        rig_factory: Callable[[], Rig], tmp_path: Path) -> None:
+    """Learnt from the target when the size is set: ext4 without extents, 1 KiB blocks,
+    holds no file over about 16 GiB; 100 GiB of holes is within what a restore hashes."""
+    rig = rig_factory()
+    disk = rig.disk("small-files", 64 << 20)
+    rig.sh("mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "^extent,^huge_file,^64bit", disk.path)
+    top = rig.mount(disk.path, rig.workdir / "mnt")
+    archive, manifest = craft(tmp_path, [item(DIR, ROOT),
+                                         _sparse(b"huge", 100 << 30, b"x" * 10, 1 << 30)])
+    with pytest.raises(ArchiveDamaged, match="more than any file on the target can be") as e:
+        restore(top / "target", archive, manifest)
+    assert e.value.paths == ("huge",)
