@@ -55,6 +55,8 @@ class Trust:
 
     @classmethod
     def load(cls, path: Path) -> Trust:
+        # Up front: without it every signed set would look unreadable, not refused.
+        run.require("ssh-keygen")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:

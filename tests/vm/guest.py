@@ -80,6 +80,8 @@ GUEST_PACKAGES: Final[tuple[str, ...]] = (
     "lvm2",
     "thin-provisioning-tools",
     "python3",
+    # ssh-keygen checks signed sets; a rescue built from this tree carries it
+    "openssh-client",
 )
 
 #: Bump when the layout or the guest-side files of ``build_image`` change: it is part of

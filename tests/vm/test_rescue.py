@@ -13,9 +13,15 @@ resurgo/rescued/<set id>/), and checks on the serial console that it booted, fou
 set, ran `resurgo --version`, `resurgo validate` and `resurgo recover`, and powered off;
 then that the target disk holds the saved partition table and filesystem identities.
 
-    BIOS, the image as a CD (-cdrom)
+    BIOS, the image as a CD (-cdrom), and a second disk with planted sets: a newer one
+        (dated 2099) unsigned, one signed by a key the image does not trust: ignored
     UEFI (OVMF), the image as a disk (a USB stick written with dd)
     BIOS, the image as a disk, no set disk: the embedded description alone
+    BIOS, the set changed after it was signed (one byte of its description, its index
+        updated to match), beside the planted sets: refused, the target untouched
+
+The image trusts one signing key (RescueOptions.trusted_signers), and the sets are signed
+with it (save --sign-key does the same).
     its kernel and initramfs, booted to the rescue shell, which is typed a Python line:
         blake3 (an extension module and its libraries) imports and hashes in there
 
@@ -34,11 +40,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import pytest
 
-from resurgo import fileformat
+from resurgo import fileformat, signing
 from resurgo.media import SetKind, SetMeta, open_medium
 from resurgo.model import (
     Bootloader,
@@ -183,11 +191,29 @@ def desc_file(workdir: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Keys:
+    trusted: signing.SignKey
+    intruder: signing.SignKey
+    signers: bytes
+
+
 @pytest.fixture(scope="module")
-def rescue(sysroot: Path, desc_file: Path, workdir: Path) -> RescueReport:
+def keys(workdir: Path) -> Keys:
+    made = []
+    for name in ("admin", "intruder"):
+        path = workdir / name
+        guest.run_cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path])
+        made.append(signing.SignKey.load(path))
+    return Keys(made[0], made[1], made[0].signers_line("admin@test").encode())
+
+
+@pytest.fixture(scope="module")
+def rescue(sysroot: Path, desc_file: Path, workdir: Path, keys: Keys) -> RescueReport:
     report = build_rescue_image(
         workdir / "rescue.iso",
         RescueOptions(
+            trusted_signers=keys.signers,
             description=desc_file,
             unattended=True,
             after=After.POWEROFF,
@@ -213,24 +239,59 @@ def extracted(rescue: RescueReport, workdir: Path) -> Path:
     return out
 
 
-def make_set_disk(path: Path, desc_file: Path, staging: Path) -> str:
-    """An ext4 disk (label backup) holding one recovery set at resurgo/rescued/<id>/."""
+def make_set_disk(path: Path, desc_file: Path, staging: Path, key: signing.SignKey | None,
+                  *, label: str = "backup", set_id: str | None = None,
+                  tamper: bool = False) -> str:
+    """An ext4 disk holding one recovery set at resurgo/rescued/<id>/, signed with key.
+
+    tamper: then one byte of its description is changed and its index updated to match,
+    as whoever can write the disk could: only the signature no longer matches."""
     medium_dir = staging / "resurgo" / HOST
     medium_dir.mkdir(parents=True)
     with (
         open_medium(str(medium_dir)) as medium,
-        medium.begin_set(SetMeta(SetKind.FULL, host=HOST)) as w,
+        medium.begin_set(SetMeta(SetKind.FULL, host=HOST), set_id=set_id, sign_key=key) as w,
     ):
         w.write_bytes("description.toml", desc_file.read_bytes())
         w.write_bytes(
             "description.toml.sha256", (desc_file.parent / "description.toml.sha256").read_bytes()
         )
         info = w.commit()
+    if tamper:
+        set_dir = medium_dir / info.id
+        text = (set_dir / "description.toml").read_bytes()
+        changed = text.replace(b'label = "rescued"', b'label = "rescuee"', 1)
+        assert changed != text
+        (set_dir / "description.toml").write_bytes(changed)
+        index = json.loads((set_dir / "set.json").read_text())
+        for f in index["files"]:
+            if f["name"] == "description.toml":
+                f["blake3"] = blake3.blake3(changed).hexdigest()
+        (set_dir / "description.toml.sha256").unlink()
+        index["files"] = [f for f in index["files"] if f["name"] != "description.toml.sha256"]
+        (set_dir / "set.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     guest.blank_disk(path, 64 * MiB)
     guest.run_cmd(
-        ["mkfs.ext4", "-q", "-F", "-L", "backup", "-E", "root_owner=0:0", "-d", staging, path]
+        ["mkfs.ext4", "-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d", staging, path]
     )
     return info.id
+
+
+PLANTED = ("20991231T235959Z-dead", "20991231T235958Z-beef")
+
+
+def make_planted_disk(path: Path, desc_file: Path, staging: Path, keys: Keys) -> None:
+    """Another disk with two sets of the same host and description, newer than any real
+    one: one unsigned, one signed by a key the image does not trust."""
+    make_set_disk(path, desc_file, staging / "a", None, label="planted", set_id=PLANTED[0])
+    extra = staging / "b"
+    make_set_disk(path.with_suffix(".tmp"), desc_file, extra, keys.intruder,
+                  set_id=PLANTED[1])
+    path.with_suffix(".tmp").unlink()
+    shutil.copytree(extra / "resurgo" / HOST / PLANTED[1],
+                    staging / "a" / "resurgo" / HOST / PLANTED[1])
+    guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "planted", "-E", "root_owner=0:0", "-d",
+                   staging / "a", path])
 
 
 def rescue_lines(text: str) -> list[str]:
@@ -275,7 +336,7 @@ def check_run(
     if set_id is not None:
         found = [x for x in lines if x.startswith("recovery set:")]
         assert found and set_id in found[0], detail
-        assert "its description is the one in this image" in found[0]
+        assert "signed by admin@test" in found[0] or "signed by a trusted key" in found[0], detail
         assert any(
             x.startswith("+ resurgo recover --from /run/resurgo/disks/")
             and f"--set {set_id} --yes --layout-only --root /mnt/rescued" in x
@@ -465,13 +526,15 @@ def test_kernel_from_another_root(host_tools_image: RescueReport) -> None:
 
 
 def test_bios_cdrom_finds_the_set_and_recovers(
-    rescue: RescueReport, desc_file: Path, tmp_path: Path
+    rescue: RescueReport, desc_file: Path, tmp_path: Path, keys: Keys
 ) -> None:
-    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging")
+    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging", keys.trusted)
+    make_planted_disk(tmp_path / "planted.img", desc_file, tmp_path / "planted", keys)
     target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
     result = guest.boot(
         guest.Drive(target, serial="target"),  # vda: blank, so SeaBIOS goes on to the CD
-        [guest.Drive(tmp_path / "set.img", serial="backup")],
+        [guest.Drive(tmp_path / "set.img", serial="backup"),
+         guest.Drive(tmp_path / "planted.img", serial="planted")],
         timeout=BOOT_TIMEOUT,
         serial_log=tmp_path / "serial.log",
         extra_args=["-cdrom", str(rescue.path)],
@@ -479,12 +542,46 @@ def test_bios_cdrom_finds_the_set_and_recovers(
     report_boot("BIOS, CD", result)
     check_run(result, medium_kname=None, set_id=set_id)
     check_target(target)
+    lines = rescue_lines(result.text)
+    for planted in PLANTED:
+        assert any(x.startswith("refused ") and planted in x for x in lines), "\n".join(lines)
+
+
+def test_a_set_changed_after_signing_is_refused_before_any_disk_is_touched(
+    rescue: RescueReport, desc_file: Path, tmp_path: Path, keys: Keys
+) -> None:
+    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging", keys.trusted,
+                           tamper=True)
+    make_planted_disk(tmp_path / "planted.img", desc_file, tmp_path / "planted", keys)
+    target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
+    result = guest.boot(
+        guest.Drive(target, serial="target"),
+        [guest.Drive(tmp_path / "set.img", serial="backup"),
+         guest.Drive(tmp_path / "planted.img", serial="planted")],
+        timeout=BOOT_TIMEOUT,
+        serial_log=tmp_path / "serial.log",
+        extra_args=["-cdrom", str(rescue.path)],
+    )
+    report_boot("BIOS, CD, a changed set", result)
+    lines = rescue_lines(result.text)
+    detail = "\n".join(lines) or guest._tail(result.text, 60)
+    assert not result.timed_out, detail
+    assert any(x.startswith("refused ") and set_id in x and "does not match its signature" in x
+               for x in lines), detail
+    assert any("refused as not authentic" in x and "no disk was touched" in x
+               for x in lines), detail
+    assert not any(x.startswith("+ resurgo recover") for x in lines), detail
+    assert any(x.startswith("recovery finished: FAILED") for x in lines), detail
+    # Not a byte written: the blank target reads as zeros from end to end.
+    with open(target, "rb") as f:
+        while chunk := f.read(4 * MiB):
+            assert chunk.count(0) == len(chunk)
 
 
 def test_uefi_usb_stick_finds_the_set_and_recovers(
-    rescue: RescueReport, desc_file: Path, tmp_path: Path
+    rescue: RescueReport, desc_file: Path, tmp_path: Path, keys: Keys
 ) -> None:
-    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging")
+    set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging", keys.trusted)
     target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
     result = guest.boot(
         guest.Drive(rescue.path, format="raw", read_only=True, serial="stick"),  # vda

@@ -15,6 +15,7 @@ which starts the shells (resurgo.after).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -85,6 +86,17 @@ class Console:
     def say(self, message: str) -> None:
         for line in message.splitlines() or [""]:
             self.write(f"{PREFIX} [{system.uptime():7.1f}] {line}\n")
+
+
+class ConsoleLog(logging.Handler):
+    """resurgo's warnings (a damaged set skipped while listing) on the consoles."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.say(f"warning: {record.getMessage()}")
 
 
 @dataclass(frozen=True)
@@ -495,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage: {sys.argv[0]} boot|poweroff|reboot", file=sys.stderr)
         return 2
     console = Console.open()
+    # What the media say while sets are listed (a damaged index skipped) reaches the consoles.
+    logging.getLogger("resurgo").addHandler(ConsoleLog(console))
     try:
         kernel_args = cmdline.parse(Path("/proc/cmdline").read_text())
         return Agent(console, Config.load(), kernel_args).boot()
