@@ -46,7 +46,15 @@ from resurgo import run
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
 from resurgo.engine.kept import Kept
 from resurgo.engine.manifest import decode_entry
-from resurgo.engine.names import ROOT, BadPath, components, escape, order_key, unescape
+from resurgo.engine.names import (
+    ROOT,
+    BadPath,
+    components,
+    escape,
+    order_key,
+    parent_of,
+    unescape,
+)
 from resurgo.engine.pipes import DecompressedReader, Written
 from resurgo.engine.records import (
     DIGEST_SIZE,
@@ -364,7 +372,11 @@ class _SetRestore:
             return False
         # Each entry is checked to be its line by the writer, which checks the order of
         # the lines too: here, the order from the last entry to this block.
-        self.follows(self.line_path(lines[0]), FILE, self.line_path(lines[-1]))
+        first = self.line_path(lines[0])
+        if parent_of(first) != block.parent:  # the writer would refuse it, after make_parent
+            raise ArchiveDamaged(self.name, "an entry that does not belong in its block",
+                                 [escape(first)])
+        self.follows(first, FILE, self.line_path(lines[-1]))
         self.flush()
         self.make_parent(block.parent)
         slot = self.writers.slot()
