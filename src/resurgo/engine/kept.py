@@ -17,6 +17,8 @@ import struct
 import tempfile
 from collections.abc import Iterator
 
+from resurgo.engine.errors import RestoreFailed
+
 MEMORY = 64 << 20
 _OVERHEAD = 64  # a bytes object's own and the list's share, counted against MEMORY
 _LENGTH = struct.Struct("<I")
@@ -37,13 +39,17 @@ class Kept:
             self._records.append(record)
             self._size += len(record) + _OVERHEAD
             return
-        if self._fd is None:
-            self._fd = self._open()
         length = _LENGTH.pack(len(record))
         data = length + record + length
-        done = 0
-        while done < len(data):
-            done += os.pwrite(self._fd, data[done:], self._end + done)
+        try:
+            if self._fd is None:
+                self._fd = self._open()
+            done = 0
+            while done < len(data):
+                done += os.pwrite(self._fd, data[done:], self._end + done)
+        except OSError as e:
+            raise RestoreFailed("cannot keep the directories and hard links still to finish "
+                                f"in a file on the target: {e.strerror}") from None
         self._end += len(data)
 
     def _open(self) -> int:
@@ -58,9 +64,16 @@ class Kept:
 
     def _read(self, offset: int, n: int) -> bytes:
         assert self._fd is not None
-        data = os.pread(self._fd, n, offset)
+        try:
+            data = os.pread(self._fd, n, offset)
+        except OSError as e:
+            data = b""
+            why = e.strerror
+        else:
+            why = "it is cut"
         if len(data) != n:
-            raise OSError(errno.EIO, "the restore's own list of pending records is cut")
+            raise RestoreFailed("cannot read back the directories and hard links still to "
+                                f"finish from their file on the target: {why}")
         return data
 
     def __iter__(self) -> Iterator[bytes]:
