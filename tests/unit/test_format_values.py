@@ -8,13 +8,16 @@ Each case is the valid example with one defect, as in test_format_malformed.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_format_malformed import Case, base, check, edit, found
 
 from resurgo.errors import BadInput
-from resurgo.fileformat import bounds, check_bytes, document, values
+from resurgo.fileformat import bounds, check_bytes, document, rules, values
 
 VFAT = 'id = "fs.sda1"'
 BOOT = 'id = "fs.sda2"'
@@ -356,3 +359,37 @@ def test_too_many_items_in_an_array_are_refused() -> None:
     assert [(p.location(), p.message) for p in check(text).problems] == [
         ("commands[8].args", f"{values.MAX_ITEMS + 1} items, more than {values.MAX_ITEMS}")
     ]
+
+
+def test_thousands_of_bad_records_are_checked_in_seconds() -> None:
+    """A chain of 4000 md arrays, each on the one before and each with a bad UUID: every
+    problem is found and placed without rescanning the file or the chain for each."""
+    members = ["part.sdb1"] + [f"md.x{i}" for i in range(3999)]
+    text = base() + "".join(
+        f'\n[[raid_arrays]]\nid = "md.x{i}"\npath = "/dev/md{i}"\nlevel = "raid1"\n'
+        f'metadata = "1.2"\nuuid = "bad"\nmembers = ["{member}"]\nsize = 1000\n'
+        for i, member in enumerate(members)
+    )
+    start = time.monotonic()
+    report = check(text)
+    assert time.monotonic() - start < 30
+    assert len(report.problems) == 4000
+    assert report.problems[-1].line == text.count("\n") - 2  # the uuid line of the last
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.lists(st.sampled_from("abcdefghij"))))
+def test_the_nodes_on_cycles_are_those_that_reach_themselves(graph: dict[str, list[str]]) -> None:
+    def reaches_itself(start: str) -> bool:
+        seen: set[str] = set()
+        todo = list(graph.get(start, []))
+        while todo:
+            cur = todo.pop()
+            if cur == start:
+                return True
+            if cur not in seen:
+                seen.add(cur)
+                todo.extend(graph.get(cur, []))
+        return False
+
+    assert rules._on_cycles(graph) == {n for n in graph if reaches_itself(n)}

@@ -17,7 +17,7 @@ import tomli_w
 
 from resurgo.errors import BadInput
 from resurgo.fileformat import bounds, codec, rules, version
-from resurgo.fileformat.lines import locate
+from resurgo.fileformat.lines import locate, locate_in, positions
 from resurgo.model import Description
 
 log = logging.getLogger(__name__)
@@ -271,9 +271,10 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
 def _with_lines(
     text: str, data: dict[str, Any], problems: list[codec.Problem]
 ) -> list[codec.Problem]:
+    index = positions(text) if problems else {}
     return [
         codec.Problem(
-            p.where, p.message, p.line or locate(text, p.where), _record_id(data, p.where)
+            p.where, p.message, p.line or locate_in(index, p.where), _record_id(data, p.where)
         )
         for p in problems
     ]

@@ -21,7 +21,12 @@ _KEY = re.compile(r"\s*([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
 
 def locate(text: str, where: Path) -> int | None:
     """1-based line of where (e.g. ("partitions", 2, "start")), or None."""
-    index = positions(text)
+    return locate_in(positions(text), where)
+
+
+def locate_in(index: dict[Path, int], where: Path) -> int | None:
+    """locate, in the positions of a text scanned once (a file with thousands of
+    problems is scanned once, not once for each)."""
     for n in range(len(where), 0, -1):
         line = index.get(where[:n])
         if line is not None:

@@ -425,11 +425,12 @@ def _check_stack_cycles(desc: Description, problems: list[Problem]) -> None:
     for lk in desc.luks_volumes:
         below[lk.id] = [lk.device]
     pv_dev = {pv.id: pv.device for pv in desc.physical_volumes}
-    vg_pvs: dict[str, list[str]] = {}
+    # An LV lies on its group's PVs: one node per group (a name no id can have), so that
+    # thousands of LVs of a group do not each copy the list of its PVs.
     for pv in desc.physical_volumes:
-        vg_pvs.setdefault(pv.volume_group, []).append(pv.device)
+        below.setdefault(f"#vg {pv.volume_group}", []).append(pv.device)
     for lv in desc.logical_volumes:
-        below[lv.id] = vg_pvs.get(lv.volume_group, []) + [
+        below[lv.id] = [f"#vg {lv.volume_group}"] + [
             pv_dev[d] for s in lv.segments for d in s.devices if d in pv_dev
         ]
     groups: dict[str, str] = {}
@@ -438,17 +439,56 @@ def _check_stack_cycles(desc: Description, problems: list[Problem]) -> None:
         if r.id in below:
             groups[r.id] = g
             index[r.id] = i
+    cyclic = _on_cycles(below)
     for start in below:
-        seen: set[str] = set()
-        stack = list(below[start])
-        while stack:
-            cur = stack.pop()
-            if cur == start:
-                problems.append(
-                    Problem((groups[start], index[start]), f"{start!r} is built on itself")
-                )
-                break
-            if cur in seen:
-                continue
-            seen.add(cur)
-            stack.extend(below.get(cur, []))
+        if start in cyclic and start in groups:
+            problems.append(Problem((groups[start], index[start]), f"{start!r} is built on itself"))
+
+
+def _on_cycles(graph: dict[str, list[str]]) -> set[str]:
+    """The nodes of graph that reach themselves: those of a strongly connected component
+    of two or more, or with an edge to themselves (Tarjan's algorithm, without recursion:
+    linear however long a chain a description builds)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: set[str] = set()
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        on_stack.add(node)
+
+    for root in graph:
+        if root in order:
+            continue
+        visit(root)
+        work = [(root, iter(graph.get(root, ())))]
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt == node:
+                    out.add(node)
+                if nxt not in order:
+                    visit(nxt)
+                    work.append((nxt, iter(graph.get(nxt, ()))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], order[nxt])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == order[node]:
+                    component = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        component.append(w)
+                        if w == node:
+                            break
+                    if len(component) > 1:
+                        out.update(component)
+    return out
