@@ -393,3 +393,19 @@ def test_the_nodes_on_cycles_are_those_that_reach_themselves(graph: dict[str, li
         return False
 
     assert rules._on_cycles(graph) == {n for n in graph if reaches_itself(n)}
+
+
+def test_millions_of_tiny_values_are_refused_before_parsing() -> None:
+    """600,000 empty inline tables in 2 MB would take some 150 MB once parsed."""
+    text = base() + "\nx = [" + "{}," * 600_000 + "]\n"
+    assert [(p.location(), p.message, p.line) for p in check(text).problems] == [
+        ("(file)", "more than 1000000 keys and values: more than a description holds; "
+         "is this the right file?", text.count("\n"))
+    ]
+
+
+def test_the_example_is_far_from_every_bound() -> None:
+    text = base()
+    assert bounds.too_deep(text, 2) is None
+    assert bounds.too_many_values(text, 10_000) is None
+    assert len(text.encode()) < bounds.MAX_BYTES // 1000

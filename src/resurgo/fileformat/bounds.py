@@ -1,9 +1,11 @@
-"""What a description's text may be before it is parsed: its size and how deep it nests.
+"""What a description's text may be before it is parsed: its size, how deep it nests,
+and how many values it holds.
 
 A description comes from a medium anyone may have written. tomllib parses nested arrays
 and inline tables by recursion, so text nested a few thousand deep ends in a
-RecursionError, and a huge file holds the rescue's memory; both are refused here, from
-a scan of the text, before the parser sees it.
+RecursionError; a huge file, or millions of tiny values (`[{},{},...]`: a dict of some
+200 bytes for every 3 bytes of text), hold the rescue's memory. All are refused here,
+from a scan of the text, before the parser sees it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ MAX_BYTES = 64 * 1024 * 1024
 # limit (tomllib takes two frames a level).
 MAX_DEPTH = 32
 
+# A large machine's description holds some 100,000 keys and values; a million parsed
+# objects take a few hundred MB at most.
+MAX_VALUES = 1_000_000
+
 # Strings and comments are skipped whole: a bracket inside them opens nothing. An
 # unterminated string is skipped to the end of its line; tomllib reports it.
 _TOKEN = re.compile(
@@ -28,7 +34,7 @@ _TOKEN = re.compile(
     r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"?'
     r"|'[^'\n]*'?"
     r"|#[^\n]*"
-    r"|[\[\]{}]",
+    r"|[\[\]{}=,]",
     re.DOTALL,
 )
 
@@ -44,4 +50,17 @@ def too_deep(text: str, limit: int = MAX_DEPTH) -> int | None:
                 return text.count("\n", 0, m.start()) + 1
         elif ch in "]}":
             depth = max(depth - 1, 0)
+    return None
+
+
+def too_many_values(text: str, limit: int = MAX_VALUES) -> int | None:
+    """The 1-based line where the keys, values and separators (strings, '=', ',', '[',
+    '{') outside comments first number more than limit, or None."""
+    count = 0
+    for m in _TOKEN.finditer(text):
+        if m.group()[0] in "#]}":
+            continue
+        count += 1
+        if count > limit:
+            return text.count("\n", 0, m.start()) + 1
     return None

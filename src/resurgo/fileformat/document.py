@@ -204,6 +204,17 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
             )
         )
         return report
+    many = bounds.too_many_values(text)
+    if many is not None:
+        report.problems.append(
+            codec.Problem(
+                (),
+                f"more than {bounds.MAX_VALUES} keys and values: more than a description "
+                "holds; is this the right file?",
+                many,
+            )
+        )
+        return report
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
