@@ -305,7 +305,7 @@ def hostile_units(draw: st.DrawFn, outside: list[bytes]) -> list[Unit]:
     return units
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_no_crafted_archive_changes_anything_outside_the_target(ext4: Path,
                                                                data: st.DataObject) -> None:
