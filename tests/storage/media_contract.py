@@ -8,15 +8,22 @@ what an interrupted save left (``leftovers``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import random
+import resource
+import signal
+import stat
 from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
 
 import pytest
 from blake3 import blake3
 
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
-from resurgo.media import Medium, SetInfo, SetKind, SetMeta, prune
+from resurgo.media import Medium, SetInfo, SetKind, SetMeta, limits, prune
 
 MiB = 1024 * 1024
 
@@ -282,3 +289,182 @@ class MediumContract:
             for set_id in ids:
                 medium.open_set(set_id).verify()
             assert self.leftovers(medium) == []
+
+
+# ---------------------------------------------------------------- hostile media
+
+
+class Hung(BaseException):
+    """Raised into a block that took too long: no OSError (which the code under test
+    would take for the medium's error) and no Exception (which it may catch)."""
+
+
+@contextlib.contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail, instead of hanging, when the block takes longer (an open of a FIFO)."""
+
+    def expire(_sig: int, _frame: FrameType | None) -> None:
+        raise Hung(f"still blocked after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@contextlib.contextmanager
+def memory_bound(extra: int = 512 * MiB) -> Iterator[None]:
+    """This process may map little more than it has: reading /dev/zero whole fails with
+    MemoryError at once instead of taking the machine's memory."""
+    status = Path("/proc/self/status").read_text()
+    vm_line = next(line for line in status.splitlines() if line.startswith("VmSize:"))
+    vm_kib = int(vm_line.split()[1])
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_kib * 1024 + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def unblock_fifo(path: Path) -> None:
+    """Release a reader blocked in an open of the FIFO (a server on the old code)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def loose_modes(top: Path) -> list[str]:
+    """The paths at and below top that a group or others may read, write or enter."""
+    out = []
+    for p in [top, *top.rglob("*")]:
+        mode = p.lstat().st_mode
+        if stat.S_IMODE(mode) & 0o077:
+            out.append(f"{p.relative_to(top.parent)} {stat.filemode(mode)}")
+    return out
+
+
+class HostileTreeContract:
+    """A medium whose sets are directories of files the test can reach as local paths
+    (``self.root``): a directory, or an SFTP server on this machine. Someone else wrote
+    the medium: links, FIFOs and huge files where the set's files should be are refused
+    unread, and nothing hangs."""
+
+    root: Path
+
+    def open_medium(self) -> Medium:
+        raise NotImplementedError
+
+    def open_at(self, path: Path) -> Medium:
+        """The medium at another local path."""
+        raise NotImplementedError
+
+    def saved(self, seed: int = 1) -> tuple[Medium, str]:
+        medium = self.open_medium()
+        return medium, MediumContract().save(medium, seed=seed).id
+
+    def test_set_json_linked_to_dev_zero_is_refused_unread(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        medium, set_id = self.saved()
+        good = MediumContract().save(medium, seed=2).id
+        index = self.root / set_id / "set.json"
+        index.unlink()
+        index.symlink_to("/dev/zero")
+        with within(20), memory_bound():
+            assert [s.id for s in medium.list_sets()] == [good]
+            with pytest.raises(OperationFailed, match="symbolic link"):
+                medium.open_set(set_id)
+        assert "symbolic link" in caplog.text
+
+    def test_an_oversized_set_json_is_refused(self) -> None:
+        medium, set_id = self.saved()
+        index = self.root / set_id / "set.json"
+        data = index.read_bytes()
+        index.write_bytes(data + b" " * (limits.INDEX + 1 - len(data)))
+        with pytest.raises(OperationFailed, match="more than the 16777216") as e:
+            medium.open_set(set_id)
+        assert "refused unread" in e.value.message
+        assert medium.list_sets() == []
+
+    def test_a_fifo_named_set_json_does_not_hang(self) -> None:
+        medium, set_id = self.saved()
+        index = self.root / set_id / "set.json"
+        index.unlink()
+        os.mkfifo(index)
+        try:
+            with within(20):
+                assert medium.list_sets() == []
+                with pytest.raises(OperationFailed, match="not a regular file"):
+                    medium.open_set(set_id)
+        finally:
+            unblock_fifo(index)
+
+    def test_a_linked_set_directory_is_refused(self, tmp_path: Path) -> None:
+        # A whole set elsewhere (another user's directory), linked in under a set's name.
+        medium, set_id = self.saved()
+        elsewhere = tmp_path / "elsewhere"
+        (self.root / set_id).rename(elsewhere)
+        (self.root / set_id).symlink_to(elsewhere)
+        assert medium.list_sets() == []
+        with pytest.raises(OperationFailed, match="symbolic link"):
+            medium.open_set(set_id)
+
+    def test_linked_and_fifo_files_of_a_set_are_refused(self, tmp_path: Path) -> None:
+        medium, set_id = self.saved()
+        reader = medium.open_set(set_id)
+        # The archive: a link to a file of this machine of the recorded size.
+        archive = self.root / set_id / "archives" / "boot.tar.zst"
+        secret = tmp_path / "secret"
+        secret.write_bytes(archive.read_bytes())
+        archive.unlink()
+        archive.symlink_to(secret)
+        with within(20), pytest.raises(OperationFailed, match="symbolic link"):
+            reader.open("archives/boot.tar.zst")
+        # The description: a FIFO.
+        desc = self.root / set_id / "description.toml"
+        desc.unlink()
+        os.mkfifo(desc)
+        try:
+            with within(20), pytest.raises(OperationFailed, match="not a regular file"):
+                reader.read_bytes("description.toml")
+        finally:
+            unblock_fifo(desc)
+        # A directory of the set: a link.
+        archives = self.root / set_id / "archives"
+        archives.rename(tmp_path / "archives")
+        archives.symlink_to(tmp_path / "archives")
+        with within(20), pytest.raises(OperationFailed, match="symbolic link"):
+            reader.open("archives/boot.tar.zst")
+
+    @pytest.mark.parametrize("mask", [0o022, 0o000])
+    def test_a_saved_set_is_private_whatever_the_umask(self, mask: int) -> None:
+        with umask(mask):
+            medium = self.open_medium()
+            info = MediumContract().save(medium, seed=1)
+            w = medium.begin_set()  # a save in progress: its staging too
+            w.write_bytes("description.toml", b"x")
+            staged = [p for p in self.root.iterdir() if p.name.startswith(".incomplete-")]
+            assert len(staged) == 1 and loose_modes(staged[0]) == []
+            w.abort()
+        assert loose_modes(self.root / info.id) == []
+        assert stat.S_IMODE((self.root / info.id / "set.json").stat().st_mode) == 0o600
+        assert stat.S_IMODE((self.root / info.id).stat().st_mode) == 0o700
+
+    def test_the_medium_directory_a_save_creates_is_private(self) -> None:
+        with umask(0o000), self.open_at(self.root / "new") as medium:
+            info = MediumContract().save(medium, seed=1)
+        assert loose_modes(self.root / "new") == []
+        assert (self.root / "new" / info.id / "set.json").is_file()

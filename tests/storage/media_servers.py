@@ -2,13 +2,15 @@
 
 Each is started with a throw-away configuration in a temporary directory and
 stopped (and its files removed) by the fixture that started it, also when a
-test fails.
+test fails. FakeS3 is no S3: it answers as a test says, the way a hostile or broken
+server (or something in between) would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import http.server
 import json
 import os
 import shutil
@@ -17,7 +19,9 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -104,6 +108,11 @@ class Sshd:
         _keygen(self.key)
         _keygen(self.other_key)
         (base / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+        # The server's key pinned: the media check host keys strictly by default.
+        self.host_key_line = f"[{LOCALHOST}]:{self.port} " + " ".join(
+            (base / "host_ed25519.pub").read_text().split()[:2]
+        )
+        self.known_hosts.write_text(self.host_key_line + "\n")
         config = base / "sshd_config"
         config.write_text(
             f"Port {self.port}\n"
@@ -341,3 +350,55 @@ class FaultProxy:
 
     def close(self) -> None:
         self.listener.close()
+
+
+# What FakeS3 answers to one request: status, headers and the body's parts.
+Answer = tuple[int, Mapping[str, str], Iterable[bytes]]
+
+
+class FakeS3:
+    """An HTTP server on 127.0.0.1 that answers every request with ``answer(method,
+    path, headers)``; the body is sent part by part until the client stops reading.
+    ``requests`` lists (method, path, headers) as they came."""
+
+    def __init__(self, answer: Callable[[str, str, Mapping[str, str]], Answer]) -> None:
+        fake = self
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                fake.requests.append((self.command, self.path, headers))
+                length = int(headers.get("content-length", "0"))
+                if length:
+                    self.rfile.read(length)
+                status, extra, body = answer(self.command, self.path, headers)
+                self.send_response(status)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                # One request per connection: a body cut short ends with it.
+                self.send_header("Connection", "close")
+                self.close_connection = True
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for part in body:
+                        self.wfile.write(part)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer((LOCALHOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False  # a handler may still be sending, to nobody
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://{LOCALHOST}:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_contract import MediumContract, MiB, pattern
+from media_contract import HostileTreeContract, MediumContract, MiB, pattern
 
 from resurgo.errors import OperationFailed
 from resurgo.media import Medium, SetMeta, open_medium
@@ -18,7 +18,7 @@ from resurgo.media import Medium, SetMeta, open_medium
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-class TestDirectoryMedium(MediumContract):
+class TestDirectoryMedium(MediumContract, HostileTreeContract):
     @pytest.fixture(autouse=True)
     def _root(self, tmp_path: Path) -> None:
         self.root = tmp_path / "medium"
@@ -26,6 +26,9 @@ class TestDirectoryMedium(MediumContract):
 
     def open_medium(self) -> Medium:
         return open_medium(str(self.root))
+
+    def open_at(self, path: Path) -> Medium:
+        return open_medium(str(path))
 
     def replace(self, medium: Medium, set_id: str, name: str, data: bytes) -> None:
         (self.root / set_id / name).write_bytes(data)

@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from media_contract import MediumContract, MiB, pattern, pattern_sha256, stream_sha256
-from media_servers import ACCESS_KEY, LOCALHOST, SECRET_KEY, FaultProxy, Seaweed, free_ports
+from media_contract import (
+    MediumContract,
+    MiB,
+    memory_bound,
+    pattern,
+    pattern_sha256,
+    stream_sha256,
+    within,
+)
+from media_servers import (
+    ACCESS_KEY,
+    LOCALHOST,
+    SECRET_KEY,
+    Answer,
+    FakeS3,
+    FaultProxy,
+    Seaweed,
+    free_ports,
+)
 
-from resurgo.errors import OperationFailed
-from resurgo.media import Medium, SetMeta, open_medium
+from resurgo.errors import BadInput, OperationFailed
+from resurgo.media import Medium, SetMeta, limits, open_medium
 from resurgo.media.s3 import S3Backend
 from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
 from resurgo.media.s3config import Credentials, S3Settings
@@ -58,6 +76,7 @@ class TestS3Medium(MediumContract):
         m = open_medium(
             f"s3://{BUCKET}/{self.prefix}",
             s3_endpoint=self.seaweed.endpoint,
+            s3_insecure_http=True,  # plain HTTP on the loopback
             s3_part_size=5 * MiB,  # the 100 MB file goes up in 20 parts
             environ=self.seaweed.environ(),
             home=Path("/nonexistent"),
@@ -99,6 +118,16 @@ class TestS3Medium(MediumContract):
             ]
         ]
 
+    def test_an_oversized_set_json_is_refused(self) -> None:
+        with self.open_medium() as medium:
+            info = self.save(medium, seed=1)
+            b = backend(medium)
+            b.client.put(b.key(info.id, "set.json"), b" " * (limits.INDEX + 1))
+            with pytest.raises(OperationFailed, match="more than the 16777216") as e:
+                medium.open_set(info.id)
+            assert "refused unread" in e.value.message
+            assert medium.list_sets() == []
+
     def test_a_set_without_its_index_does_not_exist(self) -> None:
         with self.open_medium() as medium:
             info = self.save(medium, seed=1)
@@ -116,6 +145,7 @@ class TestS3Medium(MediumContract):
         medium = open_medium(
             f"s3://{BUCKET}/{self.prefix}",
             s3_endpoint=self.seaweed.endpoint,
+            s3_insecure_http=True,
             environ=self.seaweed.environ(),
             home=Path("/nonexistent"),
         )
@@ -143,6 +173,7 @@ def test_wrong_secret_is_refused_without_showing_it(
     medium = open_medium(
         f"s3://{BUCKET}/x",
         s3_endpoint=seaweed.endpoint,
+        s3_insecure_http=True,
         environ={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": wrong},
         home=Path("/nonexistent"),
     )
@@ -157,6 +188,7 @@ def test_unknown_access_key(seaweed: Seaweed) -> None:
     medium = open_medium(
         f"s3://{BUCKET}/x",
         s3_endpoint=seaweed.endpoint,
+        s3_insecure_http=True,
         environ={"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
         home=Path("/nonexistent"),
     )
@@ -168,6 +200,7 @@ def test_missing_bucket(seaweed: Seaweed) -> None:
     medium = open_medium(
         "s3://no-such-bucket/x",
         s3_endpoint=seaweed.endpoint,
+        s3_insecure_http=True,
         environ=seaweed.environ(),
         home=Path("/nonexistent"),
     )
@@ -198,7 +231,8 @@ def test_credentials_from_a_profile_file(seaweed: Seaweed, tmp_path: Path) -> No
     )
     (aws / "config").write_text(f"[profile backup]\nendpoint_url = {seaweed.endpoint}\n")
     with open_medium(
-        f"s3://{BUCKET}/profile", environ={"AWS_PROFILE": "backup"}, home=tmp_path
+        f"s3://{BUCKET}/profile", environ={"AWS_PROFILE": "backup"}, home=tmp_path,
+        s3_insecure_http=True,
     ) as medium:
         info = MediumContract().save(medium, seed=1)
         assert [s.id for s in medium.list_sets()] == [info.id]
@@ -250,3 +284,116 @@ def test_transient_failures_are_retried(seaweed: Seaweed, proxy: FaultProxy) -> 
         client.put("retried/other", b"x")
     assert "SlowDown" in e.value.message
     client.close()
+
+
+def test_plain_http_needs_to_be_allowed(seaweed: Seaweed) -> None:
+    with pytest.raises(BadInput, match="plain HTTP") as e:
+        open_medium(f"s3://{BUCKET}/x", s3_endpoint=seaweed.endpoint,
+                    environ=seaweed.environ(), home=Path("/nonexistent"))
+    assert e.value.hint is not None and "--s3-insecure-http" in e.value.hint
+
+
+# ---------------------------------------------------------------- hostile servers
+
+
+@pytest.fixture
+def fake() -> Iterator[list[FakeS3]]:
+    servers: list[FakeS3] = []
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
+
+
+def fake_medium(servers: list[FakeS3], answer: object) -> Medium:
+    server = FakeS3(answer)  # type: ignore[arg-type]
+    servers.append(server)
+    return open_medium(
+        f"s3://{BUCKET}/p", s3_endpoint=server.endpoint, s3_insecure_http=True,
+        environ={"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
+        home=Path("/nonexistent"),
+    )
+
+
+def fake_client(medium: Medium) -> S3Client:
+    client = backend(medium).client
+    client.attempts, client._sleep = 2, lambda _s: None
+    return client
+
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+CUT = 300_000
+SET_ID = "20261206T000000Z-abcd"
+
+
+def dropping_then(resumed: Answer) -> object:
+    """A server whose first answer breaks off after CUT bytes; ``resumed`` answers the rest."""
+
+    def answer(method: str, path: str, headers: Mapping[str, str]) -> Answer:
+        if "range" not in headers:
+            return 200, {"Content-Length": str(len(DATA)), "ETag": '"e1"'}, [DATA[:CUT]]
+        return resumed
+
+    return answer
+
+
+def read_all(client: S3Client) -> bytes:
+    source = ObjectSource(client, "k")
+    try:
+        out = b""
+        while chunk := source.read(MiB):
+            out += chunk
+        return out
+    finally:
+        source.close()
+
+
+def test_a_resumed_read_answered_with_the_whole_object_is_refused(fake: list[FakeS3]) -> None:
+    # Spliced after the first 300,000 bytes, the stream would be the object's start twice.
+    whole: Answer = (200, {"Content-Length": str(len(DATA)), "ETag": '"e1"'}, [DATA])
+    client = fake_client(fake_medium(fake, dropping_then(whole)))
+    with pytest.raises(OperationFailed, match="other bytes than asked") as e:
+        read_all(client)
+    assert "k on s3://" in e.value.message and "200 (the whole object)" in e.value.message
+    assert fake[0].requests[-1][2]["range"] == f"bytes={CUT}-"
+
+
+def test_a_resumed_read_answered_with_another_range_is_refused(fake: list[FakeS3]) -> None:
+    wrong: Answer = (206, {"Content-Length": str(len(DATA)), "ETag": '"e1"',
+                           "Content-Range": f"bytes 0-{len(DATA) - 1}/{len(DATA)}"}, [DATA])
+    client = fake_client(fake_medium(fake, dropping_then(wrong)))
+    with pytest.raises(OperationFailed, match="the range 'bytes 0-"):
+        read_all(client)
+
+
+def test_a_resumed_read_answered_with_its_range_goes_on(fake: list[FakeS3]) -> None:
+    rest = DATA[CUT:]
+    right: Answer = (206, {"Content-Length": str(len(rest)), "ETag": '"e1"',
+                           "Content-Range": f"bytes {CUT}-{len(DATA) - 1}/{len(DATA)}"}, [rest])
+    client = fake_client(fake_medium(fake, dropping_then(right)))
+    assert read_all(client) == DATA
+
+
+def test_an_index_said_to_be_huge_is_refused_unread(fake: list[FakeS3]) -> None:
+    def answer(method: str, path: str, headers: Mapping[str, str]) -> Answer:
+        def body() -> Iterator[bytes]:
+            yield b"{"
+            time.sleep(15)  # the rest never comes: only a reader that waits would notice
+        return 200, {"Content-Length": str(5 << 30)}, body()
+
+    medium = fake_medium(fake, answer)
+    with within(10), pytest.raises(OperationFailed, match="5368709120 bytes, more than"):
+        medium.open_set(SET_ID)
+
+
+def test_an_endless_index_is_read_no_further_than_its_cap(fake: list[FakeS3]) -> None:
+    def answer(method: str, path: str, headers: Mapping[str, str]) -> Answer:
+        def body() -> Iterator[bytes]:
+            while True:
+                yield b"\0" * MiB
+        return 200, {}, body()  # no Content-Length: the body ends when the server closes
+
+    medium = fake_medium(fake, answer)
+    with within(60), memory_bound(), pytest.raises(OperationFailed, match="more than 16777216"):
+        medium.open_set(SET_ID)

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_contract import MediumContract
+from media_contract import HostileTreeContract, MediumContract
 from media_servers import LOCALHOST, Sshd, free_ports
 
-from resurgo.errors import OperationFailed
+from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import Medium, open_medium
-from resurgo.media.sftp import SshOptions
+from resurgo.media.sftp import SftpBackend, SshOptions
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 _count = itertools.count()
 
 
-class TestSftpMedium(MediumContract):
+class TestSftpMedium(MediumContract, HostileTreeContract):
     @pytest.fixture(autouse=True)
     def _root(self, sshd: Sshd) -> Iterator[None]:
         self.sshd = sshd
@@ -43,7 +43,10 @@ class TestSftpMedium(MediumContract):
                 m.close()
 
     def open_medium(self) -> Medium:
-        m = open_medium(self.sshd.url(self.root), ssh=self.sshd.options())
+        return self.open_at(self.root)
+
+    def open_at(self, path: Path) -> Medium:
+        m = open_medium(self.sshd.url(path), ssh=self.sshd.options())
         self.opened.append(m)
         return m
 
@@ -108,20 +111,56 @@ def test_a_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
         assert e.value.hint is not None and "host key" in e.value.hint
 
 
-def test_strict_host_keys_refuse_an_unknown_server(sshd: Sshd, tmp_path: Path) -> None:
+def test_an_unknown_server_is_refused_by_default(sshd: Sshd, tmp_path: Path) -> None:
+    # Whoever answers first must not serve the sets: a known_hosts file that does not
+    # hold the server's key refuses it, with no option needed.
     empty = tmp_path / "known_hosts"
-    strict = SshOptions(identity=str(sshd.key), known_hosts=str(empty), strict_host_keys=True)
-    with pytest.raises(OperationFailed, match="Host key verification failed"):
+    empty.write_text("")
+    strict = SshOptions(identity=str(sshd.key), known_hosts=str(empty))
+    with pytest.raises(OperationFailed, match="Host key verification failed") as e:
         open_medium(sshd.url(sshd.root), ssh=strict)
-    assert not empty.exists() or empty.read_text() == ""
-    # accept-new (the default) records the key on first contact, then uses it.
-    accept = SshOptions(identity=str(sshd.key), known_hosts=str(empty))
+    assert e.value.hint is not None and "--ssh-known-hosts" in e.value.hint
+    assert empty.read_text() == ""
+
+
+def test_the_pinned_key_is_accepted_and_is_the_one_recorded(sshd: Sshd) -> None:
+    with open_medium(sshd.url(sshd.root), ssh=sshd.options()) as medium:
+        medium.list_sets()
+        assert isinstance(medium.backend, SftpBackend)
+        assert medium.backend.host_key_line() == sshd.host_key_line + "\n"
+
+
+def test_a_first_save_takes_the_key_on_trust_and_records_it(
+    sshd: Sshd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    learned = tmp_path / "known_hosts"
+    accept = SshOptions(identity=str(sshd.key), known_hosts=str(learned), strict_host_keys=False)
     with open_medium(sshd.url(sshd.root), ssh=accept) as medium:
         medium.list_sets()
-    host_key = (sshd.base / "host_ed25519.pub").read_text().split()[1]
-    assert host_key in empty.read_text()
+        assert isinstance(medium.backend, SftpBackend)
+        line = medium.backend.host_key_line()
+    assert line == sshd.host_key_line + "\n"
+    shown = subprocess.run(["ssh-keygen", "-lf", str(sshd.base / "host_ed25519.pub")],
+                           check=True, capture_output=True, text=True).stdout.split()[1]
+    assert "taken on trust" in caplog.text and shown in caplog.text
+    # The recorded line pins the server: strict with exactly that file works...
+    pinned = tmp_path / "pinned"
+    pinned.write_text(line)
+    strict = SshOptions(identity=str(sshd.key), known_hosts=str(pinned))
     with open_medium(sshd.url(sshd.root), ssh=strict) as medium:
         medium.list_sets()
+    # ...and refuses another server answering at that address.
+    other = Path(f"{sshd.other_key}.pub").read_text().split()
+    pinned.write_text(f"[{LOCALHOST}]:{sshd.port} {other[0]} {other[1]}\n")
+    with pytest.raises(OperationFailed, match=r"Host key for .* has changed"):
+        open_medium(sshd.url(sshd.root), ssh=strict)
+
+
+def test_ssh_options_that_ssh_would_misread_are_refused(sshd: Sshd, tmp_path: Path) -> None:
+    for bad in ("known hosts", "known%d", "known$HOME"):
+        opts = SshOptions(identity=str(sshd.key), known_hosts=str(tmp_path / bad))
+        with pytest.raises(BadInput, match="ssh would take"):
+            open_medium(sshd.url(sshd.root), ssh=opts)
 
 
 def test_missing_directory_on_the_server(sshd: Sshd) -> None:

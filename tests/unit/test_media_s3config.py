@@ -42,7 +42,7 @@ def test_region_and_endpoint_precedence() -> None:
         "AWS_DEFAULT_REGION": "r2",
         "AWS_ENDPOINT_URL": "http://10.0.0.1:9000",
     }
-    s = resolve(environ=env, home=NOWHERE)
+    s = resolve(environ=env, home=NOWHERE, insecure_http=True)
     assert (s.region, s.scheme, s.host, s.path_style) == ("r1", "http", "10.0.0.1:9000", True)
     s = resolve(environ=env, home=NOWHERE, endpoint="https://s3.local", region="r0")
     assert (s.region, s.host) == ("r0", "s3.local")
@@ -62,13 +62,30 @@ def test_profiles_from_files(tmp_path: Path) -> None:
     )
     s = resolve(environ={}, home=tmp_path)
     assert (s.credentials.access_key, s.region, s.path_style) == ("DEF", "eu-central-1", False)
-    s = resolve(environ={"AWS_PROFILE": "work"}, home=tmp_path)
+    s = resolve(environ={"AWS_PROFILE": "work"}, home=tmp_path, insecure_http=True)
     assert (s.credentials.access_key, s.region, s.host) == ("WORK", "ap-south-1", "127.0.0.1:8333")
     assert s.credentials.source == f"profile work in {aws / 'credentials'}"
     s = resolve(environ={"AWS_PROFILE": "cfgonly"}, home=tmp_path)
     assert s.credentials.access_key == "CFG"
     with pytest.raises(OperationFailed, match="profile 'nope'"):
         resolve(environ={"AWS_PROFILE": "nope"}, home=tmp_path)
+
+
+def test_plain_http_endpoints_need_to_be_allowed(tmp_path: Path) -> None:
+    # From the option, the environment or a profile: plain HTTP is refused, saying why.
+    keys = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "config").write_text("[default]\nendpoint_url = http://10.0.0.1\n")
+    for environ, home, endpoint in (
+        (keys, NOWHERE, "http://10.0.0.1:9000"),
+        ({**keys, "AWS_ENDPOINT_URL_S3": "HTTP://10.0.0.1"}, NOWHERE, None),
+        (keys, tmp_path, None),
+    ):
+        with pytest.raises(BadInput, match="plain HTTP") as e:
+            resolve(environ=environ, home=home, endpoint=endpoint)
+        assert e.value.hint is not None and "--s3-insecure-http" in e.value.hint
+        assert resolve(environ=environ, home=home, endpoint=endpoint, insecure_http=True)
+    assert resolve(environ=keys, home=NOWHERE, endpoint="https://10.0.0.1").scheme == "https"
 
 
 def test_no_credentials() -> None:

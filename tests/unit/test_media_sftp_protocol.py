@@ -18,15 +18,24 @@ def test_ssh_argv_defaults() -> None:
     assert argv[-4:] == ["-s", "--", "backup@host", "sftp"]
     text = " ".join(argv)
     assert "BatchMode=yes" in text
-    assert "StrictHostKeyChecking=accept-new" in text
+    # Strict unless asked otherwise: whoever answers first does not serve the sets.
+    assert "StrictHostKeyChecking=yes" in text
     assert "-p" not in argv and "-i" not in argv and "UserKnownHostsFile" not in text
+    assert "KnownHostsCommand" not in text
 
 
 def test_ssh_argv_options() -> None:
     opts = SshOptions(identity="/k", known_hosts="/kh", strict_host_keys=True, port=2200)
-    argv = ssh_argv(SftpSpec("h", "/srv"), opts)
+    argv = ssh_argv(SftpSpec("h", "/srv"), opts, "/tmp/x/host-key")
     text = " ".join(argv)
     assert "StrictHostKeyChecking=yes" in text and "UserKnownHostsFile=/kh" in text
+    # exactly that file: not the system's list too
+    assert "GlobalKnownHostsFile=/dev/null" in text
+    (record,) = [a for a in argv if a.startswith("KnownHostsCommand=")]
+    assert record.endswith(" -I -c \"" + record.split('"')[1] + '" %I %H %t %K /tmp/x/host-key')
+    accept = ssh_argv(SftpSpec("h", "/srv"), SshOptions(known_hosts="/kh", strict_host_keys=False))
+    assert "StrictHostKeyChecking=accept-new" in accept and "GlobalKnownHostsFile" not in (
+        " ".join(accept))
     assert "-i /k" in text and "IdentitiesOnly=yes" in text
     assert argv[argv.index("-p") + 1] == "2200"
     # a port in the URL wins over --ssh-port
@@ -38,7 +47,8 @@ def test_ssh_argv_options() -> None:
     ("stderr", "hint"),
     [
         ("root@127.0.0.1: Permission denied (publickey).", "--ssh-key"),
-        ("Host key verification failed.", "host key"),
+        ("Host key verification failed.", "--ssh-known-hosts"),
+        ("@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @", "in the middle"),
         ("ssh: Could not resolve hostname nowhere: Name or service not known", "resolve"),
         ("ssh: connect to host 127.0.0.1 port 1: Connection refused", "nothing listens"),
         ("ssh: connect to host 192.0.2.1 port 22: Connection timed out", "cannot be reached"),

@@ -5,13 +5,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import posixpath
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from resurgo.errors import OperationFailed
+from resurgo.media import limits
 from resurgo.media.streams import Sink, Source
 from resurgo.media.tree import TreeBackend
 
@@ -31,14 +34,24 @@ def os_error(url: str, e: OSError, doing: str) -> OperationFailed:
     return OperationFailed(f"cannot {doing} on {url}: {what}", hint)
 
 
+# Below the medium's root nothing is followed: a set directory, a subdirectory or a file
+# that is a symbolic link is refused (it could point at /dev/zero, or at files of the
+# machine), and a file is opened without blocking (a FIFO named set.json would hang an open)
+# and must be a regular file.
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class NotPlain(Exception):
+    """A path below the medium's root that is a symbolic link or not a regular file."""
+
+
 class LocalSink:
-    def __init__(self, url: str, path: Path) -> None:
+    def __init__(self, url: str, path: Path, fd: int) -> None:
         self._url = url
         self._path = path
-        try:
-            self._file: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed by finish/discard
-        except OSError as e:
-            raise os_error(url, e, f"create {path}") from None
+        self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
         try:
@@ -62,17 +75,10 @@ class LocalSink:
 
 
 class LocalSource:
-    def __init__(self, url: str, path: Path) -> None:
+    def __init__(self, url: str, path: Path, fd: int) -> None:
         self._url = url
         self._path = path
-        try:
-            self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
-        except FileNotFoundError:
-            raise OperationFailed(
-                f"{path} is missing on {url}", "the set is incomplete: use another set"
-            ) from None
-        except OSError as e:
-            raise os_error(url, e, f"open {path}") from None
+        self._file: BinaryIO = os.fdopen(fd, "rb")
 
     def read(self, size: int) -> bytes:
         try:
@@ -87,11 +93,34 @@ class LocalSource:
         self._file.close()
 
 
-class LocalFiles:
-    """FileOps on the local filesystem."""
+def _plain_file(fd: int) -> int:
+    """fd, if it is a regular file (closed and NotPlain otherwise), in blocking mode again."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotPlain
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    def __init__(self, url: str) -> None:
+
+def _private(fd: int, mode: int) -> None:
+    """Set the mode the umask cut at creation (or widened: a umask of 0 leaves 0600 alone,
+    but one of 0o277 would leave the owner without write)."""
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class LocalFiles:
+    """FileOps on the local filesystem; nothing below ``root`` is followed if a link."""
+
+    def __init__(self, url: str, root: str) -> None:
         self.url = url
+        self.root = root
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -104,6 +133,52 @@ class LocalFiles:
         with self._errors(doing):
             return fn()
 
+    def _refused(self, path: str) -> OperationFailed:
+        return OperationFailed(
+            f"{path} on {self.url} is a symbolic link or not a regular file or directory: "
+            "refused unread",
+            "a recovery set holds plain files and directories only; the medium was changed "
+            "by hand or by someone else: use another set or medium",
+        )
+
+    def _parts(self, path: str) -> list[str]:
+        rel = posixpath.relpath(path, self.root)
+        if rel == ".." or rel.startswith("../"):
+            raise ValueError(f"{path} is not below {self.root}")
+        return [] if rel == "." else rel.split("/")
+
+    @staticmethod
+    def _at(dir_fd: int, name: str, flags: int, mode: int = 0) -> int:
+        try:
+            return os.open(name, flags, mode, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                with suppress(OSError):
+                    if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+                        raise NotPlain from None
+            raise
+
+    def _dir(self, parts: list[str]) -> int:
+        """The directory root/parts, walked down from the root without following a link
+        (the root itself may be one: the user named it)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for part in parts:
+            try:
+                new = self._at(fd, part, _DIR)
+            finally:
+                os.close(fd)
+            fd = new
+        return fd
+
+    def _open(self, path: str, flags: int, mode: int = 0) -> int:
+        """Open a path below the root, nothing on the way followed."""
+        *parents, name = self._parts(path)
+        fd = self._dir(parents)
+        try:
+            return self._at(fd, name, flags, mode)
+        finally:
+            os.close(fd)
+
     def listdir(self, path: str) -> list[str] | None:
         try:
             return os.listdir(path)
@@ -112,28 +187,72 @@ class LocalFiles:
         except OSError as e:
             raise os_error(self.url, e, f"list {path}") from None
 
-    def read_small(self, path: str) -> bytes | None:
+    def read_small(self, path: str, limit: int) -> bytes | None:
         try:
-            return Path(path).read_bytes()
+            fd = _plain_file(self._open(path, _READ))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except NotPlain:
+            raise self._refused(path) from None
         except OSError as e:
             raise os_error(self.url, e, f"read {path}") from None
+        with os.fdopen(fd, "rb") as f:
+            try:
+                size = os.fstat(f.fileno()).st_size
+                if size > limit:
+                    raise limits.too_large(path, self.url, size, limit)
+                data = f.read(limit + 1)  # a file that grew meanwhile: refused too
+            except OSError as e:
+                raise os_error(self.url, e, f"read {path}") from None
+        if len(data) > limit:
+            raise limits.too_large(path, self.url, f"more than {limit}", limit)
+        return data
 
     def open_read(self, path: str) -> Source:
-        return LocalSource(self.url, Path(path))
+        try:
+            fd = _plain_file(self._open(path, _READ))
+        except FileNotFoundError:
+            raise OperationFailed(
+                f"{path} is missing on {self.url}", "the set is incomplete: use another set"
+            ) from None
+        except NotPlain:
+            raise self._refused(path) from None
+        except OSError as e:
+            raise os_error(self.url, e, f"open {path}") from None
+        return LocalSource(self.url, Path(path), fd)
 
     def open_write(self, path: str) -> Sink:
-        return LocalSink(self.url, Path(path))
+        try:
+            fd = self._open(path, _CREATE, limits.FILE_MODE)
+            _private(fd, limits.FILE_MODE)
+        except NotPlain:
+            raise self._refused(path) from None
+        except OSError as e:
+            raise os_error(self.url, e, f"create {path}") from None
+        return LocalSink(self.url, Path(path), fd)
 
     def mkdir(self, path: str) -> None:
         try:
-            os.mkdir(path)
+            parts = self._parts(path)
+            if not parts:  # the medium's own directory, when a save creates it
+                os.mkdir(self.root, limits.DIR_MODE)
+                fd = os.open(self.root, _DIR)
+            else:
+                parent = self._dir(parts[:-1])
+                try:
+                    os.mkdir(parts[-1], limits.DIR_MODE, dir_fd=parent)
+                    fd = self._at(parent, parts[-1], _DIR)
+                finally:
+                    os.close(parent)
+            _private(fd, limits.DIR_MODE)
+            os.close(fd)
         except FileNotFoundError:
             raise OperationFailed(
                 f"cannot create {path} for {self.url}: its parent directory does not exist",
                 "check the path (is the USB disk mounted?)",
             ) from None
+        except NotPlain:
+            raise self._refused(path) from None
         except OSError as e:
             raise os_error(self.url, e, f"create directory {path}") from None
 
@@ -152,6 +271,8 @@ class LocalFiles:
         base = Path(path)
         out: dict[str, int] = {}
         with self._errors(f"list {path}"):
+            if base.is_symlink():  # os.walk would list the directory it points to
+                raise self._refused(path)
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:
                     full = Path(dirpath, name)
@@ -205,4 +326,4 @@ class LocalFiles:
 
 def directory_backend(path: str) -> TreeBackend:
     root = os.path.abspath(path)
-    return TreeBackend(root, LocalFiles(root), root)
+    return TreeBackend(root, LocalFiles(root, root), root)

@@ -23,12 +23,15 @@ def open_medium(
     s3_endpoint: str | None = None,
     s3_region: str | None = None,
     s3_part_size: int = DEFAULT_PART,
+    s3_insecure_http: bool = False,
     ssh: SshOptions | None = None,
     environ: Mapping[str, str] | None = None,
     home: Path | None = None,
 ) -> Medium:
     """The medium at ``url``; S3 credentials come from ``environ`` (default: the
-    process environment) and the AWS files under ``home`` (default: ~)."""
+    process environment) and the AWS files under ``home`` (default: ~). An SFTP server's
+    host key is checked strictly unless ``ssh`` says otherwise; a plain http:// S3
+    endpoint is refused unless ``s3_insecure_http``."""
     spec = parse_url(url)
     if isinstance(spec, DirectorySpec):
         return Medium(directory_backend(spec.path))
@@ -44,6 +47,7 @@ def open_medium(
         home=Path.home() if home is None else home,
         endpoint=s3_endpoint,
         region=s3_region,
+        insecure_http=s3_insecure_http,
     )
     client = S3Client(settings, spec.bucket, url=spec.display)
     return Medium(S3Backend(client, spec.prefix, s3_part_size))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from resurgo.errors import OperationFailed
-from resurgo.media import setindex
+from resurgo.media import limits, setindex
 from resurgo.media.base import Backend, Staging
 from resurgo.media.s3client import DEFAULT_PART, ObjectSource, S3Client, UploadSink
 from resurgo.media.streams import Sink, Source
@@ -49,7 +49,7 @@ class S3Backend(Backend):
         return self._set_prefixes()
 
     def read_index(self, set_id: str) -> bytes | None:
-        return self.client.get_small(self.key(set_id, setindex.INDEX_NAME))
+        return self.client.get_small(self.key(set_id, setindex.INDEX_NAME), limits.INDEX)
 
     def begin(self, set_id: str) -> Staging:
         self.client.check_bucket()

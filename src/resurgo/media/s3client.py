@@ -13,15 +13,17 @@ import hashlib
 import http.client
 import logging
 import random
+import re
 import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, overload
 
 from resurgo.errors import OperationFailed
-from resurgo.media import sigv4
+from resurgo.media import limits, sigv4
 from resurgo.media.s3config import S3Settings
 
 log = logging.getLogger("resurgo.media.s3")
@@ -32,6 +34,13 @@ AUTH_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
      "ExpiredToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed"}
 )  # fmt: skip
+# bytes START-END/TOTAL (or */TOTAL) of a 206 answer.
+_CONTENT_RANGE = re.compile(r"^bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)$")
+# An S3 error document is a few hundred bytes; a longer body is not read as one.
+ERROR_BODY = 64 * 1024
+# The answers request() reads whole: a ListObjectsV2 page holds 1000 keys of at most 1 KiB
+# with their metadata (under 2 MB), the others are smaller still.
+ANSWER_BODY = 16 * 1024 * 1024
 MIN_PART = 5 * 1024 * 1024
 DEFAULT_PART = 16 * 1024 * 1024
 MAX_PARTS = 10000
@@ -227,8 +236,12 @@ class S3Client:
                 self._conn = conn
                 conn.request(method, self._target(path, query), body=body or None, headers=signed)
                 raw = conn.getresponse()
-                data = raw.read()
+                data = raw.read(ANSWER_BODY + 1)
                 resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, data)
+                if len(data) > ANSWER_BODY:
+                    self.close()
+                    raise limits.too_large(f"the answer to {method} {key or ''}".rstrip(),
+                                           self.url, f"more than {ANSWER_BODY}", ANSWER_BODY)
             except ssl.SSLCertVerificationError as e:
                 self.close()
                 raise self._unreachable(e) from None
@@ -303,13 +316,26 @@ class S3Client:
     def check_bucket(self) -> None:
         self.request("HEAD", None)
 
-    def get_small(self, key: str) -> bytes | None:
-        resp = self.request("GET", key, allow=(404,))
-        if resp.status == 404:
-            if resp.error[0] == "NoSuchBucket":
-                raise self.failure(resp, "GET", key)
+    def get_small(self, key: str, limit: int) -> bytes | None:
+        """A small object whole (a set's index), or None if it does not exist; refused
+        when the server says it has more than limit bytes, and read no further than that
+        whatever it says."""
+        raw = self.open_get(key, 0, None, missing_ok=True)
+        if raw is None:
             return None
-        return resp.body
+        try:
+            length = raw.getheader("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                raise limits.too_large(key, self.url, length, limit)
+            try:
+                data = raw.read(limit + 1)
+            except (OSError, http.client.HTTPException) as e:
+                raise self._unreachable(e) from None
+            if len(data) > limit:
+                raise limits.too_large(key, self.url, f"more than {limit}", limit)
+            return data
+        finally:
+            raw.close()
 
     def put(self, key: str, data: bytes) -> None:
         self.request("PUT", key, body=data)
@@ -376,8 +402,19 @@ class S3Client:
     def abort_upload(self, key: str, upload_id: str) -> None:
         self.request("DELETE", key, query=[("uploadId", upload_id)], allow=(404,))
 
-    def open_get(self, key: str, offset: int, etag: str | None) -> http.client.HTTPResponse:
-        """A GET whose body is read as a stream, on a connection of its own."""
+    @overload
+    def open_get(self, key: str, offset: int, etag: str | None,
+                 *, missing_ok: Literal[False] = False) -> http.client.HTTPResponse: ...
+
+    @overload
+    def open_get(self, key: str, offset: int, etag: str | None,
+                 *, missing_ok: bool) -> http.client.HTTPResponse | None: ...
+
+    def open_get(
+        self, key: str, offset: int, etag: str | None, *, missing_ok: bool = False
+    ) -> http.client.HTTPResponse | None:
+        """A GET whose body is read as a stream, on a connection of its own; from offset,
+        answered with exactly that range. None for a missing object if missing_ok."""
         path = self.path(key)
         extra: dict[str, str] = {}
         if offset:
@@ -401,13 +438,22 @@ class S3Client:
                 last = e
                 continue
             if raw.status in (200, 206):
+                try:
+                    self._check_range(raw, key, offset)
+                except BaseException:
+                    conn.close()
+                    raise
                 return raw
-            resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, raw.read())
+            # An error document is small; anything longer is not one.
+            resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()},
+                            raw.read(ERROR_BODY))
             conn.close()
             if resp.status in RETRY_STATUS or resp.error[0] in RETRY_CODES:
                 last = OperationFailed(f"S3 answered {resp.status} {resp.error[0]}")
                 continue
             if resp.status == 404 and resp.error[0] != "NoSuchBucket":
+                if missing_ok:
+                    return None
                 raise OperationFailed(
                     f"{key} is missing on {self.url}", "the set is incomplete: use another set"
                 )
@@ -416,6 +462,32 @@ class S3Client:
             raise self.failure(resp, "GET", key)
         assert last is not None
         raise self._unreachable(last)
+
+
+    def _check_range(self, raw: http.client.HTTPResponse, key: str, offset: int) -> None:
+        """A GET from offset must be answered 206 with the range asked for: a 200 is the
+        whole object again (appended, it would splice the stream), another range is the
+        wrong bytes. A plain GET must be answered 200."""
+        if not offset:
+            if raw.status != 200:
+                raise self._bad_range(key, f"a whole object was asked for, the answer was "
+                                           f"{raw.status}")
+            return
+        if raw.status != 206:
+            raise self._bad_range(key, f"bytes from {offset} were asked for, the answer was "
+                                       f"{raw.status} (the whole object)")
+        got = _CONTENT_RANGE.match(raw.getheader("content-range") or "")
+        if got is None or int(got.group(1)) != offset:
+            raise self._bad_range(key, f"bytes from {offset} were asked for, the answer was "
+                                       f"the range {raw.getheader('content-range')!r}")
+
+    def _bad_range(self, key: str, why: str) -> OperationFailed:
+        return OperationFailed(
+            f"S3 answered a read of {key} on {self.url} with other bytes than asked: {why}",
+            "the server, or something between it and this machine, does not honour ranged "
+            "reads: nothing of the object is used; check the endpoint (--s3-endpoint) and "
+            "any proxy",
+        )
 
 
 class ObjectSource:

@@ -11,7 +11,10 @@ Looked up the way the AWS tools do, so an operator's existing setup works:
 - endpoint: --s3-endpoint, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the
   profile's endpoint_url, else AWS itself (https://s3.REGION.amazonaws.com).
   A custom endpoint is addressed path-style (http://host:port/bucket/key),
-  which every S3-compatible server understands.
+  which every S3-compatible server understands. A plain http:// endpoint is refused
+  unless the caller allows it (``--s3-insecure-http``): over it the sets travel in the
+  clear and whoever sits between can serve other bytes (the request signatures cover
+  requests, not answers).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def resolve(
     home: Path,
     endpoint: str | None = None,
     region: str | None = None,
+    insecure_http: bool = False,
 ) -> S3Settings:
     profile = environ.get("AWS_PROFILE") or "default"
     creds_path = Path(environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials")
@@ -98,6 +102,14 @@ def resolve(
             "https", f"s3.{region}.amazonaws.com", region, credentials, False, ca_file
         )
     scheme, host = parse_endpoint(endpoint)
+    if scheme == "http" and not insecure_http:
+        raise BadInput(
+            f"the S3 endpoint {endpoint} is plain HTTP: the recovery sets would cross the "
+            "network unencrypted, and anyone on the way could read them or answer with "
+            "other bytes",
+            "use https://, or give --s3-insecure-http for a server on a network you trust "
+            "(a loopback or an isolated backup network)",
+        )
     return S3Settings(scheme, host, region, credentials, True, ca_file)
 
 

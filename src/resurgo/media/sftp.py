@@ -3,18 +3,30 @@
 Authentication is by key only (``--ssh-key``, or the keys ssh finds itself and
 an ssh-agent); ssh runs with BatchMode=yes, so it never prompts.
 
-Host keys: by default StrictHostKeyChecking=accept-new. A rescue system boots
-with an empty known_hosts, so refusing unknown keys would make every recovery
-fail at the first step; accept-new records the key on first contact and still
-refuses a key that CHANGED. ``strict_host_keys=True`` (``--ssh-strict-host-keys``)
-accepts only keys already in known_hosts (``--ssh-known-hosts FILE``).
+Host keys: whoever answers first must not serve the sets. By default
+(``strict_host_keys=True``) ssh accepts only a key already in known_hosts: with
+``known_hosts`` (``--ssh-known-hosts FILE``) that file and no other, else the user's
+and the system's files. ``strict_host_keys=False`` is StrictHostKeyChecking=accept-new,
+kept for a first save to a server no file knows yet: the key is taken on trust on first
+contact (a warning says so) and a CHANGED one is still refused.
+
+Every connection records the host key it verified (ssh hands the server's key to a
+KnownHostsCommand of ours, and the connection goes on only if the server proves it owns
+it): ``SftpBackend.host_key_line()`` gives it as a known_hosts line, for the set and the
+rescue image to pin, so that a recovery checks the server strictly against it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import os
 import posixpath
+import re
+import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -22,23 +34,50 @@ from dataclasses import dataclass
 from typing import IO
 
 from resurgo import run
-from resurgo.errors import OperationFailed
+from resurgo.errors import BadInput, OperationFailed
+from resurgo.media import limits
 from resurgo.media import sftp_protocol as p
 from resurgo.media.streams import Sink, Source
 from resurgo.media.tree import TreeBackend
 from resurgo.media.url import SftpSpec
+
+log = logging.getLogger("resurgo.media")
 
 
 @dataclass(frozen=True)
 class SshOptions:
     identity: str | None = None  # --ssh-key
     known_hosts: str | None = None  # --ssh-known-hosts
-    strict_host_keys: bool = False  # --ssh-strict-host-keys
+    # False: accept-new, a first save's only (see the module docstring).
+    strict_host_keys: bool = True
     port: int | None = None  # --ssh-port; a port in the URL wins
     connect_timeout: int = 20
 
 
-def ssh_argv(spec: SftpSpec, opts: SshOptions) -> list[str]:
+# What ssh's option parser takes literally in a path: it splits at blanks and quotes, and
+# expands % and ${} in known_hosts paths and in the KnownHostsCommand's arguments.
+_SAFE_PATH = re.compile(r"^[^\s\"'%$\\]+$")
+
+# The KnownHostsCommand that records the key ssh was given (%K of type %t for the
+# known_hosts name %H) when it looks the host up by name (%I is HOSTNAME then): it prints
+# nothing, so it adds no key. An isolated interpreter, this one, without a shell.
+_RECORD = (
+    "import sys; a = sys.argv; "
+    "a[1] == 'HOSTNAME' and open(a[5], 'a').write(' '.join(a[2:5]) + chr(10))"
+)
+
+
+def _checked_path(path: str, what: str) -> str:
+    if not _SAFE_PATH.match(path):
+        raise BadInput(
+            f"{what} {path!r}: ssh would take spaces, quotes, % or $ in it for its own syntax",
+            "give a path without them (a symbolic link to the file will do)",
+        )
+    return path
+
+
+def ssh_argv(spec: SftpSpec, opts: SshOptions, record: str | None = None) -> list[str]:
+    """The ssh command; with ``record``, ssh writes the host key it verified there."""
     argv = [
         "ssh",
         "-T",  # no terminal
@@ -52,7 +91,14 @@ def ssh_argv(spec: SftpSpec, opts: SshOptions) -> list[str]:
         "-o", "LogLevel=ERROR",
     ]  # fmt: skip
     if opts.known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={opts.known_hosts}"]
+        known = _checked_path(opts.known_hosts, "--ssh-known-hosts")
+        argv += ["-o", f"UserKnownHostsFile={known}"]
+        if opts.strict_host_keys:
+            # Exactly that file: not also the keys the system's file lists for the name.
+            argv += ["-o", "GlobalKnownHostsFile=/dev/null"]
+    if record is not None:
+        python = _checked_path(sys.executable, "the Python interpreter")
+        argv += ["-o", f'KnownHostsCommand={python} -I -c "{_RECORD}" %I %H %t %K {record}']
     if opts.identity:
         argv += ["-o", "IdentitiesOnly=yes", "-i", opts.identity]
     port = spec.port or opts.port
@@ -67,10 +113,18 @@ def failure_hint(stderr: str) -> str:
     text = stderr.lower()
     if "permission denied" in text or "too many authentication failures" in text:
         return "the server refused the key: give the right one with --ssh-key and check the user"
-    if "host key verification failed" in text or "remote host identification" in text:
+    if "remote host identification" in text:
         return (
-            "the server's host key is not the one known for it: if the server was "
-            "reinstalled, remove its old key from known_hosts (ssh-keygen -R HOST)"
+            "the server's host key is not the one known for it: someone may be in the "
+            "middle; if the server was reinstalled, remove its old key from known_hosts "
+            "(ssh-keygen -R HOST)"
+        )
+    if "host key verification failed" in text:
+        return (
+            "the server's host key is not in known_hosts, and it is checked strictly: give "
+            "the known_hosts file that holds it with --ssh-known-hosts (a set records the "
+            "key its save verified), or add the key after checking its fingerprint with "
+            "the server's administrator (ssh-keyscan -p PORT HOST)"
         )
     if "could not resolve" in text or "name or service not known" in text:
         return "the host name does not resolve: check it, or use the IP address"
@@ -83,6 +137,31 @@ def failure_hint(stderr: str) -> str:
     return "check the URL, the key (--ssh-key) and that the server runs sshd with SFTP"
 
 
+def fingerprint(line: str) -> str:
+    """A known_hosts line's key as ssh shows it: type SHA256:base64."""
+    _host, kind, blob = line.split()[:3]
+    raw = hashlib.sha256(base64.b64decode(blob)).digest()
+    return f"{kind} SHA256:{base64.b64encode(raw).decode().rstrip('=')}"
+
+
+_KEY_LINE = re.compile(r"^\S+ [a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}$")
+
+
+def _recorded_key(path: str, url: str) -> str:
+    """The known_hosts line the KnownHostsCommand wrote (the last, if ssh looked twice)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read(64 * 1024).splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    if not lines or not _KEY_LINE.match(lines[-1]):
+        raise OperationFailed(
+            f"ssh connected to {url} but did not say which host key it verified",
+            "resurgo needs OpenSSH 8.5 or newer (KnownHostsCommand)",
+        )
+    return lines[-1]
+
+
 class SftpSession:
     """The ssh process and the SFTP connection over its pipes."""
 
@@ -90,19 +169,34 @@ class SftpSession:
         self.url = spec.display
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         env = {k: v for k, v in os.environ.items() if k in ("SSH_AUTH_SOCK", "HOME", "USER")}
-        self._proc = run.spawn(
-            ssh_argv(spec, opts),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-        )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self.conn = p.SftpConnection(self._proc.stdin, self._proc.stdout)
-        try:
-            self.conn.handshake()
-        except p.ConnectionLost as e:
-            raise self.lost(e) from None
+        with tempfile.TemporaryDirectory(prefix="resurgo-ssh-") as tmp:
+            record = _checked_path(os.path.join(tmp, "host-key"), "the temporary directory")
+            self._proc = run.spawn(
+                ssh_argv(spec, opts, record),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+            )
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self.conn = p.SftpConnection(self._proc.stdin, self._proc.stdout)
+            try:
+                try:
+                    self.conn.handshake()
+                except p.ConnectionLost as e:
+                    raise self.lost(e) from None
+                # The session is up: the server proved it owns the key ssh was given.
+                self.host_key = _recorded_key(record, self.url)
+            except BaseException:
+                self.close()
+                raise
+        if not opts.strict_host_keys:
+            log.warning(
+                "the host key of %s is taken on trust if known_hosts does not hold it yet "
+                "(StrictHostKeyChecking=accept-new, a first save's): %s; check that "
+                "fingerprint with the server's administrator, and read sets with the key "
+                "pinned (--ssh-known-hosts FILE)", self.url, fingerprint(self.host_key)
+            )
 
     def _stderr_text(self) -> str:
         self._stderr.seek(0)
@@ -141,11 +235,12 @@ _STATUS_HINTS = {
 
 
 class SftpFiles:
-    """FileOps over one SFTP session."""
+    """FileOps over one SFTP session; nothing below ``root`` is followed if a link."""
 
-    def __init__(self, session: SftpSession) -> None:
+    def __init__(self, session: SftpSession, root: str) -> None:
         self.s = session
         self.url = session.url
+        self.root = root
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -166,37 +261,80 @@ class SftpFiles:
                 return None
             return [name for name, _ in self.s.conn.listdir(path)]
 
-    def read_small(self, path: str) -> bytes | None:
-        with self._errors(f"read {path}"):
-            if self.s.conn.stat(path) is None:
+    def _refused(self, path: str) -> OperationFailed:
+        return OperationFailed(
+            f"{path} on {self.url} is a symbolic link or not a regular file or directory: "
+            "refused unread",
+            "a recovery set holds plain files and directories only; the server's files "
+            "were changed by hand or by someone else: use another set or medium",
+        )
+
+    def _plain(self, path: str) -> p.Attrs | None:
+        """The attributes of a regular file below the root, every directory on the way and
+        the file itself looked at without following a link (lstat); None if missing.
+
+        The server opens by name, following links: a link to /dev/zero or a FIFO (whose
+        open would hang the server's reply) must be refused before the open."""
+        rel = posixpath.relpath(path, self.root)
+        if rel == ".." or rel.startswith("../") or rel == ".":
+            raise ValueError(f"{path} is not below {self.root}")
+        parts = rel.split("/")
+        here = self.root
+        for n, part in enumerate(parts):
+            here = posixpath.join(here, part)
+            attrs = self.s.conn.stat(here)  # lstat
+            if attrs is None:
                 return None
+            if not (attrs.is_file if n == len(parts) - 1 else attrs.is_dir):
+                if n < len(parts) - 1 and attrs.mode is not None and not stat.S_ISLNK(
+                    attrs.mode
+                ):
+                    return None  # a file where a set's directory would be: no set
+                raise self._refused(path)
+        return attrs
+
+    def read_small(self, path: str, limit: int) -> bytes | None:
+        with self._errors(f"read {path}"):
+            attrs = self._plain(path)
+            if attrs is None:
+                return None
+            if attrs.size is not None and attrs.size > limit:
+                raise limits.too_large(path, self.url, attrs.size, limit)
             stream = p.ReadStream(self.s.conn, self.s.conn.open(path, p.FXF_READ))
-            parts = []
-            while chunk := stream.read(1 << 20):
-                parts.append(chunk)
-            stream.close()
+            parts: list[bytes] = []
+            got = 0
+            try:
+                while got <= limit and (chunk := stream.read(limit + 1 - got)):
+                    parts.append(chunk)
+                    got += len(chunk)
+            finally:
+                stream.close()
+            if got > limit:  # it grew since it was looked at
+                raise limits.too_large(path, self.url, f"more than {limit}", limit)
             return b"".join(parts)
 
     def open_read(self, path: str) -> Source:
         with self._errors(f"open {path}"):
-            try:
-                handle = self.s.conn.open(path, p.FXF_READ)
-            except p.SftpStatus as e:
-                if e.code == p.NO_SUCH_FILE:
-                    raise OperationFailed(
-                        f"{path} is missing on {self.url}", "the set is incomplete: use another set"
-                    ) from None
-                raise
+            if self._plain(path) is None:
+                raise OperationFailed(
+                    f"{path} is missing on {self.url}", "the set is incomplete: use another set"
+                )
+            handle = self.s.conn.open(path, p.FXF_READ)
+            if not self.s.conn.fstat(handle).is_file:  # swapped since it was looked at
+                self.s.conn.close_handle(handle)
+                raise self._refused(path)
         return _SftpSource(self, path, p.ReadStream(self.s.conn, handle))
 
     def open_write(self, path: str) -> Sink:
         with self._errors(f"create {path}"):
-            handle = self.s.conn.open(path, p.FXF_WRITE | p.FXF_CREAT | p.FXF_EXCL)
+            handle = self.s.conn.open(
+                path, p.FXF_WRITE | p.FXF_CREAT | p.FXF_EXCL, limits.FILE_MODE
+            )
         return _SftpSink(self, path, p.WriteStream(self.s.conn, handle))
 
     def mkdir(self, path: str) -> None:
         with self._errors(f"create directory {path}"):
-            self.s.conn.mkdir(path)
+            self.s.conn.mkdir(path, limits.DIR_MODE)
 
     def rename(self, src: str, dst: str) -> None:
         with self._errors(f"rename {src}"):
@@ -220,6 +358,11 @@ class SftpFiles:
     def file_sizes(self, path: str) -> dict[str, int]:
         out: dict[str, int] = {}
         with self._errors(f"list {path}"):
+            attrs = self.s.conn.stat(path)  # a set directory that is a link: not listed
+            if attrs is None:
+                raise p.SftpStatus(p.NO_SUCH_FILE, "No such file")
+            if not attrs.is_dir:
+                raise self._refused(path)
             self._walk(path, "", out)
         return out
 
@@ -280,7 +423,13 @@ class SftpBackend(TreeBackend):
     def __init__(self, spec: SftpSpec, opts: SshOptions) -> None:
         run.require("ssh")
         self.session = SftpSession(spec, opts)
-        super().__init__(spec.display, SftpFiles(self.session), spec.path)
+        super().__init__(spec.display, SftpFiles(self.session, spec.path), spec.path)
+
+    def host_key_line(self) -> str:
+        """The server's host key this connection verified, as a line of a known_hosts
+        file ("[host]:port type key" and a newline): what a set records so that reading
+        it later checks the server strictly (--ssh-known-hosts FILE)."""
+        return self.session.host_key + "\n"
 
     def close(self) -> None:
         super().close()

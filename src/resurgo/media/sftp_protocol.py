@@ -131,6 +131,12 @@ class Reader:
 NO_ATTRS = _u32(0)
 
 
+def permissions(mode: int) -> bytes:
+    """ATTRS carrying only permissions: what OPEN and MKDIR create a file or directory
+    with (the server's umask may take bits away, never add them)."""
+    return _u32(A_PERMISSIONS) + _u32(mode)
+
+
 class SftpConnection:
     """One SFTP session over a pair of pipes. Not thread-safe."""
 
@@ -263,8 +269,12 @@ class SftpConnection:
             self.close_handle(handle)
         return out
 
-    def open(self, path: str, flags: int) -> bytes:
-        return self.call(OPEN, _string(path) + _u32(flags) + NO_ATTRS, HANDLE).string()
+    def open(self, path: str, flags: int, mode: int | None = None) -> bytes:
+        attrs = NO_ATTRS if mode is None else permissions(mode)
+        return self.call(OPEN, _string(path) + _u32(flags) + attrs, HANDLE).string()
+
+    def fstat(self, handle: bytes) -> Attrs:
+        return self.call(FSTAT, _string(handle), ATTRS).attrs()
 
     def close_handle(self, handle: bytes) -> None:
         self.call(CLOSE, _string(handle))
@@ -279,8 +289,8 @@ class SftpConnection:
         if "fsync@openssh.com" in self.extensions:
             self.call(EXTENDED, _string("fsync@openssh.com") + _string(handle))
 
-    def mkdir(self, path: str) -> None:
-        self.call(MKDIR, _string(path) + NO_ATTRS)
+    def mkdir(self, path: str, mode: int | None = None) -> None:
+        self.call(MKDIR, _string(path) + (NO_ATTRS if mode is None else permissions(mode)))
 
     def rmdir(self, path: str) -> None:
         self.call(RMDIR, _string(path))

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from resurgo import digest
 from resurgo.errors import OperationFailed
+from resurgo.media import limits
 from resurgo.media.setindex import FileEntry
 
 
@@ -105,7 +106,13 @@ class FileWriter(io.RawIOBase):
 
 
 class FileReader(io.RawIOBase):
-    """One file of a set being read; at the end its size and digest must match the index."""
+    """One file of a set being read; at the end its size and digest must match the index.
+
+    Whatever the medium hands out, no more than the recorded size and one byte (which
+    tells a longer file) is asked of it: a file that grew, or a server that sends more,
+    costs nothing. A file read whole (description.toml) is refused unread when the index
+    records more than such a file may have (limits.READ_WHOLE).
+    """
 
     def __init__(self, entry: FileEntry, source: Source, where: str) -> None:
         super().__init__()
@@ -115,6 +122,11 @@ class FileReader(io.RawIOBase):
         self._hash = digest.new()
         self._size = 0
         self._checked = False
+        cap = limits.READ_WHOLE.get(entry.name)
+        if cap is not None and entry.size > cap:
+            source.close()
+            super().close()
+            raise limits.too_large(entry.name, where, entry.size, cap)
 
     def readable(self) -> bool:
         return True
@@ -126,7 +138,7 @@ class FileReader(io.RawIOBase):
             return self.readall()
         if self._checked or size == 0:
             return b""
-        data = self._source.read(size)
+        data = self._source.read(min(size, self.entry.size + 1 - self._size))
         if not data:
             self._check_end()
             return b""
@@ -136,15 +148,28 @@ class FileReader(io.RawIOBase):
             raise self._damaged(f"it is longer than the {self.entry.size} bytes recorded")
         return data
 
+    def readall(self) -> bytes:
+        # The whole file in memory: only for the small files, never an archive that the
+        # index says is huge.
+        if self.entry.size > limits.ANY_WHOLE:
+            raise limits.too_large(self.entry.name, self._where, self.entry.size,
+                                   limits.ANY_WHOLE)
+        parts = []
+        while chunk := self.read(1 << 20):
+            parts.append(chunk)
+        return b"".join(parts)
+
     def local_file(self) -> int | None:
-        """The descriptor of the stored file itself when it is a local regular file that
-        nothing was read from yet: a program may read it directly (zstd, without a copy
-        through Python), and check_whole() then checks it."""
+        """The descriptor of the stored file itself when it is a local regular file of the
+        recorded size that nothing was read from yet: a program may read it directly
+        (zstd, without a copy through Python), and check_whole() then checks it. (A file
+        of another size is read through read(), which stops past the recorded size.)"""
         fileno = getattr(self._source, "fileno", None)
         if fileno is None or self._size or self._checked:
             return None
         fd: int = fileno()
-        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        st = os.fstat(fd)
+        return fd if stat.S_ISREG(st.st_mode) and st.st_size == self.entry.size else None
 
     def check_whole(self) -> int:
         """Check the size and digest of the local file (see local_file) as read() does at
@@ -158,7 +183,11 @@ class FileReader(io.RawIOBase):
         buffer = bytearray(4 << 20)
         view = memoryview(buffer)
         size = 0
-        while n := os.preadv(fd, [buffer], size):
+        # One byte past the recorded size at most: a file that grew meanwhile is told by
+        # its size, not hashed to its end.
+        while size <= self.entry.size and (
+            n := os.preadv(fd, [view[: self.entry.size + 1 - size]], size)
+        ):
             self._hash.update(view[:n])
             size += n
         self._size = size

@@ -15,6 +15,11 @@ local directory) a staging directory that a running save holds an flock on: two 
 to one USB disk at once both complete. An SFTP server has no locks: there, a second save
 started while one runs takes the first one's staging for a leftover, and the first one
 then fails at its commit, naming what vanished (SetWriter checks the staged files first).
+
+Directories are made 0700 and files 0600 whatever the umask (a set holds /etc/shadow).
+Below the root nothing is followed: a set directory or file that is a symbolic link, or a
+file that is not a regular one, is refused unread, and set.json is read up to
+limits.INDEX bytes at most.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from resurgo.errors import OperationFailed
-from resurgo.media import setindex
+from resurgo.media import limits, setindex
 from resurgo.media.base import Backend, Staging
 from resurgo.media.streams import Sink, Source
 
@@ -41,16 +46,18 @@ class FileOps(Protocol):
     def listdir(self, path: str) -> list[str] | None:
         """Names in a directory, or None if it does not exist."""
 
-    def read_small(self, path: str) -> bytes | None:
-        """A small file's bytes, or None if it does not exist."""
+    def read_small(self, path: str, limit: int) -> bytes | None:
+        """A small file's bytes, or None if it does not exist; refused (OperationFailed)
+        when it has more than limit bytes or is not a regular file."""
 
-    def open_read(self, path: str) -> Source: ...
+    def open_read(self, path: str) -> Source:
+        """A regular file below the root, reached through no symbolic link."""
 
     def open_write(self, path: str) -> Sink:
-        """A new file (it must not exist); synced to stable storage by finish()."""
+        """A new file (it must not exist), mode 0600; synced to stable storage by finish()."""
 
     def mkdir(self, path: str) -> None:
-        """Create a directory whose parent exists."""
+        """Create a directory whose parent exists, mode 0700."""
 
     def rename(self, src: str, dst: str) -> None: ...
 
@@ -94,7 +101,7 @@ class TreeBackend(Backend):
         return sorted(n for n in self._entries() if setindex.is_set_id(n))
 
     def read_index(self, set_id: str) -> bytes | None:
-        return self.ops.read_small(self._path(set_id, setindex.INDEX_NAME))
+        return self.ops.read_small(self._path(set_id, setindex.INDEX_NAME), limits.INDEX)
 
     def begin(self, set_id: str) -> Staging:
         if self.ops.listdir(self.root) is None:
