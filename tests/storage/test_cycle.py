@@ -639,7 +639,7 @@ def test_s3_cycle(rig: Rig, tmp_path: Path, mnt: Path, seaweed: Seaweed) -> None
     build_rich_tree(root / "srv/rich", many=300)
     expected = {"/": without(snapshot_mounted(root, tmp_path / "view"), emptied=EMPTIED)}
     url = "s3://cycle/hosts/s3host"
-    s3 = ("--s3-endpoint", seaweed.endpoint)
+    s3 = ("--s3-endpoint", seaweed.endpoint, "--s3-insecure-http")  # plain HTTP on loopback
     creds = {**seaweed.environ(), "HOME": str(tmp_path)}
     r = resurgo("save", "--to", url, *s3, "--root", root, "--no-rescue", state=tmp_path / "st",
                 extra_env=creds)
