@@ -231,16 +231,24 @@ def standard(
     )
 
 
+# Valid values: the CLI tests read these descriptions through validation.
+LUKS_UUID = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"
+
+
 def luks_fixture() -> Description:
     """ESP-less BIOS-style layout: /boot, then LUKS -> LVM (root, swap)."""
     d = disk("sda", 20 * GIB)
     p1 = part(d, 1, MIB, GIB)
     p2 = part(d, 2, MIB + GIB, 19 * GIB - 2 * MIB)
-    lk = LuksVolume("luks.sda2", p2.id, 2, "luks-uuid", "aes-xts-plain64", 512, name="sda2_crypt")
-    vg = VolumeGroup("vg.vg-sys", "vg-sys", "vg-uuid", 4 * MIB, 19 * GIB - 24 * MIB)
-    pv = PhysicalVolume("pv.dm-0", lk.id, "pv-uuid", vg.id, 19 * GIB - 20 * MIB)
-    root = LogicalVolume("lv.vg-sys.root", vg.id, "root", "lvr", 10 * GIB, LvType.LINEAR)
-    sw = LogicalVolume("lv.vg-sys.swap_1", vg.id, "swap_1", "lvs", GIB, LvType.LINEAR)
+    lk = LuksVolume("luks.sda2", p2.id, 2, LUKS_UUID, "aes-xts-plain64", 512, name="sda2_crypt")
+    vg = VolumeGroup("vg.vg-sys", "vg-sys", "vgUUID-0000-0000-0000-0000-0000-000001",
+                     4 * MIB, 19 * GIB - 24 * MIB)
+    pv = PhysicalVolume("pv.dm-0", lk.id, "pvUUID-0000-0000-0000-0000-0000-000001", vg.id,
+                        19 * GIB - 20 * MIB)
+    root = LogicalVolume("lv.vg-sys.root", vg.id, "root", "lvUUID-0000-0000-0000-0000-0000-000001",
+                         10 * GIB, LvType.LINEAR)
+    sw = LogicalVolume("lv.vg-sys.swap_1", vg.id, "swap_1",
+                       "lvUUID-0000-0000-0000-0000-0000-000002", GIB, LvType.LINEAR)
     desc = description(
         disks=[d],
         partitions=[p1, p2],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from plan_builders import (
     GIB,
+    LUKS_UUID,
     LVM,
     MIB,
     actual,
@@ -78,7 +79,7 @@ def test_luks_lvm_chain_in_order() -> None:
     ]
     by_id = {a.id: a for a in plan.actions}
     fmt = by_id["luks-format:luks.sda2"].params
-    assert fmt.device == "/dev/vdb2" and fmt.version == 2 and fmt.uuid == "luks-uuid"  # type: ignore[union-attr]
+    assert fmt.device == "/dev/vdb2" and fmt.version == 2 and fmt.uuid == LUKS_UUID  # type: ignore[union-attr]
     assert by_id["luks-open:luks.sda2"].params.mapped == "/dev/mapper/sda2_crypt"  # type: ignore[union-attr]
     assert by_id["pv-create:pv.dm-0"].params.device == "/dev/mapper/sda2_crypt"  # type: ignore[union-attr]
     lv = by_id["lv-create:lv.vg-sys.root"].params

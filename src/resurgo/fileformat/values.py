@@ -6,7 +6,7 @@ restore root. So, before any of it is used:
 
 - no string holds a control character (a newline would add a line to the sfdisk
   script, a NUL fails in the middle of the layout, an escape rewrites the terminal),
-  except a configuration file's content, which is written to a file, never run;
+  except the free text that never reaches a command line (FREE_TEXT);
 - every integer fits the 64-bit integers the tools take;
 - UUIDs, labels and names have the form their tool writes and accepts;
 - sizes, sector sizes and counts lie in the range the kernel and the tools know;
@@ -31,6 +31,7 @@ from resurgo.model import (
     ExtOptions,
     FsType,
     TableLabel,
+    Unsupported,
     VfatOptions,
     XfsOptions,
 )
@@ -52,8 +53,13 @@ SECTOR_SIZES = (512, 1024, 2048, 4096)
 MAX_RECORDS = 4096
 MAX_ITEMS = 4096
 
-# Fields of free text that are written to a file, never to a command line or a terminal.
-FREE_TEXT = frozenset({(ConfigFile, "content")})
+# Fields of free text that never reach a command line: a file's content, written to the
+# file; what the probe says of a device it cannot describe (a tool's output, lines and
+# all), which only explains why the plan refuses the device. Whoever shows them escapes
+# control characters.
+FREE_TEXT = frozenset(
+    {(ConfigFile, "content"), (Unsupported, "reason"), (Unsupported, "details")}
+)
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _VFAT_ID = re.compile(r"[0-9a-fA-F]{4}-[0-9a-fA-F]{4}")
