@@ -284,7 +284,9 @@ def test_free_text_that_reaches_no_command_line_may_hold_any_character() -> None
     """A config file's content; why the probe could not describe a device (a tool's
     message, lines and all)."""
     text = edit(base(), 'id = "cfg.etc.crypttab"', "luks,discard", "luks,discard\\t\\u001b\\r")
-    text = edit(text, "[[unsupported]]", 'reason = "zfs_member', 'reason = "failed:\\n  | zfs_member')
+    text = edit(
+        text, "[[unsupported]]", 'reason = "zfs_member', 'reason = "failed:\\n  | zfs_member'
+    )
     assert check(text).problems == []
 
 
