@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from media_contract import MediumContract
+from media_contract import MediumContract, memory_bound, umask, unblock_fifo, within
 
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import Medium, SetMeta, open_medium
@@ -95,3 +97,40 @@ class TestFloppyMedium(MediumContract):
         self.image.write_bytes(b"\x01" * 4096)
         with pytest.raises(OperationFailed, match="not a FAT floppy image"):
             self.open_medium().list_sets()
+
+    @pytest.mark.parametrize("mask", [0o022, 0o000])
+    def test_the_image_is_private_whatever_the_umask(self, mask: int) -> None:
+        with umask(mask), self.open_medium() as medium:
+            self.save(medium, seed=1)  # a fresh image
+            assert stat.S_IMODE(self.image.stat().st_mode) == 0o600
+            self.image.chmod(0o644)  # as an earlier resurgo left it
+            self.save(medium, seed=2)  # a copy changed, then renamed over it
+            assert stat.S_IMODE(self.image.stat().st_mode) == 0o600
+            assert len(medium.list_sets()) == 2
+
+    def test_an_image_that_is_no_file_is_refused_unread(self) -> None:
+        self.image.symlink_to("/dev/zero")
+        with within(20), memory_bound(), pytest.raises(OperationFailed, match="neither a file"):
+            self.open_medium().list_sets()
+        self.image.unlink()
+        os.mkfifo(self.image)
+        try:
+            with within(20), pytest.raises(OperationFailed, match="neither a file"):
+                self.open_medium().list_sets()
+        finally:
+            unblock_fifo(self.image)
+
+    def test_an_image_larger_than_any_floppy_is_refused(self) -> None:
+        with self.open_medium() as medium:
+            self.save(medium, seed=1)
+        with open(self.image, "ab") as f:
+            f.truncate(5 * 1024 * 1024)
+        with pytest.raises(OperationFailed, match="more than the 4194304"):
+            self.open_medium().list_sets()
+
+    def test_a_file_beyond_its_cap_is_refused(self) -> None:
+        with self.open_medium() as medium:
+            info = self.save(medium, seed=1)
+        self.replace(self.open_medium(), info.id, "description.toml.sha256", b"0" * 5000)
+        with pytest.raises(OperationFailed, match="more than 4096"):
+            self.open_medium().open_set(info.id).read_bytes("description.toml.sha256")

@@ -4,7 +4,10 @@ It is the small medium an operator attaches through a server's virtual media
 (or writes to a USB floppy) so the rescue system finds the description; the
 archives live on another medium. The host may not mount vfat, so the image is
 read and written with mtools. Layout inside the image: one directory per set,
-``/<set id>/{description.toml, description.toml.sha256, set.json}``.
+``/<set id>/{description.toml, description.toml.sha256, set.json}``. The image is made
+0600 (it holds a description); one that is not a file or a block device, or is larger
+than any floppy, is refused unread, and its files are read one by one, each no further
+than its cap.
 
 Atomic commit: the image is copied (or made fresh with ``mformat -f 1440``)
 to a temporary file beside it, changed there, synced, and renamed over the
@@ -19,12 +22,13 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
 from resurgo import run
 from resurgo.errors import BadInput, CommandFailed, OperationFailed
-from resurgo.media import setindex
+from resurgo.media import limits, setindex
 from resurgo.media.base import Backend, Staging
 from resurgo.media.streams import BytesSource, Sink, Source
 
@@ -36,11 +40,9 @@ CAPACITY = 1474560
 
 class FloppyBackend(Backend):
     def __init__(self, path: str) -> None:
-        run.require("mcopy", "mformat", "mmd", "mdeltree")
+        run.require("mcopy", "mformat", "mmd", "mdeltree", "mdir", "mtype")
         self.path = Path(path).absolute()
         self.url = f"floppy:{self.path}"
-        self._cache: tempfile.TemporaryDirectory[str] | None = None
-        self._cache_key: tuple[int, int, int] | None = None
 
     @property
     def holds_archives(self) -> bool:
@@ -74,62 +76,107 @@ class FloppyBackend(Backend):
         except CommandFailed as e:
             raise self._fail(e, doing) from None
 
-    # --- reading: the whole image extracted once per version of it ---
+    # --- reading: one file at a time, never more than the image can hold ---
+    #
+    # The image may come from anyone (virtual media): its FAT may give a file any size,
+    # or have many entries share one cluster chain. So nothing is extracted whole: the
+    # image itself is bounded (check_image), and each file is read through mtype's
+    # output, no further than a file of the image can be.
 
-    def _tree(self) -> Path | None:
+    def check_image(self) -> bool:
+        """Whether the image exists; refused if it is neither a regular file nor a block
+        device (a FIFO would hang mtools) or larger than any floppy (limits.FLOPPY_IMAGE)."""
         try:
-            st = self.path.stat()
+            st = os.stat(self.path)
+            if stat.S_ISBLK(st.st_mode):
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    size = os.lseek(fd, 0, os.SEEK_END)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISREG(st.st_mode):
+                size = st.st_size
+            else:
+                raise OperationFailed(
+                    f"{self.url} is neither a file nor a block device: refused unread",
+                    "give the path of a FAT floppy image, or of a floppy drive",
+                )
         except FileNotFoundError:
-            return None
+            return False
         except OSError as e:
             raise OperationFailed(f"cannot read {self.url}: {e.strerror}") from None
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._cache is None or self._cache_key != key:
-            self._drop_cache()
-            self._cache = tempfile.TemporaryDirectory(prefix="resurgo-floppy-")
-            self._mtools(
-                ["mcopy", "-s", "-n", "-i", str(self.path), "::", self._cache.name], "reading it"
-            )
-            self._cache_key = key
-        return Path(self._cache.name)
+        if size > limits.FLOPPY_IMAGE:
+            raise limits.too_large("the image", self.url, size, limits.FLOPPY_IMAGE)
+        return True
 
-    def _drop_cache(self) -> None:
-        if self._cache is not None:
-            self._cache.cleanup()
-            self._cache = None
-            self._cache_key = None
+    def _listing(self, where: str) -> list[str] | None:
+        """The names in the image's directory ::/where (directories end with /), or None
+        if it does not exist."""
+        result = run.run(["mdir", "-b", "-i", str(self.path), f"::/{where}"], check=False,
+                         env={"MTOOLS_SKIP_CHECK": "1"})
+        if result.returncode != 0:
+            if "not found" in result.stderr:
+                return None
+            raise self._fail(CommandFailed(list(result.argv), result.returncode,
+                                           result.stderr), "reading it")
+        prefix = f"::/{where}/" if where else "::/"
+        return [line.removeprefix(prefix) for line in result.stdout.splitlines()
+                if line.startswith(prefix) and line != prefix]
+
+    def _read(self, set_id: str, name: str) -> bytes | None:
+        """A file of a set, or None if it does not exist; refused beyond its cap."""
+        cap = min(limits.READ_WHOLE.get(name, limits.FLOPPY_IMAGE), limits.FLOPPY_IMAGE)
+        argv = ["mtype", "-i", str(self.path), f"::/{set_id}/{name}"]
+        with tempfile.TemporaryFile() as err:
+            proc = run.spawn(argv, stdout=subprocess.PIPE, stderr=err,
+                             env={"MTOOLS_SKIP_CHECK": "1"})
+            assert proc.stdout is not None
+            try:
+                data = proc.stdout.read(cap + 1)
+            finally:
+                proc.stdout.close()
+                if len(data) > cap:
+                    proc.kill()
+                code = proc.wait()
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+        if len(data) > cap:
+            raise limits.too_large(f"{set_id}/{name}", self.url, f"more than {cap}", cap)
+        if code != 0:
+            if "not found" in stderr:
+                return None
+            raise self._fail(CommandFailed(argv, code, stderr), "reading it")
+        return data
 
     def candidate_ids(self) -> list[str]:
-        tree = self._tree()
-        if tree is None:
+        if not self.check_image():
             return []
-        return sorted(p.name for p in tree.iterdir() if setindex.is_set_id(p.name))
+        names = self._listing("") or []
+        return sorted(n.rstrip("/") for n in names
+                      if n.endswith("/") and setindex.is_set_id(n.rstrip("/")))
 
     def read_index(self, set_id: str) -> bytes | None:
-        tree = self._tree()
-        if tree is None:
+        if not self.check_image():
             return None
-        try:
-            return (tree / set_id / setindex.INDEX_NAME).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        return self._read(set_id, setindex.INDEX_NAME)
 
     def open_file(self, set_id: str, name: str) -> Source:
-        tree = self._tree()
-        path = tree / set_id / name if tree else None
-        if path is None or not path.is_file():
+        data = self._read(set_id, name) if self.check_image() else None
+        if data is None:
             raise OperationFailed(
                 f"{set_id}/{name} is missing on {self.url}", "the set is incomplete"
             )
-        return BytesSource(path.read_bytes())
+        return BytesSource(data)
 
     def file_sizes(self, set_id: str) -> dict[str, int]:
-        tree = self._tree()
-        base = tree / set_id if tree else None
-        if base is None or not base.is_dir():
-            return {}
-        sizes = {p.name: p.stat().st_size for p in base.iterdir() if p.is_file()}
-        sizes.pop(setindex.INDEX_NAME, None)
+        names = self._listing(set_id) if self.check_image() else None
+        sizes: dict[str, int] = {}
+        for name in names or []:
+            if name.endswith("/") or name == setindex.INDEX_NAME:
+                continue
+            data = self._read(set_id, name)
+            if data is not None:
+                sizes[name] = len(data)
         return sizes
 
     # --- writing: change a copy, then rename it over the image ---
@@ -162,8 +209,11 @@ class FloppyBackend(Backend):
             )
         tmp = self._temp_image(tag)
         try:
-            if self.path.exists():
-                shutil.copyfile(self.path, tmp)
+            if self.check_image():
+                with open(self.path, "rb") as src, os.fdopen(os.open(
+                        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        limits.FILE_MODE), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
             else:
                 self._mtools(
                     ["mformat", "-f", "1440", "-C", "-i", str(tmp), "::"],
@@ -171,8 +221,13 @@ class FloppyBackend(Backend):
                 )
             for argv in edit:
                 self._mtools([str(tmp) if a == "IMAGE" else a for a in argv], "writing it")
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                # Private whatever the umask (mformat made it by it): it holds a description.
+                os.fchmod(fd, limits.FILE_MODE)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
             fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -183,7 +238,6 @@ class FloppyBackend(Backend):
             raise OperationFailed(f"cannot write {self.url}: {e.strerror}") from None
         finally:
             tmp.unlink(missing_ok=True)
-        self._drop_cache()
 
     def begin(self, set_id: str) -> Staging:
         self.clean_leftovers()
@@ -191,9 +245,6 @@ class FloppyBackend(Backend):
 
     def delete(self, set_id: str) -> None:
         self.change(set_id, [["mdeltree", "-i", "IMAGE", f"::/{set_id}"]])
-
-    def close(self) -> None:
-        self._drop_cache()
 
 
 class _MemorySink:

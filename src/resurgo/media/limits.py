@@ -27,6 +27,10 @@ DESCRIPTION = 64 * MiB
 # description.toml.sha256: one line, a hex digest and a file name.
 DESCRIPTION_DIGEST = 4 * KiB
 
+# A floppy image: the largest floppy format holds 2.88 MB; with room to spare, and small
+# enough that no FAT trick (entries sharing clusters) makes reading it costly.
+FLOPPY_IMAGE = 4 * MiB
+
 # The files of a set that readers take whole, by name, with their caps.
 READ_WHOLE = {
     "set.json": INDEX,
