@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from resurgo import fileformat, signing
 from resurgo.apply.journal import state_dir
@@ -197,20 +198,57 @@ def leaveouts(root: Path, medium_url: str, excludes: tuple[str, ...],
 # ---------------------------------------------------------------- the manifest cache
 
 
+def _private_dir(path: Path) -> None:
+    """path as a directory of mode 0700 whatever the umask, made if missing; never
+    through a symbolic link (OSError then)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def private_file(path: Path) -> BinaryIO:
+    """A new file of mode 0600 whatever the umask (a manifest lists every file of the
+    system with its owner and digest), never through a symbolic link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
+
+
 class ManifestCache:
-    """Plain copies of the manifests of the last sets saved from this machine."""
+    """Plain copies of the manifests of the last sets saved from this machine: private
+    (the directory and the ones made for it 0700, the files 0600), whatever the umask."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.usable = True
 
+    def _make_directory(self) -> None:
+        missing = []
+        here = self.directory
+        while not here.exists() and here != here.parent:
+            missing.append(here)
+            here = here.parent
+        for path in reversed(missing):
+            _private_dir(path)
+        _private_dir(self.directory)  # made wider by an earlier resurgo: tightened
+
     def staging(self, set_id: str) -> Path | None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._make_directory()
             for old in self.directory.glob(f"{_INCOMPLETE}*"):
                 shutil.rmtree(old, ignore_errors=True)
             path = self.directory / f"{_INCOMPLETE}{set_id}"
-            path.mkdir()
+            os.mkdir(path, 0o700)
+            _private_dir(path)
             return path
         except OSError as e:
             log.warning("no local copy of the manifests (%s): %s", self.directory, e.strerror)
@@ -289,7 +327,7 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
         manifest = stack.enter_context(w.create(unit.manifest_name))
         local = None
         if cache_dir is not None:
-            local = stack.enter_context(open(cache_dir / f"{file_key(unit.key)}.manifest", "xb"))
+            local = stack.enter_context(private_file(cache_dir / f"{file_key(unit.key)}.manifest"))
         result: SaveResult
         if not unit.btrfs:
             assert unit.mountpoint is not None
