@@ -122,6 +122,7 @@ class FileReader(io.RawIOBase):
         self._hash = digest.new()
         self._size = 0
         self._checked = False
+        self._local: int | None = None  # the descriptor local_file() handed out
         cap = limits.READ_WHOLE.get(entry.name)
         if cap is not None and entry.size > cap:
             source.close()
@@ -169,13 +170,14 @@ class FileReader(io.RawIOBase):
             return None
         fd: int = fileno()
         st = os.fstat(fd)
-        return fd if stat.S_ISREG(st.st_mode) and st.st_size == self.entry.size else None
+        self._local = fd if stat.S_ISREG(st.st_mode) and st.st_size == self.entry.size else None
+        return self._local
 
     def check_whole(self) -> int:
         """Check the size and digest of the local file (see local_file) as read() does at
         the end, reading it beside whoever reads it through the descriptor; its size."""
-        fd = self.local_file()
-        if fd is None:
+        fd = self._local  # as local_file() handed it out: it may have grown since
+        if fd is None or self._size or self._checked:
             raise ValueError("check_whole needs a local file nothing was read from")
         # pread into one buffer: no file offset shared with the other reader, and less
         # work than mapping (a mapping of the whole file would also count it all in the
