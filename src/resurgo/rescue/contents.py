@@ -110,7 +110,8 @@ PROGRAMS: tuple[Program, ...] = (
     *_programs(Need.RECOVERY, "xz-utils", "xz"),
     # ssh-keygen checks the signatures of sets (resurgo.signing)
     *_programs(Need.RECOVERY, "openssh-client", "ssh", "sftp", "scp", "ssh-keygen"),
-    *_programs(Need.RECOVERY, "mtools", "mcopy", "mdir", "mformat", "mmd", "mdeltree", "mattrib"),
+    *_programs(Need.RECOVERY, "mtools", "mcopy", "mdir", "mformat", "mmd", "mdeltree", "mattrib",
+                "mtype"),
     # the boot loader and the firmware's boot entries
     *_programs(
         Need.RECOVERY,
