@@ -87,3 +87,17 @@ def test_a_local_file_that_grew_is_not_handed_out_nor_hashed_to_its_end(tmp_path
     with pytest.raises(OperationFailed, match="longer"):
         while reader.read(1 << 20):
             pass
+
+
+def test_a_filesystem_without_modes_is_named_once_not_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # fchmod fails with EPERM there, as on a vfat USB stick (procfs stands in for it).
+    fd = os.open("/proc/self/status", os.O_RDONLY)
+    try:
+        limits.make_private(fd, limits.FILE_MODE, "/media/stick")
+        limits.make_private(fd, limits.FILE_MODE, "/media/stick")
+    finally:
+        os.close(fd)
+    assert caplog.text.count("keeps no Unix file modes") == 1
+    assert "fmask=0177" in caplog.text

@@ -119,11 +119,9 @@ def _plain_file(fd: int) -> int:
     return fd
 
 
-def _private(fd: int, mode: int) -> None:
-    """Set the mode the umask cut at creation (or widened: a umask of 0 leaves 0600 alone,
-    but one of 0o277 would leave the owner without write)."""
+def _private(fd: int, mode: int, where: str) -> None:
     try:
-        os.fchmod(fd, mode)
+        limits.make_private(fd, mode, where)
     except BaseException:
         os.close(fd)
         raise
@@ -238,7 +236,7 @@ class LocalFiles:
     def open_write(self, path: str) -> Sink:
         try:
             fd = self._open(path, _CREATE, limits.FILE_MODE)
-            _private(fd, limits.FILE_MODE)
+            _private(fd, limits.FILE_MODE, self.url)
         except NotPlain:
             raise self._refused(path) from None
         except OSError as e:
@@ -258,7 +256,7 @@ class LocalFiles:
                     fd = self._at(parent, parts[-1], _DIR)
                 finally:
                     os.close(parent)
-            _private(fd, limits.DIR_MODE)
+            _private(fd, limits.DIR_MODE, self.url)
             os.close(fd)
         except FileNotFoundError:
             raise OperationFailed(

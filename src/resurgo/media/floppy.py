@@ -224,7 +224,7 @@ class FloppyBackend(Backend):
             fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 # Private whatever the umask (mformat made it by it): it holds a description.
-                os.fchmod(fd, limits.FILE_MODE)
+                limits.make_private(fd, limits.FILE_MODE, str(self.path.parent))
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -9,7 +9,13 @@ files (archives, manifests) are bounded by the size the index records (streams.F
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+
 from resurgo.errors import OperationFailed
+
+log = logging.getLogger("resurgo.media")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -46,6 +52,28 @@ ANY_WHOLE = max(READ_WHOLE.values())
 # host's keys (unless encrypted), its description the configuration of the machine.
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+# What fchmod says on a filesystem without Unix modes (vfat, exfat: a USB stick), whose
+# mount options alone decide who may read.
+_NO_MODES = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP)
+_warned: set[str] = set()
+
+
+def make_private(fd: int, mode: int, where: str) -> None:
+    """Set the mode the umask cut at creation (the umask may also have left the owner
+    without write). On a filesystem that keeps no modes, say once what decides instead."""
+    try:
+        os.fchmod(fd, mode)
+    except OSError as e:
+        if e.errno not in _NO_MODES:
+            raise
+        if where not in _warned:
+            _warned.add(where)
+            log.warning(
+                "%s keeps no Unix file modes (%s): who may read the sets there depends on "
+                "its mount options (for vfat or exfat: uid=0,fmask=0177,dmask=0077)",
+                where, os.strerror(e.errno or 0),
+            )
 
 
 def too_large(what: str, where: str, size: int | str, cap: int) -> OperationFailed:
