@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 
+from resurgo import signing
 from resurgo.errors import OperationFailed
 
 log = logging.getLogger("resurgo.media")
@@ -37,11 +38,13 @@ DESCRIPTION_DIGEST = 4 * KiB
 # enough that no FAT trick (entries sharing clusters) makes reading it costly.
 FLOPPY_IMAGE = 4 * MiB
 
-# The files of a set that readers take whole, by name, with their caps.
+# The files of a set that readers take whole, by name, with their caps (the signature's
+# is the signing module's).
 READ_WHOLE = {
     "set.json": INDEX,
     "description.toml": DESCRIPTION,
     "description.toml.sha256": DESCRIPTION_DIGEST,
+    signing.SIGNATURE_NAME: signing.MAX_SIGNATURE,
 }
 
 # Whatever else is read whole (read() of a FileReader without a size) is refused beyond
