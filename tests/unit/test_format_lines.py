@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from description_strategies import descriptions
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resurgo.fileformat import dumps, to_data
+from resurgo.fileformat import lines as scanner
 from resurgo.fileformat.lines import locate, positions
 from resurgo.model import Description
 
@@ -157,3 +159,50 @@ def test_every_record_and_field_is_found_whatever_the_text(desc: Description) ->
                     assert line.startswith((f"{key} = [", f"[[{group}.{key}]]")), (group, i, key)
                 else:
                     assert line.startswith(f"{key} = "), (group, i, key, line)
+
+
+def _reference_code_lines(text: str) -> list[str]:
+    """_code_lines as it was, one character at a time: the oracle of the faster one."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in "\"'":
+            quote = ch * 3 if text.startswith(ch * 3, i) else ch
+            out.append(quote)
+            i += len(quote)
+            while i < n:
+                c = text[i]
+                if c == "\\" and ch == '"':
+                    if text.startswith("\n", i + 1):
+                        out.append("\n")
+                    i += 2
+                elif text.startswith(quote, i):
+                    if len(quote) == 3:
+                        while text.startswith(quote, i + 1) and text[i + 3 : i + 4] == ch:
+                            i += 1
+                    out.append(quote)
+                    i += len(quote)
+                    break
+                elif c == "\n":
+                    if len(quote) == 1:
+                        break
+                    out.append("\n")
+                    i += 1
+                else:
+                    i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return [line.removesuffix("\r") for line in "".join(out).split("\n")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab =[]{}#\"'\\\n\r,.", max_size=80))
+def test_strings_and_comments_are_blanked_as_one_character_at_a_time(text: str) -> None:
+    """Runs of plain text are skipped whole; the result is what a character-by-character
+    scan gives, whatever the quotes, backslashes and newlines."""
+    assert scanner._code_lines(text) == _reference_code_lines(text)

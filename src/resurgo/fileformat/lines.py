@@ -140,6 +140,13 @@ def _dotted(key: str) -> list[str]:
     return [part.strip() for part in key.split(".")]
 
 
+# Inside a string, what can end it or matters to it; outside, what starts a string or a
+# comment. Runs of anything else are taken whole (a description's long base64 content
+# is one run, not a million steps).
+_IN_STRING = {'"': re.compile(r'[\\\n"]'), "'": re.compile(r"[\n']")}
+_CODE = re.compile(r"""[^#"']+""")
+
+
 def _code_lines(text: str) -> list[str]:
     """The lines of text with string contents and comments removed (quotes kept).
 
@@ -151,15 +158,21 @@ def _code_lines(text: str) -> list[str]:
     while i < n:
         ch = text[i]
         if ch == "#":
-            while i < n and text[i] != "\n":
-                i += 1
+            end = text.find("\n", i)
+            i = n if end < 0 else end
         elif ch in "\"'":
             quote = ch * 3 if text.startswith(ch * 3, i) else ch
             out.append(quote)
             i += len(quote)
+            special = _IN_STRING[ch]
             while i < n:
+                m = special.search(text, i)
+                if m is None:
+                    i = n
+                    break
+                i = m.start()
                 c = text[i]
-                if c == "\\" and ch == '"':
+                if c == "\\":
                     if text.startswith("\n", i + 1):
                         out.append("\n")
                     i += 2
@@ -179,6 +192,8 @@ def _code_lines(text: str) -> list[str]:
                 else:
                     i += 1
         else:
-            out.append(ch)
-            i += 1
+            m = _CODE.match(text, i)
+            assert m is not None  # ch is none of # " '
+            out.append(m.group())
+            i = m.end()
     return [line.removesuffix("\r") for line in "".join(out).split("\n")]
