@@ -5,9 +5,9 @@ onto a larger NVMe disk from the rescue image, and boot the result.
    virtio, its initramfs host-only (MODULES=list: virtio_pci, virtio_blk, ext4); the
    host's lsinitrd shows no NVMe driver in it;
 2. the source boots (OVMF, virtio), writes two marker files (/ and /home) and runs
-   `resurgo save --no-rescue` to a second virtual disk mounted in the guest (that disk
-   and the exchange disk left out with --exclude-disk);
-3. host: the rescue image, with the set's description embedded, the tree's kernel
+   `resurgo save --no-rescue --sign-key KEY` to a second virtual disk mounted in the
+   guest (that disk and the exchange disk left out with --exclude-disk);
+3. host: the rescue image, with the set's description embedded, trusting KEY, the tree's kernel
    (--kernel-root), the unattended entry the default, power off when done;
 4. the rescue boots (OVMF, the image as a USB stick) with the set disk and a blank
    NVMe disk 25 % larger, finds the set, recovers and finalizes unattended, powers off;
@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from resurgo import signing
 from resurgo.finalize import drivers
 from resurgo.finalize.chroot import Chroot
 from resurgo.rescue import After, RescueOptions, build_rescue_image
@@ -82,7 +83,9 @@ mkdir -p /mnt/set
 mount /dev/vdb /mnt/set || exit 10
 mkdir -p /mnt/set/resurgo/{HOST}
 start=$(date +%s.%N)
+install -m 0600 "$X/sign/key" /root/resurgo-sign.key
 PYTHONPATH="$X/py" python3 -m resurgo save --to /mnt/set/resurgo/{HOST} --no-rescue \\
+    --sign-key /root/resurgo-sign.key \\
     --no-catalog --exclude-disk /dev/vdb --exclude-disk /dev/vdc --json \\
     >"$X/save.json" 2>"$X/save.err"
 rc=$?
@@ -222,6 +225,9 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
     }
     set_disk = guest.blank_disk(tmp_path / "set.img", SET_DISK_SIZE)
     guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "backup", set_disk])
+    sign_key = tmp_path / "sign.key"
+    guest.run_cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f",
+                   sign_key])
     started = time.monotonic()
     run = guest.run_in_guest(
         SAVE_SCRIPT,
@@ -233,6 +239,7 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
             "py/resurgo": REPO / "src" / "resurgo",
             "py/tomli_w": Path(tomli_w.__file__).parent,
             "py/blake3": Path(blake3.__file__).parent,
+            "sign/key": sign_key,
         },
         extra_disks=[guest.Drive(set_disk, serial="resurgo-set")],
         firmware="uefi",
@@ -256,6 +263,7 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
         set_dir = mnt / "resurgo" / HOST / set_id
         for name in ("description.toml", "description.toml.sha256"):
             shutil.copy2(set_dir / name, tmp_path / name)
+        assert (set_dir / "set.json.sig").is_file()
     desc_text = (tmp_path / "description.toml").read_text()
     assert "/dev/vdb" not in desc_text and "/dev/vdc" not in desc_text
     with read_only_view(guest.debian_tree(), tmp_path / "kroot") as kroot:
@@ -263,6 +271,8 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
             tmp_path / "rescue.iso",
             RescueOptions(
                 description=tmp_path / "description.toml",
+                trusted_signers=signing.SignKey.load(sign_key).signers_line("admin@test")
+                .encode(),
                 kernel_root=kroot,
                 unattended=True,
                 after=After.POWEROFF,
@@ -290,7 +300,8 @@ def test_save_rescue_recover_boot_from_nvme(tmp_path: Path) -> None:
     lines = rescue_lines(result.text)
     detail = "\n".join(lines[-60:]) or guest._tail(result.text, 60)
     assert not result.timed_out, f"the rescue did not power off:\n{detail}"
-    assert any(x.startswith("recovery set:") and set_id in x for x in lines), detail
+    assert any(x.startswith("recovery set:") and set_id in x and "signed by a trusted key "
+               "(admin@test)" in x for x in lines), detail
     assert "recovery finished: ok" in lines, guest._tail(result.text, 80)
     assert lines[-1] == "poweroff now", detail
     # recover's own report, on the console: the restore and finalize times.
