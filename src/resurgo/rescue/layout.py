@@ -65,7 +65,7 @@ echo @HOSTNAME@ >/proc/sys/kernel/hostname
 # Driver chatter would bury the agent's lines: warnings and worse only, on the consoles.
 echo 4 >/proc/sys/kernel/printk
 mkdir -p /run/resurgo
-@PYTHON@ -m resurgo.rescue.agent boot 2>/run/resurgo/agent.err
+@PYTHON@ -P -m resurgo.rescue.agent boot 2>/run/resurgo/agent.err
 echo $? >/run/resurgo/agent.rc
 consoles=$(cat /sys/class/tty/console/active 2>/dev/null)
 if [ -s /run/resurgo/agent.err ]; then
@@ -144,5 +144,6 @@ def profile() -> str:
 
 
 def wrapper(python: str, module: str) -> str:
-    """A command that runs a Python module with resurgo on the path."""
-    return f'#!/bin/sh\nPYTHONPATH={SITE_DIR} exec {python} -m {module} "$@"\n'
+    """A command that runs a Python module with resurgo on the path, and nothing from the
+    working directory (-P: an administrator's cwd may hold a planted resurgo/)."""
+    return f'#!/bin/sh\nPYTHONPATH={SITE_DIR} exec {python} -P -m {module} "$@"\n'
