@@ -109,6 +109,12 @@ FLOAT = st.floats(allow_nan=False, allow_infinity=False)
 NAME = TEXT.map(lambda s: s.replace("/", "")).filter(lambda s: s not in ("", ".", ".."))
 ABS_PATH = st.lists(NAME, max_size=4).map(lambda names: "/" + "/".join(names))
 REL_PATH = st.lists(NAME, min_size=1, max_size=3).map("/".join)
+# A subvolume is mounted with -o subvol=PATH: no comma in its path.
+SUBVOLUME_PATH = st.lists(
+    NAME.map(lambda s: s.replace(",", "")).filter(lambda s: s not in ("", ".", "..")),
+    min_size=1,
+    max_size=3,
+).map("/".join)
 HEX = "0123456789abcdefABCDEF"
 
 
@@ -466,7 +472,7 @@ def descriptions(draw: Any) -> Description:
                     Subvolume(
                         id=ids.new("subvol"),
                         filesystem=fs_id,
-                        path=draw(REL_PATH),
+                        path=draw(SUBVOLUME_PATH),
                         subvol_id=draw(st.integers(min_value=256, max_value=2**62)),
                         parent_id=draw(st.integers(min_value=5, max_value=2**62)),
                         uuid=draw(opt(UUID)),

@@ -109,6 +109,13 @@ CASES = [
         [("catalog.path", "'../catalog.zst' is not a normal path: it holds '..'",
           'path = "../catalog.zst"')],
     ),
+    Case(
+        "a mounted subvolume whose path holds a comma (mount -o subvol=PATH)",
+        lambda t: edit(t, 'id = "subvol.sda3.257"', 'path = "@home"', 'path = "@home,loop"'),
+        [("filesystems[2] (id 'fs.sda3').mounts[1].subvolume",
+          "the subvolume's path '@home,loop' holds a comma; it cannot be mounted by path",
+          '{ mountpoint = "/home", options = "rw,noatime", subvolume = "subvol.sda3.257" },')],
+    ),
     # --- control characters
     Case(
         "a newline in mount options",

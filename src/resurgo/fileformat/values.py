@@ -335,6 +335,7 @@ def _lvm_name(problems: list[Problem], where: Where, name: str) -> None:
 
 
 def _check_filesystems(desc: Description, problems: list[Problem]) -> None:
+    subvolume_paths = {sv.id: sv.path for sv in desc.subvolumes}
     for i, fs in enumerate(desc.filesystems):
         w: Where = ("filesystems", i)
         if fs.type == FsType.VFAT:
@@ -360,6 +361,12 @@ def _check_filesystems(desc: Description, problems: list[Problem]) -> None:
             # rules reports a mountpoint that is not absolute.
             if m.mountpoint.startswith("/"):
                 _path(problems, (*w, "mounts", j, "mountpoint"), m.mountpoint, absolute=True)
+            sv_path = subvolume_paths.get(m.subvolume or "")
+            if sv_path is not None and "," in sv_path:
+                # It is mounted with -o subvol=PATH: a comma would start another option.
+                problems.append(Problem((*w, "mounts", j, "subvolume"),
+                                        f"the subvolume's path {sv_path!r} holds a comma; "
+                                        "it cannot be mounted by path"))
     for i, sv in enumerate(desc.subvolumes):
         w = ("subvolumes", i)
         _path(problems, (*w, "path"), sv.path, absolute=False)
