@@ -18,7 +18,6 @@ Each problem names the record and field, as the other rules do.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -61,6 +60,8 @@ FREE_TEXT = frozenset(
     {(ConfigFile, "content"), (Unsupported, "reason"), (Unsupported, "details")}
 )
 
+# Unicode's control characters (category Cc): C0, DEL and C1.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _VFAT_ID = re.compile(r"[0-9a-fA-F]{4}-[0-9a-fA-F]{4}")
 # mdadm's UUID: four groups of eight hex digits, colon separated.
@@ -134,9 +135,9 @@ def _check_leaves(desc: Description, problems: list[Problem]) -> None:
             return
     for where, value in _leaves(type(desc), "", desc, ()):
         if isinstance(value, str):
-            bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+            bad = _CONTROL.search(value)
             if bad is not None:
-                problems.append(Problem(where, f"holds the control character {bad!r}"))
+                problems.append(Problem(where, f"holds the control character {bad.group()!r}"))
         elif (
             isinstance(value, int)
             and not isinstance(value, bool)
