@@ -510,6 +510,9 @@ def test_sftp_cycle(classic: Classic, rig: Rig, tmp_path: Path, mnt: Path) -> No
     listed = resurgo("list", classic.sftp_url, *ssh, "--json", state=tmp_path)
     assert listed.code == 0, listed.output
     assert len(listed.json()) == 1
+    # The server's key as the save verified it, in the set (and so in its rescue image).
+    (pinned,) = (classic.sshd.root / "classic").glob("*/known_hosts")
+    assert pinned.read_text().split()[1:] == classic.sshd.host_key_line.split()[1:]
     target = blank(rig, "sftp", CLASSIC_SIZE * 3 // 2)
     r = resurgo("recover", "--from", classic.sftp_url, *ssh, "--target", target.path,
                 "--yes", "--root", mnt, "--no-finalize", state=tmp_path / "state")

@@ -9,6 +9,7 @@ import io
 import json
 import stat
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -239,7 +240,8 @@ def test_grub_quote_refuses_quotes() -> None:
 
 def test_boot_menu() -> None:
     entries = iso.boot_entries(unattended=False, after=After.REBOOT, extra_args=("ip=dhcp",))
-    assert [e.id for e in entries] == ["shell", "recover", "plan"]
+    assert [e.id for e in entries] == ["shell", "recover", "plan", "ask"]
+    assert "resurgo.recover=ask" in entries[3].args
     recover = entries[1]
     assert recover.args == (
         "console=ttyS0,115200",
@@ -252,8 +254,8 @@ def test_boot_menu() -> None:
     assert unattended[0].id == "recover"
     cfg = iso.grub_cfg(unattended, timeout=10, label="test")
     assert "set timeout=10\nset default=0\n" in cfg
-    assert cfg.count("menuentry ") == 3
-    assert cfg.count("initrd /boot/initrd.img") == 3
+    assert cfg.count("menuentry ") == 4
+    assert cfg.count("initrd /boot/initrd.img") == 4
     first = cfg.split("menuentry ")[1]
     assert "linux /boot/vmlinuz console=ttyS0,115200 console=tty0 resurgo.recover=auto" in first
     assert (
@@ -954,3 +956,52 @@ def test_an_image_with_signers_takes_the_newest_signed_set_of_its_host() -> None
     assert choice.candidate == later and "signed by a trusted key (admin)" in choice.reason
     with pytest.raises(locate.NoChoice, match="signed by a trusted key"):
         locate.choose([other_host], image)
+
+
+def test_an_sftp_set_is_recovered_against_the_pinned_host_key() -> None:
+    c = locate.Candidate(medium="sftp://backup@10.0.2.2:2222/srv/sets",
+                         set_id="20261101T000000Z-0001", created=datetime(2026, 11, 1, tzinfo=UTC),
+                         host="db1", description_digest="a" * 64)
+    pinned = Path("/etc/resurgo/known_hosts")
+    argv = recover_argv(Mode.AUTO, locate.Choice(c, "r"), Path("/d.toml"), (), pinned)
+    assert argv[:7] == ["recover", "--from", c.medium, "--set", c.set_id,
+                        "--ssh-known-hosts", str(pinned)]
+    assert "--ssh-strict-host-keys" in argv
+    # A directory medium has no host to pin.
+    local = locate.Candidate(medium="/run/resurgo/disks/vdb", set_id=c.set_id,
+                             created=c.created, host="db1", description_digest="a" * 64)
+    assert "--ssh-known-hosts" not in recover_argv(Mode.AUTO, locate.Choice(local, "r"),
+                                                   Path("/d.toml"), (), pinned)
+
+
+def test_attended_a_person_picks_the_set_and_recover_asks_before_writing() -> None:
+    from resurgo.rescue.agent import Agent, Config, Console
+
+    cands = [pinned("20261101T000000Z-0001", "db1", 1, "p" * 64, "admin"),
+             pinned("20261105T000000Z-0005", "db1", 5, "q" * 64)]
+    out = io.StringIO()
+    asked: list[str] = []
+
+    def answer(text: str) -> Callable[[str], str]:
+        def prompt(question: str) -> str:
+            asked.append(question)
+            return text
+        return prompt
+
+    args = cmdline.parse("resurgo.recover=ask")
+    assert args.recover is Mode.ASK
+    agent = Agent(Console([out]), Config(), args, prompt=answer("2\n"))
+    choice = agent.pick(cands)
+    assert choice.candidate is cands[0]  # listed newest first: 2) is the older one
+    listed = out.getvalue()
+    assert "1) 20261105T000000Z-0005" in listed and "not signed" in listed
+    assert "2) 20261101T000000Z-0001" in listed and "signed by admin" in listed
+    assert asked and "which set" in asked[0]
+    by_id = Agent(Console([io.StringIO()]), Config(), args, prompt=answer(cands[1].set_id))
+    assert by_id.pick(cands).candidate is cands[1]
+    for declined in ("\n", "9\n", "yes\n", ""):
+        with pytest.raises(locate.NoChoice, match="nothing was done"):
+            Agent(Console([io.StringIO()]), Config(), args, prompt=answer(declined)).pick(cands)
+    # recover then runs without --yes: it shows the plan and asks on the console itself.
+    argv = recover_argv(Mode.ASK, choice, Path("/d.toml"), ())
+    assert argv[0] == "recover" and "--yes" not in argv

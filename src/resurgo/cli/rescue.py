@@ -116,7 +116,29 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "recovery set not signed by one of these keys, unattended or by hand (default: "
         f"{signing.DEFAULT_TRUST} when it exists)",
     )
+    p.add_argument(
+        "--ssh-known-hosts",
+        type=Path,
+        metavar="FILE",
+        help="known_hosts lines of the SFTP server the image recovers from: the rescue "
+        "accepts that server only with these keys (save records the server's key itself)",
+    )
     p.set_defaults(handler=run)
+
+
+def _read_small(path: Path) -> bytes:
+    if not path.is_file():
+        raise BadInput(f"--ssh-known-hosts {path}: not a file")
+    try:
+        with path.open("rb") as f:
+            data = f.read((1 << 20) + 1)
+    except OSError as e:
+        raise BadInput(f"--ssh-known-hosts {path}: {e.strerror}") from None
+    if len(data) > 1 << 20:
+        raise BadInput(f"--ssh-known-hosts {path}: larger than 1 MiB")
+    if not data.strip():
+        raise BadInput(f"--ssh-known-hosts {path}: no host key in it")
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         extra_programs=tuple(args.add_program),
         compression_level=args.compression_level,
         trusted_signers=trust.text if trust else None,
+        known_hosts=_read_small(args.ssh_known_hosts) if args.ssh_known_hosts else None,
     )
     report = build_rescue_image(out, options)
     if args.json:

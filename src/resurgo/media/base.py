@@ -81,6 +81,11 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing open
         """Release connections."""
 
+    def host_key_line(self) -> str | None:
+        """A network medium's host key as this connection verified it (a known_hosts
+        line); None where there is no host to pin."""
+        return None
+
     def read_signature(self, set_id: str) -> bytes | None:
         """The signature beside the set's index, or None when the set has none.
 

@@ -355,7 +355,8 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
 
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
-                  progress: Progress, signers: signing.Trust | None) -> str:
+                  progress: Progress, signers: signing.Trust | None,
+                  known_hosts: str | None) -> str:
     """Build the rescue image into the set, when this resurgo can; what became of it.
 
     It carries the description, knows where the set lives, and boots the saved system's
@@ -374,6 +375,7 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
         report = build_rescue_image(iso, RescueOptions(
             description=desc_path, from_url=medium_url, kernel_root=root,
             trusted_signers=signers.text if signers else None,
+            known_hosts=known_hosts.encode() if known_hosts else None,
             set_id=w.id, set_pin=w.pin(setfiles.RESCUE)))
         with open(iso, "rb") as src, w.create(setfiles.RESCUE) as dst:
             shutil.copyfileobj(src, dst, _COPY)
@@ -455,6 +457,9 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
             staged = cache.staging(w.id)
             try:
                 desc_path = _write_description(desc, w, tmp, opts.recipients, warnings)
+                host_key = medium.backend.host_key_line()
+                if host_key:
+                    w.write_bytes(setfiles.KNOWN_HOSTS, host_key.encode())
                 if desc.catalog is not None:
                     with open(tmp / desc.catalog.path, "rb") as src, \
                             w.create(desc.catalog.path) as dst:
@@ -474,7 +479,7 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
                 if opts.rescue:
                     try:
                         rescue = _rescue_image(desc_path, w, root, medium.url, progress,
-                                               signers)
+                                               signers, host_key)
                     except ResurgoError as e:
                         rescue = f"not included: {e.message}"
                         warnings.append(f"the rescue image could not be built: {e.message}")

@@ -22,6 +22,9 @@ DESCRIPTION = "description.toml"
 DESCRIPTION_DIGEST = "description.toml.sha256"
 RESCUE = "rescue.iso"
 SECRETS = "secrets.age"
+#: The SFTP server's host key as the save verified it (a known_hosts line), which the
+#: set's rescue image checks the server against.
+KNOWN_HOSTS = "known_hosts"
 
 LABEL_VERSION = "resurgo"
 LABEL_ENCRYPTION = "encryption"

@@ -21,10 +21,10 @@ import platform
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from resurgo import __version__, digest, private, run, signing
 from resurgo.errors import ResurgoError
@@ -35,12 +35,16 @@ from resurgo.rescue.layout import (
     CONFIG_PATH,
     DESCRIPTION_PATH,
     KEYS_MOUNT,
+    KNOWN_HOSTS_PATH,
     LOG_PATH,
     MEDIUM_MOUNT,
     PRELOAD_MODULES,
     SCAN_DIR,
     SITE_DIR,
 )
+
+if TYPE_CHECKING:
+    from resurgo.media import Medium
 
 PREFIX = "resurgo-rescue:"
 
@@ -140,6 +144,24 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def pinned_hosts() -> Path | None:
+    """The SFTP host keys the image carries (save records the server's), if any."""
+    return KNOWN_HOSTS_PATH if KNOWN_HOSTS_PATH.is_file() else None
+
+
+def open_set_medium(url: str) -> Medium:
+    """A medium as the rescue reads it: sets checked against the image's signers, an
+    SFTP server against the host key the image was saved with (strictly: without one, no
+    key is accepted)."""
+    from resurgo.media import SshOptions, open_medium
+
+    hosts = pinned_hosts()
+    medium = open_medium(url, ssh=SshOptions(known_hosts=str(hosts) if hosts else None,
+                                             strict_host_keys=True))
+    medium.trust = trust()
+    return medium
+
+
 def trust() -> signing.Trust | None:
     """The signers this image trusts (the builder wrote them where every resurgo command
     looks): then every set is checked, here and by the commands the agent runs."""
@@ -149,8 +171,11 @@ def trust() -> signing.Trust | None:
 
 
 class Agent:
-    def __init__(self, console: Console, config: Config, args: RescueArgs) -> None:
+    def __init__(self, console: Console, config: Config, args: RescueArgs,
+                 prompt: Callable[[str], str] | None = None) -> None:
         self.console = console
+        # How a person answers at the console (resurgo.recover=ask).
+        self.prompt = prompt or self.console_prompt
         self.say = console.say
         self.config = config
         self.args = args
@@ -194,12 +219,10 @@ class Agent:
     # ---------------------------------------------------------------- finding the set
 
     def medium_candidates(self, url: str, device: str | None = None) -> list[locate.Candidate]:
-        from resurgo.media import open_medium
         from resurgo.media.setindex import content_pin
 
         out = []
-        with open_medium(url) as medium:
-            medium.trust = trust()
+        with open_set_medium(url) as medium:
             infos = medium.list_sets()
             for set_id, why in medium.refused:
                 self.say(f"refused {url} set {set_id}: {why}")
@@ -333,12 +356,9 @@ class Agent:
         cand = choice.candidate
         if cand is None:
             return DESCRIPTION_PATH
-        from resurgo.media import open_medium
-
         dest = Path("/run/resurgo/sets") / cand.set_id / locate.DESCRIPTION
         private.makedirs(dest.parent)
-        with open_medium(cand.medium) as medium:
-            medium.trust = trust()
+        with open_set_medium(cand.medium) as medium:
             private.write_bytes(dest, medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
         return dest
 
@@ -365,11 +385,15 @@ class Agent:
 
     # ---------------------------------------------------------------- running resurgo
 
-    def resurgo(self, *argv: str) -> int:
-        """Run resurgo as a command, its output on the consoles as it comes."""
+    def resurgo(self, *argv: str, interactive: bool = False) -> int:
+        """Run resurgo as a command, its output on the consoles as it comes (or, for a
+        person to answer it, on this console directly)."""
         # -P: never import from the working directory (PYTHONPATH names resurgo's own).
         full = [sys.executable, "-P", "-m", "resurgo", *argv]
         self.say("+ resurgo " + " ".join(argv))
+        if interactive:
+            return run.spawn(full, stdin=None, stdout=None, stderr=None,
+                             env={"PYTHONPATH": SITE_DIR, "HOME": "/root"}).wait()
         proc = run.spawn(
             full,
             stdout=subprocess.PIPE,
@@ -390,7 +414,10 @@ class Agent:
                 self.say("warning: this image has no trusted signers and no set of its own: "
                          "it cannot tell a genuine set from a planted one (build it with "
                          "resurgo rescue --trust, or save --sign-key)")
-            choice = locate.choose(cands, embedded)
+            if self.args.recover is Mode.ASK:
+                choice = self.pick(cands)
+            else:
+                choice = locate.choose(cands, embedded)
             if choice.candidate is None and self.refused:
                 raise locate.NoChoice(
                     "recovery sets were found but refused as not authentic ("
@@ -426,7 +453,27 @@ class Agent:
             except (locate.NoChoice, ResurgoError) as e:
                 self.say(f"no keys: {e}; nothing was done")
                 return 1
-        return self.resurgo(*recover_argv(self.args.recover, choice, desc, extra))
+        return self.resurgo(*recover_argv(self.args.recover, choice, desc, extra,
+                                          pinned_hosts()),
+                            interactive=self.args.recover is Mode.ASK)
+
+    def console_prompt(self, question: str) -> str:
+        self.console.write(question)
+        return sys.stdin.readline()
+
+    def pick(self, cands: list[locate.Candidate]) -> locate.Choice:
+        """Attended: the person at the console picks one of the sets found."""
+        usable = locate.by_age(c for c in cands if c.description_digest is not None)
+        if not usable:
+            raise locate.NoChoice("no recovery set was found")
+        self.say(f"recovery sets found ({len(usable)}), newest first:")
+        for line in locate.numbered(usable):
+            self.say(line)
+        answer = self.prompt("recover which set? its number or id, Enter for none: ")
+        cand = locate.picked(usable, answer)
+        if cand is None:
+            raise locate.NoChoice(f"no set chosen ({answer.strip()!r}): nothing was done")
+        return locate.Choice(cand, "chosen at the console")
 
     def key_files(self, where: OnDevice, description: Path) -> list[str]:
         """--key-file arguments for the LUKS volumes of ``description`` whose key files
@@ -470,7 +517,8 @@ class Agent:
         if self.args.problems:
             self.say("not starting the unattended recovery: fix the kernel command line")
             return 2
-        self.say(f"unattended: resurgo.recover={self.args.recover}, then {self.args.after}")
+        how = "attended" if self.args.recover is Mode.ASK else "unattended"
+        self.say(f"{how}: resurgo.recover={self.args.recover}, then {self.args.after}")
         rc = self.recover()
         self.say(
             "recovery finished: ok" if rc == 0 else f"recovery finished: FAILED (exit code {rc})"
@@ -482,10 +530,12 @@ class Agent:
 
 
 def recover_argv(
-    mode: Mode, choice: locate.Choice, description: Path, extra: Sequence[str]
+    mode: Mode, choice: locate.Choice, description: Path, extra: Sequence[str],
+    known_hosts: Path | None = None,
 ) -> list[str]:
     """The resurgo command an unattended run executes: on the chosen set (its medium and
-    id), or, with no set found, on the description alone (then only the layout)."""
+    id), or, with no set found, on the description alone (then only the layout). An SFTP
+    medium is checked against ``known_hosts`` (the host key the image was saved with)."""
     cand = choice.candidate
     if cand is None:
         source = ["--from", str(description)]
@@ -493,8 +543,12 @@ def recover_argv(
             source.append("--layout-only")
     else:
         source = ["--from", cand.medium, "--set", cand.set_id]
+        if cand.medium.startswith("sftp://") and known_hosts is not None:
+            source += ["--ssh-known-hosts", str(known_hosts), "--ssh-strict-host-keys"]
     if mode is Mode.PLAN:
         return ["plan", *source, *extra]
+    if mode is Mode.ASK:
+        return ["recover", *source, *extra]  # recover shows the plan and asks
     return ["recover", *source, "--yes", *extra]
 
 

@@ -95,6 +95,8 @@ class RescueOptions:
     #: of its files (media.setindex.content_pin), which the unattended recovery prefers.
     set_id: str | None = None
     set_pin: str | None = None
+    #: known_hosts lines of the SFTP server the set lives on: the rescue checks it strictly.
+    known_hosts: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -433,6 +435,9 @@ def write_resurgo_archive(
         if isinstance(signers, str):
             # Where every resurgo command in the rescue looks for trusted signers.
             etc[str(signing.DEFAULT_TRUST).lstrip("/")] = signers
+        known_hosts = config.get("known_hosts")
+        if isinstance(known_hosts, str):
+            etc[str(layout.KNOWN_HOSTS_PATH).lstrip("/")] = known_hosts
         for path, text in etc.items():
             _add_file(w, path, text.encode())
         w.add(cpio.Entry.symlink("etc/mtab", "/proc/self/mounts"))
@@ -585,6 +590,8 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
         "set_pin": options.set_pin,
         "trusted_signers": (options.trusted_signers.decode("utf-8", "replace")
                             if options.trusted_signers is not None else None),
+        "known_hosts": (options.known_hosts.decode("utf-8", "replace")
+                        if options.known_hosts is not None else None),
     }
 
     out = out.resolve()

@@ -45,6 +45,9 @@ class Mode(StrEnum):
     OFF = "off"
     AUTO = "auto"
     PLAN = "plan"
+    # Attended: the sets found are listed at the console, a person picks one, and recover
+    # shows the plan and asks before it writes.
+    ASK = "ask"
 
 
 class After(StrEnum):
@@ -223,7 +226,7 @@ def parse(cmdline: str) -> RescueArgs:
             try:
                 mode = Mode(value)
             except ValueError:
-                problems.append(f"resurgo.recover={value}: expected off, auto or plan")
+                problems.append(f"resurgo.recover={value}: expected off, auto, plan or ask")
         elif key == "resurgo.after":
             try:
                 after = After(value)

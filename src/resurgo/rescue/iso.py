@@ -41,7 +41,8 @@ class BootEntry:
 def boot_entries(
     *, unattended: bool, after: After, extra_args: Sequence[str] = ()
 ) -> list[BootEntry]:
-    """The menu: the shell, the unattended recovery and the plan; the default first."""
+    """The menu: the shell, the unattended recovery, the plan, and the attended recovery
+    (a person picks the set and confirms the plan); the default first."""
     shell = BootEntry(
         "shell", "resurgo rescue: a shell (nothing is written)", ("resurgo.recover=off",)
     )
@@ -55,7 +56,12 @@ def boot_entries(
         "resurgo: show the recovery plan (nothing is written)",
         ("resurgo.recover=plan", "resurgo.after=shell"),
     )
-    entries = [recover, shell, plan] if unattended else [shell, recover, plan]
+    ask = BootEntry(
+        "ask",
+        "resurgo: choose the set at the console, review the plan, then recover",
+        ("resurgo.recover=ask", "resurgo.after=shell"),
+    )
+    entries = [recover, shell, plan, ask] if unattended else [shell, recover, plan, ask]
     return [BootEntry(e.id, e.title, (*CONSOLES, *e.args, *extra_args)) for e in entries]
 
 

@@ -18,6 +18,8 @@ CONFIG_PATH: Final = Path("/etc/resurgo/rescue.json")
 #: The description of the set the image belongs to, and its digest file.
 DESCRIPTION_PATH: Final = Path("/resurgo/description.toml")
 LOG_PATH: Final = Path("/run/resurgo/rescue.log")
+#: The host keys of the SFTP server the image's set lives on (checked strictly).
+KNOWN_HOSTS_PATH: Final = Path("/etc/resurgo/known_hosts")
 #: The boot medium (the ISO filesystem), mounted read-only while the rescue runs.
 MEDIUM_MOUNT: Final = Path("/run/resurgo/medium")
 #: Filesystems searched for recovery sets are mounted below this.
@@ -31,6 +33,7 @@ __all__ = [
     "DESCRIPTION_PATH",
     "HOSTNAME",
     "KEYS_MOUNT",
+    "KNOWN_HOSTS_PATH",
     "LOG_PATH",
     "MEDIUM_MOUNT",
     "PRELOAD_MODULES",

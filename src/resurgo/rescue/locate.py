@@ -179,5 +179,25 @@ def _choose_signed(usable: Sequence[Candidate], embedded: Embedded) -> Choice:
                    "found " + listing(usable))
 
 
+def numbered(cands: Sequence[Candidate]) -> list[str]:
+    """The lines a person picks a set from (resurgo.recover=ask), newest first."""
+    return [f"{n}) {c.set_id}  host {c.host or '?'}  "
+            + (f"signed by {c.signed_by}" if c.signed_by else "not signed")
+            + f"  {c.where}" for n, c in enumerate(cands, 1)]
+
+
+def picked(cands: Sequence[Candidate], answer: str) -> Candidate | None:
+    """The set a person's answer names (its number or its id); None for anything else."""
+    answer = answer.strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(cands):
+        return cands[int(answer) - 1]
+    return next((c for c in cands if c.set_id == answer), None)
+
+
+def by_age(cands: Iterable[Candidate]) -> list[Candidate]:
+    """Newest first."""
+    return sorted(cands, key=lambda c: (c.created, c.set_id), reverse=True)
+
+
 def _newest(cands: Iterable[Candidate]) -> Candidate:
     return max(cands, key=lambda c: (c.created, c.set_id))
