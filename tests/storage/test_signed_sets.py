@@ -131,3 +131,20 @@ def test_signed_set_save_refusals_and_recovery(rig: Rig, tmp_path: Path) -> None
     finally:
         umount_below(mnt)
         target_rig.cleanup()
+
+
+def test_a_description_recover_would_refuse_is_not_saved(rig: Rig, tmp_path: Path) -> None:
+    disk = rig.disk("odd", SIZE)
+    rig.sh("mkfs.ext4", "-q", "-L", "odd", disk.path)
+    root = rig.mount(disk.path, tmp_path / "root")
+    try:
+        # An escape sequence in the host name: it would reach the console and argv.
+        write(root / "etc/hostname", b"odd\x1b[2Jhost\n")
+        r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
+                    state=tmp_path / "state")
+    finally:
+        umount_below(root)
+    assert r.code == 1, r.output
+    assert "would be refused by recover, so no set was saved" in r.stderr
+    assert "\x1b" not in r.stderr
+    assert not any((tmp_path / "sets").glob("*/set.json"))

@@ -415,6 +415,21 @@ def _warn_clear(clear: list[ConfigFile], warnings: list[str]) -> None:
         "read the set or its rescue image; save with --encrypt-to RECIPIENT to seal them")
 
 
+def _check_written(path: Path) -> None:
+    """The description as the recovery will read it must pass its checks now: a set whose
+    description recover refuses would be found useless only on the day it is needed."""
+    report = fileformat.check_file(path)
+    if report.description is None:
+        shown = report.messages()[:10]
+        raise OperationFailed(
+            "this system's description would be refused by recover, so no set was saved:\n"
+            + "\n".join("  " + m.split(": ", 1)[-1] for m in shown),
+            "a name or value resurgo cannot recreate safely (a control character in a "
+            "label, a partition name or the host name, for one): change it on the system, "
+            "or report it if the value is right",
+        )
+
+
 @contextlib.contextmanager
 def _timed() -> Iterator[list[float]]:
     box = [time.monotonic()]
@@ -457,6 +472,7 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
             staged = cache.staging(w.id)
             try:
                 desc_path = _write_description(desc, w, tmp, opts.recipients, warnings)
+                _check_written(desc_path)
                 host_key = medium.backend.host_key_line()
                 if host_key:
                     w.write_bytes(setfiles.KNOWN_HOSTS, host_key.encode())
