@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from loopdisks import Rig, require_loop_support
 
+from resurgo.demo import umount_below
+
 
 @pytest.fixture(scope="module")
 def rig_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Rig]]:
@@ -37,6 +39,16 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         yield r
     finally:
         r.cleanup()
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    """Where a recovery mounts what it recreates; unmounted after the test, however it ends."""
+    where = tmp_path / "mnt"
+    try:
+        yield where
+    finally:
+        umount_below(where)
 
 
 @pytest.fixture

@@ -317,15 +317,6 @@ def _classic(rig: Rig, work: Path, sshd: Sshd) -> Iterator[Classic]:
                   expected1, expected2, root_fs, mountpoints)
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "mnt"
-    try:
-        yield where
-    finally:
-        umount_below(where)
-
-
 def blank(rig: Rig, name: str, size: int) -> Loop:
     return rig.disk(name, size)
 

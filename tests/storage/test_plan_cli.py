@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import pytest
 from loopdisks import Loop, Rig
 
 from resurgo import digest, fileformat
-from resurgo.demo import umount_below
 from resurgo.model import (
     Bootloader,
     BootloaderKind,
@@ -248,15 +246,6 @@ def set_hook(set_dir: Path, words: str, marker: Path) -> None:
             data = (set_dir / f["name"]).read_bytes()
             f["size"], f["blake3"] = len(data), digest.hex_of(data)
     (set_dir / "set.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-
-
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "mnt"
-    try:
-        yield where
-    finally:
-        umount_below(where)
 
 
 def test_recover_refuses_a_command_changed_since_the_plan_before_writing(

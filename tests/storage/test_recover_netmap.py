@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,15 +50,6 @@ def sha256_of(loop: Loop) -> str:
         while chunk := f.read(4 * MiB):
             h.update(chunk)
     return h.hexdigest()
-
-
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "mnt"
-    try:
-        yield where
-    finally:
-        umount_below(where)
 
 
 def test_net_map_is_checked_before_any_write_then_finalize_applies_it(

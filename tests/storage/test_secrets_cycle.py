@@ -82,15 +82,6 @@ def saved(tmp_path_factory: pytest.TempPathFactory,
     yield Saved(work, encrypted, clear, identity, enc, plain)
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "mnt"
-    try:
-        yield where
-    finally:
-        umount_below(where)
-
-
 def test_the_encrypted_set_holds_the_key_nowhere_in_clear(saved: Saved) -> None:
     files = [p for p in saved.encrypted.rglob("*") if p.is_file()]
     assert any(p.name == "secrets.age" for p in files)
