@@ -1005,3 +1005,49 @@ def test_attended_a_person_picks_the_set_and_recover_asks_before_writing() -> No
     # recover then runs without --yes: it shows the plan and asks on the console itself.
     argv = recover_argv(Mode.ASK, choice, Path("/d.toml"), ())
     assert argv[0] == "recover" and "--yes" not in argv
+
+
+def test_a_set_on_a_disk_the_saved_layout_recreates_is_never_taken(tmp_path: Path) -> None:
+    """The old (or ransomed) system disk still attached: its serial is the saved disk's,
+    the plan would overwrite it, and a set on it is not used."""
+    from tests.unit.plan_builders import standard
+
+    from resurgo import fileformat
+    from resurgo.rescue.agent import Agent, Config, Console
+
+    desc_path = tmp_path / "description.toml"
+    fileformat.write(standard(serial="OLD-DISK-1"), desc_path)
+    on_old = locate.Candidate(medium="/run/resurgo/disks/sda3/sets",
+                              set_id="20261101T000000Z-0001",
+                              created=datetime(2026, 11, 1, tzinfo=UTC), host="testhost",
+                              description_digest="a" * 64, device="/dev/sda3")
+    on_stick = locate.Candidate(medium="/run/resurgo/disks/sdb1/sets",
+                                set_id="20261101T000000Z-0001", created=on_old.created,
+                                host="testhost", description_digest="a" * 64,
+                                device="/dev/sdb1")
+    ids = {"/dev/sda3": {"OLD-DISK-1"}, "/dev/sdb1": {"USB-STICK-9"}}
+    out = io.StringIO()
+    agent = Agent(Console([out]), Config(), cmdline.parse(""))
+    kept = agent.not_on_saved_disks([on_old, on_stick], desc_path, lambda dev: ids[dev])
+    assert kept == [on_stick]
+    assert "its disk is one the saved layout recreates" in out.getvalue()
+    # Without the image's description nothing is known of the saved disks.
+    assert agent.not_on_saved_disks([on_old], tmp_path / "none.toml",
+                                    lambda dev: ids[dev]) == [on_old]
+
+
+def test_disk_ids_reads_serial_and_wwid_of_the_disk_holding_a_partition(tmp_path: Path) -> None:
+    from resurgo.rescue import system
+
+    disk = tmp_path / "devices/virtual/block/vdb"
+    (disk / "device").mkdir(parents=True)
+    (disk / "device/serial").write_text("OLD-DISK-1\n")
+    (disk / "wwid").write_text("naa.5000c500a1b2c3d4\n")
+    (disk / "vdb1").mkdir()
+    (disk / "vdb1/partition").write_text("1\n")
+    cls = tmp_path / "class/block"
+    cls.mkdir(parents=True)
+    (cls / "vdb").symlink_to(disk)
+    (cls / "vdb1").symlink_to(disk / "vdb1")
+    assert system.disk_ids("/dev/vdb1", cls) >= {"OLD-DISK-1", "5000c500a1b2c3d4"}
+    assert system.disk_ids("/dev/vdb", cls) == system.disk_ids("/dev/vdb1", cls)

@@ -362,21 +362,24 @@ class Agent:
             private.write_bytes(dest, medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
         return dest
 
-    def not_on_saved_disks(self, cands: list[locate.Candidate]) -> list[locate.Candidate]:
+    def not_on_saved_disks(
+        self, cands: list[locate.Candidate], description: Path = DESCRIPTION_PATH,
+        disk_ids: Callable[[str], set[str]] = system.disk_ids,
+    ) -> list[locate.Candidate]:
         """Leave out sets on a disk that the saved layout names (same serial or WWN): the
         plan would overwrite it, and an old or ransomed disk is no place to trust."""
-        if not DESCRIPTION_PATH.is_file():
+        if not description.is_file():
             return cands
         from resurgo import fileformat
 
         try:
-            saved = fileformat.read(DESCRIPTION_PATH).disks
+            saved = fileformat.read(description).disks
         except ResurgoError:
             return cands
         ids = {v for d in saved for v in (d.serial, d.wwn) if v}
         out = []
         for c in cands:
-            found = system.disk_ids(c.device) if c.device else set()
+            found = disk_ids(c.device) if c.device else set()
             if found & ids:
                 self.say(f"{c.where}: not used, its disk is one the saved layout recreates")
             else:
