@@ -146,7 +146,7 @@ def description() -> Description:
 
     def lv(name: str, size_mib: int, type_: LvType, pool: str | None = None) -> LogicalVolume:
         return LogicalVolume(id=f"lv.vg0.{name}", volume_group=vg.id, name=name,
-                             uuid=f"Guest-LV-{name:0>4}-aaaa-bbbb-cccc-dddddd",
+                             uuid=f"{name:0>6}-LV00-aaaa-bbbb-cccc-dddd-eeeeee",
                              size=size_mib * MiB, type=type_, path=f"/dev/vg0/{name}",
                              pool=pool)
 

@@ -17,8 +17,8 @@ then that the target disk holds the saved partition table and filesystem identit
         (dated 2099) unsigned, one signed by a key the image does not trust: ignored
     UEFI (OVMF), the image as a disk (a USB stick written with dd)
     BIOS, the image as a disk, no set disk: the embedded description alone
-    BIOS, the set changed after it was signed (one byte of its description, its index
-        updated to match), beside the planted sets: refused, the target untouched
+    BIOS, the set changed after it was signed (one byte of its description's command, its
+        index updated to match), beside the planted sets: refused, the target untouched
 
 The image trusts one signing key (RescueOptions.trusted_signers), and the sets are signed
 with it (save --sign-key does the same).
@@ -51,6 +51,7 @@ from resurgo.media import SetKind, SetMeta, open_medium
 from resurgo.model import (
     Bootloader,
     BootloaderKind,
+    Command,
     Description,
     Disk,
     ExtOptions,
@@ -151,6 +152,10 @@ def description() -> Description:
         disks=(disk,),
         partitions=(part,),
         filesystems=(fs,),
+        # A command runs as root after the restore (not with --layout-only, as here): one
+        # byte of it changed is what the changed set of the test carries.
+        commands=(Command(90, "/bin/sh", ("-c", "echo recovered >/run/resurgo/hook"),
+                          description="a harmless-looking hook"),),
     )
 
 
@@ -244,8 +249,8 @@ def make_set_disk(path: Path, desc_file: Path, staging: Path, key: signing.SignK
                   tamper: bool = False) -> str:
     """An ext4 disk holding one recovery set at resurgo/rescued/<id>/, signed with key.
 
-    tamper: then one byte of its description is changed and its index updated to match,
-    as whoever can write the disk could: only the signature no longer matches."""
+    tamper: then one byte of its description's command is changed and its index updated
+    to match, as whoever can write the disk could: only the signature no longer matches."""
     medium_dir = staging / "resurgo" / HOST
     medium_dir.mkdir(parents=True)
     with (
@@ -260,7 +265,7 @@ def make_set_disk(path: Path, desc_file: Path, staging: Path, key: signing.SignK
     if tamper:
         set_dir = medium_dir / info.id
         text = (set_dir / "description.toml").read_bytes()
-        changed = text.replace(b'label = "rescued"', b'label = "rescuee"', 1)
+        changed = text.replace(b"echo recovered", b"echo recoverez", 1)
         assert changed != text
         (set_dir / "description.toml").write_bytes(changed)
         index = json.loads((set_dir / "set.json").read_text())
@@ -374,7 +379,7 @@ def report_boot(name: str, result: guest.BootResult) -> None:
 
 
 def test_image_holds_what_recovery_needs(
-    rescue: RescueReport, workdir: Path, extracted: Path
+    rescue: RescueReport, workdir: Path, extracted: Path, keys: Keys
 ) -> None:
     assert rescue.size < MAX_SIZE, f"{rescue.size / MiB:.1f} MiB"
     assert rescue.kernel_version == Path(
@@ -398,10 +403,11 @@ def test_image_holds_what_recovery_needs(
         "modprobe",
         "grub-install",
         "setsid",
+        "ssh-keygen",
     ):
         assert prog in rescue.programs, prog
-    # The tree has no ssh, zstd or age: named, with their packages.
-    assert ("ssh", "openssh-client") in rescue.missing_programs
+    # The tree has no zstd or age: named, with their packages.
+    assert ("age", "age") in rescue.missing_programs
     for mod in (
         "virtio_blk",
         "virtio_scsi",
@@ -485,6 +491,9 @@ def test_image_holds_what_recovery_needs(
         )
         for n in entries
     )
+    # The trusted signers, where every resurgo command in the rescue looks for them.
+    assert entries["etc/resurgo/allowed_signers"].data == keys.signers
+    assert "--id ask" in cfg
     config = json.loads(entries["etc/resurgo/rescue.json"].data)
     assert config["build_id"] == rescue.build_id
     assert config["description_sha256"] == rescue.description_sha256

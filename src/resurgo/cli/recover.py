@@ -157,14 +157,21 @@ def _plan(args: argparse.Namespace, source: SetSource, interactive: bool) -> tup
     desc = source.description
     options = plan_options(args, desc, interactive)
     actual = read_actual_disks(read_paths(source.recovery_paths, args))
-    plan = make_plan(desc, inuse.without_own_uses(actual, options.root), options)
-    plan = finalizing.finalized(args, desc, plan)
-    journal = Journal(args.journal or default_path(plan.hash), plan.hash)
-    if journal.exists():
-        # An earlier run of this very plan: its md arrays and mappings are ours too.
-        owned = inuse.own_holders(plan)
-        plan = make_plan(desc, inuse.without_own_uses(actual, options.root, owned), options)
-        plan = finalizing.finalized(args, desc, plan)
+
+    def planned(owned: set[str] | None = None) -> tuple[Plan, Journal]:
+        disks = inuse.without_own_uses(actual, options.root, owned or ())
+        plan = finalizing.finalized(args, desc, make_plan(desc, disks, options))
+        return plan, Journal(args.journal or default_path(plan.hash), plan.hash)
+
+    plan, journal = planned()
+    # An earlier run of this very plan holds the disks (its md arrays, its mappings):
+    # those uses are ours. Its journal is named by the plan as that run could execute it,
+    # finalize included, which a plan failing on those uses does not show: so the plan
+    # without them is the one to look the journal up by.
+    owned = inuse.own_holders(plan)
+    again, earlier = planned(owned)
+    if earlier.exists():
+        return again, earlier
     return plan, journal
 
 
