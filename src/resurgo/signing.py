@@ -109,8 +109,8 @@ class Trust:
                     "add the signing key's public key to the allowed-signers file, if you "
                     "trust it",
                 )
+            message = _private_file(Path(tmp) / "set.json", data)
             for principal in principals:
-                message = _private_file(Path(tmp) / f"set.json.{len(principal)}", data)
                 argv = ["ssh-keygen", "-Y", "verify", "-f", signers, "-I", principal,
                         "-n", NAMESPACE, "-s", sig]
                 if _run_with_stdin(argv, message) == 0:

@@ -219,3 +219,18 @@ def test_an_unsigned_save_where_signers_are_trusted_is_refused(
     with pytest.raises(BadInput, match="--sign-key"):
         signing.trust_for_save(None, signing.Trust.load(trusted))
     assert signing.trust_for_save(None, None) is None
+
+
+def test_a_changed_set_signed_by_a_key_of_several_principals_is_refused(
+        tmp_path: Path, keys: tuple[Path, ...]) -> None:
+    """Each principal of the key is tried in turn (they were once written to one file name
+    per principal length: two of one length gave a traceback instead of a refusal)."""
+    good, _, _ = keys
+    kind, blob = Path(f"{good}.pub").read_text().split()[:2]
+    signers = tmp_path / "several"
+    signers.write_text(f'aaaa@site,bbbb@site namespaces="resurgo-set" {kind} {blob}\n')
+    trust = signing.Trust.load(signers)
+    signature = signing.SignKey.load(good).sign(b"the index\n")
+    assert trust.verify(b"the index\n", signature, "x") == "aaaa@site"
+    with pytest.raises(NotAuthentic, match="does not match its signature"):
+        trust.verify(b"the index, changed\n", signature, "x")
