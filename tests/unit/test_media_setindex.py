@@ -77,6 +77,11 @@ def test_created_without_microseconds_is_read() -> None:
         ({"files": [{"name": "a", "size": 1, "sha256": SHA}]}, "blake3"),
         ({"files": [{"name": "a", "size": 1, "blake3": SHA}] * 2}, "listed twice"),
         ({"labels": {"a": 1}}, "labels are not strings"),
+        # Shown on the rescue's console and by list: no escape sequence, no forged line.
+        ({"host": "db1\x1b[2J"}, "host is not a host name"),
+        ({"host": "db1\nrecovery set: forged"}, "host is not a host name"),
+        ({"host": "x" * 256}, "host is not a host name"),
+        ({"labels": {"recipients": "age1\x1b]0;"}}, "labels are not strings"),
     ],
 )
 def test_damaged_index(change: dict[str, object], why: str) -> None:

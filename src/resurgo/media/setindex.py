@@ -202,17 +202,23 @@ def decode(data: bytes, where: str) -> SetIndex:
         labels = doc.get("labels", {})
         if parent is not None and not isinstance(parent, str):
             raise ValueError("parent is not a string")
-        if host is not None and not isinstance(host, str):
-            raise ValueError("host is not a string")
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        if host is not None and not _shown(host, 255):
+            raise ValueError("host is not a host name")
+        if not isinstance(labels, dict) or len(labels) > 64 or not all(
+            _shown(k, 64) and _shown(v, 4096) for k, v in labels.items()
         ):
-            raise ValueError("labels are not strings")
+            raise ValueError("labels are not strings (short, printable)")
         meta = SetMeta(SetKind(_str(doc, "kind")), parent, host, labels)
         files = _files(doc.get("files"))
     except (ValueError, KeyError, TypeError, BadInput) as e:
         raise bad(str(e)) from None
     return SetIndex(set_id, created, meta, files)
+
+
+def _shown(value: Any, most: int) -> bool:
+    """A string fit to be shown (list, the rescue's console): printable, no escape
+    sequence or line break that could forge or hide what an administrator reads."""
+    return isinstance(value, str) and 0 < len(value) <= most and value.isprintable()
 
 
 def _str(doc: Mapping[str, Any], key: str) -> str:
