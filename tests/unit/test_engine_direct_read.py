@@ -10,7 +10,7 @@ from blake3 import blake3
 
 from resurgo.engine.pipes import DecompressedReader
 from resurgo.errors import OperationFailed
-from resurgo.media.directory import LocalSource
+from resurgo.media.directory import LocalFiles
 from resurgo.media.setindex import FileEntry
 from resurgo.media.streams import FileReader
 
@@ -26,7 +26,8 @@ def stored(tmp_path: Path) -> Path:
 
 def reader(path: Path, digest: str, size: int | None = None) -> FileReader:
     entry = FileEntry("x.archive", path.stat().st_size if size is None else size, digest)
-    return FileReader(entry, LocalSource("here", path), "here")
+    return FileReader(entry, LocalFiles("here", str(path.parent)).open_read(str(path)),
+                      "here")
 
 
 def test_a_local_file_is_read_by_zstd_itself_and_checked(tmp_path: Path) -> None:

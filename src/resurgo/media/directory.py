@@ -75,23 +75,11 @@ class LocalSink:
 
 
 class LocalSource:
-    def __init__(self, url: str, path: Path, fd: int | None = None) -> None:
-        """The file at path, or the one open as fd; path must be a regular file (no link,
-        no FIFO)."""
+    def __init__(self, url: str, path: Path, fd: int) -> None:
+        """The file at path, open as fd: LocalFiles.open_read opens it, a regular file
+        reached through no link (its one way in)."""
         self._url = url
         self._path = path
-        if fd is None:
-            try:
-                fd = _plain_file(os.open(path, _READ))
-            except FileNotFoundError:
-                raise OperationFailed(
-                    f"{path} is missing on {url}", "the set is incomplete: use another set"
-                ) from None
-            except NotPlain:
-                raise OperationFailed(f"{path} on {url} is not a regular file: refused unread",
-                                      "use another set or medium") from None
-            except OSError as e:
-                raise os_error(url, e, f"open {path}") from None
         self._file: BinaryIO = os.fdopen(fd, "rb")
 
     def read(self, size: int) -> bytes:
