@@ -397,3 +397,20 @@ def test_an_endless_index_is_read_no_further_than_its_cap(fake: list[FakeS3]) ->
     medium = fake_medium(fake, answer)
     with within(60), memory_bound(), pytest.raises(OperationFailed, match="more than 16777216"):
         medium.open_set(SET_ID)
+
+
+def test_a_listing_that_never_ends_is_refused(fake: list[FakeS3]) -> None:
+    """A server that answers every page with 'more to come' and the same token: the
+    listing stops at the repeated token instead of growing for ever."""
+    page = (b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>'
+            b"<IsTruncated>true</IsTruncated><NextContinuationToken>again"
+            b"</NextContinuationToken><Contents><Key>p/x</Key><Size>1</Size></Contents>"
+            b"</ListBucketResult>")
+
+    def answer(method: str, path: str, headers: Mapping[str, str]) -> Answer:
+        return 200, {"Content-Length": str(len(page))}, [page]
+
+    medium = fake_medium(fake, answer)
+    with pytest.raises(OperationFailed, match="listing does not end"):
+        fake_client(medium).list_objects("p/")
+    assert len(fake[-1].requests) == 2

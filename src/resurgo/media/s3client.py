@@ -44,6 +44,9 @@ ANSWER_BODY = 16 * 1024 * 1024
 MIN_PART = 5 * 1024 * 1024
 DEFAULT_PART = 16 * 1024 * 1024
 MAX_PARTS = 10000
+# A listing has at most this many pages of 1000 keys: ten million objects, far beyond a
+# medium of recovery sets (a few dozen objects a set).
+MAX_LIST_PAGES = 10000
 
 
 def _strip_ns(tag: str) -> str:
@@ -344,9 +347,11 @@ class S3Client:
         self.request("DELETE", key, allow=(404,))
 
     def list_objects(self, prefix: str, delimiter: str | None = None) -> Listing:
+        """Every object and common prefix under prefix, page by page (MAX_LIST_PAGES)."""
         objects: list[tuple[str, int]] = []
         prefixes: list[str] = []
         token: str | None = None
+        seen: set[str] = set()
         while True:
             query = [("list-type", "2"), ("prefix", prefix)]
             if delimiter:
@@ -362,6 +367,15 @@ class S3Client:
             prefixes += page.prefixes
             if not token:
                 return Listing(objects, prefixes)
+            # A server that never stops (a token it gave before, or more pages than any
+            # medium of sets has) would list for ever into memory.
+            if token in seen or len(seen) >= MAX_LIST_PAGES:
+                raise OperationFailed(
+                    f"cannot list {self.url}: the server's listing does not end (page "
+                    f"{len(seen) + 1}, a continuation token given before or too many pages)",
+                    "check the S3 endpoint: it does not answer as S3 does",
+                )
+            seen.add(token)
 
     def multipart_uploads(self, prefix: str) -> list[tuple[str, str]]:
         """Unfinished multipart uploads under prefix: (key, upload id)."""
