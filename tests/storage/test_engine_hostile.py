@@ -220,6 +220,17 @@ def test_a_hard_link_to_a_path_not_before_it_is_refused(tmp_path: Path, target: 
         restore(tmp_path / "target", archive, manifest)
 
 
+@pytest.mark.parametrize("writers", [0, 2])
+def test_a_hard_link_to_the_root_is_refused(tmp_path: Path, writers: int) -> None:
+    """Its target sorts before every path: it once passed the order check and ended in an
+    IndexError, a traceback, when the links were made at the end."""
+    units: list[Unit] = [item(DIR, ROOT), item(HARDLINK, b"a", target=ROOT),
+                         item(FILE, b"z", data=b"y")]
+    archive, manifest = craft(tmp_path, units)
+    with pytest.raises(UnsafePath, match="a hard link to the root"):
+        restore(tmp_path / "target", archive, manifest, writers=writers)
+
+
 def test_a_fifo_gets_its_mode_through_its_own_inode(tmp_path: Path) -> None:
     """Fifos and devices: metadata through an O_PATH descriptor of the node just made."""
     archive, manifest = craft(tmp_path, [item(DIR, ROOT, 0o755), [

@@ -462,7 +462,10 @@ class _SetRestore:
             return
         check_against(h, e, None, self.name)
         if h.kind == HARDLINK:
-            # The first path of its group, made already: never one still to come.
+            # The first path of its group, made already: never one still to come, never
+            # the root (a directory, which no file is a link of).
+            if h.target == ROOT:
+                raise UnsafePath(self.name, escape(h.path), "a hard link to the root")
             if order_key(h.target) >= order_key(h.path):
                 raise UnsafePath(self.name, escape(h.path),
                                  "a hard link to a path that is not before it")
