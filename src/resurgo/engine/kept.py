@@ -19,7 +19,9 @@ from collections.abc import Iterator
 
 from resurgo.engine.errors import RestoreFailed
 
-MEMORY = 64 << 20
+# Each of a restore's two (directories, hard links): 64 MiB between them, as the engine
+# docstring's Memory section says.
+MEMORY = 32 << 20
 _OVERHEAD = 64  # a bytes object's own and the list's share, counted against MEMORY
 _LENGTH = struct.Struct("<I")
 
