@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
 import shutil
 import stat
 import subprocess
@@ -229,6 +230,26 @@ def test_a_malformed_secrets_document_is_refused(tmp_path: Path, raw: bytes) -> 
     closed, digest, _ = sealed_parts(tmp_path)
     with pytest.raises(OperationFailed, match="is not the secrets file of this set"):
         secrets.unseal(closed, digest, raw, "secrets.age")
+
+
+def test_a_document_of_many_small_containers_is_refused_before_it_is_parsed(
+        tmp_path: Path) -> None:
+    """32 MiB of empty lists took 844 MiB parsed: refused by its shape, unparsed."""
+    closed, digest, _ = sealed_parts(tmp_path)
+    raw = (b'{"secrets": 1, "description_sha256": "' + digest.encode() + b'", "files": {}, '
+           b'"x": [' + b"[], " * (8 << 20) + b"[]]}")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(OperationFailed, match="more structure than a secrets document"):
+        secrets.unseal(closed, digest, raw, "secrets.age")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+def test_a_content_that_no_file_has_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    closed, digest, files = sealed_parts(tmp_path)
+    # A lone surrogate: JSON can say it, no UTF-8 encodes it.
+    odd = {k: {"content": "\ud800"} for k in files}
+    with pytest.raises(OperationFailed, match="is not valid base64 or UTF-8"):
+        secrets.unseal(closed, digest, secrets.encode(odd, digest), "secrets.age")
 
 
 def test_sealed_files_without_a_secrets_file_are_refused(tmp_path: Path, key: Key) -> None:

@@ -23,6 +23,7 @@ import binascii
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,8 @@ PER_FILE = 6 * MAX_CONFIG_SIZE + 1024
 MAX_BYTES = 256 << 20
 
 Sealed = dict[str, dict[str, str]]
+# A JSON string (encode writes ASCII: json.dumps escapes the rest).
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def in_clear(desc: Description) -> list[ConfigFile]:
@@ -76,19 +79,26 @@ def _refuse(name: str, why: str) -> OperationFailed:
                            "the set was changed or damaged: use another copy or set")
 
 
-def decode(raw: bytes, name: str) -> tuple[str, Sealed]:
-    """(description_sha256, files) of a secrets document; refuses any other shape."""
+def decode(raw: bytes, name: str, files: int) -> tuple[str, Sealed]:
+    """(description_sha256, files) of a secrets document meant to hold ``files`` sealed
+    files; refuses any other shape."""
+    # Outside its strings the document is a few bytes a file. JSON of small containers
+    # takes some 26 times its size in memory: a document with more structure than its
+    # files make is refused before it is parsed.
+    outside = _STRINGS.sub(b"", raw)
+    if len(outside) > 256 + 64 * files:
+        raise _refuse(name, "it has more structure than a secrets document")
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
         raise _refuse(name, "not a JSON document") from None
     if not isinstance(doc, dict) or doc.get("secrets") != VERSION:
         raise _refuse(name, f"no version {VERSION} secrets document")
-    digest, files = doc.get("description_sha256"), doc.get("files")
-    if not isinstance(digest, str) or not isinstance(files, dict):
+    digest, listed = doc.get("description_sha256"), doc.get("files")
+    if not isinstance(digest, str) or not isinstance(listed, dict):
         raise _refuse(name, "it lacks description_sha256 or files")
     out: Sealed = {}
-    for cid, entry in files.items():
+    for cid, entry in listed.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("content"), str) or any(
             not isinstance(v, str) for v in entry.values()
         ) or set(entry) - {"content", "sha256"}:
@@ -99,10 +109,10 @@ def decode(raw: bytes, name: str) -> tuple[str, Sealed]:
 
 def unseal(desc: Description, description_sha256: str, raw: bytes, name: str) -> Description:
     """The description with its sealed files' contents and digests back from raw."""
-    bound, files = decode(raw, name)
+    wanted = {cf.id for cf in sealed(desc)}
+    bound, files = decode(raw, name, len(wanted))
     if bound != description_sha256:
         raise _refuse(name, "it was written with another description")
-    wanted = {cf.id for cf in sealed(desc)}
     if set(files) != wanted:
         odd = sorted(set(files) ^ wanted)
         raise _refuse(name, f"it does not hold exactly the sealed files ({', '.join(odd)})")
@@ -113,7 +123,7 @@ def unseal(desc: Description, description_sha256: str, raw: bytes, name: str) ->
             cf = dataclasses.replace(cf, content=entry["content"], sha256=entry.get("sha256"))
             data = content_bytes(cf)
             if data is None:
-                raise _refuse(name, f"the content of {cf.path} is not valid base64")
+                raise _refuse(name, f"the content of {cf.path} is not valid base64 or UTF-8")
             if cf.sha256 is not None and cf.sha256 != hashlib.sha256(data).hexdigest():
                 raise _refuse(name, f"the content of {cf.path} does not match its digest")
         records.append(cf)
@@ -124,7 +134,10 @@ def content_bytes(cf: ConfigFile) -> bytes | None:
     """The file's bytes; None when its base64 is not valid."""
     assert cf.content is not None
     if cf.encoding != Encoding.BASE64:
-        return cf.content.encode()
+        try:
+            return cf.content.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no file's content
+            return None
     try:
         return base64.b64decode(cf.content, validate=True)
     except (binascii.Error, ValueError):
