@@ -272,3 +272,25 @@ def _sets_of(f: object, saved: Saved) -> dict[bytes, int]:
     plain = subprocess.run(["zstd", "-dc", str(saved.local)], check=True,
                            capture_output=True).stdout
     return {e.path: e.set_index for e in ManifestReader(plain.splitlines(keepends=True))}
+
+
+def test_attributes_beyond_what_a_restore_takes_are_left_out_with_a_note(
+        rig: Rig, tmp_path: Path) -> None:
+    """XFS holds more than 1 MiB of attribute values on one file; a restore refuses such
+    an entry as damaged, so the save keeps what fits and says what it left out."""
+    fs = new_fs(rig, "manyattrs", "xfs")
+    big = fs / "big"
+    big.write_bytes(b"data")
+    values = [bytes([n]) * 65536 for n in range(17)]  # 17 x 64 KiB: 1088 KiB
+    for n, value in enumerate(values):
+        os.setxattr(big, f"user.a{n:02d}", value)
+    saved = save(fs, tmp_path / "out", "20261206T000000Z-0001")
+    assert any("big: 1 extended attributes left out (user.a16)" in n
+               for n in saved.result.notes), saved.result.notes
+    target = new_fs(rig, "manyattrs-target", "xfs")
+    archives = {saved.result.set_id: Source.file(saved.archive)}
+    restore_tree(target, Source.file(saved.manifest), archives)
+    restored = target / "big"
+    assert restored.read_bytes() == b"data"
+    assert sorted(os.listxattr(restored)) == [f"user.a{n:02d}" for n in range(16)]
+    assert all(os.getxattr(restored, f"user.a{n:02d}") == values[n] for n in range(16))

@@ -35,6 +35,7 @@ from resurgo.engine.records import (
     HARDLINK,
     MAX_BLOCK,
     MAX_BLOCK_ENTRIES,
+    MAX_XATTR_VALUES,
     SYMLINK,
     Header,
     block_frame,
@@ -131,6 +132,28 @@ class _Saver:
         self.block_entries = 0
         self.block_payload = 0
 
+    def fitting(self, rel: bytes, xattrs: tuple[tuple[str, bytes], ...]
+                ) -> tuple[tuple[str, bytes], ...]:
+        """The attributes a restore takes: their values within MAX_XATTR_VALUES (XFS holds
+        more). The rest are left out with a note, rather than saved into an entry its own
+        restore refuses as damaged."""
+        total = sum(len(v) for _, v in xattrs)
+        if total <= MAX_XATTR_VALUES:
+            return xattrs
+        kept: list[tuple[str, bytes]] = []
+        left: list[str] = []
+        room = MAX_XATTR_VALUES
+        for name, value in xattrs:
+            if len(value) <= room:
+                kept.append((name, value))
+                room -= len(value)
+            else:
+                left.append(name)
+        self.note(rel, f"{len(left)} extended attributes left out ({', '.join(left[:3])}"
+                       f"{' ...' if len(left) > 3 else ''}): {total} bytes of values, more "
+                       f"than the {MAX_XATTR_VALUES} an entry holds")
+        return tuple(kept)
+
     def note(self, path: bytes, why: str) -> None:
         log.info("%s: %s", escape(path), why)
         if len(self.notes) < MAX_NOTES:
@@ -219,7 +242,7 @@ class _Saver:
                 return
             if now.st_ino != st.st_ino:
                 st = now
-            xattrs = fsmeta.read_xattrs(fd)
+            xattrs = self.fitting(rel, fsmeta.read_xattrs(fd))
             size = st.st_size
             # Asked of every file: most occupy their size and need no system call; one
             # that occupies less is not always sparse (ZFS counts compressed blocks).
@@ -306,9 +329,9 @@ class _Saver:
         try:
             if kind == DIR:
                 assert own_fd is not None
-                xattrs = fsmeta.read_xattrs(own_fd)
+                xattrs = self.fitting(rel, fsmeta.read_xattrs(own_fd))
             else:
-                xattrs = fsmeta.read_xattrs(fsmeta.proc_path(dir_fd, name))
+                xattrs = self.fitting(rel, fsmeta.read_xattrs(fsmeta.proc_path(dir_fd, name)))
                 if kind == SYMLINK:
                     target = os.readlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
