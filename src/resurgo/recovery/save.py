@@ -396,6 +396,7 @@ def _write_description(desc: Description, w: SetWriter, tmp: Path,
         _warn_clear(secrets.in_clear(desc), warnings)
     path = tmp / setfiles.DESCRIPTION
     digest = fileformat.write(desc, path)
+    _check_written(path)
     w.write_bytes(setfiles.DESCRIPTION, path.read_bytes())
     w.write_bytes(setfiles.DESCRIPTION_DIGEST, f"{digest}  {setfiles.DESCRIPTION}\n".encode())
     if files:
@@ -472,7 +473,6 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
             staged = cache.staging(w.id)
             try:
                 desc_path = _write_description(desc, w, tmp, opts.recipients, warnings)
-                _check_written(desc_path)
                 host_key = medium.backend.host_key_line()
                 if host_key:
                     w.write_bytes(setfiles.KNOWN_HOSTS, host_key.encode())
