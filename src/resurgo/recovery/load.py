@@ -199,19 +199,11 @@ def load_set(
         for u in found:
             check_manifest_chain(loaded, u)
             if medium.trust is not None:
-                read_whole(reader, u.manifest_name)
+                # The restore checks every archive entry against its manifest line: a
+                # manifest proven whole (the index is signed) before any write keeps a
+                # changed archive from writing anything the signer did not save.
+                reader.read_through(u.manifest_name)
     return loaded
-
-
-def read_whole(reader: SetReader, name: str) -> None:
-    """Read a file of the set to its end, which checks it against the index's digest.
-
-    For a signed set, the manifests: the restore checks every archive entry against its
-    manifest line, so a manifest proven whole before any write keeps a changed archive
-    from writing anything the signer did not save."""
-    with reader.open(name) as f:
-        while f.read(1 << 20):
-            pass
 
 
 def check_manifest_chain(loaded: LoadedSet, unit: Unit) -> None:
