@@ -8,6 +8,7 @@ Each case is the valid example with one defect, as in test_format_malformed.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -324,6 +325,20 @@ def test_brackets_in_strings_and_comments_do_not_nest(text: str) -> None:
 def test_inline_tables_nested_deep_are_refused() -> None:
     assert bounds.too_deep("x = " + "{a = " * 33 + "1" + "}" * 33) == 1
     assert bounds.too_deep("x = " + "{a = " * 32 + "1" + "}" * 32) is None
+
+
+def test_a_key_of_thousands_of_dotted_parts_is_refused_before_parsing() -> None:
+    """74 KB of one dotted key took tomllib 2 GB; refused by a scan of the text."""
+    text = "[x]\n" + ".".join(["a"] * 30_000) + " = 1\n"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = check_bytes(text.encode(), "d.toml", expected_digest=None)
+    assert report.description is None
+    assert "dotted parts" in report.problems[0].message and report.problems[0].line == 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+    # Dots in strings, comments, numbers and times, and ordinary dotted keys pass.
+    fine = ('a.b = 1.5\nt = 2026-01-01T00:00:00.123Z\ns = "' + "." * 100 + '"\n# '
+            + "." * 100 + "\nx = [" + ", ".join(["1.5"] * 100) + "]\n")
+    assert bounds.too_dotted(fine) is None
 
 
 def test_a_description_larger_than_the_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

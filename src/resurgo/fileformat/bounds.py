@@ -26,6 +26,12 @@ MAX_DEPTH = 32
 # objects take a few hundred MB at most.
 MAX_VALUES = 1_000_000
 
+# The parts of one dotted key (a.b.c): the format's keys have one or two, a number or a
+# time one dot. tomllib takes memory that grows with the square of a key's parts (30,000
+# of them in 74 KB took 2 GB), so more than this many dots between two separators are
+# refused.
+MAX_DOTS = 32
+
 # Strings and comments are skipped whole: a bracket inside them opens nothing. An
 # unterminated string is skipped to the end of its line; tomllib reports it.
 _TOKEN = re.compile(
@@ -34,7 +40,7 @@ _TOKEN = re.compile(
     r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"?'
     r"|'[^'\n]*'?"
     r"|#[^\n]*"
-    r"|[\[\]{}=,]",
+    r"|[\[\]{}=,.]",
     re.DOTALL,
 )
 
@@ -58,9 +64,24 @@ def too_many_values(text: str, limit: int = MAX_VALUES) -> int | None:
     '{') outside comments first number more than limit, or None."""
     count = 0
     for m in _TOKEN.finditer(text):
-        if m.group()[0] in "#]}":
+        if m.group()[0] in "#]}.":
             continue
         count += 1
         if count > limit:
             return text.count("\n", 0, m.start()) + 1
+    return None
+
+
+def too_dotted(text: str, limit: int = MAX_DOTS) -> int | None:
+    """The 1-based line where more than limit dots (outside strings and comments) stand
+    between two of '=', ',', '[', '{', or None."""
+    dots = 0
+    for m in _TOKEN.finditer(text):
+        ch = m.group()
+        if ch == ".":
+            dots += 1
+            if dots > limit:
+                return text.count("\n", 0, m.start()) + 1
+        elif ch in "=,[{":
+            dots = 0
     return None

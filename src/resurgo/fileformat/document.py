@@ -215,6 +215,15 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
             )
         )
         return report
+    dotted = bounds.too_dotted(text)
+    if dotted is not None:
+        report.problems.append(
+            codec.Problem(
+                (), f"a key of more than {bounds.MAX_DOTS + 1} dotted parts (a description's "
+                "keys have one or two)", dotted,
+            )
+        )
+        return report
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
