@@ -125,6 +125,8 @@ def _hex(n: int) -> st.SearchStrategy[str]:
 UUID = st.tuples(_hex(8), _hex(4), _hex(4), _hex(4), _hex(12)).map("-".join)
 VFAT_ID = st.tuples(_hex(4), _hex(4)).map("-".join)
 MD_UUID = st.tuples(_hex(8), _hex(8), _hex(8), _hex(8)).map(":".join)
+MD_PATH = st.one_of(st.integers(0, 999).map(lambda n: f"/dev/md{n}"),
+                    st.from_regex(r"/dev/md/[a-z][a-z0-9_:-]{0,15}", fullmatch=True))
 _LVM_ALPHABET = string.ascii_letters + string.digits + "!#"
 LVM_UUID = st.tuples(
     *(st.text(alphabet=_LVM_ALPHABET, min_size=n, max_size=n) for n in (6, 4, 4, 4, 4, 4, 6))
@@ -370,7 +372,7 @@ def descriptions(draw: Any) -> Description:
             raid_arrays.append(
                 RaidArray(
                     id=ids.new("md"),
-                    path=draw(TEXT),
+                    path=draw(MD_PATH),
                     level=draw(TEXT),
                     metadata=draw(TEXT),
                     uuid=draw(MD_UUID),

@@ -47,6 +47,14 @@ CASES = [
         [("disks[1] (id 'disk.sdb').size", f"{10**27} does not fit a 64-bit integer",
           f"size = {10**27}")],
     ),
+    # --- an md array's device goes to mdadm --create as it is
+    Case(
+        "an md path that is an option",
+        lambda t: edit(t, 'id = "md.md0"', 'path = "/dev/md0"', 'path = "--zero-superblock"'),
+        [("raid_arrays[0] (id 'md.md0').path",
+          "'--zero-superblock' is not an md device like /dev/md0",
+          'path = "--zero-superblock"')],
+    ),
     # --- mountpoints and paths stay under the root
     Case(
         "a mountpoint that climbs out of the root",

@@ -271,7 +271,8 @@ def mounted_as_planned(
 
 def is_subvolume(path: str) -> bool:
     try:
-        return os.stat(path).st_ino == BTRFS_SUBVOL_INODE
+        # Not followed: a link planted where a subvolume is expected is not one.
+        return os.stat(path, follow_symlinks=False).st_ino == BTRFS_SUBVOL_INODE
     except OSError:
         return False
 

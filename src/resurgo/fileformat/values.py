@@ -66,6 +66,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _VFAT_ID = re.compile(r"[0-9a-fA-F]{4}-[0-9a-fA-F]{4}")
 # mdadm's UUID: four groups of eight hex digits, colon separated.
 _MD_UUID = re.compile(r"[0-9a-fA-F]{8}(?::[0-9a-fA-F]{8}){3}")
+# An md array's device, as mdadm --create takes it (never an option, never a disk).
+_MD_PATH = re.compile(r"/dev/md[0-9]{1,6}|/dev/md/[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}")
 # LVM's ids: 32 characters of its alphabet (lvm2 lib/uuid: letters, digits, ! and #)
 # grouped 6-4-4-4-4-4-6.
 _LVM_UUID = re.compile(r"[A-Za-z0-9!#]{6}(?:-[A-Za-z0-9!#]{4}){5}-[A-Za-z0-9!#]{6}")
@@ -286,6 +288,7 @@ def _check_volumes(desc: Description, problems: list[Problem]) -> None:
         w: Where = ("raid_arrays", i)
         _form(problems, (*w, "uuid"), md.uuid, _MD_UUID,
               "an md UUID like 3a7c1e5f:9b2d4f6a:8c0e2a4b:6d8f0a2c")
+        _form(problems, (*w, "path"), md.path, _MD_PATH, "an md device like /dev/md0")
         _range(problems, (*w, "size"), md.size, 1, MAX_SIZE)
         _range(problems, (*w, "chunk"), md.chunk, 1, MAX_SIZE)
     for i, lk in enumerate(desc.luks_volumes):
