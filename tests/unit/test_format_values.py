@@ -444,3 +444,15 @@ def test_the_example_is_far_from_every_bound() -> None:
     assert bounds.too_deep(text, 2) is None
     assert bounds.too_many_values(text, 10_000) is None
     assert len(text.encode()) < bounds.MAX_BYTES // 1000
+
+
+def test_keys_and_the_writer_are_shown_without_their_escape_sequences() -> None:
+    """A quoted key or the writer's version string reaches the messages: an escape
+    sequence in them must not reach the terminal."""
+    text = base().replace('version = "1.', 'version = "9.', 1).replace(
+        'resurgo = "', 'resurgo = "\\u001b]0;pwned\\u0007', 1)
+    report = check_bytes(text.encode(), "d.toml", expected_digest=None)
+    assert report.problems and all("\x1b" not in m for m in report.messages())
+    odd = base() + '\n[system."\\u001b[31mEVIL"]\n'
+    report = check_bytes(odd.encode(), "d.toml", expected_digest=None)
+    assert report.messages() and all("\x1b" not in m for m in report.messages())

@@ -35,10 +35,19 @@ class Problem:
     def location(self) -> str:
         out = ""
         for n, part in enumerate(self.where):
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+            if isinstance(part, int):
+                out += f"[{part}]"
+            else:
+                out += f".{shown(part)}" if out else shown(part)
             if n == 1 and self.record is not None:
                 out += f" (id {self.record!r})"
         return out or "(file)"
+
+
+def shown(text: str) -> str:
+    """Text from a description as a message may show it: a key or a version string can
+    hold escape sequences that would rewrite the administrator's terminal."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class DecodeErrors(Exception):

@@ -247,7 +247,7 @@ def check_bytes(raw: bytes, name: str, *, expected_digest: str | None) -> Report
         )
         return report
     major, minor = ver
-    writer = fmt.get("resurgo", "an unknown version")
+    writer = codec.shown(str(fmt.get("resurgo", "an unknown version")))
     if major > version.FORMAT_MAJOR:
         report.problems.append(
             codec.Problem(
