@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
-from resurgo import run
+from resurgo import parttypes, run
 from resurgo.cli.main import main as cli
 from resurgo.errors import ExitCode, ResurgoError
 from resurgo.probe import mounts
@@ -43,11 +43,11 @@ FILES = 3000
 HOSTNAME = "resurgo-demo"
 
 # GPT type GUIDs.
-ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-HOME = "933AC7E1-2EB4-4F13-B844-0E14E2AEF915"
-SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+ESP = parttypes.gpt_guid("EFI System")
+LINUX = parttypes.gpt_guid("Linux filesystem")
+ROOT_X86_64 = parttypes.gpt_guid("Linux root (x86-64)")
+HOME = parttypes.gpt_guid("Linux home")
+SWAP = parttypes.gpt_guid("Linux swap")
 
 # (number, size in MiB, type, name); each starts where the previous ends, from 1 MiB.
 PARTITIONS = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from resurgo import parttypes
 from resurgo.model import (
     Description,
     Disk,
@@ -28,36 +29,6 @@ Node = (
     | Swap
 )
 
-GPT_TYPES = {
-    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI System",
-    "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
-    "0fc63daf-8483-4772-8e79-3d69d8477de4": "Linux filesystem",
-    "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f": "Linux swap",
-    "e6d6d379-f507-44c2-a23c-238f2a3df928": "Linux LVM",
-    "a19d880f-05fc-4d3b-a006-743f0f84911e": "Linux RAID",
-    "bc13c2ff-59e6-4262-a352-b275fd6f7172": "Linux extended boot",
-    "4f68bce3-e8cd-4db1-96e7-fbcaf984b709": "Linux root (x86-64)",
-    "933ac7e1-2eb4-4f13-b844-0e14e2aef915": "Linux home",
-    "ca7d7ccb-63ed-4c53-861c-1742536059cc": "Linux LUKS",
-    "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7": "Microsoft basic data",
-}
-MBR_TYPES = {
-    "83": "Linux",
-    "82": "Linux swap",
-    "8e": "Linux LVM",
-    "fd": "Linux RAID",
-    "5": "Extended",
-    "f": "W95 Ext'd (LBA)",
-    "85": "Linux extended",
-    "ef": "EFI (FAT)",
-    "b": "W95 FAT32",
-    "c": "W95 FAT32 (LBA)",
-    "e": "W95 FAT16 (LBA)",
-    "6": "FAT16",
-    "7": "HPFS/NTFS/exFAT",
-}
-
-
 def human(size: int | None) -> str:
     if size is None:
         return "?"
@@ -67,11 +38,6 @@ def human(size: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
-
-
-def type_name(code: str) -> str:
-    key = code.lower().removeprefix("0x").lstrip("0") if len(code) <= 4 else code.lower()
-    return GPT_TYPES.get(key) or MBR_TYPES.get(key) or code
 
 
 class _Tree:
@@ -119,7 +85,8 @@ class _Tree:
     def label(self, node: Node) -> str:
         s = self.desc.system
         if isinstance(node, Partition):
-            bits = [f"{node.number}", human(node.size * node.sector_size), type_name(node.type)]
+            size = human(node.size * node.sector_size)
+            bits = [f"{node.number}", size, parttypes.name(node.type)]
             if node.kind != "primary":
                 bits.append(node.kind)
             if node.name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resurgo import parttypes
 from resurgo.model import (
     Description,
     Disk,
@@ -18,17 +19,8 @@ from resurgo.model import (
     VolumeGroup,
 )
 
-ESP_TYPES = frozenset({"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"})
-BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"
-
 # What may sit directly on a block device.
 User = Filesystem | Swap | LuksVolume | PhysicalVolume | RaidArray
-
-
-def type_key(code: str) -> str:
-    """A partition type as compared here: lower case, MBR codes without 0x and leading zeros."""
-    code = code.strip().lower()
-    return code if len(code) > 4 else (code.removeprefix("0x").lstrip("0") or "0")
 
 
 class Layers:
@@ -147,7 +139,7 @@ class Layers:
         if fs.id == self.desc.system.esp:
             return True
         p = self.partitions.get(fs.device)
-        return p is not None and type_key(p.type) in ESP_TYPES
+        return p is not None and parttypes.is_esp(p.type)
 
     def is_separate_boot(self, fs: Filesystem) -> bool:
         sysinfo = self.desc.system
@@ -157,7 +149,7 @@ class Layers:
 
     def is_bios_boot(self, part: Partition) -> bool:
         return (
-            type_key(part.type) == BIOS_BOOT_TYPE
+            parttypes.is_bios_boot(part.type)
             or part.id == self.desc.system.bootloader.bios_boot_partition
         )
 

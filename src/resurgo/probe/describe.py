@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from resurgo import __version__
+from resurgo import __version__, parttypes
 from resurgo.fileformat.version import FORMAT_VERSION
 from resurgo.model import (
     Command,
@@ -24,8 +24,6 @@ from resurgo.model import (
 from resurgo.probe import catalog, hardware, system
 from resurgo.probe.state import StorageState
 from resurgo.probe.storage import probe_storage
-
-ESP_TYPES = {"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef", "0xef"}
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ def volume_roles(storage: StorageState) -> tuple[str | None, str | None, str | N
         parts: dict[str, Partition] = {p.id: p for p in storage.partitions}
         for fs in storage.filesystems:
             part = parts.get(fs.device)
-            if fs.type == FsType.VFAT and part is not None and part.type.lower() in ESP_TYPES:
+            if fs.type == FsType.VFAT and part is not None and parttypes.is_esp(part.type):
                 esp = fs
                 break
     return (

@@ -9,13 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from resurgo import run
+from resurgo import parttypes, run
 from resurgo.errors import OperationFailed
 from resurgo.model import Partition, PartitionKind, PartitionTable, TableLabel
 from resurgo.probe import ids
-
-# MBR type codes of extended partitions (CHS, LBA, Linux).
-EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
 
 
 @dataclass(frozen=True)
@@ -54,11 +51,7 @@ def _kind(label: TableLabel, number: int, type_code: str) -> PartitionKind:
         return PartitionKind.PRIMARY
     if number > 4:
         return PartitionKind.LOGICAL
-    try:
-        code = int(type_code, 16)
-    except ValueError:
-        return PartitionKind.PRIMARY
-    return PartitionKind.EXTENDED if code in EXTENDED_TYPES else PartitionKind.PRIMARY
+    return PartitionKind.EXTENDED if parttypes.is_extended(type_code) else PartitionKind.PRIMARY
 
 
 def _text(entry: Mapping[str, Any], key: str) -> str | None:

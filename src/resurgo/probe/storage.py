@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from resurgo import run
+from resurgo import parttypes, run
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
 from resurgo.model import (
     Disk,
@@ -34,8 +34,6 @@ from resurgo.probe.blockdev import BlockDevice, natural_key
 from resurgo.probe.mounts import MountEntry
 from resurgo.probe.state import StorageState
 
-ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-ESP_MBR_TYPES = frozenset({"ef", "0xef"})
 ESP_MOUNTPOINTS = ("/boot/efi", "/efi")
 CRITICAL_MOUNTPOINTS = ("/", "/boot")
 
@@ -462,7 +460,7 @@ class _Probe:
             part = parts.get(fs.device)
             esp = fs.type == FsType.VFAT and (
                 bool(points.intersection(ESP_MOUNTPOINTS))
-                or (part is not None and part.type.lower() in {ESP_GUID, *ESP_MBR_TYPES})
+                or (part is not None and parttypes.is_esp(part.type))
             )
             if esp or points.intersection(CRITICAL_MOUNTPOINTS):
                 below = by_record.get(fs.device)

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from resurgo import parttypes
 from resurgo.model import (
     Bootloader,
     BootloaderKind,
@@ -46,7 +47,6 @@ from resurgo.probe import dpkg, ids, rootfs
 
 log = logging.getLogger(__name__)
 
-BIOS_BOOT_GUID = "21686148-6449-6e6f-744e-656564454649"
 # grub-install writes boot.img into the MBR; its message strings start with this
 # ("GRUB \0Geom\0Hard Disk\0Read\0 Error"), inside the 440 bytes of boot code.
 GRUB_MBR_SIGNATURE = b"GRUB "
@@ -357,7 +357,7 @@ def choose_efi_path(
 
 def bios_boot_partition(partitions: Sequence[Partition], grub_disks: Sequence[str]) -> str | None:
     """The BIOS boot partition GRUB embeds its core into on GPT; one on a GRUB disk first."""
-    candidates = [p for p in partitions if p.type.lower() == BIOS_BOOT_GUID]
+    candidates = [p for p in partitions if parttypes.is_bios_boot(p.type)]
     candidates.sort(key=lambda p: (p.disk not in grub_disks, p.disk, p.number))
     return candidates[0].id if candidates else None
 
