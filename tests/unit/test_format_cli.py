@@ -1,4 +1,4 @@
-"""`resurgo validate` and `resurgo show` as a user runs them: a real process, real files.
+"""`resurgo validate` and `resurgo show` as a user runs them: the real command line, real files.
 
 Whatever the file, the user sees one clear message and exit code 2, never a traceback.
 """
@@ -6,32 +6,15 @@ Whatever the file, the user sees one clear message and exit code 2, never a trac
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from resurgo.fileformat import check_bytes, document, read, to_data, write
+from tests.support import cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "tests" / "data" / "format" / "example.toml"
-
-
-def resurgo(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
 
 
 def example_text() -> str:
@@ -49,7 +32,7 @@ def saved(tmp_path: Path) -> Path:
 
 
 def test_validate_accepts_the_example(saved: Path) -> None:
-    proc = resurgo("validate", saved)
+    proc = cli.run("validate", saved)
     assert proc.returncode == 0
     assert proc.stdout == f"{saved}: valid recovery description\n"
     assert proc.stderr == ""
@@ -73,7 +56,7 @@ def test_validate_of_files_that_are_no_description(
 ) -> None:
     path = tmp_path / "description.toml"
     path.write_bytes(content)
-    proc = resurgo("validate", path)
+    proc = cli.run("validate", path)
     assert proc.returncode == 2
     assert proc.stderr == ""
     problem, summary = proc.stdout.splitlines()
@@ -85,7 +68,7 @@ def test_validate_of_files_that_are_no_description(
 def test_validate_of_a_format_table_alone_lists_what_is_missing(tmp_path: Path) -> None:
     path = tmp_path / "description.toml"
     path.write_bytes(b'[format]\nversion = "1.0"\n')
-    proc = resurgo("validate", path)
+    proc = cli.run("validate", path)
     assert proc.returncode == 2
     assert proc.stdout.splitlines() == [
         f"{path} (line 1): format.resurgo: required field is missing",
@@ -104,7 +87,7 @@ def test_validate_of_a_format_table_alone_lists_what_is_missing(tmp_path: Path) 
     ],
 )
 def test_validate_of_a_path_that_is_no_file(tmp_path: Path, name: str, message: str) -> None:
-    proc = resurgo("validate", tmp_path / name)
+    proc = cli.run("validate", tmp_path / name)
     assert proc.returncode == 2
     assert proc.stdout == ""
     first, *rest = proc.stderr.splitlines()
@@ -114,7 +97,7 @@ def test_validate_of_a_path_that_is_no_file(tmp_path: Path, name: str, message: 
 
 
 def test_validate_without_a_file_is_a_usage_error() -> None:
-    proc = resurgo("validate")
+    proc = cli.run("validate")
     assert proc.returncode == 2
     assert "the following arguments are required: FILE" in proc.stderr
 
@@ -128,7 +111,7 @@ def test_validate_lists_every_problem_with_its_line(tmp_path: Path) -> None:
     path.write_text(text)
     lines = text.split("\n")
     device_line = lines.index('device = "part.sda9"') + 1
-    proc = resurgo("validate", path)
+    proc = cli.run("validate", path)
     assert proc.returncode == 2
     assert proc.stdout.splitlines() == [
         f"{path} (line {device_line}): filesystems[1] "
@@ -148,7 +131,7 @@ def test_validate_json_lists_all_problems(tmp_path: Path) -> None:
     text = text.replace("seq = 30", "seq = 5")
     path = tmp_path / "description.toml"
     path.write_text(text)
-    proc = resurgo("validate", "--json", path)
+    proc = cli.run("validate", "--json", path)
     assert proc.returncode == 2
     out = json.loads(proc.stdout)
     lines = text.split("\n")
@@ -180,7 +163,7 @@ def test_validate_json_lists_all_problems(tmp_path: Path) -> None:
 
 
 def test_validate_json_of_a_valid_file_and_of_garbage(saved: Path, tmp_path: Path) -> None:
-    proc = resurgo("validate", "--json", saved)
+    proc = cli.run("validate", "--json", saved)
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == {
         "file": str(saved),
@@ -190,7 +173,7 @@ def test_validate_json_of_a_valid_file_and_of_garbage(saved: Path, tmp_path: Pat
     }
     garbage = tmp_path / "garbage"
     garbage.write_bytes(b"\xff\xfe\x00junk")
-    proc = resurgo("validate", "--json", garbage)
+    proc = cli.run("validate", "--json", garbage)
     assert proc.returncode == 2
     out = json.loads(proc.stdout)
     assert out["valid"] is False
@@ -202,7 +185,7 @@ def test_validate_json_of_a_valid_file_and_of_garbage(saved: Path, tmp_path: Pat
 def test_validate_json_shows_the_warnings_of_a_newer_minor(tmp_path: Path) -> None:
     path = tmp_path / "description.toml"
     path.write_text(example_text().replace('version = "1.0"', 'version = "1.9"', 1))
-    proc = resurgo("validate", "--json", path)
+    proc = cli.run("validate", "--json", path)
     assert proc.returncode == 0
     out = json.loads(proc.stdout)
     assert out["valid"] is True
@@ -216,7 +199,7 @@ def test_changed_byte_then_rehash_after_a_deliberate_edit(saved: Path) -> None:
     old_digest = digest_file.read_text()
     saved.write_text(saved.read_text().replace('hostname = "web1"', 'hostname = "web9"'))
 
-    proc = resurgo("validate", saved)
+    proc = cli.run("validate", saved)
     assert proc.returncode == 2
     assert proc.stdout.splitlines() == [
         f"{saved}: (file): content does not match its digest {saved}.sha256: the file was "
@@ -226,20 +209,20 @@ def test_changed_byte_then_rehash_after_a_deliberate_edit(saved: Path) -> None:
     ]
     assert digest_file.read_text() == old_digest
 
-    proc = resurgo("validate", "--rehash", saved)
+    proc = cli.run("validate", "--rehash", saved)
     assert proc.returncode == 0
     assert proc.stdout == f"{saved}: valid recovery description (digest rewritten)\n"
     raw = saved.read_bytes()
     assert digest_file.read_text() == f"{document.sha256_hex(raw)}  description.toml\n"
     assert read(saved).system.hostname == "web9"
-    assert resurgo("validate", saved).returncode == 0
+    assert cli.run("validate", saved).returncode == 0
 
 
 def test_rehash_refuses_an_invalid_edit(saved: Path) -> None:
     digest_file = saved.with_name("description.toml.sha256")
     old_digest = digest_file.read_text()
     saved.write_text(saved.read_text().replace('firmware = "uefi"', 'firmware = "efi"'))
-    proc = resurgo("validate", "--rehash", saved)
+    proc = cli.run("validate", "--rehash", saved)
     assert proc.returncode == 2
     assert "unknown value 'efi'; allowed: 'bios', 'uefi'" in proc.stdout
     assert "digest rewritten" not in proc.stdout
@@ -251,7 +234,7 @@ def test_rehash_refuses_an_invalid_edit(saved: Path) -> None:
 
 def test_show_prints_each_disk_with_its_partitions_and_the_volume_roles(saved: Path) -> None:
     desc = read(saved)
-    proc = resurgo("show", saved)
+    proc = cli.run("show", saved)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     lines = out.splitlines()
@@ -278,7 +261,7 @@ def test_show_prints_each_disk_with_its_partitions_and_the_volume_roles(saved: P
 
 
 def test_show_json_is_the_description_data(saved: Path) -> None:
-    proc = resurgo("show", "--json", saved)
+    proc = cli.run("show", "--json", saved)
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == to_data(read(saved))
 
@@ -296,7 +279,7 @@ def test_show_of_a_bad_file_is_one_message(saved: Path, defect: str) -> None:
     else:
         saved.write_bytes(b"")
         saved.with_name("description.toml.sha256").unlink()
-    proc = resurgo("show", path)
+    proc = cli.run("show", path)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.startswith("resurgo: error: ")
@@ -336,13 +319,13 @@ def test_validate_and_plan_refuse_a_hostile_description(tmp_path: Path, name: st
     assert text != example_text()
     path = tmp_path / "description.toml"
     path.write_text(text, encoding="utf-8")
-    proc = resurgo("validate", path)
+    proc = cli.run("validate", path)
     assert proc.returncode == 2
     problem, summary = proc.stdout.splitlines()
     assert problem.startswith(f"{path} (line ")
     assert problem.endswith(message)
     assert summary == f"{path}: 1 problem(s)"
-    proc = resurgo("plan", "--from", path)
+    proc = cli.run("plan", "--from", path)
     assert proc.returncode == 2
     assert f"{path} is not a valid recovery description (1 problem(s))" in proc.stderr
     assert message in proc.stderr

@@ -35,6 +35,7 @@ from resurgo.recovery import save, secrets, setfiles
 from resurgo.recovery.check import Changes, save_record
 from resurgo.recovery.load import read_description
 from resurgo.rescue.agent import Console
+from tests.support import cli
 
 PSK = "correct-horse-battery-staple-42"
 WIFI = f"[connection]\nid=home\ntype=wifi\n\n[wifi-security]\nkey-mgmt=wpa-psk\npsk={PSK}\n"
@@ -341,11 +342,7 @@ def test_describe_output_is_private_whatever_the_umask(tmp_path: Path, umask0: N
     wifi_record(tmp_path)  # the tree at tmp_path/tree, with its Wi-Fi connection
     out = tmp_path / "out/description.toml"
     out.parent.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", "describe", "--root", str(tmp_path / "tree"),
-         "--output", str(out), "--no-catalog"],
-        capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL)
+    proc = cli.run("describe", "--root", tmp_path / "tree", "--output", out, "--no-catalog")
     assert proc.returncode == 0, proc.stderr
     assert mode(out) == mode(out.with_name("description.toml.sha256")) == 0o600
     # describe --output is the machine's own copy: the secret is there, marked.

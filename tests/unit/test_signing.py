@@ -7,10 +7,8 @@ unsigned, signed by another key, or changed after signing is refused with exit c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,9 @@ from resurgo.media import Medium, SetMeta
 from resurgo.media.directory import directory_backend
 from resurgo.media.setindex import content_pin
 from resurgo.recovery.load import choose_set
+from tests.support import cli
 
-REPO = Path(__file__).resolve().parents[2]
+ROOT = Path("/")
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 
@@ -60,14 +59,6 @@ def keys(tmp_path: Path) -> tuple[Path, Path, Path]:
     good = keypair(d, "admin")
     other = keypair(d, "intruder")
     return good, other, allowed(d, good)
-
-
-def cli(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run([sys.executable, "-m", "resurgo", *map(str, argv)], env=env,
-                          capture_output=True, text=True, check=False, cwd="/")
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def test_a_signed_set_is_read_and_names_its_signer(tmp_path: Path, keys: tuple[Path, ...]) -> None:
@@ -144,16 +135,16 @@ def test_cli_exit_code_4_and_the_trusted_view(tmp_path: Path, keys: tuple[Path, 
     good, other, trusted = keys
     m = tmp_path / "m"
     planted = save(m, other)
-    r = cli("list", m, "--trust", trusted)
+    r = cli.run("list", m, "--trust", trusted, cwd=ROOT)
     assert r.returncode == 4, r.stderr
     assert planted in r.stderr and "does not trust" in r.stderr
-    r = cli("plan", "--from", m, "--trust", trusted)
+    r = cli.run("plan", "--from", m, "--trust", trusted, cwd=ROOT)
     assert r.returncode == 4, r.stderr
     mine = save(m, good)
-    r = cli("list", m, "--trust", trusted, "--json")
+    r = cli.run("list", m, "--trust", trusted, "--json", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert [(s["id"], s["signed_by"]) for s in json.loads(r.stdout)] == [(mine, "admin@test")]
-    r = cli("list", m, "--json")
+    r = cli.run("list", m, "--json", cwd=ROOT)
     assert sorted(s["id"] for s in json.loads(r.stdout)) == sorted([mine, planted])
 
 
@@ -168,7 +159,7 @@ def test_bad_trust_files_are_bad_input(tmp_path: Path) -> None:
     link.symlink_to("/dev/zero")
     with pytest.raises(BadInput):
         signing.Trust.load(link)
-    r = cli("list", tmp_path, "--trust", tmp_path / "missing")
+    r = cli.run("list", tmp_path, "--trust", tmp_path / "missing", cwd=ROOT)
     assert r.returncode == 2
 
 

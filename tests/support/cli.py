@@ -1,0 +1,175 @@
+"""The resurgo command line as the tests run it.
+
+`run` calls `resurgo.cli.main.main(argv)` in this process: what the unit tier uses, a
+few milliseconds a call where a new interpreter costs a second. `spawn` runs
+`python -m resurgo` as a process of its own, for what needs one: root operations whose
+failure must not take pytest with it, a process killed and resumed, a terminal or its
+absence, a hash seed of its own. Both give a `Result` with the exit code and what was
+printed, and both fail the test on a traceback (in process, the exception propagates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resurgo.cli.main import main
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# Signals whose handlers a command could change; restored after each in-process run.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class _Sink(io.BytesIO):
+    """A captured stream that outlives the command closing it (main closes stderr when
+    its reader went away)."""
+
+    def close(self) -> None:
+        pass
+
+
+def _text(data: bytes) -> io.TextIOWrapper:
+    return io.TextIOWrapper(_Sink(data), encoding="utf-8", errors="surrogateescape")
+
+
+def _decoded(stream: io.TextIOWrapper) -> str:
+    with contextlib.suppress(ValueError):  # already closed: flushed when it was
+        stream.flush()
+    buffer = stream.buffer
+    assert isinstance(buffer, _Sink)
+    return buffer.getvalue().decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _environment(env: Mapping[str, str | None]) -> Iterator[None]:
+    saved = dict(os.environ)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _fresh_logging() -> Iterator[None]:
+    """main() calls logging.basicConfig, which configures the root logger once per
+    process and binds it to the sys.stderr of that moment: give each run a root logger
+    without handlers (so its warnings reach its own captured stderr, not pytest's log
+    capture or an earlier run's stream) and put the test's back afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+
+
+@contextlib.contextmanager
+def _process_state(cwd: Path | None) -> Iterator[None]:
+    """What a command may change for the whole process: cwd, umask, signal handlers."""
+    old_cwd = os.getcwd()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in _SIGNALS} if main_thread else {}
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        os.umask(mask)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def run(
+    *argv: str | Path,
+    env: Mapping[str, str | None] | None = None,
+    stdin: str = "",
+    cwd: Path | None = None,
+) -> Result:
+    """Run `resurgo ARGV` in this process. `env` adds to the environment for this run (a
+    None value removes a variable); `stdin` is what it reads (never a terminal)."""
+    out, err, inp = _text(b""), _text(b""), _text(stdin.encode())
+    saved = sys.stdin, sys.stdout, sys.stderr
+    code: int | str | None
+    with _environment(env or {}), _process_state(cwd), _fresh_logging():
+        sys.stdin, sys.stdout, sys.stderr = inp, out, err
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse: usage errors, --help, --version
+            code = e.code
+        finally:
+            sys.stdin, sys.stdout, sys.stderr = saved
+    if isinstance(code, str):  # what SystemExit("message") prints and exits 1 with
+        err.write(code + "\n")
+        code = 1
+    return Result(0 if code is None else int(code), _decoded(out), _decoded(err))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a spawned resurgo: the test's, without any RESURGO_ variable it
+    may carry, this tree's sources first on the path, and EXTRA."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESURGO_")}
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def spawn(
+    *argv: str | Path,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+) -> Result:
+    """Run `python -m resurgo ARGV` as a process of its own, in a session of its own (no
+    controlling terminal to ask on), with `clean_env()` plus ENV; stdin is STDIN or
+    /dev/null."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "resurgo", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=clean_env(**(env or {})),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        start_new_session=True,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,48 @@
+"""The in-process CLI runner gives each run its own streams, environment and logging,
+and leaves the test's as they were."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from resurgo import __version__
+from tests.support import cli
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "format" / "example.toml"
+
+
+def test_exit_codes_and_streams_of_argparse_and_of_a_command(tmp_path: Path) -> None:
+    assert cli.run("--version") == cli.Result(0, f"resurgo {__version__}\n", "")
+    usage = cli.run("no-such-verb")
+    assert usage.returncode == 2 and usage.stdout == ""
+    assert "resurgo: error: argument COMMAND: invalid choice" in usage.stderr
+    missing = cli.run("validate", tmp_path / "none.toml")
+    assert missing.returncode == 2 and "none.toml" in missing.stderr
+    assert cli.run("rehearse").returncode == 1
+
+
+def test_environment_cwd_and_logging_are_put_back(tmp_path: Path) -> None:
+    os.environ["RESURGO_SUPPORT_PROBE"] = "kept"
+    root = logging.getLogger()
+    handlers, level, cwd = root.handlers[:], root.level, os.getcwd()
+    try:
+        cli.run("--debug", "rehearse", env={"RESURGO_SUPPORT_PROBE": None, "EXTRA": "1"},
+                cwd=tmp_path)
+        assert os.environ["RESURGO_SUPPORT_PROBE"] == "kept" and "EXTRA" not in os.environ
+        assert (root.handlers, root.level, os.getcwd()) == (handlers, level, cwd)
+    finally:
+        del os.environ["RESURGO_SUPPORT_PROBE"]
+
+
+def test_each_run_logs_to_its_own_stderr(tmp_path: Path) -> None:
+    """basicConfig binds the root logger once per process: a second run must not write to
+    the first run's stream, nor to pytest's log capture."""
+    path = tmp_path / "description.toml"
+    path.write_text(EXAMPLE.read_text().replace('version = "1.0"', 'version = "1.9"', 1))
+    for _ in range(2):
+        result = cli.run("show", path)
+        assert result.returncode == 0
+        assert result.stderr == (f"resurgo: WARNING: {path}: format 1.9 is newer than 1.1; "
+                                 "fields this resurgo does not know are skipped\n")
