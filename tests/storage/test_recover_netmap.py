@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from engine_tree import write
 from loopdisks import Loop, Rig
-from tests.unit.nics import MAC10, with_two_nics
 
 from resurgo import run
 from resurgo.demo import umount_below
+from tests.unit.nics import MAC10, with_two_nics
 
 pytestmark = pytest.mark.storage
 

@@ -839,9 +839,8 @@ def has_device_mapper() -> bool:
 
 def luks_description(disk_size: int) -> Description:
     """A GPT disk whose partition 1 is LUKS2 (PBKDF2: quick) with ext4 on it at /."""
-    from tests.unit.plan_builders import MIB, description, disk, ext4, part
-
     from resurgo.model import LuksVolume
+    from tests.unit.plan_builders import MIB, description, disk, ext4, part
 
     d = disk("sda", disk_size, transport="loop")
     p1 = part(d, 1, MIB, 100 * MIB)

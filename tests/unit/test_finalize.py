@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.unit.plan_builders import actual, standard
 
 from resurgo import finalize, run
 from resurgo.errors import BadInput
@@ -25,6 +24,7 @@ from resurgo.finalize import FinalizeOptions, StepStatus
 from resurgo.model import Bootloader, BootloaderKind, ConfigFile, Description, Firmware
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
+from tests.unit.plan_builders import actual, standard
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GUEST = DATA / "sys/guest-mixed"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tests.unit.plan_builders import actual, standard
-
 from resurgo.finalize import bootloader
 from resurgo.finalize.bootloader import TreeFacts
 from resurgo.model import Bootloader, BootloaderKind, Description
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
+from tests.unit.plan_builders import actual, standard
 
 FACTS = TreeFacts(grub_targets=frozenset({"i386-pc", "x86_64-efi"}))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from tests.unit.plan_builders import RAID, actual, description, disk, ext4, part, standard
 
 from resurgo.finalize import cmdline, identity, storageconf
 from resurgo.finalize.identity import Identities, Identity, Kind
 from resurgo.model import Disk, LuksVolume, RaidArray
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
+from tests.unit.plan_builders import RAID, actual, description, disk, ext4, part, standard
 
 BY_ID = "/dev/disk/by-id/virtio-rsg-vda"
 ROOT_UUID = "11111111-2222-4333-8444-001575145378"

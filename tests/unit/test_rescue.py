@@ -1010,10 +1010,9 @@ def test_attended_a_person_picks_the_set_and_recover_asks_before_writing() -> No
 def test_a_set_on_a_disk_the_saved_layout_recreates_is_never_taken(tmp_path: Path) -> None:
     """The old (or ransomed) system disk still attached: its serial is the saved disk's,
     the plan would overwrite it, and a set on it is not used."""
-    from tests.unit.plan_builders import standard
-
     from resurgo import fileformat
     from resurgo.rescue.agent import Agent, Config, Console
+    from tests.unit.plan_builders import standard
 
     desc_path = tmp_path / "description.toml"
     fileformat.write(standard(serial="OLD-DISK-1"), desc_path)
