@@ -17,6 +17,7 @@ from resurgo.model import (
     Swap,
     VolumeGroup,
 )
+from resurgo.units import human
 
 Node = (
     Partition
@@ -28,16 +29,6 @@ Node = (
     | Filesystem
     | Swap
 )
-
-def human(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 class _Tree:

@@ -797,8 +797,8 @@ def test_the_guard_refuses_a_device_outside_the_plan(sources: dict[str, Source],
     from resurgo.apply.guard import Refused
     from resurgo.apply.journal import Journal
     from resurgo.plan import make_plan
-    from resurgo.plan.actual import read_actual_disks
     from resurgo.plan.model import MkfsParams, PlanOptions
+    from resurgo.probe.actual import read_actual_disks
 
     src = sources["gpt"]
     targets = recovery.disks(src)

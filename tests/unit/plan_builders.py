@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 
+from resurgo.machine import ActualDisk
 from resurgo.model import (
     Bootloader,
     BootloaderKind,
@@ -30,7 +31,6 @@ from resurgo.model import (
     VolumeGroup,
     VolumeState,
 )
-from resurgo.plan.model import ActualDisk
 
 KIB = 1 << 10
 MIB = 1 << 20

@@ -11,6 +11,7 @@ import pytest
 
 from resurgo.apply import commands, confine, inuse, journal, verify
 from resurgo.errors import OperationFailed
+from resurgo.machine import ActualDisk
 from resurgo.model import (
     BtrfsOptions,
     Filesystem,
@@ -22,7 +23,6 @@ from resurgo.model import (
 )
 from resurgo.plan import filesystems as plan_fs
 from resurgo.plan.model import (
-    ActualDisk,
     LuksFormatParams,
     LuksOpenParams,
     LvParams,

@@ -24,6 +24,7 @@ from plan_builders import (
 )
 
 from resurgo.fileformat import rules
+from resurgo.machine import ActualDisk
 from resurgo.model import (
     Description,
     Filesystem,
@@ -34,7 +35,7 @@ from resurgo.model import (
 )
 from resurgo.plan import filesystems, fit, make_plan
 from resurgo.plan.layers import Layers
-from resurgo.plan.model import ActualDisk, Check, GrowPolicy, Plan, PlanOptions
+from resurgo.plan.model import Check, GrowPolicy, Plan, PlanOptions
 from resurgo.plan.sizes import Sizer
 
 CONTENTS = ("ext4", "xfs", "btrfs", "swap", "esp", "none")

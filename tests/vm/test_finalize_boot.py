@@ -75,7 +75,7 @@ from pathlib import Path
 
 from resurgo import fileformat, finalize, run
 from resurgo.plan import make_plan
-from resurgo.plan.actual import read_actual_disks
+from resurgo.probe.actual import read_actual_disks
 from resurgo.plan.model import PlanOptions
 
 x = Path(sys.argv[1])

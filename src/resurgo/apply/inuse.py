@@ -20,7 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from resurgo.apply import devices
-from resurgo.plan.model import ActualDisk, LuksOpenParams, MdParams, Plan, VgParams
+from resurgo.machine import ActualDisk
+from resurgo.plan.model import LuksOpenParams, MdParams, Plan, VgParams
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 
 

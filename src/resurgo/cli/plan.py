@@ -28,9 +28,9 @@ from resurgo.cli.source import add_source_arguments, open_source
 from resurgo.errors import BadInput, ExitCode
 from resurgo.model import Description
 from resurgo.plan import make_plan
-from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import GrowPolicy, PlanOptions
 from resurgo.plan.render import text
+from resurgo.probe.actual import read_actual_disks
 
 
 def assignment(what: str) -> Any:

@@ -41,15 +41,15 @@ from resurgo.cli.plan import add_plan_arguments, plan_options, read_paths
 from resurgo.cli.source import SetSource, open_source
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
 from resurgo.plan import make_plan
-from resurgo.plan.actual import read_actual_disks
 from resurgo.plan.model import Plan
 from resurgo.plan.render import text
+from resurgo.probe.actual import read_actual_disks
 from resurgo.recovery import report as rreport
 from resurgo.recovery.check import Changes, check_units, save_record
 from resurgo.recovery.check import finalize_changes as check_changes
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.restore import run_commands
-from resurgo.summary import human
+from resurgo.units import human
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

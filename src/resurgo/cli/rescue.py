@@ -10,7 +10,7 @@ from typing import Any
 from resurgo import signing
 from resurgo.cli.trust import trust_from_args
 from resurgo.errors import BadInput, ExitCode
-from resurgo.summary import human
+from resurgo.units import human
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

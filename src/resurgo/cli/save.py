@@ -19,7 +19,7 @@ from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.recovery.save import SaveOptions, SaveReport, save_set
-from resurgo.summary import human
+from resurgo.units import human
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

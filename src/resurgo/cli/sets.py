@@ -11,7 +11,7 @@ from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
 from resurgo.errors import ExitCode
 from resurgo.media import SetInfo
 from resurgo.recovery import setfiles
-from resurgo.summary import human
+from resurgo.units import human
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ make_plan() matches saved disks to actual ones (match), fits the layouts to them
 the preconditions (checks), lists the description's commands with where each writes
 (commands), and hashes the result (render; finalize's part is added by
 render.with_finalize once its preview is known). Every failing precondition is listed,
-not just the first. plan.actual reads this machine's disks.
+not just the first. It reads nothing: the caller passes the actual disks (probe.actual
+reads them).
 
 The policies, in one place:
   - matching: --map first, then WWN, then serial; then the best assignment by
@@ -38,12 +39,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from resurgo.machine import ActualDisk
 from resurgo.model import Description, Disk, Filesystem
 from resurgo.plan import actions, checks, commands, filesystems, fit, match
 from resurgo.plan.distribute import Shortfall
 from resurgo.plan.layers import Layers
 from resurgo.plan.model import (
-    ActualDisk,
     Check,
     DiskLayout,
     DiskMatch,
@@ -56,9 +57,9 @@ from resurgo.plan.model import (
 )
 from resurgo.plan.render import plan_hash
 from resurgo.plan.sizes import Sizer, pv_extents
-from resurgo.summary import human
+from resurgo.units import human
 
-__all__ = ["ActualDisk", "GrowPolicy", "Plan", "PlanOptions", "make_plan"]
+__all__ = ["GrowPolicy", "Plan", "PlanOptions", "make_plan"]
 
 
 def make_plan(

@@ -13,6 +13,7 @@ import heapq
 import posixpath
 from collections.abc import Mapping
 
+from resurgo.machine import ActualDisk
 from resurgo.model import FsType, LvType, Partition, TableLabel
 from resurgo.plan import filesystems
 from resurgo.plan.fit import Stack
@@ -20,7 +21,6 @@ from resurgo.plan.layers import Layers
 from resurgo.plan.model import (
     Action,
     ActionKind,
-    ActualDisk,
     DiskLayout,
     LuksFormatParams,
     LuksOpenParams,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from resurgo.machine import ActualDisk
 from resurgo.plan.model import (
     Action,
     ActionKind,
-    ActualDisk,
     Check,
     LuksFormatParams,
     MkfsParams,

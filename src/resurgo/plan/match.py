@@ -18,16 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from resurgo.errors import BadInput
+from resurgo.machine import ActualDisk
 from resurgo.model import Description, Disk, RemovableDevice
 from resurgo.plan.layers import Layers
-from resurgo.plan.model import (
-    ActualDisk,
-    Check,
-    MatchBy,
-    PlanOptions,
-    PreconditionFailure,
-)
-from resurgo.summary import human
+from resurgo.plan.model import Check, MatchBy, PlanOptions, PreconditionFailure
+from resurgo.units import human
 
 # Beyond this many assignments to weigh, ask for --map rather than think for minutes.
 MAX_ASSIGNMENTS = 200_000

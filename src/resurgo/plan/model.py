@@ -1,4 +1,4 @@
-"""What a recovery plan is made of: the actual disks, matches, fitted sizes, actions, failures.
+"""What a recovery plan is made of: matches, fitted sizes, actions, failures.
 
 Frozen records and enums only; no I/O. Sizes are bytes unless a field says
 sectors; sector counts are in the TARGET disk's logical sectors and carry that
@@ -25,35 +25,6 @@ class GrowPolicy(StrEnum):
     DEFAULT = "default"
     # Spread over every resizable partition (or LV), in proportion to its saved size.
     PROPORTIONAL = "proportional"
-
-
-@dataclass(frozen=True)
-class ActualDisk:
-    """A whole disk of the machine the recovery runs on, as /sys shows it now."""
-
-    path: str
-    kname: str
-    size: int
-    logical_sector_size: int = 512
-    physical_sector_size: int = 512
-    wwn: str | None = None
-    serial: str | None = None
-    model: str | None = None
-    transport: str = ""
-    removable: bool = False
-    rotational: bool = False
-    # What uses the disk now: "sdb1 on /mnt", active swap areas on it, holders (dm-0, md127).
-    mounted: tuple[str, ...] = ()
-    swaps: tuple[str, ...] = ()
-    holders: tuple[str, ...] = ()
-    # It holds the running (rescue) system or its boot medium.
-    holds_system: bool = False
-    # It holds the recovery set being read (the description file), or a key file.
-    holds_recovery_set: bool = False
-
-    @property
-    def in_use(self) -> bool:
-        return bool(self.mounted or self.swaps or self.holders)
 
 
 class MatchBy(StrEnum):

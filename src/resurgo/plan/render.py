@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from resurgo.plan.model import Action, DiskLayout, DiskMatch, Plan, PlannedCommand
 from resurgo.recovery.units import BUILTIN_PREFIX
-from resurgo.summary import human
+from resurgo.units import human
 
 if TYPE_CHECKING:
     # Types only: the finalize package imports the plan.

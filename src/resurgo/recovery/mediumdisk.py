@@ -14,8 +14,8 @@ from pathlib import Path
 
 from resurgo.errors import BadInput
 from resurgo.media.url import DirectorySpec, parse_url
-from resurgo.plan.actual import containing_mount, kname_of_devnum
 from resurgo.probe import blockdev, mounts
+from resurgo.probe.actual import containing_mount, kname_of_devnum
 
 
 def _disks(path: Path, entries: Sequence[mounts.MountEntry], sys_block: Path) -> set[str]:

@@ -9,7 +9,7 @@ from typing import Any
 from resurgo.engine import Mismatch
 from resurgo.recovery.check import CheckOutcome, UnitCheck
 from resurgo.recovery.restore import CommandResult, RestoreOutcome, Status
-from resurgo.summary import human
+from resurgo.units import human
 
 MARK = {Status.DONE: "done", Status.FAILED: "FAILED", Status.NOT_RUN: "not run"}
 SHOWN_MISMATCHES = 20

@@ -1,4 +1,4 @@
-"""plan.actual: this machine's disks from a recorded sysfs tree, a mount table and /proc/swaps."""
+"""probe.actual: this machine's disks from a recorded sysfs tree, a mount table and /proc/swaps."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from resurgo.cli.plan import read_paths
 from resurgo.errors import BadInput
-from resurgo.plan.actual import ENV_ACTUAL_DISKS, load_actual_disks, read_actual_disks
-from resurgo.plan.model import ActualDisk
+from resurgo.machine import ActualDisk
+from resurgo.probe.actual import ENV_ACTUAL_DISKS, load_actual_disks, read_actual_disks
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 # The vm tier's Debian guest: virtio-blk, NVMe, virtio-scsi, AHCI, PIIX IDE and USB disks.

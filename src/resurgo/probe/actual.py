@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from resurgo.errors import BadInput
-from resurgo.plan.model import ActualDisk
+from resurgo.machine import ActualDisk
 from resurgo.probe import blockdev, mounts, swap
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK, natural_key
 from resurgo.probe.mounts import MountEntry, mount_devnum
