@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resurgo.apply import commands, confine, inuse, journal, verify
+from resurgo.apply import commands, confine, executors, inuse, journal, verify
 from resurgo.errors import OperationFailed
 from resurgo.machine import ActualDisk
 from resurgo.model import (
@@ -23,13 +23,23 @@ from resurgo.model import (
 )
 from resurgo.plan import filesystems as plan_fs
 from resurgo.plan.model import (
+    Action,
+    ActionKind,
     LuksFormatParams,
     LuksOpenParams,
     LvParams,
     MdParams,
+    MkfsParams,
+    MkswapParams,
     MountParams,
+    Params,
+    PvParams,
+    SubvolumeDefaultParams,
+    SubvolumeParams,
     TableEntry,
     TableParams,
+    VgParams,
+    WipeParams,
 )
 from resurgo.probe import filesystems, mounts, partitions
 
@@ -127,6 +137,56 @@ def test_mount_argv() -> None:
                     ("subvol=@home",))
     assert commands.mount(p) == ["mount", "-t", "btrfs", "-o", "subvol=@home", "/dev/vdb2",
                                  "/mnt/resurgo/home"]
+
+
+# ---------------------------------------------------------------- one executor per kind
+
+
+def one_of_each_kind() -> list[Params]:
+    return [
+        WipeParams("disk.vdb", "/dev/vdb"),
+        TableParams("disk.vdb", "/dev/vdb", TableLabel.GPT, "x", 512, 34, 2000, ()),
+        md("raid1", spares=("/dev/vdd1",)),
+        LuksFormatParams("luks.md0", "/dev/md0", 2, "u", "aes-xts-plain64", 512),
+        LuksOpenParams("luks.md0", "/dev/md0", "cryptdata", "/dev/mapper/cryptdata"),
+        PvParams("pv.dm-0", "/dev/mapper/cryptdata", "u", "vg0"),
+        VgParams("vg.vg0", "vg0", "u", 4 << 20, ("/dev/mapper/cryptdata", "/dev/vdc2")),
+        lv(LvType.LINEAR),
+        MkfsParams("fs.x", "/dev/vdb1", FsType.EXT4, "mkfs.ext4", (), 512),
+        MkswapParams("swap.x", "/dev/vdb2", ()),
+        SubvolumeParams("subvol.x", "fs.x", "/dev/vdb1", "@"),
+        SubvolumeDefaultParams("fs.x", "/dev/vdb1", "@"),
+        MountParams("fs.x", "/dev/vdb1", "/", "/mnt/resurgo", "ext4"),
+    ]
+
+
+def test_each_kind_of_action_has_its_executor_and_its_kind_from_its_parameters() -> None:
+    # No second field that could name another kind than the parameters do.
+    assert "kind" not in {f.name for f in dataclasses.fields(Action)}
+    seen: dict[ActionKind, executors.ActionExecutor[Params]] = {}
+    for p in one_of_each_kind():
+        a = Action(id=f"{p.kind}:x", writes=("/dev/vdb",), params=p)
+        x = executors.executor(a)
+        assert a.kind is p.kind and x.action is a and x.p is p
+        seen[a.kind] = x
+    assert set(seen) == set(ActionKind)
+    assert len({type(x) for x in seen.values()}) == len(ActionKind)
+    # What runs its command again on a rerun, and the devices it releases first.
+    assert {k for k, x in seen.items() if x.destructive} == {
+        ActionKind.WIPE, ActionKind.PARTITION_TABLE, ActionKind.MD_CREATE,
+        ActionKind.LUKS_FORMAT, ActionKind.PV_CREATE, ActionKind.VG_CREATE,
+        ActionKind.LV_CREATE, ActionKind.MKFS, ActionKind.MKSWAP}
+    assert {k: x.releases() for k, x in seen.items() if x.destructive} == {
+        ActionKind.WIPE: ("/dev/vdb",),
+        ActionKind.PARTITION_TABLE: ("/dev/vdb",),
+        ActionKind.MD_CREATE: ("/dev/vdb1", "/dev/vdc1", "/dev/vdd1"),
+        ActionKind.LUKS_FORMAT: ("/dev/md0",),
+        ActionKind.PV_CREATE: ("/dev/mapper/cryptdata",),
+        ActionKind.VG_CREATE: ("/dev/mapper/cryptdata", "/dev/vdc2"),
+        ActionKind.LV_CREATE: (),
+        ActionKind.MKFS: ("/dev/vdb1",),
+        ActionKind.MKSWAP: ("/dev/vdb2",),
+    }
 
 
 # ---------------------------------------------------------------- partition tables

@@ -198,6 +198,15 @@ def test_same_input_gives_the_same_hash_and_a_change_another() -> None:
     assert plan_for(later, [actual("vdb", 30 * GIB)]).hash == a.hash
 
 
+def test_the_hash_of_a_known_plan_is_pinned() -> None:
+    # `recover --plan-hash H` approves a plan computed again later, maybe by another
+    # version: refactoring must leave the hash of the same plan as it is.
+    plan = plan_for(standard(), [actual("vdb", 30 * GIB)])
+    assert plan.hash == "sha256:c46dc6fa6e21b9182c477e2e71e0b3f759ee2c361a8d38ce47e8cd40f2fb4bd8"
+    lvm = plan_for(luks_fixture(), [actual("vdb", 30 * GIB)], keys=frozenset({"luks.sda2"}))
+    assert lvm.hash == "sha256:241fb6638648f98c2b2c30d8292aecaa5a5c300d73a5e8683fcf190103a63113"
+
+
 def test_json_and_text() -> None:
     plan = plan_for(standard(), [actual("vdb", 30 * GIB)])
     data = to_data(plan)

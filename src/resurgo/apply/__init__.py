@@ -1,9 +1,10 @@
 """Executing a recovery plan against real devices: idempotent, resumable, confined.
 
-execute.Executor runs the plan's actions in order; guard refuses any command on a device
-outside the plan's target disks; verify checks on the disks what each action made;
-journal records completed actions so a rerun resumes; inuse tells the planner which uses
-of the target disks are recovery's own; keys gathers the LUKS keys; report renders it.
+execute.Executor runs the plan's actions in order, each through the executor of its kind
+(executors); guard refuses any command on a device outside the plan's target disks;
+verify checks on the disks what each action made; journal records completed actions so a
+rerun resumes; inuse tells the planner which uses of the target disks are recovery's own;
+keys gathers the LUKS keys; report renders it.
 """
 
 from __future__ import annotations

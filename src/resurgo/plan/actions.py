@@ -29,6 +29,7 @@ from resurgo.plan.model import (
     MkfsParams,
     MkswapParams,
     MountParams,
+    Params,
     PvParams,
     SubvolumeDefaultParams,
     SubvolumeParams,
@@ -116,22 +117,20 @@ class Builder:
 
     def add(
         self,
-        kind: ActionKind,
         subject: str,
-        params: object,
+        params: Params,
         writes: tuple[str, ...],
         depends: list[str],
         summary: str,
         before: int | None = None,
         after: int | None = None,
     ) -> str:
-        aid = f"{kind}:{subject}"
+        aid = f"{params.kind}:{subject}"
         self.actions.append(
             Action(
                 id=aid,
-                kind=kind,
                 writes=writes,
-                params=params,  # type: ignore[arg-type]
+                params=params,
                 depends_on=tuple(sorted(set(depends))),
                 before=before,
                 after=after,
@@ -167,7 +166,6 @@ class Builder:
         lay = self.layouts[disk_id]
         actual = self.matches[disk_id]
         wipe = self.add(
-            ActionKind.WIPE,
             disk_id,
             WipeParams(disk=disk_id, device=actual.path),
             (actual.path,),
@@ -195,7 +193,6 @@ class Builder:
             for fp in sorted(lay.partitions, key=lambda fp: fp.number)
         )
         self.add(
-            ActionKind.PARTITION_TABLE,
             disk_id,
             TableParams(
                 disk=disk_id,
@@ -217,7 +214,6 @@ class Builder:
         members = [m for m in md.members]
         spares = [s for s in md.spares if self.planned(s)]
         self.add(
-            ActionKind.MD_CREATE,
             md_id,
             MdParams(
                 array=md_id,
@@ -241,7 +237,6 @@ class Builder:
     def luks(self, luks_id: str) -> None:
         lk = self.layers.luks[luks_id]
         fmt = self.add(
-            ActionKind.LUKS_FORMAT,
             luks_id,
             LuksFormatParams(
                 volume=luks_id,
@@ -264,7 +259,6 @@ class Builder:
         )
         name = luks_name(self.layers, luks_id)
         self.add(
-            ActionKind.LUKS_OPEN,
             luks_id,
             LuksOpenParams(
                 volume=luks_id,
@@ -290,7 +284,6 @@ class Builder:
             pv_paths.append(self.path(pv.device))
             pv_actions.append(
                 self.add(
-                    ActionKind.PV_CREATE,
                     pv.id,
                     PvParams(
                         pv=pv.id, device=self.path(pv.device), uuid=pv.uuid, volume_group=vg.name
@@ -305,7 +298,6 @@ class Builder:
                 )
             )
         vg_action = self.add(
-            ActionKind.VG_CREATE,
             vg_id,
             VgParams(
                 vg=vg_id,
@@ -338,7 +330,6 @@ class Builder:
             stripe_size = next((s.stripe_size for s in lv.segments if s.stripe_size), None)
             ext = vg.extent_size
             self.add(
-                ActionKind.LV_CREATE,
                 lv.id,
                 LvParams(
                     lv=lv.id,
@@ -374,7 +365,6 @@ class Builder:
         saved = fs.size or self.layers.original_size(fs.device)
         how = filesystems.recreate(fs, size, ss, saved)
         self.add(
-            ActionKind.MKFS,
             fs_id,
             MkfsParams(
                 filesystem=fs_id,
@@ -402,7 +392,6 @@ class Builder:
             if parent is not None:
                 depends.append(f"{ActionKind.SUBVOLUME_CREATE}:{parent.id}")
             self.add(
-                ActionKind.SUBVOLUME_CREATE,
                 sv.id,
                 SubvolumeParams(
                     subvolume=sv.id,
@@ -419,7 +408,6 @@ class Builder:
         if default != 5 and default in by_subvol_id:
             sv = by_subvol_id[default]
             self.add(
-                ActionKind.SUBVOLUME_DEFAULT,
                 fs_id,
                 SubvolumeDefaultParams(filesystem=fs_id, device=self.path(fs.device), path=sv.path),
                 self.writes(fs.device),
@@ -432,7 +420,6 @@ class Builder:
         assert sw.device is not None
         size = self.stack.after(sw.device)
         self.add(
-            ActionKind.MKSWAP,
             swap_id,
             MkswapParams(
                 swap=swap_id,
@@ -476,7 +463,6 @@ class Builder:
                 depends.append(parent)
             target = posixpath.normpath(self.root.rstrip("/") + "/" + m.mountpoint.lstrip("/"))
             self.add(
-                ActionKind.MOUNT,
                 f"{fs.id}:{m.mountpoint}",
                 MountParams(
                     filesystem=fs.id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from resurgo import run
 from resurgo.model import FsType, LvType, PartitionKind, TableLabel
@@ -143,7 +143,8 @@ def change(before: int, after: int) -> Change:
 
 
 class ActionKind(StrEnum):
-    # Declared in the order actions of one dependency level are listed.
+    # Declared in the order actions of one dependency level are listed. Each parameter type
+    # below names its kind (its `kind`), and an Action's kind is that of its parameters.
     WIPE = "wipe"
     PARTITION_TABLE = "partition-table"
     MD_CREATE = "md-create"
@@ -163,6 +164,7 @@ class ActionKind(StrEnum):
 class WipeParams:
     """wipefs -a on the whole disk: no old signature may survive to confuse what follows."""
 
+    kind: ClassVar[ActionKind] = ActionKind.WIPE
     disk: str
     device: str
 
@@ -187,6 +189,7 @@ class TableEntry:
 class TableParams:
     """The whole new partition table of one disk, in the target's sectors."""
 
+    kind: ClassVar[ActionKind] = ActionKind.PARTITION_TABLE
     disk: str
     device: str
     label: TableLabel
@@ -199,6 +202,7 @@ class TableParams:
 
 @dataclass(frozen=True)
 class MdParams:
+    kind: ClassVar[ActionKind] = ActionKind.MD_CREATE
     array: str
     device: str
     level: str
@@ -213,6 +217,7 @@ class MdParams:
 
 @dataclass(frozen=True)
 class LuksFormatParams:
+    kind: ClassVar[ActionKind] = ActionKind.LUKS_FORMAT
     volume: str
     device: str
     version: int
@@ -228,6 +233,7 @@ class LuksFormatParams:
 
 @dataclass(frozen=True)
 class LuksOpenParams:
+    kind: ClassVar[ActionKind] = ActionKind.LUKS_OPEN
     volume: str
     device: str
     name: str
@@ -237,6 +243,7 @@ class LuksOpenParams:
 
 @dataclass(frozen=True)
 class PvParams:
+    kind: ClassVar[ActionKind] = ActionKind.PV_CREATE
     pv: str
     device: str
     uuid: str
@@ -245,6 +252,7 @@ class PvParams:
 
 @dataclass(frozen=True)
 class VgParams:
+    kind: ClassVar[ActionKind] = ActionKind.VG_CREATE
     vg: str
     name: str
     uuid: str
@@ -254,6 +262,7 @@ class VgParams:
 
 @dataclass(frozen=True)
 class LvParams:
+    kind: ClassVar[ActionKind] = ActionKind.LV_CREATE
     lv: str
     vg_name: str
     name: str
@@ -272,6 +281,7 @@ class LvParams:
 
 @dataclass(frozen=True)
 class MkfsParams:
+    kind: ClassVar[ActionKind] = ActionKind.MKFS
     filesystem: str
     device: str
     type: FsType
@@ -285,6 +295,7 @@ class MkfsParams:
 
 @dataclass(frozen=True)
 class MkswapParams:
+    kind: ClassVar[ActionKind] = ActionKind.MKSWAP
     swap: str
     device: str
     options: tuple[str, ...]
@@ -294,6 +305,7 @@ class MkswapParams:
 
 @dataclass(frozen=True)
 class SubvolumeParams:
+    kind: ClassVar[ActionKind] = ActionKind.SUBVOLUME_CREATE
     subvolume: str
     filesystem: str
     device: str
@@ -304,6 +316,7 @@ class SubvolumeParams:
 
 @dataclass(frozen=True)
 class SubvolumeDefaultParams:
+    kind: ClassVar[ActionKind] = ActionKind.SUBVOLUME_DEFAULT
     filesystem: str
     device: str
     path: str
@@ -311,6 +324,7 @@ class SubvolumeDefaultParams:
 
 @dataclass(frozen=True)
 class MountParams:
+    kind: ClassVar[ActionKind] = ActionKind.MOUNT
     filesystem: str
     device: str
     # Where it is mounted in the restored system, and where during recovery (under the root).
@@ -340,7 +354,6 @@ Params = (
 @dataclass(frozen=True)
 class Action:
     id: str
-    kind: ActionKind
     # The actual disks (paths) this action writes to; an executor refuses to write elsewhere.
     writes: tuple[str, ...]
     params: Params
@@ -349,6 +362,11 @@ class Action:
     after: int | None = None
     # One line for people; not part of the plan hash.
     summary: str = ""
+
+    @property
+    def kind(self) -> ActionKind:
+        # The parameters' type says what the action is: no second field to disagree with it.
+        return self.params.kind
 
 
 class Check(StrEnum):
