@@ -49,6 +49,12 @@ class NotAuthentic(ResurgoError):
     exit_code = ExitCode.NOT_AUTHENTIC
 
 
+class NotConfirmed(ResurgoError):
+    """The person asked to confirm a recovery did not: nothing was written."""
+
+    exit_code = ExitCode.FAILED
+
+
 class ToolMissing(OperationFailed):
     def __init__(self, program: str, package: str | None) -> None:
         hint = f"install it: apt-get install {package}" if package else None

@@ -3,16 +3,18 @@ given to finalize, which rewrites the restored network configuration and fstab.
 
 The saved system is one ext4 on a whole loop disk whose fstab names it by kernel name and
 whose ifupdown configuration names its NIC ens3. This machine's NICs come from a
-recorded sysfs with two NICs (RESURGO_FINALIZE_SYSFS): enp0s9, then enp0s10.
+recorded sysfs with two NICs (given as finalize's sysfs, the command line being run
+in-process): enp0s9, then enp0s10.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -20,28 +22,38 @@ from engine_tree import write
 from loopdisks import Loop, Rig
 
 from resurgo import run
+from resurgo.cli import finalizing
+from resurgo.cli.main import main
 from resurgo.demo import umount_below
 from tests.unit.nics import MAC10, with_two_nics
 
 pytestmark = pytest.mark.storage
 
 MiB = 1 << 20
-REPO = Path(__file__).resolve().parents[2]
 INTERFACES = "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n"
 
 
-def resurgo(*argv: str | Path, state: Path, sysfs: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RESURGO_ACTUAL_DISKS"}
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["RESURGO_STATE_DIR"] = str(state)
-    env["RESURGO_FINALIZE_SYSFS"] = str(sysfs)
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *map(str, argv)],
-        capture_output=True, text=True, timeout=600, check=False, env=env,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    return proc
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def resurgo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+    """The command line in-process, with this machine's NICs read from the recorded sysfs."""
+    monkeypatch.delenv("RESURGO_ACTUAL_DISKS", raising=False)
+    monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(finalizing, "SYSFS", with_two_nics(tmp_path / "sys"))
+
+    def call(*argv: str | Path) -> Ran:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main([str(a) for a in argv])
+        return Ran(code, out.getvalue(), err.getvalue())
+
+    return call
 
 
 def sha256_of(loop: Loop) -> str:
@@ -53,7 +65,7 @@ def sha256_of(loop: Loop) -> str:
 
 
 def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
-    rig: Rig, tmp_path: Path, mnt: Path
+    rig: Rig, tmp_path: Path, mnt: Path, resurgo: Callable[..., Ran]
 ) -> None:
     source = rig.disk("netsys", 200 * MiB)
     rig.sh("mkfs.ext4", "-q", "-L", "netroot", source.path)
@@ -61,10 +73,8 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     write(root / "etc/hostname", b"netsys\n")
     write(root / "etc/fstab", f"{source.path} / ext4 errors=remount-ro 0 1\n".encode())
     write(root / "etc/network/interfaces", INTERFACES.encode())
-    sets, state = tmp_path / "sets", tmp_path / "state"
-    sysfs = with_two_nics(tmp_path / "sys")
-    r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog",
-                state=state, sysfs=sysfs)
+    sets = tmp_path / "sets"
+    r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog")
     assert r.returncode == 0, r.stdout + r.stderr
     umount_below(root)
     target = rig.disk("net-target", 300 * MiB)
@@ -77,14 +87,14 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
         (["ens3=enp0s9", "ens3=enp0s10"], "the saved interface ens3 is already mapped"),
     ):
         r = resurgo("recover", *common, "--yes",
-                    *[a for m in maps for a in ("--net-map", m)], state=state, sysfs=sysfs)
+                    *[a for m in maps for a in ("--net-map", m)])
         assert r.returncode == 2, r.stdout + r.stderr
         assert message in r.stderr
         assert "recreating the layout" not in r.stdout
         assert sha256_of(target) == before
         assert not mnt.exists()
 
-    plan = resurgo("plan", *common, "--net-map", "ens3=enp0s10", state=state, sysfs=sysfs)
+    plan = resurgo("plan", *common, "--net-map", "ens3=enp0s10")
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert f"    ens3 -> enp0s10 ({MAC10})  [by --net-map]" in plan.stdout
     assert "       4 + auto enp0s10\n" in plan.stdout
@@ -92,8 +102,7 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     assert f"       1 - {source.path} / ext4" in plan.stdout
     assert sha256_of(target) == before
 
-    r = resurgo("recover", *common, "--yes", "--net-map", "ens3=enp0s10", "--json",
-                state=state, sysfs=sysfs)
+    r = resurgo("recover", *common, "--yes", "--net-map", "ens3=enp0s10", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
     assert [(n["old_name"], n["new_name"], n["by"]) for n in out["finalize"]["nics"]] == [

@@ -1,8 +1,8 @@
 """What finalize will do, as `resurgo plan` and `resurgo recover` show and check it.
 
-Real processes on a real description file. The actual disks come from
+The command line run in-process on a real description file. The actual disks come from
 RESURGO_ACTUAL_DISKS, this machine's network interfaces from a recorded sysfs with two
-NICs added (RESURGO_FINALIZE_SYSFS): neither root nor NICs are needed. The saved system
+NICs added (given as finalize's sysfs): neither root nor NICs are needed. The saved system
 (on /dev/vda, virtio) named its root by kernel name in fstab and its one NIC ens3 (with
 its MAC) in a NetworkManager keyfile.
 """
@@ -10,10 +10,9 @@ its MAC) in a NetworkManager keyfile.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
-import subprocess
-import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ from nics import MAC9, MAC10, with_two_nics
 from plan_builders import GIB, standard
 
 from resurgo import fileformat
+from resurgo.cli import finalizing
+from resurgo.cli.main import main
 from resurgo.model import ConfigFile, Description
 
-REPO = Path(__file__).resolve().parents[2]
 OLD_MAC = "52:54:00:12:34:56"
 NM_PATH = "/etc/NetworkManager/system-connections/wired.nmconnection"
 NM = (
@@ -46,35 +46,36 @@ def description() -> Description:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Path:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     fileformat.write(description(), tmp_path / "description.toml")
     with_two_nics(tmp_path / "sys")
     disks = [{"path": "/dev/nvme0n1", "kname": "nvme0n1", "size": 30 * GIB,
               "logical_sector_size": 512, "transport": "nvme"}]
     (tmp_path / "actual.json").write_text(json.dumps(disks))
+    monkeypatch.setenv("RESURGO_ACTUAL_DISKS", str(tmp_path / "actual.json"))
+    monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(finalizing, "SYSFS", tmp_path / "sys")
     return tmp_path
 
 
-def resurgo(tmp: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["RESURGO_ACTUAL_DISKS"] = str(tmp / "actual.json")
-    env["RESURGO_FINALIZE_SYSFS"] = str(tmp / "sys")
-    env["RESURGO_STATE_DIR"] = str(tmp / "state")
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def plan(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def resurgo(tmp: Path, *args: str | Path) -> Ran:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse refuses the arguments
+            code = int(e.code or 0)
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def plan(tmp: Path, *args: str) -> Ran:
     return resurgo(tmp, "plan", "--from", tmp / "description.toml", *args)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from resurgo.cli import finalizing
 from resurgo.cli.source import add_source_arguments, open_source
 from resurgo.errors import BadInput, ExitCode
+from resurgo.finalize.planned import finalized, plan_data, section
 from resurgo.model import Description
 from resurgo.plan import make_plan
 from resurgo.plan.model import GrowPolicy, PlanOptions
@@ -173,11 +174,12 @@ def run(args: argparse.Namespace) -> int:
         desc = source.description
         options = plan_options(args, desc, sys.stdin.isatty())
         actual = read_actual_disks(read_paths(source.recovery_paths, args))
-        plan = finalizing.finalized(args, desc, make_plan(desc, actual, options))
+        plan = finalized(desc, make_plan(desc, actual, options), finalizing.options(args),
+                         skip=args.no_finalize)
     if args.json:
-        sys.stdout.write(json.dumps(finalizing.plan_data(plan), indent=2) + "\n")
+        sys.stdout.write(json.dumps(plan_data(plan), indent=2) + "\n")
     else:
-        sys.stdout.write(text(plan, source.name, finalizing.section(args, plan)))
+        sys.stdout.write(text(plan, source.name, section(plan, skip=args.no_finalize)))
     if not plan.ok:
         print(
             f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) fail",

@@ -32,23 +32,19 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from resurgo import finalize, run
-from resurgo.apply import inuse, keys, report
-from resurgo.apply.execute import Executor
-from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR, Journal, default_path
+from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR
 from resurgo.cli import finalizing
 from resurgo.cli.plan import add_plan_arguments, plan_options, read_paths
-from resurgo.cli.source import SetSource, open_source
-from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
-from resurgo.plan import make_plan
+from resurgo.cli.source import open_source
+from resurgo.errors import BadInput, OperationFailed
+from resurgo.finalize.planned import section
+from resurgo.model import Description
 from resurgo.plan.model import Plan
 from resurgo.plan.render import text
 from resurgo.probe.actual import read_actual_disks
-from resurgo.recovery import report as rreport
-from resurgo.recovery.check import Changes, check_units, save_record
-from resurgo.recovery.check import finalize_changes as check_changes
-from resurgo.recovery.load import LoadedSet
-from resurgo.recovery.restore import run_commands
+from resurgo.recovery.events import Event, OnEvent, PlanReady, Warned
+from resurgo.recovery.recover import RecoverOptions, plan_recovery, recover_set
+from resurgo.recovery.report import event_text
 from resurgo.units import human
 
 
@@ -133,10 +129,8 @@ class Terminal:
             raise OperationFailed("no answer (end of input): nothing was written")
         return answer.strip()
 
-
-def _hash(value: str) -> str:
-    value = value.strip()
-    return value if value.startswith("sha256:") else "sha256:" + value
+    def confirm(self, plan: Plan) -> bool:
+        return self.ask(_confirm_prompt(plan)).lower() == "yes"
 
 
 def _confirm_prompt(plan: Plan) -> str:
@@ -150,29 +144,18 @@ def _confirm_prompt(plan: Plan) -> str:
     )
 
 
-def _plan(args: argparse.Namespace, source: SetSource, interactive: bool) -> tuple[Plan, Journal]:
-    """The plan as `resurgo plan` computes it with the same options: its commands and what
-    finalize will do included, and hashed. A --net-map typo is bad input found here,
-    before any disk is touched."""
-    desc = source.description
-    options = plan_options(args, desc, interactive)
-    actual = read_actual_disks(read_paths(source.recovery_paths, args))
-
-    def planned(owned: set[str] | None = None) -> tuple[Plan, Journal]:
-        disks = inuse.without_own_uses(actual, options.root, owned or ())
-        plan = finalizing.finalized(args, desc, make_plan(desc, disks, options))
-        return plan, Journal(args.journal or default_path(plan.hash), plan.hash)
-
-    plan, journal = planned()
-    # An earlier run of this very plan holds the disks (its md arrays, its mappings):
-    # those uses are ours. Its journal is named by the plan as that run could execute it,
-    # finalize included, which a plan failing on those uses does not show: so the plan
-    # without them is the one to look the journal up by.
-    owned = inuse.own_holders(plan)
-    again, earlier = planned(owned)
-    if earlier.exists():
-        return again, earlier
-    return plan, journal
+def recover_options(args: argparse.Namespace, desc: Description,
+                    interactive: bool) -> RecoverOptions:
+    return RecoverOptions(
+        plan=plan_options(args, desc, interactive),
+        layout_only=args.layout_only,
+        verify_set=args.verify_set,
+        key_files=tuple(args.key_file),
+        plan_hash=args.plan_hash,
+        journal=args.journal,
+        finalize=finalizing.options(args),
+        skip_finalize=args.no_finalize,
+    )
 
 
 def run_recover(args: argparse.Namespace) -> int:
@@ -190,129 +173,41 @@ def run_recover(args: argparse.Namespace) -> int:
                 f"{args.source} is a description file: it holds no data to restore",
                 "give the medium of the recovery set with --from, or add --layout-only",
             )
-        if args.verify_set and source.loaded is not None:
-            if not args.json:
-                print(f"reading every file of set {source.loaded.id} and the sets it builds "
-                      "on", flush=True)
-            for reader in source.loaded.chain.values():
-                reader.verify()
-        return _recover(args, source, terminal, confirmed)
-
-
-def _recover(
-    args: argparse.Namespace, source: SetSource, terminal: Terminal | None, confirmed: bool
-) -> int:
-    plan, journal = _plan(args, source, interactive=terminal is not None)
-    out = sys.stdout
-    result: dict[str, Any] = {"plan": finalizing.plan_data(plan), "outcome": None}
-    if source.loaded is not None:
-        result["set"] = {"id": source.loaded.id, "medium": source.loaded.medium.url}
-    if not args.json:
-        # The plan exactly as `resurgo plan` shows it (its hash covers all of it), before
-        # anything is asked or done.
-        extra = finalizing.section(args, plan)
-        if args.layout_only:
-            extra = [*extra, "--layout-only: only the actions above are executed; no "
-                     "command runs and the system is not finalized"]
-        out.write(text(plan, source.name, extra))
-        out.flush()
-    if not plan.ok:
-        if args.json:
-            out.write(json.dumps(result, indent=2) + "\n")
-        print(
-            f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) "
-            "fail; nothing was written",
-            file=sys.stderr,
+        options = recover_options(args, source.description, interactive=terminal is not None)
+        actual = read_actual_disks(read_paths(source.recovery_paths, args))
+        plan = plan_recovery(source.description, actual, options)
+        report = recover_set(
+            source.loaded, plan, options, _shown(args, source.name),
+            confirm=None if confirmed or terminal is None else terminal.confirm,
+            ask_secret=getpass.getpass if terminal is not None else None,
         )
-        return ExitCode.PRECONDITION
-    if args.plan_hash and _hash(args.plan_hash) != plan.hash:
-        if args.json:
-            out.write(json.dumps(result, indent=2) + "\n")
-        raise PreconditionFailed(
-            f"the plan computed now has the hash {plan.hash}, not {_hash(args.plan_hash)}: "
-            "the disks or the description changed since; nothing was written",
-            "review `resurgo plan` again and pass its hash",
-        )
-    if not run.is_root():
-        raise PreconditionFailed("recreating the layout needs root", "run resurgo as root")
-    if not confirmed:
-        assert terminal is not None
-        if terminal.ask(_confirm_prompt(plan)).lower() != "yes":
-            print("resurgo: not confirmed: nothing was written", file=sys.stderr)
-            return ExitCode.FAILED
-    ask = getpass.getpass if terminal is not None else None
-    luks_keys = keys.gather(plan, dict(args.key_file), ask)
-
-    def progress(n: int, total: int, result: Any) -> None:
-        if not args.json:
-            print(report.line(n, total, result), flush=True)
-
-    if not args.json:
-        print(f"\nrecreating the layout ({len(plan.actions)} actions)", flush=True)
-    outcome = Executor(plan, journal, luks_keys, progress).run()
-    result["outcome"] = report.data(outcome)
-    if not args.json:
-        out.write(report.summary(outcome))
-    if not outcome.ok or source.loaded is None:
-        if args.json:
-            out.write(json.dumps(result, indent=2) + "\n")
-        return ExitCode.OK if outcome.ok else ExitCode.FAILED
-    ok = _restore(args, source.loaded, plan, result)
     if args.json:
-        out.write(json.dumps(result, indent=2) + "\n")
-    return ExitCode.OK if ok else ExitCode.FAILED
+        sys.stdout.write(json.dumps(report.data(), indent=2) + "\n")
+    if report.refused is not None:
+        raise report.refused
+    return report.exit_code
 
 
-def _restore(args: argparse.Namespace, loaded: LoadedSet, plan: Plan,
-             result: dict[str, Any]) -> bool:
-    """The commands, the check of what they restored, finalize; False when any failed."""
-    root = Path(plan.root)
+def _shown(args: argparse.Namespace, source: str) -> OnEvent:
+    """Prints the events as recover always did: the plan exactly as `resurgo plan` shows
+    it (its hash covers all of it) before anything is asked or done, then each step; with
+    --json only the warnings (on stderr)."""
 
-    def said(line: str) -> None:
-        if not args.json:
-            print(line, flush=True)
+    def show(event: Event) -> None:
+        if isinstance(event, Warned):
+            print(f"resurgo: {event.message}", file=sys.stderr, flush=True)
+        elif args.json:
+            return
+        elif isinstance(event, PlanReady):
+            extra = section(event.plan, skip=args.no_finalize)
+            if args.layout_only:
+                extra = [*extra, "--layout-only: only the actions above are executed; no "
+                         "command runs and the system is not finalized"]
+            sys.stdout.write(text(event.plan, source, extra))
+            sys.stdout.flush()
+        else:
+            line = event_text(event)
+            if line is not None:
+                print(line, flush=True)
 
-    said(f"\nrestoring the data from set {loaded.id} "
-         f"({len(loaded.description.commands)} commands)")
-    restored = run_commands(loaded, root, lambda r: said(rreport.command_line(r)))
-    result["commands"] = rreport.restore_data(restored)
-    said(rreport.restore_summary(restored).rstrip())
-    if not restored.ok and restored.aborted_at is not None:
-        return False
-    # The content of every file was hashed as it was written: a walk of the metadata
-    # (no second read of the data) finds what the target could not keep.
-    done = restored.restored()
-    said("\nchecking the restored trees against their manifests")
-    checked = check_units(loaded, root, content=False, only=lambda u: u.command.seq in done,
-                          changes=Changes(), report=lambda u: said(rreport.check_line(u)))
-    result["verify"] = rreport.check_data(checked)
-    said(rreport.check_summary(checked).rstrip())
-    ok = restored.ok and checked.ok
-    if args.no_finalize:
-        result["finalize"] = None
-        said("\nfinalize: skipped (--no-finalize)")
-        return ok
-    return _finalize(args, loaded, plan, root, result) and ok
-
-
-def _finalize(args: argparse.Namespace, loaded: LoadedSet, plan: Plan, root: Path,
-              result: dict[str, Any]) -> bool:
-    if not args.json:
-        print("\nfinalizing the restored system", flush=True)
-    try:
-        fin = finalize.finalize(loaded.description, plan, root, finalizing.options(args))
-    except BadInput as e:
-        # Checked while planning against the description's copy of the configuration: the
-        # restored one names other interfaces. The data is restored all the same.
-        result["finalize"] = {"ok": False, "errors": [str(e)]}
-        print(f"resurgo: finalize not run: {e}", file=sys.stderr, flush=True)
-        return False
-    result["finalize"] = finalize.data(fin)
-    written = [f.path for f in fin.files if f.written]
-    changes = check_changes(written, fin.log)
-    record = save_record(loaded.id, root, changes)
-    if record is not None:
-        result["finalize_record"] = str(record)
-    if not args.json:
-        print(finalize.text(fin).rstrip(), flush=True)
-    return fin.ok
+    return show

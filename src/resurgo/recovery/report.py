@@ -1,13 +1,37 @@
-"""What restoring and checking did, for people (lines) and as JSON."""
+"""What recovering, restoring and checking did, for people (lines) and as JSON.
+
+The lines are those `resurgo recover` prints as the events come (event_text), and the
+same that RecoverReport.text() gives once it is over; RecoverReport.data() is its --json.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from resurgo import finalize
+from resurgo.apply import report as layout
+from resurgo.apply.execute import ActionResult, Outcome
 from resurgo.engine import Mismatch
+from resurgo.errors import ExitCode, ResurgoError
+from resurgo.finalize import FinalizeReport
+from resurgo.finalize.planned import SKIPPED, plan_data
+from resurgo.plan.model import Plan
 from resurgo.recovery.check import CheckOutcome, UnitCheck
+from resurgo.recovery.events import (
+    Event,
+    PlanReady,
+    Progress,
+    Step,
+    StepEnded,
+    StepStarted,
+    StepTime,
+    Warned,
+)
 from resurgo.recovery.restore import CommandResult, RestoreOutcome, Status
 from resurgo.units import human
 
@@ -114,3 +138,161 @@ def check_data(o: CheckOutcome) -> dict[str, Any]:
             for u in o.units
         ],
     }
+
+
+# ---------------------------------------------------------------- recover
+
+
+def action_line(n: int, total: int, r: ActionResult) -> str:
+    return layout.line(n, total, r)
+
+
+def layout_summary(o: Outcome) -> str:
+    return layout.summary(o).rstrip("\n")
+
+
+@dataclass(frozen=True)
+class SetRef:
+    id: str
+    medium: str
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    """What finalize did: skipped (--no-finalize), not run (error), or its report and the
+    record of what it changed on purpose (None when the state directory is not
+    writable)."""
+
+    skipped: bool = False
+    report: FinalizeReport | None = None
+    error: str | None = None
+    record: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped or (self.report is not None and self.report.ok)
+
+
+@dataclass(frozen=True)
+class RecoverReport:
+    """What recover_set did: every step it reached, in order; a step not reached is None."""
+
+    plan: Plan
+    set: SetRef | None
+    layout_only: bool = False
+    skip_finalize: bool = False
+    # Why the plan was not executed, when an error tells it (the plan hash differs).
+    refused: ResurgoError | None = None
+    outcome: Outcome | None = None
+    restore: RestoreOutcome | None = None
+    check: CheckOutcome | None = None
+    finalize: FinalizeResult | None = None
+    steps: tuple[StepTime, ...] = ()
+
+    def refuse(self, error: ResurgoError) -> RecoverReport:
+        return dataclasses.replace(self, refused=error)
+
+    def executed(self, outcome: Outcome) -> RecoverReport:
+        return dataclasses.replace(self, outcome=outcome)
+
+    def restored(self, restore: RestoreOutcome) -> RecoverReport:
+        return dataclasses.replace(self, restore=restore)
+
+    def checked(self, check: CheckOutcome) -> RecoverReport:
+        return dataclasses.replace(self, check=check)
+
+    def finalized(self, result: FinalizeResult) -> RecoverReport:
+        return dataclasses.replace(self, finalize=result)
+
+    def timed(self, steps: Sequence[StepTime]) -> RecoverReport:
+        return dataclasses.replace(self, steps=tuple(steps))
+
+    @property
+    def ok(self) -> bool:
+        """Everything it was asked to do was done."""
+        if self.outcome is None or not self.outcome.ok:
+            return False
+        if self.set is None or self.layout_only:
+            return True
+        return (self.restore is not None and self.restore.ok and self.check is not None
+                and self.check.ok and self.finalize is not None and self.finalize.ok)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.refused is not None:
+            return self.refused.exit_code
+        if not self.plan.ok:
+            return ExitCode.PRECONDITION
+        return ExitCode.OK if self.ok else ExitCode.FAILED
+
+    def data(self) -> dict[str, Any]:
+        """The --json of recover: the keys appear as the steps are reached."""
+        out: dict[str, Any] = {"plan": plan_data(self.plan), "outcome": None}
+        if self.set is not None:
+            out["set"] = {"id": self.set.id, "medium": self.set.medium}
+        if self.outcome is not None:
+            out["outcome"] = layout.data(self.outcome)
+        if self.restore is not None:
+            out["commands"] = restore_data(self.restore)
+        if self.check is not None:
+            out["verify"] = check_data(self.check)
+        if self.finalize is not None:
+            out["finalize"] = _finalize_data(self.finalize)
+            if self.finalize.record is not None:
+                out["finalize_record"] = str(self.finalize.record)
+        if self.steps:
+            out["steps"] = [{"step": str(t.step), "ok": t.ok, "seconds": round(t.seconds, 3)}
+                            for t in self.steps]
+        return out
+
+    def text(self) -> str:
+        """What recover printed after the plan, once the plan was confirmed: the same
+        lines as the events gave them."""
+        out: list[str] = []
+        if self.outcome is not None:
+            o = self.outcome
+            out.append(f"\nrecreating the layout ({len(self.plan.actions)} actions)")
+            out += [action_line(n, len(self.plan.actions), r)
+                    for n, r in enumerate(o.results, 1)]
+            out.append(layout_summary(o))
+        if self.restore is not None and self.set is not None:
+            out.append(f"\nrestoring the data from set {self.set.id} "
+                       f"({len(self.restore.results)} commands)")
+            out += [command_line(r) for r in self.restore.results]
+            out.append(restore_summary(self.restore).rstrip())
+        if self.check is not None:
+            out.append("\nchecking the restored trees against their manifests")
+            out += [check_line(u) for u in self.check.units]
+            out.append(check_summary(self.check).rstrip())
+        fin = self.finalize
+        if fin is not None and fin.skipped:
+            out.append("\n" + SKIPPED)
+        elif fin is not None:
+            out.append("\nfinalizing the restored system")
+            if fin.report is not None:
+                out.append(finalize.text(fin.report).rstrip())
+        return "".join(line + "\n" for line in out)
+
+
+def _finalize_data(f: FinalizeResult) -> dict[str, Any] | None:
+    if f.skipped:
+        return None
+    if f.report is None:
+        return {"ok": False, "errors": [f.error]}
+    return finalize.data(f.report)
+
+
+def event_text(event: Event) -> str | None:
+    """The line(s) a person sees for an event (no newline at the end), None for none: a
+    step's title (after a blank line, but for the reading of the set that comes before
+    the plan), its progress, its summary.
+    PlanReady and Warned are shown by the caller (the plan with its source's name; a
+    warning on stderr)."""
+    if isinstance(event, StepStarted):
+        return event.title if event.step is Step.VERIFY_SET else "\n" + event.title
+    if isinstance(event, Progress):
+        return event.line
+    if isinstance(event, StepEnded):
+        return event.summary or None
+    assert isinstance(event, PlanReady | Warned)
+    return None

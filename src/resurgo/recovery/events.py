@@ -1,0 +1,108 @@
+"""What an orchestrator tells while it runs: steps started and ended (with their times),
+progress lines and warnings, as typed events.
+
+The orchestrator never prints: it hands each event to the ``on_event`` callable it is
+given. The command line prints them (recovery.report.event_text says how); another
+caller may record them, time the steps, or drop them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from resurgo.plan.model import Plan
+
+
+class Step(StrEnum):
+    # Every file of the set and of the sets it builds on read against its digest.
+    VERIFY_SET = "verify-set"
+    # The plan's actions executed on the disks.
+    LAYOUT = "layout"
+    # The description's commands run (the built-in restore of each tree among them).
+    RESTORE = "restore"
+    # The restored trees walked against their manifests.
+    CHECK = "check"
+    FINALIZE = "finalize"
+    # Saving: the system described, each tree archived, the rescue image built.
+    DESCRIBE = "describe"
+    SAVE = "save"
+    RESCUE = "rescue"
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    step: Step
+    # The line that announces it, for people.
+    title: str
+    # time.monotonic() when it started.
+    at: float
+
+
+@dataclass(frozen=True)
+class StepEnded:
+    step: Step
+    ok: bool
+    # What it did, for people ("" when it says nothing).
+    summary: str
+    started: float
+    at: float
+
+    @property
+    def seconds(self) -> float:
+        return self.at - self.started
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One item of a step done: an action, a command, a tree checked."""
+
+    step: Step
+    line: str
+
+
+@dataclass(frozen=True)
+class Warned:
+    """Something a person must know even when only data is printed (stderr)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class PlanReady:
+    """The plan that will be executed, once the set is checked: shown before anything is
+    asked or written."""
+
+    plan: Plan
+
+
+Event = StepStarted | StepEnded | Progress | Warned | PlanReady
+OnEvent = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """An on_event for callers that want the report alone."""
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """How long a step took, as the report keeps it."""
+
+    step: Step
+    ok: bool
+    seconds: float
+
+
+__all__ = [
+    "Event",
+    "OnEvent",
+    "PlanReady",
+    "Progress",
+    "Step",
+    "StepEnded",
+    "StepStarted",
+    "StepTime",
+    "Warned",
+    "ignore",
+]
