@@ -1,5 +1,6 @@
 """The pure parts of apply: argv of each action, checks on recorded tool output, the journal,
-which uses of a disk are recovery's own, and the planner's mkfs options they rely on."""
+which uses of a disk are recovery's own, and the planner's mkfs options they rely on; the
+executor of each kind, and the executor's loop run with stand-ins that touch no disk."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resurgo.apply import commands, confine, executors, inuse, journal, verify
+from resurgo.apply import commands, confine, execute, executors, inuse, journal, verify
 from resurgo.errors import OperationFailed
 from resurgo.machine import ActualDisk
 from resurgo.model import (
@@ -25,6 +26,7 @@ from resurgo.plan import filesystems as plan_fs
 from resurgo.plan.model import (
     Action,
     ActionKind,
+    GrowPolicy,
     LuksFormatParams,
     LuksOpenParams,
     LvParams,
@@ -33,6 +35,7 @@ from resurgo.plan.model import (
     MkswapParams,
     MountParams,
     Params,
+    Plan,
     PvParams,
     SubvolumeDefaultParams,
     SubvolumeParams,
@@ -187,6 +190,90 @@ def test_each_kind_of_action_has_its_executor_and_its_kind_from_its_parameters()
         ActionKind.MKFS: ("/dev/vdb1",),
         ActionKind.MKSWAP: ("/dev/vdb2",),
     }
+
+
+# ---------------------------------------------------------------- the loop, the after-action hook
+
+
+class StandIn(executors.ActionExecutor[Params]):
+    """A bring-up action made in a set instead of on a disk."""
+
+    def __init__(self, action: Action, made: set[str]) -> None:
+        super().__init__(action, action.params)
+        self.made = made
+
+    def run(self, x: executors.Context) -> None:
+        self.made.add(self.action.id)
+
+    def check(self, x: executors.Context) -> list[str]:
+        return [] if self.action.id in self.made else [f"no {self.action.id}"]
+
+
+def stand_in_plan(n: int) -> Plan:
+    actions = tuple(
+        Action(f"mount:fs.{i}:/m{i}", (),
+               MountParams(f"fs.{i}", f"/dev/vdb{i}", f"/m{i}", f"/mnt/resurgo/m{i}", "ext4"))
+        for i in range(1, n + 1))
+    return Plan("h", "2026-12-07T00:00:00Z", GrowPolicy.DEFAULT, "/mnt/resurgo", (), (), (),
+                actions, (), (), (), "sha256:" + "0" * 64)
+
+
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    made: set[str] = set()
+    monkeypatch.setattr(execute, "executor", lambda a: StandIn(a, made))
+    # Not this machine's mounts: the loop drops stale ones of the plan's disks.
+    monkeypatch.setattr(execute.mounts, "read_mountinfo", lambda: [])
+    return made
+
+
+def journaled(path: Path) -> list[str]:
+    return [e["action"] for e in map(json.loads, path.read_text().splitlines()) if "action" in e]
+
+
+def test_after_action_sees_the_action_made_and_not_yet_journaled(
+        tmp_path: Path, made: set[str]) -> None:
+    plan = stand_in_plan(3)
+    path = tmp_path / "journal.jsonl"
+    seen: list[tuple[int, str, bool, list[str]]] = []
+
+    def after(n: int, a: Action) -> None:
+        seen.append((n, a.id, a.id in made, journaled(path)))
+
+    outcome = execute.Executor(plan, journal.Journal(path, plan.hash), {},
+                               after_action=after).run()
+    ids = [a.id for a in plan.actions]
+    assert outcome.ok and [r.status for r in outcome.results] == [execute.Status.DONE] * 3
+    assert seen == [(1, ids[0], True, []), (2, ids[1], True, ids[:1]),
+                    (3, ids[2], True, ids[:2])]
+    # Skipped as verified on a rerun: nothing is done, so nothing is reported after.
+    seen.clear()
+    again = execute.Executor(plan, journal.Journal(path, plan.hash), {}, after_action=after)
+    assert {r.status for r in again.run().results} == {execute.Status.VERIFIED}
+    assert seen == []
+
+
+def test_a_run_stopped_after_an_action_resumes_from_the_journal(
+        tmp_path: Path, made: set[str]) -> None:
+    class Stopped(BaseException):
+        pass
+
+    def stop_after_two(n: int, a: Action) -> None:
+        if n == 2:
+            raise Stopped
+
+    plan = stand_in_plan(3)
+    ids = [a.id for a in plan.actions]
+    path = tmp_path / "journal.jsonl"
+    with pytest.raises(Stopped):
+        execute.Executor(plan, journal.Journal(path, plan.hash), {},
+                         after_action=stop_after_two).run()
+    # The second action was made but not journaled; the third not reached.
+    assert made == set(ids[:2]) and journaled(path) == ids[:1]
+    outcome = execute.Executor(plan, journal.Journal(path, plan.hash), {}).run()
+    assert [r.status for r in outcome.results] == [
+        execute.Status.VERIFIED, execute.Status.DONE, execute.Status.DONE]
+    assert journaled(path) == ids
 
 
 # ---------------------------------------------------------------- partition tables

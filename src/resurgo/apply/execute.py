@@ -15,6 +15,9 @@ How each kind of action is done and checked on the disks is its executor's
 
 A destructive action that runs marks everything depending on it as not skippable.
 
+after_action, when given, is called for each action done now, once the disks show it and
+before it is journaled: where a crash leaves an action done but not recorded.
+
 Testing aid: when RESURGO_TEST_STALL=N, the N-th action (1-based, in plan order) stops
 after its commands ran and before it is journaled: it writes "resurgo: test stall
 after ACTION_ID" to stderr and sleeps, so a test can kill the process at that point.
@@ -78,6 +81,9 @@ class Outcome:
 
 
 Report = Callable[[int, int, ActionResult], None]
+# Called once an action ran and the disks show it, before it is journaled: with its
+# position in the plan (1-based) and the action.
+AfterAction = Callable[[int, Action], None]
 
 
 class Executor:
@@ -87,12 +93,14 @@ class Executor:
         journal: Journal,
         keys: Mapping[str, str],
         report: Report | None = None,
+        after_action: AfterAction | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
         self.guard = Guard(plan)
         self.context = Context(plan, self.guard, keys)
         self.report = report
+        self.after_action = after_action
         # Actions whose result is new in this run: what depends on them cannot be skipped.
         self.dirty: set[str] = set()
 
@@ -107,7 +115,7 @@ class Executor:
         for n, a in enumerate(self.plan.actions, 1):
             start = time.monotonic()
             try:
-                status, message = self._one(a, stall == n)
+                status, message = self._one(n, a, stall)
             except Warned as e:
                 status, message = Status.WARNING, e.message
             except ResurgoError as e:
@@ -131,7 +139,7 @@ class Executor:
         if self.report is not None:
             self.report(n, total, result)
 
-    def _one(self, a: Action, stall: bool) -> tuple[Status, str]:
+    def _one(self, n: int, a: Action, stall: int | None) -> tuple[Status, str]:
         x = executor(a)
         depends_dirty = any(d in self.dirty for d in a.depends_on)
         note = ""
@@ -153,7 +161,9 @@ class Executor:
         found = x.check(self.context)
         if found:
             raise OperationFailed(f"{a.id} ran, but the disks do not show it: {joined(found)}")
-        if stall:
+        if self.after_action is not None:
+            self.after_action(n, a)
+        if stall == n:
             print(f"resurgo: test stall after {a.id}", file=sys.stderr, flush=True)
             time.sleep(3600)
         self.journal.record(a.id, str(a.kind))
