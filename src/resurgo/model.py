@@ -10,8 +10,10 @@ docs/format.md documents every field; keep the two in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 
 class Firmware(StrEnum):
@@ -80,6 +82,44 @@ class OnFailure(StrEnum):
 OMIT_DEFAULT = "omit_default"
 
 
+# A field whose metadata holds this key names other records by id (a str, an optional
+# str, or a tuple of them): its value is the Ref saying which records it may name.
+REF = "ref"
+
+
+class Link(StrEnum):
+    # A mere reference: a role the system gives a volume, the subvolume a mount shows.
+    NAMES = "names"
+    # The record is built on the one named: a layer on a device, a volume in its group,
+    # a subvolume in its filesystem.
+    ON = "on"
+    # The record named is built on this one: a physical volume makes up its group.
+    HOLDS = "holds"
+
+
+@dataclass(frozen=True)
+class Ref:
+    # The Description groups (its fields) the record named may be in.
+    groups: tuple[str, ...]
+    # What the record named must be, as problems say it.
+    what: str
+    link: Link = Link.NAMES
+
+
+def ref(groups: tuple[str, ...], what: str, link: Link = Link.NAMES) -> dict[str, Ref]:
+    """The metadata of a field naming records of groups."""
+    return {REF: Ref(groups, what, link)}
+
+
+# What a device reference may name. An unsupported record stands in for a device the
+# probe found but cannot describe (an md array before the md probe, say): what is built
+# on it still refers to it, so the description stays whole and the plan can refuse it.
+BLOCK = ("disks", "partitions", "raid_arrays", "luks_volumes", "logical_volumes", "unsupported")
+# A layer built directly on a block device: what the device holds.
+DEVICE = Ref(BLOCK, "block device", Link.ON)
+ON_DEVICE = {REF: DEVICE}
+
+
 class Encoding(StrEnum):
     UTF8 = "utf-8"
     BASE64 = "base64"
@@ -104,9 +144,11 @@ class OsRelease:
 class Bootloader:
     kind: BootloaderKind
     # Disks whose MBR/boot code area holds the loader (BIOS), by disk id.
-    disks: tuple[str, ...] = ()
+    disks: tuple[str, ...] = field(default=(), metadata=ref(("disks",), "disk"))
     # The BIOS boot partition on GPT disks, by partition id.
-    bios_boot_partition: str | None = None
+    bios_boot_partition: str | None = field(
+        default=None, metadata=ref(("partitions",), "partition")
+    )
     # Path of the loader inside the ESP, e.g. /EFI/debian/grubx64.efi.
     efi_path: str | None = None
 
@@ -121,9 +163,9 @@ class SystemInfo:
     kernel: str
     bootloader: Bootloader
     # Filesystem ids.
-    system_volume: str | None = None
-    boot_volume: str | None = None
-    esp: str | None = None
+    system_volume: str | None = field(default=None, metadata=ref(("filesystems",), "filesystem"))
+    boot_volume: str | None = field(default=None, metadata=ref(("filesystems",), "filesystem"))
+    esp: str | None = field(default=None, metadata=ref(("filesystems",), "filesystem"))
 
 
 @dataclass(frozen=True)
@@ -156,7 +198,7 @@ class Disk:
 @dataclass(frozen=True)
 class Partition:
     id: str
-    disk: str
+    disk: str = field(metadata=ref(("disks",), "disk", Link.ON))
     number: int
     start: int
     size: int
@@ -178,18 +220,18 @@ class RaidArray:
     level: str
     metadata: str
     uuid: str
-    members: tuple[str, ...]
+    members: tuple[str, ...] = field(metadata=ON_DEVICE)
     size: int
     name: str | None = None
     chunk: int | None = None
-    spares: tuple[str, ...] = ()
+    spares: tuple[str, ...] = field(default=(), metadata=ON_DEVICE)
     layout: str | None = None
 
 
 @dataclass(frozen=True)
 class LuksVolume:
     id: str
-    device: str
+    device: str = field(metadata=ON_DEVICE)
     version: int
     uuid: str
     cipher: str
@@ -207,9 +249,9 @@ class LuksVolume:
 @dataclass(frozen=True)
 class PhysicalVolume:
     id: str
-    device: str
+    device: str = field(metadata=ON_DEVICE)
     uuid: str
-    volume_group: str
+    volume_group: str = field(metadata=ref(("volume_groups",), "volume group", Link.HOLDS))
     size: int
 
 
@@ -230,20 +272,24 @@ class LvSegment:
     stripes: int = 1
     stripe_size: int | None = None
     # Physical volume ids this segment lies on.
-    devices: tuple[str, ...] = ()
+    devices: tuple[str, ...] = field(
+        default=(), metadata=ref(("physical_volumes",), "physical volume", Link.ON)
+    )
 
 
 @dataclass(frozen=True)
 class LogicalVolume:
     id: str
-    volume_group: str
+    volume_group: str = field(metadata=ref(("volume_groups",), "volume group", Link.ON))
     name: str
     uuid: str
     size: int
     type: LvType
     path: str | None = None
     # For thin volumes: the thin pool's logical volume id.
-    pool: str | None = None
+    pool: str | None = field(
+        default=None, metadata=ref(("logical_volumes",), "logical volume", Link.ON)
+    )
     segments: tuple[LvSegment, ...] = ()
 
 
@@ -252,7 +298,7 @@ class Mount:
     mountpoint: str
     options: str = "defaults"
     # For btrfs: the subvolume mounted there, by subvolume id.
-    subvolume: str | None = None
+    subvolume: str | None = field(default=None, metadata=ref(("subvolumes",), "subvolume"))
 
 
 @dataclass(frozen=True)
@@ -312,7 +358,7 @@ class BtrfsOptions:
 @dataclass(frozen=True)
 class Filesystem:
     id: str
-    device: str
+    device: str = field(metadata=ON_DEVICE)
     type: FsType
     uuid: str | None = None
     label: str | None = None
@@ -331,7 +377,7 @@ class Filesystem:
 @dataclass(frozen=True)
 class Subvolume:
     id: str
-    filesystem: str
+    filesystem: str = field(metadata=ref(("filesystems",), "filesystem", Link.ON))
     path: str
     subvol_id: int
     parent_id: int = 5
@@ -344,10 +390,12 @@ class Swap:
     id: str
     size: int
     # A block device id, or None for a swap file.
-    device: str | None = None
+    device: str | None = field(default=None, metadata=ON_DEVICE)
     # For a swap file: its path in the system and the filesystem holding it.
     file: str | None = None
-    filesystem: str | None = None
+    filesystem: str | None = field(
+        default=None, metadata=ref(("filesystems",), "filesystem", Link.ON)
+    )
     uuid: str | None = None
     label: str | None = None
     page_size: int | None = None
@@ -462,6 +510,15 @@ class Description:
     commands: tuple[Command, ...] = ()
     unsupported: tuple[Unsupported, ...] = field(default=())
 
+    def records(self) -> Iterator[tuple[str, int, Any]]:
+        """(group, index, record) of every record with an id, group by group."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                for i, rec in enumerate(value):
+                    if is_dataclass(rec) and hasattr(rec, "id"):
+                        yield f.name, i, rec
+
     # Block devices by id, whatever their kind: what a "device" reference may name.
     def block_devices(self) -> dict[str, Disk | Partition | RaidArray | LuksVolume | LogicalVolume]:
         out: dict[str, Disk | Partition | RaidArray | LuksVolume | LogicalVolume] = {}
@@ -475,3 +532,78 @@ class Description:
             for rec in group:
                 out[rec.id] = rec
         return out
+
+
+# ------------------------------------------------------------------ references
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One id a record names, through a field marked REF."""
+
+    # The field, from the record walked (a tuple's index last).
+    where: tuple[str | int, ...]
+    target: str
+    ref: Ref
+
+
+_FIELDS: dict[type, tuple[tuple[tuple[str, Ref], ...], tuple[str, ...]]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[tuple[str, Ref], ...], tuple[str, ...]]:
+    """(the fields of cls that name records, its other fields); walked for every record."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        own = tuple((f.name, f.metadata[REF]) for f in fields(cls) if REF in f.metadata)
+        other = tuple(f.name for f in fields(cls) if REF not in f.metadata)
+        found = _FIELDS[cls] = (own, other)
+    return found
+
+
+def references(record: object, where: tuple[str | int, ...] = ()) -> Iterator[Reference]:
+    """Every id record names, its own fields' first, then those of the records it holds
+    (a logical volume's segments, a filesystem's mounts), in the order of the fields."""
+    own, other = _fields(type(record))
+    for name, r in own:
+        value = getattr(record, name)
+        if isinstance(value, tuple):
+            for i, target in enumerate(value):
+                yield Reference((*where, name, i), target, r)
+        elif value is not None:
+            yield Reference((*where, name), value, r)
+    for name in other:
+        value = getattr(record, name)
+        if isinstance(value, tuple):
+            for i, item in enumerate(value):
+                if is_dataclass(item):
+                    yield from references(item, (*where, name, i))
+        elif is_dataclass(value) and not isinstance(value, type):
+            yield from references(value, (*where, name))
+
+
+def built_on(record: object) -> Iterator[Reference]:
+    """What record is built on, as it names them (Link.ON)."""
+    return (r for r in references(record) if r.ref.link == Link.ON)
+
+
+def devices_below(record: object) -> list[str]:
+    """The block devices record is built directly on: a partition's disk, an array's
+    members, a thin volume's pool."""
+    return [r.target for r in built_on(record) if set(r.ref.groups) <= _BLOCK_GROUPS]
+
+
+_BLOCK_GROUPS = frozenset(BLOCK)
+R = TypeVar("R")
+
+
+def referrers(
+    records: Iterable[R], link: Link = Link.ON, into: str | None = None
+) -> dict[str, list[R]]:
+    """records by each id they name through a reference of link (into group into, if
+    given), in the order given."""
+    out: dict[str, list[R]] = {}
+    for rec in records:
+        for r in references(rec):
+            if r.ref.link == link and (into is None or into in r.ref.groups):
+                out.setdefault(r.target, []).append(rec)
+    return out

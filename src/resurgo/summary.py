@@ -9,6 +9,7 @@ from resurgo.model import (
     Description,
     Disk,
     Filesystem,
+    Link,
     LogicalVolume,
     LuksVolume,
     Partition,
@@ -16,6 +17,8 @@ from resurgo.model import (
     RaidArray,
     Swap,
     VolumeGroup,
+    devices_below,
+    references,
 )
 from resurgo.units import human
 
@@ -36,28 +39,23 @@ class _Tree:
         self.desc = desc
         self.children: dict[str, list[Node]] = {}
         self.fs_ids_boot = {desc.system.boot_volume}
-        for p in sorted(desc.partitions, key=lambda p: (p.start, p.number)):
-            self._add(p.disk, p)
-        for md in desc.raid_arrays:
-            for m in md.members + md.spares:
-                self._add(m, md)
-        for lk in desc.luks_volumes:
-            self._add(lk.device, lk)
-        vgs = {vg.id: vg for vg in desc.volume_groups}
+        by_id = {rec.id: (group, rec) for group, _, rec in desc.records()}
         first_pv: dict[str, str] = {}
-        for pv in desc.physical_volumes:
-            self._add(pv.device, pv)
-            vg = vgs.get(pv.volume_group)
-            if vg is not None and pv.volume_group not in first_pv:
-                first_pv[pv.volume_group] = pv.id
-                self._add(pv.id, vg)
-        for lv in desc.logical_volumes:
-            self._add(lv.pool or lv.volume_group, lv)
-        for fs in desc.filesystems:
-            self._add(fs.device, fs)
-        for sw in desc.swaps:
-            if sw.device is not None:
-                self._add(sw.device, sw)
+        ordered = sorted(desc.partitions, key=lambda p: (p.start, p.number))
+        for rec in [*ordered, *(r for g, _, r in desc.records() if g != "partitions")]:
+            parents = devices_below(rec)
+            if isinstance(rec, LogicalVolume) and not parents:
+                parents = [rec.volume_group]
+            for parent in parents:
+                assert isinstance(rec, Node), f"{type(rec).__name__} missing from Node"
+                self._add(parent, rec)
+            # A record made of others (a volume group) sits under the first of them.
+            for r in references(rec):
+                group, held = by_id.get(r.target, ("", None))
+                if r.ref.link == Link.HOLDS and group in r.ref.groups and r.target not in first_pv:
+                    assert isinstance(held, Node), f"{type(held).__name__} missing from Node"
+                    first_pv[r.target] = rec.id
+                    self._add(rec.id, held)
         self.first_pv = first_pv
         self.swap_files = [sw for sw in desc.swaps if sw.file is not None]
 

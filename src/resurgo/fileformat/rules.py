@@ -10,19 +10,20 @@ import base64
 import binascii
 import itertools
 import re
-from collections.abc import Iterable
-from dataclasses import fields, is_dataclass
-from typing import Any
 
 from resurgo.fileformat import values
 from resurgo.fileformat.codec import Problem
 from resurgo.model import (
+    BLOCK,
     Description,
     Disk,
     FsType,
+    Link,
     Partition,
     PartitionKind,
+    Swap,
     TableLabel,
+    references,
 )
 
 _MODE = re.compile(r"^[0-7]{3,4}$")
@@ -41,20 +42,11 @@ def check(desc: Description) -> list[Problem]:
     return problems
 
 
-def _records(desc: Description) -> Iterable[tuple[str, int, Any]]:
-    for f in fields(desc):
-        value = getattr(desc, f.name)
-        if isinstance(value, tuple):
-            for i, rec in enumerate(value):
-                if is_dataclass(rec) and hasattr(rec, "id"):
-                    yield f.name, i, rec
-
-
 def _check_ids(desc: Description, problems: list[Problem]) -> dict[str, str]:
     """All ids, to the group they belong to; duplicates and malformed ids are problems."""
     ids: dict[str, str] = {}
     first: dict[str, tuple[str, int]] = {}
-    for group, i, rec in _records(desc):
+    for group, i, rec in desc.records():
         if not _ID.match(rec.id):
             problems.append(
                 Problem((group, i, "id"), f"id {rec.id!r} must be letters, digits and . _ : @ + -")
@@ -87,121 +79,23 @@ def _ref(
         problems.append(Problem(where, f"refers to {value!r}, a {group} record, not a {what}"))
 
 
-# What a device reference may name. An unsupported record stands in for a device the
-# probe found but cannot describe (an md array before the md probe, say): what is built
-# on it still refers to it, so the description stays whole and the plan can refuse it.
-BLOCK = ("disks", "partitions", "raid_arrays", "luks_volumes", "logical_volumes", "unsupported")
-
-
 def _check_references(desc: Description, ids: dict[str, str], problems: list[Problem]) -> None:
-    sysw = ("system",)
-    _ref(
-        problems,
-        ids,
-        (*sysw, "system_volume"),
-        desc.system.system_volume,
-        ("filesystems",),
-        "filesystem",
-    )
-    _ref(
-        problems,
-        ids,
-        (*sysw, "boot_volume"),
-        desc.system.boot_volume,
-        ("filesystems",),
-        "filesystem",
-    )
-    _ref(problems, ids, (*sysw, "esp"), desc.system.esp, ("filesystems",), "filesystem")
-    bl = desc.system.bootloader
-    for i, d in enumerate(bl.disks):
-        _ref(problems, ids, (*sysw, "bootloader", "disks", i), d, ("disks",), "disk")
-    _ref(
-        problems,
-        ids,
-        (*sysw, "bootloader", "bios_boot_partition"),
-        bl.bios_boot_partition,
-        ("partitions",),
-        "partition",
-    )
-    for i, p in enumerate(desc.partitions):
-        _ref(problems, ids, ("partitions", i, "disk"), p.disk, ("disks",), "disk")
-    for i, md in enumerate(desc.raid_arrays):
-        for j, m in enumerate(md.members):
-            _ref(problems, ids, ("raid_arrays", i, "members", j), m, BLOCK, "block device")
-        for j, m in enumerate(md.spares):
-            _ref(problems, ids, ("raid_arrays", i, "spares", j), m, BLOCK, "block device")
-    for i, lk in enumerate(desc.luks_volumes):
-        _ref(problems, ids, ("luks_volumes", i, "device"), lk.device, BLOCK, "block device")
-    for i, pv in enumerate(desc.physical_volumes):
-        _ref(problems, ids, ("physical_volumes", i, "device"), pv.device, BLOCK, "block device")
-        _ref(
-            problems,
-            ids,
-            ("physical_volumes", i, "volume_group"),
-            pv.volume_group,
-            ("volume_groups",),
-            "volume group",
+    for r in references(desc.system, ("system",)):
+        _ref(problems, ids, r.where, r.target, r.ref.groups, r.ref.what)
+    for group, i, rec in desc.records():
+        for r in references(rec, (group, i)):
+            _ref(problems, ids, r.where, r.target, r.ref.groups, r.ref.what)
+        if isinstance(rec, Swap):
+            _check_swap(i, rec, problems)
+
+
+def _check_swap(i: int, sw: Swap, problems: list[Problem]) -> None:
+    if (sw.device is None) == (sw.file is None):
+        problems.append(Problem(("swaps", i), "needs exactly one of device or file"))
+    if sw.file is not None and sw.filesystem is None:
+        problems.append(
+            Problem(("swaps", i, "filesystem"), "a swap file needs the filesystem that holds it")
         )
-    for i, lv in enumerate(desc.logical_volumes):
-        _ref(
-            problems,
-            ids,
-            ("logical_volumes", i, "volume_group"),
-            lv.volume_group,
-            ("volume_groups",),
-            "volume group",
-        )
-        _ref(
-            problems,
-            ids,
-            ("logical_volumes", i, "pool"),
-            lv.pool,
-            ("logical_volumes",),
-            "logical volume",
-        )
-        for j, seg in enumerate(lv.segments):
-            for k, dev in enumerate(seg.devices):
-                _ref(
-                    problems,
-                    ids,
-                    ("logical_volumes", i, "segments", j, "devices", k),
-                    dev,
-                    ("physical_volumes",),
-                    "physical volume",
-                )
-    for i, fs in enumerate(desc.filesystems):
-        _ref(problems, ids, ("filesystems", i, "device"), fs.device, BLOCK, "block device")
-        for j, mnt in enumerate(fs.mounts):
-            _ref(
-                problems,
-                ids,
-                ("filesystems", i, "mounts", j, "subvolume"),
-                mnt.subvolume,
-                ("subvolumes",),
-                "subvolume",
-            )
-    for i, sv in enumerate(desc.subvolumes):
-        _ref(
-            problems,
-            ids,
-            ("subvolumes", i, "filesystem"),
-            sv.filesystem,
-            ("filesystems",),
-            "filesystem",
-        )
-    for i, sw in enumerate(desc.swaps):
-        _ref(problems, ids, ("swaps", i, "device"), sw.device, BLOCK, "block device")
-        _ref(
-            problems, ids, ("swaps", i, "filesystem"), sw.filesystem, ("filesystems",), "filesystem"
-        )
-        if (sw.device is None) == (sw.file is None):
-            problems.append(Problem(("swaps", i), "needs exactly one of device or file"))
-        if sw.file is not None and sw.filesystem is None:
-            problems.append(
-                Problem(
-                    ("swaps", i, "filesystem"), "a swap file needs the filesystem that holds it"
-                )
-            )
 
 
 def _check_partitions(desc: Description, problems: list[Problem]) -> None:
@@ -417,32 +311,21 @@ def _check_misc(desc: Description, problems: list[Problem]) -> None:
 
 def _check_stack_cycles(desc: Description, problems: list[Problem]) -> None:
     """A block device must not (indirectly) be built on itself."""
-    below: dict[str, list[str]] = {}
-    for p in desc.partitions:
-        below[p.id] = [p.disk]
-    for md in desc.raid_arrays:
-        below[md.id] = [*md.members, *md.spares]
-    for lk in desc.luks_volumes:
-        below[lk.id] = [lk.device]
-    pv_dev = {pv.id: pv.device for pv in desc.physical_volumes}
-    # An LV lies on its group's PVs: one node per group (a name no id can have), so that
+    # What each record is built on. An LV lies on its group, which lies on its PVs: so
     # thousands of LVs of a group do not each copy the list of its PVs.
-    for pv in desc.physical_volumes:
-        below.setdefault(f"#vg {pv.volume_group}", []).append(pv.device)
-    for lv in desc.logical_volumes:
-        below[lv.id] = [f"#vg {lv.volume_group}"] + [
-            pv_dev[d] for s in lv.segments for d in s.devices if d in pv_dev
-        ]
-    groups: dict[str, str] = {}
-    index: dict[str, int] = {}
-    for g, i, r in _records(desc):
-        if r.id in below:
-            groups[r.id] = g
-            index[r.id] = i
+    below: dict[str, list[str]] = {}
+    for _, _, rec in desc.records():
+        for r in references(rec):
+            if r.ref.link == Link.ON:
+                below.setdefault(rec.id, []).append(r.target)
+            elif r.ref.link == Link.HOLDS:
+                below.setdefault(r.target, []).append(rec.id)
     cyclic = _on_cycles(below)
-    for start in below:
-        if start in cyclic and start in groups:
-            problems.append(Problem((groups[start], index[start]), f"{start!r} is built on itself"))
+    reported: set[str] = set()
+    for group, i, rec in desc.records():
+        if group in BLOCK and rec.id in cyclic and rec.id not in reported:
+            reported.add(rec.id)
+            problems.append(Problem((group, i), f"{rec.id!r} is built on itself"))
 
 
 def _on_cycles(graph: dict[str, list[str]]) -> set[str]:

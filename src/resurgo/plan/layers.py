@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from resurgo import parttypes
 from resurgo.model import (
+    DEVICE,
     Description,
     Disk,
     Filesystem,
+    Link,
     LogicalVolume,
     LuksVolume,
     LvType,
@@ -14,13 +18,15 @@ from resurgo.model import (
     PartitionKind,
     PhysicalVolume,
     RaidArray,
-    Subvolume,
     Swap,
     VolumeGroup,
+    built_on,
+    referrers,
 )
 
 # What may sit directly on a block device.
 User = Filesystem | Swap | LuksVolume | PhysicalVolume | RaidArray
+_USER_ORDER: tuple[type, ...] = get_args(User)
 
 
 class Layers:
@@ -34,31 +40,21 @@ class Layers:
         self.lvs: dict[str, LogicalVolume] = {v.id: v for v in desc.logical_volumes}
         self.pvs: dict[str, PhysicalVolume] = {v.id: v for v in desc.physical_volumes}
         self.filesystems: dict[str, Filesystem] = {f.id: f for f in desc.filesystems}
-        self.parts_of: dict[str, list[Partition]] = {}
-        for p in sorted(desc.partitions, key=lambda p: (p.start, p.number)):
-            self.parts_of.setdefault(p.disk, []).append(p)
+        self.devices = desc.block_devices()
+        self.parts_of = referrers(sorted(desc.partitions, key=lambda p: (p.start, p.number)))
+        # Each device's users, a filesystem before a swap, LUKS, PV and md (as User lists
+        # them): user() takes the first.
         self.users: dict[str, list[User]] = {}
-        for fs in desc.filesystems:
-            self.users.setdefault(fs.device, []).append(fs)
-        for sw in desc.swaps:
-            if sw.device is not None:
-                self.users.setdefault(sw.device, []).append(sw)
-        for lk in desc.luks_volumes:
-            self.users.setdefault(lk.device, []).append(lk)
-        for pv in desc.physical_volumes:
-            self.users.setdefault(pv.device, []).append(pv)
-        for md in desc.raid_arrays:
-            for m in (*md.members, *md.spares):
-                self.users.setdefault(m, []).append(md)
-        self.pvs_of: dict[str, list[PhysicalVolume]] = {}
-        for pv in desc.physical_volumes:
-            self.pvs_of.setdefault(pv.volume_group, []).append(pv)
-        self.lvs_of: dict[str, list[LogicalVolume]] = {}
-        for lv in desc.logical_volumes:
-            self.lvs_of.setdefault(lv.volume_group, []).append(lv)
-        self.subvolumes_of: dict[str, list[Subvolume]] = {}
-        for sv in desc.subvolumes:
-            self.subvolumes_of.setdefault(sv.filesystem, []).append(sv)
+        for _, _, rec in desc.records():
+            for r in built_on(rec):
+                if r.ref == DEVICE:
+                    assert isinstance(rec, User), f"{type(rec).__name__} missing from User"
+                    self.users.setdefault(r.target, []).append(rec)
+        for found in self.users.values():
+            found.sort(key=lambda u: _USER_ORDER.index(type(u)))
+        self.pvs_of = referrers(desc.physical_volumes, Link.HOLDS)
+        self.lvs_of = referrers(desc.logical_volumes, into="volume_groups")
+        self.subvolumes_of = referrers(desc.subvolumes)
 
     def user(self, dev: str) -> User | None:
         """What is built directly on a block device (the first, should there be several)."""
@@ -67,19 +63,14 @@ class Layers:
 
     def below(self, dev: str) -> list[str]:
         """The block devices a block device is made of, one level down."""
-        if dev in self.partitions:
-            return [self.partitions[dev].disk]
-        if dev in self.raids:
-            md = self.raids[dev]
-            return [*md.members, *md.spares]
-        if dev in self.luks:
-            return [self.luks[dev].device]
-        if dev in self.lvs:
-            lv = self.lvs[dev]
+        lv = self.lvs.get(dev)
+        if lv is not None:
+            # An LV lies on its group's PVs, wherever its extents are; a thin one on its pool.
             if lv.type == LvType.THIN and lv.pool in self.lvs:
                 return self.below(lv.pool)
             return [pv.device for pv in self.pvs_of.get(lv.volume_group, [])]
-        return []
+        rec = self.devices.get(dev)
+        return [r.target for r in built_on(rec)] if rec is not None else []
 
     def disks_under(self, dev: str) -> set[str]:
         if dev in self.disks:

@@ -20,6 +20,7 @@ from resurgo.model import (
     Partition,
     Subvolume,
     SystemInfo,
+    referrers,
 )
 from resurgo.probe import catalog, hardware, system
 from resurgo.probe.state import StorageState
@@ -145,9 +146,7 @@ def restore_commands(
     the top level). Filesystems that cannot be recreated are skipped here: nothing could
     receive their data.
     """
-    by_fs: dict[str, list[Subvolume]] = {}
-    for sv in subvolumes:
-        by_fs.setdefault(sv.filesystem, []).append(sv)
+    by_fs = referrers(subvolumes)
     mounted = [(m.mountpoint, fs) for fs in filesystems if fs.supported for m in fs.mounts[:1]]
     mounted.sort(key=lambda mf: (mf[0].count("/") - (mf[0] == "/"), mf[0]))
     steps: list[tuple[tuple[str, ...], str, OnFailure]] = []
