@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
 from resurgo import __version__
 from resurgo.cli import describe, plan, recover, rescue, save, sets, show, validate, verify
@@ -21,11 +23,25 @@ PLANNED = {
 }
 
 
+class ParserExit(Exception):
+    """The parser is done before any command ran (--help, --version, a usage error): the
+    exit code main returns. Not SystemExit, so that main(argv) returns in-process too."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise ParserExit(status)
+
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"resurgo: error: {message}", file=sys.stderr)
-        raise SystemExit(ExitCode.BAD_INPUT)
+        raise ParserExit(ExitCode.BAD_INPUT)
 
 
 def common_options() -> ArgumentParser:
@@ -79,15 +95,38 @@ def _not_implemented(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; its exit code. Leaves the process as it found it (the logging
+    set up for the call is undone), so that it can run again in the same process."""
+    try:
+        args = build_parser().parse_args(argv)
+    except ParserExit as e:
+        return e.code
+    # --json and --debug may come before or after the command (they are in both parsers).
     args.json = getattr(args, "json", False)
     args.debug = getattr(args, "debug", False)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(message)s" if args.debug else "resurgo: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    with _logging(args.debug):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _logging(debug: bool) -> Iterator[None]:
+    """Log messages to the standard error of the moment: every one with --debug (each
+    external command among them), else warnings and errors, prefixed."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(message)s" if debug else "resurgo: %(levelname)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
