@@ -122,6 +122,23 @@ class Trust:
         )
 
 
+def trust_file(given: Path | None) -> Path | None:
+    """The allowed-signers file of a command: the one given (--trust), else DEFAULT_TRUST
+    when it is there (a link too, so that a dangling one is refused, not passed over),
+    else None: signatures are not checked."""
+    if given is not None:
+        return given
+    if DEFAULT_TRUST.exists() or DEFAULT_TRUST.is_symlink():
+        return DEFAULT_TRUST
+    return None
+
+
+def trusted_signers(given: Path | None) -> Trust | None:
+    """The trusted signers of a command (trust_file), read."""
+    path = trust_file(given)
+    return None if path is None else Trust.load(path)
+
+
 def _is_regular(fd: int) -> bool:
     return stat.S_ISREG(os.fstat(fd).st_mode)
 

@@ -13,7 +13,7 @@ from media_contract import HostileTreeContract, MediumContract
 from media_servers import LOCALHOST, Sshd, free_ports
 
 from resurgo.errors import BadInput, OperationFailed
-from resurgo.media import Medium, open_medium
+from resurgo.media import Medium, MediumOptions, open_medium
 from resurgo.media.sftp import SftpBackend, SshOptions
 
 
@@ -46,7 +46,7 @@ class TestSftpMedium(MediumContract, HostileTreeContract):
         return self.open_at(self.root)
 
     def open_at(self, path: Path) -> Medium:
-        m = open_medium(self.sshd.url(path), ssh=self.sshd.options())
+        m = open_medium(self.sshd.url(path), MediumOptions(ssh=self.sshd.options()))
         self.opened.append(m)
         return m
 
@@ -66,7 +66,7 @@ class TestSftpMedium(MediumContract, HostileTreeContract):
         home = Path("~" + self.sshd.user).expanduser()
         name = f"resurgo-media-test-{self.root.name}-{self.sshd.port}"
         url = f"sftp://{self.sshd.user}@{LOCALHOST}:{self.sshd.port}/~/{name}"
-        medium = open_medium(url, ssh=self.sshd.options())
+        medium = open_medium(url, MediumOptions(ssh=self.sshd.options()))
         self.opened.append(medium)
         try:
             info = self.save(medium, seed=1)
@@ -85,7 +85,8 @@ class TestSftpMedium(MediumContract, HostileTreeContract):
 
 def test_a_key_the_server_refuses(sshd: Sshd) -> None:
     with pytest.raises(OperationFailed) as e:
-        open_medium(sshd.url(sshd.root), ssh=sshd.options(identity=str(sshd.other_key)))
+        refused = sshd.options(identity=str(sshd.other_key))
+        open_medium(sshd.url(sshd.root), MediumOptions(ssh=refused))
     assert "Permission denied" in e.value.message
     assert e.value.hint is not None and "--ssh-key" in e.value.hint
 
@@ -94,7 +95,7 @@ def test_nothing_listening(sshd: Sshd) -> None:
     (port,) = free_ports(1)
     url = f"sftp://{sshd.user}@{LOCALHOST}:{port}/srv"
     with pytest.raises(OperationFailed) as e:
-        open_medium(url, ssh=sshd.options())
+        open_medium(url, MediumOptions(ssh=sshd.options()))
     assert "Connection refused" in e.value.message
     assert e.value.hint is not None and "nothing listens" in e.value.hint
 
@@ -107,7 +108,7 @@ def test_a_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     for strict in (False, True):
         opts = SshOptions(identity=str(sshd.key), known_hosts=str(known), strict_host_keys=strict)
         with pytest.raises(OperationFailed) as e:
-            open_medium(sshd.url(sshd.root), ssh=opts)
+            open_medium(sshd.url(sshd.root), MediumOptions(ssh=opts))
         assert e.value.hint is not None and "host key" in e.value.hint
 
 
@@ -118,13 +119,13 @@ def test_an_unknown_server_is_refused_by_default(sshd: Sshd, tmp_path: Path) -> 
     empty.write_text("")
     strict = SshOptions(identity=str(sshd.key), known_hosts=str(empty))
     with pytest.raises(OperationFailed, match="Host key verification failed") as e:
-        open_medium(sshd.url(sshd.root), ssh=strict)
+        open_medium(sshd.url(sshd.root), MediumOptions(ssh=strict))
     assert e.value.hint is not None and "--ssh-known-hosts" in e.value.hint
     assert empty.read_text() == ""
 
 
 def test_the_pinned_key_is_accepted_and_is_the_one_recorded(sshd: Sshd) -> None:
-    with open_medium(sshd.url(sshd.root), ssh=sshd.options()) as medium:
+    with open_medium(sshd.url(sshd.root), MediumOptions(ssh=sshd.options())) as medium:
         medium.list_sets()
         assert isinstance(medium.backend, SftpBackend)
         assert medium.backend.host_key_line() == sshd.host_key_line + "\n"
@@ -135,7 +136,7 @@ def test_a_first_save_takes_the_key_on_trust_and_records_it(
 ) -> None:
     learned = tmp_path / "known_hosts"
     accept = SshOptions(identity=str(sshd.key), known_hosts=str(learned), strict_host_keys=False)
-    with open_medium(sshd.url(sshd.root), ssh=accept) as medium:
+    with open_medium(sshd.url(sshd.root), MediumOptions(ssh=accept)) as medium:
         medium.list_sets()
         assert isinstance(medium.backend, SftpBackend)
         line = medium.backend.host_key_line()
@@ -147,24 +148,25 @@ def test_a_first_save_takes_the_key_on_trust_and_records_it(
     pinned = tmp_path / "pinned"
     pinned.write_text(line)
     strict = SshOptions(identity=str(sshd.key), known_hosts=str(pinned))
-    with open_medium(sshd.url(sshd.root), ssh=strict) as medium:
+    with open_medium(sshd.url(sshd.root), MediumOptions(ssh=strict)) as medium:
         medium.list_sets()
     # ...and refuses another server answering at that address.
     other = Path(f"{sshd.other_key}.pub").read_text().split()
     pinned.write_text(f"[{LOCALHOST}]:{sshd.port} {other[0]} {other[1]}\n")
     with pytest.raises(OperationFailed, match=r"Host key for .* has changed"):
-        open_medium(sshd.url(sshd.root), ssh=strict)
+        open_medium(sshd.url(sshd.root), MediumOptions(ssh=strict))
 
 
 def test_ssh_options_that_ssh_would_misread_are_refused(sshd: Sshd, tmp_path: Path) -> None:
     for bad in ("known hosts", "known%d", "known$HOME"):
         opts = SshOptions(identity=str(sshd.key), known_hosts=str(tmp_path / bad))
         with pytest.raises(BadInput, match="ssh would take"):
-            open_medium(sshd.url(sshd.root), ssh=opts)
+            open_medium(sshd.url(sshd.root), MediumOptions(ssh=opts))
 
 
 def test_missing_directory_on_the_server(sshd: Sshd) -> None:
-    with open_medium(sshd.url(sshd.root / "absent" / "deeper"), ssh=sshd.options()) as medium:
+    url = sshd.url(sshd.root / "absent" / "deeper")
+    with open_medium(url, MediumOptions(ssh=sshd.options())) as medium:
         with pytest.raises(OperationFailed, match="does not exist"):
             medium.list_sets()
         with pytest.raises(OperationFailed) as e:
@@ -177,7 +179,7 @@ def test_a_symlinked_directory_is_a_medium(sshd: Sshd) -> None:
     real.mkdir()
     link = sshd.root / "link"
     link.symlink_to(real)
-    with open_medium(sshd.url(link), ssh=sshd.options()) as medium:
+    with open_medium(sshd.url(link), MediumOptions(ssh=sshd.options())) as medium:
         info = MediumContract().save(medium, seed=1)
         assert [s.id for s in medium.list_sets()] == [info.id]
     assert (real / info.id / "set.json").is_file()

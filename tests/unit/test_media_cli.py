@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resurgo.cli.main import build_parser, main
-from resurgo.cli.medium import strict_host_keys
+from resurgo.cli.medium import medium_options
 
 SFTP = "sftp://backup@192.0.2.1/srv/sets"
 
@@ -25,7 +25,8 @@ SFTP = "sftp://backup@192.0.2.1/srv/sets"
 )
 def test_strict_host_keys(argv: list[str], strict: bool) -> None:
     args = build_parser().parse_args(argv)
-    assert strict_host_keys(args, args.command == "save") is strict
+    opts = medium_options(args, writing=args.command == "save")
+    assert opts.ssh.strict_host_keys is strict
 
 
 def test_plain_http_s3_needs_the_option(

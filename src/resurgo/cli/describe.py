@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resurgo import fileformat
+from resurgo.cli.output import emit
 from resurgo.errors import BadInput, ExitCode
+from resurgo.model import Description
+
+if TYPE_CHECKING:
+    from resurgo.probe.describe import DescribeOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +64,29 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: the probes are only needed by this command.
-    from resurgo.probe.describe import DescribeOptions, describe
+@dataclass(frozen=True)
+class Described:
+    """The description, whole on standard output (TOML, or JSON), or written to a file
+    and named on standard error (--json still prints it)."""
+
+    description: Description
+    output: Path | None
+
+    def text(self) -> str:
+        desc = self.description
+        if self.output is None:
+            return fileformat.dumps(desc)
+        catalog = ", catalog " + desc.catalog.path if desc.catalog else ""
+        return (f"wrote {self.output} ({len(desc.disks)} disk(s), {len(desc.filesystems)} "
+                f"filesystem(s){catalog})\n")
+
+    def data(self) -> dict[str, Any]:
+        return fileformat.to_data(self.description)
+
+
+def options(args: argparse.Namespace) -> tuple[DescribeOptions, Path | None]:
+    """What to describe, and the file to write it to (None: standard output)."""
+    from resurgo.probe.describe import DescribeOptions
 
     root: Path = args.root
     if not root.is_dir():
@@ -89,19 +115,18 @@ def run(args: argparse.Namespace) -> int:
         exclude_disks=tuple(args.exclude_disk),
         catalog_dir=catalog_dir,
     )
+    return opts, output
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: the probes are only needed by this command.
+    from resurgo.probe.describe import describe
+
+    opts, output = options(args)
     desc, warnings = describe(opts)
     for w in warnings:
         log.warning("%s", w)
-    if output is None:
-        sys.stdout.write(fileformat.dumps_json(desc) if args.json else fileformat.dumps(desc))
-        return ExitCode.OK
-    fileformat.write(desc, output)
-    if args.json:
-        sys.stdout.write(fileformat.dumps_json(desc))
-    else:
-        print(
-            f"wrote {output} ({len(desc.disks)} disk(s), {len(desc.filesystems)} "
-            f"filesystem(s){', catalog ' + desc.catalog.path if desc.catalog else ''})",
-            file=sys.stderr,
-        )
+    if output is not None:
+        fileformat.write(desc, output)
+    emit(Described(desc, output), args.json, text_to=sys.stderr if output else None)
     return ExitCode.OK

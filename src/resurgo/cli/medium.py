@@ -1,11 +1,12 @@
-"""The options of every command that reads or writes a medium, and opening it."""
+"""The options of every command that reads or writes a medium, as MediumOptions."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from resurgo.cli.trust import add_trust_argument, trust_from_args
-from resurgo.media import Medium, SshOptions, open_medium
+from resurgo import signing
+from resurgo.media import MediumOptions, SshOptions
 from resurgo.media.url import EXAMPLES
 
 MEDIUM_HELP = (
@@ -31,29 +32,23 @@ def add_medium_arguments(p: argparse.ArgumentParser) -> None:
                    help="accept only host keys already known, also for a save (default: "
                    "strict, but a save without --ssh-known-hosts takes a new server's key "
                    "on first contact, with a warning, and refuses a changed one)")
-    add_trust_argument(g)
-
-
-def strict_host_keys(args: argparse.Namespace, writing: bool) -> bool:
-    """Whether the SFTP server's key must already be known. Only a save may meet a server
-    for the first time (accept-new, the key then recorded in the set); reading, which is
-    what a recovery does, never takes the word of whoever answers; neither does anything
-    given a known_hosts file, which is then the whole truth."""
-    return bool(args.ssh_strict_host_keys or args.ssh_known_hosts or not writing)
-
-
-def open_from_args(url: str, args: argparse.Namespace, *, writing: bool | None = None) -> Medium:
-    """The medium of a command; ``writing`` (default: the command is save) allows a first
-    contact with an SFTP server."""
-    if writing is None:
-        writing = getattr(args, "command", None) == "save"
-    ssh = SshOptions(
-        identity=args.ssh_key,
-        known_hosts=args.ssh_known_hosts,
-        strict_host_keys=strict_host_keys(args, writing),
+    g.add_argument(
+        "--trust", metavar="FILE",
+        help="an OpenSSH allowed-signers file: sets not signed by one of its keys "
+        f"(namespace resurgo-set) are refused, exit code 4 (default: {signing.DEFAULT_TRUST} "
+        "when it exists, else signatures are not checked)",
     )
-    trust = trust_from_args(args)  # read before the medium is opened: a bad file fails fast
-    medium = open_medium(url, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
-                         s3_insecure_http=args.s3_insecure_http, ssh=ssh)
-    medium.trust = trust
-    return medium
+
+
+def medium_options(args: argparse.Namespace, *, writing: bool = False) -> MediumOptions:
+    """The medium options of add_medium_arguments; ``writing`` (save alone) allows a first
+    contact with an SFTP server."""
+    ssh = SshOptions.for_command(args.ssh_key, args.ssh_known_hosts,
+                                 strict=args.ssh_strict_host_keys, writing=writing)
+    return MediumOptions(
+        s3_endpoint=args.s3_endpoint,
+        s3_region=args.s3_region,
+        s3_insecure_http=args.s3_insecure_http,
+        ssh=ssh,
+        trust_file=signing.trust_file(Path(args.trust) if args.trust else None),
+    )

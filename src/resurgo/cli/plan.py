@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from resurgo.cli import finalizing
-from resurgo.cli.source import add_source_arguments, open_source
+from resurgo.cli.source import add_source_arguments, source_options
 from resurgo.errors import BadInput, ExitCode
 from resurgo.finalize.planned import finalized, plan_data, section
 from resurgo.model import Description
@@ -32,6 +32,7 @@ from resurgo.plan import make_plan
 from resurgo.plan.model import GrowPolicy, PlanOptions
 from resurgo.plan.render import text
 from resurgo.probe.actual import read_actual_disks
+from resurgo.recovery.source import open_source
 
 
 def assignment(what: str) -> Any:
@@ -170,7 +171,7 @@ def plan_options(args: argparse.Namespace, desc: Description, interactive: bool)
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_source(args, identity=args.identity) as source:
+    with open_source(source_options(args), identity=args.identity) as source:
         desc = source.description
         options = plan_options(args, desc, sys.stdin.isatty())
         actual = read_actual_disks(read_paths(source.recovery_paths, args))

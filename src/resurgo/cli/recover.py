@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR
 from resurgo.cli import finalizing
 from resurgo.cli.plan import add_plan_arguments, plan_options, read_paths
-from resurgo.cli.source import open_source
+from resurgo.cli.source import source_options
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.finalize.planned import section
 from resurgo.model import Description
@@ -45,6 +45,7 @@ from resurgo.probe.actual import read_actual_disks
 from resurgo.recovery.events import Event, OnEvent, PlanReady, Warned
 from resurgo.recovery.recover import RecoverOptions, plan_recovery, recover_set
 from resurgo.recovery.report import event_text
+from resurgo.recovery.source import open_source
 from resurgo.units import human
 
 
@@ -167,7 +168,7 @@ def run_recover(args: argparse.Namespace) -> int:
             "pass --yes, or --plan-hash HASH with the hash `resurgo plan` printed",
         )
     full = not args.layout_only
-    with open_source(args, identity=args.identity, read_manifests=full) as source:
+    with open_source(source_options(args), identity=args.identity, read_manifests=full) as source:
         if full and source.loaded is None:
             raise BadInput(
                 f"{args.source} is a description file: it holds no data to restore",

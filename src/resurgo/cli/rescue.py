@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resurgo import signing
-from resurgo.cli.trust import trust_from_args
+from resurgo.cli.output import emit
 from resurgo.errors import BadInput, ExitCode
-from resurgo.units import human
+
+if TYPE_CHECKING:
+    from resurgo.rescue import RescueOptions
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -126,23 +127,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
-def _read_small(path: Path) -> bytes:
-    if not path.is_file():
-        raise BadInput(f"--ssh-known-hosts {path}: not a file")
-    try:
-        with path.open("rb") as f:
-            data = f.read((1 << 20) + 1)
-    except OSError as e:
-        raise BadInput(f"--ssh-known-hosts {path}: {e.strerror}") from None
-    if len(data) > 1 << 20:
-        raise BadInput(f"--ssh-known-hosts {path}: larger than 1 MiB")
-    if not data.strip():
-        raise BadInput(f"--ssh-known-hosts {path}: no host key in it")
-    return data
-
-
-def run(args: argparse.Namespace) -> int:
-    from resurgo.rescue import After, RescueOptions, build_rescue_image
+def options(args: argparse.Namespace) -> RescueOptions:
+    # Imported here, as the builder is: only this command needs them.
+    from resurgo.rescue import After, RescueOptions
+    from resurgo.rescue.build import read_known_hosts
     from resurgo.rescue.cmdline import grub_quote
 
     for arg in args.kernel_arg:
@@ -155,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.output
     if out.is_dir():
         raise BadInput(f"--to {out} is a directory", f"name a file, e.g. {out / 'rescue.iso'}")
-    trust = trust_from_args(args)
-    options = RescueOptions(
+    trust = signing.trusted_signers(args.trust)
+    return RescueOptions(
         description=args.description,
         from_url=args.from_url,
         unattended=args.unattended,
@@ -170,32 +158,12 @@ def run(args: argparse.Namespace) -> int:
         extra_programs=tuple(args.add_program),
         compression_level=args.compression_level,
         trusted_signers=trust.text if trust else None,
-        known_hosts=_read_small(args.ssh_known_hosts) if args.ssh_known_hosts else None,
+        known_hosts=read_known_hosts(args.ssh_known_hosts) if args.ssh_known_hosts else None,
     )
-    report = build_rescue_image(out, options)
-    if args.json:
-        print(json.dumps(report.to_data(), indent=2))
-        return ExitCode.OK
-    print(f"{report.path}: {human(report.size)}, built in {report.seconds:.0f} s")
-    print(
-        f"  kernel {report.kernel_version} ({human(report.kernel_size)}), initramfs "
-        f"{human(report.initramfs_size)} ({report.compression}, "
-        f"{human(report.initramfs_uncompressed)} unpacked)"
-    )
-    print(
-        f"  {len(report.programs)} programs, {len(report.modules)} kernel modules, "
-        f"{len(report.firmware)} firmware files, Python {report.python.version}"
-    )
-    if report.description_sha256:
-        digest = report.description_sha256[:16]
-        print(f"  description of host {report.host or '?'} (sha256 {digest}...)")
-    default = "recover unattended, then " + args.after if args.unattended else "a shell"
-    print(f"  boot menu: {', '.join(report.boot_entries)}; default: {default}")
-    if report.missing_programs:
-        missing = ", ".join(f"{p} ({pkg})" for p, pkg in report.missing_programs)
-        print(f"  not on this machine, so not in the image: {missing}")
-    if report.unknown_modules:
-        print(f"  modules the kernel does not have: {', '.join(report.unknown_modules)}")
-    for w in report.warnings:
-        print(f"  warning: {w}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from resurgo.rescue import build_rescue_image
+
+    emit(build_rescue_image(args.output, options(args)), args.json)
     return ExitCode.OK

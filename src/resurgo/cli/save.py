@@ -8,18 +8,17 @@ Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from resurgo import signing
-from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
+from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
+from resurgo.cli.output import emit, progress, warn
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
-from resurgo.recovery.save import SaveOptions, SaveReport, save_set
-from resurgo.units import human
+from resurgo.media import open_medium
+from resurgo.recovery.save import SaveOptions, save_set
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -64,68 +63,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
-def report_data(r: SaveReport) -> dict[str, Any]:
-    return {
-        "set": {
-            "id": r.set.id,
-            "kind": str(r.set.kind),
-            "parent": r.set.parent,
-            "host": r.set.host,
-            "created": r.set.created.isoformat(),
-            "files": r.set.file_count,
-            "bytes": r.set.size,
-            "labels": dict(r.set.labels),
-        },
-        "medium": r.medium,
-        "units": [
-            {
-                "id": u.key,
-                "what": u.label,
-                "mountpoint": u.mountpoint,
-                "entries": u.entries,
-                "stored": u.stored,
-                "data_bytes": u.data_bytes,
-                "archive_bytes": u.archive_bytes,
-                "manifest_bytes": u.manifest_bytes,
-                "incremental": u.incremental,
-                "seconds": round(u.seconds, 3),
-                "notes": list(u.notes),
-            }
-            for u in r.units
-        ],
-        "excluded": list(r.excluded),
-        "emptied": list(r.emptied),
-        "rescue": r.rescue,
-        "pruned": list(r.pruned),
-        "warnings": list(r.warnings),
-        "seconds": round(r.seconds, 3),
-    }
-
-
-def report_text(r: SaveReport) -> str:
-    s = r.set
-    kind = str(s.kind) + (f" (on {s.parent})" if s.parent else "")
-    lines = [
-        "",
-        f"saved recovery set {s.id} on {r.medium}",
-        f"  kind:    {kind}",
-        f"  host:    {s.host}",
-        f"  files:   {s.file_count} in the set, {human(s.size)}",
-        f"  entries: {sum(u.entries for u in r.units)} in {len(r.units)} tree(s), "
-        f"{sum(u.stored for u in r.units)} stored in this set, "
-        f"{human(sum(u.data_bytes for u in r.units))} of file data",
-        f"  rescue:  {r.rescue}",
-        f"  time:    {r.seconds:.1f} s (describe {r.describe_seconds:.1f} s)",
-    ]
-    for u in r.units:
-        lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
-                     f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s")
-    if r.pruned:
-        lines.append(f"  pruned:  {', '.join(r.pruned)}")
-    return "\n".join(lines) + "\n"
-
-
-def run(args: argparse.Namespace) -> int:
+def options(args: argparse.Namespace) -> SaveOptions:
     if args.keep is not None and args.keep < 1:
         raise BadInput("--keep must keep at least 1 set")
     if not 1 <= args.compression_level <= 19:
@@ -135,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not runner.is_root():
         raise PreconditionFailed("saving a system needs root (it reads every file and the "
                                  "devices)", "run resurgo as root")
-    sign_key = signing.SignKey.load(args.sign_key) if args.sign_key else None
-    opts = SaveOptions(
+    return SaveOptions(
         root=args.root,
         incremental=args.incremental,
         recipients=tuple(args.encrypt_to),
@@ -146,19 +83,16 @@ def run(args: argparse.Namespace) -> int:
         rescue=not args.no_rescue,
         catalog=not args.no_catalog,
         level=args.compression_level,
-        sign_key=sign_key,
+        sign_key=signing.SignKey.load(args.sign_key) if args.sign_key else None,
     )
 
-    def progress(line: str) -> None:
-        if not args.json:
-            print(line, flush=True)
 
-    with open_from_args(args.medium, args) as medium:
-        report = save_set(medium, dataclasses.replace(opts, trust=medium.trust), progress)
+def run(args: argparse.Namespace) -> int:
+    opts = options(args)
+    # Only a save may meet an SFTP server for the first time.
+    with open_medium(args.medium, medium_options(args, writing=True)) as medium:
+        report = save_set(medium, replace(opts, trust=medium.trust), progress(args.json))
     for w in report.warnings:
-        print(f"resurgo: warning: {w}", file=sys.stderr)
-    if args.json:
-        sys.stdout.write(json.dumps(report_data(report), indent=2) + "\n")
-    else:
-        sys.stdout.write(report_text(report))
+        warn(w)
+    emit(report, args.json)
     return ExitCode.OK

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, open_from_args
+from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
+from resurgo.cli.output import emit
 from resurgo.errors import ExitCode
-from resurgo.media import SetInfo
+from resurgo.media import SetInfo, open_medium
 from resurgo.recovery import setfiles
 from resurgo.units import human
 
@@ -44,7 +45,7 @@ def set_data(s: SetInfo) -> dict[str, Any]:
     }
 
 
-def table(sets: list[SetInfo]) -> str:
+def table(sets: Sequence[SetInfo]) -> str:
     rows = [("id", "created (UTC)", "kind", "parent", "size", "files", "host")]
     for s in sets:
         kind = str(s.kind) + (" (age)" if setfiles.encrypted(s.labels) else "")
@@ -57,20 +58,37 @@ def table(sets: list[SetInfo]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Listing:
+    # The medium as the command line named it.
+    medium: str
+    sets: tuple[SetInfo, ...]
+    # Trusted signers were given: only the sets they signed are listed.
+    checked: bool
+    # The sets left out as not authentic, (id, why); each was named on stderr as found.
+    refused: tuple[tuple[str, str], ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """4 when trusted signers are given and every set on the medium failed them."""
+        return ExitCode.NOT_AUTHENTIC if self.refused and not self.sets else ExitCode.OK
+
+    def text(self) -> str:
+        if not self.sets:
+            signed = " signed by a trusted key" if self.checked else ""
+            return f"no recovery sets on {self.medium}{signed}\n"
+        note = ("every set listed is signed by a trusted key (signed_by in --json)\n"
+                if self.checked else "")
+        return table(self.sets) + note
+
+    def data(self) -> list[dict[str, Any]]:
+        return [set_data(s) for s in self.sets]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Exit 0; 4 when trusted signers are given and every set on the medium failed them."""
-    with open_from_args(args.medium, args) as medium:
-        sets = medium.list_sets()
-        refused = medium.refused
-        checked = medium.trust is not None
-    if args.json:
-        sys.stdout.write(json.dumps([set_data(s) for s in sets], indent=2) + "\n")
-    elif not sets:
-        print(f"no recovery sets on {args.medium}" + (" signed by a trusted key" if checked
-                                                       else ""))
-    else:
-        sys.stdout.write(table(sets))
-        if checked:
-            print("every set listed is signed by a trusted key (signed_by in --json)")
-    # Each refused set was named, with why, on stderr as it was found.
-    return ExitCode.NOT_AUTHENTIC if refused and not sets else ExitCode.OK
+    url: str = args.medium
+    with open_medium(url, medium_options(args)) as medium:
+        listing = Listing(url, tuple(medium.list_sets()), checked=medium.trust is not None,
+                          refused=medium.refused)
+    emit(listing, args.json)
+    return listing.exit_code

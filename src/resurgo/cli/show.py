@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resurgo import fileformat, summary
+from resurgo.cli.output import emit
 from resurgo.errors import ExitCode
+from resurgo.model import Description
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -23,7 +25,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A description as `show` prints it: the summary, or the whole of it as JSON."""
+
+    description: Description
+
+    def text(self) -> str:
+        return summary.render(self.description)
+
+    def data(self) -> dict[str, Any]:
+        return fileformat.to_data(self.description)
+
+
 def run(args: argparse.Namespace) -> int:
-    desc = fileformat.read(args.file)
-    sys.stdout.write(fileformat.dumps_json(desc) if args.json else summary.render(desc))
+    path: Path = args.file
+    emit(Shown(fileformat.read(path)), args.json)
     return ExitCode.OK

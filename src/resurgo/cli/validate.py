@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from resurgo.errors import ExitCode
-from resurgo.fileformat import document
+from resurgo.cli.output import emit
+from resurgo.fileformat.validation import validate_file
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -31,33 +30,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.file
-    raw = document.load_bytes(path)
-    expected = None if args.rehash else document.read_digest(path)
-    report = document.check_bytes(raw, str(path), expected_digest=expected)
-    valid = report.description is not None
-    if valid and args.rehash:
-        document.write_digest(path, document.sha256_hex(raw))
-    if args.json:
-        out: dict[str, Any] = {
-            "file": str(path),
-            "valid": valid,
-            "problems": [
-                {"where": p.location(), "line": p.line, "record": p.record, "message": p.message}
-                for p in report.problems
-            ],
-            "warnings": report.warnings,
-        }
-        print(json.dumps(out, indent=2))
-    else:
-        for w in report.warnings:
-            print(f"warning: {w}")
-        for m in report.messages():
-            print(m)
-        if valid:
-            print(
-                f"{path}: valid recovery description"
-                + (" (digest rewritten)" if args.rehash else "")
-            )
-        else:
-            print(f"{path}: {len(report.problems)} problem(s)")
-    return ExitCode.OK if valid else ExitCode.BAD_INPUT
+    validation = validate_file(path, rehash=args.rehash)
+    emit(validation, args.json)
+    return validation.exit_code

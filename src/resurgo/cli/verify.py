@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resurgo.cli.source import add_source_arguments, open_source
+from resurgo.cli.source import add_source_arguments, source_options
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.recovery import report
 from resurgo.recovery.check import check_units
+from resurgo.recovery.source import open_source
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(line, flush=True)
 
-    with open_source(args, identity=args.identity, read_manifests=True) as source:
+    with open_source(source_options(args), identity=args.identity, read_manifests=True) as source:
         loaded = source.loaded
         assert loaded is not None
         said(f"verifying {root} against set {loaded.id} on {loaded.medium.url}")

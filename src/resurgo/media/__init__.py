@@ -1,7 +1,7 @@
 """Where recovery sets live: a directory or USB disk, an SFTP server, an S3
 bucket, a floppy image for the description alone.
 
-    medium = open_medium("s3://bucket/host1", s3_endpoint="http://10.0.0.5:8333")
+    medium = open_medium("s3://bucket/host1", MediumOptions(s3_endpoint="https://10.0.0.5:8333"))
     with medium.begin_set(SetMeta(SetKind.FULL, host="db1")) as w:
         with w.create("archives/root.tar.zst") as f:
             engine.write_archive(f)          # any binary stream writer
@@ -13,7 +13,7 @@ bucket, a floppy image for the description alone.
 """
 
 from resurgo.media.base import Medium, SetInfo, SetReader, SetWriter
-from resurgo.media.open import open_medium
+from resurgo.media.open import MediumOptions, open_medium
 from resurgo.media.prune import PrunePlan, plan_prune, prune
 from resurgo.media.setindex import FileEntry, SetIndex, SetKind, SetMeta, new_set_id
 from resurgo.media.sftp import SshOptions
@@ -24,6 +24,7 @@ __all__ = [
     "FileReader",
     "FileWriter",
     "Medium",
+    "MediumOptions",
     "PrunePlan",
     "SetIndex",
     "SetInfo",

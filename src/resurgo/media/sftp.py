@@ -53,6 +53,16 @@ class SshOptions:
     port: int | None = None  # --ssh-port; a port in the URL wins
     connect_timeout: int = 20
 
+    @classmethod
+    def for_command(cls, identity: str | None, known_hosts: str | None, *,
+                    strict: bool, writing: bool) -> SshOptions:
+        """A command's options. Only a save (``writing``) may meet a server for the first
+        time (accept-new, the key then recorded in the set); reading, which is what a
+        recovery does, never takes the word of whoever answers; neither does anything
+        given a known_hosts file, which is then the whole truth."""
+        return cls(identity=identity, known_hosts=known_hosts,
+                   strict_host_keys=bool(strict or known_hosts or not writing))
+
 
 # What ssh's option parser takes literally in a path: it splits at blanks and quotes, and
 # expands % and ${} in known_hosts paths and in the KnownHostsCommand's arguments.

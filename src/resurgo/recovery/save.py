@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from resurgo import fileformat, signing
 from resurgo.apply.journal import state_dir
@@ -55,6 +55,7 @@ from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device, under
 from resurgo.recovery.units import Unit, file_key, units
+from resurgo.units import human
 
 log = logging.getLogger("resurgo.recovery")
 
@@ -111,6 +112,67 @@ class SaveReport:
     emptied: tuple[str, ...] = ()
     pruned: tuple[str, ...] = ()
     rescue: str = ""  # what became of the rescue image
+
+    def text(self) -> str:
+        s = self.set
+        units = self.units
+        kind = str(s.kind) + (f" (on {s.parent})" if s.parent else "")
+        lines = [
+            "",
+            f"saved recovery set {s.id} on {self.medium}",
+            f"  kind:    {kind}",
+            f"  host:    {s.host}",
+            f"  files:   {s.file_count} in the set, {human(s.size)}",
+            f"  entries: {sum(u.entries for u in units)} in {len(units)} tree(s), "
+            f"{sum(u.stored for u in units)} stored in this set, "
+            f"{human(sum(u.data_bytes for u in units))} of file data",
+            f"  rescue:  {self.rescue}",
+            f"  time:    {self.seconds:.1f} s (describe {self.describe_seconds:.1f} s)",
+        ]
+        for u in units:
+            lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
+                         f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s")
+        if self.pruned:
+            lines.append(f"  pruned:  {', '.join(self.pruned)}")
+        return "\n".join(lines) + "\n"
+
+    def data(self) -> dict[str, Any]:
+        s = self.set
+        return {
+            "set": {
+                "id": s.id,
+                "kind": str(s.kind),
+                "parent": s.parent,
+                "host": s.host,
+                "created": s.created.isoformat(),
+                "files": s.file_count,
+                "bytes": s.size,
+                "labels": dict(s.labels),
+            },
+            "medium": self.medium,
+            "units": [
+                {
+                    "id": u.key,
+                    "what": u.label,
+                    "mountpoint": u.mountpoint,
+                    "entries": u.entries,
+                    "stored": u.stored,
+                    "data_bytes": u.data_bytes,
+                    "archive_bytes": u.archive_bytes,
+                    "manifest_bytes": u.manifest_bytes,
+                    "incremental": u.incremental,
+                    "seconds": round(u.seconds, 3),
+                    "notes": list(u.notes),
+                }
+                for u in self.units
+            ],
+            "excluded": list(self.excluded),
+            "emptied": list(self.emptied),
+            "rescue": self.rescue,
+            "pruned": list(self.pruned),
+            "warnings": list(self.warnings),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 Progress = Callable[[str], None]

@@ -153,21 +153,22 @@ def open_set_medium(url: str) -> Medium:
     """A medium as the rescue reads it: sets checked against the image's signers, an
     SFTP server against the host key the image was saved with (strictly: without one, no
     key is accepted)."""
-    from resurgo.media import SshOptions, open_medium
+    from resurgo.media import MediumOptions, SshOptions, open_medium
 
     hosts = pinned_hosts()
-    medium = open_medium(url, ssh=SshOptions(known_hosts=str(hosts) if hosts else None,
-                                             strict_host_keys=True))
-    medium.trust = trust()
-    return medium
+    ssh = SshOptions(known_hosts=str(hosts) if hosts else None, strict_host_keys=True)
+    return open_medium(url, MediumOptions(ssh=ssh, trust_file=trust_file()))
+
+
+def trust_file() -> Path | None:
+    """The signers this image trusts (the builder wrote them where every resurgo command
+    looks): then every set is checked, here and by the commands the agent runs."""
+    return signing.DEFAULT_TRUST if signing.DEFAULT_TRUST.exists() else None
 
 
 def trust() -> signing.Trust | None:
-    """The signers this image trusts (the builder wrote them where every resurgo command
-    looks): then every set is checked, here and by the commands the agent runs."""
-    if not signing.DEFAULT_TRUST.exists():
-        return None
-    return signing.Trust.load(signing.DEFAULT_TRUST)
+    path = trust_file()
+    return None if path is None else signing.Trust.load(path)
 
 
 class Agent:

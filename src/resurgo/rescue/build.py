@@ -43,6 +43,7 @@ from resurgo.model import Description
 from resurgo.probe import hardware, rootfs
 from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python
 from resurgo.rescue.cmdline import After
+from resurgo.units import human
 
 log = logging.getLogger("resurgo.rescue")
 
@@ -99,6 +100,26 @@ class RescueOptions:
     known_hosts: bytes | None = None
 
 
+# known_hosts lines for one server: far below this.
+MAX_KNOWN_HOSTS = 1 << 20
+
+
+def read_known_hosts(path: Path) -> bytes:
+    """The known_hosts lines of a file given for RescueOptions.known_hosts, bounded."""
+    if not path.is_file():
+        raise BadInput(f"--ssh-known-hosts {path}: not a file")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_KNOWN_HOSTS + 1)
+    except OSError as e:
+        raise BadInput(f"--ssh-known-hosts {path}: {e.strerror}") from None
+    if len(data) > MAX_KNOWN_HOSTS:
+        raise BadInput(f"--ssh-known-hosts {path}: larger than 1 MiB")
+    if not data.strip():
+        raise BadInput(f"--ssh-known-hosts {path}: no host key in it")
+    return data
+
+
 @dataclass(frozen=True)
 class RescueReport:
     """What was built, how big, how long, and what it holds."""
@@ -127,9 +148,34 @@ class RescueReport:
     unattended: bool
     boot_entries: tuple[str, ...]
     default_entry: str
+    # What the unattended entry does once done (the text names it; the JSON has the
+    # entries' ids).
+    after: After = After.POWEROFF
     warnings: tuple[str, ...] = ()
 
-    def to_data(self) -> dict[str, Any]:
+    def text(self) -> str:
+        lines = [
+            f"{self.path}: {human(self.size)}, built in {self.seconds:.0f} s",
+            f"  kernel {self.kernel_version} ({human(self.kernel_size)}), initramfs "
+            f"{human(self.initramfs_size)} ({self.compression}, "
+            f"{human(self.initramfs_uncompressed)} unpacked)",
+            f"  {len(self.programs)} programs, {len(self.modules)} kernel modules, "
+            f"{len(self.firmware)} firmware files, Python {self.python.version}",
+        ]
+        if self.description_sha256:
+            digest = self.description_sha256[:16]
+            lines.append(f"  description of host {self.host or '?'} (sha256 {digest}...)")
+        default = f"recover unattended, then {self.after}" if self.unattended else "a shell"
+        lines.append(f"  boot menu: {', '.join(self.boot_entries)}; default: {default}")
+        if self.missing_programs:
+            missing = ", ".join(f"{p} ({pkg})" for p, pkg in self.missing_programs)
+            lines.append(f"  not on this machine, so not in the image: {missing}")
+        if self.unknown_modules:
+            lines.append(f"  modules the kernel does not have: {', '.join(self.unknown_modules)}")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "".join(line + "\n" for line in lines)
+
+    def data(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "size": self.size,
@@ -683,5 +729,6 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
         unattended=options.unattended,
         boot_entries=tuple(e.id for e in entries),
         default_entry=entries[0].id,
+        after=options.after,
         warnings=tuple(warnings),
     )
