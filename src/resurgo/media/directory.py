@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import posixpath
 import shutil
 import stat
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import BinaryIO, TypeVar
 from resurgo.errors import OperationFailed
 from resurgo.media import limits
 from resurgo.media.streams import Sink, Source
-from resurgo.media.tree import TreeBackend
+from resurgo.media.tree import TreeBackend, not_plain, parts_below
 
 T = TypeVar("T")
 
@@ -107,9 +106,9 @@ def _plain_file(fd: int) -> int:
     return fd
 
 
-def _private(fd: int, mode: int, where: str) -> None:
+def _private(fd: int, mode: int, private: limits.Private) -> None:
     try:
-        limits.make_private(fd, mode, where)
+        private.make(fd, mode)
     except BaseException:
         os.close(fd)
         raise
@@ -121,6 +120,7 @@ class LocalFiles:
     def __init__(self, url: str, root: str) -> None:
         self.url = url
         self.root = root
+        self.private = limits.Private(url)
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -132,20 +132,6 @@ class LocalFiles:
     def _guard(self, doing: str, fn: Callable[[], T]) -> T:
         with self._errors(doing):
             return fn()
-
-    def _refused(self, path: str) -> OperationFailed:
-        return OperationFailed(
-            f"{path} on {self.url} is a symbolic link or not a regular file or directory: "
-            "refused unread",
-            "a recovery set holds plain files and directories only; the medium was changed "
-            "by hand or by someone else: use another set or medium",
-        )
-
-    def _parts(self, path: str) -> list[str]:
-        rel = posixpath.relpath(path, self.root)
-        if rel == ".." or rel.startswith("../"):
-            raise ValueError(f"{path} is not below {self.root}")
-        return [] if rel == "." else rel.split("/")
 
     @staticmethod
     def _at(dir_fd: int, name: str, flags: int, mode: int = 0) -> int:
@@ -172,7 +158,7 @@ class LocalFiles:
 
     def _open(self, path: str, flags: int, mode: int = 0) -> int:
         """Open a path below the root, nothing on the way followed."""
-        *parents, name = self._parts(path)
+        *parents, name = parts_below(self.root, path)
         fd = self._dir(parents)
         try:
             return self._at(fd, name, flags, mode)
@@ -193,7 +179,7 @@ class LocalFiles:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except NotPlain:
-            raise self._refused(path) from None
+            raise not_plain(path, self.url) from None
         except OSError as e:
             raise os_error(self.url, e, f"read {path}") from None
         with os.fdopen(fd, "rb") as f:
@@ -216,7 +202,7 @@ class LocalFiles:
                 f"{path} is missing on {self.url}", "the set is incomplete: use another set"
             ) from None
         except NotPlain:
-            raise self._refused(path) from None
+            raise not_plain(path, self.url) from None
         except OSError as e:
             raise os_error(self.url, e, f"open {path}") from None
         return LocalSource(self.url, Path(path), fd)
@@ -224,16 +210,16 @@ class LocalFiles:
     def open_write(self, path: str) -> Sink:
         try:
             fd = self._open(path, _CREATE, limits.FILE_MODE)
-            _private(fd, limits.FILE_MODE, self.url)
+            _private(fd, limits.FILE_MODE, self.private)
         except NotPlain:
-            raise self._refused(path) from None
+            raise not_plain(path, self.url) from None
         except OSError as e:
             raise os_error(self.url, e, f"create {path}") from None
         return LocalSink(self.url, Path(path), fd)
 
     def mkdir(self, path: str) -> None:
         try:
-            parts = self._parts(path)
+            parts = parts_below(self.root, path)
             if not parts:  # the medium's own directory, when a save creates it
                 os.mkdir(self.root, limits.DIR_MODE)
                 fd = os.open(self.root, _DIR)
@@ -244,7 +230,7 @@ class LocalFiles:
                     fd = self._at(parent, parts[-1], _DIR)
                 finally:
                     os.close(parent)
-            _private(fd, limits.DIR_MODE, self.url)
+            _private(fd, limits.DIR_MODE, self.private)
             os.close(fd)
         except FileNotFoundError:
             raise OperationFailed(
@@ -252,7 +238,7 @@ class LocalFiles:
                 "check the path (is the USB disk mounted?)",
             ) from None
         except NotPlain:
-            raise self._refused(path) from None
+            raise not_plain(path, self.url) from None
         except OSError as e:
             raise os_error(self.url, e, f"create directory {path}") from None
 
@@ -272,7 +258,7 @@ class LocalFiles:
         out: dict[str, int] = {}
         with self._errors(f"list {path}"):
             if base.is_symlink():  # os.walk would list the directory it points to
-                raise self._refused(path)
+                raise not_plain(path, self.url)
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:
                     full = Path(dirpath, name)

@@ -43,6 +43,7 @@ class FloppyBackend(Backend):
         run.require("mcopy", "mformat", "mmd", "mdeltree", "mdir", "mtype")
         self.path = Path(path).absolute()
         self.url = f"floppy:{self.path}"
+        self.private = limits.Private(str(self.path.parent))
 
     @property
     def holds_archives(self) -> bool:
@@ -224,7 +225,7 @@ class FloppyBackend(Backend):
             fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 # Private whatever the umask (mformat made it by it): it holds a description.
-                limits.make_private(fd, limits.FILE_MODE, str(self.path.parent))
+                self.private.make(fd, limits.FILE_MODE)
                 os.fsync(fd)
             finally:
                 os.close(fd)

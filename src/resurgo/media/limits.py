@@ -59,24 +59,31 @@ FILE_MODE = 0o600
 # What fchmod says on a filesystem without Unix modes (vfat, exfat: a USB stick), whose
 # mount options alone decide who may read.
 _NO_MODES = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP)
-_warned: set[str] = set()
 
 
-def make_private(fd: int, mode: int, where: str) -> None:
-    """Set the mode the umask cut at creation (the umask may also have left the owner
-    without write). On a filesystem that keeps no modes, say once what decides instead."""
-    try:
-        os.fchmod(fd, mode)
-    except OSError as e:
-        if e.errno not in _NO_MODES:
-            raise
-        if where not in _warned:
-            _warned.add(where)
-            log.warning(
-                "%s keeps no Unix file modes (%s): who may read the sets there depends on "
-                "its mount options (for vfat or exfat: uid=0,fmask=0177,dmask=0077)",
-                where, os.strerror(e.errno or 0),
-            )
+class Private:
+    """Makes what one medium creates private, and says once (for that medium, as long as
+    it is open) when its filesystem keeps no modes."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._warned = False
+
+    def make(self, fd: int, mode: int) -> None:
+        """Set the mode the umask cut at creation (the umask may also have left the owner
+        without write). On a filesystem that keeps no modes, say what decides instead."""
+        try:
+            os.fchmod(fd, mode)
+        except OSError as e:
+            if e.errno not in _NO_MODES:
+                raise
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "%s keeps no Unix file modes (%s): who may read the sets there depends "
+                    "on its mount options (for vfat or exfat: uid=0,fmask=0177,dmask=0077)",
+                    self.where, os.strerror(e.errno or 0),
+                )
 
 
 def too_large(what: str, where: str, size: int | str, cap: int) -> OperationFailed:

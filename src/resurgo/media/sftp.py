@@ -38,10 +38,13 @@ from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import limits
 from resurgo.media import sftp_protocol as p
 from resurgo.media.streams import Sink, Source
-from resurgo.media.tree import TreeBackend
+from resurgo.media.tree import TreeBackend, not_plain, parts_below
 from resurgo.media.url import SftpSpec
 
 log = logging.getLogger("resurgo.media")
+
+# Who changed a set found refused unread here (tree.not_plain).
+_CHANGED = "the server's files were changed"
 
 
 @dataclass(frozen=True)
@@ -271,24 +274,15 @@ class SftpFiles:
                 return None
             return [name for name, _ in self.s.conn.listdir(path)]
 
-    def _refused(self, path: str) -> OperationFailed:
-        return OperationFailed(
-            f"{path} on {self.url} is a symbolic link or not a regular file or directory: "
-            "refused unread",
-            "a recovery set holds plain files and directories only; the server's files "
-            "were changed by hand or by someone else: use another set or medium",
-        )
-
     def _plain(self, path: str) -> p.Attrs | None:
         """The attributes of a regular file below the root, every directory on the way and
         the file itself looked at without following a link (lstat); None if missing.
 
         The server opens by name, following links: a link to /dev/zero or a FIFO (whose
         open would hang the server's reply) must be refused before the open."""
-        rel = posixpath.relpath(path, self.root)
-        if rel == ".." or rel.startswith("../") or rel == ".":
+        parts = parts_below(self.root, path)
+        if not parts:
             raise ValueError(f"{path} is not below {self.root}")
-        parts = rel.split("/")
         here = self.root
         for n, part in enumerate(parts):
             here = posixpath.join(here, part)
@@ -300,7 +294,7 @@ class SftpFiles:
                     attrs.mode
                 ):
                     return None  # a file where a set's directory would be: no set
-                raise self._refused(path)
+                raise not_plain(path, self.url, _CHANGED)
         return attrs
 
     def read_small(self, path: str, limit: int) -> bytes | None:
@@ -332,7 +326,7 @@ class SftpFiles:
             handle = self.s.conn.open(path, p.FXF_READ)
             if not self.s.conn.fstat(handle).is_file:  # swapped since it was looked at
                 self.s.conn.close_handle(handle)
-                raise self._refused(path)
+                raise not_plain(path, self.url, _CHANGED)
         return _SftpSource(self, path, p.ReadStream(self.s.conn, handle))
 
     def open_write(self, path: str) -> Sink:
@@ -372,7 +366,7 @@ class SftpFiles:
             if attrs is None:
                 raise p.SftpStatus(p.NO_SUCH_FILE, "No such file")
             if not attrs.is_dir:
-                raise self._refused(path)
+                raise not_plain(path, self.url, _CHANGED)
             self._walk(path, "", out)
         return out
 

@@ -40,6 +40,26 @@ INCOMPLETE = ".incomplete-"
 DELETING = ".deleting-"
 
 
+def parts_below(root: str, path: str) -> list[str]:
+    """The names leading from root to path, each to be looked at without following a
+    link ([] for root itself); ValueError for a path outside root."""
+    rel = posixpath.relpath(path, root)
+    if rel == ".." or rel.startswith("../"):
+        raise ValueError(f"{path} is not below {root}")
+    return [] if rel == "." else rel.split("/")
+
+
+def not_plain(path: str, url: str, changed: str = "the medium was changed") -> OperationFailed:
+    """The error for a set's directory or file (or one on the way to it) that is a link,
+    or neither a regular file nor a directory: it is refused unread."""
+    return OperationFailed(
+        f"{path} on {url} is a symbolic link or not a regular file or directory: "
+        "refused unread",
+        "a recovery set holds plain files and directories only; "
+        f"{changed} by hand or by someone else: use another set or medium",
+    )
+
+
 class FileOps(Protocol):
     """The file operations a tree medium needs, on '/'-separated paths."""
 
