@@ -34,7 +34,7 @@ from media_servers import (
 )
 
 from resurgo.errors import BadInput, OperationFailed
-from resurgo.media import Medium, SetMeta, limits, open_medium
+from resurgo.media import Medium, MediumOptions, SetMeta, limits, open_medium
 from resurgo.media.s3 import S3Backend
 from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
 from resurgo.media.s3config import Credentials, S3Settings
@@ -75,8 +75,8 @@ class TestS3Medium(MediumContract):
     def open_medium(self) -> Medium:
         m = open_medium(
             f"s3://{BUCKET}/{self.prefix}",
-            s3_endpoint=self.seaweed.endpoint,
-            s3_insecure_http=True,  # plain HTTP on the loopback
+            # Plain HTTP on the loopback.
+            MediumOptions(s3_endpoint=self.seaweed.endpoint, s3_insecure_http=True),
             s3_part_size=5 * MiB,  # the 100 MB file goes up in 20 parts
             environ=self.seaweed.environ(),
             home=Path("/nonexistent"),
@@ -144,8 +144,7 @@ class TestS3Medium(MediumContract):
         size = 40 * MiB  # three parts of 16 MiB
         medium = open_medium(
             f"s3://{BUCKET}/{self.prefix}",
-            s3_endpoint=self.seaweed.endpoint,
-            s3_insecure_http=True,
+            MediumOptions(s3_endpoint=self.seaweed.endpoint, s3_insecure_http=True),
             environ=self.seaweed.environ(),
             home=Path("/nonexistent"),
         )
@@ -172,8 +171,7 @@ def test_wrong_secret_is_refused_without_showing_it(
     wrong = "not-the-secret-0123456789"
     medium = open_medium(
         f"s3://{BUCKET}/x",
-        s3_endpoint=seaweed.endpoint,
-        s3_insecure_http=True,
+        MediumOptions(s3_endpoint=seaweed.endpoint, s3_insecure_http=True),
         environ={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": wrong},
         home=Path("/nonexistent"),
     )
@@ -187,8 +185,7 @@ def test_wrong_secret_is_refused_without_showing_it(
 def test_unknown_access_key(seaweed: Seaweed) -> None:
     medium = open_medium(
         f"s3://{BUCKET}/x",
-        s3_endpoint=seaweed.endpoint,
-        s3_insecure_http=True,
+        MediumOptions(s3_endpoint=seaweed.endpoint, s3_insecure_http=True),
         environ={"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
         home=Path("/nonexistent"),
     )
@@ -199,8 +196,7 @@ def test_unknown_access_key(seaweed: Seaweed) -> None:
 def test_missing_bucket(seaweed: Seaweed) -> None:
     medium = open_medium(
         "s3://no-such-bucket/x",
-        s3_endpoint=seaweed.endpoint,
-        s3_insecure_http=True,
+        MediumOptions(s3_endpoint=seaweed.endpoint, s3_insecure_http=True),
         environ=seaweed.environ(),
         home=Path("/nonexistent"),
     )
@@ -231,8 +227,8 @@ def test_credentials_from_a_profile_file(seaweed: Seaweed, tmp_path: Path) -> No
     )
     (aws / "config").write_text(f"[profile backup]\nendpoint_url = {seaweed.endpoint}\n")
     with open_medium(
-        f"s3://{BUCKET}/profile", environ={"AWS_PROFILE": "backup"}, home=tmp_path,
-        s3_insecure_http=True,
+        f"s3://{BUCKET}/profile", MediumOptions(s3_insecure_http=True),
+        environ={"AWS_PROFILE": "backup"}, home=tmp_path,
     ) as medium:
         info = MediumContract().save(medium, seed=1)
         assert [s.id for s in medium.list_sets()] == [info.id]
@@ -288,7 +284,7 @@ def test_transient_failures_are_retried(seaweed: Seaweed, proxy: FaultProxy) -> 
 
 def test_plain_http_needs_to_be_allowed(seaweed: Seaweed) -> None:
     with pytest.raises(BadInput, match="plain HTTP") as e:
-        open_medium(f"s3://{BUCKET}/x", s3_endpoint=seaweed.endpoint,
+        open_medium(f"s3://{BUCKET}/x", MediumOptions(s3_endpoint=seaweed.endpoint),
                     environ=seaweed.environ(), home=Path("/nonexistent"))
     assert e.value.hint is not None and "--s3-insecure-http" in e.value.hint
 
@@ -310,7 +306,7 @@ def fake_medium(servers: list[FakeS3], answer: object) -> Medium:
     server = FakeS3(answer)  # type: ignore[arg-type]
     servers.append(server)
     return open_medium(
-        f"s3://{BUCKET}/p", s3_endpoint=server.endpoint, s3_insecure_http=True,
+        f"s3://{BUCKET}/p", MediumOptions(s3_endpoint=server.endpoint, s3_insecure_http=True),
         environ={"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
         home=Path("/nonexistent"),
     )
