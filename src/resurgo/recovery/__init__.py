@@ -12,7 +12,8 @@ that renders to text and to JSON (recovery.report). The command line (resurgo.cl
 parses, calls, and prints.
 
 The other modules are the pieces they share: which trees a set holds (units), reading a
-set with every check before anything is written (load), restoring and checking the trees
+set with every check before anything is written (load), what plan, recover and verify
+read from, a set or a description file (source), restoring and checking the trees
 (restore, check), the sealed secret files (secrets), private views of the filesystems
 (views, trees).
 
