@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from loopdisks import Rig, require_loop_support
 
 from resurgo.demo import umount_below
+from tests.support.loopdisks import Rig, require_loop_support
 
 
 @pytest.fixture(scope="module")

@@ -33,24 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_tree import assert_same_trees, build_rich_tree, snapshot, without, write
-from loopdisks import Loop, Rig, require_loop_support
-from media_servers import Seaweed, Sshd
 
 from resurgo import run
 from resurgo.demo import umount_below
+from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
+from tests.support.loopdisks import Loop, Rig, require_loop_support
+from tests.support.media_servers import Seaweed, Sshd
+from tests.support.trees import assert_same_trees, build_rich_tree, snapshot, without, write
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
-ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-HOME = "933AC7E1-2EB4-4F13-B844-0E14E2AEF915"
-SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
-BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
-CLASSIC_SIZE = 900 * MiB
+CLASSIC_SIZE = 900 * MIB
 EMPTIED = (b"proc", b"sys", b"dev", b"run", b"tmp")
 
 Snapshot = dict[bytes, dict[str, Any]]
@@ -99,7 +93,7 @@ def resurgo(*argv: str | Path, state: Path, timeout: float = 600,
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
+        while chunk := f.read(4 * MIB):
             h.update(chunk)
     return h.hexdigest()
 
@@ -264,7 +258,7 @@ def _classic(rig: Rig, work: Path, sshd: Sshd) -> Iterator[Classic]:
     write(root / "proc/junk", b"never saved")
     build_rich_tree(root / "srv/rich", many=1500)
     build_rich_tree(root / "home/rich", many=200)
-    write(root / "boot/vmlinuz", os.urandom(MiB))
+    write(root / "boot/vmlinuz", os.urandom(MIB))
     mountpoints = ["/", "/boot", "/home"]
     sets = work / "sets"
     try:
@@ -516,7 +510,7 @@ def test_sftp_cycle(classic: Classic, rig: Rig, tmp_path: Path, mnt: Path) -> No
 
 
 def test_incremental_needs_a_full_set_first(rig: Rig, tmp_path: Path) -> None:
-    disk = rig.disk("lonely", 200 * MiB)
+    disk = rig.disk("lonely", 200 * MIB)
     rig.sh("mkfs.ext4", "-q", disk.path)
     root = rig.mount(disk.path, tmp_path / "root")
     write(root / "etc/hostname", b"lonely\n")
@@ -528,7 +522,7 @@ def test_incremental_needs_a_full_set_first(rig: Rig, tmp_path: Path) -> None:
 
 
 def test_compression_level_is_checked_then_used(rig: Rig, tmp_path: Path) -> None:
-    disk = rig.disk("levels", 200 * MiB)
+    disk = rig.disk("levels", 200 * MIB)
     rig.sh("mkfs.ext4", "-q", disk.path)
     root = rig.mount(disk.path, tmp_path / "root")
     write(root / "etc/hostname", b"levels\n")
@@ -556,12 +550,12 @@ def manifest_paths(manifest: Path) -> list[str]:
 def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
     rig: Rig, tmp_path: Path
 ) -> None:
-    disk = rig.disk("small", 200 * MiB)
+    disk = rig.disk("small", 200 * MIB)
     rig.sh("mkfs.ext4", "-q", disk.path)
     root = rig.mount(disk.path, tmp_path / "root")
     write(root / "etc/hostname", b"small\n")
     write(root / "data/keep", b"kept")
-    write(root / "data/cache/big", os.urandom(MiB))
+    write(root / "data/cache/big", os.urandom(MIB))
     (root / "srv").mkdir()
     sets = root / "srv/sets"  # the medium is inside the saved tree
     state = tmp_path / "state"
@@ -595,8 +589,8 @@ def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
 def test_a_set_on_a_usb_disk_below_the_saved_tree_leaves_that_disk_out(
     rig: Rig, tmp_path: Path
 ) -> None:
-    system = rig.disk("system", 200 * MiB)
-    usb = rig.disk("usb", 100 * MiB)
+    system = rig.disk("system", 200 * MIB)
+    usb = rig.disk("usb", 100 * MIB)
     rig.sh("mkfs.ext4", "-q", system.path)
     rig.sh("mkfs.ext4", "-q", usb.path)
     root = rig.mount(system.path, tmp_path / "root")
@@ -611,7 +605,7 @@ def test_a_set_on_a_usb_disk_below_the_saved_tree_leaves_that_disk_out(
     set_id = r.json()["set"]["id"]
     desc = (sets / set_id / "description.toml").read_text()
     assert f'path = "{system.path}"' in desc and f'path = "{usb.path}"' not in desc
-    target = blank(rig, "usb-target", 200 * MiB)
+    target = blank(rig, "usb-target", 200 * MIB)
     r = resurgo("plan", "--from", sets, "--target", target.path, state=tmp_path / "state")
     assert r.code == 0, r.output
 
@@ -627,7 +621,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
 
 
 def test_s3_cycle(rig: Rig, tmp_path: Path, mnt: Path, seaweed: Seaweed) -> None:
-    disk = rig.disk("s3", 300 * MiB)
+    disk = rig.disk("s3", 300 * MIB)
     rig.sh("mkfs.ext4", "-q", "-L", "s3root", disk.path)
     root = rig.mount(disk.path, tmp_path / "root")
     write(root / "etc/hostname", b"s3host\n")
@@ -640,7 +634,7 @@ def test_s3_cycle(rig: Rig, tmp_path: Path, mnt: Path, seaweed: Seaweed) -> None
                 extra_env=creds)
     assert r.code == 0, r.output
     umount_below(root)
-    target = blank(rig, "s3-target", 450 * MiB)
+    target = blank(rig, "s3-target", 450 * MIB)
     r = resurgo("recover", "--from", url, *s3, "--target", target.path, "--yes", "--root",
                 mnt, "--no-finalize", state=tmp_path / "st", extra_env=creds)
     assert r.code == 0, r.output
@@ -664,8 +658,8 @@ def test_btrfs_subvolumes_and_a_whole_disk_filesystem(
     finally:
         source.cleanup()
     trees = list(expected)
-    new_sys = rig.disk("btrfs-new", 900 * MiB)
-    new_data = rig.disk("data-new", 200 * MiB)
+    new_sys = rig.disk("btrfs-new", 900 * MIB)
+    new_data = rig.disk("data-new", 200 * MIB)
     r = resurgo("recover", "--from", work / "sets", "--target", new_sys.path, "--target",
                 new_data.path, "--map", f"{saved['sys']}={new_sys.path}", "--map",
                 f"{saved['data']}={new_data.path}", "--yes", "--root", mnt,
@@ -692,9 +686,9 @@ def test_btrfs_subvolumes_and_a_whole_disk_filesystem(
 
 
 def _btrfs_source(rig: Rig, work: Path) -> tuple[dict[str, Snapshot], Snapshot, dict[str, str]]:
-    disk = rig.disk("btrfs", 600 * MiB, table=gpt([(1, BIOS_BOOT, "bios"),
+    disk = rig.disk("btrfs", 600 * MIB, table=gpt([(1, BIOS, "bios"),
                                                   (560, LINUX, "btrfs")]))
-    data = rig.disk("data", 200 * MiB)
+    data = rig.disk("data", 200 * MIB)
     rig.sh("mkfs.btrfs", "-q", "-L", "sys", disk.part(2))
     rig.sh("mkfs.ext4", "-q", "-L", "data", data.path)
     top = rig.mount(disk.part(2), work / "top")
@@ -713,7 +707,7 @@ def _btrfs_source(rig: Rig, work: Path) -> tuple[dict[str, Snapshot], Snapshot, 
     root = rig.mount(disk.part(2), work / "system", "subvol=@")
     rig.mount(disk.part(2), root / "home", "subvol=@home")
     rig.mount(data.path, root / "data")
-    write(root / "data/big", os.urandom(3 * MiB))
+    write(root / "data/big", os.urandom(3 * MIB))
     os.setxattr(root / "data/big", "user.where", b"whole disk")
     trees = ("", "@", "@home", "@/srv/nested", "@snap")
     expected = {t: snapshot(top / t if t else top) for t in trees}

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from loopdisks import require_loop_support
+
+from tests.support.loopdisks import require_loop_support
 
 pytestmark = pytest.mark.storage
 

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from engine_tree import assert_same_trees, snapshot, try_setxattr, write
-from loopdisks import Rig
 
 from resurgo.engine import Source, restore, restore_tree, save_tree, verify_tree
 from resurgo.engine.pipes import DecompressedReader
 from resurgo.engine.records import MAX_BLOCK, MAX_BLOCK_ENTRIES, Block, RecordReader
+from tests.support.loopdisks import Rig
+from tests.support.trees import assert_same_trees, snapshot, try_setxattr, write
 
 pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
 

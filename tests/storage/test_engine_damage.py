@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from engine_tree import write
 
 from resurgo.engine import (
     ArchiveDamaged,
@@ -34,6 +33,7 @@ from resurgo.engine.records import (
     start_record,
 )
 from resurgo.errors import ExitCode, OperationFailed
+from tests.support.trees import write
 
 pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
 

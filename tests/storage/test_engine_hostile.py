@@ -21,7 +21,6 @@ import pytest
 from blake3 import blake3
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from loopdisks import Rig
 
 from resurgo.engine import ArchiveDamaged, ArchiveError, Source, UnsafePath, restore_tree
 from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter, xattr_digest
@@ -39,6 +38,8 @@ from resurgo.engine.records import (
     entry_record,
     start_record,
 )
+from tests.support.consts import TIB
+from tests.support.loopdisks import Rig
 
 pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
 
@@ -405,7 +406,6 @@ def test_the_writers_never_import_from_the_working_directory(
 
 # -- bounds -------------------------------------------------------------------------------
 
-TIB = 1 << 40
 LOW_RSS = 160 << 20  # the interpreter, the writers' slots touched, one bounded header
 # zstd -d takes a window of up to 128 MiB (its default --memory limit) if a frame asks
 ZSTD_RSS = (128 + 32) << 20

@@ -11,16 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from engine_tree import (
-    DEEP_LEVELS,
-    DEEP_NAME,
-    assert_same_trees,
-    build_rich_tree,
-    snapshot,
-    without,
-    write,
-)
-from loopdisks import Rig
 
 from resurgo.engine import (
     SaveResult,
@@ -30,10 +20,20 @@ from resurgo.engine import (
     verify_tree,
 )
 from resurgo.engine.manifest import ManifestReader
+from tests.support.consts import MIB
+from tests.support.loopdisks import Rig
+from tests.support.trees import (
+    DEEP_LEVELS,
+    DEEP_NAME,
+    assert_same_trees,
+    build_rich_tree,
+    snapshot,
+    without,
+    write,
+)
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +43,7 @@ def _tools() -> None:
             pytest.skip(f"the engine's storage tests need {tool}")
 
 
-def new_fs(rig: Rig, name: str, fstype: str = "ext4", size: int = 400 * MiB) -> Path:
+def new_fs(rig: Rig, name: str, fstype: str = "ext4", size: int = 400 * MIB) -> Path:
     loop = rig.disk(name, size)
     if fstype == "ext4":
         rig.sh("mkfs.ext4", "-q", "-F", "-E", "nodiscard", loop.path)
@@ -145,7 +145,7 @@ def test_restore_onto_fresh_ext4_is_identical(rich: Rich) -> None:
     assert restored[b"xattr/trusted"]["xattrs"] == {"trusted.secret": b"t-value"}
     assert restored[b"setuid-bin"]["mode"] == 0o104755
     assert restored[b"nsec"]["mtime_ns"] == 1_234_567_890_123_456_789
-    assert restored[b"sparse"]["data_map"] == [(1 * MiB, 4096), (5 * MiB, 8192)]
+    assert restored[b"sparse"]["data_map"] == [(1 * MIB, 4096), (5 * MIB, 8192)]
     assert restored[b"all-hole"]["blocks"] == 0
     assert restored[b"dev/loop-like"]["rdev"] == os.makedev(7, 200)
     assert restored[b"names/caf\xe9"]["sha256"]
@@ -174,7 +174,7 @@ def test_restore_onto_xfs(rich: Rich) -> None:
     # xfs's lost+found is the one of the saved ext4; sparse files stay sparse, but xfs may
     # allocate them in other units.
     assert_same_trees(rich.expected, restored, exact_sparse=False)
-    assert restored[b"sparse"]["blocks"] * 512 < 1 * MiB
+    assert restored[b"sparse"]["blocks"] * 512 < 1 * MIB
 
 
 def test_verify_reports_differences(rich: Rich) -> None:
@@ -216,21 +216,21 @@ def _changes_b(fs: Path) -> None:
     os.rename(fs / "dir", fs / "dir-renamed")
     os.unlink(fs / "same-size")
     with open(fs / "big", "r+b") as f:
-        f.seek(2 * MiB)
+        f.seek(2 * MIB)
         f.write(os.urandom(1000))
     os.unlink(fs / "becomes-symlink")
     os.symlink("added", fs / "becomes-symlink")
 
 
 def test_full_and_incremental_cycles(rig: Rig) -> None:
-    fs = new_fs(rig, "inc-source", size=200 * MiB)
+    fs = new_fs(rig, "inc-source", size=200 * MIB)
     for name in ("same-size", "deleted", "renamed-from", "chmodded", "chowned", "xattred",
                  "linked", "becomes-symlink", "unchanged"):
         write(fs / name, name.encode() * 10)
     write(fs / "gone-dir/a", b"a")
     write(fs / "gone-dir/sub/b", b"b")
     write(fs / "dir/file", b"in dir")
-    write(fs / "big", os.urandom(3 * MiB))
+    write(fs / "big", os.urandom(3 * MIB))
     for i in range(50):
         write(fs / f"bulk/{i}", os.urandom(i * 10))
     out = rig.workdir / "out"
@@ -259,7 +259,7 @@ def test_full_and_incremental_cycles(rig: Rig) -> None:
     for index, (saved, chain) in enumerate(
         [(full, [full]), (inc1, [full, inc1]), (inc2, [full, inc1, inc2])]
     ):
-        target = new_fs(rig, f"inc-target-{index}", size=200 * MiB)
+        target = new_fs(rig, f"inc-target-{index}", size=200 * MIB)
         restore(target, saved, chain)
         assert_same_trees(snaps[index], snapshot(target))
     assert not (target / "deleted").exists() and not (target / "gone-dir").exists()

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_contract import HostileTreeContract, MediumContract, MiB, pattern
 
 from resurgo.errors import OperationFailed
 from resurgo.media import Medium, SetMeta, open_medium
+from tests.support.consts import MIB
+from tests.support.media_contract import HostileTreeContract, MediumContract, pattern
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -98,7 +99,7 @@ def test_a_killed_save_leaves_earlier_sets_and_invisible_leftovers(tmp_path: Pat
     assert killed_id, "the writer did not start"
     stage = root / f".incomplete-{killed_id}"
     partial = stage / "archives" / "root.tar.zst"
-    assert partial.stat().st_size >= 8 * MiB
+    assert partial.stat().st_size >= 8 * MIB
     assert not (stage / "set.json").exists()
 
     assert [s.id for s in medium.list_sets()] == [first.id]
@@ -169,7 +170,7 @@ def test_a_full_medium_fails_clearly_and_keeps_earlier_sets(small_tmpfs: Path) -
     first = contract.save(medium, seed=1)
     with pytest.raises(OperationFailed) as e, medium.begin_set(SetMeta()) as w:
         with w.create("archives/root.tar.zst") as f:
-            for part in pattern(1, 8 * MiB):
+            for part in pattern(1, 8 * MIB):
                 f.write(part)
         w.commit()
     assert "No space left on device" in e.value.message

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from media_contract import MediumContract, memory_bound, umask, unblock_fifo, within
 
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import Medium, SetMeta, open_medium
+from tests.support.media_contract import MediumContract, memory_bound, umask, unblock_fifo, within
 
 
 def mtools(*argv: str) -> str:

@@ -13,16 +13,22 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from media_contract import (
+
+from resurgo.errors import BadInput, OperationFailed
+from resurgo.media import Medium, MediumOptions, SetMeta, limits, open_medium
+from resurgo.media.s3 import S3Backend
+from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
+from resurgo.media.s3config import Credentials, S3Settings
+from tests.support.consts import MIB
+from tests.support.media_contract import (
     MediumContract,
-    MiB,
     memory_bound,
     pattern,
     pattern_sha256,
     stream_sha256,
     within,
 )
-from media_servers import (
+from tests.support.media_servers import (
     ACCESS_KEY,
     LOCALHOST,
     SECRET_KEY,
@@ -32,12 +38,6 @@ from media_servers import (
     Seaweed,
     free_ports,
 )
-
-from resurgo.errors import BadInput, OperationFailed
-from resurgo.media import Medium, MediumOptions, SetMeta, limits, open_medium
-from resurgo.media.s3 import S3Backend
-from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
-from resurgo.media.s3config import Credentials, S3Settings
 
 BUCKET = "resurgo-sets"
 
@@ -77,7 +77,7 @@ class TestS3Medium(MediumContract):
             f"s3://{BUCKET}/{self.prefix}",
             # Plain HTTP on the loopback.
             MediumOptions(s3_endpoint=self.seaweed.endpoint, s3_insecure_http=True),
-            s3_part_size=5 * MiB,  # the 100 MB file goes up in 20 parts
+            s3_part_size=5 * MIB,  # the 100 MB file goes up in 20 parts
             environ=self.seaweed.environ(),
             home=Path("/nonexistent"),
         )
@@ -141,7 +141,7 @@ class TestS3Medium(MediumContract):
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.DEBUG)
-        size = 40 * MiB  # three parts of 16 MiB
+        size = 40 * MIB  # three parts of 16 MiB
         medium = open_medium(
             f"s3://{BUCKET}/{self.prefix}",
             MediumOptions(s3_endpoint=self.seaweed.endpoint, s3_insecure_http=True),
@@ -236,8 +236,8 @@ def test_credentials_from_a_profile_file(seaweed: Seaweed, tmp_path: Path) -> No
 
 def test_an_aborted_multipart_upload_leaves_no_upload(seaweed: Seaweed) -> None:
     client = S3Client(settings(seaweed), BUCKET, url=f"s3://{BUCKET}")
-    sink = UploadSink(client, "aborted/big", 5 * MiB)
-    for part in pattern(1, 12 * MiB):
+    sink = UploadSink(client, "aborted/big", 5 * MIB)
+    for part in pattern(1, 12 * MIB):
         sink.write(part)
     assert [k for k, _ in client.multipart_uploads("aborted/")] == ["aborted/big"]
     sink.discard()
@@ -261,15 +261,15 @@ def test_transient_failures_are_retried(seaweed: Seaweed, proxy: FaultProxy) -> 
     )
     waits: list[float] = []
     client = S3Client(s, BUCKET, url=f"s3://{BUCKET}", sleep=waits.append)
-    data = b"".join(pattern(3, 7 * MiB))
+    data = b"".join(pattern(3, 7 * MIB))
     proxy.faults = ["503", "reset", "503"]
     client.put("retried/object", data)
     assert len(waits) == 3 and proxy.connections == 4
     # A GET that drops after 3 MiB resumes where it stopped, twice.
-    proxy.faults = [("cut", 3 * MiB), ("cut", 2 * MiB)]
+    proxy.faults = [("cut", 3 * MIB), ("cut", 2 * MIB)]
     source = ObjectSource(client, "retried/object")
     received = b""
-    while chunk := source.read(MiB):
+    while chunk := source.read(MIB):
         received += chunk
     source.close()
     assert received == data
@@ -338,7 +338,7 @@ def read_all(client: S3Client) -> bytes:
     source = ObjectSource(client, "k")
     try:
         out = b""
-        while chunk := source.read(MiB):
+        while chunk := source.read(MIB):
             out += chunk
         return out
     finally:
@@ -387,7 +387,7 @@ def test_an_endless_index_is_read_no_further_than_its_cap(fake: list[FakeS3]) ->
     def answer(method: str, path: str, headers: Mapping[str, str]) -> Answer:
         def body() -> Iterator[bytes]:
             while True:
-                yield b"\0" * MiB
+                yield b"\0" * MIB
         return 200, {}, body()  # no Content-Length: the body ends when the server closes
 
     medium = fake_medium(fake, answer)

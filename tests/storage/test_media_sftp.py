@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_contract import HostileTreeContract, MediumContract
-from media_servers import LOCALHOST, Sshd, free_ports
 
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import Medium, MediumOptions, open_medium
 from resurgo.media.sftp import SftpBackend, SshOptions
+from tests.support.media_contract import HostileTreeContract, MediumContract
+from tests.support.media_servers import LOCALHOST, Sshd, free_ports
 
 
 @pytest.fixture(scope="module")

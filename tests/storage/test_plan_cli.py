@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopdisks import Loop, Rig
 
 from resurgo import digest, fileformat
 from resurgo.model import (
@@ -38,14 +37,13 @@ from resurgo.model import (
     TableLabel,
     VolumeState,
 )
+from tests.support.consts import LINUX, MIB, SWAP
+from tests.support.loopdisks import Loop, Rig
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
-LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
-SWAP = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
-SIZE = 256 * MiB
+SIZE = 256 * MIB
 
 
 def saved_description() -> Description:
@@ -85,10 +83,10 @@ def saved_description() -> Description:
         type=FsType.EXT4,
         uuid="8e3b4f5a-6c7d-4e8f-9a0b-c1d2e3f4a5b6",
         label="root",
-        size=200 * MiB,
+        size=200 * MIB,
         ext=ExtOptions(block_size=4096, inode_size=256, features=("has_journal", "extent")),
         mounts=(Mount("/"),),
-        state=VolumeState(mounted=True, used_bytes=40 * MiB),
+        state=VolumeState(mounted=True, used_bytes=40 * MIB),
     )
     return Description(
         format=FormatInfo("1.0", "0.1.0", "2026-01-01T00:00:00Z", "storagehost"),
@@ -109,7 +107,7 @@ def saved_description() -> Description:
         swaps=(
             Swap(
                 id="swap.sda2",
-                size=32 * MiB,
+                size=32 * MIB,
                 device=sw.id,
                 uuid="9f4c5a6b-7d8e-4f90-a1b2-c3d4e5f6a7b8",
             ),
@@ -183,7 +181,7 @@ def test_4kn_target_is_read_from_sys_and_planned_in_its_sectors(rig: Rig, src: P
 
 
 def test_too_small_exits_3_and_touches_nothing(rig: Rig, src: Path) -> None:
-    loop = occupied(rig, "small", 64 * MiB)
+    loop = occupied(rig, "small", 64 * MIB)
     before = checksum(loop)
     code, data = plan(src, loop.path)
     assert code == 3

@@ -18,18 +18,18 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from engine_tree import write
-from loopdisks import Loop, Rig
 
 from resurgo import run
 from resurgo.cli import finalizing
 from resurgo.cli.main import main
 from resurgo.demo import umount_below
-from tests.unit.nics import MAC10, with_two_nics
+from tests.support.consts import MIB
+from tests.support.loopdisks import Loop, Rig
+from tests.support.nics import MAC10, with_two_nics
+from tests.support.trees import write
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
 INTERFACES = "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n"
 
 
@@ -59,7 +59,7 @@ def resurgo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ra
 def sha256_of(loop: Loop) -> str:
     h = hashlib.sha256()
     with open(loop.path, "rb") as f:
-        while chunk := f.read(4 * MiB):
+        while chunk := f.read(4 * MIB):
             h.update(chunk)
     return h.hexdigest()
 
@@ -67,7 +67,7 @@ def sha256_of(loop: Loop) -> str:
 def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     rig: Rig, tmp_path: Path, mnt: Path, resurgo: Callable[..., Ran]
 ) -> None:
-    source = rig.disk("netsys", 200 * MiB)
+    source = rig.disk("netsys", 200 * MIB)
     rig.sh("mkfs.ext4", "-q", "-L", "netroot", source.path)
     root = rig.mount(source.path, tmp_path / "root")
     write(root / "etc/hostname", b"netsys\n")
@@ -77,7 +77,7 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog")
     assert r.returncode == 0, r.stdout + r.stderr
     umount_below(root)
-    target = rig.disk("net-target", 300 * MiB)
+    target = rig.disk("net-target", 300 * MIB)
     before = sha256_of(target)
     common = ("--from", sets, "--target", target.path, "--root", mnt)
 

@@ -36,19 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopdisks import Loop, Rig, new_uuid, require_loop_support
-from test_storage_probe import (
-    BIOS_BOOT,
-    ESP,
-    HOME,
-    LINUX,
-    ROOT_X86_64,
-    SWAP,
-    Part,
-    _description,
-    dos_script,
-    gpt_script,
-)
 
 from resurgo import fileformat, run
 from resurgo.demo import umount_below
@@ -56,10 +43,20 @@ from resurgo.model import Description, Filesystem, FormatInfo, FsType, Mount
 from resurgo.probe import mounts
 from resurgo.probe.state import StorageState
 from resurgo.probe.storage import probe_storage
+from tests.support.builders import description, description_of, disk, ext4, part
+from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
+from tests.support.loopdisks import (
+    Loop,
+    Part,
+    Rig,
+    dos_script,
+    gpt_script,
+    new_uuid,
+    require_loop_support,
+)
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -141,7 +138,7 @@ def describe(name: str, rig: Rig, root: Path, include: list[str], out: Path) -> 
     state = probe_storage(root, include, [])
     assert state.unsupported == [], state.unsupported
     desc = dataclasses.replace(
-        _description(state),
+        description_of(state),
         format=FormatInfo("1.0", "0.1.0", "2026-01-01T00:00:00Z", f"source-{name}"))
     fileformat.write(desc, out)
     return Source(name, out, fileformat.read(out),
@@ -153,7 +150,7 @@ def fill(path: Path, mib: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         for _ in range(mib):
-            f.write(os.urandom(MiB))
+            f.write(os.urandom(MIB))
 
 
 def build_gpt(rig: Rig, work: Path) -> tuple[Path, list[str]]:
@@ -164,7 +161,7 @@ def build_gpt(rig: Rig, work: Path) -> tuple[Path, list[str]]:
         Part(4, 675840, 655360, HOME, new_uuid().upper(), "home"),
         Part(5, 1331200, 65536, SWAP, new_uuid().upper(), "swap"),
     ]
-    disk = rig.disk("gpt", 700 * MiB, table=gpt_script(new_uuid().upper(), parts))
+    disk = rig.disk("gpt", 700 * MIB, table=gpt_script(new_uuid().upper(), parts))
     rig.sh("mkfs.vfat", "-F", "32", "-i", secrets.token_hex(4).upper(), "-n", "ESP",
            disk.part(1))
     rig.sh("mkfs.ext4", "-q", "-b", "4096", "-U", new_uuid(), "-L", "boot", disk.part(2))
@@ -189,7 +186,7 @@ def build_mbr(rig: Rig, work: Path) -> tuple[Path, list[str]]:
         Part(5, 167936, 65536, "c"),
         Part(6, 235520, 276480, "83"),
     ]
-    disk = rig.disk("mbr", 256 * MiB, table=dos_script("0x" + secrets.token_hex(4), parts))
+    disk = rig.disk("mbr", 256 * MIB, table=dos_script("0x" + secrets.token_hex(4), parts))
     rig.sh("mkfs.ext4", "-q", "-b", "4096", "-U", new_uuid(), "-L", "srv", disk.part(1))
     rig.sh("mkfs.vfat", "-F", "16", "-i", secrets.token_hex(4).upper(), "-n", "LOGIC",
            disk.part(5))
@@ -204,10 +201,10 @@ def build_mbr(rig: Rig, work: Path) -> tuple[Path, list[str]]:
 
 def build_btrfs(rig: Rig, work: Path) -> tuple[Path, list[str]]:
     parts = [
-        Part(1, 2048, 2048, BIOS_BOOT, new_uuid().upper(), "bios"),
+        Part(1, 2048, 2048, BIOS, new_uuid().upper(), "bios"),
         Part(2, 4096, 1040384, LINUX, new_uuid().upper(), "system"),
     ]
-    disk = rig.disk("btrfs", 512 * MiB, table=gpt_script(new_uuid().upper(), parts))
+    disk = rig.disk("btrfs", 512 * MIB, table=gpt_script(new_uuid().upper(), parts))
     rig.sh("mkfs.btrfs", "-q", "-n", "32768", "-m", "dup", "-d", "single", "-U", new_uuid(),
            "-L", "system", disk.part(2))
     top = rig.mount(disk.part(2), work / "top")
@@ -226,7 +223,7 @@ def build_btrfs(rig: Rig, work: Path) -> tuple[Path, list[str]]:
 
 
 def build_whole(rig: Rig, work: Path) -> tuple[Path, list[str]]:
-    disk = rig.disk("whole", 128 * MiB)
+    disk = rig.disk("whole", 128 * MIB)
     rig.sh("mkfs.ext4", "-q", "-b", "4096", "-U", new_uuid(), "-L", "data", disk.path)
     root = work / "root"
     root.mkdir()
@@ -277,7 +274,7 @@ class Recovery:
         """A blank loop disk for each saved disk of source: saved id -> loop."""
         out = {}
         for sid, (saved, lss) in sorted(source.disks.items()):
-            want = size or int(saved * scale) // MiB * MiB
+            want = size or int(saved * scale) // MIB * MIB
             loop = self.rig.disk(f"target-{len(self.loops)}", want,
                                  sector_size=sector_size or lss)
             self.loops.append(loop)
@@ -306,10 +303,10 @@ class Recovery:
 
 @pytest.fixture
 def recovery(rig: Rig, tmp_path: Path) -> Iterator[Recovery]:
-    decoy = rig.disk("decoy", 32 * MiB)
+    decoy = rig.disk("decoy", 32 * MIB)
     with open(decoy.path, "wb") as f:
         for _ in range(32):
-            f.write(os.urandom(MiB))
+            f.write(os.urandom(MIB))
     rig.sh("blockdev", "--flushbufs", decoy.path)
     r = Recovery(rig, tmp_path / "target-root", tmp_path / "state", decoy,
                  sha256(decoy.path), [])
@@ -375,7 +372,7 @@ def compare(source: Source, plan: dict[str, Any], result: StorageState,
         size = after[o.id]
         assert n.size is not None and n.size <= size
         if n.type != FsType.VFAT:
-            assert n.size > size - 4 * MiB, (o.id, n.size, size)
+            assert n.size > size - 4 * MIB, (o.id, n.size, size)
         if o.ext is not None:
             assert n.ext is not None
             assert (n.ext.block_size, n.ext.inode_size, set(n.ext.features), n.ext.journal) == (
@@ -459,7 +456,7 @@ def test_one_and_a_half_times_the_size(sources: dict[str, Source], recovery: Rec
 
 
 # Smaller than saved, still holding the data with its margin.
-SMALLER = {"gpt": 600 * MiB, "mbr": 200 * MiB, "btrfs": 300 * MiB, "whole": 96 * MiB}
+SMALLER = {"gpt": 600 * MIB, "mbr": 200 * MIB, "btrfs": 300 * MIB, "whole": 96 * MIB}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -475,7 +472,7 @@ def test_smaller_disk_that_holds_the_data(sources: dict[str, Source], recovery: 
 
 
 # A FAT32 ESP needs 257 MiB at 4096-byte sectors (65525 clusters): the GPT disk grows.
-FOURK = {"gpt": 1050 * MiB}
+FOURK = {"gpt": 1050 * MIB}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -499,7 +496,7 @@ def test_4096_byte_sectors(sources: dict[str, Source], recovery: Recovery, name:
 def test_too_small_exits_3_and_touches_nothing(sources: dict[str, Source],
                                                recovery: Recovery) -> None:
     src = sources["gpt"]
-    targets = recovery.disks(src, size=400 * MiB)
+    targets = recovery.disks(src, size=400 * MIB)
     [loop] = targets.values()
     recovery.rig.sh("sfdisk", "--quiet", loop.path, input="label: dos\n,,83\n")
     before = sha256(loop.path)
@@ -840,7 +837,6 @@ def has_device_mapper() -> bool:
 def luks_description(disk_size: int) -> Description:
     """A GPT disk whose partition 1 is LUKS2 (PBKDF2: quick) with ext4 on it at /."""
     from resurgo.model import LuksVolume
-    from tests.unit.plan_builders import MIB, description, disk, ext4, part
 
     d = disk("sda", disk_size, transport="loop")
     p1 = part(d, 1, MIB, 100 * MIB)
@@ -872,8 +868,8 @@ class LuksCase:
 @pytest.fixture
 def luks_case(recovery: Recovery, tmp_path: Path) -> Iterator[LuksCase]:
     path = tmp_path / "luks.toml"
-    fileformat.write(luks_description(128 * MiB), path)
-    source = Source("luks", path, fileformat.read(path), {"disk.sda": (128 * MiB, 512)})
+    fileformat.write(luks_description(128 * MIB), path)
+    source = Source("luks", path, fileformat.read(path), {"disk.sda": (128 * MIB, 512)})
     [loop] = recovery.disks(source).values()
     try:
         yield LuksCase(recovery, source, loop)

@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from engine_tree import write
-from loopdisks import Rig
 from test_cycle import LINUX, Run, resurgo
 
 from resurgo import run
 from resurgo.demo import umount_below
 from resurgo.media.open import open_medium
 from resurgo.recovery.load import load_set
+from tests.support.consts import MIB
+from tests.support.loopdisks import Rig
+from tests.support.trees import write
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
-SIZE = 256 * MiB
+SIZE = 256 * MIB
 PSK = b"correct-horse-battery-staple-42"
 WIFI = b"[connection]\nid=home\ntype=wifi\n\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=" + PSK + b"\n"
 WIFI_PATH = "/etc/NetworkManager/system-connections/wifi.nmconnection"
@@ -44,7 +44,7 @@ class Saved:
 
 def table() -> str:
     return (f"label: gpt\nlabel-id: {str(uuid.uuid4()).upper()}\nunit: sectors\n\n"
-            f"1 : start=2048, size={(SIZE - 2 * MiB) // 512}, type={LINUX}, name=\"root\"\n")
+            f"1 : start=2048, size={(SIZE - 2 * MIB) // 512}, type={LINUX}, name=\"root\"\n")
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import blake3
 import pytest
-from engine_tree import assert_same_trees, build_rich_tree, snapshot, write
-from loopdisks import Rig
 from test_cycle import resurgo, sha256_of
 
 from resurgo.demo import umount_below
+from tests.support.consts import MIB
+from tests.support.loopdisks import Rig
+from tests.support.trees import assert_same_trees, build_rich_tree, snapshot, write
 
 pytestmark = pytest.mark.storage
 
-MiB = 1 << 20
-SIZE = 160 * MiB
+SIZE = 160 * MIB
 
 
 def keypair(d: Path, name: str) -> Path:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loopdisks import Loop, Rig
 
 from resurgo import run
 from resurgo.fileformat import rules
@@ -31,9 +30,10 @@ from resurgo.model import (
 )
 from resurgo.probe.state import StorageState
 from resurgo.probe.storage import probe_storage
+from tests.support.consts import MIB
+from tests.support.loopdisks import Loop, Rig
 
 GUEST = Path(__file__).resolve().parent.parent / "data" / "guest"
-MiB = 1 << 20
 PV_CRYPT = "N4wswW-7WK9-Gcb2-Ogsw-x6MW-79cv-XgHyOZ"
 PV_VDD1 = "JI281E-eYa6-MZ6o-m70R-LFlF-Vyct-5mCvvn"
 VG_UUID = "Tlr1cf-ehgS-CoxY-IohG-ZaWL-GwzS-ezT0GB"
@@ -91,7 +91,7 @@ def test_an_inactive_volume_group_is_described_from_lvm(
         (pv_a, f"disk.{a.kname}", PV_CRYPT, f"vg.{name}"),
         (pv_b, f"disk.{b.kname}", PV_VDD1, f"vg.{name}")]
     [vg] = state.volume_groups
-    assert (vg.name, vg.uuid, vg.extent_size, vg.size) == (name, VG_UUID, 8 * MiB, 61 * 8 * MiB)
+    assert (vg.name, vg.uuid, vg.extent_size, vg.size) == (name, VG_UUID, 8 * MIB, 61 * 8 * MIB)
     lvs = {lv.name: lv for lv in state.logical_volumes}
     assert {n: lv.type for n, lv in lvs.items()} == {
         "data": LvType.LINEAR, "stripe": LvType.STRIPED, "pool": LvType.THIN_POOL,
@@ -112,8 +112,8 @@ def test_an_inactive_volume_group_is_described_from_lvm(
 def test_closed_luks_headers_are_described_by_cryptsetup(rig: Rig) -> None:
     if run.which("cryptsetup") is None:
         pytest.skip("needs cryptsetup")
-    one = rig.disk("luks1", 16 * MiB)
-    two = rig.disk("luks2", 32 * MiB)
+    one = rig.disk("luks1", 16 * MIB)
+    two = rig.disk("luks2", 32 * MIB)
     fast = ("--batch-mode", "--pbkdf-force-iterations", "1000", "--key-file", "-")
     rig.sh("cryptsetup", "luksFormat", "--type", "luks1", "--cipher", "aes-cbc-essiv:sha256",
            "--key-size", "256", "--hash", "sha1", *fast, one.path, input="not a secret")

@@ -24,68 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from loopdisks import Loop, Rig, new_uuid
 
 from resurgo.errors import BadInput
 from resurgo.model import (
-    Bootloader,
-    BootloaderKind,
-    Description,
     Filesystem,
-    Firmware,
-    FormatInfo,
     FsType,
-    OsRelease,
     Partition,
     PartitionKind,
-    SystemInfo,
     TableLabel,
 )
 from resurgo.probe.state import StorageState
 from resurgo.probe.storage import probe_storage
+from tests.support.builders import description_of
+from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
+from tests.support.loopdisks import Loop, Part, Rig, dos_script, gpt_script, new_uuid
 
 pytestmark = pytest.mark.storage
 
-MiB = 1024 * 1024
-ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-HOME = "933AC7E1-2EB4-4F13-B844-0E14E2AEF915"
-SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
-BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
-
-
-@dataclass
-class Part:
-    number: int
-    start: int
-    size: int
-    type: str
-    uuid: str | None = None
-    name: str | None = None
-    attrs: str | None = None
-    bootable: bool = False
-    kind: PartitionKind = PartitionKind.PRIMARY
-
-
-def gpt_script(disk_guid: str, parts: list[Part]) -> str:
-    lines = ["label: gpt", f"label-id: {disk_guid}", "first-lba: 2048", "unit: sectors", ""]
-    for p in parts:
-        entry = f"{p.number} : start={p.start}, size={p.size}, type={p.type}, uuid={p.uuid}"
-        if p.name:
-            entry += f', name="{p.name}"'
-        if p.attrs:
-            entry += f', attrs="{p.attrs}"'
-        lines.append(entry)
-    return "\n".join(lines) + "\n"
-
-
-def dos_script(disk_id: str, parts: list[Part]) -> str:
-    lines = ["label: dos", f"label-id: {disk_id}", "unit: sectors", ""]
-    for p in parts:
-        lines.append(f"{p.number} : start={p.start}, size={p.size}, type={p.type}"
-                     + (", bootable" if p.bootable else ""))
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -126,7 +81,7 @@ def classic(rig_factory) -> Classic:  # type: ignore[no-untyped-def]
         Part(5, 1265664, 65536, SWAP, new_uuid().upper(), "swap"),
         Part(6, 1331200, 32768, SWAP, new_uuid().upper(), "swap two"),
     ]
-    gpt = rig.disk("gpt", 700 * MiB, table=gpt_script(gpt_guid, gpt_parts))
+    gpt = rig.disk("gpt", 700 * MIB, table=gpt_script(gpt_guid, gpt_parts))
     mbr_id = "0x" + secrets.token_hex(4)
     mbr_parts = [
         Part(1, 2048, 102400, "83", bootable=True),
@@ -134,9 +89,9 @@ def classic(rig_factory) -> Classic:  # type: ignore[no-untyped-def]
         Part(5, 106496, 65536, "c", kind=PartitionKind.LOGICAL),
         Part(6, 174080, 200000, "83", kind=PartitionKind.LOGICAL),
     ]
-    mbr = rig.disk("mbr", 256 * MiB, table=dos_script(mbr_id, mbr_parts))
-    data = rig.disk("data", 128 * MiB, sector_size=4096)
-    decoy = rig.disk("decoy", 64 * MiB)
+    mbr = rig.disk("mbr", 256 * MIB, table=dos_script(mbr_id, mbr_parts))
+    data = rig.disk("data", 128 * MIB, sector_size=4096)
+    decoy = rig.disk("decoy", 64 * MIB)
 
     c = Classic(root, gpt, mbr, data, decoy, gpt_guid, gpt_parts, mbr_id, mbr_parts)
     c.fs_uuid = {k: new_uuid() for k in ("boot", "root", "home", "srv", "logical", "data",
@@ -169,7 +124,7 @@ def classic(rig_factory) -> Classic:  # type: ignore[no-untyped-def]
 
     swapfile = root / "swapfile"
     with open(swapfile, "wb") as f:
-        f.write(bytes(16 * MiB))  # not sparse: the kernel refuses swap files with holes
+        f.write(bytes(16 * MIB))  # not sparse: the kernel refuses swap files with holes
     os.chmod(swapfile, 0o600)
     rig.sh("mkswap", "-U", c.swap_uuid["file"], "-L", "swapfile", str(swapfile))
     rig.swapon(str(swapfile), 3)
@@ -209,7 +164,7 @@ def test_gpt_disk_and_partitions(classic: Classic) -> None:
     state = probe(classic.root)
     [disk] = [d for d in state.disks if d.path == classic.gpt.path]
     assert disk.id == f"disk.{classic.gpt.kname}"
-    assert (disk.size, disk.logical_sector_size, disk.physical_sector_size) == (700 * MiB, 512, 512)
+    assert (disk.size, disk.logical_sector_size, disk.physical_sector_size) == (700 * MIB, 512, 512)
     assert disk.transport == "loop"
     assert disk.critical is True
     assert disk.removable is False
@@ -217,11 +172,13 @@ def test_gpt_disk_and_partitions(classic: Classic) -> None:
     assert disk.table.label == TableLabel.GPT
     assert disk.table.id == classic.gpt_guid
     assert disk.table.first_lba == 2048
-    assert disk.table.last_lba == 700 * MiB // 512 - 34
+    assert disk.table.last_lba == 700 * MIB // 512 - 34
     parts = parts_of(state, disk.id)
+    # The types as sfdisk wrote them (upper case): the probe keeps a table's spelling.
     assert [(p.number, p.start, p.size, p.type, p.uuid, p.name, p.attrs, p.kind, p.bootable)
             for p in parts] == [
-        (e.number, e.start, e.size, e.type, e.uuid, e.name, e.attrs, PartitionKind.PRIMARY, False)
+        (e.number, e.start, e.size, e.type.upper(), e.uuid, e.name, e.attrs,
+         PartitionKind.PRIMARY, False)
         for e in classic.gpt_parts
     ]
     assert all(p.sector_size == 512 for p in parts)
@@ -298,7 +255,7 @@ def test_swap(classic: Classic) -> None:
     root = fs_by_uuid(state, classic.fs_uuid["root"])
     assert (swapfile.file, swapfile.filesystem, swapfile.device) == ("/swapfile", root.id, None)
     assert (swapfile.label, swapfile.active, swapfile.priority, swapfile.size) == (
-        "swapfile", True, 3, 16 * MiB)
+        "swapfile", True, 3, 16 * MIB)
 
 
 def test_mbr_disk(classic: Classic) -> None:
@@ -333,13 +290,13 @@ def test_whole_disk_filesystem_on_4kn(classic: Classic) -> None:
     state = probe(classic.root)
     [disk] = [d for d in state.disks if d.path == classic.data.path]
     assert disk.table is None
-    assert (disk.logical_sector_size, disk.size) == (4096, 128 * MiB)
+    assert (disk.logical_sector_size, disk.size) == (4096, 128 * MIB)
     assert not parts_of(state, disk.id)
     data = fs_by_uuid(state, classic.fs_uuid["data"])
     assert (data.device, data.label) == (disk.id, "data")
     assert [m.mountpoint for m in data.mounts] == ["/data"]
     assert {"noatime", "nodev"} <= set(data.mounts[0].options.split(","))
-    assert data.size == 128 * MiB
+    assert data.size == 128 * MIB
 
 
 def test_decoy_only_when_included(classic: Classic) -> None:
@@ -390,7 +347,7 @@ def test_the_result_is_a_valid_description(classic: Classic) -> None:
     from resurgo.fileformat import rules
 
     state = probe(classic.root)
-    problems = rules.check(_description(state))
+    problems = rules.check(description_of(state))
     assert problems == []
 
 
@@ -429,10 +386,10 @@ def btrfs_system(rig_factory) -> BtrfsSystem:  # type: ignore[no-untyped-def]
     rig: Rig = rig_factory()
     work = rig.workdir
     parts = [
-        Part(1, 2048, 2048, BIOS_BOOT, new_uuid().upper(), "bios"),
+        Part(1, 2048, 2048, BIOS, new_uuid().upper(), "bios"),
         Part(2, 4096, 1040384, LINUX, new_uuid().upper(), "system"),
     ]
-    disk = rig.disk("btrfs", 512 * MiB, table=gpt_script(new_uuid().upper(), parts))
+    disk = rig.disk("btrfs", 512 * MIB, table=gpt_script(new_uuid().upper(), parts))
     fs_uuid = new_uuid()
     rig.sh("mkfs.btrfs", "-q", "-n", "32768", "-m", "dup", "-d", "single", "-U", fs_uuid,
            "-L", "system", disk.part(2))
@@ -462,7 +419,7 @@ def test_btrfs(btrfs_system: BtrfsSystem) -> None:
     assert state.disks[0].critical is True
     assert state.warnings == []
     bios, system = parts_of(state, state.disks[0].id)
-    assert (bios.type, bios.start, bios.size, bios.name) == (BIOS_BOOT, 2048, 2048, "bios")
+    assert (bios.type, bios.start, bios.size, bios.name) == (BIOS.upper(), 2048, 2048, "bios")
     assert not [f for f in state.filesystems if f.device == bios.id]
     [fs] = state.filesystems
     assert (fs.id, fs.device, fs.type, fs.uuid, fs.label) == (
@@ -491,10 +448,10 @@ def test_btrfs(btrfs_system: BtrfsSystem) -> None:
     assert mounts["/home"].subvolume == subvols["@home"].id
     assert "noatime" in mounts["/"].options.split(",")
     assert not any(o.startswith("subvol") for m in fs.mounts for o in m.options.split(","))
-    assert _description(state) is not None
+    assert description_of(state) is not None
     from resurgo.fileformat import rules
 
-    assert rules.check(_description(state)) == []
+    assert rules.check(description_of(state)) == []
 
 
 # ---------------------------------------------------------------- the CLI
@@ -518,24 +475,6 @@ def test_cli_describe_json(classic: Classic) -> None:
     assert desc["system"]["system_volume"] == root_fs.id
 
 
-def _description(state: StorageState) -> Description:
-    return Description(
-        format=FormatInfo(version="1", resurgo="0", created="2025-01-01T00:00:00Z", host="t"),
-        system=SystemInfo(
-            hostname="t", machine_id="0" * 32, architecture="x86_64", firmware=Firmware.BIOS,
-            os_release=OsRelease(id="debian"), kernel="6",
-            bootloader=Bootloader(kind=BootloaderKind.NONE),
-        ),
-        disks=tuple(state.disks),
-        partitions=tuple(state.partitions),
-        filesystems=tuple(state.filesystems),
-        subvolumes=tuple(state.subvolumes),
-        swaps=tuple(state.swaps),
-        removable_devices=tuple(state.removable_devices),
-        unsupported=tuple(state.unsupported),
-    )
-
-
 # ---------------------------------------------------------------- what cannot be described
 
 
@@ -545,7 +484,7 @@ def test_unknown_filesystem_is_unsupported_and_a_closed_luks_header_is_described
         Part(2, 34816, 65536, LINUX, new_uuid().upper(), "secret"),
         Part(3, 100352, 16384, LINUX, new_uuid().upper(), "empty"),
     ]
-    disk = rig.disk("misc", 64 * MiB, table=gpt_script(new_uuid().upper(), parts))
+    disk = rig.disk("misc", 64 * MIB, table=gpt_script(new_uuid().upper(), parts))
     rig.sh("mkfs.minix", disk.part(1))
     rig.sh("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
            "--pbkdf-force-iterations", "1000", disk.part(2), "-", input="not a secret")
@@ -576,7 +515,7 @@ def test_unknown_filesystem_is_unsupported_and_a_closed_luks_header_is_described
 
 def test_a_stale_kernel_partition_is_not_read(rig: Rig) -> None:
     first = [Part(1, 2048, 65536, LINUX, new_uuid().upper(), "one")]
-    disk = rig.disk("stale", 64 * MiB, table=gpt_script(new_uuid().upper(), first))
+    disk = rig.disk("stale", 64 * MIB, table=gpt_script(new_uuid().upper(), first))
     rig.sh("mkfs.ext4", "-q", disk.part(1))
     # A new table written behind the kernel's back (into the image file; sfdisk on the device
     # would tell the kernel): its partition 1 still covers the old sectors.

@@ -24,7 +24,7 @@ from resurgo.finalize import FinalizeOptions, StepStatus
 from resurgo.model import Bootloader, BootloaderKind, ConfigFile, Description, Firmware
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
-from tests.unit.plan_builders import actual, standard
+from tests.support.builders import actual, standard
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GUEST = DATA / "sys/guest-mixed"

@@ -10,7 +10,7 @@ from resurgo.finalize.bootloader import TreeFacts
 from resurgo.model import Bootloader, BootloaderKind, Description
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
-from tests.unit.plan_builders import actual, standard
+from tests.support.builders import actual, standard
 
 FACTS = TreeFacts(grub_targets=frozenset({"i386-pc", "x86_64-efi"}))
 

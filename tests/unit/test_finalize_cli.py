@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nics import MAC9, MAC10, with_two_nics
-from plan_builders import GIB, standard
 
 from resurgo import fileformat
 from resurgo.cli import finalizing
 from resurgo.cli.main import main
 from resurgo.model import ConfigFile, Description
+from tests.support.builders import standard
+from tests.support.consts import GIB
+from tests.support.nics import MAC9, MAC10, with_two_nics
 
 OLD_MAC = "52:54:00:12:34:56"
 NM_PATH = "/etc/NetworkManager/system-connections/wired.nmconnection"

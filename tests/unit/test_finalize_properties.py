@@ -12,7 +12,7 @@ from resurgo.finalize.identity import Identities
 from resurgo.finalize.lines import body, split_lines
 from resurgo.finalize.model import Rewrite
 from resurgo.finalize.netconf import NetMap
-from tests.unit.test_finalize_storage import vda_to_nvme
+from tests.support.builders import vda_to_nvme
 
 IDS: Identities = vda_to_nvme()[0]
 NETMAP = NetMap({"eth0": "ens3", "ens4": "ens5"}, {"52:54:00:12:34:56": "52:54:00:9a:bc:de"})

@@ -10,25 +10,22 @@ from resurgo.finalize import cmdline, identity, storageconf
 from resurgo.finalize.identity import Identities, Identity, Kind
 from resurgo.model import Disk, LuksVolume, RaidArray
 from resurgo.plan import make_plan
-from resurgo.plan.model import Plan, PlanOptions
-from tests.unit.plan_builders import RAID, actual, description, disk, ext4, part, standard
+from resurgo.plan.model import PlanOptions
+from tests.support.builders import (
+    BY_ID,
+    actual,
+    description,
+    disk,
+    ext4,
+    part,
+    vda_to_nvme,
+)
+from tests.support.consts import RAID
 
-BY_ID = "/dev/disk/by-id/virtio-rsg-vda"
 ROOT_UUID = "11111111-2222-4333-8444-001575145378"
 BOOT_UUID = "11111111-2222-4333-8444-000719716148"
 SWAP_UUID = "33333333-4444-4555-8666-777777777777"
 PARTUUID2 = "00000000-0000-4000-8000-000000000002"
-
-
-def vda_to_nvme() -> tuple[Identities, Plan]:
-    """The standard UEFI layout saved on virtio /dev/vda, planned onto /dev/nvme0n1."""
-    desc = standard(name="vda", transport="virtio")
-    desc = dataclasses.replace(
-        desc, disks=tuple(dataclasses.replace(d, by_id=BY_ID) for d in desc.disks)
-    )
-    plan = make_plan(desc, [actual("nvme0n1", transport="nvme")], PlanOptions(which=str))
-    assert plan.ok, plan.failures
-    return identity.planned(desc, plan), plan
 
 
 def changed(ids: Identities, record: str, **kw: str | None) -> Identities:

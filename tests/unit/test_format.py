@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from description_strategies import descriptions
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis.errors import NoSuchExample
 
 from resurgo.errors import BadInput, ExitCode
 from resurgo.fileformat import (
     InvalidDescription,
-    Report,
-    check_bytes,
     document,
     dumps,
     dumps_json,
@@ -37,9 +34,10 @@ from resurgo.model import (
     PartitionKind,
     TableLabel,
 )
+from tests.support.examples import EXAMPLE, check, example
+from tests.support.strategies import descriptions
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "tests" / "data" / "format" / "example.toml"
 DOC = REPO / "docs" / "format.md"
 
 PROPERTY = settings(
@@ -47,16 +45,6 @@ PROPERTY = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-def check(text: str) -> Report:
-    return check_bytes(text.encode(), "description.toml", expected_digest=None)
-
-
-def example() -> Description:
-    report = check(EXAMPLE.read_text(encoding="utf-8"))
-    assert report.description is not None, report.messages()
-    return report.description
 
 
 # --- round trips ------------------------------------------------------------------------------

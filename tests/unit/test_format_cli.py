@@ -12,13 +12,9 @@ import pytest
 
 from resurgo.fileformat import check_bytes, document, read, to_data, write
 from tests.support import cli
+from tests.support.examples import EXAMPLE, example_text
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "tests" / "data" / "format" / "example.toml"
-
-
-def example_text() -> str:
-    return EXAMPLE.read_text(encoding="utf-8")
 
 
 @pytest.fixture

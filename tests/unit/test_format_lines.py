@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from description_strategies import descriptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,10 +10,11 @@ from resurgo.fileformat import dumps, to_data
 from resurgo.fileformat import lines as scanner
 from resurgo.fileformat.lines import locate, positions
 from resurgo.model import Description
+from tests.support.examples import EXAMPLE
+from tests.support.strategies import descriptions
 
 CFG_SHA = "d32d62718a74f69cbaa4b56112513b367536640978d934cbb7aeda15352c7e12"
 CATALOG_SHA = "0c5e8a4f2d1b9c7e6a3f5d8b2e4c1a9f7d6b3e8c5a2f4d1b9e7c6a3f8d5b2e4c"
-EXAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "format" / "example.toml"
 
 
 def line_of(text: str, where: tuple[str | int, ...]) -> str | None:

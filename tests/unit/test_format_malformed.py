@@ -6,50 +6,10 @@ path, id and field), the message, and the text of the line it points at.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 
-from resurgo.fileformat import Report, check_bytes, document, version
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "format" / "example.toml"
-
-
-def base() -> str:
-    return EXAMPLE.read_text(encoding="utf-8")
-
-
-def edit(text: str, anchor: str, old: str, new: str) -> str:
-    """text with the first `old` at or after the one `anchor` replaced by `new`."""
-    assert text.count(anchor) == 1, f"anchor {anchor!r} is not unique"
-    at = text.index(old, text.index(anchor))
-    return text[:at] + new + text[at + len(old) :]
-
-
-def check(text: str) -> Report:
-    return check_bytes(text.encode(), "description.toml", expected_digest=None)
-
-
-# (where, message, the stripped line it points at or None)
-Found = tuple[str, str, str | None]
-
-
-def found(text: str, report: Report) -> list[Found]:
-    lines = text.split("\n")
-    return [
-        (p.location(), p.message, lines[p.line - 1].strip() if p.line else None)
-        for p in report.problems
-    ]
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    defect: Callable[[str], str]
-    expected: list[Found]
-
+from resurgo.fileformat import check_bytes, document, version
+from tests.support.examples import Case, check, edit, example_text, found
 
 EXTENDED_AND_LOGICAL = """
 [[partitions]]
@@ -603,21 +563,21 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_malformed(case: Case) -> None:
-    text = case.defect(base())
-    assert text != base()
+    text = case.defect(example_text())
+    assert text != example_text()
     report = check(text)
     assert report.description is None
     assert found(text, report) == case.expected
 
 
 def test_the_base_is_valid() -> None:
-    report = check(base())
+    report = check(example_text())
     assert report.problems == []
     assert report.description is not None
 
 
 def test_messages_name_file_line_place_and_problem() -> None:
-    text = edit(base(), 'id = "part.sda3"', "start = 3147776", "start = 3000000")
+    text = edit(example_text(), 'id = "part.sda3"', "start = 3147776", "start = 3000000")
     (message,) = check(text).messages()
     line = text.split("\n").index("start = 3000000") + 1
     assert message == (
@@ -630,14 +590,14 @@ def test_older_minor_is_read_silently(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reader of format 1.3 reads a 1.0 file: minors only ever add optional fields."""
     monkeypatch.setattr(version, "FORMAT_MINOR", 3)
     monkeypatch.setattr(version, "FORMAT_VERSION", "1.3")
-    report = check(base())
+    report = check(example_text())
     assert report.problems == []
     assert report.warnings == []
-    assert report.description == check(base()).description
+    assert report.description == check(example_text()).description
 
 
 def test_newer_minor_is_read_with_a_warning_and_unknown_fields_skipped() -> None:
-    text = edit(base(), "[format]", 'version = "1.0"', 'version = "1.4"')
+    text = edit(example_text(), "[format]", 'version = "1.0"', 'version = "1.4"')
     text = edit(text, 'id = "disk.sdb"', 'path = "/dev/sdb"', 'colour = "red"\npath = "/dev/sdb"')
     text += "\n[future]\nanswer = 42\n"
     report = check(text)
@@ -648,14 +608,14 @@ def test_newer_minor_is_read_with_a_warning_and_unknown_fields_skipped() -> None
         "description.toml: skipped unknown field disks[1].colour",
         "description.toml: skipped unknown field future",
     ]
-    plain = check(base()).description
+    plain = check(example_text()).description
     assert plain is not None and report.description is not None
     assert report.description.disks == plain.disks
     assert report.description.system == plain.system
 
 
 def test_newer_minor_still_checks_the_rules() -> None:
-    text = edit(base(), "[format]", 'version = "1.0"', 'version = "1.4"')
+    text = edit(example_text(), "[format]", 'version = "1.0"', 'version = "1.4"')
     text = edit(text, 'id = "fs.sda2"', 'device = "part.sda2"', 'device = "part.sda9"')
     report = check(text)
     assert [p.message for p in report.problems] == [
@@ -686,7 +646,7 @@ def test_files_that_are_no_description(raw: bytes, message: str) -> None:
 
 
 def test_the_digest_is_checked_before_anything_else() -> None:
-    raw = base().encode()
+    raw = example_text().encode()
     report = check_bytes(raw, "d.toml", expected_digest=document.sha256_hex(raw + b"x"))
     assert [p.message for p in report.problems] == [
         "content does not match its digest d.toml.sha256: the file was changed or damaged after "
@@ -698,7 +658,8 @@ def test_the_digest_is_checked_before_anything_else() -> None:
 def test_what_sits_on_an_unsupported_device_refers_to_its_record() -> None:
     """The probe keeps a device it cannot describe as an unsupported record; what is
     built on it still names it, and the description stays valid."""
-    text = edit(base(), 'id = "fs.sde"', 'device = "disk.sde"', 'device = "unsupported.sde"')
+    text = edit(example_text(), 'id = "fs.sde"', 'device = "disk.sde"',
+                'device = "unsupported.sde"')
     report = check(text)
     assert report.problems == []
     assert report.description is not None
@@ -706,7 +667,8 @@ def test_what_sits_on_an_unsupported_device_refers_to_its_record() -> None:
 
 
 def test_a_driver_is_no_block_device() -> None:
-    text = edit(base(), 'id = "fs.sde"', 'device = "disk.sde"', 'device = "drv.pci.0000:00:02.0"')
+    text = edit(example_text(), 'id = "fs.sde"', 'device = "disk.sde"',
+                'device = "drv.pci.0000:00:02.0"')
     assert found(text, check(text)) == [
         (
             "filesystems[5] (id 'fs.sde').device",

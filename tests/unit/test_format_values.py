@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_format_malformed import Case, base, check, edit, found
 
 from resurgo.errors import BadInput
 from resurgo.fileformat import bounds, check_bytes, document, rules, values
+from tests.support.examples import Case, check, edit, example_text, found
 
 VFAT = 'id = "fs.sda1"'
 BOOT = 'id = "fs.sda2"'
@@ -283,8 +283,8 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_values(case: Case) -> None:
-    text = case.defect(base())
-    assert text != base()
+    text = case.defect(example_text())
+    assert text != example_text()
     report = check(text)
     assert report.description is None
     assert found(text, report) == case.expected
@@ -292,14 +292,16 @@ def test_bad_values(case: Case) -> None:
 
 def test_a_value_is_reported_once() -> None:
     """A NUL in a UUID is a control character; it is not also reported as no UUID."""
-    text = edit(base(), BOOT, 'uuid = "2f9d8c7b-6a5e-4d3c-9b2a-1f0e9d8c7b6a"', 'uuid = "\\u0000"')
+    text = edit(example_text(), BOOT, 'uuid = "2f9d8c7b-6a5e-4d3c-9b2a-1f0e9d8c7b6a"',
+                'uuid = "\\u0000"')
     assert [p.message for p in check(text).problems] == ["holds the control character '\\x00'"]
 
 
 def test_free_text_that_reaches_no_command_line_may_hold_any_character() -> None:
     """A config file's content; why the probe could not describe a device (a tool's
     message, lines and all)."""
-    text = edit(base(), 'id = "cfg.etc.crypttab"', "luks,discard", "luks,discard\\t\\u001b\\r")
+    text = edit(example_text(), 'id = "cfg.etc.crypttab"', "luks,discard",
+                "luks,discard\\t\\u001b\\r")
     text = edit(
         text, "[[unsupported]]", 'reason = "zfs_member', 'reason = "failed:\\n  | zfs_member'
     )
@@ -307,7 +309,7 @@ def test_free_text_that_reaches_no_command_line_may_hold_any_character() -> None
 
 
 def test_an_array_nested_2000_deep_is_refused_before_parsing() -> None:
-    text = base() + "\nx = " + "[" * 2000 + "]" * 2000 + "\n"
+    text = example_text() + "\nx = " + "[" * 2000 + "]" * 2000 + "\n"
     line = text.count("\n")
     assert found(text, check(text)) == [
         ("(file)", "arrays and tables nest more than 32 deep (a description nests 3 deep at most)",
@@ -351,7 +353,7 @@ def test_a_key_of_thousands_of_dotted_parts_is_refused_before_parsing() -> None:
 
 def test_a_description_larger_than_the_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bounds, "MAX_BYTES", 1000)
-    raw = base().encode()
+    raw = example_text().encode()
     report = check_bytes(raw, "d.toml", expected_digest=None)
     assert [p.message for p in report.problems] == [
         f"{len(raw)} bytes is more than a description holds (1000 at most); "
@@ -379,7 +381,7 @@ def test_reading_stops_past_the_bound_and_takes_regular_files_only(
 
 
 def test_too_many_records_are_refused() -> None:
-    text = base() + "".join(
+    text = example_text() + "".join(
         f'\n[[modules]]\nname = "m{i}"\nreason = "r"\n' for i in range(values.MAX_RECORDS)
     )
     assert [(p.location(), p.message) for p in check(text).problems] == [
@@ -389,7 +391,7 @@ def test_too_many_records_are_refused() -> None:
 
 def test_too_many_items_in_an_array_are_refused() -> None:
     items = ", ".join(['"x"'] * (values.MAX_ITEMS + 1))
-    text = edit(base(), "seq = 90", 'args = [\n    "/mnt/target/.autorelabel",\n]',
+    text = edit(example_text(), "seq = 90", 'args = [\n    "/mnt/target/.autorelabel",\n]',
                 f"args = [{items}]")
     assert [(p.location(), p.message) for p in check(text).problems] == [
         ("commands[8].args", f"{values.MAX_ITEMS + 1} items, more than {values.MAX_ITEMS}")
@@ -400,7 +402,7 @@ def test_thousands_of_bad_records_are_checked_in_seconds() -> None:
     """A chain of 4000 md arrays, each on the one before and each with a bad UUID: every
     problem is found and placed without rescanning the file or the chain for each."""
     members = ["part.sdb1"] + [f"md.x{i}" for i in range(3999)]
-    text = base() + "".join(
+    text = example_text() + "".join(
         f'\n[[raid_arrays]]\nid = "md.x{i}"\npath = "/dev/md{i}"\nlevel = "raid1"\n'
         f'metadata = "1.2"\nuuid = "bad"\nmembers = ["{member}"]\nsize = 1000\n'
         for i, member in enumerate(members)
@@ -432,7 +434,7 @@ def test_the_nodes_on_cycles_are_those_that_reach_themselves(graph: dict[str, li
 
 def test_millions_of_tiny_values_are_refused_before_parsing() -> None:
     """600,000 empty inline tables in 2 MB would take some 150 MB once parsed."""
-    text = base() + "\nx = [" + "{}," * 600_000 + "]\n"
+    text = example_text() + "\nx = [" + "{}," * 600_000 + "]\n"
     assert [(p.location(), p.message, p.line) for p in check(text).problems] == [
         ("(file)", "more than 1000000 keys and values: more than a description holds; "
          "is this the right file?", text.count("\n"))
@@ -440,7 +442,7 @@ def test_millions_of_tiny_values_are_refused_before_parsing() -> None:
 
 
 def test_the_example_is_far_from_every_bound() -> None:
-    text = base()
+    text = example_text()
     assert bounds.too_deep(text, 2) is None
     assert bounds.too_many_values(text, 10_000) is None
     assert len(text.encode()) < bounds.MAX_BYTES // 1000
@@ -449,10 +451,10 @@ def test_the_example_is_far_from_every_bound() -> None:
 def test_keys_and_the_writer_are_shown_without_their_escape_sequences() -> None:
     """A quoted key or the writer's version string reaches the messages: an escape
     sequence in them must not reach the terminal."""
-    text = base().replace('version = "1.', 'version = "9.', 1).replace(
+    text = example_text().replace('version = "1.', 'version = "9.', 1).replace(
         'resurgo = "', 'resurgo = "\\u001b]0;pwned\\u0007', 1)
     report = check_bytes(text.encode(), "d.toml", expected_digest=None)
     assert report.problems and all("\x1b" not in m for m in report.messages())
-    odd = base() + '\n[system."\\u001b[31mEVIL"]\n'
+    odd = example_text() + '\n[system."\\u001b[31mEVIL"]\n'
     report = check_bytes(odd.encode(), "d.toml", expected_digest=None)
     assert report.messages() and all("\x1b" not in m for m in report.messages())

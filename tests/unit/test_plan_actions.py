@@ -9,20 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from plan_builders import (
-    GIB,
-    LUKS_UUID,
-    LVM,
-    MIB,
-    actual,
-    description,
-    disk,
-    ext4,
-    luks_fixture,
-    other_fs,
-    part,
-    standard,
-)
 
 from resurgo.model import (
     BtrfsOptions,
@@ -40,6 +26,18 @@ from resurgo.plan import make_plan
 from resurgo.plan.actions import sfdisk_script
 from resurgo.plan.model import ActionKind, Check, Plan, PlanOptions, TableParams
 from resurgo.plan.render import bar, canonical, text, to_data
+from tests.support.builders import (
+    LUKS_UUID,
+    actual,
+    description,
+    disk,
+    ext4,
+    luks_fixture,
+    other_fs,
+    part,
+    standard,
+)
+from tests.support.consts import GIB, LVM, MIB
 
 OPTS = PlanOptions(which=lambda p: f"/usr/sbin/{p}")
 

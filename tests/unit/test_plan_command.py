@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plan_builders import GIB, luks_fixture, standard
 
 from resurgo import fileformat
 from resurgo.model import Command, Description, OnFailure
+from tests.support.builders import luks_fixture, standard
+from tests.support.consts import GIB
+from tests.support.examples import EXAMPLE
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "tests" / "data" / "format" / "example.toml"
 
 
 def resurgo(

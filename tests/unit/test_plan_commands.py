@@ -9,7 +9,6 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from plan_builders import GIB, actual, standard
 
 from resurgo import finalize
 from resurgo.errors import BadInput
@@ -17,6 +16,8 @@ from resurgo.model import Command, ConfigFile, Description, OnFailure
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
 from resurgo.plan.render import plan_hash, text, to_data, with_finalize, words
+from tests.support.builders import actual, standard
+from tests.support.consts import GIB
 
 OPTS = PlanOptions(which=lambda p: f"/usr/sbin/{p}")
 RESTORES = (

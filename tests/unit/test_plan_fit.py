@@ -5,26 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from plan_builders import (
-    BIOS,
-    ESP,
-    GIB,
-    KIB,
-    LINUX,
-    LVM,
-    MIB,
-    RAID,
-    SWAP,
-    actual,
-    description,
-    disk,
-    esp,
-    ext4,
-    other_fs,
-    part,
-    standard,
-    swap,
-)
 
 from resurgo.model import (
     Filesystem,
@@ -44,6 +24,18 @@ from resurgo.model import (
 )
 from resurgo.plan import filesystems, make_plan, sizes
 from resurgo.plan.model import Check, FittedPartition, GrowPolicy, Plan, PlanOptions
+from tests.support.builders import (
+    actual,
+    description,
+    disk,
+    esp,
+    ext4,
+    other_fs,
+    part,
+    standard,
+    swap,
+)
+from tests.support.consts import BIOS, ESP, GIB, KIB, LINUX, LVM, MIB, RAID, SWAP
 
 ALL_TOOLS = PlanOptions(which=lambda p: f"/usr/sbin/{p}")
 

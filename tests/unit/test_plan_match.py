@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from plan_builders import GIB, MIB, actual, description, disk, ext4, part, standard
 
 from resurgo.errors import BadInput
 from resurgo.model import RemovableDevice
 from resurgo.plan import make_plan
 from resurgo.plan.model import Check, MatchBy, Plan, PlanOptions
+from tests.support.builders import actual, description, disk, ext4, part, standard
+from tests.support.consts import GIB, MIB
 
 OPTS = PlanOptions(which=lambda p: f"/usr/sbin/{p}")
 

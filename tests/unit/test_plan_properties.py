@@ -7,21 +7,6 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plan_builders import (
-    ESP,
-    GIB,
-    LINUX,
-    MIB,
-    SWAP,
-    actual,
-    description,
-    disk,
-    esp,
-    ext4,
-    other_fs,
-    part,
-    swap,
-)
 
 from resurgo.fileformat import rules
 from resurgo.machine import ActualDisk
@@ -37,6 +22,8 @@ from resurgo.plan import filesystems, fit, make_plan
 from resurgo.plan.layers import Layers
 from resurgo.plan.model import Check, GrowPolicy, Plan, PlanOptions
 from resurgo.plan.sizes import Sizer
+from tests.support.builders import actual, description, disk, esp, ext4, other_fs, part, swap
+from tests.support.consts import ESP, GIB, LINUX, MIB, SWAP
 
 CONTENTS = ("ext4", "xfs", "btrfs", "swap", "esp", "none")
 # The smallest saved size (MiB) drawn for each content: what its mkfs needs at 4 KiB sectors.

@@ -6,16 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from test_recovery_units import description
-
 from resurgo.model import Command, Description, OnFailure
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.report import restore_summary
 from resurgo.recovery.restore import CommandResult, Status, run_commands
+from tests.support.builders import description
 
 
 def loaded(commands: list[Command]) -> LoadedSet:
-    desc: Description = description(commands)
+    desc: Description = description(commands=commands)
     return LoadedSet(cast(Any, None), cast(Any, None), {}, desc, "0" * 64, (), False, None)
 
 

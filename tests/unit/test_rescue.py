@@ -1012,7 +1012,7 @@ def test_a_set_on_a_disk_the_saved_layout_recreates_is_never_taken(tmp_path: Pat
     the plan would overwrite it, and a set on it is not used."""
     from resurgo import fileformat
     from resurgo.rescue.agent import Agent, Config, Console
-    from tests.unit.plan_builders import standard
+    from tests.support.builders import standard
 
     desc_path = tmp_path / "description.toml"
     fileformat.write(standard(serial="OLD-DISK-1"), desc_path)

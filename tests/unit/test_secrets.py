@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_format import example
 
 from resurgo import fileformat, private
 from resurgo.apply.journal import ENV_STATE_DIR, Journal
@@ -36,6 +35,7 @@ from resurgo.recovery.check import Changes, save_record
 from resurgo.recovery.load import read_description
 from resurgo.rescue.agent import Console
 from tests.support import cli
+from tests.support.examples import example
 
 PSK = "correct-horse-battery-staple-42"
 WIFI = f"[connection]\nid=home\ntype=wifi\n\n[wifi-security]\nkey-mgmt=wpa-psk\npsk={PSK}\n"

@@ -37,10 +37,10 @@ from resurgo.model import (
 )
 from resurgo.probe import filesystems, ids, luks, lvm, md, stack, storage, swap
 from resurgo.probe.mounts import MountEntry
+from tests.support.consts import MIB
 
 GUEST = Path(__file__).resolve().parent.parent / "data" / "guest"
 SECTOR = 512
-MIB = 1 << 20
 
 MD0_UUID = "f5d23ef5:62fe463a:3b9eb2d2:84fe31d1"
 MD1_UUID = "ab81f0ae:b06664c5:d67d50a0:2c081303"

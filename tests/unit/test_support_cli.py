@@ -9,8 +9,7 @@ from pathlib import Path
 
 from resurgo import __version__
 from tests.support import cli
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "format" / "example.toml"
+from tests.support.examples import EXAMPLE
 
 
 def test_exit_codes_and_streams_of_argparse_and_of_a_command(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ from resurgo.model import (
     Partition,
 )
 from resurgo.probe import rootfs, system
+from tests.support.consts import BIOS
 
 DATA = Path(__file__).parent.parent / "data" / "system"
-BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 
 
 def write(root: Path, inside: str, text: str | bytes, mode: int | None = None) -> Path:
@@ -180,8 +180,8 @@ def part(pid: str, disk_id: str, number: int, type_: str) -> Partition:
 
 def test_bios_boot_partition_prefers_the_grub_disk() -> None:
     parts = [
-        part("part.sda1", "disk.sda", 1, BIOS_BOOT),
-        part("part.sdb1", "disk.sdb", 1, BIOS_BOOT.lower()),
+        part("part.sda1", "disk.sda", 1, BIOS.upper()),
+        part("part.sdb1", "disk.sdb", 1, BIOS),
         part("part.sdb2", "disk.sdb", 2, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
     ]
     assert system.bios_boot_partition(parts, ("disk.sdb",)) == "part.sdb1"
@@ -320,7 +320,7 @@ def test_probe_bootloader_bios(tmp_path: Path) -> None:
     write(root, "var/lib/dpkg/status", status("grub-pc"))
     grub = disk(tmp_path, "sda", (DATA / "mbr-grub-pc-gpt.bin").read_bytes())
     other = disk(tmp_path, "sdb", bytes(512))
-    parts = [part("part.sda1", "disk.sda", 1, BIOS_BOOT)]
+    parts = [part("part.sda1", "disk.sda", 1, BIOS.upper())]
     bl = system.probe_bootloader(root, Firmware.BIOS, [grub, other], parts, None)
     assert bl.kind == BootloaderKind.GRUB_PC
     assert bl.disks == ("disk.sda",)

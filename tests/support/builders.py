@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
+from resurgo.finalize import identity
+from resurgo.finalize.identity import Identities
 from resurgo.machine import ActualDisk
 from resurgo.model import (
     Bootloader,
@@ -31,17 +34,10 @@ from resurgo.model import (
     VolumeGroup,
     VolumeState,
 )
-
-KIB = 1 << 10
-MIB = 1 << 20
-GIB = 1 << 30
-
-ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
-SWAP = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
-LVM = "e6d6d379-f507-44c2-a23c-238f2a3df928"
-RAID = "a19d880f-05fc-4d3b-a006-743f0f84911e"
-BIOS = "21686148-6449-6e6f-744e-656564454649"
+from resurgo.plan import make_plan
+from resurgo.plan.model import Plan, PlanOptions
+from resurgo.probe.state import StorageState
+from tests.support.consts import ESP, GIB, LINUX, MIB, SWAP
 
 
 def disk(
@@ -260,3 +256,36 @@ def luks_fixture() -> Description:
         swaps=[swap(sw.id, GIB)],
     )
     return desc
+
+
+def description_of(state: StorageState) -> Description:
+    """A description of what the probe found, with a fixed system."""
+    return Description(
+        format=FormatInfo(version="1", resurgo="0", created="2025-01-01T00:00:00Z", host="t"),
+        system=SystemInfo(
+            hostname="t", machine_id="0" * 32, architecture="x86_64", firmware=Firmware.BIOS,
+            os_release=OsRelease(id="debian"), kernel="6",
+            bootloader=Bootloader(kind=BootloaderKind.NONE),
+        ),
+        disks=tuple(state.disks),
+        partitions=tuple(state.partitions),
+        filesystems=tuple(state.filesystems),
+        subvolumes=tuple(state.subvolumes),
+        swaps=tuple(state.swaps),
+        removable_devices=tuple(state.removable_devices),
+        unsupported=tuple(state.unsupported),
+    )
+
+
+BY_ID = "/dev/disk/by-id/virtio-rsg-vda"
+
+
+def vda_to_nvme() -> tuple[Identities, Plan]:
+    """The standard UEFI layout saved on virtio /dev/vda, planned onto /dev/nvme0n1."""
+    desc = standard(name="vda", transport="virtio")
+    desc = dataclasses.replace(
+        desc, disks=tuple(dataclasses.replace(d, by_id=BY_ID) for d in desc.disks)
+    )
+    plan = make_plan(desc, [actual("nvme0n1", transport="nvme")], PlanOptions(which=str))
+    assert plan.ok, plan.failures
+    return identity.planned(desc, plan), plan

@@ -24,11 +24,10 @@ from blake3 import blake3
 
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
 from resurgo.media import Medium, SetInfo, SetKind, SetMeta, limits, prune
+from tests.support.consts import MIB
 
-MiB = 1024 * 1024
 
-
-def pattern(seed: int, size: int, chunk: int = MiB) -> Iterator[bytes]:
+def pattern(seed: int, size: int, chunk: int = MIB) -> Iterator[bytes]:
     """Deterministic pseudo-random bytes, generated on the fly."""
     rng = random.Random(seed)
     left = size
@@ -45,7 +44,7 @@ def pattern_sha256(seed: int, size: int) -> str:
     return h.hexdigest()
 
 
-def stream_sha256(f: object, block: int = MiB) -> tuple[int, str]:
+def stream_sha256(f: object, block: int = MIB) -> tuple[int, str]:
     h = hashlib.sha256()
     n = 0
     while chunk := f.read(block):  # type: ignore[attr-defined]
@@ -59,7 +58,7 @@ DESCRIPTION = b'[resurgo]\nversion = 1\nhost = "db1"\n'
 
 class MediumContract:
     holds_archives = True
-    big_size = 100 * MiB
+    big_size = 100 * MIB
 
     # --- provided by each medium's module ---
 
@@ -195,7 +194,7 @@ class MediumContract:
         w.write_bytes("description.toml", b"never committed")
         if self.holds_archives:
             f = w.create("archives/root.tar.zst")
-            for part in pattern(9, 12 * MiB):
+            for part in pattern(9, 12 * MIB):
                 f.write(part)
         # The process dies here: no abort, no close of the file; the connection drops.
         crashed.close()
@@ -316,7 +315,7 @@ def within(seconds: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def memory_bound(extra: int = 512 * MiB) -> Iterator[None]:
+def memory_bound(extra: int = 512 * MIB) -> Iterator[None]:
     """This process may map little more than it has: reading /dev/zero whole fails with
     MemoryError at once instead of taking the machine's memory."""
     status = Path("/proc/self/status").read_text()

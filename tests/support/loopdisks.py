@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from resurgo import run
+from resurgo.model import PartitionKind
 
 TOOLS = ("losetup", "sfdisk", "partx", "blkid", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat",
          "mkfs.btrfs", "btrfs", "mkswap", "swapon", "swapoff", "mount", "umount")
@@ -128,3 +129,38 @@ class Rig:
                 errors.append(f"{what}: {e}")
         if errors:
             raise RuntimeError("cleanup failed: " + "; ".join(errors))
+
+
+@dataclass
+class Part:
+    """A partition as an sfdisk script gives it."""
+
+    number: int
+    start: int
+    size: int
+    type: str
+    uuid: str | None = None
+    name: str | None = None
+    attrs: str | None = None
+    bootable: bool = False
+    kind: PartitionKind = PartitionKind.PRIMARY
+
+
+def gpt_script(disk_guid: str, parts: list[Part]) -> str:
+    lines = ["label: gpt", f"label-id: {disk_guid}", "first-lba: 2048", "unit: sectors", ""]
+    for p in parts:
+        entry = f"{p.number} : start={p.start}, size={p.size}, type={p.type}, uuid={p.uuid}"
+        if p.name:
+            entry += f', name="{p.name}"'
+        if p.attrs:
+            entry += f', attrs="{p.attrs}"'
+        lines.append(entry)
+    return "\n".join(lines) + "\n"
+
+
+def dos_script(disk_id: str, parts: list[Part]) -> str:
+    lines = ["label: dos", f"label-id: {disk_id}", "unit: sectors", ""]
+    for p in parts:
+        lines.append(f"{p.number} : start={p.start}, size={p.size}, type={p.type}"
+                     + (", bootable" if p.bootable else ""))
+    return "\n".join(lines) + "\n"
