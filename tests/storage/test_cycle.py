@@ -18,13 +18,10 @@ Refused recoveries leave the target disks byte-identical.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,14 +33,21 @@ import pytest
 
 from resurgo import run
 from resurgo.demo import umount_below
+from tests.support import cli
 from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
 from tests.support.loopdisks import Loop, Rig, require_loop_support
 from tests.support.media_servers import Seaweed, Sshd
-from tests.support.trees import assert_same_trees, build_rich_tree, snapshot, without, write
+from tests.support.trees import (
+    assert_same_trees,
+    build_rich_tree,
+    sha256_of,
+    snapshot,
+    without,
+    write,
+)
 
 pytestmark = pytest.mark.storage
 
-REPO = Path(__file__).resolve().parents[2]
 CLASSIC_SIZE = 900 * MIB
 EMPTIED = (b"proc", b"sys", b"dev", b"run", b"tmp")
 
@@ -59,43 +63,6 @@ def _tools() -> None:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def resurgo(*argv: str | Path, state: Path, timeout: float = 600,
-            extra_env: dict[str, str] | None = None) -> Run:
-    env = {k: v for k, v in os.environ.items() if k not in ("RESURGO_ACTUAL_DISKS",)}
-    env.update(extra_env or {})
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["RESURGO_STATE_DIR"] = str(state)
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *map(str, argv)],
-        capture_output=True, text=True, timeout=timeout, check=False, env=env,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MIB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gpt(parts: list[tuple[int, int, str]]) -> str:
@@ -193,11 +160,9 @@ class Classic:
 
 def _kill_a_save(sets: Path, root: Path, state: Path) -> None:
     """A save killed with SIGKILL once it has written part of an archive."""
-    env = {**os.environ, "RESURGO_STATE_DIR": str(state),
-           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = cli.clean_env(RESURGO_STATE_DIR=str(state))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "resurgo", "save", "--to", str(sets), "--root", str(root),
-         "--no-rescue", "--no-catalog"],
+        cli.command("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         start_new_session=True,
     )
@@ -263,8 +228,8 @@ def _classic(rig: Rig, work: Path, sshd: Sshd) -> Iterator[Classic]:
     sets = work / "sets"
     try:
         expected1 = system_snapshots(root, mountpoints, work / "views")
-        r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--json", state=state)
-        assert r.code == 0, r.output
+        r = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", "--json", state=state)
+        assert r.returncode == 0, r.output
         saved = r.json()
         set1 = saved["set"]["id"]
         root_fs = next(u["id"] for u in saved["units"] if u["mountpoint"] == "/")
@@ -273,9 +238,9 @@ def _classic(rig: Rig, work: Path, sshd: Sshd) -> Iterator[Classic]:
 
         change_tree(root)
         expected2 = system_snapshots(root, mountpoints, work / "views")
-        r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--incremental",
-                    "--json", state=state)
-        assert r.code == 0, r.output
+        r = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", "--incremental",
+                      "--json", state=state)
+        assert r.returncode == 0, r.output
         inc = r.json()
         set2 = inc["set"]["id"]
         assert (inc["set"]["kind"], inc["set"]["parent"]) == ("incremental", set1)
@@ -289,19 +254,19 @@ def _classic(rig: Rig, work: Path, sshd: Sshd) -> Iterator[Classic]:
                          for line in identity.read_text().splitlines()
                          if line.startswith("# public key:"))
         encrypted = work / "encrypted"
-        r = resurgo("save", "--to", encrypted, "--root", root, "--no-rescue",
-                    "--encrypt-to", recipient, state=work / "state-enc")
-        assert r.code == 0, r.output
+        r = cli.spawn("save", "--to", encrypted, "--root", root, "--no-rescue",
+                      "--encrypt-to", recipient, state=work / "state-enc")
+        assert r.returncode == 0, r.output
         assert not any(b"srv/rich" in p.read_bytes()
                        for p in encrypted.glob("*/archives/*.manifest"))
 
         sftp_root = sshd.root / "classic"
         sftp_root.mkdir()
         sftp_url = sshd.url(sftp_root)
-        r = resurgo("save", "--to", sftp_url, "--root", root, "--no-rescue",
-                    "--ssh-key", sshd.key, "--ssh-known-hosts", sshd.known_hosts,
-                    state=work / "state-sftp")
-        assert r.code == 0, r.output
+        r = cli.spawn("save", "--to", sftp_url, "--root", root, "--no-rescue",
+                      "--ssh-key", sshd.key, "--ssh-known-hosts", sshd.known_hosts,
+                      state=work / "state-sftp")
+        assert r.returncode == 0, r.output
 
         _kill_a_save(sets, root, state)
     finally:
@@ -322,33 +287,33 @@ def test_full_set_onto_a_larger_disk_then_verify_finds_a_changed_file(
     classic: Classic, rig: Rig, mnt: Path
 ) -> None:
     target = blank(rig, "larger", CLASSIC_SIZE * 3 // 2)
-    r = resurgo("recover", "--from", classic.sets, "--set", classic.set1, "--target",
-                target.path, "--yes", "--root", mnt, "--no-finalize", "--json",
-                state=classic.state)
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", classic.sets, "--set", classic.set1, "--target",
+                  target.path, "--yes", "--root", mnt, "--no-finalize", "--json",
+                  state=classic.state)
+    assert r.returncode == 0, r.output
     out = r.json()
     assert out["set"]["id"] == classic.set1
     assert [c["status"] for c in out["commands"]["commands"]] == ["done"] * 3
     assert out["verify"]["ok"] is True
     assert_same_systems(classic.expected1, classic.recovered(mnt))
 
-    r = resurgo("verify", "--from", classic.sets, "--set", classic.set1, "--root", mnt,
-                state=classic.state)
-    assert r.code == 0, r.output
+    r = cli.spawn("verify", "--from", classic.sets, "--set", classic.set1, "--root", mnt,
+                  state=classic.state)
+    assert r.returncode == 0, r.output
     assert "verified: every entry of 3 tree(s)" in r.stdout
 
     write(mnt / "srv/rich/plain.txt", b"tampered")
     os.chmod(mnt / "home/rich/plain.txt", 0o600)
-    r = resurgo("verify", "--from", classic.sets, "--set", classic.set1, "--root", mnt,
-                "--json", state=classic.state)
-    assert r.code == 1, r.output
+    r = cli.spawn("verify", "--from", classic.sets, "--set", classic.set1, "--root", mnt,
+                  "--json", state=classic.state)
+    assert r.returncode == 1, r.output
     found = {(t["mountpoint"], m["path"], m["what"])
              for t in r.json()["trees"] for m in t["mismatches"]}
     assert ("/", "srv/rich/plain.txt", "content") in found
     assert ("/home", "rich/plain.txt", "mode") in found
-    text = resurgo("verify", "--from", classic.sets, "--set", classic.set1, "--root", mnt,
-                   state=classic.state)
-    assert text.code == 1
+    text = cli.spawn("verify", "--from", classic.sets, "--set", classic.set1, "--root", mnt,
+                     state=classic.state)
+    assert text.returncode == 1
     assert "/srv/rich/plain.txt: content" in text.stdout
     assert "/home/rich/plain.txt: mode" in text.stdout
 
@@ -357,24 +322,24 @@ def test_incremental_set_onto_a_smaller_disk_after_a_killed_save(
     classic: Classic, rig: Rig, mnt: Path
 ) -> None:
     # The newest complete set is the incremental one: the killed save left only leftovers.
-    listed = resurgo("list", classic.sets, "--json", state=classic.state)
+    listed = cli.spawn("list", classic.sets, "--json", state=classic.state)
     assert [s["id"] for s in listed.json()] == [classic.set1, classic.set2]
     target = blank(rig, "smaller", CLASSIC_SIZE * 17 // 20)
     # The plan read from the medium, and recover executing exactly that plan (the same
     # options: --no-finalize is part of what the hash covers).
-    plan = resurgo("plan", "--from", classic.sets, "--target", target.path, "--root", mnt,
-                   "--no-finalize", "--json", state=classic.state)
-    assert plan.code == 0, plan.output
+    plan = cli.spawn("plan", "--from", classic.sets, "--target", target.path, "--root", mnt,
+                     "--no-finalize", "--json", state=classic.state)
+    assert plan.returncode == 0, plan.output
     shrunk = [p for lay in plan.json()["layouts"] for p in lay["partitions"]
               if p["after"] < p["before"]]
     assert shrunk, "the smaller disk needs a partition to shrink"
-    r = resurgo("recover", "--from", classic.sets, "--target", target.path, "--plan-hash",
-                plan.json()["hash"], "--root", mnt, "--no-finalize", state=classic.state)
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", classic.sets, "--target", target.path, "--plan-hash",
+                  plan.json()["hash"], "--root", mnt, "--no-finalize", state=classic.state)
+    assert r.returncode == 0, r.output
     assert f"set {classic.set2}" in r.stdout
     assert_same_systems(classic.expected2, classic.recovered(mnt))
-    r = resurgo("verify", "--from", classic.sets, "--root", mnt, state=classic.state)
-    assert r.code == 0, r.output
+    r = cli.spawn("verify", "--from", classic.sets, "--root", mnt, state=classic.state)
+    assert r.returncode == 0, r.output
 
 
 def test_a_recovery_killed_while_restoring_is_run_again_to_the_end(
@@ -383,9 +348,8 @@ def test_a_recovery_killed_while_restoring_is_run_again_to_the_end(
     target = blank(rig, "killed", CLASSIC_SIZE)
     argv = ["recover", "--from", classic.sets, "--set", classic.set1, "--target",
             target.path, "--yes", "--root", mnt, "--no-finalize"]
-    env = {**os.environ, "RESURGO_STATE_DIR": str(classic.state),
-           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "resurgo", *map(str, argv)],
+    env = cli.clean_env(RESURGO_STATE_DIR=str(classic.state))
+    proc = subprocess.Popen(cli.command(*argv),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     assert proc.stdout is not None
@@ -399,8 +363,8 @@ def test_a_recovery_killed_while_restoring_is_run_again_to_the_end(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-    r = resurgo(*argv, state=classic.state)
-    assert r.code == 0, r.output
+    r = cli.spawn(*argv, state=classic.state)
+    assert r.returncode == 0, r.output
     # The layout is checked on the disks, not made again; the data is restored again.
     layout = next(line for line in r.stdout.splitlines()
                   if line.startswith("layout recreated:"))
@@ -424,9 +388,9 @@ def test_truncated_set_is_refused_before_any_disk_is_touched(
         f.truncate(archive.stat().st_size - 100)
     target = blank(rig, "untouched", CLASSIC_SIZE)
     before = sha256_of(target.image)
-    r = resurgo("recover", "--from", sets, "--target", target.path, "--yes", "--root", mnt,
-                state=tmp_path / "state")
-    assert r.code == 1, r.output
+    r = cli.spawn("recover", "--from", sets, "--target", target.path, "--yes", "--root", mnt,
+                  state=tmp_path / "state")
+    assert r.returncode == 1, r.output
     # The incremental set reads from set 1: its truncated archive is found by the check.
     assert "incomplete" in r.stderr and f"{classic.root_fs}.archive" in r.stderr
     assert "recreating the layout" not in r.stdout
@@ -444,9 +408,9 @@ def test_a_corrupted_byte_is_found_and_named(
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0x01]))
     target = blank(rig, "corrupt", CLASSIC_SIZE)
-    r = resurgo("recover", "--from", sets, "--target", target.path, "--yes", "--root", mnt,
-                "--no-finalize", "--json", state=tmp_path / "state")
-    assert r.code == 1, r.output
+    r = cli.spawn("recover", "--from", sets, "--target", target.path, "--yes", "--root", mnt,
+                  "--no-finalize", "--json", state=tmp_path / "state")
+    assert r.returncode == 1, r.output
     out = r.json()
     statuses = [c["status"] for c in out["commands"]["commands"]]
     assert statuses[0] == "failed" and set(statuses[1:]) == {"not-run"}
@@ -456,9 +420,9 @@ def test_a_corrupted_byte_is_found_and_named(
     # Read first, the set's own checksums find the same byte before any wipe.
     target2 = blank(rig, "corrupt2", CLASSIC_SIZE)
     before = sha256_of(target2.image)
-    r = resurgo("recover", "--from", sets, "--target", target2.path, "--yes", "--root",
-                tmp_path / "mnt2", "--verify-set", state=tmp_path / "state2")
-    assert r.code == 1, r.output
+    r = cli.spawn("recover", "--from", sets, "--target", target2.path, "--yes", "--root",
+                  tmp_path / "mnt2", "--verify-set", state=tmp_path / "state2")
+    assert r.returncode == 1, r.output
     assert f"{classic.root_fs}.archive" in r.stderr and "damaged" in r.stderr
     assert sha256_of(target2.image) == before
 
@@ -466,47 +430,47 @@ def test_a_corrupted_byte_is_found_and_named(
 def test_encrypted_set_needs_its_identity(
     classic: Classic, rig: Rig, tmp_path: Path, mnt: Path
 ) -> None:
-    listed = resurgo("list", classic.encrypted, "--json", state=tmp_path)
+    listed = cli.spawn("list", classic.encrypted, "--json", state=tmp_path)
     assert listed.json()[0]["encrypted"] is True
     target = blank(rig, "encrypted", CLASSIC_SIZE)
     before = sha256_of(target.image)
-    r = resurgo("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
-                "--root", mnt, state=tmp_path / "state")
-    assert r.code == 3, r.output
+    r = cli.spawn("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
+                  "--root", mnt, state=tmp_path / "state")
+    assert r.returncode == 3, r.output
     assert "encrypted" in r.stderr and "--identity" in r.stderr
     assert sha256_of(target.image) == before
     # A wrong identity is found by reading the manifests, before any wipe too.
     wrong = tmp_path / "wrong.key"
     run.run(["age-keygen", "-o", str(wrong)])
-    r = resurgo("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
-                "--root", mnt, "--identity", wrong, state=tmp_path / "state")
-    assert r.code == 1, r.output
+    r = cli.spawn("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
+                  "--root", mnt, "--identity", wrong, state=tmp_path / "state")
+    assert r.returncode == 1, r.output
     assert "decrypt" in r.stderr
     assert sha256_of(target.image) == before
 
-    r = resurgo("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
-                "--root", mnt, "--identity", classic.identity, "--no-finalize",
-                state=tmp_path / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
+                  "--root", mnt, "--identity", classic.identity, "--no-finalize",
+                  state=tmp_path / "state")
+    assert r.returncode == 0, r.output
     assert_same_systems(classic.expected2, classic.recovered(mnt))
 
 
 def test_sftp_cycle(classic: Classic, rig: Rig, tmp_path: Path, mnt: Path) -> None:
     ssh = ("--ssh-key", classic.sshd.key, "--ssh-known-hosts", classic.sshd.known_hosts)
-    listed = resurgo("list", classic.sftp_url, *ssh, "--json", state=tmp_path)
-    assert listed.code == 0, listed.output
+    listed = cli.spawn("list", classic.sftp_url, *ssh, "--json", state=tmp_path)
+    assert listed.returncode == 0, listed.output
     assert len(listed.json()) == 1
     # The server's key as the save verified it, in the set (and so in its rescue image).
     (pinned,) = (classic.sshd.root / "classic").glob("*/known_hosts")
     assert pinned.read_text().split()[1:] == classic.sshd.host_key_line.split()[1:]
     target = blank(rig, "sftp", CLASSIC_SIZE * 3 // 2)
-    r = resurgo("recover", "--from", classic.sftp_url, *ssh, "--target", target.path,
-                "--yes", "--root", mnt, "--no-finalize", state=tmp_path / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", classic.sftp_url, *ssh, "--target", target.path,
+                  "--yes", "--root", mnt, "--no-finalize", state=tmp_path / "state")
+    assert r.returncode == 0, r.output
     assert_same_systems(classic.expected2, classic.recovered(mnt))
-    r = resurgo("verify", "--from", classic.sftp_url, *ssh, "--root", mnt,
-                state=tmp_path / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("verify", "--from", classic.sftp_url, *ssh, "--root", mnt,
+                  state=tmp_path / "state")
+    assert r.returncode == 0, r.output
 
 
 def test_incremental_needs_a_full_set_first(rig: Rig, tmp_path: Path) -> None:
@@ -514,9 +478,9 @@ def test_incremental_needs_a_full_set_first(rig: Rig, tmp_path: Path) -> None:
     rig.sh("mkfs.ext4", "-q", disk.path)
     root = rig.mount(disk.path, tmp_path / "root")
     write(root / "etc/hostname", b"lonely\n")
-    r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--incremental",
-                "--no-rescue", state=tmp_path / "state")
-    assert r.code == 3, r.output
+    r = cli.spawn("save", "--to", tmp_path / "sets", "--root", root, "--incremental",
+                  "--no-rescue", state=tmp_path / "state")
+    assert r.returncode == 3, r.output
     assert "make a full one first" in r.stderr
     assert not (tmp_path / "sets").exists()
 
@@ -527,14 +491,14 @@ def test_compression_level_is_checked_then_used(rig: Rig, tmp_path: Path) -> Non
     root = rig.mount(disk.path, tmp_path / "root")
     write(root / "etc/hostname", b"levels\n")
     write(root / "srv/text.txt", b"the same line again and again\n" * 20000)
-    r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
-                "--compression-level", "0", state=tmp_path / "state")
-    assert r.code == 2, r.output
+    r = cli.spawn("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
+                  "--compression-level", "0", state=tmp_path / "state")
+    assert r.returncode == 2, r.output
     assert "--compression-level 0" in r.stderr
     assert not (tmp_path / "sets").exists()
-    r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
-                "--compression-level", "19", state=tmp_path / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
+                  "--compression-level", "19", state=tmp_path / "state")
+    assert r.returncode == 0, r.output
     (archive,) = (tmp_path / "sets").rglob("*.arc*")
     frame = subprocess.run(["zstd", "-lv", str(archive)], capture_output=True, text=True,
                            check=True).stdout
@@ -561,9 +525,9 @@ def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
     state = tmp_path / "state"
 
     def save(*extra: str) -> dict[str, Any]:
-        r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--exclude",
-                    "/data/cache", "--json", *extra, state=state)
-        assert r.code == 0, r.output
+        r = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", "--exclude",
+                      "/data/cache", "--json", *extra, state=state)
+        assert r.returncode == 0, r.output
         result: dict[str, Any] = r.json()
         return result
 
@@ -576,11 +540,11 @@ def test_keep_prunes_without_breaking_a_chain_and_a_set_never_holds_itself(
     second = save("--incremental", "--keep", "1")
     # The incremental set needs its parent: both are kept.
     assert second["pruned"] == []
-    listed = resurgo("list", sets, "--json", state=state).json()
+    listed = cli.spawn("list", sets, "--json", state=state).json()
     assert [s["id"] for s in listed] == [first["set"]["id"], second["set"]["id"]]
     third = save("--keep", "1")
     assert sorted(third["pruned"]) == sorted([first["set"]["id"], second["set"]["id"]])
-    listed = resurgo("list", sets, "--json", state=state).json()
+    listed = cli.spawn("list", sets, "--json", state=state).json()
     assert [s["id"] for s in listed] == [third["set"]["id"]]
     # The plain copies of the manifests kept for the next incremental save: the last two.
     assert len(list((state / "manifests").iterdir())) == 2
@@ -598,16 +562,16 @@ def test_a_set_on_a_usb_disk_below_the_saved_tree_leaves_that_disk_out(
     write(root / "etc/hostname", b"usb\n")
     write(root / "mnt/usb/older-things", b"not this system's")
     sets = root / "mnt/usb/sets"
-    r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--json",
-                state=tmp_path / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", "--json",
+                  state=tmp_path / "state")
+    assert r.returncode == 0, r.output
     assert [u["mountpoint"] for u in r.json()["units"]] == ["/"]
     set_id = r.json()["set"]["id"]
     desc = (sets / set_id / "description.toml").read_text()
     assert f'path = "{system.path}"' in desc and f'path = "{usb.path}"' not in desc
     target = blank(rig, "usb-target", 200 * MIB)
-    r = resurgo("plan", "--from", sets, "--target", target.path, state=tmp_path / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("plan", "--from", sets, "--target", target.path, state=tmp_path / "state")
+    assert r.returncode == 0, r.output
 
 
 @pytest.fixture(scope="module")
@@ -630,18 +594,18 @@ def test_s3_cycle(rig: Rig, tmp_path: Path, mnt: Path, seaweed: Seaweed) -> None
     url = "s3://cycle/hosts/s3host"
     s3 = ("--s3-endpoint", seaweed.endpoint, "--s3-insecure-http")  # plain HTTP on loopback
     creds = {**seaweed.environ(), "HOME": str(tmp_path)}
-    r = resurgo("save", "--to", url, *s3, "--root", root, "--no-rescue", state=tmp_path / "st",
-                extra_env=creds)
-    assert r.code == 0, r.output
+    r = cli.spawn("save", "--to", url, *s3, "--root", root, "--no-rescue", state=tmp_path / "st",
+                  env=creds)
+    assert r.returncode == 0, r.output
     umount_below(root)
     target = blank(rig, "s3-target", 450 * MIB)
-    r = resurgo("recover", "--from", url, *s3, "--target", target.path, "--yes", "--root",
-                mnt, "--no-finalize", state=tmp_path / "st", extra_env=creds)
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", url, *s3, "--target", target.path, "--yes", "--root",
+                  mnt, "--no-finalize", state=tmp_path / "st", env=creds)
+    assert r.returncode == 0, r.output
     assert_same_systems(expected, system_snapshots(mnt, ["/"], tmp_path / "views"))
-    r = resurgo("verify", "--from", url, *s3, "--root", mnt, state=tmp_path / "st",
-                extra_env=creds)
-    assert r.code == 0, r.output
+    r = cli.spawn("verify", "--from", url, *s3, "--root", mnt, state=tmp_path / "st",
+                  env=creds)
+    assert r.returncode == 0, r.output
 
 
 # ---------------------------------------------------------------- btrfs and a whole disk
@@ -660,11 +624,11 @@ def test_btrfs_subvolumes_and_a_whole_disk_filesystem(
     trees = list(expected)
     new_sys = rig.disk("btrfs-new", 900 * MIB)
     new_data = rig.disk("data-new", 200 * MIB)
-    r = resurgo("recover", "--from", work / "sets", "--target", new_sys.path, "--target",
-                new_data.path, "--map", f"{saved['sys']}={new_sys.path}", "--map",
-                f"{saved['data']}={new_data.path}", "--yes", "--root", mnt,
-                "--no-finalize", state=work / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", work / "sets", "--target", new_sys.path, "--target",
+                  new_data.path, "--map", f"{saved['sys']}={new_sys.path}", "--map",
+                  f"{saved['data']}={new_data.path}", "--yes", "--root", mnt,
+                  "--no-finalize", state=work / "state")
+    assert r.returncode == 0, r.output
     assert_same_trees(expected_data, snapshot_mounted(mnt / "data", work / "dataview2"))
     gen = btrfs_top(new_sys.part(2), work / "newtop")
     newtop = next(gen)
@@ -681,8 +645,8 @@ def test_btrfs_subvolumes_and_a_whole_disk_filesystem(
         assert ro.strip() == "ro=true"
     finally:
         gen.close()
-    r = resurgo("verify", "--from", work / "sets", "--root", mnt, state=work / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("verify", "--from", work / "sets", "--root", mnt, state=work / "state")
+    assert r.returncode == 0, r.output
 
 
 def _btrfs_source(rig: Rig, work: Path) -> tuple[dict[str, Snapshot], Snapshot, dict[str, str]]:
@@ -712,9 +676,9 @@ def _btrfs_source(rig: Rig, work: Path) -> tuple[dict[str, Snapshot], Snapshot, 
     trees = ("", "@", "@home", "@/srv/nested", "@snap")
     expected = {t: snapshot(top / t if t else top) for t in trees}
     expected_data = snapshot_mounted(root / "data", work / "dataview")
-    r = resurgo("save", "--to", work / "sets", "--root", root, "--no-rescue", "--json",
-                state=work / "state")
-    assert r.code == 0, r.output
+    r = cli.spawn("save", "--to", work / "sets", "--root", root, "--no-rescue", "--json",
+                  state=work / "state")
+    assert r.returncode == 0, r.output
     units = {u["what"] for u in r.json()["units"]}
     assert {"btrfs subvolume @ at /", "btrfs subvolume @home at /home",
             "btrfs subvolume @/srv/nested", "btrfs subvolume @snap", "/data"} <= units

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_cycle import LINUX, Run, resurgo
 
 from resurgo import run
 from resurgo.demo import umount_below
 from resurgo.media.open import open_medium
 from resurgo.recovery.load import load_set
-from tests.support.consts import MIB
+from tests.support import cli
+from tests.support.consts import LINUX, MIB
 from tests.support.loopdisks import Rig
 from tests.support.trees import write
 
@@ -38,8 +38,8 @@ class Saved:
     encrypted: Path
     clear: Path
     identity: Path
-    encrypted_save: Run
-    clear_save: Run
+    encrypted_save: cli.Result
+    clear_save: cli.Result
 
 
 def table() -> str:
@@ -70,12 +70,12 @@ def saved(tmp_path_factory: pytest.TempPathFactory,
                          for line in identity.read_text().splitlines()
                          if line.startswith("# public key:"))
         encrypted, clear = work / "encrypted", work / "clear"
-        enc = resurgo("save", "--to", encrypted, "--root", root, "--no-rescue",
-                      "--encrypt-to", recipient, state=work / "state-enc")
-        assert enc.code == 0, enc.output
-        plain = resurgo("save", "--to", clear, "--root", root, "--no-rescue",
-                        state=work / "state-clear")
-        assert plain.code == 0, plain.output
+        enc = cli.spawn("save", "--to", encrypted, "--root", root, "--no-rescue",
+                        "--encrypt-to", recipient, state=work / "state-enc")
+        assert enc.returncode == 0, enc.output
+        plain = cli.spawn("save", "--to", clear, "--root", root, "--no-rescue",
+                          state=work / "state-clear")
+        assert plain.returncode == 0, plain.output
     finally:
         umount_below(root)
         rig.cleanup()
@@ -93,9 +93,9 @@ def test_the_encrypted_set_holds_the_key_nowhere_in_clear(saved: Saved) -> None:
 
 def test_plan_without_the_identity_says_the_file_is_sealed(saved: Saved, rig: Rig) -> None:
     target = rig.disk("plan", SIZE)
-    r = resurgo("plan", "--from", saved.encrypted, "--target", target.path,
-                state=saved.work / "state-plan")
-    assert r.code == 0, r.output
+    r = cli.spawn("plan", "--from", saved.encrypted, "--target", target.path,
+                  state=saved.work / "state-plan")
+    assert r.returncode == 0, r.output
     assert "1 secret configuration file(s) are sealed" in r.stderr
     assert WIFI_PATH in r.stderr
 
@@ -109,22 +109,22 @@ def test_recover_and_verify_with_the_identity_get_it_back(saved: Saved, rig: Rig
         assert nm.content.encode() == WIFI
     target = rig.disk("target", SIZE)
     # plan reads the sealed file with the identity as recover does: the same hash.
-    r = resurgo("plan", "--from", saved.encrypted, "--target", target.path, "--identity",
-                saved.identity, "--root", mnt, "--json",
-                state=saved.work / "state-recover")
-    assert r.code == 0, r.output
+    r = cli.spawn("plan", "--from", saved.encrypted, "--target", target.path, "--identity",
+                  saved.identity, "--root", mnt, "--json",
+                  state=saved.work / "state-recover")
+    assert r.returncode == 0, r.output
     assert "sealed" not in r.stderr
-    r = resurgo("recover", "--from", saved.encrypted, "--target", target.path,
-                "--plan-hash", r.json()["hash"], "--root", mnt, "--identity", saved.identity,
-                state=saved.work / "state-recover")
-    assert r.code == 0, r.output
+    r = cli.spawn("recover", "--from", saved.encrypted, "--target", target.path,
+                  "--plan-hash", r.json()["hash"], "--root", mnt, "--identity", saved.identity,
+                  state=saved.work / "state-recover")
+    assert r.returncode == 0, r.output
     assert "sealed" not in r.stderr
     restored = mnt / WIFI_PATH.lstrip("/")
     assert restored.read_bytes() == WIFI
     assert os.stat(restored).st_mode & 0o777 == 0o600
-    r = resurgo("verify", "--from", saved.encrypted, "--root", mnt, "--identity",
-                saved.identity, state=saved.work / "state-recover")
-    assert r.code == 0, r.output
+    r = cli.spawn("verify", "--from", saved.encrypted, "--root", mnt, "--identity",
+                  saved.identity, state=saved.work / "state-recover")
+    assert r.returncode == 0, r.output
 
 
 def test_an_unencrypted_set_warns_once(saved: Saved) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import blake3
 import pytest
-from test_cycle import resurgo, sha256_of
 
 from resurgo.demo import umount_below
+from tests.support import cli
 from tests.support.consts import MIB
 from tests.support.loopdisks import Rig
-from tests.support.trees import assert_same_trees, build_rich_tree, snapshot, write
+from tests.support.trees import assert_same_trees, build_rich_tree, sha256_of, snapshot, write
 
 pytestmark = pytest.mark.storage
 
@@ -73,21 +73,21 @@ def test_signed_set_save_refusals_and_recovery(rig: Rig, tmp_path: Path) -> None
     state = tmp_path / "state"
     try:
         # A key the given signers do not trust: refused before anything is described.
-        r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--sign-key", admin,
-                    "--trust", untrusting, state=state)
-        assert r.code == 4, r.output
+        r = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", "--sign-key", admin,
+                      "--trust", untrusting, state=state)
+        assert r.returncode == 4, r.output
         assert not sets.exists() or not any(sets.iterdir())
-        r = resurgo("save", "--to", sets, "--root", root, "--no-rescue", "--sign-key", admin,
-                    "--json", state=state)
-        assert r.code == 0, r.output
+        r = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", "--sign-key", admin,
+                      "--json", state=state)
+        assert r.returncode == 0, r.output
         set_id = r.json()["set"]["id"]
         expected = snapshot(root)
     finally:
         umount_below(root)
     rig.cleanup()
     assert (sets / set_id / "set.json.sig").is_file()
-    listed = resurgo("list", sets, "--trust", trusted, "--json", state=state)
-    assert listed.code == 0, listed.output
+    listed = cli.spawn("list", sets, "--trust", trusted, "--json", state=state)
+    assert listed.returncode == 0, listed.output
     assert [(s["id"], s["signed_by"]) for s in listed.json()] == [(set_id, "admin@test")]
 
     (tmp_path / "targets").mkdir()
@@ -98,33 +98,33 @@ def test_signed_set_save_refusals_and_recovery(rig: Rig, tmp_path: Path) -> None
         before = sha256_of(target.image)
         common = ("--target", target.path, "--yes", "--root", mnt, "--no-finalize")
         # Signed, but not by a key these signers trust.
-        r = resurgo("recover", "--from", sets, "--trust", untrusting, *common, state=state)
-        assert r.code == 4, r.output
+        r = cli.spawn("recover", "--from", sets, "--trust", untrusting, *common, state=state)
+        assert r.returncode == 4, r.output
         assert "does not trust" in r.stderr
         assert sha256_of(target.image) == before
         # Changed after signing: one archive byte, the index updated to match.
         changed = tmp_path / "changed"
         changed.mkdir()
         changed_copy(sets / set_id, changed / set_id)
-        r = resurgo("recover", "--from", changed, "--trust", trusted, *common, state=state)
-        assert r.code == 4, r.output
+        r = cli.spawn("recover", "--from", changed, "--trust", trusted, *common, state=state)
+        assert r.returncode == 4, r.output
         assert "does not match its signature" in r.stderr
         assert sha256_of(target.image) == before
         # Without --trust the same change is only found when the archive is read: the
         # signature is what stops it before the disks.
-        r = resurgo("plan", "--from", changed, "--target", target.path, state=state)
-        assert r.code == 0, r.output
+        r = cli.spawn("plan", "--from", changed, "--target", target.path, state=state)
+        assert r.returncode == 0, r.output
         # A newer set planted beside the genuine one (unsigned, dated 2099): passed over.
         planted = "20991231T235959Z-dead"
         changed_copy(sets / set_id, sets / planted, set_id=planted)
         (sets / planted / "set.json.sig").unlink()
-        r = resurgo("recover", "--from", sets, "--set", planted, "--trust", trusted, *common,
-                    state=state)
-        assert r.code == 4, r.output
+        r = cli.spawn("recover", "--from", sets, "--set", planted, "--trust", trusted, *common,
+                      state=state)
+        assert r.returncode == 4, r.output
         assert "not signed" in r.stderr
         assert sha256_of(target.image) == before
-        r = resurgo("recover", "--from", sets, "--trust", trusted, *common, state=state)
-        assert r.code == 0, r.output
+        r = cli.spawn("recover", "--from", sets, "--trust", trusted, *common, state=state)
+        assert r.returncode == 0, r.output
         assert planted in r.stderr  # named as refused
         assert set_id in r.stdout
         assert_same_trees(expected, snapshot(mnt))
@@ -140,11 +140,11 @@ def test_a_description_recover_would_refuse_is_not_saved(rig: Rig, tmp_path: Pat
     try:
         # An escape sequence in the host name: it would reach the console and argv.
         write(root / "etc/hostname", b"odd\x1b[2Jhost\n")
-        r = resurgo("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
-                    state=tmp_path / "state")
+        r = cli.spawn("save", "--to", tmp_path / "sets", "--root", root, "--no-rescue",
+                      state=tmp_path / "state")
     finally:
         umount_below(root)
-    assert r.code == 1, r.output
+    assert r.returncode == 1, r.output
     assert "would be refused by recover, so no set was saved" in r.stderr
     assert "\x1b" not in r.stderr
     assert not any((tmp_path / "sets").glob("*/set.json"))

@@ -38,6 +38,10 @@ class Result:
     stdout: str
     stderr: str
 
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
     def json(self) -> Any:
         return json.loads(self.stdout)
 
@@ -120,13 +124,16 @@ def run(
     env: Mapping[str, str | None] | None = None,
     stdin: str = "",
     cwd: Path | None = None,
+    state: Path | None = None,
 ) -> Result:
     """Run `resurgo ARGV` in this process. `env` adds to the environment for this run (a
-    None value removes a variable); `stdin` is what it reads (never a terminal)."""
+    None value removes a variable); `stdin` is what it reads (never a terminal); `state`
+    is where journals and records go (RESURGO_STATE_DIR)."""
     out, err, inp = _text(b""), _text(b""), _text(stdin.encode())
     saved = sys.stdin, sys.stdout, sys.stderr
     code: int | str | None
-    with _environment(env or {}), _process_state(cwd), _fresh_logging():
+    env = {**(env or {}), **_state_env(state)}
+    with _environment(env), _process_state(cwd), _fresh_logging():
         sys.stdin, sys.stdout, sys.stderr = inp, out, err
         try:
             code = main([str(a) for a in argv])
@@ -140,6 +147,10 @@ def run(
     return Result(0 if code is None else int(code), _decoded(out), _decoded(err))
 
 
+def _state_env(state: Path | None) -> dict[str, str]:
+    return {} if state is None else {"RESURGO_STATE_DIR": str(state)}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a spawned resurgo: the test's, without any RESURGO_ variable it
     may carry, this tree's sources first on the path, and EXTRA."""
@@ -149,21 +160,28 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def command(*argv: str | Path) -> list[str]:
+    """The argv of `python -m resurgo ARGV`, for a test that drives the process itself
+    (with clean_env())."""
+    return [sys.executable, "-m", "resurgo", *map(str, argv)]
+
+
 def spawn(
     *argv: str | Path,
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     cwd: Path | None = None,
+    state: Path | None = None,
     timeout: float = 600,
 ) -> Result:
     """Run `python -m resurgo ARGV` as a process of its own, in a session of its own (no
-    controlling terminal to ask on), with `clean_env()` plus ENV; stdin is STDIN or
-    /dev/null."""
+    controlling terminal to ask on), with `clean_env()` plus ENV and STATE as run()
+    takes it; stdin is STDIN or /dev/null."""
     proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *map(str, argv)],
+        command(*argv),
         capture_output=True,
         text=True,
-        env=clean_env(**(env or {})),
+        env=clean_env(**{**(env or {}), **_state_env(state)}),
         cwd=cwd,
         timeout=timeout,
         check=False,

@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.support.consts import MIB
+
 Snapshot = dict[bytes, dict[str, Any]]
 
 DEEP_LEVELS = 40
@@ -279,3 +281,11 @@ def assert_same_trees(expected: Snapshot, actual: Snapshot, *, exact_sparse: boo
     assert not different, "\n".join(
         f"{p!r}:\n  expected {exp[p]}\n  restored {act[p]}" for p in different[:5])
     assert link_groups(actual) == link_groups(expected)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
