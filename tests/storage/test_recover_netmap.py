@@ -9,63 +9,37 @@ in-process): enp0s9, then enp0s10.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
 import json
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from resurgo import run
 from resurgo.cli import finalizing
-from resurgo.cli.main import main
 from resurgo.demo import umount_below
+from tests.support import cli
 from tests.support.consts import MIB
-from tests.support.loopdisks import Loop, Rig
+from tests.support.loopdisks import Rig
 from tests.support.nics import MAC10, with_two_nics
-from tests.support.trees import write
+from tests.support.trees import sha256_of, write
 
 pytestmark = pytest.mark.storage
 
 INTERFACES = "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n"
 
 
-@dataclasses.dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
-def resurgo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+def resurgo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., cli.Result]:
     """The command line in-process, with this machine's NICs read from the recorded sysfs."""
     monkeypatch.delenv("RESURGO_ACTUAL_DISKS", raising=False)
     monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(finalizing, "SYSFS", with_two_nics(tmp_path / "sys"))
-
-    def call(*argv: str | Path) -> Ran:
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main([str(a) for a in argv])
-        return Ran(code, out.getvalue(), err.getvalue())
-
-    return call
-
-
-def sha256_of(loop: Loop) -> str:
-    h = hashlib.sha256()
-    with open(loop.path, "rb") as f:
-        while chunk := f.read(4 * MIB):
-            h.update(chunk)
-    return h.hexdigest()
+    return cli.run
 
 
 def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
-    rig: Rig, tmp_path: Path, mnt: Path, resurgo: Callable[..., Ran]
+    rig: Rig, tmp_path: Path, mnt: Path, resurgo: Callable[..., cli.Result]
 ) -> None:
     source = rig.disk("netsys", 200 * MIB)
     rig.sh("mkfs.ext4", "-q", "-L", "netroot", source.path)
@@ -78,7 +52,7 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     assert r.returncode == 0, r.stdout + r.stderr
     umount_below(root)
     target = rig.disk("net-target", 300 * MIB)
-    before = sha256_of(target)
+    before = sha256_of(target.image)
     common = ("--from", sets, "--target", target.path, "--root", mnt)
 
     for maps, message in (
@@ -91,7 +65,7 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
         assert r.returncode == 2, r.stdout + r.stderr
         assert message in r.stderr
         assert "recreating the layout" not in r.stdout
-        assert sha256_of(target) == before
+        assert sha256_of(target.image) == before
         assert not mnt.exists()
 
     plan = resurgo("plan", *common, "--net-map", "ens3=enp0s10")
@@ -100,7 +74,7 @@ def test_net_map_is_checked_before_any_write_then_finalize_applies_it(
     assert "       4 + auto enp0s10\n" in plan.stdout
     assert "       5 + iface enp0s10 inet dhcp\n" in plan.stdout
     assert f"       1 - {source.path} / ext4" in plan.stdout
-    assert sha256_of(target) == before
+    assert sha256_of(target.image) == before
 
     r = resurgo("recover", *common, "--yes", "--net-map", "ens3=enp0s10", "--json")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -10,9 +10,7 @@ its MAC) in a NetworkManager keyfile.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,8 @@ import pytest
 
 from resurgo import fileformat
 from resurgo.cli import finalizing
-from resurgo.cli.main import main
 from resurgo.model import ConfigFile, Description
+from tests.support import cli
 from tests.support.builders import standard
 from tests.support.consts import GIB
 from tests.support.nics import MAC9, MAC10, with_two_nics
@@ -59,25 +57,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@dataclasses.dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def resurgo(tmp: Path, *args: str | Path) -> Ran:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:  # argparse refuses the arguments
-            code = int(e.code or 0)
-    return Ran(code, out.getvalue(), err.getvalue())
-
-
-def plan(tmp: Path, *args: str) -> Ran:
-    return resurgo(tmp, "plan", "--from", tmp / "description.toml", *args)
+def plan(tmp: Path, *args: str) -> cli.Result:
+    return cli.run("plan", "--from", tmp / "description.toml", *args)
 
 
 def test_plan_shows_the_rewrites_and_the_pairing_before_the_hash(setup: Path) -> None:
@@ -139,7 +120,7 @@ def test_a_bad_net_map_is_bad_input(setup: Path, maps: list[str], message: str) 
 def test_recover_checks_the_net_map_with_the_plan_before_anything(setup: Path) -> None:
     # Checked even when recover will not finalize (--layout-only here): the option is
     # wrong all the same, and nothing is touched (the disk /dev/nvme0n1 is made up).
-    proc = resurgo(setup, "recover", "--from", setup / "description.toml", "--layout-only",
+    proc = cli.run("recover", "--from", setup / "description.toml", "--layout-only",
                    "--yes", "--root", setup / "mnt", "--net-map", "ens3=wlan9")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "this machine has no network interface wlan9" in proc.stderr
