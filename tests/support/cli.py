@@ -1,11 +1,14 @@
 """The resurgo command line as the tests run it.
 
 `run` calls `resurgo.cli.main.main(argv)` in this process: what the unit tier uses, a
-few milliseconds a call where a new interpreter costs a second. `spawn` runs
-`python -m resurgo` as a process of its own, for what needs one: root operations whose
-failure must not take pytest with it, a process killed and resumed, a terminal or its
-absence, a hash seed of its own. Both give a `Result` with the exit code and what was
-printed, and both fail the test on a traceback (in process, the exception propagates).
+few milliseconds a call where a new interpreter costs a second. main() returns every
+exit code and undoes its logging; the runner gives each call its own standard streams,
+environment and cwd, and puts back the umask and signal handlers a command may change.
+`spawn` runs `python -m resurgo` as a process of its own, for what needs one: root
+operations whose failure must not take pytest with it, a process killed and resumed, a
+terminal or its absence, a hash seed of its own. Both give a `Result` with the exit
+code and what was printed; a traceback fails the test (in process, the exception
+propagates).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -82,25 +84,6 @@ def _environment(env: Mapping[str, str | None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _fresh_logging() -> Iterator[None]:
-    """main() calls logging.basicConfig, which configures the root logger once per
-    process and binds it to the sys.stderr of that moment: give each run a root logger
-    without handlers (so its warnings reach its own captured stderr, not pytest's log
-    capture or an earlier run's stream) and put the test's back afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    root.handlers = []
-    try:
-        yield
-    finally:
-        for handler in root.handlers:
-            if handler not in saved_handlers:
-                handler.close()
-        root.handlers = saved_handlers
-        root.setLevel(saved_level)
-
-
-@contextlib.contextmanager
 def _process_state(cwd: Path | None) -> Iterator[None]:
     """What a command may change for the whole process: cwd, umask, signal handlers."""
     old_cwd = os.getcwd()
@@ -131,20 +114,14 @@ def run(
     is where journals and records go (RESURGO_STATE_DIR)."""
     out, err, inp = _text(b""), _text(b""), _text(stdin.encode())
     saved = sys.stdin, sys.stdout, sys.stderr
-    code: int | str | None
     env = {**(env or {}), **_state_env(state)}
-    with _environment(env), _process_state(cwd), _fresh_logging():
+    with _environment(env), _process_state(cwd):
         sys.stdin, sys.stdout, sys.stderr = inp, out, err
         try:
             code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse: usage errors, --help, --version
-            code = e.code
         finally:
             sys.stdin, sys.stdout, sys.stderr = saved
-    if isinstance(code, str):  # what SystemExit("message") prints and exits 1 with
-        err.write(code + "\n")
-        code = 1
-    return Result(0 if code is None else int(code), _decoded(out), _decoded(err))
+    return Result(code, _decoded(out), _decoded(err))
 
 
 def _state_env(state: Path | None) -> dict[str, str]:

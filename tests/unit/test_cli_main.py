@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from plan_builders import standard
 
 from resurgo import fileformat
 from resurgo.cli.main import main
+from tests.support.builders import standard
 
 
 def newer(tmp_path: Path) -> Path:

@@ -36,8 +36,7 @@ def test_environment_cwd_and_logging_are_put_back(tmp_path: Path) -> None:
 
 
 def test_each_run_logs_to_its_own_stderr(tmp_path: Path) -> None:
-    """basicConfig binds the root logger once per process: a second run must not write to
-    the first run's stream, nor to pytest's log capture."""
+    """A second run must not write to the first run's stream."""
     path = tmp_path / "description.toml"
     path.write_text(EXAMPLE.read_text().replace('version = "1.0"', 'version = "1.9"', 1))
     for _ in range(2):
