@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from resurgo.cli.plan import read_paths
+from resurgo.cli.main import build_parser
+from resurgo.cli.plan import plan_arguments, read_paths
 from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
 from resurgo.probe.actual import ENV_ACTUAL_DISKS, load_actual_disks, read_actual_disks
@@ -85,11 +85,14 @@ def test_the_disks_of_key_files_are_never_targets(
     (tmp_path / "mountinfo").write_text(MOUNTINFO)
     (tmp_path / "swaps").write_text(SWAPS)
     key = "/mnt/old/keys/luks.md127.key"
-    args = argparse.Namespace(key_file=[("luks.md127", key), ("luks.sda3", key)])
-    paths = read_paths((Path("/media/set/backup"),), args)
+    args = build_parser().parse_args(["recover", "--from", "/media/set/backup",
+                                      "--key-file", f"luks.md127={key}",
+                                      "--key-file", f"luks.sda3={key}"])
+    paths = read_paths((Path("/media/set/backup"),), plan_arguments(args))
     assert paths == (Path("/media/set/backup"), Path(key))
-    with_identity = argparse.Namespace(key_file=[], identity=Path("/mnt/old/age.txt"))
-    assert read_paths((), with_identity) == (Path("/mnt/old/age.txt"),)
+    with_identity = build_parser().parse_args(["plan", "--from", "d.toml",
+                                               "--identity", "/mnt/old/age.txt"])
+    assert read_paths((), plan_arguments(with_identity)) == (Path("/mnt/old/age.txt"),)
     found = {
         d.kname: d
         for d in read_actual_disks(

@@ -16,23 +16,24 @@ Exit 0 when the plan can be executed, 3 when a precondition fails (all are liste
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resurgo.cli import finalizing
+from resurgo.cli.output import emit
 from resurgo.cli.source import add_source_arguments, source_options
 from resurgo.errors import BadInput, ExitCode
+from resurgo.finalize import FinalizeOptions
 from resurgo.finalize.planned import finalized, plan_data, section
 from resurgo.model import Description
-from resurgo.plan import make_plan
-from resurgo.plan.model import GrowPolicy, PlanOptions
-from resurgo.plan.render import text
+from resurgo.plan import make_plan, render
+from resurgo.plan.model import GrowPolicy, Plan, PlanOptions
 from resurgo.probe.actual import read_actual_disks
-from resurgo.recovery.source import open_source
+from resurgo.recovery.source import SourceOptions, open_source
 
 
 def assignment(what: str) -> Any:
@@ -125,7 +126,38 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _keys(desc_luks: set[str], pairs: list[tuple[str, str]]) -> frozenset[str]:
+@dataclass(frozen=True)
+class PlanArguments:
+    """The options of add_plan_arguments (and --identity), typed: what `plan` and
+    `recover` read alike."""
+
+    source: SourceOptions
+    targets: tuple[str, ...]
+    maps: tuple[tuple[str, str], ...]
+    grow: GrowPolicy
+    # (LUKS volume id, key file) pairs, as given.
+    key_files: tuple[tuple[str, str], ...]
+    root: str
+    finalize: FinalizeOptions
+    skip_finalize: bool
+    identity: Path | None
+
+
+def plan_arguments(args: argparse.Namespace) -> PlanArguments:
+    return PlanArguments(
+        source=source_options(args),
+        targets=tuple(args.target),
+        maps=tuple(args.map),
+        grow=GrowPolicy(args.grow),
+        key_files=tuple(args.key_file),
+        root=args.root,
+        finalize=finalizing.options(args),
+        skip_finalize=args.no_finalize,
+        identity=args.identity,
+    )
+
+
+def _keys(desc_luks: set[str], pairs: Sequence[tuple[str, str]]) -> frozenset[str]:
     out = set()
     for vol, path in pairs:
         if vol not in desc_luks:
@@ -140,14 +172,13 @@ def _keys(desc_luks: set[str], pairs: list[tuple[str, str]]) -> frozenset[str]:
     return frozenset(out)
 
 
-def read_paths(source_paths: Sequence[Path], args: argparse.Namespace) -> tuple[Path, ...]:
+def read_paths(source_paths: Sequence[Path], arguments: PlanArguments) -> tuple[Path, ...]:
     """The local files plan and recover read: the set, the key files, the identity. The
     disks holding them are never targets (the rescue mounts a key stick, and a key read
     from a disk about to be wiped would be gone)."""
-    paths = [*source_paths, *(Path(p) for _vol, p in args.key_file)]
-    identity = getattr(args, "identity", None)
-    if identity is not None:
-        paths.append(Path(identity))
+    paths = [*source_paths, *(Path(p) for _vol, p in arguments.key_files)]
+    if arguments.identity is not None:
+        paths.append(arguments.identity)
     return tuple(dict.fromkeys(paths))
 
 
@@ -158,29 +189,45 @@ def _disk_name(name: str) -> str:
     return name
 
 
-def plan_options(args: argparse.Namespace, desc: Description, interactive: bool) -> PlanOptions:
-    """PlanOptions from the arguments of add_plan_arguments (BadInput for a bad --key-file)."""
+def plan_options(arguments: PlanArguments, desc: Description, interactive: bool) -> PlanOptions:
+    """The PlanOptions of these arguments for this description (BadInput for a --key-file
+    naming no LUKS volume of it, or a file that cannot be read)."""
     return PlanOptions(
-        targets=tuple(_disk_name(t) for t in args.target),
-        maps=tuple((s, _disk_name(a)) for s, a in args.map),
-        grow=GrowPolicy(args.grow),
-        keys=_keys({v.id for v in desc.luks_volumes}, args.key_file),
+        targets=tuple(_disk_name(t) for t in arguments.targets),
+        maps=tuple((s, _disk_name(a)) for s, a in arguments.maps),
+        grow=arguments.grow,
+        keys=_keys({v.id for v in desc.luks_volumes}, arguments.key_files),
         interactive=interactive,
-        root=args.root,
+        root=arguments.root,
     )
 
 
+@dataclass(frozen=True)
+class ShownPlan:
+    """A plan as `plan` prints it: the text ending with its hash, or its JSON (the
+    finalize preview in it, the hash last)."""
+
+    plan: Plan
+    # How the plan names its source (a set on a medium, a description file).
+    source: str
+    skip_finalize: bool
+
+    def text(self) -> str:
+        return render.text(self.plan, self.source, section(self.plan, skip=self.skip_finalize))
+
+    def data(self) -> dict[str, Any]:
+        return plan_data(self.plan)
+
+
 def run(args: argparse.Namespace) -> int:
-    with open_source(source_options(args), identity=args.identity) as source:
+    arguments = plan_arguments(args)
+    with open_source(arguments.source, identity=arguments.identity) as source:
         desc = source.description
-        options = plan_options(args, desc, sys.stdin.isatty())
-        actual = read_actual_disks(read_paths(source.recovery_paths, args))
-        plan = finalized(desc, make_plan(desc, actual, options), finalizing.options(args),
-                         skip=args.no_finalize)
-    if args.json:
-        sys.stdout.write(json.dumps(plan_data(plan), indent=2) + "\n")
-    else:
-        sys.stdout.write(text(plan, source.name, section(plan, skip=args.no_finalize)))
+        options = plan_options(arguments, desc, sys.stdin.isatty())
+        actual = read_actual_disks(read_paths(source.recovery_paths, arguments))
+        plan = finalized(desc, make_plan(desc, actual, options), arguments.finalize,
+                         skip=arguments.skip_finalize)
+    emit(ShownPlan(plan, source.name, arguments.skip_finalize), args.json)
     if not plan.ok:
         print(
             f"resurgo: the plan cannot be executed: {len(plan.failures)} precondition(s) fail",

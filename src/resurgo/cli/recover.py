@@ -33,9 +33,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR
-from resurgo.cli import finalizing
-from resurgo.cli.plan import add_plan_arguments, plan_options, read_paths
-from resurgo.cli.source import source_options
+from resurgo.cli.plan import (
+    PlanArguments,
+    add_plan_arguments,
+    plan_arguments,
+    plan_options,
+    read_paths,
+)
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.finalize.planned import section
 from resurgo.model import Description
@@ -145,17 +149,17 @@ def _confirm_prompt(plan: Plan) -> str:
     )
 
 
-def recover_options(args: argparse.Namespace, desc: Description,
+def recover_options(args: argparse.Namespace, arguments: PlanArguments, desc: Description,
                     interactive: bool) -> RecoverOptions:
     return RecoverOptions(
-        plan=plan_options(args, desc, interactive),
+        plan=plan_options(arguments, desc, interactive),
         layout_only=args.layout_only,
         verify_set=args.verify_set,
-        key_files=tuple(args.key_file),
+        key_files=arguments.key_files,
         plan_hash=args.plan_hash,
         journal=args.journal,
-        finalize=finalizing.options(args),
-        skip_finalize=args.no_finalize,
+        finalize=arguments.finalize,
+        skip_finalize=arguments.skip_finalize,
     )
 
 
@@ -168,14 +172,17 @@ def run_recover(args: argparse.Namespace) -> int:
             "pass --yes, or --plan-hash HASH with the hash `resurgo plan` printed",
         )
     full = not args.layout_only
-    with open_source(source_options(args), identity=args.identity, read_manifests=full) as source:
+    arguments = plan_arguments(args)
+    with open_source(arguments.source, identity=arguments.identity,
+                     read_manifests=full) as source:
         if full and source.loaded is None:
             raise BadInput(
                 f"{args.source} is a description file: it holds no data to restore",
                 "give the medium of the recovery set with --from, or add --layout-only",
             )
-        options = recover_options(args, source.description, interactive=terminal is not None)
-        actual = read_actual_disks(read_paths(source.recovery_paths, args))
+        options = recover_options(args, arguments, source.description,
+                                  interactive=terminal is not None)
+        actual = read_actual_disks(read_paths(source.recovery_paths, arguments))
         plan = plan_recovery(source.description, actual, options)
         report = recover_set(
             source.loaded, plan, options, _shown(args, source.name),
