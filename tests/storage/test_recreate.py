@@ -84,7 +84,7 @@ def private_mounts_on(loops: list[Loop]) -> list[str]:
 
 def env(state: Path) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items()
-           if k not in ("RESURGO_ACTUAL_DISKS", "RESURGO_TEST_STALL")}
+           if k not in ("RESURGO_ACTUAL_DISKS",)}
     out["PYTHONPATH"] = str(REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
     out["RESURGO_STATE_DIR"] = str(state)
     return out
@@ -533,26 +533,22 @@ def test_a_rerun_is_a_noop_with_the_same_result(sources: dict[str, Source],
 
 def run_until_stall(recovery: Recovery, src: Source, targets: dict[str, Loop],
                     n: int, *extra: str) -> str:
-    """Run recover until action n has run but is not journaled, then kill -9 it."""
-    log = recovery.root.parent / f"stall-{n}.log"
+    """Run recover with --debug-stop-after n: it kills itself once action n has run, before
+    journaling it, as a crash would. The id of that action."""
     argv = [sys.executable, "-m", "resurgo", "recover", "--json", "--layout-only", "--yes",
-            *recovery.args(src, targets, *extra)]
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-            env={**env(recovery.state), "RESURGO_TEST_STALL": str(n)},
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while "test stall after" not in log.read_text():
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "recover never reached the stall"
-                time.sleep(0.05)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return log.read_text().split("test stall after ", 1)[1].split()[0]
+            "--debug-stop-after", str(n), *recovery.args(src, targets, *extra)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
+                          env=env(recovery.state), stdin=subprocess.DEVNULL,
+                          start_new_session=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout == "", "killed before it printed its outcome"
+    stalled = proc.stderr.split("test stall after ", 1)[1].split()[0]
+    # The actions before it are journaled, it and the rest are not.
+    [journal] = recovery.state.glob("journal-*.jsonl")
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len([e for e in entries if "action" in e]) == n - 1, entries
+    assert stalled not in {e.get("action") for e in entries}
+    return stalled
 
 
 def action_index(plan: dict[str, Any], kind: str, last: bool = False) -> int:

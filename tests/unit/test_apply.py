@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from resurgo.apply import commands, confine, execute, executors, inuse, journal, verify
+from resurgo.cli.main import build_parser, main
+from resurgo.cli.plan import plan_arguments
+from resurgo.cli.recover import recover_options
 from resurgo.errors import OperationFailed
 from resurgo.machine import ActualDisk
 from resurgo.model import (
@@ -45,6 +51,8 @@ from resurgo.plan.model import (
     WipeParams,
 )
 from resurgo.probe import filesystems, mounts, partitions
+from resurgo.recovery.recover import RecoverOptions
+from tests.support.builders import description
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 STORAGE = DATA / "storage"
@@ -274,6 +282,44 @@ def test_a_run_stopped_after_an_action_resumes_from_the_journal(
     assert [r.status for r in outcome.results] == [
         execute.Status.VERIFIED, execute.Status.DONE, execute.Status.DONE]
     assert journaled(path) == ids
+
+
+def test_the_debug_stop_kills_the_process_after_the_nth_action_only() -> None:
+    """What `recover --debug-stop-after N` does, as kill -9 would: no cleanup, no return."""
+    code = (
+        "from resurgo.apply.crash import killed_after\n"
+        "from resurgo.plan.model import Action, WipeParams\n"
+        "a = Action('wipe:disk.vdb', ('/dev/vdb',), WipeParams('disk.vdb', '/dev/vdb'))\n"
+        "after = killed_after(2)\n"
+        "after(1, a)\n"
+        "print('after the first', flush=True)\n"
+        "try:\n"
+        "    after(2, a)\n"
+        "finally:\n"
+        "    print('cleaned up', flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout == "after the first\n"
+    assert proc.stderr == ("resurgo: killed as by a crash (--debug-stop-after 2): "
+                           "test stall after wipe:disk.vdb\n")
+
+
+def test_the_debug_stop_is_an_option_of_recover_hidden_from_its_help(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    argv = ["recover", "--from", "description.toml", "--layout-only", "--yes"]
+
+    def options(*more: str) -> RecoverOptions:
+        args = parser.parse_args([*argv, *more])
+        return recover_options(args, plan_arguments(args), description(), interactive=False)
+
+    assert options().after_action is None
+    assert options("--debug-stop-after", "3").after_action is not None
+    assert main(["recover", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--journal" in shown and "stop-after" not in shown
 
 
 # ---------------------------------------------------------------- partition tables

@@ -226,7 +226,7 @@ teardown() {
 }
 stall_kill() {  # name N
     name=$1
-    env RESURGO_TEST_STALL=$2 sh -c "exec python3 -m resurgo recover --json --layout-only \
+    sh -c "exec python3 -m resurgo recover --json --layout-only --debug-stop-after $2 \
         --yes $ARGS" >"$X/$name.json" 2>"$X/$name.err" &
     pid=$!
     n=0

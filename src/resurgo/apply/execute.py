@@ -16,18 +16,14 @@ How each kind of action is done and checked on the disks is its executor's
 A destructive action that runs marks everything depending on it as not skippable.
 
 after_action, when given, is called for each action done now, once the disks show it and
-before it is journaled: where a crash leaves an action done but not recorded.
-
-Testing aid: when RESURGO_TEST_STALL=N, the N-th action (1-based, in plan order) stops
-after its commands ran and before it is journaled: it writes "resurgo: test stall
-after ACTION_ID" to stderr and sleeps, so a test can kill the process at that point.
+before it is journaled: where a crash leaves an action done but not recorded
+(apply.crash stops the process there, for the kill-and-resume tests).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,8 +37,6 @@ from resurgo.apply.journal import Journal
 from resurgo.errors import OperationFailed, ResurgoError
 from resurgo.plan.model import Action, Plan
 from resurgo.probe import mounts
-
-ENV_TEST_STALL = "RESURGO_TEST_STALL"
 
 
 class Status(StrEnum):
@@ -110,12 +104,11 @@ class Executor:
         self.journal.open()
         outcome = Outcome(self.plan.hash, str(self.journal.path), self.journal.resumed)
         self._drop_stale_private_mounts()
-        stall = _stall_index()
         total = len(self.plan.actions)
         for n, a in enumerate(self.plan.actions, 1):
             start = time.monotonic()
             try:
-                status, message = self._one(n, a, stall)
+                status, message = self._one(n, a)
             except Warned as e:
                 status, message = Status.WARNING, e.message
             except ResurgoError as e:
@@ -139,7 +132,7 @@ class Executor:
         if self.report is not None:
             self.report(n, total, result)
 
-    def _one(self, n: int, a: Action, stall: int | None) -> tuple[Status, str]:
+    def _one(self, n: int, a: Action) -> tuple[Status, str]:
         x = executor(a)
         depends_dirty = any(d in self.dirty for d in a.depends_on)
         note = ""
@@ -163,9 +156,6 @@ class Executor:
             raise OperationFailed(f"{a.id} ran, but the disks do not show it: {joined(found)}")
         if self.after_action is not None:
             self.after_action(n, a)
-        if stall == n:
-            print(f"resurgo: test stall after {a.id}", file=sys.stderr, flush=True)
-            time.sleep(3600)
         self.journal.record(a.id, str(a.kind))
         return Status.DONE, note
 
@@ -205,8 +195,3 @@ class Executor:
             run.run(["umount", e.mountpoint], check=False)
             with contextlib.suppress(OSError):
                 os.rmdir(e.mountpoint)
-
-
-def _stall_index() -> int | None:
-    value = os.environ.get(ENV_TEST_STALL, "")
-    return int(value) if value.isdigit() else None

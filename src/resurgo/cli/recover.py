@@ -17,6 +17,10 @@ skips it). The commands and what finalize will change are shown with the plan, a
 With --layout-only (SOURCE may then be a description file) only the layout is recreated:
 the plan shown and hashed is still the whole plan, as `resurgo plan` shows it.
 
+--debug-stop-after N, not shown by --help, is a debugging aid for the kill-and-resume
+tests: recover kills itself right after the N-th action of the layout, before journaling
+it, as a crash would (apply.crash).
+
 Exit 0 done; 1 an action or command failed (damage in an archive is named), or not
 confirmed; 2 bad input (a --net-map naming no interface, among others) or no way to
 confirm; 3 a precondition fails or the plan hash differs, or an encrypted set without
@@ -32,6 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from resurgo.apply import crash
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR
 from resurgo.cli.plan import (
     PlanArguments,
@@ -106,6 +111,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"the journal of completed actions (default: {STATE_DIR}/journal-<plan "
         f"hash>.jsonl, or under ${ENV_STATE_DIR})",
     )
+    # A debugging aid, hidden: see the module's docstring.
+    p.add_argument("--debug-stop-after", type=int, metavar="N", help=argparse.SUPPRESS)
     p.set_defaults(handler=run_recover)
 
 
@@ -160,6 +167,8 @@ def recover_options(args: argparse.Namespace, arguments: PlanArguments, desc: De
         journal=args.journal,
         finalize=arguments.finalize,
         skip_finalize=arguments.skip_finalize,
+        after_action=None if args.debug_stop_after is None
+        else crash.killed_after(args.debug_stop_after),
     )
 
 

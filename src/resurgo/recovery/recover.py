@@ -32,7 +32,7 @@ from pathlib import Path
 
 from resurgo import finalize, run
 from resurgo.apply import inuse, keys
-from resurgo.apply.execute import ActionResult, Executor, Outcome
+from resurgo.apply.execute import ActionResult, AfterAction, Executor, Outcome
 from resurgo.apply.journal import Journal, default_path
 from resurgo.errors import BadInput, NotConfirmed, PreconditionFailed
 from resurgo.finalize import FinalizeOptions
@@ -40,7 +40,7 @@ from resurgo.finalize.planned import SKIPPED, finalized
 from resurgo.machine import ActualDisk
 from resurgo.model import Description
 from resurgo.plan import make_plan
-from resurgo.plan.model import Action, Plan, PlanOptions
+from resurgo.plan.model import Plan, PlanOptions
 from resurgo.recovery import report as lines
 from resurgo.recovery.check import Changes, CheckOutcome, check_units, save_record
 from resurgo.recovery.check import finalize_changes as check_changes
@@ -59,9 +59,6 @@ from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.report import FinalizeResult, RecoverReport, SetRef
 from resurgo.recovery.restore import RestoreOutcome, run_commands
 
-# Called after an action's commands ran and the disks show its result, before it is
-# journaled: with its position in the plan (1-based) and the action.
-AfterAction = Callable[[int, Action], None]
 # Asks a person whether to execute the plan (shown to them by PlanReady).
 Confirm = Callable[[Plan], bool]
 # Asks a person for a secret (a LUKS passphrase), with this prompt.
@@ -190,7 +187,8 @@ def _layout(events: _Run, plan: Plan, options: RecoverOptions,
 
     with events.step(Step.LAYOUT, f"recreating the layout ({len(plan.actions)} actions)") \
             as box:
-        outcome = Executor(plan, journal_for(plan, options), luks_keys, progress).run()
+        outcome = Executor(plan, journal_for(plan, options), luks_keys, progress,
+                           options.after_action).run()
         box.append((outcome.ok, lines.layout_summary(outcome)))
     return outcome
 
