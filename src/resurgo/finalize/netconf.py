@@ -14,7 +14,7 @@ are not renamed: their MAC match is rewritten, and the pin then names the new NI
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from resurgo.finalize import lines
@@ -154,10 +154,10 @@ def rewrite_nm_keyfile(text: str, nm: NetMap) -> Rewrite:
     return lines.edit_lines(text, edit)
 
 
-def refs_nm_keyfile(text: str, source: str) -> list[NicRef]:
+def _ini_entries(text: str) -> Iterator[tuple[str, str, str]]:
+    """(section, key, value) of each key=value line of an INI-style file (a keyfile, a
+    .network or .link file), comments left out."""
     section = ""
-    name: str | None = None
-    mac: str | None = None
     for raw in text.splitlines():
         s = _SECTION.match(raw)
         if s:
@@ -166,7 +166,14 @@ def refs_nm_keyfile(text: str, source: str) -> list[NicRef]:
         m = _KEYVALUE.match(raw)
         if m is None or lines.is_comment(raw, "#;"):
             continue
-        key, value = m.group(2), m.group(4).strip()
+        yield section, m.group(2), m.group(4)
+
+
+def refs_nm_keyfile(text: str, source: str) -> list[NicRef]:
+    name: str | None = None
+    mac: str | None = None
+    for section, key, raw_value in _ini_entries(text):
+        value = raw_value.strip()
         if key == "interface-name" and section in ("connection", "match"):
             name = physical_base(value.split(";")[0]) or name
         elif key == "mac-address" and MAC.fullmatch(value):
@@ -206,19 +213,10 @@ def rewrite_networkd(text: str, nm: NetMap) -> Rewrite:
 
 
 def refs_networkd(text: str, source: str) -> list[NicRef]:
-    section = ""
     names: list[str] = []
     macs: list[str] = []
     pin: str | None = None
-    for raw in text.splitlines():
-        s = _SECTION.match(raw)
-        if s:
-            section = s.group(1).strip()
-            continue
-        m = _KEYVALUE.match(raw)
-        if m is None or lines.is_comment(raw, "#;"):
-            continue
-        key, value = m.group(2), m.group(4)
+    for section, key, value in _ini_entries(text):
         if section == "Match" and key in ("Name", "OriginalName"):
             names += [b for w in value.split() if (b := physical_base(w)) is not None]
         elif section == "Match" and key in ("MACAddress", "PermanentMACAddress"):
