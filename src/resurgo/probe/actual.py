@@ -21,7 +21,7 @@ from typing import Any
 
 from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
-from resurgo.probe import blockdev, mounts, swap
+from resurgo.probe import blockdev, mounts, swap, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK, natural_key
 from resurgo.probe.mounts import MountEntry, mount_devnum
 
@@ -137,27 +137,17 @@ def read_actual_disks(
 
 def _whole_disks(sys_block: Path) -> list[str]:
     out = []
-    try:
-        names = os.listdir(sys_block)
-    except OSError:
-        return []
-    for name in names:
+    for name in sysfs.entries(sys_block):
         if _NOT_DISKS.match(name) or (sys_block / name / "partition").exists():
             continue
-        try:
-            size = int((sys_block / name / "size").read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if size > 0:
+        size = sysfs.int_attribute(sys_block / name / "size")
+        if size is not None and size > 0:
             out.append(name)
     return sorted(out, key=natural_key)
 
 
 def _partitions(disk: str, sys_block: Path) -> list[str]:
-    try:
-        names = os.listdir(sys_block / disk)
-    except OSError:
-        return []
+    names = sysfs.entries(sys_block / disk)
     return sorted(
         (n for n in names if (sys_block / disk / n / "partition").exists()), key=natural_key
     )
@@ -165,17 +155,10 @@ def _partitions(disk: str, sys_block: Path) -> list[str]:
 
 def kname_of_devnum(num: tuple[int, int], sys_block: Path) -> str | None:
     """The kernel name of a device number, looked up in sys_block itself (not /sys/dev)."""
-    try:
-        names = os.listdir(sys_block)
-    except OSError:
-        return None
     want = f"{num[0]}:{num[1]}"
-    for name in names:
-        try:
-            if (sys_block / name / "dev").read_text().strip() == want:
-                return name
-        except OSError:
-            continue
+    for name in sysfs.entries(sys_block):
+        if sysfs.attribute(sys_block / name / "dev") == want:
+            return name
     return None
 
 
@@ -189,9 +172,9 @@ def disks_of_devnum(num: tuple[int, int], sys_block: Path, depth: int = 0) -> se
     except BadInput:
         return set()
     for d in list(below):
-        backing = sys_block / d / "loop" / "backing_file"
+        backing = sysfs.attribute(sys_block / d / "loop" / "backing_file")
         try:
-            st = os.stat(backing.read_text().strip())
+            st = os.stat(backing or "")
         except OSError:
             continue
         below |= disks_of_devnum((os.major(st.st_dev), os.minor(st.st_dev)), sys_block, depth + 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from resurgo.errors import BadInput
 from resurgo.model import Disk, RemovableDevice
-from resurgo.probe import ids
+from resurgo.probe import ids, sysfs
 
 SYS_CLASS_BLOCK = Path("/sys/class/block")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
@@ -61,26 +61,8 @@ class BlockDevice:
         return self.kname.startswith("dm-")
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return None
-
-
-def _read_int(path: Path, default: int = 0) -> int:
-    text = _read(path)
-    try:
-        return int(text) if text is not None else default
-    except ValueError:
-        return default
-
-
 def _listdir(path: Path) -> tuple[str, ...]:
-    try:
-        return tuple(sorted(os.listdir(path), key=natural_key))
-    except OSError:
-        return ()
+    return tuple(sorted(sysfs.entries(path), key=natural_key))
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -94,25 +76,25 @@ def read_device(kname: str, sys_block: Path = SYS_CLASS_BLOCK) -> BlockDevice:
     base = sys_block / kname
     if not base.exists():
         raise BadInput(f"no block device {kname!r} in {sys_block}")
-    dev = _read(base / "dev") or "0:0"
+    dev = sysfs.attribute(base / "dev") or "0:0"
     major, _, minor = dev.partition(":")
     syspath = os.path.realpath(base)
     parent = None
     number = None
     if (base / "partition").exists():
         parent = os.path.basename(os.path.dirname(syspath))
-        number = _read_int(base / "partition")
+        number = sysfs.int_attribute(base / "partition", 0)
     return BlockDevice(
         kname=kname,
         major=int(major),
         minor=int(minor),
-        size=_read_int(base / "size") * SYSFS_SECTOR,
+        size=sysfs.int_attribute(base / "size", 0) * SYSFS_SECTOR,
         syspath=syspath,
         parent=parent,
         number=number,
         slaves=_listdir(base / "slaves"),
         holders=_listdir(base / "holders"),
-        removable=_read_int(base / "removable") == 1,
+        removable=sysfs.int_attribute(base / "removable", 0) == 1,
     )
 
 
@@ -129,22 +111,19 @@ def partitions_of(disk: str, sys_block: Path = SYS_CLASS_BLOCK) -> dict[int, Ker
     out: dict[int, KernelPartition] = {}
     base = sys_block / disk
     for name in _listdir(base):
-        number = _read_int(base / name / "partition", 0)
+        number = sysfs.int_attribute(base / name / "partition", 0)
         if number > 0:
             out[number] = KernelPartition(
                 kname=name,
-                start=_read_int(base / name / "start") * SYSFS_SECTOR,
-                size=_read_int(base / name / "size") * SYSFS_SECTOR,
+                start=sysfs.int_attribute(base / name / "start", 0) * SYSFS_SECTOR,
+                size=sysfs.int_attribute(base / name / "size", 0) * SYSFS_SECTOR,
             )
     return out
 
 
 def kname_of_devno(major: int, minor: int, sys_dev: Path = SYS_DEV_BLOCK) -> str | None:
     link = sys_dev / f"{major}:{minor}"
-    try:
-        return os.path.basename(os.readlink(link))
-    except OSError:
-        return None
+    return sysfs.link_name(link)
 
 
 def kname_of_path(path: str) -> str:
@@ -223,7 +202,7 @@ def _vpd_serial(data: bytes) -> str | None:
 
 def _first(base: Path, names: Iterable[str]) -> str | None:
     for name in names:
-        text = _read(base / name)
+        text = sysfs.attribute(base / name)
         if text:
             return text
     return None
@@ -234,10 +213,8 @@ def serial_of(kname: str, sys_block: Path = SYS_CLASS_BLOCK) -> str | None:
     text = _first(base, ("serial", "device/serial"))
     if text:
         return text
-    try:
-        return _vpd_serial((base / "device" / "vpd_pg80").read_bytes())
-    except OSError:
-        return None
+    data = sysfs.binary_attribute(base / "device" / "vpd_pg80")
+    return _vpd_serial(data) if data is not None else None
 
 
 def by_id_names(directory: Path = DEV_BY_ID) -> dict[str, str]:
@@ -268,8 +245,8 @@ def disk_record(
 ) -> Disk:
     base = sys_block / dev.kname
     queue = base / "queue"
-    logical = _read_int(queue / "logical_block_size", 512)
-    physical = _read_int(queue / "physical_block_size", logical)
+    logical = sysfs.int_attribute(queue / "logical_block_size", 512)
+    physical = sysfs.int_attribute(queue / "physical_block_size", logical)
     return Disk(
         id=ids.disk(dev.kname),
         path=dev.path,
@@ -277,7 +254,7 @@ def disk_record(
         logical_sector_size=logical,
         physical_sector_size=max(physical, logical),
         transport=transport(dev.syspath, dev.kname),
-        rotational=_read_int(queue / "rotational") == 1,
+        rotational=sysfs.int_attribute(queue / "rotational", 0) == 1,
         removable=dev.removable,
         wwn=_first(base, ("wwid", "device/wwid")),
         serial=serial_of(dev.kname, sys_block),
@@ -296,7 +273,7 @@ def removable_devices(
         if kname in skipped or _NEVER_REMOVABLE.match(kname):
             continue
         base = sys_block / kname
-        if (base / "partition").exists() or _read_int(base / "removable") != 1:
+        if (base / "partition").exists() or sysfs.int_attribute(base / "removable", 0) != 1:
             continue
         dev = read_device(kname, sys_block)
         if dev.size == 0:

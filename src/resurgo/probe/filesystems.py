@@ -27,7 +27,7 @@ from resurgo.model import (
     VolumeState,
     XfsOptions,
 )
-from resurgo.probe import ids
+from resurgo.probe import ids, sysfs
 from resurgo.probe.mounts import MountEntry
 
 SYS_FS_BTRFS = Path("/sys/fs/btrfs")
@@ -308,17 +308,12 @@ def btrfs_profile(fsid: str, kind: str, sys_fs_btrfs: Path = SYS_FS_BTRFS) -> st
     """
     base = sys_fs_btrfs / fsid / "allocation" / kind
     best: tuple[int, str] | None = None
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return None
-    for name in names:
+    for name in sysfs.entries(base):
         total = base / name / "total_bytes"
         if not total.is_file():
             continue
-        try:
-            size = int(total.read_text())
-        except (OSError, ValueError):
+        size = sysfs.int_attribute(total)
+        if size is None:
             continue
         if best is None or size > best[0]:
             best = (size, name)
@@ -328,16 +323,9 @@ def btrfs_profile(fsid: str, kind: str, sys_fs_btrfs: Path = SYS_FS_BTRFS) -> st
 def btrfs_devices(sys_fs_btrfs: Path = SYS_FS_BTRFS) -> dict[str, str]:
     """kernel name -> fsid of every device of every btrfs the kernel has mounted."""
     out: dict[str, str] = {}
-    try:
-        fsids = os.listdir(sys_fs_btrfs)
-    except OSError:
-        return out
-    for fsid in fsids:
-        try:
-            for kname in os.listdir(sys_fs_btrfs / fsid / "devices"):
-                out[kname] = fsid
-        except OSError:
-            continue
+    for fsid in sysfs.entries(sys_fs_btrfs):
+        for kname in sysfs.entries(sys_fs_btrfs / fsid / "devices"):
+            out[kname] = fsid
     return out
 
 

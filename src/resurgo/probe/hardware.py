@@ -17,13 +17,14 @@ import logging
 import os
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from resurgo.model import Driver, DriverClass, FsType, Module
 from resurgo.probe import ids, rootfs
 from resurgo.probe.state import StorageState
+from resurgo.probe.sysfs import attribute, entries, link_name
 
 log = logging.getLogger(__name__)
 
@@ -269,20 +270,6 @@ def volume_kinds_of(storage: StorageState) -> tuple[set[str], set[str]]:
 # devices
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _link_name(path: Path) -> str | None:
-    try:
-        return os.path.basename(os.readlink(path))
-    except OSError:
-        return None
-
-
 def _hex(text: str | None) -> int | None:
     try:
         return int(text, 16) if text else None
@@ -293,10 +280,10 @@ def _hex(text: str | None) -> int | None:
 def _bound(dev: Path) -> tuple[str | None, str | None]:
     """(driver, module) bound to a device; a built-in driver has no module link and
     is reported under its driver name in the kernel's module spelling."""
-    driver = _link_name(dev / "driver")
+    driver = link_name(dev / "driver")
     if driver is None:
         return None, None
-    module = _link_name(dev / "driver" / "module")
+    module = link_name(dev / "driver" / "module")
     return driver, module or driver.replace("-", "_")
 
 
@@ -336,93 +323,77 @@ def _driver(
 
 
 def _devices(sysfs: Path, bus: str) -> list[Path]:
-    try:
-        return [
-            sysfs / "bus" / bus / "devices" / n
-            for n in sorted(os.listdir(sysfs / "bus" / bus / "devices"))
-        ]
-    except OSError:
-        return []
+    base = sysfs / "bus" / bus / "devices"
+    return [base / n for n in sorted(entries(base))]
 
 
-def pci_drivers(sysfs: Path, modules: KernelModules) -> list[Driver]:
+@dataclass(frozen=True)
+class _Seen:
+    """What a device on a bus is, as far as the restored system's drivers go."""
+
+    cls: DriverClass
+    description: str | None
+    # Where its vendor and device ids are: the device, or a USB interface's device.
+    id_dir: Path
+    vendor: str = "vendor"
+    device: str = "device"
+
+
+def _pci(dev: Path) -> _Seen | None:
+    code = _hex(attribute(dev / "class"))
+    if code is None:
+        return None
+    return _Seen(pci_class(code), PCI_DESCRIPTIONS.get(code >> 8), dev)
+
+
+def _virtio(dev: Path) -> _Seen | None:
+    device_id = _hex(attribute(dev / "device"))
+    if device_id is None:
+        return None
+    cls, description = VIRTIO_DEVICES.get(device_id, (DriverClass.OTHER, None))
+    return _Seen(cls, description, dev)
+
+
+def _usb(dev: Path) -> _Seen | None:
+    """USB interfaces that matter for a restore: mass storage, and network adapters."""
+    if ":" not in dev.name:
+        return None  # a USB device; its interfaces (1-1:1.0) are what drivers bind to
+    iclass = _hex(attribute(dev / "bInterfaceClass"))
+    if iclass == USB_MASS_STORAGE:
+        cls, description = DriverClass.STORAGE, "USB mass storage"
+    elif (dev / "net").is_dir():
+        cls, description = DriverClass.NETWORK, "USB network adapter"
+    else:
+        return None
+    parent = Path(os.path.realpath(dev)).parent
+    return _Seen(cls, description, parent, "idVendor", "idProduct")
+
+
+# The buses whose devices drivers bind to, and what each device is.
+BUSES: dict[str, Callable[[Path], _Seen | None]] = {"pci": _pci, "virtio": _virtio, "usb": _usb}
+
+
+def bus_drivers(sysfs: Path, bus: str, modules: KernelModules) -> list[Driver]:
+    """The devices of a bus that storage or network need, or that a module drives."""
     out = []
-    for dev in _devices(sysfs, "pci"):
-        code = _hex(_read(dev / "class"))
-        if code is None:
+    for dev in _devices(sysfs, bus):
+        seen = BUSES[bus](dev)
+        if seen is None:
             continue
-        cls = pci_class(code)
         _, module = _bound(dev)
-        if cls == DriverClass.OTHER and module is None:
+        if seen.cls == DriverClass.OTHER and module is None:
             continue  # host bridges and the like: nothing to carry over
         out.append(
             _driver(
-                "pci",
+                bus,
                 dev.name,
-                cls,
+                seen.cls,
                 module,
                 modules,
-                modalias=_read(dev / "modalias"),
-                vendor=_read(dev / "vendor"),
-                device=_read(dev / "device"),
-                description=PCI_DESCRIPTIONS.get(code >> 8),
-            )
-        )
-    return out
-
-
-def virtio_drivers(sysfs: Path, modules: KernelModules) -> list[Driver]:
-    out = []
-    for dev in _devices(sysfs, "virtio"):
-        device_id = _hex(_read(dev / "device"))
-        if device_id is None:
-            continue
-        cls, description = VIRTIO_DEVICES.get(device_id, (DriverClass.OTHER, None))
-        _, module = _bound(dev)
-        if cls == DriverClass.OTHER and module is None:
-            continue
-        out.append(
-            _driver(
-                "virtio",
-                dev.name,
-                cls,
-                module,
-                modules,
-                modalias=_read(dev / "modalias"),
-                vendor=_read(dev / "vendor"),
-                device=_read(dev / "device"),
-                description=description,
-            )
-        )
-    return out
-
-
-def usb_drivers(sysfs: Path, modules: KernelModules) -> list[Driver]:
-    """USB interfaces that matter for a restore: mass storage, and network adapters."""
-    out = []
-    for dev in _devices(sysfs, "usb"):
-        if ":" not in dev.name:
-            continue  # a USB device; its interfaces (1-1:1.0) are what drivers bind to
-        iclass = _hex(_read(dev / "bInterfaceClass"))
-        if iclass == USB_MASS_STORAGE:
-            cls, description = DriverClass.STORAGE, "USB mass storage"
-        elif (dev / "net").is_dir():
-            cls, description = DriverClass.NETWORK, "USB network adapter"
-        else:
-            continue
-        _, module = _bound(dev)
-        parent = Path(os.path.realpath(dev)).parent
-        out.append(
-            _driver(
-                "usb",
-                dev.name,
-                cls,
-                module,
-                modules,
-                modalias=_read(dev / "modalias"),
-                vendor=_read(parent / "idVendor"),
-                device=_read(parent / "idProduct"),
-                description=description,
+                modalias=attribute(dev / "modalias"),
+                vendor=attribute(seen.id_dir / seen.vendor),
+                device=attribute(seen.id_dir / seen.device),
+                description=seen.description,
             )
         )
     return out
@@ -434,7 +405,7 @@ def _controller_of(sysfs: Path, real: Path) -> tuple[str, str] | None:
     cur = Path(real)
     fallback: tuple[str, str] | None = None
     while str(cur).startswith(devices + "/"):
-        subsystem = _link_name(cur / "subsystem")
+        subsystem = link_name(cur / "subsystem")
         if subsystem in ("pci", "virtio"):
             return subsystem, cur.name
         if subsystem == "usb" and ":" in cur.name:
@@ -442,7 +413,7 @@ def _controller_of(sysfs: Path, real: Path) -> tuple[str, str] | None:
         if subsystem == "nvme-subsystem":
             # Native NVMe multipath: the namespace hangs off a virtual subsystem;
             # its controllers (nvme0, ...) are links inside it.
-            ctrls = sorted(n for n in os.listdir(cur) if re.fullmatch(r"nvme\d+", n))
+            ctrls = sorted(n for n in entries(cur) if re.fullmatch(r"nvme\d+", n))
             if ctrls:
                 cur = Path(os.path.realpath(cur / ctrls[0]))
                 continue
@@ -458,8 +429,8 @@ def nvme_fabric_drivers(sysfs: Path, modules: KernelModules) -> list[Driver]:
     """NVMe controllers reached over a fabric: no PCI device stands for them."""
     out = []
     base = sysfs / "class" / "nvme"
-    for name in sorted(os.listdir(base)) if base.is_dir() else ():
-        transport = _read(base / name / "transport")
+    for name in sorted(entries(base)):
+        transport = attribute(base / name / "transport")
         if transport is None or transport == "pcie":
             continue
         out.append(
@@ -479,12 +450,12 @@ def scsi_host_drivers(sysfs: Path, modules: KernelModules) -> list[Driver]:
     """SCSI hosts that hang off no PCI/virtio/USB device (iSCSI, software hosts)."""
     out = []
     base = sysfs / "class" / "scsi_host"
-    for name in sorted(os.listdir(base)) if base.is_dir() else ():
+    for name in sorted(entries(base)):
         real = Path(os.path.realpath(base / name))
         found = _controller_of(sysfs, real)
         if found is not None and found[0] != "scsi_host":
             continue
-        proc_name = _read(base / name / "proc_name")
+        proc_name = attribute(base / name / "proc_name")
         out.append(
             _driver(
                 "scsi_host",
@@ -519,9 +490,7 @@ def probe_drivers(
             f"no modules.dep for kernel {mods.kernel}: driver dependencies are not recorded",
         )
     found = [
-        *pci_drivers(sysfs, mods),
-        *virtio_drivers(sysfs, mods),
-        *usb_drivers(sysfs, mods),
+        *(d for bus in BUSES for d in bus_drivers(sysfs, bus, mods)),
         *nvme_fabric_drivers(sysfs, mods),
         *scsi_host_drivers(sysfs, mods),
     ]

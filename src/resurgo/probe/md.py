@@ -15,7 +15,7 @@ from pathlib import Path
 from resurgo import run
 from resurgo.errors import OperationFailed
 from resurgo.model import RaidArray
-from resurgo.probe import ids
+from resurgo.probe import ids, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK, SYSFS_SECTOR
 
 # Levels whose chunk size means something (linear's "chunk" is only a rounding).
@@ -97,21 +97,6 @@ def layout_name(level: str, number: int) -> str | None:
     return None
 
 
-def _sys(sys_block: Path, kname: str, name: str) -> str | None:
-    try:
-        return (sys_block / kname / name).read_text().strip()
-    except OSError:
-        return None
-
-
-def _sys_int(sys_block: Path, kname: str, name: str) -> int | None:
-    text = _sys(sys_block, kname, name)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 def describe_array(
     kname: str,
     detail_text: str,
@@ -141,7 +126,7 @@ def describe_array(
     members: list[tuple[int, str]] = []
     spares: list[str] = []
     for k, role in roles.items():
-        state = _sys(sys_block, kname, f"md/dev-{k}/state") or ""
+        state = sysfs.attribute(sys_block / kname / f"md/dev-{k}/state") or ""
         if "faulty" in state.split(","):
             warn.append(f"{path}: member /dev/{k} is faulty and is left out")
         elif role.isdigit():
@@ -160,10 +145,11 @@ def describe_array(
                     f"{len(members)} of its {raid_disks} members are described")
     if not members:
         raise OperationFailed(f"{path}: none of its active members is described")
-    chunk = _sys_int(sys_block, kname, "md/chunk_size") if level in CHUNKED_LEVELS else None
-    number = _sys_int(sys_block, kname, "md/layout")
+    base = sys_block / kname
+    chunk = sysfs.int_attribute(base / "md/chunk_size") if level in CHUNKED_LEVELS else None
+    number = sysfs.int_attribute(base / "md/layout")
     layout = layout_name(level, number) if number is not None else None
-    size = (_sys_int(sys_block, kname, "size") or 0) * SYSFS_SECTOR
+    size = sysfs.int_attribute(base / "size", 0) * SYSFS_SECTOR
     return RaidArray(
         id=ids.raid(kname),
         path=path,

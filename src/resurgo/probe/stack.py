@@ -24,7 +24,7 @@ from resurgo.model import (
     Unsupported,
     VolumeGroup,
 )
-from resurgo.probe import filesystems, ids, luks, lvm, md
+from resurgo.probe import filesystems, ids, luks, lvm, md, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK, SYSFS_SECTOR
 
 StackRecordType = RaidArray | LuksVolume | LogicalVolume | Unsupported
@@ -59,16 +59,9 @@ def _unsupported(kname: str, kind: str, below: Mapping[str, str], why: str) -> S
                                              f"be recreated"])
 
 
-def _read(sys_block: Path, kname: str, name: str) -> str | None:
-    try:
-        return (sys_block / kname / name).read_text().strip()
-    except OSError:
-        return None
-
-
 def dm_kind(kname: str, sys_block: Path = SYS_CLASS_BLOCK) -> str:
     """"luks", "lvm" or another device-mapper target family, from the dm uuid prefix."""
-    uuid = _read(sys_block, kname, "dm/uuid")
+    uuid = sysfs.attribute(sys_block / kname / "dm/uuid")
     if uuid is None:
         return "dm"
     if uuid.startswith("CRYPT-LUKS"):
@@ -130,15 +123,16 @@ class Stack:
             return _unsupported(kname, "luks", below, "a LUKS mapping that is not on exactly one "
                                                       "described device")
         [(backing, device_id)] = below.items()
-        dm_uuid = _read(self.sys_block, kname, "dm/uuid")
+        dm_uuid = sysfs.attribute(self.sys_block / kname / "dm/uuid")
         try:
             vol = luks.describe(backing, device_id, self._blkid(backing), dm_uuid)
         except OperationFailed as e:
             return _unsupported(kname, "luks", below, f"the LUKS volume could not be described: "
                                                       f"{e}")
-        size = int(_read(self.sys_block, kname, "size") or 0) * SYSFS_SECTOR
+        size = sysfs.int_attribute(self.sys_block / kname / "size", 0) * SYSFS_SECTOR
         return StackRecord(record=replace(
-            vol, name=_read(self.sys_block, kname, "dm/name") or None, size=size or None))
+            vol, name=sysfs.attribute(self.sys_block / kname / "dm/name") or None,
+            size=size or None))
 
     def _lvm(self) -> lvm.Report:
         # Read once per walk; a failure too, rather than once per LV device.
@@ -153,8 +147,8 @@ class Stack:
         return self._report
 
     def _lvm_device(self, kname: str, below: Mapping[str, str]) -> StackRecord:
-        dm_uuid = _read(self.sys_block, kname, "dm/uuid") or ""
-        dm_name = _read(self.sys_block, kname, "dm/name") or ""
+        dm_uuid = sysfs.attribute(self.sys_block / kname / "dm/uuid") or ""
+        dm_name = sysfs.attribute(self.sys_block / kname / "dm/name") or ""
         try:
             report = self._lvm()
             found = lvm.lv_of_dm(report, dm_uuid, dm_name)
@@ -186,12 +180,9 @@ class Stack:
     def _pv_kname(self, pv: lvm.Pv) -> str | None:
         if self._devnos is None:
             self._devnos = {}
-            try:
-                names = os.listdir(self.sys_block)
-            except OSError:
-                names = []
-            for name in names:
-                major, _, minor = (_read(self.sys_block, name, "dev") or "").partition(":")
+            for name in sysfs.entries(self.sys_block):
+                devno = sysfs.attribute(self.sys_block / name / "dev") or ""
+                major, _, minor = devno.partition(":")
                 if major.isdigit() and minor.isdigit():
                     self._devnos[(int(major), int(minor))] = name
         if pv.devno is not None and pv.devno in self._devnos:
