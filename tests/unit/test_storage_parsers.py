@@ -10,6 +10,7 @@ from resurgo.errors import OperationFailed
 from resurgo.model import PartitionKind, PartitionTable, TableLabel
 from resurgo.probe import blockdev, filesystems, mounts, partitions, swap
 from resurgo.probe.filesystems import SubvolEntry
+from resurgo.sortkeys import natural_key
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "storage"
 
@@ -297,7 +298,7 @@ def test_transport(syspath: str, kname: str, expected: str) -> None:
 
 def test_natural_order() -> None:
     names = ["loop10", "loop2", "sda10", "sda2", "nvme0n1", "loop1"]
-    assert sorted(names, key=blockdev.natural_key) == [
+    assert sorted(names, key=natural_key) == [
         "loop1", "loop2", "loop10", "nvme0n1", "sda2", "sda10"]
 
 

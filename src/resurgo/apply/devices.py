@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from resurgo.errors import BadInput, OperationFailed
-from resurgo.probe import blockdev, mounts
+from resurgo.probe import blockdev, mounts, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 from resurgo.probe.mounts import MountEntry, mount_devnum
 
@@ -102,10 +102,7 @@ def kernel_partitions(disk: str) -> dict[int, tuple[int, int]]:
 
 
 def dm_name(name: str, sys_block: Path = SYS_CLASS_BLOCK) -> str | None:
-    try:
-        return (sys_block / name / "dm" / "name").read_text().strip()
-    except OSError:
-        return None
+    return sysfs.attribute(sys_block / name / "dm" / "name")
 
 
 def slaves(name: str, sys_block: Path = SYS_CLASS_BLOCK) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from resurgo.finalize import lines
 from resurgo.finalize.model import LineChange, Rewrite
 from resurgo.probe.hardware import KernelModules, module_name
+from resurgo.probe.sysfs import link_name
 
 
 class Generator(StrEnum):
@@ -31,13 +32,6 @@ class Generator(StrEnum):
 
 # ---------------------------------------------------------------------------------------
 # what the hardware needs
-
-
-def _link_name(path: Path) -> str | None:
-    try:
-        return os.path.basename(os.readlink(path))
-    except OSError:
-        return None
 
 
 def device_chain_modules(kname: str, sysfs: Path = Path("/sys")) -> list[tuple[str, str]]:
@@ -57,9 +51,9 @@ def device_chain_modules(kname: str, sysfs: Path = Path("/sys")) -> list[tuple[s
     cur = Path(os.path.realpath(real / "device"))
     out: list[tuple[str, str]] = []
     while str(cur).startswith(top + "/"):
-        driver = _link_name(cur / "driver")
+        driver = link_name(cur / "driver")
         if driver is not None:
-            module = _link_name(cur / "driver" / "module") or driver
+            module = link_name(cur / "driver" / "module") or driver
             out.append((module_name(module), cur.name))
         cur = cur.parent
     return out

@@ -21,6 +21,8 @@ from pathlib import Path
 from resurgo.errors import BadInput
 from resurgo.finalize.model import NicPair
 from resurgo.finalize.netconf import MAC, NetMap, NicRef
+from resurgo.probe.sysfs import attribute, entries
+from resurgo.sortkeys import natural_key
 
 
 @dataclass(frozen=True)
@@ -37,28 +39,15 @@ class Nic:
         return self.name or self.mac or "?"
 
 
-def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
-    )
-
-
 def actual_nics(sysfs: Path = Path("/sys")) -> list[Nic]:
     """This machine's physical NICs (those with a device behind them), in bus order."""
     base = sysfs / "class" / "net"
     out = []
-    try:
-        names = sorted(os.listdir(base))
-    except OSError:
-        return []
-    for name in names:
+    for name in sorted(entries(base)):
         dev = base / name / "device"
         if not os.path.exists(dev):
             continue  # lo, bridges, bonds, tunnels
-        try:
-            mac = (base / name / "address").read_text().strip().lower()
-        except OSError:
-            mac = ""
+        mac = (attribute(base / name / "address") or "").lower()
         real = os.path.realpath(dev)
         out.append(Nic(name, mac if MAC.fullmatch(mac) else None, real))
     # PCI addresses are fixed-width hex: plain string order is bus order.

@@ -22,16 +22,11 @@ from resurgo.machine import ActualDisk
 from resurgo.model import Description, Disk, RemovableDevice
 from resurgo.plan.layers import Layers
 from resurgo.plan.model import Check, MatchBy, PlanOptions, PreconditionFailure
+from resurgo.sortkeys import natural_key
 from resurgo.units import human
 
 # Beyond this many assignments to weigh, ask for --map rather than think for minutes.
 MAX_ASSIGNMENTS = 200_000
-
-
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part
-    )
 
 
 def norm_id(value: str | None) -> str | None:

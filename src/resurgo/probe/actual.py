@@ -22,8 +22,9 @@ from typing import Any
 from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
 from resurgo.probe import blockdev, mounts, swap, sysfs
-from resurgo.probe.blockdev import SYS_CLASS_BLOCK, natural_key
+from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 from resurgo.probe.mounts import MountEntry, mount_devnum
+from resurgo.sortkeys import natural_key
 
 ENV_ACTUAL_DISKS = "RESURGO_ACTUAL_DISKS"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from resurgo.errors import BadInput
 from resurgo.model import Disk, RemovableDevice
 from resurgo.probe import ids, sysfs
+from resurgo.sortkeys import natural_key
 
 SYS_CLASS_BLOCK = Path("/sys/class/block")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
@@ -63,13 +64,6 @@ class BlockDevice:
 
 def _listdir(path: Path) -> tuple[str, ...]:
     return tuple(sorted(sysfs.entries(path), key=natural_key))
-
-
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key putting sda2 before sda10 and loop2 before loop10."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part
-    )
 
 
 def read_device(kname: str, sys_block: Path = SYS_CLASS_BLOCK) -> BlockDevice:

@@ -30,9 +30,10 @@ from resurgo.model import (
     Unsupported,
 )
 from resurgo.probe import blockdev, filesystems, ids, mounts, partitions, stack, swap
-from resurgo.probe.blockdev import BlockDevice, natural_key
+from resurgo.probe.blockdev import BlockDevice
 from resurgo.probe.mounts import MountEntry
 from resurgo.probe.state import StorageState
+from resurgo.sortkeys import natural_key
 
 ESP_MOUNTPOINTS = ("/boot/efi", "/efi")
 CRITICAL_MOUNTPOINTS = ("/", "/boot")
