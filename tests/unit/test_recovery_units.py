@@ -29,7 +29,7 @@ from resurgo.probe.describe import restore_commands
 from resurgo.recovery import setfiles
 from resurgo.recovery.check import Changes, finalize_changes
 from resurgo.recovery.save import Leaveouts, leaveouts, relative_to, system_path
-from resurgo.recovery.units import file_key, unit_of, units
+from resurgo.restoreunits import file_key, unit_of, units
 
 
 def fs(fid: str, fstype: FsType, *mounts: tuple[str, str | None],

@@ -1,7 +1,7 @@
 """The description's commands as the plan shows and hashes them (pure).
 
 recover runs them in the description's order, as root, once the layout is mounted under
-the root: ``resurgo:restore ID [MOUNTPOINT]`` restores a unit's tree (recovery.units,
+the root: ``resurgo:restore ID [MOUNTPOINT]`` restores a unit's tree (restoreunits,
 recovery.trees), any other program runs as given with RESURGO_ROOT naming the root. Each
 is listed with its program and arguments exactly, and where it writes, so that an
 approved plan hash covers what will run.
@@ -14,8 +14,7 @@ from pathlib import Path
 
 from resurgo.model import Command, Description
 from resurgo.plan.model import Action, MkfsParams, PlannedCommand
-from resurgo.recovery.trees import under
-from resurgo.recovery.units import Unit, is_restore, unit_of
+from resurgo.restoreunits import Unit, is_restore, under, unit_of
 
 
 def planned(

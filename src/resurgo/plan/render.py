@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from resurgo.plan.model import Action, DiskLayout, DiskMatch, Plan, PlannedCommand
-from resurgo.recovery.units import BUILTIN_PREFIX
+from resurgo.restoreunits import BUILTIN_PREFIX
 from resurgo.units import human
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from resurgo.engine import Mismatch, verify_tree
 from resurgo.errors import ResurgoError
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.trees import unit_tree
-from resurgo.recovery.units import Unit
+from resurgo.restoreunits import Unit
 
 RECORD_PREFIX = "finalized-"
 # What a new or rewritten file does to the directories above it (or a new one creates).

@@ -23,7 +23,7 @@ from resurgo.errors import BadInput, NotAuthentic, OperationFailed, Precondition
 from resurgo.media import Medium, SetInfo, SetReader
 from resurgo.model import Description
 from resurgo.recovery import secrets, setfiles
-from resurgo.recovery.units import Unit, units
+from resurgo.restoreunits import Unit, units
 
 log = logging.getLogger("resurgo.recovery")
 

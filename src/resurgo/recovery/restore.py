@@ -28,7 +28,7 @@ from resurgo.errors import ResurgoError
 from resurgo.model import Command, OnFailure
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.trees import Tree, unit_tree
-from resurgo.recovery.units import BUILTIN_PREFIX, Unit, is_restore
+from resurgo.restoreunits import BUILTIN_PREFIX, Unit, is_restore
 
 
 class Status(StrEnum):

@@ -53,8 +53,8 @@ from resurgo.probe.system import probe_system
 from resurgo.recovery import secrets, setfiles, views
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
-from resurgo.recovery.trees import btrfs_device, under
-from resurgo.recovery.units import Unit, file_key, units
+from resurgo.recovery.trees import btrfs_device
+from resurgo.restoreunits import Unit, file_key, under, units
 from resurgo.units import human
 
 log = logging.getLogger("resurgo.recovery")

@@ -12,11 +12,7 @@ from pathlib import Path
 
 from resurgo.errors import OperationFailed
 from resurgo.recovery import views
-from resurgo.recovery.units import Unit
-
-
-def under(root: Path, mountpoint: str) -> Path:
-    return root / mountpoint.lstrip("/") if mountpoint != "/" else root
+from resurgo.restoreunits import Unit, under
 
 
 def btrfs_device(unit: Unit, root: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from resurgo.errors import BadInput
 from resurgo.model import Command, Description, Filesystem, FsType, Subvolume
@@ -70,6 +71,11 @@ def file_key(key: str) -> str:
     """The id as a name a set may hold (letters, digits and ._+-, not starting with a dot)."""
     safe = _UNSAFE.sub("_", key)[:100]
     return "_" + safe[1:] if safe.startswith(".") else safe or "_"
+
+
+def under(root: Path, mountpoint: str) -> Path:
+    """Where a saved mountpoint is on a system mounted at root."""
+    return root / mountpoint.lstrip("/") if mountpoint != "/" else root
 
 
 def is_restore(command: Command) -> bool:
