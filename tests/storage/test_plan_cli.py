@@ -124,7 +124,7 @@ def checksum(loop: Loop) -> str:
 
 
 def plan(src: Path, *targets: str) -> tuple[int, dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if k != "RESURGO_ACTUAL_DISKS"}
+    env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, "-m", "resurgo", "plan", "--json", "--from", str(src)]
     for t in targets:
@@ -213,7 +213,7 @@ def test_active_swap_on_target_is_in_use(rig: Rig, src: Path) -> None:
 
 
 def resurgo(*argv: str | Path, state: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RESURGO_ACTUAL_DISKS"}
+    env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["RESURGO_STATE_DIR"] = str(state)
     proc = subprocess.run(

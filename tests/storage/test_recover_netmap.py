@@ -32,7 +32,6 @@ INTERFACES = "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp
 @pytest.fixture
 def resurgo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., cli.Result]:
     """The command line in-process, with this machine's NICs read from the recorded sysfs."""
-    monkeypatch.delenv("RESURGO_ACTUAL_DISKS", raising=False)
     monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(finalizing, "SYSFS", with_two_nics(tmp_path / "sys"))
     return cli.run

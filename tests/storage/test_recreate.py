@@ -83,8 +83,7 @@ def private_mounts_on(loops: list[Loop]) -> list[str]:
 
 
 def env(state: Path) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items()
-           if k not in ("RESURGO_ACTUAL_DISKS",)}
+    out = dict(os.environ)
     out["PYTHONPATH"] = str(REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
     out["RESURGO_STATE_DIR"] = str(state)
     return out

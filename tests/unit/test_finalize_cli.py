@@ -1,10 +1,10 @@
 """What finalize will do, as `resurgo plan` and `resurgo recover` show and check it.
 
-The command line run in-process on a real description file. The actual disks come from
-RESURGO_ACTUAL_DISKS, this machine's network interfaces from a recorded sysfs with two
-NICs added (given as finalize's sysfs): neither root nor NICs are needed. The saved system
-(on /dev/vda, virtio) named its root by kernel name in fstab and its one NIC ens3 (with
-its MAC) in a NetworkManager keyfile.
+The command line run in-process on a real description file. The actual disks are made
+up (tests.support.disks), this machine's network interfaces come from a recorded sysfs
+with two NICs added (given as finalize's sysfs): neither root nor NICs are needed. The
+saved system (on /dev/vda, virtio) named its root by kernel name in fstab and its one
+NIC ens3 (with its MAC) in a NetworkManager keyfile.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from resurgo.model import ConfigFile, Description
 from tests.support import cli
 from tests.support.builders import standard
 from tests.support.consts import GIB
+from tests.support.disks import FakeDisks, disk, fake_disks
 from tests.support.nics import MAC9, MAC10, with_two_nics
 
 OLD_MAC = "52:54:00:12:34:56"
@@ -45,13 +46,14 @@ def description() -> Description:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def disks(monkeypatch: pytest.MonkeyPatch) -> FakeDisks:
+    return fake_disks(monkeypatch, [disk("nvme0n1", 30 * GIB, transport="nvme")])
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disks: FakeDisks) -> Path:
     fileformat.write(description(), tmp_path / "description.toml")
     with_two_nics(tmp_path / "sys")
-    disks = [{"path": "/dev/nvme0n1", "kname": "nvme0n1", "size": 30 * GIB,
-              "logical_sector_size": 512, "transport": "nvme"}]
-    (tmp_path / "actual.json").write_text(json.dumps(disks))
-    monkeypatch.setenv("RESURGO_ACTUAL_DISKS", str(tmp_path / "actual.json"))
     monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(finalizing, "SYSFS", tmp_path / "sys")
     return tmp_path
@@ -117,7 +119,9 @@ def test_a_bad_net_map_is_bad_input(setup: Path, maps: list[str], message: str) 
     assert proc.stdout == ""
 
 
-def test_recover_checks_the_net_map_with_the_plan_before_anything(setup: Path) -> None:
+def test_recover_checks_the_net_map_with_the_plan_before_anything(
+    setup: Path, disks: FakeDisks
+) -> None:
     # Checked even when recover will not finalize (--layout-only here): the option is
     # wrong all the same, and nothing is touched (the disk /dev/nvme0n1 is made up).
     proc = cli.run("recover", "--from", setup / "description.toml", "--layout-only",
@@ -127,6 +131,7 @@ def test_recover_checks_the_net_map_with_the_plan_before_anything(setup: Path) -
     assert "hint: its interfaces: enp0s9 (52:54:00:00:00:09), enp0s10" in proc.stderr
     assert "recreating the layout" not in proc.stdout
     assert not (setup / "mnt").exists() and not (setup / "state").exists()
+    assert disks.reads, "recover did not read the disks through probe.actual"
 
 
 def test_no_finalize_shows_no_preview_but_still_checks_the_map(setup: Path) -> None:
@@ -140,10 +145,8 @@ def test_no_finalize_shows_no_preview_but_still_checks_the_map(setup: Path) -> N
     assert "already mapped" in bad.stderr
 
 
-def test_a_plan_that_cannot_run_shows_no_preview(setup: Path) -> None:
-    (setup / "actual.json").write_text(json.dumps([
-        {"path": "/dev/nvme0n1", "kname": "nvme0n1", "size": 2 * GIB,
-         "logical_sector_size": 512}]))
+def test_a_plan_that_cannot_run_shows_no_preview(setup: Path, disks: FakeDisks) -> None:
+    disks.disks = [disk("nvme0n1", 2 * GIB)]
     proc = plan(setup)
     assert proc.returncode == 3
     assert "finalize, once" not in proc.stdout

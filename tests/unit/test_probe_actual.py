@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from resurgo.cli.main import build_parser
 from resurgo.cli.plan import plan_arguments, read_paths
-from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
-from resurgo.probe.actual import ENV_ACTUAL_DISKS, load_actual_disks, read_actual_disks
+from resurgo.probe.actual import read_actual_disks
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 # The vm tier's Debian guest: virtio-blk, NVMe, virtio-scsi, AHCI, PIIX IDE and USB disks.
@@ -30,8 +28,7 @@ Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 
 
 @pytest.fixture
-def disks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, ActualDisk]:
-    monkeypatch.delenv(ENV_ACTUAL_DISKS, raising=False)
+def disks(tmp_path: Path) -> dict[str, ActualDisk]:
     mi = tmp_path / "mountinfo"
     mi.write_text(MOUNTINFO)
     sw = tmp_path / "swaps"
@@ -77,11 +74,8 @@ def test_what_is_in_use_and_what_holds_the_system(disks: dict[str, ActualDisk]) 
     assert quiet == ["nvme0n1", "sda", "sdc", "vdb"]
 
 
-def test_the_disks_of_key_files_are_never_targets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_disks_of_key_files_are_never_targets(tmp_path: Path) -> None:
     # The rescue mounts a key stick (resurgo.keys): recover reads the key from it.
-    monkeypatch.delenv(ENV_ACTUAL_DISKS, raising=False)
     (tmp_path / "mountinfo").write_text(MOUNTINFO)
     (tmp_path / "swaps").write_text(SWAPS)
     key = "/mnt/old/keys/luks.md127.key"
@@ -102,33 +96,3 @@ def test_the_disks_of_key_files_are_never_targets(
     }
     assert found["sdb"].holds_recovery_set and found["sdd"].holds_recovery_set
     assert not found["vdb"].holds_recovery_set
-
-
-def test_the_testing_aid_reads_disks_from_json(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    f = tmp_path / "disks.json"
-    f.write_text(
-        json.dumps(
-            [{"path": "/dev/vdb", "kname": "vdb", "size": 1 << 30, "mounted": ["vdb1 on /x"]}]
-        )
-    )
-    monkeypatch.setenv(ENV_ACTUAL_DISKS, str(f))
-    (d,) = read_actual_disks()
-    assert d == ActualDisk(path="/dev/vdb", kname="vdb", size=1 << 30, mounted=("vdb1 on /x",))
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        "not json",
-        '{"path": "/dev/x"}',
-        '[{"path": "/dev/x", "colour": "red"}]',
-        '[{"path": "/dev/x"}]',
-    ],
-)
-def test_the_testing_aid_refuses_bad_files(tmp_path: Path, content: str) -> None:
-    f = tmp_path / "disks.json"
-    f.write_text(content)
-    with pytest.raises(BadInput, match=ENV_ACTUAL_DISKS):
-        load_actual_disks(f)

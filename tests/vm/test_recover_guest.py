@@ -58,6 +58,9 @@ from resurgo.model import (
 )
 from resurgo.plan.model import TableEntry, TableParams
 from resurgo.probe import filesystems, mounts, partitions
+from tests.support import cli
+from tests.support.disks import disk as fake_disk
+from tests.support.disks import fake_disks
 from tests.vm import guest
 
 MiB = 1 << 20
@@ -273,24 +276,18 @@ def script() -> str:
 
 
 def host_plan(desc_path: Path, tmp_path: Path) -> dict[str, Any]:
-    """The plan as the guest will compute it, from the same disks faked on the host."""
-    import subprocess
-    import sys
-
-    disks = [{"path": f"/dev/{d}", "kname": d, "size": s, "transport": "virtio",
-              "serial": f"rsg-{d}"} for d, s in DISK_SIZES.items()]
-    fake = tmp_path / "disks.json"
-    fake.write_text(json.dumps(disks))
-    argv = [sys.executable, "-m", "resurgo", "plan", "--json", "--from", str(desc_path),
-            "--root", "/mnt/resurgo"]
+    """The plan as the guest will compute it, from the same disks made up on the host."""
+    disks = [fake_disk(d, s, transport="virtio", serial=f"rsg-{d}")
+             for d, s in DISK_SIZES.items()]
+    argv = ["plan", "--json", "--from", str(desc_path), "--root", "/mnt/resurgo"]
     for d in DISK_SIZES:
         argv += ["--target", f"/dev/{d}", "--map", f"disk.{d}=/dev/{d}"]
     key = tmp_path / "key"
     key.write_text(KEY)
     argv += ["--key-file", f"luks.md0={key}", "--key-file", f"luks.vdd1={key}"]
-    env = {**os.environ, "RESURGO_ACTUAL_DISKS": str(fake),
-           "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    with pytest.MonkeyPatch.context() as mp:
+        fake_disks(mp, disks)
+        proc = cli.run(*argv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan: dict[str, Any] = json.loads(proc.stdout)
     return plan

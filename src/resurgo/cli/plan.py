@@ -32,7 +32,7 @@ from resurgo.finalize.planned import finalized, plan_data, section
 from resurgo.model import Description
 from resurgo.plan import make_plan, render
 from resurgo.plan.model import GrowPolicy, Plan, PlanOptions
-from resurgo.probe.actual import read_actual_disks
+from resurgo.probe import actual  # through the module: where tests give other disks
 from resurgo.recovery.source import SourceOptions, open_source
 
 
@@ -224,8 +224,8 @@ def run(args: argparse.Namespace) -> int:
     with open_source(arguments.source, identity=arguments.identity) as source:
         desc = source.description
         options = plan_options(arguments, desc, sys.stdin.isatty())
-        actual = read_actual_disks(read_paths(source.recovery_paths, arguments))
-        plan = finalized(desc, make_plan(desc, actual, options), arguments.finalize,
+        disks = actual.read_actual_disks(read_paths(source.recovery_paths, arguments))
+        plan = finalized(desc, make_plan(desc, disks, options), arguments.finalize,
                          skip=arguments.skip_finalize)
     emit(ShownPlan(plan, source.name, arguments.skip_finalize), args.json)
     if not plan.ok:

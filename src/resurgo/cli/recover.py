@@ -50,7 +50,7 @@ from resurgo.finalize.planned import section
 from resurgo.model import Description
 from resurgo.plan.model import Plan
 from resurgo.plan.render import text
-from resurgo.probe.actual import read_actual_disks
+from resurgo.probe import actual  # through the module: where tests give other disks
 from resurgo.recovery.events import Event, OnEvent, PlanReady, Warned
 from resurgo.recovery.recover import RecoverOptions, plan_recovery, recover_set
 from resurgo.recovery.report import event_text
@@ -191,8 +191,8 @@ def run_recover(args: argparse.Namespace) -> int:
             )
         options = recover_options(args, arguments, source.description,
                                   interactive=terminal is not None)
-        actual = read_actual_disks(read_paths(source.recovery_paths, arguments))
-        plan = plan_recovery(source.description, actual, options)
+        disks = actual.read_actual_disks(read_paths(source.recovery_paths, arguments))
+        plan = plan_recovery(source.description, disks, options)
         report = recover_set(
             source.loaded, plan, options, _shown(args, source.name),
             confirm=None if confirmed or terminal is None else terminal.confirm,

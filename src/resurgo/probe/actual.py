@@ -4,20 +4,17 @@ Read-only. For each whole disk: size, sector sizes, identity (WWN, serial, model
 transport, and what uses it now (mounted filesystems, active swap, holders), and
 whether it carries the running system or its boot medium, or the recovery set.
 
-Testing aid: when the environment variable RESURGO_ACTUAL_DISKS names a JSON file
-(a list of objects with the fields of ActualDisk), the disks are read from it
-instead, so that `resurgo plan` can be tested without the disks it would need.
+The planner never calls this: plan and recover read the disks here and pass them to
+make_plan. They call read_actual_disks through this module (actual.read_actual_disks),
+the one place a test gives them other disks.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
@@ -25,8 +22,6 @@ from resurgo.probe import blockdev, mounts, swap, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 from resurgo.probe.mounts import MountEntry, mount_devnum
 from resurgo.sortkeys import natural_key
-
-ENV_ACTUAL_DISKS = "RESURGO_ACTUAL_DISKS"
 
 # Kernel devices that are never disks to recover onto.
 _NOT_DISKS = re.compile(r"^(ram|zram|dm-|md|fd|sr|nbd)\d*")
@@ -46,30 +41,6 @@ SYSTEM_MOUNTPOINTS = (
 IMAGE_TYPES = frozenset({"squashfs", "iso9660", "erofs", "udf", "cramfs"})
 
 
-def load_actual_disks(path: Path) -> list[ActualDisk]:
-    """Actual disks from a JSON file (the testing aid)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise BadInput(f"{ENV_ACTUAL_DISKS}={path}: cannot read it: {e}") from None
-    known = {f.name for f in fields(ActualDisk)}
-    out: list[ActualDisk] = []
-    if not isinstance(data, list):
-        raise BadInput(f"{ENV_ACTUAL_DISKS}={path}: expected a JSON list of disks")
-    for n, item in enumerate(data):
-        if not isinstance(item, dict) or not set(item) <= known:
-            raise BadInput(
-                f"{ENV_ACTUAL_DISKS}={path}: disk {n} must be an object with fields of "
-                f"{', '.join(sorted(known))}"
-            )
-        args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}
-        try:
-            out.append(ActualDisk(**args))
-        except TypeError as e:
-            raise BadInput(f"{ENV_ACTUAL_DISKS}={path}: disk {n}: {e}") from None
-    return out
-
-
 def read_actual_disks(
     recovery_paths: Sequence[Path] = (),
     *,
@@ -77,10 +48,7 @@ def read_actual_disks(
     mountinfo: Path = mounts.MOUNTINFO,
     proc_swaps: Path = swap.PROC_SWAPS,
 ) -> list[ActualDisk]:
-    """The whole disks of this machine (or of the testing aid's file)."""
-    fake = os.environ.get(ENV_ACTUAL_DISKS)
-    if fake:
-        return load_actual_disks(Path(fake))
+    """The whole disks of this machine."""
     entries = mounts.read_mountinfo(mountinfo)
     active = swap.read_proc_swaps(proc_swaps)
     system = _system_disks(entries, sys_block)
