@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
@@ -129,7 +130,7 @@ def _logging(debug: bool) -> Iterator[None]:
 def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
     except ResurgoError as e:
         if args.debug:
             log.exception("failed")
@@ -140,8 +141,29 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (e.g. `resurgo show | head`); nothing to report.
-        sys.stderr.close()
+        _drop_output()
         return ExitCode.OK
+    try:
+        # Here, not at exit, where a reader that went away would cost exit code 120.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_output()
+    return code
+
+
+def _drop_output() -> None:
+    """Send what is left for a reader that went away to /dev/null: Python flushes
+    standard output once more at exit, which would fail again and say so on standard
+    error. (Closing standard error instead, as before, closed the caller's too.)"""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a caller's buffer): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":
