@@ -797,7 +797,7 @@ def test_the_guard_refuses_a_device_outside_the_plan(sources: dict[str, Source],
     [loop] = targets.values()
     [sid] = targets
     options = PlanOptions(targets=(loop.path,), maps=((sid, loop.path),),
-                          root=str(recovery.root))
+                          root=str(recovery.root), which=run.which)
     plan = make_plan(src.desc, read_actual_disks(), options)
     assert plan.ok, plan.failures
     n, victim = next((n, a) for n, a in enumerate(plan.actions) if a.kind == "mkfs")

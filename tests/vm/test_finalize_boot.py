@@ -85,7 +85,8 @@ desc = fileformat.read(x / "description.toml")
 plan = make_plan(
     desc,
     read_actual_disks(),
-    PlanOptions(targets=("/dev/nvme0n1",), maps=(("disk.vda", "/dev/nvme0n1"),)),
+    PlanOptions(targets=("/dev/nvme0n1",), maps=(("disk.vda", "/dev/nvme0n1"),),
+                which=run.which),
 )
 assert [m.path for m in plan.matches] == ["/dev/nvme0n1"], plan.matches
 root = Path("/mnt/resurgo")

@@ -34,6 +34,7 @@ from resurgo.plan import make_plan, render
 from resurgo.plan.model import GrowPolicy, Plan, PlanOptions
 from resurgo.probe import actual  # through the module: where tests give other disks
 from resurgo.recovery.source import SourceOptions, open_source
+from resurgo.run import which
 
 
 def assignment(what: str) -> Any:
@@ -199,6 +200,7 @@ def plan_options(arguments: PlanArguments, desc: Description, interactive: bool)
         keys=_keys({v.id for v in desc.luks_volumes}, arguments.key_files),
         interactive=interactive,
         root=arguments.root,
+        which=which,
     )
 
 

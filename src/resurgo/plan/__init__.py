@@ -63,14 +63,14 @@ __all__ = ["GrowPolicy", "Plan", "PlanOptions", "make_plan"]
 
 
 def make_plan(
-    desc: Description, actual: Sequence[ActualDisk], options: PlanOptions | None = None
+    desc: Description, actual: Sequence[ActualDisk], options: PlanOptions
 ) -> Plan:
     """The plan to recreate desc's storage on the actual disks.
 
     Raises BadInput for what a person typed wrong (a --map naming no saved disk); every
     problem of the machine is a PreconditionFailure in the plan.
     """
-    opts = options or PlanOptions()
+    opts = options
     layers = Layers(desc)
 
     def min_size(disk: Disk, lss: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from resurgo.machine import ActualDisk
+from resurgo.packages import PACKAGES
 from resurgo.plan.model import (
     Action,
     ActionKind,
@@ -16,7 +17,6 @@ from resurgo.plan.model import (
     MkfsParams,
     PreconditionFailure,
 )
-from resurgo.run import PACKAGES
 
 # The programs an executor runs for each kind of action.
 TOOLS: dict[ActionKind, tuple[str, ...]] = {

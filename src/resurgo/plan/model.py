@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
-from resurgo import run
 from resurgo.model import FsType, LvType, PartitionKind, TableLabel
 
 if TYPE_CHECKING:
@@ -403,7 +402,9 @@ class PlanOptions:
     interactive: bool = False
     # Where the recreated filesystems are mounted during recovery.
     root: str = "/mnt/resurgo"
-    which: Callable[[str], str | None] = field(default=run.which, compare=False)
+    # Where a program is installed (run.which), for the tool checks: given by the caller, so
+    # that the planner reads nothing of the machine.
+    which: Callable[[str], str | None] = field(kw_only=True, compare=False)
 
 
 @dataclass(frozen=True)

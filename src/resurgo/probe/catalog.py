@@ -64,6 +64,7 @@ from pathlib import Path
 from resurgo import run
 from resurgo.errors import BadInput, ToolMissing
 from resurgo.model import CatalogRef
+from resurgo.packages import PACKAGES
 from resurgo.probe import dpkg, rootfs
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def rpm_owned(root: Path) -> tuple[list[Owned], int]:
     if db is None:
         return [], 0
     if run.which("rpm") is None:
-        raise ToolMissing("rpm", run.PACKAGES.get("rpm"))
+        raise ToolMissing("rpm", PACKAGES.get("rpm"))
     # --dbpath names the tree's own database: the rpm running here may be built to
     # look elsewhere (Debian's looks in ~/.rpmdb).
     argv = ["rpm", "--root", str(root), "--dbpath", db, "-qa", "--qf", RPM_QUERY]

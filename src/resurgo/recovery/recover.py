@@ -68,7 +68,7 @@ AskSecret = Callable[[str], str]
 @dataclass(frozen=True)
 class RecoverOptions:
     # The plan's options, as `resurgo plan` takes them (targets, maps, grow, keys, root).
-    plan: PlanOptions = field(default_factory=PlanOptions)
+    plan: PlanOptions
     # Recreate the layout alone: no command runs, nothing is finalized.
     layout_only: bool = False
     # Read every file of the set and of its chain against its digest first.

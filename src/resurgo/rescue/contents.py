@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 
 from resurgo import run
+from resurgo.packages import PACKAGES
 
 
 class Need(StrEnum):
@@ -201,7 +202,7 @@ def package_of(name: str) -> str | None:
     for p in PROGRAMS:
         if p.name == name:
             return p.package
-    return run.PACKAGES.get(name)
+    return PACKAGES.get(name)
 
 
 # -------------------------------------------------------------------------------------
