@@ -1,10 +1,14 @@
 """Errors a user can cause, each with its own message, hint and exit code.
 
-Tracebacks are for our bugs; everything here is shown as one message.
+Tracebacks are for our bugs; everything here is shown as one message. The exit codes
+tell a caller (the rescue agent, rehearse, a script) what went wrong without reading the
+message: 5 to 7 say what to do next (another copy of the set, another identity, someone
+at the console), as borg's own codes do for its errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 
 
@@ -14,6 +18,41 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2
     PRECONDITION = 3
     NOT_AUTHENTIC = 4
+    DAMAGED = 5
+    DECRYPT_FAILED = 6
+    NOT_CONFIRMED = 7
+
+    @property
+    def meaning(self) -> str:
+        return MEANINGS[self]
+
+
+# As `resurgo --help` and the README list them.
+MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.FAILED: "the operation failed",
+    ExitCode.BAD_INPUT: "bad input or usage",
+    ExitCode.PRECONDITION: "a recovery precondition does not hold",
+    ExitCode.NOT_AUTHENTIC: "a recovery set is not authentic (unsigned or not signed by a "
+    "trusted key, or changed since it was signed)",
+    ExitCode.DAMAGED: "a recovery set is damaged or incomplete (a file missing, or not the "
+    "bytes that were saved)",
+    ExitCode.DECRYPT_FAILED: "an encrypted set cannot be decrypted with the identity given",
+    ExitCode.NOT_CONFIRMED: "the recovery was not confirmed (nothing was written)",
+}
+
+# The failures that name their cause in the exit code of the command that failed (a
+# restore, a check) rather than as 1.
+ARCHIVE_FAILURES = frozenset({ExitCode.DAMAGED, ExitCode.DECRYPT_FAILED})
+
+
+def failure_code(codes: Iterable[int]) -> ExitCode:
+    """The exit code of an operation that failed for these reasons (the first that names
+    its cause), in order: FAILED when none does."""
+    for code in codes:
+        if code in ARCHIVE_FAILURES:
+            return ExitCode(code)
+    return ExitCode.FAILED
 
 
 class ResurgoError(Exception):
@@ -49,10 +88,24 @@ class NotAuthentic(ResurgoError):
     exit_code = ExitCode.NOT_AUTHENTIC
 
 
+class Damaged(OperationFailed):
+    """A file of a recovery set that is missing, or not the bytes that were saved: its
+    size or digest differs from the set's index, or its content is not what its format
+    says. Another copy of the set, or another set, is needed."""
+
+    exit_code = ExitCode.DAMAGED
+
+
+class Undecryptable(OperationFailed):
+    """An encrypted file of a set that the identity given cannot open."""
+
+    exit_code = ExitCode.DECRYPT_FAILED
+
+
 class NotConfirmed(ResurgoError):
     """The person asked to confirm a recovery did not: nothing was written."""
 
-    exit_code = ExitCode.FAILED
+    exit_code = ExitCode.NOT_CONFIRMED
 
 
 class ToolMissing(OperationFailed):

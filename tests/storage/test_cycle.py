@@ -33,6 +33,7 @@ import pytest
 
 from resurgo import run
 from resurgo.demo import umount_below
+from resurgo.errors import ExitCode
 from tests.support import cli
 from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
 from tests.support.loopdisks import Loop, Rig, require_loop_support
@@ -284,7 +285,7 @@ def blank(rig: Rig, name: str, size: int) -> Loop:
 
 
 def test_full_set_onto_a_larger_disk_then_verify_finds_a_changed_file(
-    classic: Classic, rig: Rig, mnt: Path
+    classic: Classic, rig: Rig, mnt: Path, tmp_path: Path
 ) -> None:
     target = blank(rig, "larger", CLASSIC_SIZE * 3 // 2)
     r = cli.spawn("recover", "--from", classic.sets, "--set", classic.set1, "--target",
@@ -316,6 +317,18 @@ def test_full_set_onto_a_larger_disk_then_verify_finds_a_changed_file(
     assert text.returncode == 1
     assert "/srv/rich/plain.txt: content" in text.stdout
     assert "/home/rich/plain.txt: mode" in text.stdout
+
+    # A manifest damaged on the medium: not a difference of the system, its own code.
+    sets = copy_sets(classic.sets, tmp_path / "sets", [classic.set1])
+    manifest = sets / classic.set1 / "archives" / f"{classic.root_fs}.manifest"
+    with open(manifest, "r+b") as f:
+        f.seek(manifest.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    r = cli.spawn("verify", "--from", sets, "--root", mnt, state=classic.state)
+    assert r.returncode == ExitCode.DAMAGED, r.output
+    assert f"{classic.root_fs}.manifest" in r.output and "damaged" in r.output
 
 
 def test_incremental_set_onto_a_smaller_disk_after_a_killed_save(
@@ -390,7 +403,7 @@ def test_truncated_set_is_refused_before_any_disk_is_touched(
     before = sha256_of(target.image)
     r = cli.spawn("recover", "--from", sets, "--target", target.path, "--yes", "--root", mnt,
                   state=tmp_path / "state")
-    assert r.returncode == 1, r.output
+    assert r.returncode == ExitCode.DAMAGED, r.output
     # The incremental set reads from set 1: its truncated archive is found by the check.
     assert "incomplete" in r.stderr and f"{classic.root_fs}.archive" in r.stderr
     assert "recreating the layout" not in r.stdout
@@ -410,19 +423,20 @@ def test_a_corrupted_byte_is_found_and_named(
     target = blank(rig, "corrupt", CLASSIC_SIZE)
     r = cli.spawn("recover", "--from", sets, "--target", target.path, "--yes", "--root", mnt,
                   "--no-finalize", "--json", state=tmp_path / "state")
-    assert r.returncode == 1, r.output
+    assert r.returncode == ExitCode.DAMAGED, r.output
     out = r.json()
     statuses = [c["status"] for c in out["commands"]["commands"]]
     assert statuses[0] == "failed" and set(statuses[1:]) == {"not-run"}
     failed = out["commands"]["commands"][0]
     assert f"{classic.root_fs}.archive" in failed["message"]
     assert "damaged" in failed["message"]
+    assert failed["exit_code"] == ExitCode.DAMAGED
     # Read first, the set's own checksums find the same byte before any wipe.
     target2 = blank(rig, "corrupt2", CLASSIC_SIZE)
     before = sha256_of(target2.image)
     r = cli.spawn("recover", "--from", sets, "--target", target2.path, "--yes", "--root",
                   tmp_path / "mnt2", "--verify-set", state=tmp_path / "state2")
-    assert r.returncode == 1, r.output
+    assert r.returncode == ExitCode.DAMAGED, r.output
     assert f"{classic.root_fs}.archive" in r.stderr and "damaged" in r.stderr
     assert sha256_of(target2.image) == before
 
@@ -444,7 +458,7 @@ def test_encrypted_set_needs_its_identity(
     run.run(["age-keygen", "-o", str(wrong)])
     r = cli.spawn("recover", "--from", classic.encrypted, "--target", target.path, "--yes",
                   "--root", mnt, "--identity", wrong, state=tmp_path / "state")
-    assert r.returncode == 1, r.output
+    assert r.returncode == ExitCode.DECRYPT_FAILED, r.output
     assert "decrypt" in r.stderr
     assert sha256_of(target.image) == before
 

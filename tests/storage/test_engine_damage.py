@@ -32,7 +32,7 @@ from resurgo.engine.records import (
     entry_record,
     start_record,
 )
-from resurgo.errors import ExitCode, OperationFailed
+from resurgo.errors import Damaged, ExitCode, OperationFailed, Undecryptable
 from tests.support.trees import write
 
 pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
@@ -91,7 +91,9 @@ def test_one_corrupted_byte_is_found_and_named(
     with pytest.raises(ArchiveDamaged) as info:
         _restore(tmp_path / "target", damaged, manifest)
     assert str(damaged) in str(info.value)
-    assert isinstance(info.value, OperationFailed) and info.value.exit_code == ExitCode.FAILED
+    # Its own exit code: the rescue tells damage from other failures.
+    assert isinstance(info.value, OperationFailed) and info.value.exit_code == ExitCode.DAMAGED
+    assert isinstance(info.value, Damaged)
 
 
 def test_damaged_file_data_names_the_file(saved: tuple[SaveResult, Path, Path],
@@ -166,18 +168,22 @@ def test_encrypted_archive(tmp_path: Path, keys: tuple[Path, str, Path]) -> None
     for stream in (archive, manifest):
         assert stream.read_bytes().startswith(b"age-encryption.org/v1")
         assert b"small/" not in stream.read_bytes()
-    with pytest.raises(DecryptionFailed, match="no identity was given"):
+    with pytest.raises(DecryptionFailed, match="no identity was given") as refused:
         _restore(tmp_path / "target", archive, manifest)
-    with pytest.raises(DecryptionFailed, match="no identity matched"):
+    assert refused.value.exit_code == ExitCode.DECRYPT_FAILED
+    with pytest.raises(DecryptionFailed, match="no identity matched") as refused:
         _restore(tmp_path / "target", archive, manifest, identity=other)
+    assert refused.value.exit_code == ExitCode.DECRYPT_FAILED
+    assert isinstance(refused.value, Undecryptable)
     _restore(tmp_path / "target", archive, manifest, identity=key)
     assert verify_tree(tmp_path / "target", Source.file(manifest), identity=key) == []
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
     damaged = tmp_path / "damaged.archive"
     damaged.write_bytes(data)
-    with pytest.raises(ArchiveDamaged, match="authenticate"):
+    with pytest.raises(ArchiveDamaged, match="authenticate") as info:
         _restore(tmp_path / "target", damaged, manifest, identity=key)
+    assert info.value.exit_code == ExitCode.DAMAGED
 
 
 def _craft(out: Path, items: list[tuple[Header, bytes]], *, blocks: bool = False,

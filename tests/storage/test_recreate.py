@@ -39,6 +39,7 @@ import pytest
 
 from resurgo import fileformat, run
 from resurgo.demo import umount_below
+from resurgo.errors import ExitCode
 from resurgo.model import Description, Filesystem, FormatInfo, FsType, Mount
 from resurgo.probe import mounts
 from resurgo.probe.state import StorageState
@@ -706,7 +707,7 @@ def test_confirmation_on_the_terminal(sources: dict[str, Source], recovery: Reco
     [loop] = targets.values()
     before = sha256(loop.path)
     r = confirm_on_a_terminal(recovery, src, targets, "no")
-    assert r.code == 1
+    assert r.code == ExitCode.NOT_CONFIRMED
     assert "Everything on these disks will be erased" in r.stderr
     assert loop.path in r.stderr
     assert "not confirmed: nothing was written" in r.stderr

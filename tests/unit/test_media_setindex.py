@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from blake3 import blake3
 
-from resurgo.errors import BadInput, OperationFailed
+from resurgo.errors import BadInput, ExitCode, OperationFailed
 from resurgo.media import setindex
 from resurgo.media.setindex import FileEntry, SetKind, SetMeta
 from resurgo.media.streams import BytesSource, FileReader, FileWriter
@@ -90,6 +90,7 @@ def test_damaged_index(change: dict[str, object], why: str) -> None:
     with pytest.raises(OperationFailed, match="unreadable") as e:
         setindex.decode(json.dumps(doc).encode(), "m set x")
     assert why in e.value.message
+    assert e.value.exit_code == ExitCode.DAMAGED
 
 
 def test_newer_version_refused_and_not_json() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from resurgo.errors import OperationFailed
+from resurgo.errors import Damaged, ExitCode, OperationFailed
 from resurgo.media import limits
 from resurgo.media.setindex import FileEntry
 from resurgo.media.streams import FileReader
@@ -79,8 +79,9 @@ def test_a_local_file_that_grew_is_not_handed_out_nor_hashed_to_its_end(tmp_path
     assert fd is not None
     # It grows (sparse, 1 TiB) while a program reads it through the descriptor.
     os.truncate(path, 1 << 40)
-    with pytest.raises(OperationFailed, match="has 5001 bytes, the set recorded 5000"):
+    with pytest.raises(OperationFailed, match="has 5001 bytes, the set recorded 5000") as e:
         reader.check_whole()
+    assert isinstance(e.value, Damaged) and e.value.exit_code == ExitCode.DAMAGED
     # Grown before it was opened: no descriptor, read() stops one byte past.
     reader = FileReader(entry("archives/a", data), LocalSource(path), "here")
     assert reader.local_file() is None

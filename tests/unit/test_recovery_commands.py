@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
+from resurgo.errors import ExitCode
 from resurgo.model import Command, Description, OnFailure
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.report import restore_summary
-from resurgo.recovery.restore import CommandResult, Status, run_commands
+from resurgo.recovery.restore import CommandResult, RestoreOutcome, Status, run_commands
 from tests.support.builders import description
 
 
@@ -43,5 +44,27 @@ def test_a_failure_that_aborts_stops_the_recovery_there(tmp_path: Path) -> None:
                                                Status.NOT_RUN]
     assert not out.ok and out.aborted_at == 20
     assert "no step built into this resurgo" in out.results[1].message
+    assert out.results[1].exit_code == ExitCode.FAILED and out.exit_code == ExitCode.FAILED
     assert "the recovery stopped at command 20" in restore_summary(out)
     assert out.restored() == {10}
+
+
+def result(seq: int, code: int, on_failure: OnFailure = OnFailure.ABORT) -> CommandResult:
+    return CommandResult(seq, "resurgo:restore", (), str(on_failure), Status.FAILED,
+                         exit_code=code)
+
+
+def test_the_exit_code_names_the_archive_failure_that_stopped_the_restore() -> None:
+    damaged = RestoreOutcome([result(10, ExitCode.DAMAGED)], aborted_at=10)
+    assert damaged.exit_code == ExitCode.DAMAGED
+    locked = RestoreOutcome([result(10, ExitCode.DECRYPT_FAILED)], aborted_at=10)
+    assert locked.exit_code == ExitCode.DECRYPT_FAILED
+    # The first failure the recovery needed decides; a passed one does not count.
+    mixed = RestoreOutcome([result(10, ExitCode.DAMAGED, OnFailure.CONTINUE),
+                            result(20, ExitCode.FAILED)], aborted_at=20)
+    assert mixed.exit_code == ExitCode.FAILED
+    passed = RestoreOutcome([result(10, ExitCode.DAMAGED, OnFailure.CONTINUE)])
+    assert passed.ok and passed.exit_code == ExitCode.OK
+    # Other codes a failing command's error carries are failures all the same.
+    odd = RestoreOutcome([result(10, ExitCode.PRECONDITION)], aborted_at=10)
+    assert odd.exit_code == ExitCode.FAILED

@@ -65,9 +65,7 @@ def build_parser() -> ArgumentParser:
         prog="resurgo",
         description="Automated system recovery for Linux.",
         parents=[common],
-        epilog="exit codes: 0 success, 1 the operation failed, 2 bad input or usage, "
-        "3 a recovery precondition does not hold, 4 a recovery set is not authentic "
-        "(unsigned or not signed by a trusted key, or changed since it was signed)",
+        epilog="exit codes: " + ", ".join(f"{c.value} {c.meaning}" for c in ExitCode),
     )
     parser.add_argument("--version", action="version", version=f"resurgo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)

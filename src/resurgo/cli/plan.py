@@ -10,7 +10,9 @@ interfaces, the commands), from the configuration the description carries. The p
 hash covers all of it: `recover --plan-hash` runs exactly what was shown.
 
 Exit 0 when the plan can be executed, 3 when a precondition fails (all are listed),
-2 for bad input (a --map, --key-file or --net-map that does not parse or names nothing).
+2 for bad input (a --map, --key-file or --net-map that does not parse or names nothing);
+reading a set, 4 when it is not authentic, 5 when it is damaged or incomplete, 6 when the
+--identity cannot decrypt its sealed files.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="show what a recovery would do to the actual disks, without writing",
         description="Match the saved disks to this machine's disks, fit the saved layout "
         "to them, list every action in order and check every precondition. Nothing is "
-        "written. Exit 0: the plan can be executed; 3: a precondition fails; 2: bad input.",
+        "written. Exit 0: the plan can be executed; 3: a precondition fails; 2: bad input; "
+        "4, 5, 6: the set is not authentic, damaged, or not decrypted by --identity.",
     )
     add_plan_arguments(p)
     # recover has its own --identity (it also opens the archives).

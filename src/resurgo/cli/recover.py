@@ -21,10 +21,13 @@ the plan shown and hashed is still the whole plan, as `resurgo plan` shows it.
 tests: recover kills itself right after the N-th action of the layout, before journaling
 it, as a crash would (apply.crash).
 
-Exit 0 done; 1 an action or command failed (damage in an archive is named), or not
-confirmed; 2 bad input (a --net-map naming no interface, among others) or no way to
-confirm; 3 a precondition fails or the plan hash differs, or an encrypted set without
---identity (nothing was written in these cases).
+Exit 0 done; 1 an action or command failed; 2 bad input (a --net-map naming no
+interface, among others) or no way to confirm; 3 a precondition fails or the plan hash
+differs, or an encrypted set without --identity; 4 a set not signed by the trusted
+signers; 5 the set is damaged or incomplete (the archive and the files concerned are
+named; before any write when the set's checks or --verify-set find it); 6 the identity
+cannot decrypt the set; 7 not confirmed. Nothing was written for 2, 3, 4 and 7, nor for
+5 and 6 found before the plan was executed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from resurgo.cli.plan import (
     plan_options,
     read_paths,
 )
-from resurgo.errors import BadInput, OperationFailed
+from resurgo.errors import BadInput, NotConfirmed
 from resurgo.finalize.planned import section
 from resurgo.model import Description
 from resurgo.plan.model import Plan
@@ -68,9 +71,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "tables, create md arrays, LUKS and LVM volumes, filesystems, swap and btrfs "
         "subvolumes with the saved identities, mount the result under --root, restore "
         "every filesystem's files from the set, check them and make the system boot. "
-        "Resumable: run it again after an interruption. Exit 0 done; 1 failed or not "
-        "confirmed; 2 bad input; 3 a precondition fails, the plan hash differs, or an "
-        "encrypted set without --identity (nothing written).",
+        "Resumable: run it again after an interruption. Exit 0 done; 1 failed; 2 bad "
+        "input; 3 a precondition fails, the plan hash differs, or an encrypted set without "
+        "--identity (nothing written); 4 not authentic; 5 the set is damaged or "
+        "incomplete; 6 the identity cannot decrypt it; 7 not confirmed.",
     )
     add_plan_arguments(p)
     p.add_argument(
@@ -138,7 +142,7 @@ class Terminal:
         self.writer.flush()
         answer = self.reader.readline()
         if not answer:
-            raise OperationFailed("no answer (end of input): nothing was written")
+            raise NotConfirmed("no answer (end of input): nothing was written")
         return answer.strip()
 
     def confirm(self, plan: Plan) -> bool:

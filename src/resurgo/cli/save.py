@@ -2,7 +2,8 @@
 
 Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had);
 2 bad input; 3 a precondition fails (an incremental set without a full one to build on);
-4 the parent of an incremental set is not signed by the trusted signers.
+4 the parent of an incremental set is not signed by the trusted signers; 5 it is
+damaged or incomplete.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "one archive and manifest per filesystem and btrfs subvolume, the rescue image. "
         "The set appears only when complete. Left out: the contents of /proc, /sys, /dev, "
         "/run and /tmp, --exclude paths, and the set itself. Exit 0 saved; 1 failed; 2 bad "
-        "input; 3 --incremental with no set to build on.",
+        "input; 3 --incremental with no set to build on; 4 or 5 its parent set is not "
+        "authentic, or damaged.",
     )
     p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",

@@ -6,7 +6,9 @@ changed on purpose (recover records it in its state directory) is reported apart
 not count; without that record it counts as a difference.
 
 Exit 0 no difference; 1 a difference (listed by path) or a tree that could not be read;
-2 bad input; 3 an encrypted set without --identity.
+2 bad input; 3 an encrypted set without --identity; 4 a set not signed by the trusted
+signers; 5 the set is damaged or incomplete (a manifest among others); 6 the identity
+cannot decrypt it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from resurgo.cli.source import add_source_arguments, source_options
-from resurgo.errors import BadInput, ExitCode, PreconditionFailed
-from resurgo.recovery import report
-from resurgo.recovery.check import check_units
+from resurgo.errors import BadInput, PreconditionFailed
+from resurgo.recovery.events import Event
+from resurgo.recovery.report import event_text
 from resurgo.recovery.source import open_source
+from resurgo.recovery.verify import VerifyOptions, verify_restored
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -33,7 +36,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "under --root with the manifests of the recovery set: content and metadata (mode, "
         "owner, times, xattrs, ACLs, capabilities, hard links, device numbers). Exit 0 no "
         "difference; 1 differences (listed by path); 2 bad input; 3 an encrypted set "
-        "without --identity.",
+        "without --identity; 4 not authentic; 5 the set is damaged or incomplete; 6 the "
+        "identity cannot decrypt it.",
     )
     add_source_arguments(p, description_file=False)
     p.add_argument("--root", type=Path, required=True, metavar="MNT",
@@ -46,29 +50,25 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root: Path = args.root
-    if not root.is_dir():
-        raise BadInput(f"--root {root}: not a directory")
+    options = VerifyOptions(root=args.root, content=not args.metadata_only)
+    if not options.root.is_dir():
+        raise BadInput(f"--root {options.root}: not a directory")
     from resurgo import run as runner
 
     if not runner.is_root():
         raise PreconditionFailed("verify needs root (it reads every file and mounts private "
                                  "views of the filesystems)", "run resurgo as root")
 
-    def said(line: str) -> None:
-        if not args.json:
+    def said(event: Event) -> None:
+        line = None if args.json else event_text(event)
+        if line is not None:
             print(line, flush=True)
 
     with open_source(source_options(args), identity=args.identity, read_manifests=True) as source:
-        loaded = source.loaded
-        assert loaded is not None
-        said(f"verifying {root} against set {loaded.id} on {loaded.medium.url}")
-        outcome = check_units(loaded, root, content=not args.metadata_only,
-                              report=lambda u: said(report.check_line(u)))
+        assert source.loaded is not None
+        verified = verify_restored(source.loaded, options, said)
     if args.json:
-        data = {"set": {"id": loaded.id, "medium": loaded.medium.url}, "root": str(root),
-                **report.check_data(outcome)}
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(json.dumps(verified.data(), indent=2) + "\n")
     else:
-        print(report.check_summary(outcome).rstrip())
-    return ExitCode.OK if outcome.ok else ExitCode.FAILED
+        print(verified.text().rstrip())
+    return verified.exit_code

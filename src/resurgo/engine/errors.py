@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from resurgo.errors import OperationFailed
+from resurgo.errors import Damaged, OperationFailed, Undecryptable
 
 _NOT_THIS_COPY = (
     "do not trust this copy: restore from another copy of the recovery set, or an older set"
@@ -27,7 +27,7 @@ class ArchiveError(OperationFailed):
         self.paths = tuple(paths)
 
 
-class ArchiveDamaged(ArchiveError):
+class ArchiveDamaged(ArchiveError, Damaged):
     """The bytes of an archive or manifest are not what was saved (corrupt, truncated)."""
 
     def __init__(self, archive: str, why: str, paths: Sequence[str] = ()) -> None:
@@ -41,7 +41,7 @@ class ArchiveDamaged(ArchiveError):
         )
 
 
-class DecryptionFailed(ArchiveError):
+class DecryptionFailed(ArchiveError, Undecryptable):
     """An encrypted archive without (the right) age identity."""
 
     def __init__(self, archive: str, why: str) -> None:

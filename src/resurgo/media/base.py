@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from resurgo import signing
-from resurgo.errors import BadInput, NotAuthentic, OperationFailed, PreconditionFailed
+from resurgo.errors import BadInput, Damaged, NotAuthentic, OperationFailed, PreconditionFailed
 from resurgo.media import setindex
 from resurgo.media.setindex import FileEntry, SetIndex, SetKind, SetMeta
 from resurgo.media.streams import FileReader, FileWriter, Sink, Source
@@ -306,7 +306,7 @@ class SetReader:
         """
         problems = self.problems()
         if problems:
-            raise OperationFailed(
+            raise Damaged(
                 f"recovery set {self.where} is incomplete: " + "; ".join(problems),
                 "restore from another set, or save a new one",
             )

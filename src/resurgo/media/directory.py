@@ -12,7 +12,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from resurgo.errors import OperationFailed
+from resurgo.errors import Damaged, OperationFailed
 from resurgo.media import limits
 from resurgo.media.streams import Sink, Source
 from resurgo.media.tree import TreeBackend, not_plain, parts_below
@@ -198,7 +198,7 @@ class LocalFiles:
         try:
             fd = _plain_file(self._open(path, _READ))
         except FileNotFoundError:
-            raise OperationFailed(
+            raise Damaged(
                 f"{path} is missing on {self.url}", "the set is incomplete: use another set"
             ) from None
         except NotPlain:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from resurgo import run
-from resurgo.errors import BadInput, CommandFailed, OperationFailed
+from resurgo.errors import BadInput, CommandFailed, Damaged, OperationFailed
 from resurgo.media import limits, setindex
 from resurgo.media.base import Backend, Staging
 from resurgo.media.streams import BytesSource, Sink, Source
@@ -164,7 +164,7 @@ class FloppyBackend(Backend):
     def open_file(self, set_id: str, name: str) -> Source:
         data = self._read(set_id, name) if self.check_image() else None
         if data is None:
-            raise OperationFailed(
+            raise Damaged(
                 f"{set_id}/{name} is missing on {self.url}", "the set is incomplete"
             )
         return BytesSource(data)

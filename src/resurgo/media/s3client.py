@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, overload
 
-from resurgo.errors import OperationFailed
+from resurgo.errors import Damaged, OperationFailed
 from resurgo.media import limits, sigv4
 from resurgo.media.s3config import S3Settings
 
@@ -468,7 +468,7 @@ class S3Client:
             if resp.status == 404 and resp.error[0] != "NoSuchBucket":
                 if missing_ok:
                     return None
-                raise OperationFailed(
+                raise Damaged(
                     f"{key} is missing on {self.url}", "the set is incomplete: use another set"
                 )
             if resp.status == 412:

@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from resurgo import digest
-from resurgo.errors import BadInput, OperationFailed
+from resurgo.errors import BadInput, Damaged, OperationFailed
 from resurgo.signing import SIGNATURE_NAME
 
 FORMAT = "resurgo-set"
@@ -165,8 +165,8 @@ def encode(index: SetIndex) -> bytes:
 def decode(data: bytes, where: str) -> SetIndex:
     """Parse an index; ``where`` names it in error messages (medium and set)."""
 
-    def bad(why: str) -> OperationFailed:
-        return OperationFailed(
+    def bad(why: str) -> Damaged:
+        return Damaged(
             f"the index of recovery set {where} is unreadable: {why}",
             "the set is damaged: use another set, or delete this one",
         )

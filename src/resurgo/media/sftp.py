@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from resurgo import run
-from resurgo.errors import BadInput, OperationFailed
+from resurgo.errors import BadInput, Damaged, OperationFailed
 from resurgo.media import limits
 from resurgo.media import sftp_protocol as p
 from resurgo.media.streams import Sink, Source
@@ -320,7 +320,7 @@ class SftpFiles:
     def open_read(self, path: str) -> Source:
         with self._errors(f"open {path}"):
             if self._plain(path) is None:
-                raise OperationFailed(
+                raise Damaged(
                     f"{path} is missing on {self.url}", "the set is incomplete: use another set"
                 )
             handle = self.s.conn.open(path, p.FXF_READ)

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Protocol
 
 from resurgo import digest
-from resurgo.errors import OperationFailed
+from resurgo.errors import Damaged
 from resurgo.media import limits
 from resurgo.media.setindex import FileEntry
 
@@ -209,8 +209,8 @@ class FileReader(io.RawIOBase):
         if self._hash.hexdigest() != self.entry.digest:
             raise self._damaged("its digest differs from the one recorded when it was saved")
 
-    def _damaged(self, why: str) -> OperationFailed:
-        return OperationFailed(
+    def _damaged(self, why: str) -> Damaged:
+        return Damaged(
             f"{self.entry.name} in {self._where} is damaged: {why}",
             "do not restore from this copy: use another recovery set or another copy of the medium",
         )

@@ -4,7 +4,9 @@ system on its disks and back.
     save_set(medium, SaveOptions, progress) -> SaveReport
         describe the system, archive each of its trees into a new set on the medium;
     recover_set(loaded, plan, RecoverOptions, on_event) -> RecoverReport
-        execute the plan on the disks, restore the set's trees, check them, finalize.
+        execute the plan on the disks, restore the set's trees, check them, finalize;
+    verify_restored(loaded, VerifyOptions, on_event) -> VerifyReport
+        check a restored system's trees against the set's manifests.
 
 Each takes frozen options, tells what it does through typed events (recovery.events:
 steps started and ended with their times, progress lines, warnings) and returns a report
@@ -24,13 +26,17 @@ from resurgo.recovery import events
 from resurgo.recovery.recover import RecoverOptions, recover_set
 from resurgo.recovery.report import RecoverReport
 from resurgo.recovery.save import SaveOptions, SaveReport, save_set
+from resurgo.recovery.verify import VerifyOptions, VerifyReport, verify_restored
 
 __all__ = [
     "RecoverOptions",
     "RecoverReport",
     "SaveOptions",
     "SaveReport",
+    "VerifyOptions",
+    "VerifyReport",
     "events",
     "recover_set",
     "save_set",
+    "verify_restored",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from resurgo import private
 from resurgo.apply.journal import state_dir
 from resurgo.engine import Mismatch, verify_tree
-from resurgo.errors import ResurgoError
+from resurgo.errors import ExitCode, ResurgoError, failure_code
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.trees import unit_tree
 from resurgo.restoreunits import Unit
@@ -40,6 +40,8 @@ class UnitCheck:
     expected: tuple[Mismatch, ...] = ()
     error: str | None = None
     seconds: float = 0.0
+    # The exit code of the error that kept it from being checked (a damaged manifest: 5).
+    exit_code: int = 0
 
     @property
     def ok(self) -> bool:
@@ -109,7 +111,7 @@ def check_unit(loaded: LoadedSet, unit: Unit, root: Path, *, content: bool,
                                 content=content)
     except ResurgoError as e:
         return UnitCheck(unit.key, unit.label, unit.mountpoint, error=str(e),
-                         seconds=time.monotonic() - start)
+                         seconds=time.monotonic() - start, exit_code=e.exit_code)
     real: list[Mismatch] = []
     expected: list[Mismatch] = []
     for m in found:
@@ -133,6 +135,14 @@ class CheckOutcome:
     @property
     def mismatches(self) -> int:
         return sum(len(u.mismatches) for u in self.units)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """OK, or what kept a tree from being checked (damage, decryption) before the
+        differences found (FAILED)."""
+        if self.ok:
+            return ExitCode.OK
+        return failure_code(u.exit_code for u in self.units if u.error is not None)
 
 
 def check_units(loaded: LoadedSet, root: Path, *, content: bool,

@@ -25,6 +25,8 @@ class Step(StrEnum):
     # The restored trees walked against their manifests.
     CHECK = "check"
     FINALIZE = "finalize"
+    # Verifying: a restored system's trees against the manifests, content included.
+    VERIFY = "verify"
     # Saving: the system described, each tree archived, the rescue image built.
     DESCRIBE = "describe"
     SAVE = "save"

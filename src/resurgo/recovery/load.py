@@ -19,7 +19,7 @@ from pathlib import Path
 from resurgo import fileformat
 from resurgo.engine import Source
 from resurgo.engine.source import ManifestStream
-from resurgo.errors import BadInput, NotAuthentic, OperationFailed, PreconditionFailed
+from resurgo.errors import BadInput, Damaged, NotAuthentic, OperationFailed, PreconditionFailed
 from resurgo.media import Medium, SetInfo, SetReader
 from resurgo.model import Description
 from resurgo.recovery import secrets, setfiles
@@ -188,7 +188,7 @@ def load_set(
     for u in found:
         for name in (u.manifest_name, u.archive_name):
             if reader.index.file(name) is None:
-                raise OperationFailed(
+                raise Damaged(
                     f"recovery set {reader.where} has no {name} for {u.label} "
                     f"({u.command.program} {' '.join(u.command.args)})",
                     "the set is incomplete: use another set",
@@ -211,20 +211,20 @@ def check_manifest_chain(loaded: LoadedSet, unit: Unit) -> None:
     with ManifestStream(loaded.manifest(unit), loaded.identity) as ms:
         chain = ms.header.chain
     if chain[-1] != loaded.id:
-        raise OperationFailed(
+        raise Damaged(
             f"{unit.manifest_name} in set {loaded.id} is the manifest of set {chain[-1]}",
             "the set was changed by hand: use another set",
         )
     for set_id in chain:
         reader = loaded.chain.get(set_id)
         if reader is None:
-            raise OperationFailed(
+            raise Damaged(
                 f"{unit.label} needs the archive of set {set_id}, which is not in the chain "
                 f"of set {loaded.id} on {loaded.medium.url}",
                 "restore from a set whose chain is complete",
             )
         if reader.index.file(unit.archive_name) is None:
-            raise OperationFailed(
+            raise Damaged(
                 f"set {set_id} has no {unit.archive_name}, which {unit.label} needs",
                 "the set is incomplete: use another set",
             )

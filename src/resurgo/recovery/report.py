@@ -219,11 +219,19 @@ class RecoverReport:
 
     @property
     def exit_code(self) -> ExitCode:
+        """As `resurgo recover` exits: a restore that failed on a damaged archive, or on
+        one it could not decrypt, says so (errors.ExitCode)."""
         if self.refused is not None:
             return self.refused.exit_code
         if not self.plan.ok:
             return ExitCode.PRECONDITION
-        return ExitCode.OK if self.ok else ExitCode.FAILED
+        if self.ok:
+            return ExitCode.OK
+        if self.restore is not None and not self.restore.ok:
+            return self.restore.exit_code
+        if self.check is not None and not self.check.ok:
+            return self.check.exit_code
+        return ExitCode.FAILED
 
     def data(self) -> dict[str, Any]:
         """The --json of recover: the keys appear as the steps are reached."""
@@ -282,14 +290,18 @@ def _finalize_data(f: FinalizeResult) -> dict[str, Any] | None:
     return finalize.data(f.report)
 
 
+# The steps of recover that follow the plan, each after a blank line.
+_RECOVER_STEPS = frozenset({Step.LAYOUT, Step.RESTORE, Step.CHECK, Step.FINALIZE})
+
+
 def event_text(event: Event) -> str | None:
     """The line(s) a person sees for an event (no newline at the end), None for none: a
-    step's title (after a blank line, but for the reading of the set that comes before
-    the plan), its progress, its summary.
+    step's title (a step of recover after the plan, after a blank line), its progress,
+    its summary.
     PlanReady and Warned are shown by the caller (the plan with its source's name; a
     warning on stderr)."""
     if isinstance(event, StepStarted):
-        return event.title if event.step is Step.VERIFY_SET else "\n" + event.title
+        return "\n" + event.title if event.step in _RECOVER_STEPS else event.title
     if isinstance(event, Progress):
         return event.line
     if isinstance(event, StepEnded):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from resurgo import run
 from resurgo.engine import ArchiveError, restore_tree
-from resurgo.errors import ResurgoError
+from resurgo.errors import ExitCode, ResurgoError, failure_code
 from resurgo.model import Command, OnFailure
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.trees import Tree, unit_tree
@@ -55,6 +55,8 @@ class CommandResult:
     damaged: str | None = None
     damaged_paths: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The exit code of the error that failed it (damage 5, decryption 6, else 1).
+    exit_code: int = 0
 
     @property
     def line(self) -> str:
@@ -73,6 +75,15 @@ class RestoreOutcome:
         may fail: it is reported, and does not fail the recovery)."""
         return not any(r.status == Status.FAILED and r.on_failure != OnFailure.CONTINUE
                        for r in self.results)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """OK, or that of the first command that failed the recovery: DAMAGED or
+        DECRYPT_FAILED when its archive was the cause, else FAILED."""
+        if self.ok:
+            return ExitCode.OK
+        return failure_code(r.exit_code for r in self.results
+                            if r.status == Status.FAILED and r.on_failure != OnFailure.CONTINUE)
 
     def passed_failures(self) -> list[CommandResult]:
         return [r for r in self.results
@@ -146,7 +157,8 @@ def run_commands(loaded: LoadedSet, root: Path, report: Report | None = None) ->
             paths = e.paths if isinstance(e, ArchiveError) else ()
             result = CommandResult(c.seq, c.program, c.args, str(c.on_failure), Status.FAILED,
                                    c.description, str(e), time.monotonic() - start,
-                                   damaged=damaged, damaged_paths=paths)
+                                   damaged=damaged, damaged_paths=paths,
+                                   exit_code=e.exit_code)
         outcome.results.append(result)
         if report is not None:
             report(result)

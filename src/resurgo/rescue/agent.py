@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from resurgo import __version__, digest, private, run, signing
-from resurgo.errors import ResurgoError
+from resurgo.errors import ExitCode, ResurgoError
 from resurgo.recovery.setfiles import RESCUE
 from resurgo.rescue import cmdline, keys, locate, system
 from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
@@ -524,13 +524,36 @@ class Agent:
         how = "attended" if self.args.recover is Mode.ASK else "unattended"
         self.say(f"{how}: resurgo.recover={self.args.recover}, then {self.args.after}")
         rc = self.recover()
-        self.say(
-            "recovery finished: ok" if rc == 0 else f"recovery finished: FAILED (exit code {rc})"
-        )
+        for line in finished(rc):
+            self.say(line)
         if self.args.after is not After.SHELL:
             self.say(f"{self.args.after} now")
             system.power(str(self.args.after))
         return rc
+
+
+# What the person at the console does next, for the failures that say it.
+_NEXT = {
+    ExitCode.DAMAGED: "recover from another copy of the set, or from another set",
+    ExitCode.DECRYPT_FAILED: "give the age identity the set was saved for "
+    '(resurgo.args="--identity FILE")',
+    ExitCode.NOT_AUTHENTIC: "recover from a set the trusted signers signed",
+}
+
+
+def finished(rc: int) -> list[str]:
+    """How the run ended, for the console and the log: the exit code, and for a failure
+    what it means (a damaged set, an identity that cannot decrypt it, a refusal to
+    confirm...) and what to do next."""
+    if rc == 0:
+        return ["recovery finished: ok"]
+    out = [f"recovery finished: FAILED (exit code {rc})"]
+    try:
+        code = ExitCode(rc)
+    except ValueError:
+        return out  # not resurgo's (a signal's, 130 for an interrupt)
+    out.append(f"exit code {rc}: {code.meaning}" + (f": {_NEXT[code]}" if code in _NEXT else ""))
+    return out
 
 
 def recover_argv(
