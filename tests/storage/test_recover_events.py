@@ -56,13 +56,19 @@ def test_the_events_and_the_report_tell_the_same_recovery(
     with open_medium(str(sets)) as medium:
         loaded = load_set(medium, None, read_manifests=True)
         assert loaded.id == saved.set.id
+        after: list[tuple[int, str]] = []
         options = RecoverOptions(plan=PlanOptions(targets=(target.path,), root=str(mnt)),
-                                 skip_finalize=True)
+                                 skip_finalize=True,
+                                 after_action=lambda n, a: after.append((n, a.id)))
         plan = plan_recovery(loaded.description, read_actual_disks((sets,)), options)
         assert plan.ok, plan.failures
         report = recover_set(loaded, plan, options, events.append)
 
     assert report.exit_code == ExitCode.OK and report.ok
+    # The hook saw every action done, in order, each before it was journaled.
+    assert report.outcome is not None
+    assert after == [(n, r.id) for n, r in enumerate(report.outcome.results, 1)]
+    assert all(r.status == "done" for r in report.outcome.results)
     assert (mnt / "srv/data.txt").read_bytes() == b"kept\n"
     assert not [e for e in events if isinstance(e, Warned)]
     # The plan comes first (shown before anything is written), then the steps in order.

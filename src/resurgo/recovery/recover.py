@@ -81,6 +81,8 @@ class RecoverOptions:
     journal: Path | None = None
     finalize: FinalizeOptions = field(default_factory=FinalizeOptions)
     skip_finalize: bool = False
+    # Called once each action ran and the disks show it, before it is journaled (see
+    # apply.execute): where a crash leaves an action done but unrecorded.
     after_action: AfterAction | None = None
 
 
@@ -188,7 +190,7 @@ def _layout(events: _Run, plan: Plan, options: RecoverOptions,
     with events.step(Step.LAYOUT, f"recreating the layout ({len(plan.actions)} actions)") \
             as box:
         outcome = Executor(plan, journal_for(plan, options), luks_keys, progress,
-                           options.after_action).run()
+                           after_action=options.after_action).run()
         box.append((outcome.ok, lines.layout_summary(outcome)))
     return outcome
 
@@ -243,7 +245,6 @@ def _finalize(events: _Run, loaded: LoadedSet, plan: Plan, root: Path,
 
 
 __all__ = [
-    "AfterAction",
     "AskSecret",
     "Confirm",
     "RecoverOptions",
