@@ -446,7 +446,7 @@ class Plan:
     # The description's commands, in the order recover runs them after the layout (a
     # recover --layout-only runs none of them: it executes the layout part of this plan).
     commands: tuple[PlannedCommand, ...] = ()
-    # What finalize will do (its preview, cli.finalizing); None when it will not run, or
+    # What finalize will do (its preview, finalize.planned); None when it will not run, or
     # when the plan cannot be executed.
     finalize: FinalizeReport | None = None
 
