@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from resurgo import run
 from resurgo.demo import umount_below
 from resurgo.errors import ExitCode
 from resurgo.media.open import open_medium
@@ -47,8 +48,14 @@ def test_the_events_and_the_report_tell_the_same_recovery(
     write(root / "etc/hostname", b"evsys\n")
     write(root / "srv/data.txt", b"kept\n")
     sets = tmp_path / "sets"
+    told: list[Event] = []
     with open_medium(str(sets)) as medium:
-        saved = save_set(medium, SaveOptions(root=root, rescue=False, catalog=False))
+        saved = save_set(medium, SaveOptions(root=root, rescue=False, catalog=False),
+                         told.append)
+    # save tells its steps the same way: the system described, then each tree saved.
+    assert [(e.step, e.title) for e in told if isinstance(e, StepStarted)] == [
+        (Step.DESCRIBE, f"describing the system at {root}"), (Step.SAVE, "saving /")]
+    assert all(e.ok for e in told if isinstance(e, StepEnded))
     umount_below(root)
     target = rig.disk("ev-target", 300 * MiB)
 
@@ -57,7 +64,8 @@ def test_the_events_and_the_report_tell_the_same_recovery(
         loaded = load_set(medium, None, read_manifests=True)
         assert loaded.id == saved.set.id
         after: list[tuple[int, str]] = []
-        options = RecoverOptions(plan=PlanOptions(targets=(target.path,), root=str(mnt)),
+        options = RecoverOptions(plan=PlanOptions(targets=(target.path,), root=str(mnt),
+                                                     which=run.which),
                                  skip_finalize=True,
                                  after_action=lambda n, a: after.append((n, a.id)))
         plan = plan_recovery(loaded.description, read_actual_disks((sets,)), options)

@@ -9,6 +9,7 @@ damaged or incomplete.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from resurgo.cli.output import emit, progress, warn
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import open_medium
+from resurgo.recovery.events import Event
+from resurgo.recovery.report import event_text
 from resurgo.recovery.save import SaveOptions, save_set
 
 
@@ -93,8 +96,16 @@ def run(args: argparse.Namespace) -> int:
     opts = options(args)
     # Only a save may meet an SFTP server for the first time.
     with open_medium(args.medium, medium_options(args, writing=True)) as medium:
-        report = save_set(medium, replace(opts, trust=medium.trust), progress(args.json))
+        say = progress(args.json)
+        report = save_set(medium, replace(opts, trust=medium.trust),
+                          lambda event: _said(say, event))
     for w in report.warnings:
         warn(w)
     emit(report, args.json)
     return ExitCode.OK
+
+
+def _said(say: Callable[[str], None], event: Event) -> None:
+    line = event_text(event)
+    if line is not None:
+        say(line)

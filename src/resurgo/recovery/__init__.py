@@ -1,7 +1,7 @@
 """The orchestrators: one per verb that spans packages, from the set on a medium to the
 system on its disks and back.
 
-    save_set(medium, SaveOptions, progress) -> SaveReport
+    save_set(medium, SaveOptions, on_event) -> SaveReport
         describe the system, archive each of its trees into a new set on the medium;
     recover_set(loaded, plan, RecoverOptions, on_event) -> RecoverReport
         execute the plan on the disks, restore the set's trees, check them, finalize;

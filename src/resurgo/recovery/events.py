@@ -8,7 +8,9 @@ caller may record them, time the steps, or drop them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -96,6 +98,42 @@ class StepTime:
     seconds: float
 
 
+class StepResult:
+    """What a step's body says of it when it is over (failed, without a summary, until
+    it says otherwise)."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.summary = ""
+
+    def end(self, ok: bool, summary: str = "") -> None:
+        self.ok = ok
+        self.summary = summary
+
+
+class Steps:
+    """An orchestrator's events: each step announced, ended and timed (times)."""
+
+    def __init__(self, on_event: OnEvent) -> None:
+        self.on_event = on_event
+        self.times: list[StepTime] = []
+
+    def __call__(self, event: Event) -> None:
+        self.on_event(event)
+
+    @contextmanager
+    def step(self, step: Step, title: str) -> Iterator[StepResult]:
+        """StepStarted, the body (which ends its StepResult), StepEnded; a body that raises
+        ends nothing: the error tells."""
+        started = time.monotonic()
+        self(StepStarted(step, title, started))
+        outcome = StepResult()
+        yield outcome
+        ended = time.monotonic()
+        self.times.append(StepTime(step, outcome.ok, ended - started))
+        self(StepEnded(step, outcome.ok, outcome.summary, started, ended))
+
+
 __all__ = [
     "Event",
     "OnEvent",
@@ -103,8 +141,10 @@ __all__ = [
     "Progress",
     "Step",
     "StepEnded",
+    "StepResult",
     "StepStarted",
     "StepTime",
+    "Steps",
     "Warned",
     "ignore",
 ]

@@ -24,9 +24,7 @@ same options, and its hash is what --plan-hash approves.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,17 +42,7 @@ from resurgo.plan.model import Plan, PlanOptions
 from resurgo.recovery import report as lines
 from resurgo.recovery.check import Changes, CheckOutcome, check_units, save_record
 from resurgo.recovery.check import finalize_changes as check_changes
-from resurgo.recovery.events import (
-    Event,
-    OnEvent,
-    PlanReady,
-    Progress,
-    Step,
-    StepEnded,
-    StepStarted,
-    StepTime,
-    Warned,
-)
+from resurgo.recovery.events import OnEvent, PlanReady, Progress, Step, Steps, Warned
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.report import FinalizeResult, RecoverReport, SetRef
 from resurgo.recovery.restore import RestoreOutcome, run_commands
@@ -115,29 +103,6 @@ def plan_recovery(desc: Description, actual: Sequence[ActualDisk],
     return again if journal_for(again, options).exists() else plan
 
 
-class _Run:
-    """One recover_set: its events, and the times of its steps."""
-
-    def __init__(self, on_event: OnEvent) -> None:
-        self.on_event = on_event
-        self.steps: list[StepTime] = []
-
-    def __call__(self, event: Event) -> None:
-        self.on_event(event)
-
-    @contextmanager
-    def step(self, step: Step, title: str) -> Iterator[list[tuple[bool, str]]]:
-        """Announces the step; its body puts (ok, summary) in the box it is given."""
-        started = time.monotonic()
-        self(StepStarted(step, title, started))
-        box: list[tuple[bool, str]] = []
-        yield box
-        ok, summary = box[0] if box else (False, "")
-        ended = time.monotonic()
-        self.steps.append(StepTime(step, ok, ended - started))
-        self(StepEnded(step, ok, summary, started, ended))
-
-
 def recover_set(loaded: LoadedSet | None, plan: Plan, options: RecoverOptions,
                 on_event: OnEvent, *, confirm: Confirm | None = None,
                 ask_secret: AskSecret | None = None) -> RecoverReport:
@@ -148,14 +113,14 @@ def recover_set(loaded: LoadedSet | None, plan: Plan, options: RecoverOptions,
     the person says no, BadInput for a passphrase typed wrong, and whatever reading the
     set raises with verify_set (damage among others). A plan that fails its
     preconditions, or is not the one the hash names, is reported (report.refused)."""
-    events = _Run(on_event)
+    events = Steps(on_event)
     set_ref = None if loaded is None else SetRef(loaded.id, loaded.medium.url)
     if options.verify_set and loaded is not None:
         with events.step(Step.VERIFY_SET, f"reading every file of set {loaded.id} and the "
-                         "sets it builds on") as box:
+                         "sets it builds on") as step:
             for reader in loaded.chain.values():
                 reader.verify()
-            box.append((True, ""))
+            step.end(True)
     events(PlanReady(plan))
     refused = RecoverReport(plan, set_ref, options.layout_only, options.skip_finalize)
     if not plan.ok:
@@ -178,33 +143,33 @@ def recover_set(loaded: LoadedSet | None, plan: Plan, options: RecoverOptions,
     outcome = _layout(events, plan, options, luks_keys)
     report = refused.executed(outcome)
     if not outcome.ok or loaded is None or options.layout_only:
-        return report.timed(events.steps)
-    return _restore(events, loaded, plan, options, report).timed(events.steps)
+        return report.timed(events.times)
+    return _restore(events, loaded, plan, options, report).timed(events.times)
 
 
-def _layout(events: _Run, plan: Plan, options: RecoverOptions,
+def _layout(events: Steps, plan: Plan, options: RecoverOptions,
             luks_keys: dict[str, str]) -> Outcome:
     def progress(n: int, total: int, result: ActionResult) -> None:
         events(Progress(Step.LAYOUT, lines.action_line(n, total, result)))
 
     with events.step(Step.LAYOUT, f"recreating the layout ({len(plan.actions)} actions)") \
-            as box:
+            as step:
         outcome = Executor(plan, journal_for(plan, options), luks_keys, progress,
                            after_action=options.after_action).run()
-        box.append((outcome.ok, lines.layout_summary(outcome)))
+        step.end(outcome.ok, lines.layout_summary(outcome))
     return outcome
 
 
-def _restore(events: _Run, loaded: LoadedSet, plan: Plan, options: RecoverOptions,
+def _restore(events: Steps, loaded: LoadedSet, plan: Plan, options: RecoverOptions,
              report: RecoverReport) -> RecoverReport:
     """The commands, the check of what they restored, finalize."""
     root = Path(plan.root)
     restored: RestoreOutcome
     with events.step(Step.RESTORE, f"restoring the data from set {loaded.id} "
-                     f"({len(loaded.description.commands)} commands)") as box:
+                     f"({len(loaded.description.commands)} commands)") as step:
         restored = run_commands(
             loaded, root, lambda r: events(Progress(Step.RESTORE, lines.command_line(r))))
-        box.append((restored.ok, lines.restore_summary(restored).rstrip()))
+        step.end(restored.ok, lines.restore_summary(restored).rstrip())
     report = report.restored(restored)
     if not restored.ok and restored.aborted_at is not None:
         return report
@@ -213,34 +178,34 @@ def _restore(events: _Run, loaded: LoadedSet, plan: Plan, options: RecoverOption
     done = restored.restored()
     checked: CheckOutcome
     with events.step(Step.CHECK, "checking the restored trees against their manifests") \
-            as box:
+            as step:
         checked = check_units(
             loaded, root, content=False, only=lambda u: u.command.seq in done,
             changes=Changes(), report=lambda u: events(Progress(Step.CHECK,
                                                                 lines.check_line(u))))
-        box.append((checked.ok, lines.check_summary(checked).rstrip()))
+        step.end(checked.ok, lines.check_summary(checked).rstrip())
     report = report.checked(checked)
     if options.skip_finalize:
-        with events.step(Step.FINALIZE, SKIPPED) as box:
-            box.append((True, ""))
+        with events.step(Step.FINALIZE, SKIPPED) as step:
+            step.end(True)
         return report.finalized(FinalizeResult(skipped=True))
     return report.finalized(_finalize(events, loaded, plan, root, options))
 
 
-def _finalize(events: _Run, loaded: LoadedSet, plan: Plan, root: Path,
+def _finalize(events: Steps, loaded: LoadedSet, plan: Plan, root: Path,
               options: RecoverOptions) -> FinalizeResult:
-    with events.step(Step.FINALIZE, "finalizing the restored system") as box:
+    with events.step(Step.FINALIZE, "finalizing the restored system") as step:
         try:
             fin = finalize.finalize(loaded.description, plan, root, options.finalize)
         except BadInput as e:
             # Checked while planning against the description's copy of the configuration:
             # the restored one names other interfaces. The data is restored all the same.
             events(Warned(f"finalize not run: {e}"))
-            box.append((False, ""))
+            step.end(False)
             return FinalizeResult(error=str(e))
         written = [f.path for f in fin.files if f.written]
         record = save_record(loaded.id, root, check_changes(written, fin.log))
-        box.append((fin.ok, finalize.text(fin).rstrip()))
+        step.end(fin.ok, finalize.text(fin).rstrip())
     return FinalizeResult(report=fin, record=record)
 
 

@@ -34,7 +34,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,6 +51,7 @@ from resurgo.model import ConfigFile, Description
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.recovery import secrets, setfiles, views
+from resurgo.recovery.events import OnEvent, Step, Steps, ignore
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device
@@ -174,8 +175,6 @@ class SaveReport:
             "seconds": round(self.seconds, 3),
         }
 
-
-Progress = Callable[[str], None]
 
 
 # ---------------------------------------------------------------- paths
@@ -417,7 +416,7 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
 
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
-                  progress: Progress, signers: signing.Trust | None,
+                  events: Steps, signers: signing.Trust | None,
                   known_hosts: str | None) -> str:
     """Build the rescue image into the set, when this resurgo can; what became of it.
 
@@ -431,8 +430,8 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
         from resurgo.rescue import RescueOptions, build_rescue_image
     except ImportError:
         return "not included: this resurgo cannot build rescue images"
-    progress("building the rescue image")
-    with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
+    with events.step(Step.RESCUE, "building the rescue image") as step, \
+            tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
         iso = Path(tmp) / setfiles.RESCUE
         report = build_rescue_image(iso, RescueOptions(
             description=desc_path, from_url=medium_url, kernel_root=root,
@@ -441,6 +440,7 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
             set_id=w.id, set_pin=w.pin(setfiles.RESCUE)))
         with open(iso, "rb") as src, w.create(setfiles.RESCUE) as dst:
             shutil.copyfileobj(src, dst, _COPY)
+        step.end(True)
     return f"included ({report.size} bytes)"
 
 
@@ -500,9 +500,10 @@ def _timed() -> Iterator[list[float]]:
     box[0] = time.monotonic() - box[0]
 
 
-def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: None,
-             ) -> SaveReport:
-    """Save the system at opts.root into a new set on medium (see the module docstring)."""
+def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> SaveReport:
+    """Save the system at opts.root into a new set on medium (see the module docstring),
+    telling each step (describe, each tree saved, the rescue image) by events."""
+    events = Steps(on_event)
     started = time.monotonic()
     root = opts.root
     if not root.is_dir():
@@ -521,12 +522,13 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
     parent = find_parent(medium, host) if opts.incremental else None
     with tempfile.TemporaryDirectory(prefix="resurgo-save-") as tmp_name:
         tmp = Path(tmp_name)
-        progress(f"describing the system at {root}")
-        with _timed() as took:
+        with _timed() as took, \
+                events.step(Step.DESCRIBE, f"describing the system at {root}") as step:
             desc, warnings = describe(DescribeOptions(
                 root=root.resolve(),
                 exclude_disks=(*opts.exclude_disks, *medium_disks(root, medium.url)),
                 catalog_dir=tmp if opts.catalog else None))
+            step.end(True)
         found = units(desc)
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
@@ -549,14 +551,15 @@ def save_set(medium: Medium, opts: SaveOptions, progress: Progress = lambda s: N
                         if previous is not None:
                             _check_previous(previous, parent.id)
                     since = f" (changes since {parent.id})" if parent and previous else ""
-                    progress(f"saving {unit.label}{since}")
-                    done = _save_unit(unit, root, w, staged, previous, opts, lo)
+                    with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
+                        done = _save_unit(unit, root, w, staged, previous, opts, lo)
+                        step.end(True)
                     saved.append(done)
                     warnings.extend(f"{unit.label}: {n}" for n in done.notes)
                 rescue = "not included (--no-rescue)"
                 if opts.rescue:
                     try:
-                        rescue = _rescue_image(desc_path, w, root, medium.url, progress,
+                        rescue = _rescue_image(desc_path, w, root, medium.url, events,
                                                signers, host_key)
                     except ResurgoError as e:
                         rescue = f"not included: {e.message}"
