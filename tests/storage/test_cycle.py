@@ -161,7 +161,7 @@ class Classic:
 
 def _kill_a_save(sets: Path, root: Path, state: Path) -> None:
     """A save killed with SIGKILL once it has written part of an archive."""
-    env = cli.clean_env(RESURGO_STATE_DIR=str(state))
+    env = cli.clean_env(state)
     proc = subprocess.Popen(
         cli.command("save", "--to", sets, "--root", root, "--no-rescue", "--no-catalog"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -361,7 +361,7 @@ def test_a_recovery_killed_while_restoring_is_run_again_to_the_end(
     target = blank(rig, "killed", CLASSIC_SIZE)
     argv = ["recover", "--from", classic.sets, "--set", classic.set1, "--target",
             target.path, "--yes", "--root", mnt, "--no-finalize"]
-    env = cli.clean_env(RESURGO_STATE_DIR=str(classic.state))
+    env = cli.clean_env(classic.state)
     proc = subprocess.Popen(cli.command(*argv),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)

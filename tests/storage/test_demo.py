@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support import cli
 from tests.support.loopdisks import require_loop_support
 
 pytestmark = pytest.mark.storage
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def loops() -> set[str]:
@@ -29,11 +28,8 @@ def demo_mounts() -> list[str]:
 def test_the_demo_saves_recovers_and_verifies_and_cleans_up() -> None:
     require_loop_support()
     before = loops()
-    env = {**os.environ,
-           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("RESURGO_STATE_DIR", None)
     proc = subprocess.run([sys.executable, "-m", "resurgo.demo"], capture_output=True,
-                          text=True, timeout=600, env=env, stdin=subprocess.DEVNULL,
+                          text=True, timeout=600, env=cli.clean_env(), stdin=subprocess.DEVNULL,
                           check=False)
     out = proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -53,11 +49,9 @@ def test_the_demo_saves_recovers_and_verifies_and_cleans_up() -> None:
 
 def test_the_demo_needs_root_and_says_so() -> None:
     # In a user namespace of its own without a mapping, the demo runs as "nobody".
-    env = {**os.environ,
-           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
         ["unshare", "--user", sys.executable, "-m", "resurgo.demo"], capture_output=True,
-        text=True, timeout=60, env=env, stdin=subprocess.DEVNULL, check=False,
+        text=True, timeout=60, env=cli.clean_env(), stdin=subprocess.DEVNULL, check=False,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "needs root" in proc.stderr

@@ -8,9 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +34,12 @@ from resurgo.model import (
     TableLabel,
     VolumeState,
 )
+from tests.support import cli
 from tests.support.consts import LINUX, MIB, SWAP
 from tests.support.loopdisks import Loop, Rig
 
 pytestmark = pytest.mark.storage
 
-REPO = Path(__file__).resolve().parents[2]
 SIZE = 256 * MIB
 
 
@@ -124,22 +121,12 @@ def checksum(loop: Loop) -> str:
 
 
 def plan(src: Path, *targets: str) -> tuple[int, dict[str, Any]]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    argv = [sys.executable, "-m", "resurgo", "plan", "--json", "--from", str(src)]
+    """plan reads and writes nothing: it runs in this process, on this machine's disks."""
+    argv: list[str | Path] = ["plan", "--json", "--from", src]
     for t in targets:
         argv += ["--target", t]
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    r = cli.run(*argv)
+    return r.returncode, json.loads(r.stdout)
 
 
 @pytest.fixture
@@ -212,19 +199,6 @@ def test_active_swap_on_target_is_in_use(rig: Rig, src: Path) -> None:
 # ------------------------------------------------- recover runs only the commands it showed
 
 
-def resurgo(*argv: str | Path, state: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["RESURGO_STATE_DIR"] = str(state)
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *map(str, argv)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
-
-
 def set_hook(set_dir: Path, words: str, marker: Path) -> None:
     """Give the set's description a command writing WORDS to MARKER (outside the restored
     trees, which are checked against their manifests), as anyone who can write to the
@@ -255,7 +229,7 @@ def test_recover_refuses_a_command_changed_since_the_plan_before_writing(
     (root / "etc").mkdir()
     (root / "etc" / "hostname").write_text("cmdhost\n")
     sets, state = tmp_path / "sets", tmp_path / "state"
-    saved = resurgo("save", "--to", sets, "--root", root, "--no-rescue", state=state)
+    saved = cli.spawn("save", "--to", sets, "--root", root, "--no-rescue", state=state)
     assert saved.returncode == 0, saved.stdout + saved.stderr
     [set_dir] = sets.iterdir()
     target = rig.disk("target", SIZE)
@@ -263,7 +237,7 @@ def test_recover_refuses_a_command_changed_since_the_plan_before_writing(
 
     marker = tmp_path / "marker"
     set_hook(set_dir, "approved", marker)
-    approved = resurgo("plan", "--json", *where, state=state)
+    approved = cli.spawn("plan", "--json", *where, state=state)
     assert approved.returncode == 0, approved.stdout + approved.stderr
     shown = json.loads(approved.stdout)
     assert shown["commands"][-1]["command"] == f"/bin/sh -c 'echo approved > {marker}'"
@@ -271,7 +245,7 @@ def test_recover_refuses_a_command_changed_since_the_plan_before_writing(
     # One byte of the command changes on the medium after the plan was approved.
     set_hook(set_dir, "approvee", marker)
     before = checksum(target)
-    refused = resurgo("recover", *where, "--plan-hash", shown["hash"], state=state)
+    refused = cli.spawn("recover", *where, "--plan-hash", shown["hash"], state=state)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "nothing was written" in refused.stderr
     # The plan it refused shows the command as it is now, before anything is done.
@@ -281,9 +255,9 @@ def test_recover_refuses_a_command_changed_since_the_plan_before_writing(
     assert not marker.exists() and (not mnt.exists() or not any(mnt.iterdir()))
 
     # The plan of the set as it is now runs, that command included, as shown.
-    again = json.loads(resurgo("plan", "--json", *where, state=state).stdout)
+    again = json.loads(cli.spawn("plan", "--json", *where, state=state).stdout)
     assert again["hash"] != shown["hash"] and again["actions"] == shown["actions"]
-    done = resurgo("recover", *where, "--plan-hash", again["hash"], state=state)
+    done = cli.spawn("recover", *where, "--plan-hash", again["hash"], state=state)
     assert done.returncode == 0, done.stdout + done.stderr
     assert marker.read_text() == "approvee\n"
     assert (mnt / "etc" / "hostname").read_text() == "cmdhost\n"

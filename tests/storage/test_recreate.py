@@ -28,7 +28,6 @@ import pty
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from resurgo.model import Description, Filesystem, FormatInfo, FsType, Mount
 from resurgo.probe import mounts
 from resurgo.probe.state import StorageState
 from resurgo.probe.storage import probe_storage
+from tests.support import cli
 from tests.support.builders import description, description_of, disk, ext4, part
 from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
 from tests.support.loopdisks import (
@@ -83,43 +83,13 @@ def private_mounts_on(loops: list[Loop]) -> list[str]:
     return out
 
 
-def env(state: Path) -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = str(REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
-    out["RESURGO_STATE_DIR"] = str(state)
-    return out
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def why(self) -> str:
-        """What went wrong, for assertion messages."""
-        try:
-            outcome = self.json().get("outcome") or {}
-        except ValueError:
-            outcome = {}
-        return f"{self.stderr}\n{outcome.get('error')}"
-
-
-def resurgo(*argv: str, state: Path, extra_env: dict[str, str] | None = None,
-            timeout: float = 300) -> Run:
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", *argv],
-        capture_output=True, text=True, timeout=timeout, check=False,
-        env={**env(state), **(extra_env or {})},
-        stdin=subprocess.DEVNULL,
-        # No controlling terminal: recover must not find one to ask on.
-        start_new_session=True,
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+def why(r: cli.Result) -> str:
+    """What went wrong, for assertion messages."""
+    try:
+        outcome = r.json().get("outcome") or {}
+    except ValueError:
+        outcome = {}
+    return f"{r.stderr}\n{outcome.get('error')}"
 
 
 # ---------------------------------------------------------------- the source systems
@@ -288,14 +258,14 @@ class Recovery:
         return [*argv, *extra]
 
     def recover(self, source: Source, targets: dict[str, Loop], *extra: str,
-                extra_env: dict[str, str] | None = None) -> Run:
-        return resurgo("recover", "--json", "--layout-only", "--yes",
-                       *self.args(source, targets, *extra), state=self.state,
-                       extra_env=extra_env)
+                extra_env: dict[str, str] | None = None) -> cli.Result:
+        return cli.spawn("recover", "--json", "--layout-only", "--yes",
+                         *self.args(source, targets, *extra), state=self.state,
+                         env=extra_env)
 
-    def plan(self, source: Source, targets: dict[str, Loop], *extra: str) -> Run:
-        return resurgo("plan", "--json", *self.args(source, targets, *extra),
-                       state=self.state)
+    def plan(self, source: Source, targets: dict[str, Loop], *extra: str) -> cli.Result:
+        return cli.spawn("plan", "--json", *self.args(source, targets, *extra),
+                         state=self.state)
 
     def describe(self, targets: dict[str, Loop]) -> StorageState:
         return probe_storage(self.root, [lp.path for lp in targets.values()], [])
@@ -424,7 +394,7 @@ def _subvol_path(state: StorageState | Description, m: Mount) -> str | None:
     return next((s.path for s in state.subvolumes if s.id == m.subvolume), None)
 
 
-def statuses(run_: Run) -> dict[str, str]:
+def statuses(run_: cli.Result) -> dict[str, str]:
     return {r["id"]: r["status"] for r in run_.json()["outcome"]["results"]}
 
 
@@ -436,7 +406,7 @@ def test_same_size(sources: dict[str, Source], recovery: Recovery, name: str) ->
     src = sources[name]
     targets = recovery.disks(src)
     r = recovery.recover(src, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     data = r.json()
     assert data["outcome"]["ok"] is True
     assert set(statuses(r).values()) == {"done"}
@@ -449,7 +419,7 @@ def test_one_and_a_half_times_the_size(sources: dict[str, Source], recovery: Rec
     src = sources[name]
     targets = recovery.disks(src, scale=1.5)
     r = recovery.recover(src, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     plan = r.json()["plan"]
     assert any(v["change"] == "grow" for v in plan["volumes"])
     compare(src, plan, recovery.describe(targets), targets)
@@ -465,7 +435,7 @@ def test_smaller_disk_that_holds_the_data(sources: dict[str, Source], recovery: 
     src = sources[name]
     targets = recovery.disks(src, size=SMALLER[name])
     r = recovery.recover(src, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     plan = r.json()["plan"]
     assert any(v["change"] == "shrink" for v in plan["volumes"])
     compare(src, plan, recovery.describe(targets), targets)
@@ -480,7 +450,7 @@ def test_4096_byte_sectors(sources: dict[str, Source], recovery: Recovery, name:
     src = sources[name]
     targets = recovery.disks(src, sector_size=4096, size=FOURK.get(name))
     r = recovery.recover(src, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     plan = r.json()["plan"]
     assert {lay["sector_size"] for lay in plan["layouts"]} == {4096}
     result = recovery.describe(targets)
@@ -501,10 +471,10 @@ def test_too_small_exits_3_and_touches_nothing(sources: dict[str, Source],
     recovery.rig.sh("sfdisk", "--quiet", loop.path, input="label: dos\n,,83\n")
     before = sha256(loop.path)
     p = recovery.plan(src, targets)
-    assert p.code == 3
+    assert p.returncode == 3
     assert [f["check"] for f in p.json()["failures"]] == ["target-too-small"]
     r = recovery.recover(src, targets)
-    assert r.code == 3
+    assert r.returncode == 3
     assert r.json()["outcome"] is None
     assert "nothing was written" in r.stderr
     assert sha256(loop.path) == before
@@ -516,13 +486,13 @@ def test_a_rerun_is_a_noop_with_the_same_result(sources: dict[str, Source],
     src = sources["btrfs"]
     targets = recovery.disks(src)
     first = recovery.recover(src, targets)
-    assert first.code == 0, first.why()
+    assert first.returncode == 0, why(first)
     journal = Path(first.json()["outcome"]["journal"])
     lines = journal.read_text().splitlines()
     assert len(lines) == 1 + len(first.json()["plan"]["actions"])
     described = recovery.describe(targets)
     again = recovery.recover(src, targets)
-    assert again.code == 0, again.why()
+    assert again.returncode == 0, why(again)
     assert again.json()["plan"]["hash"] == first.json()["plan"]["hash"]
     assert set(statuses(again).values()) == {"verified"}
     assert again.json()["outcome"]["resumed"] is True
@@ -535,10 +505,10 @@ def run_until_stall(recovery: Recovery, src: Source, targets: dict[str, Loop],
                     n: int, *extra: str) -> str:
     """Run recover with --debug-stop-after n: it kills itself once action n has run, before
     journaling it, as a crash would. The id of that action."""
-    argv = [sys.executable, "-m", "resurgo", "recover", "--json", "--layout-only", "--yes",
+    argv = [*cli.command(), "recover", "--json", "--layout-only", "--yes",
             "--debug-stop-after", str(n), *recovery.args(src, targets, *extra)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
-                          env=env(recovery.state), stdin=subprocess.DEVNULL,
+                          env=cli.clean_env(recovery.state), stdin=subprocess.DEVNULL,
                           start_new_session=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert proc.stdout == "", "killed before it printed its outcome"
@@ -574,12 +544,12 @@ def test_killed_in_the_middle_then_run_again(sources: dict[str, Source], recover
     src = sources[name]
     targets = recovery.disks(src)
     plan = recovery.plan(src, targets)
-    assert plan.code == 0
+    assert plan.returncode == 0
     n = action_index(plan.json(), kind, last)
     stalled = run_until_stall(recovery, src, targets, n)
     assert stalled == plan.json()["actions"][n - 1]["id"]
     r = recovery.recover(src, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     assert r.json()["plan"]["hash"] == plan.json()["hash"]
     got = statuses(r)
     ids = [a["id"] for a in plan.json()["actions"]]
@@ -596,10 +566,10 @@ def test_killed_at_any_moment_then_run_again(sources: dict[str, Source],
     """No hook: killed as soon as the journal shows a few actions, wherever it then is."""
     src = sources["gpt"]
     targets = recovery.disks(src)
-    argv = [sys.executable, "-m", "resurgo", "recover", "--layout-only", "--yes",
+    argv = [*cli.command(), "recover", "--layout-only", "--yes",
             *recovery.args(src, targets)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, env=env(recovery.state),
+                            stdin=subprocess.DEVNULL, env=cli.clean_env(recovery.state),
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -614,7 +584,7 @@ def test_killed_at_any_moment_then_run_again(sources: dict[str, Source],
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     r = recovery.recover(src, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     assert "verified" in statuses(r).values()
     compare(src, r.json()["plan"], recovery.describe(targets), targets)
 
@@ -627,7 +597,7 @@ def test_another_plan_ignores_the_old_journal(sources: dict[str, Source],
     # The first plan gets as far as mounting (its filesystems stay mounted under the root).
     run_until_stall(recovery, src, targets, action_index(plan, "mount", last=True))
     r = recovery.recover(src, targets, "--grow", "proportional")
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     assert r.json()["plan"]["hash"] != plan["hash"]
     assert set(statuses(r).values()) == {"done"}
     assert r.json()["outcome"]["resumed"] is False
@@ -641,14 +611,14 @@ def test_plan_hash(sources: dict[str, Source], recovery: Recovery) -> None:
     before = sha256(loop.path)
     planned = recovery.plan(src, targets).json()["hash"]
     wrong = "sha256:" + "0" * 64
-    r = resurgo("recover", "--layout-only", "--plan-hash", wrong,
-                *recovery.args(src, targets), state=recovery.state)
-    assert r.code == 3
+    r = cli.spawn("recover", "--layout-only", "--plan-hash", wrong,
+                  *recovery.args(src, targets), state=recovery.state)
+    assert r.returncode == 3
     assert planned in r.stderr and "nothing was written" in r.stderr
     assert sha256(loop.path) == before
-    r = resurgo("recover", "--layout-only", "--plan-hash", planned.removeprefix("sha256:"),
-                *recovery.args(src, targets), state=recovery.state)
-    assert r.code == 0, r.stderr
+    r = cli.spawn("recover", "--layout-only", "--plan-hash", planned.removeprefix("sha256:"),
+                  *recovery.args(src, targets), state=recovery.state)
+    assert r.returncode == 0, r.stderr
     assert "layout recreated" in r.stdout
     compare(src, recovery.plan(src, targets).json(), recovery.describe(targets), targets)
 
@@ -659,8 +629,8 @@ def test_without_a_terminal_or_yes_it_refuses(sources: dict[str, Source],
     targets = recovery.disks(src)
     [loop] = targets.values()
     before = sha256(loop.path)
-    r = resurgo("recover", "--layout-only", *recovery.args(src, targets), state=recovery.state)
-    assert r.code == 2
+    r = cli.spawn("recover", "--layout-only", *recovery.args(src, targets), state=recovery.state)
+    assert r.returncode == 2
     assert "--yes" in r.stderr and "--plan-hash" in r.stderr
     assert sha256(loop.path) == before
 
@@ -671,9 +641,9 @@ def test_without_layout_only_nothing_is_done(sources: dict[str, Source],
     targets = recovery.disks(src)
     [loop] = targets.values()
     before = sha256(loop.path)
-    r = resurgo("recover", "--yes", *recovery.args(src, targets), state=recovery.state)
+    r = cli.spawn("recover", "--yes", *recovery.args(src, targets), state=recovery.state)
     # A description file holds no data: a full recovery reads a recovery set.
-    assert r.code == 2
+    assert r.returncode == 2
     assert "holds no data to restore" in r.stderr
     assert "--layout-only" in r.stderr
     assert sha256(loop.path) == before
@@ -681,14 +651,14 @@ def test_without_layout_only_nothing_is_done(sources: dict[str, Source],
 
 
 def confirm_on_a_terminal(recovery: Recovery, src: Source, targets: dict[str, Loop],
-                          answer: str) -> Run:
+                          answer: str) -> cli.Result:
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "resurgo", "recover", "--layout-only",
+            [*cli.command(), "recover", "--layout-only",
              *recovery.args(src, targets)],
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env(recovery.state), start_new_session=True,
+            env=cli.clean_env(recovery.state), start_new_session=True,
         )
         os.close(slave)
         slave = -1
@@ -698,7 +668,7 @@ def confirm_on_a_terminal(recovery: Recovery, src: Source, targets: dict[str, Lo
         if slave >= 0:
             os.close(slave)
         os.close(master)
-    return Run(proc.returncode, out, err)
+    return cli.Result(proc.returncode, out, err)
 
 
 def test_confirmation_on_the_terminal(sources: dict[str, Source], recovery: Recovery) -> None:
@@ -707,13 +677,13 @@ def test_confirmation_on_the_terminal(sources: dict[str, Source], recovery: Reco
     [loop] = targets.values()
     before = sha256(loop.path)
     r = confirm_on_a_terminal(recovery, src, targets, "no")
-    assert r.code == ExitCode.NOT_CONFIRMED
+    assert r.returncode == ExitCode.NOT_CONFIRMED
     assert "Everything on these disks will be erased" in r.stderr
     assert loop.path in r.stderr
     assert "not confirmed: nothing was written" in r.stderr
     assert sha256(loop.path) == before
     r = confirm_on_a_terminal(recovery, src, targets, "yes")
-    assert r.code == 0, r.stderr
+    assert r.returncode == 0, r.stderr
     assert "layout recreated" in r.stdout
 
 
@@ -730,7 +700,7 @@ def test_vfat_mount_is_a_warning_here(sources: dict[str, Source], recovery: Reco
     with_esp = dataclasses.replace(src, path=path, desc=fileformat.read(path))
     targets = recovery.disks(with_esp)
     r = recovery.recover(with_esp, targets)
-    assert r.code == 0, r.why()
+    assert r.returncode == 0, why(r)
     mount_id = f"mount:{esp.id}:/boot/efi"
     assert statuses(r)[mount_id] == "warning"
     result = {x["id"]: x for x in r.json()["outcome"]["results"]}[mount_id]
@@ -738,7 +708,7 @@ def test_vfat_mount_is_a_warning_here(sources: dict[str, Source], recovery: Reco
     assert [s for i, s in statuses(r).items() if i != mount_id] == ["done"] * (
         len(statuses(r)) - 1)
     again = recovery.recover(with_esp, targets)
-    assert again.code == 0, again.why()
+    assert again.returncode == 0, why(again)
     assert statuses(again)[mount_id] == "warning"
     assert {s for i, s in statuses(again).items() if i != mount_id} == {"verified"}
     compare(src, r.json()["plan"], recovery.describe(targets), targets)
@@ -757,7 +727,7 @@ def test_a_top_level_mount_left_by_a_killed_run_is_dropped(sources: dict[str, So
     try:
         recovery.rig.sh("mount", "-o", "subvolid=5", device, str(left))
         r = recovery.recover(src, targets)
-        assert r.code == 0, r.why()
+        assert r.returncode == 0, why(r)
         assert str(left) not in {e.mountpoint for e in mounts.read_mountinfo()}
         compare(src, r.json()["plan"], recovery.describe(targets), targets)
     finally:
@@ -770,12 +740,12 @@ def test_a_use_outside_the_root_still_blocks(sources: dict[str, Source], recover
                                              tmp_path: Path) -> None:
     src = sources["whole"]
     targets = recovery.disks(src)
-    assert recovery.recover(src, targets).code == 0
+    assert recovery.recover(src, targets).returncode == 0
     [loop] = targets.values()
     elsewhere = tmp_path / "elsewhere"
     recovery.rig.mount(loop.path, elsewhere)
     r = recovery.recover(src, targets)
-    assert r.code == 3
+    assert r.returncode == 3
     failures = r.json()["plan"]["failures"]
     assert [f["check"] for f in failures] == ["target-in-use"]
     assert str(elsewhere) in failures[0]["message"]
@@ -850,7 +820,7 @@ class LuksCase:
     loop: Loop
 
     def argv(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "resurgo", "recover", "--json", "--layout-only",
+        return [*cli.command(), "recover", "--json", "--layout-only",
                 "--yes", "--from", str(self.source.path), "--root", str(self.recovery.root),
                 "--target", self.loop.path, "--map", f"disk.sda={self.loop.path}", *extra]
 
@@ -894,7 +864,8 @@ def test_a_key_file_reaches_cryptsetup_byte_for_byte(luks_case: LuksCase,
     secret = b"\x00\xff" + marker.encode() + b"\n\xc3(" + secrets.token_bytes(16)
     key.write_bytes(secret)
     proc = subprocess.run(luks_case.argv("--key-file", f"luks.sda1={key}"),
-                          capture_output=True, text=True, env=env(luks_case.recovery.state),
+                          capture_output=True, text=True,
+                          env=cli.clean_env(luks_case.recovery.state),
                           stdin=subprocess.DEVNULL, start_new_session=True, timeout=300,
                           check=False)
     check_luks_outcome(luks_case, proc.returncode, json.loads(proc.stdout))
@@ -919,7 +890,7 @@ def spawn_on_a_terminal(argv: list[str], state: Path) -> tuple[subprocess.Popen[
 
     try:
         proc = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env(state),
+                                stderr=subprocess.PIPE, text=True, env=cli.clean_env(state),
                                 preexec_fn=own_the_terminal)
     finally:
         os.close(slave)
@@ -1009,7 +980,7 @@ def test_a_mountpoint_out_of_the_root_is_refused_before_anything_is_written(
     before = sha256(loop.path)
     try:
         for r in (recovery.plan(hostile, targets), recovery.recover(hostile, targets)):
-            assert r.code == 2, r.why()
+            assert r.returncode == 2, why(r)
             assert "is not a valid recovery description" in r.stderr
             assert f"{climbing!r} is not a normal path: it holds '..'" in r.stderr
         assert sha256(loop.path) == before
@@ -1032,7 +1003,7 @@ def test_a_symlink_under_the_root_does_not_lead_a_mount_out(
     targets = recovery.disks(src)
     try:
         r = recovery.recover(src, targets)
-        assert r.code == 1, r.why()
+        assert r.returncode == 1, why(r)
         error = r.json()["outcome"]["error"]
         assert f"refusing {recovery.root}/data: it is a symbolic link (to {outside})" in error
         assert not os.path.ismount(outside)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from resurgo.model import (
 )
 from resurgo.probe.state import StorageState
 from resurgo.probe.storage import probe_storage
+from tests.support import cli
 from tests.support.builders import description_of
 from tests.support.consts import BIOS, ESP, HOME, LINUX, MIB, ROOT_X86_64, SWAP
 from tests.support.loopdisks import Loop, Part, Rig, dos_script, gpt_script, new_uuid
@@ -458,11 +457,7 @@ def test_btrfs(btrfs_system: BtrfsSystem) -> None:
 
 
 def test_cli_describe_json(classic: Classic) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "resurgo", "describe", "--root", str(classic.root),
-         "--no-catalog", "--json"],
-        capture_output=True, text=True, check=False, timeout=120,
-    )
+    proc = cli.run("describe", "--root", classic.root, "--no-catalog", "--json")
     assert proc.returncode == 0, proc.stderr
     desc = json.loads(proc.stdout)
     expected = probe(classic.root)

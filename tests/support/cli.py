@@ -128,11 +128,12 @@ def _state_env(state: Path | None) -> dict[str, str]:
     return {} if state is None else {"RESURGO_STATE_DIR": str(state)}
 
 
-def clean_env(**extra: str) -> dict[str, str]:
+def clean_env(state: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a spawned resurgo: the test's, without any RESURGO_ variable it
-    may carry, this tree's sources first on the path, and EXTRA."""
+    may carry, this tree's sources first on the path, STATE as run() takes it, and EXTRA."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESURGO_")}
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(_state_env(state))
     env.update(extra)
     return env
 
@@ -158,7 +159,7 @@ def spawn(
         command(*argv),
         capture_output=True,
         text=True,
-        env=clean_env(**{**(env or {}), **_state_env(state)}),
+        env=clean_env(state, **(env or {})),
         cwd=cwd,
         timeout=timeout,
         check=False,
