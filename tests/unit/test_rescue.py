@@ -1050,3 +1050,57 @@ def test_disk_ids_reads_serial_and_wwid_of_the_disk_holding_a_partition(tmp_path
     (cls / "vdb1").symlink_to(disk / "vdb1")
     assert system.disk_ids("/dev/vdb1", cls) >= {"OLD-DISK-1", "5000c500a1b2c3d4"}
     assert system.disk_ids("/dev/vdb", cls) == system.disk_ids("/dev/vdb1", cls)
+
+
+def test_a_set_named_on_the_command_line() -> None:
+    a = cmdline.parse("resurgo.recover=auto resurgo.set=20261101T000000Z-0001")
+    assert a.set_id == "20261101T000000Z-0001" and a.problems == ()
+    bad = cmdline.parse("resurgo.set=../../etc resurgo.set=")
+    assert bad.set_id is None and len(bad.problems) == 2
+    assert all("not a set id" in p for p in bad.problems)
+
+
+def test_a_named_set_on_an_image_with_signers_must_be_signed() -> None:
+    signed = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64, "admin")
+    newer = pinned("20261105T000000Z-0005", "db1", 5, "q" * 64, "admin")
+    other_host = pinned("20261109T000000Z-0009", "web", 9, "r" * 64, "admin")
+    # Named: that set, not the newest, and of any host (no description in the image).
+    choice = locate.choose_named([signed, newer, other_host], signed.set_id, None, signed=True)
+    assert choice.candidate == signed
+    assert "resurgo.set=20261101T000000Z-0001" in choice.reason
+    assert "signed by a trusted key (admin)" in choice.reason
+    assert locate.choose_named([signed, other_host], other_host.set_id,
+                               locate.Embedded("a" * 64, "db1", signed=True),
+                               signed=True).candidate == other_host
+    unsigned = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64)
+    with pytest.raises(locate.NoChoice, match="not found signed by a trusted key"):
+        locate.choose_named([unsigned, newer], unsigned.set_id, None, signed=True)
+    with pytest.raises(locate.NoChoice, match="20261105T000000Z-0005"):  # what was found
+        locate.choose_named([newer], "20261107T000000Z-0007", None, signed=True)
+    twice = pinned("20261101T000000Z-0001", "db1", 2, "p" * 64, "admin")
+    with pytest.raises(locate.NoChoice, match="more than once"):
+        locate.choose_named([signed, twice], signed.set_id, None, signed=True)
+
+
+def test_a_named_set_on_a_pinned_image_must_be_its_own() -> None:
+    own = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64)
+    planted = pinned("20261101T000000Z-0001", "db1", 2, "y" * 64)  # same id, other files
+    other = pinned("20261128T000000Z-0009", "db1", 28, "x" * 64)
+    image = locate.Embedded("a" * 64, "db1", own.set_id, "p" * 64)
+    choice = locate.choose_named([planted, other, own], own.set_id, image, signed=False)
+    assert choice.candidate == own and "pin" in choice.reason
+    with pytest.raises(locate.NoChoice, match="not the set this image was saved into"):
+        locate.choose_named([planted, other, own], other.set_id, image, signed=False)
+    with pytest.raises(locate.NoChoice, match="was not found"):
+        locate.choose_named([planted], own.set_id, image, signed=False)
+
+
+def test_a_named_set_on_an_image_with_neither() -> None:
+    a = cand("20261101T000000Z-0001", "db1", "a" * 64, 1)
+    b = cand("20261106T000000Z-0006", "web", "c" * 64, 6)
+    no_desc = cand("20261107T000000Z-0007", "web", None, 7)
+    # Several hosts: no guess without a name, the named one with it.
+    choice = locate.choose_named([a, b], a.set_id, None, signed=False)
+    assert choice.candidate == a
+    with pytest.raises(locate.NoChoice, match="was not found"):
+        locate.choose_named([a, b, no_desc], no_desc.set_id, None, signed=False)

@@ -420,6 +420,9 @@ class Agent:
                          "resurgo rescue --trust, or save --sign-key)")
             if self.args.recover is Mode.ASK:
                 choice = self.pick(cands)
+            elif self.args.set_id is not None:
+                choice = locate.choose_named(cands, self.args.set_id, embedded,
+                                             signed=trust() is not None)
             else:
                 choice = locate.choose(cands, embedded)
             if choice.candidate is None and self.refused:

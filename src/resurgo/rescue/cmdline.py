@@ -10,6 +10,10 @@
                                       DEV[:/dir]        a filesystem (/dev/sdb1, LABEL=x,
                                                         UUID=x, PARTUUID=x), searched below
                                                         /dir (default: everywhere)
+    resurgo.set=SET_ID              which set to take when several are found (the id of a
+                                    set, as `resurgo sets` lists it): the others are left
+                                    alone, and the one named must pass the same checks
+                                    (signed by a trusted key, or the image's pin)
     resurgo.keys=DEV[:/dir]         a filesystem (as in resurgo.from) holding the key
                                     files of the LUKS volumes, named by volume id or
                                     LUKS UUID (see rescue.keys): mounted read-only,
@@ -106,6 +110,7 @@ class RescueArgs:
     source: Source | None = None
     args: tuple[str, ...] = ()
     keys: OnDevice | None = None
+    set_id: str | None = None
     after: After = After.SHELL
     wait: float = DEFAULT_WAIT
     network: tuple[Network, ...] = ()
@@ -216,6 +221,7 @@ def parse(cmdline: str) -> RescueArgs:
     source: Source | None = None
     args: list[str] = []
     keys: OnDevice | None = None
+    set_id: str | None = None
     wait = DEFAULT_WAIT
     network: list[Network] = []
     nameservers: list[str] = []
@@ -242,6 +248,14 @@ def parse(cmdline: str) -> RescueArgs:
                 keys = parse_keys(value)
             except ValueError as e:
                 problems.append(f"resurgo.keys={value}: {e}")
+        elif key == "resurgo.set":
+            # Here, not at the top: resurgo.media pulls in http and ssl.
+            from resurgo.media import setindex
+
+            if setindex.is_set_id(value):
+                set_id = value
+            else:
+                problems.append(f"resurgo.set={value}: not a set id (like 20261125T233000Z-ab12)")
         elif key == "resurgo.args":
             try:
                 args += shlex.split(value)
@@ -271,6 +285,7 @@ def parse(cmdline: str) -> RescueArgs:
         source=source,
         args=tuple(args),
         keys=keys,
+        set_id=set_id,
         after=after,
         wait=wait,
         network=tuple(network),

@@ -17,6 +17,10 @@ a set there, so the choice rests on what the image itself holds:
   the image's own (same digest), the newest such, failing that the newest of the same
   host, with a warning that a planted set cannot be told apart.
 
+A set named on the kernel command line (resurgo.set=) narrows the choice to that set
+and nothing else: it must still be signed by a trusted signer (when the image has any)
+or match the image's pin (when it has one), and be found once.
+
 A set on a disk that the saved layout names (the same serial or WWN: the plan would
 overwrite it) is never taken. Sets of several other hosts and no way to tell: no guess,
 the unattended run stops (it would erase disks), listing what it found.
@@ -153,6 +157,36 @@ def choose(candidates: Sequence[Candidate], embedded: Embedded | None) -> Choice
         + ", ".join(sorted(h or "?" for h in hosts))
         + ") and this image holds no description to tell which: pass resurgo.from="
     )
+
+
+def choose_named(candidates: Sequence[Candidate], set_id: str, embedded: Embedded | None,
+                 *, signed: bool) -> Choice:
+    """The set resurgo.set= names (raises NoChoice unless it is found once and passes the
+    image's checks). ``signed``: the image trusts signers (with or without a description
+    of its own), so the set must carry a trusted signature."""
+    named = [c for c in candidates if c.set_id == set_id and c.description_digest is not None]
+    what = f"the set named on the kernel command line (resurgo.set={set_id})"
+    if signed:
+        named = [c for c in named if c.signed_by is not None]
+    elif embedded is not None and embedded.set_pin:
+        if set_id != embedded.set_id:
+            raise NoChoice(f"{what} is not the set this image was saved into "
+                           f"({embedded.set_id}), and the image trusts no signers to take "
+                           "another")
+        named = [c for c in named if c.pin == embedded.set_pin]
+    if not named:
+        raise NoChoice(f"{what} was not found" + (" signed by a trusted key" if signed else "")
+                       + ": found " + listing(candidates))
+    if len(named) > 1:
+        raise NoChoice(f"{what} was found more than once ({listing(named)}): name its "
+                       "medium with resurgo.from=")
+    (best,) = named
+    if best.signed_by is not None:
+        return Choice(best, f"{what}, signed by a trusted key ({best.signed_by})")
+    if embedded is not None and embedded.set_pin:
+        return Choice(best, f"{what}, the set this image was saved into (its id and files "
+                            "match the image's pin)")
+    return Choice(best, what)
 
 
 def _choose_signed(usable: Sequence[Candidate], embedded: Embedded) -> Choice:
