@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Final, Literal
 
@@ -866,28 +866,57 @@ def base_image(
     Never boot it directly (that would change the cache): boot an ``overlay`` of it.
     """
     tree = tree or debian_tree(cache_dir)
-    key = _key(
+    return cached_image(
+        "image",
+        (size, uefi),
+        lambda path: build_image(tree, path, size=size, uefi=uefi),
+        tree=tree,
+        cache_dir=cache_dir,
+    )
+
+
+def cached_image(
+    name: str,
+    key: Sequence[object],
+    make: Callable[[Path], ImageInfo],
+    *,
+    tree: Path,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+) -> ImageInfo:
+    """The image ``make(path)`` builds, cached under ``cache_dir`` as ``name-KEY.raw``.
+
+    KEY digests ``key`` (what the caller's build depends on: its arguments, the scripts
+    and files it puts in, JSON values) with the tree and this module's guest-side files, so a change
+    to any of them builds anew. Never boot or write the cached file: ``copy_image`` it.
+    """
+    digest = _key(
         tree.parent.name,
         IMAGE_LAYOUT_VERSION,
         GUEST_RUNNER,
         GUEST_UNIT,
         dict(GRUB_DEFAULTS),
-        size,
-        uefi,
+        *key,
     )
-    final = cache_dir / f"image-{key}.raw"
+    final = cache_dir / f"{name}-{digest}.raw"
     meta = final.with_suffix(".json")
     if final.exists() and meta.exists():
         return ImageInfo.from_json(meta.read_text(), final)
-    with _locked(cache_dir / f"image-{key}.lock"):
+    with _locked(cache_dir / f"{name}-{digest}.lock"):
         if final.exists() and meta.exists():
             return ImageInfo.from_json(meta.read_text(), final)
-        partial = cache_dir / f"image-{key}.partial"
-        info = build_image(tree, partial, size=size, uefi=uefi)
+        partial = cache_dir / f"{name}-{digest}.partial"
+        info = make(partial)
         info = dataclasses.replace(info, path=final)
         meta.write_text(info.to_json())
         partial.rename(final)
     return info
+
+
+def copy_image(info: ImageInfo, path: Path) -> ImageInfo:
+    """A private, writable copy of a cached image (sparse: seconds for a few GiB)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_cmd(["cp", "--sparse=always", info.path, path])
+    return dataclasses.replace(info, path=path)
 
 
 # --------------------------------------------------------------------------------------
@@ -1104,7 +1133,7 @@ def qemu_command(
     firmware: Firmware = "bios",
     interface: Interface = "virtio",
     memory_mib: int = 2048,
-    cpus: int = 2,
+    cpus: int = 1,
     ovmf_vars: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
@@ -1167,11 +1196,15 @@ def boot(
     firmware: Firmware = "bios",
     interface: Interface = "virtio",
     memory_mib: int = 2048,
-    cpus: int = 2,
+    cpus: int = 1,
     ovmf_vars: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> BootResult:
     """Boot ``image`` with ``extra_disks`` under qemu (TCG) until the guest powers off.
+
+    One vCPU unless ``cpus`` says otherwise: TCG runs each vCPU on a host thread, the
+    suite runs two guests at a time on two cores, and a second vCPU starved of host CPU
+    has stalled guests (NVMe queues in a soft lockup).
 
     The serial console goes to ``serial_log`` (default: next to the image). qemu is
     killed when ``timeout`` passes or anything goes wrong; the result says which

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,6 @@ from typing import Any
 import pytest
 
 from resurgo import fileformat
-from resurgo.finalize import drivers
-from resurgo.finalize.chroot import Chroot
 from resurgo.model import (
     Bootloader,
     BootloaderKind,
@@ -47,7 +42,7 @@ from resurgo.model import (
     TableLabel,
     VolumeState,
 )
-from tests.vm import guest
+from tests.vm import cycle, guest
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 3 * guest.GiB
@@ -56,7 +51,8 @@ TARGET_SCRIPT = f"""#!/bin/sh
 echo "{TARGET_MARK} $(uname -r) $(findmnt -n -o SOURCE /)"
 cat /proc/cmdline
 """
-HOST_ONLY_MODULES = "virtio_pci\nvirtio_blk\next4\n"
+#: Bump when build_target changes what it does to the image (a part of its cache key).
+TARGET_VERSION = 1
 
 GUEST_SCRIPT = r"""#!/bin/sh
 # Runs INSIDE the rescue guest (tests/vm/test_finalize_boot.py).
@@ -115,40 +111,28 @@ def target_root(image: Path, *, read_only: bool = False) -> Any:
         yield stack.enter_context(guest.mounted(parts[1], mnt, options=["ro"] if read_only else []))
 
 
-def image_modules(root: Path, kernel: str) -> frozenset[str]:
-    """The modules in the target's initramfs, listed on the host (lsinitrd)."""
-    image = root / f"boot/initrd.img-{kernel}"
-    out = subprocess.run(["lsinitrd", str(image)], capture_output=True, text=True, check=True)
-    return drivers.parse_image_listing(out.stdout)
-
-
 def build_target(tmp_path: Path) -> tuple[guest.ImageInfo, dict[str, Any]]:
-    """The virtio target with a host-only initramfs; also its partition table (sfdisk)."""
-    info = guest.build_image(
-        guest.debian_tree(),
-        tmp_path / "target.raw",
-        size=SIZE,
-        uefi=False,
-        hostname="resurgo-target",
-        run_script=TARGET_SCRIPT,
-    )
-    with contextlib.ExitStack() as stack:
-        loop = stack.enter_context(guest.loop_device(info.path))
-        table = json.loads(guest.run_cmd(["sfdisk", "--json", loop]).stdout)["partitiontable"]
-        parts = guest.partition_nodes(loop, 2)
-        mnt = stack.enter_context(guest.scratch_dir("resurgo-target-")) / "root"
-        stack.enter_context(guest.mounted(parts[1], mnt))
-        conf = mnt / "etc/initramfs-tools/initramfs.conf"
-        conf.write_text(re.sub(r"(?m)^MODULES=.*$", "MODULES=list", conf.read_text()))
-        (mnt / "etc/initramfs-tools/modules").write_text(HOST_ONLY_MODULES)
-        # Old installs name the root by its kernel name: finalize must rename it.
-        fstab = mnt / "etc/fstab"
-        fstab.write_text(fstab.read_text().replace(f"UUID={info.root_uuid} /", "/dev/vda2 /"))
-        with Chroot(mnt) as ch:
-            ch.execute(["update-initramfs", "-u", "-k", info.kernel])
-        run_sync = guest.run_cmd(["sync", "-f", mnt])
-        assert run_sync.returncode == 0
-    return info, table
+    """The virtio target with a host-only initramfs (cached, a copy per run); also its
+    partition table (sfdisk)."""
+    tree = guest.debian_tree()
+
+    def make(image: Path) -> guest.ImageInfo:
+        info = guest.build_image(
+            tree, image, size=SIZE, uefi=False, hostname="resurgo-target",
+            run_script=TARGET_SCRIPT,
+        )
+        with cycle.partitions_mounted(image, {"root": 2}, read_only=False) as m:
+            root = m["root"]
+            # Old installs name the root by its kernel name: finalize must rename it.
+            fstab = root / "etc/fstab"
+            fstab.write_text(fstab.read_text().replace(f"UUID={info.root_uuid} /", "/dev/vda2 /"))
+            cycle.make_host_only(root, info.kernel)
+        return info
+
+    key = ("finalize target", TARGET_VERSION, SIZE, TARGET_SCRIPT, cycle.HOST_ONLY_MODULES)
+    info = guest.copy_image(guest.cached_image("finalize-target", key, make, tree=tree),
+                            tmp_path / "target.raw")
+    return info, cycle.table(info.path)
 
 
 def description(info: guest.ImageInfo, table: dict[str, Any]) -> Description:
@@ -213,17 +197,13 @@ def boots_to_multi_user(result: guest.BootResult) -> bool:
     return result.reached_runner and TARGET_MARK in result.text
 
 
-# What a guest starved of host CPU prints (TCG on a loaded 2-core host): not its fault.
-EMULATION_STALL = ("rcu_preempt kthread starved", "watchdog: BUG: soft lockup")
-
-
 def boot_target(image: Path, interface: guest.Interface, log: Path) -> guest.BootResult:
     """Boot the target alone to its runner. One vCPU: with two, a starved vCPU thread on a
     busy host has stalled the guest's NVMe queue in a soft lockup. A boot that stalls so is
     tried once more; any other failure stands."""
     drive = guest.Drive(image, interface=interface, serial="resurgo-target")
     result = guest.boot(drive, timeout=400, cpus=1, serial_log=log)
-    if not boots_to_multi_user(result) and any(s in result.text for s in EMULATION_STALL):
+    if not boots_to_multi_user(result) and any(s in result.text for s in cycle.EMULATION_STALL):
         shutil.copyfile(log, log.with_suffix(".stalled.log"))
         result = guest.boot(drive, timeout=400, cpus=1, serial_log=log)
     return result
@@ -233,10 +213,6 @@ def boot_target(image: Path, interface: guest.Interface, log: Path) -> guest.Boo
 def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     tmp_path: Path,
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the vm tier needs root (loop devices, chroot)")
-    if shutil.which("qemu-system-x86_64") is None or shutil.which("lsinitrd") is None:
-        pytest.skip("needs qemu-system-x86_64 and lsinitrd (dracut-core) on the host")
     import blake3
     import tomli_w
 
@@ -245,7 +221,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     info, table = build_target(tmp_path)
     timings["build target"] = time.monotonic() - started
     with target_root(info.path, read_only=True) as mnt:
-        saved_modules = image_modules(mnt, info.kernel)
+        saved_modules = cycle.initramfs_modules(mnt / "boot", info.kernel)
     assert "virtio_blk" in saved_modules and "ext4" in saved_modules
     assert "nvme" not in saved_modules and "nvme_core" not in saved_modules
 
@@ -305,7 +281,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     } <= regenerated, text
 
     with target_root(info.path, read_only=True) as mnt:
-        recovered_modules = image_modules(mnt, info.kernel)
+        recovered_modules = cycle.initramfs_modules(mnt / "boot", info.kernel)
         fstab = (mnt / "etc/fstab").read_text()
         modules_file = (mnt / "etc/initramfs-tools/modules").read_text()
         grub_cfg = (mnt / "boot/grub/grub.cfg").read_text()
@@ -314,7 +290,7 @@ def test_finalize_rebuilds_a_host_only_initramfs_and_the_system_boots_from_nvme(
     assert {"nvme", "nvme_core"} <= recovered_modules
     assert saved_modules <= recovered_modules
     assert f"UUID={info.root_uuid} / ext4" in fstab and "/dev/vda2" not in fstab
-    assert modules_file.startswith(HOST_ONLY_MODULES) and modules_file.endswith("\nnvme\n")
+    assert modules_file.startswith(cycle.HOST_ONLY_MODULES) and modules_file.endswith("\nnvme\n")
     assert f"root=UUID={info.root_uuid}" in grub_cfg
     assert len(logs) == 1 and "update-initramfs -u -k" in log_text
     assert report["log"] == f"/var/log/resurgo/{logs[0].name}"

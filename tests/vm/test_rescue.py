@@ -1,8 +1,8 @@
 """The rescue image, built from the cached Debian tree and booted under qemu (vm tier).
 
-One image is built (kernel, modules, programs and Python all from the tree, which is
-bind-mounted read-only: it is a cache other tests share) with a small description
-embedded and the unattended entry as the default:
+The image is the run's shared ``rescue`` (conftest.py, tests/vm/rescue_images.py): kernel,
+modules, programs and Python all from the tree, a small description embedded, the
+unattended entry the default:
 
     disk.vda (GPT, 256 MiB)  p1 200 MiB ── ext4 "rescued" /
 
@@ -19,19 +19,21 @@ then that the target disk holds the saved partition table and filesystem identit
     BIOS, the image as a disk, no set disk: the embedded description alone
     BIOS, the set changed after it was signed (one byte of its description's command, its
         index updated to match), beside the planted sets: refused, the target untouched
+        (the image's kernel and initramfs booted with its recover entry's command line:
+        what is checked is the agent, not the boot loader)
 
 The image trusts one signing key (RescueOptions.trusted_signers), and the sets are signed
 with it (save --sign-key does the same).
     its kernel and initramfs, booted to the rescue shell, which is typed a Python line:
         blake3 (an extension module and its libraries) imports and hashes in there
 
-and an image with this host's programs and the tree's kernel (--kernel-root), booted
-with a network card when RESURGO_VM_FULL=1 (one boot more for the tier).
+and the image with this host's programs and the tree's kernel (--kernel-root, the one
+the whole-cycle tests boot), booted with a network card when RESURGO_VM_FULL=1 (one boot
+more for the tier).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -39,209 +41,40 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
 import pytest
 
-from resurgo import fileformat, signing
+from resurgo import signing
 from resurgo.media import SetKind, SetMeta, open_medium
-from resurgo.model import (
-    Bootloader,
-    BootloaderKind,
-    Command,
-    Description,
-    Disk,
-    ExtOptions,
-    Filesystem,
-    Firmware,
-    FormatInfo,
-    FsType,
-    Mount,
-    OsRelease,
-    Partition,
-    PartitionTable,
-    SystemInfo,
-    TableLabel,
-    VolumeState,
-)
-from resurgo.rescue import After, RescueOptions, RescueReport, build_rescue_image, cpio
+from resurgo.rescue import RescueReport, cpio
 from tests.vm import guest
+from tests.vm.rescue_images import (
+    DISK_GUID,
+    FS_UUID,
+    HOST,
+    KERNEL_ARGS,
+    PART_UUID,
+    TARGET_SIZE,
+    Keys,
+    agent_started_at,
+    direct_boot,
+    rescue_lines,
+)
 
 pytestmark = pytest.mark.vm
 
 MiB = 1 << 20
-TARGET_SIZE = 256 * MiB
-HOST = "rescued"
-DISK_GUID = "5e5c0e00-0000-4000-8000-000000000001"
-PART_UUID = "5e5c0e00-0000-4000-8000-000000000002"
-FS_UUID = "5e5c0e00-0000-4000-8000-000000000003"
-LINUX_FS = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 MAX_SIZE = 80 * MiB
-# In the image's grub.cfg, so one image serves every boot here.
-KERNEL_ARGS = ("resurgo.args=--layout-only --root /mnt/rescued", "resurgo.wait=5")
 BOOT_TIMEOUT = 480.0
-PREFIX = "resurgo-rescue:"
 #: The rescue shell's prompt (PS1 resurgo-rescue:\w# ); the agent's lines have a space.
 PROMPT = re.compile(rb"resurgo-rescue:[^\s\[]*# ")
 BLAKE3_SO = "blake3.cpython-311-x86_64-linux-gnu.so"
 PLAINFILES_SO = "_plainfiles.cpython-311-x86_64-linux-gnu.so"
+#: The image's default entry (its grub.cfg, checked above), booted without GRUB.
+RECOVER_ENTRY = ("resurgo.recover=auto", "resurgo.after=poweroff")
 BLAKE3_ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
-
-
-def description() -> Description:
-    disk = Disk(
-        id="disk.vda",
-        path="/dev/vda",
-        size=TARGET_SIZE,
-        logical_sector_size=512,
-        physical_sector_size=512,
-        transport="virtio",
-        critical=True,
-        table=PartitionTable(TableLabel.GPT, DISK_GUID),
-    )
-    part = Partition(
-        id="part.vda1",
-        disk=disk.id,
-        number=1,
-        start=2048,
-        size=200 * 2048,
-        sector_size=512,
-        type=LINUX_FS,
-        path="/dev/vda1",
-        uuid=PART_UUID,
-        name="root",
-    )
-    fs = Filesystem(
-        id="fs.vda1",
-        device=part.id,
-        type=FsType.EXT4,
-        uuid=FS_UUID,
-        label=HOST,
-        size=200 * MiB,
-        ext=ExtOptions(
-            block_size=4096,
-            inode_size=256,
-            features=(
-                "has_journal",
-                "extent",
-                "64bit",
-                "flex_bg",
-                "metadata_csum",
-                "dir_index",
-                "filetype",
-            ),
-        ),
-        mounts=(Mount("/"),),
-        state=VolumeState(mounted=True, used_bytes=8 * MiB),
-    )
-    return Description(
-        format=FormatInfo("1.0", "0.1.0", "2026-01-01T00:00:00Z", HOST),
-        system=SystemInfo(
-            hostname=HOST,
-            machine_id="3" * 32,
-            architecture="x86_64",
-            firmware=Firmware.BIOS,
-            os_release=OsRelease("debian", "12"),
-            kernel="6.1.0",
-            bootloader=Bootloader(BootloaderKind.NONE),
-            system_volume=fs.id,
-        ),
-        disks=(disk,),
-        partitions=(part,),
-        filesystems=(fs,),
-        # A command runs as root after the restore (not with --layout-only, as here): one
-        # byte of it changed is what the changed set of the test carries.
-        commands=(Command(90, "/bin/sh", ("-c", "echo recovered >/run/resurgo/hook"),
-                          description="a harmless-looking hook"),),
-    )
-
-
-@contextlib.contextmanager
-def read_only_view(tree: Path, target: Path) -> Iterator[Path]:
-    """The shared cached tree, bind-mounted read-only: a build that tried to write into
-    it would fail here instead of changing the cache."""
-    with guest.mounted(tree, target, options=["bind", "ro"]):
-        assert _is_ro(target)
-        yield target
-
-
-def _is_ro(path: Path) -> bool:
-    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with guest.scratch_dir("resurgo-rescue-test-") as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def tree() -> Path:
-    return guest.debian_tree()
-
-
-@pytest.fixture(scope="module")
-def sysroot(tree: Path, workdir: Path) -> Iterator[Path]:
-    with read_only_view(tree, workdir / "sysroot") as root:
-        yield root
-
-
-@pytest.fixture(scope="module")
-def desc_file(workdir: Path) -> Path:
-    path = workdir / "description.toml"
-    fileformat.write(description(), path)
-    return path
-
-
-@dataclass(frozen=True)
-class Keys:
-    trusted: signing.SignKey
-    intruder: signing.SignKey
-    signers: bytes
-
-
-@pytest.fixture(scope="module")
-def keys(workdir: Path) -> Keys:
-    made = []
-    for name in ("admin", "intruder"):
-        path = workdir / name
-        guest.run_cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path])
-        made.append(signing.SignKey.load(path))
-    return Keys(made[0], made[1], made[0].signers_line("admin@test").encode())
-
-
-@pytest.fixture(scope="module")
-def rescue(sysroot: Path, desc_file: Path, workdir: Path, keys: Keys) -> RescueReport:
-    report = build_rescue_image(
-        workdir / "rescue.iso",
-        RescueOptions(
-            trusted_signers=keys.signers,
-            description=desc_file,
-            unattended=True,
-            after=After.POWEROFF,
-            menu_timeout=0,
-            kernel_args=KERNEL_ARGS,
-            sysroot=sysroot,
-        ),
-    )
-    print(
-        f"\nrescue image: {report.size / MiB:.1f} MiB (kernel {report.kernel_size / MiB:.1f}, "
-        f"initramfs {report.initramfs_size / MiB:.1f} MiB, "
-        f"{report.initramfs_uncompressed / MiB:.0f} MiB unpacked), built in "
-        f"{report.seconds:.1f} s {report.timings}"
-    )
-    return report
-
-
-@pytest.fixture(scope="module")
-def extracted(rescue: RescueReport, workdir: Path) -> Path:
-    """The image's files (xorriso reads the ISO without mounting it)."""
-    out = workdir / "extracted"
-    guest.run_cmd(["xorriso", "-osirrox", "on", "-indev", rescue.path, "-extract", "/", out])
-    return out
 
 
 def make_set_disk(path: Path, desc_file: Path, staging: Path, key: signing.SignKey | None,
@@ -297,21 +130,6 @@ def make_planted_disk(path: Path, desc_file: Path, staging: Path, keys: Keys) ->
                     staging / "a" / "resurgo" / HOST / PLANTED[1])
     guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "planted", "-E", "root_owner=0:0", "-d",
                    staging / "a", path])
-
-
-def rescue_lines(text: str) -> list[str]:
-    return [
-        line.split(PREFIX, 1)[1].split("]", 1)[1].strip()
-        for line in text.splitlines()
-        if PREFIX in line and "]" in line
-    ]
-
-
-def agent_started_at(text: str) -> float | None:
-    for line in text.splitlines():
-        if PREFIX in line and "rescue system" in line:
-            return float(line.split("[", 1)[1].split("]", 1)[0])
-    return None
 
 
 def check_target(image: Path) -> None:
@@ -379,11 +197,11 @@ def report_boot(name: str, result: guest.BootResult) -> None:
 
 
 def test_image_holds_what_recovery_needs(
-    rescue: RescueReport, workdir: Path, extracted: Path, keys: Keys
+    rescue: RescueReport, tree: Path, desc_file: Path, extracted: Path, keys: Keys
 ) -> None:
     assert rescue.size < MAX_SIZE, f"{rescue.size / MiB:.1f} MiB"
     assert rescue.kernel_version == Path(
-        next((workdir / "sysroot/boot").glob("vmlinuz-*")).name
+        next((tree / "boot").glob("vmlinuz-*")).name
     ).name.removeprefix("vmlinuz-")
     for prog in (
         "sfdisk",
@@ -449,7 +267,7 @@ def test_image_holds_what_recovery_needs(
     assert "console=ttyS0,115200 console=tty0" in first
     assert "'resurgo.args=--layout-only --root /mnt/rescued'" in first
     embedded = (out / "resurgo/description.toml").read_bytes()
-    assert embedded == (workdir / "description.toml").read_bytes()
+    assert embedded == desc_file.read_bytes()
     raw = subprocess.run(
         ["zstd", "-d", "-c", out / "boot/initrd.img"], capture_output=True, check=True
     ).stdout
@@ -499,30 +317,10 @@ def test_image_holds_what_recovery_needs(
     assert config["description_sha256"] == rescue.description_sha256
 
 
-@pytest.fixture(scope="module")
-def host_tools_image(tree: Path, workdir: Path) -> RescueReport:
+def test_kernel_from_another_root(kernel_root_image: RescueReport) -> None:
     """--kernel-root: this machine's programs and Python (which has `ip`), the tree's
     kernel and modules; a static address on the kernel command line."""
-    with read_only_view(tree, workdir / "kroot") as kroot:
-        report = build_rescue_image(
-            workdir / "host-tools.iso",
-            RescueOptions(
-                kernel_root=kroot,
-                unattended=True,
-                menu_timeout=0,
-                kernel_args=(
-                    "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none",
-                    "nameserver=10.0.2.3",
-                    "resurgo.wait=0",
-                ),
-            ),
-        )
-    print(f"\n--kernel-root image: {report.size / MiB:.1f} MiB in {report.seconds:.1f} s")
-    return report
-
-
-def test_kernel_from_another_root(host_tools_image: RescueReport) -> None:
-    report = host_tools_image
+    report = kernel_root_image
     assert report.size < MAX_SIZE
     assert report.description_sha256 is None
     assert "virtio_blk" in report.modules and "e1000" in report.modules
@@ -557,7 +355,7 @@ def test_bios_cdrom_finds_the_set_and_recovers(
 
 
 def test_a_set_changed_after_signing_is_refused_before_any_disk_is_touched(
-    rescue: RescueReport, desc_file: Path, tmp_path: Path, keys: Keys
+    extracted: Path, desc_file: Path, tmp_path: Path, keys: Keys
 ) -> None:
     set_id = make_set_disk(tmp_path / "set.img", desc_file, tmp_path / "staging", keys.trusted,
                            tamper=True)
@@ -569,9 +367,9 @@ def test_a_set_changed_after_signing_is_refused_before_any_disk_is_touched(
          guest.Drive(tmp_path / "planted.img", serial="planted")],
         timeout=BOOT_TIMEOUT,
         serial_log=tmp_path / "serial.log",
-        extra_args=["-cdrom", str(rescue.path)],
+        extra_args=direct_boot(extracted, [*RECOVER_ENTRY, *KERNEL_ARGS]),
     )
-    report_boot("BIOS, CD, a changed set", result)
+    report_boot("BIOS, the image's kernel, a changed set", result)
     lines = rescue_lines(result.text)
     detail = "\n".join(lines) or guest._tail(result.text, 60)
     assert not result.timed_out, detail
@@ -696,14 +494,14 @@ def test_blake3_hashes_in_the_rescue_shell(extracted: Path, tmp_path: Path) -> N
 @pytest.mark.skipif(
     not os.environ.get("RESURGO_VM_FULL"), reason="one more boot: set RESURGO_VM_FULL=1"
 )
-def test_network_comes_up(host_tools_image: RescueReport, tmp_path: Path) -> None:
+def test_network_comes_up(kernel_root_image: RescueReport, tmp_path: Path) -> None:
     """Booted with a NIC and a static ip=, the network comes up; with no set and no
     description the unattended run fails, says so, and still powers off."""
     result = guest.boot(
         guest.blank_disk(tmp_path / "blank.img", 16 * MiB),
         timeout=BOOT_TIMEOUT,
         serial_log=tmp_path / "serial.log",
-        extra_args=["-cdrom", str(host_tools_image.path), "-nic", "user,model=e1000"],
+        extra_args=["-cdrom", str(kernel_root_image.path), "-nic", "user,model=e1000"],
     )
     report_boot("BIOS, CD, host tools, network", result)
     lines = rescue_lines(result.text)

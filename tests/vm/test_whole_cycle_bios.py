@@ -13,52 +13,59 @@ disks, booted.
 
    with /etc/crypttab (the key file, by UUID), /etc/fstab (by UUID), mdadm.conf;
 3. it boots again: the stack comes up by itself (assembled, unlocked, activated,
-   mounted); marker files go to /, /home and /srv/data and `resurgo save --no-rescue`
-   writes the set to another virtual disk;
-4. host: the rescue image with the set's description, the tree's kernel, the unattended
-   entry the default and `resurgo.keys=LABEL=RESURGO-KEYS`: the LUKS key on a key disk,
-   named after the volume's id, never on the kernel command line;
-5. the rescue boots (SeaBIOS, the image as a USB stick) with the set disk, the key disk
-   and three blank NVMe disks (the system disk 25 % larger, the mirror's disks one as
-   large as before, one larger), recovers and finalizes unattended, powers off;
+   mounted); marker files go to /, /home and /srv/data and `resurgo save --no-rescue
+   --sign-key KEY` writes the set to another virtual disk (the guest script of
+   tests/vm/cycle.py, which the UEFI cycle runs too);
+4. host: the LUKS key on a key disk, named after the volume's id, never on the kernel
+   command line;
+5. the run's kernel-root rescue (trusting KEY) boots its kernel and initramfs (SeaBIOS)
+   with the unattended entry's command line, `resurgo.set=` naming the set and
+   `resurgo.keys=LABEL=RESURGO-KEYS`, the set disk, the key disk and three blank NVMe
+   disks (the system disk 25 % larger, the mirror's disks one as large as before, one
+   larger); it recovers and finalizes unattended, powers off;
 6. the recovered disks boot alone (SeaBIOS, NVMe); the check script saved with the
    system prints the markers' hashes, the mounts, /proc/mdstat, the crypt layer, the LV,
    the identities of the md array and the LUKS volume, the kernel command line.
    host: the MBR has the source's partition numbers and types, the root grown; the
    recovered initramfs carries nvme.
 
-The times and the image size go to whole-cycle-bios.json in the test's tmp dir, and stdout.
+Each numbered step is a module-scoped fixture (source, stack, saved, recovered, booted),
+the checks tests of their own. The times go to whole-cycle-bios.json in the module's
+tmp dir, and stdout.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from resurgo import fileformat
-from resurgo.finalize.chroot import Chroot
-from resurgo.rescue import After, RescueOptions, build_rescue_image
+from resurgo.rescue import RescueReport
 from tests.vm import guest
-from tests.vm.test_rescue import read_only_view, rescue_lines
-from tests.vm.test_whole_cycle import (
-    EMULATION_STALL,
-    HOST_ONLY_MODULES,
+from tests.vm.cycle import (
+    MARKERS,
+    Saved,
+    Times,
+    boot_recovered,
+    build_source,
+    hashes,
     initramfs_modules,
+    mounts,
+    numbered,
     partitions_mounted,
-    sha256,
+    rescue_boot,
+    save_in_guest,
     table,
 )
+from tests.vm.rescue_images import Keys, rescue_lines
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 MiB = guest.MiB
 SOURCE_SIZE = 2 * guest.GiB
 TARGET_SIZE = SOURCE_SIZE * 5 // 4
@@ -72,32 +79,7 @@ KEY_DISK_SIZE = 512 * MiB
 KEY_LABEL = "RESURGO-KEYS"
 HOST = "resurgo-bios"
 PARTS = {"boot": 1, "extended": 2, "root": 3, "swap": 5, "home": 6}
-MARKERS = {
-    "/resurgo-marker.bin": 1 * MiB,
-    "/home/alice/marker.bin": 256 * 1024,
-    "/srv/data/projects/marker.bin": 512 * 1024,
-}
-CHECK = "RESURGO-CHECK"
-
-# Saved with the system (/resurgo-test/run.sh): the runner runs it when the recovered
-# disks boot without an exchange disk.
-CHECK_SCRIPT = f"""#!/bin/sh
-udevadm settle
-for f in {" ".join(MARKERS)}; do
-    echo "{CHECK} sha256 $(sha256sum "$f")"
-done
-for m in / /boot /home /srv/data; do
-    echo "{CHECK} mount $m $(findmnt -n -o SOURCE,FSTYPE "$m" | tr -s ' ')"
-done
-echo "{CHECK} swap $(swapon --noheadings --show=NAME,TYPE | tr -s ' ')"
-echo "{CHECK} cmdline $(cat /proc/cmdline)"
-sed 's/^/{CHECK} mdstat /' /proc/mdstat
-mdadm --detail --export /dev/md/data | sed 's/^/{CHECK} md /'
-echo "{CHECK} luks-uuid $(cryptsetup luksUUID /dev/md/data)"
-cryptsetup status cryptdata | sed 's/^ */{CHECK} crypt /'
-lvs --noheadings -o vg_name,lv_name,lv_size,lv_active --units m | sed 's/^ */{CHECK} lvs /'
-lsblk -l -n -o NAME,TYPE,FSTYPE,MOUNTPOINTS | sed 's/^/{CHECK} lsblk /'
-"""
+SOURCE_TIMEOUT = 600.0
 
 # First boot of the source (vdb: the set disk, not used here; vdc, vdd: the mirror's
 # disks; vde: the exchange disk): the data stack, as an administrator makes it.
@@ -134,72 +116,6 @@ cp /etc/crypttab /etc/fstab /etc/mdadm/mdadm.conf "$X/"
 sync
 """
 
-# Second boot of the source: the stack came up by itself; markers, then the save.
-SAVE_SCRIPT = f"""#!/bin/sh
-set -u
-X="$RESURGO_EXCHANGE"
-udevadm settle
-cat /proc/mdstat >"$X/mdstat.txt"
-cryptsetup status cryptdata >"$X/crypt-status.txt" || exit 11
-findmnt -n -o SOURCE,FSTYPE /srv/data >"$X/srv-data.txt" || exit 12
-mkdir -p /home/alice /srv/data/projects
-cp "$X/markers/root.bin" /resurgo-marker.bin
-cp "$X/markers/home.bin" /home/alice/marker.bin
-cp "$X/markers/data.bin" /srv/data/projects/marker.bin
-sync
-findmnt --json >"$X/findmnt.json"
-lsblk -o NAME,SIZE,TYPE,FSTYPE,MOUNTPOINTS >"$X/lsblk.txt"
-mkdir -p /mnt/set
-mount /dev/vdb /mnt/set || exit 10
-mkdir -p /mnt/set/resurgo/{HOST}
-start=$(date +%s.%N)
-PYTHONPATH="$X/py" python3 -m resurgo save --to /mnt/set/resurgo/{HOST} --no-rescue \\
-    --no-catalog --exclude-disk /dev/vdb --exclude-disk /dev/vde --json \\
-    >"$X/save.json" 2>"$X/save.err"
-rc=$?
-end=$(date +%s.%N)
-echo "$start $end" >"$X/save.time"
-umount /mnt/set
-sync
-exit $rc
-"""
-
-SOURCE_TIMEOUT = 600.0
-RESCUE_TIMEOUT = 1500.0
-BOOT_TIMEOUT = 400.0
-
-
-def numbered(tab: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """An sfdisk --json table's partitions by number (an MBR's have no names)."""
-    return {int(re.sub(r".*?(\d+)$", r"\1", p["node"])): p for p in tab["partitions"]}
-
-
-def build_source(tmp_path: Path) -> guest.ImageInfo:
-    info = guest.build_image(
-        guest.debian_tree(),
-        tmp_path / "source.raw",
-        size=SOURCE_SIZE,
-        uefi=False,
-        label="dos",
-        hostname=HOST,
-        run_script=CHECK_SCRIPT,
-        boot_size=192 * MiB,
-        swap_size=64 * MiB,
-        home_size=64 * MiB,
-    )
-    parts = {"root": PARTS["root"], "boot": PARTS["boot"]}
-    with partitions_mounted(info.path, parts, read_only=False) as m:
-        root = m["root"]
-        with guest.mounted(m["boot"], root / "boot", options=["bind"]):
-            conf = root / "etc/initramfs-tools/initramfs.conf"
-            conf.write_text(re.sub(r"(?m)^MODULES=.*$", "MODULES=list", conf.read_text()))
-            (root / "etc/initramfs-tools/modules").write_text(HOST_ONLY_MODULES)
-            # The engine compresses with zstd, which the minimal tree lacks.
-            shutil.copy2("/usr/bin/zstd", root / "usr/local/bin/zstd")
-            with Chroot(root) as ch:
-                ch.execute(["update-initramfs", "-u", "-k", info.kernel])
-            guest.run_cmd(["sync", "-f", root / "boot"])
-    return info
 
 
 def luks_volume_id(description: Path) -> str:
@@ -209,205 +125,207 @@ def luks_volume_id(description: Path) -> str:
     return vols[0].id
 
 
-def boot_recovered(disks: list[guest.Drive], log: Path) -> guest.BootResult:
-    """One vCPU (a starved second vCPU has stalled NVMe queues under TCG); a boot that
-    stalls so is tried once more, any other failure stands."""
-    result = guest.boot(disks[0], disks[1:], timeout=BOOT_TIMEOUT, cpus=1, serial_log=log)
-    if not result.reached_runner and any(s in result.text for s in EMULATION_STALL):
-        shutil.copyfile(log, log.with_suffix(".stalled.log"))
-        result = guest.boot(disks[0], disks[1:], timeout=BOOT_TIMEOUT, cpus=1, serial_log=log)
-    return result
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("whole-cycle-bios")
 
 
-def checks_of(text: str) -> list[str]:
-    return [s.split(CHECK, 1)[1].strip() for s in text.splitlines() if f"{CHECK} " in s]
+@pytest.fixture(scope="module")
+def times(work: Path) -> Times:
+    return Times(work / "whole-cycle-bios.json", "whole cycle (BIOS)")
 
 
-def test_bios_mbr_raid_luks_lvm_save_rescue_recover_boot(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the vm tier needs root (loop devices, chroot)")
-    if shutil.which("qemu-system-x86_64") is None or shutil.which("lsinitrd") is None:
-        pytest.skip("needs qemu-system-x86_64 and lsinitrd (dracut-core) on the host")
-    if shutil.which("zstd") is None:
-        pytest.skip("needs zstd on the host")
-    import blake3
-    import tomli_w
+@dataclass(frozen=True)
+class Source:
+    info: guest.ImageInfo
+    table: dict[str, Any]
+    parts: dict[int, dict[str, Any]]
+    modules: frozenset[str]
 
-    times: dict[str, Any] = {}
-    total = time.monotonic()
-    out = tmp_path / "whole-cycle-bios.json"
 
-    def note(key: str, value: float) -> None:
-        # Written at each step: a failing run still leaves the times it measured.
-        times[key] = round(value)
-        out.write_text(json.dumps(times, indent=2))
-        print(f"whole cycle (BIOS): {key}: {times[key]}", flush=True)
-
-    # 1. the source, MBR, host-only initramfs
-    started = time.monotonic()
-    info = build_source(tmp_path)
-    note("build source", time.monotonic() - started)
-    src_table = table(info.path)
-    assert src_table["label"] == "dos"
-    src_parts = numbered(src_table)
-    assert sorted(src_parts) == sorted(PARTS.values())
+@pytest.fixture(scope="module")
+def source(work: Path, times: Times) -> Source:
+    with times.timed("build source"):
+        info = build_source(work / "source.raw", hostname=HOST, size=SOURCE_SIZE, uefi=False,
+                            label="dos")
+    tab = table(info.path)
     with partitions_mounted(info.path, {"boot": PARTS["boot"]}, read_only=True) as m:
-        saved_modules = initramfs_modules(m["boot"], info.kernel)
-    assert {"virtio_blk", "ext4"} <= saved_modules
-    assert "nvme" not in saved_modules and "nvme_core" not in saved_modules
+        modules = initramfs_modules(m["boot"], info.kernel)
+    return Source(info, tab, numbered(tab), modules)
 
-    source = guest.Drive(info.path, serial="resurgo-source")
-    set_disk = guest.blank_disk(tmp_path / "set.img", SET_DISK_SIZE)
+
+def test_the_source_is_mbr_with_a_host_only_initramfs(source: Source) -> None:
+    assert source.table["label"] == "dos"
+    assert sorted(source.parts) == sorted(PARTS.values())
+    assert {"virtio_blk", "ext4"} <= source.modules
+    assert "nvme" not in source.modules and "nvme_core" not in source.modules
+
+
+@dataclass(frozen=True)
+class Disks:
+    source: guest.Drive
+    set_disk: Path
+    raid: list[Path]
+    key: bytes
+
+    @property
+    def extra(self) -> list[guest.Drive]:
+        """vdb the set disk, vdc and vdd the mirror's (the exchange disk comes after)."""
+        return [
+            guest.Drive(self.set_disk, serial="resurgo-set"),
+            guest.Drive(self.raid[0], serial="resurgo-raid-a"),
+            guest.Drive(self.raid[1], serial="resurgo-raid-b"),
+        ]
+
+
+@pytest.fixture(scope="module")
+def disks(source: Source, work: Path) -> Disks:
+    set_disk = guest.blank_disk(work / "set.img", SET_DISK_SIZE)
     guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "backup", set_disk])
-    raid = [
-        guest.blank_disk(tmp_path / f"raid-{n}.raw", RAID_DISK_SIZE) for n in ("a", "b")
-    ]
-    source_disks = [
-        guest.Drive(set_disk, serial="resurgo-set"),
-        guest.Drive(raid[0], serial="resurgo-raid-a"),
-        guest.Drive(raid[1], serial="resurgo-raid-b"),
-    ]
-    key = os.urandom(64)
+    raid = [guest.blank_disk(work / f"raid-{n}.raw", RAID_DISK_SIZE) for n in ("a", "b")]
+    return Disks(guest.Drive(source.info.path, serial="resurgo-source"), set_disk, raid,
+                 os.urandom(64))
 
-    # 2. the data stack, built inside the source
-    started = time.monotonic()
-    stack = guest.run_in_guest(
-        STACK_SCRIPT,
-        image=source,
-        workdir=tmp_path / "stack-boot",
-        files={"data.key": key},
-        extra_disks=source_disks,
-        timeout=SOURCE_TIMEOUT,
-    )
-    note("stack build (host)", time.monotonic() - started)
-    assert stack.exit_status == 0, stack.output[-3000:] or guest._tail(stack.boot.text, 60)
-    sx = stack.exchange
+
+@dataclass(frozen=True)
+class Stack:
+    md_env: dict[str, str]
+    luks_uuid: str
+    data_uuid: str
+    crypttab: str
+
+
+@pytest.fixture(scope="module")
+def stack(disks: Disks, work: Path, times: Times) -> Stack:
+    """The data stack, built inside the source as an administrator would."""
+    with times.timed("stack build (host)"):
+        run = guest.run_in_guest(
+            STACK_SCRIPT,
+            image=disks.source,
+            workdir=work / "stack-boot",
+            files={"data.key": disks.key},
+            extra_disks=disks.extra,
+            timeout=SOURCE_TIMEOUT,
+        )
+    assert run.exit_status == 0, run.output[-3000:] or guest._tail(run.boot.text, 60)
+    sx = run.exchange
     md_env = dict(
         line.split("=", 1) for line in (sx / "md.env").read_text().splitlines() if "=" in line
     )
-    assert md_env["MD_LEVEL"] == "raid1" and md_env["MD_METADATA"] == "1.2", md_env
-    luks_uuid = (sx / "luks.uuid").read_text().strip()
-    data_uuid = (sx / "data.uuid").read_text().strip()
-    assert f"UUID={luks_uuid} /etc/keys/data.key" in (sx / "crypttab").read_text()
+    return Stack(md_env, (sx / "luks.uuid").read_text().strip(),
+                 (sx / "data.uuid").read_text().strip(), (sx / "crypttab").read_text())
 
-    # 3. it boots with the stack up; markers, save
-    markers = {
-        "root.bin": os.urandom(MARKERS["/resurgo-marker.bin"]),
-        "home.bin": os.urandom(MARKERS["/home/alice/marker.bin"]),
-        "data.bin": os.urandom(MARKERS["/srv/data/projects/marker.bin"]),
-    }
-    want = {
-        "/resurgo-marker.bin": sha256(markers["root.bin"]),
-        "/home/alice/marker.bin": sha256(markers["home.bin"]),
-        "/srv/data/projects/marker.bin": sha256(markers["data.bin"]),
-    }
-    started = time.monotonic()
-    run = guest.run_in_guest(
-        SAVE_SCRIPT,
-        image=source,
-        workdir=tmp_path / "source-boot",
-        files={
-            "markers/root.bin": markers["root.bin"],
-            "markers/home.bin": markers["home.bin"],
-            "markers/data.bin": markers["data.bin"],
-            "py/resurgo": REPO / "src" / "resurgo",
-            "py/tomli_w": Path(tomli_w.__file__).parent,
-            "py/blake3": Path(blake3.__file__).parent,
-        },
-        extra_disks=source_disks,
-        timeout=1200,
+
+def test_the_source_has_raid1_luks_lvm(stack: Stack) -> None:
+    assert stack.md_env["MD_LEVEL"] == "raid1" and stack.md_env["MD_METADATA"] == "1.2"
+    assert f"UUID={stack.luks_uuid} /etc/keys/data.key" in stack.crypttab
+
+
+@pytest.fixture(scope="module")
+def saved(stack: Stack, disks: Disks, work: Path, times: Times, keys: Keys) -> Saved:
+    return save_in_guest(
+        work,
+        times,
+        source=disks.source,
+        disks=disks.extra,
+        set_disk=disks.set_disk,
+        markers=MARKERS,
+        exclude=["/dev/vdb", "/dev/vde"],
+        keys=keys,
+        host=HOST,
+        firmware="bios",
     )
-    note("source boot + save (host)", time.monotonic() - started)
-    x = run.exchange
-    err = (x / "save.err").read_text() if (x / "save.err").exists() else ""
-    assert run.exit_status == 0, f"{run.output[-2000:]}\n{err[-3000:]}"
+
+
+def test_the_stack_came_up_by_itself_and_was_saved(saved: Saved, stack: Stack) -> None:
+    x = saved.exchange
     # The boot itself assembled, unlocked, activated and mounted the stack.
     assert "raid1" in (x / "mdstat.txt").read_text()
     assert "LUKS2" in (x / "crypt-status.txt").read_text()
     assert (x / "srv-data.txt").read_text().split() == ["/dev/mapper/vgdata-data", "ext4"]
-    begin, end = map(float, (x / "save.time").read_text().split())
-    note("save (in the guest)", end - begin)
-    report = json.loads((x / "save.json").read_text())
-    saved_points = {u["mountpoint"] for u in report["units"]}
-    assert {"/", "/boot", "/home", "/srv/data"} <= saved_points, report["units"]
-    note("set MiB", report["set"]["bytes"] / MiB)
-    set_id = report["set"]["id"]
-
-    # 4. the rescue image, with the set's description; the key on its own disk
-    with guest.mounted_image(set_disk) as mnt:
-        set_dir = mnt / "resurgo" / HOST / set_id
-        for name in ("description.toml", "description.toml.sha256"):
-            shutil.copy2(set_dir / name, tmp_path / name)
-    desc_text = (tmp_path / "description.toml").read_text()
+    saved_points = {u["mountpoint"] for u in saved.report["units"]}
+    assert {"/", "/boot", "/home", "/srv/data"} <= saved_points, saved.report["units"]
+    desc_text = saved.description.read_text()
     assert "/dev/vdb" not in desc_text and "/dev/vde" not in desc_text
-    assert luks_uuid in desc_text and data_uuid in desc_text
-    volume = luks_volume_id(tmp_path / "description.toml")
+    assert stack.luks_uuid in desc_text and stack.data_uuid in desc_text
+
+
+@dataclass(frozen=True)
+class Targets:
+    system: Path
+    mirror: list[Path]
+
+    @property
+    def drives(self) -> list[guest.Drive]:
+        return [
+            guest.Drive(self.system, interface="nvme", serial="resurgo-target"),
+            guest.Drive(self.mirror[0], interface="nvme", serial="resurgo-target-a"),
+            guest.Drive(self.mirror[1], interface="nvme", serial="resurgo-target-b"),
+        ]
+
+
+@pytest.fixture(scope="module")
+def targets(work: Path) -> Targets:
+    return Targets(
+        guest.blank_disk(work / "target.raw", TARGET_SIZE),
+        [guest.blank_disk(work / f"target-raid-{n}.raw", size)
+         for n, size in zip("ab", TARGET_RAID_SIZES, strict=True)],
+    )
+
+
+@pytest.fixture(scope="module")
+def volume(saved: Saved) -> str:
+    return luks_volume_id(saved.description)
+
+
+@pytest.fixture(scope="module")
+def recovered(
+    saved: Saved, disks: Disks, targets: Targets, volume: str, work: Path, times: Times,
+    kernel_root_image: RescueReport, kernel_root_files: Path,
+) -> guest.BootResult:
+    times.note("rescue build", kernel_root_image.seconds)
+    times.note("rescue image MiB", kernel_root_image.size / MiB)
     key_disk = guest.make_exchange_disk(
-        tmp_path / "keys.img", {f"{volume}.key": key}, size=KEY_DISK_SIZE
+        work / "keys.img", {f"{volume}.key": disks.key}, size=KEY_DISK_SIZE
     )
     guest.run_cmd(["e2label", key_disk, KEY_LABEL])
-    with read_only_view(guest.debian_tree(), tmp_path / "kroot") as kroot:
-        rescue = build_rescue_image(
-            tmp_path / "rescue.iso",
-            RescueOptions(
-                description=tmp_path / "description.toml",
-                kernel_root=kroot,
-                unattended=True,
-                after=After.POWEROFF,
-                menu_timeout=0,
-                kernel_args=("resurgo.wait=5", f"resurgo.keys=LABEL={KEY_LABEL}"),
-            ),
-        )
-    note("rescue build", rescue.seconds)
-    note("rescue image MiB", rescue.size / MiB)
-
-    # 5. the rescue, unattended, SeaBIOS: set and key disks, three blank NVMe disks
-    target = guest.blank_disk(tmp_path / "target.raw", TARGET_SIZE)
-    mirror = [
-        guest.blank_disk(tmp_path / f"target-raid-{n}.raw", size)
-        for n, size in zip("ab", TARGET_RAID_SIZES, strict=True)
-    ]
-    targets = [
-        guest.Drive(target, interface="nvme", serial="resurgo-target"),
-        guest.Drive(mirror[0], interface="nvme", serial="resurgo-target-a"),
-        guest.Drive(mirror[1], interface="nvme", serial="resurgo-target-b"),
-    ]
-    started = time.monotonic()
-    result = guest.boot(
-        guest.Drive(rescue.path, format="raw", read_only=True, serial="stick"),
-        [
-            guest.Drive(set_disk, serial="resurgo-set"),
+    return rescue_boot(
+        work,
+        times,
+        files=kernel_root_files,
+        set_id=saved.set_id,
+        disks=[
+            guest.Drive(disks.set_disk, serial="resurgo-set"),
             guest.Drive(key_disk, serial="resurgo-keys"),
-            *targets,
+            *targets.drives,
         ],
-        timeout=RESCUE_TIMEOUT,
-        serial_log=tmp_path / "rescue.log",
         firmware="bios",
+        more_args=(f"resurgo.keys=LABEL={KEY_LABEL}",),
     )
-    note("rescue boot to recovered (host)", time.monotonic() - started)
-    lines = rescue_lines(result.text)
-    detail = "\n".join(lines[-60:]) or guest._tail(result.text, 60)
-    assert not result.timed_out, f"the rescue did not power off:\n{detail}"
-    assert any(x.startswith("recovery set:") and set_id in x for x in lines), detail
+
+
+def test_the_rescue_takes_the_set_and_the_key_disk_and_recovers(
+    recovered: guest.BootResult, saved: Saved, volume: str
+) -> None:
+    lines = rescue_lines(recovered.text)
+    detail = "\n".join(lines[-60:])
+    assert any(x.startswith("recovery set:") and saved.set_id in x for x in lines), detail
     assert f"{volume}: key file /run/resurgo/keys/{volume}.key" in lines, detail
     # Neither the set's disk nor the key disk is ever a target.
-    never = re.findall(r"(/dev/\w+) is not a candidate: it holds the recovery set", result.text)
+    never = re.findall(r"(/dev/\w+) is not a candidate: it holds the recovery set",
+                       recovered.text)
     assert len(set(never)) == 2, never
-    assert "recovery finished: ok" in lines, guest._tail(result.text, 120)
     assert lines[-1] == "poweroff now", detail
-    restored = re.findall(r"done +resurgo:restore .*\(([0-9.]+) s\)", result.text)
-    note("restore data (in the rescue)", sum(map(float, restored)))
-    fin = re.search(r"drivers ([0-9.]+) s, bootloader ([0-9.]+) s; total ([0-9.]+) s", result.text)
-    assert fin, detail
-    note("finalize (in the rescue)", float(fin.group(3)))
-    note("finalize: drivers, initramfs rebuilt", float(fin.group(1)))
-    note("finalize: bootloader", float(fin.group(2)))
 
-    # The layout on the system disk: the saved MBR, numbers and types, root grown.
-    tgt_table = table(target)
+
+def test_the_mbr_keeps_numbers_and_types_root_grown(
+    recovered: guest.BootResult, source: Source, targets: Targets
+) -> None:
+    tgt_table = table(targets.system)
     assert tgt_table["label"] == "dos"
-    assert tgt_table["id"].lower() == src_table["id"].lower()
+    assert tgt_table["id"].lower() == source.table["id"].lower()
     tgt_parts = numbered(tgt_table)
+    src_parts = source.parts
     assert {n: p["type"] for n, p in tgt_parts.items()} == {
         n: p["type"] for n, p in src_parts.items()
     }
@@ -415,55 +333,73 @@ def test_bios_mbr_raid_luks_lvm_save_rescue_recover_boot(tmp_path: Path) -> None
     assert tgt_parts[PARTS["root"]]["size"] > src_parts[PARTS["root"]]["size"]
     for name in ("boot", "swap", "home"):
         assert tgt_parts[PARTS[name]]["size"] == src_parts[PARTS[name]]["size"], name
+
+
+def test_the_mirrors_disks_keep_the_saved_type_the_larger_grown(
+    recovered: guest.BootResult, disks: Disks, targets: Targets
+) -> None:
     # Each of the mirror's disks: one partition of the saved type, as large as before on
     # the disk alike, grown on the larger one (the grow policy's last resizable partition).
-    src_raid = numbered(table(raid[0]))
-    members = [numbered(table(image)) for image in mirror]
+    src_raid = numbered(table(disks.raid[0]))
+    members = [numbered(table(image)) for image in targets.mirror]
     for member in members:
         assert {n: p["type"] for n, p in member.items()} == {
             n: p["type"] for n, p in src_raid.items()
         }
     assert members[0][1]["size"] == src_raid[1]["size"]
     assert members[1][1]["size"] > src_raid[1]["size"]
-    with partitions_mounted(target, {"boot": PARTS["boot"]}, read_only=True) as mnts:
-        recovered_modules = initramfs_modules(mnts["boot"], info.kernel)
-    assert {"nvme", "nvme_core"} <= recovered_modules
-    assert saved_modules <= recovered_modules
 
-    # 6. the recovered disks alone, SeaBIOS, from NVMe
-    started = time.monotonic()
-    booted = boot_recovered(targets, tmp_path / "recovered.log")
-    note("recovered boot (host)", time.monotonic() - started)
-    checks = checks_of(booted.text)
-    assert booted.reached_runner and checks, guest._tail(booted.text, 60)
-    got = {
-        c.split()[2]: c.split()[1]
-        for c in checks
-        if c.startswith("sha256 ") and len(c.split()) == 3
-    }
-    assert got == want, checks
-    mounts = {c.split()[1]: c.split()[2:] for c in checks if c.startswith("mount ")}
+
+def test_the_recovered_initramfs_has_nvme(
+    recovered: guest.BootResult, source: Source, targets: Targets
+) -> None:
+    with partitions_mounted(targets.system, {"boot": PARTS["boot"]}, read_only=True) as mnts:
+        recovered_modules = initramfs_modules(mnts["boot"], source.info.kernel)
+    assert {"nvme", "nvme_core"} <= recovered_modules
+    assert source.modules <= recovered_modules
+
+
+@pytest.fixture(scope="module")
+def booted(recovered: guest.BootResult, targets: Targets, work: Path, times: Times) -> list[str]:
+    return boot_recovered(targets.drives, work / "recovered.log", times, firmware="bios")
+
+
+def test_the_recovered_disks_boot_alone_from_nvme(
+    booted: list[str], saved: Saved, source: Source, times: Times
+) -> None:
+    checks = booted
+    assert hashes(checks) == saved.want, checks
+    mounted = mounts(checks)
     # NVMe controllers probe asynchronously: the system disk is whichever nvmeN it got.
-    root_dev = re.fullmatch(r"/dev/(nvme\d+n1)p3", mounts["/"][0])
-    assert root_dev and mounts["/"][1] == "ext4", checks
+    root_dev = re.fullmatch(r"/dev/(nvme\d+n1)p3", mounted["/"][0])
+    assert root_dev and mounted["/"][1] == "ext4", checks
     disk = root_dev.group(1)
-    assert mounts["/boot"] == [f"/dev/{disk}p{PARTS['boot']}", "ext4"], checks
-    assert mounts["/home"] == [f"/dev/{disk}p{PARTS['home']}", "ext4"], checks
-    assert mounts["/srv/data"] == ["/dev/mapper/vgdata-data", "ext4"], checks
+    assert mounted["/boot"] == [f"/dev/{disk}p{PARTS['boot']}", "ext4"], checks
+    assert mounted["/home"] == [f"/dev/{disk}p{PARTS['home']}", "ext4"], checks
+    assert mounted["/srv/data"] == ["/dev/mapper/vgdata-data", "ext4"], checks
     swap = next(c for c in checks if c.startswith("swap "))
     assert swap.split()[1:] == [f"/dev/{disk}p{PARTS['swap']}", "partition"], checks
     cmdline = next(c for c in checks if c.startswith("cmdline "))
-    assert f"root=UUID={info.root_uuid}" in cmdline, cmdline
+    assert f"root=UUID={source.info.root_uuid}" in cmdline, cmdline
+    times.total()
+
+
+def test_the_recovered_stack_keeps_its_identities(
+    booted: list[str], stack: Stack
+) -> None:
+    checks = booted
+    disk = re.fullmatch(r"/dev/(nvme\d+n1)p3", mounts(checks)["/"][0])
+    assert disk, checks
     # The mirror, both members on the other two NVMe disks, and its identity kept.
     mdstat = " ".join(c.removeprefix("mdstat ") for c in checks if c.startswith("mdstat "))
     assert re.search(r"md\d+ : active raid1 nvme\d+n1p1\[\d\] nvme\d+n1p1\[\d\]", mdstat), mdstat
     assert "[2/2] [UU]" in mdstat, mdstat
-    assert disk not in mdstat, mdstat
+    assert disk.group(1) not in mdstat, mdstat
     md = dict(c.removeprefix("md ").split("=", 1) for c in checks if c.startswith("md "))
-    assert md["MD_UUID"] == md_env["MD_UUID"] and md["MD_LEVEL"] == "raid1", md
+    assert md["MD_UUID"] == stack.md_env["MD_UUID"] and md["MD_LEVEL"] == "raid1", md
     assert md["MD_DEVICES"] == "2", md
     # The LUKS volume kept its UUID: the restored crypttab and key file unlocked it.
-    assert f"luks-uuid {luks_uuid}" in checks, checks
+    assert f"luks-uuid {stack.luks_uuid}" in checks, checks
     crypt = {
         c.split()[1].rstrip(":"): " ".join(c.split()[2:])
         for c in checks
@@ -476,6 +412,3 @@ def test_bios_mbr_raid_luks_lvm_save_rescue_recover_boot(tmp_path: Path) -> None
     lsblk = [c.split()[1:] for c in checks if c.startswith("lsblk ")]
     assert any(v[:3] == ["cryptdata", "crypt", "LVM2_member"] for v in lsblk), checks
     assert any(v[:3] == ["vgdata-data", "lvm", "ext4"] for v in lsblk), checks
-
-    note("total (host)", time.monotonic() - total)
-    print("whole cycle (BIOS):", json.dumps(times))
