@@ -1104,3 +1104,29 @@ def test_a_named_set_on_an_image_with_neither() -> None:
     assert choice.candidate == a
     with pytest.raises(locate.NoChoice, match="was not found"):
         locate.choose_named([a, b, no_desc], no_desc.set_id, None, signed=False)
+
+
+def test_the_agent_takes_the_set_named_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resurgo.errors import OperationFailed
+    from resurgo.rescue import agent as rescue_agent
+
+    older = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64, "admin")
+    newer = pinned("20261105T000000Z-0005", "db1", 5, "q" * 64, "admin")
+    out = io.StringIO()
+    agent = rescue_agent.Agent(
+        rescue_agent.Console([out]), rescue_agent.Config(),
+        cmdline.parse(f"resurgo.recover=auto resurgo.set={older.set_id}"))
+    monkeypatch.setattr(rescue_agent, "trust", lambda: object())
+    monkeypatch.setattr(agent, "candidates", lambda: [older, newer])
+    monkeypatch.setattr(agent, "not_on_saved_disks", lambda cands: cands)
+
+    def stop(choice: locate.Choice) -> Path:
+        raise OperationFailed("stop here")
+
+    monkeypatch.setattr(agent, "description_of", stop)
+    assert agent.recover() == 1
+    said = out.getvalue()
+    assert f"recovery set: {older.where} (the set named on the kernel command line" in said
+    assert "signed by a trusted key (admin)" in said
