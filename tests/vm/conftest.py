@@ -61,7 +61,7 @@ def made_once(directory: Path, name: str, make: Callable[[Path], T]) -> T:
     """``make(directory/name)`` in the first worker to ask; the others wait for it and
     get the same result (pickled beside it)."""
     done = directory / f"{name}.pickle"
-    with guest._locked(directory / f"{name}.lock"):
+    with guest.locked(directory / f"{name}.lock"):
         if done.exists():
             result: T = pickle.loads(done.read_bytes())
             return result

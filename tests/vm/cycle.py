@@ -193,19 +193,18 @@ def zstd_digest() -> str:
     return hashlib.sha256(Path("/usr/bin/zstd").read_bytes()).hexdigest()
 
 
-def build_source(
-    path: Path,
+def cached_source(
     *,
     hostname: str,
     size: int,
     uefi: bool,
     label: Literal["gpt", "dos"],
 ) -> guest.ImageInfo:
-    """A source system (cached: built once per everything it depends on, then copied to
-    ``path``): /boot, swap, /home and / on the tree, a host-only initramfs, the check
-    script at /resurgo-test/run.sh, and zstd, which the engine compresses with and the
-    minimal tree lacks (this host's build needs only libc, zlib, lzma and lz4, all in
-    the tree)."""
+    """A source system, built once per everything it depends on (never boot it:
+    ``guest.copy_image`` it): /boot, swap, /home and / on the tree, a host-only initramfs,
+    the check script at /resurgo-test/run.sh, and zstd, which the engine compresses with
+    and the minimal tree lacks (this host's build needs only libc, zlib, lzma and lz4,
+    all in the tree)."""
     tree = guest.debian_tree()
     sizes = {"boot": 192 * MiB, "swap": 64 * MiB, "home": 64 * MiB}
     _, numbers = guest.disk_layout(label, uefi=uefi, sizes=sizes)
@@ -233,8 +232,7 @@ def build_source(
 
     key = ("whole-cycle source", SOURCE_VERSION, hostname, size, uefi, label, sizes,
            CHECK_SCRIPT, HOST_ONLY_MODULES, zstd_digest())
-    cached = guest.cached_image(f"source-{hostname}", key, make, tree=tree)
-    return guest.copy_image(cached, path)
+    return guest.cached_image(f"source-{hostname}", key, make, tree=tree)
 
 
 @dataclass(frozen=True)

@@ -261,12 +261,12 @@ def find_mirror(suite: str = SUITE, apt_dir: Path = Path("/etc/apt")) -> str:
     )
 
 
-def _key(*parts: object) -> str:
+def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def locked(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("w") as fd:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -314,12 +314,12 @@ def debian_tree(
     A run that dies half-way leaves no stamp, so the next one starts over. Concurrent
     callers serialise on a lock file.
     """
-    key = _key(suite, "minbase", sorted(packages))
+    key = cache_key(suite, "minbase", sorted(packages))
     final = cache_dir / f"debian-{suite}-{key}"
     if (final / _STAMP).is_file():
         return final / "root"
     require_tools("debootstrap")
-    with _locked(cache_dir / f"{final.name}.lock"):
+    with locked(cache_dir / f"{final.name}.lock"):
         if (final / _STAMP).is_file():
             return final / "root"
         work = cache_dir / f"{final.name}.partial"
@@ -889,7 +889,7 @@ def cached_image(
     and files it puts in, JSON values) with the tree and this module's guest-side files, so a change
     to any of them builds anew. Never boot or write the cached file: ``copy_image`` it.
     """
-    digest = _key(
+    digest = cache_key(
         tree.parent.name,
         IMAGE_LAYOUT_VERSION,
         GUEST_RUNNER,
@@ -901,7 +901,7 @@ def cached_image(
     meta = final.with_suffix(".json")
     if final.exists() and meta.exists():
         return ImageInfo.from_json(meta.read_text(), final)
-    with _locked(cache_dir / f"{name}-{digest}.lock"):
+    with locked(cache_dir / f"{name}-{digest}.lock"):
         if final.exists() and meta.exists():
             return ImageInfo.from_json(meta.read_text(), final)
         partial = cache_dir / f"{name}-{digest}.partial"

@@ -34,7 +34,7 @@ from tests.vm.cycle import (
     Saved,
     Times,
     boot_recovered,
-    build_source,
+    cached_source,
     hashes,
     initramfs_modules,
     mounts,
@@ -82,8 +82,10 @@ class Source:
 @pytest.fixture(scope="module")
 def source(work: Path, times: Times) -> Source:
     with times.timed("build source"):
-        info = build_source(work / "source.raw", hostname=HOST, size=SOURCE_SIZE, uefi=True,
-                            label="gpt")
+        info = guest.copy_image(
+            cached_source(hostname=HOST, size=SOURCE_SIZE, uefi=True, label="gpt"),
+            work / "source.raw",
+        )
     return Source(info)
 
 

@@ -36,8 +36,10 @@ tmp dir, and stdout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ from tests.vm.cycle import (
     Saved,
     Times,
     boot_recovered,
-    build_source,
+    cached_source,
     hashes,
     initramfs_modules,
     mounts,
@@ -143,15 +145,94 @@ class Source:
     modules: frozenset[str]
 
 
+@dataclass(frozen=True)
+class Stack:
+    md_env: dict[str, str]
+    luks_uuid: str
+    data_uuid: str
+    crypttab: str
+    key: bytes
+
+
+#: Bump when built_stack changes what it does (a part of its cache key).
+STACK_VERSION = 1
+STACK_FILES = ("md.env", "luks.uuid", "data.uuid", "crypttab")
+
+
+def built_stack(work: Path, times: Times) -> tuple[guest.ImageInfo, list[Path], Stack]:
+    """The source after its first boot built the data stack on the mirror's two disks, as
+    an administrator would: cached like the source itself (the source, the two disks, the
+    stack's identities and its key, keyed on the source and the script), copied to
+    ``work``. The first boot's checks are the next test's, on what it left."""
+    base = cached_source(hostname=HOST, size=SOURCE_SIZE, uefi=False, label="dos")
+    digest = guest.cache_key(base.path.name, STACK_VERSION, STACK_SCRIPT, RAID_DISK_SIZE)
+    final = guest.DEFAULT_CACHE_DIR / f"bios-stack-{digest}"
+    with guest.locked(final.with_suffix(".lock")):
+        if not (final / "COMPLETE").exists():
+            partial = final.with_suffix(".partial")
+            guest.remove_tree(partial)
+            partial.mkdir(parents=True)
+            source = guest.copy_image(base, partial / "source.raw")
+            raid = [guest.blank_disk(partial / f"raid-{n}.raw", RAID_DISK_SIZE) for n in "ab"]
+            key = os.urandom(64)
+            (partial / "data.key").write_bytes(key)
+            with times.timed("stack build (host)"):
+                run = guest.run_in_guest(
+                    STACK_SCRIPT,
+                    image=guest.Drive(source.path, serial="resurgo-source"),
+                    workdir=work / "stack-boot",
+                    files={"data.key": key},
+                    extra_disks=[
+                        guest.Drive(guest.blank_disk(work / "stack-set.img", SET_DISK_SIZE),
+                                    serial="resurgo-set"),
+                        guest.Drive(raid[0], serial="resurgo-raid-a"),
+                        guest.Drive(raid[1], serial="resurgo-raid-b"),
+                    ],
+                    timeout=SOURCE_TIMEOUT,
+                )
+            assert run.exit_status == 0, run.output[-3000:] or guest._tail(run.boot.text, 60)
+            for name in STACK_FILES:
+                shutil.copyfile(run.exchange / name, partial / name)
+            (partial / "COMPLETE").write_text("")
+            partial.rename(final)
+    info = guest.copy_image(dataclasses.replace(base, path=final / "source.raw"),
+                            work / "source.raw")
+    raid = [guest.copy_image(dataclasses.replace(base, path=final / f"raid-{n}.raw"),
+                             work / f"raid-{n}.raw").path for n in "ab"]
+    md_env = dict(
+        line.split("=", 1) for line in (final / "md.env").read_text().splitlines() if "=" in line
+    )
+    stack = Stack(md_env, (final / "luks.uuid").read_text().strip(),
+                  (final / "data.uuid").read_text().strip(), (final / "crypttab").read_text(),
+                  (final / "data.key").read_bytes())
+    return info, raid, stack
+
+
+@dataclass(frozen=True)
+class Built:
+    source: Source
+    raid: list[Path]
+    stack: Stack
+
+
 @pytest.fixture(scope="module")
-def source(work: Path, times: Times) -> Source:
+def built(work: Path, times: Times) -> Built:
     with times.timed("build source"):
-        info = build_source(work / "source.raw", hostname=HOST, size=SOURCE_SIZE, uefi=False,
-                            label="dos")
+        info, raid, stack = built_stack(work, times)
     tab = table(info.path)
     with partitions_mounted(info.path, {"boot": PARTS["boot"]}, read_only=True) as m:
         modules = initramfs_modules(m["boot"], info.kernel)
-    return Source(info, tab, numbered(tab), modules)
+    return Built(Source(info, tab, numbered(tab), modules), raid, stack)
+
+
+@pytest.fixture(scope="module")
+def source(built: Built) -> Source:
+    return built.source
+
+
+@pytest.fixture(scope="module")
+def stack(built: Built) -> Stack:
+    return built.stack
 
 
 def test_the_source_is_mbr_with_a_host_only_initramfs(source: Source) -> None:
@@ -179,41 +260,11 @@ class Disks:
 
 
 @pytest.fixture(scope="module")
-def disks(source: Source, work: Path) -> Disks:
+def disks(built: Built, work: Path) -> Disks:
     set_disk = guest.blank_disk(work / "set.img", SET_DISK_SIZE)
     guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "backup", set_disk])
-    raid = [guest.blank_disk(work / f"raid-{n}.raw", RAID_DISK_SIZE) for n in ("a", "b")]
-    return Disks(guest.Drive(source.info.path, serial="resurgo-source"), set_disk, raid,
-                 os.urandom(64))
-
-
-@dataclass(frozen=True)
-class Stack:
-    md_env: dict[str, str]
-    luks_uuid: str
-    data_uuid: str
-    crypttab: str
-
-
-@pytest.fixture(scope="module")
-def stack(disks: Disks, work: Path, times: Times) -> Stack:
-    """The data stack, built inside the source as an administrator would."""
-    with times.timed("stack build (host)"):
-        run = guest.run_in_guest(
-            STACK_SCRIPT,
-            image=disks.source,
-            workdir=work / "stack-boot",
-            files={"data.key": disks.key},
-            extra_disks=disks.extra,
-            timeout=SOURCE_TIMEOUT,
-        )
-    assert run.exit_status == 0, run.output[-3000:] or guest._tail(run.boot.text, 60)
-    sx = run.exchange
-    md_env = dict(
-        line.split("=", 1) for line in (sx / "md.env").read_text().splitlines() if "=" in line
-    )
-    return Stack(md_env, (sx / "luks.uuid").read_text().strip(),
-                 (sx / "data.uuid").read_text().strip(), (sx / "crypttab").read_text())
+    return Disks(guest.Drive(built.source.info.path, serial="resurgo-source"), set_disk,
+                 built.raid, built.stack.key)
 
 
 def test_the_source_has_raid1_luks_lvm(stack: Stack) -> None:
