@@ -63,8 +63,8 @@ done
 echo "{CHECK} swap $(swapon --noheadings --show=NAME,TYPE | tr -s ' ')"
 echo "{CHECK} cmdline $(cat /proc/cmdline)"
 lsblk -l -n -o NAME,TYPE,FSTYPE,MOUNTPOINTS | sed 's/^/{CHECK} lsblk /'
+[ -e /proc/mdstat ] && sed 's/^/{CHECK} mdstat /' /proc/mdstat
 if [ -e /dev/md/data ]; then
-    sed 's/^/{CHECK} mdstat /' /proc/mdstat
     mdadm --detail --export /dev/md/data | sed 's/^/{CHECK} md /'
     echo "{CHECK} luks-uuid $(cryptsetup luksUUID /dev/md/data)"
     cryptsetup status cryptdata | sed 's/^ */{CHECK} crypt /'
