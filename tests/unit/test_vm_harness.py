@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.vm import guest, record_fixtures
 
 GUEST_DATA = Path(__file__).resolve().parent.parent / "data/guest"
