@@ -100,7 +100,7 @@ def rescue(shared_dir: Path, tree: Path, keys: Keys, desc_file: Path) -> RescueR
 def extracted(shared_dir: Path, rescue: RescueReport) -> Path:
     """The sysroot image's files (its kernel and initramfs boot without GRUB)."""
     return made_once(shared_dir, "sysroot-files",
-                     lambda d: rescue_images.extract(rescue.path, d))
+                     lambda d: rescue_images.extract(rescue.path, d / "files"))
 
 
 @pytest.fixture(scope="session")
@@ -113,4 +113,4 @@ def kernel_root_image(shared_dir: Path, tree: Path, keys: Keys) -> RescueReport:
 @pytest.fixture(scope="session")
 def kernel_root_files(shared_dir: Path, kernel_root_image: RescueReport) -> Path:
     return made_once(shared_dir, "kernel-root-files",
-                     lambda d: rescue_images.extract(kernel_root_image.path, d))
+                     lambda d: rescue_images.extract(kernel_root_image.path, d / "files"))

@@ -189,6 +189,31 @@ def make_host_only(root: Path, kernel: str) -> None:
     guest.run_cmd(["sync", "-f", root / "boot"])
 
 
+#: What a source system never uses on the guests' virtual hardware: a third of the tree
+#: that every save and restore would compress, hash and write under TCG. What the
+#: recovered system needs stays (block, NVMe, md, dm, crypto, filesystems).
+TRIMMED = (
+    "usr/lib/modules/{kernel}/kernel/drivers/gpu",
+    "usr/lib/modules/{kernel}/kernel/drivers/media",
+    "usr/lib/modules/{kernel}/kernel/drivers/net",
+    "usr/lib/modules/{kernel}/kernel/drivers/infiniband",
+    "usr/lib/modules/{kernel}/kernel/drivers/iio",
+    "usr/lib/modules/{kernel}/kernel/drivers/staging",
+    "usr/lib/modules/{kernel}/kernel/sound",
+    "usr/share/locale",
+    "usr/share/doc",
+    "usr/share/man",
+)
+
+
+def trim(root: Path, kernel: str) -> None:
+    """Remove ``TRIMMED`` from a source system; its module index made anew."""
+    for rel in TRIMMED:
+        guest.remove_tree(root / rel.format(kernel=kernel))
+    with Chroot(root) as ch:
+        ch.execute(["depmod", "-a", kernel])
+
+
 def zstd_digest() -> str:
     return hashlib.sha256(Path("/usr/bin/zstd").read_bytes()).hexdigest()
 
@@ -201,7 +226,8 @@ def cached_source(
     label: Literal["gpt", "dos"],
 ) -> guest.ImageInfo:
     """A source system, built once per everything it depends on (never boot it:
-    ``guest.copy_image`` it): /boot, swap, /home and / on the tree, a host-only initramfs,
+    ``guest.copy_image`` it): /boot, swap, /home and / on the tree (less ``TRIMMED``), a
+    host-only initramfs,
     the check script at /resurgo-test/run.sh, and zstd, which the engine compresses with
     and the minimal tree lacks (this host's build needs only libc, zlib, lzma and lz4,
     all in the tree)."""
@@ -227,11 +253,12 @@ def cached_source(
             root = m["root"]
             with guest.mounted(m["boot"], root / "boot", options=["bind"]):
                 shutil.copy2("/usr/bin/zstd", root / "usr/local/bin/zstd")
+                trim(root, info.kernel)
                 make_host_only(root, info.kernel)
         return info
 
     key = ("whole-cycle source", SOURCE_VERSION, hostname, size, uefi, label, sizes,
-           CHECK_SCRIPT, HOST_ONLY_MODULES, zstd_digest())
+           CHECK_SCRIPT, HOST_ONLY_MODULES, TRIMMED, zstd_digest())
     return guest.cached_image(f"source-{hostname}", key, make, tree=tree)
 
 
