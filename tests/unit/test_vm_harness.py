@@ -97,3 +97,12 @@ def test_a_volume_key_in_dmsetup_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(record_fixtures.FixtureError, match="volume key"):
         record_fixtures.check_no_secrets(tmp_path, "pass")
 
+
+
+def test_qemu_command_booting_a_kernel_leaves_bootindex_0_to_it() -> None:
+    argv = guest.qemu_command(
+        [guest.Drive(Path("/i/set.img"))],
+        extra_args=["-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.img", "-append", "x"],
+    )
+    assert "bootindex" not in " ".join(argv)
+    assert argv[-6:] == ["-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.img", "-append", "x"]

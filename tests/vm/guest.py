@@ -1165,6 +1165,8 @@ def qemu_command(
                 f"if=pflash,format=raw,unit=1,file={ovmf_vars}",
             ]
     scsi_bus = False
+    # A kernel given on the command line boots first (qemu's loader takes bootindex 0).
+    direct = "-kernel" in extra_args
     for n, disk in enumerate(disks):
         kind = disk.interface or interface
         drive = f"file={disk.path},format={disk.image_format},if=none,id=d{n},cache=unsafe"
@@ -1172,7 +1174,7 @@ def qemu_command(
             drive += ",readonly=on"
         argv += ["-drive", drive]
         serial = disk.serial or f"resurgo-d{n}"
-        boot = ",bootindex=0" if n == 0 else ""
+        boot = ",bootindex=0" if n == 0 and not direct else ""
         if kind == "virtio":
             argv += ["-device", f"virtio-blk-pci,drive=d{n},serial={serial}{boot}"]
         elif kind == "nvme":
