@@ -263,6 +263,9 @@ FILESYSTEMS: tuple[str, ...] = (
     "btrfs",
     "vfat",
     "nls_cp437",
+    # Debian's kernels mount vfat with iocharset=ascii by default: without it an ESP does
+    # not mount (an image with a description had it from the modules the machine used).
+    "nls_ascii",
     "nls_iso8859_1",
     "nls_utf8",
     "exfat",
