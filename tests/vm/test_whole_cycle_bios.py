@@ -108,7 +108,9 @@ mkfs.ext4 -q -L data /dev/vgdata/data
 luks=$(cryptsetup luksUUID /dev/md/data)
 fs=$(blkid -p -s UUID -o value /dev/vgdata/data)
 echo "cryptdata UUID=$luks /etc/keys/data.key luks" >>/etc/crypttab
-echo "UUID=$fs /srv/data ext4 defaults 0 2" >>/etc/fstab
+# The emulated CPU unlocks LUKS slowly, the more on a loaded host: longer than systemd's
+# 90 s wait for the LV inside (then the boot stops in emergency mode).
+echo "UUID=$fs /srv/data ext4 defaults,x-systemd.device-timeout=600 0 2" >>/etc/fstab
 mdadm --detail --scan >>/etc/mdadm/mdadm.conf
 mkdir -p /srv/data
 mdadm --detail --export /dev/md/data >"$X/md.env"
