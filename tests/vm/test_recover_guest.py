@@ -22,7 +22,6 @@ The tool output after each stage comes back on the exchange disk and is checked 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
