@@ -16,11 +16,8 @@ pytestmark = pytest.mark.storage
 
 
 def loops() -> set[str]:
-    """The loop devices on the demo's images (its work directory, /tmp/resurgo-demo.*):
-    other tests may make and drop their own meanwhile (./dev test runs two workers)."""
     return {line.split(":")[0] for line in subprocess.run(
-        ["losetup", "-a"], capture_output=True, text=True, check=True).stdout.splitlines()
-        if "resurgo-demo." in line}
+        ["losetup", "-a"], capture_output=True, text=True, check=True).stdout.splitlines()}
 
 
 def demo_mounts() -> list[str]:

@@ -1,9 +1,6 @@
 """What every vm test needs of the host, and what they share: the signing keys and the
-rescue images (tests/vm/rescue_images.py), made once per run.
-
-Under pytest-xdist each worker has a session of its own: what is shared is made once, in
-the run's common temporary directory, by the first worker that needs it (the others wait
-on its lock and reuse it).
+rescue images (tests/vm/rescue_images.py), made once per run, in the run's temporary
+directory under a lock (a second pytest-xdist worker would wait for it and reuse it).
 """
 
 from __future__ import annotations

@@ -1204,9 +1204,9 @@ def boot(
 ) -> BootResult:
     """Boot ``image`` with ``extra_disks`` under qemu (TCG) until the guest powers off.
 
-    One vCPU unless ``cpus`` says otherwise: TCG runs each vCPU on a host thread, the
-    suite runs two guests at a time on two cores, and a second vCPU starved of host CPU
-    has stalled guests (NVMe queues in a soft lockup).
+    One vCPU unless ``cpus`` says otherwise: TCG runs each vCPU on a host thread of the
+    2-core machine, and a second vCPU starved of host CPU has stalled guests (NVMe queues
+    in a soft lockup).
 
     The serial console goes to ``serial_log`` (default: next to the image). qemu is
     killed when ``timeout`` passes or anything goes wrong; the result says which
