@@ -73,3 +73,19 @@ def test_devices_below_and_referrers() -> None:
     assert model.referrers(pvs, Link.HOLDS) == {"vg.a": pvs}
     assert model.referrers(pvs) == {"part.a": [pvs[0]], "part.b": [pvs[1]]}
     assert model.referrers([thin], into="volume_groups") == {"vg.a": [thin]}
+
+
+def test_thin_volumes_whose_pools_name_each_other_are_refused() -> None:
+    from resurgo.fileformat import rules
+    from resurgo.model import VolumeGroup
+    from tests.support.builders import description
+
+    vg = VolumeGroup(id="vg.a", name="a", uuid="u", extent_size=4 << 20, size=1 << 30)
+    one = LogicalVolume(id="lv.one", volume_group="vg.a", name="one", uuid="u1", size=1 << 20,
+                        type=LvType.THIN, pool="lv.two")
+    two = LogicalVolume(id="lv.two", volume_group="vg.a", name="two", uuid="u2", size=1 << 20,
+                        type=LvType.THIN, pool="lv.one")
+    problems = [str(p) for p in rules.check(description(volume_groups=(vg,),
+                                                        logical_volumes=(one, two)))]
+    assert any("'lv.one' is built on itself" in p for p in problems), problems
+    assert any("'lv.two' is built on itself" in p for p in problems), problems

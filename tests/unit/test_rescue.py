@@ -1105,6 +1105,11 @@ def test_a_named_set_on_an_image_with_neither() -> None:
     assert choice.candidate == a
     with pytest.raises(locate.NoChoice, match="was not found"):
         locate.choose_named([a, b, no_desc], no_desc.set_id, None, signed=False)
+    # An image with its description but neither signers nor a pin: its own host's sets only.
+    image = locate.Embedded("a" * 64, "db1")
+    assert locate.choose_named([a, b], a.set_id, image, signed=False).candidate == a
+    with pytest.raises(locate.NoChoice, match="of host db1 was not found"):
+        locate.choose_named([a, b], b.set_id, image, signed=False)
 
 
 def test_the_agent_takes_the_set_named_on_the_command_line(

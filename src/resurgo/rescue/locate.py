@@ -174,6 +174,11 @@ def choose_named(candidates: Sequence[Candidate], set_id: str, embedded: Embedde
                            f"({embedded.set_id}), and the image trusts no signers to take "
                            "another")
         named = [c for c in named if c.pin == embedded.set_pin]
+    elif embedded is not None and embedded.host:
+        # An older image, neither signers nor a pin: choose() never takes a set of another
+        # host for it, and a name on the command line must not make it do so either.
+        named = [c for c in named if c.host == embedded.host]
+        what += f" of host {embedded.host}"
     if not named:
         raise NoChoice(f"{what} was not found" + (" signed by a trusted key" if signed else "")
                        + ": found " + listing(candidates))
