@@ -11,7 +11,18 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 from resurgo import __version__
-from resurgo.cli import describe, plan, recover, rescue, save, sets, show, validate, verify
+from resurgo.cli import (
+    describe,
+    plan,
+    prune,
+    recover,
+    rescue,
+    save,
+    sets,
+    show,
+    validate,
+    verify,
+)
 from resurgo.errors import ExitCode, ResurgoError
 
 log = logging.getLogger("resurgo")
@@ -78,6 +89,7 @@ def build_parser() -> ArgumentParser:
     rescue.add_parser(sub, common)
     save.add_parser(sub, common)
     sets.add_parser(sub, common)
+    prune.add_parser(sub, common)
     verify.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(

@@ -17,6 +17,7 @@ from typing import Any
 from resurgo import signing
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit, progress, warn
+from resurgo.cli.retention import add_retention_arguments, retention
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import open_medium
@@ -36,7 +37,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "The set appears only when complete. Left out: the contents of /proc, /sys, /dev, "
         "/run and /tmp, --exclude paths, and the set itself. Exit 0 saved; 1 failed; 2 bad "
         "input; 3 --incremental with no set to build on; 4 or 5 its parent set is not "
-        "authentic, or damaged.",
+        "authentic, or damaged. After a set is saved, the --keep-* rules (as for prune) "
+        "delete the older sets of this host they do not keep.",
     )
     p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",
@@ -52,9 +54,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-disk", action="append", default=[], metavar="DEV",
                    help="leave this disk out of the description and the set, e.g. the disk "
                    "the set is written to (repeat)")
-    p.add_argument("--keep", type=int, metavar="N",
-                   help="after saving, delete all but the newest N sets (and the sets those "
-                   "build on)")
     p.add_argument("--no-rescue", action="store_true", help="do not build the rescue image")
     p.add_argument("--sign-key", type=Path, metavar="FILE",
                    help="sign the set with this SSH key (ed25519; a passphrase-protected key "
@@ -64,13 +63,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="skip the catalog of unchanged package files")
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
                    help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
+    add_retention_arguments(p, keep_alias=True)
     add_medium_arguments(p)
     p.set_defaults(handler=run)
 
 
 def options(args: argparse.Namespace) -> SaveOptions:
-    if args.keep is not None and args.keep < 1:
-        raise BadInput("--keep must keep at least 1 set")
+    policy = retention(args)
     if not 1 <= args.compression_level <= 19:
         raise BadInput(f"--compression-level {args.compression_level}: give a level from 1 to 19")
     from resurgo import run as runner
@@ -84,7 +83,7 @@ def options(args: argparse.Namespace) -> SaveOptions:
         recipients=tuple(args.encrypt_to),
         excludes=tuple(args.exclude),
         exclude_disks=tuple(args.exclude_disk),
-        keep=args.keep,
+        retention=None if policy.empty else policy,
         rescue=not args.no_rescue,
         catalog=not args.no_catalog,
         level=args.compression_level,

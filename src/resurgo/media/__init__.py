@@ -14,7 +14,7 @@ bucket, a floppy image for the description alone.
 
 from resurgo.media.base import Medium, SetInfo, SetReader, SetWriter
 from resurgo.media.open import MediumOptions, open_medium
-from resurgo.media.prune import PrunePlan, plan_prune, prune
+from resurgo.media.prune import PrunePlan, Retention, plan_prune, plan_retention, prune
 from resurgo.media.setindex import FileEntry, SetIndex, SetKind, SetMeta, new_set_id
 from resurgo.media.sftp import SshOptions
 from resurgo.media.streams import FileReader, FileWriter
@@ -26,6 +26,7 @@ __all__ = [
     "Medium",
     "MediumOptions",
     "PrunePlan",
+    "Retention",
     "SetIndex",
     "SetInfo",
     "SetKind",
@@ -36,5 +37,6 @@ __all__ = [
     "new_set_id",
     "open_medium",
     "plan_prune",
+    "plan_retention",
     "prune",
 ]

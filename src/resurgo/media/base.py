@@ -398,15 +398,17 @@ class Medium:
         *,
         set_id: str | None = None,
         sign_key: signing.SignKey | None = None,
+        created: datetime | None = None,
     ) -> SetWriter:
         """Start writing a new set; leftovers of interrupted saves are removed first.
-        With ``sign_key`` its index is signed when it is committed.
+        With ``sign_key`` its index is signed when it is committed. ``created`` (default:
+        now) is the time the index records, and a new id's.
 
         One save at a time per medium: the leftovers of a save running
         elsewhere would be taken for those of an interrupted one.
         """
         meta = meta or SetMeta()
-        created = datetime.now(UTC)
+        created = created or datetime.now(UTC)
         set_id = setindex.check_set_id(set_id) if set_id else setindex.new_set_id(created)
         if self.backend.read_index(set_id) is not None:
             raise BadInput(f"recovery set {set_id} already exists on {self.url}")

@@ -1,18 +1,101 @@
-"""Keep the newest N recovery sets without breaking an incremental chain.
+"""Which recovery sets to keep, by a retention policy like restic's, and never breaking a chain.
 
-A kept incremental set is useless without every set it builds on, so the
-parents (and their parents) of a kept set are kept too, however old. Sets are
-deleted newest first, so a prune that is interrupted never leaves an
-incremental set whose parent is gone while the set itself remains.
+The policy's rules (keep-last, keep-daily, keep-weekly, keep-monthly) apply to each host's
+sets apart, and a set is kept when any rule keeps it:
+
+- keep-last N keeps the N newest sets;
+- keep-daily N keeps, for each of the N newest days that have sets, the newest set of that
+  day; keep-weekly N likewise for ISO weeks (Monday to Sunday), keep-monthly N for calendar
+  months. Days, weeks and months are those of the sets' creation times in UTC, whatever the
+  machine's time zone, so that every machine sharing a medium counts them alike;
+- as restic does, when a rule finds fewer days (weeks, months, sets) than it may keep, it
+  also keeps the host's oldest set, which stretches the history kept as far back as it goes.
+
+A kept incremental set is useless without every set it builds on, so the parents (and their
+parents) of a kept set are kept too, however old. Sets are deleted newest first, so a prune
+that is interrupted never leaves an incremental set whose parent is gone while the set itself
+remains.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 
 from resurgo.errors import BadInput
 from resurgo.media.base import Medium, SetInfo
+
+
+class Rule(StrEnum):
+    LAST = "last"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+    @property
+    def option(self) -> str:
+        return f"--keep-{self.value}"
+
+
+def _utc(when: datetime) -> datetime:
+    # An index's time is UTC; one without a zone is taken as UTC, never as local time.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _day(s: SetInfo) -> str:
+    return f"{_utc(s.created):%Y-%m-%d}"
+
+
+def _week(s: SetInfo) -> str:
+    year, week, _ = _utc(s.created).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _month(s: SetInfo) -> str:
+    return f"{_utc(s.created):%Y-%m}"
+
+
+# The period a set falls in, per rule; keep-last's period is the set itself.
+_PERIOD: dict[Rule, Callable[[SetInfo], str]] = {
+    Rule.LAST: lambda s: s.id,
+    Rule.DAILY: _day,
+    Rule.WEEKLY: _week,
+    Rule.MONTHLY: _month,
+}
+_UNIT = {Rule.LAST: "sets", Rule.DAILY: "days", Rule.WEEKLY: "weeks", Rule.MONTHLY: "months"}
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many sets each rule keeps (None: the rule is not used)."""
+
+    last: int | None = None
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+
+    def __post_init__(self) -> None:
+        for rule, n in self.items():
+            if n < 1:
+                raise BadInput(f"{rule.option} {n}: a rule keeps at least 1 set",
+                               "leave the rule out to not use it")
+
+    def items(self) -> list[tuple[Rule, int]]:
+        given = ((Rule.LAST, self.last), (Rule.DAILY, self.daily),
+                 (Rule.WEEKLY, self.weekly), (Rule.MONTHLY, self.monthly))
+        return [(rule, n) for rule, n in given if n is not None]
+
+    @property
+    def empty(self) -> bool:
+        return not self.items()
+
+    def text(self) -> str:
+        return ", ".join(f"{rule.option} {n}" for rule, n in self.items()) or "no rule"
+
+    def data(self) -> dict[str, int]:
+        return {f"keep_{rule.value}": n for rule, n in self.items()}
 
 
 @dataclass(frozen=True)
@@ -20,35 +103,98 @@ class PrunePlan:
     keep: tuple[SetInfo, ...]  # oldest first
     delete: tuple[SetInfo, ...]  # in the order to delete them: newest first
     broken: tuple[str, ...]  # kept sets whose parent is not on the medium
+    # Why each kept set is kept, by id: the rules that keep it, the sets that build on it.
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def plan_prune(sets: Sequence[SetInfo], keep: int) -> PrunePlan:
-    if keep < 1:
-        raise BadInput("prune must keep at least one recovery set")
+def plan_retention(
+    sets: Sequence[SetInfo],
+    policy: Retention,
+    hosts: Collection[str | None] | None = None,
+) -> PrunePlan:
+    """What the policy keeps and deletes of the sets of ``hosts`` (None: of every host).
+
+    The sets of other hosts are neither kept nor deleted, but a kept set's parent is looked
+    for among all of them."""
+    if policy.empty:
+        raise BadInput("no retention rule given: prune would delete every set",
+                       "give at least one of --keep-last, --keep-daily, --keep-weekly, "
+                       "--keep-monthly")
     ordered = sorted(sets, key=lambda s: (s.created, s.id))
     by_id = {s.id: s for s in ordered}
-    kept: set[str] = set()
+    chosen = [s for s in ordered if hosts is None or s.host in hosts]
+    groups: dict[str | None, list[SetInfo]] = {}
+    for s in chosen:
+        groups.setdefault(s.host, []).append(s)
+    reasons: dict[str, list[str]] = {}
+    for group in groups.values():
+        for set_id, why in _by_rules(group, policy):
+            reasons.setdefault(set_id, []).append(why)
     broken: list[str] = []
-    for s in ordered[-keep:]:
-        current: SetInfo | None = s
-        while current is not None and current.id not in kept:
-            kept.add(current.id)
-            if current.parent is None:
+    walked: set[str] = set()
+    # Newest first, so that a set's first reason of this kind names the newest set on it.
+    for s in reversed(ordered):
+        child: SetInfo | None = s if s.id in reasons else None
+        while child is not None and child.id not in walked:
+            walked.add(child.id)
+            if child.parent is None:
                 break
-            parent = by_id.get(current.parent)
+            parent = by_id.get(child.parent)
             if parent is None:
-                broken.append(current.id)
-            current = parent
+                broken.append(child.id)
+                break
+            reasons.setdefault(parent.id, []).append(f"{child.id} builds on it")
+            child = parent
+    kept = set(reasons)
     return PrunePlan(
         tuple(s for s in ordered if s.id in kept),
-        tuple(s for s in reversed(ordered) if s.id not in kept),
+        tuple(s for s in reversed(chosen) if s.id not in kept),
         tuple(broken),
+        {k: tuple(v) for k, v in reasons.items()},
     )
 
 
-def prune(medium: Medium, keep: int) -> PrunePlan:
-    """Delete all but the newest ``keep`` sets (and the parents those need)."""
-    plan = plan_prune(medium.list_sets(), keep)
+def _by_rules(group: Sequence[SetInfo], policy: Retention) -> list[tuple[str, str]]:
+    """(set id, reason) for each set of one host that a rule keeps: for each rule, going
+    from the newest set back, the first set of each period until the rule has kept its
+    number; and the oldest set when a rule is left wanting."""
+    newest_first = list(reversed(group))
+    out: list[tuple[str, str]] = []
+    for rule, n in policy.items():
+        period = _PERIOD[rule]
+        left = n
+        last: str | None = None
+        for i, s in enumerate(newest_first):
+            if left == 0:
+                break
+            p = period(s)
+            if p != last:
+                last = p
+                left -= 1
+                out.append((s.id, f"{rule.option} {n}: one of the {n} newest sets"
+                            if rule is Rule.LAST else
+                            f"{rule.option} {n}: the newest set of {p}"))
+            elif i == len(newest_first) - 1:
+                out.append((s.id, f"{rule.option} {n}: the oldest set (only {n - left} "
+                            f"{_UNIT[rule]} with sets)"))
+                left -= 1
+    return out
+
+
+def plan_prune(sets: Sequence[SetInfo], keep: int) -> PrunePlan:
+    """The newest ``keep`` sets of each host, and the sets they build on."""
+    return plan_retention(sets, Retention(last=keep))
+
+
+def prune(
+    medium: Medium,
+    policy: Retention | int,
+    hosts: Collection[str | None] | None = None,
+) -> PrunePlan:
+    """Delete the sets of ``hosts`` (None: of every host) that the policy does not keep."""
+    if isinstance(policy, int):
+        policy = Retention(last=policy)
+    plan = plan_retention(medium.list_sets(), policy, hosts)
     for s in plan.delete:
         medium.delete_set(s.id)
     return plan

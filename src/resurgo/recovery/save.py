@@ -45,7 +45,16 @@ from resurgo.engine import SYSTEM_EMPTY_DIRS, SaveResult, Source, save_filesyste
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.engine.source import ManifestStream
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ResurgoError
-from resurgo.media import Medium, SetInfo, SetKind, SetMeta, SetReader, SetWriter, prune
+from resurgo.media import (
+    Medium,
+    Retention,
+    SetInfo,
+    SetKind,
+    SetMeta,
+    SetReader,
+    SetWriter,
+    prune,
+)
 from resurgo.media.url import DirectorySpec, parse_url
 from resurgo.model import ConfigFile, Description
 from resurgo.probe.describe import DescribeOptions, describe
@@ -75,7 +84,8 @@ class SaveOptions:
     excludes: tuple[str, ...] = ()
     # Disks left out of the description (and so of the set), e.g. the one it is saved to.
     exclude_disks: tuple[str, ...] = ()
-    keep: int | None = None
+    # Applied to this host's sets once the new set is committed (None: nothing is deleted).
+    retention: Retention | None = None
     rescue: bool = True
     catalog: bool = True
     level: int = DEFAULT_LEVEL
@@ -570,8 +580,9 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                 raise
         cache.commit(info.id)
     pruned: tuple[str, ...] = ()
-    if opts.keep is not None:
-        pruned = tuple(s.id for s in prune(medium, opts.keep).delete)
+    if opts.retention is not None:
+        # This host's sets alone: other machines' sets on a shared medium are theirs to prune.
+        pruned = tuple(s.id for s in prune(medium, opts.retention, (host,)).delete)
     return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
                       tuple(warnings), lo.excludes, lo.emptied, pruned, rescue)
 
