@@ -13,10 +13,12 @@ from typing import NoReturn
 from resurgo import __version__
 from resurgo.cli import (
     describe,
+    ls,
     plan,
     prune,
     recover,
     rescue,
+    restore,
     save,
     sets,
     show,
@@ -91,6 +93,8 @@ def build_parser() -> ArgumentParser:
     sets.add_parser(sub, common)
     prune.add_parser(sub, common)
     verify.add_parser(sub, common)
+    ls.add_parser(sub, common)
+    restore.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text

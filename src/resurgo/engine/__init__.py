@@ -7,10 +7,13 @@ API
     Save one file system (one btrfs subvolume) as it is under the mounts on top of it.
 ``save_tree(root, archive, manifest, *, set_id, ...)``
     Save a directory tree without crossing into other file systems.
-``restore_tree(target, manifest, archives, *, identity=None, writers=None)``
-    Restore the tree a manifest describes, from the archives of its chain.
+``restore_tree(target, manifest, archives, *, identity=None, writers=None, select=None)``
+    Restore the tree a manifest describes, from the archives of its chain (``select``:
+    only the entries whose path it accepts, each archive read up to the last of them).
 ``verify_tree(root, manifest, *, identity=None, content=True)``
     Every difference between a tree and a manifest (content and metadata).
+``verify.verify_entries(root, entries, *, content=True)``
+    The same for some entries of a manifest (what a selection restored).
 
 The writers take any object with ``write(bytes)`` (a medium's file writer, an open file)
 and never close it; the readers take a ``Source``: a name (shown in errors) and a

@@ -353,6 +353,11 @@ class DecompressedReader:
             raise self.failure("its programs failed")
         return Written(self._size)
 
+    def consumed(self) -> Written:
+        """What was read from the source so far, for a reader that stops before the end
+        (whose close() then stops the programs)."""
+        return Written(self._size)
+
     def close(self) -> None:
         for stage in self._stages:
             if stage.proc.poll() is None:

@@ -316,10 +316,16 @@ class _SetRestore:
         self.last_key = key if last is None else max(key, order_key(last))
         self.last_leaf = b"" if kind == DIR else (last or path) + b"/"
 
-    def run(self, rr: RecordReader, wanted: Iterator[tuple[bytes, int, str]]) -> None:
-        """Extract the archive's entries that ``wanted`` (path, set, manifest line) lists."""
+    def run(self, rr: RecordReader, wanted: Iterator[tuple[bytes, int, str]], *,
+            partial: bool = False) -> bool:
+        """Extract the archive's entries that ``wanted`` (path, set, manifest line) lists.
+        ``partial`` (a selection of the tree): stop reading once the last of them is
+        made, rather than at the archive's end. Whether the archive was read whole."""
         w = next(wanted, None)
         while (found := rr.next_raw()) is not None:
+            if partial and w is None:
+                self.flush()
+                return False
             raw, kind, path, payload = found
             self.follows(path, kind)  # all of them, also those another set's manifest takes
             if w is not None and path == w[0]:
@@ -335,6 +341,7 @@ class _SetRestore:
             raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
                                  [escape(w[0])])
         self.flush()
+        return True
 
     def run_paired(self, rr: RecordReader, lines: Iterator[bytes]) -> None:
         """A chain of one set: its archive holds exactly the manifest's entries, in the
@@ -551,6 +558,7 @@ def _restore_set(
     dirs: Kept,
     links: Kept,
     paired: bool,
+    partial: bool = False,
 ) -> tuple[_SetRestore, Written]:
     stream = source.open()
     plain: DecompressedReader | None = None
@@ -562,12 +570,16 @@ def _restore_set(
         found = rr.start()
         if found != set_id:
             raise ArchiveDamaged(source.name, f"it holds set {found}, the manifest names {set_id}")
+        whole = True
         if paired:
             job.run_paired(rr, cast(Iterator[bytes], wanted))
         else:
-            job.run(rr, cast(Iterator[tuple[bytes, int, str]], wanted))
+            whole = job.run(rr, cast(Iterator[tuple[bytes, int, str]], wanted),
+                            partial=partial)
         writers.drain()
-        return job, plain.finish()
+        # A selection stops reading after its last entry: each entry made was checked
+        # against its manifest line and its digest; the end record is left unread.
+        return job, plain.finish() if whole else plain.consumed()
     except (FormatError, ArchiveDamaged) as e:
         # Damage shows first as whatever notices it: a framing error, a wrong digest, an
         # early end. Stop the programs and prefer their own complaint when they have one.
@@ -636,6 +648,7 @@ def restore_tree(
     *,
     identity: Path | str | None = None,
     writers: int | None = None,
+    select: Callable[[bytes], bool] | None = None,
 ) -> RestoreResult:
     """Restore the tree ``manifest`` describes into the directory ``target``.
 
@@ -645,6 +658,10 @@ def restore_tree(
     from this process). Damage stops the restore with an ArchiveError naming the archive
     and the files concerned; nothing is ever written outside ``target``, which should be
     empty (a fresh file system): what is there already and not in the manifest stays.
+
+    ``select`` restores only the entries whose path it accepts (their parents should be
+    among them, or are made with mode 0700): each archive is read up to the last entry
+    wanted from it, and an archive holding none of them is not read at all.
     """
     lookup: Callable[[str], Source] = (
         archives.__getitem__ if isinstance(archives, Mapping) else archives
@@ -660,11 +677,12 @@ def restore_tree(
         with ManifestStream(manifest, identity) as first:
             chain = first.header.chain
             counts = [0] * len(chain)
-            if len(chain) == 1:
+            if len(chain) == 1 and select is None:
                 counts[0] = 1  # one set holds everything: no need to count
             else:
-                for _, set_index, _ in first.raw_entries():
-                    counts[set_index] += 1
+                for path, set_index, _ in first.raw_entries():
+                    if select is None or select(path):
+                        counts[set_index] += 1
         try:
             sources = [lookup(set_id) for set_id in chain]
         except KeyError as e:
@@ -675,11 +693,13 @@ def restore_tree(
                 continue
             pool.archive = applier.archive = sources[index].name
             with ManifestStream(manifest, identity) as ms:
-                paired = len(chain) == 1
+                paired = len(chain) == 1 and select is None
                 wanted = ms.entry_byte_lines() if paired else (
-                    w for w in ms.raw_entries() if w[1] == index)
+                    w for w in ms.raw_entries()
+                    if w[1] == index and (select is None or select(w[0])))
                 job, written = _restore_set(target_fd, sources[index], set_id, wanted,
-                                            identity, pool, dirs, links, paired)
+                                            identity, pool, dirs, links, paired,
+                                            partial=select is not None)
             read.append((sources[index].name, written))
             entries += job.entries
             files += job.files

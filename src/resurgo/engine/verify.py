@@ -7,17 +7,20 @@ Mismatch. Inode numbers and ctimes are not compared: a restore cannot keep them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from resurgo import digest as content_digest
 from resurgo.engine import fsmeta
 from resurgo.engine.manifest import Entry, xattr_digest
-from resurgo.engine.names import ROOT, escape, walk_key
+from resurgo.engine.names import ROOT, components, escape, walk_key
 from resurgo.engine.records import BLK, CHR, DIR, FILE, HARDLINK, SYMLINK
 from resurgo.engine.source import ManifestStream, Source
+from resurgo.engine.targets import DIR_FLAGS
 from resurgo.engine.walk import walk
 
 CHUNK = 1 << 20
@@ -143,4 +146,55 @@ def verify_tree(
                 e = next(entries, None)
     finally:
         os.close(fd)
+    return checker.found
+
+
+def verify_entries(root: Path | str, entries: Iterable[Entry], *,
+                   content: bool = True) -> list[Mismatch]:
+    """Every difference between these entries (in walk order, a part of a manifest) and
+    what stands at their paths below ``root``: what a restore of a selection made. Each
+    directory on the way is opened with O_NOFOLLOW: a symlink there is a difference
+    (``missing``), never followed. A hard link is compared with the earlier entry it names,
+    which must be among ``entries``."""
+    checker = _Checker(content)
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    opened: list[tuple[bytes, int]] = []  # the directories leading to the current one
+    try:
+        for e in entries:
+            parts = components(e.path)
+            parents = parts[:-1]
+            keep = 0
+            while keep < min(len(opened), len(parents)) and opened[keep][0] == parents[keep]:
+                keep += 1
+            while len(opened) > keep:
+                os.close(opened.pop()[1])
+            try:
+                for part in parents[keep:]:
+                    parent = opened[-1][1] if opened else top
+                    opened.append((part, os.open(part, DIR_FLAGS, dir_fd=parent)))
+                dir_fd = opened[-1][1] if opened else top
+                if not parts:
+                    checker.compare(e, b".", top, os.fstat(top), top)
+                    continue
+                st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                checker.add(e.path, "missing")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    own = os.open(parts[-1], DIR_FLAGS, dir_fd=dir_fd)
+                except OSError as err:
+                    checker.add(e.path, "unreadable", "", err.strerror)
+                    continue
+                try:
+                    checker.compare(e, parts[-1], dir_fd, st, own)
+                finally:
+                    os.close(own)
+            else:
+                checker.compare(e, parts[-1], dir_fd, st, None)
+    finally:
+        while opened:
+            with contextlib.suppress(OSError):
+                os.close(opened.pop()[1])
+        os.close(top)
     return checker.found

@@ -13,6 +13,10 @@ steps started and ended with their times, progress lines, warnings) and returns 
 that renders to text and to JSON (recovery.report). The command line (resurgo.cli) only
 parses, calls, and prints.
 
+Browsing a set and restoring chosen files of it (``resurgo ls``, ``resurgo restore``) are
+browse.list_path and restorepaths.restore_paths, with systempaths mapping the saved
+system's paths to the trees of a set.
+
 The other modules are the pieces they share: reading a set with every check before
 anything is written (load), what plan, recover and verify read from, a set or a
 description file (source), restoring and checking the trees (restore, check), the sealed
