@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from resurgo.engine.manifest import Entry
+from resurgo.engine.manifest import Entry, ManifestError, decode_entry
 from resurgo.engine.names import ROOT, escape
 from resurgo.engine.records import BLK, CHR, DIR, FIFO, FILE, HARDLINK, SYMLINK
 from resurgo.engine.source import ManifestStream
-from resurgo.errors import BadInput, ExitCode
+from resurgo.errors import BadInput, Damaged, ExitCode
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.systempaths import Mounted, SystemTree, is_under, parent
 
@@ -73,6 +73,15 @@ class Listed:
         if e.kind == HARDLINK:
             return shown(self.mounted.system_path(e.target))
         return None
+
+
+def decoded(line: str, name: str) -> Entry:
+    """A manifest line whose path and order raw_entries checked, decoded whole."""
+    try:
+        return decode_entry(line)
+    except ManifestError as e:
+        raise Damaged(f"{name} is damaged: {e}", "use another copy of the set, or another "
+                      "set") from None
 
 
 def mtime_text(ns: int, *, iso: bool = False) -> str:
@@ -133,21 +142,25 @@ def _read(loaded: LoadedSet, m: Mounted, path: str, recursive: bool, *, root_onl
     with ManifestStream(loaded.manifest(m.unit), loaded.identity) as ms:
         chain = ms.header.chain
         seen = False
-        for e in ms.entries():
+        # Only the lines listed are decoded whole.
+        for epath, _, line in ms.raw_entries():
             if root_only:
-                if e.path == ROOT:
-                    found.append(Listed(m.mountpoint, m, e, chain))
+                if epath == ROOT:
+                    found.append(Listed(m.mountpoint, m, decoded(line, ms.name), chain))
                 break
             inside = rel is not None and (
-                rel == ROOT or e.path == rel or e.path.startswith(rel + b"/"))
+                rel == ROOT or epath == rel or epath.startswith(rel + b"/"))
             if not inside:
                 if seen:
                     break  # walk order: the subtree is behind us
                 continue
             seen = True
-            if not m.owns(e.path):
+            if not m.owns(epath):
                 continue
-            item = Listed(m.system_path(e.path), m, e, chain)
+            system_path = m.system_path(epath)
+            if system_path != path and not recursive and parent(system_path) != path:
+                continue
+            item = Listed(system_path, m, decoded(line, ms.name), chain)
             if item.path == path:
                 at = item
             elif recursive or parent(item.path) == path:

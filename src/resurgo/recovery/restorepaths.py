@@ -51,7 +51,7 @@ from resurgo.engine.source import ManifestStream
 from resurgo.engine.targets import DIR_FLAGS
 from resurgo.engine.verify import verify_entries
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
-from resurgo.recovery.browse import shown
+from resurgo.recovery.browse import decoded, shown
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.systempaths import Mounted, Selection, SystemTree, Wanted
 
@@ -161,10 +161,12 @@ def pick(loaded: LoadedSet, paths: tuple[str, ...]) -> list[UnitPick]:
     for m in selection.units():
         p = UnitPick(m)
         with ManifestStream(loaded.manifest(m.unit), loaded.identity) as ms:
-            for e in ms.entries():
-                wanted = selection.wants(m, e.path)
+            # Only the lines chosen are decoded whole: a file of a big tree is quick.
+            for path, _, line in ms.raw_entries():
+                wanted = selection.wants(m, path)
                 if wanted is None:
                     continue
+                e = decoded(line, loaded.manifest(m.unit).name)
                 p.entries.append(e)
                 if wanted == Wanted.CHOSEN:
                     p.chosen.add(e.path)
