@@ -11,6 +11,9 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 # Subprocesses (the CLI under test) see the same source tree.
 os.environ["PYTHONPATH"] = str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")
+# Neither does this machine's configuration file (/etc/resurgo/resurgo.toml) change what
+# the commands under test do: a test that wants one names it (--config, RESURGO_CONFIG).
+os.environ["RESURGO_CONFIG"] = ""
 
 # CI runs on 2 shared cores beside qemu guests: data generation can be slow there, and a
 # health check about speed would fail a test that found nothing wrong.

@@ -130,8 +130,11 @@ def _state_env(state: Path | None) -> dict[str, str]:
 
 def clean_env(state: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a spawned resurgo: the test's, without any RESURGO_ variable it
-    may carry, this tree's sources first on the path, STATE as run() takes it, and EXTRA."""
+    may carry (and without a configuration file), this tree's sources first on the path,
+    STATE as run() takes it, and EXTRA."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESURGO_")}
+    # Nor the machine's configuration file: a test that wants one passes it.
+    env["RESURGO_CONFIG"] = ""
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(_state_env(state))
     env.update(extra)

@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 from resurgo import __version__
+from resurgo import config as configuration
 from resurgo.cli import (
+    config,
+    configured,
     describe,
     ls,
     plan,
@@ -69,6 +72,13 @@ def common_options() -> ArgumentParser:
         default=argparse.SUPPRESS,
         help="log every external command and show tracebacks",
     )
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"the configuration file (default: ${configuration.ENV_CONFIG}, else "
+        f"{configuration.DEFAULT_PATH} when it exists); command-line options override it",
+    )
     return common
 
 
@@ -95,6 +105,7 @@ def build_parser() -> ArgumentParser:
     verify.add_parser(sub, common)
     ls.add_parser(sub, common)
     restore.add_parser(sub, common)
+    config.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text
@@ -112,15 +123,45 @@ def _not_implemented(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code. Leaves the process as it found it (the logging
     set up for the call is undone), so that it can run again in the same process."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            settings = _configuration(argv)
+        except ResurgoError as e:
+            print(f"resurgo: error: {e}", file=sys.stderr)
+            return e.exit_code
+        applied = configured.apply(parser, settings)
+        args = parser.parse_args(argv)
+        missing = applied.missing_medium(args.command, args)
+        if missing is not None:
+            dict(configured.commands(parser))[args.command].error(missing)
     except ParserExit as e:
         return e.code
+    args.configuration = settings
     # --json and --debug may come before or after the command (they are in both parsers).
     args.json = getattr(args, "json", False)
     args.debug = getattr(args, "debug", False)
     with _logging(args.debug):
         return _run(args)
+
+
+def _configuration(argv: list[str]) -> configuration.Config:
+    """The configuration file of this run (--config, else the default), checked; an
+    empty one for --help and --version, and for `config check`, which reports the
+    problems itself, when it is not valid."""
+    pre = ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    given: str | None = pre.parse_known_args(argv)[0].config
+    try:
+        return configuration.load(given)
+    except ResurgoError:
+        # The command's words: neither options nor --config's value.
+        words = [a for i, a in enumerate(argv)
+                 if not a.startswith("-") and (i == 0 or argv[i - 1] != "--config")]
+        if {"-h", "--help", "--version"} & set(argv) or words[:2] == ["config", "check"]:
+            return configuration.Config()
+        raise
 
 
 @contextlib.contextmanager

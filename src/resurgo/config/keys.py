@@ -119,6 +119,9 @@ KEYS: tuple[Key, ...] = (
         "reads there (rescue: the place the unattended recovery looks first)",
         "save --to, list MEDIUM, --from of plan, recover, verify and the commands that read "
         "sets; rescue --from-url", check=_medium),
+    Key("root", Kind.PATH,
+        "the system saved and described: the running one (/), or one mounted elsewhere, "
+        "such as a snapshot", "save, describe and status --root", default="/"),
     Key("exclude", Kind.STRINGS,
         "paths of the saved system left out of the set, with all below them (absolute)",
         "save --exclude", default=(), check=lambda v: None if v.startswith("/")
