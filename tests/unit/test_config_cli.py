@@ -287,3 +287,14 @@ def test_the_environment_names_the_file(tmp_path: Path) -> None:
     shown = cli.run("--config", g, "config", "show", "--json",
                     env={"RESURGO_CONFIG": str(f)}).json()
     assert shown["values"]["medium"] == "/srv/other"
+
+
+def test_retention_reaches_save_and_prune() -> None:
+    text = 'medium = "/srv/sets"\nkeep_last = 3\nkeep_daily = 7\nkeep_monthly = 6\n'
+    for argv in (["save"], ["prune"]):
+        args = parsed(text, *argv)
+        assert (args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly) == (
+            3, 7, None, 6), argv
+    args = parsed(text, "prune", "--from", "/srv/other", "--keep-daily", "2")
+    assert (args.source, args.keep_last, args.keep_daily) == ("/srv/other", 3, 2)
+    assert parsed(text, "prune").source == "/srv/sets"
