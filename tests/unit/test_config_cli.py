@@ -92,6 +92,10 @@ def test_the_medium_fills_every_from_and_to() -> None:
     assert parsed(text, "plan").source == "s3://bucket-1/sets"
     assert parsed(text, "recover", "--yes").source == "s3://bucket-1/sets"
     assert parsed(text, "verify", "--root", "/mnt").source == "s3://bucket-1/sets"
+    assert parsed(text, "ls").source == "s3://bucket-1/sets"
+    assert parsed(text, "restore", "--path", "/etc", "--to", "/tmp/x").source == \
+        "s3://bucket-1/sets"
+    assert parsed(text, "prune").source == "s3://bucket-1/sets"
     assert parsed(text, "rescue", "--to", "/r.iso").from_url == "s3://bucket-1/sets"
     # A description file on the command line, as before.
     assert parsed(text, "plan", "--from", "/tmp/d.toml").source == "/tmp/d.toml"
