@@ -46,6 +46,7 @@ class Saved:
     motd1: bytes
     motd2: bytes
     etc: Snapshot  # /etc itself and /etc/motd, at the incremental set
+    system: Snapshot  # the whole system, / and /home, at the incremental set
 
 
 def table() -> str:
@@ -101,9 +102,13 @@ def saved(tmp_path_factory: pytest.TempPathFactory,
                       "--encrypt-to", recipient, state=work / "state-enc")
         assert r.returncode == 0, r.output
         etc = {p: d for p, d in snapshot(root / "etc").items() if p in (b".", b"motd")}
+        # The root filesystem's snapshot shows /home as the mounted filesystem's root.
+        system = snapshot(root)
+        system.update({b"home/" + p: d for p, d in snapshot(root / "home").items()
+                       if p != b"."})
         yield Saved(work, sets, encrypted, identity, full, incremental,
                     snapshot(root / "srv/rich"), snapshot(root / "home/alice"), motd1,
-                    (root / "etc/motd").read_bytes(), etc)
+                    (root / "etc/motd").read_bytes(), etc, system)
     finally:
         umount_below(root)
         rig.cleanup()
@@ -283,3 +288,27 @@ def test_a_selection_reads_an_archive_only_up_to_its_last_entry(tmp_path: Path) 
     size = (tmp_path / "t.archive").stat().st_size
     assert read[0] < size // 2, (read[0], size)
     assert_same_trees(snapshot(tree / "a"), snapshot(to / "a"))
+
+
+def test_sets_not_signed_by_a_trusted_key_are_refused(saved: Saved, tmp_path: Path) -> None:
+    key = tmp_path / "admin"
+    run.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", str(key)])
+    trust = tmp_path / "allowed_signers"
+    trust.write_text('admin@test namespaces="resurgo-set" '
+                     + " ".join(Path(f"{key}.pub").read_text().split()[:2]) + "\n")
+    r = cli.run("ls", "--from", saved.sets, "/etc", "--trust", trust)
+    assert r.returncode == 4, r.output
+    to = tmp_path / "to"
+    to.mkdir()
+    r = cli.run("restore", "--from", saved.sets, "--path", "/etc/motd", "--to", to,
+                "--trust", trust)
+    assert r.returncode == 4, r.output
+    assert list(to.iterdir()) == []
+
+
+def test_restore_of_the_whole_system(saved: Saved, tmp_path: Path) -> None:
+    to = tmp_path / "to"
+    to.mkdir()
+    r = cli.run("restore", "--from", saved.sets, "--path", "/", "--to", to)
+    assert r.returncode == 0, r.output
+    assert_same_trees(saved.system, snapshot(to))
