@@ -20,6 +20,7 @@ from resurgo.media.s3 import S3Backend
 from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
 from resurgo.media.s3config import Credentials, S3Settings
 from tests.support.consts import MIB
+from tests.support.leases import LeaseContract
 from tests.support.media_contract import (
     MediumContract,
     memory_bound,
@@ -60,7 +61,7 @@ def backend(medium: Medium) -> S3Backend:
     return medium.backend
 
 
-class TestS3Medium(MediumContract):
+class TestS3Medium(MediumContract, LeaseContract):
     @pytest.fixture(autouse=True)
     def _prefix(self, seaweed: Seaweed) -> Iterator[None]:
         self.seaweed = seaweed
@@ -99,6 +100,52 @@ class TestS3Medium(MediumContract):
         stray = [k for k, _ in objects if k[len(b.root) :].split("/")[0] not in indexed]
         uploads = [f"upload:{k}" for k, _ in b.client.multipart_uploads(b.root)]
         return sorted(stray + uploads)
+
+    def stage_by_hand(self, medium: Medium, set_id: str) -> None:
+        b = backend(medium)
+        b.client.put(b.key(set_id, "a.bin"), b"staged")
+
+    def is_staged(self, medium: Medium, set_id: str) -> bool:
+        b = backend(medium)
+        return bool(b.client.list_objects(b.key(set_id)).objects)
+
+    def test_a_cleaner_that_looked_before_a_commit_removes_nothing(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The window: a second save lists the set's prefix and finds no index, the first
+        save writes its index, and the second then removed every object of the prefix,
+        index included: a set reported saved was gone. Now it looks at the lease, and (the
+        lease released with the commit) at the index again, and removes nothing."""
+        with self.open_medium() as first, self.open_medium() as second:
+            w = first.begin_set(SetMeta(host="one"))
+            w.write_bytes("a.bin", b"a" * 1000)
+            cleaner = backend(second)
+            look = cleaner.read_index
+            committed = []
+
+            def read_index(set_id: str) -> bytes | None:
+                seen = look(set_id)
+                if set_id == w.id and not committed:
+                    committed.append(w.commit())  # just after the cleaner's first look
+                return seen
+
+            monkeypatch.setattr(cleaner, "read_index", read_index)
+            cleaner.clean_leftovers()
+            assert committed
+            first.open_set(w.id).verify()
+
+    def test_a_cleaner_leaves_a_running_saves_uploads_alone(self) -> None:
+        """A multipart upload in progress shows in no listing of objects: the lease keeps
+        it too."""
+        with self.open_medium() as first, self.open_medium() as second:
+            w = first.begin_set(SetMeta(host="one"))
+            f = w.create("big.bin")
+            f.write(b"x" * (5 * MIB + 1))  # one part sent, the upload open
+            b = backend(first)
+            assert b.client.multipart_uploads(b.root)
+            backend(second).clean_leftovers()
+            assert b.client.multipart_uploads(b.root)
+            f.close()
+            first.open_set(w.commit().id).verify()
 
     def test_layout_in_the_bucket(self) -> None:
         with self.open_medium() as medium:

@@ -13,6 +13,7 @@ import pytest
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import Medium, MediumOptions, open_medium
 from resurgo.media.sftp import SftpBackend, SshOptions
+from tests.support.leases import LeaseContract
 from tests.support.media_contract import HostileTreeContract, MediumContract
 from tests.support.media_servers import LOCALHOST, Sshd, free_ports
 
@@ -29,7 +30,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 _count = itertools.count()
 
 
-class TestSftpMedium(MediumContract, HostileTreeContract):
+class TestSftpMedium(MediumContract, HostileTreeContract, LeaseContract):
     @pytest.fixture(autouse=True)
     def _root(self, sshd: Sshd) -> Iterator[None]:
         self.sshd = sshd
@@ -59,6 +60,13 @@ class TestSftpMedium(MediumContract, HostileTreeContract):
 
     def leftovers(self, medium: Medium) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.name.startswith("."))
+
+    def stage_by_hand(self, medium: Medium, set_id: str) -> None:
+        (self.root / f".incomplete-{set_id}").mkdir()
+        (self.root / f".incomplete-{set_id}" / "a.bin").write_bytes(b"staged")
+
+    def is_staged(self, medium: Medium, set_id: str) -> bool:
+        return (self.root / f".incomplete-{set_id}" / "a.bin").exists()
 
     def test_relative_path_is_in_the_home_directory(self) -> None:
         # sftp://host/~/dir is relative to the login directory: root's home here,

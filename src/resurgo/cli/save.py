@@ -3,13 +3,17 @@
 Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had);
 2 bad input; 3 a precondition fails (an incremental set without a full one to build on);
 4 the parent of an incremental set is not signed by the trusted signers; 5 it is
-damaged or incomplete.
+damaged or incomplete. One save at a time per machine (recovery.savelock): a second one
+exits with 3 at once, or waits with --wait.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from resurgo.media import open_medium
 from resurgo.recovery.events import Event
 from resurgo.recovery.report import event_text
 from resurgo.recovery.save import SaveOptions, save_set
+from resurgo.recovery.savelock import save_lock
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -36,7 +41,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "one archive and manifest per filesystem and btrfs subvolume, the rescue image. "
         "The set appears only when complete. Left out: the contents of /proc, /sys, /dev, "
         "/run and /tmp, --exclude paths, and the set itself. Exit 0 saved; 1 failed; 2 bad "
-        "input; 3 --incremental with no set to build on; 4 or 5 its parent set is not "
+        "input; 3 --incremental with no set to build on, or another save of the system "
+        "running on this machine (without --wait); 4 or 5 its parent set is not "
         "authentic, or damaged. After a set is saved, the --keep-* rules (as for prune) "
         "delete the older sets of this host they do not keep.",
     )
@@ -55,6 +61,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="leave this disk out of the description and the set, e.g. the disk "
                    "the set is written to (repeat)")
     p.add_argument("--no-rescue", action="store_true", help="do not build the rescue image")
+    p.add_argument("--wait", action="store_true",
+                   help="when another save of this system runs on this machine, wait for it "
+                   "to end (default: exit 3 at once)")
     p.add_argument("--sign-key", type=Path, metavar="FILE",
                    help="sign the set with this SSH key (ed25519; a passphrase-protected key "
                    "through ssh-agent: give its .pub file); the rescue image then trusts "
@@ -94,7 +103,8 @@ def options(args: argparse.Namespace) -> SaveOptions:
 def run(args: argparse.Namespace) -> int:
     opts = options(args)
     # Only a save may meet an SFTP server for the first time.
-    with open_medium(args.medium, medium_options(args, writing=True)) as medium:
+    with save_lock(opts.root, args.medium, wait=args.wait), _stopped_like_ctrl_c(), \
+            open_medium(args.medium, medium_options(args, writing=True)) as medium:
         say = progress(args.json)
         report = save_set(medium, replace(opts, trust=medium.trust),
                           lambda event: _said(say, event))
@@ -102,6 +112,23 @@ def run(args: argparse.Namespace) -> int:
         warn(w)
     emit(report, args.json)
     return ExitCode.OK
+
+
+@contextmanager
+def _stopped_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM (systemctl stop, a timeout) ends the save as Ctrl-C does: what was staged is
+    removed and the medium's lease released, rather than left for the lease to expire."""
+    def stop(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _said(say: Callable[[str], None], event: Event) -> None:

@@ -17,7 +17,9 @@ from types import TracebackType
 
 from resurgo import signing
 from resurgo.errors import BadInput, Damaged, NotAuthentic, OperationFailed, PreconditionFailed
+from resurgo.media import lease as leases
 from resurgo.media import setindex
+from resurgo.media.lease import Lease, LeaseStore
 from resurgo.media.setindex import FileEntry, SetIndex, SetKind, SetMeta
 from resurgo.media.streams import FileReader, FileWriter, Sink, Source
 
@@ -80,6 +82,11 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing open
         """Release connections."""
+
+    def leases(self) -> LeaseStore | None:
+        """Where saves sharing this medium keep their leases (see lease.py); None for a
+        medium that one save at a time writes whole (a floppy image)."""
+        return None
 
     def host_key_line(self) -> str | None:
         """A network medium's host key as this connection verified it (a known_hosts
@@ -154,8 +161,10 @@ class SetWriter:
         meta: SetMeta,
         created: datetime,
         sign_key: signing.SignKey | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self._medium = medium
+        self._lease = lease
         self._sign_key = sign_key
         self._staging = staging
         self.id = set_id
@@ -172,7 +181,10 @@ class SetWriter:
         self._medium.backend.check_file_allowed(name)
         if name in self._entries or name in self._open:
             raise BadInput(f"{name} is written twice into recovery set {self.id}")
-        writer = FileWriter(name, self._staging.create(name), self._file_done)
+        sink = self._staging.create(name)
+        if self._lease is not None:
+            sink = _Renewing(sink, self._lease)
+        writer = FileWriter(name, sink, self._file_done)
         self._open[name] = writer
         return writer
 
@@ -206,6 +218,9 @@ class SetWriter:
         index = setindex.build(self.id, self.created, self.meta, list(self._entries.values()))
         try:
             self._check_staged()
+            self._check_parent()
+            if self._lease is not None:
+                self._lease.check()
             encoded = setindex.encode(index)
             if self._sign_key is not None:
                 # Staged before the index: a set is visible only once whole, signature included.
@@ -218,8 +233,26 @@ class SetWriter:
             self.abort()
             raise
         self._state = "committed"
+        self._release()
         log.info("recovery set %s committed on %s", self.id, self._medium.url)
         return SetInfo.of(index)
+
+    def _release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._medium.held.discard(self._lease)
+
+    def _check_parent(self) -> None:
+        """The parent still there: a prune elsewhere that decided before this save took
+        its lease may have deleted it since (see lease.py)."""
+        parent = self.meta.parent
+        if (parent is not None and self._medium.holds_archives
+                and self._medium.backend.read_index(parent) is None):
+            raise OperationFailed(
+                f"recovery set {self.id} was not committed: its parent set {parent} was "
+                f"deleted from {self._medium.url} while it was saved",
+                "a prune ran elsewhere meanwhile: save again (a full set if no other is left)",
+            )
 
     def _check_staged(self) -> None:
         """Every file written must still be there as written: SFTP and S3 have no locks,
@@ -241,9 +274,12 @@ class SetWriter:
         if self._state != "open":
             return
         self._state = "aborted"
-        for writer in list(self._open.values()):
-            writer.abort()
-        self._staging.abort()
+        try:
+            for writer in list(self._open.values()):
+                writer.abort()
+            self._staging.abort()
+        finally:
+            self._release()
 
     def __enter__(self) -> SetWriter:
         return self
@@ -255,6 +291,25 @@ class SetWriter:
         tb: TracebackType | None,
     ) -> None:
         self.abort()
+
+
+class _Renewing:
+    """A sink that renews the save's lease as data flows to the medium (through the one
+    connection the save uses: no second thread talks to the medium)."""
+
+    def __init__(self, sink: Sink, lease: Lease) -> None:
+        self._sink = sink
+        self._lease = lease
+
+    def write(self, data: bytes) -> None:
+        self._lease.renew_if_due()
+        self._sink.write(data)
+
+    def finish(self) -> None:
+        self._sink.finish()
+
+    def discard(self) -> None:
+        self._sink.discard()
 
 
 class SetReader:
@@ -337,6 +392,8 @@ class Medium:
         self.trust = trust
         # The sets the last list_sets left out as not authentic: (id, why).
         self.refused: tuple[tuple[str, str], ...] = ()
+        # The leases of the sets this process is writing (released on close at the latest).
+        self.held: set[Lease] = set()
 
     @property
     def url(self) -> str:
@@ -404,35 +461,92 @@ class Medium:
         With ``sign_key`` its index is signed when it is committed. ``created`` (default:
         now) is the time the index records, and a new id's.
 
-        One save at a time per medium: the leftovers of a save running
-        elsewhere would be taken for those of an interrupted one.
+        On a medium with leases (lease.py), the set's lease is taken first and held until
+        the set is committed or dropped: saves on other machines leave its staged files
+        alone, and a prune anywhere keeps the set it builds on.
         """
         meta = meta or SetMeta()
         created = created or datetime.now(UTC)
+        given = set_id is not None
         set_id = setindex.check_set_id(set_id) if set_id else setindex.new_set_id(created)
         if self.backend.read_index(set_id) is not None:
             raise BadInput(f"recovery set {set_id} already exists on {self.url}")
-        if (
-            meta.parent is not None
-            and self.holds_archives
-            and self.backend.read_index(meta.parent) is None
-        ):
-            raise PreconditionFailed(
-                f"the parent set {meta.parent} of the incremental set is not on {self.url}",
-                "save a full set first (an incremental set needs its parent on the same medium)",
-            )
-        staging = self.backend.begin(set_id)
-        return SetWriter(self, staging, set_id, meta, created, sign_key)
+        lease = self._take_lease(set_id, meta.parent, given)
+        if lease is not None:
+            set_id = lease.holder.set_id
+        try:
+            # After the lease: a prune that looks for leases from now on keeps the parent.
+            if (
+                meta.parent is not None
+                and self.holds_archives
+                and self.backend.read_index(meta.parent) is None
+            ):
+                raise PreconditionFailed(
+                    f"the parent set {meta.parent} of the incremental set is not on {self.url}",
+                    "save a full set first (an incremental set needs its parent on the same "
+                    "medium)",
+                )
+            staging = self.backend.begin(set_id)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+                self.held.discard(lease)
+            raise
+        return SetWriter(self, staging, set_id, meta, created, sign_key, lease)
+
+    def _take_lease(self, set_id: str, parent: str | None, given: bool) -> Lease | None:
+        store = self.backend.leases()
+        if store is None:
+            return None
+        for _ in range(8):
+            lease = Lease.take(store, self.url, set_id, parent)
+            if lease is not None:
+                self.held.add(lease)
+                return lease
+            if given:
+                break
+            # Another save drew the same id in the same second: draw again.
+            set_id = setindex.new_set_id(datetime.now(UTC))
+        raise BadInput(f"recovery set {set_id} is being saved on {self.url} by another save")
+
+    def in_use(self) -> dict[str, str]:
+        """The sets that saves running now (on any machine) build on: each one's parent and
+        that parent's chain, with who needs it."""
+        store = self.backend.leases()
+        if store is None:
+            return {}
+        out: dict[str, str] = {}
+        for holder in leases.live_holders(store, self.url):
+            current = holder.parent
+            while current is not None and current not in out:
+                out[current] = f"the save of set {holder.set_id} ({holder.who()}) builds on it"
+                data = self.backend.read_index(current)
+                if data is None:
+                    break
+                try:
+                    current = setindex.decode(data, f"{self.url} set {current}").meta.parent
+                except OperationFailed:
+                    break
+        return out
 
     def delete_set(self, set_id: str) -> None:
         setindex.check_set_id(set_id)
         if self.backend.read_index(set_id) is None:
             raise OperationFailed(f"there is no recovery set {set_id} on {self.url}")
+        why = self.in_use().get(set_id)
+        if why is not None:
+            raise PreconditionFailed(f"recovery set {set_id} on {self.url} is kept: {why}",
+                                     "delete it once that save is done")
         self.backend.delete(set_id)
         log.info("recovery set %s deleted from %s", set_id, self.url)
 
     def close(self) -> None:
-        self.backend.close()
+        try:
+            for lease in list(self.held):
+                lease.release()
+            self.held.clear()
+        finally:
+            self.backend.close()
 
     def __enter__(self) -> Medium:
         return self

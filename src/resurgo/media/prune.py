@@ -14,13 +14,14 @@ sets apart, and a set is kept when any rule keeps it:
 A kept incremental set is useless without every set it builds on, so the parents (and their
 parents) of a kept set are kept too, however old. Sets are deleted newest first, so a prune
 that is interrupted never leaves an incremental set whose parent is gone while the set itself
-remains.
+remains. A set that a save running now (on any machine: its lease names its parent) builds on
+is kept too, with its chain (spare_in_use, Medium.in_use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -194,7 +195,19 @@ def prune(
     """Delete the sets of ``hosts`` (None: of every host) that the policy does not keep."""
     if isinstance(policy, int):
         policy = Retention(last=policy)
-    plan = plan_retention(medium.list_sets(), policy, hosts)
+    plan = spare_in_use(medium, plan_retention(medium.list_sets(), policy, hosts))
     for s in plan.delete:
-        medium.delete_set(s.id)
+        medium.delete_set(s.id)  # which looks at the leases again, just before
     return plan
+
+
+def spare_in_use(medium: Medium, plan: PrunePlan) -> PrunePlan:
+    """The plan with the sets that saves running now build on (and their chains) kept."""
+    in_use = medium.in_use()
+    spared = [s for s in plan.delete if s.id in in_use]
+    if not spared:
+        return plan
+    keep = sorted((*plan.keep, *spared), key=lambda s: (s.created, s.id))
+    reasons = {**plan.reasons, **{s.id: (in_use[s.id],) for s in spared}}
+    return replace(plan, keep=tuple(keep),
+                   delete=tuple(s for s in plan.delete if s.id not in in_use), reasons=reasons)

@@ -4,13 +4,19 @@ Layout: ``<prefix>/<set id>/<file name>`` for each file, and
 ``<prefix>/<set id>/set.json`` written LAST. S3 has no rename; a set exists
 when its index object exists, and S3's strong read-after-write consistency
 makes that single PUT the atomic step. A set prefix without an index is the
-leftover of an interrupted save (or delete, which removes the index first):
-it is invisible, and the next save removes it and aborts its unfinished
-multipart uploads. S3 has no locks either: a save running meanwhile loses its objects
-that way, and fails at its commit, naming them, rather than write an index for a set
-that is not whole. (A second save that lists the first one's prefix just before its
-index is written and removes it just after still takes the whole set away: one save at a
-time per prefix.)
+leftover of an interrupted save (or delete, which removes the index first) unless a save
+holds its lease, ``<prefix>/.lease-<set id>`` (lease.py): it is invisible, and the next
+save removes it and aborts its unfinished multipart uploads.
+
+The window this closes: a cleaner lists the prefixes, finds one without an index, and
+removes every object under it. Without leases, a save that wrote its index between that
+look and the removal lost its whole committed set, index included, after it had reported
+success (and one that was still writing lost its objects and failed at its commit). Now a
+save takes its lease before its first object and releases it only after its index is
+written; a cleaner reads the lease after it found no index, and when there is none, reads
+the index again before it removes anything: a prefix is removed only when neither a live
+lease nor an index was there at that second look, that is when its save is gone. The same
+holds for the multipart uploads, which a listing of objects does not show.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import logging
 
 from resurgo.errors import OperationFailed
-from resurgo.media import limits, setindex
+from resurgo.media import lease, limits, setindex
 from resurgo.media.base import Backend, Staging
+from resurgo.media.lease import LeaseStore
 from resurgo.media.s3client import DEFAULT_PART, ObjectSource, S3Client, UploadSink
 from resurgo.media.streams import Sink, Source
 
@@ -57,14 +64,61 @@ class S3Backend(Backend):
         return S3Staging(self, set_id)
 
     def clean_leftovers(self) -> None:
-        incomplete = [i for i in self._set_prefixes() if self.read_index(i) is None]
-        for set_id in incomplete:
-            log.info("removing %s/%s, left over by an interrupted save or delete", self.url, set_id)
-            self._remove_prefix(set_id)
+        gone: set[str] = set()
+        for set_id in self._set_prefixes():
+            if self._leftover(set_id):
+                log.info("removing %s/%s, left over by an interrupted save or delete",
+                         self.url, set_id)
+                self._remove_prefix(set_id)
+                gone.add(set_id)
         for key, upload_id in self.client.multipart_uploads(self.root):
-            rest = key[len(self.root) :]
-            if rest.split("/", 1)[0] in incomplete or not self.read_index(rest.split("/", 1)[0]):
+            set_id = key[len(self.root):].split("/", 1)[0]
+            if set_id in gone or (setindex.is_set_id(set_id) and self._leftover(set_id)):
                 self.client.abort_upload(key, upload_id)
+        for set_id in self.lease_ids():  # leases whose save is gone: broken if expired
+            lease.live_holder(self, set_id, self.url)
+
+    def _leftover(self, set_id: str) -> bool:
+        """A staged set no save holds: no index, no live lease, and still no index once the
+        lease was looked at (its save releases its lease only after writing its index)."""
+        if self.read_index(set_id) is not None:
+            return False
+        holder = lease.live_holder(self, set_id, self.url)
+        if holder is not None:
+            log.info("leaving %s/%s alone: the save of %s is writing it", self.url, set_id,
+                     holder.who())
+            return False
+        return self.read_index(set_id) is None
+
+    # --- leases (lease.LeaseStore) ---
+
+    def leases(self) -> LeaseStore:
+        return self
+
+    def _lease_key(self, set_id: str) -> str:
+        return self.root + lease.lease_name(set_id)
+
+    def lease_create(self, set_id: str, data: bytes) -> bool:
+        key = self._lease_key(set_id)
+        # Only if absent (412 otherwise); a retry of a PUT that went through also gets 412.
+        self.client.request("PUT", key, body=data, headers={"If-None-Match": "*"},
+                            allow=(412,))
+        # Read back: a server that ignores the condition lets the last writer win.
+        return self.lease_read(set_id) == data
+
+    def lease_read(self, set_id: str) -> bytes | None:
+        return self.client.get_small(self._lease_key(set_id), lease.MAX_LEASE)
+
+    def lease_replace(self, set_id: str, data: bytes) -> None:
+        self.client.put(self._lease_key(set_id), data)
+
+    def lease_remove(self, set_id: str) -> None:
+        self.client.delete(self._lease_key(set_id))
+
+    def lease_ids(self) -> list[str]:
+        listing = self.client.list_objects(self.root + lease.PREFIX, "/")
+        found = (lease.lease_id(k[len(self.root):]) for k, _ in listing.objects)
+        return sorted(i for i in found if i is not None)
 
     def _remove_prefix(self, set_id: str) -> None:
         for key, _ in self.client.list_objects(self.key(set_id)).objects:

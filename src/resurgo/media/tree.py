@@ -10,11 +10,13 @@ Layout under the medium's root::
 A set is written into ``.incomplete-<id>/``, every file synced, the index
 written and synced last, and the directory renamed to ``<id>``: rename(2) of a
 directory is atomic, so a listing sees the whole set or nothing. Deleting
-renames first, then removes. The next save removes the leftovers of both, except (on a
-local directory) a staging directory that a running save holds an flock on: two saves
-to one USB disk at once both complete. An SFTP server has no locks: there, a second save
-started while one runs takes the first one's staging for a leftover, and the first one
-then fails at its commit, naming what vanished (SetWriter checks the staged files first).
+renames first, then removes. The next save removes the leftovers of both, except a
+staging directory that a running save holds: on any tree medium its lease,
+``<root>/.lease-<set id>`` (lease.py: taken by exclusive create, renewed by a rename over
+it), and on a local directory also an flock: two saves to one USB disk or SFTP directory
+at once, from one machine or two, both complete. Should a staging vanish anyway (a lease
+broken as expired), its save fails at its commit, naming what vanished (SetWriter checks
+the staged files first).
 
 Directories are made 0700 and files 0600 whatever the umask (a set holds /etc/shadow).
 Below the root nothing is followed: a set directory or file that is a symbolic link, or a
@@ -26,18 +28,22 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import secrets
 from collections.abc import Callable
 from typing import Protocol
 
 from resurgo.errors import OperationFailed
-from resurgo.media import limits, setindex
+from resurgo.media import lease, limits, setindex
 from resurgo.media.base import Backend, Staging
+from resurgo.media.lease import LeaseStore
 from resurgo.media.streams import Sink, Source
 
 log = logging.getLogger("resurgo.media")
 
 INCOMPLETE = ".incomplete-"
 DELETING = ".deleting-"
+# A lease's replacement while a renewal writes it: .lease-<id>.renewing-<random>.
+_RENEWING = ".renewing-"
 
 
 def parts_below(root: str, path: str) -> list[str]:
@@ -134,15 +140,79 @@ class TreeBackend(Backend):
         return TreeStaging(self, set_id, stage, release)
 
     def clean_leftovers(self) -> None:
-        for name in self._entries():
+        names = self._entries()
+        for name in names:
             if name.startswith((INCOMPLETE, DELETING)):
                 if self.ops.busy(self._path(name)):
                     log.info("leaving %s/%s alone: a save is writing it", self.url, name)
                     continue
+                if name.startswith(INCOMPLETE):
+                    holder = lease.live_holder(self, name[len(INCOMPLETE):], self.url)
+                    if holder is not None:
+                        log.info("leaving %s/%s alone: the save of %s is writing it",
+                                 self.url, name, holder.who())
+                        continue
                 log.info(
                     "removing %s/%s, left over by an interrupted save or delete", self.url, name
                 )
                 self.ops.remove_tree(self._path(name))
+        # Leases whose save is gone (expired: broken with a message), and the replacements
+        # a renewal left half done.
+        for name in names:
+            set_id = lease.lease_id(name)
+            if set_id is not None:
+                lease.live_holder(self, set_id, self.url)
+            elif name.startswith(lease.PREFIX) and _RENEWING in name:
+                set_id = lease.lease_id(name.split(_RENEWING)[0])
+                if set_id is not None and lease.live_holder(self, set_id, self.url) is None:
+                    self.ops.remove_tree(self._path(name))
+
+    # --- leases (lease.LeaseStore) ---
+
+    def leases(self) -> LeaseStore:
+        return self
+
+    def lease_create(self, set_id: str, data: bytes) -> bool:
+        if self.ops.listdir(self.root) is None:
+            self.ops.mkdir(self.root)
+        path = self._path(lease.lease_name(set_id))
+        if self.ops.read_small(path, lease.MAX_LEASE) is not None:
+            return False
+        try:
+            sink = self.ops.open_write(path)  # exclusive: O_EXCL, SSH_FXF_EXCL
+        except OperationFailed:
+            if self.ops.read_small(path, lease.MAX_LEASE) is not None:
+                return False  # another save created it first
+            raise
+        self._fill(sink, data)
+        return True
+
+    def _fill(self, sink: Sink, data: bytes) -> None:
+        try:
+            sink.write(data)
+            sink.finish()
+        except BaseException:
+            sink.discard()
+            raise
+
+    def lease_read(self, set_id: str) -> bytes | None:
+        return self.ops.read_small(self._path(lease.lease_name(set_id)), lease.MAX_LEASE)
+
+    def lease_replace(self, set_id: str, data: bytes) -> None:
+        path = self._path(lease.lease_name(set_id))
+        new = f"{path}{_RENEWING}{secrets.token_hex(4)}"
+        self._fill(self.ops.open_write(new), data)
+        try:
+            self.ops.rename(new, path)
+        except BaseException:
+            self.ops.remove_tree(new)
+            raise
+
+    def lease_remove(self, set_id: str) -> None:
+        self.ops.remove_tree(self._path(lease.lease_name(set_id)))
+
+    def lease_ids(self) -> list[str]:
+        return sorted(i for i in map(lease.lease_id, self._entries()) if i is not None)
 
     def open_file(self, set_id: str, name: str) -> Source:
         return self.ops.open_read(self._path(set_id, name))

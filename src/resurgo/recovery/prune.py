@@ -15,6 +15,7 @@ from typing import Any
 
 from resurgo.errors import OperationFailed, ResurgoError
 from resurgo.media import Medium, PrunePlan, Retention, SetInfo, plan_retention
+from resurgo.media.prune import spare_in_use
 from resurgo.recovery.listing import set_data
 
 
@@ -96,7 +97,8 @@ def prune_sets(medium: Medium, opts: PruneOptions,
     """Plan the policy over the medium's sets and, unless a dry run, delete what it does not
     keep, newest first (an interrupted prune leaves no set without its parent)."""
     sets = medium.list_sets()
-    plan = plan_retention(sets, opts.policy, opts.hosts)
+    # A set that a save running now builds on is kept (its lease names it).
+    plan = spare_in_use(medium, plan_retention(sets, opts.policy, opts.hosts))
     refused = tuple(set_id for set_id, _why in medium.refused)
     chosen = {s.id for s in plan.keep} | {s.id for s in plan.delete}
     others = tuple(sorted({s.host or "-" for s in sets if s.id not in chosen}))
