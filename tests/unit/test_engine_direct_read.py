@@ -70,3 +70,19 @@ def test_a_source_already_read_from_is_not_handed_over(tmp_path: Path) -> None:
         assert source.local_file() is None
     finally:
         source.close()
+
+
+def test_a_reader_that_stops_early_stops_the_check_unclaimed(tmp_path: Path) -> None:
+    path = stored(tmp_path)
+    source = reader(path, blake3(b"other").hexdigest())  # would be refused if checked
+    assert source.local_file() is not None
+    source.stop_check()
+    assert source.check_whole() == 0  # stopped before reading: nothing hashed, no claim
+    source.close()
+    source = reader(path, blake3(path.read_bytes()).hexdigest())
+    plain = DecompressedReader(source, "x.archive")
+    try:
+        assert plain.read(100) == PLAIN[:100]
+    finally:
+        plain.close()  # neither waits for the whole file to be hashed nor raises
+        source.close()

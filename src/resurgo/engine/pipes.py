@@ -362,6 +362,12 @@ class DecompressedReader:
         for stage in self._stages:
             if stage.proc.poll() is None:
                 stage.kill()
+        if self._direct is not None and self._pump.is_alive():
+            # A reader that stopped early: the rest of the local file is not hashed
+            # (finish() was not reached, so no check of it is claimed either).
+            stop = getattr(self._source, "stop_check", None)
+            if stop is not None:
+                stop()
         self._pump.join()
         for stage in self._stages:
             stage.close()

@@ -122,6 +122,7 @@ class FileReader(io.RawIOBase):
         self._hash = digest.new()
         self._size = 0
         self._checked = False
+        self._stopped = False  # see stop_check
         self._local: int | None = None  # the descriptor local_file() handed out
         cap = limits.READ_WHOLE.get(entry.name)
         if cap is not None and entry.size > cap:
@@ -187,14 +188,22 @@ class FileReader(io.RawIOBase):
         size = 0
         # One byte past the recorded size at most: a file that grew meanwhile is told by
         # its size, not hashed to its end.
-        while size <= self.entry.size and (
+        while not self._stopped and size <= self.entry.size and (
             n := os.preadv(fd, [view[: self.entry.size + 1 - size]], size)
         ):
             self._hash.update(view[:n])
             size += n
         self._size = size
+        if self._stopped:
+            return size  # nothing checked, nothing claimed
         self._check_end()
         return size
+
+    def stop_check(self) -> None:
+        """Stop check_whole where it is, unfinished: for a reader that needs only the
+        start of the file (a restore of chosen entries), whose entries are checked on
+        their own. Nothing is said of the file's digest then."""
+        self._stopped = True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(b).cast("B")
