@@ -232,3 +232,12 @@ def test_as_root_a_file_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(d, 1000, 1000)
     with pytest.raises(BadInput, match="which another user than root can write to"):
         config.load(str(g))
+    # A link in such a directory to a file of root's: the link could be pointed elsewhere.
+    os.chown(d, 0, 0)
+    e = tmp_path / "e"
+    e.mkdir()
+    (e / "link.toml").symlink_to(g)
+    os.chown(e, 1000, 1000)
+    with pytest.raises(BadInput, match=f"is in {e}, which another user"):
+        config.load(str(e / "link.toml"))
+    assert config.load(str(g)).values == {"medium": "/srv"}

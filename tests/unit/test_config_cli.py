@@ -179,16 +179,18 @@ def test_a_command_added_later_takes_the_keys_by_its_options_dests() -> None:
     status = sub.add_parser("status")
     status.add_argument("--from", dest="source", required=True)
     status.add_argument("--max-age", type=lambda s: f"parsed {s}")
+    status.add_argument("--exclude-disk", action="append", default=[])
     prune = sub.add_parser("prune")
     prune.add_argument("--from", dest="source", required=True)
     for n in ("last", "daily", "weekly", "monthly"):
         prune.add_argument(f"--keep-{n}", type=int)
     checked = check_bytes(b'medium = "/srv/sets"\nmax_age = 93600\nkeep_daily = 7\n'
-                          b"keep_monthly = 6\n", "f")
+                          b'keep_monthly = 6\nexclude_disks = ["sdz"]\n', "f")
     assert checked.config is not None
     applied = configured.apply(parser, checked.config)
     args = parser.parse_args(["status"])
-    assert (args.source, args.max_age) == ("/srv/sets", "parsed 93600")
+    assert (args.source, args.max_age, args.exclude_disk) == (
+        "/srv/sets", "parsed 93600", ["sdz"])
     args = parser.parse_args(["prune", "--keep-last", "2"])
     assert (args.source, args.keep_last, args.keep_daily, args.keep_weekly,
             args.keep_monthly) == ("/srv/sets", 2, 7, None, 6)

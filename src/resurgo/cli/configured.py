@@ -50,7 +50,8 @@ BINDINGS: tuple[Binding, ...] = (
     # plan, recover and verify have a --root of their own: where the recreated system is.
     Binding("root", "root", _only("save", "describe", "status")),
     Binding("exclude", "exclude", _only("save")),
-    Binding("exclude_disks", "exclude_disk", _only("save", "describe")),
+    # status describes the system anew and compares: it must leave out what save did.
+    Binding("exclude_disks", "exclude_disk", _only("save", "describe", "status")),
     Binding("encrypt_to", "encrypt_to", _only("save")),
     Binding("sign_key", "sign_key", _only("save")),
     Binding("trust", "trust"),

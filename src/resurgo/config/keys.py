@@ -128,7 +128,7 @@ KEYS: tuple[Key, ...] = (
         else "not an absolute path of the saved system"),
     Key("exclude_disks", Kind.STRINGS,
         "disks left out of the description and the set, e.g. the disk the sets are written to",
-        "save and describe --exclude-disk", default=(), check=_device),
+        "save, describe and status --exclude-disk", default=(), check=_device),
     Key("encrypt_to", Kind.STRINGS,
         "age recipients (age1... or SSH public keys) the archives are encrypted to",
         "save --encrypt-to", default=(), check=_recipient),

@@ -145,16 +145,18 @@ def _trusted(path: Path, st: os.stat_result) -> None:
     if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
         raise BadInput(f"the configuration file {path} is writable by its group: refused",
                        f"chmod g-w {path}")
-    parent = path.resolve().parent
-    try:
-        pst = os.stat(parent)
-    except OSError:
-        return
-    if pst.st_uid != 0 or (pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX) \
-            or (pst.st_mode & stat.S_IWGRP and pst.st_gid != 0):
-        raise BadInput(f"the configuration file {path} is in {parent}, which another user "
-                       "than root can write to: refused", f"keep it in a directory of root's, "
-                       f"such as {DEFAULT_PATH.parent}")
+    # The directory of the name given (where a link could be put in its place) and of
+    # the file itself.
+    for parent in dict.fromkeys((Path(os.path.abspath(path)).parent, path.resolve().parent)):
+        try:
+            pst = os.stat(parent)
+        except OSError:
+            continue
+        if pst.st_uid != 0 or (pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX) \
+                or (pst.st_mode & stat.S_IWGRP and pst.st_gid != 0):
+            raise BadInput(f"the configuration file {path} is in {parent}, which another "
+                           "user than root can write to: refused", "keep it in a directory "
+                           f"of root's, such as {DEFAULT_PATH.parent}")
 
 
 def check_bytes(raw: bytes, name: str, path: Path | None = None) -> Checked:
