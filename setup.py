@@ -5,7 +5,16 @@ Everything else is in pyproject.toml.
 
 from setuptools import Extension, setup
 
+# resurgo(8) and the shell completions, generated from the parser by
+# `python -m resurgo.cli.manpage` and committed (tests/unit/test_manpage.py keeps them in step).
+DATA_FILES = [
+    ("share/man/man8", ["share/man/man8/resurgo.8"]),
+    ("share/bash-completion/completions", ["share/bash-completion/completions/resurgo"]),
+    ("share/zsh/site-functions", ["share/zsh/site-functions/_resurgo"]),
+]
+
 setup(
+    data_files=DATA_FILES,
     ext_modules=[
         Extension(
             "resurgo.engine._plainfiles",
