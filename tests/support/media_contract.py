@@ -209,11 +209,12 @@ class MediumContract:
 
     def test_prune_keeps_the_newest_and_their_chains(self) -> None:
         with self.open_medium() as medium:
+            # One host's sets (retention applies to each host's apart).
             f1 = self.save(medium, seed=1)
-            i1 = self.save(medium, SetMeta(SetKind.INCREMENTAL, parent=f1.id), seed=2)
+            i1 = self.save(medium, SetMeta(SetKind.INCREMENTAL, f1.id, "db1"), seed=2)
             f2 = self.save(medium, seed=3)
-            i2 = self.save(medium, SetMeta(SetKind.INCREMENTAL, parent=f2.id), seed=4)
-            i3 = self.save(medium, SetMeta(SetKind.INCREMENTAL, parent=i2.id), seed=5)
+            i2 = self.save(medium, SetMeta(SetKind.INCREMENTAL, f2.id, "db1"), seed=4)
+            i3 = self.save(medium, SetMeta(SetKind.INCREMENTAL, i2.id, "db1"), seed=5)
             plan = prune(medium, 1)
             assert [s.id for s in plan.keep] == [f2.id, i2.id, i3.id]
             assert [s.id for s in plan.delete] == [i1.id, f1.id]
