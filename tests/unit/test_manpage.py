@@ -32,6 +32,10 @@ def _option_strings(p: argparse.ArgumentParser) -> set[str]:
     return {s for a in p._actions if a.help is not argparse.SUPPRESS for s in a.option_strings}
 
 
+# The options every command takes (--json, --debug, --config ...): those before the command.
+COMMON = _option_strings(build_parser()) - {"--version"}
+
+
 @pytest.mark.parametrize("rel", list(manpage.outputs()))
 def test_the_committed_files_are_in_step_with_the_parser(rel: Path) -> None:
     committed = TREE / rel
@@ -59,7 +63,7 @@ def test_every_command_and_option_is_in_the_man_page() -> None:
     assert {"save", "prune", "list", "recover", "verify"} <= set(commands)
     for name, p in commands.items():
         section = _section(page, name)
-        for option in _option_strings(p) - {"-h", "--help", "--json", "--debug"}:
+        for option in _option_strings(p) - COMMON:
             roff = option.replace("-", "\\-")
             assert f"\\fB{roff}\\fR" in section, (name, option)
     for option in _option_strings(build_parser()):
@@ -79,7 +83,7 @@ def test_every_command_and_option_is_in_the_completions() -> None:
         bash_case = bash_case[: bash_case.index(";;\n", bash_case.index("opts="))]
         zsh_case = zsh[zsh.index(f"                {name})\n"):]
         zsh_case = zsh_case[: zsh_case.index("&& ret=0 ;;")]
-        for option in _option_strings(p) - {"-h", "--help", "--json", "--debug"}:
+        for option in _option_strings(p) - COMMON:
             opts = bash_case.split("opts=")[1].splitlines()[0].replace('"', " ")
             assert f" {option} " in f" {opts} ", (name, option)
             assert f"{option}[" in zsh_case, (name, option)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from resurgo import __version__
+from resurgo import config as configuration
 from resurgo.cli import completion
 from resurgo.cli.parserinfo import CommandLine, Option, read
 from resurgo.errors import MEANINGS, ExitCode
@@ -48,11 +49,13 @@ MEDIA = [
     ("floppy:/path/image.img", "a 1.44 MB FAT image holding the description alone"),
 ]
 FILES = [
-    ("/etc/resurgo/resurgo.toml", "the configuration file (see docs/config.md)"),
+    (str(configuration.DEFAULT_PATH), "the configuration file (see docs/config.md and "
+     "resurgo config show); command-line options override it"),
     ("/etc/resurgo/allowed_signers", "the trusted signers of recovery sets when --trust is "
      "not given (an OpenSSH allowed-signers file)"),
 ]
 ENVIRONMENT = [
+    (configuration.ENV_CONFIG, f"the configuration file, instead of {configuration.DEFAULT_PATH}"),
     ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY", "the credentials of an s3:// medium (else "
      "~/.aws)"),
     ("AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL", "the S3 server when --s3-endpoint is not given"),
@@ -102,7 +105,9 @@ def man_page(cli: CommandLine) -> str:
         "resurgo \\- " + _roff(cli.description[:1].lower() + cli.description[1:].rstrip(".")),
         ".SH SYNOPSIS",
         ".B resurgo",
-        "[\\fB\\-\\-json\\fR] [\\fB\\-\\-debug\\fR] \\fICOMMAND\\fR [\\fIoptions\\fR]",
+        " ".join(_synopsis(f"[{o.flags[0]}" + (f" {o.metavar}]" if o.metavar else "]"))
+                 for o in cli.common if "--help" not in o.flags)
+        + " \\fICOMMAND\\fR [\\fIoptions\\fR]",
         ".br",
         ".B resurgo \\-\\-version",
         ".SH DESCRIPTION",

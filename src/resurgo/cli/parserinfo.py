@@ -117,15 +117,15 @@ def _shown(action: argparse.Action) -> bool:
         action, argparse._SubParsersAction)
 
 
-def _synopsis(name: str, parser: argparse.ArgumentParser) -> str:
+def _synopsis(name: str, parser: argparse.ArgumentParser, common: frozenset[str]) -> str:
     exclusive = {id(a): g for g in parser._mutually_exclusive_groups for a in g._group_actions}
     done: set[int] = set()
     parts = [name]
     for action in parser._actions:
         if not _shown(action) or isinstance(action, argparse._HelpAction) or id(action) in done:
             continue
-        if action.dest in ("json", "debug"):
-            continue  # the common options: said once for every command
+        if action.dest in common:
+            continue  # said once for every command
         group = exclusive.get(id(action))
         if group is not None:
             members = [a for a in group._group_actions if _shown(a)]
@@ -149,13 +149,13 @@ def _part(parser: argparse.ArgumentParser, action: argparse.Action, bare: bool =
     return (text if o.required else f"[{text}]") + ("..." if o.repeat else "")
 
 
-def _groups(parser: argparse.ArgumentParser) -> tuple[Group, ...]:
+def _groups(parser: argparse.ArgumentParser, common: frozenset[str]) -> tuple[Group, ...]:
     out: list[Group] = []
     for group in parser._action_groups:
         options = tuple(
             _option(parser, a) for a in group._group_actions
             if _shown(a) and a.option_strings and not isinstance(a, argparse._HelpAction)
-            and a.dest not in ("json", "debug")
+            and a.dest not in common
         )
         if options:
             title = "options" if group.title in ("options", "optional arguments") \
@@ -171,22 +171,28 @@ def read(parser: argparse.ArgumentParser) -> CommandLine:
     commands: list[Command] = []
     common: list[Option] = []
     top: list[Option] = []
+    dests: set[str] = set()
     for action in parser._actions:
         if not _shown(action) or not action.option_strings:
             continue
         if isinstance(action, argparse._VersionAction):
             top.append(_option(parser, action))
         else:
+            # The options before the command are those every command takes (main.py's
+            # common_options), --version and --help aside.
             common.append(_option(parser, action))
+            if not isinstance(action, argparse._HelpAction):
+                dests.add(action.dest)
+    shared = frozenset(dests)
     for name, p in sub.choices.items():
         commands.append(Command(
             name=name,
             summary=" ".join(summaries.get(name, "").split()),
             description=" ".join((p.description or "").split()),
-            synopsis=_synopsis(name, p),
+            synopsis=_synopsis(name, p, shared),
             positionals=tuple(_positional(p, a) for a in p._actions
                               if _shown(a) and not a.option_strings),
-            groups=_groups(p),
+            groups=_groups(p, shared),
         ))
     return CommandLine(parser.prog, parser.description or "", tuple(common), tuple(top),
                        tuple(commands))
