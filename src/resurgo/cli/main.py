@@ -16,6 +16,7 @@ from resurgo.cli import (
     config,
     configured,
     describe,
+    install_units,
     ls,
     plan,
     prune,
@@ -106,6 +107,7 @@ def build_parser() -> ArgumentParser:
     ls.add_parser(sub, common)
     restore.add_parser(sub, common)
     config.add_parser(sub, common)
+    install_units.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text
