@@ -10,6 +10,7 @@ are: they may be /tmp or /var/lib, which are not ours to change.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -57,3 +58,32 @@ def write_bytes(path: Path, data: bytes, *, append: bool = False) -> None:
 
 def write_text(path: Path, text: str, *, append: bool = False) -> None:
     write_bytes(path, text.encode(), append=append)
+
+
+def replace_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
+    """Put data at path atomically: written to a new file beside it, flushed, then
+    renamed over it, so that a reader (status, a metrics collector) sees the old content
+    or the new, never half of it. The file has ``mode`` (0600 unless it is meant for
+    others to read, as metrics are), and neither it nor the new file is ever reached
+    through a symbolic link."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a process of the same id that died
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

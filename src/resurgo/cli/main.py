@@ -13,6 +13,7 @@ from typing import NoReturn
 from resurgo import __version__
 from resurgo import config as configuration
 from resurgo.cli import (
+    check,
     config,
     configured,
     describe,
@@ -26,6 +27,7 @@ from resurgo.cli import (
     save,
     sets,
     show,
+    status,
     validate,
     verify,
 )
@@ -106,6 +108,8 @@ def build_parser() -> ArgumentParser:
     verify.add_parser(sub, common)
     ls.add_parser(sub, common)
     restore.add_parser(sub, common)
+    status.add_parser(sub, common)
+    check.add_parser(sub, common)
     config.add_parser(sub, common)
     install_units.add_parser(sub, common)
     for verb, help_text in PLANNED.items():

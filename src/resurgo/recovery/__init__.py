@@ -6,7 +6,12 @@ system on its disks and back.
     recover_set(loaded, plan, RecoverOptions, on_event) -> RecoverReport
         execute the plan on the disks, restore the set's trees, check them, finalize;
     verify_restored(loaded, VerifyOptions, on_event) -> VerifyReport
-        check a restored system's trees against the set's manifests.
+        check a restored system's trees against the set's manifests;
+    check_sets(medium, CheckOptions, say) -> CheckReport  (setcheck)
+        check stored sets without restoring anything, the result recorded (results);
+    set_status(medium, StatusOptions) -> StatusReport  (status)
+        the newest set of this host: current or stale (resurgo.layoutdiff), its age, the
+        last check and rehearsal; prometheus renders it for node_exporter.
 
 Each takes frozen options, tells what it does through typed events (recovery.events:
 steps started and ended with their times, progress lines, warnings) and returns a report

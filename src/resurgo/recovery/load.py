@@ -117,11 +117,9 @@ def set_chain(medium: Medium, reader: SetReader) -> dict[str, SetReader]:
     return chain
 
 
-def read_description(reader: SetReader, identity: Path | None = None,
-                     ) -> tuple[Description, str, list[str]]:
-    """The set's description, checked, with its digest (of the bytes in the set) and
-    warnings. With the identity, the secret config files sealed in an encrypted set are
-    put back from its secrets file; without, they stay sealed (and a warning says so)."""
+def checked_description(reader: SetReader) -> tuple[Description, str, list[str]]:
+    """The set's description as it was saved (an encrypted set's secret config files
+    still sealed), checked, with its digest (of the bytes in the set) and warnings."""
     raw = reader.read_bytes(setfiles.DESCRIPTION)
     expected = None
     if reader.index.file(setfiles.DESCRIPTION_DIGEST) is not None:
@@ -135,9 +133,16 @@ def read_description(reader: SetReader, identity: Path | None = None,
             + "; ".join(str(p) for p in report.problems[:5]),
             "use another set",
         )
-    digest = hashlib.sha256(raw).hexdigest()
-    warnings = list(report.warnings)
-    desc = secrets.merged(reader, report.description, digest, identity, warnings)
+    return report.description, hashlib.sha256(raw).hexdigest(), list(report.warnings)
+
+
+def read_description(reader: SetReader, identity: Path | None = None,
+                     ) -> tuple[Description, str, list[str]]:
+    """The set's description, checked, with its digest (of the bytes in the set) and
+    warnings. With the identity, the secret config files sealed in an encrypted set are
+    put back from its secrets file; without, they stay sealed (and a warning says so)."""
+    saved, digest, warnings = checked_description(reader)
+    desc = secrets.merged(reader, saved, digest, identity, warnings)
     for w in warnings:
         # Said as a description file's are (fileformat.read): a newer minor version, and
         # the secret files an encrypted set keeps sealed when no identity is given.
