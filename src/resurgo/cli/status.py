@@ -57,7 +57,8 @@ def options(args: argparse.Namespace) -> StatusOptions:
     root: Path = args.root
     if not root.is_dir():
         raise BadInput(f"--root {root}: not a directory")
-    max_age = parse_duration(args.max_age, "--max-age") if args.max_age else None
+    # A string on the command line; the configuration may give a number of seconds.
+    max_age = parse_duration(str(args.max_age), "--max-age") if args.max_age else None
     if args.prometheus is not None and not args.prometheus.parent.is_dir():
         raise BadInput(f"--prometheus {args.prometheus}: the directory "
                        f"{args.prometheus.parent} does not exist")
