@@ -257,9 +257,25 @@ def test_the_cli(tmp_path: Path) -> None:
     assert r.returncode == 0
     words = " ".join(r.stdout.split())
     assert "Exit 0 good; 1 stale, older than --max-age" in words
-    r = cli.run("status")
-    assert r.returncode == 2 and "give it with --from MEDIUM" in r.stderr
+    r = cli.run("status", env={"RESURGO_CONFIG": ""})
+    assert r.returncode == 2 and "status needs a medium: give --from MEDIUM" in r.stderr
     r = cli.run("status", "--from", tmp_path, "--max-age", "soon")
     assert r.returncode == 2 and "--max-age 'soon' is not a duration" in r.stderr
     r = cli.run("status", "--from", tmp_path, "--prometheus", tmp_path / "no" / "x.prom")
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_the_configuration_drives_status_and_check(tmp_path: Path) -> None:
+    from tests.unit.test_config_cli import parsed
+
+    text = 'medium = "/srv/sets"\nmax_age = 93600\nexclude_disks = ["sdz"]\n'
+    from resurgo.cli.status import options as status_options
+
+    args = parsed(text, "status")
+    assert (args.source, args.max_age, args.exclude_disk) == ("/srv/sets", "93600", ["sdz"])
+    opts = status_options(args)
+    assert (opts.max_age, opts.exclude_disks) == (93600, ("sdz",))
+    args = parsed(text, "status", "--from", "/other", "--max-age", "2d")
+    assert (args.source, status_options(args).max_age) == ("/other", 172800)
+    assert parsed(text, "check").source == "/srv/sets"
+    assert parsed('max_age = "26h"\n', "status").max_age == "26h"

@@ -62,21 +62,21 @@ def options(args: argparse.Namespace) -> StatusOptions:
     if args.prometheus is not None and not args.prometheus.parent.is_dir():
         raise BadInput(f"--prometheus {args.prometheus}: the directory "
                        f"{args.prometheus.parent} does not exist")
-    from resurgo import run as runner
-
-    if not runner.is_root():
-        raise PreconditionFailed("status describes the system's layout anew, which needs "
-                                 "root (partition tables and superblocks are read from the "
-                                 "devices)", "run resurgo as root")
     return StatusOptions(root=root, max_age=max_age, exclude_disks=tuple(args.exclude_disk),
                          state_dir=args.state_dir)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.source:
-        raise BadInput("status needs the medium the sets are saved to",
-                       "give it with --from MEDIUM")
+        raise BadInput("status needs a medium: give --from MEDIUM, or set medium in the "
+                       "configuration file (see docs/config.md)")
     opts = options(args)
+    from resurgo import run as runner
+
+    if not runner.is_root():
+        raise PreconditionFailed("status describes the system's layout anew, which needs "
+                                 "root (partition tables and superblocks are read from the "
+                                 "devices)", "run resurgo as root")
     with open_medium(args.source, medium_options(args)) as medium:
         report = set_status(medium, opts)
     if args.prometheus is not None:
