@@ -187,7 +187,9 @@ PROGRAMS: tuple[Program, ...] = (
 # build the rescue image or drive the vm rehearsal; none recovers a system (finalize
 # runs the restored system's own dracut, in a chroot).
 NOT_IN_RESCUE = frozenset(
-    {"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso", "grub-mkrescue", "dracut"}
+    {"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso", "grub-mkrescue", "dracut",
+     # install-units enables the timer on the installed system, never in the rescue.
+     "systemctl"}
 )
 
 # Where programs live, searched in this order (as run.PATH).
