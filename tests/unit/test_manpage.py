@@ -44,6 +44,10 @@ def test_the_committed_files_are_in_step_with_the_parser(rel: Path) -> None:
 
 
 def test_check_mode_says_what_is_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        manpage.main(["--check", str(tmp_path)])  # not a source tree
+    assert "not resurgo's source tree" in capsys.readouterr().err
+    (tmp_path / "setup.py").write_text("")
     assert manpage.main(["--check", str(tmp_path)]) == 1
     assert "share/man/man8/resurgo.8" in capsys.readouterr().err
     assert manpage.main([str(tmp_path)]) == 0

@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                     default=Path(__file__).resolve().parents[3],
                     help="the source tree (default: the one this module is in)")
     args = ap.parse_args(argv)
+    if not (args.tree / "setup.py").is_file():
+        # An installed resurgo is not in a source tree: never write into site-packages' parents.
+        ap.error(f"{args.tree} is not resurgo's source tree (no setup.py): give the tree")
     stale: list[Path] = []
     for rel, text in outputs().items():
         path = args.tree / rel
