@@ -131,9 +131,11 @@ def _zsh_action(o: Option) -> str:
 
 def _zsh_option(o: Option) -> list[str]:
     out = []
-    others = " ".join(o.flags)
+    # An option given once excludes its other spellings and the options it cannot go with.
+    excluded = (*o.excludes, *(() if o.repeat or len(o.flags) == 1 else o.flags))
+    exclusion = f"({' '.join(excluded)})" if excluded else ""
     for flag in o.flags:
-        spec = ("*" if o.repeat else f"({others})" if len(o.flags) > 1 else "") + flag
+        spec = exclusion + ("*" if o.repeat else "") + flag
         spec += f"[{_zq(_short(o.help))}]"
         if o.metavar:
             spec += f":{_zq(o.metavar)}:{_zsh_action(o)}"

@@ -10,7 +10,7 @@ have been stable since Python 3.2, and the unit tests check every option comes t
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # The metavars whose values are paths (completed as files) or devices (completed from /dev).
 PATH_METAVARS = frozenset({"FILE", "PATH", "DIR", "MNT", "ISO", "MEDIUM", "SOURCE",
@@ -26,6 +26,8 @@ class Option:
     choices: tuple[str, ...] = ()
     repeat: bool = False
     required: bool = False
+    # The flags of the options it cannot be given with (a mutually exclusive group's others).
+    excludes: tuple[str, ...] = ()
 
     @property
     def value_kind(self) -> str:
@@ -149,11 +151,18 @@ def _part(parser: argparse.ArgumentParser, action: argparse.Action, bare: bool =
     return (text if o.required else f"[{text}]") + ("..." if o.repeat else "")
 
 
+def _excluding(parser: argparse.ArgumentParser, action: argparse.Action) -> Option:
+    option = _option(parser, action)
+    others = tuple(f for g in parser._mutually_exclusive_groups if action in g._group_actions
+                   for a in g._group_actions if a is not action for f in a.option_strings)
+    return replace(option, excludes=others) if others else option
+
+
 def _groups(parser: argparse.ArgumentParser, common: frozenset[str]) -> tuple[Group, ...]:
     out: list[Group] = []
     for group in parser._action_groups:
         options = tuple(
-            _option(parser, a) for a in group._group_actions
+            _excluding(parser, a) for a in group._group_actions
             if _shown(a) and a.option_strings and not isinstance(a, argparse._HelpAction)
             and a.dest not in common
         )
