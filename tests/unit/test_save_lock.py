@@ -60,3 +60,22 @@ def test_the_save_command_exits_3_while_another_save_runs(tmp_path: Path) -> Non
     assert "another save of" in result.stderr and "is running on this machine" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sets").exists()  # nothing touched
+
+
+def test_sigterm_ends_a_save_as_ctrl_c_does() -> None:
+    """systemctl stop sends SIGTERM: the save unwinds (its set dropped, its lease and lock
+    released) instead of dying on the spot; the handler is the old one afterwards."""
+    import signal
+
+    from resurgo.cli.save import _stopped_like_ctrl_c
+
+    before = signal.getsignal(signal.SIGTERM)
+    unwound = []
+    with pytest.raises(KeyboardInterrupt), _stopped_like_ctrl_c():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            unwound.append(True)
+    assert unwound == [True]
+    assert signal.getsignal(signal.SIGTERM) == before
