@@ -124,7 +124,7 @@ def test_status_and_check(rig: Rig, tmp_path: Path) -> None:
         r = cli.run("status", "--from", sets, "--root", root, "--state-dir", state,
                     "--prometheus", prom)
         assert r.returncode == 1, r.output
-        assert "layout:  STALE" in r.stdout
+        assert "layout:   STALE" in r.stdout
         assert f"  partition {added} added (8.0 MiB" in r.stdout
         assert f'resurgo_set_current{{host="{HOST}",medium="{sets}"}} 0\n' in prom.read_text()
     finally:

@@ -212,6 +212,8 @@ def test_a_set_the_trusted_signers_did_not_sign(tmp_path: Path) -> None:
     m, state = tmp_path / "m", tmp_path / "state"
     signed = save(m, sign_key=good)
     assert check(m, state, trusted, set_id=signed)[0] == ExitCode.OK
+    r = cli.run("check", "--from", m, "--trust", trusted, "--state-dir", state)
+    assert r.returncode == 0 and ", signed by admin@test): good" in r.stdout, r.output
     forged = save(m, parent=signed, sign_key=other)
     code, found = check(m, state, trusted, all=True)
     assert code == ExitCode.NOT_AUTHENTIC

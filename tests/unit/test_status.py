@@ -55,16 +55,16 @@ def test_current_then_stale(tmp_path: Path) -> None:
     assert report.current and report.ok and report.exit_code == ExitCode.OK
     assert report.rescue_image and report.chain == () and report.broken_chain is None
     text = report.text()
-    assert "layout:  current" in text and "status:  good" in text
-    assert "rescue:  included" in text
+    assert "layout:   current" in text and "status:   good" in text
+    assert "rescue:   included" in text
 
     stale = status(m, with_partition(example()))
     assert not stale.current and stale.exit_code == ExitCode.FAILED
     assert stale.differences == (Difference(Change.ADDED, "partition", "/dev/sda5",
                                             "1.0 MiB, type 0FC63DAF-8483-4772-8E79-3D69D8477DE4"),)
     text = stale.text()
-    assert "layout:  STALE, changed since the set was saved:\n  partition /dev/sda5 added" in text
-    assert "status:  NOT GOOD\n  stale: the layout changed since the set was saved " \
+    assert "layout:   STALE, changed since the set was saved:\n  partition /dev/sda5 added" in text
+    assert "status:   NOT GOOD\n  stale: the layout changed since the set was saved " \
         "(1 difference(s))" in text
     data = stale.data()
     assert data["current"] is False and data["ok"] is False
@@ -89,7 +89,7 @@ def test_no_set_of_this_host(tmp_path: Path) -> None:
     report = status(m)
     assert report.set is None and report.exit_code == ExitCode.FAILED
     assert report.problems() == [f"there is no recovery set of host {HOST} on {m}"]
-    assert "set:     none" in report.text()
+    assert "set:      none" in report.text()
     assert report.data()["set"] is None
     assert "resurgo_last_set_timestamp_seconds{" in metrics(report)
 
@@ -104,8 +104,8 @@ def test_the_newest_set_of_the_host_its_chain_and_its_rescue_image(tmp_path: Pat
     assert report.chain == (full,) and report.broken_chain is None and report.ok
     assert not report.rescue_image
     text = report.text()
-    assert f"chain:   {inc} <- {full}" in text
-    assert "rescue:  MISSING: the set was saved without its rescue image" in text
+    assert f"chain:    {inc} <- {full}" in text
+    assert "rescue:   MISSING: the set was saved without its rescue image" in text
     shutil.rmtree(m / full)
     broken = status(m)
     assert broken.exit_code == ExitCode.FAILED
@@ -117,12 +117,12 @@ def test_the_last_check_and_rehearsal(tmp_path: Path) -> None:
     m, state = tmp_path / "m", tmp_path / "state"
     set_id = save(m)
     assert status(m, state=state).last_check is None
-    assert "check:   none recorded" in status(m, state=state).text()
+    assert "check:    none recorded" in status(m, state=state).text()
     medium = Medium(directory_backend(str(m)))
     check_sets(medium, CheckOptions(host=HOST, state_dir=state))
     report = status(m, state=state)
     assert report.last_check is not None and report.ok
-    assert re.search(r"check:   \S+ \S+ UTC: good \(every file's size\)", report.text())
+    assert re.search(r"check:    \S+ \S+ UTC: good \(every file's size\)", report.text())
     # Damage found by the last check makes the status not good.
     (m / set_id / "archives/fs.sda1.archive").unlink()
     check_sets(medium, CheckOptions(host=HOST, state_dir=state))

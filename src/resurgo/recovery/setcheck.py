@@ -117,8 +117,9 @@ class CheckReport:
         lines: list[str] = []
         for s in self.sets:
             what = f"{s.kind}" + (f" on {s.parent}" if s.parent else "")
+            signed = f", signed by {s.signed_by}" if s.signed_by else ""
             lines.append(f"set {s.id} ({what}, host {s.host or '?'}, {s.files} files, "
-                         f"{human(s.size)}): {s.status}")
+                         f"{human(s.size)}{signed}): {s.status}")
             lines += [f"  {p}" for p in s.problems]
             if not s.rescue_image:
                 lines.append("  flagged: saved without its rescue image")

@@ -129,35 +129,35 @@ class StatusReport:
     # ------------------------------------------------------------ rendering
 
     def text(self) -> str:
-        lines = [f"host:    {self.host} on {self.medium}"]
+        lines = [f"host:     {self.host} on {self.medium}"]
         s = self.set
         if s is None:
-            lines.append("set:     none")
+            lines.append("set:      none")
         else:
             assert self.age is not None
             kind = str(s.kind) + (f" on {s.parent}" if s.parent else "")
             lines += [
-                f"set:     {s.id} ({kind}), saved {s.created:%Y-%m-%d %H:%M:%S} UTC, "
+                f"set:      {s.id} ({kind}), saved {s.created:%Y-%m-%d %H:%M:%S} UTC, "
                 f"{format_duration(self.age)} ago",
-                f"size:    {human(s.size)} in {s.file_count} files",
-                "chain:   " + (" <- ".join((s.id, *self.chain)) if self.chain else
+                f"size:     {human(s.size)} in {s.file_count} files",
+                "chain:    " + (" <- ".join((s.id, *self.chain)) if self.chain else
                                "none (a full set)"),
-                "rescue:  " + ("included" if self.rescue_image else
+                "rescue:   " + ("included" if self.rescue_image else
                                "MISSING: the set was saved without its rescue image"),
             ]
             if self.not_compared:
-                lines.append(f"layout:  not compared: {self.not_compared}")
+                lines.append(f"layout:   not compared: {self.not_compared}")
             elif self.current:
-                lines.append("layout:  current (the disks, volumes and filesystems are "
+                lines.append("layout:   current (the disks, volumes and filesystems are "
                              "those the set describes)")
             else:
                 assert self.differences is not None
-                lines.append("layout:  STALE, changed since the set was saved:")
+                lines.append("layout:   STALE, changed since the set was saved:")
                 lines += [f"  {d.text()}" for d in self.differences]
-        lines.append("check:   " + _result_text(self.last_check, self.set))
+        lines.append("check:    " + _result_text(self.last_check, self.set))
         lines.append("rehearse: " + _result_text(self.last_rehearsal, self.set))
         problems = self.problems()
-        lines.append("status:  " + ("good" if not problems else "NOT GOOD"))
+        lines.append("status:   " + ("good" if not problems else "NOT GOOD"))
         lines += [f"  {p}" for p in problems]
         return "\n".join(lines) + "\n"
 
