@@ -1,6 +1,8 @@
 """The one compiled part of resurgo: the restore's plain-file path (see its source).
 
-Everything else is in pyproject.toml.
+Optional: without a C compiler (or Python's headers) pip says the build of the extension
+failed and installs resurgo without it; the restore then takes its Python path, slower
+and the same, and says so once. Everything else is in pyproject.toml.
 """
 
 from setuptools import Extension, setup
@@ -20,6 +22,7 @@ setup(
             "resurgo.engine._plainfiles",
             ["src/resurgo/engine/_plainfiles.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            optional=True,
         )
     ]
 )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import IntEnum
 
+from resurgo.packages import hint_for
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -110,7 +112,8 @@ class NotConfirmed(ResurgoError):
 
 class ToolMissing(OperationFailed):
     def __init__(self, program: str, package: str | None) -> None:
-        hint = f"install it: apt-get install {package}" if package else None
+        how = hint_for(program) or (f"apt-get install {package}" if package else None)
+        hint = f"install it: {how}" if how else None
         super().__init__(f"the program {program!r} is needed but not installed", hint)
         self.program = program
         self.package = package

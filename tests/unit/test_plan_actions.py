@@ -109,7 +109,8 @@ def test_missing_tools_are_all_listed() -> None:
     missing = sorted(f.subject for f in plan.failures if f.check == Check.TOOL_MISSING)
     assert missing == ["cryptsetup", "lvm", "mkfs.ext4", "mkswap"]
     hint = next(f.hint for f in plan.failures if f.subject == "lvm")
-    assert hint == "install it: apt-get install lvm2"
+    assert hint == ("install it: apt-get install lvm2 (Debian, Ubuntu); "
+                    "dnf install lvm2 (Fedora, RHEL)")
 
 
 def test_all_failures_are_listed_not_just_the_first() -> None:

@@ -17,6 +17,7 @@ from resurgo.cli import (
     config,
     configured,
     describe,
+    doctor,
     install_units,
     ls,
     plan,
@@ -112,6 +113,7 @@ def build_parser() -> ArgumentParser:
     check.add_parser(sub, common)
     config.add_parser(sub, common)
     install_units.add_parser(sub, common)
+    doctor.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text

@@ -1,7 +1,9 @@
 """resurgo save --to MEDIUM: describe this system and write a recovery set.
 
 Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had);
-2 bad input; 3 a precondition fails (an incremental set without a full one to build on);
+2 bad input; 3 a precondition fails (a program the save runs is missing, or with
+--require-rescue what the rescue image's build needs; an incremental set without a full
+one to build on);
 4 the parent of an incremental set is not signed by the trusted signers; 5 it is
 damaged or incomplete. One save at a time per machine (recovery.savelock): a second one
 exits with 3 at once, or waits with --wait.
@@ -40,11 +42,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "write a recovery set to the medium: the description and its digest, the catalog, "
         "one archive and manifest per filesystem and btrfs subvolume, the rescue image. "
         "The set appears only when complete. Left out: the contents of /proc, /sys, /dev, "
-        "/run and /tmp, --exclude paths, and the set itself. Exit 0 saved; 1 failed; 2 bad "
-        "input; 3 --incremental with no set to build on, or another save of the system "
-        "running on this machine (without --wait); 4 or 5 its parent set is not "
-        "authentic, or damaged. After a set is saved, the --keep-* rules (as for prune) "
-        "delete the older sets of this host they do not keep.",
+        "/run and /tmp, --exclude paths, and the set itself. Every program the save runs, "
+        "and what the rescue image's build needs, is checked before anything is written "
+        "(see resurgo doctor). Exit 0 saved; 1 failed (with --require-rescue: the rescue "
+        "image's build failed); 2 bad input; 3 a program missing (with --require-rescue: "
+        "anything the rescue build needs), --incremental with no set to build on, or "
+        "another save of the system running on this machine (without --wait); 4 or 5 its "
+        "parent set is not authentic, or damaged. After a set is saved, the --keep-* rules "
+        "(as for prune) delete the older sets of this host they do not keep.",
     )
     p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",
@@ -64,6 +69,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true",
                    help="when another save of this system runs on this machine, wait for it "
                    "to end (default: exit 3 at once)")
+    p.add_argument("--require-rescue", action="store_true",
+                   help="a rescue image that cannot be built is an error: refused before "
+                   "anything is written (exit 3) when this machine lacks what its build "
+                   "needs, no set saved (exit 1) when the build fails; without it the set "
+                   "is saved without the image, with a warning")
     p.add_argument("--sign-key", type=Path, metavar="FILE",
                    help="sign the set with this SSH key (ed25519; a passphrase-protected key "
                    "through ssh-agent: give its .pub file); the rescue image then trusts "
@@ -78,6 +88,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace) -> SaveOptions:
+    if args.require_rescue and args.no_rescue:
+        raise BadInput("--require-rescue and --no-rescue contradict each other")
     policy = retention(args)
     if not 1 <= args.compression_level <= 19:
         raise BadInput(f"--compression-level {args.compression_level}: give a level from 1 to 19")
@@ -94,6 +106,7 @@ def options(args: argparse.Namespace) -> SaveOptions:
         exclude_disks=tuple(args.exclude_disk),
         retention=None if policy.empty else policy,
         rescue=not args.no_rescue,
+        require_rescue=args.require_rescue,
         catalog=not args.no_catalog,
         level=args.compression_level,
         sign_key=signing.SignKey.load(args.sign_key) if args.sign_key else None,

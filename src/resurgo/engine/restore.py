@@ -80,6 +80,7 @@ from resurgo.engine.writer import (
     failed_order,
     message,
     pwrite_all,
+    warn_if_slow,
 )
 
 # A large file goes out in chunks that stay in the CPU's cache from the pipe's read,
@@ -666,6 +667,7 @@ def restore_tree(
     lookup: Callable[[str], Source] = (
         archives.__getitem__ if isinstance(archives, Mapping) else archives
     )
+    warn_if_slow()
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     applier = Applier(target_fd, manifest.name)
     pool = _Writers(target_fd, default_writers() if writers is None else writers, applier)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import mmap
 import os
 import stat
@@ -63,6 +64,28 @@ else:  # one built from an older source neither
     make_plain = _plainfiles.make if getattr(_plainfiles, "API", None) == 2 else _make_none
     if make_plain is _plainfiles.make:
         lines_ordered = _plainfiles.ordered
+
+_slow_said = False
+
+
+def compiled() -> bool:
+    """Whether the compiled plain-file path is here (pip builds it when a C compiler and
+    Python's headers are; without them resurgo installs all the same)."""
+    return make_plain is not _make_none
+
+
+def warn_if_slow() -> None:
+    """Say once per process, on standard error (the log), that restoring takes the pure
+    Python path: the same files, made more slowly."""
+    global _slow_said
+    if compiled() or _slow_said:
+        return
+    _slow_said = True
+    logging.getLogger("resurgo.engine").warning(
+        "resurgo's compiled restore path is not built (it was installed without a C "
+        "compiler): this restore takes the Python path, slower and the same; reinstall "
+        "resurgo with gcc and the Python headers (see resurgo doctor)")
+
 
 # slot offset, then the lengths of its entries, manifest lines and directory path, and
 # the number of entries and their payload bytes; all 0: stop.

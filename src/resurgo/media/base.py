@@ -130,6 +130,9 @@ class SetInfo:
     labels: Mapping[str, str]
     # The trusted principal whose key signed the set, when signatures were checked.
     signed_by: str | None = None
+    # Whether the set holds its rescue image (a save without one, by --no-rescue or
+    # because this machine could not build it, still makes a set: status and check say so).
+    has_rescue: bool = False
 
     @classmethod
     def of(cls, index: SetIndex, signed_by: str | None = None) -> SetInfo:
@@ -143,6 +146,7 @@ class SetInfo:
             len(index.files),
             index.meta.labels,
             signed_by,
+            index.file(setindex.RESCUE) is not None,
         )
 
 

@@ -43,6 +43,8 @@ from resurgo.signing import SIGNATURE_NAME
 FORMAT = "resurgo-set"
 VERSION = 2
 INDEX_NAME = "set.json"
+# The set's bootable rescue image, when it has one (written last, before the index).
+RESCUE = "rescue.iso"
 
 # Set ids sort by time: a UTC timestamp, then a short random part so two saves
 # in one second do not collide.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from resurgo.machine import ActualDisk
-from resurgo.packages import PACKAGES
+from resurgo.packages import hint_for
 from resurgo.plan.model import (
     Action,
     ActionKind,
@@ -33,8 +33,6 @@ TOOLS: dict[ActionKind, tuple[str, ...]] = {
     ActionKind.SUBVOLUME_DEFAULT: ("btrfs",),
     ActionKind.MOUNT: ("mount",),
 }
-
-PACKAGE_HINTS = {**PACKAGES, "mkfs.ext2": "e2fsprogs", "mkfs.ext3": "e2fsprogs", "mount": "mount"}
 
 
 def in_use(disks: Iterable[ActualDisk]) -> list[PreconditionFailure]:
@@ -69,7 +67,7 @@ def tools(
     out = []
     for program in sorted(needed):
         if which(program) is None:
-            package = PACKAGE_HINTS.get(program)
+            how = hint_for(program)
             out.append(
                 PreconditionFailure(
                     Check.TOOL_MISSING,
@@ -77,7 +75,7 @@ def tools(
                     f"the program {program} is needed ({needed[program][0]}"
                     + (f" and {len(needed[program]) - 1} more" if len(needed[program]) > 1 else "")
                     + ") but not installed",
-                    f"install it: apt-get install {package}" if package else None,
+                    f"install it: {how}" if how else None,
                 )
             )
     return out

@@ -24,6 +24,7 @@ def set_data(s: SetInfo) -> dict[str, Any]:
         "host": s.host,
         "encrypted": setfiles.encrypted(s.labels),
         "signed_by": s.signed_by,
+        "rescue": s.has_rescue,
         "labels": dict(s.labels),
     }
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from resurgo import fileformat, signing
+from resurgo import fileformat, needs, signing
 from resurgo.apply.journal import state_dir
 from resurgo.engine import SYSTEM_EMPTY_DIRS, SaveResult, Source, save_filesystem, save_tree
 from resurgo.engine.pipes import DEFAULT_LEVEL
@@ -55,7 +55,7 @@ from resurgo.media import (
     SetWriter,
     prune,
 )
-from resurgo.media.url import DirectorySpec, parse_url
+from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
 from resurgo.model import ConfigFile, Description
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
@@ -87,6 +87,9 @@ class SaveOptions:
     # Applied to this host's sets once the new set is committed (None: nothing is deleted).
     retention: Retention | None = None
     rescue: bool = True
+    # A rescue image that cannot be built is an error: refused up front (exit 3) when
+    # this machine lacks what the build needs, the save failed (exit 1) when the build does.
+    require_rescue: bool = False
     catalog: bool = True
     level: int = DEFAULT_LEVEL
     # Where the plain copies of the manifests live (default: the state directory).
@@ -159,6 +162,7 @@ class SaveReport:
                 "files": s.file_count,
                 "bytes": s.size,
                 "labels": dict(s.labels),
+                "has_rescue": s.has_rescue,
             },
             "medium": self.medium,
             "units": [
@@ -503,6 +507,25 @@ def _check_written(path: Path) -> None:
         )
 
 
+def _check_tools(medium: Medium, opts: SaveOptions) -> list[needs.Missing]:
+    """Refuse the save (exit 3) when this machine lacks a program it will run, or, with
+    require_rescue, anything the rescue image's build needs; else what that build lacks
+    (the set is then saved without the image)."""
+    missing = needs.programs(needs.save_programs(
+        encrypt=bool(opts.recipients), sign=opts.sign_key is not None,
+        sftp=isinstance(parse_url(medium.url), SftpSpec)))
+    rescue = needs.rescue_missing(Path("/"), opts.root) if opts.rescue else []
+    if missing or (rescue and opts.require_rescue):
+        raise needs.refusal("this save", [*missing, *(rescue if opts.require_rescue else [])])
+    return rescue
+
+
+def _without_rescue(missing: list[needs.Missing]) -> str:
+    shown = "; ".join(m.line() for m in missing)
+    return (f"the set has no rescue image: this machine lacks what its build needs ({shown}); "
+            "install them, or save with --require-rescue to make this an error")
+
+
 @contextlib.contextmanager
 def _timed() -> Iterator[list[float]]:
     box = [time.monotonic()]
@@ -521,6 +544,9 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
     if not medium.holds_archives:
         raise BadInput(f"{medium.url} holds descriptions only, not the archives of a set",
                        "save to a directory, an SFTP server or an S3 bucket")
+    # Before anything is written (and before the long describe): every program this save
+    # will run, and what the rescue image's build needs.
+    rescue_missing = _check_tools(medium, opts)
     # Before the long describe: a key that cannot sign, or signers that would not trust
     # it, fail now.
     signers = signing.trust_for_save(opts.sign_key, opts.trust)
@@ -567,11 +593,18 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                     saved.append(done)
                     warnings.extend(f"{unit.label}: {n}" for n in done.notes)
                 rescue = "not included (--no-rescue)"
-                if opts.rescue:
+                if opts.rescue and rescue_missing:
+                    rescue = "not included: this machine lacks what its build needs"
+                    warnings.append(_without_rescue(rescue_missing))
+                elif opts.rescue:
                     try:
                         rescue = _rescue_image(desc_path, w, root, medium.url, events,
                                                signers, host_key)
                     except ResurgoError as e:
+                        if opts.require_rescue:
+                            raise OperationFailed(
+                                f"the rescue image could not be built, so no set was saved "
+                                f"(--require-rescue): {e.message}", e.hint) from e
                         rescue = f"not included: {e.message}"
                         warnings.append(f"the rescue image could not be built: {e.message}")
                 info = w.commit()

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from resurgo import __version__
+from resurgo.media import setindex
 
 DESCRIPTION = "description.toml"
 DESCRIPTION_DIGEST = "description.toml.sha256"
-RESCUE = "rescue.iso"
+RESCUE = setindex.RESCUE
 SECRETS = "secrets.age"
 #: The SFTP server's host key as the save verified it (a known_hosts line), which the
 #: set's rescue image checks the server against.

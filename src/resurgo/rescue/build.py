@@ -40,6 +40,7 @@ from resurgo import __version__, run, signing
 from resurgo.errors import BadInput, OperationFailed, PreconditionFailed, ToolMissing
 from resurgo.fileformat import document
 from resurgo.model import Description
+from resurgo.packages import hint_for
 from resurgo.probe import hardware, rootfs
 from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python
 from resurgo.rescue.cmdline import After
@@ -302,7 +303,7 @@ class Collected:
 def collect_programs(root: Path, extra: Sequence[str]) -> Collected:
     out = Collected()
     required_missing: list[contents.Program] = []
-    asked = (contents.Program(n, "?", contents.Need.REQUIRED) for n in extra)
+    asked = (contents.Program(n, contents.Need.REQUIRED) for n in extra)
     wanted = [*contents.PROGRAMS, *asked]
     for prog in wanted:
         path = find_program(root, prog.name)
@@ -318,10 +319,10 @@ def collect_programs(root: Path, extra: Sequence[str]) -> Collected:
     if required_missing:
         where = "this machine" if rootfs.is_running_root(root) else str(root)
         names = ", ".join(p.name for p in required_missing)
-        packages = " ".join(sorted({p.package for p in required_missing if p.package != "?"}))
+        how = hint_for(*(p.name for p in required_missing))
         raise PreconditionFailed(
             f"{where} lacks {names}, which the rescue system cannot do without",
-            f"install it: apt-get install {packages}" if packages else None,
+            f"install it: {how}" if how else None,
         )
     return out
 

@@ -25,26 +25,29 @@ class Need(StrEnum):
 @dataclass(frozen=True)
 class Program:
     name: str
-    package: str
     need: Need = Need.RECOVERY
 
+    @property
+    def package(self) -> str:
+        """The Debian package that has it (packages.TOOLS), "?" when it is not known."""
+        return PACKAGES.get(self.name, "?")
 
-def _programs(need: Need, package: str, *names: str) -> list[Program]:
-    return [Program(n, package, need) for n in names]
+
+def _programs(need: Need, *names: str) -> list[Program]:
+    return [Program(n, need) for n in names]
 
 
-# Debian package names (the ToolMissing hints use the same).
+# Their packages are packages.TOOLS's, Debian's and Fedora's.
 PROGRAMS: tuple[Program, ...] = (
     # /init and the agent
-    *_programs(Need.REQUIRED, "bash", "bash"),
-    *_programs(Need.REQUIRED, "util-linux", "mount", "umount", "setsid", "blkid"),
-    *_programs(Need.REQUIRED, "kmod", "modprobe"),
-    *_programs(Need.REQUIRED, "coreutils", "cat", "mkdir", "ln", "sleep"),
+    *_programs(Need.REQUIRED, "bash"),
+    *_programs(Need.REQUIRED, "mount", "umount", "setsid", "blkid"),
+    *_programs(Need.REQUIRED, "modprobe"),
+    *_programs(Need.REQUIRED, "cat", "mkdir", "ln", "sleep"),
     # disks
-    *_programs(Need.RECOVERY, "fdisk", "sfdisk"),
+    *_programs(Need.RECOVERY, "sfdisk"),
     *_programs(
         Need.RECOVERY,
-        "util-linux",
         "partx",
         "wipefs",
         "blockdev",
@@ -62,7 +65,6 @@ PROGRAMS: tuple[Program, ...] = (
     ),
     *_programs(
         Need.RECOVERY,
-        "e2fsprogs",
         "mke2fs",
         "mkfs.ext2",
         "mkfs.ext3",
@@ -76,7 +78,6 @@ PROGRAMS: tuple[Program, ...] = (
     ),
     *_programs(
         Need.RECOVERY,
-        "xfsprogs",
         "mkfs.xfs",
         "xfs_admin",
         "xfs_repair",
@@ -86,54 +87,52 @@ PROGRAMS: tuple[Program, ...] = (
         "fsck.xfs",
     ),
     *_programs(
-        Need.RECOVERY, "dosfstools", "mkfs.vfat", "mkfs.fat", "fatlabel", "fsck.fat", "fsck.vfat"
+        Need.RECOVERY, "mkfs.vfat", "mkfs.fat", "fatlabel", "fsck.fat", "fsck.vfat"
     ),
-    *_programs(Need.RECOVERY, "btrfs-progs", "mkfs.btrfs", "btrfs", "btrfstune", "fsck.btrfs"),
-    *_programs(Need.RECOVERY, "mdadm", "mdadm"),
-    *_programs(Need.RECOVERY, "cryptsetup-bin", "cryptsetup"),
-    *_programs(Need.RECOVERY, "lvm2", "lvm"),
-    *_programs(Need.RECOVERY, "dmsetup", "dmsetup"),
+    *_programs(Need.RECOVERY, "mkfs.btrfs", "btrfs", "btrfstune", "fsck.btrfs"),
+    *_programs(Need.RECOVERY, "mdadm"),
+    *_programs(Need.RECOVERY, "cryptsetup"),
+    *_programs(Need.RECOVERY, "lvm"),
+    *_programs(Need.RECOVERY, "dmsetup"),
     # lvm runs these to check and repair thin pools and caches before activating them
     *_programs(
-        Need.RECOVERY, "thin-provisioning-tools", "pdata_tools", "thin_check", "cache_check"
+        Need.RECOVERY, "pdata_tools", "thin_check", "cache_check"
     ),
-    *_programs(Need.RECOVERY, "kmod", "insmod", "rmmod", "lsmod", "modinfo", "depmod"),
+    *_programs(Need.RECOVERY, "insmod", "rmmod", "lsmod", "modinfo", "depmod"),
     # finalize lists the restored system's initramfs with them (else in a chroot)
-    *_programs(Need.RECOVERY, "dracut-core", "lsinitrd"),
-    *_programs(Need.RECOVERY, "initramfs-tools-core", "lsinitramfs"),
-    *_programs(Need.RECOVERY, "acl", "getfacl", "setfacl"),
-    *_programs(Need.RECOVERY, "attr", "getfattr", "setfattr"),
+    *_programs(Need.RECOVERY, "lsinitrd"),
+    *_programs(Need.RECOVERY, "lsinitramfs"),
+    *_programs(Need.RECOVERY, "getfacl", "setfacl"),
+    *_programs(Need.RECOVERY, "getfattr", "setfattr"),
     # the data: archives, their compression and encryption, remote media
-    *_programs(Need.RECOVERY, "zstd", "zstd"),
-    *_programs(Need.RECOVERY, "age", "age"),
-    *_programs(Need.RECOVERY, "tar", "tar"),
-    *_programs(Need.RECOVERY, "gzip", "gzip"),
-    *_programs(Need.RECOVERY, "xz-utils", "xz"),
+    *_programs(Need.RECOVERY, "zstd"),
+    *_programs(Need.RECOVERY, "age"),
+    *_programs(Need.RECOVERY, "tar"),
+    *_programs(Need.RECOVERY, "gzip"),
+    *_programs(Need.RECOVERY, "xz"),
     # ssh-keygen checks the signatures of sets (resurgo.signing)
-    *_programs(Need.RECOVERY, "openssh-client", "ssh", "sftp", "scp", "ssh-keygen"),
-    *_programs(Need.RECOVERY, "mtools", "mcopy", "mdir", "mformat", "mmd", "mdeltree", "mattrib",
+    *_programs(Need.RECOVERY, "ssh", "sftp", "scp", "ssh-keygen"),
+    *_programs(Need.RECOVERY, "mcopy", "mdir", "mformat", "mmd", "mdeltree", "mattrib",
                 "mtype"),
     # the boot loader and the firmware's boot entries
     *_programs(
         Need.RECOVERY,
-        "grub2-common",
         "grub-install",
         "grub-probe",
         "grub-mkimage",
         "grub-editenv",
         "grub-mkrelpath",
     ),
-    *_programs(Need.RECOVERY, "grub-pc", "grub-bios-setup"),
-    *_programs(Need.RECOVERY, "efibootmgr", "efibootmgr"),
+    *_programs(Need.RECOVERY, "grub-bios-setup"),
+    *_programs(Need.RECOVERY, "efibootmgr"),
     # the network
-    *_programs(Need.RECOVERY, "iproute2", "ip"),
-    *_programs(Need.RECOVERY, "isc-dhcp-client", "dhclient", "dhclient-script"),
-    *_programs(Need.RECOVERY, "dhcpcd-base", "dhcpcd"),
-    *_programs(Need.RECOVERY, "udhcpc", "udhcpc"),
+    *_programs(Need.RECOVERY, "ip"),
+    *_programs(Need.RECOVERY, "dhclient", "dhclient-script"),
+    *_programs(Need.RECOVERY, "dhcpcd"),
+    *_programs(Need.RECOVERY, "udhcpc"),
     # a shell worth having
     *_programs(
         Need.USEFUL,
-        "coreutils",
         "ls",
         "cp",
         "mv",
@@ -164,23 +163,23 @@ PROGRAMS: tuple[Program, ...] = (
         "false",
         "seq",
     ),
-    *_programs(Need.USEFUL, "util-linux", "dmesg", "lscpu", "more", "hexdump", "wall"),
-    *_programs(Need.USEFUL, "procps", "ps", "free", "kill", "top"),
-    *_programs(Need.USEFUL, "hostname", "hostname"),
-    *_programs(Need.USEFUL, "grep", "grep"),
-    *_programs(Need.USEFUL, "sed", "sed"),
-    *_programs(Need.USEFUL, "gawk", "awk"),
-    *_programs(Need.USEFUL, "findutils", "find", "xargs"),
-    *_programs(Need.USEFUL, "less", "less"),
-    *_programs(Need.USEFUL, "vim-tiny", "vi"),
-    *_programs(Need.USEFUL, "pciutils", "lspci"),
-    *_programs(Need.USEFUL, "iputils-ping", "ping"),
-    *_programs(Need.USEFUL, "curl", "curl"),
-    *_programs(Need.USEFUL, "gdisk", "sgdisk"),
-    *_programs(Need.USEFUL, "parted", "parted"),
-    *_programs(Need.USEFUL, "nvme-cli", "nvme"),
-    *_programs(Need.USEFUL, "smartmontools", "smartctl"),
-    *_programs(Need.USEFUL, "hdparm", "hdparm"),
+    *_programs(Need.USEFUL, "dmesg", "lscpu", "more", "hexdump", "wall"),
+    *_programs(Need.USEFUL, "ps", "free", "kill", "top"),
+    *_programs(Need.USEFUL, "hostname"),
+    *_programs(Need.USEFUL, "grep"),
+    *_programs(Need.USEFUL, "sed"),
+    *_programs(Need.USEFUL, "awk"),
+    *_programs(Need.USEFUL, "find", "xargs"),
+    *_programs(Need.USEFUL, "less"),
+    *_programs(Need.USEFUL, "vi"),
+    *_programs(Need.USEFUL, "lspci"),
+    *_programs(Need.USEFUL, "ping"),
+    *_programs(Need.USEFUL, "curl"),
+    *_programs(Need.USEFUL, "sgdisk"),
+    *_programs(Need.USEFUL, "parted"),
+    *_programs(Need.USEFUL, "nvme"),
+    *_programs(Need.USEFUL, "smartctl"),
+    *_programs(Need.USEFUL, "hdparm"),
 )
 
 # Programs resurgo runs that the rescue does not need: they describe a live system,
@@ -201,9 +200,6 @@ def program_names() -> list[str]:
 
 
 def package_of(name: str) -> str | None:
-    for p in PROGRAMS:
-        if p.name == name:
-            return p.package
     return PACKAGES.get(name)
 
 

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resurgo import run
-from resurgo.errors import PreconditionFailed
+from resurgo.errors import PreconditionFailed, ToolMissing
+from resurgo.packages import GRUB_BIOS, GRUB_EFI, Package, install_hint
 from resurgo.rescue.cmdline import After, grub_quote
 
 VOLUME_ID = "RESURGO"
-GRUB_PLATFORMS = {"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
+GRUB_PLATFORMS: dict[str, Package] = {"i386-pc": GRUB_BIOS, "x86_64-efi": GRUB_EFI}
+#: grub-mkrescue's names: Debian's, Fedora's.
+MKRESCUE = ("grub-mkrescue", "grub2-mkrescue")
+#: What grub-mkrescue runs: xorriso writes the image, mtools its EFI partition image, and
+#: xz is what --compress=xz calls (a minimal system has no xz: the build fails late).
+TOOLS = ("xorriso", "mformat", "mcopy", "xz")
 GRUB_LIB = Path("/usr/lib/grub")
 #: Serial first so that a machine without a screen logs too; the last console= is
 #: /dev/console, where the shell of a person at the screen runs.
@@ -88,15 +94,27 @@ def grub_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mkrescue() -> str | None:
+    """The name grub-mkrescue has on this machine, None without it."""
+    return next((name for name in MKRESCUE if run.which(name)), None)
+
+
+def missing_grub_platforms() -> list[tuple[str, Package]]:
+    """GRUB's platforms the image needs (it boots on BIOS and UEFI) that are not here."""
+    return [(platform, package) for platform, package in GRUB_PLATFORMS.items()
+            if not (GRUB_LIB / platform / "modinfo.sh").is_file()]
+
+
 def require_tools() -> None:
-    run.require("grub-mkrescue", "xorriso", "mformat", "mcopy")
-    for platform, package in GRUB_PLATFORMS.items():
-        if not (GRUB_LIB / platform / "modinfo.sh").is_file():
-            raise PreconditionFailed(
-                f"GRUB for {platform} is not installed on this machine: the rescue image "
-                "boots on BIOS and UEFI",
-                f"install it: apt-get install {package}",
-            )
+    if mkrescue() is None:
+        raise ToolMissing(MKRESCUE[0], None)
+    run.require(*TOOLS)
+    for platform, package in missing_grub_platforms():
+        raise PreconditionFailed(
+            f"GRUB for {platform} is not installed on this machine: the rescue image "
+            "boots on BIOS and UEFI",
+            f"install it: {install_hint([package])}",
+        )
 
 
 def make_iso(tree: Path, out: Path, *, volume_date: str) -> None:
@@ -104,7 +122,7 @@ def make_iso(tree: Path, out: Path, *, volume_date: str) -> None:
     UUID, which blkid shows; the rescue finds its own medium by it."""
     run.run(
         [
-            "grub-mkrescue",
+            mkrescue() or MKRESCUE[0],
             "-o",
             str(out),
             "--compress=xz",
