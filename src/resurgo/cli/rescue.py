@@ -23,8 +23,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "stick) from this machine's own kernel, drivers and tools, with Python and resurgo. "
         "It boots to a shell with resurgo ready; with resurgo.recover=auto on the kernel "
         "command line (the default boot entry with --unattended) it finds the recovery set "
-        "and recovers the machine unattended. Needs dracut (dracut-core), grub-mkrescue "
-        "with GRUB for i386-pc and x86_64-efi, xorriso and mtools.",
+        "and recovers the machine unattended. Needs dracut, grub-mkrescue with GRUB for "
+        "i386-pc and x86_64-efi, xorriso, mtools and xz (resurgo doctor --job rescue names "
+        "their packages).",
     )
     p.add_argument(
         "--to", dest="output", type=Path, required=True, metavar="PATH", help="the ISO to write"
