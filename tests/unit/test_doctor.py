@@ -296,3 +296,25 @@ def test_readme_lists_doctor_and_the_install_section() -> None:
         p = TOOLS[program]
         assert p.debian and p.debian in section, program
         assert p.fedora and p.fedora in section, program
+
+
+def test_doctor_checks_the_jobs_as_configured(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "is_root", lambda: True)
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    conf = tmp_path / "resurgo.toml"
+    conf.write_text(f'medium = "{sets}"\nsign_key = "{tmp_path}/nokey"\n'
+                    "[rescue]\nbuild = false\n")
+    r = cli("doctor", "--json", env={"RESURGO_CONFIG": str(conf)})
+    assert r.returncode == 3, r.output  # the sign key is missing
+    data = r.json()
+    assert set(data["jobs"]) == {"save", "recover"}  # no rescue build is configured
+    media = [c for c in data["checks"] if c["kind"] == "medium"]
+    assert [(c["job"], c["name"], c["state"]) for c in media] == [
+        ("save", str(sets), "ok"), ("recover", str(sets), "ok")]
+    [key] = [c for c in data["checks"] if c["kind"] == "key"]
+    assert key["state"] == "missing" and key["name"].endswith("/nokey")
+    conf.write_text("medium = 3\n")
+    bad = cli("doctor", env={"RESURGO_CONFIG": str(conf)})
+    assert bad.returncode == 2 and "line 1" in bad.stderr

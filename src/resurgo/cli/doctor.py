@@ -1,7 +1,10 @@
 """resurgo doctor [--job save|rescue|recover|all]: can this machine run each job?
 
-Exit 0 every chosen job can run; 2 bad input; 3 a job cannot (what is missing is listed,
-with the Debian and Fedora packages to install).
+What is not given on the command line comes from the configuration file (the medium, its
+options, the keys, whether save builds the rescue image): doctor checks the jobs as they
+are configured. Exit 0 every chosen job can run; 2 bad input (a configuration file that
+is not valid among others); 3 a job cannot (what is missing is listed, with the Debian
+and Fedora packages to install).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from resurgo import config as configuration
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit
 from resurgo.doctor import JOBS, DoctorOptions, examine
@@ -31,8 +35,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "can run; 2 bad input; 3 a job cannot.",
     )
     p.add_argument("--job", choices=CHOICES, default="all",
-                   help="the job to check (default: all): save, rescue (building the rescue "
-                   "image, which save does too), recover")
+                   help="the job to check (default: all configured: save, rescue (building "
+                   "the rescue image, which save does unless rescue.build = false), recover)")
     p.add_argument("--to", metavar="MEDIUM",
                    help=f"the medium save writes to: reachable, writable. {MEDIUM_HELP}")
     p.add_argument("--from", dest="source", metavar="MEDIUM",
@@ -48,20 +52,51 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
+# Medium options of the command line and the configuration keys they default to.
+_MEDIUM_KEYS = {"s3_endpoint": "s3.endpoint", "s3_region": "s3.region",
+                "ssh_key": "ssh.key", "ssh_known_hosts": "ssh.known_hosts", "trust": "trust"}
+_MEDIUM_FLAGS = {"s3_insecure_http": "s3.insecure_http",
+                 "ssh_strict_host_keys": "ssh.strict_host_keys"}
+
+
+def _configured(args: argparse.Namespace, conf: configuration.Config) -> None:
+    """The configuration's values where the command line gives none."""
+    for attr, key in _MEDIUM_KEYS.items():
+        if getattr(args, attr) is None and conf.get(key) is not None:
+            setattr(args, attr, str(conf.get(key)))
+    for attr, key in _MEDIUM_FLAGS.items():
+        if not getattr(args, attr) and conf.get(key) is True:
+            setattr(args, attr, True)
+
+
+def _path(given: Path | None, value: object) -> Path | None:
+    return given if given is not None else (Path(value) if isinstance(value, str) else None)
+
+
 def options(args: argparse.Namespace) -> DoctorOptions:
-    jobs = JOBS if args.job == "all" else (Job(args.job),)
+    conf = configuration.load(getattr(args, "config", None))
+    _configured(args, conf)
+    if args.job != "all":
+        jobs: tuple[Job, ...] = (Job(args.job),)
+    else:
+        # The jobs this machine is configured for: no rescue build when save makes none.
+        jobs = tuple(j for j in JOBS if j is not Job.RESCUE or conf.get("rescue.build")
+                     is not False)
     mopts = medium_options(args)  # its trust file: --trust, else the default one if any
-    save_medium = args.to or args.source
-    recover_medium = args.source or args.to
+    medium = conf.get("medium")
+    configured = medium if isinstance(medium, str) else None
+    identities = list(args.identity)
+    if not identities and isinstance(conf.get("identity"), str):
+        identities.append(Path(str(conf.get("identity"))))
     return DoctorOptions(
         jobs=jobs,
-        medium=save_medium,
-        recover_medium=recover_medium,
+        medium=args.to or args.source or configured,
+        recover_medium=args.source or args.to or configured,
         medium_options=mopts,
-        sign_key=args.sign_key,
+        sign_key=_path(args.sign_key, conf.get("sign_key")),
         trust=mopts.trust_file,
-        identities=tuple(args.identity),
-        encrypt=bool(args.encrypt_to),
+        identities=tuple(identities),
+        encrypt=bool(args.encrypt_to or conf.get("encrypt_to")),
         root=args.root,
     )
 
