@@ -304,8 +304,10 @@ def test_doctor_checks_the_jobs_as_configured(tmp_path: Path,
     sets = tmp_path / "sets"
     sets.mkdir()
     conf = tmp_path / "resurgo.toml"
+    identity = tmp_path / "age.key"
+    identity.write_text("AGE-SECRET-KEY-1...\n")
     conf.write_text(f'medium = "{sets}"\nsign_key = "{tmp_path}/nokey"\n'
-                    "[rescue]\nbuild = false\n")
+                    f'identity = "{identity}"\n[rescue]\nbuild = false\n')
     r = cli("doctor", "--json", env={"RESURGO_CONFIG": str(conf)})
     assert r.returncode == 3, r.output  # the sign key is missing
     data = r.json()
@@ -313,8 +315,9 @@ def test_doctor_checks_the_jobs_as_configured(tmp_path: Path,
     media = [c for c in data["checks"] if c["kind"] == "medium"]
     assert [(c["job"], c["name"], c["state"]) for c in media] == [
         ("save", str(sets), "ok"), ("recover", str(sets), "ok")]
-    [key] = [c for c in data["checks"] if c["kind"] == "key"]
-    assert key["state"] == "missing" and key["name"].endswith("/nokey")
+    keys = {c["job"]: c for c in data["checks"] if c["kind"] == "key"}
+    assert keys["save"]["state"] == "missing" and keys["save"]["name"].endswith("/nokey")
+    assert keys["recover"]["state"] == "ok" and keys["recover"]["name"].endswith("age.key")
     conf.write_text("medium = 3\n")
     bad = cli("doctor", env={"RESURGO_CONFIG": str(conf)})
     assert bad.returncode == 2 and "line 1" in bad.stderr

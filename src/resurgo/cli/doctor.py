@@ -44,8 +44,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",
                    help="the system save would save (default: the running system)")
     p.add_argument("--sign-key", type=Path, metavar="FILE", help="save's signing key: readable")
-    p.add_argument("--identity", type=Path, action="append", default=[], metavar="FILE",
-                   help="recover's age identity file: readable (repeat)")
+    p.add_argument("--identity", type=Path, metavar="FILE",
+                   help="recover's age identity file: readable")
     p.add_argument("--encrypt-to", action="append", default=[], metavar="RECIPIENT",
                    help="save encrypts the archives (age is then needed)")
     add_medium_arguments(p)
@@ -74,7 +74,12 @@ def _path(given: Path | None, value: object) -> Path | None:
 
 
 def options(args: argparse.Namespace) -> DoctorOptions:
-    conf = configuration.load(getattr(args, "config", None))
+    # main reads the file of this run (--config) and makes its keys the defaults of the
+    # options they stand for; what only save's options take (the signing key, the
+    # recipients, the rescue build) and --to are read here.
+    conf = getattr(args, "configuration", None)
+    if not isinstance(conf, configuration.Config):
+        conf = configuration.load(getattr(args, "config", None))
     _configured(args, conf)
     if args.job != "all":
         jobs: tuple[Job, ...] = (Job(args.job),)
@@ -85,9 +90,7 @@ def options(args: argparse.Namespace) -> DoctorOptions:
     mopts = medium_options(args)  # its trust file: --trust, else the default one if any
     medium = conf.get("medium")
     configured = medium if isinstance(medium, str) else None
-    identities = list(args.identity)
-    if not identities and isinstance(conf.get("identity"), str):
-        identities.append(Path(str(conf.get("identity"))))
+    identity = _path(args.identity, conf.get("identity"))
     return DoctorOptions(
         jobs=jobs,
         medium=args.to or args.source or configured,
@@ -95,7 +98,7 @@ def options(args: argparse.Namespace) -> DoctorOptions:
         medium_options=mopts,
         sign_key=_path(args.sign_key, conf.get("sign_key")),
         trust=mopts.trust_file,
-        identities=tuple(identities),
+        identities=(identity,) if identity is not None else (),
         encrypt=bool(args.encrypt_to or conf.get("encrypt_to")),
         root=args.root,
     )
