@@ -24,13 +24,15 @@ NO_INDEX = ("No matching distribution found", "Could not find a version",
 
 
 def _clone(to: Path) -> Path:
-    """What pip installs from: the project's files, without anything built here."""
+    """What pip installs from: the project's tracked files (a clone), nothing built here."""
     src = to / "resurgo"
-    src.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy2(TREE / name, src / name)
-    shutil.copytree(TREE / "src", src / "src", ignore=shutil.ignore_patterns(
-        "*.so", "__pycache__", "*.egg-info", "build"))
+    listed = subprocess.run(["git", "-C", str(TREE), "ls-files", "-z"], capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if rel.startswith(("tests/", "bench/")) or not (TREE / rel).is_file():
+            continue
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TREE / rel, src / rel)
     return src
 
 
