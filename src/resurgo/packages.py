@@ -96,6 +96,7 @@ _BY_PACKAGE: tuple[tuple[Package, tuple[str, ...]], ...] = (
     (_same("nvme-cli"), ("nvme",)),
     (_same("smartmontools"), ("smartctl",)),
     (_same("hdparm"), ("hdparm",)),
+    (_same("systemd"), ("systemctl",)),
 )
 
 
