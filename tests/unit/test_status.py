@@ -185,6 +185,7 @@ def test_prometheus_text_line_by_line() -> None:
         values[name] = s.group(4)
     assert values == {
         "resurgo_status_ok": "0",
+        "resurgo_status_exit_code": "1",
         "resurgo_set_current": "0",
         "resurgo_last_set_timestamp_seconds": "1796608800",
         "resurgo_last_set_size_bytes": "123456789",
@@ -279,3 +280,31 @@ def test_the_configuration_drives_status_and_check(tmp_path: Path) -> None:
     assert (args.source, status_options(args).max_age) == ("/other", 172800)
     assert parsed(text, "check").source == "/srv/sets"
     assert parsed('max_age = "26h"\n', "status").max_age == "26h"
+
+
+def test_a_status_that_could_not_be_taken_still_replaces_the_metrics(tmp_path: Path) -> None:
+    from resurgo.recovery.prometheus import failure_metrics
+
+    text = failure_metrics("web1", "s3://b/x", NOW, 1)
+    lines = text.splitlines()
+    assert lines == [
+        "# HELP resurgo_status_ok 1 when resurgo status found the newest set good (exit code 0).",
+        "# TYPE resurgo_status_ok gauge",
+        'resurgo_status_ok{host="web1",medium="s3://b/x"} 0',
+        "# HELP resurgo_status_exit_code The exit code of resurgo status (0 good, 1 not good, "
+        "others: it could not tell).",
+        "# TYPE resurgo_status_exit_code gauge",
+        'resurgo_status_exit_code{host="web1",medium="s3://b/x"} 1',
+        "# HELP resurgo_status_timestamp_seconds When resurgo status ran, in seconds since the "
+        "epoch.",
+        "# TYPE resurgo_status_timestamp_seconds gauge",
+        'resurgo_status_timestamp_seconds{host="web1",medium="s3://b/x"} 1796623200']
+    if os.geteuid() != 0:
+        pytest.skip("status runs as root")
+    prom = tmp_path / "resurgo.prom"
+    prom.write_text("resurgo_status_ok 1\n")
+    # A medium that is not there: the status cannot be taken.
+    r = cli.run("status", "--from", tmp_path / "gone", "--root", tmp_path, "--prometheus", prom)
+    assert r.returncode == 1, r.output
+    assert re.search(r'^resurgo_status_ok\{host="[^"]*",medium="[^"]*/gone"\} 0$',
+                     prom.read_text(), re.M), prom.read_text()

@@ -11,6 +11,7 @@ anew).
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ from resurgo.cli.check import STATE_DIR_HELP
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit
 from resurgo.durations import parse_duration
-from resurgo.errors import BadInput, PreconditionFailed
+from resurgo.errors import BadInput, PreconditionFailed, ResurgoError
 from resurgo.media import open_medium
-from resurgo.recovery.status import StatusOptions, set_status
+from resurgo.recovery.status import StatusOptions, host_name, set_status
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -77,11 +78,22 @@ def run(args: argparse.Namespace) -> int:
         raise PreconditionFailed("status describes the system's layout anew, which needs "
                                  "root (partition tables and superblocks are read from the "
                                  "devices)", "run resurgo as root")
-    with open_medium(args.source, medium_options(args)) as medium:
-        report = set_status(medium, opts)
-    if args.prometheus is not None:
-        from resurgo.recovery.prometheus import write_metrics
+    from resurgo.recovery import prometheus
 
-        write_metrics(report, args.prometheus)
+    host = host_name(opts.root)
+    # The medium's label as a good status names it (its URL once opened).
+    label: str = args.source
+    try:
+        with open_medium(args.source, medium_options(args)) as medium:
+            label = medium.url
+            report = set_status(medium, opts, host=host)
+    except ResurgoError as e:
+        if args.prometheus is not None:
+            # Else the collector would go on reading the last run's verdict.
+            prometheus.write_metrics(prometheus.failure_metrics(
+                host, label, datetime.now(UTC), e.exit_code), args.prometheus)
+        raise
+    if args.prometheus is not None:
+        prometheus.write_metrics(report, args.prometheus)
     emit(report, args.json)
     return report.exit_code

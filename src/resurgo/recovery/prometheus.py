@@ -8,6 +8,7 @@ half of one. It is made readable by all (0644): node_exporter does not run as ro
 the metrics hold no secret.
 
     resurgo_status_ok                       1 when status exits 0
+    resurgo_status_exit_code                its exit code
     resurgo_set_current                     1 when the layout is the one the set describes
     resurgo_last_set_timestamp_seconds      when the newest set was saved (0: no set)
     resurgo_last_set_size_bytes             its size on the medium
@@ -23,12 +24,15 @@ the metrics hold no secret.
     resurgo_status_timestamp_seconds        when this status was taken
 
 The check and rehearsal metrics are left out when there is no such result: absent, not
-zero, as the Prometheus guidelines ask for what is not known.
+zero, as the Prometheus guidelines ask for what is not known. A status that could not
+be taken at all (the medium unreachable, say) still replaces the file: status_ok 0, its
+exit code and its time, and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from resurgo import private
@@ -51,11 +55,29 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+_OK = "1 when resurgo status found the newest set good (exit code 0)."
+_EXIT = "The exit code of resurgo status (0 good, 1 not good, others: it could not tell)."
+_WHEN = "When resurgo status ran, in seconds since the epoch."
+
+
 def metrics(status: StatusReport) -> str:
     """The status in the text exposition format, ending in a line feed."""
-    labels = f'{{host="{escape(status.host)}",medium="{escape(status.medium)}"}}'
+    return _render(status.host, status.medium, _samples(status))
+
+
+def failure_metrics(host: str, medium: str, at: datetime, code: int) -> str:
+    """What a status that could not be taken (the medium unreachable, the layout not
+    described) leaves for the collector: not good, and why in its exit code; without it
+    the file of the last run would still say good."""
+    return _render(host, medium, iter([("status_ok", _OK, 0), ("status_exit_code", _EXIT, code),
+                                       ("status_timestamp_seconds", _WHEN,
+                                        round(at.timestamp(), 3))]))
+
+
+def _render(host: str, medium: str, samples: Iterator[tuple[str, str, float]]) -> str:
+    labels = f'{{host="{escape(host)}",medium="{escape(medium)}"}}'
     lines: list[str] = []
-    for name, help_text, value in _samples(status):
+    for name, help_text, value in samples:
         lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} gauge",
                   f"{PREFIX}{name}{labels} {_number(value)}"]
     return "\n".join(lines) + "\n"
@@ -63,8 +85,8 @@ def metrics(status: StatusReport) -> str:
 
 def _samples(status: StatusReport) -> Iterator[tuple[str, str, float]]:
     s = status.set
-    yield ("status_ok", "1 when resurgo status found the newest set good (exit code 0).",
-           int(status.ok))
+    yield "status_ok", _OK, int(status.ok)
+    yield "status_exit_code", _EXIT, int(status.exit_code)
     yield ("set_current", "1 when the newest set describes the disks, volumes and "
            "filesystems the system has now.", int(s is not None and status.current))
     yield ("last_set_timestamp_seconds", "When the newest recovery set of the host was "
@@ -92,21 +114,22 @@ def _samples(status: StatusReport) -> Iterator[tuple[str, str, float]]:
                "seconds since the epoch.", result.time.timestamp())
         yield (f"last_{name}_success", f"1 when the last resurgo {verb} found every set "
                "good.", int(result.ok))
-    yield ("status_timestamp_seconds", "When resurgo status ran, in seconds since the "
-           "epoch.", round(status.at.timestamp(), 3))
+    yield "status_timestamp_seconds", _WHEN, round(status.at.timestamp(), 3)
 
 
-def write_metrics(status: StatusReport, path: Path) -> None:
-    """Replace the file at path with the status's metrics (see the module docstring)."""
+def write_metrics(status: StatusReport | str, path: Path) -> None:
+    """Replace the file at path with the status's metrics (see the module docstring), or
+    with the text given (failure_metrics)."""
+    text = status if isinstance(status, str) else metrics(status)
     if not path.parent.is_dir():
         raise BadInput(f"--prometheus {path}: the directory {path.parent} does not exist")
     if path.is_dir():
         raise BadInput(f"--prometheus {path} is a directory",
                        f"name a file in it, e.g. {path / 'resurgo.prom'}")
     try:
-        private.replace_bytes(path, metrics(status).encode(), mode=MODE)
+        private.replace_bytes(path, text.encode(), mode=MODE)
     except OSError as e:
         raise OperationFailed(f"cannot write the metrics to {path}: {e.strerror}") from None
 
 
-__all__ = ["metrics", "write_metrics"]
+__all__ = ["failure_metrics", "metrics", "write_metrics"]
