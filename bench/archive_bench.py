@@ -57,7 +57,19 @@ print(json.dumps({"rc": rc, "seconds": elapsed,
                   "rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 
-RESURGO_SAVE = r"""
+# Both with their progress told as `resurgo save` and `recover` tell it: the engine's
+# tally into events, the events into a meter (its lines to /dev/null).
+PROGRESS = r"""
+import os
+from resurgo.progress import Form, Meter
+from resurgo.recovery.events import Step, advancing
+meter = Meter(open(os.devnull, "w"), Form.PLAIN)
+def on_event(event):
+    meter.update(str(event.step), event.what, event.done, event.total)
+tally = advancing(on_event, Step.SAVE, "bench", None)
+"""
+
+RESURGO_SAVE = PROGRESS + r"""
 import json, sys
 from resurgo.engine import save_tree
 from resurgo.media.streams import FileWriter
@@ -76,13 +88,13 @@ def done(entry): index[entry.name] = [entry.size, entry.digest]
 with FileWriter(archive, Plain(archive), done) as a, \
         FileWriter(manifest, Plain(manifest), done) as m:
     save_tree(src, a, m, set_id="bench", level=int(level),
-              recipients=[recipients] if recipients else [])
+              recipients=[recipients] if recipients else [], progress=tally)
 with open(archive + ".index", "w") as f:
     json.dump(index, f)
 """
 
-RESURGO_RESTORE = r"""
-import json, sys
+RESURGO_RESTORE = PROGRESS + r"""
+import json, os, sys
 from pathlib import Path
 from resurgo.engine import Source, restore_tree
 from resurgo.media.directory import LocalSource
@@ -95,11 +107,12 @@ with open(archive + ".index") as f:
 # Through the medium's FileReader, as `resurgo recover` reads: it checks size and digest.
 def source(path):
     size, digest = index[path]
-    return Source(path, lambda: FileReader(FileEntry(path, size, digest),
-                                           LocalSource(path, Path(path)), "bench"))
+    opened = lambda: LocalSource(path, Path(path), os.open(path, os.O_RDONLY))
+    return Source(path, lambda: FileReader(FileEntry(path, size, digest), opened(), "bench"))
 
 restore_tree(dst, source(manifest), {"bench": source(archive)},
-             identity=identity or None, writers=int(writers) if writers else None)
+             identity=identity or None, writers=int(writers) if writers else None,
+             progress=tally)
 """
 
 

@@ -42,3 +42,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"tests/{', tests/'.join(shared)} use the machine's loop devices, mounts and "
             "guests: run them without -n (only tests/unit runs in parallel)")
+
+
+@pytest.fixture(autouse=True)
+def _reports_kept_apart(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands run in this process keep their reports in a directory of the test
+    run, never in the machine's /var/log/resurgo."""
+    import resurgo.reports
+
+    monkeypatch.setattr(resurgo.reports, "DEFAULT_DIR",
+                        tmp_path_factory.getbasetemp() / "resurgo-reports")

@@ -270,9 +270,11 @@ def demo(work: Path, undo: Undo) -> int:
     entries = fill(system, disk, esp_mounted)
     say(f"{disk}: {entries} files and directories under {system}")
 
+    # The reports of the demo's runs stay in the demo (and go with it).
+    kept = ["--report-dir", str(work / "reports")]
     steps = [
         ("saving the system", ["save", "--to", str(sets), "--root", str(system),
-                               "--no-rescue"]),
+                               "--no-rescue", *kept]),
         ("the recovery sets on the medium", ["list", str(sets)]),
     ]
     for title, argv in steps:
@@ -292,8 +294,8 @@ def demo(work: Path, undo: Undo) -> int:
 
     steps = [
         ("recovering onto the new disk", ["recover", "--from", str(sets), "--target", target,
-                                          "--yes", "--root", str(mnt)]),
-        ("verifying every file", ["verify", "--from", str(sets), "--root", str(mnt)]),
+                                          "--yes", "--root", str(mnt), *kept]),
+        ("verifying every file", ["verify", "--from", str(sets), "--root", str(mnt), *kept]),
     ]
     for title, argv in steps:
         step(f"{title}: resurgo {' '.join(argv)}")

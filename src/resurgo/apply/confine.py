@@ -49,6 +49,12 @@ def make_dirs(root: str, target: str, mode: int = 0o755) -> None:
     does, but never through a symlink: each name is created and entered from its
     parent's descriptor with O_NOFOLLOW. OperationFailed names a symlink or a
     non-directory in the way. root itself may be a symlink: the administrator chose it."""
+    os.close(open_dirs(root, target, mode))
+
+
+def open_dirs(root: str, target: str, mode: int = 0o755) -> int:
+    """make_dirs, and the descriptor of target reached that way (the caller closes it):
+    what is written through it stays under root."""
     base = posixpath.normpath(root)
     rest = relative(base, posixpath.normpath(target))
     if rest is None:
@@ -67,9 +73,11 @@ def make_dirs(root: str, target: str, mode: int = 0o755) -> None:
                 fd = _enter(parent, name, here, mode)
             finally:
                 os.close(parent)
-    finally:
+    except BaseException:
         if fd >= 0:
             os.close(fd)
+        raise
+    return fd
 
 
 def _enter(parent: int, name: str, here: str, mode: int) -> int:

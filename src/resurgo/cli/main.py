@@ -23,6 +23,7 @@ from resurgo.cli import (
     plan,
     prune,
     recover,
+    reports,
     rescue,
     restore,
     save,
@@ -151,7 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     args.debug = getattr(args, "debug", False)
     with _logging(args.debug):
-        return _run(args)
+        run = reports.begin(args, argv)
+        code: int | None = None
+        error: str | None = "stopped by an internal error (a bug in resurgo)"
+        try:
+            code, error = _run(args)
+        finally:
+            # However the command ended, the commands that declare it leave a report.
+            reports.finish(run, code, error)
+        return code
 
 
 def _configuration(argv: list[str]) -> configuration.Config:
@@ -190,7 +199,8 @@ def _logging(debug: bool) -> Iterator[None]:
         root.setLevel(level)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> tuple[int, str | None]:
+    """The command's exit code, and the error that stopped it (None when none did)."""
     handler: Handler = args.handler
     try:
         code = handler(args)
@@ -198,20 +208,20 @@ def _run(args: argparse.Namespace) -> int:
         if args.debug:
             log.exception("failed")
         print(f"resurgo: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return e.exit_code, str(e)
     except KeyboardInterrupt:
         print("resurgo: interrupted", file=sys.stderr)
-        return 130
+        return 130, "interrupted"
     except BrokenPipeError:
         # The reader went away (e.g. `resurgo show | head`); nothing to report.
         _drop_output()
-        return ExitCode.OK
+        return ExitCode.OK, None
     try:
         # Here, not at exit, where a reader that went away would cost exit code 120.
         sys.stdout.flush()
     except BrokenPipeError:
         _drop_output()
-    return code
+    return code, None
 
 
 def _drop_output() -> None:

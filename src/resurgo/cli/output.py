@@ -3,7 +3,9 @@
 A command's result is a report (a frozen dataclass) that renders itself both ways; the
 choice between them is made here, once, so that no command decides it twice. Progress
 lines are text alone: with --json, standard output holds the JSON document and nothing
-else. Warnings and errors go to standard error either way.
+else. Warnings and errors go to standard error either way, and so does the progress of
+long work (cli/progress.py). The report emitted is also the result of the command's
+lasting report, for the commands that leave one (cli/reports.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
+
+from resurgo.cli import reports
 
 
 class Report(Protocol):
@@ -27,6 +31,7 @@ class Report(Protocol):
 def emit(report: Report, as_json: bool, *, text_to: TextIO | None = None) -> None:
     """Print the report: its JSON on standard output, or its text on ``text_to`` (default
     standard output)."""
+    reports.keep(report.data())
     if as_json:
         sys.stdout.write(json.dumps(report.data(), indent=2) + "\n")
     else:

@@ -41,6 +41,7 @@ from typing import Any, TextIO
 
 from resurgo.apply import crash
 from resurgo.apply.journal import ENV_STATE_DIR, STATE_DIR
+from resurgo.cli import reports
 from resurgo.cli.plan import (
     PlanArguments,
     add_plan_arguments,
@@ -48,6 +49,7 @@ from resurgo.cli.plan import (
     plan_options,
     read_paths,
 )
+from resurgo.cli.progress import shown
 from resurgo.errors import BadInput, NotConfirmed
 from resurgo.finalize.planned import section
 from resurgo.model import Description
@@ -117,6 +119,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     # A debugging aid, hidden: see the module's docstring.
     p.add_argument("--debug-stop-after", type=int, metavar="N", help=argparse.SUPPRESS)
+    reports.reported(p, "recover")
     p.set_defaults(handler=run_recover)
 
 
@@ -197,11 +200,17 @@ def run_recover(args: argparse.Namespace) -> int:
                                   interactive=terminal is not None)
         disks = actual.read_actual_disks(read_paths(source.recovery_paths, arguments))
         plan = plan_recovery(source.description, disks, options)
-        report = recover_set(
-            source.loaded, plan, options, _shown(args, source.name),
-            confirm=None if confirmed or terminal is None else terminal.confirm,
-            ask_secret=getpass.getpass if terminal is not None else None,
-        )
+        with shown(args.json, _shown(args, source.name)) as on_event:
+            report = recover_set(
+                source.loaded, plan, options, on_event,
+                confirm=None if confirmed or terminal is None else terminal.confirm,
+                ask_secret=getpass.getpass if terminal is not None else None,
+            )
+    reports.keep(report.data())
+    if report.restore is not None and not options.skip_finalize:
+        # Data was restored (and may be changed): the recovered system keeps the report of
+        # its recovery, whose copy in the rescue's RAM is lost at power-off.
+        reports.copy_into(Path(plan.root))
     if args.json:
         sys.stdout.write(json.dumps(report.data(), indent=2) + "\n")
     if report.refused is not None:

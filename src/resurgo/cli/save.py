@@ -23,6 +23,8 @@ from typing import Any
 from resurgo import signing
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit, progress, warn
+from resurgo.cli.progress import shown
+from resurgo.cli.reports import reported
 from resurgo.cli.retention import add_retention_arguments, retention
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
@@ -84,6 +86,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
     add_retention_arguments(p, keep_alias=True)
     add_medium_arguments(p)
+    reported(p, "save")
     p.set_defaults(handler=run)
 
 
@@ -116,11 +119,11 @@ def options(args: argparse.Namespace) -> SaveOptions:
 def run(args: argparse.Namespace) -> int:
     opts = options(args)
     # Only a save may meet an SFTP server for the first time.
+    say = progress(args.json)
     with save_lock(opts.root, args.medium, wait=args.wait), _stopped_like_ctrl_c(), \
-            open_medium(args.medium, medium_options(args, writing=True)) as medium:
-        say = progress(args.json)
-        report = save_set(medium, replace(opts, trust=medium.trust),
-                          lambda event: _said(say, event))
+            open_medium(args.medium, medium_options(args, writing=True)) as medium, \
+            shown(args.json, lambda event: _said(say, event)) as on_event:
+        report = save_set(medium, replace(opts, trust=medium.trust), on_event)
     for w in report.warnings:
         warn(w)
     emit(report, args.json)

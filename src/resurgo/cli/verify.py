@@ -14,11 +14,12 @@ cannot decrypt it.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from resurgo.cli.output import emit
+from resurgo.cli.progress import shown
+from resurgo.cli.reports import reported
 from resurgo.cli.source import add_source_arguments, source_options
 from resurgo.errors import BadInput, PreconditionFailed
 from resurgo.recovery.events import Event
@@ -46,6 +47,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="the age identity file (secret key) of an encrypted set")
     p.add_argument("--metadata-only", action="store_true",
                    help="do not read the files' content again")
+    reported(p, "verify")
     p.set_defaults(handler=run)
 
 
@@ -64,11 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if line is not None:
             print(line, flush=True)
 
-    with open_source(source_options(args), identity=args.identity, read_manifests=True) as source:
+    with open_source(source_options(args), identity=args.identity,
+                     read_manifests=True) as source, shown(args.json, said) as on_event:
         assert source.loaded is not None
-        verified = verify_restored(source.loaded, options, said)
-    if args.json:
-        sys.stdout.write(json.dumps(verified.data(), indent=2) + "\n")
-    else:
-        print(verified.text().rstrip())
+        verified = verify_restored(source.loaded, options, on_event)
+    emit(verified, args.json)
     return verified.exit_code

@@ -82,6 +82,7 @@ from resurgo.engine.writer import (
     pwrite_all,
     warn_if_slow,
 )
+from resurgo.progress import TALLY_ENTRIES, Tally
 
 # A large file goes out in chunks that stay in the CPU's cache from the pipe's read,
 # through the hash, to the write: with 1 MiB chunks (4 in flight) the kernel's copy into the
@@ -300,6 +301,10 @@ class _SetRestore:
         self.writes = writers.writes
         self.last_key: bytes | None = None  # order_key of the last entry handed on
         self.last_leaf = b""  # its path + "/" when it is not a directory
+        # Told how far the restore is (with the bytes of the large file being written):
+        # every TALLY_ENTRIES entries and every chunk of a large file, never per entry.
+        self.tell: Callable[[int], None] | None = None
+        self.tell_at = 1 << 62
 
     def follows(self, path: bytes, kind: str, last: bytes | None = None) -> None:
         """Entries come in strict walk order, each path once (a run's own order is
@@ -327,6 +332,8 @@ class _SetRestore:
             if partial and w is None:
                 self.flush()
                 return False
+            if self.entries >= self.tell_at:
+                self.told()
             raw, kind, path, payload = found
             self.follows(path, kind)  # all of them, also those another set's manifest takes
             if w is not None and path == w[0]:
@@ -350,6 +357,8 @@ class _SetRestore:
         handles the record decodes the line and checks that both say the same. A block
         goes whole, with as many lines."""
         while (item := rr.next_item()) is not None:
+            if self.entries >= self.tell_at:
+                self.told()
             if isinstance(item, Block):
                 taken = list(itertools.islice(lines, item.entries))
                 if len(taken) < item.entries or not self.block(rr, item, taken):
@@ -372,6 +381,12 @@ class _SetRestore:
             raise ArchiveDamaged(self.name, "the archive lacks an entry of its manifest",
                                  [text.split("\t")[1] if "\t" in text else text[:80]])
         self.flush()
+
+    def told(self, writing: int = 0) -> None:
+        """Tell the progress; ``writing``: the bytes of the large file being written."""
+        assert self.tell is not None
+        self.tell_at = self.entries + TALLY_ENTRIES
+        self.tell(writing)
 
     def block(self, rr: RecordReader, block: Block, lines: list[bytes]) -> bool:
         """A block, whole, to a writer; False when its lines do not fit in a slot."""
@@ -514,7 +529,7 @@ class _SetRestore:
             if sparse:
                 applier.truncate(fd, h.size, h.path)
             hasher = content_digest.new()
-            pos = 0
+            pos = written = 0
             zeros = content_digest.update_zeros
             for offset, length in h.extents:
                 pending.append(self.hasher.submit(zeros, hasher, offset - pos))
@@ -526,6 +541,9 @@ class _SetRestore:
                     done += len(chunk)
                     while len(pending) > 8:
                         pending.popleft().result()
+                    if self.tell is not None:
+                        self.told(written + done)
+                written += length
                 pos = offset + length
             pending.append(self.hasher.submit(zeros, hasher, h.size - pos))
             while pending:
@@ -560,10 +578,14 @@ def _restore_set(
     links: Kept,
     paired: bool,
     partial: bool = False,
+    tell: Callable[[_SetRestore, int], None] | None = None,
 ) -> tuple[_SetRestore, Written]:
     stream = source.open()
     plain: DecompressedReader | None = None
     job = _SetRestore(target_fd, source.name, writers, dirs, links)
+    if tell is not None:
+        job.tell = lambda writing: tell(job, writing)
+        job.tell_at = TALLY_ENTRIES
     rr: RecordReader | None = None
     try:
         plain = DecompressedReader(stream, source.name, identity=identity)
@@ -650,6 +672,7 @@ def restore_tree(
     identity: Path | str | None = None,
     writers: int | None = None,
     select: Callable[[bytes], bool] | None = None,
+    progress: Tally | None = None,
 ) -> RestoreResult:
     """Restore the tree ``manifest`` describes into the directory ``target``.
 
@@ -663,6 +686,8 @@ def restore_tree(
     ``select`` restores only the entries whose path it accepts (their parents should be
     among them, or are made with mode 0700): each archive is read up to the last entry
     wanted from it, and an archive holding none of them is not read at all.
+    ``progress`` is told the entries handed on and the bytes of file data written, in
+    batches (resurgo.progress.Tally).
     """
     lookup: Callable[[str], Source] = (
         archives.__getitem__ if isinstance(archives, Mapping) else archives
@@ -675,6 +700,12 @@ def restore_tree(
     links = Kept(target_fd)
     read: list[tuple[str, Written]] = []
     entries = files = data_bytes = 0
+
+    def tell(job: _SetRestore, writing: int) -> None:
+        # The writers' bytes come back as they finish their slots: a little behind.
+        assert progress is not None
+        progress(entries + job.entries, pool.data_bytes + data_bytes + job.data_bytes + writing)
+
     try:
         with ManifestStream(manifest, identity) as first:
             chain = first.header.chain
@@ -701,7 +732,8 @@ def restore_tree(
                     if w[1] == index and (select is None or select(w[0])))
                 job, written = _restore_set(target_fd, sources[index], set_id, wanted,
                                             identity, pool, dirs, links, paired,
-                                            partial=select is not None)
+                                            partial=select is not None,
+                                            tell=tell if progress is not None else None)
             read.append((sources[index].name, written))
             entries += job.entries
             files += job.files
@@ -709,6 +741,8 @@ def restore_tree(
         pool.finish()
         files += pool.files
         data_bytes += pool.data_bytes
+        if progress is not None:
+            progress(entries, data_bytes)
         _finish_links(target_fd, links, manifest.name)
         _finish_dirs(target_fd, dirs, applier, manifest.name)
     finally:

@@ -46,6 +46,7 @@ from resurgo.engine.records import (
 )
 from resurgo.engine.source import ManifestStream, Source
 from resurgo.engine.walk import walk
+from resurgo.progress import TALLY_ENTRIES, Tally
 
 log = logging.getLogger("resurgo.engine")
 
@@ -113,10 +114,16 @@ class _Previous:
 
 
 class _Saver:
-    def __init__(self, archive: CompressedWriter, manifest: ManifestWriter, set_index: int):
+    def __init__(self, archive: CompressedWriter, manifest: ManifestWriter, set_index: int,
+                 tally: Tally | None = None):
         self.archive = archive
         self.manifest = manifest
         self.set_index = set_index
+        # Told the entries and the bytes of file data gone by (saved, or unchanged since
+        # the previous set: ``seen``), every TALLY_ENTRIES entries and every chunk of a
+        # large file.
+        self.tally = tally
+        self.seen = 0
         self.parts: list[bytes] = []
         self.pending = 0
         self.entries = 0
@@ -302,6 +309,9 @@ class _Saver:
                 h.update(chunk)
                 self.emit_large(chunk)
                 remaining -= len(chunk)
+                if self.tally is not None:
+                    self.tally(self.manifest.count,
+                               self.data_bytes + self.seen + length - remaining)
             pos = offset + length
             self.data_bytes += length
             self.payload += length
@@ -374,6 +384,7 @@ def save_fd(
     recipients: Sequence[str] = (),
     local_manifest: Writable | None = None,
     level: int = DEFAULT_LEVEL,
+    progress: Tally | None = None,
 ) -> SaveResult:
     """save_tree on an open directory (see save_tree)."""
     excluded = _relative(excludes)
@@ -399,7 +410,7 @@ def save_fd(
             writers.append(CompressedWriter(local_manifest, "local manifest", level=level))
         done = False
         try:
-            result = _save(root_fd, writers, header, prev, excluded, emptied)
+            result = _save(root_fd, writers, header, prev, excluded, emptied, progress)
             done = True
             return result
         finally:
@@ -411,7 +422,7 @@ def save_fd(
 
 def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
           prev: _Previous | None, excluded: frozenset[bytes],
-          emptied: frozenset[bytes]) -> SaveResult:
+          emptied: frozenset[bytes], progress: Tally | None = None) -> SaveResult:
     archive_w, manifest_w, *local = writers
 
     def write_manifest(data: bytes) -> None:
@@ -420,10 +431,17 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
             w.write(data)
 
     man = ManifestWriter(write_manifest, header)
-    saver = _Saver(archive_w, man, header.set_index)
+    saver = _Saver(archive_w, man, header.set_index, progress)
     saver.emit(start_record(header.set_id))
+    # The progress is told every TALLY_ENTRIES entries: one comparison per entry here,
+    # a call only per batch (never per small file).
+    tell_at = TALLY_ENTRIES if progress is not None else 1 << 62
     for rel, name, dir_fd, st, own_fd in walk(root_fd, excludes=excluded, empty_dirs=emptied,
                                              note=saver.note):
+        if man.count >= tell_at:
+            tell_at += TALLY_ENTRIES
+            assert progress is not None
+            progress(man.count, saver.data_bytes + saver.seen)
         kind = fsmeta.kind_of(st.st_mode)
         if kind is None:
             continue  # a socket: recreated by its program, never saved
@@ -434,14 +452,18 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
             kind != HARDLINK or old.target == saver.links[st.st_ino][0]
         ):
             man.add(old)
-            if kind == FILE and st.st_nlink > 1:
-                saver.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
+            if kind == FILE:
+                saver.seen += st.st_size
+                if st.st_nlink > 1:
+                    saver.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
             continue
         saver.save_entry(rel, name, dir_fd, st, own_fd, kind)
     saver.end_block()
     saver.emit(end_record(saver.stored, saver.payload))
     saver.flush()
     man.finish()
+    if progress is not None:
+        progress(man.count, saver.data_bytes + saver.seen)
     return SaveResult(
         set_id=header.set_id,
         chain=header.chain,
@@ -468,6 +490,7 @@ def save_tree(
     recipients: Sequence[str] = (),
     local_manifest: Writable | None = None,
     level: int = DEFAULT_LEVEL,
+    progress: Tally | None = None,
 ) -> SaveResult:
     """Save the tree below ``root`` (without crossing into other file systems).
 
@@ -477,14 +500,15 @@ def save_tree(
     ``local_manifest`` copy of the last save, which is compressed but never encrypted:
     keep it on the saved machine, and saving never needs a secret). ``excludes`` are
     left out entirely, ``empty_dirs`` saved without their contents; both are paths
-    relative to ``root``.
+    relative to ``root``. ``progress`` is told the entries and bytes of file data gone by
+    (saved, or found unchanged), in batches (resurgo.progress.Tally).
     """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         return save_fd(fd, archive, manifest, set_id=set_id, root_name=os.fsencode(root),
                        previous=previous, identity=identity, excludes=excludes,
                        empty_dirs=empty_dirs, recipients=recipients,
-                       local_manifest=local_manifest, level=level)
+                       local_manifest=local_manifest, level=level, progress=progress)
     finally:
         os.close(fd)
 
@@ -502,6 +526,7 @@ def save_filesystem(
     recipients: Sequence[str] = (),
     local_manifest: Writable | None = None,
     level: int = DEFAULT_LEVEL,
+    progress: Tally | None = None,
 ) -> SaveResult:
     """Save the file system mounted at ``mountpoint``, as it is below any other mounts.
 
@@ -532,7 +557,7 @@ def save_filesystem(
         return save_fd(fd, archive, manifest, set_id=set_id, root_name=os.fsencode(top),
                        previous=previous, identity=identity, excludes=below(excludes),
                        empty_dirs=below(empty_dirs), recipients=recipients,
-                       local_manifest=local_manifest, level=level)
+                       local_manifest=local_manifest, level=level, progress=progress)
 
 
 __all__ = ["ROOT", "SYSTEM_EMPTY_DIRS", "SaveResult", "save_filesystem", "save_tree",

@@ -132,3 +132,18 @@ class ManifestStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def manifest_totals(source: Source, identity: Path | str | None = None) -> tuple[int, int]:
+    """(entries, bytes of regular files' content) the manifest lists: what a restore or a
+    verify of its tree will amount to, for its progress. One pass over the manifest, the
+    lines split only for their size."""
+    entries = nbytes = 0
+    with ManifestStream(source, identity) as ms:
+        for line in ms.entry_lines():
+            entries += 1
+            if line.startswith("f\t"):
+                # A malformed line is the restore's to name.
+                with contextlib.suppress(IndexError, ValueError):
+                    nbytes += int(line.split("\t", 6)[5])
+    return entries, nbytes

@@ -22,6 +22,7 @@ from resurgo.engine.records import BLK, CHR, DIR, FILE, HARDLINK, SYMLINK
 from resurgo.engine.source import ManifestStream, Source
 from resurgo.engine.targets import DIR_FLAGS
 from resurgo.engine.walk import walk
+from resurgo.progress import TALLY_ENTRIES, Tally
 
 CHUNK = 1 << 20
 MAX_MISMATCHES = 10000
@@ -115,13 +116,20 @@ def verify_tree(
     *,
     identity: Path | str | None = None,
     content: bool = True,
+    progress: Tally | None = None,
 ) -> list[Mismatch]:
     """Every difference between the tree below ``root`` and the manifest (empty: equal).
 
-    ``content=False`` skips reading the files (metadata only).
+    ``content=False`` skips reading the files (metadata only). ``progress`` is told the
+    manifest's entries checked and the bytes of file content read, in batches
+    (resurgo.progress.Tally).
     """
     checker = _Checker(content)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # Entries of the manifest gone by, and the bytes of content read: told every
+    # TALLY_ENTRIES entries, one comparison per entry.
+    count = nbytes = 0
+    tell_at = TALLY_ENTRIES if progress is not None else 1 << 62
     try:
         with ManifestStream(manifest, identity) as ms:
             header = ms.header
@@ -130,22 +138,33 @@ def verify_tree(
             for rel, name, dir_fd, st, own_fd in walk(
                 fd, excludes=frozenset(header.excludes), empty_dirs=frozenset(header.empty_dirs)
             ):
+                if count >= tell_at:
+                    tell_at = count + TALLY_ENTRIES
+                    assert progress is not None
+                    progress(count, nbytes)
                 if stat.S_ISSOCK(st.st_mode):
                     continue
                 key = walk_key(rel)
                 while e is not None and walk_key(e.path) < key:
                     checker.add(e.path, "missing")
+                    count += 1
                     e = next(entries, None)
                 if e is not None and e.path == rel:
                     checker.compare(e, name, dir_fd, st, own_fd)
+                    count += 1
+                    if content and e.kind == FILE:
+                        nbytes += e.size
                     e = next(entries, None)
                 elif rel != ROOT:
                     checker.add(rel, "unexpected")
             while e is not None:
                 checker.add(e.path, "missing")
+                count += 1
                 e = next(entries, None)
     finally:
         os.close(fd)
+    if progress is not None:
+        progress(count, nbytes)
     return checker.found
 
 

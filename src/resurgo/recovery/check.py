@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,11 +21,19 @@ from resurgo import private
 from resurgo.apply.journal import state_dir
 from resurgo.engine import Mismatch, verify_tree
 from resurgo.errors import ExitCode, ResurgoError, failure_code
+from resurgo.progress import Amount
+from resurgo.recovery.events import OnEvent, Step, advancing, ignore
 from resurgo.recovery.load import LoadedSet
+from resurgo.recovery.restore import totals
 from resurgo.recovery.trees import unit_tree
 from resurgo.restoreunits import Unit
 
 RECORD_PREFIX = "finalized-"
+# What a recovery itself leaves in the recovered system's /var/log/resurgo: finalize's
+# record, recover's report, the rescue's log (resurgo.reports.keep_in_target). Their
+# directories' changes are explained by finalize's record, which is among them.
+_OWN_LOGS = re.compile(r"^/var/log/resurgo/(recovery-[^/]*\.log|recover-[^/]*\.json|"
+                       r"rescue-[^/]*\.log)$")
 # What a new or rewritten file does to the directories above it (or a new one creates).
 _PARENT_WHATS = frozenset({"mtime", "unexpected"})
 
@@ -55,7 +64,7 @@ class Changes:
     files: frozenset[str] = frozenset()
 
     def explains(self, path: str, what: str) -> bool:
-        if path in self.files:
+        if path in self.files or (what == "unexpected" and _OWN_LOGS.match(path)):
             return True
         prefix = path.rstrip("/") + "/"
         return what in _PARENT_WHATS and any(f.startswith(prefix) for f in self.files)
@@ -102,13 +111,21 @@ def system_path(unit: Unit, rel: str) -> str:
 
 
 def check_unit(loaded: LoadedSet, unit: Unit, root: Path, *, content: bool,
-               changes: Changes | None = None) -> UnitCheck:
+               changes: Changes | None = None, on_event: OnEvent = ignore,
+               step: Step = Step.VERIFY) -> UnitCheck:
     changes = changes or Changes()
     start = time.monotonic()
+    total = None
+    if on_event is not ignore:
+        # Metadata alone reads no content: only the entries count.
+        total = totals(loaded, unit)
+        if total is not None and not content:
+            total = Amount(total.entries, 0)
+    tally = advancing(on_event, step, f"checking {unit.label}", total)
     try:
         with unit_tree(unit, root, writable=False) as tree:
             found = verify_tree(tree.path, loaded.manifest(unit), identity=loaded.identity,
-                                content=content)
+                                content=content, progress=tally)
     except ResurgoError as e:
         return UnitCheck(unit.key, unit.label, unit.mountpoint, error=str(e),
                          seconds=time.monotonic() - start, exit_code=e.exit_code)
@@ -148,7 +165,8 @@ class CheckOutcome:
 def check_units(loaded: LoadedSet, root: Path, *, content: bool,
                 only: Callable[[Unit], bool] = lambda u: True,
                 changes: Changes | None = None,
-                report: Callable[[UnitCheck], None] | None = None) -> CheckOutcome:
+                report: Callable[[UnitCheck], None] | None = None,
+                on_event: OnEvent = ignore, step: Step = Step.VERIFY) -> CheckOutcome:
     start = time.monotonic()
     if changes is None:
         changes = load_record(loaded.id, root)
@@ -156,7 +174,8 @@ def check_units(loaded: LoadedSet, root: Path, *, content: bool,
     for unit in loaded.units:
         if not only(unit):
             continue
-        result = check_unit(loaded, unit, root, content=content, changes=changes)
+        result = check_unit(loaded, unit, root, content=content, changes=changes,
+                            on_event=on_event, step=step)
         outcome.units.append(result)
         if report is not None:
             report(result)

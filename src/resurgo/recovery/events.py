@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from resurgo.plan.model import Plan
+from resurgo.progress import Amount, Tally
 
 
 class Step(StrEnum):
@@ -67,6 +68,30 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Advanced:
+    """How far a long piece of a step is (a tree saved, restored or verified): told in
+    batches as the engine goes, the first time with nothing done. ``total`` is what the
+    piece will amount to when it is known (statvfs for a save, the manifest for a restore
+    or a verify), an estimate that ``done`` may pass. resurgo.progress shows it."""
+
+    step: Step
+    what: str
+    done: Amount
+    total: Amount | None = None
+
+
+def advancing(on_event: OnEvent, step: Step, what: str, total: Amount | None) -> Tally:
+    """A tally for an engine that turns its counts into Advanced events of this piece;
+    told at once that nothing is done yet (the piece's clock starts)."""
+    on_event(Advanced(step, what, Amount(), total))
+
+    def tally(entries: int, nbytes: int) -> None:
+        on_event(Advanced(step, what, Amount(entries, nbytes), total))
+
+    return tally
+
+
+@dataclass(frozen=True)
 class Warned:
     """Something a person must know even when only data is printed (stderr)."""
 
@@ -81,7 +106,7 @@ class PlanReady:
     plan: Plan
 
 
-Event = StepStarted | StepEnded | Progress | Warned | PlanReady
+Event = StepStarted | StepEnded | Progress | Advanced | Warned | PlanReady
 OnEvent = Callable[[Event], None]
 
 
@@ -135,6 +160,7 @@ class Steps:
 
 
 __all__ = [
+    "Advanced",
     "Event",
     "OnEvent",
     "PlanReady",
@@ -146,5 +172,6 @@ __all__ = [
     "StepTime",
     "Steps",
     "Warned",
+    "advancing",
     "ignore",
 ]

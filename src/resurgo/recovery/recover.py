@@ -168,7 +168,8 @@ def _restore(events: Steps, loaded: LoadedSet, plan: Plan, options: RecoverOptio
     with events.step(Step.RESTORE, f"restoring the data from set {loaded.id} "
                      f"({len(loaded.description.commands)} commands)") as step:
         restored = run_commands(
-            loaded, root, lambda r: events(Progress(Step.RESTORE, lines.command_line(r))))
+            loaded, root, lambda r: events(Progress(Step.RESTORE, lines.command_line(r))),
+            events)
         step.end(restored.ok, lines.restore_summary(restored).rstrip())
     report = report.restored(restored)
     if not restored.ok and restored.aborted_at is not None:
@@ -182,7 +183,8 @@ def _restore(events: Steps, loaded: LoadedSet, plan: Plan, options: RecoverOptio
         checked = check_units(
             loaded, root, content=False, only=lambda u: u.command.seq in done,
             changes=Changes(), report=lambda u: events(Progress(Step.CHECK,
-                                                                lines.check_line(u))))
+                                                                lines.check_line(u))),
+            on_event=events, step=Step.CHECK)
         step.end(checked.ok, lines.check_summary(checked).rstrip())
     report = report.checked(checked)
     if options.skip_finalize:

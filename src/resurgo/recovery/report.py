@@ -23,6 +23,7 @@ from resurgo.finalize.planned import SKIPPED, plan_data
 from resurgo.plan.model import Plan
 from resurgo.recovery.check import CheckOutcome, UnitCheck
 from resurgo.recovery.events import (
+    Advanced,
     Event,
     PlanReady,
     Progress,
@@ -299,12 +300,12 @@ def event_text(event: Event) -> str | None:
     step's title (a step of recover after the plan, after a blank line), its progress,
     its summary.
     PlanReady and Warned are shown by the caller (the plan with its source's name; a
-    warning on stderr)."""
+    warning on stderr), Advanced by its progress meter (resurgo.progress)."""
     if isinstance(event, StepStarted):
         return "\n" + event.title if event.step in _RECOVER_STEPS else event.title
     if isinstance(event, Progress):
         return event.line
     if isinstance(event, StepEnded):
         return event.summary or None
-    assert isinstance(event, PlanReady | Warned)
+    assert isinstance(event, PlanReady | Warned | Advanced)
     return None

@@ -24,8 +24,11 @@ from pathlib import Path
 
 from resurgo import run
 from resurgo.engine import ArchiveError, restore_tree
+from resurgo.engine.source import manifest_totals
 from resurgo.errors import ExitCode, ResurgoError, failure_code
 from resurgo.model import Command, OnFailure
+from resurgo.progress import Amount
+from resurgo.recovery.events import OnEvent, Step, advancing, ignore
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.trees import Tree, unit_tree
 from resurgo.restoreunits import BUILTIN_PREFIX, Unit, is_restore
@@ -118,12 +121,27 @@ def _writable(loaded: LoadedSet, unit: Unit, tree: Tree) -> Iterator[None]:
             run.run(["btrfs", "property", "set", "-ts", str(path), "ro", "true"])
 
 
-def restore_unit(loaded: LoadedSet, unit: Unit, root: Path) -> CommandResult:
+def totals(loaded: LoadedSet, unit: Unit) -> Amount | None:
+    """What the unit's manifest lists (entries, bytes of file content): the total of its
+    restore's or verify's progress. None for a manifest that cannot be read: the restore
+    or verify itself says why."""
+    try:
+        entries, nbytes = manifest_totals(loaded.manifest(unit), loaded.identity)
+    except ResurgoError:
+        return None
+    return Amount(entries, nbytes)
+
+
+def restore_unit(loaded: LoadedSet, unit: Unit, root: Path,
+                 on_event: OnEvent = ignore) -> CommandResult:
     start = time.monotonic()
     c = unit.command
+    # The manifest is read once more for the totals only when someone listens.
+    total = totals(loaded, unit) if on_event is not ignore else None
+    tally = advancing(on_event, Step.RESTORE, f"restoring {unit.label}", total)
     with unit_tree(unit, root, writable=True) as tree, _writable(loaded, unit, tree):
         result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
-                              identity=loaded.identity)
+                              identity=loaded.identity, progress=tally)
     return CommandResult(
         c.seq, c.program, c.args, str(c.on_failure), Status.DONE, c.description,
         f"{result.entries} entries, {result.files} files",
@@ -139,7 +157,10 @@ def _external(c: Command, root: Path) -> CommandResult:
                          c.description, "", time.monotonic() - start)
 
 
-def run_commands(loaded: LoadedSet, root: Path, report: Report | None = None) -> RestoreOutcome:
+def run_commands(loaded: LoadedSet, root: Path, report: Report | None = None,
+                 on_event: OnEvent = ignore) -> RestoreOutcome:
+    """Every command in order (see the module docstring); each result to ``report``, the
+    progress of each tree restored to ``on_event``."""
     outcome = RestoreOutcome()
     by_seq = {u.command.seq: u for u in loaded.units}
     commands = list(loaded.description.commands)
@@ -147,7 +168,7 @@ def run_commands(loaded: LoadedSet, root: Path, report: Report | None = None) ->
         start = time.monotonic()
         try:
             if is_restore(c):
-                result = restore_unit(loaded, by_seq[c.seq], root)
+                result = restore_unit(loaded, by_seq[c.seq], root, on_event)
             elif c.program.startswith(BUILTIN_PREFIX):
                 raise ResurgoError(f"{c.program} is no step built into this resurgo")
             else:

@@ -59,8 +59,9 @@ from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
 from resurgo.model import ConfigFile, Description
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
+from resurgo.progress import Amount, Tally
 from resurgo.recovery import secrets, setfiles, views
-from resurgo.recovery.events import OnEvent, Step, Steps, ignore
+from resurgo.recovery.events import OnEvent, Step, Steps, advancing, ignore
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device
@@ -394,9 +395,27 @@ def _check_previous(source: Source, parent: str) -> None:
 # ---------------------------------------------------------------- saving
 
 
+def used(tree: Path) -> Amount | None:
+    """What the filesystem holding tree uses (inodes, bytes): the estimate of a save of
+    it, for its progress; None when statvfs cannot tell (no inode count: btrfs, vfat)."""
+    try:
+        st = os.statvfs(tree)
+    except OSError:
+        return None
+    if not st.f_files:
+        return None
+    return Amount(st.f_files - st.f_ffree, (st.f_blocks - st.f_bfree) * st.f_frsize)
+
+
 def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
-               previous: Source | None, opts: SaveOptions, lo: Leaveouts) -> UnitSaved:
+               previous: Source | None, opts: SaveOptions, lo: Leaveouts,
+               on_event: OnEvent = ignore) -> UnitSaved:
+    """One unit's archive and manifest, its progress told as Advanced events."""
     start = time.monotonic()
+
+    def progress(total: Amount | None) -> Tally:
+        return advancing(on_event, Step.SAVE, f"saving {unit.label}", total)
+
     with contextlib.ExitStack() as stack:
         archive = stack.enter_context(w.create(unit.archive_name))
         manifest = stack.enter_context(w.create(unit.manifest_name))
@@ -412,7 +431,8 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
             result = save_filesystem(
                 top, archive, manifest, set_id=w.id, previous=previous,
                 excludes=[top / e for e in excl], empty_dirs=[top / e for e in empty],
-                recipients=opts.recipients, local_manifest=local, level=opts.level)
+                recipients=opts.recipients, local_manifest=local, level=opts.level,
+                progress=progress(used(top)))
         else:
             device = btrfs_device(unit, root)
             top_view = stack.enter_context(views.btrfs_top_level(device, writable=False))
@@ -420,10 +440,11 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
             if not tree.is_dir():
                 raise OperationFailed(f"there is no {unit.label} on {device}")
             excl, empty = lo.for_unit(unit, tree)
+            # statvfs of a subvolume tells the whole btrfs: no estimate of this tree.
             result = save_tree(
                 tree, archive, manifest, set_id=w.id, previous=previous, excludes=excl,
                 empty_dirs=empty, recipients=opts.recipients, local_manifest=local,
-                level=opts.level)
+                level=opts.level, progress=progress(None))
     return UnitSaved(unit.key, unit.label, unit.mountpoint, result.entries, result.stored,
                      result.data_bytes, result.archive.size, result.manifest.size,
                      time.monotonic() - start, previous is not None, result.notes)
@@ -588,7 +609,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                             _check_previous(previous, parent.id)
                     since = f" (changes since {parent.id})" if parent and previous else ""
                     with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
-                        done = _save_unit(unit, root, w, staged, previous, opts, lo)
+                        done = _save_unit(unit, root, w, staged, previous, opts, lo, events)
                         step.end(True)
                     saved.append(done)
                     warnings.extend(f"{unit.label}: {n}" for n in done.notes)

@@ -54,7 +54,8 @@ def verify_restored(loaded: LoadedSet, options: VerifyOptions,
                          f"{loaded.medium.url}", started))
     outcome = check_units(loaded, options.root, content=options.content,
                           report=lambda u: on_event(Progress(Step.VERIFY,
-                                                             report.check_line(u))))
+                                                             report.check_line(u))),
+                          on_event=on_event)
     on_event(StepEnded(Step.VERIFY, outcome.ok, "", started, time.monotonic()))
     return VerifyReport(report.SetRef(loaded.id, loaded.medium.url), options.root, outcome)
 

@@ -6,8 +6,10 @@ at the shell, unattended: `resurgo --version`, `resurgo validate`, then `resurgo
 --from ... --yes` (or `resurgo plan`) with the arguments of resurgo.args and the key
 files of the key medium (resurgo.keys, see rescue.keys). Everything is
 written to every console (serial included) and to /run/resurgo/rescue.log, each line of
-its own prefixed "resurgo-rescue:". Then it powers off, reboots or returns to /init,
-which starts the shells (resurgo.after).
+its own prefixed "resurgo-rescue:". Once a recover restored data, that log goes into the
+recovered system too, as /var/log/resurgo/rescue-TIME.log beside recover's report (in RAM
+it would be lost at power-off). Then it powers off, reboots or returns to /init, which
+starts the shells (resurgo.after).
 
 `... agent poweroff` and `... agent reboot` are the rescue's poweroff and reboot.
 """
@@ -20,13 +22,15 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from resurgo import __version__, digest, private, run, signing
+from resurgo import __version__, digest, private, reports, run, signing
 from resurgo.errors import ExitCode, ResurgoError
 from resurgo.recovery.setfiles import RESCUE
 from resurgo.rescue import cmdline, keys, locate, system
@@ -464,6 +468,33 @@ class Agent:
                                           pinned_hosts()),
                             interactive=self.args.recover is Mode.ASK)
 
+    def keep_log(self, since: float, log_path: Path = LOG_PATH,
+                 report_dir: Path | None = None) -> Path | None:
+        """The rescue's log into the recovered system, beside the report of its recovery:
+        in the rescue's RAM it is lost at power-off. Where: the system the report of the
+        recover run since ``since`` was copied into (recover copies it once data was
+        restored); nothing without one. The path written, or None."""
+        found = reports.reports(report_dir or reports.DEFAULT_DIR, "recover")
+        if not found:
+            return None
+        try:
+            if found[-1].stat().st_mtime < since:
+                return None  # an older run's
+            target = json.loads(found[-1].read_text()).get("target")
+            data = log_path.read_bytes()
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(target, str) or not target.startswith("/"):
+            return None
+        try:
+            kept = reports.keep_in_target(
+                Path(target), f"rescue-{reports.stamp(datetime.now(UTC))}.log", data)
+        except (OSError, ResurgoError) as e:
+            self.say(f"the log could not be kept in {target}: {e}")
+            return None
+        self.say(f"the log and the report of this recovery are kept in {kept.parent}")
+        return kept
+
     def console_prompt(self, question: str) -> str:
         self.console.write(question)
         return sys.stdin.readline()
@@ -526,9 +557,12 @@ class Agent:
             return 2
         how = "attended" if self.args.recover is Mode.ASK else "unattended"
         self.say(f"{how}: resurgo.recover={self.args.recover}, then {self.args.after}")
+        began = time.time()
         rc = self.recover()
         for line in finished(rc):
             self.say(line)
+        if self.args.recover is not Mode.PLAN:
+            self.keep_log(began)
         if self.args.after is not After.SHELL:
             self.say(f"{self.args.after} now")
             system.power(str(self.args.after))
