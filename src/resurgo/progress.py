@@ -16,17 +16,23 @@ the first interval (the others): short work stays quiet. The work is told in pie
 tree saved, a tree restored): ``update(what, done, total)`` as often as the work likes,
 since a call that is not due costs a clock reading and a comparison; ``end()`` when it is
 over (or a piece of another name begins). The clock, the intervals and the terminal's
-width are given to the Meter, so that tests drive it without waiting.
+width are given to the Meter, so that tests drive it without waiting. A piece that tells
+nothing for a while (a program that runs for minutes, a huge file being read) still
+shows its time passing when the meter ticks (``ticking``: a thread that renders the last
+state at the interval); a line erased for other output stays erased until the work tells
+more, so that the ticker never writes between the erasure and that output.
 
 Below the orchestrators: nothing here knows about sets or steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TextIO
@@ -99,38 +105,77 @@ class Meter:
         self.due = 0.0
         self.shown = False  # anything of this piece shown
         self.on_line = 0  # characters of the terminal line standing now
+        self.held = False  # erased for other output: not shown again until an update
+        self.lock = threading.Lock()
 
     # ------------------------------------------------------------ what the work tells
 
     def update(self, step: str, what: str, done: Amount, total: Amount | None = None) -> None:
-        now = self.clock()
-        if what != self.what or step != self.step:
-            self.end()
-            self.step, self.what, self.total = step, what, total
-            self.started = now
-            first = self.quiet if self.form is Form.TERMINAL else self.interval
-            self.due = now + first
-        elif total is not None:
-            self.total = total
-        self.done = done
-        if now >= self.due:
-            self.due = now + self.interval
-            self._show(now, final=False)
+        with self.lock:
+            now = self.clock()
+            if what != self.what or step != self.step:
+                self._end()
+                self.step, self.what, self.total = step, what, total
+                self.started = now
+                first = self.quiet if self.form is Form.TERMINAL else self.interval
+                self.due = now + first
+            elif total is not None:
+                self.total = total
+            self.done = done
+            self.held = False
+            self._due(now)
+
+    def tick(self) -> None:
+        """Show the last state again when it is due (the time goes on)."""
+        with self.lock:
+            if self.what is not None and not self.held:
+                self._due(self.clock())
 
     def end(self) -> None:
         """The piece is over: a terminal line is erased (the step's own summary follows),
         JSON says it is done when it said anything of it."""
+        with self.lock:
+            self._end()
+
+    def clear(self) -> None:
+        """Erase the terminal line before other text is written to the terminal (it
+        comes back once the work tells more)."""
+        with self.lock:
+            self._clear()
+            self.held = True
+
+    @contextlib.contextmanager
+    def ticking(self) -> Iterator[None]:
+        """A thread that ticks at the interval (at most every second) while in here."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(min(max(self.interval, 0.1), 1.0)):
+                self.tick()
+
+        thread = threading.Thread(target=run, name="progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _due(self, now: float) -> None:
+        if now >= self.due:
+            self.due = now + self.interval
+            self._show(now, final=False)
+
+    def _end(self) -> None:
         if self.what is None:
             return
         if self.form is Form.JSON and self.shown:
             self._show(self.clock(), final=True)
-        self.clear()
+        self._clear()
         self.what = None
         self.shown = False
 
-    def clear(self) -> None:
-        """Erase the terminal line before other text is written to the terminal (it
-        comes back at the next rendering)."""
+    def _clear(self) -> None:
         if self.on_line:
             self._write("\r" + " " * self.on_line + "\r")
             self.on_line = 0
@@ -156,16 +201,23 @@ class Meter:
         return None
 
     def text(self, now: float) -> str:
+        """The line: what is known of bytes and entries (work that counts neither, a
+        program running, shows its time alone)."""
         d, t = self.done, self.total
+        parts = []
         if t is not None and t.bytes > 0:
             size = f"{human(d.bytes)} of {human(t.bytes)}"
             if d.bytes <= t.bytes:
                 size += f" ({100 * d.bytes // t.bytes}%)"
-        else:
-            size = human(d.bytes)
-        count = (f"{d.entries} of {t.entries} entries" if t is not None and t.entries > 0
-                 else f"{d.entries} entries")
-        parts = [size, count, f"{human(int(self.rate(now)))}/s"]
+            parts.append(size)
+        elif d.bytes:
+            parts.append(human(d.bytes))
+        if t is not None and t.entries > 0:
+            parts.append(f"{d.entries} of {t.entries} entries")
+        elif d.entries:
+            parts.append(f"{d.entries} entries")
+        if d.bytes:
+            parts.append(f"{human(int(self.rate(now)))}/s")
         left = self.left(now)
         parts.append(f"{duration(left)} left" if left is not None
                      else f"{duration(now - self.started)} so far")

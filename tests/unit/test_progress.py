@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -186,3 +187,46 @@ def test_the_command_line_shows_advanced_events_and_hands_on_the_others(
     assert screen(err.getvalue()).strip() == ""
     assert [type(e) for e in others] == [Progress, StepEnded]
     assert not any(isinstance(e, Advanced) for e in others)
+
+
+def test_work_that_tells_nothing_still_shows_its_time_going() -> None:
+    # A rescue build's phase (dracut runs for minutes) counts neither bytes nor entries.
+    clock, log = Clock(), io.StringIO()
+    m = Meter(log, Form.PLAIN, clock=clock)
+    m.update("rescue", "building the rescue image: dracut making the initramfs", Amount())
+    clock.now += 29
+    m.tick()
+    assert log.getvalue() == ""
+    clock.now += 2
+    m.tick()
+    assert log.getvalue() == "building the rescue image: dracut making the initramfs: " \
+        "0:00:31 so far\n"
+
+
+def test_a_line_erased_for_other_output_stays_erased_until_the_work_tells_more() -> None:
+    clock, tty = Clock(), Tty()
+    m = Meter(tty, Form.TERMINAL, clock=clock, quiet=0, interval=0)
+    m.update("verify", "checking /", Amount(5, 50), Amount(10, 100))
+    assert screen(tty.getvalue()).startswith("checking /: 50 B of 100 B (50%)")
+    m.clear()
+    clock.now += 5
+    m.tick()  # the ticker must not write between the erasure and the other output
+    assert screen(tty.getvalue()).strip() == ""
+    m.update("verify", "checking /", Amount(6, 60), Amount(10, 100))
+    assert screen(tty.getvalue()).startswith("checking /: 60 B of 100 B (60%)")
+
+
+def test_the_ticker_ticks_and_stops() -> None:
+    ticks: list[int] = []
+
+    class Counting(Meter):
+        def tick(self) -> None:
+            ticks.append(1)
+
+    m = Counting(io.StringIO(), Form.TERMINAL, interval=0)
+    with m.ticking():
+        while len(ticks) < 2:
+            time.sleep(0.02)
+    seen = len(ticks)
+    time.sleep(0.3)
+    assert len(ticks) == seen

@@ -4,7 +4,8 @@ On standard error in all three forms: standard output keeps what it holds today 
 text of the steps and the report, or under --json the one JSON document), so that
 `resurgo save --json > report.json` stays parseable, and the JSON progress objects are
 read from standard error, one per line. A terminal line is erased before any other
-line of the command is written, and when the piece of work ends.
+line of the command is written, and when the piece of work ends; while a piece tells
+nothing (a program running for minutes) the meter's ticker keeps its time going.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def shown(as_json: bool, show: OnEvent) -> Iterator[OnEvent]:
         show(event)
 
     try:
-        yield on_event
+        with m.ticking():
+            yield on_event
+        m.end()  # the last piece is done: JSON says so
     finally:
         m.clear()
 

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from resurgo import signing
 from resurgo.cli.output import emit
+from resurgo.cli.progress import shown
 from resurgo.errors import BadInput, ExitCode
+from resurgo.progress import Amount
+from resurgo.recovery.events import Advanced, Step
 
 if TYPE_CHECKING:
     from resurgo.rescue import RescueOptions
@@ -166,5 +169,8 @@ def options(args: argparse.Namespace) -> RescueOptions:
 def run(args: argparse.Namespace) -> int:
     from resurgo.rescue import build_rescue_image
 
-    emit(build_rescue_image(args.output, options(args)), args.json)
+    with shown(args.json, lambda event: None) as on_event:
+        built = build_rescue_image(args.output, options(args), lambda what: on_event(
+            Advanced(Step.RESCUE, f"building the rescue image: {what}", Amount())))
+    emit(built, args.json)
     return ExitCode.OK

@@ -61,7 +61,7 @@ from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
 from resurgo.recovery import secrets, setfiles, views
-from resurgo.recovery.events import OnEvent, Step, Steps, advancing, ignore
+from resurgo.recovery.events import Advanced, OnEvent, Step, Steps, advancing, ignore
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device
@@ -468,11 +468,16 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
     with events.step(Step.RESCUE, "building the rescue image") as step, \
             tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
         iso = Path(tmp) / setfiles.RESCUE
+
+        def phase(what: str) -> None:
+            # Each phase a piece of its own: a meter shows its time going.
+            events(Advanced(Step.RESCUE, f"building the rescue image: {what}", Amount()))
+
         report = build_rescue_image(iso, RescueOptions(
             description=desc_path, from_url=medium_url, kernel_root=root,
             trusted_signers=signers.text if signers else None,
             known_hosts=known_hosts.encode() if known_hosts else None,
-            set_id=w.id, set_pin=w.pin(setfiles.RESCUE)))
+            set_id=w.id, set_pin=w.pin(setfiles.RESCUE)), phase)
         with open(iso, "rb") as src, w.create(setfiles.RESCUE) as dst:
             shutil.copyfileobj(src, dst, _COPY)
         step.end(True)

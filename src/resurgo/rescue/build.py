@@ -27,7 +27,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -560,10 +560,30 @@ def compress(source: Path, dest: Path, how: Compression, level: int | None) -> N
             shutil.copyfileobj(src, gz, 1 << 20)
 
 
-def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
-    """Build the rescue ISO at ``out`` (replaced only once the new one is complete)."""
+# The phases of a build, as its progress tells them (a build takes minutes, dracut's most).
+PHASES = {
+    "collect": "collecting the kernel, its modules and the programs",
+    "dracut": "dracut making the initramfs",
+    "python": "adding resurgo and its Python",
+    "compress": "compressing the initramfs",
+    "iso": "writing the ISO image",
+}
+
+
+def build_rescue_image(out: Path, options: RescueOptions,
+                       progress: Callable[[str], None] | None = None) -> RescueReport:
+    """Build the rescue ISO at ``out`` (replaced only once the new one is complete);
+    ``progress`` is told each phase (PHASES' text) as it begins."""
     started = time.monotonic()
     timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        if progress is not None:
+            progress(PHASES[name])
+        with _timed(timings, name):
+            yield
+
     warnings: list[str] = []
     sysroot = options.sysroot
     kroot = options.kernel_root or sysroot
@@ -572,7 +592,7 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
             raise BadInput(f"{what} {path}: no such directory")
     require_build_tools()
 
-    with _timed(timings, "collect"):
+    with phase("collect"):
         desc_raw: bytes | None = None
         digest: str | None = None
         desc: Description | None = None
@@ -646,7 +666,7 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
     with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
         work = Path(tmp)
         base = work / "dracut.cpio"
-        with _timed(timings, "dracut"):
+        with phase("dracut"):
             run_dracut(
                 base,
                 work=work,
@@ -656,7 +676,7 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
                 programs=[py.binary, *progs.programs, *dynload, *libraries],
             )
         ours = work / "resurgo.cpio"
-        with _timed(timings, "python"):
+        with phase("python"):
             py_report = write_resurgo_archive(
                 ours,
                 sysroot=sysroot,
@@ -674,7 +694,7 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
         (tree / "resurgo").mkdir()
         initrd = tree / "boot/initrd.img"
         whole = work / "initramfs.cpio"
-        with _timed(timings, "compress"):
+        with phase("compress"):
             with whole.open("wb") as dst:
                 for part in (base, ours):
                     with part.open("rb") as src:
@@ -694,7 +714,7 @@ def build_rescue_image(out: Path, options: RescueOptions) -> RescueReport:
             (tree / "resurgo/description.toml").write_bytes(desc_raw)
             document.write_digest(tree / "resurgo/description.toml", digest)
         partial = out.with_name(out.name + ".partial")
-        with _timed(timings, "iso"):
+        with phase("iso"):
             try:
                 iso.make_iso(tree, partial, volume_date=volume_date(now))
                 os.replace(partial, out)
