@@ -13,6 +13,7 @@ from typing import Any
 
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit, progress
+from resurgo.cli.reports import reported
 from resurgo.cli.retention import add_retention_arguments, retention
 from resurgo.errors import BadInput, ExitCode
 from resurgo.media import open_medium
@@ -43,6 +44,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="delete nothing: print what would be kept and removed, and why")
     add_retention_arguments(p)
     add_medium_arguments(p)
+    reported(p, "prune")
     p.set_defaults(handler=run)
 
 
