@@ -16,8 +16,11 @@ from typing import Any
 
 from resurgo import run as runner
 from resurgo.cli.output import emit, progress
+from resurgo.cli.progress import shown
+from resurgo.cli.reports import reported
 from resurgo.cli.source import add_source_arguments, source_options
 from resurgo.errors import PreconditionFailed
+from resurgo.recovery.events import Progress, Step
 from resurgo.recovery.restorepaths import RestorePathsOptions, restore_paths
 from resurgo.recovery.source import open_source
 from resurgo.recovery.systempaths import parse
@@ -55,6 +58,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="replace files and symlinks (never followed) that stand where a "
                    "file, link or device is to be restored (default: refuse, exit 3; a "
                    "directory there is always refused)")
+    reported(p, "restore")
     p.set_defaults(handler=run)
 
 
@@ -67,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     source = source_options(args)
     with open_source(source, identity=args.identity, read_manifests=True) as opened:
         assert opened.loaded is not None
-        report = restore_paths(opened.loaded, source.location, options, progress(args.json))
+        say = progress(args.json)
+        # The lines go through the events: a terminal's progress line is erased first.
+        with shown(args.json, lambda e: say(e.line) if isinstance(e, Progress) else None) \
+                as on_event:
+            report = restore_paths(opened.loaded, source.location, options,
+                                   lambda line: on_event(Progress(Step.RESTORE, line)),
+                                   on_event)
     emit(report, args.json)
     return report.exit_code

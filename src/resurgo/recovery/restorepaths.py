@@ -51,7 +51,9 @@ from resurgo.engine.source import ManifestStream
 from resurgo.engine.targets import DIR_FLAGS
 from resurgo.engine.verify import verify_entries
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
+from resurgo.progress import Amount
 from resurgo.recovery.browse import decoded, shown
+from resurgo.recovery.events import OnEvent, Step, advancing, ignore
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.systempaths import Mounted, Selection, SystemTree, Wanted
 
@@ -376,8 +378,10 @@ def checked_entries(p: UnitPick) -> list[Entry]:
 
 
 def restore_paths(loaded: LoadedSet, medium: str, options: RestorePathsOptions,
-                  say: Callable[[str], None] = lambda line: None) -> RestorePathsReport:
-    """Restore the chosen paths into options.target (see the module docstring)."""
+                  say: Callable[[str], None] = lambda line: None,
+                  on_event: OnEvent = ignore) -> RestorePathsReport:
+    """Restore the chosen paths into options.target (see the module docstring); the
+    progress of each tree's restore told to on_event (Advanced)."""
     start = time.monotonic()
     if not options.target.is_dir():
         raise BadInput(f"--to {options.target}: not a directory")
@@ -390,8 +394,11 @@ def restore_paths(loaded: LoadedSet, medium: str, options: RestorePathsOptions,
         say(f"restoring {len(p.entries)} entries of {m.unit.label} into "
             f"{options.target}{'' if m.mountpoint == '/' else m.mountpoint}")
         with _unit_target(options.target, m.mountpoint) as unit_root:
+            total = Amount(len(p.entries), sum(e.size for e in p.entries if e.kind == FILE))
+            tally = advancing(on_event, Step.RESTORE, f"restoring {m.unit.label}", total)
             result = restore_tree(unit_root, loaded.manifest(m.unit), loaded.archives(m.unit),
-                                  identity=loaded.identity, select=wanted.__contains__)
+                                  identity=loaded.identity, select=wanted.__contains__,
+                                  progress=tally)
             if p.carriers:
                 _remove_carriers(unit_root, p, made_for_carriers[n])
         done.append(UnitRestored(
