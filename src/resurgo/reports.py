@@ -27,7 +27,10 @@ from typing import Any
 from resurgo.apply import confine
 from resurgo.private import DIR_MODE, FILE_MODE
 
-DEFAULT_DIR = Path("/var/log/resurgo")
+# Where reports go: LOG_DIR as help texts and pages say it, DEFAULT_DIR as used (tests
+# point it elsewhere).
+LOG_DIR = "/var/log/resurgo"
+DEFAULT_DIR = Path(LOG_DIR)
 # Where a recovered system keeps them (and the rescue's log), under its root.
 IN_TARGET = "var/log/resurgo"
 KEEP = 100
@@ -167,5 +170,5 @@ def keep_in_target(root: Path, name: str, data: bytes) -> Path:
     return root / IN_TARGET / written
 
 
-__all__ = ["DEFAULT_DIR", "IN_TARGET", "KEEP", "encode", "keep_in_target", "reports",
+__all__ = ["DEFAULT_DIR", "IN_TARGET", "KEEP", "LOG_DIR", "encode", "keep_in_target", "reports",
            "stamp", "write_report"]

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -147,6 +148,26 @@ def command(*argv: str | Path) -> list[str]:
     return [sys.executable, "-m", "resurgo", *map(str, argv)]
 
 
+def _reports_apart(argv: tuple[str | Path, ...], state: Path | None) -> list[str | Path]:
+    words = [str(a) for a in argv]
+    command_word = next((w for w in words if not w.startswith("-")), None)
+    if command_word not in _reported_commands() or "--report-dir" in words:
+        return list(argv)
+    where = (state / "reports") if state is not None else Path(tempfile.gettempdir()) / (
+        "resurgo-test-reports")
+    return [*argv, "--report-dir", where]
+
+
+def _reported_commands() -> set[str]:
+    import argparse
+
+    from resurgo.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name for name, p in sub.choices.items() if p.get_default("reported")}
+
+
 def spawn(
     *argv: str | Path,
     env: Mapping[str, str] | None = None,
@@ -157,9 +178,10 @@ def spawn(
 ) -> Result:
     """Run `python -m resurgo ARGV` as a process of its own, in a session of its own (no
     controlling terminal to ask on), with `clean_env()` plus ENV and STATE as run()
-    takes it; stdin is STDIN or /dev/null."""
+    takes it; stdin is STDIN or /dev/null. A command that leaves a report keeps it under
+    STATE (or the system's temporary directory), never in the machine's /var/log/resurgo."""
     proc = subprocess.run(
-        command(*argv),
+        command(*_reports_apart(argv, state)),
         capture_output=True,
         text=True,
         env=clean_env(state, **(env or {})),

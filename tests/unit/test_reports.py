@@ -156,3 +156,20 @@ def test_the_rescue_keeps_its_log_where_recover_kept_its_report(tmp_path: Path) 
     assert kept.read_text() == log.read_text() and mode(kept) == 0o600
     # A report older than this run is another run's.
     assert agent.keep_log(4e9, log, logs) is None
+
+
+def test_the_configuration_file_says_where_reports_go(tmp_path: Path) -> None:
+    where = tmp_path / "from-config"
+    config = tmp_path / "resurgo.toml"
+    config.write_text(f'report_dir = "{where}"\n')
+    os.chmod(config, 0o600)
+    r = cli.run("--config", config, "verify", "--from", tmp_path / "sets", "--root",
+                tmp_path / "absent")
+    assert r.returncode == 2, r.output
+    assert len(reports.reports(where, "verify")) == 1
+    # The command line wins.
+    other = tmp_path / "given"
+    cli.run("--config", config, "verify", "--from", tmp_path / "sets", "--root",
+            tmp_path / "absent", "--report-dir", other)
+    assert len(reports.reports(other, "verify")) == 1
+    assert len(reports.reports(where, "verify")) == 1

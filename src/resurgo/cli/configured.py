@@ -63,6 +63,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("keep_weekly", "keep_weekly"),
     Binding("keep_monthly", "keep_monthly"),
     Binding("max_age", "max_age"),
+    Binding("report_dir", "report_dir"),
     Binding("s3.endpoint", "s3_endpoint"),
     Binding("s3.region", "s3_region"),
     Binding("s3.insecure_http", "s3_insecure_http"),

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from resurgo import __version__
+from resurgo import __version__, reports
 from resurgo import config as configuration
 from resurgo.cli import completion
 from resurgo.cli.parserinfo import CommandLine, Option, read
@@ -53,6 +53,10 @@ FILES = [
      "resurgo config show); command-line options override it"),
     ("/etc/resurgo/allowed_signers", "the trusted signers of recovery sets when --trust is "
      "not given (an OpenSSH allowed-signers file)"),
+    (f"{reports.LOG_DIR}/COMMAND-TIME.json", "the JSON report of each save, recover, "
+     "verify, prune and restore run (--report-dir elsewhere), the newest "
+     f"{reports.KEEP} of each command kept; a recovered system keeps its recovery's report "
+     "and the rescue's log there"),
 ]
 ENVIRONMENT = [
     (configuration.ENV_CONFIG, f"the configuration file, instead of {configuration.DEFAULT_PATH}"),

@@ -31,7 +31,7 @@ def reported(p: argparse.ArgumentParser, command: str) -> None:
     """Declare that the command leaves a report."""
     p.add_argument(
         "--report-dir", type=Path, metavar="DIR",
-        help=f"keep this run's JSON report in DIR (default {reports.DEFAULT_DIR}; the "
+        help=f"keep this run's JSON report in DIR (default {reports.LOG_DIR}; the "
         f"newest {reports.KEEP} of each command are kept)")
     p.set_defaults(reported=command)
 

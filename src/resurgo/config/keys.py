@@ -158,6 +158,9 @@ KEYS: tuple[Key, ...] = (
     Key("keep_monthly", Kind.INT,
         "retention: keep the newest set of each of the last N months", "--keep-monthly",
         low=1, high=MAX_COUNT),
+    Key("report_dir", Kind.PATH,
+        "where each save, recover, verify, prune and restore keeps its JSON report",
+        "--report-dir", default="/var/log/resurgo"),
     Key("max_age", Kind.DURATION,
         "the age beyond which status calls the newest set too old: seconds, or a number "
         "with s, m, h, d or w (\"26h\")", "status --max-age"),
