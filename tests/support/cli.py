@@ -150,8 +150,7 @@ def command(*argv: str | Path) -> list[str]:
 
 def _reports_apart(argv: tuple[str | Path, ...], state: Path | None) -> list[str | Path]:
     words = [str(a) for a in argv]
-    command_word = next((w for w in words if not w.startswith("-")), None)
-    if command_word not in _reported_commands() or "--report-dir" in words:
+    if not set(words) & _reported_commands() or "--report-dir" in words:
         return list(argv)
     where = (state / "reports") if state is not None else Path(tempfile.gettempdir()) / (
         "resurgo-test-reports")
