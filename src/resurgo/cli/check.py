@@ -17,7 +17,10 @@ from typing import Any
 
 from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit, progress, warn
+from resurgo.cli.progress import shown
+from resurgo.cli.reports import reported
 from resurgo.media import open_medium
+from resurgo.recovery.events import Progress, Step
 from resurgo.recovery.setcheck import CheckOptions, check_sets
 
 STATE_DIR_HELP = ("where check records its result and status reads it (default "
@@ -50,6 +53,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    "(reads the whole set from the medium)")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help=STATE_DIR_HELP)
     add_medium_arguments(p)
+    reported(p, "check")
     p.set_defaults(handler=run)
 
 
@@ -63,8 +67,12 @@ def options(args: argparse.Namespace) -> CheckOptions:
 def run(args: argparse.Namespace) -> int:
     opts = options(args)
     say = progress(args.json)
-    with open_medium(args.source, medium_options(args)) as medium:
-        report = check_sets(medium, opts, say)
+    # The lines go through the events: a terminal's progress line is erased first.
+    with open_medium(args.source, medium_options(args)) as medium, \
+            shown(args.json, lambda e: say(e.line) if isinstance(e, Progress) else None) \
+            as on_event:
+        report = check_sets(medium, opts, lambda line: on_event(Progress(Step.VERIFY_SET,
+                                                                         line)), on_event)
     for w in report.warnings:
         warn(w)
     emit(report, args.json)

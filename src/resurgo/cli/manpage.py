@@ -54,7 +54,7 @@ FILES = [
     ("/etc/resurgo/allowed_signers", "the trusted signers of recovery sets when --trust is "
      "not given (an OpenSSH allowed-signers file)"),
     (f"{reports.LOG_DIR}/COMMAND-TIME.json", "the JSON report of each save, recover, "
-     "verify, prune and restore run (--report-dir elsewhere), the newest "
+     "verify, check, prune and restore run (--report-dir elsewhere), the newest "
      f"{reports.KEEP} of each command kept; a recovered system keeps its recovery's report "
      "and the rescue's log there"),
 ]

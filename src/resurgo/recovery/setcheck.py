@@ -25,7 +25,9 @@ from typing import Any
 from resurgo.errors import BadInput, Damaged, ExitCode, NotAuthentic, OperationFailed
 from resurgo.media import Medium, SetReader
 from resurgo.media.setindex import is_set_id
+from resurgo.progress import Amount
 from resurgo.recovery import results, setfiles
+from resurgo.recovery.events import OnEvent, Step, advancing, ignore
 from resurgo.recovery.load import checked_description, choose_set
 from resurgo.restoreunits import units
 from resurgo.units import human
@@ -36,6 +38,8 @@ class SetStatus(StrEnum):
     DAMAGED = "damaged"
     NOT_AUTHENTIC = "not authentic"
 
+
+_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class CheckOptions:
@@ -145,6 +149,7 @@ class _Checker:
     read_data: bool
     say: Callable[[str], None]
     done: dict[str, SetChecked] = field(default_factory=dict)
+    on_event: OnEvent = ignore
 
     def by_id(self, set_id: str, *, as_parent_of: str | None = None) -> SetChecked:
         found = self.done.get(set_id)
@@ -226,11 +231,21 @@ class _Checker:
 
     def _read(self, reader: SetReader, missing: set[str]) -> list[str]:
         out: list[str] = []
+        info = reader.info
+        tally = advancing(self.on_event, Step.VERIFY_SET, f"reading set {info.id}",
+                          Amount(info.file_count, info.size))
+        files = nbytes = 0
         for entry in reader.files():
+            files += 1
             if entry.name in missing:
                 continue
             try:
-                reader.read_through(entry.name)
+                # As read_through, told a chunk at a time: an archive may take hours.
+                with reader.open(entry.name) as f:
+                    while chunk := f.read(_CHUNK):
+                        nbytes += len(chunk)
+                        tally(files - 1, nbytes)
+                tally(files, nbytes)
             except Damaged as e:
                 out.append(_damage(e))
             except OperationFailed as e:
@@ -269,11 +284,12 @@ def chosen(medium: Medium, options: CheckOptions) -> list[str]:
 
 
 def check_sets(medium: Medium, options: CheckOptions,
-               say: Callable[[str], None] = lambda line: None) -> CheckReport:
+               say: Callable[[str], None] = lambda line: None,
+               on_event: OnEvent = ignore) -> CheckReport:
     """Check the sets the options choose (see the module docstring) and record the
-    result for status."""
+    result for status; with read_data, how far the reading is told to on_event."""
     started = time.monotonic()
-    checker = _Checker(medium, options.read_data, say)
+    checker = _Checker(medium, options.read_data, say, on_event=on_event)
     ids = chosen(medium, options)
     checked = tuple(sorted((checker.by_id(i) for i in ids), key=lambda s: s.order))
     report = CheckReport(medium.url, options.read_data, checked, time.monotonic() - started)
