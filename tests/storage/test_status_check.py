@@ -86,7 +86,7 @@ def test_status_and_check(rig: Rig, tmp_path: Path) -> None:
         doc = status.json()
         assert doc["host"] == HOST and doc["set"]["id"] == set_id
         assert doc["current"] is True and doc["differences"] == [] and doc["ok"] is True
-        assert doc["set"]["rescue_image"] is False
+        assert doc["set"]["rescue"] is False
         assert doc["last_check"]["ok"] is True
         assert doc["last_check"]["sets"] == [{"id": set_id, "ok": True, "problems": []}]
         metrics = prom.read_text()

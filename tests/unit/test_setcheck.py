@@ -178,7 +178,7 @@ def test_no_rescue_image_is_flagged_not_damage(tmp_path: Path) -> None:
     r = cli.run("check", "--from", m, "--state-dir", tmp_path / "state", "--json")
     assert r.returncode == 0, r.output
     (found,) = r.json()["sets"]
-    assert found["rescue_image"] is False and found["ok"] is True
+    assert found["rescue"] is False and found["ok"] is True
     r = cli.run("check", "--from", m, "--state-dir", tmp_path / "state")
     assert "  flagged: saved without its rescue image\n" in r.stdout
 

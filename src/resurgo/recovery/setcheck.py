@@ -94,7 +94,7 @@ class SetChecked:
     def data(self) -> dict[str, Any]:
         return {"id": self.id, "host": self.host, "kind": self.kind, "parent": self.parent,
                 "status": str(self.status), "ok": self.ok, "problems": list(self.problems),
-                "rescue_image": self.rescue_image, "chain": list(self.chain),
+                "rescue": self.rescue_image, "chain": list(self.chain),
                 "files": self.files, "size": self.size, "signed_by": self.signed_by}
 
 
@@ -198,7 +198,7 @@ class _Checker:
         elif problems:
             status = SetStatus.DAMAGED
         return SetChecked(info.id, info.host, str(info.kind), info.parent, status,
-                          tuple(problems), reader.index.file(setfiles.RESCUE) is not None,
+                          tuple(problems), info.has_rescue,
                           tuple(chain), info.file_count, info.size, info.signed_by,
                           info.created)
 

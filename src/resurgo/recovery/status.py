@@ -28,7 +28,7 @@ from resurgo.errors import ExitCode, OperationFailed
 from resurgo.layoutdiff import Difference, compare_layouts
 from resurgo.media import Medium, SetInfo
 from resurgo.model import Description
-from resurgo.recovery import results, setfiles
+from resurgo.recovery import results
 from resurgo.recovery.listing import set_data
 from resurgo.recovery.load import checked_description
 from resurgo.units import human
@@ -172,7 +172,6 @@ class StatusReport:
                 "age_seconds": round(self.age or 0.0, 3),
                 "chain": list(self.chain),
                 "chain_whole": self.broken_chain is None,
-                "rescue_image": self.rescue_image,
             },
             "current": self.current,
             "differences": None if self.differences is None else
@@ -240,7 +239,6 @@ def set_status(medium: Medium, options: StatusOptions, *, host: str | None = Non
     newest = mine[-1]
     chain, broken = _chain(newest, {s.id: s for s in every}, medium.url)
     reader = medium.open_set(newest.id)
-    rescue = reader.index.file(setfiles.RESCUE) is not None
     differences: tuple[Difference, ...] | None = None
     not_compared = None
     try:
@@ -250,9 +248,9 @@ def set_status(medium: Medium, options: StatusOptions, *, host: str | None = Non
     else:
         excluded = (*options.exclude_disks, *medium_disks(options.root, medium.url))
         differences = compare_layouts(saved, describer(options.root, excluded))
-    return StatusReport(host, medium.url, at, newest, chain, broken, rescue, differences,
-                        not_compared, options.max_age, last_check, last_rehearsal,
-                        len(medium.refused))
+    return StatusReport(host, medium.url, at, newest, chain, broken, newest.has_rescue,
+                        differences, not_compared, options.max_age, last_check,
+                        last_rehearsal, len(medium.refused))
 
 
 def _chain(newest: SetInfo, sets: dict[str, SetInfo], url: str,
