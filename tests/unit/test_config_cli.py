@@ -5,6 +5,7 @@ defaults (the command line wins, and adds to arrays), the medium made optional,
 from __future__ import annotations
 
 import argparse
+import os
 import tomllib
 from pathlib import Path
 
@@ -304,3 +305,31 @@ def test_retention_reaches_save_and_prune() -> None:
     args = parsed(text, "prune", "--from", "/srv/other", "--keep-daily", "2")
     assert (args.source, args.keep_last, args.keep_daily) == ("/srv/other", 3, 2)
     assert parsed(text, "prune").source == "/srv/sets"
+
+
+def test_the_rescue_table_shapes_the_image_save_builds() -> None:
+    from resurgo.cli import save
+    from resurgo.recovery.save import RescueChoices, image_options
+    from resurgo.rescue import After
+
+    text = ('medium = "/srv/sets"\n[rescue]\nunattended = true\nafter = "reboot"\n'
+            'kernel_args = ["ip=dhcp"]\nmenu_timeout = 0\nmodules = ["ixgbe"]\n'
+            'programs = ["ethtool"]\ncompression_level = 12\n')
+    checked = check_bytes(text.encode(), "f")
+    assert checked.config is not None
+    choices = save.rescue_choices(checked.config)
+    assert choices == RescueChoices(unattended=True, after="reboot", kernel_args=("ip=dhcp",),
+                                    menu_timeout=0, modules=("ixgbe",), programs=("ethtool",),
+                                    compression_level=12)
+    image = image_options(choices)
+    assert (image.unattended, image.after, image.kernel_args, image.menu_timeout,
+            image.extra_modules, image.extra_programs, image.compression_level) == (
+        True, After.REBOOT, ("ip=dhcp",), 0, ("ixgbe",), ("ethtool",), 12)
+    # Without a file: the image as save always built it.
+    assert save.rescue_choices(Config()) == RescueChoices()
+    plain = image_options(RescueChoices())
+    assert (plain.unattended, plain.after, plain.menu_timeout) == (False, After.POWEROFF, 5)
+    args = parsed(text, "save")
+    args.configuration = checked.config
+    if os.geteuid() == 0:  # save's options are made for root alone
+        assert save.options(args).image == choices

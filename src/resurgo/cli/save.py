@@ -26,12 +26,13 @@ from resurgo.cli.output import emit, progress, warn
 from resurgo.cli.progress import shown
 from resurgo.cli.reports import reported
 from resurgo.cli.retention import add_retention_arguments, retention
+from resurgo.config import Config
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import open_medium
 from resurgo.recovery.events import Event
 from resurgo.recovery.report import event_text
-from resurgo.recovery.save import SaveOptions, save_set
+from resurgo.recovery.save import RescueChoices, SaveOptions, save_set
 from resurgo.recovery.savelock import save_lock
 
 
@@ -113,6 +114,22 @@ def options(args: argparse.Namespace) -> SaveOptions:
         catalog=not args.no_catalog,
         level=args.compression_level,
         sign_key=signing.SignKey.load(args.sign_key) if args.sign_key else None,
+        image=rescue_choices(getattr(args, "configuration", None) or Config()),
+    )
+
+
+def rescue_choices(config: Config) -> RescueChoices:
+    """How the set's rescue image boots: the configuration's [rescue] table, which save
+    has no options for (`resurgo rescue` has them, and takes the same keys)."""
+    timeout = config.number("rescue.menu_timeout")
+    return RescueChoices(
+        unattended=config.flag("rescue.unattended"),
+        after=config.text("rescue.after") or "poweroff",
+        kernel_args=config.strings("rescue.kernel_args"),
+        menu_timeout=RescueChoices.menu_timeout if timeout is None else timeout,
+        modules=config.strings("rescue.modules"),
+        programs=config.strings("rescue.programs"),
+        compression_level=config.number("rescue.compression_level"),
     )
 
 

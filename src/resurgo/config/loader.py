@@ -51,6 +51,23 @@ class Config:
             return self.values[name]
         return BY_NAME[name].default
 
+    # Typed reads of a key the caller knows the kind of (the file was checked against it).
+
+    def flag(self, name: str) -> bool:
+        return self.get(name) is True
+
+    def number(self, name: str) -> int | None:
+        value = self.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def text(self, name: str) -> str | None:
+        value = self.get(name)
+        return value if isinstance(value, str) else None
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.get(name)
+        return value if isinstance(value, tuple) else ()
+
 
 @dataclass(frozen=True)
 class Checked:

@@ -35,9 +35,9 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from resurgo import fileformat, needs, signing
 from resurgo.apply.journal import state_dir
@@ -68,12 +68,31 @@ from resurgo.recovery.trees import btrfs_device
 from resurgo.restoreunits import Unit, file_key, under, units
 from resurgo.units import human
 
+if TYPE_CHECKING:
+    from resurgo.rescue import RescueOptions
+
 log = logging.getLogger("resurgo.recovery")
 
 CACHE = "manifests"
 _INCOMPLETE = ".incomplete-"
 CACHED_SETS = 2
 _COPY = 1 << 20
+
+
+@dataclass(frozen=True)
+class RescueChoices:
+    """How the rescue image save builds into the set boots, as `resurgo rescue` takes it
+    (the configuration's [rescue] table): its own description, medium, set and signers
+    are the set's whatever these say."""
+
+    unattended: bool = False
+    # What the unattended recovery does when done: poweroff, reboot or shell.
+    after: str = "poweroff"
+    kernel_args: tuple[str, ...] = ()
+    menu_timeout: int = 5
+    modules: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
+    compression_level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,7 @@ class SaveOptions:
     # Signs the set's index; the rescue image then carries `trust` (default: this key).
     sign_key: signing.SignKey | None = None
     trust: signing.Trust | None = None
+    image: RescueChoices = RescueChoices()
 
 
 @dataclass(frozen=True)
@@ -452,7 +472,7 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
                   events: Steps, signers: signing.Trust | None,
-                  known_hosts: str | None) -> str:
+                  known_hosts: str | None, choices: RescueChoices) -> str:
     """Build the rescue image into the set, when this resurgo can; what became of it.
 
     It carries the description, knows where the set lives, and boots the saved system's
@@ -462,7 +482,7 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
     this set, or a newer one signed by them, and nothing planted.
     """
     try:
-        from resurgo.rescue import RescueOptions, build_rescue_image
+        from resurgo.rescue import build_rescue_image
     except ImportError:
         return "not included: this resurgo cannot build rescue images"
     with events.step(Step.RESCUE, "building the rescue image") as step, \
@@ -473,7 +493,8 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
             # Each phase a piece of its own: a meter shows its time going.
             events(Advanced(Step.RESCUE, f"building the rescue image: {what}", Amount()))
 
-        report = build_rescue_image(iso, RescueOptions(
+        report = build_rescue_image(iso, replace(
+            image_options(choices),
             description=desc_path, from_url=medium_url, kernel_root=root,
             trusted_signers=signers.text if signers else None,
             known_hosts=known_hosts.encode() if known_hosts else None,
@@ -482,6 +503,17 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
             shutil.copyfileobj(src, dst, _COPY)
         step.end(True)
     return f"included ({report.size} bytes)"
+
+
+def image_options(choices: RescueChoices) -> RescueOptions:
+    """The RescueOptions of these choices (the set's own fields are save's to fill)."""
+    from resurgo.rescue import After, RescueOptions
+
+    return RescueOptions(
+        unattended=choices.unattended, after=After(choices.after),
+        kernel_args=choices.kernel_args, menu_timeout=choices.menu_timeout,
+        extra_modules=choices.modules, extra_programs=choices.programs,
+        compression_level=choices.compression_level)
 
 
 def _write_description(desc: Description, w: SetWriter, tmp: Path,
@@ -625,7 +657,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                 elif opts.rescue:
                     try:
                         rescue = _rescue_image(desc_path, w, root, medium.url, events,
-                                               signers, host_key)
+                                               signers, host_key, opts.image)
                     except ResurgoError as e:
                         if opts.require_rescue:
                             raise OperationFailed(
