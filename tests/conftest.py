@@ -23,25 +23,55 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("resurgo", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("resurgo")
 
-# The storage and vm tiers use what the whole machine shares (loop devices, swap, mounts,
-# device-mapper names, ports, qemu guests, the list of loop devices a test compares):
-# they must run one test at a time. The unit tier touches only its own temporary
-# directories and process, and may be spread over workers (pytest-xdist: `-n 2`).
-MACHINE_TIERS = ("storage", "vm")
-TESTS = Path(__file__).resolve().parent
+# Two workers (./dev test: pytest-xdist, `-n 2`) share the machine's two cores. What a
+# worker gets is a scope, run whole and in order:
+# - the storage tier is ONE scope: its tests use what the whole machine shares (loop
+#   devices and the list of them, swap, mounts, ports) and must run one at a time;
+# - a vm module is one scope: its stages are module fixtures (a whole cycle's source, save,
+#   rescue and recovered boot), which a second worker would build again;
+# - a unit module is one scope.
+# The scopes go out longest first (a vm guest runs for minutes; the storage tier for about
+# five; a unit module for seconds), so that the two workers finish together.
+LONGEST_FIRST = (
+    "tests/vm/test_whole_cycle_bios.py",
+    "tests/vm/test_whole_cycle.py",
+    "tests/storage",
+    "tests/vm/test_finalize_boot.py",
+    "tests/vm/test_recover_guest.py",
+    "tests/vm/test_rescue.py",
+    "tests/vm/test_guest.py",
+)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if not getattr(config.option, "numprocesses", None) or "PYTEST_XDIST_WORKER" in os.environ:
-        return
-    asked = [Path(str(a).split("::")[0]).resolve() for a in config.args]
-    shared = [t for t in MACHINE_TIERS
-              if any(p == TESTS / t or TESTS / t in p.parents or p in (TESTS / t).parents
-                     for p in asked)]
-    if shared:
-        raise pytest.UsageError(
-            f"tests/{', tests/'.join(shared)} use the machine's loop devices, mounts and "
-            "guests: run them without -n (only tests/unit runs in parallel)")
+def scope_of(nodeid: str) -> str:
+    """The scope a test belongs to (its module, or the whole storage tier)."""
+    module = nodeid.split("::", 1)[0]
+    return "tests/storage" if module.startswith("tests/storage/") else module
+
+
+def _rank(nodeid: str) -> int:
+    scope = scope_of(nodeid)
+    return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Only a worker's order matters (the scopes are handed out in it); one process runs
+    # the tiers as collected: storage, unit, then the slow vm tier.
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=lambda item: _rank(item.nodeid))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class Scopes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    # Keep the longest-first order of the collection (not xdist's: most tests first).
+    config.option.loadscopereorder = False
+    return Scopes(config, log)
 
 
 @pytest.fixture(autouse=True)

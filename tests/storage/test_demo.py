@@ -16,8 +16,11 @@ pytestmark = pytest.mark.storage
 
 
 def loops() -> set[str]:
+    """The loop devices on the demo's images (its work directory, /tmp/resurgo-demo.*):
+    a vm test on the other worker may make and drop its own meanwhile."""
     return {line.split(":")[0] for line in subprocess.run(
-        ["losetup", "-a"], capture_output=True, text=True, check=True).stdout.splitlines()}
+        ["losetup", "-a"], capture_output=True, text=True, check=True).stdout.splitlines()
+        if "resurgo-demo." in line}
 
 
 def demo_mounts() -> list[str]:

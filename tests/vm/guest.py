@@ -1121,6 +1121,14 @@ def spawn_qemu(argv: list[str], *, stdin: int) -> subprocess.Popen[bytes]:
     )
 
 
+def default_cpus() -> int:
+    """Two vCPUs when this process has the machine to itself; one when pytest-xdist runs
+    several workers (./dev test: two, on two cores), so that the guests of two workers
+    do not fight over the cores (with one vCPU each they share them without stalls)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return 1 if workers > 1 else 2
+
+
 def new_ovmf_vars(path: Path) -> Path:
     """A fresh copy of OVMF's NVRAM template, for ``boot(ovmf_vars=...)``."""
     shutil.copyfile(OVMF_VARS, path)
@@ -1198,16 +1206,15 @@ def boot(
     firmware: Firmware = "bios",
     interface: Interface = "virtio",
     memory_mib: int = 2048,
-    cpus: int = 2,
+    cpus: int | None = None,
     ovmf_vars: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> BootResult:
     """Boot ``image`` with ``extra_disks`` under qemu (TCG) until the guest powers off.
 
-    Two vCPUs unless ``cpus`` says otherwise: TCG runs each vCPU on a host thread, and the
-    tier runs one guest at a time on 2 cores (with one vCPU it took 1349 s instead of about
-    1080 s). The boots of a recovered NVMe target ask for one: a second vCPU starved of host
-    CPU has stalled their NVMe queues in a soft lockup.
+    ``cpus`` vCPUs, by default ``default_cpus()``: TCG runs each vCPU on a host thread, and a
+    vCPU starved of host CPU has stalled guests (NVMe queues in a soft lockup). The boots
+    of a recovered NVMe target always ask for one.
 
     The serial console goes to ``serial_log`` (default: next to the image). qemu is
     killed when ``timeout`` passes or anything goes wrong; the result says which
@@ -1223,7 +1230,7 @@ def boot(
         firmware=firmware,
         interface=interface,
         memory_mib=memory_mib,
-        cpus=cpus,
+        cpus=default_cpus() if cpus is None else cpus,
         ovmf_vars=ovmf_vars,
         extra_args=extra_args,
     )
