@@ -353,7 +353,7 @@ def rescue_boot(
             timeout=RESCUE_TIMEOUT,
             serial_log=work / "rescue.log",
             firmware=firmware,
-            extra_args=direct_boot(files, args),
+            extra_args=direct_boot(files, args, firmware),
         )
     lines = rescue_lines(result.text)
     detail = "\n".join(lines[-60:]) or guest._tail(result.text, 60)

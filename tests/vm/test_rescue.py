@@ -461,14 +461,7 @@ def test_blake3_hashes_in_the_rescue_shell(extracted: Path, tmp_path: Path) -> N
     image carries for it), and resurgo's own extension module."""
     argv = guest.qemu_command(
         [],
-        extra_args=[
-            "-kernel",
-            str(extracted / "boot/vmlinuz"),
-            "-initrd",
-            str(extracted / "boot/initrd.img"),
-            "-append",
-            "console=ttyS0,115200",
-        ],
+        extra_args=direct_boot(extracted, []),
     )
     # and resurgo's own extension module (the restore's plain-file path)
     command = ("import blake3; print(blake3.blake3(b'abc').hexdigest()); "
