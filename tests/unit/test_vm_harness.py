@@ -60,7 +60,7 @@ def test_grub_defaults_replace_existing_and_commented_lines(tmp_path: Path) -> N
     lines = cfg.read_text().splitlines()
     assert lines[:2] == ["GRUB_DEFAULT=0", "GRUB_TIMEOUT=0"]
     assert 'GRUB_TERMINAL="serial console"' in lines
-    assert 'GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0 panic=-1"' in lines
+    assert 'GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0 panic=-1 mitigations=off"' in lines
     assert sum(line.startswith("GRUB_CMDLINE_LINUX=") for line in lines) == 1
 
 

@@ -61,12 +61,14 @@ PART_UUID = "5e5c0e00-0000-4000-8000-000000000002"
 FS_UUID = "5e5c0e00-0000-4000-8000-000000000003"
 LINUX_FS = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 # In the sysroot image's grub.cfg, so one image serves every boot of test_rescue.
-KERNEL_ARGS = ("resurgo.args=--layout-only --root /mnt/rescued", "resurgo.wait=5")
+KERNEL_ARGS = ("resurgo.args=--layout-only --root /mnt/rescued", "resurgo.wait=5",
+               guest.FAST_TCG)
 # In the kernel-root image's grub.cfg (the network test boots it so).
 NETWORK_ARGS = (
     "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none",
     "nameserver=10.0.2.3",
     "resurgo.wait=0",
+    guest.FAST_TCG,
 )
 SIGNER = "admin@test"
 PREFIX = "resurgo-rescue:"
@@ -293,7 +295,7 @@ def direct_boot(extracted: Path, args: Sequence[str],
         "-initrd",
         str(extracted / "boot/initrd.img"),
         "-append",
-        " ".join(["console=ttyS0,115200", *args]),
+        " ".join(["console=ttyS0,115200", guest.FAST_TCG, *args]),
     ]
 
 
