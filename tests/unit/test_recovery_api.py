@@ -31,3 +31,16 @@ def test_the_planner_does_not_load_the_recovery() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_rescue_agent_starts_without_the_orchestrators() -> None:
+    """The agent is the rescue's first program: under emulation each module it imports
+    costs its start seconds. It reads set files (recovery.setfiles): that must not pull
+    in the orchestrators and everything below them."""
+    code = ("import sys, resurgo.rescue.agent\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('resurgo.recovery.recover', "
+            "'resurgo.recovery.save', 'resurgo.recovery.verify', 'resurgo.finalize', "
+            "'resurgo.probe.describe', 'resurgo.engine.save'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
