@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import blake3
@@ -20,18 +19,12 @@ from resurgo.demo import umount_below
 from tests.support import cli
 from tests.support.consts import MIB
 from tests.support.loopdisks import Rig
+from tests.support.sshkeys import keypair
 from tests.support.trees import assert_same_trees, build_rich_tree, sha256_of, snapshot, write
 
 pytestmark = pytest.mark.storage
 
 SIZE = 160 * MIB
-
-
-def keypair(d: Path, name: str) -> Path:
-    key = d / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                   check=True)
-    return key
 
 
 def signers(path: Path, *keys: Path) -> Path:

@@ -152,8 +152,10 @@ def _reports_apart(argv: tuple[str | Path, ...], state: Path | None) -> list[str
     words = [str(a) for a in argv]
     if not set(words) & _reported_commands() or "--report-dir" in words:
         return list(argv)
-    where = (state / "reports") if state is not None else Path(tempfile.gettempdir()) / (
-        "resurgo-test-reports")
+    # Beside the state directory, not in it: a test that checks a refused run wrote no
+    # state (no journal) checks that the directory does not exist.
+    where = state.with_name(state.name + "-reports") if state is not None else Path(
+        tempfile.gettempdir()) / "resurgo-test-reports"
     return [*argv, "--report-dir", where]
 
 

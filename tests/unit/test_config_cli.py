@@ -4,7 +4,6 @@ defaults (the command line wins, and adds to arrays), the medium made optional,
 
 from __future__ import annotations
 
-import argparse
 import os
 import tomllib
 from pathlib import Path
@@ -12,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from resurgo.cli import configured
-from resurgo.cli.main import ArgumentParser, build_parser
+from resurgo.cli.main import ArgumentParser
 from resurgo.config import Config, check_bytes, loader
 from tests.support import cli
+from tests.support.configs import parsed
 
 
 def conf(tmp_path: Path, text: str) -> Path:
@@ -22,15 +22,6 @@ def conf(tmp_path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o644)
     return path
-
-
-def parsed(text: str, *argv: str) -> argparse.Namespace:
-    """argv as main parses it, under the configuration text."""
-    checked = check_bytes(text.encode(), "f.toml")
-    assert checked.config is not None, checked.messages()
-    parser = build_parser()
-    configured.apply(parser, checked.config)
-    return parser.parse_args(list(argv))
 
 
 def test_a_missing_config_file_is_an_error_the_default_one_not(

@@ -4,7 +4,6 @@ set not signed by the trusted signers; the result recorded for status."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,34 +12,14 @@ import pytest
 
 from resurgo import signing
 from resurgo.errors import BadInput, ExitCode, OperationFailed
-from resurgo.media import Medium, SetKind, SetMeta
+from resurgo.media import Medium, SetMeta
 from resurgo.media.directory import directory_backend
 from resurgo.recovery import results
 from resurgo.recovery.setcheck import CheckOptions, SetStatus, check_sets
-from resurgo.restoreunits import units
 from tests.support import cli
-from tests.support.examples import example, example_text
-
-HOST = "web1"
-
-
-def save(medium_dir: Path, *, parent: str | None = None, host: str = HOST,
-         rescue: bool = True, sign_key: Path | None = None) -> str:
-    """A set with the example description and a (fake) archive and manifest per tree."""
-    medium = Medium(directory_backend(str(medium_dir)))
-    text = example_text().encode()
-    meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL, parent, host)
-    key = signing.SignKey.load(sign_key) if sign_key else None
-    with medium.begin_set(meta, sign_key=key) as w:
-        w.write_bytes("description.toml", text)
-        w.write_bytes("description.toml.sha256",
-                      f"{hashlib.sha256(text).hexdigest()}  description.toml\n".encode())
-        for u in units(example()):
-            w.write_bytes(u.archive_name, b"archive of " + u.key.encode() * 100)
-            w.write_bytes(u.manifest_name, b"manifest of " + u.key.encode())
-        if rescue:
-            w.write_bytes("rescue.iso", b"\0" * 4096)
-        return w.commit().id
+from tests.support.examples import example_text
+from tests.support.fakesets import HOST, save
+from tests.support.sshkeys import allowed, keypair
 
 
 def check(medium_dir: Path, state: Path, trust: Path | None = None,
@@ -203,7 +182,6 @@ def test_the_cli_names_damaged_files_one_per_line(tmp_path: Path) -> None:
 def test_a_set_the_trusted_signers_did_not_sign(tmp_path: Path) -> None:
     if shutil.which("ssh-keygen") is None:
         pytest.skip("needs ssh-keygen")
-    from tests.unit.test_signing import allowed, keypair
 
     keys = tmp_path / "keys"
     keys.mkdir()

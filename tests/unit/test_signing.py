@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,27 +19,11 @@ from resurgo.media.directory import directory_backend
 from resurgo.media.setindex import content_pin
 from resurgo.recovery.load import choose_set
 from tests.support import cli
+from tests.support.sshkeys import allowed, keypair
 
 ROOT = Path("/")
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
-
-
-def keypair(d: Path, name: str) -> Path:
-    key = d / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                   check=True)
-    return key
-
-
-def allowed(d: Path, *keys: Path, namespace: str = signing.NAMESPACE) -> Path:
-    lines = []
-    for k in keys:
-        kind, blob = Path(f"{k}.pub").read_text().split()[:2]
-        lines.append(f'{k.name}@test namespaces="{namespace}" {kind} {blob}\n')
-    path = d / "allowed_signers"
-    path.write_text("# trusted\n" + "".join(lines))
-    return path
 
 
 def save(medium_dir: Path, key: Path | None, payload: bytes = b"data", host: str = "h1",

@@ -25,8 +25,9 @@ from resurgo.recovery.prometheus import escape, metrics, write_metrics
 from resurgo.recovery.setcheck import CheckOptions, check_sets
 from resurgo.recovery.status import StatusOptions, StatusReport, set_status
 from tests.support import cli
+from tests.support.configs import parsed
 from tests.support.examples import example
-from tests.unit.test_setcheck import HOST, save
+from tests.support.fakesets import HOST, save
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -267,7 +268,6 @@ def test_the_cli(tmp_path: Path) -> None:
 
 
 def test_the_configuration_drives_status_and_check(tmp_path: Path) -> None:
-    from tests.unit.test_config_cli import parsed
 
     text = 'medium = "/srv/sets"\nmax_age = 93600\nexclude_disks = ["sdz"]\n'
     from resurgo.cli.status import options as status_options
