@@ -71,6 +71,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
 
+        def _assign_work_unit(self, node: object) -> None:
+            # A worker runs a test only once it holds the next one, so a worker whose
+            # last held test is a vm test (minutes) is sent more work early: there the
+            # last scope of the queue (a unit module: seconds) goes, not the next long
+            # one, which the other worker may be free to take first.
+            pending = [nodeid for work in self.assigned_work.get(node, {}).values()
+                       for nodeid, done in work.items() if not done]
+            if any(n.startswith("tests/vm/") for n in pending) and self.workqueue:
+                last = next(reversed(self.workqueue))
+                if _rank(last) == len(LONGEST_FIRST):
+                    self.workqueue.move_to_end(last, last=False)
+            super()._assign_work_unit(node)
+
     # Keep the longest-first order of the collection (not xdist's: most tests first).
     config.option.loadscopereorder = False
     return Scopes(config, log)
