@@ -124,3 +124,22 @@ def test_the_prune_command_keeps_what_a_running_save_builds_on(tmp_path: Path) -
     result = run("prune", "--from", tmp_path, "--keep-last", "1")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(ids)
+
+
+@pytest.mark.parametrize("change", [
+    {"pid": 1 << 70},          # os.kill would overflow
+    {"pid": 0}, {"pid": -1},   # a process group, every process
+    {"pid": True},
+    {"host": "web1\x1b[2J"},   # printed in warnings: no terminal control
+    {"token": "t\n"},
+    {"expires": 12},
+])
+def test_a_crafted_lease_is_no_lease(change: dict[str, object]) -> None:
+    """A lease is read from a shared medium: one that is not of the shape save writes is
+    not taken for a holder (and so never reaches os.kill or a warning)."""
+    import json
+
+    good = Holder("20261207T010203Z-ab12", "web1", 4242, "t0k", datetime(2026, 12, 7, tzinfo=UTC))
+    assert Holder.decode(good.encode()) == good
+    crafted = {**json.loads(good.encode()), **change}
+    assert Holder.decode(json.dumps(crafted).encode()) is None

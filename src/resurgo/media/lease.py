@@ -57,6 +57,8 @@ RENEW_AFTER = LEASE_SECONDS // 3
 SKEW = 300
 # A lease is a few hundred bytes: read no more than this of one.
 MAX_LEASE = 4096
+#: The kernel's largest pid_max (PID_MAX_LIMIT on 64-bit).
+PID_MAX = 1 << 22
 
 Clock = Callable[[], datetime]
 
@@ -134,8 +136,10 @@ class Holder:
             if not isinstance(boot, str) or len(boot) > 64:
                 return None
             if not (isinstance(set_id, str) and setindex.is_set_id(set_id)
-                    and isinstance(host, str) and len(host) <= 255
-                    and isinstance(pid, int) and isinstance(token, str) and len(token) <= 64
+                    and isinstance(host, str) and len(host) <= 255 and host.isprintable()
+                    # a pid the kernel can have (os.kill overflows on a larger one)
+                    and type(pid) is int and 0 < pid <= PID_MAX
+                    and isinstance(token, str) and len(token) <= 64 and token.isprintable()
                     and (parent is None or (isinstance(parent, str)
                                             and setindex.is_set_id(parent)))):
                 return None
