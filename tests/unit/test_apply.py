@@ -542,7 +542,7 @@ def test_btrfs_options_carry_the_feature_names() -> None:
     fs = Filesystem(
         id="fs.a", device="part.a", type=FsType.BTRFS, uuid="u",
         btrfs=BtrfsOptions(features=("skinny_metadata", "no_holes")))
-    opts = plan_fs.recreate(fs, 1 << 30, 512, 1 << 30).options
+    opts = plan_fs.recreate(fs, 1 << 30, 512, 1 << 30, file_by_file=True).options
     assert opts[opts.index("-O") + 1] == "skinny-metadata,no-holes,^extref"
     assert opts[opts.index("-R") + 1] == "^free-space-tree"
 
@@ -553,7 +553,7 @@ def test_fat_with_clusters_smaller_than_the_new_sectors_gets_one_sector_clusters
         vfat=VfatOptions(fat_size=16, volume_id="ABCD-1234", sector_size=512,
                          cluster_size=2048))
     for sector, per_cluster in ((4096, "1"), (512, "4")):
-        opts = plan_fs.recreate(fs, 32 << 20, sector, 32 << 20).options
+        opts = plan_fs.recreate(fs, 32 << 20, sector, 32 << 20, file_by_file=True).options
         assert opts[opts.index("-s") + 1] == per_cluster
 
 

@@ -7,6 +7,9 @@ from dataclasses import replace
 import pytest
 
 from resurgo.model import (
+    BtrfsOptions,
+    Command,
+    Description,
     Filesystem,
     FsType,
     LogicalVolume,
@@ -23,7 +26,14 @@ from resurgo.model import (
     XfsOptions,
 )
 from resurgo.plan import filesystems, make_plan, sizes
-from resurgo.plan.model import Check, FittedPartition, GrowPolicy, Plan, PlanOptions
+from resurgo.plan.model import (
+    Check,
+    FittedPartition,
+    GrowPolicy,
+    MkfsParams,
+    Plan,
+    PlanOptions,
+)
 from tests.support.builders import (
     actual,
     description,
@@ -282,10 +292,98 @@ def test_ext_with_1k_blocks_cannot_live_on_4kn() -> None:
         partitions=[p1, p2],
         filesystems=[ext4(p1.id, "/boot", 50 * MIB, block=1024), ext4(p2.id, "/", GIB)],
     )
+    # Without a resurgo:restore of it, its content may come as an image: refused.
     plan = plan_for(desc, actual("vdb", 4 * GIB, 4096))
     assert checks(plan) == [Check.FILESYSTEM]
     assert "fs.sda1" in plan.failures[0].message and "1024-byte blocks" in plan.failures[0].message
+    assert "not restored file by file" in plan.failures[0].message
     assert plan_for(desc, actual("vdb", 4 * GIB, 512)).ok
+
+
+def restored(desc: Description) -> Description:
+    """desc with a resurgo:restore command for each mounted filesystem, as describe makes."""
+    cmds = [
+        Command(n, "resurgo:restore", (fs.id, fs.mounts[0].mountpoint))
+        for n, fs in enumerate((f for f in desc.filesystems if f.mounts), 1)
+    ]
+    return replace(desc, commands=tuple(cmds))
+
+
+def mkfs_options(plan: Plan, fs_id: str) -> tuple[str, ...]:
+    a = next(a for a in plan.actions if a.id == f"mkfs:{fs_id}")
+    assert isinstance(a.params, MkfsParams)
+    return a.params.options
+
+
+def option(opts: tuple[str, ...], flag: str) -> str:
+    return opts[opts.index(flag) + 1]
+
+
+@pytest.mark.parametrize("fs_type", [FsType.EXT2, FsType.EXT3, FsType.EXT4])
+def test_ext_with_1k_blocks_restored_file_by_file_gets_the_sector_size_on_4kn(
+    fs_type: FsType,
+) -> None:
+    d = disk("sda", 4 * GIB)
+    p1 = part(d, 1, MIB, 512 * MIB)
+    p2 = part(d, 2, 513 * MIB, 3 * GIB)
+    boot = replace(ext4(p1.id, "/boot", 50 * MIB, block=1024, fs_type=fs_type),
+                   size=512 * MIB)
+    boot = replace(boot, ext=replace(boot.ext, inode_count=131072))  # type: ignore[type-var]
+    desc = restored(description(disks=[d], partitions=[p1, p2],
+                                filesystems=[boot, ext4(p2.id, "/", GIB)]))
+    plan = plan_for(desc, actual("vdb", 4 * GIB, 4096))
+    assert plan.ok, plan.failures
+    opts = mkfs_options(plan, "fs.sda1")
+    assert option(opts, "-b") == "4096"
+    # The same size: the saved inode count stays (-N), whatever the block size.
+    assert option(opts, "-N") == "131072"
+    [note] = [n for n in plan.notes if n.startswith("fs.sda1")]
+    assert "adapted: made with 4096-byte blocks (was 1024)" in note
+    assert "restored one by one" in note
+    # The root's 4 KiB blocks are left alone; on 512-byte sectors so are the 1 KiB ones.
+    assert option(mkfs_options(plan, "fs.sda2"), "-b") == "4096"
+    same = plan_for(desc, actual("vdb", 4 * GIB, 512))
+    assert same.ok and option(mkfs_options(same, "fs.sda1"), "-b") == "1024"
+    assert not [n for n in same.notes if "adapted" in n]
+
+
+def test_ext_inode_ratio_is_never_below_the_fitted_block_size() -> None:
+    d = disk("sda", 4 * GIB)
+    p1 = part(d, 1, MIB, 512 * MIB)
+    p2 = part(d, 2, 513 * MIB, 3 * GIB)
+    # 1 KiB blocks and an inode per 2 KiB: mke2fs -i takes no ratio below the block size.
+    boot = replace(ext4(p1.id, "/srv", 50 * MIB, block=1024), size=512 * MIB)
+    boot = replace(boot, ext=replace(boot.ext, inode_count=512 * MIB // 2048))  # type: ignore[type-var]
+    desc = restored(description(disks=[d], partitions=[p1, p2],
+                                filesystems=[boot, ext4(p2.id, "/", GIB)]))
+    plan = plan_for(desc, actual("vdb", 8 * GIB, 4096), grow=GrowPolicy.PROPORTIONAL)
+    assert plan.ok, plan.failures
+    opts = mkfs_options(plan, "fs.sda1")
+    assert (option(opts, "-b"), option(opts, "-i")) == ("4096", "4096")
+    assert "-N" not in opts
+
+
+def test_xfs_and_btrfs_with_small_blocks_restored_file_by_file_on_4kn() -> None:
+    d = disk("sda", 4 * GIB)
+    p1 = part(d, 1, MIB, GIB)
+    p2 = part(d, 2, MIB + GIB, 2 * GIB)
+    xfs = other_fs(p1.id, FsType.XFS, "/srv", 10 * MIB,
+                   xfs=XfsOptions(block_size=1024, sector_size=512, inode_size=512, crc=True))
+    btrfs = replace(other_fs(p2.id, FsType.BTRFS, "/", 10 * MIB,
+                             btrfs=BtrfsOptions(sector_size=2048)),
+                    uuid="44444444-3333-4444-8555-666666666666")
+    desc = restored(description(disks=[d], partitions=[p1, p2], filesystems=[xfs, btrfs]))
+    plan = plan_for(desc, actual("vdb", 4 * GIB, 4096))
+    assert plan.ok, plan.failures
+    x = mkfs_options(plan, "fs.sda1")
+    assert (option(x, "-b"), option(x, "-s")) == ("size=4096", "size=4096")
+    assert option(mkfs_options(plan, "fs.sda2"), "-s") == "4096"
+    adapted = sorted(n.split(" ")[0] for n in plan.notes if "adapted: made with 4096-byte" in n)
+    # The xfs twice: its blocks, and its sectors.
+    assert adapted == ["fs.sda1", "fs.sda1", "fs.sda2"]
+    # Without the restore commands: both refused, as their content may be an image.
+    refused = plan_for(replace(desc, commands=()), actual("vdb", 4 * GIB, 4096))
+    assert sorted(f.subject for f in refused.failures) == ["fs.sda1", "fs.sda2"]
 
 
 def test_small_fat32_esp_grows_to_the_fat32_minimum_on_4kn() -> None:

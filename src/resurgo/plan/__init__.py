@@ -30,8 +30,10 @@ The policies, in one place:
     bytes: never below the saved size), nor below mkfs's minimum (xfs 300 MiB, btrfs
     114 MiB, ext 2048 blocks with a journal, FAT32 65525 clusters: 33 MiB at 512-byte
     and 257 MiB at 4096-byte sectors, swap 10 pages). The margin only binds when shrinking.
-  - sector sizes: ext or xfs blocks smaller than the new sectors are a failing
-    precondition; a FAT or xfs with smaller sectors is recreated with the new ones (a note).
+  - sector sizes: ext or xfs blocks (btrfs sectors) smaller than the new sectors are made
+    as large as the sectors when resurgo restores the filesystem file by file (a note says
+    so), a failing precondition otherwise (its content may be an image); a FAT or xfs with
+    smaller sectors is recreated with the new ones (a note).
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def make_plan(
         if size is None or not fs.supported:
             continue
         saved = fs.size or layers.original_size(fs.device)
-        how = filesystems.recreate(fs, size, sizer.sector_size(fs.device), saved)
+        how = filesystems.recreate(fs, size, sizer.sector_size(fs.device), saved,
+                                   file_by_file=fs.id in layers.restored_by_file)
         for problem in how.problems:
             failures.append(
                 PreconditionFailure(

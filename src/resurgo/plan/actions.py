@@ -363,7 +363,9 @@ class Builder:
         size = self.stack.after(fs.device) or 0
         ss = self.sizer.sector_size(fs.device)
         saved = fs.size or self.layers.original_size(fs.device)
-        how = filesystems.recreate(fs, size, ss, saved)
+        how = filesystems.recreate(
+            fs, size, ss, saved, file_by_file=fs_id in self.layers.restored_by_file
+        )
         self.add(
             fs_id,
             MkfsParams(

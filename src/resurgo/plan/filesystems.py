@@ -57,9 +57,10 @@ def fat_minimum(fat_size: int, sector_size: int) -> int:
 
 
 def creatable_minimum(fs: Filesystem, sector_size: int) -> int:
-    """The smallest device mkfs can recreate this filesystem on, with its options."""
+    """The smallest device mkfs can recreate this filesystem on, with its options (the
+    block size fitted to the sectors, as recreate makes it)."""
     if fs.type in EXT:
-        block = fs.ext.block_size if fs.ext else 4096
+        block = fitted_block(fs.ext.block_size if fs.ext else 4096, sector_size)
         journal = fs.ext.journal if fs.ext else fs.type != FsType.EXT2
         return max(EXT_MINIMUM, block * (EXT_JOURNAL_BLOCKS if journal else 64))
     if fs.type == FsType.XFS:
@@ -84,15 +85,48 @@ def data_minimum(fs: Filesystem) -> int | None:
     return need
 
 
-def ext_inode_ratio(fs: Filesystem) -> int | None:
-    """Bytes per inode of a saved ext filesystem: a recreated one of another size keeps it."""
+def ext_inode_ratio(fs: Filesystem, block_size: int | None = None) -> int | None:
+    """Bytes per inode of a saved ext filesystem: a recreated one of another size keeps it
+    (block_size: the block size it is recreated with, when not the saved one)."""
     if fs.type not in EXT or fs.ext is None or not fs.ext.inode_count:
         return None
     total = fs.size or (fs.state.total_bytes if fs.state else None)
     if not total:
         return None
     # mke2fs takes -i between the block size and 64 MiB.
-    return min(max(fs.ext.block_size, total // fs.ext.inode_count), 64 * MIB)
+    return min(max(block_size or fs.ext.block_size, total // fs.ext.inode_count), 64 * MIB)
+
+
+def fitted_block(block_size: int, sector_size: int) -> int:
+    """The smallest block size a disk of sector_size-byte sectors allows, from the saved
+    one: blocks are powers of two from 512 bytes, and so are sectors."""
+    return max(block_size, sector_size)
+
+
+def _fitted(what: str, saved: int, sector_size: int, file_by_file: bool,
+            problems: list[str], notes: list[str]) -> int:
+    """The block (or sector) size to recreate with, saying why in notes or problems.
+
+    Smaller than the new disk's sectors, mkfs refuses it. A filesystem whose files
+    resurgo restores one by one holds them as well with larger blocks: it is made with the
+    smallest the disk allows. One whose content comes otherwise (a command of the
+    description writing an image, say) needs its own geometry: refused.
+    """
+    if saved >= sector_size:
+        return saved
+    if not file_by_file:
+        problems.append(
+            f"its {saved}-byte {what} are smaller than the {sector_size}-byte sectors of the "
+            f"new disk, and its content is not restored file by file by resurgo (an image of "
+            f"it needs its own {what})"
+        )
+        return saved
+    notes.append(
+        f"adapted: made with {sector_size}-byte {what} (was {saved}): the new disk's "
+        f"{sector_size}-byte sectors allow none smaller, and its files are restored one by "
+        "one, which any block size holds"
+    )
+    return sector_size
 
 
 def minimum(fs: Filesystem, sector_size: int, saved_size: int) -> int:
@@ -125,11 +159,14 @@ class Recreate:
     notes: tuple[str, ...] = ()
 
 
-def recreate(fs: Filesystem, size: int, sector_size: int, saved_size: int) -> Recreate:
+def recreate(
+    fs: Filesystem, size: int, sector_size: int, saved_size: int, *, file_by_file: bool
+) -> Recreate:
     """mkfs options for fs on a device of size bytes with sector_size-byte sectors.
 
     Options tied to the old size (inode count, allocation groups, log size) are kept only
-    when the size is unchanged.
+    when the size is unchanged. file_by_file: a resurgo:restore command restores its
+    content file by file, so its blocks may grow to the new disk's sectors (_fitted).
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -140,20 +177,20 @@ def recreate(fs: Filesystem, size: int, sector_size: int, saved_size: int) -> Re
         problems.append(f"{fs.type} needs at least {low} bytes to be created; it would get {size}")
     same_size = size == saved_size
     if fs.type in EXT:
-        opts, p, n = _ext(fs, sector_size, same_size)
+        opts, p, n = _ext(fs, sector_size, same_size, file_by_file)
     elif fs.type == FsType.XFS:
-        opts, p, n = _xfs(fs, sector_size, same_size)
+        opts, p, n = _xfs(fs, sector_size, same_size, file_by_file)
     elif fs.type == FsType.VFAT:
         opts, p, n = _vfat(fs, sector_size)
     else:
-        opts, p, n = _btrfs(fs, sector_size)
+        opts, p, n = _btrfs(fs, sector_size, file_by_file)
     return Recreate(f"mkfs.{fs.type}", tuple(opts), tuple(problems + p), tuple(notes + n))
 
 
 Parts = tuple[list[str], list[str], list[str]]
 
 
-def _ext(fs: Filesystem, sector_size: int, same_size: bool) -> Parts:
+def _ext(fs: Filesystem, sector_size: int, same_size: bool, file_by_file: bool) -> Parts:
     opts = ["-F", "-t", str(fs.type)]
     problems: list[str] = []
     notes: list[str] = []
@@ -163,18 +200,14 @@ def _ext(fs: Filesystem, sector_size: int, same_size: bool) -> Parts:
         opts += ["-L", fs.label]
     ext = fs.ext
     if ext is not None:
-        if ext.block_size < sector_size:
-            problems.append(
-                f"its {ext.block_size}-byte blocks are smaller than the {sector_size}-byte "
-                "sectors of the new disk; ext cannot be created so"
-            )
-        opts += ["-b", str(ext.block_size), "-I", str(ext.inode_size)]
+        block = _fitted("blocks", ext.block_size, sector_size, file_by_file, problems, notes)
+        opts += ["-b", str(block), "-I", str(ext.inode_size)]
         if ext.features:
             # "none" first: exactly the saved features, not mke2fs.conf's defaults plus them.
             opts += ["-O", ",".join(("none", *ext.features))]
         if ext.reserved_blocks_percent is not None:
             opts += ["-m", f"{ext.reserved_blocks_percent:g}"]
-        ratio = ext_inode_ratio(fs)
+        ratio = ext_inode_ratio(fs, block)
         if same_size and ext.inode_count:
             opts += ["-N", str(ext.inode_count)]
         elif ratio is not None:
@@ -186,7 +219,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def _xfs(fs: Filesystem, sector_size: int, same_size: bool) -> Parts:
+def _xfs(fs: Filesystem, sector_size: int, same_size: bool, file_by_file: bool) -> Parts:
     opts = ["-f"]
     problems: list[str] = []
     notes: list[str] = []
@@ -197,15 +230,14 @@ def _xfs(fs: Filesystem, sector_size: int, same_size: bool) -> Parts:
         opts += ["-L", fs.label]
     x = fs.xfs
     if x is not None:
-        if x.block_size < sector_size:
-            problems.append(
-                f"its {x.block_size}-byte blocks are smaller than the {sector_size}-byte "
-                "sectors of the new disk"
-            )
+        block = _fitted("blocks", x.block_size, sector_size, file_by_file, problems, notes)
         sect = max(x.sector_size, sector_size)
         if sect != x.sector_size:
-            notes.append(f"recreated with {sect}-byte sectors (was {x.sector_size})")
-        opts += ["-b", f"size={x.block_size}", "-s", f"size={sect}"]
+            notes.append(
+                f"adapted: made with {sect}-byte sectors (was {x.sector_size}): the new "
+                "disk's sectors are that large"
+            )
+        opts += ["-b", f"size={block}", "-s", f"size={sect}"]
         inode = [f"size={x.inode_size}"]
         if x.crc is not None:
             meta.insert(0, f"crc={_flag(x.crc)}")
@@ -233,7 +265,10 @@ def _vfat(fs: Filesystem, sector_size: int) -> Parts:
     sect = vfat_sector_size(fs, sector_size)
     saved_sect = v.sector_size if v and v.sector_size else 512
     if sect != saved_sect:
-        notes.append(f"recreated with {sect}-byte sectors (was {saved_sect})")
+        notes.append(
+            f"adapted: made with {sect}-byte sectors (was {saved_sect}): a FAT's logical "
+            "sectors cannot be smaller than the new disk's"
+        )
     opts += ["-S", str(sect)]
     if v is not None:
         opts += ["-F", str(v.fat_size)]
@@ -250,9 +285,10 @@ def _vfat(fs: Filesystem, sector_size: int) -> Parts:
     return opts, [], notes
 
 
-def _btrfs(fs: Filesystem, sector_size: int) -> Parts:
+def _btrfs(fs: Filesystem, sector_size: int, file_by_file: bool) -> Parts:
     opts = ["-f"]
     problems: list[str] = []
+    notes: list[str] = []
     if fs.uuid:
         opts += ["-U", fs.uuid]
     if fs.label:
@@ -262,12 +298,8 @@ def _btrfs(fs: Filesystem, sector_size: int) -> Parts:
         if b.node_size:
             opts += ["-n", str(b.node_size)]
         if b.sector_size:
-            if b.sector_size < sector_size:
-                problems.append(
-                    f"its {b.sector_size}-byte sectors are smaller than the new disk's "
-                    f"{sector_size}"
-                )
-            opts += ["-s", str(b.sector_size)]
+            sect = _fitted("sectors", b.sector_size, sector_size, file_by_file, problems, notes)
+            opts += ["-s", str(sect)]
         for flag, profile in (("-d", b.data_profile), ("-m", b.metadata_profile)):
             if profile is None:
                 continue
@@ -279,7 +311,7 @@ def _btrfs(fs: Filesystem, sector_size: int) -> Parts:
             opts += [flag, profile.lower()]
         if b.features:
             opts += btrfs_feature_options(b.features)
-    return opts, problems, []
+    return opts, problems, notes
 
 
 # The description keeps the superblock's flag names (dump-super); mkfs.btrfs has its own

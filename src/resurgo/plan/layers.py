@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import get_args
 
 from resurgo import parttypes
+from resurgo.errors import BadInput
 from resurgo.model import (
     DEVICE,
     Description,
@@ -23,6 +24,7 @@ from resurgo.model import (
     built_on,
     referrers,
 )
+from resurgo.restoreunits import is_restore, unit_of
 
 # What may sit directly on a block device.
 User = Filesystem | Swap | LuksVolume | PhysicalVolume | RaidArray
@@ -55,6 +57,9 @@ class Layers:
         self.pvs_of = referrers(desc.physical_volumes, Link.HOLDS)
         self.lvs_of = referrers(desc.logical_volumes, into="volume_groups")
         self.subvolumes_of = referrers(desc.subvolumes)
+        # The filesystems whose content a resurgo:restore command restores file by file
+        # (a btrfs through any of its trees): their block size is theirs to choose.
+        self.restored_by_file: frozenset[str] = frozenset(_restored(desc))
 
     def user(self, dev: str) -> User | None:
         """What is built directly on a block device (the first, should there be several)."""
@@ -181,3 +186,15 @@ class Layers:
 def luks_header(version: int) -> int:
     """The space a LUKS header takes before the payload with cryptsetup's defaults."""
     return (2 if version == 1 else 16) << 20
+
+
+def _restored(desc: Description) -> set[str]:
+    out = set()
+    for c in desc.commands:
+        if not is_restore(c):
+            continue
+        try:
+            out.add(unit_of(desc, c).filesystem.id)
+        except BadInput:
+            continue  # refused with the plan's commands (commands.planned)
+    return out
