@@ -489,6 +489,31 @@ class Unsupported:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A file of fresh random content that save wrote into the saved system just before
+    its archives were made: a rehearsal finds it in the recovered system, unchanged."""
+
+    # Its path in the saved system.
+    path: str
+    # The SHA-256 of its bytes, in lower-case hex.
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What a rehearsal of the set checks in the recovered system, beyond the
+    description's other facts (hostname, machine-id, fstab): recorded by save."""
+
+    # None when save wrote none (a --root that is not the running system, or a canary
+    # path that the set leaves out).
+    canary: Canary | None = None
+    # The systemd units that were failed when the set was saved, by name; None when that
+    # is not known (systemd not running, or a --root that is not the running system),
+    # which is not the same as none failed.
+    failed_units: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Description:
     format: FormatInfo
     system: SystemInfo
@@ -509,6 +534,8 @@ class Description:
     catalog: CatalogRef | None = None
     commands: tuple[Command, ...] = ()
     unsupported: tuple[Unsupported, ...] = field(default=())
+    # Since format 1.2; save writes it, describe does not.
+    rehearsal: Rehearsal | None = None
 
     def records(self) -> Iterator[tuple[str, int, Any]]:
         """(group, index, record) of every record with an id, group by group."""

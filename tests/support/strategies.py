@@ -26,6 +26,7 @@ from resurgo.model import (
     Bootloader,
     BootloaderKind,
     BtrfsOptions,
+    Canary,
     CatalogRef,
     Command,
     ConfigFile,
@@ -52,6 +53,7 @@ from resurgo.model import (
     PartitionTable,
     PhysicalVolume,
     RaidArray,
+    Rehearsal,
     RemovableDevice,
     Subvolume,
     Swap,
@@ -642,6 +644,16 @@ def descriptions(draw: Any) -> Description:
         )
         for _ in range(draw(st.integers(min_value=0, max_value=2)))
     ]
+    unit_name = st.tuples(
+        st.text(alphabet=string.ascii_letters + string.digits + ":_.\\-", min_size=1,
+                max_size=20),
+        st.sampled_from(("service", "mount", "socket", "timer")),
+    ).map(".".join)
+    rehearsal = draw(opt(st.builds(
+        Rehearsal,
+        canary=opt(st.builds(Canary, path=ABS_PATH, sha256=HEX64)),
+        failed_units=opt(st.lists(unit_name, max_size=3).map(tuple)),
+    )))
     return Description(
         format=FormatInfo(
             version=FORMAT_VERSION,
@@ -667,4 +679,5 @@ def descriptions(draw: Any) -> Description:
         catalog=catalog,
         commands=tuple(commands),
         unsupported=tuple(unsupported),
+        rehearsal=rehearsal,
     )

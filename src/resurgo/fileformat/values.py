@@ -29,6 +29,7 @@ from resurgo.model import (
     Description,
     ExtOptions,
     FsType,
+    Rehearsal,
     TableLabel,
     Unsupported,
     VfatOptions,
@@ -80,6 +81,11 @@ _GPT_ATTRS = re.compile(r"[A-Za-z0-9:, ]*")
 # LVM's rule for VG and LV names (lvm2 lib/misc/lvm-string.c), 127 characters at most.
 _LVM_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.\-]{0,126}")
 _FEATURE = re.compile(r"\^?[A-Za-z0-9_\-]+")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# A systemd unit name (systemd's unit-name.c): a prefix of letters, digits and : _ . \ -,
+# an @ and an instance for a template's, a type suffix; 256 characters at most.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]+(?:@[A-Za-z0-9:_.\\-]*)?\.[a-z]+")
+UNIT_NAME_MAX = 256
 _PROFILE = re.compile(r"[A-Za-z0-9]+")
 
 # The longest label each filesystem stores, in bytes (of UTF-8).
@@ -435,7 +441,22 @@ def _check_other(desc: Description, problems: list[Problem]) -> None:
             _path(problems, ("config_files", i, "path"), cf.path, absolute=True)
     for i, rd in enumerate(desc.removable_devices):
         _range(problems, ("removable_devices", i, "size"), rd.size, 0, MAX_SIZE)
+    if desc.rehearsal is not None:
+        _check_rehearsal(desc.rehearsal, problems)
     if desc.catalog is not None:
         _path(problems, ("catalog", "path"), desc.catalog.path, absolute=False)
         _range(problems, ("catalog", "files"), desc.catalog.files, 0, MAX_SIZE)
         _range(problems, ("catalog", "packages"), desc.catalog.packages, 0, MAX_SIZE)
+
+
+def _check_rehearsal(rh: Rehearsal, problems: list[Problem]) -> None:
+    """The canary's path and digest, the failed units' names: the recovered system's
+    check reads them (a path it opens, names it compares)."""
+    if rh.canary is not None:
+        _path(problems, ("rehearsal", "canary", "path"), rh.canary.path, absolute=True)
+        _form(problems, ("rehearsal", "canary", "sha256"), rh.canary.sha256, _HEX64,
+              "64 lower-case hex digits")
+    for i, name in enumerate(rh.failed_units or ()):
+        if len(name) > UNIT_NAME_MAX or not _UNIT_NAME.fullmatch(name):
+            problems.append(Problem(("rehearsal", "failed_units", i),
+                                    f"{name[:80]!r} is not a systemd unit name"))

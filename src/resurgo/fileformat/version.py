@@ -14,7 +14,9 @@ import re
 FORMAT_MAJOR = 1
 # 1.1: config_files[].secret; a secret file sealed in an encrypted set has no content
 # (a 1.0 reader refuses such a record as missing its content: it does not misread it).
-FORMAT_MINOR = 1
+# 1.2: the optional [rehearsal] table (the canary save wrote, the units failed then); a
+# 1.1 reader skips it with a warning.
+FORMAT_MINOR = 2
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 _VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")

@@ -4,12 +4,14 @@ In order: describe the system at the root (the catalog of package files beside i
 for each ``resurgo:restore`` command of the description one archive and one manifest
 streamed by the engine straight into the set's files (nothing is staged on local disk),
 the description and its digest, the rescue image when asked for, and the commit that
-makes the whole set visible at once. In an encrypted set the secret config files are
-sealed: the description (and the rescue image, which carries it) keeps their records
-without content, and secrets.age holds the contents, encrypted like the archives
-(recovery.secrets); an unencrypted set holds them in clear, and save warns once.
-Killed at any point, the medium keeps the sets it had: the next save removes the
-leftovers.
+makes the whole set visible at once. Before the archives, save writes a canary file of
+fresh random content into the running system and records it, with the units failed then,
+in the description, for a rehearsal to check (rehearse.savefacts). In an encrypted set
+the secret config files are sealed: the description (and the rescue image, which
+carries it) keeps their records without content, and secrets.age holds the contents,
+encrypted like the archives (recovery.secrets); an unencrypted set holds them in clear,
+and save warns once. Killed at any point, the medium keeps the sets it had: the next save
+removes the leftovers.
 
 Left out of every set: the contents of /proc, /sys, /dev, /run and /tmp (the
 directories themselves are kept), the paths given with --exclude, the recovery set
@@ -65,6 +67,7 @@ from resurgo.recovery.events import Advanced, OnEvent, Step, Steps, advancing, i
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device
+from resurgo.rehearse import savefacts
 from resurgo.restoreunits import Unit, file_key, under, units
 from resurgo.units import human
 
@@ -147,6 +150,7 @@ class SaveReport:
     emptied: tuple[str, ...] = ()
     pruned: tuple[str, ...] = ()
     rescue: str = ""  # what became of the rescue image
+    canary: str = ""  # what became of the rehearsal's canary
 
     def text(self) -> str:
         s = self.set
@@ -162,6 +166,7 @@ class SaveReport:
             f"{sum(u.stored for u in units)} stored in this set, "
             f"{human(sum(u.data_bytes for u in units))} of file data",
             f"  rescue:  {self.rescue}",
+            f"  canary:  {self.canary}",
             f"  time:    {self.seconds:.1f} s (describe {self.describe_seconds:.1f} s)",
         ]
         for u in units:
@@ -205,6 +210,7 @@ class SaveReport:
             "excluded": list(self.excluded),
             "emptied": list(self.emptied),
             "rescue": self.rescue,
+            "canary": self.canary,
             "pruned": list(self.pruned),
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
@@ -624,6 +630,13 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                 catalog_dir=tmp if opts.catalog else None))
             step.end(True)
         found = units(desc)
+        # Just before the archives are made: the canary in the system and the set's
+        # description, signed with the set.
+        facts = savefacts.record(
+            root, (*lo.excludes, *lo.emptied),
+            [u.mountpoint for u in found if u.mountpoint is not None],
+            live=savefacts.is_live(root))
+        desc = replace(desc, rehearsal=facts.rehearsal)
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []
@@ -675,7 +688,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
         # This host's sets alone: other machines' sets on a shared medium are theirs to prune.
         pruned = tuple(s.id for s in prune(medium, opts.retention, (host,)).delete)
     return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
-                      tuple(warnings), lo.excludes, lo.emptied, pruned, rescue)
+                      tuple(warnings), lo.excludes, lo.emptied, pruned, rescue, facts.canary)
 
 
 __all__ = ["SaveOptions", "SaveReport", "UnitSaved", "save_set"]

@@ -23,6 +23,13 @@
     resurgo.after=shell|poweroff|reboot   what to do when the unattended run ends,
                                     success or not (default: shell)
     resurgo.wait=SECONDS            how long to wait for the disk holding the set (15)
+    resurgo.rehearse=0|1            1: a rehearsal (`resurgo rehearse` boots the rescue so,
+                                    with resurgo.recover=auto, which it needs): the agent
+                                    writes its progress as lines of the rehearsal protocol
+                                    (rehearse.protocol) on the consoles, and once the
+                                    recovery succeeded installs the check that the
+                                    recovered system runs at its first boot (rehearse
+                                    package docstring); 0 (default): no rehearsal
     ip=...                          network: "dhcp", or the kernel's static form
                                     ADDR::GATEWAY:NETMASK:HOSTNAME:IFACE:none[:DNS0[:DNS1]]
     nameserver=ADDR                 a DNS server (repeatable)
@@ -115,6 +122,7 @@ class RescueArgs:
     wait: float = DEFAULT_WAIT
     network: tuple[Network, ...] = ()
     nameservers: tuple[str, ...] = ()
+    rehearse: bool = False
     # Values that did not parse, one message each.
     problems: tuple[str, ...] = ()
 
@@ -226,6 +234,7 @@ def parse(cmdline: str) -> RescueArgs:
     network: list[Network] = []
     nameservers: list[str] = []
     problems: list[str] = []
+    rehearse = False
     for word in split(cmdline):
         key, eq, value = word.partition("=")
         if key == "resurgo.recover":
@@ -268,6 +277,11 @@ def parse(cmdline: str) -> RescueArgs:
                     raise ValueError
             except ValueError:
                 problems.append(f"resurgo.wait={value}: expected seconds (0 to {MAX_WAIT:.0f})")
+        elif key == "resurgo.rehearse":
+            if value in ("0", "1"):
+                rehearse = value == "1"
+            else:
+                problems.append(f"resurgo.rehearse={value}: expected 0 or 1")
         elif key == "ip" and eq:
             try:
                 network.append(parse_ip(value, nameservers))
@@ -280,6 +294,8 @@ def parse(cmdline: str) -> RescueArgs:
                 problems.append(f"nameserver={value}: not an IP address")
         elif key.startswith("resurgo.") and key not in KNOWN_OTHER:
             problems.append(f"{key}: unknown option (a typo?)")
+    if rehearse and mode is not Mode.AUTO:
+        problems.append(f"resurgo.rehearse=1 needs resurgo.recover=auto, not {mode}")
     return RescueArgs(
         recover=mode,
         source=source,
@@ -290,6 +306,7 @@ def parse(cmdline: str) -> RescueArgs:
         wait=wait,
         network=tuple(network),
         nameservers=tuple(dict.fromkeys(nameservers)),
+        rehearse=rehearse,
         problems=tuple(problems),
     )
 
