@@ -58,7 +58,7 @@ from resurgo.media import (
     prune,
 )
 from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
-from resurgo.model import ConfigFile, Description
+from resurgo.model import ConfigFile, Description, Rehearsal
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
@@ -636,7 +636,8 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
             root, (*lo.excludes, *lo.emptied),
             [u.mountpoint for u in found if u.mountpoint is not None],
             live=savefacts.is_live(root))
-        desc = replace(desc, rehearsal=facts.rehearsal)
+        if facts.rehearsal != Rehearsal():
+            desc = replace(desc, rehearsal=facts.rehearsal)
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []
