@@ -34,6 +34,8 @@ from resurgo import run
 from resurgo.errors import BadInput, CommandFailed, NotAuthentic, OperationFailed
 
 NAMESPACE = "resurgo-set"
+#: The namespace of a rehearsal's report stored beside its set (rehearsal.json.sig).
+REHEARSAL_NAMESPACE = "resurgo-rehearsal"
 #: Beside the index, and not listed in it.
 SIGNATURE_NAME = "set.json.sig"
 DEFAULT_TRUST = Path("/etc/resurgo/allowed_signers")
@@ -171,12 +173,14 @@ class SignKey:
                            "give an SSH ed25519 private key (ssh-keygen -t ed25519)")
         return cls(path)
 
-    def sign(self, data: bytes) -> bytes:
+    def sign(self, data: bytes, namespace: str = NAMESPACE) -> bytes:
+        """An SSH signature of ``data``; in NAMESPACE for a set's index, another for
+        anything else (a signature of one use is never valid for the other)."""
         with tempfile.TemporaryDirectory(prefix="resurgo-sign-") as tmp:
             message = _private_file(Path(tmp) / "set.json", data)
             try:
                 run.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(self.path),
-                         "-n", NAMESPACE, message], env=_agent_env())
+                         "-n", namespace, message], env=_agent_env())
             except CommandFailed as e:
                 raise OperationFailed(
                     f"cannot sign with --sign-key {self.path}: ssh-keygen failed: "

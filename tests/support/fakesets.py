@@ -17,7 +17,8 @@ HOST = "web1"
 
 
 def save(medium_dir: Path, *, parent: str | None = None, host: str = HOST,
-         rescue: bool = True, sign_key: Path | None = None) -> str:
+         rescue: bool = True, sign_key: Path | None = None,
+         rescue_image: bytes = b"\0" * 4096) -> str:
     """A set with the example description and a (fake) archive and manifest per tree."""
     medium = Medium(directory_backend(str(medium_dir)))
     text = example_text().encode()
@@ -31,5 +32,5 @@ def save(medium_dir: Path, *, parent: str | None = None, host: str = HOST,
             w.write_bytes(u.archive_name, b"archive of " + u.key.encode() * 100)
             w.write_bytes(u.manifest_name, b"manifest of " + u.key.encode())
         if rescue:
-            w.write_bytes("rescue.iso", b"\0" * 4096)
+            w.write_bytes("rescue.iso", rescue_image)
         return w.commit().id

@@ -19,7 +19,8 @@ def test_exit_codes_and_streams_of_argparse_and_of_a_command(tmp_path: Path) -> 
     assert "resurgo: error: argument COMMAND: invalid choice" in usage.stderr
     missing = cli.run("validate", tmp_path / "none.toml")
     assert missing.returncode == 2 and "none.toml" in missing.stderr
-    assert cli.run("rehearse").returncode == 1
+    failed = cli.run("rehearse", "--from", tmp_path / "no-medium")
+    assert failed.returncode == 1 and "does not exist" in failed.stderr
 
 
 def test_environment_cwd_and_logging_are_put_back(tmp_path: Path) -> None:

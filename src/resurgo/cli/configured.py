@@ -53,7 +53,7 @@ BINDINGS: tuple[Binding, ...] = (
     # status describes the system anew and compares: it must leave out what save did.
     Binding("exclude_disks", "exclude_disk", _only("save", "describe", "status")),
     Binding("encrypt_to", "encrypt_to", _only("save")),
-    Binding("sign_key", "sign_key", _only("save")),
+    Binding("sign_key", "sign_key", _only("save", "rehearse")),
     Binding("trust", "trust"),
     Binding("identity", "identity"),
     Binding("compression_level", "compression_level", _only("save")),
@@ -76,9 +76,14 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("rescue.after", "after", _only("rescue")),
     Binding("rescue.kernel_args", "kernel_arg", _only("rescue")),
     Binding("rescue.menu_timeout", "menu_timeout", _only("rescue")),
-    Binding("rescue.modules", "add_module", _only("rescue")),
-    Binding("rescue.programs", "add_program", _only("rescue")),
+    Binding("rescue.modules", "add_module", _only("rescue", "rehearse")),
+    Binding("rescue.programs", "add_program", _only("rescue", "rehearse")),
     Binding("rescue.compression_level", "compression_level", _only("rescue")),
+    Binding("rehearse.work_dir", "work_dir", _only("rehearse")),
+    Binding("rehearse.disk_bus", "disk_bus", _only("rehearse")),
+    Binding("rehearse.firmware", "firmware", _only("rehearse")),
+    Binding("rehearse.memory", "memory", _only("rehearse")),
+    Binding("rehearse.cpus", "cpus", _only("rehearse")),
 )
 
 assert {b.key for b in BINDINGS} == set(BY_NAME), "every key stands for an option"

@@ -23,9 +23,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description=f"Write {', '.join(UNITS)} to DIR/{UNIT_DIR} (mode 0644): the service "
         "runs `resurgo save` with no options, as /etc/resurgo/resurgo.toml says; the timer "
         "starts it every night (01:00 plus a fixed random delay of up to 2 h, made up at "
-        "boot when missed). Installing again changes nothing; a unit changed since it was "
-        "installed is not overwritten without --force (local changes belong in a drop-in: "
-        "systemctl edit UNIT). Exit 0 installed; 1 failed (files, systemctl); 3 a unit was "
+        "boot when missed); resurgo-rehearse.service runs `resurgo rehearse` likewise, "
+        "and its timer (weekly, Sunday 05:00) is enabled by hand. Installing again "
+        "changes nothing; a unit changed since it was installed is not overwritten "
+        "without --force (local changes belong in a drop-in: systemctl edit UNIT). Exit 0 "
+        "installed; 1 failed (files, systemctl); 3 a unit was "
         "changed here.",
     )
     p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",

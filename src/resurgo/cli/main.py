@@ -23,6 +23,7 @@ from resurgo.cli import (
     plan,
     prune,
     recover,
+    rehearse,
     reports,
     rescue,
     restore,
@@ -40,9 +41,7 @@ log = logging.getLogger("resurgo")
 Handler = Callable[[argparse.Namespace], int]
 
 # The product's verbs; those without a module answer "not implemented yet".
-PLANNED = {
-    "rehearse": "prove a recovery set restores and boots, in a virtual machine",
-}
+PLANNED: dict[str, str] = {}
 
 
 class ParserExit(Exception):
@@ -115,6 +114,7 @@ def build_parser() -> ArgumentParser:
     config.add_parser(sub, common)
     install_units.add_parser(sub, common)
     doctor.add_parser(sub, common)
+    rehearse.add_parser(sub, common)
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(
             verb, parents=[common], help=f"{help_text} (not implemented yet)", description=help_text

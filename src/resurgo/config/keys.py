@@ -110,7 +110,7 @@ def _word(value: str) -> str | None:
     return None if re.match(r"^[A-Za-z0-9_.+-]+$", value) else "not a name"
 
 
-TABLES = ("s3", "ssh", "rescue")
+TABLES = ("s3", "ssh", "rescue", "rehearse")
 
 KEYS: tuple[Key, ...] = (
     Key("medium", Kind.STRING,
@@ -205,6 +205,18 @@ KEYS: tuple[Key, ...] = (
     Key("rescue.compression_level", Kind.INT,
         "zstd level of the image's initramfs (default 9)", "rescue --compression-level",
         low=1, high=19),
+    Key("rehearse.work_dir", Kind.PATH,
+        "where rehearse makes its disk images (in a directory of each run's own)",
+        "rehearse --work-dir", default="/var/tmp/resurgo-rehearse"),
+    Key("rehearse.disk_bus", Kind.STRING, "the bus of the rehearsal's disks",
+        "rehearse --disk-bus", default="virtio", choices=("virtio", "nvme", "sata", "scsi")),
+    Key("rehearse.firmware", Kind.STRING,
+        "the rehearsal's firmware (auto: the one the set was saved on)",
+        "rehearse --firmware", default="auto", choices=("auto", "bios", "uefi")),
+    Key("rehearse.memory", Kind.INT, "the rehearsal's memory, in MiB", "rehearse --memory",
+        default=2048, low=256, high=1 << 20),
+    Key("rehearse.cpus", Kind.INT, "the rehearsal's virtual CPUs", "rehearse --cpus",
+        low=1, high=64),
 )
 
 BY_NAME = {k.name: k for k in KEYS}

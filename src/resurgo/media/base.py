@@ -93,6 +93,12 @@ class Backend(ABC):
         line); None where there is no host to pin."""
         return None
 
+    def write_beside(self, set_id: str, name: str, data: bytes) -> None:
+        """Put a small file into a committed set's place, replacing one of that name: a
+        file not listed in its index (rehearse leaves its report there), which goes with
+        the set when it is deleted."""
+        raise OperationFailed(f"{self.url} cannot hold a file beside a set")
+
     def read_signature(self, set_id: str) -> bytes | None:
         """The signature beside the set's index, or None when the set has none.
 
@@ -532,6 +538,18 @@ class Medium:
                 except OperationFailed:
                     break
         return out
+
+    def write_beside(self, set_id: str, name: str, data: bytes) -> None:
+        """A file beside the set's own (Backend.write_beside): never one of the set's
+        files, its index or its signature, and only into a set that is there."""
+        setindex.check_set_id(set_id)
+        setindex.check_file_name(name)
+        index = self._index(set_id)
+        if index is None:
+            raise OperationFailed(f"there is no recovery set {set_id} on {self.url}")
+        if "/" in name or index[0].file(name) is not None:
+            raise BadInput(f"{name} is a file of recovery set {set_id}: not replaced")
+        self.backend.write_beside(set_id, name, data)
 
     def delete_set(self, set_id: str) -> None:
         setindex.check_set_id(set_id)

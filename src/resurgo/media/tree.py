@@ -214,6 +214,17 @@ class TreeBackend(Backend):
     def lease_ids(self) -> list[str]:
         return sorted(i for i in map(lease.lease_id, self._entries()) if i is not None)
 
+    def write_beside(self, set_id: str, name: str, data: bytes) -> None:
+        path = self._path(set_id, name)
+        new = self._path(set_id, f".{name}.{secrets.token_hex(4)}")
+        self._fill(self.ops.open_write(new), data)
+        try:
+            self.ops.rename(new, path)
+        except BaseException:
+            self.ops.remove_tree(new)
+            raise
+        self.ops.sync_dir(self._path(set_id))
+
     def open_file(self, set_id: str, name: str) -> Source:
         return self.ops.open_read(self._path(set_id, name))
 

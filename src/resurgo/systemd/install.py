@@ -29,7 +29,11 @@ from resurgo.errors import BadInput, OperationFailed, PreconditionFailed
 SERVICE = "resurgo-save.service"
 TIMER = "resurgo-save.timer"
 FAILURE = "resurgo-failure@.service"
-UNITS = (SERVICE, TIMER, FAILURE)
+REHEARSE_SERVICE = "resurgo-rehearse.service"
+REHEARSE_TIMER = "resurgo-rehearse.timer"
+UNITS = (SERVICE, TIMER, FAILURE, REHEARSE_SERVICE, REHEARSE_TIMER)
+# The services whose ExecStart names this installation's resurgo.
+EXEC_UNITS = (SERVICE, REHEARSE_SERVICE)
 UNIT_DIR = Path("etc/systemd/system")
 SHIPPED_EXEC = "ExecStart=/usr/local/bin/resurgo "
 _HEADER = "# installed by resurgo install-units {version}; sha256 of the lines below: {digest}\n"
@@ -51,7 +55,7 @@ def resurgo_executable() -> str:
 
 def body(name: str, executable: str) -> str:
     text = shipped(name)
-    if name == SERVICE:
+    if name in EXEC_UNITS:
         if any(c.isspace() for c in executable) or "%" in executable:
             raise BadInput(f"resurgo is installed at {executable!r}: a path with blanks or % "
                            "cannot be a unit's ExecStart", "install resurgo elsewhere")

@@ -1,0 +1,479 @@
+"""rehearse without a real virtual machine: the disks sized, the room counted, the firmware
+chosen, qemu's command line per bus and firmware, the KVM decision, the rescue's command
+line, the verdict from timed console messages, and the whole command with a fake qemu
+(a script on PATH) that passes, fails or hangs: its files removed, its processes gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from resurgo import run as runmod
+from resurgo.errors import BadInput, PreconditionFailed
+from resurgo.media import Medium
+from resurgo.media.directory import directory_backend
+from resurgo.model import Firmware
+from resurgo.recovery import load, results
+from resurgo.rehearse import images, protocol
+from resurgo.rehearse.console import Timed
+from resurgo.rehearse.machine import (
+    Accel,
+    Bus,
+    DirectKernel,
+    DiskImage,
+    Drive,
+    FirmwareChoice,
+    Machine,
+    Ovmf,
+    boot_order,
+    choose_firmware,
+    grown,
+    plan_disks,
+    qemu_argv,
+)
+from resurgo.rehearse.rescueboot import command_line, default_args, kvm_decision
+from resurgo.rehearse.timeline import BootRun, verdict
+from resurgo.rescue.cmdline import After
+from resurgo.rescue.iso import boot_entries, grub_cfg
+from tests.support import fakesets
+from tests.support.cli import Result, run
+from tests.support.examples import example
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+# --- disks, room, firmware -------------------------------------------------------------
+
+
+def test_the_disks_are_the_saved_ones_grown_to_whole_mib() -> None:
+    desc = example()
+    disks = plan_disks(desc, 0)
+    assert [d.saved_id for d in disks] == [d.id for d in desc.disks]
+    assert [d.size for d in disks] == [d.size for d in desc.disks]
+    assert len({d.serial for d in disks}) == len(disks)
+    assert not {d.serial for d in disks} & {d.serial for d in desc.disks}
+    bigger = plan_disks(desc, 25)
+    assert bigger[0].size == desc.disks[0].size * 5 // 4
+    assert grown(1000, 10, 512) == MiB
+    assert grown(10 * MiB + 1, 1, 4096) == 11 * MiB
+    assert grown(10 * MiB + 1, 0, 4096) == 10 * MiB + 4096
+
+
+@pytest.mark.parametrize("pct", [-1, 1001])
+def test_a_grow_out_of_bounds_is_bad_input(pct: int) -> None:
+    with pytest.raises(BadInput):
+        plan_disks(example(), pct)
+
+
+def test_the_boot_disk_comes_first() -> None:
+    desc = example()
+    disks = plan_disks(desc, 0)
+    assert boot_order(desc, tuple(reversed(disks)))[0].saved_id == "disk.sda"
+
+
+def test_the_room_counts_data_metadata_set_and_rescue(tmp_path: Path) -> None:
+    disks = (DiskImage("disk.a", "disk0.img", 10 * GiB),)
+    room = images.room_needed(3 * GiB, 2, disks, 1 * GiB, 100 * MiB)
+    assert room.data == 3 * GiB
+    assert room.metadata == 2 * images.FS_METADATA + 10 * GiB * 5 // 1000
+    assert room.medium == 2 * GiB + images.MEDIUM_SLACK
+    assert room.rescue == 200 * MiB
+    images.check_room(tmp_path, room, free=lambda _p: room.total)
+    with pytest.raises(PreconditionFailed, match="needs"):
+        images.check_room(tmp_path, room, free=lambda _p: room.total - 1)
+
+
+def test_the_firmware_is_the_saved_one_unless_asked() -> None:
+    uefi = example()
+    assert choose_firmware(FirmwareChoice.AUTO, uefi) is Firmware.UEFI
+    system = replace(uefi.system, firmware=Firmware.BIOS, esp=None,
+                     bootloader=replace(uefi.system.bootloader, kind="grub-pc"))
+    bios = replace(uefi, system=system)
+    assert choose_firmware(FirmwareChoice.AUTO, bios) is Firmware.BIOS
+    assert choose_firmware(FirmwareChoice.UEFI, bios) is Firmware.UEFI
+    assert choose_firmware(FirmwareChoice.BIOS, uefi) is Firmware.BIOS
+
+
+# --- qemu's command line ---------------------------------------------------------------
+
+
+def _machine(bus: Bus, firmware: Firmware = Firmware.BIOS, **kw: object) -> Machine:
+    drives = (Drive(Path("/w/disk0.img"), "rehearse-0"),
+              Drive(Path("/w/disk,1.img"), "rehearse-1", 4096),
+              Drive(Path("/w/medium.img"), "rehearse-medium", read_only=True))
+    return Machine(Accel.TCG, firmware, bus, 2048, 2, drives, **kw)  # type: ignore[arg-type]
+
+
+def test_qemu_virtio_bios_boots_the_first_disk_without_network() -> None:
+    argv = qemu_argv(_machine(Bus.VIRTIO))
+    assert argv[:12] == ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",
+                         "-nographic", "-no-reboot", "-nic", "none", "-global"]
+    assert "-bios" not in argv and "-kernel" not in argv
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert drives == [
+        "file=/w/disk0.img,format=raw,if=none,id=d0,cache=unsafe",
+        "file=/w/disk,,1.img,format=raw,if=none,id=d1,cache=unsafe",
+        "file=/w/medium.img,format=raw,if=none,id=d2,cache=unsafe,readonly=on",
+    ]
+    assert devices == [
+        "virtio-blk-pci,drive=d0,serial=rehearse-0,bootindex=0",
+        "virtio-blk-pci,drive=d1,serial=rehearse-1,logical_block_size=4096,"
+        "physical_block_size=4096",
+        "virtio-blk-pci,drive=d2,serial=rehearse-medium",
+    ]
+
+
+@pytest.mark.parametrize(("bus", "controller", "device"), [
+    (Bus.NVME, None, "nvme,drive=d0,serial=rehearse-0"),
+    (Bus.SCSI, "virtio-scsi-pci,id=scsi0", "scsi-hd,drive=d0,bus=scsi0.0,serial=rehearse-0"),
+    (Bus.SATA, "ahci,id=ahci0", "ide-hd,drive=d0,bus=ahci0.0,serial=rehearse-0"),
+])
+def test_qemu_per_bus(bus: Bus, controller: str | None, device: str) -> None:
+    kernel = DirectKernel(Path("/w/vmlinuz"), Path("/w/initrd.img"), "console=ttyS0")
+    argv = qemu_argv(_machine(bus), kernel)
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    if controller:
+        assert devices[0] == controller
+        devices = devices[1:]
+    # A kernel given: no disk boots (no bootindex).
+    assert devices[0] == device
+    assert argv[-6:] == ["-kernel", "/w/vmlinuz", "-initrd", "/w/initrd.img", "-append",
+                         "console=ttyS0"]
+
+
+def test_qemu_uefi_with_nvram_and_without() -> None:
+    ovmf = Ovmf(Path("/o/CODE.fd"), Path("/o/VARS.fd"))
+    argv = qemu_argv(_machine(Bus.VIRTIO, Firmware.UEFI, ovmf=ovmf,
+                              ovmf_vars=Path("/w/VARS.fd")))
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[:2] == ["if=pflash,format=raw,unit=0,readonly=on,file=/o/CODE.fd",
+                          "if=pflash,format=raw,unit=1,file=/w/VARS.fd"]
+    single = qemu_argv(_machine(Bus.VIRTIO, Firmware.UEFI, ovmf=Ovmf(Path("/o/OVMF.fd"))))
+    assert single[single.index("-bios") + 1] == "/o/OVMF.fd"
+    with pytest.raises(BadInput):
+        qemu_argv(_machine(Bus.VIRTIO, Firmware.UEFI))
+
+
+# --- the rescue's command line, KVM ----------------------------------------------------
+
+
+def test_the_default_entry_and_the_rehearsal_words() -> None:
+    entries = boot_entries(unattended=True, after=After.REBOOT,
+                           extra_args=("resurgo.args=--map disk.sda=/dev/vda", "ip=dhcp"))
+    cfg = grub_cfg(entries, timeout=0, label="test")
+    words = default_args(cfg)
+    assert "resurgo.recover=auto" in words and "ip=dhcp" in words
+    assert "resurgo.args=--map disk.sda=/dev/vda" in words
+    line = command_line(words, "20261207T020000Z-ab12", accel=Accel.TCG,
+                        medium_label="resurgo-rehearse")
+    assert "resurgo.after=reboot" not in line and "console=tty0" not in line
+    assert line.count("resurgo.recover=auto") == 1
+    for word in ("console=ttyS0,115200", "resurgo.after=poweroff",
+                 "resurgo.set=20261207T020000Z-ab12", "resurgo.rehearse=1",
+                 "resurgo.from=LABEL=resurgo-rehearse", "mitigations=off", "ip=dhcp"):
+        assert word in line.split(), word
+    kvm = command_line(words, "20261207T020000Z-ab12", accel=Accel.KVM, medium_label=None)
+    assert "mitigations=off" not in kvm and "resurgo.from=" not in kvm
+    # Not the unattended default: the image's menu says which entry is the default.
+    attended = grub_cfg(boot_entries(unattended=False, after=After.POWEROFF), timeout=5,
+                        label="x")
+    assert "resurgo.recover=off" in default_args(attended)
+    assert default_args("no menu here") == ()
+
+
+def test_kvm_only_when_the_device_works_and_the_probe_started_the_kernel() -> None:
+    assert kvm_decision(False, None, False).accel is Accel.TCG
+    ok = kvm_decision(True, "SeaBIOS\n[    0.000000] Linux version 6.1.0-28-amd64 (x)", False)
+    assert ok.accel is Accel.KVM
+    hung = kvm_decision(True, "Booting from ROM...\nProbing EDD (edd=off to disable)... ok",
+                        True)
+    assert hung.accel is Accel.TCG
+    assert "hung" in hung.reason and "Probing EDD" in hung.reason
+    ended = kvm_decision(True, "", False)
+    assert ended.accel is Accel.TCG and "ended" in ended.reason
+
+
+# --- the verdict -----------------------------------------------------------------------
+
+
+def _timed(at: float, kind: str, **fields: str | int | bool) -> Timed:
+    message = protocol.parse(protocol.line(kind, **fields))
+    assert message is not None
+    return Timed(at, message)
+
+
+def _rescue(*, fail: str | None = None, recovered: bool = True) -> BootRun:
+    lines = [_timed(20.0, "step", step="rescue", event="start"),
+             _timed(21.0, "step", step="set", event="start"),
+             _timed(24.5, "step", step="set", event="end", ok=True)]
+    at = 25.0
+    for step, seconds in (("layout", 4.0), ("restore", 60.0), ("check", 5.0),
+                          ("finalize", 100.0)):
+        lines.append(_timed(at, "step", step=step, event="start"))
+        at += seconds
+        if step == fail:
+            lines.append(_timed(at, "step", step=step, event="end", ok=False,
+                                detail="mkfs.ext4 failed"))
+            lines.append(_timed(at + 1, "recovered", ok=False, exit=1))
+            return BootRun(tuple(lines), at + 5, False, 0)
+        lines.append(_timed(at, "step", step=step, event="end", ok=True))
+    if recovered:
+        lines.append(_timed(at + 1, "recovered", ok=True, exit=0))
+    return BootRun(tuple(lines), at + 10, not recovered, 0 if recovered else None)
+
+
+def _boot(*, result: bool = True, bad: str | None = None) -> BootRun:
+    lines = [_timed(30.0 + n, "check", name=name, ok=name != bad,
+                    detail="" if name != bad else "/srv: UUID=1234 not mounted")
+             for n, name in enumerate(("boot", "units", "mounts", "canary"))]
+    if result:
+        lines.append(_timed(40.0, "result", ok=bad is None))
+    return BootRun(tuple(lines), 45.0 if result else 600.0, not result,
+                   0 if result else None)
+
+
+def test_a_pass_has_every_phase_timed() -> None:
+    v = verdict(_rescue(), _boot(), total=250.0)
+    assert v.ok and v.failure is None and v.recovery_exit == 0
+    assert v.phases == {"rescue_boot": 20.0, "set_checks": 3.5, "layout": 4.0,
+                        "restore": 60.0, "finalize": 100.0, "check": 5.0,
+                        "recovery": 204.0, "first_boot": 40.0, "total": 250.0}
+    assert [c.name for c in v.checks] == ["boot", "units", "mounts", "canary"]
+
+
+def test_a_failed_step_is_named() -> None:
+    v = verdict(_rescue(fail="layout"), None)
+    assert v.failure is not None and v.failure.step == "layout"
+    assert "mkfs.ext4 failed" in v.failure.reason
+    assert v.phases["first_boot"] is None and v.phases["restore"] is None
+
+
+def test_a_rescue_that_hangs_or_says_nothing() -> None:
+    hung = verdict(_rescue(recovered=False), None)
+    assert hung.failure is not None and "timed out" in hung.failure.reason
+    silent = verdict(BootRun((), 3.0, False, 1), None)
+    assert silent.failure is not None and silent.failure.step == "rescue boot"
+
+
+def test_a_first_boot_without_result_and_a_failed_check() -> None:
+    none = verdict(_rescue(), _boot(result=False))
+    assert none.failure is not None and none.failure.step == "first boot"
+    assert none.failure.reason.startswith("first boot: no result")
+    bad = verdict(_rescue(), _boot(bad="mounts"))
+    assert bad.failure is not None and bad.failure.step == "check"
+    assert "mounts: /srv: UUID=1234 not mounted" in bad.failure.reason
+
+
+# --- the command, with a fake qemu -----------------------------------------------------
+
+FAKE_QEMU = """#!/bin/sh
+# A stand-in for qemu-system-x86_64: what it does is in $0.mode.
+mode=$(cat "$0.mode")
+echo $$ >>"$0.pids"
+kernel=no
+for a in "$@"; do [ "$a" = "-kernel" ] && kernel=yes; done
+say() { printf 'RESURGO-REHEARSE %s\\n' "$1"; }
+case "$mode,$kernel" in
+hang,*) exec sleep 600 ;;
+quit,*) echo "qemu: cannot start"; exit 1 ;;
+*,yes)
+    say '{"kind": "step", "step": "rescue", "event": "start"}'
+    for s in set layout restore check finalize; do
+        say "{\\"kind\\": \\"step\\", \\"step\\": \\"$s\\", \\"event\\": \\"start\\"}"
+        say "{\\"kind\\": \\"step\\", \\"step\\": \\"$s\\", \\"event\\": \\"end\\", \\"ok\\": true}"
+    done
+    say '{"kind": "recovered", "ok": true, "exit": 0}'
+    ;;
+noresult,no) echo "Kernel panic - not syncing: VFS: Unable to mount root fs"; exit 0 ;;
+*,no)
+    for c in boot units mounts canary; do
+        say "{\\"kind\\": \\"check\\", \\"name\\": \\"$c\\", \\"ok\\": true}"
+    done
+    say '{"kind": "result", "ok": true}'
+    ;;
+esac
+"""
+
+ISO_CFG = """set timeout=0
+set default=0
+menuentry 'resurgo: RECOVER' --id recover {
+    linux /boot/vmlinuz console=ttyS0,115200 resurgo.recover=auto resurgo.after=poweroff
+    initrd /boot/initrd.img
+}
+"""
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    qemu = bindir / "qemu-system-x86_64"
+    qemu.write_text(FAKE_QEMU)
+    qemu.chmod(stat.S_IRWXU)
+    monkeypatch.setattr(runmod, "PATH", f"{bindir}:{runmod.PATH}")
+    # The fake sets' manifests are no manifests: read the rest as recover would.
+    real = load.load_set
+
+    def load_set(medium: Medium, set_id: str | None, **_kw: object) -> load.LoadedSet:
+        return real(medium, set_id, read_manifests=False)
+
+    monkeypatch.setattr("resurgo.recovery.rehearse.load_set", load_set)
+    return qemu
+
+
+def _tiny_iso(tmp_path: Path) -> bytes:
+    tree = tmp_path / "iso"
+    (tree / "boot/grub").mkdir(parents=True)
+    (tree / "boot/vmlinuz").write_bytes(b"kernel")
+    (tree / "boot/initrd.img").write_bytes(b"initrd")
+    (tree / "boot/grub/grub.cfg").write_text(ISO_CFG)
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(tmp_path / "r.iso"),
+                    str(tree)], check=True, capture_output=True)
+    return (tmp_path / "r.iso").read_bytes()
+
+
+def _rehearse(tmp_path: Path, qemu: Path, mode: str, *more: str) -> tuple[Result, str]:
+    qemu.with_name(qemu.name + ".mode").write_text(mode)
+    medium = tmp_path / "medium"
+    set_id = fakesets.save(medium, rescue_image=_tiny_iso(tmp_path))
+    work = tmp_path / "work"
+    result = run("rehearse", "--from", str(medium), "--json", "--accel", "tcg",
+                 "--work-dir", str(work), "--state-dir", str(tmp_path / "state"),
+                 "--report-dir", str(tmp_path / "reports"), "--rescue-timeout", "3",
+                 "--boot-timeout", "3", *more, env={"RESURGO_CONFIG": ""})
+    return result, set_id
+
+
+def _gone(qemu: Path) -> None:
+    pids = qemu.with_name(qemu.name + ".pids").read_text().split()
+    assert pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+
+
+def test_a_rehearsal_that_passes(tmp_path: Path, fake_qemu: Path) -> None:
+    result, set_id = _rehearse(tmp_path, fake_qemu, "pass", "--report",
+                               str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.output
+    data = result.json()
+    (one,) = data["rehearsals"]
+    assert one["ok"] and one["set"] == set_id and one["failed_step"] is None
+    assert one["machine"]["accel"] == "tcg" and one["machine"]["firmware"] == "uefi"
+    assert one["machine"]["rescue"] == "set"
+    assert all(one["phases"][p] is not None for p in one["phases"]), one["phases"]
+    assert [c["name"] for c in one["checks"]] == ["boot", "units", "mounts", "canary"]
+    assert json.loads((tmp_path / "r.json").read_text()) == data
+    stored = json.loads((tmp_path / "medium" / set_id / "rehearsal.json").read_text())
+    assert stored["set"] == set_id and stored["ok"]
+    recorded = results.read_result(results.Verb.REHEARSE, fakesets.HOST, tmp_path / "state")
+    assert recorded is not None and recorded.ok and recorded.about(set_id) is not None
+    assert list((tmp_path / "work").iterdir()) == []
+    _gone(fake_qemu)
+    # The stored report leaves the set itself whole.
+    with Medium(directory_backend(str(tmp_path / "medium"))) as medium:
+        medium.open_set(set_id).check()
+
+
+@pytest.mark.parametrize(("mode", "step"), [("quit", "rescue boot"), ("hang", "rescue boot"),
+                                            ("noresult", "first boot")])
+def test_a_failure_names_its_step_and_leaves_nothing(tmp_path: Path, fake_qemu: Path,
+                                                     mode: str, step: str) -> None:
+    result, _ = _rehearse(tmp_path, fake_qemu, mode)
+    assert result.returncode == 1, result.output
+    (one,) = result.json()["rehearsals"]
+    assert not one["ok"] and one["failed_step"] == step, one
+    assert one["console_tail"] or mode == "hang"
+    assert list((tmp_path / "work").iterdir()) == []
+    _gone(fake_qemu)
+    recorded = results.read_result(results.Verb.REHEARSE, fakesets.HOST, tmp_path / "state")
+    assert recorded is not None and not recorded.ok
+
+
+def test_keep_keeps_the_images(tmp_path: Path, fake_qemu: Path) -> None:
+    result, _ = _rehearse(tmp_path, fake_qemu, "quit", "--keep")
+    assert result.returncode == 1
+    (kept,) = (tmp_path / "work").iterdir()
+    names = {p.name for p in kept.iterdir()}
+    assert {"disk0.img", "medium.img", "rescue.log", "OVMF_VARS.fd"} <= names
+    assert os.stat(kept / "disk0.img").st_blocks == 0  # sparse, never written
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o700
+
+
+def test_no_qemu_no_room_and_network_media_are_preconditions(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("sftp://backup@127.0.0.1/sets", "s3://bucket/sets"):
+        r = run("rehearse", "--from", url, env={"RESURGO_CONFIG": ""})
+        assert r.returncode == 3 and "#16" in r.stderr, r.output
+    r = run("rehearse", "--from", f"floppy:{tmp_path}/f.img", env={"RESURGO_CONFIG": ""})
+    assert r.returncode == 2, r.output
+    monkeypatch.setattr(images, "free_bytes", lambda _p: 1 << 20)
+    result, _ = _rehearse(tmp_path, fake_qemu, "pass")
+    assert result.returncode == 3 and "free" in result.stderr
+    monkeypatch.setattr(runmod, "PATH", str(tmp_path / "nothing"))
+    again = tmp_path / "again"
+    again.mkdir()
+    result, _ = _rehearse(again, fake_qemu, "pass")
+    assert result.returncode == 3 and "qemu" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--grow", "-5"], ["--memory", "16"], ["--cpus", "0"], ["--disk-bus", "ide"],
+    ["--set", "x", "--all-hosts"], ["--rescue-timeout", "0"],
+])
+def test_bad_options_are_bad_input(tmp_path: Path, args: list[str]) -> None:
+    r = run("rehearse", "--from", str(tmp_path), *args, env={"RESURGO_CONFIG": ""})
+    assert r.returncode == 2, r.output
+    assert "Traceback" not in r.output
+
+
+def test_host_and_all_hosts_choose_the_newest_of_each(tmp_path: Path) -> None:
+    from resurgo.recovery.rehearse import RehearseOptions, chosen_sets
+
+    medium_dir = tmp_path / "m"
+    fakesets.save(medium_dir, host="a")
+    newest_a = fakesets.save(medium_dir, host="a")
+    only_b = fakesets.save(medium_dir, host="b")
+    with Medium(directory_backend(str(medium_dir))) as medium:
+        every = chosen_sets(medium, RehearseOptions(all_hosts=True))
+        assert [s.id for s in every] == [newest_a, only_b]
+        assert [s.id for s in chosen_sets(medium, RehearseOptions(host="b"))] == [only_b]
+        mine = chosen_sets(medium, RehearseOptions(this_host="a"))
+        assert [s.id for s in mine] == [newest_a]
+        with pytest.raises(BadInput):
+            chosen_sets(medium, RehearseOptions(host="c"))
+        with pytest.raises(BadInput):  # two hosts, none of them this one
+            chosen_sets(medium, RehearseOptions(this_host="z"))
+
+
+def test_sigterm_stops_the_rehearsal_as_ctrl_c_does(tmp_path: Path, fake_qemu: Path) -> None:
+    """systemctl stop: qemu stopped, the images removed, exit 130."""
+    pids = fake_qemu.with_name(fake_qemu.name + ".pids")
+
+    def stop_soon() -> None:
+        deadline = time.monotonic() + 60
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Thread(target=stop_soon)
+    timer.start()
+    try:
+        result, _ = _rehearse(tmp_path, fake_qemu, "hang", "--rescue-timeout", "60")
+    finally:
+        timer.join()
+    assert result.returncode == 130, result.output
+    assert list((tmp_path / "work").iterdir()) == []
+    _gone(fake_qemu)
