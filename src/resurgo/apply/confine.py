@@ -100,3 +100,25 @@ def _not_a_directory(parent: int, name: str, here: str) -> str:
         return (f"refusing {here}: it is a symbolic link (to {link}); a mount or subvolume "
                 "under the root is reached through directories only")
     return f"refusing {here}: it is not a directory"
+
+
+def replace_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """data as the file name in the directory dir_fd, of mode (whatever the umask),
+    complete before its name appears (a new file, fsync, rename over whatever had the
+    name): a symbolic link planted there is replaced, never followed."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=dir_fd)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise

@@ -12,7 +12,8 @@ subvolume from its archives), each restored tree is walked against its manifest
 (metadata; the content was hashed while it was written), and finalize makes the system
 boot here (--net-map gives saved network interfaces to this machine's; --no-finalize
 skips it). The commands and what finalize will change are shown with the plan, and a
---net-map is checked with it.
+--net-map is checked with it. --step-lines FILE also writes each step's start and end to
+FILE as lines of the rehearsal console protocol (rehearse.protocol), as they happen.
 
 With --layout-only (SOURCE may then be a description file) only the layout is recreated:
 the plan shown and hashed is still the whole plan, as `resurgo plan` shows it.
@@ -33,6 +34,7 @@ cannot decrypt the set; 7 not confirmed. Nothing was written for 2, 3, 4 and 7, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
@@ -60,6 +62,7 @@ from resurgo.recovery.events import Event, OnEvent, PlanReady, Warned
 from resurgo.recovery.recover import RecoverOptions, plan_recovery, recover_set
 from resurgo.recovery.report import event_text
 from resurgo.recovery.source import open_source
+from resurgo.rehearse.steplines import StepLines
 from resurgo.units import human
 
 
@@ -116,6 +119,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"the journal of completed actions (default: {STATE_DIR}/journal-<plan "
         f"hash>.jsonl, or under ${ENV_STATE_DIR})",
+    )
+    p.add_argument(
+        "--step-lines",
+        type=Path,
+        metavar="FILE",
+        help="also append each step's start and end (verify-set, layout, restore, check, "
+        "finalize) to FILE as it happens, one line of the rehearsal console protocol each "
+        "('RESURGO-REHEARSE {\"kind\": \"step\", ...}'); FILE may be /dev/fd/N or a console. "
+        "The rescue uses it in rehearsal mode (resurgo.rehearse=1)",
     )
     # A debugging aid, hidden: see the module's docstring.
     p.add_argument("--debug-stop-after", type=int, metavar="N", help=argparse.SUPPRESS)
@@ -189,6 +201,13 @@ def run_recover(args: argparse.Namespace) -> int:
         )
     full = not args.layout_only
     arguments = plan_arguments(args)
+    with contextlib.ExitStack() as stack:
+        steps = stack.enter_context(StepLines(args.step_lines)) if args.step_lines else None
+        return _recover(args, arguments, full, terminal, confirmed, steps)
+
+
+def _recover(args: argparse.Namespace, arguments: PlanArguments, full: bool,
+             terminal: Terminal | None, confirmed: bool, steps: StepLines | None) -> int:
     with open_source(arguments.source, identity=arguments.identity,
                      read_manifests=full) as source:
         if full and source.loaded is None:
@@ -202,7 +221,7 @@ def run_recover(args: argparse.Namespace) -> int:
         plan = plan_recovery(source.description, disks, options)
         with shown(args.json, _shown(args, source.name)) as on_event:
             report = recover_set(
-                source.loaded, plan, options, on_event,
+                source.loaded, plan, options, steps.wrap(on_event) if steps else on_event,
                 confirm=None if confirmed or terminal is None else terminal.confirm,
                 ask_secret=getpass.getpass if terminal is not None else None,
             )

@@ -10,7 +10,6 @@ the set leaves out, and on a filesystem the set saves.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import posixpath
@@ -115,22 +114,7 @@ def write_canary(root: Path, path: str, mountpoints: Sequence[str]) -> Canary | 
         holder = os.stat(confine.under_root(top, _holder(path, mountpoints)))
         if os.fstat(dir_fd).st_dev != holder.st_dev:
             return f"{directory} is on a filesystem the set does not save"
-        tmp = f".{name}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+        confine.replace_at(dir_fd, name, data, 0o600)
     except OSError as e:
         return f"cannot write {path}: {e.strerror}"
     finally:

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 from resurgo import __version__, digest, private, reports, run, signing
 from resurgo.errors import ExitCode, ResurgoError
 from resurgo.recovery.setfiles import RESCUE
+from resurgo.rehearse import protocol
 from resurgo.rescue import cmdline, keys, locate, system
 from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
 from resurgo.rescue.layout import (
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
     from resurgo.media import Medium
 
 PREFIX = "resurgo-rescue:"
+# Where recover writes its steps in rehearsal mode: its own standard output, which the
+# agent copies to the consoles as it comes (lines of a few dozen bytes: each write whole).
+STEP_LINES = "/proc/self/fd/1"
+MTIME_SLACK = 1.0
 
 
 class Console:
@@ -188,6 +193,16 @@ class Agent:
         self.network_up = False
         # Sets found but refused as not authentic: with any, nothing is done without a set.
         self.refused: list[str] = []
+        # The description of the set chosen, once it is (read through the set's index).
+        self.description: Path | None = None
+
+    def rehearsal(self, kind: str, **fields: str | int | bool) -> None:
+        """A line of the rehearsal protocol on the consoles, in rehearsal mode."""
+        if self.args.rehearse:
+            self.console.write(protocol.line(kind, **fields))
+
+    def set_step(self, ok: bool) -> None:
+        self.rehearsal("step", step="set", event="end", ok=ok)
 
     # ---------------------------------------------------------------- setup
 
@@ -415,6 +430,25 @@ class Agent:
         return proc.wait()
 
     def recover(self) -> int:
+        """Find, choose and check the set, then run recover (or plan) on it; the exit
+        code. In rehearsal mode the "set" step is told around the finding and checking,
+        and recover tells its own steps (--step-lines) into the output copied to the
+        consoles."""
+        self.rehearsal("step", step="set", event="start")
+        chosen = self.choose()
+        if isinstance(chosen, int):
+            self.set_step(False)
+            return chosen
+        choice, desc, extra = chosen
+        self.set_step(True)
+        steps = STEP_LINES if self.args.rehearse and self.args.recover is Mode.AUTO else None
+        return self.resurgo(*recover_argv(self.args.recover, choice, desc, extra,
+                                          pinned_hosts(), steps),
+                            interactive=self.args.recover is Mode.ASK)
+
+    def choose(self) -> tuple[locate.Choice, Path, list[str]] | int:
+        """The set chosen, its description (valid) and the arguments recover takes for
+        it; or the exit code of what went wrong (said on the consoles)."""
         try:
             embedded = self.config.embedded
             cands = self.not_on_saved_disks(self.candidates())
@@ -455,6 +489,7 @@ class Agent:
         if rc != 0:
             self.say("the description is not valid: nothing was done")
             return rc
+        self.description = desc
         if choice.candidate is None and self.args.recover is Mode.AUTO:
             self.say("without the set's archives only the disk layout can be recreated")
         extra = list(self.args.args)
@@ -464,9 +499,24 @@ class Agent:
             except (locate.NoChoice, ResurgoError) as e:
                 self.say(f"no keys: {e}; nothing was done")
                 return 1
-        return self.resurgo(*recover_argv(self.args.recover, choice, desc, extra,
-                                          pinned_hosts()),
-                            interactive=self.args.recover is Mode.ASK)
+        return choice, desc, extra
+
+    def recovered_target(self, since: float, report_dir: Path | None = None) -> Path | None:
+        """Where the system recovered by the recover run since ``since`` is mounted, as
+        its report says; None without such a report."""
+        found = reports.reports(report_dir or reports.DEFAULT_DIR, "recover")
+        if not found:
+            return None
+        try:
+            # A file's time is the kernel's coarse clock, a tick behind time.time().
+            if found[-1].stat().st_mtime < since - MTIME_SLACK:
+                return None  # an older run's
+            target = json.loads(found[-1].read_text()).get("target")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(target, str) or not target.startswith("/"):
+            return None
+        return Path(target)
 
     def keep_log(self, since: float, log_path: Path = LOG_PATH,
                  report_dir: Path | None = None) -> Path | None:
@@ -474,21 +524,16 @@ class Agent:
         in the rescue's RAM it is lost at power-off. Where: the system the report of the
         recover run since ``since`` was copied into (recover copies it once data was
         restored); nothing without one. The path written, or None."""
-        found = reports.reports(report_dir or reports.DEFAULT_DIR, "recover")
-        if not found:
+        target = self.recovered_target(since, report_dir)
+        if target is None:
             return None
         try:
-            if found[-1].stat().st_mtime < since:
-                return None  # an older run's
-            target = json.loads(found[-1].read_text()).get("target")
             data = log_path.read_bytes()
-        except (OSError, ValueError, AttributeError):
-            return None
-        if not isinstance(target, str) or not target.startswith("/"):
+        except OSError:
             return None
         try:
             kept = reports.keep_in_target(
-                Path(target), f"rescue-{reports.stamp(datetime.now(UTC))}.log", data)
+                target, f"rescue-{reports.stamp(datetime.now(UTC))}.log", data)
         except (OSError, ResurgoError) as e:
             self.say(f"the log could not be kept in {target}: {e}")
             return None
@@ -536,7 +581,40 @@ class Agent:
             self.say(line)
         return argv
 
+    def install_check(self, rc: int, since: float, report_dir: Path | None = None) -> None:
+        """Rehearsal mode, once recover ended: when it recovered, the check into the
+        recovered system (an "install-check" step, failed with the reason when it cannot
+        be installed); then the "recovered" line: ok and exit say the recovery, check
+        whether the check is installed."""
+        if rc != 0:
+            self.rehearsal("recovered", ok=False, exit=rc)
+            return
+        self.rehearsal("step", step="install-check", event="start")
+        why = ""
+        target = self.recovered_target(since, report_dir)
+        if target is None or self.description is None:
+            why = "the recovered system was not found (recover left no report naming it)"
+        else:
+            from resurgo import fileformat
+            from resurgo.rehearse import installcheck
+
+            try:
+                values = installcheck.expected(fileformat.read(self.description), target)
+                installcheck.install(target, values)
+            except (ResurgoError, OSError) as e:
+                why = f"the rehearsal's check could not be installed: {e}"
+        if why:
+            self.say(why)
+            self.rehearsal("step", step="install-check", event="end", ok=False, detail=why)
+        else:
+            self.say(f"the rehearsal's check is installed in {target}: the recovered "
+                     "system runs it at its first boot, then powers off")
+            self.rehearsal("step", step="install-check", event="end", ok=True)
+        self.rehearsal("recovered", ok=True, exit=rc, check=not why)
+
     def boot(self) -> int:
+        # In rehearsal mode the host times the rescue's boot to this line.
+        self.rehearsal("step", step="rescue", event="end", ok=True)
         self.say(
             f"resurgo {__version__} rescue system, kernel {platform.release()}, "
             f"Python {platform.python_version()}"
@@ -549,11 +627,12 @@ class Agent:
             self.say(f"kernel command line: {p}")
         if self.args.network:
             self.ensure_network()
-        if self.args.recover is Mode.OFF:
+        if self.args.recover is Mode.OFF and not self.args.rehearse:
             self.say("a shell (resurgo.recover=auto on the kernel command line: unattended)")
             return 0
         if self.args.problems:
             self.say("not starting the unattended recovery: fix the kernel command line")
+            self.rehearsal("recovered", ok=False, exit=int(ExitCode.BAD_INPUT))
             return 2
         how = "attended" if self.args.recover is Mode.ASK else "unattended"
         self.say(f"{how}: resurgo.recover={self.args.recover}, then {self.args.after}")
@@ -561,6 +640,8 @@ class Agent:
         rc = self.recover()
         for line in finished(rc):
             self.say(line)
+        if self.args.rehearse:
+            self.install_check(rc, began)
         if self.args.recover is not Mode.PLAN:
             self.keep_log(began)
         if self.args.after is not After.SHELL:
@@ -595,11 +676,12 @@ def finished(rc: int) -> list[str]:
 
 def recover_argv(
     mode: Mode, choice: locate.Choice, description: Path, extra: Sequence[str],
-    known_hosts: Path | None = None,
+    known_hosts: Path | None = None, step_lines: str | None = None,
 ) -> list[str]:
     """The resurgo command an unattended run executes: on the chosen set (its medium and
     id), or, with no set found, on the description alone (then only the layout). An SFTP
-    medium is checked against ``known_hosts`` (the host key the image was saved with)."""
+    medium is checked against ``known_hosts`` (the host key the image was saved with);
+    recover writes its steps to ``step_lines`` (rehearsal mode)."""
     cand = choice.candidate
     if cand is None:
         source = ["--from", str(description)]
@@ -613,7 +695,8 @@ def recover_argv(
         return ["plan", *source, *extra]
     if mode is Mode.ASK:
         return ["recover", *source, *extra]  # recover shows the plan and asks
-    return ["recover", *source, "--yes", *extra]
+    steps = ["--step-lines", step_lines] if step_lines else []
+    return ["recover", *source, "--yes", *steps, *extra]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
