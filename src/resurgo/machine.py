@@ -7,6 +7,42 @@ test can give it any disks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SeenKind(StrEnum):
+    """What an identity seen on a device is."""
+
+    # A filesystem's UUID (a btrfs's fsid, a FAT's volume id); its type says which.
+    FILESYSTEM = "filesystem"
+    SWAP = "swap"
+    LUKS = "luks"
+    # An LVM physical volume's UUID, and the name of the volume group it belongs to.
+    PV = "pv"
+    VG = "vg"
+    # An md array's UUID, read on a member.
+    MD = "md"
+    # A partition's GUID (PARTUUID), and a partition table's disk GUID or MBR id.
+    PARTITION = "partition"
+    TABLE = "table"
+    # What is active on the disk now: an assembled md array (its /dev/mdN), a
+    # device-mapper device (its name: an open LUKS volume, an active LV), the volume
+    # group of an active LV.
+    ACTIVE_MD = "active-md"
+    ACTIVE_DM = "active-dm"
+    ACTIVE_VG = "active-vg"
+
+
+@dataclass(frozen=True)
+class SeenIdentity:
+    """An identity a device of a disk shows now (blkid -p, sysfs, lvm)."""
+
+    kind: SeenKind
+    value: str
+    # Where it is seen: the disk itself, a partition, or a device built on them.
+    device: str
+    # blkid's TYPE (ext4, xfs, btrfs, swap, crypto_LUKS, ...), where there is one.
+    type: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,6 +68,9 @@ class ActualDisk:
     holds_system: bool = False
     # It holds the recovery set being read (the description file), or a key file.
     holds_recovery_set: bool = False
+    # The identities its devices show now: what a recovery onto other disks must not
+    # collide with (plan.identities).
+    identities: tuple[SeenIdentity, ...] = ()
 
     @property
     def in_use(self) -> bool:

@@ -89,6 +89,27 @@ def test_md_raid1_is_created_clean_with_the_saved_identity() -> None:
     assert argv[-2:] == ["/dev/vdb1", "/dev/vdc1"]
 
 
+def test_md_assembly_takes_the_planned_members_alone() -> None:
+    # No configuration file: one naming the old disks' arrays would add their members.
+    assert commands.md_assemble(md("raid1")) == [
+        "mdadm", "--assemble", "/dev/md0", "--run", "--config=none",
+        "--uuid=f5d23ef5:62fe463a:3b9eb2d2:84fe31d1", "/dev/vdb1", "/dev/vdc1"]
+
+
+def test_lvm_commands_see_the_planned_physical_volumes_alone() -> None:
+    argv = commands.lvm_scoped(["lvm", "vgcreate", "--yes", "vg0", "/dev/vdb2"],
+                               ["/dev/vdb2", "/dev/mapper/luks-a.b"])
+    assert argv[:3] == ["lvm", "vgcreate", "--config"]
+    assert argv[4:] == ["--yes", "vg0", "/dev/vdb2"]
+    rules = '[ "a|^/dev/vdb2$|", "a|^/dev/mapper/luks-a[.]b$|", "r|.*|" ]'
+    assert argv[3] == (f"devices {{ filter = {rules} global_filter = {rules} "
+                       "use_devicesfile = 0 }")
+    # A name from the description that would end the pattern or the string: refused.
+    for bad in ('/dev/mapper/x"y', "/dev/mapper/a|b", "vdb2", "/dev/a b"):
+        with pytest.raises(OperationFailed):
+            commands.lvm_scoped(["lvm", "pvs"], [bad])
+
+
 def test_md_raid5_resyncs_and_keeps_its_geometry() -> None:
     argv = commands.md_create(
         md("raid5", members=("/dev/a", "/dev/b", "/dev/c"), spares=("/dev/d",),

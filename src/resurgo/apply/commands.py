@@ -6,6 +6,10 @@ the key from stdin (``--key-file -``).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
+from resurgo.errors import OperationFailed
 from resurgo.model import LvType
 from resurgo.plan.model import (
     LuksFormatParams,
@@ -62,7 +66,10 @@ def md_create(p: MdParams) -> list[str]:
 
 
 def md_assemble(p: MdParams) -> list[str]:
-    return ["mdadm", "--assemble", p.device, "--run", f"--uuid={p.uuid}", *p.members, *p.spares]
+    """The array from its planned members alone: no configuration file (the rescue's, or
+    one naming the old disks' arrays) adds devices."""
+    return ["mdadm", "--assemble", p.device, "--run", "--config=none", f"--uuid={p.uuid}",
+            *p.members, *p.spares]
 
 
 def luks_format(p: LuksFormatParams) -> list[str]:
@@ -140,6 +147,28 @@ def lv_create(p: LvParams) -> list[str]:
         if p.stripe_size:
             argv += ["--stripesize", f"{p.stripe_size // 1024}k"]
     return [*argv, p.vg_name, *p.devices]
+
+
+# A device path as an LVM filter may name it: nothing that could end the pattern or the
+# configuration string.
+_FILTER_SAFE = re.compile(r"/dev/[A-Za-z0-9_+.:/-]+")
+
+
+def lvm_scoped(argv: list[str], devices: Sequence[str]) -> list[str]:
+    """An lvm command (["lvm", SUBCOMMAND, ...]) that sees devices alone: the physical
+    volumes of the plan. Old disks still attached may hold physical volumes of the same
+    UUIDs and groups of the same names; LVM must neither refuse for them nor use them.
+    The filter (and global_filter, which lvm.conf may set) accepts each device and rejects
+    the rest; the devices file, where lvm.conf enables one, is not read. Raises
+    OperationFailed for a device path a filter cannot name safely."""
+    for d in devices:
+        if not _FILTER_SAFE.fullmatch(d):
+            raise OperationFailed(f"refusing to name {d!r} in an LVM filter")
+    # A dot as a class of its own: a backslash would be taken by the string's unescaping.
+    accept = "".join(f'"a|^{d.replace(".", "[.]")}$|", ' for d in devices)
+    rules = f'[ {accept}"r|.*|" ]'
+    config = f"devices {{ filter = {rules} global_filter = {rules} use_devicesfile = 0 }}"
+    return [*argv[:2], "--config", config, *argv[2:]]
 
 
 def vg_activate(vg_name: str) -> list[str]:

@@ -57,6 +57,15 @@ class Context:
     guard: Guard
     keys: Mapping[str, str]
 
+    @property
+    def lvm_scope(self) -> tuple[str, ...]:
+        """The devices every lvm command sees: the plan's physical volumes alone."""
+        return tuple(a.params.device for a in self.plan.actions
+                     if isinstance(a.params, PvParams))
+
+    def lvm(self, argv: list[str]) -> list[str]:
+        return commands.lvm_scoped(argv, self.lvm_scope)
+
 
 P = TypeVar("P", covariant=True, bound=Params)
 
@@ -325,7 +334,7 @@ class Pv(ActionExecutor[PvParams]):
 
     def run(self, x: Context) -> None:
         x.guard.check(self.action, self.p.device)
-        run.run(commands.pv_create(self.p))
+        run.run(x.lvm(commands.pv_create(self.p)))
 
     def check(self, x: Context) -> list[str]:
         p = self.p
@@ -333,9 +342,9 @@ class Pv(ActionExecutor[PvParams]):
             verify.read_signature(p.device), p.device, "LVM2_member", p.uuid)
 
 
-def _vg_on(name: str, devs: tuple[str, ...]) -> bool:
+def _vg_on(x: Context, name: str, devs: tuple[str, ...]) -> bool:
     # One row per physical volume of the group.
-    rows = verify.read_lvm("vg", "vg_name,pv_name", name)
+    rows = verify.read_lvm("vg", "vg_name,pv_name", name, x.lvm_scope)
     ours = _knames(list(devs))
     pvs = {devices.kname(r["pv_name"]) for r in rows if devices.exists(r.get("pv_name", ""))}
     return bool(pvs) and pvs <= ours
@@ -351,21 +360,21 @@ class Vg(ActionExecutor[VgParams]):
         a, p = self.action, self.p
         for d in p.devices:
             x.guard.check(a, d)
-        if verify.read_lvm("vg", "vg_name", p.name):
+        if verify.read_lvm("vg", "vg_name", p.name, x.lvm_scope):
             # A group of this name made by an interrupted run on these very PVs goes;
             # one anywhere else is not ours to touch.
-            if not _vg_on(p.name, p.devices):
+            if not _vg_on(x, p.name, p.devices):
                 raise OperationFailed(
                     f"a volume group {p.name} already exists on other devices",
                     "rename it (vgrename) or remove it, then run again")
-            run.run(["lvm", "vgremove", "--yes", "--force", p.name])
-        run.run(commands.vg_create(p))
+            run.run(x.lvm(["lvm", "vgremove", "--yes", "--force", p.name]))
+        run.run(x.lvm(commands.vg_create(p)))
 
     def check(self, x: Context) -> list[str]:
         p = self.p
-        rows = verify.read_lvm("vg", "vg_name,vg_extent_size,pv_count", p.name)
+        rows = verify.read_lvm("vg", "vg_name,vg_extent_size,pv_count", p.name, x.lvm_scope)
         found = verify.vg_differences(rows, p.name, p.extent_size, len(p.devices))
-        if not found and not _vg_on(p.name, p.devices):
+        if not found and not _vg_on(x, p.name, p.devices):
             found = [f"{p.name} is not on {', '.join(p.devices)}"]
         return found
 
@@ -380,22 +389,22 @@ class Lv(ActionExecutor[LvParams]):
                    if isinstance(b.params, VgParams) and b.params.name == p.vg_name), None)
         for d in (vg.devices if vg is not None else p.devices):
             x.guard.check(a, d)
-        if verify.read_lvm("lv", "lv_name", f"{p.vg_name}/{p.name}"):
-            run.run(["lvm", "lvremove", "--yes", "--force", f"{p.vg_name}/{p.name}"])
-        run.run(commands.lv_create(p))
+        if verify.read_lvm("lv", "lv_name", f"{p.vg_name}/{p.name}", x.lvm_scope):
+            run.run(x.lvm(["lvm", "lvremove", "--yes", "--force", f"{p.vg_name}/{p.name}"]))
+        run.run(x.lvm(commands.lv_create(p)))
         if p.type != "thin-pool":
             devices.wait_for_nodes([p.device])
 
     def check(self, x: Context) -> list[str]:
         p = self.p
         fields = "lv_name,vg_name,segtype,lv_active"
-        rows = verify.read_lvm("lv", fields, f"{p.vg_name}/{p.name}")
+        rows = verify.read_lvm("lv", fields, f"{p.vg_name}/{p.name}", x.lvm_scope)
         found = verify.lv_differences(rows, p)
         if found or p.type == "thin-pool":
             return found
         if not verify.lv_active(rows):
-            run.run(commands.vg_activate(p.vg_name), check=False)
-            rows = verify.read_lvm("lv", fields, f"{p.vg_name}/{p.name}")
+            run.run(x.lvm(commands.vg_activate(p.vg_name)), check=False)
+            rows = verify.read_lvm("lv", fields, f"{p.vg_name}/{p.name}", x.lvm_scope)
             if not verify.lv_active(rows):
                 return [f"{p.vg_name}/{p.name} is not active"]
         return []

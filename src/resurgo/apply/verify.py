@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from resurgo import run
-from resurgo.apply import devices
+from resurgo.apply import commands, devices
 from resurgo.errors import OperationFailed
 from resurgo.model import PartitionKind, TableLabel
 from resurgo.plan.model import (
@@ -197,11 +197,13 @@ def lvm_report(text: str, kind: str) -> list[dict[str, str]]:
     return [{str(k): str(v) for k, v in row.items()} for row in rows]
 
 
-def read_lvm(kind: str, fields: str, name: str) -> list[dict[str, str]]:
-    """One PV, VG or LV by name; [] when lvm does not know it."""
+def read_lvm(kind: str, fields: str, name: str, scope: Sequence[str]) -> list[dict[str, str]]:
+    """One PV, VG or LV by name, as lvm sees it on the devices of scope (the plan's
+    physical volumes: commands.lvm_scoped); [] when lvm does not know it."""
     result = run.run(
-        ["lvm", f"{kind}s", "--reportformat", "json", "--units", "b", "--nosuffix",
-         "-o", fields, name],
+        commands.lvm_scoped(
+            ["lvm", f"{kind}s", "--reportformat", "json", "--units", "b", "--nosuffix",
+             "-o", fields, name], scope),
         check=False,
     )
     if result.returncode != 0:

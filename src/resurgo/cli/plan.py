@@ -9,6 +9,10 @@ restored (the identity rewrites known in advance, the pairing of the network
 interfaces, the commands), from the configuration the description carries. The plan
 hash covers all of it: `recover --plan-hash` runs exactly what was shown.
 
+Saved identities (UUIDs, PARTUUIDs, VG names) that a disk outside the targets shows (the
+old disks still attached) are listed with what the recovery does about each: kept, made
+anew (finalize rewrites what names them), or a failing precondition.
+
 Exit 0 when the plan can be executed, 3 when a precondition fails (all are listed),
 2 for bad input (a --map, --key-file or --net-map that does not parse or names nothing);
 reading a set, 4 when it is not authentic, 5 when it is damaged or incomplete, 6 when the
@@ -56,7 +60,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="show what a recovery would do to the actual disks, without writing",
         description="Match the saved disks to this machine's disks, fit the saved layout "
         "to them, list every action in order and check every precondition. Nothing is "
-        "written. Exit 0: the plan can be executed; 3: a precondition fails; 2: bad input; "
+        "written; saved identities that disks left alone show are listed with what the "
+        "recovery does about each. Exit 0: the plan can be executed; 3: a precondition "
+        "fails (a name the old disks use now among them); 2: bad input; "
         "4, 5, 6: the set is not authentic, damaged, or not decrypted by --identity.",
     )
     add_plan_arguments(p)
@@ -123,6 +129,15 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
         "pair by MAC, then in PCI order",
     )
     p.add_argument(
+        "--new-identities",
+        action="store_true",
+        help="give every recreated filesystem, swap, LUKS volume, physical volume, md "
+        "array, partition and partition table a new UUID, and have finalize rewrite what "
+        "names them (fstab, crypttab, mdadm.conf, the kernel command line, GRUB); without "
+        "it the saved ones are kept, except those a disk left alone shows where the tools "
+        "would refuse them (btrfs, LVM, md: the plan lists each)",
+    )
+    p.add_argument(
         "--no-finalize",
         action="store_true",
         help="do not finalize: restore the files but leave the configuration, the "
@@ -145,6 +160,7 @@ class PlanArguments:
     finalize: FinalizeOptions
     skip_finalize: bool
     identity: Path | None
+    new_identities: bool = False
 
 
 def plan_arguments(args: argparse.Namespace) -> PlanArguments:
@@ -158,6 +174,7 @@ def plan_arguments(args: argparse.Namespace) -> PlanArguments:
         finalize=finalizing.options(args),
         skip_finalize=args.no_finalize,
         identity=args.identity,
+        new_identities=args.new_identities,
     )
 
 
@@ -203,6 +220,7 @@ def plan_options(arguments: PlanArguments, desc: Description, interactive: bool)
         keys=_keys({v.id for v in desc.luks_volumes}, arguments.key_files),
         interactive=interactive,
         root=arguments.root,
+        new_identities=arguments.new_identities,
         which=which,
     )
 

@@ -144,13 +144,29 @@ def saved_paths(desc: Description, device: str) -> tuple[str, ...]:
 
 def planned(desc: Description, plan: Plan) -> Identities:
     """What every recreated filesystem, swap, LUKS volume, md array and partition will be
-    after the plan ran: its new device, and the identities mkfs and sfdisk were given."""
+    after the plan ran: its new device, and the identities mkfs and sfdisk were given (the
+    saved ones, but those the plan made anew)."""
     parts = {p.id: p for p in desc.partitions}
+    renamed = {(str(d.kind), d.record): d.new for d in plan.identities if not d.kept}
     entries = {}
+    tables: dict[str, TableParams] = {}
     for a in plan.actions:
         if isinstance(a.params, TableParams):
+            tables[a.params.disk] = a.params
             for e in a.params.partitions:
                 entries[e.partition] = e
+    saved_tables = {d.id: d.table for d in desc.disks if d.table is not None}
+
+    def partuuids(part: Partition) -> tuple[str | None, str | None]:
+        """(saved, new) PARTUUID; an MBR partition's is its table's disk id and number."""
+        entry = entries.get(part.id)
+        new = entry.uuid if entry is not None else None
+        saved_table, table = saved_tables.get(part.disk), tables.get(part.disk)
+        if part.uuid is None and saved_table is not None and saved_table.label == "dos":
+            old = _mbr_partuuid(saved_table.id, part.number)
+            new = _mbr_partuuid(table.id, part.number) if table is not None and entry else None
+            return old, new
+        return part.uuid, new
     made: dict[str, str] = {}
     for a in plan.actions:
         p = a.params
@@ -166,21 +182,21 @@ def planned(desc: Description, plan: Plan) -> Identities:
     def part_ids(device: str) -> tuple[str | None, str | None]:
         if device not in parts:
             return None, None
-        entry = entries.get(device)
-        return parts[device].uuid, entry.uuid if entry is not None else None
+        return partuuids(parts[device])
 
     def volume(record: str, kind: Kind, device: str, uuid: str | None, label: str | None,
                mountpoints: tuple[str, ...] = (), name: str | None = None) -> Identity:
         """A filesystem, swap or LUKS volume: made again, it keeps its UUID and label."""
         old_pu, new_pu = part_ids(device)
         again = record in made
+        new_uuid = renamed.get((str(kind), record), uuid)
         return Identity(
             record=record,
             kind=kind,
             old_paths=saved_paths(desc, device),
             new_path=made.get(record),
             old_uuid=uuid,
-            new_uuid=uuid if again else None,
+            new_uuid=new_uuid if again else None,
             old_label=label,
             new_label=label if again else None,
             old_partuuid=old_pu,
@@ -208,25 +224,34 @@ def planned(desc: Description, plan: Plan) -> Identities:
                 old_paths=saved_paths(desc, md.id),
                 new_path=made.get(md.id),
                 old_uuid=md.uuid,
-                new_uuid=md.uuid if md.id in made else None,
+                new_uuid=renamed.get((str(Kind.MD), md.id), md.uuid) if md.id in made else None,
                 name=md.name,
             )
         )
     for part in desc.partitions:
         entry = entries.get(part.id)
+        old_pu, new_pu = partuuids(part)
         items.append(
             Identity(
                 record=part.id,
                 kind=Kind.PARTITION,
                 old_paths=saved_paths(desc, part.id),
                 new_path=entry.device if entry is not None else None,
-                old_partuuid=part.uuid,
-                new_partuuid=entry.uuid if entry is not None else None,
+                old_partuuid=old_pu,
+                new_partuuid=new_pu,
                 old_label=part.name,
                 new_label=entry.name if entry is not None else None,
             )
         )
     return Identities(tuple(items))
+
+
+def _mbr_partuuid(disk_id: str, number: int) -> str | None:
+    """The PARTUUID blkid gives an MBR partition: its disk id, a dash, its number (hex)."""
+    try:
+        return f"{int(disk_id, 16):08x}-{number:02x}"
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------

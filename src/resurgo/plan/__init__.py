@@ -30,6 +30,11 @@ The policies, in one place:
     bytes: never below the saved size), nor below mkfs's minimum (xfs 300 MiB, btrfs
     114 MiB, ext 2048 blocks with a journal, FAT32 65525 clusters: 33 MiB at 512-byte
     and 257 MiB at 4096-byte sectors, swap 10 pages). The margin only binds when shrinking.
+  - identities (plan.identities): a saved identity also seen on a disk outside the
+    targets is kept where nothing refuses it (XFS: mounted with nouuid), made anew where
+    tools or the kernel would (btrfs fsid, PV and md UUIDs; finalize rewrites what names
+    it), and a name in use there (an active VG, an open mapping, an assembled array) is
+    a failing precondition; --new-identities makes every one anew.
   - sector sizes: ext or xfs blocks (btrfs sectors) smaller than the new sectors are made
     as large as the sectors when resurgo restores the filesystem file by file (a note says
     so), a failing precondition otherwise (its content may be an image); a FAT or xfs with
@@ -43,7 +48,7 @@ from dataclasses import replace
 
 from resurgo.machine import ActualDisk
 from resurgo.model import Description, Disk, Filesystem
-from resurgo.plan import actions, checks, commands, filesystems, fit, match
+from resurgo.plan import actions, checks, commands, filesystems, fit, identities, match
 from resurgo.plan.distribute import Shortfall
 from resurgo.plan.layers import Layers
 from resurgo.plan.model import (
@@ -83,6 +88,13 @@ def make_plan(
     warnings = list(m.warnings)
     notes = list(m.notes)
     matched = {sid: a for sid, (a, _) in m.matches.items()}
+    # Identities seen on the disks left alone: decided before anything else is planned, the
+    # layout made with what was decided.
+    ids = identities.decide(layers, matched, actual, new_identities=opts.new_identities)
+    warnings.extend(ids.warnings)
+    if ids.new_values():
+        layers = Layers(identities.applied(desc, ids.new_values()))
+    failures.extend(identities.in_use(layers, matched, actual))
     sizer = Sizer(layers, {sid: a.logical_sector_size for sid, a in matched.items()})
 
     layouts: dict[str, DiskLayout] = {}
@@ -114,7 +126,7 @@ def make_plan(
             stack.groups[vg.id] = None
 
     failures.extend(_unmatched(layers, m.unmatched, warnings))
-    builder = actions.Builder(layers, sizer, stack, matched, layouts, opts.root)
+    builder = actions.Builder(layers, sizer, stack, matched, layouts, opts.root, ids.nouuid)
     volumes = _volumes(layers, stack, builder)
     for fs in desc.filesystems:
         size = stack.after(fs.device)
@@ -177,6 +189,7 @@ def make_plan(
         notes=tuple(notes),
         hash="",
         commands=commands.planned(desc, opts.root, acts),
+        identities=ids.decisions,
     )
     return replace(plan, hash=plan_hash(plan))
 

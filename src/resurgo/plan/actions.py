@@ -62,6 +62,7 @@ class Builder:
         matches: Mapping[str, ActualDisk],
         layouts: Mapping[str, DiskLayout],
         root: str,
+        nouuid: frozenset[str] = frozenset(),
     ) -> None:
         self.layers = layers
         self.sizer = sizer
@@ -69,6 +70,8 @@ class Builder:
         self.matches = matches
         self.layouts = layouts
         self.root = root
+        # XFS filesystems whose UUID a disk outside the targets shows: mounted with nouuid.
+        self.nouuid = nouuid
         self.actions: list[Action] = []
         self.warnings: list[str] = []
         self.fitted = {p.id: p for lay in layouts.values() for p in lay.partitions}
@@ -460,6 +463,8 @@ class Builder:
                 depends.append(f"{ActionKind.SUBVOLUME_DEFAULT}:{fs.id}")
             if fs.type == FsType.VFAT:
                 options = _fat_permission_options(m.options)
+            if fs.id in self.nouuid:
+                options = (*options, "nouuid")
             parent = _parent_mount(m.mountpoint, seen)
             if parent is not None:
                 depends.append(parent)

@@ -379,6 +379,8 @@ class Check(StrEnum):
     FILESYSTEM = "filesystem"
     TOOL_MISSING = "tool-missing"
     KEY_MISSING = "key-missing"
+    # A name the recovery must give is in use by a disk it does not write to.
+    IDENTITY_IN_USE = "identity-in-use"
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,43 @@ class PreconditionFailure:
     subject: str
     message: str
     hint: str | None = None
+
+
+class IdentityKind(StrEnum):
+    """A saved identity the recreated layout carries again, or anew."""
+
+    # A filesystem's UUID (a btrfs's fsid, a FAT's volume id).
+    FILESYSTEM = "filesystem"
+    SWAP = "swap"
+    LUKS = "luks"
+    # An LVM physical volume's UUID.
+    PV = "pv"
+    # A volume group's name (vgcreate makes a new VG UUID whatever is done).
+    VG = "vg"
+    MD = "md"
+    # A GPT partition's GUID (PARTUUID).
+    PARTITION = "partition"
+    # A partition table's disk GUID or MBR disk id.
+    TABLE = "table"
+
+
+@dataclass(frozen=True)
+class IdentityDecision:
+    """What the recovery does with one saved identity: kept, or replaced by a new one
+    (finalize then rewrites what names it), and why."""
+
+    record: str
+    kind: IdentityKind
+    saved: str
+    # What it is recreated with: the saved value when kept.
+    new: str
+    # The devices outside the target disks that show the saved value now.
+    seen_on: tuple[str, ...]
+    why: str
+
+    @property
+    def kept(self) -> bool:
+        return self.new == self.saved
 
 
 @dataclass(frozen=True)
@@ -402,6 +441,8 @@ class PlanOptions:
     interactive: bool = False
     # Where the recreated filesystems are mounted during recovery.
     root: str = "/mnt/resurgo"
+    # Give every recreated identity a new value (finalize rewrites what names them).
+    new_identities: bool = False
     # Where a program is installed (run.which), for the tool checks: given by the caller, so
     # that the planner reads nothing of the machine.
     which: Callable[[str], str | None] = field(kw_only=True, compare=False)
@@ -449,6 +490,9 @@ class Plan:
     # What finalize will do (its preview, finalize.planned); None when it will not run, or
     # when the plan cannot be executed.
     finalize: FinalizeReport | None = None
+    # The saved identities seen on disks outside the targets, and every one made anew,
+    # with what the recovery does about each (plan.identities).
+    identities: tuple[IdentityDecision, ...] = ()
 
     @property
     def ok(self) -> bool:

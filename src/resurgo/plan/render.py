@@ -185,6 +185,7 @@ def to_data(plan: Plan) -> dict[str, Any]:
         "volumes": [{**_plain(v), "change": str(v.change)} for v in plan.volumes],
         "actions": [action_data(a) for a in plan.actions],
         "commands": [command_data(c) for c in plan.commands],
+        "identities": [{**_plain(d), "kept": d.kept} for d in plan.identities],
         "failures": [_plain(f) for f in plan.failures],
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
@@ -303,6 +304,18 @@ def command_lines(plan: Plan) -> list[str]:
     return out
 
 
+def identity_lines(plan: Plan) -> list[str]:
+    """Each saved identity seen on a disk the recovery leaves alone, or made anew."""
+    out = ["identities (saved ones seen on disks left alone, and those made anew):"]
+    for d in plan.identities:
+        change = f"{d.saved} kept" if d.kept else f"{d.saved} -> {d.new}"
+        out.append(f"  {d.record} {d.kind}: {change}")
+        if d.seen_on:
+            out.append(f"       seen on {', '.join(d.seen_on)}")
+        out.append(f"       {d.why}")
+    return out
+
+
 def text(plan: Plan, source: str = "", extra: Sequence[str] = ()) -> str:
     """The plan for people; ``extra`` lines (what finalize will do) come before the
     verdict, so that the hash stays the last line."""
@@ -361,6 +374,9 @@ def text(plan: Plan, source: str = "", extra: Sequence[str] = ()) -> str:
         out.append(f"  {n:3d}. {a.summary}  [{a.id}]")
     out.append("")
     out.extend(command_lines(plan))
+    if plan.identities:
+        out.append("")
+        out.extend(identity_lines(plan))
     if plan.warnings:
         out.append("")
         out.append("warnings:")

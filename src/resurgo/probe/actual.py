@@ -2,7 +2,9 @@
 
 Read-only. For each whole disk: size, sector sizes, identity (WWN, serial, model),
 transport, and what uses it now (mounted filesystems, active swap, holders), and
-whether it carries the running system or its boot medium, or the recovery set.
+whether it carries the running system or its boot medium, or the recovery set; and the
+identities its devices show (probe.seen), which a recovery onto other disks must not
+collide with.
 
 The planner never calls this: plan and recover read the disks here and pass them to
 make_plan. They call read_actual_disks through this module (actual.read_actual_disks),
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
-from resurgo.probe import blockdev, mounts, swap, sysfs
+from resurgo.probe import blockdev, filesystems, mounts, seen, swap, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 from resurgo.probe.mounts import MountEntry, mount_devnum
 from resurgo.sortkeys import natural_key
@@ -47,8 +49,18 @@ def read_actual_disks(
     sys_block: Path = SYS_CLASS_BLOCK,
     mountinfo: Path = mounts.MOUNTINFO,
     proc_swaps: Path = swap.PROC_SWAPS,
+    blkid: seen.Blkid = filesystems.read_blkid,
+    pv_groups: seen.PvGroups = seen.read_pv_groups,
 ) -> list[ActualDisk]:
     """The whole disks of this machine."""
+    groups: dict[tuple[int, int], str] | None = None
+
+    def pv_groups_once() -> dict[tuple[int, int], str]:
+        nonlocal groups
+        if groups is None:
+            groups = dict(pv_groups())
+        return groups
+
     entries = mounts.read_mountinfo(mountinfo)
     active = swap.read_proc_swaps(proc_swaps)
     system = _system_disks(entries, sys_block)
@@ -61,7 +73,8 @@ def read_actual_disks(
         rec = blockdev.disk_record(dev, {}, sys_block)
         devs = {kname: (dev.major, dev.minor)}
         holders = list(dev.holders)
-        for name in _partitions(kname, sys_block):
+        parts = _partitions(kname, sys_block)
+        for name in parts:
             p = blockdev.read_device(name, sys_block)
             devs[name] = (p.major, p.minor)
             holders += [f"{h} (on {name})" for h in p.holders]
@@ -99,6 +112,8 @@ def read_actual_disks(
                 holders=tuple(holders),
                 holds_system=kname in system,
                 holds_recovery_set=kname in recovery,
+                identities=seen.read_seen(kname, parts, sys_block=sys_block, blkid=blkid,
+                                          pv_groups=pv_groups_once),
             )
         )
     return out
