@@ -1136,3 +1136,32 @@ def test_the_agent_takes_the_set_named_on_the_command_line(
     said = out.getvalue()
     assert f"recovery set: {older.where} (the set named on the kernel command line" in said
     assert "signed by a trusted key (admin)" in said
+
+
+# ----------------------------------------------------------------- the description checked
+
+
+def test_the_agent_checks_the_description_in_its_own_process(tmp_path: Path) -> None:
+    from resurgo.fileformat import document
+    from resurgo.rescue.agent import Agent, Config, Console
+    from tests.support.examples import example_text
+
+    good = tmp_path / "good.toml"
+    good.write_text(example_text())
+    document.write_digest(good, document.sha256_hex(good.read_bytes()))
+    out = io.StringIO()
+    agent = Agent(Console([out]), Config(), cmdline.parse(""))
+    assert agent.validate(good) == 0
+    assert f"{good}: valid recovery description" in out.getvalue()
+    # One byte changed after the digest was written: refused, as `resurgo validate` does.
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(good.read_bytes().replace(b'resurgo = "0.1.0"', b'resurgo = "0.1.1"', 1))
+    (tmp_path / "bad.toml.sha256").write_bytes((tmp_path / "good.toml.sha256").read_bytes())
+    out = io.StringIO()
+    assert Agent(Console([out]), Config(), cmdline.parse("")).validate(bad) == 2
+    assert "valid recovery description" not in out.getvalue()
+    assert f"{bad}: " in out.getvalue() and "problem(s)" in out.getvalue()
+    missing = tmp_path / "none.toml"
+    out = io.StringIO()
+    assert Agent(Console([out]), Config(), cmdline.parse("")).validate(missing) != 0
+    assert "Traceback" not in out.getvalue() and str(missing) in out.getvalue()

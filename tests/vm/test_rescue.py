@@ -10,7 +10,7 @@ and `resurgo.args=--layout-only --root /mnt/rescued` on its kernel command line 
 archives are another test's business: here the set holds the description alone).
 Each boot gives it a blank target disk and a disk holding the recovery set (ext4,
 resurgo/rescued/<set id>/), and checks on the serial console that it booted, found the
-set, ran `resurgo --version`, `resurgo validate` and `resurgo recover`, and powered off;
+set, checked its description, ran `resurgo recover`, and powered off;
 then that the target disk holds the saved partition table and filesystem identities.
 
     BIOS, the image as a CD (-cdrom), and a second disk with planted sets: a newer one
@@ -174,9 +174,7 @@ def check_run(
             )
             for x in lines
         ), detail
-    assert "+ resurgo --version" in lines, detail
-    assert "resurgo 0.1.0" in text
-    assert any(x.startswith("+ resurgo validate ") for x in lines), detail
+    assert any(x.startswith("checking the description ") for x in lines), detail
     assert "valid recovery description" in text, detail
     if medium_kname is not None:
         assert f"booted from /dev/{medium_kname} (kept mounted: recovery leaves it alone)" in lines

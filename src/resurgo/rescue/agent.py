@@ -429,6 +429,21 @@ class Agent:
         proc.stdout.close()
         return proc.wait()
 
+    def validate(self, desc: Path) -> int:
+        """The description checked here, as `resurgo validate` checks it: in this process,
+        since a command's start costs seconds under emulation (recover checks it again)."""
+        # Imported here: the shell and the menu need none of the format's code.
+        from resurgo.fileformat.validation import validate_file
+
+        self.say(f"checking the description {desc}")
+        try:
+            validation = validate_file(desc)
+        except ResurgoError as e:
+            self.say(str(e))
+            return int(e.exit_code)
+        self.console.write(validation.text())
+        return int(validation.exit_code)
+
     def recover(self) -> int:
         """Find, choose and check the set, then run recover (or plan) on it; the exit
         code. In rehearsal mode the "set" step is told around the finding and checking,
@@ -482,10 +497,7 @@ class Agent:
         except ResurgoError as e:
             self.say(f"cannot fetch the description: {e}")
             return 1
-        rc = self.resurgo("--version")
-        if rc != 0:
-            return rc
-        rc = self.resurgo("validate", str(desc))
+        rc = self.validate(desc)
         if rc != 0:
             self.say("the description is not valid: nothing was done")
             return rc
