@@ -53,7 +53,7 @@ echo "{TARGET_MARK} $(uname -r) $(findmnt -n -o SOURCE /)"
 cat /proc/cmdline
 """
 #: Bump when build_target changes what it does to the image (a part of its cache key).
-TARGET_VERSION = 2
+TARGET_VERSION = 3
 
 GUEST_SCRIPT = r"""#!/bin/sh
 # Runs INSIDE the rescue guest (tests/vm/test_finalize_boot.py).
@@ -132,6 +132,7 @@ def build_target(tmp_path: Path) -> tuple[guest.ImageInfo, dict[str, Any], str]:
             # Old installs name the root by its kernel name: finalize must rename it.
             fstab = root / "etc/fstab"
             fstab.write_text(fstab.read_text().replace(f"UUID={info.root_uuid} /", "/dev/vda2 /"))
+            cycle.purge(root, cycle.PLAIN_UNUSED)
             cycle.make_host_only(root, info.kernel)
         trial = guest.copy_image(info, tmp_path / "virtio-boot.raw")
         log = tmp_path / "target-virtio.log"
@@ -141,7 +142,8 @@ def build_target(tmp_path: Path) -> tuple[guest.ImageInfo, dict[str, Any], str]:
         shutil.copyfile(log, virtio_log(image))
         return info
 
-    key = ("finalize target", TARGET_VERSION, SIZE, TARGET_SCRIPT, cycle.HOST_ONLY_MODULES)
+    key = ("finalize target", TARGET_VERSION, SIZE, TARGET_SCRIPT, cycle.HOST_ONLY_MODULES,
+           cycle.PLAIN_UNUSED)
     cached = guest.cached_image("finalize-target", key, make, tree=tree)
     info = guest.copy_image(cached, tmp_path / "target.raw")
     return info, cycle.table(info.path), virtio_log(cached.path).read_text(errors="replace")

@@ -31,6 +31,7 @@ from resurgo.rescue import RescueReport
 from tests.vm import guest
 from tests.vm.cycle import (
     MARKERS,
+    PLAIN_UNUSED,
     Saved,
     Times,
     boot_recovered,
@@ -83,7 +84,8 @@ class Source:
 def source(work: Path, times: Times) -> Source:
     with times.timed("build source"):
         info = guest.copy_image(
-            cached_source(hostname=HOST, size=SOURCE_SIZE, uefi=True, label="gpt"),
+            cached_source(hostname=HOST, size=SOURCE_SIZE, uefi=True, label="gpt",
+                          unused=PLAIN_UNUSED),
             work / "source.raw",
         )
     return Source(info)
