@@ -195,3 +195,7 @@ def test_lvm_pvs_report_gives_each_pv_its_group() -> None:
     assert seen.parse_pvs(text) == {(8, 2): "vg0"}
     assert seen.parse_pvs("not json") == {}
     assert seen.parse_pvs('{"report": 3}') == {}
+
+
+def test_a_device_blkid_cannot_read_shows_nothing() -> None:
+    assert seen.read_blkid("/dev/resurgo-no-such-device") == {}

@@ -16,6 +16,13 @@ In the guest: plan; recover; recover again (a no-op); everything taken down as b
 reboot (unmounted, LVs deactivated, LUKS closed, md stopped) and recover again (it brings
 the stack up and changes nothing); then the disks are wiped and recover is killed -9
 twice (right after creating the md array, and right after the first LV) and run again.
+
+Then those disks become the old disks still attached, and the same description is
+recovered onto three more blank disks (vde, vdf, vdg): while the old stack is active
+(its md0, its LUKS mappings, its vg0) the plan refuses, naming each, and nothing is
+written; once it is taken down the recovery succeeds beside it with a new md UUID and new
+PV UUIDs where the old disks show the saved ones (vg0 keeps its name: LVM sees the new
+PVs alone), and the old disks are byte-for-byte as they were.
 The tool output after each stage comes back on the exchange disk and is checked here.
 """
 
@@ -69,6 +76,8 @@ LVM = "e6d6d379-f507-44c2-a23c-238f2a3df928"
 # A throw-away key for throw-away volumes; the test checks it is never written anywhere.
 KEY = "resurgo-guest-throwaway-key-7f3a"
 DISK_SIZES = {"vdb": 512 * MiB, "vdc": 512 * MiB, "vdd": 256 * MiB}
+# The disks the description is recovered onto again, beside the first ones.
+AGAIN = {"vdb": "vde", "vdc": "vdf", "vdd": "vdg"}
 
 MD_UUID = "3a1b2c3d:4e5f6071:8293a4b5:c6d7e8f9"
 LUKS2_UUID = "5d0c7e1a-2b3c-4d5e-8f90-a1b2c3d4e5f6"
@@ -191,6 +200,12 @@ PLAN_ARGS = (
     + ' --key-file luks.md0="$X/key" --key-file luks.vdd1="$X/key"'
 )
 
+AGAIN_ARGS = (
+    '--from "$X/description.toml" --root /mnt/again '
+    + " ".join(f"--target /dev/{n} --map disk.{d}=/dev/{n}" for d, n in AGAIN.items())
+    + ' --key-file luks.md0="$X/key" --key-file luks.vdd1="$X/key"'
+)
+
 GUEST_SCRIPT = r"""#!/bin/sh
 # Runs INSIDE the guest (tests/vm/test_recover_guest.py).
 set -u
@@ -198,6 +213,7 @@ export X="$RESURGO_EXCHANGE"
 export PYTHONPATH="$X/py"
 export RESURGO_STATE_DIR=/run/resurgo-state
 ARGS='@ARGS@'
+AGAIN='@AGAIN@'
 step() { echo "== $(cut -d' ' -f1 /proc/uptime) $*"; }
 recover() {  # name [env...]
     name=$1; shift
@@ -265,12 +281,32 @@ stall_kill run5 "$(cat "$X/stall-lv")"
 recover run6
 collect after-run6
 cp -r /run/resurgo-state "$X/state"
+
+step old disks attached and active
+eval python3 -m resurgo plan --json $AGAIN >"$X/plan-busy.json" 2>"$X/plan-busy.err"
+echo $? >"$X/plan-busy.rc"
+md5sum /dev/vde /dev/vdf /dev/vdg >"$X/new-before.md5"
+eval python3 -m resurgo recover --json --layout-only --yes $AGAIN \
+    >"$X/run-busy.json" 2>"$X/run-busy.err"
+echo $? >"$X/run-busy.rc"
+md5sum /dev/vde /dev/vdf /dev/vdg >"$X/new-after.md5"
+step old disks attached, taken down
+teardown
+md5sum /dev/vdb /dev/vdc /dev/vdd >"$X/old-before.md5"
+eval python3 -m resurgo recover --json --layout-only --yes $AGAIN \
+    >"$X/run7.json" 2>"$X/run7.err"
+echo $? >"$X/run7.rc"
+mdadm --detail --export /dev/md0 >"$X/md0-again.env" 2>&1
+blkid -p -o export /dev/vdf2 >"$X/vdf2-again.env" 2>&1
+umount -R /mnt/again 2>/dev/null
+udevadm settle
+md5sum /dev/vdb /dev/vdc /dev/vdd >"$X/old-after.md5"
 step done
 """
 
 
 def script() -> str:
-    return GUEST_SCRIPT.replace("@ARGS@", PLAN_ARGS)
+    return GUEST_SCRIPT.replace("@ARGS@", PLAN_ARGS).replace("@AGAIN@", AGAIN_ARGS)
 
 
 def host_plan(desc_path: Path, tmp_path: Path) -> dict[str, Any]:
@@ -396,10 +432,11 @@ def test_md_luks_lvm_are_recreated_resumably_in_a_guest(tmp_path: Path) -> None:
         "py/tomli_w": Path(tomli_w.__file__).parent,
         "py/blake3": Path(blake3.__file__).parent,
     }
+    sizes = {**DISK_SIZES, **{n: DISK_SIZES[d] for d, n in AGAIN.items()}}
     disks = [guest.Drive(guest.blank_disk(tmp_path / f"{d}.img", s), serial=f"rsg-{d}")
-             for d, s in DISK_SIZES.items()]
+             for d, s in sizes.items()]
     run = guest.run_in_guest(script(), image=guest.guest_disk(tmp_path), workdir=tmp_path,
-                             files=files, extra_disks=disks, timeout=1500).check()
+                             files=files, extra_disks=disks, timeout=2100).check()
     x = run.exchange
 
     def result(name: str) -> dict[str, Any]:
@@ -438,6 +475,31 @@ def test_md_luks_lvm_are_recreated_resumably_in_a_guest(tmp_path: Path) -> None:
     assert run6[ids[stall_md - 1]] == "verified"
     assert run6[ids[stall_lv - 1]] == "done"
     check_state(x / "after-run6", plan, desc)
+
+    # The old disks still attached, their stack active: every name the recovery must
+    # create again is in use there; refused before anything is written.
+    assert (x / "plan-busy.rc").read_text().strip() == "3", (x / "plan-busy.err").read_text()
+    busy = json.loads((x / "plan-busy.json").read_text())["failures"]
+    assert {f["check"] for f in busy} == {"identity-in-use"}, busy
+    assert {f["subject"] for f in busy} == {"vg.vg0", "luks.md0", "luks.vdd1", "md.md0"}
+    assert (x / "run-busy.rc").read_text().strip() == "3", (x / "run-busy.err").read_text()
+    assert (x / "new-after.md5").read_text() == (x / "new-before.md5").read_text()
+
+    # Taken down, still attached: the recovery succeeds beside them.
+    run7 = result("run7")
+    assert set(statuses(run7).values()) == {"done"}, statuses(run7)
+    decided = {d["record"]: d for d in run7["plan"]["identities"]}
+    md_new, pv_new = decided["md.md0"], decided["pv.vdc2"]
+    assert not md_new["kept"] and set(md_new["seen_on"]) == {"/dev/vdb1", "/dev/vdc1"}
+    assert not pv_new["kept"] and pv_new["seen_on"] == ["/dev/vdc2"]
+    assert decided["vg.vg0"]["kept"] and decided["luks.vdd1"]["kept"]
+    md_env = verify.parse_export((x / "md0-again.env").read_text())
+    assert md_env["MD_UUID"] == md_new["new"] != MD_UUID
+    assert filesystems.parse_blkid_export((x / "vdf2-again.env").read_text())["UUID"] == \
+        pv_new["new"]
+    old_before = (x / "old-before.md5").read_text()
+    assert len(old_before.splitlines()) == 3
+    assert (x / "old-after.md5").read_text() == old_before
 
     # The key never left memory and stdin.
     for path in x.rglob("*"):

@@ -146,6 +146,7 @@ def decide(
 
     decisions: list[IdentityDecision] = []
     warnings: list[str] = []
+    kept: list[str] = []
     nouuid: set[str] = set()
     for sv in saved_identities(layers, matched):
         where = sorted({dev for k in COLLIDES[sv.kind]
@@ -177,14 +178,19 @@ def decide(
                 nouuid.add(sv.record)
             decisions.append(IdentityDecision(sv.record, sv.kind, sv.value, sv.value,
                                               tuple(where), why))
-            warnings.append(
-                f"{label} keeps its {sv.kind} identity {sv.value}, which {', '.join(where)} "
-                "also shows: do not boot the restored system while both are attached "
-                "(or recover with --new-identities)")
+            kept.append(label)
             continue
         new = derive(sv.kind, sv.value, f"{sv.kind}\0{sv.record}\0{sv.value}\0{salt}")
         decisions.append(IdentityDecision(sv.record, sv.kind, sv.value, new, tuple(where), why))
 
+    if kept:
+        shown = {dev for d in decisions if d.kept and d.kind != IdentityKind.VG
+                 for dev in d.seen_on}
+        warnings.insert(0, (
+            f"{len(kept)} saved identities are kept although disks left alone show them too "
+            f"({', '.join(sorted(shown))}; listed under identities: {', '.join(kept)}): do "
+            "not boot the restored system while both are attached, or recover with "
+            "--new-identities"))
     return Decided(tuple(decisions), tuple(warnings), frozenset(nouuid))
 
 

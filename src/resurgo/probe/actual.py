@@ -20,7 +20,7 @@ from pathlib import Path
 
 from resurgo.errors import BadInput
 from resurgo.machine import ActualDisk
-from resurgo.probe import blockdev, filesystems, mounts, seen, swap, sysfs
+from resurgo.probe import blockdev, mounts, seen, swap, sysfs
 from resurgo.probe.blockdev import SYS_CLASS_BLOCK
 from resurgo.probe.mounts import MountEntry, mount_devnum
 from resurgo.sortkeys import natural_key
@@ -49,7 +49,7 @@ def read_actual_disks(
     sys_block: Path = SYS_CLASS_BLOCK,
     mountinfo: Path = mounts.MOUNTINFO,
     proc_swaps: Path = swap.PROC_SWAPS,
-    blkid: seen.Blkid = filesystems.read_blkid,
+    blkid: seen.Blkid = seen.read_blkid,
     pv_groups: seen.PvGroups = seen.read_pv_groups,
 ) -> list[ActualDisk]:
     """The whole disks of this machine."""

@@ -11,13 +11,14 @@ when a physical volume is seen and lvm is installed).
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from resurgo import run
 from resurgo.errors import ResurgoError
 from resurgo.machine import SeenIdentity, SeenKind
-from resurgo.probe import blockdev, lvm, sysfs
+from resurgo.probe import blockdev, filesystems, lvm, sysfs
 
 Blkid = Callable[[str], Mapping[str, str]]
 # (major, minor) of each physical volume -> the name of its volume group.
@@ -46,6 +47,23 @@ def from_blkid(device: str, fields: Mapping[str, str]) -> list[SeenIdentity]:
         kind = _KINDS.get(kind_type, SeenKind.FILESYSTEM)
         out.append(SeenIdentity(kind, fields["UUID"], device, kind_type))
     return out
+
+
+# A disk that does not answer within this (a failing one: the migration off it is why it
+# is still attached) shows nothing rather than stopping the plan.
+BLKID_TIMEOUT = 20.0
+
+
+def read_blkid(device: str) -> dict[str, str]:
+    """filesystems.read_blkid, bounded in time: {} for a device too slow to answer."""
+    try:
+        result = run.run(["blkid", "-p", "-o", "export", device], check=False,
+                         timeout=BLKID_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {}
+    if result.returncode != 0:
+        return {}
+    return filesystems.parse_blkid_export(result.stdout)
 
 
 def stacked(names: Iterable[str], sys_block: Path) -> list[str]:
@@ -141,5 +159,8 @@ def read_pv_groups() -> dict[tuple[int, int], str]:
     """Each physical volume's group, as lvm sees them; {} without lvm."""
     if run.which("lvm") is None:
         return {}
-    result = run.run(list(PVS), check=False)
+    try:
+        result = run.run(list(PVS), check=False, timeout=3 * BLKID_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {}
     return parse_pvs(result.stdout) if result.returncode == 0 else {}
