@@ -217,3 +217,26 @@ def test_prune_json_is_one_document(medium_dir: Path) -> None:
     # keep-monthly 2: December's newest set and its chain to Tuesday Dec 1; November's
     # newest, Monday Nov 30, and its chain back to Tuesday Nov 24
     assert len(doc["keep"]) == 12 and len(doc["removed"]) == 23
+
+
+def test_sets_planted_with_future_dates_do_not_push_the_genuine_ones_out(
+    medium_dir: Path,
+) -> None:
+    """Without trusted signers anyone who can write the medium can plant sets; dated in
+    2099, three of them would have been the three newest for --keep-last 3 and every
+    genuine set would have gone. They are kept and counted by no rule."""
+    genuine = make_sets(medium_dir, "alpha", days=5)
+    planted = []
+    with open_medium(str(medium_dir)) as medium:
+        for n in range(3):
+            when = datetime(2099, 1, 1, tzinfo=UTC) + timedelta(days=n)
+            with medium.begin_set(SetMeta(SetKind.FULL, None, "alpha"), created=when) as w:
+                w.write_bytes("description.toml", b"# planted\n")
+                planted.append(w.commit().id)
+    r = cli.run("prune", "--from", medium_dir, "--host", "alpha", "--keep-last", "3")
+    assert r.returncode == 0, r.stderr
+    left = set(on_medium(medium_dir))
+    assert {s.id for s in genuine[-3:]} <= left, r.stdout
+    assert set(planted) <= left
+    assert "after this machine's clock" in r.stdout
+    chains_whole(medium_dir)

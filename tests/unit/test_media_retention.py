@@ -295,3 +295,31 @@ def test_the_policy_keeps_exactly_what_the_rules_say(
     for i in range(len(plan.delete) + 1):
         remaining = kept_ids | {s.id for s in plan.delete[i:]}
         assert all(by_id[r].parent in remaining for r in remaining if by_id[r].parent)
+
+
+def test_sets_dated_after_the_clock_are_kept_and_count_for_no_rule() -> None:
+    """Two sets planted with dates in 2099 (or saved by a machine whose clock ran ahead)
+    must not take keep-last's places: the genuine newest sets stay, and so do they."""
+    now = at("2026-12-07T12:00")
+    genuine = nightly("2026-12-01", 6)
+    planted = [one("2099-12-31T23:59"), one("2099-12-31T23:58")]
+    ahead = one("2026-12-08T06:00")  # within a day of the clock: a set like the others
+    plan = plan_retention([*genuine, *planted, ahead], Retention(last=2), now=now)
+    assert {s.id for s in plan.keep} == {genuine[-1].id, ahead.id, *(s.id for s in planted)}
+    assert plan.delete == tuple(reversed(genuine[:-1]))
+    for s in planted:
+        (why,) = plan.reasons[s.id]
+        assert "after this machine's clock" in why and "counted by no rule" in why
+    # Without a clock (the pure policy), dates are taken as they are.
+    blind = plan_retention([*genuine, *planted], Retention(last=2))
+    assert {s.id for s in blind.keep} == {s.id for s in planted}
+
+
+def test_a_future_set_keeps_the_chain_it_builds_on() -> None:
+    now = at("2026-12-07T12:00")
+    base = one("2026-11-01T02:00")
+    newer = [one(f"2026-12-0{d}T02:00") for d in range(2, 6)]
+    planted = one("2099-01-01T00:00", parent=base)
+    plan = plan_retention([base, *newer, planted], Retention(last=1), now=now)
+    assert base in plan.keep and planted in plan.keep and newer[-1] in plan.keep
+    assert plan.reasons[base.id] == (f"{planted.id} builds on it",)

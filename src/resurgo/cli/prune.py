@@ -29,7 +29,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "host (or --host's, or every host's, each apart): keep what a --keep-* rule keeps "
         "and every set a kept set builds on, delete the rest, newest first (an interrupted "
         "prune never leaves a set without its parent). --dry-run prints what would be kept "
-        "and removed, and which rule keeps each set. Sets being saved are never touched. "
+        "and removed, and which rule keeps each set. Sets being saved are never touched; "
+        "a set dated more than a day after this machine's clock is kept and counted by no "
+        "rule. "
         "Exit 0 pruned (or planned); 1 failed (the medium unreachable, a set could not be "
         "deleted); 2 bad input (no rule given, a number below 1).",
     )

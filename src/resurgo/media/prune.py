@@ -16,13 +16,17 @@ parents) of a kept set are kept too, however old. Sets are deleted newest first,
 that is interrupted never leaves an incremental set whose parent is gone while the set itself
 remains. A set that a save running now (on any machine: its lease names its parent) builds on
 is kept too, with its chain (spare_in_use, Medium.in_use).
+
+A set dated more than FUTURE_SLACK after now (a machine whose clock ran ahead, or a set
+planted to look newest) is kept, with its chain, but no rule counts it: left in, a few
+such sets would take every place keep-last has and push out every genuine one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from resurgo.errors import BadInput
@@ -66,6 +70,9 @@ _PERIOD: dict[Rule, Callable[[SetInfo], str]] = {
     Rule.MONTHLY: _month,
 }
 _UNIT = {Rule.LAST: "sets", Rule.DAILY: "days", Rule.WEEKLY: "weeks", Rule.MONTHLY: "months"}
+# How far ahead of this machine's clock a set may be dated and still count (clocks of
+# the machines sharing a medium differ, by minutes when NTP runs).
+FUTURE_SLACK = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -112,11 +119,13 @@ def plan_retention(
     sets: Sequence[SetInfo],
     policy: Retention,
     hosts: Collection[str | None] | None = None,
+    now: datetime | None = None,
 ) -> PrunePlan:
     """What the policy keeps and deletes of the sets of ``hosts`` (None: of every host).
 
     The sets of other hosts are neither kept nor deleted, but a kept set's parent is looked
-    for among all of them."""
+    for among all of them. Given ``now``, sets dated after now + FUTURE_SLACK are kept and
+    counted by no rule."""
     if policy.empty:
         raise BadInput("no retention rule given: prune would delete every set",
                        "give at least one of --keep-last, --keep-daily, --keep-weekly, "
@@ -124,10 +133,16 @@ def plan_retention(
     ordered = sorted(sets, key=lambda s: (s.created, s.id))
     by_id = {s.id: s for s in ordered}
     chosen = [s for s in ordered if hosts is None or s.host in hosts]
+    reasons: dict[str, list[str]] = {}
+    limit = None if now is None else _utc(now) + FUTURE_SLACK
     groups: dict[str | None, list[SetInfo]] = {}
     for s in chosen:
-        groups.setdefault(s.host, []).append(s)
-    reasons: dict[str, list[str]] = {}
+        if limit is not None and _utc(s.created) > limit:
+            reasons[s.id] = [f"dated {_utc(s.created):%Y-%m-%d %H:%M} UTC, after this "
+                             "machine's clock: kept, counted by no rule (a clock ahead, or "
+                             "a planted set)"]
+        else:
+            groups.setdefault(s.host, []).append(s)
     for group in groups.values():
         for set_id, why in _by_rules(group, policy):
             reasons.setdefault(set_id, []).append(why)
@@ -195,7 +210,8 @@ def prune(
     """Delete the sets of ``hosts`` (None: of every host) that the policy does not keep."""
     if isinstance(policy, int):
         policy = Retention(last=policy)
-    plan = spare_in_use(medium, plan_retention(medium.list_sets(), policy, hosts))
+    plan = spare_in_use(medium, plan_retention(medium.list_sets(), policy, hosts,
+                                               now=datetime.now(UTC)))
     for s in plan.delete:
         medium.delete_set(s.id)  # which looks at the leases again, just before
     return plan

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from resurgo.errors import OperationFailed, ResurgoError
@@ -98,7 +99,8 @@ def prune_sets(medium: Medium, opts: PruneOptions,
     keep, newest first (an interrupted prune leaves no set without its parent)."""
     sets = medium.list_sets()
     # A set that a save running now builds on is kept (its lease names it).
-    plan = spare_in_use(medium, plan_retention(sets, opts.policy, opts.hosts))
+    plan = spare_in_use(medium, plan_retention(sets, opts.policy, opts.hosts,
+                                               now=datetime.now(UTC)))
     refused = tuple(set_id for set_id, _why in medium.refused)
     chosen = {s.id for s in plan.keep} | {s.id for s in plan.delete}
     others = tuple(sorted({s.host or "-" for s in sets if s.id not in chosen}))
