@@ -35,6 +35,7 @@ from resurgo.rescue import (
     system,
 )
 from resurgo.rescue import keys as rkeys
+from resurgo.rescue.access import Access
 from resurgo.rescue.agent import recover_argv
 from resurgo.rescue.cmdline import After, Dhcp, Embedded, MediumUrl, Mode, OnDevice, StaticIp
 from resurgo.rescue.layout import SITE_DIR
@@ -964,7 +965,8 @@ def test_an_sftp_set_is_recovered_against_the_pinned_host_key() -> None:
                          set_id="20261101T000000Z-0001", created=datetime(2026, 11, 1, tzinfo=UTC),
                          host="db1", description_digest="a" * 64)
     pinned = Path("/etc/resurgo/known_hosts")
-    argv = recover_argv(Mode.AUTO, locate.Choice(c, "r"), Path("/d.toml"), (), pinned)
+    argv = recover_argv(Mode.AUTO, locate.Choice(c, "r"), Path("/d.toml"), (),
+                        Access(known_hosts=pinned))
     assert argv[:7] == ["recover", "--from", c.medium, "--set", c.set_id,
                         "--ssh-known-hosts", str(pinned)]
     assert "--ssh-strict-host-keys" in argv
@@ -972,7 +974,7 @@ def test_an_sftp_set_is_recovered_against_the_pinned_host_key() -> None:
     local = locate.Candidate(medium="/run/resurgo/disks/vdb", set_id=c.set_id,
                              created=c.created, host="db1", description_digest="a" * 64)
     assert "--ssh-known-hosts" not in recover_argv(Mode.AUTO, locate.Choice(local, "r"),
-                                                   Path("/d.toml"), (), pinned)
+                                                   Path("/d.toml"), (), Access(known_hosts=pinned))
 
 
 def test_attended_a_person_picks_the_set_and_recover_asks_before_writing() -> None:

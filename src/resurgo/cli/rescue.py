@@ -15,6 +15,7 @@ from resurgo.recovery.events import Advanced, Step
 
 if TYPE_CHECKING:
     from resurgo.rescue import RescueOptions
+    from resurgo.rescue.access import ImageAccess
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -128,7 +129,45 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="known_hosts lines of the SFTP server the image recovers from: the rescue "
         "accepts that server only with these keys (save records the server's key itself)",
     )
+    add_image_access_arguments(p)
+    g = p.add_argument_group("how the rescue reaches a network medium (--from-url)")
+    g.add_argument("--s3-endpoint", metavar="URL",
+                   help="the S3 server (default: AWS, or AWS_ENDPOINT_URL): carried by the image")
+    g.add_argument("--s3-region", metavar="REGION",
+                   help="the S3 region (default: us-east-1): carried by the image")
+    g.add_argument("--s3-insecure-http", action="store_true",
+                   help="allow a plain http:// S3 endpoint (only on a network you trust)")
+    g.add_argument("--ssh-key", metavar="FILE",
+                   help="the private key for an sftp:// medium (carried only with "
+                   "--embed-credentials; else the rescue takes it from the key medium)")
     p.set_defaults(handler=run)
+
+
+def add_image_access_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--embed-credentials",
+        action="store_true",
+        help="carry the network medium's credentials in the image (the S3 keys as this "
+        "machine finds them, the --ssh-key file; 0600 in the initramfs): whoever has a "
+        "copy of the image then has them. Without it the rescue reads them from the key "
+        "medium (resurgo.keys=DEV[:/dir], files s3-credentials and ssh-key); exit code 2 "
+        "when there is nothing to carry",
+    )
+
+
+def image_access(args: argparse.Namespace, url: str | None) -> ImageAccess:
+    """What the image carries to reach the medium at ``url``, from this machine's options
+    for that medium (and environment, for S3: as every command finds them)."""
+    import os
+
+    from resurgo.media import MediumOptions, SshOptions
+    from resurgo.rescue.access import image_access as access_of
+
+    options = MediumOptions(s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
+                            s3_insecure_http=args.s3_insecure_http,
+                            ssh=SshOptions(identity=args.ssh_key))
+    return access_of(url, options, embed=args.embed_credentials,
+                     environ=os.environ, home=Path.home())
 
 
 def options(args: argparse.Namespace) -> RescueOptions:
@@ -163,6 +202,7 @@ def options(args: argparse.Namespace) -> RescueOptions:
         compression_level=args.compression_level,
         trusted_signers=trust.text if trust else None,
         known_hosts=read_known_hosts(args.ssh_known_hosts) if args.ssh_known_hosts else None,
+        access=image_access(args, args.from_url),
     )
 
 

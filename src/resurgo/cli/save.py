@@ -25,6 +25,7 @@ from resurgo.cli.medium import MEDIUM_HELP, add_medium_arguments, medium_options
 from resurgo.cli.output import emit, progress, warn
 from resurgo.cli.progress import shown
 from resurgo.cli.reports import reported
+from resurgo.cli.rescue import add_image_access_arguments
 from resurgo.cli.retention import add_retention_arguments, retention
 from resurgo.config import Config
 from resurgo.engine.pipes import DEFAULT_LEVEL
@@ -34,6 +35,7 @@ from resurgo.recovery.events import Event
 from resurgo.recovery.report import event_text
 from resurgo.recovery.save import RescueChoices, SaveOptions, save_set
 from resurgo.recovery.savelock import save_lock
+from resurgo.rescue.access import ImageAccess
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -87,6 +89,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
     add_retention_arguments(p, keep_alias=True)
     add_medium_arguments(p)
+    add_image_access_arguments(p)
     reported(p, "save")
     p.set_defaults(handler=run)
 
@@ -114,8 +117,22 @@ def options(args: argparse.Namespace) -> SaveOptions:
         catalog=not args.no_catalog,
         level=args.compression_level,
         sign_key=signing.SignKey.load(args.sign_key) if args.sign_key else None,
-        image=rescue_choices(getattr(args, "configuration", None) or Config()),
+        image=replace(rescue_choices(getattr(args, "configuration", None) or Config()),
+                      access=_image_access(args)),
     )
+
+
+def _image_access(args: argparse.Namespace) -> ImageAccess | None:
+    """How the set's rescue image reaches this medium when it is a network one: its
+    endpoint and CA, and with --embed-credentials the credentials save itself uses."""
+    if "://" not in args.medium and not args.embed_credentials:
+        return None
+    import os
+
+    from resurgo.rescue.access import image_access
+
+    return image_access(args.medium, medium_options(args, writing=True),
+                        embed=args.embed_credentials, environ=os.environ, home=Path.home())
 
 
 def rescue_choices(config: Config) -> RescueChoices:

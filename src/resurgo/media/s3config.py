@@ -68,6 +68,56 @@ def _lookup(parser: configparser.ConfigParser, profile: str, config: bool, key: 
     return None
 
 
+@dataclass(frozen=True)
+class S3Where:
+    """Where an S3 medium is, without who we are there (what a rescue image carries)."""
+
+    endpoint: str | None  # None: AWS itself
+    region: str
+    ca_file: str | None = None
+
+
+def where(
+    *,
+    environ: Mapping[str, str],
+    home: Path,
+    endpoint: str | None = None,
+    region: str | None = None,
+) -> S3Where:
+    """Endpoint, region and CA bundle as resolve finds them (no credentials needed)."""
+    profile = environ.get("AWS_PROFILE") or "default"
+    config_ini = _read_ini(_config_path(environ, home))
+    return S3Where(
+        endpoint=(
+            endpoint
+            or environ.get("AWS_ENDPOINT_URL_S3")
+            or environ.get("AWS_ENDPOINT_URL")
+            or _lookup(config_ini, profile, True, "endpoint_url")
+        ),
+        region=(
+            region
+            or environ.get("AWS_REGION")
+            or environ.get("AWS_DEFAULT_REGION")
+            or _lookup(config_ini, profile, True, "region")
+            or "us-east-1"
+        ),
+        ca_file=environ.get("AWS_CA_BUNDLE") or _lookup(config_ini, profile, True, "ca_bundle"),
+    )
+
+
+def _config_path(environ: Mapping[str, str], home: Path) -> Path:
+    return Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config")
+
+
+def credentials(*, environ: Mapping[str, str], home: Path) -> Credentials:
+    """Who we are on S3, looked up as the AWS tools do (module docstring)."""
+    profile = environ.get("AWS_PROFILE") or "default"
+    creds_path = Path(environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials")
+    config_path = _config_path(environ, home)
+    return _credentials(environ, profile, _read_ini(creds_path), creds_path,
+                        _read_ini(config_path), config_path)
+
+
 def resolve(
     *,
     environ: Mapping[str, str],
@@ -76,31 +126,13 @@ def resolve(
     region: str | None = None,
     insecure_http: bool = False,
 ) -> S3Settings:
-    profile = environ.get("AWS_PROFILE") or "default"
-    creds_path = Path(environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials")
-    config_path = Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config")
-    creds_ini = _read_ini(creds_path)
-    config_ini = _read_ini(config_path)
-
-    credentials = _credentials(environ, profile, creds_ini, creds_path, config_ini, config_path)
-    region = (
-        region
-        or environ.get("AWS_REGION")
-        or environ.get("AWS_DEFAULT_REGION")
-        or _lookup(config_ini, profile, True, "region")
-        or "us-east-1"
-    )
-    endpoint = (
-        endpoint
-        or environ.get("AWS_ENDPOINT_URL_S3")
-        or environ.get("AWS_ENDPOINT_URL")
-        or _lookup(config_ini, profile, True, "endpoint_url")
-    )
-    ca_file = environ.get("AWS_CA_BUNDLE") or _lookup(config_ini, profile, True, "ca_bundle")
-    if endpoint is None:
+    creds = credentials(environ=environ, home=home)
+    loc = where(environ=environ, home=home, endpoint=endpoint, region=region)
+    if loc.endpoint is None:
         return S3Settings(
-            "https", f"s3.{region}.amazonaws.com", region, credentials, False, ca_file
+            "https", f"s3.{loc.region}.amazonaws.com", loc.region, creds, False, loc.ca_file
         )
+    endpoint = loc.endpoint
     scheme, host = parse_endpoint(endpoint)
     if scheme == "http" and not insecure_http:
         raise BadInput(
@@ -110,7 +142,7 @@ def resolve(
             "use https://, or give --s3-insecure-http for a server on a network you trust "
             "(a loopback or an isolated backup network)",
         )
-    return S3Settings(scheme, host, region, credentials, True, ca_file)
+    return S3Settings(scheme, host, loc.region, creds, True, loc.ca_file)
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, str]:

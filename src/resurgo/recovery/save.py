@@ -73,6 +73,7 @@ from resurgo.units import human
 
 if TYPE_CHECKING:
     from resurgo.rescue import RescueOptions
+    from resurgo.rescue.access import ImageAccess
 
 log = logging.getLogger("resurgo.recovery")
 
@@ -96,6 +97,9 @@ class RescueChoices:
     modules: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
     compression_level: int | None = None
+    # How the image reaches a network medium (its endpoint, CA; credentials only when
+    # embedded on request): rescue.access.
+    access: ImageAccess | None = None
 
 
 @dataclass(frozen=True)
@@ -519,7 +523,7 @@ def image_options(choices: RescueChoices) -> RescueOptions:
         unattended=choices.unattended, after=After(choices.after),
         kernel_args=choices.kernel_args, menu_timeout=choices.menu_timeout,
         extra_modules=choices.modules, extra_programs=choices.programs,
-        compression_level=choices.compression_level)
+        compression_level=choices.compression_level, access=choices.access)
 
 
 def _write_description(desc: Description, w: SetWriter, tmp: Path,

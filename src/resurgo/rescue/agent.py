@@ -34,7 +34,7 @@ from resurgo import __version__, digest, private, reports, run, signing
 from resurgo.errors import ExitCode, ResurgoError
 from resurgo.recovery.setfiles import RESCUE
 from resurgo.rehearse import protocol
-from resurgo.rescue import cmdline, keys, locate, system
+from resurgo.rescue import access, cmdline, keys, locate, system
 from resurgo.rescue.cmdline import After, MediumUrl, Mode, OnDevice, RescueArgs
 from resurgo.rescue.layout import (
     CONFIG_PATH,
@@ -195,6 +195,10 @@ class Agent:
         self.refused: list[str] = []
         # The description of the set chosen, once it is (read through the set's index).
         self.description: Path | None = None
+        # The key medium's directory once mounted (resurgo.keys), and how the network
+        # medium is reached (credentials from it or from the image), once asked.
+        self.keys_dir: Path | None = None
+        self.medium_access: access.Access | None = None
 
     def rehearsal(self, kind: str, **fields: str | int | bool) -> None:
         """A line of the rehearsal protocol on the consoles, in rehearsal mode."""
@@ -232,6 +236,28 @@ class Agent:
             system.umount(MEDIUM_MOUNT)
         return None
 
+    def open_medium(self, url: str) -> Medium:
+        """A medium to list and read sets from; a network one with the image's settings
+        and the credentials of the key medium or the image (rescue.access)."""
+        if "://" not in url:
+            return open_set_medium(url)
+        return self.access().open(url)
+
+    def access(self) -> access.Access:
+        if self.medium_access is None:
+            keys_dir = None
+            if self.args.keys is not None:
+                try:
+                    keys_dir = self.keys_directory(self.args.keys)
+                except (locate.NoChoice, ResurgoError) as e:
+                    self.say(f"no credentials from the key medium: {e}")
+            self.medium_access = access.rescue_access(
+                self.config.extra.get("medium"), known_hosts=pinned_hosts(),
+                trust_file=trust_file(), keys_dir=keys_dir)
+            for line in self.medium_access.lines:
+                self.say(line)
+        return self.medium_access
+
     def ensure_network(self) -> None:
         if not self.network_up:
             self.network_up = system.bring_up(self.args.network, self.args.nameservers, self.say)
@@ -242,7 +268,7 @@ class Agent:
         from resurgo.media.setindex import content_pin
 
         out = []
-        with open_set_medium(url) as medium:
+        with self.open_medium(url) as medium:
             infos = medium.list_sets()
             for set_id, why in medium.refused:
                 self.say(f"refused {url} set {set_id}: {why}")
@@ -378,7 +404,7 @@ class Agent:
             return DESCRIPTION_PATH
         dest = Path("/run/resurgo/sets") / cand.set_id / locate.DESCRIPTION
         private.makedirs(dest.parent)
-        with open_set_medium(cand.medium) as medium:
+        with self.open_medium(cand.medium) as medium:
             private.write_bytes(dest, medium.open_set(cand.set_id).read_bytes(locate.DESCRIPTION))
         return dest
 
@@ -414,15 +440,12 @@ class Agent:
         # -P: never import from the working directory (PYTHONPATH names resurgo's own).
         full = [sys.executable, "-P", "-m", "resurgo", *argv]
         self.say("+ resurgo " + " ".join(argv))
+        env = {"PYTHONPATH": SITE_DIR, "HOME": "/root"}
+        if self.medium_access is not None:
+            env.update(self.medium_access.environ())
         if interactive:
-            return run.spawn(full, stdin=None, stdout=None, stderr=None,
-                             env={"PYTHONPATH": SITE_DIR, "HOME": "/root"}).wait()
-        proc = run.spawn(
-            full,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={"PYTHONPATH": SITE_DIR, "HOME": "/root"},
-        )
+            return run.spawn(full, stdin=None, stdout=None, stderr=None, env=env).wait()
+        proc = run.spawn(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert proc.stdout is not None
         for raw in proc.stdout:
             self.console.write(raw.decode(errors="replace"))
@@ -457,8 +480,11 @@ class Agent:
         choice, desc, extra = chosen
         self.set_step(True)
         steps = STEP_LINES if self.args.rehearse and self.args.recover is Mode.AUTO else None
+        cand = choice.candidate
+        reach = (self.access() if cand is not None and "://" in cand.medium
+                 else access.Access(known_hosts=pinned_hosts()))
         return self.resurgo(*recover_argv(self.args.recover, choice, desc, extra,
-                                          pinned_hosts(), steps),
+                                          reach, steps),
                             interactive=self.args.recover is Mode.ASK)
 
     def choose(self) -> tuple[locate.Choice, Path, list[str]] | int:
@@ -575,23 +601,31 @@ class Agent:
         are on the key medium (resurgo.keys), mounted read-only at KEYS_MOUNT."""
         from resurgo import fileformat
 
-        dev = self.wait_for(where.device, "resurgo.keys")
-        fstype = system.probe(dev).get("TYPE")
-        if fstype not in system.MOUNTABLE:
-            raise locate.NoChoice(f"{dev}: no filesystem to read keys from ({fstype or 'none'})")
-        if not system.mount_ro(dev, fstype, KEYS_MOUNT):
-            raise locate.NoChoice(f"{dev}: cannot mount it")
-        directory = KEYS_MOUNT / (where.path or "/").lstrip("/")
+        directory = self.keys_directory(where)
         try:
             names = os.listdir(directory)
         except OSError as e:
-            raise locate.NoChoice(f"{directory} on {dev}: {e.strerror}") from None
+            raise locate.NoChoice(f"{directory}: {e.strerror}") from None
         volumes = [keys.Volume(v.id, v.uuid) for v in fileformat.read(description).luks_volumes]
         argv, lines = keys.key_file_args(volumes, names, directory, self.args.args)
-        self.say(f"key medium {dev} mounted read-only on {KEYS_MOUNT}")
         for line in lines:
             self.say(line)
         return argv
+
+    def keys_directory(self, where: OnDevice) -> Path:
+        """The key medium (resurgo.keys) mounted read-only at KEYS_MOUNT, once: the
+        directory it names."""
+        if self.keys_dir is None:
+            dev = self.wait_for(where.device, "resurgo.keys")
+            fstype = system.probe(dev).get("TYPE")
+            if fstype not in system.MOUNTABLE:
+                raise locate.NoChoice(
+                    f"{dev}: no filesystem to read keys from ({fstype or 'none'})")
+            if not system.mount_ro(dev, fstype, KEYS_MOUNT):
+                raise locate.NoChoice(f"{dev}: cannot mount it")
+            self.say(f"key medium {dev} mounted read-only on {KEYS_MOUNT}")
+            self.keys_dir = KEYS_MOUNT / (where.path or "/").lstrip("/")
+        return self.keys_dir
 
     def install_check(self, rc: int, since: float, report_dir: Path | None = None) -> None:
         """Rehearsal mode, once recover ended: when it recovered, the check into the
@@ -688,12 +722,13 @@ def finished(rc: int) -> list[str]:
 
 def recover_argv(
     mode: Mode, choice: locate.Choice, description: Path, extra: Sequence[str],
-    known_hosts: Path | None = None, step_lines: str | None = None,
+    reach: access.Access | None = None, step_lines: str | None = None,
 ) -> list[str]:
     """The resurgo command an unattended run executes: on the chosen set (its medium and
-    id), or, with no set found, on the description alone (then only the layout). An SFTP
-    medium is checked against ``known_hosts`` (the host key the image was saved with);
-    recover writes its steps to ``step_lines`` (rehearsal mode)."""
+    id), or, with no set found, on the description alone (then only the layout). A
+    network medium is reached as ``reach`` says (an SFTP server checked against the host
+    key the image was saved with, the S3 endpoint, the key's path); recover writes its
+    steps to ``step_lines`` (rehearsal mode)."""
     cand = choice.candidate
     if cand is None:
         source = ["--from", str(description)]
@@ -701,8 +736,8 @@ def recover_argv(
             source.append("--layout-only")
     else:
         source = ["--from", cand.medium, "--set", cand.set_id]
-        if cand.medium.startswith("sftp://") and known_hosts is not None:
-            source += ["--ssh-known-hosts", str(known_hosts), "--ssh-strict-host-keys"]
+        if reach is not None:
+            source += reach.argv(cand.medium)
     if mode is Mode.PLAN:
         return ["plan", *source, *extra]
     if mode is Mode.ASK:

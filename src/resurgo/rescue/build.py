@@ -43,6 +43,7 @@ from resurgo.model import Description
 from resurgo.packages import hint_for
 from resurgo.probe import hardware, rootfs
 from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python
+from resurgo.rescue.access import ImageAccess
 from resurgo.rescue.cmdline import After
 from resurgo.units import human
 
@@ -99,6 +100,9 @@ class RescueOptions:
     set_pin: str | None = None
     #: known_hosts lines of the SFTP server the set lives on: the rescue checks it strictly.
     known_hosts: bytes | None = None
+    #: How the rescue reaches a network medium: S3 endpoint, region, CA bundle and, only
+    #: with --embed-credentials, the credentials (rescue.access).
+    access: ImageAccess | None = None
 
 
 # known_hosts lines for one server: far below this.
@@ -432,6 +436,17 @@ def _add_file(w: cpio.Writer, path: str, data: bytes, perm: int = 0o644) -> None
     w.add(cpio.Entry.file(path, data, perm))
 
 
+def add_files(w: cpio.Writer, files: Sequence[tuple[str, bytes, int]]) -> None:
+    """Files (path in the image, content, mode); a private one (no access for others)
+    goes in a directory of its own that is private too."""
+    for path, data, perm in files:
+        parent = path.lstrip("/").rpartition("/")[0]
+        if perm & 0o077 == 0 and parent not in w.names:
+            w.ensure_dirs(parent)
+            w.add(cpio.Entry.directory(parent, 0o700))
+        _add_file(w, path.lstrip("/"), data, perm)
+
+
 def _add_host_tree(w: cpio.Writer, root: Path, inside: str, skip: frozenset[str]) -> int:
     """A directory of the tree (its files and links, as they are) at the same place."""
     host = rootfs.host_path(root, rootfs.resolve(root, inside) or inside)
@@ -452,6 +467,7 @@ def write_resurgo_archive(
     grub: bool,
     packages: Sequence[ModuleType],
     package_libraries: Sequence[str] = (),
+    extra_files: Sequence[tuple[str, bytes, int]] = (),
 ) -> python.PythonReport:
     interpreter = py.binary
     with out.open("wb") as f:
@@ -487,6 +503,7 @@ def write_resurgo_archive(
             etc[str(layout.KNOWN_HOSTS_PATH).lstrip("/")] = known_hosts
         for path, text in etc.items():
             _add_file(w, path, text.encode())
+        add_files(w, extra_files)
         w.add(cpio.Entry.symlink("etc/mtab", "/proc/self/mounts"))
         for bundle in CA_BUNDLES:
             real = rootfs.resolve(sysroot, bundle)
@@ -659,7 +676,13 @@ def build_rescue_image(out: Path, options: RescueOptions,
                             if options.trusted_signers is not None else None),
         "known_hosts": (options.known_hosts.decode("utf-8", "replace")
                         if options.known_hosts is not None else None),
+        "medium": options.access.config() if options.access is not None else None,
     }
+    if options.access is not None and options.access.embedded:
+        warnings.append(
+            f"the image carries credentials ({', '.join(options.access.embedded)}, "
+            "--embed-credentials): whoever has a copy of it can read and delete the sets "
+            "with them; keep it as private as the credentials")
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -688,6 +711,7 @@ def build_rescue_image(out: Path, options: RescueOptions,
                 grub=find_program(sysroot, "grub-install") is not None,
                 packages=packages,
                 package_libraries=pkg_libraries,
+                extra_files=options.access.files() if options.access is not None else (),
             )
         tree = work / "iso"
         (tree / "boot/grub").mkdir(parents=True)

@@ -17,7 +17,9 @@
     resurgo.keys=DEV[:/dir]         a filesystem (as in resurgo.from) holding the key
                                     files of the LUKS volumes, named by volume id or
                                     LUKS UUID (see rescue.keys): mounted read-only,
-                                    each becomes --key-file ID=PATH
+                                    each becomes --key-file ID=PATH; and the network
+                                    medium's credentials, s3-credentials and ssh-key
+                                    (see rescue.access)
     resurgo.args="..."              more arguments for recover/plan (--target, --map ...),
                                     split like a shell would; several add up in order
     resurgo.after=shell|poweroff|reboot   what to do when the unattended run ends,
