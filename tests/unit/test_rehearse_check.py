@@ -240,7 +240,7 @@ def test_the_whole_script_is_posix_sh() -> None:
     subprocess.run([SH, "-n", "-c", checkscript.script()], check=True)
     text = checkscript.script()
     assert text.startswith("#!/bin/sh\n")
-    assert "systemctl poweroff --no-block" in text
+    assert "systemctl --no-block --job-mode=replace-irreversibly start poweroff.target" in text
     assert f": > {checkscript.DONE_PATH}" in text
 
 
@@ -271,7 +271,8 @@ def test_install_writes_the_script_the_unit_and_the_values(tmp_path: Path) -> No
     unit = "resurgo-rehearse-check.service"
     assert written == ["/var/lib/resurgo/rehearse/check.sh", "/var/lib/resurgo/rehearse/expected",
                        f"/etc/systemd/system/{unit}",
-                       f"/etc/systemd/system/multi-user.target.wants/{unit}"]
+                       f"/etc/systemd/system/multi-user.target.wants/{unit}",
+                       f"/etc/systemd/system/emergency.target.wants/{unit}"]
     d = t / "var/lib/resurgo/rehearse"
     assert (d / "check.sh").read_text() == checkscript.script()
     assert stat.S_IMODE((d / "check.sh").stat().st_mode) == 0o700
@@ -285,8 +286,10 @@ def test_install_writes_the_script_the_unit_and_the_values(tmp_path: Path) -> No
     assert u.read_text() == checkscript.unit()
     assert stat.S_IMODE(u.stat().st_mode) == 0o644
     assert "ExecStart=/bin/sh /var/lib/resurgo/rehearse/check.sh" in u.read_text()
-    link = t / "etc/systemd/system/multi-user.target.wants" / unit
-    assert link.is_symlink() and os.readlink(link) == f"/etc/systemd/system/{unit}"
+    assert "WantedBy=multi-user.target emergency.target\n" in u.read_text()
+    for wanted in ("multi-user", "emergency"):
+        link = t / f"etc/systemd/system/{wanted}.target.wants" / unit
+        assert link.is_symlink() and os.readlink(link) == f"/etc/systemd/system/{unit}"
     # Again: replaced in place, and a done mark of an earlier run removed.
     (d / "done").write_text("")
     assert installcheck.install(t, VALUES) == written
@@ -303,7 +306,7 @@ def test_install_also_enables_it_for_another_default_target(tmp_path: Path) -> N
     (t / "etc/systemd/system/default.target").symlink_to(
         "/usr/lib/systemd/system/graphical.target")
     assert installcheck.install(t, VALUES)[-1].startswith(
-        "/etc/systemd/system/multi-user.target.wants/")
+        "/etc/systemd/system/emergency.target.wants/")
 
 
 def test_install_refuses_a_systemd_directory_that_leads_out(tmp_path: Path) -> None:

@@ -43,9 +43,11 @@ each line standing alone (never behind the agent's "resurgo-rescue:" prefix), in
 then it keeps its log in the recovered system and powers off (resurgo.after).
 
 The recovered system, at its first boot (checkscript: a systemd service enabled for
-multi-user.target and the default target, a POSIX sh script, a file of expected values;
-it runs once), waits for the boot to settle (`systemctl is-system-running --wait`, at
-most 600 s), then writes to /dev/ttyS0 (else /dev/console), in this order:
+multi-user.target, emergency.target and the default target, a POSIX sh script, a file of
+expected values; it runs once), waits for the boot to settle (`systemctl
+is-system-running --wait`, at most 600 s; a boot that fell into emergency mode, a mount
+that never came, say, reports too: boot "maintenance" and the mount named), then writes
+to /dev/ttyS0 (else /dev/console), in this order:
 
     RESURGO-REHEARSE {"kind": "check", "name": "boot", "ok": true, "detail": "running"}
     ... one line each for "units", "mounts", "swap", "canary", "hostname",

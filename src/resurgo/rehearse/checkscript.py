@@ -1,9 +1,10 @@
 """The check a recovered system runs at its first boot in a rehearsal: a POSIX sh script
 (the recovered system may have no Python) and the systemd unit that starts it.
 
-Once the boot has settled (`systemctl is-system-running --wait`) the script writes one
+Once the boot has settled (`systemctl is-system-running --wait`: running or degraded, or
+maintenance when the boot failed into emergency mode) the script writes one
 protocol line (rehearse.protocol) per property to the serial console, then a result line,
-marks itself done (it runs once) and powers the system off:
+marks itself done (it runs once) and powers the system off (poweroff.target):
 
     boot        the default target reached: the system is running or degraded
     units       no unit failed that was not failed when the set was saved
@@ -38,6 +39,8 @@ SCRIPT_PATH = f"{CHECK_DIR}/check.sh"
 EXPECTED_PATH = f"{CHECK_DIR}/expected"
 DONE_PATH = f"{CHECK_DIR}/done"
 UNIT_NAME = "resurgo-rehearse-check.service"
+# The targets whose .wants the unit is linked into (and the system's default target).
+WANTED_BY = ("multi-user.target", "emergency.target")
 # How long the boot may take to settle before the check says it did not.
 SETTLE_SECONDS = 600
 # The longest detail a line carries (the host takes 1024 characters).
@@ -308,7 +311,9 @@ run_checks "" {EXPECTED_PATH}
 result_line "$ALL_OK"
 : > {DONE_PATH}
 sync
-systemctl poweroff --no-block
+# poweroff.target started as `systemctl poweroff` does, without asking logind first
+# (a minimal system has no D-Bus: that fails, noisily, before it falls back).
+systemctl --no-block --job-mode=replace-irreversibly start poweroff.target
 """
 
 
@@ -322,9 +327,16 @@ def script() -> str:
 def unit() -> str:
     return f"""[Unit]
 Description=resurgo rehearsal: check the recovered system, then power off
+# Wanted by emergency.target too: a boot that fails (a mount that does not come) still
+# reports, in emergency mode, what failed. So no default dependencies (they would pull in
+# sysinit.target, which failed then); in a normal boot it starts once multi-user.target
+# is reached.
+DefaultDependencies=no
 ConditionPathExists=!{DONE_PATH}
 RequiresMountsFor={CHECK_DIR}
-After=multi-user.target
+After=multi-user.target emergency.service
+Conflicts=shutdown.target
+Before=shutdown.target
 
 [Service]
 # simple, not oneshot: the boot is settled only once every start job is done, this one's
@@ -333,9 +345,9 @@ Type=simple
 ExecStart=/bin/sh {SCRIPT_PATH}
 
 [Install]
-WantedBy=multi-user.target
+WantedBy={" ".join(WANTED_BY)}
 """
 
 
 __all__ = ["CHECK_DIR", "DONE_PATH", "EXPECTED_PATH", "FUNCTIONS", "MAIN", "SCRIPT_PATH",
-           "UNIT_NAME", "script", "unit"]
+           "UNIT_NAME", "WANTED_BY", "script", "unit"]

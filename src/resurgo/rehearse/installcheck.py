@@ -8,7 +8,8 @@ link, and a link planted where a file goes replaced, not followed):
     /var/lib/resurgo/rehearse/expected      the values it compares with (0600)
     /etc/systemd/system/resurgo-rehearse-check.service
     /etc/systemd/system/multi-user.target.wants/resurgo-rehearse-check.service -> the unit
-    (and the .wants of the system's default target, when that is another one)
+    the same in emergency.target.wants (a failed boot still reports), and in the .wants
+    of the system's default target when multi-user.target does not lead to it
 
 The expected values come from the set's description (host name, machine-id, canary,
 units failed at save time) and from the recovered system's network configuration as
@@ -99,8 +100,7 @@ def _default_target(systemd_fd: int) -> str | None:
     except OSError:
         return None
     name = os.path.basename(link)
-    if not _TARGET.fullmatch(name) or name in ("multi-user.target", "graphical.target",
-                                                "default.target"):
+    if not _TARGET.fullmatch(name) or name in ("graphical.target", "default.target"):
         return None
     return name
 
@@ -139,9 +139,9 @@ def install(target: Path, values: Expected) -> list[str]:
         try:
             confine.replace_at(fd, checkscript.UNIT_NAME, checkscript.unit().encode(), 0o644)
             written.append(f"{SYSTEMD_DIR}/{checkscript.UNIT_NAME}")
-            wanted_by = ["multi-user.target"]
+            wanted_by = list(checkscript.WANTED_BY)
             other = _default_target(fd)
-            if other is not None:
+            if other is not None and other not in wanted_by:
                 wanted_by.append(other)
         finally:
             os.close(fd)
