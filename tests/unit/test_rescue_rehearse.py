@@ -287,3 +287,26 @@ def test_without_rehearsal_the_agent_writes_no_protocol_line(
     # Only the faked recover's own lines (the real one writes none without the option).
     assert [k for k, f in run.messages() if f.get("step") in ("rescue", "set")] == []
     assert not (run.target / "var/lib/resurgo").exists()
+
+
+def test_an_internal_error_in_rehearsal_mode_still_ends_with_recovered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resurgo.rescue import agent as rescue_agent
+
+    out = io.StringIO()
+    args = cmdline.parse("resurgo.recover=auto resurgo.rehearse=1")
+    monkeypatch.setattr(rescue_agent.Console, "open",
+                        classmethod(lambda cls: cls([out])))
+    monkeypatch.setattr(rescue_agent.cmdline, "parse", lambda text: args)
+
+    def bug(self: object) -> int:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(rescue_agent.Agent, "boot", bug)
+    assert rescue_agent.main(["boot"]) == 70
+    assert "internal error (a bug in resurgo)" in out.getvalue()
+    last = protocol.parse(out.getvalue().splitlines()[-1])
+    assert last is not None and last.kind == "recovered"
+    assert last.fields == {"ok": False, "exit": 70,
+                           "detail": "internal error in the rescue's agent"}

@@ -11,6 +11,11 @@ recovered system too, as /var/log/resurgo/rescue-TIME.log beside recover's repor
 it would be lost at power-off). Then it powers off, reboots or returns to /init, which
 starts the shells (resurgo.after).
 
+With resurgo.rehearse=1 (a rehearsal, `resurgo rehearse`) it also writes its steps and
+recover's as lines of the rehearsal protocol on the consoles, and once the recovery
+succeeded installs the check the recovered system runs at its first boot (the rehearse
+package's docstring lists the lines).
+
 `... agent poweroff` and `... agent reboot` are the rescue's poweroff and reboot.
 """
 
@@ -55,7 +60,10 @@ PREFIX = "resurgo-rescue:"
 # Where recover writes its steps in rehearsal mode: its own standard output, which the
 # agent copies to the consoles as it comes (lines of a few dozen bytes: each write whole).
 STEP_LINES = "/proc/self/fd/1"
+# A report's time is the kernel's coarse clock, which lags time.time() by up to a tick.
 MTIME_SLACK = 1.0
+# The agent's own exit code for a bug in it (sysexits' EX_SOFTWARE).
+INTERNAL_ERROR = 70
 
 
 class Console:
@@ -546,7 +554,6 @@ class Agent:
         if not found:
             return None
         try:
-            # A file's time is the kernel's coarse clock, a tick behind time.time().
             if found[-1].stat().st_mtime < since - MTIME_SLACK:
                 return None  # an older run's
             target = json.loads(found[-1].read_text()).get("target")
@@ -757,12 +764,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console.open()
     # What the media say while sets are listed (a damaged index skipped) reaches the consoles.
     logging.getLogger("resurgo").addHandler(ConsoleLog(console))
+    kernel_args: RescueArgs | None = None
     try:
         kernel_args = cmdline.parse(Path("/proc/cmdline").read_text())
         return Agent(console, Config.load(), kernel_args).boot()
     except Exception:
         console.say("internal error (a bug in resurgo):\n" + traceback.format_exc())
-        return 70
+        if kernel_args is not None and kernel_args.rehearse:
+            # The host waits for this line: without it only its timeout would end the wait.
+            console.write(protocol.line("recovered", ok=False, exit=INTERNAL_ERROR,
+                                        detail="internal error in the rescue's agent"))
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":
