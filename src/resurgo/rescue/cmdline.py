@@ -32,7 +32,9 @@
                                     recovery succeeded installs the check that the
                                     recovered system runs at its first boot (rehearse
                                     package docstring); 0 (default): no rehearsal
-    ip=...                          network: "dhcp", or the kernel's static form
+    ip=...                          network (default with a network medium: DHCP on every
+                                    wired interface with a link): "dhcp", IFACE:dhcp,
+                                    or the kernel's static form
                                     ADDR::GATEWAY:NETMASK:HOSTNAME:IFACE:none[:DNS0[:DNS1]]
     nameserver=ADDR                 a DNS server (repeatable)
 

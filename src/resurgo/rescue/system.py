@@ -19,7 +19,9 @@ from pathlib import Path
 
 from resurgo import run
 from resurgo.errors import ResurgoError
+from resurgo.rescue import dhcp
 from resurgo.rescue.cmdline import Dhcp, Network, StaticIp
+from resurgo.rescue.layout import HOSTNAME
 
 log = logging.getLogger("resurgo.rescue")
 
@@ -173,12 +175,37 @@ def mounted_devices() -> dict[str, str]:
 
 
 def interfaces(sys_net: Path = SYS / "class" / "net") -> list[str]:
-    """Ethernet-like interfaces (not lo, not virtual bridges), by name."""
+    """Wired interfaces of a device (not lo, not virtual ones, not wireless), by name."""
     try:
         names = sorted(os.listdir(sys_net))
     except OSError:
         return []
-    return [n for n in names if n != "lo" and (sys_net / n / "device").exists()]
+    return [n for n in names if n != "lo" and (sys_net / n / "device").exists()
+            and not (sys_net / n / "wireless").exists()]
+
+
+def has_link(iface: str, wait: float = 5.0, sys_net: Path = SYS / "class" / "net") -> bool:
+    """Whether ``iface`` (set up) has a carrier, waited for up to ``wait`` seconds (a
+    link comes up a second or two after the interface)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if (sys_net / iface / "carrier").read_text().strip() == "1":
+                return True
+        except OSError:
+            pass  # EINVAL while the interface is down
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+
+
+def lease_commands(got: dhcp.Lease, iface: str, *, route: bool) -> list[list[str]]:
+    """The `ip` commands that apply a DHCP lease (pure: unit-tested); the default route
+    only when ``route`` (the first interface's)."""
+    cmds = [["ip", "addr", "add", f"{got.address}/{got.prefix}", "dev", iface]]
+    if route and got.router:
+        cmds.append(["ip", "route", "add", "default", "via", got.router, "dev", iface])
+    return cmds
 
 
 def static_commands(cfg: StaticIp, iface: str) -> list[list[str]]:
@@ -208,8 +235,9 @@ def resolv_conf(nameservers: list[str] | tuple[str, ...]) -> str:
 
 
 def bring_up(network: tuple[Network, ...], nameservers: tuple[str, ...], say: Say) -> bool:
-    """Configure the network as ip= asked (DHCP on every interface when it did not).
-    True when at least one interface got an address."""
+    """Configure the network as ip= asked; without ip=, DHCP on every wired interface
+    with a link (the first lease gives the default route and the DNS servers). True when
+    at least one interface got an address."""
     if run.which("ip") is None:
         say("no network: this image has no `ip` (the machine lacked iproute2)")
         return False
@@ -218,11 +246,11 @@ def bring_up(network: tuple[Network, ...], nameservers: tuple[str, ...], say: Sa
         say("no network interface (no driver for the network card?)")
         return False
     configs: list[Network] = list(network) or [Dhcp()]
+    dns = list(nameservers)
     ok = False
     for cfg in configs:
-        targets = [cfg.interface] if cfg.interface else ifaces
-        for iface in targets:
-            if isinstance(cfg, StaticIp):
+        if isinstance(cfg, StaticIp):
+            for iface in [cfg.interface] if cfg.interface else ifaces:
                 try:
                     for argv in static_commands(cfg, iface):
                         run.run(argv)
@@ -233,20 +261,49 @@ def bring_up(network: tuple[Network, ...], nameservers: tuple[str, ...], say: Sa
                 say(f"{iface}: {cfg.address}/{cfg.prefix}{via}")
                 ok = True
                 break
-            run.run(["ip", "link", "set", iface, "up"], check=False)
-            dhcp = dhcp_command(iface)
-            if dhcp is None:
-                say("no DHCP client in this image: pass ip=ADDR::GATEWAY:NETMASK::IFACE:none")
-                return ok
-            res = run.run(dhcp, check=False, timeout=60)
-            if res.returncode == 0:
-                say(f"{iface}: address from DHCP")
+            continue
+        for iface in [cfg.interface] if cfg.interface else ifaces:
+            got = _dhcp(iface, say, route=not ok)
+            if got is not None:
                 ok = True
-                break
-            say(f"{iface}: no DHCP answer")
-    if nameservers:
-        Path("/etc/resolv.conf").write_text(resolv_conf(nameservers))
+                dns += [d for d in got if d not in dns]
+    if dns:
+        Path("/etc/resolv.conf").write_text(resolv_conf(dns))
     return ok
+
+
+def _dhcp(iface: str, say: Say, *, route: bool) -> list[str] | None:
+    """DHCP on one interface: its DNS servers once it has an address, else None."""
+    run.run(["ip", "link", "set", iface, "up"], check=False)
+    if not has_link(iface):
+        say(f"{iface}: no link (no cable?)")
+        return None
+    client = dhcp_command(iface)
+    if client is not None:
+        res = run.run(client, check=False, timeout=60)
+        if res.returncode != 0:
+            say(f"{iface}: no DHCP answer")
+            return None
+        say(f"{iface}: address from DHCP ({client[0]})")
+        return []
+    try:
+        got = dhcp.lease(iface, hostname=HOSTNAME)
+    except (OSError, ValueError) as e:
+        say(f"{iface}: DHCP failed: {e}")
+        return None
+    if got is None:
+        say(f"{iface}: no DHCP answer")
+        return None
+    try:
+        for argv in lease_commands(got, iface, route=route):
+            run.run(argv)
+    except ResurgoError as e:
+        say(f"{iface}: {e}")
+        return None
+    via = f" via {got.router}" if route and got.router else ""
+    lease = f", lease {got.seconds} s" if got.seconds is not None else ""
+    say(f"{iface}: {got.address}/{got.prefix}{via} from DHCP server {got.server}{lease}")
+    return list(got.dns)
 
 
 # -------------------------------------------------------------------------------------
