@@ -97,9 +97,9 @@ def test_manifest_refuses_damage() -> None:
     with pytest.raises(ManifestError, match="not a resurgo manifest"):
         _read(b"hello\n")
     with pytest.raises(ManifestError, match="version 7"):
-        _read(good.replace(b"manifest 2", b"manifest 7"))
+        _read(good.replace(b"manifest 3", b"manifest 7"))
     with pytest.raises(ManifestError, match="version 1"):  # sha256 digests: not read
-        _read(good.replace(b"manifest 2", b"manifest 1"))
+        _read(good.replace(b"manifest 3", b"manifest 1"))
     with pytest.raises(ManifestError, match=r"unsafe|relative"):
         _read(good.replace(b"\ta\t", b"\t../a\t"))
     with pytest.raises(ManifestError, match="after the end"):
@@ -122,3 +122,51 @@ def test_lines_are_counted_against_the_end_line() -> None:
         list(ManifestReader(io.BytesIO(good.replace(b"#end 2", b"#end 1"))).lines())
     with pytest.raises(ManifestError, match="truncated"):
         list(ManifestReader(io.BytesIO(good[: good.index(b"#end")])).lines())
+
+
+def test_changed_files_follow_the_entries_and_are_read_back() -> None:
+    header = ManifestHeader(("s0",))
+    out = io.BytesIO()
+    w = ManifestWriter(out.write, header)
+    for path in (b"a", b"b", b"c\n"):
+        w.add(_entry(path))
+        if path != b"b":
+            w.changed(path)
+    w.finish()
+    raw = out.getvalue()
+    assert raw.startswith(b"#resurgo-manifest 3\n")
+    assert raw.endswith(b"#changed a\n#changed c\\x0a\n#end 3\n")
+    for read in ("iterate", "lines", "byte_lines", "raw"):
+        r = ManifestReader(io.BytesIO(raw))
+        got = list(r) if read == "iterate" else list(getattr(r, read)())
+        assert len(got) == 3 and r.changed == [b"a", b"c\n"], read
+
+
+def test_a_version_2_manifest_is_still_read_and_has_no_changed_lines() -> None:
+    header = ManifestHeader(("s0",))
+    v3 = _write(header, [_entry(b"a")])
+    v2 = v3.replace(b"manifest 3", b"manifest 2")
+    r = ManifestReader(io.BytesIO(v2))
+    assert [e.path for e in r] == [b"a"] and r.changed == [] and r.version == "2"
+    with pytest.raises(ManifestError, match="header line among the entries"):
+        list(ManifestReader(io.BytesIO(v2.replace(b"#end", b"#changed a\n#end"))))
+
+
+def test_changed_lines_are_checked() -> None:
+    header = ManifestHeader(("s0",))
+    good = _write(header, [_entry(b"a"), _entry(b"b")])
+
+    def with_lines(*lines: bytes) -> bytes:
+        return good.replace(b"#end", b"".join(lines) + b"#end")
+
+    assert ManifestReader(io.BytesIO(with_lines(b"#changed a\n", b"#changed b\n"))).header
+    with pytest.raises(ManifestError, match="walk order"):
+        list(ManifestReader(io.BytesIO(with_lines(b"#changed b\n", b"#changed a\n"))))
+    with pytest.raises(ManifestError, match="more #changed lines than entries"):
+        list(ManifestReader(io.BytesIO(with_lines(*[b"#changed %d\n" % i for i in range(3)]))))
+    with pytest.raises(ManifestError, match=r"unsafe|relative|bad line"):
+        list(ManifestReader(io.BytesIO(with_lines(b"#changed ../etc\n"))))
+    with pytest.raises(ManifestError, match="truncated"):
+        list(ManifestReader(io.BytesIO(good[: good.index(b"#end")] + b"#changed a\n")))
+    with pytest.raises(ManifestError, match="header line among the entries"):
+        list(ManifestReader(io.BytesIO(with_lines(b"#other a\n"))))

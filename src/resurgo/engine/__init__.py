@@ -110,13 +110,25 @@ size: each process of a restore hashes at most the target's size or 2 TiB of hol
 whichever is more (writer.HOLE_FLOOR), and a size beyond what a file on the target can
 have is refused when its size is set, before any data.
 
-Manifest format, version 2
+Manifest format, version 3
 ==========================
 
 See resurgo.engine.manifest: zstd-compressed (and age-encrypted with the archive) UTF-8
 text, one line per entry in walk order with kind, path, st_mode, owner, size, mtime,
 ctime, inode, rdev, content digest, xattr digest, the set holding the entry and the link
-target; a header naming the chain of sets; an end line with the count.
+target; a header naming the chain of sets; the files that changed while they were read
+(``#changed`` lines, new in version 3; version 2 is read too); an end line with the count.
+
+Files changed while read
+========================
+
+A save without a snapshot reads a live tree. Each regular file's size, mtime and ctime
+are taken by fstat before and after it is read (one system call more per file); a file
+that moved is read once more (a small file: its record is made from the second read; a
+large one, already streamed, is hashed again and stands if that read is steady and finds
+what was stored), and one that moves again is listed as changed in the manifest and the
+save's result (SaveResult.changed): its content may be torn. Its entry keeps the
+metadata seen before the read it stores, so the next incremental save reads it again.
 
 Incremental sets
 ================
@@ -144,8 +156,9 @@ reading thread does one step per block, not per file.
 Memory
 ======
 
-Save: nothing grows with the number of files except the names of one directory (sorted)
-and the inodes of files with more than one link (for hard links).
+Save: nothing grows with the number of files except the names of one directory (sorted),
+the inodes of files with more than one link (for hard links) and the paths of the files
+that changed while they were read (the manifest's last lines).
 
 Restore, under any input: the slots (3 per writer process, 5 MiB each: a block, its
 manifest lines and path), one decoded header at a time per process (MAX_HEADER bytes,

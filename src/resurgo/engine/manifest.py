@@ -3,7 +3,7 @@
 Text, UTF-8, one entry per line in walk order (see names.walk_key), fields separated by
 tabs; lines starting with ``#`` are the header and the end line::
 
-    #resurgo-manifest 2
+    #resurgo-manifest 3
     #set 0 <set id of the full set>
     #set 1 <set id of the next incremental>        one line per set of the chain, in order;
     #root <path the tree was saved from>           the last one is this manifest's own set
@@ -11,6 +11,8 @@ tabs; lines starting with ``#`` are the header and the end line::
     #empty <relative path>                         saved as an empty directory
     <kind> <path> <mode> <uid> <gid> <size> <mtime_ns> <ctime_ns> <ino> <rdev> <digest>
         <xattrs digest> <set> <target>
+    #changed <path>                                a file listed above whose content
+                                                   changed while it was read (twice)
     #end <number of entries>
 
 kind is one of f d l h c b p (file, directory, symlink, hard link to an earlier file,
@@ -19,6 +21,13 @@ a file's content (empty for other kinds); xattrs digest the digest of its extend
 attributes (see xattr_digest; empty when it has none); set the index in the chain of the
 set whose archive holds the entry's record; target the symlink's target or the hard
 link's first path. Paths and targets are escaped with names.escape.
+
+The ``#changed`` lines (version 3; version 2 has none, and is read as well) follow the
+entries, in walk order, each naming a file of the list above: the save saw its size,
+mtime or ctime move while it read it, read it once more and saw it move again, so its
+content in the archive may be torn (a database written during the save). They come
+after the entries because a save knows it only once the file is read; the entry lines
+themselves are version 2's, which the restore's writers check as they are.
 
 A manifest always lists the complete tree, so the last manifest of a chain alone says what
 a restore must produce; the end line tells a complete manifest from a truncated one.
@@ -35,7 +44,8 @@ from resurgo import digest as content_digest
 from resurgo.engine.names import BadPath, check_path, escape, unescape, walk_key
 from resurgo.engine.records import HARDLINK, KINDS
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
+READ_VERSIONS = ("2", "3")
 _MAGIC = "#resurgo-manifest"
 _FIELDS = 14
 # Sets of a chain, excluded paths and empty directories are a few dozen in any real set;
@@ -139,6 +149,8 @@ class ManifestWriter:
         self._lines: list[str] = [encode_header(header)]
         self._pending = 0
         self.count = 0
+        # Kept to the end: the paths of the files that changed while they were read.
+        self._changed: list[str] = []
 
     def add(self, entry: Entry) -> None:
         line = encode_entry(entry)
@@ -154,7 +166,12 @@ class ManifestWriter:
             self._lines = []
             self._pending = 0
 
+    def changed(self, path: bytes) -> None:
+        """The entry just added (a file) changed while it was read: a ``#changed`` line."""
+        self._changed.append(f"#changed {escape(path)}\n")
+
     def finish(self) -> None:
+        self._lines += self._changed
         self._lines.append(f"#end {self.count}\n")
         self.flush()
 
@@ -167,8 +184,11 @@ class ManifestReader:
     def __init__(self, lines: Iterable[bytes]) -> None:
         self._lines = iter(lines)
         self._first: str | None = None
+        self.version = ""
         self.header = self._read_header()
         self.count = 0
+        # The paths of its #changed lines, once the entries are read to the end.
+        self.changed: list[bytes] = []
 
     def _next_text(self) -> str | None:
         raw = next(self._lines, None)
@@ -184,9 +204,11 @@ class ManifestReader:
         if first is None or not first.startswith(_MAGIC + " "):
             raise ManifestError("not a resurgo manifest (its first line is not the header)")
         version = first.split()[1]
-        if version != str(MANIFEST_VERSION):
+        self.version = version
+        if version not in READ_VERSIONS:
             raise ManifestError(
-                f"manifest format version {version}, this resurgo reads {MANIFEST_VERSION}"
+                f"manifest format version {version}, this resurgo reads "
+                f"{' and '.join(READ_VERSIONS)}"
             )
         chain: list[str] = []
         root = b""
@@ -256,6 +278,24 @@ class ManifestReader:
         raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")
 
     def _check_end(self, line: str) -> None:
+        """The lines after the entries: #changed lines (version 3) and the end line."""
+        previous: tuple[bytes, ...] | None = None
+        while line.startswith("#changed ") and self.version != "2":
+            if len(self.changed) >= self.count:
+                raise ManifestError("more #changed lines than entries")
+            try:
+                path = check_path(unescape(line.rstrip("\n").partition(" ")[2]))
+            except (ValueError, BadPath) as e:
+                raise ManifestError(f"bad line {line!r}: {e}") from None
+            key = walk_key(path)
+            if previous is not None and key <= previous:
+                raise ManifestError(f"{line!r} is out of walk order")
+            previous = key
+            self.changed.append(path)
+            following = self._next_text()
+            if following is None:
+                raise ManifestError(f"the manifest ends after {self.count} entries (truncated)")
+            line = following
         if not line.startswith("#end "):
             raise ManifestError(f"a header line among the entries: {line!r}")
         try:

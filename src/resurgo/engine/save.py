@@ -72,6 +72,17 @@ class SaveResult:
     manifest: Written
     local_manifest: Written | None
     notes: tuple[str, ...] = field(default=())  # skipped or changed while saving
+    # Files whose content changed while they were read, twice (see _Saver.save_file):
+    # their paths (escaped, at most MAX_NOTES of them) and their number.
+    changed: tuple[str, ...] = field(default=())
+    changed_count: int = 0
+
+
+def steady(before: os.stat_result, after: os.stat_result) -> bool:
+    """Nothing wrote to a file between two fstat calls: the same size, mtime and ctime
+    (every write moves ctime, even one that sets mtime back)."""
+    return (before.st_size == after.st_size and before.st_mtime_ns == after.st_mtime_ns
+            and before.st_ctime_ns == after.st_ctime_ns)
 
 
 def unchanged(prev: Entry, kind: str, st: os.stat_result) -> bool:
@@ -132,6 +143,8 @@ class _Saver:
         self.data_bytes = 0
         self.links: dict[int, tuple[bytes, str, str]] = {}  # inode → first path, digests
         self.notes: list[str] = []
+        self.changed: list[str] = []
+        self.changed_count = 0
         # The block being gathered: the entries of one directory (see records.Block).
         self.block: list[bytes] = []
         self.block_parent: bytes | None = None
@@ -235,6 +248,14 @@ class _Saver:
         ))
 
     def save_file(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result) -> None:
+        """One regular file, checked for changes while it is read: its size, mtime and
+        ctime by fstat before and after. A small file that changed is read once more (its
+        record is made after the read); a large one has streamed into the archive by
+        then, so it is read once more only to hash it: what was stored stands if that read
+        is steady and finds the same content. Otherwise the file is recorded as changed
+        (the manifest's ``#changed`` lines, the result's ``changed``): its content may be
+        torn. The entry keeps the metadata of the fstat before the read it stores, so the
+        next incremental save reads it again."""
         try:
             fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
@@ -243,39 +264,76 @@ class _Saver:
         except OSError as e:
             raise SaveFailed(f"cannot open {escape(rel)}: {e.strerror}") from None
         try:
-            now = os.fstat(fd)
-            if not stat.S_ISREG(now.st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 self.note(rel, "replaced by something else while saving")
                 return
-            if now.st_ino != st.st_ino:
-                st = now
-            xattrs = self.fitting(rel, fsmeta.read_xattrs(fd))
-            size = st.st_size
-            # Asked of every file: most occupy their size and need no system call; one
-            # that occupies less is not always sparse (ZFS counts compressed blocks).
-            extents = fsmeta.data_extents(fd, size, st.st_blocks)
-            if size <= SMALL and extents == (((0, size),) if size else ()):
-                digest = self.save_small(fd, rel, st, size, xattrs)
-            else:
+            changed = False
+            while True:
+                xattrs = self.fitting(rel, fsmeta.read_xattrs(fd))
+                size = st.st_size
+                # Asked of every file: most occupy their size and need no system call;
+                # one that occupies less is not always sparse (ZFS counts compressed
+                # blocks).
+                extents = fsmeta.data_extents(fd, size, st.st_blocks)
+                if size <= SMALL and extents == (((0, size),) if size else ()):
+                    data = os.pread(fd, size, 0) if size else b""
+                    after = os.fstat(fd)
+                    if not steady(st, after) and not changed:
+                        st, changed = after, True  # read once more
+                        continue
+                    changed = changed and not steady(st, after)
+                    digest = self.save_small(rel, st, data, xattrs)
+                    break
                 self.record(Header(FILE, rel, st.st_mode, st.st_uid, st.st_gid,
                                    st.st_mtime_ns, st.st_atime_ns, 0, size, b"", xattrs,
                                    extents))
                 digest = self.copy_data(fd, rel, size, extents)
+                after = os.fstat(fd)
+                changed = not steady(st, after) and not self.same_again(fd, after, digest)
+                break
         except OSError as e:
             raise SaveFailed(f"reading {escape(rel)} failed: {e.strerror}") from None
         finally:
             os.close(fd)
+        if changed:
+            # Not a note: the result lists these apart (SaveResult.changed).
+            log.info("%s: changed while it was read, twice", escape(rel))
+            self.changed_count += 1
+            if len(self.changed) < MAX_NOTES:
+                self.changed.append(escape(rel))
+            self.manifest.changed(rel)
         hexdigest = digest.hex()
         if st.st_nlink > 1:
             self.links[st.st_ino] = (rel, hexdigest, xattr_digest(xattrs))
         self.add(FILE, rel, st, hexdigest, xattrs, b"")
 
-    def save_small(self, fd: int, rel: bytes, st: os.stat_result, size: int,
+    def same_again(self, fd: int, before: os.stat_result, digest: bytes) -> bool:
+        """A large file that changed while it streamed into the archive, read once more
+        (hashed only): steady during this read, and the content what was stored."""
+        extents = fsmeta.data_extents(fd, before.st_size, before.st_blocks)
+        h = content_digest.new()
+        pos = 0
+        for offset, length in extents:
+            content_digest.update_zeros(h, offset - pos)
+            os.lseek(fd, offset, os.SEEK_SET)
+            remaining = length
+            while remaining:
+                chunk = os.read(fd, min(CHUNK, remaining))
+                if not chunk:
+                    return False
+                h.update(chunk)
+                remaining -= len(chunk)
+            pos = offset + length
+        content_digest.update_zeros(h, before.st_size - pos)
+        return steady(before, os.fstat(fd)) and h.digest() == digest
+
+    def save_small(self, rel: bytes, st: os.stat_result, data: bytes,
                    xattrs: tuple[tuple[str, bytes], ...]) -> bytes:
         """Most files of a tree: no holes, read with one call. Its record, data and digest
         go into the block of its directory (the general path, record and copy_data, gives
         the same entry)."""
-        data = os.read(fd, size) if size else b""
+        size = st.st_size
         if len(data) < size:
             self.note(rel, "shrank while saving (the rest is stored as zeros)")
             data += bytes(size - len(data))
@@ -474,6 +532,8 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
         manifest=writers[1].close(),
         local_manifest=writers[2].close() if len(writers) > 2 else None,
         notes=tuple(saver.notes),
+        changed=tuple(saver.changed),
+        changed_count=saver.changed_count,
     )
 
 
@@ -561,4 +621,4 @@ def save_filesystem(
 
 
 __all__ = ["ROOT", "SYSTEM_EMPTY_DIRS", "SaveResult", "save_filesystem", "save_tree",
-           "unchanged"]
+           "steady", "unchanged"]

@@ -140,6 +140,10 @@ class UnitSaved:
     seconds: float
     incremental: bool
     notes: tuple[str, ...] = ()
+    # Files that changed while they were read, twice (their content may be torn): the
+    # manifest lists them all; here their number and the first of them.
+    changed: tuple[str, ...] = ()
+    changed_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,10 @@ class SaveReport:
     rescue: str = ""  # what became of the rescue image
     canary: str = ""  # what became of the rehearsal's canary
 
+    @property
+    def changed_count(self) -> int:
+        return sum(u.changed_count for u in self.units)
+
     def text(self) -> str:
         s = self.set
         units = self.units
@@ -171,11 +179,15 @@ class SaveReport:
             f"{human(sum(u.data_bytes for u in units))} of file data",
             f"  rescue:  {self.rescue}",
             f"  canary:  {self.canary}",
+            f"  changed: {self.changed_count} file(s) changed while read, their content "
+            "may be torn" if self.changed_count else "  changed: no file changed while read",
             f"  time:    {self.seconds:.1f} s (describe {self.describe_seconds:.1f} s)",
         ]
         for u in units:
+            changed = f", {u.changed_count} changed while read" if u.changed_count else ""
             lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
-                         f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s")
+                         f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s{changed}")
+            lines.extend(f"      changed: {path}" for path in u.changed)
         if self.pruned:
             lines.append(f"  pruned:  {', '.join(self.pruned)}")
         return "\n".join(lines) + "\n"
@@ -208,6 +220,8 @@ class SaveReport:
                     "incremental": u.incremental,
                     "seconds": round(u.seconds, 3),
                     "notes": list(u.notes),
+                    "changed": list(u.changed),
+                    "changed_count": u.changed_count,
                 }
                 for u in self.units
             ],
@@ -216,6 +230,7 @@ class SaveReport:
             "rescue": self.rescue,
             "canary": self.canary,
             "pruned": list(self.pruned),
+            "changed_count": self.changed_count,
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
         }
@@ -477,7 +492,8 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
                 level=opts.level, progress=progress(None))
     return UnitSaved(unit.key, unit.label, unit.mountpoint, result.entries, result.stored,
                      result.data_bytes, result.archive.size, result.manifest.size,
-                     time.monotonic() - start, previous is not None, result.notes)
+                     time.monotonic() - start, previous is not None, result.notes,
+                     result.changed, result.changed_count)
 
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,

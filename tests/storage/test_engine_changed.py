@@ -1,0 +1,163 @@
+"""Files changed while a save reads them: fstat before and after each read; one that moved
+is read once more, one that moves again is listed as changed (the manifest's #changed
+lines, SaveResult.changed), and what was stored still restores and verifies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resurgo.engine import Source, restore_tree, save, verify_tree
+from resurgo.engine.manifest import Entry
+from resurgo.engine.source import ManifestStream
+from tests.support.trees import write
+
+pytestmark = [pytest.mark.storage, pytest.mark.usefixtures("engine_tools")]
+
+MIB = 1 << 20
+
+
+def _saved(src: Path, out: Path) -> tuple[save.SaveResult, dict[bytes, Entry], list[bytes]]:
+    archive, manifest = out / "s.archive", out / "s.manifest"
+    with open(archive, "wb") as a, open(manifest, "wb") as m:
+        result = save.save_tree(src, a, m, set_id="s")
+    with ManifestStream(Source.file(manifest), None) as ms:
+        entries = {e.path: e for e in ms.entries()}
+        changed = list(ms.reader.changed)
+    return result, entries, changed
+
+
+def _restored_and_verified(out: Path) -> Path:
+    target = out / "target"
+    target.mkdir()
+    archive = Source.file(out / "s.archive")
+    restore_tree(target, Source.file(out / "s.manifest"), lambda set_id: archive)
+    assert verify_tree(target, Source.file(out / "s.manifest")) == []
+    return target
+
+
+@pytest.fixture
+def writes_during_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[bytes, int]]:
+    """A test-only saver that appends to a file of the tree just before each read of it
+    (between the fstat before and the read), as many times as the test says."""
+    times: dict[bytes, int] = {}
+
+    class Meddling(save._Saver):
+        root: Path
+
+        def fitting(self, rel: bytes, xattrs: tuple[tuple[str, bytes], ...]
+                    ) -> tuple[tuple[str, bytes], ...]:
+            if times.get(rel, 0) > 0:
+                times[rel] -= 1
+                with open(Meddling.root / os.fsdecode(rel), "ab") as f:
+                    f.write(b"appended\n")
+            return super().fitting(rel, xattrs)
+
+    monkeypatch.setattr(save, "_Saver", Meddling)
+    yield times
+
+
+def test_a_small_file_changed_once_is_read_again(
+        tmp_path: Path, writes_during_reads: dict[bytes, int]) -> None:
+    src = tmp_path / "src"
+    write(src / "log", b"first line\n")
+    write(src / "quiet", b"untouched\n")
+    save._Saver.root = src  # type: ignore[attr-defined]
+    writes_during_reads[b"log"] = 1
+    result, entries, changed = _saved(src, tmp_path)
+    assert writes_during_reads[b"log"] == 0
+    assert changed == [] and result.changed == () and result.changed_count == 0
+    now = os.stat(src / "log")
+    # The second read is what was stored, with the metadata seen before it.
+    assert entries[b"log"].size == now.st_size == len(b"first line\nappended\n")
+    assert entries[b"log"].ctime_ns == now.st_ctime_ns
+    target = _restored_and_verified(tmp_path)
+    assert (target / "log").read_bytes() == b"first line\nappended\n"
+
+
+def test_a_small_file_changed_twice_is_listed_as_changed(
+        tmp_path: Path, writes_during_reads: dict[bytes, int]) -> None:
+    src = tmp_path / "src"
+    write(src / "a", b"a\n")
+    write(src / "db/journal", b"begin\n")
+    write(src / "z", b"z\n")
+    save._Saver.root = src  # type: ignore[attr-defined]
+    writes_during_reads[b"db/journal"] = 2
+    result, entries, changed = _saved(src, tmp_path)
+    assert changed == [b"db/journal"]
+    assert result.changed == ("db/journal",) and result.changed_count == 1
+    # Stored: the second read, with the fstat before it, which the file has moved on from
+    # (so an incremental save reads it again).
+    e = entries[b"db/journal"]
+    assert e.size == len(b"begin\nappended\n") != os.stat(src / "db/journal").st_size
+    target = _restored_and_verified(tmp_path)
+    assert (target / "db/journal").read_bytes() == b"begin\nappended\n"
+    assert (target / "a").read_bytes() == b"a\n"
+
+
+def test_a_large_file_that_only_moved_its_times_stands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    big = write(src / "big", os.urandom(3 * MIB))
+    grown = write(src / "grown", os.urandom(3 * MIB))
+
+    class Touching(save._Saver):
+        def copy_data(self, fd: int, rel: bytes, size: int,
+                      extents: tuple[tuple[int, int], ...]) -> bytes:
+            digest = super().copy_data(fd, rel, size, extents)
+            if rel == b"big":
+                os.utime(big, ns=(1, 2))  # ctime and mtime move, not the content
+            else:
+                with open(grown, "ab") as f:
+                    f.write(b"more")
+            return digest
+
+    monkeypatch.setattr(save, "_Saver", Touching)
+    result, entries, changed = _saved(src, tmp_path)
+    # Read again: the same content, steady: what was stored stands. The grown file
+    # differs on its second read.
+    assert changed == [b"grown"] and result.changed_count == 1
+    assert entries[b"grown"].size == 3 * MIB
+    target = _restored_and_verified(tmp_path)
+    assert (target / "big").read_bytes() == big.read_bytes()
+    assert (target / "grown").read_bytes() == grown.read_bytes()[:3 * MIB]
+
+
+APPENDER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+line = b"x" * 100 + b"\\n"
+os.write(fd, line)
+while True:
+    os.write(fd, line)
+"""
+
+
+def test_a_file_appended_by_another_process_during_the_save_is_listed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "a/early", b"early\n")
+    log = write(src / "log", os.urandom(48 * MIB))
+    write(src / "z/late", b"late\n")
+    size = log.stat().st_size
+    writer = subprocess.Popen([sys.executable, "-I", "-c", APPENDER, str(log)])
+    try:
+        deadline = time.monotonic() + 30
+        while log.stat().st_size == size:  # it writes
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.01)
+        result, entries, changed = _saved(src, tmp_path)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert changed == [b"log"] and result.changed == ("log",) and result.changed_count == 1
+    assert entries[b"log"].size < log.stat().st_size
+    assert b"a/early" in entries and b"z/late" in entries
+    target = _restored_and_verified(tmp_path)
+    stored = (target / "log").read_bytes()
+    assert stored == log.read_bytes()[:len(stored)]  # appended to, never rewritten
