@@ -5,6 +5,7 @@ line, the verdict from timed console messages, and the whole command with a fake
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from resurgo.media.directory import directory_backend
 from resurgo.model import Firmware
 from resurgo.recovery import load, results
 from resurgo.rehearse import images, protocol
-from resurgo.rehearse.console import Timed
+from resurgo.rehearse.console import Timed, _Pump
 from resurgo.rehearse.machine import (
     Accel,
     Bus,
@@ -41,7 +42,7 @@ from resurgo.rehearse.machine import (
     qemu_argv,
 )
 from resurgo.rehearse.rescueboot import command_line, default_args, kvm_decision
-from resurgo.rehearse.timeline import BootRun, verdict
+from resurgo.rehearse.timeline import BootRun, rescue_failure, verdict
 from resurgo.rescue.cmdline import After
 from resurgo.rescue.iso import boot_entries, grub_cfg
 from tests.support import fakesets
@@ -178,10 +179,11 @@ def test_the_default_entry_and_the_rehearsal_words() -> None:
     line = command_line(words, "20261207T020000Z-ab12", accel=Accel.TCG,
                         medium_label="resurgo-rehearse")
     assert "resurgo.after=reboot" not in line and "console=tty0" not in line
+    assert "ip=dhcp" not in line  # no network card in a rehearsal's rescue
     assert line.count("resurgo.recover=auto") == 1
     for word in ("console=ttyS0,115200", "resurgo.after=poweroff",
                  "resurgo.set=20261207T020000Z-ab12", "resurgo.rehearse=1",
-                 "resurgo.from=LABEL=resurgo-rehearse", "mitigations=off", "ip=dhcp"):
+                 "resurgo.from=LABEL=resurgo-rehearse", "mitigations=off"):
         assert word in line.split(), word
     kvm = command_line(words, "20261207T020000Z-ab12", accel=Accel.KVM, medium_label=None)
     assert "mitigations=off" not in kvm and "resurgo.from=" not in kvm
@@ -196,10 +198,12 @@ def test_kvm_only_when_the_device_works_and_the_probe_started_the_kernel() -> No
     assert kvm_decision(False, None, False).accel is Accel.TCG
     ok = kvm_decision(True, "SeaBIOS\n[    0.000000] Linux version 6.1.0-28-amd64 (x)", False)
     assert ok.accel is Accel.KVM
-    hung = kvm_decision(True, "Booting from ROM...\nProbing EDD (edd=off to disable)... ok",
-                        True)
+    hung = kvm_decision(True, "\x1bc\x1b[?7l\x1b[2JSeaBIOS (version 1.16.2)\nBooting from ROM..."
+                        "\nProbing EDD (edd=off to disable)... ok\n\x1bc\x1b[?7l\x1b[2J"
+                        "qemu-system-x86_64: terminating on signal 15 from pid 1", True)
     assert hung.accel is Accel.TCG
-    assert "hung" in hung.reason and "Probing EDD" in hung.reason
+    assert hung.reason == ("software emulation (TCG): a probe boot under KVM hung before the "
+                           "kernel started at 'Probing EDD (edd=off to disable)... ok'")
     ended = kvm_decision(True, "", False)
     assert ended.accel is Accel.TCG and "ended" in ended.reason
 
@@ -477,3 +481,55 @@ def test_sigterm_stops_the_rehearsal_as_ctrl_c_does(tmp_path: Path, fake_qemu: P
     assert result.returncode == 130, result.output
     assert list((tmp_path / "work").iterdir()) == []
     _gone(fake_qemu)
+
+
+# --- recorded consoles -----------------------------------------------------------------
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "rehearse"
+
+
+def replay(name: str) -> BootRun:
+    """A recorded console read as qemu's output is: through the pump, in pieces that cut
+    lines anywhere (the times are those of this reading, not the recording's)."""
+    data = (RECORDED / name).read_bytes()
+    read, write = os.pipe()
+    sink = io.BytesIO()
+    pump = _Pump(os.fdopen(read, "rb"), sink, time.monotonic())
+    pump.start()
+    with os.fdopen(write, "wb") as w:
+        for at in range(0, len(data), 1013):
+            w.write(data[at:at + 1013])
+    pump.join(timeout=10)
+    assert sink.getvalue() == data  # the log keeps the console whole
+    return BootRun(tuple(pump.messages), 100.0, False, 0)
+
+
+def test_a_recorded_rehearsal_that_passes() -> None:
+    rescue = replay("pass-rescue.log")
+    steps = [t.message.text("step") for t in rescue.messages if t.message.kind == "step"]
+    assert steps[0] == "rescue"
+    assert {"set", "layout", "restore", "check", "finalize", "install-check"} <= set(steps)
+    v = verdict(rescue, replay("pass-first-boot.log"), total=200.0)
+    assert v.ok, v.failure
+    assert v.recovery_exit == 0
+    assert all(v.phases[p] is not None for p in v.phases), v.phases
+    assert [c.name for c in v.checks] == ["boot", "units", "mounts", "swap", "canary",
+                                          "hostname", "machine-id", "network"]
+    assert all(c.ok for c in v.checks)
+
+
+def test_a_recorded_first_boot_that_powers_off_before_its_check() -> None:
+    rescue = replay("early-poweroff-rescue.log")
+    assert rescue_failure(rescue) is None
+    # The test image's own runner powered that first boot off before the check spoke.
+    v = verdict(rescue, replay("first-boot-powered-off-early.log"))
+    assert v.failure is not None and v.failure.step == "first boot"
+    assert v.failure.reason.startswith("first boot: no result")
+    assert v.phases["first_boot"] is None and v.phases["finalize"] is not None
+
+
+def test_a_recorded_recovery_whose_command_fails() -> None:
+    v = verdict(replay("command-fails-rescue.log"), None)
+    assert v.failure is not None and v.failure.step == "restore", v.failure
+    assert v.recovery_exit == 1
+    assert v.phases["finalize"] is None and v.phases["first_boot"] is None

@@ -308,9 +308,11 @@ def save_in_guest(
     keys: Keys,
     host: str,
     firmware: guest.Firmware,
+    script: str = SAVE_SCRIPT,
 ) -> Saved:
     """Boot the source, write the markers, and run `resurgo save --sign-key` to the set
-    disk (vdb) from inside it; then the set's description comes out to ``work``."""
+    disk (vdb) from inside it (``script``, SAVE_SCRIPT or one that does more first); then
+    the set's description comes out to ``work``."""
     content = {dest: _random(size) for dest, size in markers.items()}
     files: dict[str, guest.ExchangeFile] = {
         "markers.list": "".join(f"{dest}\n" for dest in content),
@@ -324,7 +326,7 @@ def save_in_guest(
         files[f"markers/{n}"] = data
     with times.timed("source boot + save (host)"):
         run = guest.run_in_guest(
-            SAVE_SCRIPT,
+            script,
             image=source,
             workdir=work / "source-boot",
             files=files,

@@ -95,7 +95,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     "20 min under emulation, 7 under KVM, plus 10 (2) per GiB of data)")
     vm.add_argument("--boot-timeout", type=float, metavar="SECONDS",
                     help="how long the recovered system may take to boot and report its "
-                    "check (default: 600 under emulation, 240 under KVM)")
+                    "check (default: 900 under emulation, 300 under KVM)")
     p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help=f"where the disk images and consoles go, in a directory of the "
                    f"run's own (default {DEFAULT_WORK_DIR}); it must have room for the "

@@ -159,7 +159,8 @@ KEYS: tuple[Key, ...] = (
         "retention: keep the newest set of each of the last N months", "--keep-monthly",
         low=1, high=MAX_COUNT),
     Key("report_dir", Kind.PATH,
-        "where each save, recover, verify, check, prune and restore keeps its JSON report",
+        "where each save, recover, verify, check, prune, restore and rehearse keeps its "
+        "JSON report",
         "--report-dir", default="/var/log/resurgo"),
     Key("max_age", Kind.DURATION,
         "the age beyond which status calls the newest set too old: seconds, or a number "

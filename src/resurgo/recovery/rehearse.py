@@ -90,7 +90,7 @@ GiB = 1 << 30
 # took about 4 minutes under TCG on a 2-core machine; the first boot about 40 s.
 RESCUE_BASE = {Accel.TCG: 1200.0, Accel.KVM: 420.0}
 RESCUE_PER_GIB = {Accel.TCG: 600.0, Accel.KVM: 120.0}
-BOOT_TIMEOUT = {Accel.TCG: 600.0, Accel.KVM: 240.0}
+BOOT_TIMEOUT = {Accel.TCG: 900.0, Accel.KVM: 300.0}
 # After the check's result, the recovered system powers itself off.
 AFTER_RESULT = 60.0
 # A rescue image the rehearsal builds, for the room check.
@@ -476,8 +476,12 @@ def _record(opts: RehearseOptions, medium: Medium, info: SetInfo, result: Verdic
     elif result is not None and result.failure is not None:
         problems = (f"{result.failure.step}: {result.failure.reason}",)
     total = result.phases.get("total") if result is not None else None
-    detail = "restored and booted" + (f" in {total:.0f} s" if total else "") if ok else \
-        "not restored and booted"
+    if ok:
+        detail = "restored and booted" + (f" in {total:.0f} s" if total else "")
+    elif result is not None and result.failure is not None:
+        detail = f"failed at {result.failure.step}"
+    else:
+        detail = "not rehearsed"
     record = results.Result(results.Verb.REHEARSE, info.host or "?", results.now(),
                             medium.url, ok, (results.SetResult(info.id, ok, problems),),
                             detail)

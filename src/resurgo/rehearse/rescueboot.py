@@ -30,9 +30,11 @@ GRUB_CFG = "/boot/grub/grub.cfg"
 # A grub.cfg of four entries is about 2 KiB.
 MAX_GRUB_CFG = 256 * 1024
 MAX_ARGS = 4096
-# The words the rehearsal sets itself: the image's own are dropped.
+# The words the rehearsal sets itself: the image's own are dropped. And the network's:
+# the rescue of a rehearsal has no network card (-nic none; a directory medium reaches it
+# as a disk), where an image's static address or DHCP would only wait for one.
 OWN_WORDS = ("console=", "resurgo.recover=", "resurgo.after=", "resurgo.set=",
-             "resurgo.from=", "resurgo.rehearse=", "resurgo.wait=")
+             "resurgo.from=", "resurgo.rehearse=", "resurgo.wait=", "ip=", "nameserver=")
 # Under emulation, page-table isolation flushes the emulated TLB on each system call
 # (300 fork+exec in a guest on an idle host: 6.8 s with it, 6.25 s without, about 8 %):
 # a rehearsal boots a throw-away machine.
@@ -41,6 +43,7 @@ FAST_TCG = "mitigations=off"
 KVM_PROBE_SECONDS = 20.0
 # What a kernel prints once it runs (before that, a stuck boot loader prints nothing more).
 _KERNEL_STARTED = re.compile(r"Linux version \d|Command line: ")
+_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-~])")
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,12 @@ def kvm_decision(device_usable: bool, probe_console: str | None,
     if probe_console is not None and _KERNEL_STARTED.search(probe_console):
         return KvmDecision(Accel.KVM, "KVM (a probe boot under it started the kernel)")
     how = ("hung" if probe_timed_out else "ended") + " before the kernel started"
-    last = [ln.strip() for ln in (probe_console or "").splitlines() if ln.strip()]
-    seen = f" (its console's last line: {last[-1][:120]!r})" if last else ""
+    # The guest's last words: not qemu's own (its "terminating on signal" when stopped),
+    # without the firmware's terminal escapes.
+    text = _ESCAPE.sub("", probe_console or "")
+    last = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("qemu-system")]
+    seen = f" at {last[-1][:120]!r}" if last else ""
     return KvmDecision(Accel.TCG, f"software emulation (TCG): a probe boot under KVM {how}"
                                   f"{seen}")
 

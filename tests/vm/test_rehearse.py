@@ -1,0 +1,279 @@
+"""`resurgo rehearse` for real (vm tier): a set saved from the whole-cycle UEFI/GPT source
+(the cached source test_whole_cycle.py boots, saved as it saves it but with the test
+image's own runner disabled first, signed with the run's key) rehearsed on blank virtual
+disks by the run's kernel-root rescue image (the one the whole-cycle tests boot, put into
+the set as its rescue image and the set signed again), then booted and checked; and broken
+copies of it:
+
+- (b) its description runs a command that fails before the restores: the recovery fails
+  at the restore step (no first boot);
+- (a) + (c) in one rehearsal: its /boot archive lacks the initramfs, which finalize makes
+  anew (its driver check finds none to list), so the system boots; and its root archive's
+  fstab names a filesystem UUID that does not exist (nofail): the mounts check fails.
+
+The broken sets are made on the host from the saved one: the same set id (every manifest
+names it), the changed files written anew (a description edited; an archive and manifest
+saved again with the engine from the tree restored on the host and changed), the index
+signed with the run's key. Each rehearsal is minutes under TCG: the broken sets that fail
+in the rescue are rehearsed before those that boot.
+
+The reports go to the module's tmp dir (rehearse-*.json) and the phases to stdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resurgo import fileformat
+from resurgo.engine import restore_tree, save_tree
+from resurgo.media import Medium
+from resurgo.media.directory import directory_backend
+from resurgo.media.setindex import RESCUE
+from resurgo.model import Command
+from resurgo.recovery.load import load_set
+from resurgo.rescue import RescueReport
+from resurgo.restoreunits import Unit
+from tests.support.cli import run
+from tests.vm import guest
+from tests.vm.cycle import (
+    MARKERS,
+    PLAIN_UNUSED,
+    SAVE_SCRIPT,
+    Saved,
+    Times,
+    cached_source,
+    save_in_guest,
+)
+from tests.vm.rescue_images import Keys
+
+pytestmark = pytest.mark.vm
+
+SOURCE_SIZE = 2 * guest.GiB
+SET_DISK_SIZE = 2 * guest.GiB
+HOST = "resurgo-src"
+# The test image's runner (resurgo-test.service) runs its check script at every boot and
+# powers the guest off: the saved system must not, or its first boot in a rehearsal ends
+# before the rehearsal's own check (which waits for the boot to settle) has spoken.
+SAVE = SAVE_SCRIPT.replace("set -u\n",
+                           "set -u\nsystemctl disable --quiet resurgo-test.service\n", 1)
+assert SAVE != SAVE_SCRIPT
+MISSING_UUID = "0badc0de-0000-4000-8000-00000000dead"
+FSTAB_LINE = (f"UUID={MISSING_UUID} /srv/missing ext4 "
+              "defaults,nofail,x-systemd.device-timeout=5s 0 2\n")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rehearse")
+
+
+@pytest.fixture(scope="module")
+def times(work: Path) -> Times:
+    return Times(work / "rehearse-times.json", "rehearse")
+
+
+@pytest.fixture(scope="module")
+def trust(work: Path, keys: Keys) -> Path:
+    path = work / "allowed_signers"
+    path.write_bytes(keys.signers)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved(work: Path, times: Times, keys: Keys) -> tuple[Saved, Path]:
+    """The source booted and saved (signed), as test_whole_cycle.py saves it; the set then
+    copied off its disk into a directory medium on the host."""
+    with times.timed("build source"):
+        info = guest.copy_image(
+            cached_source(hostname=HOST, size=SOURCE_SIZE, uefi=True, label="gpt",
+                          unused=PLAIN_UNUSED),
+            work / "source.raw")
+    set_disk = guest.blank_disk(work / "set.img", SET_DISK_SIZE)
+    guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "backup", set_disk])
+    result = save_in_guest(
+        work, times, source=guest.Drive(info.path, serial="resurgo-source"),
+        disks=[guest.Drive(set_disk, serial="resurgo-set")], set_disk=set_disk,
+        markers={"/resurgo-marker.bin": MARKERS["/resurgo-marker.bin"]},
+        exclude=["/dev/vdb", "/dev/vdc"], keys=keys, host=HOST, firmware="uefi",
+        script=SAVE)
+    medium = work / "saved"
+    medium.mkdir()
+    with guest.mounted_image(set_disk) as mnt:
+        shutil.copytree(mnt / "resurgo" / HOST / result.set_id, medium / result.set_id,
+                        symlinks=True)
+    info.path.unlink()
+    set_disk.unlink()
+    return result, medium
+
+
+Replace = Callable[[Medium, str, dict[str, Path]], None]
+
+
+def craft(source: Path, set_id: str, dest: Path, keys: Keys, rescue: Path,
+          change: Replace | None = None) -> Path:
+    """A copy of the set on a medium of its own, with ``rescue`` as its rescue image and
+    the files ``change`` gives (name -> a file holding the new bytes) in place of its
+    own; the index signed with the run's trusted key."""
+    replaced: dict[str, Path] = {}
+    with Medium(directory_backend(str(source))) as src:
+        reader = src.open_set(set_id)
+        if change is not None:
+            change(src, set_id, replaced)
+        with Medium(directory_backend(str(dest))) as out, out.begin_set(
+                reader.index.meta, set_id=set_id, sign_key=keys.trusted,
+                created=reader.index.created) as w:
+            for entry in reader.files():
+                if entry.name == RESCUE:
+                    continue
+                with w.create(entry.name) as f:
+                    if entry.name in replaced:
+                        with open(replaced[entry.name], "rb") as new:
+                            shutil.copyfileobj(new, f)  # type: ignore[misc]
+                    else:
+                        with reader.open(entry.name) as old:
+                            while chunk := old.read(1 << 20):
+                                f.write(chunk)
+            with w.create(RESCUE) as f, open(rescue, "rb") as iso:
+                shutil.copyfileobj(iso, f)  # type: ignore[misc]
+            w.commit()
+    return dest
+
+
+def failing_command(scratch: Path) -> Replace:
+    """The description with a command that fails, run before the restores."""
+    def change(medium: Medium, set_id: str, out: dict[str, Path]) -> None:
+        text = medium.open_set(set_id).read_bytes("description.toml")
+        desc = fileformat.check_bytes(text, "description.toml",
+                                      expected_digest=None).description
+        assert desc is not None
+        first = min((c.seq for c in desc.commands), default=10)
+        broken = dataclasses.replace(desc, commands=(
+            Command(max(first - 1, 0), "/bin/false", (),
+                    description="a command that fails, before the restores"),
+            *desc.commands))
+        new = scratch / "description.toml"
+        fileformat.write(broken, new)
+        digest = hashlib.sha256(new.read_bytes()).hexdigest()
+        (scratch / "description.toml.sha256").write_text(f"{digest}  description.toml\n")
+        out["description.toml"] = new
+        out["description.toml.sha256"] = scratch / "description.toml.sha256"
+    return change
+
+
+def resaved(scratch: Path, mountpoint: str, edit: Callable[[Path], None]) -> Replace:
+    """The tree of ``mountpoint`` restored on the host, ``edit``ed, and saved again with
+    the engine into a new archive and manifest of the same set."""
+    def change(medium: Medium, set_id: str, out: dict[str, Path]) -> None:
+        loaded = load_set(medium, set_id)
+        unit: Unit = next(u for u in loaded.units if u.mountpoint == mountpoint)
+        tree = scratch / "tree"
+        tree.mkdir()
+        restore_tree(tree, loaded.manifest(unit), loaded.archives(unit), writers=0)
+        edit(tree)
+        archive, manifest = scratch / "archive", scratch / "manifest"
+        with open(archive, "wb") as a, open(manifest, "wb") as m:
+            save_tree(tree, a, m, set_id=set_id)
+        out[unit.archive_name] = archive
+        out[unit.manifest_name] = manifest
+    return change
+
+
+def rehearse(medium: Path, trust: Path, work: Path, name: str, *more: str) -> dict[str, Any]:
+    report = work / f"rehearse-{name}.json"
+    result = run("rehearse", "--from", medium, "--trust", trust, "--json",
+                 "--work-dir", work / "images", "--state-dir", work / "state",
+                 "--report-dir", work / "reports", "--report", report,
+                 "--cpus", str(guest.default_cpus()), *more, env={"RESURGO_CONFIG": ""})
+    assert result.returncode in (0, 1), result.output
+    data: dict[str, Any] = json.loads(report.read_text())
+    (one,) = data["rehearsals"]
+    print(f"\nrehearse {name}: {'PASSED' if one['ok'] else 'FAILED at ' + one['failed_step']}"
+          f" {one['phases']} {one['machine']['accel_reason']}", flush=True)
+    if "--keep" not in more:
+        assert list((work / "images").iterdir()) == [], "the images were not removed"
+    return one
+
+
+def test_a_saved_set_rehearses_and_passes_with_every_phase_timed(
+        saved: tuple[Saved, Path], work: Path, keys: Keys, trust: Path,
+        kernel_root_image: RescueReport, times: Times) -> None:
+    result, medium = saved
+    good = craft(medium, result.set_id, work / "good", keys, kernel_root_image.path)
+    with times.timed("rehearse (pass)"):
+        one = rehearse(good, trust, work, "pass")
+    assert one["ok"], (one["reason"], "\n".join(one["console_tail"]))
+    assert all(one["phases"][p] is not None for p in one["phases"]), one["phases"]
+    names = {c["name"] for c in one["checks"]}
+    assert {"boot", "units", "mounts", "canary", "hostname", "machine-id"} <= names
+    assert all(c["ok"] for c in one["checks"])
+    stored = json.loads((good / result.set_id / "rehearsal.json").read_text())
+    assert stored["ok"] and stored["set"] == result.set_id
+    status = (work / "state" / f"rehearse-{HOST}.json")
+    assert json.loads(status.read_text())["ok"]
+
+
+def test_a_set_whose_command_fails_fails_in_the_recovery(
+        saved: tuple[Saved, Path], work: Path, keys: Keys, trust: Path,
+        kernel_root_image: RescueReport, times: Times) -> None:
+    result, medium = saved
+    scratch = work / "scratch-b"
+    scratch.mkdir()
+    broken = craft(medium, result.set_id, work / "b", keys, kernel_root_image.path,
+                   failing_command(scratch))
+    with times.timed("rehearse (b: a command fails)"):
+        one = rehearse(broken, trust, work, "b", "--accel", "tcg")
+    assert not one["ok"]
+    assert one["failed_step"] == "restore", one
+    assert one["phases"]["first_boot"] is None
+    assert one["console_tail"]
+
+
+def test_a_set_without_initramfs_and_with_a_bad_fstab_fails_its_mounts_check(
+        saved: tuple[Saved, Path], work: Path, keys: Keys, trust: Path,
+        kernel_root_image: RescueReport, times: Times) -> None:
+    """(a) and (c) in one rehearsal: its /boot archive lacks the initramfs, and its root
+    archive's fstab names a UUID no filesystem has. Finalize finds no initramfs to list,
+    takes every driver the disks need as missing and makes one anew (update-initramfs
+    -c): the recovered system boots, and its mounts check fails."""
+    result, medium = saved
+    scratch = work / "scratch-ac"
+    scratch.mkdir()
+
+    def add_line(tree: Path) -> None:
+        fstab = tree / "etc/fstab"
+        fstab.write_text(fstab.read_text() + FSTAB_LINE)
+
+    def drop_initramfs(tree: Path) -> None:
+        found = list(tree.glob("initrd.img-*"))
+        assert found
+        for p in found:
+            p.unlink()
+
+    def both(medium: Medium, set_id: str, out: dict[str, Path]) -> None:
+        (scratch / "root").mkdir()
+        (scratch / "boot").mkdir()
+        resaved(scratch / "root", "/", add_line)(medium, set_id, out)
+        resaved(scratch / "boot", "/boot", drop_initramfs)(medium, set_id, out)
+
+    broken = craft(medium, result.set_id, work / "ac", keys, kernel_root_image.path, both)
+    with times.timed("rehearse (a+c: no initramfs, fstab)"):
+        one = rehearse(broken, trust, work, "ac", "--accel", "tcg", "--keep")
+    kept = Path(one["kept"])
+    try:
+        rescue_log = (kept / "rescue.log").read_text(errors="replace")
+    finally:
+        shutil.rmtree(kept)
+    assert not one["ok"]
+    assert one["failed_step"] == "check", one
+    assert "update-initramfs -c" in rescue_log
+    mounts = next(c for c in one["checks"] if c["name"] == "mounts")
+    assert not mounts["ok"] and "/srv/missing" in mounts["detail"], one["checks"]
+    assert all(c["ok"] for c in one["checks"] if c["name"] != "mounts"), one["checks"]
