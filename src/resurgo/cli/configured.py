@@ -79,6 +79,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("rescue.modules", "add_module", _only("rescue", "rehearse")),
     Binding("rescue.programs", "add_program", _only("rescue", "rehearse")),
     Binding("rescue.compression_level", "compression_level", _only("rescue")),
+    Binding("rescue.secure_boot", "secure_boot", _only("rescue")),
     Binding("rehearse.work_dir", "work_dir", _only("rehearse")),
     Binding("rehearse.disk_bus", "disk_bus", _only("rehearse")),
     Binding("rehearse.firmware", "firmware", _only("rehearse")),

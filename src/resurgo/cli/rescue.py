@@ -140,6 +140,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--ssh-key", metavar="FILE",
                    help="the private key for an sftp:// medium (carried only with "
                    "--embed-credentials; else the rescue takes it from the key medium)")
+    p.add_argument(
+        "--secure-boot",
+        choices=["auto", "required", "off"],
+        default="auto",
+        help="boot UEFI through the distribution's signed shim and GRUB to its signed kernel "
+        "(shim-signed and grub-efi-amd64-signed on Debian and Ubuntu, shim-x64 and "
+        "grub2-efi-x64 on Fedora and RHEL, looked for in --kernel-root, then --sysroot), so "
+        "that the image boots with Secure Boot on: auto (default) when they are there, the "
+        "report saying why not otherwise; required: exit 3 without them or with an "
+        "unsigned kernel; off: grub-mkrescue's unsigned GRUB",
+    )
     p.set_defaults(handler=run)
 
 
@@ -175,6 +186,7 @@ def options(args: argparse.Namespace) -> RescueOptions:
     from resurgo.rescue import After, RescueOptions
     from resurgo.rescue.build import read_known_hosts
     from resurgo.rescue.cmdline import grub_quote
+    from resurgo.rescue.secureboot import SecureBootMode
 
     for arg in args.kernel_arg:
         try:
@@ -203,6 +215,7 @@ def options(args: argparse.Namespace) -> RescueOptions:
         trusted_signers=trust.text if trust else None,
         known_hosts=read_known_hosts(args.ssh_known_hosts) if args.ssh_known_hosts else None,
         access=image_access(args, args.from_url),
+        secure_boot=SecureBootMode(args.secure_boot),
     )
 
 

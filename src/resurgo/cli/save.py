@@ -147,6 +147,7 @@ def rescue_choices(config: Config) -> RescueChoices:
         modules=config.strings("rescue.modules"),
         programs=config.strings("rescue.programs"),
         compression_level=config.number("rescue.compression_level"),
+        secure_boot=config.text("rescue.secure_boot") or "auto",
     )
 
 

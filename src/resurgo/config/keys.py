@@ -203,6 +203,10 @@ KEYS: tuple[Key, ...] = (
         "rescue --add-module", default=(), check=_word),
     Key("rescue.programs", Kind.STRINGS, "programs the image also carries, with their "
         "libraries", "rescue --add-program", default=(), check=_word),
+    Key("rescue.secure_boot", Kind.STRING,
+        "the UEFI path through the distribution's signed shim and GRUB: when they are "
+        "there (auto), or a build without them fails (required)", "rescue --secure-boot",
+        default="auto", choices=("auto", "required", "off")),
     Key("rescue.compression_level", Kind.INT,
         "zstd level of the image's initramfs (default 9)", "rescue --compression-level",
         low=1, high=19),

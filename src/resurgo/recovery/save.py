@@ -100,6 +100,8 @@ class RescueChoices:
     # How the image reaches a network medium (its endpoint, CA; credentials only when
     # embedded on request): rescue.access.
     access: ImageAccess | None = None
+    # auto, required or off (rescue --secure-boot).
+    secure_boot: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -534,8 +536,10 @@ def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
 def image_options(choices: RescueChoices) -> RescueOptions:
     """The RescueOptions of these choices (the set's own fields are save's to fill)."""
     from resurgo.rescue import After, RescueOptions
+    from resurgo.rescue.secureboot import SecureBootMode
 
     return RescueOptions(
+        secure_boot=SecureBootMode(choices.secure_boot),
         unattended=choices.unattended, after=After(choices.after),
         kernel_args=choices.kernel_args, menu_timeout=choices.menu_timeout,
         extra_modules=choices.modules, extra_programs=choices.programs,

@@ -42,7 +42,7 @@ from resurgo.fileformat import document
 from resurgo.model import Description
 from resurgo.packages import hint_for
 from resurgo.probe import hardware, rootfs
-from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python
+from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python, secureboot
 from resurgo.rescue.access import ImageAccess
 from resurgo.rescue.cmdline import After
 from resurgo.units import human
@@ -103,6 +103,8 @@ class RescueOptions:
     #: How the rescue reaches a network medium: S3 endpoint, region, CA bundle and, only
     #: with --embed-credentials, the credentials (rescue.access).
     access: ImageAccess | None = None
+    #: Whether the UEFI path goes through the distribution's signed shim and GRUB.
+    secure_boot: secureboot.SecureBootMode = secureboot.SecureBootMode.AUTO
 
 
 # known_hosts lines for one server: far below this.
@@ -157,6 +159,10 @@ class RescueReport:
     # entries' ids).
     after: After = After.POWEROFF
     warnings: tuple[str, ...] = ()
+    #: Whether the image boots with Secure Boot on, and why not when it does not.
+    secure_boot: bool = False
+    secure_boot_reasons: tuple[str, ...] = ()
+    secure_boot_chain: tuple[str, ...] = ()  # shim, GRUB (paths in their tree)
 
     def text(self) -> str:
         lines = [
@@ -172,6 +178,12 @@ class RescueReport:
             lines.append(f"  description of host {self.host or '?'} (sha256 {digest}...)")
         default = f"recover unattended, then {self.after}" if self.unattended else "a shell"
         lines.append(f"  boot menu: {', '.join(self.boot_entries)}; default: {default}")
+        if self.secure_boot:
+            lines.append(f"  Secure Boot: yes (shim {self.secure_boot_chain[0]} -> signed GRUB "
+                         f"{self.secure_boot_chain[1]} -> signed kernel)")
+        else:
+            lines.append("  Secure Boot: NO, the image will not boot with Secure Boot on: "
+                         + "; ".join(self.secure_boot_reasons))
         if self.missing_programs:
             missing = ", ".join(f"{p} ({pkg})" for p, pkg in self.missing_programs)
             lines.append(f"  not on this machine, so not in the image: {missing}")
@@ -230,6 +242,12 @@ class RescueReport:
             "boot_entries": list(self.boot_entries),
             "default_entry": self.default_entry,
             "warnings": list(self.warnings),
+            "secure_boot": {
+                "capable": self.secure_boot,
+                "reasons": list(self.secure_boot_reasons),
+                "shim": self.secure_boot_chain[0] if self.secure_boot_chain else None,
+                "grub": self.secure_boot_chain[1] if self.secure_boot_chain else None,
+            },
         }
 
 
@@ -577,6 +595,20 @@ def compress(source: Path, dest: Path, how: Compression, level: int | None) -> N
             shutil.copyfileobj(src, gz, 1 << 20)
 
 
+def secure_boot_esp(sb: secureboot.SecureBootPlan, tree: Path, work: Path,
+                    build_id: str) -> Path | None:
+    """The ESP image of the signed boot chain (None without one), and in ``tree`` the
+    file by which its grub.cfg finds this very ISO."""
+    if not sb.capable:
+        return None
+    marker = f"resurgo/{build_id}.id"
+    (tree / marker).parent.mkdir(parents=True, exist_ok=True)
+    (tree / marker).write_text(build_id + "\n")
+    esp = work / "esp.img"
+    secureboot.make_esp(sb, esp, config=secureboot.esp_config("/" + marker))
+    return esp
+
+
 # The phases of a build, as its progress tells them (a build takes minutes, dracut's most).
 PHASES = {
     "collect": "collecting the kernel, its modules and the programs",
@@ -624,6 +656,9 @@ def build_rescue_image(out: Path, options: RescueOptions,
                     f"({', '.join(clear[:3])}{' ...' if len(clear) > 3 else ''}): keep it "
                     "private, or give the description of a set saved with --encrypt-to")
         kern = kernel.find_kernel(kroot, options.kernel_version)
+        sb = secureboot.plan(options.secure_boot, list(dict.fromkeys([kroot, sysroot])),
+                             kern.host_image)
+        secureboot.check(options.secure_boot, sb)
         index = hardware.KernelModules.load(kroot, kern.version)
         mplan = kernel.plan_modules(
             kern,
@@ -734,13 +769,14 @@ def build_rescue_image(out: Path, options: RescueOptions,
             iso.grub_cfg(entries, timeout=options.menu_timeout, label=label)
         )
         (tree / "resurgo/rescue.json").write_text(json.dumps(config, indent=2) + "\n")
+        esp = secure_boot_esp(sb, tree, work, build_id)
         if desc_raw is not None and digest is not None:
             (tree / "resurgo/description.toml").write_bytes(desc_raw)
             document.write_digest(tree / "resurgo/description.toml", digest)
         partial = out.with_name(out.name + ".partial")
         with phase("iso"):
             try:
-                iso.make_iso(tree, partial, volume_date=volume_date(now))
+                iso.make_iso(tree, partial, volume_date=volume_date(now), esp=esp)
                 os.replace(partial, out)
             finally:
                 partial.unlink(missing_ok=True)
@@ -776,4 +812,7 @@ def build_rescue_image(out: Path, options: RescueOptions,
         default_entry=entries[0].id,
         after=options.after,
         warnings=tuple(warnings),
+        secure_boot=sb.capable,
+        secure_boot_reasons=sb.reasons,
+        secure_boot_chain=(sb.shim, sb.grub) if sb.shim and sb.grub else (),
     )

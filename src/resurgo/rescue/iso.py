@@ -8,6 +8,7 @@ rescue installs on recovered disks is the rescued system's own, inside the initr
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,12 +118,33 @@ def require_tools() -> None:
         )
 
 
-def make_iso(tree: Path, out: Path, *, volume_date: str) -> None:
+#: Where the Secure Boot ESP image lies in the ISO (El Torito's EFI entry and the GPT
+#: partition both point at it): grub-mkrescue's own name for its unsigned one.
+ESP_IN_ISO = "efi.img"
+
+
+def make_iso(tree: Path, out: Path, *, volume_date: str, esp: Path | None = None) -> None:
     """grub-mkrescue of ``tree`` to ``out``. ``volume_date`` (16 digits) becomes the ISO's
-    UUID, which blkid shows; the rescue finds its own medium by it."""
+    UUID, which blkid shows; the rescue finds its own medium by it.
+
+    With ``esp`` (an EFI system partition image holding the signed boot chain:
+    secureboot.make_esp), grub-mkrescue makes the BIOS boot only and xorriso adds that
+    image as the UEFI El Torito entry and as the GPT's EFI partition, as grub-mkrescue
+    does with its own unsigned one."""
+    platform: list[str] = []
+    efi: list[str] = []
+    if esp is not None:
+        shutil.copyfile(esp, tree / ESP_IN_ISO)
+        platform = ["-d", str(GRUB_LIB / "i386-pc")]
+        efi = [
+            "-boot_image", "any", "next",
+            "-boot_image", "any", f"efi_path=/{ESP_IN_ISO}",
+            "-boot_image", "any", "efi_boot_part=--efi-boot-image",
+        ]
     run.run(
         [
             mkrescue() or MKRESCUE[0],
+            *platform,
             "-o",
             str(out),
             "--compress=xz",
@@ -137,6 +159,7 @@ def make_iso(tree: Path, out: Path, *, volume_date: str) -> None:
             "-volume_date",
             "uuid",
             volume_date,
+            *efi,
         ],
         timeout=600,
     )
