@@ -62,3 +62,67 @@ build = false
     v = cli.spawn("--config", conf, "verify", "--root", root, state=state)
     assert v.returncode == 1, v.output
     assert "/etc/hostname" in v.stdout
+
+
+HOOK = """#!/bin/sh
+echo "$RESURGO_HOOK ${RESURGO_SAVE:-none}" >> "$(dirname "$0")/hooks.log"
+touch "$1"
+echo "hook output"
+exit "${2:-0}"
+"""
+
+
+def test_the_hooks_run_around_the_reading_of_the_archives(rig: Rig, tmp_path: Path) -> None:
+    disk = rig.disk("hooked", 64 * MIB)
+    rig.sh("mkfs.ext4", "-q", "-L", "hooked", disk.path)
+    root = rig.mount(disk.path, tmp_path / "root")
+    write(root / "etc/hostname", b"hooked\n")
+    (root / "var").mkdir()
+    hook = tmp_path / "hook"
+    hook.write_text(HOOK)
+    hook.chmod(0o755)
+    sets = tmp_path / "sets"
+    conf = tmp_path / "resurgo.toml"
+    conf.write_text(f"""\
+medium = "{sets}"
+root = "{root}"
+catalog = false
+[hooks]
+pre-save = "{hook} {root}/var/pre-marker"
+post-save = "{hook} {root}/var/post-marker"
+[rescue]
+build = false
+""")
+    conf.chmod(0o600)
+    state = tmp_path / "state"
+    log = tmp_path / "hooks.log"
+
+    r = cli.spawn("--config", conf, "save", "--json", state=state)
+    assert r.returncode == 0, r.output
+    report = r.json()
+    assert [(h["hook"], h["exit"], h["output"]) for h in report["hooks"]] == [
+        ("pre-save", 0, "hook output\n"), ("post-save", 0, "hook output\n")]
+    assert log.read_text() == "pre-save none\npost-save ok\n"
+    # The pre hook ran before the tree was read, the post hook after.
+    listed = cli.spawn("--config", conf, "ls", "--json", "/var", state=state)
+    assert listed.returncode == 0, listed.output
+    names = {e["path"] for e in listed.json()["entries"]}
+    assert names == {"/var/pre-marker"}
+
+    # The options win over the file; a failing pre hook fails the save after the post
+    # hook has run, and no set is made.
+    log.unlink()
+    r = cli.spawn("--config", conf, "save", "--pre-save", f"{hook} {tmp_path}/x 4",
+                  state=state)
+    assert r.returncode == 1, r.output
+    assert "the pre-save hook failed" in r.stderr and "exit 4" in r.stderr
+    assert "hook output" in r.stderr
+    assert log.read_text() == "pre-save none\npost-save failed\n"
+    assert len(cli.spawn("--config", conf, "list", "--json", state=state).json()) == 1
+
+    # A hook whose program is missing: refused before anything runs (exit 3).
+    log.unlink()
+    r = cli.spawn("--config", conf, "save", "--post-save", f"{tmp_path}/missing",
+                  state=state)
+    assert r.returncode == 3, r.output
+    assert "post-save hook" in r.stderr and not log.exists()

@@ -100,10 +100,11 @@ class Shown:
     def data(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for s in self.settings:
+            head, _, name = s.key.rpartition(".")
+            # A table whose keys are all unset is still there, as in the text (TOML).
+            where = values.setdefault(head, {}) if head else values
             if s.value is None:
                 continue
-            head, _, name = s.key.rpartition(".")
-            where = values.setdefault(head, {}) if head else values
             where[name] = list(s.value) if isinstance(s.value, tuple) else s.value
         return {
             "file": self.file,

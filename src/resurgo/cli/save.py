@@ -5,8 +5,10 @@ Exit 0 the set is committed; 1 the save failed (the medium keeps the sets it had
 --require-rescue what the rescue image's build needs; an incremental set without a full
 one to build on);
 4 the parent of an incremental set is not signed by the trusted signers; 5 it is
-damaged or incomplete. One save at a time per machine (recovery.savelock): a second one
-exits with 3 at once, or waits with --wait.
+damaged or incomplete. A pre-save hook that fails fails the save (exit 1) after the
+post-save hook has run; a hook's program that is not there is exit 3. One save at a
+time per machine (recovery.savelock): a second one exits with 3 at once, or waits with
+--wait.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from resurgo.config import Config
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import open_medium
+from resurgo.recovery import hooks
 from resurgo.recovery.events import Event
 from resurgo.recovery.report import event_text
 from resurgo.recovery.save import RescueChoices, SaveOptions, save_set
@@ -53,8 +56,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "image's build failed); 2 bad input; 3 a program missing (with --require-rescue: "
         "anything the rescue build needs), --incremental with no set to build on, or "
         "another save of the system running on this machine (without --wait); 4 or 5 its "
-        "parent set is not authentic, or damaged. After a set is saved, the --keep-* rules "
-        "(as for prune) delete the older sets of this host they do not keep.",
+        "parent set is not authentic, or damaged. --pre-save and --post-save run commands just "
+        "before and just after the archives are read (to quiesce applications): the post "
+        "hook runs whatever happened (a failure, Ctrl-C); a failing pre hook fails the save "
+        "(exit 1) once the post hook has run; a hook's program missing is exit 3. After a "
+        "set is saved, the --keep-* rules (as for prune) delete the older sets of this host "
+        "they do not keep.",
     )
     p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",
@@ -87,6 +94,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="skip the catalog of unchanged package files")
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
                    help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
+    p.add_argument("--pre-save", metavar="COMMAND",
+                   help="run COMMAND (split into words as a shell would, run without one) "
+                   "just before the archives are read, e.g. to pause a database; its "
+                   "failure fails the save (exit 1) after --post-save has run")
+    p.add_argument("--post-save", metavar="COMMAND",
+                   help="run COMMAND just after the archives are read, whatever happened "
+                   "(failure, Ctrl-C: RESURGO_SAVE=ok|failed|interrupted in its "
+                   "environment); its failure is a warning")
     add_retention_arguments(p, keep_alias=True)
     add_medium_arguments(p)
     add_image_access_arguments(p)
@@ -119,6 +134,8 @@ def options(args: argparse.Namespace) -> SaveOptions:
         sign_key=signing.SignKey.load(args.sign_key) if args.sign_key else None,
         image=replace(rescue_choices(getattr(args, "configuration", None) or Config()),
                       access=_image_access(args)),
+        pre_save=hooks.parse(args.pre_save, "--pre-save") if args.pre_save else None,
+        post_save=hooks.parse(args.post_save, "--post-save") if args.post_save else None,
     )
 
 

@@ -106,11 +106,20 @@ def _kernel_arg(value: str) -> str | None:
     return None
 
 
+def _command(value: str) -> str | None:
+    import shlex
+
+    try:
+        return None if shlex.split(value) else "an empty command"
+    except ValueError as e:
+        return f"not a command line: {e}"
+
+
 def _word(value: str) -> str | None:
     return None if re.match(r"^[A-Za-z0-9_.+-]+$", value) else "not a name"
 
 
-TABLES = ("s3", "ssh", "rescue", "rehearse")
+TABLES = ("s3", "ssh", "hooks", "rescue", "rehearse")
 
 KEYS: tuple[Key, ...] = (
     Key("medium", Kind.STRING,
@@ -181,6 +190,13 @@ KEYS: tuple[Key, ...] = (
     Key("ssh.strict_host_keys", Kind.BOOL,
         "accept only host keys already known, also for a save", "--ssh-strict-host-keys",
         default=False),
+    Key("hooks.pre-save", Kind.STRING,
+        "a command run just before the archives are read (to quiesce applications), "
+        "split into words as a shell would and run without one; its failure fails the "
+        "save", "save --pre-save", check=_command),
+    Key("hooks.post-save", Kind.STRING,
+        "a command run just after the archives are read, whatever happened (failure, "
+        "Ctrl-C); its failure is a warning", "save --post-save", check=_command),
     Key("rescue.build", Kind.BOOL,
         "build the rescue image into each set (false: --no-rescue)", "save --no-rescue",
         default=True),

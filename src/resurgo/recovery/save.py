@@ -4,9 +4,11 @@ In order: describe the system at the root (the catalog of package files beside i
 for each ``resurgo:restore`` command of the description one archive and one manifest
 streamed by the engine straight into the set's files (nothing is staged on local disk),
 the description and its digest, the rescue image when asked for, and the commit that
-makes the whole set visible at once. Before the archives, save writes a canary file of
-fresh random content into the running system and records it, with the units failed then,
-in the description, for a rehearsal to check (rehearse.savefacts). In an encrypted set
+makes the whole set visible at once. The pre-save and post-save hooks (recovery.hooks)
+run just before and just after the archives are read. Before the archives, save writes
+a canary file of fresh random content into the running system and records it, with the
+units failed then, in the description, for a rehearsal to check (rehearse.savefacts). In
+an encrypted set
 the secret config files are sealed: the description (and the rescue image, which
 carries it) keeps their records without content, and secrets.age holds the contents,
 encrypted like the archives (recovery.secrets); an unencrypted set holds them in clear,
@@ -62,7 +64,7 @@ from resurgo.model import ConfigFile, Description, Rehearsal
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
-from resurgo.recovery import secrets, setfiles, views
+from resurgo.recovery import hooks, secrets, setfiles, views
 from resurgo.recovery.events import Advanced, OnEvent, Step, Steps, advancing, ignore
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
@@ -127,6 +129,9 @@ class SaveOptions:
     sign_key: signing.SignKey | None = None
     trust: signing.Trust | None = None
     image: RescueChoices = RescueChoices()
+    # Commands (words) run just before the trees are read and just after (recovery.hooks).
+    pre_save: tuple[str, ...] | None = None
+    post_save: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ class SaveReport:
     pruned: tuple[str, ...] = ()
     rescue: str = ""  # what became of the rescue image
     canary: str = ""  # what became of the rehearsal's canary
+    hooks: tuple[hooks.HookRun, ...] = ()
 
     @property
     def changed_count(self) -> int:
@@ -185,6 +191,8 @@ class SaveReport:
             "may be torn" if self.changed_count else "  changed: no file changed while read",
             f"  time:    {self.seconds:.1f} s (describe {self.describe_seconds:.1f} s)",
         ]
+        for h in self.hooks:
+            lines.append(f"  hook:    {h.line()}")
         for u in units:
             changed = f", {u.changed_count} changed while read" if u.changed_count else ""
             lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
@@ -233,6 +241,7 @@ class SaveReport:
             "canary": self.canary,
             "pruned": list(self.pruned),
             "changed_count": self.changed_count,
+            "hooks": [h.data() for h in self.hooks],
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
         }
@@ -635,6 +644,10 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
     # Before anything is written (and before the long describe): every program this save
     # will run, and what the rescue image's build needs.
     rescue_missing = _check_tools(medium, opts)
+    if opts.pre_save is not None:
+        hooks.check(opts.pre_save, "the pre-save hook")
+    if opts.post_save is not None:
+        hooks.check(opts.post_save, "the post-save hook")
     # Before the long describe: a key that cannot sign, or signers that would not trust
     # it, fail now.
     signers = signing.trust_for_save(opts.sign_key, opts.trust)
@@ -665,6 +678,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
         meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL,
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []
+        ran: list[hooks.HookRun] = []
         with medium.begin_set(meta, sign_key=opts.sign_key) as w:
             staged = cache.staging(w.id)
             try:
@@ -676,18 +690,21 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                     with open(tmp / desc.catalog.path, "rb") as src, \
                             w.create(desc.catalog.path) as dst:
                         shutil.copyfileobj(src, dst, _COPY)
-                for unit in found:
-                    previous = None
-                    if parent is not None:
-                        previous = previous_manifest(parent, unit, cache)
-                        if previous is not None:
-                            _check_previous(previous, parent.id)
-                    since = f" (changes since {parent.id})" if parent and previous else ""
-                    with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
-                        done = _save_unit(unit, root, w, staged, previous, opts, lo, events)
-                        step.end(True)
-                    saved.append(done)
-                    warnings.extend(f"{unit.label}: {n}" for n in done.notes)
+                # The hooks quiesce the applications for the reading of the trees alone.
+                with hooks.around(opts.pre_save, opts.post_save, ran):
+                    for unit in found:
+                        previous = None
+                        if parent is not None:
+                            previous = previous_manifest(parent, unit, cache)
+                            if previous is not None:
+                                _check_previous(previous, parent.id)
+                        since = f" (changes since {parent.id})" if parent and previous else ""
+                        with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
+                            done = _save_unit(unit, root, w, staged, previous, opts, lo, events)
+                            step.end(True)
+                        saved.append(done)
+                        warnings.extend(f"{unit.label}: {n}" for n in done.notes)
+                warnings.extend(f"a hook failed: {h.line()}" for h in ran if not h.ok)
                 rescue = "not included (--no-rescue)"
                 if opts.rescue and rescue_missing:
                     rescue = "not included: this machine lacks what its build needs"
@@ -713,7 +730,8 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
         # This host's sets alone: other machines' sets on a shared medium are theirs to prune.
         pruned = tuple(s.id for s in prune(medium, opts.retention, (host,)).delete)
     return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
-                      tuple(warnings), lo.excludes, lo.emptied, pruned, rescue, facts.canary)
+                      tuple(warnings), lo.excludes, lo.emptied, pruned, rescue, facts.canary,
+                      tuple(ran))
 
 
 __all__ = ["SaveOptions", "SaveReport", "UnitSaved", "save_set"]
