@@ -132,7 +132,8 @@ def test_no_parts_names_the_packages(tmp_path: Path) -> None:
     kernel = put(tmp_path, "/boot/vmlinuz-1", pe(signed=True))
     sb = secureboot.plan(SecureBootMode.AUTO, [tmp_path], kernel)
     assert not sb.capable
-    assert any("shim-signed and grub-efi-amd64-signed" in r for r in sb.reasons)
+    assert sb.reasons == (f"no signed shim nor GRUB in {tmp_path} (install {secureboot.PACKAGES})",)
+    assert "shim-signed and grub-efi-amd64-signed" in sb.reasons[0]
 
 
 def test_off_never_uses_the_signed_chain(tmp_path: Path) -> None:

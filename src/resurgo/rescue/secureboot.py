@@ -151,10 +151,10 @@ def plan(mode: SecureBootMode, roots: Sequence[Path], kernel_image: Path) -> Sec
     where = " or ".join(str(r) for r in dict.fromkeys(roots))
     shim = _find(roots, SHIM)
     grub = _find(roots, GRUB)
-    if shim is None:
-        reasons.append(f"no signed shim in {where} (install {PACKAGES})")
-    if grub is None:
-        reasons.append(f"no signed GRUB in {where} (install {PACKAGES})")
+    missing = " nor ".join(what for what, found in (("shim", shim), ("GRUB", grub))
+                           if found is None)
+    if missing:
+        reasons.append(f"no signed {missing} in {where} (install {PACKAGES})")
     prefixes: tuple[str, ...] = ()
     for found, what in ((shim, "shim"), (grub, "GRUB")):
         if found is None:
