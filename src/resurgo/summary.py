@@ -15,6 +15,7 @@ from resurgo.model import (
     Partition,
     PhysicalVolume,
     RaidArray,
+    Rehearsal,
     Swap,
     VolumeGroup,
     devices_below,
@@ -168,7 +169,22 @@ def render(desc: Description) -> str:
         )
     if desc.config_files:
         out.append("configuration: " + ", ".join(c.path for c in desc.config_files))
+    if desc.rehearsal is not None:
+        out.append(_rehearsal(desc.rehearsal))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _rehearsal(rh: Rehearsal) -> str:
+    """What save recorded for a rehearsal to check."""
+    canary = (f"canary {rh.canary.path} (sha256 {rh.canary.sha256[:16]}...)" if rh.canary
+              else "no canary")
+    if rh.failed_units is None:
+        units = "the units failed at save time are not known"
+    elif not rh.failed_units:
+        units = "no unit failed at save time"
+    else:
+        units = "failed at save time: " + ", ".join(rh.failed_units)
+    return f"rehearsal: {canary}; {units}"
 
 
 def _bootloader(desc: Description) -> str:

@@ -177,3 +177,21 @@ def test_record_writes_the_canary_of_a_live_save(tmp_path: Path) -> None:
     assert got.canary == f"written at {CANARY}"
     data = (tmp_path / "var/lib/resurgo/canary").read_bytes()
     assert hashlib.sha256(data).hexdigest() == got.rehearsal.canary.sha256
+
+
+def test_show_tells_what_a_rehearsal_will_check(tmp_path: Path) -> None:
+    from tests.support import cli
+
+    path = tmp_path / "description.toml"
+    path.write_text(example_text())
+    r = cli.run("show", path)
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[-1] == (
+        f"rehearsal: canary {CANARY} (sha256 {DIGEST[:16]}...); failed at save time: "
+        "smartmontools.service")
+    for rehearsal, said in ((Rehearsal(None, None), "rehearsal: no canary; the units failed "
+                                                    "at save time are not known"),
+                            (Rehearsal(None, ()), "rehearsal: no canary; no unit failed at "
+                                                  "save time")):
+        path.write_text(dumps(replace(example(), rehearsal=rehearsal)))
+        assert cli.run("show", path).stdout.splitlines()[-1] == said
