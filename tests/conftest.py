@@ -34,7 +34,7 @@ settings.load_profile("resurgo")
 # 2 cores with one vCPU per guest (seconds): whole cycle BIOS 364, GPT 345, the storage
 # tier 266, recover_guest 202, finalize_boot 191, test_rescue 144, the unit tier 65 (its
 # modules fill the ends), test_guest 20. test_rehearse (a save and three rehearsals, two of
-# them booting the recovered system) took about 600 alone with two vCPUs.
+# them booting the recovered system): about 600 alone with two vCPUs on a quiet machine.
 LONGEST_FIRST = (
     "tests/vm/test_rehearse.py",
     "tests/vm/test_whole_cycle_bios.py",

@@ -7,9 +7,14 @@ copies of it:
 
 - (b) its description runs a command that fails before the restores: the recovery fails
   at the restore step (no first boot);
-- (a) + (c) in one rehearsal: its /boot archive lacks the initramfs, which finalize makes
-  anew (its driver check finds none to list), so the system boots; and its root archive's
-  fstab names a filesystem UUID that does not exist (nofail): the mounts check fails.
+- (c) its root archive's fstab names a filesystem UUID that does not exist (nofail): the
+  recovered system boots and its mounts check fails.
+
+(a), a /boot archive without the initramfs, is not rehearsed here: finalize's driver check
+finds no initramfs to list, takes every driver the disks need as missing and makes one
+anew (update-initramfs -c), so such a set recovers and boots (measured once, with (c) in
+the same set: the mounts check was the only one to fail; finalize took 226 s instead of
+about 90 under TCG) and no first boot fails for it.
 
 The broken sets are made on the host from the saved one: the same set id (every manifest
 names it), the changed files written anew (a description edited; an archive and manifest
@@ -197,8 +202,7 @@ def rehearse(medium: Path, trust: Path, work: Path, name: str, *more: str) -> di
     (one,) = data["rehearsals"]
     print(f"\nrehearse {name}: {'PASSED' if one['ok'] else 'FAILED at ' + one['failed_step']}"
           f" {one['phases']} {one['machine']['accel_reason']}", flush=True)
-    if "--keep" not in more:
-        assert list((work / "images").iterdir()) == [], "the images were not removed"
+    assert list((work / "images").iterdir()) == [], "the images were not removed"
     return one
 
 
@@ -236,44 +240,23 @@ def test_a_set_whose_command_fails_fails_in_the_recovery(
     assert one["console_tail"]
 
 
-def test_a_set_without_initramfs_and_with_a_bad_fstab_fails_its_mounts_check(
+def test_a_set_whose_fstab_names_a_missing_uuid_fails_its_mounts_check(
         saved: tuple[Saved, Path], work: Path, keys: Keys, trust: Path,
         kernel_root_image: RescueReport, times: Times) -> None:
-    """(a) and (c) in one rehearsal: its /boot archive lacks the initramfs, and its root
-    archive's fstab names a UUID no filesystem has. Finalize finds no initramfs to list,
-    takes every driver the disks need as missing and makes one anew (update-initramfs
-    -c): the recovered system boots, and its mounts check fails."""
     result, medium = saved
-    scratch = work / "scratch-ac"
+    scratch = work / "scratch-c"
     scratch.mkdir()
 
     def add_line(tree: Path) -> None:
         fstab = tree / "etc/fstab"
         fstab.write_text(fstab.read_text() + FSTAB_LINE)
 
-    def drop_initramfs(tree: Path) -> None:
-        found = list(tree.glob("initrd.img-*"))
-        assert found
-        for p in found:
-            p.unlink()
-
-    def both(medium: Medium, set_id: str, out: dict[str, Path]) -> None:
-        (scratch / "root").mkdir()
-        (scratch / "boot").mkdir()
-        resaved(scratch / "root", "/", add_line)(medium, set_id, out)
-        resaved(scratch / "boot", "/boot", drop_initramfs)(medium, set_id, out)
-
-    broken = craft(medium, result.set_id, work / "ac", keys, kernel_root_image.path, both)
-    with times.timed("rehearse (a+c: no initramfs, fstab)"):
-        one = rehearse(broken, trust, work, "ac", "--accel", "tcg", "--keep")
-    kept = Path(one["kept"])
-    try:
-        rescue_log = (kept / "rescue.log").read_text(errors="replace")
-    finally:
-        shutil.rmtree(kept)
+    broken = craft(medium, result.set_id, work / "c", keys, kernel_root_image.path,
+                   resaved(scratch, "/", add_line))
+    with times.timed("rehearse (c: fstab)"):
+        one = rehearse(broken, trust, work, "c", "--accel", "tcg")
     assert not one["ok"]
     assert one["failed_step"] == "check", one
-    assert "update-initramfs -c" in rescue_log
     mounts = next(c for c in one["checks"] if c["name"] == "mounts")
     assert not mounts["ok"] and "/srv/missing" in mounts["detail"], one["checks"]
     assert all(c["ok"] for c in one["checks"] if c["name"] != "mounts"), one["checks"]
