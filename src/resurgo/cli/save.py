@@ -38,6 +38,7 @@ from resurgo.recovery.events import Event
 from resurgo.recovery.report import event_text
 from resurgo.recovery.save import RescueChoices, SaveOptions, save_set
 from resurgo.recovery.savelock import save_lock
+from resurgo.recovery.snapshots import SnapshotMode
 from resurgo.rescue.access import ImageAccess
 
 
@@ -54,9 +55,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "and what the rescue image's build needs, is checked before anything is written "
         "(see resurgo doctor). Exit 0 saved; 1 failed (with --require-rescue: the rescue "
         "image's build failed); 2 bad input; 3 a program missing (with --require-rescue: "
-        "anything the rescue build needs), --incremental with no set to build on, or "
-        "another save of the system running on this machine (without --wait); 4 or 5 its "
-        "parent set is not authentic, or damaged. --pre-save and --post-save run commands just "
+        "anything the rescue build needs), --incremental with no set to build on, "
+        "--snapshot required and a filesystem that cannot be snapshotted, or another save "
+        "of the system running on this machine (without --wait); 4 or 5 its parent set is "
+        "not authentic, or damaged. --pre-save and --post-save run commands just "
         "before and just after the archives are read (to quiesce applications): the post "
         "hook runs whatever happened (a failure, Ctrl-C); a failing pre hook fails the save "
         "(exit 1) once the post hook has run; a hook's program missing is exit 3. After a "
@@ -94,6 +96,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="skip the catalog of unchanged package files")
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
                    help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
+    p.add_argument("--snapshot", choices=[m.value for m in SnapshotMode], default="auto",
+                   help="read each btrfs tree from a read-only snapshot, deleted when "
+                   "done (auto, the default: where one can be taken, the others read live, "
+                   "the report says which way each was read; required: exit 3 when a "
+                   "filesystem cannot be snapshotted; off: every tree read live)")
     p.add_argument("--pre-save", metavar="COMMAND",
                    help="run COMMAND (split into words as a shell would, run without one) "
                    "just before the archives are read, e.g. to pause a database; its "
@@ -134,6 +141,7 @@ def options(args: argparse.Namespace) -> SaveOptions:
         sign_key=signing.SignKey.load(args.sign_key) if args.sign_key else None,
         image=replace(rescue_choices(getattr(args, "configuration", None) or Config()),
                       access=_image_access(args)),
+        snapshot=SnapshotMode(args.snapshot),
         pre_save=hooks.parse(args.pre_save, "--pre-save") if args.pre_save else None,
         post_save=hooks.parse(args.post_save, "--post-save") if args.post_save else None,
     )

@@ -154,6 +154,10 @@ KEYS: tuple[Key, ...] = (
     Key("compression_level", Kind.INT,
         "zstd level of the archives: 1 (fastest) to 19 (smallest)",
         "save --compression-level", default=2, low=1, high=19),
+    Key("snapshot", Kind.STRING,
+        "read each btrfs tree from a read-only snapshot: auto (where one can be taken), "
+        "required (exit 3 when a filesystem cannot be), off", "save --snapshot",
+        default="auto", choices=("auto", "required", "off")),
     Key("catalog", Kind.BOOL,
         "write the catalog of unchanged package files (false: --no-catalog)",
         "save and describe --no-catalog", default=True),

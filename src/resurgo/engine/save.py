@@ -54,6 +54,9 @@ CHUNK = 1 << 20
 SMALL = 1 << 20  # files up to this size are read with one call
 _BUFFER = 1 << 20
 _MAX_PARTS = 1000  # below IOV_MAX
+# The inode of the empty directory a btrfs snapshot shows where a subvolume was nested
+# (BTRFS_EMPTY_SUBVOL_DIR_OBJECTID).
+EMPTY_SUBVOLUME_DIR = 2
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOATIME
 MAX_NOTES = 1000
 
@@ -443,6 +446,7 @@ def save_fd(
     local_manifest: Writable | None = None,
     level: int = DEFAULT_LEVEL,
     progress: Tally | None = None,
+    live_fd: int | None = None,
 ) -> SaveResult:
     """save_tree on an open directory (see save_tree)."""
     excluded = _relative(excludes)
@@ -468,7 +472,8 @@ def save_fd(
             writers.append(CompressedWriter(local_manifest, "local manifest", level=level))
         done = False
         try:
-            result = _save(root_fd, writers, header, prev, excluded, emptied, progress)
+            result = _save(root_fd, writers, header, prev, excluded, emptied, progress,
+                           live_fd)
             done = True
             return result
         finally:
@@ -480,7 +485,8 @@ def save_fd(
 
 def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
           prev: _Previous | None, excluded: frozenset[bytes],
-          emptied: frozenset[bytes], progress: Tally | None = None) -> SaveResult:
+          emptied: frozenset[bytes], progress: Tally | None = None,
+          live_fd: int | None = None) -> SaveResult:
     archive_w, manifest_w, *local = writers
 
     def write_manifest(data: bytes) -> None:
@@ -505,6 +511,16 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
             continue  # a socket: recreated by its program, never saved
         if kind == FILE and st.st_nlink > 1 and st.st_ino in saver.links:
             kind = HARDLINK
+        live_own = None
+        if live_fd is not None and kind == DIR and st.st_ino == EMPTY_SUBVOLUME_DIR \
+                and rel != ROOT:
+            # A subvolume below, as a snapshot shows it: saved as a live save saves it,
+            # with the metadata of that subvolume's root.
+            with contextlib.suppress(OSError):
+                live_own = os.open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                   | os.O_CLOEXEC, dir_fd=live_fd)
+                st = os.fstat(live_own)
+                own_fd = live_own
         old = prev.get(rel) if prev is not None else None
         if old is not None and unchanged(old, kind, st) and (
             kind != HARDLINK or old.target == saver.links[st.st_ino][0]
@@ -514,8 +530,10 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
                 saver.seen += st.st_size
                 if st.st_nlink > 1:
                     saver.links[st.st_ino] = (rel, old.digest, old.xattr_digest)
-            continue
-        saver.save_entry(rel, name, dir_fd, st, own_fd, kind)
+        else:
+            saver.save_entry(rel, name, dir_fd, st, own_fd, kind)
+        if live_own is not None:
+            os.close(live_own)
     saver.end_block()
     saver.emit(end_record(saver.stored, saver.payload))
     saver.flush()
@@ -551,6 +569,7 @@ def save_tree(
     local_manifest: Writable | None = None,
     level: int = DEFAULT_LEVEL,
     progress: Tally | None = None,
+    live: Path | str | None = None,
 ) -> SaveResult:
     """Save the tree below ``root`` (without crossing into other file systems).
 
@@ -561,16 +580,29 @@ def save_tree(
     keep it on the saved machine, and saving never needs a secret). ``excludes`` are
     left out entirely, ``empty_dirs`` saved without their contents; both are paths
     relative to ``root``. ``progress`` is told the entries and bytes of file data gone by
-    (saved, or found unchanged), in batches (resurgo.progress.Tally).
+    (saved, or found unchanged), in batches (resurgo.progress.Tally). ``live``: when
+    ``root`` is a btrfs snapshot, the tree it was taken of; a subvolume below shows in a
+    snapshot as an empty directory (inode 2) and is saved with the metadata of its live
+    root, as a save of the live tree saves it.
     """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    live_fd = None
+    if live is not None:
+        try:
+            live_fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(fd)
+            raise
     try:
         return save_fd(fd, archive, manifest, set_id=set_id, root_name=os.fsencode(root),
                        previous=previous, identity=identity, excludes=excludes,
                        empty_dirs=empty_dirs, recipients=recipients,
-                       local_manifest=local_manifest, level=level, progress=progress)
+                       local_manifest=local_manifest, level=level, progress=progress,
+                       live_fd=live_fd)
     finally:
         os.close(fd)
+        if live_fd is not None:
+            os.close(live_fd)
 
 
 def save_filesystem(

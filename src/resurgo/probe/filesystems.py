@@ -62,6 +62,10 @@ _FAT12_MAX_CLUSTERS = 4084
 # ---------------------------------------------------------------- blkid
 
 
+
+# Where save keeps its snapshots while it reads them (recovery.snapshots.DIRECTORY).
+SNAPSHOTS = ".resurgo-snapshots"
+
 def parse_blkid_export(text: str) -> dict[str, str]:
     """KEY=value lines of `blkid -o export`, with its backslash escapes undone."""
     out: dict[str, str] = {}
@@ -431,6 +435,8 @@ def _describe_btrfs(
         readonly = parse_subvolume_ids(run.output(["btrfs", "subvolume", "list", "-r", "-a", mnt]))
         default = parse_get_default(run.output(["btrfs", "subvolume", "get-default", mnt]))
         for e in listing:
+            if e.path.removeprefix("<FS_TREE>/").split("/")[0] == SNAPSHOTS:
+                continue  # save's own snapshots (recovery.snapshots), not the system's
             subvols[e.subvol_id] = Subvolume(
                 id=ids.subvolume(fs.id, e.subvol_id),
                 filesystem=fs.id,

@@ -1,5 +1,6 @@
 """The save's hooks: commands that quiesce applications around the point where the saved
-trees are taken (a snapshot where there is one; today, the reading of the archives).
+trees are taken: the creation of the btrfs snapshots (recovery.snapshots), and the reading
+of the trees that have none.
 
 ``pre-save`` runs just before, ``post-save`` just after, and the post hook runs whatever
 happened once the pre hook was started: the save done, failed, or stopped by Ctrl-C or

@@ -64,7 +64,7 @@ from resurgo.model import ConfigFile, Description, Rehearsal
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
-from resurgo.recovery import hooks, secrets, setfiles, views
+from resurgo.recovery import hooks, secrets, setfiles, snapshots, views
 from resurgo.recovery.events import Advanced, OnEvent, Step, Steps, advancing, ignore
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
@@ -132,6 +132,8 @@ class SaveOptions:
     # Commands (words) run just before the trees are read and just after (recovery.hooks).
     pre_save: tuple[str, ...] | None = None
     post_save: tuple[str, ...] | None = None
+    # Read btrfs trees from read-only snapshots (recovery.snapshots).
+    snapshot: snapshots.SnapshotMode = snapshots.SnapshotMode.AUTO
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ class UnitSaved:
     # manifest lists them all; here their number and the first of them.
     changed: tuple[str, ...] = ()
     changed_count: int = 0
+    # How the tree was read: from a read-only snapshot, or live (and why).
+    read_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,8 @@ class SaveReport:
             changed = f", {u.changed_count} changed while read" if u.changed_count else ""
             lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
                          f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s{changed}")
+            if u.read_from:
+                lines.append(f"      read from: {u.read_from}")
             lines.extend(f"      changed: {path}" for path in u.changed)
         if self.pruned:
             lines.append(f"  pruned:  {', '.join(self.pruned)}")
@@ -232,6 +238,7 @@ class SaveReport:
                     "notes": list(u.notes),
                     "changed": list(u.changed),
                     "changed_count": u.changed_count,
+                    "read_from": u.read_from,
                 }
                 for u in self.units
             ],
@@ -465,7 +472,8 @@ def used(tree: Path) -> Amount | None:
 
 def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
                previous: Source | None, opts: SaveOptions, lo: Leaveouts,
-               on_event: OnEvent = ignore) -> UnitSaved:
+               on_event: OnEvent = ignore,
+               source: tuple[Path | None, str] = (None, "")) -> UnitSaved:
     """One unit's archive and manifest, its progress told as Advanced events."""
     start = time.monotonic()
 
@@ -492,19 +500,23 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
         else:
             device = btrfs_device(unit, root)
             top_view = stack.enter_context(views.btrfs_top_level(device, writable=False))
-            tree = top_view / unit.path_in_top_level if unit.path_in_top_level else top_view
+            live = top_view / unit.path_in_top_level if unit.path_in_top_level else top_view
+            tree = live if source[0] is None else source[0]  # or a snapshot of it
             if not tree.is_dir():
                 raise OperationFailed(f"there is no {unit.label} on {device}")
             excl, empty = lo.for_unit(unit, tree)
+            if not unit.path_in_top_level:
+                excl.append(snapshots.DIRECTORY)  # save's own, while it runs
             # statvfs of a subvolume tells the whole btrfs: no estimate of this tree.
             result = save_tree(
                 tree, archive, manifest, set_id=w.id, previous=previous, excludes=excl,
                 empty_dirs=empty, recipients=opts.recipients, local_manifest=local,
-                level=opts.level, progress=progress(None))
+                level=opts.level, progress=progress(None),
+                live=live if source[0] is not None else None)
     return UnitSaved(unit.key, unit.label, unit.mountpoint, result.entries, result.stored,
                      result.data_bytes, result.archive.size, result.manifest.size,
                      time.monotonic() - start, previous is not None, result.notes,
-                     result.changed, result.changed_count)
+                     result.changed, result.changed_count, source[1])
 
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
@@ -679,6 +691,21 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []
         ran: list[hooks.HookRun] = []
+        snapshots.refuse_unsnapshottable(found, opts.snapshot)
+
+        def save_one(unit: Unit, source: tuple[Path | None, str]) -> UnitSaved:
+            previous = None
+            if parent is not None:
+                previous = previous_manifest(parent, unit, cache)
+                if previous is not None:
+                    _check_previous(previous, parent.id)
+            since = f" (changes since {parent.id})" if parent and previous else ""
+            with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
+                done = _save_unit(unit, root, w, staged, previous, opts, lo, events, source)
+                step.end(True)
+            warnings.extend(f"{unit.label}: {n}" for n in done.notes)
+            return done
+
         with medium.begin_set(meta, sign_key=opts.sign_key) as w:
             staged = cache.staging(w.id)
             try:
@@ -690,20 +717,20 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                     with open(tmp / desc.catalog.path, "rb") as src, \
                             w.create(desc.catalog.path) as dst:
                         shutil.copyfileobj(src, dst, _COPY)
-                # The hooks quiesce the applications for the reading of the trees alone.
-                with hooks.around(opts.pre_save, opts.post_save, ran):
+                # The hooks quiesce the applications while the snapshots are taken, and
+                # while the trees that have none are read.
+                with contextlib.ExitStack() as taken:
+                    with hooks.around(opts.pre_save, opts.post_save, ran):
+                        sources = snapshots.take(found, root, w.id, opts.snapshot, taken,
+                                                 warnings)
+                        for unit in found:
+                            if sources[unit.key][0] is None:
+                                saved.append(save_one(unit, sources[unit.key]))
                     for unit in found:
-                        previous = None
-                        if parent is not None:
-                            previous = previous_manifest(parent, unit, cache)
-                            if previous is not None:
-                                _check_previous(previous, parent.id)
-                        since = f" (changes since {parent.id})" if parent and previous else ""
-                        with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
-                            done = _save_unit(unit, root, w, staged, previous, opts, lo, events)
-                            step.end(True)
-                        saved.append(done)
-                        warnings.extend(f"{unit.label}: {n}" for n in done.notes)
+                        if sources[unit.key][0] is not None:
+                            saved.append(save_one(unit, sources[unit.key]))
+                order = {u.key: n for n, u in enumerate(found)}
+                saved.sort(key=lambda u: order[u.key])
                 warnings.extend(f"a hook failed: {h.line()}" for h in ran if not h.ok)
                 rescue = "not included (--no-rescue)"
                 if opts.rescue and rescue_missing:
