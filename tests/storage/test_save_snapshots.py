@@ -105,3 +105,40 @@ def test_btrfs_trees_are_read_from_snapshots_that_are_then_deleted(
                                                           match="--snapshot required"):
         save_set(medium, SaveOptions(root=ext4, rescue=False, catalog=False,
                                      snapshot=SnapshotMode.REQUIRED))
+
+
+HOOK = """#!/bin/sh
+echo "$RESURGO_HOOK ${RESURGO_SAVE:-none} $(ls -A "$1" 2>/dev/null | tr '\\n' ' ')" >> "$2"
+"""
+
+
+def test_a_stopped_save_deletes_its_snapshots_and_runs_the_post_hook(
+        rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if run.which("mkfs.btrfs") is None:
+        pytest.skip("needs btrfs-progs")
+    monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
+    disk = rig.disk("snapstop", 300 * MiB)
+    rig.sh("mkfs.btrfs", "-q", disk.path)
+    top = rig.mount(disk.path, tmp_path / "top", "subvolid=5")
+    rig.sh("btrfs", "subvolume", "create", str(top / "@"))
+    write(top / "@/etc/hostname", b"snapstop\n")
+    root = rig.mount(disk.path, tmp_path / "root", "subvol=@")
+    hook = write(tmp_path / "hook", HOOK.encode(), mode=0o755)
+    log = tmp_path / "hooks.log"
+    # The hooks see the snapshots' directory: empty before, a snapshot after.
+    seen = str(top / DIRECTORY)
+    from resurgo.recovery import save as recovery_save
+
+    def stopped(*args: object, **kw: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recovery_save, "_save_unit", stopped)
+    with open_medium(str(tmp_path / "sets")) as medium, pytest.raises(KeyboardInterrupt):
+        save_set(medium, SaveOptions(root=root, rescue=False, catalog=False,
+                                     pre_save=(str(hook), seen, str(log)),
+                                     post_save=(str(hook), seen, str(log))))
+    pre, post = log.read_text().splitlines()
+    assert pre == "pre-save none "  # no snapshot yet
+    assert post.startswith("post-save ok ") and ".tag" in post  # taken, then the post hook
+    assert _subvolumes(top) == ["@"]
+    assert not (top / DIRECTORY).exists()
