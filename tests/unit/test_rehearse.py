@@ -533,3 +533,35 @@ def test_a_recorded_recovery_whose_command_fails() -> None:
     assert v.failure is not None and v.failure.step == "restore", v.failure
     assert v.recovery_exit == 1
     assert v.phases["finalize"] is None and v.phases["first_boot"] is None
+
+
+# ----------------------------------------------------------------- the work directory
+
+
+def test_the_work_directory_is_made_only_in_a_directory_of_this_users_alone(
+    tmp_path: Path,
+) -> None:
+    """The default parent is in /var/tmp, where anyone can make it first or plant a link
+    by its name: root then writes disk images into a directory its owner can swap."""
+    good = tmp_path / "good"
+    made = images.make_work_dir(good, "S1")
+    assert made.parent == good and stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert stat.S_IMODE(good.stat().st_mode) == 0o700
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere)
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o1777)
+    someone_elses = tmp_path / "theirs"
+    someone_elses.mkdir(mode=0o700)
+    os.chown(someone_elses, os.geteuid() + 1, -1)
+    for parent, why in ((link, "symbolic link"), (open_to_all, "written by others"),
+                        (someone_elses, f"belongs to user {os.geteuid() + 1}")):
+        with pytest.raises(PreconditionFailed, match=why) as e:
+            images.make_work_dir(parent, "S1")
+        assert e.value.hint is not None and "--work-dir" in e.value.hint
+    assert list(elsewhere.iterdir()) == [] and list(open_to_all.iterdir()) == []
+    assert list(someone_elses.iterdir()) == []

@@ -99,7 +99,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help=f"where the disk images and consoles go, in a directory of the "
                    f"run's own (default {DEFAULT_WORK_DIR}); it must have room for the "
-                   "data the set restores, the set and the rescue (checked first: exit 3)")
+                   "data the set restores, the set and the rescue (checked first: exit 3), "
+                   "and be a directory of this user's that no one else can write (not a "
+                   "symbolic link: exit 3)")
     p.add_argument("--keep", action="store_true",
                    help="keep the run's files (disk images, consoles' logs) instead of "
                    "removing them at the end")

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -88,14 +89,37 @@ def check_room(directory: Path, room: Room,
         )
 
 
+def unsafe_parent(parent: Path) -> str | None:
+    """Why ``parent`` is no place for the run's directory, or None. The default lies in
+    /var/tmp, where any user can make it first, or a link by its name: a directory of
+    someone else's would let its owner swap the run's directory for a link while root
+    writes disk images into it. So: a directory itself (not a link), this user's, that
+    no one else can write."""
+    st = os.lstat(parent)
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link (give the directory it names)"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"belongs to user {st.st_uid}, not to this one"
+    if st.st_mode & 0o022:
+        return f"can be written by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def make_work_dir(parent: Path, set_id: str) -> Path:
-    """A directory of the run's own below ``parent`` (made 0700 if missing)."""
+    """A directory of the run's own below ``parent`` (made 0700 if missing), which must be
+    this user's alone (unsafe_parent)."""
+    hint = "give another one with --work-dir DIR"
     try:
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        why = unsafe_parent(parent)
+        if why is not None:
+            raise PreconditionFailed(f"the work directory {parent} {why}: refused", hint)
         return Path(tempfile.mkdtemp(prefix=f"rehearse-{set_id}-", dir=parent))
     except OSError as e:
         raise PreconditionFailed(f"cannot make a work directory in {parent}: {e.strerror}",
-                                 "give another one with --work-dir DIR") from None
+                                 hint) from None
 
 
 def sparse_image(path: Path, size: int) -> Path:
