@@ -333,6 +333,10 @@ def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         return real(medium, set_id, read_manifests=False)
 
     monkeypatch.setattr("resurgo.recovery.rehearse.load_set", load_set)
+    # The example's disks ask for about 19 GiB of room: these tests are not about the
+    # room check (test_too_little_room_is_refused_before_anything_is_made is), nor about
+    # this host's free space.
+    monkeypatch.setattr(images, "free_bytes", lambda _directory: 1 << 50)
     return qemu
 
 
@@ -470,14 +474,21 @@ def test_sigterm_stops_the_rehearsal_as_ctrl_c_does(tmp_path: Path, fake_qemu: P
         while not pids.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if pids.exists():
+            os.kill(os.getpid(), signal.SIGTERM)
 
+    # Should the rehearsal end before the signal comes (it did once, refused for want of
+    # room), the signal meets this handler instead of ending the test's process.
+    stray: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: stray.append(signum))
     timer = threading.Thread(target=stop_soon)
     timer.start()
     try:
         result, _ = _rehearse(tmp_path, fake_qemu, "hang", "--rescue-timeout", "60")
     finally:
         timer.join()
+        signal.signal(signal.SIGTERM, before)
+    assert not stray, "the signal came after the rehearsal had ended"
     assert result.returncode == 130, result.output
     assert list((tmp_path / "work").iterdir()) == []
     _gone(fake_qemu)
@@ -565,3 +576,14 @@ def test_the_work_directory_is_made_only_in_a_directory_of_this_users_alone(
         assert e.value.hint is not None and "--work-dir" in e.value.hint
     assert list(elsewhere.iterdir()) == [] and list(open_to_all.iterdir()) == []
     assert list(someone_elses.iterdir()) == []
+
+
+def test_too_little_room_is_refused_before_anything_is_made(
+    tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images, "free_bytes", lambda _directory: 1 << 30)
+    result, _ = _rehearse(tmp_path, fake_qemu, "pass")
+    assert result.returncode == 3, result.output
+    assert "has 1.0 GiB free; the rehearsal needs" in result.stderr
+    assert list((tmp_path / "work").iterdir()) == []
+    assert not fake_qemu.with_name(fake_qemu.name + ".pids").exists()
