@@ -24,7 +24,7 @@ from resurgo.media import Medium
 from resurgo.media.directory import directory_backend
 from resurgo.model import Firmware
 from resurgo.recovery import load, results
-from resurgo.rehearse import images, protocol
+from resurgo.rehearse import console, images, protocol
 from resurgo.rehearse.console import Timed, _Pump
 from resurgo.rehearse.machine import (
     Accel,
@@ -587,3 +587,40 @@ def test_too_little_room_is_refused_before_anything_is_made(
     assert "has 1.0 GiB free; the rehearsal needs" in result.stderr
     assert list((tmp_path / "work").iterdir()) == []
     assert not fake_qemu.with_name(fake_qemu.name + ".pids").exists()
+
+
+# --- a console is hostile ----------------------------------------------------------------
+
+
+def test_a_console_line_holds_a_message_only_when_it_is_one() -> None:
+    """The console is written by the system being tested and by its kernel: anything that
+    is not the marker and one JSON object of a known kind is no message, and what a
+    message holds is bounded and printable."""
+    mark = protocol.MARK
+    for garbage in ("", "plain kernel output", mark, f"{mark} ", f"{mark} {{",
+                    f"{mark} []", f'{mark} {{"kind": "reboot"}}', f'{mark} {{"no": "kind"}}',
+                    f'{mark} {{"kind": "result", "ok": true}}' + " " * protocol.MAX_LINE,
+                    f'{mark} {{"kind": 7}}', f"{mark} \u0000"):
+        assert protocol.parse(garbage) is None, garbage
+    # The kernel printed into the line's start; the message is read from its marker on.
+    m = protocol.parse("[   12.3] ok\x1b[0m"
+                       + f'{mark} {{"kind": "check", "name": "a\\u001b[2Jb", '
+                       f'"ok": true, "detail": "{"x" * 2000}", "n": 123456789012, '
+                       f'"nested": {{"a": 1}}, "list": [1], "f": 1.5}}')
+    assert m is not None and m.kind == "check"
+    assert m.text("name") == "a?[2Jb" and m.flag("ok") is True
+    assert len(m.text("detail")) == protocol.MAX_FIELD
+    assert set(m.fields) == {"name", "ok", "detail"}  # the rest is no field of a message
+    assert m.flag("name") is None and m.text("ok") == ""
+
+
+def test_a_console_that_repeats_a_marker_without_end_is_not_kept_whole() -> None:
+    read, write = os.pipe()
+    pump = _Pump(os.fdopen(read, "rb"), io.BytesIO(), time.monotonic())
+    pump.start()
+    line = protocol.line("check", name="loop", ok=False).encode()
+    with os.fdopen(write, "wb") as w:
+        w.write(line * (console.MAX_MESSAGES + 500))
+    pump.join(timeout=30)
+    assert not pump.is_alive()
+    assert len(pump.messages) == console.MAX_MESSAGES

@@ -32,6 +32,9 @@ _PR_SET_PDEATHSIG = 1
 TAIL_LINES = 40
 # A console line longer than this is cut when shown (the log keeps it whole).
 SHOWN_LINE = 400
+# A rehearsal's guests say a few dozen messages; a system stuck printing markers in a
+# loop is not let fill the host's memory (the log on disk keeps everything).
+MAX_MESSAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class _Pump(threading.Thread):
         if protocol.MARK.encode() not in raw:
             return
         message = protocol.parse(raw[-protocol.MAX_LINE:].decode("utf-8", "replace"))
-        if message is None:
+        if message is None or len(self.messages) >= MAX_MESSAGES:
             return
         with self.arrived:
             self.messages.append(Timed(round(time.monotonic() - self.started, 3), message))
