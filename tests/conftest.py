@@ -86,6 +86,25 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
                     self.workqueue.move_to_end(last, last=False)
             super()._assign_work_unit(node)
 
+        def remove_node(self, node: object) -> str | None:
+            # xdist's scope scheduler puts a crashed worker's whole unit back, the test
+            # that crashed it included: that test crashes each replacement in turn (a
+            # test that kills its process, a segfault) until the restarts run out, and
+            # a vm scope is begun again each time. The test is reported once; the rest
+            # of its unit goes to the next worker.
+            workload: dict[str, dict[str, bool]] = self.assigned_work.pop(node)
+            pending = [(scope, nodeid) for scope, unit in workload.items()
+                       for nodeid, done in unit.items() if not done]
+            if not pending:
+                return None
+            scope, crashed = pending[0]
+            workload[scope][crashed] = True
+            self.workqueue.update({scope: unit for scope, unit in workload.items()
+                                   if not all(unit.values())})
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashed
+
     # Keep the longest-first order of the collection (not xdist's: most tests first).
     config.option.loadscopereorder = False
     return Scopes(config, log)
