@@ -1,4 +1,5 @@
-"""resurgo rescue --to PATH: build the bootable rescue image (a hybrid BIOS/UEFI ISO)."""
+"""resurgo rescue --to PATH | --netboot DIR: build the bootable rescue image (a hybrid
+BIOS/UEFI ISO), its network boot tree, or both from one build."""
 
 from __future__ import annotations
 
@@ -29,10 +30,26 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "command line (the default boot entry with --unattended) it finds the recovery set "
         "and recovers the machine unattended. Needs dracut, grub-mkrescue with GRUB for "
         "i386-pc and x86_64-efi, xorriso, mtools and xz (resurgo doctor --job rescue names "
-        "their packages).",
+        "their packages). With --netboot, the same system as a network boot tree "
+        "(PXE and UEFI HTTP boot). Exit codes: 0 built, 1 the build failed, 2 bad input "
+        "(neither --to nor --netboot, a --netboot directory holding other files, a kernel "
+        "argument a boot loader would read as its own), 3 a program or package missing.",
     )
     p.add_argument(
-        "--to", dest="output", type=Path, required=True, metavar="PATH", help="the ISO to write"
+        "--to", dest="output", type=Path, metavar="PATH", help="the ISO to write"
+    )
+    p.add_argument(
+        "--netboot",
+        type=Path,
+        metavar="DIR",
+        help="write the network boot tree into DIR (made when missing; empty, or a tree "
+        "resurgo wrote): the kernel and the initramfs, which is the whole rescue (no ISO, "
+        "no root filesystem fetched later), boot.ipxe, PXELINUX's pxelinux.0 and "
+        "pxelinux.cfg/default (when this machine has Debian's pxelinux and syslinux-common), "
+        "GRUB netboot (grub-mknetdir: grub/i386-pc/core.0, grub/x86_64-efi/core.efi, also "
+        "for UEFI HTTP boot), SHA256SUMS; every entry of the ISO's menu with the same "
+        "kernel command line. Serve DIR as the TFTP (and HTTP) root; see the README's "
+        "network boot section",
     )
     p.add_argument(
         "--description",
@@ -195,9 +212,20 @@ def options(args: argparse.Namespace) -> RescueOptions:
             raise BadInput(f"--kernel-arg: {e}") from None
     if args.menu_timeout < -1:
         raise BadInput("--menu-timeout: seconds, or -1 to wait for a key")
-    out: Path = args.output
-    if out.is_dir():
+    from resurgo.rescue.netboot import check_arg, check_directory
+
+    out: Path | None = args.output
+    if out is None and args.netboot is None:
+        raise BadInput("rescue: give --to ISO, --netboot DIR, or both")
+    if out is not None and out.is_dir():
         raise BadInput(f"--to {out} is a directory", f"name a file, e.g. {out / 'rescue.iso'}")
+    if args.netboot is not None:
+        check_directory(args.netboot)
+        for arg in args.kernel_arg:
+            try:
+                check_arg(arg)
+            except BadInput as e:
+                raise BadInput(f"--kernel-arg: {e}") from None
     trust = signing.trusted_signers(args.trust)
     return RescueOptions(
         description=args.description,
@@ -216,6 +244,7 @@ def options(args: argparse.Namespace) -> RescueOptions:
         known_hosts=read_known_hosts(args.ssh_known_hosts) if args.ssh_known_hosts else None,
         access=image_access(args, args.from_url),
         secure_boot=SecureBootMode(args.secure_boot),
+        netboot=args.netboot,
     )
 
 

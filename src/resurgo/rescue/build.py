@@ -14,7 +14,8 @@ How it is made:
 3. Both archives, one after the other, are compressed once: the initramfs, which is the
    whole rescue system (no root filesystem: it boots wherever the kernel boots).
 4. grub-mkrescue puts the kernel, the initramfs and a boot menu into a hybrid ISO
-   (BIOS and UEFI, CD and USB stick).
+   (BIOS and UEFI, CD and USB stick); with ``netboot``, the same kernel, initramfs and
+   boot entries go into a network boot tree (netboot.py), with or without the ISO.
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ from resurgo.fileformat import document
 from resurgo.model import Description
 from resurgo.packages import hint_for
 from resurgo.probe import hardware, rootfs
-from resurgo.rescue import contents, cpio, elf, iso, kernel, layout, python, secureboot
+from resurgo.rescue import (
+    contents,
+    cpio,
+    elf,
+    iso,
+    kernel,
+    layout,
+    netboot,
+    python,
+    secureboot,
+)
 from resurgo.rescue.access import ImageAccess
 from resurgo.rescue.cmdline import After
 from resurgo.units import human
@@ -105,6 +116,8 @@ class RescueOptions:
     access: ImageAccess | None = None
     #: Whether the UEFI path goes through the distribution's signed shim and GRUB.
     secure_boot: secureboot.SecureBootMode = secureboot.SecureBootMode.AUTO
+    #: Also (or only) write the network boot tree there (netboot.py).
+    netboot: Path | None = None
 
 
 # known_hosts lines for one server: far below this.
@@ -131,8 +144,8 @@ def read_known_hosts(path: Path) -> bytes:
 class RescueReport:
     """What was built, how big, how long, and what it holds."""
 
-    path: Path
-    size: int
+    path: Path | None  # the ISO; None when only the network boot tree was written
+    size: int  # of the ISO (0 without one)
     kernel_version: str
     kernel_size: int
     initramfs_size: int
@@ -163,10 +176,15 @@ class RescueReport:
     secure_boot: bool = False
     secure_boot_reasons: tuple[str, ...] = ()
     secure_boot_chain: tuple[str, ...] = ()  # shim, GRUB (paths in their tree)
+    netboot: netboot.NetbootReport | None = None
 
     def text(self) -> str:
+        if self.path is not None:
+            head = f"{self.path}: {human(self.size)}, built in {self.seconds:.0f} s"
+        else:
+            head = f"rescue system built in {self.seconds:.0f} s"
         lines = [
-            f"{self.path}: {human(self.size)}, built in {self.seconds:.0f} s",
+            head,
             f"  kernel {self.kernel_version} ({human(self.kernel_size)}), initramfs "
             f"{human(self.initramfs_size)} ({self.compression}, "
             f"{human(self.initramfs_uncompressed)} unpacked)",
@@ -178,12 +196,21 @@ class RescueReport:
             lines.append(f"  description of host {self.host or '?'} (sha256 {digest}...)")
         default = f"recover unattended, then {self.after}" if self.unattended else "a shell"
         lines.append(f"  boot menu: {', '.join(self.boot_entries)}; default: {default}")
-        if self.secure_boot:
+        if self.path is None:
+            pass
+        elif self.secure_boot:
             lines.append(f"  Secure Boot: yes (shim {self.secure_boot_chain[0]} -> signed GRUB "
                          f"{self.secure_boot_chain[1]} -> signed kernel)")
         else:
             lines.append("  Secure Boot: NO, the image will not boot with Secure Boot on: "
                          + "; ".join(self.secure_boot_reasons))
+        if self.netboot is not None:
+            nb = self.netboot
+            lines.append(f"  network boot tree {nb.directory}: {human(nb.size)}, "
+                         f"{', '.join(nb.loaders)}")
+            lines += [f"    {how}: {name}" for how, name in nb.boot_files.items()]
+            lines.append("    UEFI network boot goes through an unsigned GRUB: with Secure "
+                         "Boot on, use the ISO")
         if self.missing_programs:
             missing = ", ".join(f"{p} ({pkg})" for p, pkg in self.missing_programs)
             lines.append(f"  not on this machine, so not in the image: {missing}")
@@ -194,7 +221,7 @@ class RescueReport:
 
     def data(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
+            "path": str(self.path) if self.path is not None else None,
             "size": self.size,
             "seconds": self.seconds,
             "timings": self.timings,
@@ -248,6 +275,7 @@ class RescueReport:
                 "shim": self.secure_boot_chain[0] if self.secure_boot_chain else None,
                 "grub": self.secure_boot_chain[1] if self.secure_boot_chain else None,
             },
+            "netboot": self.netboot.data() if self.netboot is not None else None,
         }
 
 
@@ -382,10 +410,11 @@ def load_description(path: Path) -> tuple[bytes, str, Description]:
 # the steps
 
 
-def require_build_tools() -> None:
+def require_build_tools(*, iso_image: bool = True) -> None:
     if run.which("dracut") is None or not (DRACUT_BASEDIR / "dracut-install").exists():
         raise ToolMissing("dracut", "dracut-core")
-    iso.require_tools()
+    if iso_image:
+        iso.require_tools()
 
 
 @contextmanager
@@ -616,13 +645,17 @@ PHASES = {
     "python": "adding resurgo and its Python",
     "compress": "compressing the initramfs",
     "iso": "writing the ISO image",
+    "netboot": "writing the network boot tree",
 }
 
 
-def build_rescue_image(out: Path, options: RescueOptions,
+def build_rescue_image(out: Path | None, options: RescueOptions,
                        progress: Callable[[str], None] | None = None) -> RescueReport:
-    """Build the rescue ISO at ``out`` (replaced only once the new one is complete);
+    """Build the rescue ISO at ``out`` (replaced only once the new one is complete) and,
+    with ``options.netboot``, the network boot tree (None for ``out``: the tree alone);
     ``progress`` is told each phase (PHASES' text) as it begins."""
+    if out is None and options.netboot is None:
+        raise BadInput("neither an ISO nor a network boot directory to write")
     started = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -639,7 +672,13 @@ def build_rescue_image(out: Path, options: RescueOptions,
     for what, path in (("--sysroot", sysroot), ("--kernel-root", kroot)):
         if not path.is_dir():
             raise BadInput(f"{what} {path}: no such directory")
-    require_build_tools()
+    require_build_tools(iso_image=out is not None)
+    if options.netboot is not None:
+        # Before dracut's minutes: a directory that is not the tree's, an argument that
+        # would be a command of a boot loader's.
+        netboot.check_directory(options.netboot)
+        for arg in options.kernel_args:
+            netboot.check_arg(arg)
 
     with phase("collect"):
         desc_raw: bytes | None = None
@@ -719,8 +758,14 @@ def build_rescue_image(out: Path, options: RescueOptions,
             "--embed-credentials): whoever has a copy of it can read and delete the sets "
             "with them; keep it as private as the credentials")
 
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        out = out.resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if options.netboot is not None and options.access is not None and options.access.embedded:
+        warnings.append(
+            "the network boot tree's initrd.img carries credentials too: it is 0600, and "
+            "whoever can fetch it from your TFTP or HTTP server has them; serve it to the "
+            "machines to recover alone")
     with tempfile.TemporaryDirectory(prefix="resurgo-rescue-") as tmp:
         work = Path(tmp)
         base = work / "dracut.cpio"
@@ -769,25 +814,40 @@ def build_rescue_image(out: Path, options: RescueOptions,
             iso.grub_cfg(entries, timeout=options.menu_timeout, label=label)
         )
         (tree / "resurgo/rescue.json").write_text(json.dumps(config, indent=2) + "\n")
-        esp = secure_boot_esp(sb, tree, work, build_id)
-        if desc_raw is not None and digest is not None:
-            (tree / "resurgo/description.toml").write_bytes(desc_raw)
-            document.write_digest(tree / "resurgo/description.toml", digest)
-        partial = out.with_name(out.name + ".partial")
-        with phase("iso"):
-            try:
-                iso.make_iso(tree, partial, volume_date=volume_date(now), esp=esp)
-                os.replace(partial, out)
-            finally:
-                partial.unlink(missing_ok=True)
+        nb_report: netboot.NetbootReport | None = None
+        if options.netboot is not None:
+            with phase("netboot"):
+                nb_report = netboot.write_tree(
+                    options.netboot, kernel=kern.host_image, initrd=initrd, entries=entries,
+                    timeout=options.menu_timeout, label=label,
+                    manifest={"build_id": build_id, "built": config["built"],
+                              "resurgo": __version__, "kernel": kern.version, "host": host,
+                              "unattended": options.unattended,
+                              "default_entry": entries[0].id},
+                    loaders=netboot.Loaders.find(),
+                    private_initrd=bool(options.access and options.access.embedded))
+            warnings += nb_report.warnings
+        if out is not None:
+            esp = secure_boot_esp(sb, tree, work, build_id)
+            if desc_raw is not None and digest is not None:
+                (tree / "resurgo/description.toml").write_bytes(desc_raw)
+                document.write_digest(tree / "resurgo/description.toml", digest)
+            partial = out.with_name(out.name + ".partial")
+            with phase("iso"):
+                try:
+                    iso.make_iso(tree, partial, volume_date=volume_date(now), esp=esp)
+                    os.replace(partial, out)
+                finally:
+                    partial.unlink(missing_ok=True)
         kernel_size = (tree / "boot/vmlinuz").stat().st_size
         initrd_size = initrd.stat().st_size
 
     seconds = round(time.monotonic() - started, 1)
-    log.info("rescue image %s: %d bytes in %.1f s", out, out.stat().st_size, seconds)
+    size = out.stat().st_size if out is not None else 0
+    log.info("rescue image %s: %d bytes in %.1f s", out or options.netboot, size, seconds)
     return RescueReport(
         path=out,
-        size=out.stat().st_size,
+        size=size,
         kernel_version=kern.version,
         kernel_size=kernel_size,
         initramfs_size=initrd_size,
@@ -815,4 +875,5 @@ def build_rescue_image(out: Path, options: RescueOptions,
         secure_boot=sb.capable,
         secure_boot_reasons=sb.reasons,
         secure_boot_chain=(sb.shim, sb.grub) if sb.shim and sb.grub else (),
+        netboot=nb_report,
     )

@@ -72,7 +72,8 @@ def boot_entries(
     return [BootEntry(e.id, e.title, (*CONSOLES, *e.args, *extra_args)) for e in entries]
 
 
-def grub_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str) -> str:
+def grub_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str,
+             kernel: str = "/boot/vmlinuz", initrd: str = "/boot/initrd.img") -> str:
     lines = [
         f"# {label}",
         "if serial --unit=0 --speed=115200; then",
@@ -88,8 +89,8 @@ def grub_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str) -> str:
         lines += [
             f"menuentry {grub_quote(e.title)} --id {e.id} {{",
             f"    echo {grub_quote('Loading the resurgo rescue system ...')}",
-            f"    linux /boot/vmlinuz {args}",
-            "    initrd /boot/initrd.img",
+            f"    linux {kernel} {args}",
+            f"    initrd {initrd}",
             "}",
         ]
     return "\n".join(lines) + "\n"
