@@ -13,12 +13,12 @@ import datetime
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resurgo import run
 from resurgo.errors import CommandFailed, ResurgoError
-from resurgo.finalize import bootloader, configs, drivers, identity, netmap
+from resurgo.finalize import bootloader, configs, drivers, identity, lvmdevices, netmap
 from resurgo.finalize import report as render
 from resurgo.finalize.chroot import Chroot
 from resurgo.finalize.cmdline import grub_cfg_roots
@@ -171,6 +171,38 @@ class Finalizer:
             esp, _ = bootloader.esp_location(self.desc, self.plan)
         for path, rw in configs.storage_rewrites(self.tree, self.ids, esp=esp):
             self.file(path, rw)
+        self.lvm_devices()
+
+    def lvm_devices(self) -> None:
+        """The LVM devices file: the recovered PVs' entries made anew (see lvmdevices)."""
+        path = lvmdevices.DEVICES_FILE
+        text = self.tree.read(path)
+        planned = lvmdevices.planned_pvs(self.plan)
+        if text is None or not planned:
+            return
+        if self.dry_run:
+            self.notes.append(f"{path}: the entries of the recovered PVs are made anew by LVM "
+                              "on this machine (the saved ones name the old disks)")
+            return
+        try:
+            made = lvmdevices.generate(sorted(set(planned.values())))
+        except CommandFailed as e:
+            self.errors.append(
+                f"{path}: LVM could not make the entries of the recovered PVs "
+                f"({e.stderr.strip()[-300:] or e}); as saved it names the old disks, and LVM "
+                "will not find the volume groups at boot: remove it (LVM then uses every "
+                "device) or run `vgimportdevices -a`"
+            )
+            return
+        missing = sorted(device for pv, device in planned.items() if pv not in made)
+        if missing:
+            self.errors.append(
+                f"{path}: LVM found no recovered PV on {', '.join(missing)}; as saved the "
+                "file names the old disks, and LVM will not find the volume groups at boot: "
+                "remove it (LVM then uses every device) or run `vgimportdevices -a`"
+            )
+        rw = lvmdevices.rewrite(text, planned, made)
+        self.file(path, replace(rw, warnings=()) if missing else rw)
 
     # ------------------------------------------------------------------ network
 

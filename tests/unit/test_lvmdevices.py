@@ -1,0 +1,78 @@
+"""The LVM devices file made anew for the recovered PVs (finalize/lvmdevices.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from resurgo.finalize import identity, lvmdevices
+from resurgo.finalize.model import FinalizeOptions
+from resurgo.finalize.steps import Finalizer
+from resurgo.finalize.tree import SavedTree
+from resurgo.model import ConfigFile
+from resurgo.plan import make_plan
+from resurgo.plan.model import PlanOptions
+from tests.support.builders import actual, luks_fixture
+from tests.support.consts import GIB
+
+OLD = ("IDTYPE=sys_wwid IDNAME=naa.600508b1001c4d5f DEVNAME=/dev/sda2 "
+       "PVID=pvUUID00000000000000000000000001 PART=2")
+OTHER = ("IDTYPE=sys_serial IDNAME=WD-WX11A23 DEVNAME=/dev/sdb1 "
+         "PVID=OtherPV000000000000000000000000xx PART=1")
+SAVED = ("# LVM uses devices listed in this file.\n"
+         "# Created by LVM command vgimportdevices pid 812 at Tue Mar  4 10:00:00 2025\n"
+         f"VERSION=1.1.7\n{OLD}\n{OTHER}\n")
+NEW = ("IDTYPE=sys_serial IDNAME=rsg-vdb DEVNAME=/dev/mapper/sda2_crypt "
+       "PVID=pvUUID00000000000000000000000001")
+PV = "pvUUID00000000000000000000000001"
+
+
+def test_pvid_is_the_uuid_without_dashes() -> None:
+    assert lvmdevices.pvid("pvUUID-0000-0000-0000-0000-0000-000001") == PV
+
+
+def test_entries_are_told_from_comments_and_the_version() -> None:
+    assert lvmdevices.entry_of(OLD) == (PV, OLD)
+    assert lvmdevices.entry_of("# IDTYPE=x PVID=y") is None
+    assert lvmdevices.entry_of("VERSION=1.1.7") is None
+    assert lvmdevices.entry_of("IDTYPE=devname IDNAME=/dev/vdb") is None
+
+
+def test_the_planned_pv_line_is_replaced_and_the_others_kept_byte_for_byte() -> None:
+    rw = lvmdevices.rewrite(SAVED, {PV: "/dev/mapper/sda2_crypt"}, {PV: NEW})
+    assert rw.text == SAVED.replace(OLD, NEW)
+    assert [(c.line, c.before, c.after) for c in rw.changes] == [(4, OLD, NEW)]
+    assert rw.warnings == ()
+
+
+def test_a_planned_pv_the_file_did_not_list_is_added_and_a_missing_end_of_line_kept() -> None:
+    rw = lvmdevices.rewrite(SAVED.rstrip("\n"), {"Another": "/dev/vdc1"},
+                            {"Another": "IDTYPE=devname IDNAME=/dev/vdc1 PVID=Another"})
+    assert rw.text == SAVED + "IDTYPE=devname IDNAME=/dev/vdc1 PVID=Another\n"
+    assert [(c.line, c.before) for c in rw.changes] == [(6, None)]
+
+
+def test_a_pv_lvm_made_no_entry_for_keeps_its_line_with_a_warning() -> None:
+    rw = lvmdevices.rewrite(SAVED, {PV: "/dev/vdb2"}, {})
+    assert rw.text == SAVED and not rw.changed
+    assert len(rw.warnings) == 1 and "/dev/vdb2" in rw.warnings[0]
+
+
+def test_the_plan_names_each_pv_by_pvid_and_new_device() -> None:
+    desc = luks_fixture()
+    plan = make_plan(desc, [actual("vdb", 20 * GIB)],
+                     PlanOptions(which=str, keys=frozenset({"luks.sda2"})))
+    assert plan.ok, plan.failures
+    assert lvmdevices.planned_pvs(plan) == {PV: "/dev/mapper/sda2_crypt"}
+
+
+def test_a_preview_says_the_file_is_made_anew_and_runs_nothing(tmp_path: Path) -> None:
+    desc = luks_fixture()
+    desc = replace(desc, config_files=(ConfigFile("cfg.lvm", lvmdevices.DEVICES_FILE, SAVED),))
+    plan = make_plan(desc, [actual("vdb", 20 * GIB)],
+                     PlanOptions(which=str, keys=frozenset({"luks.sda2"})))
+    f = Finalizer(desc, plan, SavedTree(desc.config_files), None,
+                  FinalizeOptions(dry_run=True), identity.planned(desc, plan))
+    f.lvm_devices()
+    assert f.commands == [] and f.files == []
+    assert any(lvmdevices.DEVICES_FILE in n for n in f.notes), f.notes
