@@ -71,6 +71,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("ssh.known_hosts", "ssh_known_hosts"),
     Binding("ssh.strict_host_keys", "ssh_strict_host_keys"),
     Binding("snapshot", "snapshot", _only("save")),
+    Binding("snapshot_size", "snapshot_size", _only("save")),
     Binding("hooks.pre-save", "pre_save", _only("save")),
     Binding("hooks.post-save", "post_save", _only("save")),
     Binding("rescue.build", "no_rescue", _only("save"), invert=True),

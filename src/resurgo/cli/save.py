@@ -35,6 +35,7 @@ from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import open_medium
 from resurgo.recovery import hooks
 from resurgo.recovery.events import Event
+from resurgo.recovery.lvmsnapshots import DEFAULT_SIZE_PERCENT
 from resurgo.recovery.report import event_text
 from resurgo.recovery.save import RescueChoices, SaveOptions, save_set
 from resurgo.recovery.savelock import save_lock
@@ -56,7 +57,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "(see resurgo doctor). Exit 0 saved; 1 failed (with --require-rescue: the rescue "
         "image's build failed); 2 bad input; 3 a program missing (with --require-rescue: "
         "anything the rescue build needs), --incremental with no set to build on, "
-        "--snapshot required and a filesystem that cannot be snapshotted, or another save "
+        "--snapshot required and a filesystem that cannot be snapshotted (or a volume group "
+        "without room for its snapshot), or another save "
         "of the system running on this machine (without --wait); 4 or 5 its parent set is "
         "not authentic, or damaged. --pre-save and --post-save run commands just "
         "before and just after the archives are read (to quiesce applications): the post "
@@ -97,10 +99,19 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
                    help=f"zstd level, 1 (fastest) to 19 (smallest); default {DEFAULT_LEVEL}")
     p.add_argument("--snapshot", choices=[m.value for m in SnapshotMode], default="auto",
-                   help="read each btrfs tree from a read-only snapshot, deleted when "
-                   "done (auto, the default: where one can be taken, the others read live, "
-                   "the report says which way each was read; required: exit 3 when a "
-                   "filesystem cannot be snapshotted; off: every tree read live)")
+                   help="read each btrfs tree from a read-only snapshot, and each "
+                   "filesystem on an LVM volume from an LVM snapshot (thin for a thin "
+                   "volume), deleted when done (auto, the default: where one can be taken, "
+                   "the others read live, the report says which way each was read; "
+                   "required: exit 3 when a filesystem cannot be snapshotted; off: every "
+                   "tree read live)")
+    p.add_argument("--snapshot-size", type=int, default=DEFAULT_SIZE_PERCENT,
+                   metavar="PERCENT",
+                   help="a classic (not thin) LVM snapshot's room for the changes made "
+                   "while it is read, in percent of its volume (1 to 100, rounded up to "
+                   f"whole extents; default {DEFAULT_SIZE_PERCENT}): refused when the volume "
+                   "group has less free (auto: read live; required: exit 3); one that "
+                   "overflows fails the save (exit 1)")
     p.add_argument("--pre-save", metavar="COMMAND",
                    help="run COMMAND (split into words as a shell would, run without one) "
                    "just before the archives are read, e.g. to pause a database; its "
@@ -120,6 +131,8 @@ def options(args: argparse.Namespace) -> SaveOptions:
     if args.require_rescue and args.no_rescue:
         raise BadInput("--require-rescue and --no-rescue contradict each other")
     policy = retention(args)
+    if not 1 <= args.snapshot_size <= 100:
+        raise BadInput(f"--snapshot-size {args.snapshot_size}: give a percent from 1 to 100")
     if not 1 <= args.compression_level <= 19:
         raise BadInput(f"--compression-level {args.compression_level}: give a level from 1 to 19")
     from resurgo import run as runner
@@ -142,6 +155,7 @@ def options(args: argparse.Namespace) -> SaveOptions:
         image=replace(rescue_choices(getattr(args, "configuration", None) or Config()),
                       access=_image_access(args)),
         snapshot=SnapshotMode(args.snapshot),
+        snapshot_size=args.snapshot_size,
         pre_save=hooks.parse(args.pre_save, "--pre-save") if args.pre_save else None,
         post_save=hooks.parse(args.post_save, "--post-save") if args.post_save else None,
     )

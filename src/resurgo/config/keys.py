@@ -155,9 +155,14 @@ KEYS: tuple[Key, ...] = (
         "zstd level of the archives: 1 (fastest) to 19 (smallest)",
         "save --compression-level", default=2, low=1, high=19),
     Key("snapshot", Kind.STRING,
-        "read each btrfs tree from a read-only snapshot: auto (where one can be taken), "
-        "required (exit 3 when a filesystem cannot be), off", "save --snapshot",
+        "read each btrfs tree from a read-only snapshot and each filesystem on an LVM "
+        "volume from an LVM snapshot: auto (where one can be taken), required (exit 3 "
+        "when a filesystem cannot be), off", "save --snapshot",
         default="auto", choices=("auto", "required", "off")),
+    Key("snapshot_size", Kind.INT,
+        "a classic LVM snapshot's room for changes, in percent of its volume (refused "
+        "when the volume group has less free)", "save --snapshot-size",
+        default=10, low=1, high=100),
     Key("catalog", Kind.BOOL,
         "write the catalog of unchanged package files (false: --no-catalog)",
         "save and describe --no-catalog", default=True),

@@ -77,6 +77,14 @@ class Lv:
     data_lv: str = ""
     metadata_lv: str = ""
     segments: tuple[Segment, ...] = ()
+    # What save's snapshots (recovery.lvmsnapshots) look at: tags, the origin of a
+    # snapshot, whether its device is open, an overflowed classic snapshot, a thin
+    # pool's data use (percent, None when not reported).
+    tags: tuple[str, ...] = ()
+    origin: str = ""
+    device_open: bool = False
+    snapshot_invalid: bool = False
+    data_percent: float | None = None
 
     @property
     def active(self) -> bool:
@@ -100,6 +108,7 @@ class Vg:
     extent_size: int
     size: int
     partial: bool = False
+    free: int = 0
 
 
 @dataclass
@@ -207,7 +216,19 @@ def _lv(row: Mapping[str, Any], vg: str, segments: tuple[Segment, ...]) -> Lv:
         data_lv=_unbracket(_text(row, "data_lv")),
         metadata_lv=_unbracket(_text(row, "metadata_lv")),
         segments=segments,
+        tags=tuple(t for t in _text(row, "lv_tags").split(",") if t),
+        origin=_unbracket(_text(row, "origin")),
+        device_open=_text(row, "lv_device_open") not in ("", "unknown"),
+        snapshot_invalid=_text(row, "lv_snapshot_invalid") not in ("", "unknown"),
+        data_percent=_percent(row, "data_percent"),
     )
+
+
+def _percent(row: Mapping[str, Any], key: str) -> float | None:
+    try:
+        return float(_text(row, key))
+    except ValueError:
+        return None
 
 
 def parse_fullreport(text: str) -> Report:
@@ -223,6 +244,7 @@ def parse_fullreport(text: str) -> Report:
                 extent_size=_int(row, "vg_extent_size"),
                 size=_int(row, "vg_size"),
                 partial=_text(row, "vg_partial") != "" or _text(row, "vg_attr")[3:4] == "p",
+                free=_int(row, "vg_free"),
             )
         for row in _rows(element, "pv"):
             major, minor = _int(row, "pv_major", -1), _int(row, "pv_minor", -1)
@@ -412,8 +434,26 @@ def logical_volume(
     )
 
 
+# The snapshots save makes while it reads (recovery.lvmsnapshots): named
+# resurgo-snap-SETID-N, tagged resurgo-snapshot and resurgo-set-SETID. No part of the
+# system: left out of every description.
+SNAPSHOT_PREFIX = "resurgo-snap-"
+SNAPSHOT_TAG = "resurgo-snapshot"
+SNAPSHOT_SET_TAG = "resurgo-set-"
+_SNAPSHOT_NAME = re.compile(
+    rf"^{SNAPSHOT_PREFIX}([0-9]{{8}}T[0-9]{{6}}Z-[0-9a-z]{{4,16}})-([0-9]{{1,4}})$")
+
+
+def save_snapshot(lv: Lv) -> bool:
+    """Whether ``lv`` is provably a snapshot of a save: its name, both its tags (the same
+    set id as its name), and an origin."""
+    m = _SNAPSHOT_NAME.match(lv.name)
+    return (m is not None and SNAPSHOT_TAG in lv.tags
+            and f"{SNAPSHOT_SET_TAG}{m.group(1)}" in lv.tags and lv.origin != "")
+
+
 def visible_lvs(report: Report, vg: str) -> Iterator[Lv]:
-    return (lv for lv in report.lvs if lv.vg == vg and not lv.hidden)
+    return (lv for lv in report.lvs if lv.vg == vg and not lv.hidden and not save_snapshot(lv))
 
 
 # ---------------------------------------------------------------- running lvm
@@ -425,6 +465,15 @@ def read_report() -> Report:
     if report.needs_hidden():
         load_hidden(report)
     return report
+
+
+def read_lv(vg: str, name: str) -> Lv | None:
+    """One LV as lvm reports it now (without its segments); None when there is none."""
+    text = run.output(["lvm", "lvs", *REPORT_OPTIONS, "-o", "lv_all", f"{vg}/{name}"])
+    for element in _elements(text, "lvs"):
+        for row in _rows(element, "lv"):
+            return _lv(row, vg, ())
+    return None
 
 
 def load_hidden(report: Report) -> None:

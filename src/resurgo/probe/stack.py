@@ -160,6 +160,12 @@ class Stack:
         if found is None or found.lv.vg not in report.vgs:
             return _unsupported(kname, "lvm", below, f"lvm reports no logical volume for the "
                                                      f"device {dm_name or kname}")
+        if lvm.save_snapshot(found.lv):
+            # A save's own snapshot (or one a killed save left): no part of the system;
+            # kept as an internal layer so that nothing of it is described.
+            return StackRecord(record=lvm.logical_volume(report, found.lv, {}), internal=True,
+                               warnings=[f"{found.lv.vg}/{found.lv.name} is a snapshot of a "
+                                         "resurgo save: left out"])
         out = StackRecord(internal=found.internal)
         out.volume_groups += self._see_vg(found.lv.vg)
         if found.internal:

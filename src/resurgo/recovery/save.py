@@ -64,7 +64,7 @@ from resurgo.model import ConfigFile, Description, Rehearsal
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
-from resurgo.recovery import hooks, secrets, setfiles, snapshots, views
+from resurgo.recovery import hooks, lvmsnapshots, secrets, setfiles, snapshots, views
 from resurgo.recovery.events import Advanced, OnEvent, Step, Steps, advancing, ignore
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
@@ -132,8 +132,10 @@ class SaveOptions:
     # Commands (words) run just before the trees are read and just after (recovery.hooks).
     pre_save: tuple[str, ...] | None = None
     post_save: tuple[str, ...] | None = None
-    # Read btrfs trees from read-only snapshots (recovery.snapshots).
+    # Read btrfs trees and filesystems on LVM from snapshots (recovery.snapshots).
     snapshot: snapshots.SnapshotMode = snapshots.SnapshotMode.AUTO
+    # A classic LVM snapshot's room for changes, in percent of its volume.
+    snapshot_size: int = lvmsnapshots.DEFAULT_SIZE_PERCENT
 
 
 @dataclass(frozen=True)
@@ -487,7 +489,14 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
         if cache_dir is not None:
             local = stack.enter_context(private_file(cache_dir / f"{file_key(unit.key)}.manifest"))
         result: SaveResult
-        if not unit.btrfs:
+        if not unit.btrfs and source[0] is not None:
+            # Read from its LVM snapshot, mounted privately (recovery.lvmsnapshots).
+            excl, empty = lo.for_unit(unit, source[0])
+            result = save_tree(
+                source[0], archive, manifest, set_id=w.id, previous=previous,
+                excludes=excl, empty_dirs=empty, recipients=opts.recipients,
+                local_manifest=local, level=opts.level, progress=progress(used(source[0])))
+        elif not unit.btrfs:
             assert unit.mountpoint is not None
             top = Path(os.path.realpath(under(root, unit.mountpoint)))
             views.require_mounted(top, unit.label)
@@ -669,6 +678,11 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
     # incremental save with nothing to build on fails at once.
     host = probe_system(root).hostname or socket.gethostname()
     parent = find_parent(medium, host) if opts.incremental else None
+    # The LVM snapshots a killed save left, before the system is described (they would be
+    # described as volumes of the system).
+    early: list[str] = []
+    early.extend(f"removed {name}, an LVM snapshot left by an earlier save that was killed"
+                 for name in lvmsnapshots.remove_leftovers(early))
     with tempfile.TemporaryDirectory(prefix="resurgo-save-") as tmp_name:
         tmp = Path(tmp_name)
         with _timed() as took, \
@@ -678,6 +692,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                 exclude_disks=(*opts.exclude_disks, *medium_disks(root, medium.url)),
                 catalog_dir=tmp if opts.catalog else None))
             step.end(True)
+        warnings = [*early, *warnings]
         found = units(desc)
         # Just before the archives are made: the canary in the system and the set's
         # description, signed with the set.
@@ -691,7 +706,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                        parent.id if parent else None, host, setfiles.labels(opts.recipients))
         saved: list[UnitSaved] = []
         ran: list[hooks.HookRun] = []
-        snapshots.refuse_unsnapshottable(found, opts.snapshot)
+        snapshots.refuse_unsnapshottable(found, root, opts.snapshot, opts.snapshot_size)
 
         def save_one(unit: Unit, source: tuple[Path | None, str]) -> UnitSaved:
             previous = None
@@ -722,7 +737,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                 with contextlib.ExitStack() as taken:
                     with hooks.around(opts.pre_save, opts.post_save, ran):
                         sources = snapshots.take(found, root, w.id, opts.snapshot, taken,
-                                                 warnings)
+                                                 warnings, opts.snapshot_size)
                         for unit in found:
                             if sources[unit.key][0] is None:
                                 saved.append(save_one(unit, sources[unit.key]))

@@ -12,14 +12,16 @@ subvolume id (written once it is made), and it is read-only; anything else there
 left alone, with a warning. The directory is left out of the top level's own archive.
 
 A read-only subvolume (a snapshot the system keeps) is read as it is: it does not
-change. Other filesystems (ext4, XFS, vfat) have no snapshot here: ``auto`` reads them
-live (the engine lists what changed while it read), ``required`` refuses the save
-before anything is written (exit 3).
+change. A filesystem on an LVM logical volume is read from an LVM snapshot
+(recovery.lvmsnapshots). Other filesystems (ext4, XFS, vfat on a partition) have no
+snapshot here: ``auto`` reads them live (the engine lists what changed while it read),
+``required`` refuses the save before anything is written (exit 3).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -31,7 +33,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from resurgo.errors import OperationFailed, PreconditionFailed
+from resurgo.probe import lvm
 from resurgo.probe.filesystems import SNAPSHOTS
+from resurgo.recovery import lvmsnapshots
 from resurgo.restoreunits import Unit, file_key
 
 log = logging.getLogger("resurgo.recovery")
@@ -39,6 +43,8 @@ log = logging.getLogger("resurgo.recovery")
 DIRECTORY = SNAPSHOTS  # left out of every description
 _TAG_MAGIC = "resurgo-snapshot 1"
 _NAME = re.compile(r"^[0-9A-Za-z._-]{1,200}$")
+# A set id for the check before the set exists: only the snapshot's name depends on it.
+_ANY_SET = "00000000T000000Z-0000"
 
 
 class SnapshotMode(StrEnum):
@@ -47,18 +53,34 @@ class SnapshotMode(StrEnum):
     OFF = "off"
 
 
-def refuse_unsnapshottable(units: list[Unit], mode: SnapshotMode) -> None:
-    """With ``required``: every tree must be a btrfs one (exit 3 otherwise), checked
-    before anything is written."""
+def refuse_unsnapshottable(units: list[Unit], root: Path, mode: SnapshotMode,
+                           size_percent: int = lvmsnapshots.DEFAULT_SIZE_PERCENT) -> None:
+    """With ``required``: every tree must be a btrfs one or on an LVM volume that can be
+    snapshotted now (exit 3 otherwise), checked before anything is written."""
     if mode is not SnapshotMode.REQUIRED:
         return
-    other = [u.label for u in units if not u.btrfs]
+    try:
+        on_lvm, report = lvmsnapshots.targets(units, root)
+    except OperationFailed as e:
+        raise PreconditionFailed(f"--snapshot required: LVM could not be read: {e.message}") \
+            from e
+    other: list[str] = []
+    for unit in units:
+        if unit.btrfs:
+            continue
+        target = on_lvm.get(unit.key)
+        if target is None or report is None:
+            other.append(f"{unit.label} (not on btrfs or an LVM volume)")
+            continue
+        planned = lvmsnapshots.plan(report, target.lv, target.fstype, _ANY_SET, 0,
+                                    size_percent)
+        if isinstance(planned, lvmsnapshots.Refused):
+            other.append(f"{unit.label} ({planned.why})")
     if other:
         raise PreconditionFailed(
-            f"--snapshot required: no snapshot can be taken of {', '.join(other)} "
-            "(resurgo snapshots btrfs trees only)",
+            f"--snapshot required: no snapshot can be taken of {', '.join(other)}",
             "save with --snapshot auto to read them live (files changed while read are "
-            "listed), or leave them out")
+            "listed), make room in the volume group, or leave them out")
 
 
 # The btrfs ioctls (linux/btrfs.h), used directly: the tree is mounted privately and
@@ -225,21 +247,48 @@ def _directory(top: Path) -> Iterator[None]:
 
 
 def take(units: list[Unit], root: Path, set_id: str, mode: SnapshotMode,
-         stack: contextlib.ExitStack, warnings: list[str]) -> dict[str, tuple[Path | None, str]]:
+         stack: contextlib.ExitStack, warnings: list[str],
+         size_percent: int = lvmsnapshots.DEFAULT_SIZE_PERCENT,
+         ) -> dict[str, tuple[Path | None, str]]:
     """For each unit: the path to read it from (None: its live tree, as before) and how
-    it is read, for the report. Snapshots and the writable top levels they live in are
-    entered into ``stack``, which deletes and unmounts them."""
+    it is read, for the report. Snapshots (btrfs, LVM) and the mounts they are read
+    through are entered into ``stack``, which unmounts and deletes them."""
     from resurgo.recovery import views
     from resurgo.recovery.trees import btrfs_device
 
     found: dict[str, tuple[Path | None, str]] = {}
     tops: dict[str, Path] = {}
-    for unit in units:
+    on_lvm: dict[str, lvmsnapshots.Target] = {}
+    report = None
+    if mode is not SnapshotMode.OFF and any(not u.btrfs for u in units):
+        try:
+            on_lvm, report = lvmsnapshots.targets(units, root)
+        except OperationFailed as e:
+            if mode is SnapshotMode.REQUIRED:
+                raise PreconditionFailed(
+                    f"--snapshot required: LVM could not be read: {e.message}") from e
+            warnings.append(f"LVM could not be read, its volumes are read live: {e.message}")
+    if on_lvm:
+        lvmsnapshots.hold(stack)
+    for n, unit in enumerate(units):
         if mode is SnapshotMode.OFF:
             found[unit.key] = (None, "live (--snapshot off)")
             continue
         if not unit.btrfs:
-            found[unit.key] = (None, "live (no snapshot of this filesystem)")
+            target = on_lvm.get(unit.key)
+            if target is None or report is None:
+                found[unit.key] = (None, "live (no snapshot of this filesystem)")
+                continue
+            try:
+                found[unit.key] = _lvm_snapshot(unit, target, report, set_id, n, stack,
+                                                warnings, size_percent)
+            except OperationFailed as e:
+                if mode is SnapshotMode.REQUIRED:
+                    raise PreconditionFailed(
+                        f"--snapshot required: no snapshot of {unit.label}: {e.message}") from e
+                warnings.append(f"{unit.label}: read live, no LVM snapshot could be taken: "
+                                f"{e.message}")
+                found[unit.key] = (None, "live (the LVM snapshot failed)")
             continue
         try:
             device = btrfs_device(unit, root)
@@ -266,6 +315,21 @@ def take(units: list[Unit], root: Path, set_id: str, mode: SnapshotMode,
             continue
         found[unit.key] = (snap, "a read-only snapshot")
     return found
+
+
+def _lvm_snapshot(unit: Unit, target: lvmsnapshots.Target, report: lvm.Report, set_id: str,
+                  n: int, stack: contextlib.ExitStack, warnings: list[str],
+                  size_percent: int) -> tuple[Path | None, str]:
+    planned = lvmsnapshots.plan(report, target.lv, target.fstype, set_id, n, size_percent)
+    if isinstance(planned, lvmsnapshots.Refused):
+        raise OperationFailed(planned.why)
+    path = stack.enter_context(lvmsnapshots.snapshot_of(planned, target.fstype, unit.label,
+                                                        warnings))
+    if planned.size is not None:
+        # The next classic snapshot in this group finds that much less room.
+        vg = report.vgs[planned.vg]
+        report.vgs[planned.vg] = dataclasses.replace(vg, free=vg.free - planned.size)
+    return path, planned.how
 
 
 __all__ = ["DIRECTORY", "SnapshotMode", "read_only", "refuse_unsnapshottable",
