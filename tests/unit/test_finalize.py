@@ -351,3 +351,33 @@ def test_files_the_commands_made_or_changed_under_boot_are_listed(tmp_path: Path
     text = finalize.text(f.report())
     assert "  /boot/grub/i386-pc/ (5 files, 5 new)\n" in text
     assert f"  /boot/initrd.img-{KERNEL}\n" in text
+
+
+@needs_lister
+@no_nvme_here
+def test_an_initramfs_carrying_a_rewritten_file_is_rebuilt_though_no_driver_lacks(
+    tmp_path: Path,
+) -> None:
+    # Hibernation's swap renamed in conf.d/resume: the initramfs resumes by its own copy
+    # (as a root on LUKS or md is unlocked and assembled by its crypttab and mdadm.conf).
+    root = tmp_path / "root"
+    make_tree(root, WITH_NVME)
+    (root / "etc/initramfs-tools/conf.d").mkdir()
+    (root / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=/dev/vda4\n")
+    desc = description()
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path), bootloader=False)
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    resume = next(f for f in r.files if f.path == "/etc/initramfs-tools/conf.d/resume")
+    assert resume.changes[0].after == f"RESUME=UUID={SWAP_UUID}"
+    [check] = r.initramfs
+    assert check.missing == ()
+    [cmd] = r.commands
+    assert cmd.argv == ("update-initramfs", "-u", "-k", KERNEL)
+    assert cmd.status == StepStatus.PLANNED
+    assert "carries a copy of /etc/initramfs-tools/conf.d/resume" in cmd.why
+    assert "lacks" not in cmd.why
+    # The same tree whose resume names the swap by its UUID already: nothing to rebuild.
+    (root / "etc/initramfs-tools/conf.d/resume").write_text(f"RESUME=UUID={SWAP_UUID}\n")
+    again = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert again.ok and again.commands == (), again.commands

@@ -182,3 +182,18 @@ def test_tree_generator_kernels_and_image(tmp_path: Path) -> None:
     assert drivers.image_path(tmp_path, Generator.DRACUT, "6.1.0-18-amd64") == (
         "/boot/initramfs-6.1.0-18-amd64.img"
     )
+
+
+def test_the_files_an_initramfs_carries_copies_of() -> None:
+    tools, dracut = drivers.Generator.INITRAMFS_TOOLS, drivers.Generator.DRACUT
+    for gen in (tools, dracut):
+        for path in ("/etc/crypttab", "/etc/mdadm/mdadm.conf", "/etc/mdadm.conf"):
+            assert drivers.carried_in_image(gen, path), (gen, path)
+        assert not drivers.carried_in_image(gen, "/etc/default/grub")
+    assert drivers.carried_in_image(tools, "/etc/initramfs-tools/conf.d/resume")
+    assert drivers.carried_in_image(tools, "/etc/initramfs-tools/initramfs.conf")
+    # initramfs-tools reads fstab from the root it mounted; dracut's host-only image
+    # carries it (fstab.sys, the /usr mount).
+    assert not drivers.carried_in_image(tools, "/etc/fstab")
+    assert drivers.carried_in_image(dracut, "/etc/fstab")
+    assert not drivers.carried_in_image(dracut, "/etc/initramfs-tools/conf.d/resume")

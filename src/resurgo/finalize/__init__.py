@@ -13,7 +13,9 @@ In order, each change recorded with its reason:
      then by MAC, then in PCI order;
   3. drivers: the modules between this machine's target disks and its buses, checked in
      the restored initramfs of the installed kernel; only a gap pays for a rebuild, in a
-     chroot, after naming the modules in the generator's configuration;
+     chroot, after naming the modules in the generator's configuration, or a file of
+     step 1 the initramfs carries a copy of (crypttab, mdadm.conf, resume): the root's
+     LUKS and md are unlocked and assembled from those copies;
   4. bootloader: the one the description names, onto the disks it now lives on (GRUB for
      BIOS, GRUB for UEFI with an NVRAM entry and the removable path, systemd-boot), then
      grub.cfg regenerated and its root= checked to be a UUID;

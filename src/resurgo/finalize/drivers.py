@@ -7,7 +7,10 @@ usb_storage + xhci_pci), with the dependencies the restored kernel's modules.dep
 The restored initramfs is listed (lsinitramfs for initramfs-tools, lsinitrd for dracut)
 and only a gap makes a rebuild worth its minutes: the modules are named in the
 generator's configuration (initramfs-tools' modules file, a dracut.conf.d snippet) and
-the image is regenerated for that kernel alone, in a chroot.
+the image is regenerated for that kernel alone, in a chroot. So is an image that carries
+a copy of a file finalize rewrote (``carried_in_image``): a root on LUKS or md is
+unlocked and assembled by the initramfs from its own crypttab and mdadm.conf, before
+the restored ones are there to read.
 """
 
 from __future__ import annotations
@@ -206,6 +209,22 @@ def dracut_conf(modules: Sequence[str], comment: str, old: str | None = None) ->
         return None
     names = list(dict.fromkeys([*before, *modules]))
     return f'# {comment}\nadd_drivers+=" {" ".join(names)} "\n'
+
+
+_CARRIED_BY_BOTH = ("/etc/crypttab", "/etc/mdadm/mdadm.conf", "/etc/mdadm.conf")
+
+
+def carried_in_image(generator: Generator, path: str) -> bool:
+    """Whether the initramfs ``generator`` makes carries a copy of ``path`` (or what it
+    makes of it: initramfs-tools' conf.d/cryptroot from crypttab, conf.d/resume; dracut's
+    host-only crypttab, mdadm.conf and fstab.sys)."""
+    if path in _CARRIED_BY_BOTH:
+        return True
+    if generator == Generator.INITRAMFS_TOOLS:
+        return path == "/etc/initramfs-tools/initramfs.conf" or path.startswith(
+            "/etc/initramfs-tools/conf.d/"
+        )
+    return path == "/etc/fstab"
 
 
 def rebuild_argv(generator: Generator, kernel: str, image_exists: bool) -> list[str]:

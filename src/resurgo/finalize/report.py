@@ -84,6 +84,11 @@ def text(r: FinalizeReport) -> str:
                 out.append(f"    built into the kernel: {', '.join(chk.builtin)}")
             if not chk.missing:
                 out.append(f"    initramfs already has: {', '.join(chk.present) or '-'}")
+                if chk.rebuilt:
+                    out.append(
+                        f"    rebuilt in {chk.seconds:.1f} s: it carries copies of files "
+                        "rewritten above"
+                    )
             elif chk.rebuilt:
                 out.append(
                     f"    missing: {', '.join(chk.missing)}; rebuilt in {chk.seconds:.1f} s"

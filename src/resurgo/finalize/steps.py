@@ -287,12 +287,16 @@ class Finalizer:
             return
         knames = [m.kname for m in self.plan.matches]
         needed = drivers.needed_modules(knames, self.options.sysfs)
+        stale = [
+            f.path for f in self.files if f.changes and drivers.carried_in_image(gen, f.path)
+        ]
         if not needed:
             self.warnings.append(
                 f"no driver found in {self.options.sysfs} for the disks "
                 f"{', '.join(knames) or '(none)'}: the initramfs was not checked"
             )
-            return
+            if not stale:
+                return
         kernels = drivers.kernels_to_check(
             drivers.installed_kernels(self.root), self.desc.system.kernel
         )
@@ -338,15 +342,23 @@ class Finalizer:
             rebuilt = False
             seconds = 0.0
             still: tuple[str, ...] = ()
-            if gap.missing:
+            if gap.missing or stale:
+                whys = []
+                if gap.missing:
+                    whys.append(
+                        f"the initramfs of {kernel} lacks {', '.join(gap.missing)}, which the "
+                        "disks of this machine need to be found at boot"
+                    )
+                if stale:
+                    whys.append(
+                        f"the initramfs of {kernel} carries a copy of {', '.join(stale)}, "
+                        "which name the devices anew: it unlocks, assembles and resumes "
+                        "by its copy"
+                    )
                 started = time.monotonic()
-                rebuilt = self.command(
-                    drivers.rebuild_argv(gen, kernel, exists),
-                    f"the initramfs of {kernel} lacks {', '.join(gap.missing)}, which the "
-                    "disks of this machine need to be found at boot",
-                )
+                rebuilt = self.command(drivers.rebuild_argv(gen, kernel, exists), "; ".join(whys))
                 seconds = time.monotonic() - started
-                if rebuilt and not self.dry_run:
+                if rebuilt and not self.dry_run and gap.missing:
                     after = self._listing(gen, image) or frozenset()
                     still = tuple(m for m in gap.missing if m not in after)
                     if still:
@@ -367,7 +379,7 @@ class Finalizer:
                     still_missing=still,
                 )
             )
-            if not gap.missing:
+            if not gap.missing and gap.present:
                 self.notes.append(f"initramfs already has: {', '.join(gap.present)} ({kernel})")
 
     def _name_modules(self, gen: drivers.Generator, missing: list[str]) -> None:
