@@ -168,6 +168,44 @@ def test_key_files_by_volume_id_or_luks_uuid() -> None:
     assert "7f2e9a3c-4d5e-4f60-8b12-c3d4e5f6a7b8.key" in lines[2]
 
 
+def test_key_files_as_the_saved_crypttab_names_them() -> None:
+    # The stick the system unlocks its root with at boot (passdev) serves the rescue too.
+    crypttab = (
+        "# <target> <source> <key> <options>\n"
+        "cryptroot UUID=5D0C7E1A-2b3c-4d5e-8f90-a1b2c3d4e5f6 "
+        "/dev/disk/by-label/KEYS:/keys/root.key:30 luks,keyscript=passdev\n"
+        "cryptdata /dev/md1 /etc/keys/data.key luks\n"
+        'cryptquoted UUID="7f2e9a3c-4d5e-4f60-8b12-c3d4e5f6a7b8" /etc/keys/q.key luks\n'
+        "cryptswap /dev/sda2 /dev/urandom swap\n"
+        "cryptask UUID=11111111-2222-4333-8444-555555555555 none luks\n"
+        "cryptdot UUID=22222222-2222-4333-8444-555555555555 /etc/keys/.. luks\n"
+        "short /dev/sdz\n"
+    )
+    named = rkeys.crypttab_keys(crypttab)
+    assert named == {
+        "cryptroot": "root.key",
+        "5d0c7e1a-2b3c-4d5e-8f90-a1b2c3d4e5f6": "root.key",
+        "cryptdata": "data.key",
+        "cryptquoted": "q.key",
+        "7f2e9a3c-4d5e-4f60-8b12-c3d4e5f6a7b8": "q.key",
+    }
+    root = rkeys.Volume("luks.md127", "5d0c7e1a-2b3c-4d5e-8f90-a1b2c3d4e5f6",
+                        rkeys.crypttab_key(named, None, "5D0C7E1A-2B3C-4D5E-8F90-A1B2C3D4E5F6"))
+    data = rkeys.Volume("luks.md1", "6e1d8f2b-3c4d-4e5f-9a01-b2c3d4e5f6a7",
+                        rkeys.crypttab_key(named, "cryptdata", "6e1d8f2b"))
+    assert root.crypttab_key == "root.key" and data.crypttab_key == "data.key"
+    assert rkeys.file_names(root)[-1] == "root.key"
+    # The names resurgo gives come first; the crypttab's only when it is on the medium.
+    argv, lines = rkeys.key_file_args([root, data], ["root.key", "luks.md1.key", "data.key"],
+                                      Path("/k"), [])
+    assert argv == ["--key-file", "luks.md127=/k/root.key",
+                    "--key-file", "luks.md1=/k/luks.md1.key"]
+    assert lines == ["luks.md127: key file /k/root.key", "luks.md1: key file /k/luks.md1.key"]
+    # A crypttab whose key field climbs out of the directory yields its base name alone.
+    assert rkeys.crypttab_keys("c UUID=1-2 /dev/sdb1:/../../etc/shadow luks\n") == {
+        "c": "shadow", "1-2": "shadow"}
+
+
 def test_a_key_file_in_resurgo_args_wins() -> None:
     vols = [rkeys.Volume("luks.md127", "u1"), rkeys.Volume("luks.sda3", "u2")]
     given = ["--key-file", "luks.md127=/x", "--key-file=luks.sda3=/y", "--key-file", "bad"]

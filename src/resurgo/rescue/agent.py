@@ -613,7 +613,12 @@ class Agent:
             names = os.listdir(directory)
         except OSError as e:
             raise locate.NoChoice(f"{directory}: {e.strerror}") from None
-        volumes = [keys.Volume(v.id, v.uuid) for v in fileformat.read(description).luks_volumes]
+        desc = fileformat.read(description)
+        crypttab = next((c.content for c in desc.config_files
+                         if c.path == "/etc/crypttab" and c.content is not None), "")
+        named = keys.crypttab_keys(crypttab)
+        volumes = [keys.Volume(v.id, v.uuid, keys.crypttab_key(named, v.name, v.uuid))
+                   for v in desc.luks_volumes]
         argv, lines = keys.key_file_args(volumes, names, directory, self.args.args)
         for line in lines:
             self.say(line)

@@ -15,8 +15,9 @@
                                     alone, and the one named must pass the same checks
                                     (signed by a trusted key, or the image's pin)
     resurgo.keys=DEV[:/dir]         a filesystem (as in resurgo.from) holding the key
-                                    files of the LUKS volumes, named by volume id or
-                                    LUKS UUID (see rescue.keys): mounted read-only,
+                                    files of the LUKS volumes, named by volume id,
+                                    LUKS UUID or as the saved crypttab names them
+                                    (see rescue.keys): mounted read-only,
                                     each becomes --key-file ID=PATH; and the network
                                     medium's credentials, s3-credentials and ssh-key
                                     (see rescue.access)
