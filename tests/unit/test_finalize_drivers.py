@@ -187,7 +187,8 @@ def test_tree_generator_kernels_and_image(tmp_path: Path) -> None:
 def test_the_files_an_initramfs_carries_copies_of() -> None:
     tools, dracut = drivers.Generator.INITRAMFS_TOOLS, drivers.Generator.DRACUT
     for gen in (tools, dracut):
-        for path in ("/etc/crypttab", "/etc/mdadm/mdadm.conf", "/etc/mdadm.conf"):
+        for path in ("/etc/crypttab", "/etc/mdadm/mdadm.conf", "/etc/mdadm.conf",
+                     "/etc/lvm/devices/system.devices"):
             assert drivers.carried_in_image(gen, path), (gen, path)
         assert not drivers.carried_in_image(gen, "/etc/default/grub")
     assert drivers.carried_in_image(tools, "/etc/initramfs-tools/conf.d/resume")

@@ -217,8 +217,9 @@ _CARRIED_BY_BOTH = ("/etc/crypttab", "/etc/mdadm/mdadm.conf", "/etc/mdadm.conf")
 def carried_in_image(generator: Generator, path: str) -> bool:
     """Whether the initramfs ``generator`` makes carries a copy of ``path`` (or what it
     makes of it: initramfs-tools' conf.d/cryptroot from crypttab, conf.d/resume; dracut's
-    host-only crypttab, mdadm.conf and fstab.sys)."""
-    if path in _CARRIED_BY_BOTH:
+    host-only crypttab, mdadm.conf and fstab.sys; both LVM's devices file)."""
+    if path in _CARRIED_BY_BOTH or path.startswith("/etc/lvm/"):
+        # /etc/lvm: initramfs-tools copies it whole, dracut the devices file with lvm.conf
         return True
     if generator == Generator.INITRAMFS_TOOLS:
         return path == "/etc/initramfs-tools/initramfs.conf" or path.startswith(
