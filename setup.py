@@ -1,8 +1,10 @@
-"""The one compiled part of resurgo: the restore's plain-file path (see its source).
+"""The compiled parts of resurgo: the plain-file paths of the restore and of the save (see
+their sources).
 
-Optional: without a C compiler (or Python's headers) pip says the build of the extension
-failed and installs resurgo without it; the restore then takes its Python path, slower
-and the same, and says so once. Everything else is in pyproject.toml.
+Optional: without a C compiler (or Python's headers) pip says the build of the extensions
+failed and installs resurgo without them; the restore and the save then take their Python
+paths, slower and the same, and the restore says so once. Everything else is in
+pyproject.toml.
 """
 
 from setuptools import Extension, setup
@@ -23,6 +25,12 @@ setup(
             ["src/resurgo/engine/_plainfiles.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=True,
-        )
+        ),
+        Extension(
+            "resurgo.engine._plainsave",
+            ["src/resurgo/engine/_plainsave.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            optional=True,
+        ),
     ]
 )

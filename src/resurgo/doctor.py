@@ -358,6 +358,16 @@ def _compiled_row(job: Job) -> Row:
                "reinstall resurgo with gcc and the Python headers", COMPILER)
 
 
+def _compiled_save_row() -> Row:
+    from resurgo.engine import plainsave
+
+    if plainsave.compiled():
+        return Row(Job.SAVE, "python", "compiled save path", State.OK, "built")
+    return Row(Job.SAVE, "python", "compiled save path", State.LIMITED,
+               "not built (no compiler when resurgo was installed): saving many small files "
+               "is slower; reinstall resurgo with gcc and the Python headers", COMPILER)
+
+
 def _root_row(job: Job) -> Row:
     if run.is_root():
         return Row(job, "user", "root", State.OK, "running as root")
@@ -379,6 +389,7 @@ def save_rows(opts: DoctorOptions) -> list[Row]:
     keys = [("sign key", opts.sign_key)] if opts.sign_key else []
     keys += [("trusted signers", opts.trust)] if opts.trust else []
     rows += key_rows(Job.SAVE, keys)
+    rows.append(_compiled_save_row())
     return rows
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import resurgo
 from resurgo import doctor, needs, packages, run
-from resurgo.engine import writer
+from resurgo.engine import plainsave, writer
 from resurgo.media import setindex
 from resurgo.media.base import SetInfo
 from resurgo.media.setindex import FileEntry, SetMeta
@@ -286,6 +286,15 @@ def test_without_the_compiled_path_the_restore_says_so_once(
     assert len(said) == 1
     row = doctor._compiled_row(needs.Job.RECOVER)
     assert row.state is doctor.State.LIMITED and row.package == packages.COMPILER
+
+
+def test_the_save_row_says_whether_its_compiled_path_is_built(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert doctor._compiled_save_row().state is doctor.State.OK
+    monkeypatch.setattr(plainsave, "save_run", None)
+    row = doctor._compiled_save_row()
+    assert row.state is doctor.State.LIMITED and row.package == packages.COMPILER
+    assert row.job is needs.Job.SAVE and "small files" in row.detail
 
 
 def test_readme_lists_doctor_and_the_install_section() -> None:

@@ -30,7 +30,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Check this machine for each job, changing nothing: the programs it "
         "runs (and their versions where a minimum matters), the kernel's filesystems and "
         "device-mapper/md support, the medium reachable and the keys readable when given, "
-        "the compiled restore path. Lists what is there and what is missing, with the "
+        "the compiled save and restore paths. Lists what is there and what is missing, with the "
         "package to install on Debian/Ubuntu and on Fedora/RHEL. Exit 0 every chosen job "
         "can run; 2 bad input; 3 a job cannot.",
     )

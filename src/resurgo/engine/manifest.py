@@ -146,33 +146,42 @@ class ManifestWriter:
 
     def __init__(self, write: Callable[[bytes], object], header: ManifestHeader) -> None:
         self._write = write
-        self._lines: list[str] = [encode_header(header)]
+        self._lines: list[bytes] = [encode_header(header).encode()]
         self._pending = 0
         self.count = 0
         # Kept to the end: the paths of the files that changed while they were read.
-        self._changed: list[str] = []
+        self._changed: list[bytes] = []
 
     def add(self, entry: Entry) -> None:
-        line = encode_entry(entry)
+        line = encode_entry(entry).encode()
         self._lines.append(line)
         self._pending += len(line)
         self.count += 1
         if self._pending > 1 << 16:
             self.flush()
 
+    def add_lines(self, lines: bytes, count: int) -> None:
+        """``count`` entry lines as encode_entry makes them (the save's compiled path
+        makes those)."""
+        self._lines.append(lines)
+        self._pending += len(lines)
+        self.count += count
+        if self._pending > 1 << 16:
+            self.flush()
+
     def flush(self) -> None:
         if self._lines:
-            self._write("".join(self._lines).encode())
+            self._write(b"".join(self._lines))
             self._lines = []
             self._pending = 0
 
     def changed(self, path: bytes) -> None:
         """The entry just added (a file) changed while it was read: a ``#changed`` line."""
-        self._changed.append(f"#changed {escape(path)}\n")
+        self._changed.append(f"#changed {escape(path)}\n".encode())
 
     def finish(self) -> None:
         self._lines += self._changed
-        self._lines.append(f"#end {self.count}\n")
+        self._lines.append(f"#end {self.count}\n".encode())
         self.flush()
 
 

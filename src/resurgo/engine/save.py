@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resurgo import digest as content_digest
-from resurgo.engine import fsmeta, views
+from resurgo.engine import fsmeta, plainsave, views
 from resurgo.engine.errors import SaveFailed
 from resurgo.engine.manifest import Entry, ManifestHeader, ManifestWriter, xattr_digest
 from resurgo.engine.names import ROOT, BadPath, check_path, escape, walk_key
@@ -45,10 +45,11 @@ from resurgo.engine.records import (
     whole_file_record,
 )
 from resurgo.engine.source import ManifestStream, Source
-from resurgo.engine.walk import walk
+from resurgo.engine.walk import Plain, walk
 from resurgo.progress import TALLY_ENTRIES, Tally
 
 log = logging.getLogger("resurgo.engine")
+
 
 CHUNK = 1 << 20
 SMALL = 1 << 20  # files up to this size are read with one call
@@ -129,14 +130,18 @@ class _Previous:
 
 class _Saver:
     def __init__(self, archive: CompressedWriter, manifest: ManifestWriter, set_index: int,
-                 tally: Tally | None = None):
+                 tally: Tally | None = None, device: int = 0):
         self.archive = archive
+        self.device = device  # of the saved tree's root
         self.manifest = manifest
         self.set_index = set_index
         # Told the entries and the bytes of file data gone by (saved, or unchanged since
         # the previous set: ``seen``), every TALLY_ENTRIES entries and every chunk of a
         # large file.
         self.tally = tally
+        # The progress is told every TALLY_ENTRIES entries: one comparison per entry or
+        # run of plain files, a call only per batch (never per small file).
+        self.tell_at = TALLY_ENTRIES if tally is not None else 1 << 62
         self.seen = 0
         self.parts: list[bytes] = []
         self.pending = 0
@@ -154,6 +159,52 @@ class _Saver:
         self.block_size = 0
         self.block_entries = 0
         self.block_payload = 0
+
+    def tell(self) -> None:
+        """The progress, when TALLY_ENTRIES more entries have gone by."""
+        count = self.manifest.count
+        if count >= self.tell_at:
+            self.tell_at = count + TALLY_ENTRIES
+            assert self.tally is not None
+            self.tally(count, self.data_bytes + self.seen)
+
+    def plain_files(self) -> Plain | None:
+        """The walk's taker of runs of plain files (walk.Plain), when the compiled path is
+        built: a full save's many small files without attributes, holes or other links,
+        saved as save_small saves them, byte for byte (see _plainsave.c)."""
+        run = plainsave.save_run
+        if run is None:
+            return None
+        digest_of = content_digest.of
+        set_index = self.set_index
+        device = self.device
+
+        def take(dir_fd: int, dir_rel: bytes, names: list[bytes], pos: int) -> int:
+            prefix = b"" if dir_rel == ROOT else dir_rel + b"/"
+            while True:
+                if self.block_parent is not None and self.block_parent != dir_rel:
+                    self.end_block()
+                status, pos, records, lines, files, data = run(
+                    dir_fd, names, pos, len(names), prefix, device, set_index,
+                    MAX_BLOCK - self.block_size, MAX_BLOCK_ENTRIES - self.block_entries,
+                    digest_of)
+                if files:
+                    payload = data + files * DIGEST_SIZE
+                    self.block_parent = dir_rel
+                    self.block.append(records)
+                    self.block_size += len(records)
+                    self.block_entries += files
+                    self.block_payload += payload
+                    self.stored += files
+                    self.payload += payload
+                    self.data_bytes += data
+                    self.manifest.add_lines(lines, files)
+                    self.tell()
+                if status != plainsave.FULL or self.block_parent is None:
+                    return pos
+                self.end_block()
+
+        return take
 
     def fitting(self, rel: bytes, xattrs: tuple[tuple[str, bytes], ...]
                 ) -> tuple[tuple[str, bytes], ...]:
@@ -495,17 +546,13 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
             w.write(data)
 
     man = ManifestWriter(write_manifest, header)
-    saver = _Saver(archive_w, man, header.set_index, progress)
+    saver = _Saver(archive_w, man, header.set_index, progress, os.fstat(root_fd).st_dev)
     saver.emit(start_record(header.set_id))
-    # The progress is told every TALLY_ENTRIES entries: one comparison per entry here,
-    # a call only per batch (never per small file).
-    tell_at = TALLY_ENTRIES if progress is not None else 1 << 62
+    # An incremental save looks at every entry beside its previous line.
+    plain = saver.plain_files() if prev is None else None
     for rel, name, dir_fd, st, own_fd in walk(root_fd, excludes=excluded, empty_dirs=emptied,
-                                             note=saver.note):
-        if man.count >= tell_at:
-            tell_at += TALLY_ENTRIES
-            assert progress is not None
-            progress(man.count, saver.data_bytes + saver.seen)
+                                             note=saver.note, plain=plain):
+        saver.tell()
         kind = fsmeta.kind_of(st.st_mode)
         if kind is None:
             continue  # a socket: recreated by its program, never saved
