@@ -19,8 +19,9 @@ import tomli_w
 from hypothesis import given
 from hypothesis import strategies as st
 
+import resurgo
 from resurgo import run
-from resurgo.engine import _plainfiles
+from resurgo.engine import _plainfiles, _plainsave
 from resurgo.errors import PreconditionFailed, ToolMissing
 from resurgo.rescue import (
     build,
@@ -532,6 +533,14 @@ def test_the_libraries_of_the_extension_modules_on_this_machine() -> None:
     assert "libgcc_s.so.1" in names and "libc.so.6" in names
     assert len(names) == len(set(names))
     assert all(Path(lib).is_file() for lib in libs)
+
+
+def test_the_save_s_compiled_path_stays_out_of_the_rescue() -> None:
+    """A rescue recovers: the save's extension module, built here, is not carried."""
+    files = dict(python.package_files(resurgo))
+    assert "resurgo/engine/_plainsave.c" not in files and "resurgo/engine/plainsave.py" in files
+    assert not [rel for rel in files if rel.startswith("resurgo/engine/_plainsave.")]
+    assert Path(_plainsave.__file__).is_file()
 
 
 def _tree_with_libs(root: Path, names: list[str]) -> None:

@@ -171,9 +171,14 @@ def is_extension(name: str) -> bool:
     return name.endswith(".so")
 
 
+# Extension modules a rescue never runs: the save's compiled path (a rescue recovers; a
+# save there would take the Python path).
+NOT_CARRIED = ("resurgo/engine/_plainsave.",)
+
+
 def package_files(module: ModuleType) -> Iterator[tuple[str, Path]]:
     """(path below SITE_DIR, host path) of a package or module's sources and extension
-    modules (what runs: no stubs, no bytecode of this machine's Python)."""
+    modules (what runs: no stubs, no bytecode of this machine's Python, nor NOT_CARRIED)."""
     base = _package_dir(module)
     if base.is_file():
         yield base.name, base
@@ -183,7 +188,9 @@ def package_files(module: ModuleType) -> Iterator[tuple[str, Path]]:
         for name in sorted(names):
             if name.endswith(".py") or name == "py.typed" or is_extension(name):
                 host = Path(top, name)
-                yield f"{module.__name__}/{host.relative_to(base)}", host
+                rel = f"{module.__name__}/{host.relative_to(base)}"
+                if not rel.startswith(NOT_CARRIED):
+                    yield rel, host
 
 
 def package_extensions(py: PythonInstall, packages: Iterable[ModuleType]) -> list[Path]:
