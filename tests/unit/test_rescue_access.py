@@ -45,6 +45,7 @@ def test_the_image_carries_endpoint_region_and_ca_but_no_secret_unless_asked(
                        embed=False, environ=env, home=tmp_path)
     assert got.config() == {"s3_endpoint": "https://10.0.2.2:8333", "s3_region": "eu-1",
                             "s3_insecure_http": False, "s3_ca": True,
+                            "nfs_version": "4.2", "nfs_mount_port": None,
                             "embedded_credentials": []}
     assert got.files() == [(str(S3_CA_PATH), ca.read_bytes(), 0o644)]
     assert "s3cr3t" not in repr(got) and "AKID" not in json.dumps(got.config())
@@ -74,9 +75,9 @@ def test_embedded_ssh_key_needs_a_key_and_a_network_medium(tmp_path: Path) -> No
     sftp = "sftp://backup@10.0.2.2:2222/srv/sets"
     with pytest.raises(BadInput, match="--ssh-key"):
         image_access(sftp, _opts(), embed=True, environ={}, home=tmp_path)
-    with pytest.raises(BadInput, match="not an sftp:// or s3://"):
+    with pytest.raises(BadInput, match="not an sftp://, s3:// or cifs://"):
         image_access("/srv/sets", _opts(), embed=True, environ={}, home=tmp_path)
-    with pytest.raises(BadInput, match="not an sftp:// or s3://"):
+    with pytest.raises(BadInput, match="not an sftp://, s3:// or cifs://"):
         image_access(None, _opts(), embed=True, environ={}, home=tmp_path)
     got = image_access(sftp, _opts(ssh=SshOptions(identity=str(key))), embed=True,
                        environ={}, home=tmp_path)

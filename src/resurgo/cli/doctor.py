@@ -54,7 +54,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 # Medium options of the command line and the configuration keys they default to.
 _MEDIUM_KEYS = {"s3_endpoint": "s3.endpoint", "s3_region": "s3.region",
-                "ssh_key": "ssh.key", "ssh_known_hosts": "ssh.known_hosts", "trust": "trust"}
+                "ssh_key": "ssh.key", "ssh_known_hosts": "ssh.known_hosts", "trust": "trust",
+                "cifs_credentials": "cifs.credentials"}
 _MEDIUM_FLAGS = {"s3_insecure_http": "s3.insecure_http",
                  "ssh_strict_host_keys": "ssh.strict_host_keys"}
 

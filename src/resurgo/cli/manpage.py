@@ -46,6 +46,12 @@ MEDIA = [
      "(--ssh-key, --ssh-known-hosts, --ssh-strict-host-keys)"),
     ("s3://bucket/prefix", "an S3 bucket, AWS or any S3-compatible server (--s3-endpoint, "
      "--s3-region)"),
+    ("nfs://server[:port]/export/dir", "a directory on an NFS server, mounted by resurgo "
+     "itself, privately, read-only unless the command writes sets (--nfs-version, "
+     "--nfs-mount-port)"),
+    ("cifs://[user@]server[:port]/share/dir", "a directory of an SMB/CIFS share, mounted "
+     "likewise; the password from a credentials file only root may read "
+     "(--cifs-credentials)"),
     ("floppy:/path/image.img", "a 1.44 MB FAT image holding the description alone"),
 ]
 FILES = [

@@ -79,7 +79,7 @@ def this_host() -> str:
 
 def run(args: argparse.Namespace) -> int:
     opts = options(args)
-    with open_medium(args.source, medium_options(args)) as medium:
+    with open_medium(args.source, medium_options(args, writes=not args.dry_run)) as medium:
         report = prune_sets(medium, opts, progress(args.json))
     emit(report, args.json)
     return ExitCode.OK

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resurgo import signing
+from resurgo.cli.medium import add_share_arguments, share_options
 from resurgo.cli.output import emit
 from resurgo.cli.progress import shown
 from resurgo.errors import BadInput, ExitCode
@@ -157,6 +158,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--ssh-key", metavar="FILE",
                    help="the private key for an sftp:// medium (carried only with "
                    "--embed-credentials; else the rescue takes it from the key medium)")
+    add_share_arguments(g)
     p.add_argument(
         "--secure-boot",
         choices=["auto", "required", "off"],
@@ -176,9 +178,10 @@ def add_image_access_arguments(p: argparse.ArgumentParser) -> None:
         "--embed-credentials",
         action="store_true",
         help="carry the network medium's credentials in the image (the S3 keys as this "
-        "machine finds them, the --ssh-key file; 0600 in the initramfs): whoever has a "
-        "copy of the image then has them. Without it the rescue reads them from the key "
-        "medium (resurgo.keys=DEV[:/dir], files s3-credentials and ssh-key); exit code 2 "
+        "machine finds them, the --ssh-key file, the --cifs-credentials file; 0600 in the "
+        "initramfs): whoever has a copy of the image then has them. Without it the rescue "
+        "reads them from the key medium (resurgo.keys=DEV[:/dir], files s3-credentials, "
+        "ssh-key and cifs-credentials); exit code 2 "
         "when there is nothing to carry",
     )
 
@@ -193,7 +196,7 @@ def image_access(args: argparse.Namespace, url: str | None) -> ImageAccess:
 
     options = MediumOptions(s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
                             s3_insecure_http=args.s3_insecure_http,
-                            ssh=SshOptions(identity=args.ssh_key))
+                            ssh=SshOptions(identity=args.ssh_key), share=share_options(args))
     return access_of(url, options, embed=args.embed_credentials,
                      environ=os.environ, home=Path.home())
 

@@ -119,7 +119,7 @@ def _word(value: str) -> str | None:
     return None if re.match(r"^[A-Za-z0-9_.+-]+$", value) else "not a name"
 
 
-TABLES = ("s3", "ssh", "hooks", "rescue", "rehearse")
+TABLES = ("s3", "ssh", "nfs", "cifs", "hooks", "rescue", "rehearse")
 
 KEYS: tuple[Key, ...] = (
     Key("medium", Kind.STRING,
@@ -199,6 +199,15 @@ KEYS: tuple[Key, ...] = (
     Key("ssh.strict_host_keys", Kind.BOOL,
         "accept only host keys already known, also for a save", "--ssh-strict-host-keys",
         default=False),
+    Key("nfs.version", Kind.STRING,
+        "the NFS version of an nfs:// medium (3 for a server without NFSv4)", "--nfs-version",
+        default="4.2", choices=("3", "4", "4.0", "4.1", "4.2")),
+    Key("nfs.mount_port", Kind.INT,
+        "NFSv3: the port of the server's MOUNT service (default: asked from its rpcbind)",
+        "--nfs-mount-port", low=1, high=65535),
+    Key("cifs.credentials", Kind.PATH,
+        "the credentials file of a cifs:// medium (username=, password=, domain= lines; "
+        "readable by its owner alone)", "--cifs-credentials"),
     Key("hooks.pre-save", Kind.STRING,
         "a command run just before the archives are read (to quiesce applications), "
         "split into words as a shell would and run without one; its failure fails the "

@@ -15,7 +15,16 @@ from resurgo.media.s3 import S3Backend
 from resurgo.media.s3client import DEFAULT_PART, MIN_PART, S3Client
 from resurgo.media.s3config import resolve
 from resurgo.media.sftp import SftpBackend, SshOptions
-from resurgo.media.url import DirectorySpec, FloppySpec, S3Spec, SftpSpec, parse_url
+from resurgo.media.share import ShareOptions, open_share
+from resurgo.media.url import (
+    CifsSpec,
+    DirectorySpec,
+    FloppySpec,
+    NfsSpec,
+    S3Spec,
+    SftpSpec,
+    parse_url,
+)
 from resurgo.signing import Trust
 
 
@@ -34,6 +43,11 @@ class MediumOptions:
     #: anything else (a bad file fails fast); a set is then read only once its signature
     #: is checked. None: signatures are not checked.
     trust_file: Path | None = None
+    #: NFS and CIFS: the version, the MOUNT port, the credentials file (media.share).
+    share: ShareOptions = field(default_factory=ShareOptions)
+    #: Whether the command writes to the medium (save, prune, rehearse's report): an NFS
+    #: or CIFS share is mounted read-write only then.
+    writable: bool = False
 
 
 def open_medium(
@@ -62,6 +76,8 @@ def _backend(url: str, opts: MediumOptions, s3_part_size: int,
         return FloppyBackend(spec.path)
     if isinstance(spec, SftpSpec):
         return SftpBackend(spec, opts.ssh)
+    if isinstance(spec, NfsSpec | CifsSpec):
+        return open_share(spec, opts.share, writable=opts.writable)
     assert isinstance(spec, S3Spec)
     if s3_part_size < MIN_PART:
         raise BadInput(f"S3 parts are at least {MIN_PART} bytes")

@@ -1,20 +1,22 @@
-"""How the rescue reaches a set on a network medium (SFTP, S3), unattended.
+"""How the rescue reaches a set on a network medium (SFTP, S3, NFS, CIFS), unattended.
 
 What is not secret travels in the image, written at build time (`resurgo rescue`, and
 the image save builds into a set), in the "medium" table of rescue.json: the S3
 endpoint, region and whether plain http is allowed; the S3 server's CA bundle (when the
 build machine names one: --s3-endpoint's AWS_CA_BUNDLE or the profile's ca_bundle) at
-S3_CA_PATH; the SFTP server's pinned host key at layout.KNOWN_HOSTS_PATH. rescue.json is
-also readable on the ISO itself: nothing secret goes in it.
+S3_CA_PATH; the NFS version and MOUNT port; the SFTP server's pinned host key at
+layout.KNOWN_HOSTS_PATH. rescue.json is also readable on the ISO itself: nothing secret
+goes in it.
 
-The secrets (the S3 access keys, the SSH private key) come, in this order:
+The secrets (the S3 access keys, the SSH private key, the CIFS credentials) come, in this order:
 
 - from the key medium, ``resurgo.keys=DEV[:/dir]`` (as the LUKS key files do): in that
   directory, ``s3-credentials`` (an AWS shared-credentials file, profile [default]) and
-  ``ssh-key`` (an OpenSSH private key). Each is copied, bounded, into RUN_DIR with mode
+  ``ssh-key`` (an OpenSSH private key), ``cifs-credentials`` (mount.cifs's credentials
+  file: username=, password=, domain=). Each is copied, bounded, into RUN_DIR with mode
   0600 (ssh refuses a key others can read, as a FAT stick shows every file);
 - else, from the image itself, only when it was built with ``--embed-credentials``:
-  the same two files in EMBEDDED_DIR, 0600 inside the initramfs. Whoever holds the image
+  the same files in EMBEDDED_DIR, 0600 inside the initramfs. Whoever holds the image
   (the ISO, the stick, a copy of the set that carries it) then holds the credentials.
 
 The rescue opens the medium with these (``Access.open``), and hands the same to the
@@ -44,6 +46,8 @@ EMBEDDED_DIR: Final = Path("/etc/resurgo/credentials")
 RUN_DIR: Final = Path("/run/resurgo/credentials")
 S3_CREDENTIALS: Final = "s3-credentials"
 SSH_KEY: Final = "ssh-key"
+CIFS_CREDENTIALS: Final = "cifs-credentials"
+SECRETS: Final = (S3_CREDENTIALS, SSH_KEY, CIFS_CREDENTIALS)
 #: An AWS credentials file or an SSH private key: far below this.
 MAX_SECRET: Final = 64 << 10
 #: A CA bundle (the whole Mozilla set is about 220 KB).
@@ -58,15 +62,22 @@ class ImageAccess:
     s3_region: str | None = None
     s3_insecure_http: bool = False
     s3_ca: bytes | None = None
-    # Only with --embed-credentials: the text of an AWS credentials file, an SSH key.
+    nfs_version: str | None = None
+    nfs_mount_port: int | None = None
+    # Only with --embed-credentials: the text of an AWS credentials file, an SSH key, a
+    # CIFS credentials file.
     s3_credentials: bytes | None = field(default=None, repr=False)
     ssh_key: bytes | None = field(default=None, repr=False)
+    cifs_credentials: bytes | None = field(default=None, repr=False)
+
+    def _secrets(self) -> tuple[tuple[str, bytes | None], ...]:
+        return ((S3_CREDENTIALS, self.s3_credentials), (SSH_KEY, self.ssh_key),
+                (CIFS_CREDENTIALS, self.cifs_credentials))
 
     @property
     def embedded(self) -> tuple[str, ...]:
         """The names of the secrets the image carries."""
-        return tuple(name for name, data in ((S3_CREDENTIALS, self.s3_credentials),
-                                             (SSH_KEY, self.ssh_key)) if data is not None)
+        return tuple(name for name, data in self._secrets() if data is not None)
 
     def config(self) -> dict[str, Any]:
         """The "medium" table of rescue.json: nothing secret (the ISO shows it too)."""
@@ -75,6 +86,8 @@ class ImageAccess:
             "s3_region": self.s3_region,
             "s3_insecure_http": self.s3_insecure_http,
             "s3_ca": self.s3_ca is not None,
+            "nfs_version": self.nfs_version,
+            "nfs_mount_port": self.nfs_mount_port,
             "embedded_credentials": list(self.embedded),
         }
 
@@ -83,10 +96,9 @@ class ImageAccess:
         out: list[tuple[str, bytes, int]] = []
         if self.s3_ca is not None:
             out.append((str(S3_CA_PATH), self.s3_ca, 0o644))
-        if self.s3_credentials is not None:
-            out.append((str(EMBEDDED_DIR / S3_CREDENTIALS), self.s3_credentials, 0o600))
-        if self.ssh_key is not None:
-            out.append((str(EMBEDDED_DIR / SSH_KEY), self.ssh_key, 0o600))
+        for name, data in self._secrets():
+            if data is not None:
+                out.append((str(EMBEDDED_DIR / name), data, 0o600))
         return out
 
 
@@ -112,12 +124,12 @@ def image_access(url: str | None, options: MediumOptions, *, embed: bool,
     """What an image whose set lives at ``url`` carries, from the options the host reaches
     that medium with; the credentials too when ``embed`` (--embed-credentials)."""
     from resurgo.media import s3config
-    from resurgo.media.url import S3Spec, SftpSpec, parse_url
+    from resurgo.media.url import CifsSpec, S3Spec, SftpSpec, parse_url
 
     spec = parse_url(url) if url else None
-    if embed and not isinstance(spec, S3Spec | SftpSpec):
-        raise BadInput("--embed-credentials: the image's medium is not an sftp:// or s3:// one",
-                       "give the medium with --from-url (or save to it)")
+    if embed and not isinstance(spec, S3Spec | SftpSpec | CifsSpec):
+        raise BadInput("--embed-credentials: the image's medium is not an sftp://, s3:// or "
+                       "cifs:// one", "give the medium with --from-url (or save to it)")
     loc = s3config.where(environ=environ, home=home, endpoint=options.s3_endpoint,
                          region=options.s3_region)
     if loc.endpoint is not None:
@@ -139,6 +151,9 @@ def image_access(url: str | None, options: MediumOptions, *, embed: bool,
             raise BadInput("--embed-credentials: which SSH key? (--ssh-key FILE)",
                            "give the private key the SFTP server accepts")
         ssh_key = read_bounded(Path(options.ssh.identity), MAX_SECRET, "--ssh-key")
+    cifs_creds: bytes | None = None
+    if embed and isinstance(spec, CifsSpec):
+        cifs_creds = cifs_credentials_file(options.share.cifs_credentials)
     return ImageAccess(
         s3_endpoint=loc.endpoint,
         s3_region=loc.region,
@@ -146,7 +161,24 @@ def image_access(url: str | None, options: MediumOptions, *, embed: bool,
         s3_ca=ca,
         s3_credentials=s3_creds,
         ssh_key=ssh_key,
+        nfs_version=options.share.nfs_version,
+        nfs_mount_port=options.share.nfs_mount_port,
+        cifs_credentials=cifs_creds,
     )
+
+
+def cifs_credentials_file(path: Path | None) -> bytes:
+    """The CIFS credentials the image carries: those of ``path`` (checked as a mount
+    reads them: private, complete), written anew."""
+    from resurgo.media.share import read_cifs_credentials
+
+    if path is None:
+        raise BadInput("--embed-credentials: which CIFS credentials? (--cifs-credentials FILE)")
+    creds = read_cifs_credentials(path)
+    lines = [f"username={creds.username}", f"password={creds.password}"]
+    if creds.domain:
+        lines.append(f"domain={creds.domain}")
+    return ("\n".join(lines) + "\n").encode()
 
 
 def credentials_file(access_key: str, secret_key: str, token: str | None) -> bytes:
@@ -172,16 +204,23 @@ class Settings:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_insecure_http: bool = False
+    nfs_version: str | None = None
+    nfs_mount_port: int | None = None
 
     @classmethod
     def from_config(cls, data: Any) -> Settings:
+        from resurgo.media.share import NFS_VERSIONS
+
         if not isinstance(data, dict):
             return cls()
         endpoint, region = data.get("s3_endpoint"), data.get("s3_region")
+        version, port = data.get("nfs_version"), data.get("nfs_mount_port")
         return cls(
             s3_endpoint=endpoint if isinstance(endpoint, str) and endpoint else None,
             s3_region=region if isinstance(region, str) and region else None,
             s3_insecure_http=data.get("s3_insecure_http") is True,
+            nfs_version=version if version in NFS_VERSIONS else None,
+            nfs_mount_port=(port if type(port) is int and 0 < port < 65536 else None),
         )
 
 
@@ -191,6 +230,7 @@ class Access:
 
     ssh_key: Path | None = None
     s3_credentials: Path | None = None
+    cifs_credentials: Path | None = None
     s3_ca: Path | None = None
     known_hosts: Path | None = None
     settings: Settings = Settings()
@@ -208,14 +248,18 @@ class Access:
 
     def options(self) -> MediumOptions:
         from resurgo.media import MediumOptions, SshOptions
+        from resurgo.media.share import DEFAULT_NFS_VERSION, ShareOptions
 
         ssh = SshOptions(identity=str(self.ssh_key) if self.ssh_key else None,
                          known_hosts=str(self.known_hosts) if self.known_hosts else None,
                          strict_host_keys=True)
         s = self.settings
+        share = ShareOptions(nfs_version=s.nfs_version or DEFAULT_NFS_VERSION,
+                             nfs_mount_port=s.nfs_mount_port,
+                             cifs_credentials=self.cifs_credentials)
         return MediumOptions(s3_endpoint=s.s3_endpoint, s3_region=s.s3_region,
                              s3_insecure_http=s.s3_insecure_http, ssh=ssh,
-                             trust_file=self.trust_file)
+                             trust_file=self.trust_file, share=share)
 
     def argv(self, url: str) -> list[str]:
         """recover's (plan's) options for the medium at ``url``, as options() says."""
@@ -233,6 +277,13 @@ class Access:
                 out += ["--ssh-key", str(self.ssh_key)]
             if self.known_hosts is not None:
                 out += ["--ssh-known-hosts", str(self.known_hosts), "--ssh-strict-host-keys"]
+        elif url.startswith("nfs://"):
+            if self.settings.nfs_version:
+                out += ["--nfs-version", self.settings.nfs_version]
+            if self.settings.nfs_mount_port:
+                out += ["--nfs-mount-port", str(self.settings.nfs_mount_port)]
+        elif url.startswith("cifs://") and self.cifs_credentials is not None:
+            out += ["--cifs-credentials", str(self.cifs_credentials)]
         return out
 
     def open(self, url: str) -> Medium:
@@ -270,12 +321,13 @@ def rescue_access(config: Any, *, known_hosts: Path | None, trust_file: Path | N
     the key medium's directory (resurgo.keys) when one is mounted."""
     lines = []
     found: dict[str, Path | None] = {}
-    for name in (S3_CREDENTIALS, SSH_KEY):
+    for name in SECRETS:
         found[name], line = secret_file(name, keys_dir, embedded_dir, run_dir)
         lines.append(line)
     return Access(
         ssh_key=found[SSH_KEY],
         s3_credentials=found[S3_CREDENTIALS],
+        cifs_credentials=found[CIFS_CREDENTIALS],
         s3_ca=s3_ca if s3_ca.is_file() else None,
         known_hosts=known_hosts,
         settings=Settings.from_config(config),

@@ -307,10 +307,28 @@ CRYPTO: tuple[str, ...] = (
     "blake2b_generic",
 )
 
+# The clients of nfs:// and cifs:// media (their dependencies follow from modules.dep),
+# and the crypto CIFS asks for by name when it negotiates SMB3 signing and sealing (its
+# soft dependencies, and what gcm(aes) and ccm(aes) are made of: none is in modules.dep;
+# hmac, md5, sha256 and aes are built into common kernels). Without them a mount against
+# Samba fails ("SMB2_negotiate: crypto alloc failed").
+NETWORK_FILESYSTEMS: tuple[str, ...] = (
+    "nfs",
+    "nfsv3",
+    "nfsv4",
+    "cifs",
+    "cmac",
+    "ccm",
+    "gcm",
+    "ctr",
+    "ghash_generic",
+)
+
 COMMON_MODULES: tuple[str, ...] = (
     *COMMON_STORAGE,
     *COMMON_NETWORK,
     *FILESYSTEMS,
+    *NETWORK_FILESYSTEMS,
     *VOLUMES,
     *CRYPTO,
 )
