@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -373,3 +374,63 @@ def test_cli_share_options_are_checked(tmp_path: Path) -> None:
     res = run("list", "nfs://h/a%2Cnolock", env=env)
     assert res.returncode == 2 and "comma" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+# ----------------------------------------------------------------------- the rescue
+
+
+def test_the_rescue_takes_cifs_credentials_from_the_key_medium(tmp_path: Path) -> None:
+    from resurgo.rescue.access import rescue_access
+
+    keys, embedded, run_dir = tmp_path / "keys", tmp_path / "embedded", tmp_path / "run"
+    keys.mkdir()
+    embedded.mkdir()
+    (keys / "cifs-credentials").write_bytes(b"username=backup\npassword=s3cret\n")
+    (keys / "cifs-credentials").chmod(0o755)  # as a FAT stick shows every file
+    got = rescue_access({"nfs_version": "3", "nfs_mount_port": 20048}, known_hosts=None,
+                        trust_file=None, keys_dir=keys, embedded_dir=embedded,
+                        run_dir=run_dir, s3_ca=tmp_path / "none")
+    copy = run_dir / "cifs-credentials"
+    assert got.cifs_credentials == copy and stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert read_cifs_credentials(copy) == CifsCredentials("backup", "s3cret")
+    assert got.argv("cifs://nas/sets/h") == ["--cifs-credentials", str(copy)]
+    assert got.argv("nfs://nas/sets") == ["--nfs-version", "3", "--nfs-mount-port", "20048"]
+    share = got.options().share
+    assert (share.nfs_version, share.nfs_mount_port, share.cifs_credentials) == (
+        "3", 20048, copy)
+    assert any(line.startswith("cifs-credentials: from the key medium") for line in got.lines)
+
+
+@pytest.mark.parametrize("table", [
+    {"nfs_version": "2"}, {"nfs_version": "4.2,sec=none"}, {"nfs_version": 4},
+    {"nfs_mount_port": "20048"}, {"nfs_mount_port": 0}, {"nfs_mount_port": 70000},
+    {"nfs_mount_port": True},
+])
+def test_a_damaged_nfs_table_reads_as_no_setting(table: dict[str, object]) -> None:
+    from resurgo.rescue.access import Access, Settings
+
+    settings = Settings.from_config(table)
+    assert settings == Settings()
+    assert Access(settings=settings).argv("nfs://nas/sets") == []
+
+
+def test_embedded_cifs_credentials_are_checked_0600_and_never_in_the_config(
+        tmp_path: Path) -> None:
+    from resurgo.rescue.access import EMBEDDED_DIR, ImageAccess, image_access
+
+    def access(url: str, creds: Path | None, embed: bool = True) -> ImageAccess:
+        return image_access(url, MediumOptions(share=ShareOptions(cifs_credentials=creds)),
+                            embed=embed, environ={}, home=tmp_path)
+
+    got = access("cifs://nas/sets/h", _creds_file(tmp_path))
+    assert got.files() == [(str(EMBEDDED_DIR / "cifs-credentials"),
+                            b"username=backup\npassword=s3cret\n", 0o600)]
+    assert "s3cret" not in repr(got) and "s3cret" not in str(got.config())
+    assert got.config()["embedded_credentials"] == ["cifs-credentials"]
+    with pytest.raises(BadInput, match="which CIFS credentials"):
+        access("cifs://nas/sets/h", None)
+    with pytest.raises(BadInput, match="read or changed by others"):
+        access("cifs://nas/sets/h", _creds_file(tmp_path, 0o644))
+    with pytest.raises(BadInput, match="not an sftp://, s3:// or cifs://"):
+        access("nfs://nas/sets", None)
+    assert access("nfs://nas/sets", None, embed=False).files() == []
