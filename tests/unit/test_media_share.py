@@ -302,6 +302,23 @@ def test_a_share_is_a_directory_medium_and_closing_it_releases_the_mount(
 
 
 @root_only
+def test_ctrl_c_while_a_share_is_open_leaves_nothing_mounted(
+        tmp_path: Path, tmpfs_shares: list[bool]) -> None:
+    share = ShareOptions(cifs_credentials=_creds_file(tmp_path))
+    before = _open_fds()
+    with (pytest.raises(KeyboardInterrupt),
+          open_medium("cifs://127.0.0.1/sets/h", MediumOptions(share=share, writable=True))
+          as medium,
+          medium.begin_set(SetMeta(SetKind.FULL, host="h")) as w):
+        w.write_bytes("a.bin", b"data")
+        raise KeyboardInterrupt
+    # The mount's descriptors closed (so the kernel dropped it); the staging aborted.
+    assert _open_fds() == before
+    with open_medium("cifs://127.0.0.1/sets/h", MediumOptions(share=share)) as medium:
+        assert medium.list_sets() == []
+
+
+@root_only
 def test_a_missing_directory_is_made_only_by_a_writer(
         tmp_path: Path, tmpfs_shares: list[bool]) -> None:
     share = ShareOptions(cifs_credentials=_creds_file(tmp_path))

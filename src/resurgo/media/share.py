@@ -182,6 +182,11 @@ def _hint(fstype: str, err: int) -> str | None:
         return "is the server up, reachable from here, and the port right?"
     if err == errno.EPROTONOSUPPORT:
         return "the server does not speak this version: --nfs-version"
+    if err == errno.ENOENT and fstype == "cifs":
+        # The kernel's CIFS client says ENOENT for a share that is not there, and also
+        # for a crypto algorithm it could not load (its own message is in dmesg only).
+        return ("check the share's name; else the kernel lacks a module CIFS needs: see "
+                "dmesg (cmac, ccm, gcm, ctr, ghash_generic)")
     if err == errno.ENOENT:
         return "check the path: the server has no such directory (a save creates the last one)"
     return None
