@@ -1179,8 +1179,9 @@ def qemu_command(
                 f"if=pflash,format=raw,unit=1,file={ovmf_vars}",
             ]
     scsi_bus = False
-    # A kernel given on the command line boots first (qemu's loader takes bootindex 0).
-    direct = "-kernel" in extra_args
+    # A kernel given on the command line boots first (qemu's loader takes bootindex 0), and
+    # so does a device of extra_args given a bootindex (a NIC booting by PXE).
+    direct = "-kernel" in extra_args or any("bootindex=" in a for a in extra_args)
     for n, disk in enumerate(disks):
         kind = disk.interface or interface
         drive = f"file={disk.path},format={disk.image_format},if=none,id=d{n},cache=unsafe"

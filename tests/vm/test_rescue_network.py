@@ -18,21 +18,19 @@ with the same options (layout only); the target then holds the saved layout.
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from resurgo.media import MediumOptions, SetKind, SetMeta, open_medium
-from resurgo.rescue import cpio
+from resurgo.media import MediumOptions
 from resurgo.rescue.access import ImageAccess, credentials_file
 from tests.support.media_servers import ACCESS_KEY, SECRET_KEY, Seaweed, Sshd
 from tests.vm import guest
-from tests.vm.rescue_images import HOST, TARGET_SIZE, Keys, direct_boot, rescue_lines
-from tests.vm.test_rescue import BOOT_TIMEOUT, MiB, check_target, report_boot
+from tests.vm.network_sets import check_recovered, key_medium, overlaid_initrd, write_set
+from tests.vm.rescue_images import TARGET_SIZE, Keys, direct_boot
+from tests.vm.test_rescue import BOOT_TIMEOUT
 
 pytestmark = pytest.mark.vm
 
@@ -49,50 +47,17 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
         server.close()
 
 
-def overlaid_initrd(files: Path, extra: dict[str, bytes], out: Path) -> Path:
-    """The image's initramfs with ``extra`` files (path in the image: content) unpacked
-    after it, as a build writes them (the pinned host key, rescue.json's medium table)."""
-    buf = io.BytesIO()
-    w = cpio.Writer(buf)
-    for path, data in extra.items():
-        w.ensure_dirs(path)
-        w.add(cpio.Entry.file(path, data))
-    w.close()
-    with out.open("wb") as dst:
-        with (files / "boot/initrd.img").open("rb") as src:
-            shutil.copyfileobj(src, dst)
-        dst.write(b"\0" * (-dst.tell() % 4) + buf.getvalue())
-    return out
-
-
-def write_set(url: str, options: MediumOptions, desc_file: Path, keys: Keys,
-              environ: dict[str, str] | None = None) -> str:
-    with (
-        open_medium(url, options, environ=environ) as medium,
-        medium.begin_set(SetMeta(SetKind.FULL, host=HOST), sign_key=keys.trusted) as w,
-    ):
-        w.write_bytes("description.toml", desc_file.read_bytes())
-        w.write_bytes("description.toml.sha256",
-                      (desc_file.parent / "description.toml.sha256").read_bytes())
-        return w.commit().id
-
-
 def recover_from(url: str, set_id: str, files: Path, tmp_path: Path, *,
                  secrets: dict[str, bytes], extra: dict[str, bytes], what: str) -> list[str]:
     """Boot the rescue on ``url`` with a key medium holding ``secrets``; its lines, once
     it recovered the layout and powered off."""
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir()
-    for name, data in secrets.items():
-        (key_dir / name).write_bytes(data)
-    keys_img = guest.blank_disk(tmp_path / "keys.img", 16 * MiB)
-    guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "keys", "-E", "root_owner=0:0", "-d",
-                   key_dir, keys_img])
+    keys_img = key_medium(tmp_path, secrets)
     args = direct_boot(files, [
         "resurgo.recover=auto", "resurgo.after=poweroff", f"resurgo.from={url}",
         f"resurgo.set={set_id}", "resurgo.keys=LABEL=keys",
         "resurgo.args=--layout-only --root /mnt/rescued"])
-    args[args.index("-initrd") + 1] = str(overlaid_initrd(files, extra, tmp_path / "initrd"))
+    args[args.index("-initrd") + 1] = str(
+        overlaid_initrd(files / "boot/initrd.img", extra, tmp_path / "initrd"))
     target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
     result = guest.boot(
         guest.Drive(target, serial="target"),
@@ -101,16 +66,7 @@ def recover_from(url: str, set_id: str, files: Path, tmp_path: Path, *,
         serial_log=tmp_path / "serial.log",
         extra_args=[*args, "-nic", "user,model=virtio-net-pci"],
     )
-    report_boot(what, result)
-    lines = rescue_lines(result.text)
-    detail = "\n".join(lines) or guest._tail(result.text, 60)
-    assert not result.timed_out and result.returncode == 0, detail
-    assert any(x.endswith("from DHCP server 10.0.2.2, lease 86400 s") for x in lines), detail
-    assert any(x.startswith("recovery set:") and set_id in x for x in lines), detail
-    assert "recovery finished: ok" in lines, detail
-    assert lines[-1] == "poweroff now", detail
-    check_target(target)
-    return lines
+    return check_recovered(result, set_id, target, what)
 
 
 def test_a_set_on_sftp_is_recovered_with_the_key_medium(
