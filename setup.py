@@ -29,7 +29,8 @@ setup(
         Extension(
             "resurgo.engine._plainsave",
             ["src/resurgo/engine/_plainsave.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-pthread"],
+            extra_link_args=["-pthread"],
             optional=True,
         ),
     ]

@@ -186,3 +186,39 @@ def test_a_saver_without_the_compiled_path_takes_none(monkeypatch: pytest.Monkey
     monkeypatch.setattr(plainsave, "save_run", None)
     saver = save._Saver(None, None, 0)  # type: ignore[arg-type]
     assert saver.plain_files() is None
+
+
+@pytest.mark.parametrize("at", [0, 1, 9, 30, 63])
+def test_a_long_run_stops_at_the_first_file_it_cannot_take(tmp_path: Path, at: int) -> None:
+    """Found only once the file is open (an attribute): the files before it are taken
+    whole and in order, whichever of the two threads that read a long run read them."""
+    names = [b"f%02d" % i for i in range(64)]
+    for i, name in enumerate(names):
+        (tmp_path / os.fsdecode(name)).write_bytes(name * i)
+    os.setxattr(tmp_path / os.fsdecode(names[at]), "user.x", b"1")
+    for _ in range(20):
+        status, index, records, lines, files, size = _run(tmp_path, names)
+        assert (status, index, files) == (plainsave.GENERAL, at, at)
+        assert size == sum(len(n) * i for i, n in enumerate(names[:at]))
+        assert lines.count(b"\n") == at
+        assert [line.split(b"\t")[1] for line in lines.splitlines()] == names[:at]
+        for i, name in enumerate(names[:at]):
+            data = name * i
+            assert data + content_digest.of(data) in records
+
+
+def test_a_forked_child_reads_with_a_helper_of_its_own(tmp_path: Path) -> None:
+    """The helper thread is the parent's: a child made by fork starts its own."""
+    names = [b"f%02d" % i for i in range(32)]
+    for name in names:
+        (tmp_path / os.fsdecode(name)).write_bytes(name)
+    assert _run(tmp_path, names)[4] == 32  # the parent's helper is running
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        ok = False
+        try:
+            ok = _run(tmp_path, names)[4] == 32
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

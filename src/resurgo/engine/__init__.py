@@ -150,12 +150,13 @@ os.writev), ``zstd -T0`` compresses on every core beside it. The plain files of 
 save (regular, up to 1 MiB, one link, no attributes or holes, a name the manifest writes
 as it is: most files of a system) are read by a compiled path (_plainsave.c, when built),
 a directory's run of them at a time: the system calls tar makes for each (fstatat,
-openat, read, fstat, close) and flistxattr, without the GIL, and their records and
-manifest lines made byte for byte as the general path makes them, with no Python object
-per file but the digest. It stops at anything else and at a file that moved while it
-was read (its fstatat and its fstat after the read differ, or the inode is another),
-which the general path then takes: every note, refusal and changed file is the general
-path's. Restoring: one thread reads
+openat, read, fstat, close) and flistxattr, without the GIL, the opens and reads of a
+long run shared with a helper thread (tar reads on one core; zstd leaves most of the
+other free), and their records and manifest lines made byte for byte as the general path
+makes them, with no Python object per file but the digest. It stops at anything else
+and at a file that moved while it was read (its fstatat and its fstat after the read
+differ, or the inode is another), which the general path then takes: every note,
+refusal and changed file is the general path's. Restoring: one thread reads
 the stream (and writes large files, hashing them in a second thread); each block goes
 whole, with its manifest lines, into a slot of shared memory, and writer processes (one
 per CPU) check its entries against the frame and the lines and create the files, so the

@@ -2,7 +2,7 @@
  * 1 MiB, one link, no extended attributes, no holes: most files of a system) and making
  * their archive records and manifest lines, with the system calls tar makes for them
  * (fstatat, openat, a read, fstat, close, and flistxattr) and no Python objects per file
- * but the digest.
+ * but the digest; the opens and reads of a long run on two cores (read_run).
  *
  * It only takes the path everything agrees on: a name that is not such a file, a path the
  * manifest would escape, a file that changed while it was read, any failing system call:
@@ -16,12 +16,15 @@
  */
 
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +212,134 @@ out:
     return ok ? 0 : -1;
 }
 
+/* The reads of a run on two cores: a helper thread, one a process, started when first
+ * needed, takes files of the run from a shared counter while the calling thread does
+ * the same; each file's data goes to its own place. Whoever fails at a file lowers
+ * ``stop`` to it, and no one starts a file past ``stop``: every file before the final
+ * ``stop`` was read, whichever thread read it (each takes its files in order). When the
+ * helper has not woken by the time the caller ran out of files, the caller takes the job
+ * back and does not wait. tar reads on one core; zstd takes much less than the other. */
+typedef struct {
+    int dir_fd;
+    const Plain *run;
+    unsigned char *buf;
+    Py_ssize_t n;
+    Py_ssize_t next;  /* the next file to take (atomic) */
+    Py_ssize_t stop;  /* the first file that failed, or n (atomic) */
+} Reads;
+
+static void read_some(Reads *r)
+{
+    for (;;) {
+        Py_ssize_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
+        if (i >= r->n || i > __atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+            return;
+        const Plain *f = &r->run[i];
+        if (read_plain(r->dir_fd, f, r->buf + f->at + f->head) != 0) {
+            Py_ssize_t seen = __atomic_load_n(&r->stop, __ATOMIC_RELAXED);
+            while (i < seen && !__atomic_compare_exchange_n(&r->stop, &seen, i, 0,
+                                                             __ATOMIC_RELAXED,
+                                                             __ATOMIC_RELAXED))
+                ;
+            return;
+        }
+    }
+}
+
+enum { IDLE, POSTED, TAKEN, FINISHED };
+/* The calling thread owns the helper for a run (a second saving thread reads alone). */
+static pthread_mutex_t helper_owner = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t helper_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t helper_done = PTHREAD_COND_INITIALIZER;
+static Reads *helper_job;
+static int helper_state = IDLE, helper_started;
+/* Runs this short are read by the caller alone: waking the helper costs about a file. */
+#define HELPED_MIN 8
+
+static void *helper_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&helper_lock);
+    for (;;) {
+        while (helper_state != POSTED)
+            pthread_cond_wait(&helper_wake, &helper_lock);
+        helper_state = TAKEN;
+        Reads *r = helper_job;
+        pthread_mutex_unlock(&helper_lock);
+        read_some(r);
+        pthread_mutex_lock(&helper_lock);
+        helper_state = FINISHED;
+        pthread_cond_signal(&helper_done);
+    }
+    return NULL;
+}
+
+/* After a fork the child has no helper (only the forking thread goes on), and the locks
+ * may have been held by a thread that is not there. */
+static void helper_forked(void)
+{
+    pthread_mutex_init(&helper_owner, NULL);
+    pthread_mutex_init(&helper_lock, NULL);
+    pthread_cond_init(&helper_wake, NULL);
+    pthread_cond_init(&helper_done, NULL);
+    helper_state = IDLE;
+    helper_started = 0;
+}
+
+static int helper_ready(void)
+{
+    if (helper_started)
+        return 1;
+    /* On one core a helper would only take turns with the caller. */
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+        return 0;
+    pthread_attr_t attr;
+    pthread_t thread;
+    if (pthread_attr_init(&attr) != 0)
+        return 0;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 << 10);
+    int ok = pthread_create(&thread, &attr, helper_main, NULL) == 0;
+    pthread_attr_destroy(&attr);
+    helper_started = ok;
+    return ok;
+}
+
+/* Read the files of the run; the number read before the first that failed. Called
+ * without the GIL. */
+static Py_ssize_t read_run(int dir_fd, const Plain *run, unsigned char *buf, Py_ssize_t n)
+{
+    Reads r = {dir_fd, run, buf, n, 0, n};
+    int helped = n >= HELPED_MIN && pthread_mutex_trylock(&helper_owner) == 0;
+    if (helped && !helper_ready()) {
+        pthread_mutex_unlock(&helper_owner);
+        helped = 0;
+    }
+    if (helped) {
+        pthread_mutex_lock(&helper_lock);
+        helper_job = &r;
+        helper_state = POSTED;
+        pthread_cond_signal(&helper_wake);
+        pthread_mutex_unlock(&helper_lock);
+    }
+    read_some(&r);
+    if (helped) {
+        pthread_mutex_lock(&helper_lock);
+        if (helper_state == POSTED)
+            helper_state = IDLE;  /* not woken yet: nothing left for it */
+        else
+            while (helper_state != FINISHED)
+                pthread_cond_wait(&helper_done, &helper_lock);
+        helper_state = IDLE;
+        helper_job = NULL;
+        pthread_mutex_unlock(&helper_lock);
+        pthread_mutex_unlock(&helper_owner);
+    }
+    return __atomic_load_n(&r.stop, __ATOMIC_ACQUIRE);
+}
+
 /* The record of a file (records.whole_file_record) at ``p``: frame, fixed part, path,
  * extent (none when empty), crc32 of them all. */
 static void put_record(unsigned char *p, const Plain *f, const unsigned char *prefix,
@@ -380,11 +511,7 @@ static PyObject *save_run(PyObject *self, PyObject *args)
         goto done;
     unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(records);
     Py_BEGIN_ALLOW_THREADS
-    for (; made < planned; made++) {
-        Plain *f = &run[made];
-        if (read_plain(dir_fd, f, buf + f->at + f->head) != 0)
-            break;
-    }
+    made = read_run(dir_fd, run, buf, planned);
     Py_END_ALLOW_THREADS
     if (made < planned)
         status = GENERAL;  /* at the one that failed: the general path reads it again */
@@ -571,6 +698,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__plainsave(void)
 {
     crc_init();
+    if (pthread_atfork(NULL, NULL, helper_forked) != 0)
+        return PyErr_NoMemory();
     PyObject *m = PyModule_Create(&module);
     /* save_run's arguments and what it returns: save.py takes a module whose API differs
      * (built from an older source) for none. */
