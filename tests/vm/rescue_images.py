@@ -14,6 +14,8 @@ Two builds, each a property of its own:
     tree's kernel and modules (--kernel-root), no description, a static address on its
     kernel command line. The whole-cycle tests boot its kernel and initramfs with their
     own command line: the set they saved named by ``resurgo.set=``.
+    The same build writes its network boot tree too (``rescue --netboot``), which
+    test_netboot boots by PXELINUX.
 
 Both trust one signing key (``Keys.trusted``): every set a test saves is signed with it.
 """
@@ -207,6 +209,7 @@ def build_kernel_root_image(workdir: Path, tree: Path, keys: Keys) -> RescueRepo
                 unattended=True,
                 menu_timeout=0,
                 kernel_args=NETWORK_ARGS,
+                netboot=workdir / "netboot",
             ),
         )
     print(f"\n--kernel-root image: {report.size / MiB:.1f} MiB in {report.seconds:.1f} s")

@@ -13,6 +13,8 @@ its NIC boots first.
   unattended recovery) after a second; the set on SFTP.
 - UEFI (OVMF): the NIC's iPXE EFI driver PXE-boots GRUB (grub/x86_64-efi/core.efi, made by
   grub-mknetdir), which reads grub/grub.cfg from the same server; the set on S3.
+- BIOS: PXELINUX boots the tree the kernel-root image's build wrote as it is (its digests
+  checked first); no set to find.
 
 Checked beyond test_rescue_network's checks: the loader fetched the files by TFTP, and the
 kernel got the entry's command line (the argument with blanks in one piece).
@@ -20,6 +22,7 @@ kernel got the entry's command line (the argument with blanks in one piece).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -27,12 +30,12 @@ from pathlib import Path
 import pytest
 
 from resurgo.media import MediumOptions
-from resurgo.rescue import After, iso, netboot
+from resurgo.rescue import After, RescueReport, iso, netboot
 from resurgo.rescue.access import ImageAccess, credentials_file
 from tests.support.media_servers import ACCESS_KEY, SECRET_KEY, Seaweed, Sshd
 from tests.vm import guest
 from tests.vm.network_sets import check_recovered, key_medium, overlaid_initrd, write_set
-from tests.vm.rescue_images import TARGET_SIZE, Keys, rescue_lines
+from tests.vm.rescue_images import NETWORK_ARGS, TARGET_SIZE, Keys, rescue_lines
 from tests.vm.test_rescue import BOOT_TIMEOUT
 
 pytestmark = pytest.mark.vm
@@ -146,24 +149,33 @@ def test_uefi_pxe_grub_recovers_a_set_from_s3(
                             f"--s3-endpoint {endpoint}") for x in lines), "\n".join(lines)
 
 
-def test_bios_pxe_pxelinux_starts_the_rescue(
-    kernel_root_files: Path, tmp_path: Path
+def test_bios_pxe_pxelinux_starts_the_rescue_of_the_build(
+    kernel_root_image: RescueReport, tmp_path: Path
 ) -> None:
-    """PXELINUX boots the default entry; with no set anywhere (no network medium, a blank
-    disk) the unattended rescue finds none and powers off, touching nothing."""
-    if netboot.Loaders.find().pxelinux is None:
+    """The tree the kernel-root image's build wrote (rescue --netboot, unattended, no
+    menu) as it is: PXELINUX boots its default entry; with no set anywhere (no network
+    medium, a blank disk) the rescue finds none and powers off, touching nothing."""
+    nb = kernel_root_image.netboot
+    assert nb is not None
+    if "pxelinux" not in nb.loaders:
         pytest.skip("no PXELINUX on this host (pxelinux, syslinux-common)")
-    tree = netboot_tree(kernel_root_files, tmp_path, ("resurgo.wait=0", LAYOUT_ONLY), {})
-    result, target = pxe_boot(tree, "pxelinux.0", tmp_path, {}, "bios")
+    for line in (nb.directory / netboot.SUMS).read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        data = (nb.directory / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+    manifest = json.loads((nb.directory / netboot.MANIFEST).read_text())
+    assert manifest["build_id"] == kernel_root_image.build_id
+    result, target = pxe_boot(nb.directory, "pxelinux.0", tmp_path, {}, "bios")
     text = result.text
     assert "PXELINUX" in text and f"Loading {netboot.INITRD}" in text, guest._tail(text, 60)
     cmdline = kernel_command_line(text)
-    assert f'"{LAYOUT_ONLY}"' in cmdline and f"initrd={netboot.INITRD}" in cmdline, cmdline
+    assert f"initrd={netboot.INITRD}" in cmdline and "resurgo.recover=auto" in cmdline, cmdline
+    assert all(arg in cmdline.split() for arg in NETWORK_ARGS), cmdline
     lines = rescue_lines(text)
     detail = "\n".join(lines) or guest._tail(text, 60)
     assert not result.timed_out and result.returncode == 0, detail
     assert "unattended: resurgo.recover=auto, then poweroff" in lines, detail
-    assert lines[-1] == "poweroff now", detail
     assert any("no recovery set was found" in x for x in lines), detail
     assert not any(x.startswith("+ resurgo recover") for x in lines), detail
+    assert lines[-1] == "poweroff now", detail
     assert target.stat().st_blocks == 0  # not a byte written
