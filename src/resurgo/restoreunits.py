@@ -66,6 +66,11 @@ class Unit:
     def manifest_name(self) -> str:
         return f"archives/{file_key(self.key)}.manifest"
 
+    @property
+    def pooled_name(self) -> str:
+        """The files of the tree its packages give back (a package-aware set's)."""
+        return f"archives/{file_key(self.key)}.pooled"
+
 
 def file_key(key: str) -> str:
     """The id as a name a set may hold (letters, digits and ._+-, not starting with a dot)."""

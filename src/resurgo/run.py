@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from resurgo.errors import CommandFailed, ToolMissing
@@ -58,11 +59,13 @@ def run(
     input: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    cwd: Path | None = None,
 ) -> Result:
     """Run argv and capture its output as text.
 
     ``input`` is fed on stdin (the way secrets are passed); otherwise stdin is
-    /dev/null so that no program ever waits on the terminal.
+    /dev/null so that no program ever waits on the terminal. ``cwd``: where it runs (for
+    a program that writes there, as apt-get download does).
     """
     args = [str(a) for a in argv]
     program = args[0]
@@ -79,6 +82,7 @@ def run(
         env=environment(env),
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
     result = Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:

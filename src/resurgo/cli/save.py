@@ -33,6 +33,7 @@ from resurgo.config import Config
 from resurgo.engine.pipes import DEFAULT_LEVEL
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import open_medium
+from resurgo.pool.saving import PackagesMode
 from resurgo.recovery import hooks
 from resurgo.recovery.events import Event
 from resurgo.recovery.lvmsnapshots import DEFAULT_SIZE_PERCENT
@@ -65,7 +66,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "hook runs whatever happened (a failure, Ctrl-C); a failing pre hook fails the save "
         "(exit 1) once the post hook has run; a hook's program missing is exit 3. After a "
         "set is saved, the --keep-* rules (as for prune) delete the older sets of this host "
-        "they do not keep.",
+        "they do not keep. --packages pool leaves the unchanged package files out of the "
+        "archives: the medium's package pool holds their packages (a recovery then needs "
+        "that pool, on the same medium); a medium that cannot hold a pool (S3, a floppy "
+        "image) is exit 2.",
     )
     p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",
@@ -112,6 +116,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    f"whole extents; default {DEFAULT_SIZE_PERCENT}): refused when the volume "
                    "group has less free (auto: read live; required: exit 3); one that "
                    "overflows fails the save (exit 1)")
+    p.add_argument("--packages", choices=[m.value for m in PackagesMode], default="off",
+                   help="pool: leave the files the catalog lists as unchanged out of the "
+                   "archives and keep their packages (.deb) in the medium's package pool, "
+                   "shared by every host and set on it, taken from the package cache or "
+                   "downloaded with apt-get download; a package that cannot be had leaves "
+                   "its files in the archive; off (the default): every file archived")
     p.add_argument("--pre-save", metavar="COMMAND",
                    help="run COMMAND (split into words as a shell would, run without one) "
                    "just before the archives are read, e.g. to pause a database; its "
@@ -156,6 +166,7 @@ def options(args: argparse.Namespace) -> SaveOptions:
                       access=_image_access(args)),
         snapshot=SnapshotMode(args.snapshot),
         snapshot_size=args.snapshot_size,
+        packages=PackagesMode(args.packages),
         pre_save=hooks.parse(args.pre_save, "--pre-save") if args.pre_save else None,
         post_save=hooks.parse(args.post_save, "--post-save") if args.post_save else None,
     )

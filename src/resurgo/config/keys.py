@@ -163,6 +163,10 @@ KEYS: tuple[Key, ...] = (
         "a classic LVM snapshot's room for changes, in percent of its volume (refused "
         "when the volume group has less free)", "save --snapshot-size",
         default=10, low=1, high=100),
+    Key("packages", Kind.STRING,
+        "pool: leave unchanged package files out of the archives, their packages kept in "
+        "the medium's package pool (a recovery needs it); off: every file archived",
+        "save --packages", default="off", choices=("pool", "off")),
     Key("catalog", Kind.BOOL,
         "write the catalog of unchanged package files (false: --no-catalog)",
         "save and describe --no-catalog", default=True),

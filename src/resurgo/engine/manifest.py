@@ -3,12 +3,15 @@
 Text, UTF-8, one entry per line in walk order (see names.walk_key), fields separated by
 tabs; lines starting with ``#`` are the header and the end line::
 
-    #resurgo-manifest 3
+    #resurgo-manifest 3                            (4 when the tree has pooled files)
     #set 0 <set id of the full set>
     #set 1 <set id of the next incremental>        one line per set of the chain, in order;
     #root <path the tree was saved from>           the last one is this manifest's own set
     #exclude <relative path>                       not saved at all
     #empty <relative path>                         saved as an empty directory
+    #pooled                                        (version 4) the tree's unchanged package
+                                                   files are not listed here: the unit's
+                                                   pooled list holds them (resurgo.pool)
     <kind> <path> <mode> <uid> <gid> <size> <mtime_ns> <ctime_ns> <ino> <rdev> <digest>
         <xattrs digest> <set> <target>
     #changed <path>                                a file listed above whose content
@@ -29,8 +32,16 @@ content in the archive may be torn (a database written during the save). They co
 after the entries because a save knows it only once the file is read; the entry lines
 themselves are version 2's, which the restore's writers check as they are.
 
-A manifest always lists the complete tree, so the last manifest of a chain alone says what
-a restore must produce; the end line tells a complete manifest from a truncated one.
+Version 4 is version 3 with the ``#pooled`` header line: the save left the files the
+catalog lists as unchanged out of the archive and this manifest, and listed them, with
+their metadata and the packages they come from, in the unit's pooled list
+(resurgo.pool.pooled); the tree is this manifest's entries and those. A reader that knows
+only version 3 refuses it rather than restore a tree without its package files. A save
+without pooled files writes version 3.
+
+A manifest always lists the complete tree (with its pooled list), so the last manifest of
+a chain alone says what a restore must produce; the end line tells a complete manifest
+from a truncated one.
 """
 
 from __future__ import annotations
@@ -45,7 +56,8 @@ from resurgo.engine.names import BadPath, check_path, escape, unescape, walk_key
 from resurgo.engine.records import HARDLINK, KINDS
 
 MANIFEST_VERSION = 3
-READ_VERSIONS = ("2", "3")
+POOLED_VERSION = 4
+READ_VERSIONS = ("2", "3", "4")
 _MAGIC = "#resurgo-manifest"
 _FIELDS = 14
 # Sets of a chain, excluded paths and empty directories are a few dozen in any real set;
@@ -80,6 +92,8 @@ class ManifestHeader:
     root: bytes = b""
     excludes: tuple[bytes, ...] = ()
     empty_dirs: tuple[bytes, ...] = ()
+    # The tree's unchanged package files are in its pooled list, not here (version 4).
+    pooled: bool = False
 
     @property
     def set_id(self) -> str:
@@ -133,11 +147,14 @@ def decode_entry(line: str) -> Entry:
 
 
 def encode_header(header: ManifestHeader) -> str:
-    lines = [f"{_MAGIC} {MANIFEST_VERSION}\n"]
+    version = POOLED_VERSION if header.pooled else MANIFEST_VERSION
+    lines = [f"{_MAGIC} {version}\n"]
     lines += [f"#set {i} {set_id}\n" for i, set_id in enumerate(header.chain)]
     lines.append(f"#root {escape(header.root)}\n")
     lines += [f"#exclude {escape(p)}\n" for p in header.excludes]
     lines += [f"#empty {escape(p)}\n" for p in header.empty_dirs]
+    if header.pooled:
+        lines.append("#pooled\n")
     return "".join(lines)
 
 
@@ -223,6 +240,7 @@ class ManifestReader:
         root = b""
         excludes: list[bytes] = []
         empty: list[bytes] = []
+        pooled = False
         while True:
             line = self._next_text()
             if line is None:
@@ -244,11 +262,15 @@ class ManifestReader:
                 excludes.append(unescape(value))
             elif key == "#empty":
                 empty.append(unescape(value))
+            elif key == "#pooled" and version == "4" and not value:
+                pooled = True
             else:
                 raise ManifestError(f"unknown header line {line!r}")
         if not chain:
             raise ManifestError("the manifest names no set")
-        return ManifestHeader(tuple(chain), root, tuple(excludes), tuple(empty))
+        if version == "4" and not pooled:
+            raise ManifestError("a version 4 manifest without its #pooled line")
+        return ManifestHeader(tuple(chain), root, tuple(excludes), tuple(empty), pooled)
 
     def __iter__(self) -> Iterator[Entry]:
         for _, _, line in self.raw():

@@ -15,12 +15,14 @@ or by writing to the block device under the file system; a full set does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from resurgo import digest as content_digest
 from resurgo.engine import fsmeta, plainsave, views
@@ -65,6 +67,18 @@ MAX_NOTES = 1000
 SYSTEM_EMPTY_DIRS = (b"proc", b"sys", b"dev", b"run", b"tmp")
 
 
+class Pooling(Protocol):
+    """Where a save puts the files its package pool holds (resurgo.pool): they are left
+    out of the archive and the manifest, and listed by ``take`` instead."""
+
+    def wants(self, rel: bytes) -> str | None:
+        """The sha256 a file must have to be taken from its package; None: archived."""
+
+    def take(self, rel: bytes, st: os.stat_result, digest: str, sha256: str,
+             xattrs: tuple[tuple[str, bytes], ...]) -> None:
+        """The file, read now and found as its package has it (called in walk order)."""
+
+
 @dataclass(frozen=True)
 class SaveResult:
     set_id: str
@@ -80,6 +94,9 @@ class SaveResult:
     # their paths (escaped, at most MAX_NOTES of them) and their number.
     changed: tuple[str, ...] = field(default=())
     changed_count: int = 0
+    # Files left to the package pool (see Pooling) and their bytes.
+    pooled: int = 0
+    pooled_bytes: int = 0
 
 
 def steady(before: os.stat_result, after: os.stat_result) -> bool:
@@ -153,6 +170,8 @@ class _Saver:
         self.notes: list[str] = []
         self.changed: list[str] = []
         self.changed_count = 0
+        self.pooled = 0
+        self.pooled_bytes = 0
         # The block being gathered: the entries of one directory (see records.Block).
         self.block: list[bytes] = []
         self.block_parent: bytes | None = None
@@ -362,6 +381,39 @@ class _Saver:
             self.links[st.st_ino] = (rel, hexdigest, xattr_digest(xattrs))
         self.add(FILE, rel, st, hexdigest, xattrs, b"")
 
+    def pool_file(self, rel: bytes, name: bytes, dir_fd: int, pooling: Pooling,
+                  sha256: str) -> bool:
+        """A file the package pool may hold: read and hashed now (both digests, one read),
+        taken by ``pooling`` when it is steady, has one link and the content its package
+        gives. False: it is saved into the archive as any other file."""
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            return False  # gone or unreadable: the archive's path says what it is
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return False
+            xattrs = fsmeta.read_xattrs(fd)
+            if sum(len(v) for _, v in xattrs) > MAX_XATTR_VALUES:
+                return False
+            h = content_digest.new()
+            s = hashlib.sha256()
+            while chunk := os.read(fd, CHUNK):
+                h.update(chunk)
+                s.update(chunk)
+            if not steady(st, os.fstat(fd)) or s.hexdigest() != sha256:
+                return False
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        pooling.take(rel, st, h.hexdigest(), sha256, xattrs)
+        self.pooled += 1
+        self.pooled_bytes += st.st_size
+        self.seen += st.st_size
+        return True
+
     def same_again(self, fd: int, before: os.stat_result, digest: bytes) -> bool:
         """A large file that changed while it streamed into the archive, read once more
         (hashed only): steady during this read, and the content what was stored."""
@@ -498,6 +550,7 @@ def save_fd(
     level: int = DEFAULT_LEVEL,
     progress: Tally | None = None,
     live_fd: int | None = None,
+    pooling: Pooling | None = None,
 ) -> SaveResult:
     """save_tree on an open directory (see save_tree)."""
     excluded = _relative(excludes)
@@ -512,7 +565,7 @@ def save_fd(
         if len(set(chain)) != len(chain):
             raise SaveFailed(f"the set id {set_id!r} is already in the chain {chain}")
         header = ManifestHeader(chain, root_name, tuple(sorted(excluded)),
-                                tuple(sorted(emptied)))
+                                tuple(sorted(emptied)), pooling is not None)
         writers = [
             CompressedWriter(archive, getattr(archive, "name", "archive"), recipients=recipients,
                              level=level),
@@ -524,7 +577,7 @@ def save_fd(
         done = False
         try:
             result = _save(root_fd, writers, header, prev, excluded, emptied, progress,
-                           live_fd)
+                           live_fd, pooling)
             done = True
             return result
         finally:
@@ -537,7 +590,7 @@ def save_fd(
 def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
           prev: _Previous | None, excluded: frozenset[bytes],
           emptied: frozenset[bytes], progress: Tally | None = None,
-          live_fd: int | None = None) -> SaveResult:
+          live_fd: int | None = None, pooling: Pooling | None = None) -> SaveResult:
     archive_w, manifest_w, *local = writers
 
     def write_manifest(data: bytes) -> None:
@@ -558,6 +611,10 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
             continue  # a socket: recreated by its program, never saved
         if kind == FILE and st.st_nlink > 1 and st.st_ino in saver.links:
             kind = HARDLINK
+        if kind == FILE and pooling is not None and st.st_nlink == 1:
+            sha256 = pooling.wants(rel)
+            if sha256 is not None and saver.pool_file(rel, name, dir_fd, pooling, sha256):
+                continue
         live_own = None
         if live_fd is not None and kind == DIR and st.st_ino == EMPTY_SUBVOLUME_DIR \
                 and rel != ROOT:
@@ -599,6 +656,8 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
         notes=tuple(saver.notes),
         changed=tuple(saver.changed),
         changed_count=saver.changed_count,
+        pooled=saver.pooled,
+        pooled_bytes=saver.pooled_bytes,
     )
 
 
@@ -617,6 +676,7 @@ def save_tree(
     level: int = DEFAULT_LEVEL,
     progress: Tally | None = None,
     live: Path | str | None = None,
+    pooling: Pooling | None = None,
 ) -> SaveResult:
     """Save the tree below ``root`` (without crossing into other file systems).
 
@@ -645,7 +705,7 @@ def save_tree(
                        previous=previous, identity=identity, excludes=excludes,
                        empty_dirs=empty_dirs, recipients=recipients,
                        local_manifest=local_manifest, level=level, progress=progress,
-                       live_fd=live_fd)
+                       live_fd=live_fd, pooling=pooling)
     finally:
         os.close(fd)
         if live_fd is not None:
@@ -666,6 +726,7 @@ def save_filesystem(
     local_manifest: Writable | None = None,
     level: int = DEFAULT_LEVEL,
     progress: Tally | None = None,
+    pooling: Pooling | None = None,
 ) -> SaveResult:
     """Save the file system mounted at ``mountpoint``, as it is below any other mounts.
 
@@ -696,8 +757,9 @@ def save_filesystem(
         return save_fd(fd, archive, manifest, set_id=set_id, root_name=os.fsencode(top),
                        previous=previous, identity=identity, excludes=below(excludes),
                        empty_dirs=below(empty_dirs), recipients=recipients,
-                       local_manifest=local_manifest, level=level, progress=progress)
+                       local_manifest=local_manifest, level=level, progress=progress,
+                       pooling=pooling)
 
 
-__all__ = ["ROOT", "SYSTEM_EMPTY_DIRS", "SaveResult", "save_filesystem", "save_tree",
+__all__ = ["ROOT", "SYSTEM_EMPTY_DIRS", "Pooling", "SaveResult", "save_filesystem", "save_tree",
            "steady", "unchanged"]

@@ -8,6 +8,7 @@ Mismatch. Inode numbers and ctimes are not compared: a restore cannot keep them.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import stat
 from collections.abc import Iterable
@@ -117,8 +118,12 @@ def verify_tree(
     identity: Path | str | None = None,
     content: bool = True,
     progress: Tally | None = None,
+    extra: Iterable[Entry] = (),
 ) -> list[Mismatch]:
     """Every difference between the tree below ``root`` and the manifest (empty: equal).
+
+    ``extra``: entries the tree has beside the manifest's, in walk order (the files of a
+    package pool, resurgo.pool), compared as the manifest's are.
 
     ``content=False`` skips reading the files (metadata only). ``progress`` is told the
     manifest's entries checked and the bytes of file content read, in batches
@@ -133,7 +138,7 @@ def verify_tree(
     try:
         with ManifestStream(manifest, identity) as ms:
             header = ms.header
-            entries = ms.entries()
+            entries = heapq.merge(ms.entries(), extra, key=lambda x: walk_key(x.path))
             e = next(entries, None)
             for rel, name, dir_fd, st, own_fd in walk(
                 fd, excludes=frozenset(header.excludes), empty_dirs=frozenset(header.empty_dirs)

@@ -123,9 +123,10 @@ def check_unit(loaded: LoadedSet, unit: Unit, root: Path, *, content: bool,
             total = Amount(total.entries, 0)
     tally = advancing(on_event, step, f"checking {unit.label}", total)
     try:
+        pooled = [f.entry() for f in loaded.pooled(unit)]
         with unit_tree(unit, root, writable=False) as tree:
             found = verify_tree(tree.path, loaded.manifest(unit), identity=loaded.identity,
-                                content=content, progress=tally)
+                                content=content, progress=tally, extra=pooled)
     except ResurgoError as e:
         return UnitCheck(unit.key, unit.label, unit.mountpoint, error=str(e),
                          seconds=time.monotonic() - start, exit_code=e.exit_code)

@@ -22,6 +22,8 @@ from resurgo.engine.source import ManifestStream
 from resurgo.errors import BadInput, Damaged, NotAuthentic, OperationFailed, PreconditionFailed
 from resurgo.media import Medium, SetInfo, SetReader
 from resurgo.model import Description
+from resurgo.pool import lists as pool_lists
+from resurgo.pool import needs as pool_needs
 from resurgo.recovery import secrets, setfiles
 from resurgo.restoreunits import Unit, units
 
@@ -40,6 +42,8 @@ class LoadedSet:
     encrypted: bool
     identity: Path | None
     warnings: tuple[str, ...] = ()
+    # What a package-aware set needs from its medium's pool (resurgo.pool).
+    pool: pool_needs.PoolNeeds | None = None
 
     @property
     def id(self) -> str:
@@ -51,6 +55,13 @@ class LoadedSet:
 
     def manifest(self, unit: Unit) -> Source:
         return file_source(self.reader, unit.manifest_name)
+
+    def pooled(self, unit: Unit) -> list[pool_lists.PooledFile]:
+        """The tree's files its packages give back (none in a set without a pool)."""
+        if self.pool is None or self.reader.index.file(unit.pooled_name) is None:
+            return []
+        return pool_needs.read_pooled(file_source(self.reader, unit.pooled_name),
+                                      self.identity)
 
     def archives(self, unit: Unit) -> Callable[[str], Source]:
         def lookup(set_id: str) -> Source:
@@ -198,8 +209,17 @@ def load_set(
                     f"({u.command.program} {' '.join(u.command.args)})",
                     "the set is incomplete: use another set",
                 )
+    # Before any disk is touched: every package the set needs is in the pool, with its
+    # size; read whole and hashed when the data will be read.
+    needs = pool_needs.needs_of(medium, reader)
+    if needs is not None:
+        pool_needs.check(needs, read=read_manifests)
+    for u in found:
+        if reader.index.file(u.pooled_name) is not None and needs is None:
+            raise Damaged(f"recovery set {reader.where} has {u.pooled_name} but no "
+                          f"{pool_lists.PACKAGES_NAME}", "the set is incomplete: use another set")
     loaded = LoadedSet(medium, reader, chain, desc, digest, found, encrypted, identity,
-                       tuple(warnings))
+                       tuple(warnings), needs)
     if read_manifests:
         for u in found:
             check_manifest_chain(loaded, u)
@@ -208,6 +228,8 @@ def load_set(
                 # manifest proven whole (the index is signed) before any write keeps a
                 # changed archive from writing anything the signer did not save.
                 reader.read_through(u.manifest_name)
+            if needs is not None:
+                loaded.pooled(u)  # whole and well formed before any write
     return loaded
 
 
@@ -215,6 +237,12 @@ def check_manifest_chain(loaded: LoadedSet, unit: Unit) -> None:
     """The manifest opens (with the identity) and every set its chain names is there."""
     with ManifestStream(loaded.manifest(unit), loaded.identity) as ms:
         chain = ms.header.chain
+        pooled = ms.header.pooled
+    if pooled and (loaded.pool is None or loaded.reader.index.file(unit.pooled_name) is None):
+        raise Damaged(
+            f"{unit.manifest_name} in set {loaded.id} leaves the package files of "
+            f"{unit.label} to the package pool, and the set has no {unit.pooled_name} or "
+            f"{pool_lists.PACKAGES_NAME}", "the set is incomplete: use another set")
     if chain[-1] != loaded.id:
         raise Damaged(
             f"{unit.manifest_name} in set {loaded.id} is the manifest of set {chain[-1]}",

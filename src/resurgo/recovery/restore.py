@@ -27,6 +27,7 @@ from resurgo.engine import ArchiveError, restore_tree
 from resurgo.engine.source import manifest_totals
 from resurgo.errors import ExitCode, ResurgoError, failure_code
 from resurgo.model import Command, OnFailure
+from resurgo.pool.extract import Extracted, extract
 from resurgo.progress import Amount
 from resurgo.recovery.events import OnEvent, Step, advancing, ignore
 from resurgo.recovery.load import LoadedSet
@@ -139,14 +140,23 @@ def restore_unit(loaded: LoadedSet, unit: Unit, root: Path,
     # The manifest is read once more for the totals only when someone listens.
     total = totals(loaded, unit) if on_event is not ignore else None
     tally = advancing(on_event, Step.RESTORE, f"restoring {unit.label}", total)
+    pooled = loaded.pooled(unit)
     with unit_tree(unit, root, writable=True) as tree, _writable(loaded, unit, tree):
+        # The package files first: the archive's restore then gives the directories they
+        # are in their saved metadata.
+        extracted = extract(tree.path, pooled, loaded.pool) if loaded.pool and pooled \
+            else Extracted()
         result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
                               identity=loaded.identity, progress=tally)
+    from_packages = f", {extracted.files} from packages" if extracted.files else ""
     return CommandResult(
         c.seq, c.program, c.args, str(c.on_failure), Status.DONE, c.description,
-        f"{result.entries} entries, {result.files} files",
-        time.monotonic() - start, result.entries, result.files, result.data_bytes,
-        sum(w.size for _, w in result.archives), warnings=result.warnings,
+        f"{result.entries + extracted.files} entries, {result.files + extracted.files} "
+        f"files{from_packages}",
+        time.monotonic() - start, result.entries + extracted.files,
+        result.files + extracted.files, result.data_bytes + extracted.data_bytes,
+        sum(w.size for _, w in result.archives),
+        warnings=(*result.warnings, *extracted.warnings),
     )
 
 

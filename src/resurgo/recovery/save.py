@@ -61,6 +61,9 @@ from resurgo.media import (
 )
 from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
 from resurgo.model import ConfigFile, Description, Rehearsal
+from resurgo.pool import saving
+from resurgo.pool.saving import PackagesMode, PackagesSaved
+from resurgo.pool.store import PackagePool
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
@@ -136,6 +139,8 @@ class SaveOptions:
     snapshot: snapshots.SnapshotMode = snapshots.SnapshotMode.AUTO
     # A classic LVM snapshot's room for changes, in percent of its volume.
     snapshot_size: int = lvmsnapshots.DEFAULT_SIZE_PERCENT
+    # pool: unchanged package files come from the medium's package pool (resurgo.pool).
+    packages: PackagesMode = PackagesMode.OFF
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,9 @@ class UnitSaved:
     changed_count: int = 0
     # How the tree was read: from a read-only snapshot, or live (and why).
     read_from: str = ""
+    # Files left out of the archive: the package pool gives them back.
+    pooled: int = 0
+    pooled_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,8 @@ class SaveReport:
     rescue: str = ""  # what became of the rescue image
     canary: str = ""  # what became of the rehearsal's canary
     hooks: tuple[hooks.HookRun, ...] = ()
+    # With --packages pool: what the pool gives and what this save added to it.
+    packages: PackagesSaved | None = None
 
     @property
     def changed_count(self) -> int:
@@ -199,10 +209,21 @@ class SaveReport:
         ]
         for h in self.hooks:
             lines.append(f"  hook:    {h.line()}")
+        p = self.packages
+        if p is not None:
+            lines.append(f"  packages: {p.files} files ({human(p.file_bytes)}) from "
+                         f"{p.packages} packages of the medium's pool, {p.added} added to it "
+                         f"({human(p.added_bytes)})")
+            if p.missing:
+                lines.append(f"  packages: {p.missing} package(s) not obtainable: their "
+                             f"{p.missing_files} files archived")
+            lines.extend(f"    {n}" for n in p.notes)
         for u in units:
             changed = f", {u.changed_count} changed while read" if u.changed_count else ""
+            pooled = f", {u.pooled} from packages" if u.pooled else ""
             lines.append(f"    {u.label}: {u.entries} entries, {u.stored} stored, "
-                         f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s{changed}")
+                         f"{human(u.archive_bytes)} archive, {u.seconds:.1f} s{changed}"
+                         f"{pooled}")
             if u.read_from:
                 lines.append(f"      read from: {u.read_from}")
             lines.extend(f"      changed: {path}" for path in u.changed)
@@ -241,6 +262,8 @@ class SaveReport:
                     "changed": list(u.changed),
                     "changed_count": u.changed_count,
                     "read_from": u.read_from,
+                    "pooled": u.pooled,
+                    "pooled_bytes": u.pooled_bytes,
                 }
                 for u in self.units
             ],
@@ -251,6 +274,7 @@ class SaveReport:
             "pruned": list(self.pruned),
             "changed_count": self.changed_count,
             "hooks": [h.data() for h in self.hooks],
+            "packages": self.packages.data() if self.packages is not None else None,
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
         }
@@ -475,8 +499,10 @@ def used(tree: Path) -> Amount | None:
 def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
                previous: Source | None, opts: SaveOptions, lo: Leaveouts,
                on_event: OnEvent = ignore,
-               source: tuple[Path | None, str] = (None, "")) -> UnitSaved:
-    """One unit's archive and manifest, its progress told as Advanced events."""
+               source: tuple[Path | None, str] = (None, ""),
+               pool: saving.PoolSave | None = None) -> UnitSaved:
+    """One unit's archive and manifest (and with the pool, its pooled list), its progress
+    told as Advanced events."""
     start = time.monotonic()
 
     def progress(total: Amount | None) -> Tally:
@@ -488,6 +514,12 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
         local = None
         if cache_dir is not None:
             local = stack.enter_context(private_file(cache_dir / f"{file_key(unit.key)}.manifest"))
+        pooling = None
+        output = None
+        if pool is not None and unit.mountpoint is not None:
+            output = saving.PooledOutput(w, unit.pooled_name, opts.recipients, opts.level)
+            stack.callback(output.abort)
+            pooling = saving.UnitPooling(pool, unit.mountpoint, output.writer)
         result: SaveResult
         if not unit.btrfs and source[0] is not None:
             # Read from its LVM snapshot, mounted privately (recovery.lvmsnapshots).
@@ -505,7 +537,7 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
                 top, archive, manifest, set_id=w.id, previous=previous,
                 excludes=[top / e for e in excl], empty_dirs=[top / e for e in empty],
                 recipients=opts.recipients, local_manifest=local, level=opts.level,
-                progress=progress(used(top)))
+                progress=progress(used(top)), pooling=pooling)
         else:
             device = btrfs_device(unit, root)
             top_view = stack.enter_context(views.btrfs_top_level(device, writable=False))
@@ -521,11 +553,14 @@ def _save_unit(unit: Unit, root: Path, w: SetWriter, cache_dir: Path | None,
                 tree, archive, manifest, set_id=w.id, previous=previous, excludes=excl,
                 empty_dirs=empty, recipients=opts.recipients, local_manifest=local,
                 level=opts.level, progress=progress(None),
-                live=live if source[0] is not None else None)
+                live=live if source[0] is not None else None, pooling=pooling)
+        if output is not None:
+            output.close()
     return UnitSaved(unit.key, unit.label, unit.mountpoint, result.entries, result.stored,
                      result.data_bytes, result.archive.size, result.manifest.size,
                      time.monotonic() - start, previous is not None, result.notes,
-                     result.changed, result.changed_count, source[1])
+                     result.changed, result.changed_count, source[1], result.pooled,
+                     result.pooled_bytes)
 
 
 def _rescue_image(desc_path: Path, w: SetWriter, root: Path, medium_url: str,
@@ -672,6 +707,11 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
     # Before the long describe: a key that cannot sign, or signers that would not trust
     # it, fail now.
     signers = signing.trust_for_save(opts.sign_key, opts.trust)
+    if opts.packages == PackagesMode.POOL:
+        if not opts.catalog:
+            raise BadInput("--packages pool needs the catalog of package files",
+                           "save without --no-catalog")
+        PackagePool(medium)  # a medium that cannot hold one: refused now
     cache = ManifestCache(opts.cache_dir or state_dir() / CACHE)
     lo = leaveouts(root, medium.url, opts.excludes, cache.directory)
     # The host names the sets; known before the (maybe long) describe, so that an
@@ -716,14 +756,24 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                     _check_previous(previous, parent.id)
             since = f" (changes since {parent.id})" if parent and previous else ""
             with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
-                done = _save_unit(unit, root, w, staged, previous, opts, lo, events, source)
+                done = _save_unit(unit, root, w, staged, previous, opts, lo, events, source,
+                                  pool)
                 step.end(True)
             warnings.extend(f"{unit.label}: {n}" for n in done.notes)
             return done
 
+        pool: saving.PoolSave | None = None
         with medium.begin_set(meta, sign_key=opts.sign_key) as w:
             staged = cache.staging(w.id)
             try:
+                if opts.packages == PackagesMode.POOL:
+                    # Under the set's lease: a prune leaves the pool alone meanwhile.
+                    with events.step(Step.SAVE, "filling the package pool") as step:
+                        pool = saving.prepare(
+                            medium, root,
+                            tmp / desc.catalog.path if desc.catalog is not None else None,
+                            warnings)
+                        step.end(True)
                 desc_path = _write_description(desc, w, tmp, opts.recipients, warnings)
                 host_key = medium.backend.host_key_line()
                 if host_key:
@@ -762,6 +812,8 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                                 f"(--require-rescue): {e.message}", e.hint) from e
                         rescue = f"not included: {e.message}"
                         warnings.append(f"the rescue image could not be built: {e.message}")
+                if pool is not None:
+                    saving.finish(pool, w)
                 info = w.commit()
             except BaseException:
                 cache.abort(w.id)
@@ -771,9 +823,12 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
     if opts.retention is not None:
         # This host's sets alone: other machines' sets on a shared medium are theirs to prune.
         pruned = tuple(s.id for s in prune(medium, opts.retention, (host,)).delete)
+    packages = None
+    if pool is not None:
+        packages = pool.report(sum(u.pooled for u in saved), sum(u.pooled_bytes for u in saved))
     return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
                       tuple(warnings), lo.excludes, lo.emptied, pruned, rescue, facts.canary,
-                      tuple(ran))
+                      tuple(ran), packages)
 
 
 __all__ = ["SaveOptions", "SaveReport", "UnitSaved", "save_set"]

@@ -1,0 +1,328 @@
+"""Save's side of the pool: which files a set may take from packages, and the packages.
+
+A file of the catalog (unchanged since its package installed it: resurgo.probe.catalog) is
+a candidate; its package must then be had, whole and the right one:
+
+- from the pool already, when a package of that name, version and architecture is there:
+  read whole, its sha256 must be its name's, its control the package expected, and its own
+  md5sums must give each file the digest the catalog has;
+- else from the system's package cache (/var/cache/apt/archives), or downloaded with the
+  package manager's own command (``apt-get download``, with the saved system's sources and
+  package lists, into a private directory; apt checks what it fetches against the signed
+  lists). Such a package is read whole before it goes into the pool: the same checks, and
+  every file the set takes from it extracted and its sha256 compared with the catalog's.
+
+A package that cannot be had (built locally, a version the mirror no longer has) or that
+fails a check leaves its files in the archive, with a note in the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resurgo import run
+from resurgo.errors import OperationFailed, ResurgoError
+from resurgo.media.streams import Source
+from resurgo.pool import deb
+from resurgo.pool.lists import PackageRef
+from resurgo.pool.store import PackagePool
+from resurgo.probe import catalog, dpkg
+
+log = logging.getLogger("resurgo.pool")
+
+CACHE = "var/cache/apt/archives"
+_CHUNK = 1 << 20
+MAX_NOTES = 200
+
+Key = tuple[str, str, str]  # package, version, architecture
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file of the saved system that its package may give back."""
+
+    path: str  # in the system, as the catalog has it
+    key: Key
+    member: str  # its path in the package, without "/"
+    md5: str
+    sha256: str
+
+
+def deb_name(key: Key) -> str:
+    """The file name apt gives a package (":" of an epoch as "%3a")."""
+    name, version, arch = key
+    return f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+
+
+def candidates(root: Path, entries: list[catalog.CatalogEntry]) -> dict[str, Candidate]:
+    """The catalog's files that a package may give back, by system path; each with its path
+    in the package (which differs where a directory symlink or a diversion moved it)."""
+    wanted = {e.path: e for e in entries
+              if e.sha256 is not None and e.digest.startswith("md5:")}
+    try:
+        diversions = dpkg.parse_diversions(
+            (root / dpkg.DIVERSIONS).read_text(encoding="utf-8", errors="surrogateescape"))
+    except FileNotFoundError:
+        diversions = {}
+    places = catalog._Places(root)
+    info = root / dpkg.INFO
+    out: dict[str, Candidate] = {}
+    for pkg in dpkg.read_status(root) or []:
+        if not pkg.installed:
+            continue
+        data = None
+        for name in pkg.info_names():
+            try:
+                data = (info / f"{name}.md5sums").read_bytes()
+                break
+            except FileNotFoundError:
+                continue
+        if data is None:
+            continue
+        for md5, path in dpkg.parse_md5sums(data):
+            live = path
+            diverted = diversions.get(path)
+            if diverted is not None and diverted[1] != pkg.name:
+                live = diverted[0]
+            real = places.real(live)
+            e = wanted.get(real) if real is not None else None
+            if (e is None or real in out or e.package != pkg.name
+                    or e.version != pkg.version or e.digest != f"md5:{md5}"):
+                continue
+            assert e.sha256 is not None and real is not None
+            out[real] = Candidate(real, (pkg.name, pkg.version, pkg.architecture),
+                                  path.lstrip("/"), md5, e.sha256)
+    return out
+
+
+@dataclass
+class Checked:
+    """A package read whole: its sha256 and size, and the members found as wanted."""
+
+    sha256: str
+    size: int
+    good: set[str] = field(default_factory=set)
+
+
+def check_package(src: deb.Readable, key: Key, wanted: dict[str, Candidate], *,
+                  data: bool) -> Checked:
+    """Read a package whole: its control must be ``key``'s, its md5sums give each wanted
+    member (by member path) the catalog's md5; with ``data``, each wanted member extracted
+    must have the catalog's sha256. Raises DebError for a package that is not ``key``."""
+    hashing = deb.Hashing(src)
+    good: set[str] = set()
+    seen: set[str] = set()
+
+    def on_control(c: deb.Control) -> None:
+        if (c.package, c.version, c.architecture) != key:
+            raise deb.DebError(f"it is {c.package} {c.version} ({c.architecture}), not the "
+                               f"package expected")
+        for member, cand in wanted.items():
+            if c.md5sums.get("/" + member) == cand.md5:
+                good.add(member)
+
+    def on_file(m: deb.Member) -> Callable[[deb.Limited], None] | None:
+        cand = wanted.get(m.path)
+        if cand is None or m.path not in good:
+            return None
+
+        def take(body: deb.Limited) -> None:
+            h = hashlib.sha256()
+            while chunk := body.read(_CHUNK):
+                h.update(chunk)
+            seen.add(m.path)
+            if h.hexdigest() != cand.sha256:
+                good.discard(m.path)
+        return take
+
+    deb.read_deb(hashing, on_file if data else None, on_control)
+    if data:
+        good &= seen  # a member its data lacks gives nothing
+    hashing.drain()
+    return Checked(hashing.sha256.hexdigest(), hashing.size, good)
+
+
+def _read_source(source: Source) -> Iterator[bytes]:
+    try:
+        while chunk := source.read(_CHUNK):
+            yield chunk
+    finally:
+        source.close()
+
+
+@dataclass
+class Obtained:
+    # The packages the set may take files from, by key, with the members each gives.
+    packages: dict[Key, tuple[PackageRef, frozenset[str]]] = field(default_factory=dict)
+    added: list[PackageRef] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # How many packages were unobtainable, and their files (archived instead).
+    missing: int = 0
+    missing_files: int = 0
+
+    def note(self, text: str) -> None:
+        log.info("%s", text)
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(text)
+
+
+def _by_key(cands: dict[str, Candidate]) -> dict[Key, dict[str, Candidate]]:
+    out: dict[Key, dict[str, Candidate]] = {}
+    for c in cands.values():
+        out.setdefault(c.key, {})[c.member] = c
+    return out
+
+
+def _label(key: Key) -> str:
+    return f"{key[0]} {key[1]} ({key[2]})"
+
+
+def _from_pool(pool: PackagePool, held: list[PackageRef], key: Key,
+               wanted: dict[str, Candidate]) -> tuple[PackageRef, frozenset[str]] | None:
+    for ref in held:
+        try:
+            with contextlib.closing(pool.open(ref)) as src:
+                checked = check_package(src, key, wanted, data=False)
+        except (deb.DebError, ResurgoError) as e:
+            log.warning("the pool's %s is not usable: %s", pool.where(ref), e)
+            continue
+        if checked.sha256 != ref.sha256 or checked.size != ref.size:
+            log.warning("the pool's %s is damaged (its sha256 is not its name's)",
+                        pool.where(ref))
+            continue
+        return ref, frozenset(checked.good)
+    return None
+
+
+def _add_local(pool: PackagePool, path: Path, key: Key, wanted: dict[str, Candidate],
+               obtained: Obtained) -> bool:
+    """Check a local package file whole (data included) and add it to the pool."""
+    try:
+        with open(path, "rb") as f:
+            checked = check_package(f, key, wanted, data=True)
+    except (deb.DebError, OSError) as e:
+        obtained.note(f"{_label(key)}: {path.name} is not usable ({e})")
+        return False
+    if not checked.good:
+        obtained.note(f"{_label(key)}: {path.name} gives none of the files as they are")
+        return False
+    ref = PackageRef(checked.sha256, checked.size, *key)
+    with open(path, "rb") as f:
+        pool.add(ref, iter(lambda: f.read(_CHUNK), b""))
+    # What reached the pool is what was checked: read back, hashed.
+    with contextlib.closing(pool.open(ref)) as src:
+        h = hashlib.sha256()
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            h.update(chunk)
+    if h.hexdigest() != ref.sha256:
+        raise OperationFailed(f"{pool.where(ref)} differs from what was written to it",
+                              "check the medium")
+    obtained.packages[key] = (ref, frozenset(checked.good))
+    obtained.added.append(ref)
+    return True
+
+
+def apt_argv(root: Path, work: Path) -> list[str]:
+    """apt-get with the saved system's sources and lists, nothing of it written."""
+    return [
+        "apt-get", "-q", "-o", f"Dir={root}",
+        "-o", f"Dir::State::Lists={root}/var/lib/apt/lists",
+        "-o", f"Dir::State::status={root}/{dpkg.STATUS}",
+        "-o", f"Dir::Cache={work}/cache", "-o", "Dir::Cache::pkgcache=",
+        "-o", "Dir::Cache::srcpkgcache=", "-o", "Debug::NoLocking=1",
+        "-o", "APT::Sandbox::User=root",
+    ]
+
+
+def download(root: Path, keys: list[Key], work: Path) -> dict[Key, Path]:
+    """``apt-get download`` of these packages into work; the files it got. A batch that
+    fails (one package it cannot find fails them all) is split in halves."""
+    if not keys or run.which("apt-get") is None:
+        return {}
+    (work / "cache").mkdir(exist_ok=True)
+    got: dict[Key, Path] = {}
+
+    def batch(part: list[Key]) -> None:
+        argv = [*apt_argv(root, work), "download",
+                *(f"{n}:{a}={v}" for n, v, a in part)]
+        result = run.run(argv, check=False, cwd=work)
+        if result.returncode != 0 and len(part) > 1:
+            half = len(part) // 2
+            batch(part[:half])
+            batch(part[half:])
+            return
+        for key in part:
+            path = work / deb_name(key)
+            if path.is_file():
+                got[key] = path
+
+    batch(keys)
+    return got
+
+
+def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
+           network: bool = True) -> Obtained:
+    """Every package the candidates need, found in the pool, or added to it (see the
+    module docstring)."""
+    obtained = Obtained()
+    held: dict[Key, list[PackageRef]] = {}
+    for ref in pool.packages().values():
+        held.setdefault((ref.name, ref.version, ref.architecture), []).append(ref)
+    by_key = _by_key(cands)
+    todo: list[Key] = []
+    for key in sorted(by_key):
+        found = _from_pool(pool, held.get(key, []), key, by_key[key])
+        if found is not None:
+            obtained.packages[key] = found
+            continue
+        cached = root / CACHE / deb_name(key)
+        if cached.is_file() and _add_local(pool, cached, key, by_key[key], obtained):
+            continue
+        todo.append(key)
+    if todo and network:
+        with tempfile.TemporaryDirectory(prefix="resurgo-debs-") as tmp:
+            work = Path(tmp)
+            os.chmod(work, 0o700)
+            got = download(root, todo, work)
+            for key in todo:
+                path = got.get(key)
+                if path is not None and _add_local(pool, path, key, by_key[key], obtained):
+                    continue
+                if path is None:
+                    obtained.note(f"{_label(key)}: not in the pool, the package cache or "
+                                  "the package sources: its files are archived")
+                obtained.missing += 1
+                obtained.missing_files += len(by_key[key])
+            shutil.rmtree(work / "cache", ignore_errors=True)
+    else:
+        for key in todo:
+            obtained.note(f"{_label(key)}: not in the pool or the package cache: its files "
+                          "are archived")
+            obtained.missing += 1
+            obtained.missing_files += len(by_key[key])
+    return obtained
+
+
+def unit_candidates(cands: dict[str, Candidate], obtained: Obtained,
+                    mountpoint: str) -> dict[bytes, tuple[Candidate, PackageRef]]:
+    """The candidates below a tree's mountpoint whose package gives them, by path in it."""
+    prefix = mountpoint.rstrip("/") + "/"
+    out: dict[bytes, tuple[Candidate, PackageRef]] = {}
+    for path, c in cands.items():
+        if not path.startswith(prefix):
+            continue
+        held = obtained.packages.get(c.key)
+        if held is None or c.member not in held[1]:
+            continue
+        rel = posixpath.relpath(path, mountpoint)
+        out[os.fsencode(rel)] = (c, held[0])
+    return out

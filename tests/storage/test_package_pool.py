@@ -1,0 +1,198 @@
+"""Package-aware sets on real loop disks: a debootstrapped Debian saved with --packages pool.
+
+The tree (the vm tier's cached debootstrap: tests/vm/guest.debian_tree) is copied onto an
+ext4 loop disk and made a machine's own: a few package files changed (content), others
+given another owner, mode or mtime, local xattrs and an ACL on one, and files no package
+owns. Its package cache is empty (as after any debootstrap), so the save obtains the
+packages as a real one does: apt-get download, with the tree's sources, from its mirror.
+
+Then: recovered onto another disk and compared with the independent walker (content and
+metadata of every entry); that recovered copy, under another host name, saved to the same
+medium adds no package to the pool; a package damaged in the pool is named and refused
+before any disk is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resurgo.demo import umount_below
+from resurgo.errors import ExitCode
+from resurgo.pool.store import POOL_DIR
+from tests.support import cli
+from tests.support.consts import MIB, ROOT_X86_64
+from tests.support.loopdisks import Loop, Rig, require_loop_support
+from tests.support.trees import assert_same_trees, snapshot, without, write
+
+pytestmark = pytest.mark.storage
+
+SIZE = 1600 * MIB
+EMPTIED = (b"proc", b"sys", b"dev", b"run", b"tmp")
+Snapshot = dict[bytes, dict[str, Any]]
+
+
+def _table() -> str:
+    return ("label: gpt\n"
+            f"label-id: {str(uuid.uuid4()).upper()}\n"
+            f"1 : start=2048, size={(SIZE // MIB - 2) * 2048}, type={ROOT_X86_64}, "
+            'name="root"\n')
+
+
+def _system(root: Path, spot: Path) -> Snapshot:
+    """The filesystem at root as the walker sees it (a plain bind: nothing mounted below),
+    the emptied directories' contents left out as save leaves them."""
+    spot.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(root), str(spot)], check=True)
+    try:
+        return without(snapshot(spot), emptied=EMPTIED)
+    finally:
+        subprocess.run(["umount", str(spot)], check=True)
+
+
+def _make_it_its_own(root: Path) -> list[str]:
+    """What an administrator did to the installed system; the paths changed by content."""
+    write(root / "etc/hostname", b"pool-one\n")
+    changed = ["usr/share/doc/hostname/copyright", "usr/lib/os-release"]
+    for rel in changed:
+        with open(root / rel, "ab") as f:
+            f.write(b"# changed here\n")
+    os.chown(root / "usr/share/doc/bash/RBASH", 1000, 1000)
+    os.chmod(root / "usr/share/doc/bash/RBASH", 0o600)
+    os.utime(root / "usr/share/doc/bash/copyright", ns=(1, 1_000_000_007))
+    tagged = root / "usr/share/doc/dpkg/copyright"
+    os.setxattr(tagged, "user.origin", b"local")
+    subprocess.run(["setfacl", "-m", "u:1000:r", str(tagged)], check=True)
+    write(root / "srv/data/report.txt", os.urandom(20000), mode=0o640, owner=(1000, 1000))
+    write(root / "etc/local.conf", b"setting = 1\n")
+    write(root / "usr/local/bin/tool", b"#!/bin/sh\necho local\n", mode=0o755)
+    return changed
+
+
+@dataclass
+class Saved:
+    work: Path
+    medium: Path
+    state: Path
+    set_id: str
+    expected: Snapshot
+    report: dict[str, Any]
+    changed: list[str]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
+    require_loop_support()
+    for tool in ("zstd", "setfacl", "apt-get"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    from tests.vm import guest
+
+    tree = guest.debian_tree()
+    work = tmp_path_factory.mktemp("pool")
+    rig = Rig(work)
+    try:
+        disk = rig.disk("source", SIZE, table=_table())
+        rig.sh("mkfs.ext4", "-q", "-L", "root", disk.part(1))
+        root = rig.mount(disk.part(1), work / "system")
+        subprocess.run(["cp", "-a", f"{tree}/.", str(root)], check=True)
+        assert not list((root / "var/cache/apt/archives").glob("*.deb"))
+        changed = _make_it_its_own(root)
+        expected = _system(root, work / "view")
+        medium = work / "medium"
+        state = work / "state"
+        r = cli.spawn("save", "--to", medium, "--root", root, "--no-rescue", "--packages",
+                      "pool", "--json", state=state, timeout=1200)
+        assert r.returncode == 0, r.output
+        report = r.json()
+        umount_below(root)
+    finally:
+        rig.cleanup()
+    yield Saved(work, medium, state, report["set"]["id"], expected, report, changed)
+
+
+def _pool(medium: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in (medium / POOL_DIR).iterdir()}
+
+
+def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
+    saved: Saved, rig: Rig, mnt: Path, tmp_path: Path
+) -> None:
+    p = saved.report["packages"]
+    (unit,) = saved.report["units"]
+    # Most files come from packages; the changed ones and the machine's own are archived.
+    assert p["files"] == unit["pooled"] > 5000, p
+    assert p["packages"] > 100 and p["added"] == p["packages"], p
+    assert p["missing"] == 0, p
+    assert len(_pool(saved.medium)) == p["packages"]
+    assert unit["data_bytes"] < p["file_bytes"] // 4, (unit, p)
+    manifest = (saved.medium / saved.set_id / "archives").glob("*.manifest")
+    assert next(manifest).stat().st_size > 0
+
+    target = rig.disk("target", SIZE * 5 // 4)
+    r = cli.spawn("recover", "--from", saved.medium, "--target", target.path, "--yes",
+                  "--root", mnt, "--no-finalize", "--json", state=saved.state, timeout=1200)
+    assert r.returncode == 0, r.output
+    out = r.json()
+    assert out["verify"]["ok"] is True, out["verify"]
+    assert_same_trees(saved.expected, _system(mnt, tmp_path / "view"))
+
+    # verify compares the package files too: one changed after the recovery is found.
+    victim = mnt / "usr/share/doc/bash/copyright"
+    with open(victim, "ab") as f:
+        f.write(b"x")
+    r = cli.spawn("verify", "--from", saved.medium, "--root", mnt, "--json",
+                  state=saved.state)
+    assert r.returncode == 1, r.output
+    found = {(m["path"], m["what"]) for t in r.json()["trees"] for m in t["mismatches"]}
+    assert ("usr/share/doc/bash/copyright", "content") in found, found
+
+    # The recovered copy, under another host name: its save adds nothing to the pool.
+    with open(victim, "rb+") as f:
+        f.truncate(victim.stat().st_size - 1)
+    os.utime(victim, ns=(1, 1_000_000_007))
+    write(mnt / "etc/hostname", b"pool-two\n")
+    before = _pool(saved.medium)
+    r = cli.spawn("save", "--to", saved.medium, "--root", mnt, "--no-rescue", "--packages",
+                  "pool", "--json", state=tmp_path / "state2", timeout=1200)
+    assert r.returncode == 0, r.output
+    second = r.json()
+    assert second["set"]["host"] == "pool-two"
+    assert second["packages"]["added"] == 0, second["packages"]
+    assert second["packages"]["files"] == p["files"], (second["packages"], p)
+    assert _pool(saved.medium) == before
+
+
+def test_a_damaged_package_in_the_pool_is_named_and_refused_before_any_disk_is_touched(
+    saved: Saved, rig: Rig, mnt: Path, tmp_path: Path
+) -> None:
+    medium = tmp_path / "medium"
+    subprocess.run(["cp", "-al", str(saved.medium), str(medium)], check=True)
+    victim = sorted((medium / POOL_DIR).glob("*_bash_*.deb"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.unlink()  # a new file: the original medium's link keeps its bytes
+    victim.write_bytes(bytes(data))
+    target: Loop = rig.disk("untouched", SIZE * 5 // 4)
+    r = cli.spawn("recover", "--from", medium, "--set", saved.set_id, "--target",
+                  target.path, "--yes", "--root", mnt, "--no-finalize", state=saved.state)
+    assert r.returncode == ExitCode.DAMAGED, r.output
+    assert "bash" in r.stderr and "damaged" in r.stderr, r.stderr
+    assert not os.path.ismount(mnt)
+    with open(target.image, "rb") as f:
+        while chunk := f.read(1 << 20):
+            assert not chunk.strip(b"\0"), "the target disk was written"
+
+    victim.unlink()
+    r = cli.spawn("recover", "--from", medium, "--set", saved.set_id, "--target",
+                  target.path, "--yes", "--root", mnt, "--no-finalize", state=saved.state)
+    assert r.returncode == ExitCode.DAMAGED, r.output
+    assert "missing" in r.stderr and "bash" in r.stderr, r.stderr
