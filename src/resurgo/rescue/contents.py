@@ -188,7 +188,9 @@ PROGRAMS: tuple[Program, ...] = (
 NOT_IN_RESCUE = frozenset(
     {"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso", "grub-mkrescue", "dracut",
      # install-units enables the timer on the installed system, never in the rescue.
-     "systemctl"}
+     "systemctl",
+     # A package-aware save fetches packages; the rescue reads them from the pool itself.
+     "apt-get"}
 )
 
 # Where programs live, searched in this order (as run.PATH).
