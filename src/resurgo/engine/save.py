@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -187,10 +187,12 @@ class _Saver:
             assert self.tally is not None
             self.tally(count, self.data_bytes + self.seen)
 
-    def plain_files(self) -> Plain | None:
+    def plain_files(self, general: Callable[[bytes], object] | None = None) -> Plain | None:
         """The walk's taker of runs of plain files (walk.Plain), when the compiled path is
         built: a full save's many small files without attributes, holes or other links,
-        saved as save_small saves them, byte for byte (see _plainsave.c)."""
+        saved as save_small saves them, byte for byte (see _plainsave.c). A run stops
+        before a name ``general`` says something of (not None: a file the package pool
+        may hold), which the walk then hands to the general path."""
         run = plainsave.save_run
         if run is None:
             return None
@@ -200,11 +202,15 @@ class _Saver:
 
         def take(dir_fd: int, dir_rel: bytes, names: list[bytes], pos: int) -> int:
             prefix = b"" if dir_rel == ROOT else dir_rel + b"/"
-            while True:
+            end = len(names)
+            if general is not None:
+                end = next((i for i in range(pos, end)
+                            if general(prefix + names[i]) is not None), end)
+            while pos < end:
                 if self.block_parent is not None and self.block_parent != dir_rel:
                     self.end_block()
                 status, pos, records, lines, files, data = run(
-                    dir_fd, names, pos, len(names), prefix, device, set_index,
+                    dir_fd, names, pos, end, prefix, device, set_index,
                     MAX_BLOCK - self.block_size, MAX_BLOCK_ENTRIES - self.block_entries,
                     digest_of)
                 if files:
@@ -222,6 +228,7 @@ class _Saver:
                 if status != plainsave.FULL or self.block_parent is None:
                     return pos
                 self.end_block()
+            return pos
 
         return take
 
@@ -602,7 +609,8 @@ def _save(root_fd: int, writers: list[CompressedWriter], header: ManifestHeader,
     saver = _Saver(archive_w, man, header.set_index, progress, os.fstat(root_fd).st_dev)
     saver.emit(start_record(header.set_id))
     # An incremental save looks at every entry beside its previous line.
-    plain = saver.plain_files() if prev is None else None
+    plain = saver.plain_files(pooling.wants if pooling is not None else None) \
+        if prev is None else None
     for rel, name, dir_fd, st, own_fd in walk(root_fd, excludes=excluded, empty_dirs=emptied,
                                              note=saver.note, plain=plain):
         saver.tell()
