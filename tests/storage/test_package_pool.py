@@ -145,6 +145,9 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert p["packages"] > 100 and p["added"] == p["packages"], p
     assert p["missing"] == 0, p
     assert len(_pool(saved.medium)) == p["packages"]
+    # The check against the package database: the files changed since installed.
+    changes = {(c["path"], c["why"]) for c in saved.report["package_changes"]["listed"]}
+    assert {("/" + rel, "changed") for rel in saved.changed} <= changes, changes
     assert unit["data_bytes"] < p["file_bytes"] // 4, (unit, p)
     manifest = (saved.medium / saved.set_id / "archives").glob("*.manifest")
     assert next(manifest).stat().st_size > 0
@@ -157,6 +160,9 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert out["verify"]["ok"] is True, out["verify"]
     assert_same_trees(saved.expected, _system(mnt, tmp_path / "view"))
 
+    r = cli.spawn("verify", "--from", saved.medium, "--packages", mnt, state=saved.state)
+    assert r.returncode == 0, r.output
+
     # verify compares the package files too: one changed after the recovery is found.
     victim = mnt / "usr/share/doc/bash/copyright"
     with open(victim, "ab") as f:
@@ -166,6 +172,11 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert r.returncode == 1, r.output
     found = {(m["path"], m["what"]) for t in r.json()["trees"] for m in t["mismatches"]}
     assert ("usr/share/doc/bash/copyright", "content") in found, found
+    r = cli.spawn("verify", "--from", saved.medium, "--packages", mnt, "--json",
+                  state=saved.state)
+    assert r.returncode == 1, r.output
+    assert [(m["path"], m["what"]) for m in r.json()["mismatches"]] == [
+        ("/usr/share/doc/bash/copyright", "content")]
 
     # The recovered copy, under another host name: its save adds nothing to the pool.
     with open(victim, "rb+") as f:

@@ -22,6 +22,7 @@ from resurgo.cli.progress import shown
 from resurgo.cli.reports import reported
 from resurgo.cli.source import add_source_arguments, source_options
 from resurgo.errors import BadInput, PreconditionFailed
+from resurgo.pool.check import check_packages
 from resurgo.recovery.events import Event
 from resurgo.recovery.report import event_text
 from resurgo.recovery.source import open_source
@@ -35,14 +36,22 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="check a restored system against its recovery set's manifests",
         description="Compare every file, directory, link and device of the trees mounted "
         "under --root with the manifests of the recovery set: content and metadata (mode, "
-        "owner, times, xattrs, ACLs, capabilities, hard links, device numbers). Exit 0 no "
+        "owner, times, xattrs, ACLs, capabilities, hard links, device numbers), the files "
+        "a package-aware set takes from its packages included; or, with --packages ROOT, "
+        "the package files of the system at ROOT against the set's catalog. Exit 0 no "
         "difference; 1 differences (listed by path); 2 bad input; 3 an encrypted set "
         "without --identity; 4 not authentic; 5 the set is damaged or incomplete; 6 the "
         "identity cannot decrypt it.",
     )
     add_source_arguments(p, description_file=False)
-    p.add_argument("--root", type=Path, required=True, metavar="MNT",
-                   help="where the restored system is mounted (as recover mounted it)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--root", type=Path, metavar="MNT",
+                       help="where the restored system is mounted (as recover mounted it)")
+    which.add_argument("--packages", type=Path, metavar="ROOT",
+                       help="check the package files of the system at ROOT (a restored "
+                       "one, or / for this one) against the set's catalog: each file's "
+                       "sha256 and mode, as debsums does, without trusting that system's "
+                       "package database")
     p.add_argument("--identity", type=Path, metavar="FILE",
                    help="the age identity file (secret key) of an encrypted set")
     p.add_argument("--metadata-only", action="store_true",
@@ -52,6 +61,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.packages is not None:
+        return _packages(args)
     options = VerifyOptions(root=args.root, content=not args.metadata_only)
     if not options.root.is_dir():
         raise BadInput(f"--root {options.root}: not a directory")
@@ -72,3 +83,15 @@ def run(args: argparse.Namespace) -> int:
         verified = verify_restored(source.loaded, options, on_event)
     emit(verified, args.json)
     return verified.exit_code
+
+
+def _packages(args: argparse.Namespace) -> int:
+    root: Path = args.packages
+    if not root.is_dir():
+        raise BadInput(f"--packages {root}: not a directory")
+    with open_source(source_options(args), identity=args.identity,
+                     read_manifests=False) as source:
+        assert source.loaded is not None
+        checked = check_packages(source.loaded, root)
+    emit(checked, args.json)
+    return checked.exit_code

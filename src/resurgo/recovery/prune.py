@@ -17,6 +17,7 @@ from typing import Any
 from resurgo.errors import OperationFailed, ResurgoError
 from resurgo.media import Medium, PrunePlan, Retention, SetInfo, plan_retention
 from resurgo.media.prune import spare_in_use
+from resurgo.pool.prune import PoolPruned, prune_pool
 from resurgo.recovery.listing import set_data
 
 
@@ -37,6 +38,8 @@ class PruneReport:
     # Sets left out as not authentic (with trusted signers): neither kept nor removed.
     refused: tuple[str, ...] = ()
     other_hosts: tuple[str, ...] = ()
+    # The medium's package pool: what no set left needs (None: the medium has none).
+    pool: PoolPruned | None = None
 
     def _hosts(self) -> str:
         hosts = self.options.hosts
@@ -63,6 +66,8 @@ class PruneReport:
             others = f" (the medium holds sets of {', '.join(self.other_hosts)}; --all-hosts " \
                 "prunes those too)" if self.other_hosts else ""
             lines.append(f"  no set of {self._hosts()} on the medium{others}")
+        if self.pool is not None:
+            lines.append(f"  {self.pool.line(dry)}")
         if dry:
             lines.append(f"{len(plan.keep)} set(s) would be kept, {len(plan.delete)} removed "
                          "(dry run: nothing was deleted)")
@@ -85,6 +90,7 @@ class PruneReport:
             "removed": list(self.deleted),
             "broken": list(plan.broken),
             "refused": list(self.refused),
+            "pool": None if self.pool is None else self.pool.data(),
         }
 
 
@@ -117,7 +123,9 @@ def prune_sets(medium: Medium, opts: PruneOptions,
                     "the sets left are whole (removed newest first): run prune again",
                 ) from e
             deleted.append(s.id)
-    return PruneReport(medium.url, opts, plan, tuple(deleted), refused, others)
+    # The packages only the deleted sets needed (in a dry run: those no set needs now).
+    pool = prune_pool(medium, dry_run=opts.dry_run)
+    return PruneReport(medium.url, opts, plan, tuple(deleted), refused, others, pool)
 
 
 __all__ = ["PruneOptions", "PruneReport", "prune_sets"]

@@ -61,9 +61,12 @@ from resurgo.media import (
 )
 from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
 from resurgo.model import ConfigFile, Description, Rehearsal
+from resurgo.pool import changes as package_changes
 from resurgo.pool import saving
+from resurgo.pool.prune import prune_pool
 from resurgo.pool.saving import PackagesMode, PackagesSaved
 from resurgo.pool.store import PackagePool
+from resurgo.probe.catalog import read_catalog
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
@@ -183,6 +186,8 @@ class SaveReport:
     hooks: tuple[hooks.HookRun, ...] = ()
     # With --packages pool: what the pool gives and what this save added to it.
     packages: PackagesSaved | None = None
+    # Package files that differ from their packages (with a dpkg catalog).
+    package_changes: package_changes.PackageChanges | None = None
 
     @property
     def changed_count(self) -> int:
@@ -209,6 +214,15 @@ class SaveReport:
         ]
         for h in self.hooks:
             lines.append(f"  hook:    {h.line()}")
+        pc = self.package_changes
+        if pc is not None and pc.total:
+            lines.append(f"  package files: {pc.total} differ from their packages "
+                         "(changed or missing since installed; configuration files aside)")
+            lines.extend(f"    {c.why}: {c.path} ({c.package})" for c in pc.listed[:10])
+            if pc.total > 10:
+                lines.append(f"    ... {pc.total - 10} more in {package_changes.CHANGES_NAME}")
+        elif pc is not None:
+            lines.append("  package files: every one is its package's")
         p = self.packages
         if p is not None:
             lines.append(f"  packages: {p.files} files ({human(p.file_bytes)}) from "
@@ -275,6 +289,10 @@ class SaveReport:
             "changed_count": self.changed_count,
             "hooks": [h.data() for h in self.hooks],
             "packages": self.packages.data() if self.packages is not None else None,
+            "package_changes": None if self.package_changes is None else {
+                "total": self.package_changes.total,
+                "listed": [{"path": c.path, "package": c.package, "why": c.why}
+                           for c in self.package_changes.listed]},
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
         }
@@ -763,6 +781,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
             return done
 
         pool: saving.PoolSave | None = None
+        changed: package_changes.PackageChanges | None = None
         with medium.begin_set(meta, sign_key=opts.sign_key) as w:
             staged = cache.staging(w.id)
             try:
@@ -782,6 +801,12 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                     with open(tmp / desc.catalog.path, "rb") as src, \
                             w.create(desc.catalog.path) as dst:
                         shutil.copyfileobj(src, dst, _COPY)
+                    if desc.catalog.package_manager == "dpkg":
+                        changed = package_changes.find(
+                            root, list(read_catalog(tmp / desc.catalog.path)))
+                        if changed.total:
+                            w.write_bytes(package_changes.CHANGES_NAME,
+                                          package_changes.encode(changed))
                 # The hooks quiesce the applications while the snapshots are taken, and
                 # while the trees that have none are read.
                 with contextlib.ExitStack() as taken:
@@ -823,12 +848,14 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
     if opts.retention is not None:
         # This host's sets alone: other machines' sets on a shared medium are theirs to prune.
         pruned = tuple(s.id for s in prune(medium, opts.retention, (host,)).delete)
+        if pruned:
+            prune_pool(medium)
     packages = None
     if pool is not None:
         packages = pool.report(sum(u.pooled for u in saved), sum(u.pooled_bytes for u in saved))
     return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
                       tuple(warnings), lo.excludes, lo.emptied, pruned, rescue, facts.canary,
-                      tuple(ran), packages)
+                      tuple(ran), packages, changed)
 
 
 __all__ = ["SaveOptions", "SaveReport", "UnitSaved", "save_set"]

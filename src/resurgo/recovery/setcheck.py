@@ -25,6 +25,7 @@ from typing import Any
 from resurgo.errors import BadInput, Damaged, ExitCode, NotAuthentic, OperationFailed
 from resurgo.media import Medium, SetReader
 from resurgo.media.setindex import is_set_id
+from resurgo.pool import needs as pool_needs
 from resurgo.progress import Amount
 from resurgo.recovery import results, setfiles
 from resurgo.recovery.events import OnEvent, Step, advancing, ignore
@@ -227,6 +228,14 @@ class _Checker:
                 if index.file(file_name) is None:
                     out.append(f"{file_name} is missing: the set does not list it, and "
                                f"{u.label} is restored from it")
+        # A package-aware set: every package it needs in the medium's pool, with its
+        # size, and with read_data its sha256.
+        try:
+            needs = pool_needs.needs_of(self.medium, reader)
+            if needs is not None:
+                pool_needs.check(needs, read=self.read_data)
+        except Damaged as e:
+            out.append(e.message)
         return out
 
     def _read(self, reader: SetReader, missing: set[str]) -> list[str]:

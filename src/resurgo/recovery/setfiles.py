@@ -4,6 +4,10 @@
     catalog.zst                                  the catalog of unchanged package files
     archives/<id>.archive, archives/<id>.manifest   one pair per resurgo:restore command
     rescue.iso                                   the bootable rescue image (optional)
+    packages.txt, archives/<id>.pooled           a package-aware set's packages and each
+                                                 tree's files they give back (pool.lists)
+    package-changes.txt                          package files that differed from their
+                                                 packages (pool.changes; when any did)
     secrets.age                                  the contents of the secret config files,
                                                  sealed in the description (encrypted sets
                                                  with secret files only; see secrets.py)

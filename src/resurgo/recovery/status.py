@@ -28,6 +28,7 @@ from resurgo.errors import ExitCode, OperationFailed
 from resurgo.layoutdiff import Difference, compare_layouts
 from resurgo.media import Medium, SetInfo
 from resurgo.model import Description
+from resurgo.pool import changes as package_changes
 from resurgo.recovery import results
 from resurgo.recovery.listing import set_data
 from resurgo.recovery.load import checked_description
@@ -73,6 +74,8 @@ class StatusReport:
     # Sets on the medium left out as not authentic (trusted signers given).
     refused: int = 0
     warnings: tuple[str, ...] = field(default=())
+    # The set's package files that differed from their packages when it was saved.
+    package_changes: package_changes.PackageChanges | None = None
 
     @property
     def age(self) -> float | None:
@@ -154,6 +157,13 @@ class StatusReport:
                 assert self.differences is not None
                 lines.append("layout:   STALE, changed since the set was saved:")
                 lines += [f"  {d.text()}" for d in self.differences]
+        pc = self.package_changes
+        if pc is not None and pc.total:
+            lines.append(f"packages: {pc.total} package file(s) differed from their packages "
+                         "when the set was saved:")
+            lines += [f"  {c.why}: {c.path} ({c.package})" for c in pc.listed[:20]]
+            if pc.total > 20:
+                lines.append(f"  ... and {pc.total - 20} more")
         lines.append("check:    " + _result_text(self.last_check, self.set))
         lines.append("rehearse: " + _result_text(self.last_rehearsal, self.set))
         problems = self.problems()
@@ -183,6 +193,10 @@ class StatusReport:
             "last_rehearsal": None if self.last_rehearsal is None else
             self.last_rehearsal.data(),
             "refused": self.refused,
+            "package_changes": None if self.package_changes is None else {
+                "total": self.package_changes.total,
+                "listed": [{"path": c.path, "package": c.package, "why": c.why}
+                           for c in self.package_changes.listed]},
             "ok": self.ok,
             "problems": self.problems(),
         }
@@ -248,9 +262,15 @@ def set_status(medium: Medium, options: StatusOptions, *, host: str | None = Non
     else:
         excluded = (*options.exclude_disks, *medium_disks(options.root, medium.url))
         differences = compare_layouts(saved, describer(options.root, excluded))
+    changes = None
+    if reader.index.file(package_changes.CHANGES_NAME) is not None:
+        try:
+            changes = package_changes.decode(reader.read_bytes(package_changes.CHANGES_NAME))
+        except (OperationFailed, ValueError) as e:
+            log.warning("the set's %s cannot be read: %s", package_changes.CHANGES_NAME, e)
     return StatusReport(host, medium.url, at, newest, chain, broken, newest.has_rescue,
                         differences, not_compared, options.max_age, last_check,
-                        last_rehearsal, len(medium.refused))
+                        last_rehearsal, len(medium.refused), package_changes=changes)
 
 
 def _chain(newest: SetInfo, sets: dict[str, SetInfo], url: str,

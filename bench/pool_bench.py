@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): package-aware sets (save --packages pool) on a real Debian system.
+
+A debootstrapped Debian tree (--tree; default: the vm tier's cache,
+/var/cache/resurgo-tests/debian-bookworm-*/root) is copied onto an ext4 loop disk. Then,
+each measured with `python -m resurgo` as a user runs it (--no-rescue: the rescue image is
+the same either way):
+
+    full     save (every file archived) to medium A, then recover it onto a blank disk
+    pool     save --packages pool to medium B (its pool empty: every package downloaded
+             with apt-get download, or taken from the package cache), recover it
+    second   the recovered copy under another host name, save --packages pool to medium B
+             again: what a second machine of the same release adds
+
+and prints the set sizes (the set's own directory; the pool apart), the times and the ratios
+the issue asks for: the pool set against the full set (aim: at most a tenth once the pool
+holds the packages), recovery time with the pool against without (aim: no slower), and the
+second host's set. The saves with the pool need the tree's mirror (network). Run as root.
+Timings on a loaded machine vary: run it twice, or with --repeat, and compare the ratios.
+
+    python3 bench/pool_bench.py
+    python3 bench/pool_bench.py --tree /srv/debian-root --work /var/tmp/poolbench
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+MIB = 1 << 20
+
+
+def sh(*argv: str | Path, input: str | None = None) -> str:
+    return subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def resurgo(*argv: str | Path, state: Path) -> tuple[float, dict[str, object]]:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "RESURGO_CONFIG": "",
+           "RESURGO_STATE_DIR": str(state)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "resurgo", *map(str, argv), "--json",
+                           "--report-dir", str(state / "reports")],
+                          capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"resurgo {' '.join(map(str, argv))} failed:\n{proc.stderr[-3000:]}")
+    return seconds, json.loads(proc.stdout)
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Disks:
+    """Loop disks with one ext4 partition, undone at the end."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.loops: list[str] = []
+        self.mounts: list[Path] = []
+
+    def disk(self, name: str, size: int, filesystem: bool) -> str:
+        image = self.work / f"{name}.img"
+        with open(image, "wb") as f:
+            f.truncate(size)
+        loop = sh("losetup", "--find", "--show", "--partscan", image).strip()
+        self.loops.append(loop)
+        if filesystem:
+            sh("sfdisk", "--quiet", loop, input="label: gpt\n,,L\n")
+            sh("partx", "-u", loop)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(f"{loop}p1") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            sh("mkfs.ext4", "-q", f"{loop}p1")
+        return loop
+
+    def mount(self, device: str, where: Path) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        sh("mount", device, where)
+        self.mounts.append(where)
+        return where
+
+    def close(self) -> None:
+        for where in reversed(self.mounts):
+            subprocess.run(["umount", "-R", str(where)], check=False)
+        for loop in reversed(self.loops):
+            subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def umount_all(where: Path) -> None:
+    subprocess.run(["umount", "-R", str(where)], check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tree", type=Path, help="a debootstrapped Debian tree")
+    parser.add_argument("--work", type=Path, help="where the disks go (default: a temp dir)")
+    parser.add_argument("--size", type=int, default=2048, help="disk size in MiB")
+    args = parser.parse_args()
+    tree = args.tree or next((Path(p) for p in sorted(glob.glob(
+        "/var/cache/resurgo-tests/debian-bookworm-*/root"))), None)
+    if tree is None or not (tree / "var/lib/dpkg/status").is_file():
+        raise SystemExit("no Debian tree: give --tree (a debootstrapped system)")
+    work = Path(tempfile.mkdtemp(prefix="pool-bench-", dir=args.work))
+    disks = Disks(work)
+    size = args.size * MIB
+    out: dict[str, float] = {}
+    try:
+        source = disks.mount(f"{disks.disk('source', size, True)}p1", work / "system")
+        sh("cp", "-a", f"{tree}/.", source)
+        (source / "etc/hostname").write_text("bench-one\n")
+        for cached in (source / "var/cache/apt/archives").glob("*.deb"):
+            cached.unlink()  # as after a debootstrap: the save obtains the packages
+        full, pooled = work / "full", work / "pooled"
+        out["save_full"], _ = resurgo("save", "--to", full, "--root", source, "--no-rescue",
+                                      state=work / "s1")
+        out["save_pool_cold"], report = resurgo(
+            "save", "--to", pooled, "--root", source, "--no-rescue", "--packages", "pool",
+            state=work / "s2")
+        packages = report["packages"]
+        assert isinstance(packages, dict)
+        umount_all(source)
+        set_full = size_of(full) - size_of(full / "pool") if (full / "pool").exists() \
+            else size_of(full)
+        set_pool = size_of(pooled) - size_of(pooled / "pool")
+        pool_size = size_of(pooled / "pool")
+        mnt = work / "mnt"
+        for name, medium in (("full", full), ("pool", pooled)):
+            target = disks.disk(f"target-{name}", size, False)
+            seconds, _ = resurgo("recover", "--from", medium, "--target", target, "--yes",
+                                 "--root", mnt, "--no-finalize", state=work / f"r-{name}")
+            out[f"recover_{name}"] = seconds
+            if name == "pool":
+                (mnt / "etc/hostname").write_text("bench-two\n")
+                out["save_pool_second"], second = resurgo(
+                    "save", "--to", pooled, "--root", mnt, "--no-rescue", "--packages",
+                    "pool", state=work / "s3")
+                new = [p for p in pooled.iterdir() if p.name not in ("pool",) and
+                       p.is_dir() and p.name != report["set"]["id"]]  # type: ignore[index]
+                set_second = size_of(new[0]) if new else 0
+                added = second["packages"]["added"]  # type: ignore[index]
+            umount_all(mnt)
+    finally:
+        disks.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"tree: {tree}")
+    print(f"package files from the pool: {packages['files']} "
+          f"({packages['file_bytes'] / MIB:.0f} MiB) of {packages['packages']} packages; "
+          f"pool {pool_size / MIB:.0f} MiB")
+    print(f"set, every file archived:   {set_full / MIB:8.1f} MiB   save {out['save_full']:6.1f} s"
+          f"   recover {out['recover_full']:6.1f} s")
+    print(f"set, --packages pool:       {set_pool / MIB:8.1f} MiB   save "
+          f"{out['save_pool_cold']:6.1f} s (pool empty: packages downloaded)   recover "
+          f"{out['recover_pool']:6.1f} s")
+    print(f"second host, same pool:     {set_second / MIB:8.1f} MiB   save "
+          f"{out['save_pool_second']:6.1f} s, {added} package(s) added")
+    print(f"ratios: pool set / full set {set_pool / set_full:.3f}; second host's set / full "
+          f"set {set_second / set_full:.3f}; recovery with the pool / without "
+          f"{out['recover_pool'] / out['recover_full']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
