@@ -1,12 +1,13 @@
 """Sets on NFS and on CIFS: recovered unattended by the rescue, and written read-write
 from inside a guest (vm tier: this host's kernel has neither client).
 
-As test_rescue_network does for SFTP and S3: the run's ``kernel_root`` image boots its
-kernel and initramfs directly, with a NIC on qemu's user network, a blank target disk and
-a key medium (ext4 "keys"). The servers run on the host, on 127.0.0.1 alone (NFS-Ganesha,
-NFSv4 over TCP; Samba's smbd with one account whose password holds a comma, a space and
-an "="); the guest reaches them as 10.0.2.2. The set (the shared description, signed by
-the key the image trusts) is written into the directory the server serves.
+As test_rescue_network does for SFTP and S3 (network_sets.py's helpers): the run's
+``kernel_root`` image boots its kernel and initramfs directly, with a NIC on qemu's user
+network, a blank target disk and a key medium (ext4 "keys"). The servers run on the host,
+on 127.0.0.1 alone (NFS-Ganesha, NFSv4 over TCP; Samba's smbd with one account whose
+password holds a comma, a space and an "="); the guest reaches them as 10.0.2.2. The set
+(the shared description, signed by the key the image trusts) is written into the
+directory the server serves.
 
 One boot per protocol checks both directions:
 
@@ -34,9 +35,10 @@ from resurgo.rescue import layout
 from resurgo.rescue.access import ImageAccess
 from tests.support.share_servers import NFS_PSEUDO, SMB_SHARE, Ganesha, Smbd
 from tests.vm import guest
+from tests.vm.network_sets import key_medium, overlaid_initrd, write_set
 from tests.vm.rescue_images import TARGET_SIZE, Keys, direct_boot, rescue_lines
-from tests.vm.test_rescue import BOOT_TIMEOUT, MiB, check_target, report_boot
-from tests.vm.test_rescue_network import GUEST_HOST, overlaid_initrd, write_set
+from tests.vm.test_rescue import BOOT_TIMEOUT, check_target, report_boot
+from tests.vm.test_rescue_network import GUEST_HOST
 
 pytestmark = pytest.mark.vm
 
@@ -124,20 +126,15 @@ def boot_rescue(url: str, write_url: str, set_id: str, files: Path, tmp_path: Pa
                 secrets: dict[str, bytes], extra: dict[str, bytes], what: str) -> list[str]:
     """Boot the rescue on ``url`` with a key medium holding ``secrets``; it recovers,
     then its shell runs the write script on ``write_url`` and powers off. Its lines."""
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir()
-    for name, data in secrets.items():
-        (key_dir / name).write_bytes(data)
-    keys_img = guest.blank_disk(tmp_path / "keys.img", 16 * MiB)
-    guest.run_cmd(["mkfs.ext4", "-q", "-F", "-L", "keys", "-E", "root_owner=0:0", "-d",
-                   key_dir, keys_img])
+    keys_img = key_medium(tmp_path, secrets)
     args = direct_boot(files, [
         "resurgo.recover=auto", "resurgo.after=shell", f"resurgo.from={url}",
         f"resurgo.set={set_id}", "resurgo.keys=LABEL=keys",
         "resurgo.args=--layout-only --root /mnt/rescued"])
     overlay = {**extra, "etc/profile": PROFILE.encode(),
                "root/share-test.py": SCRIPT.encode(), "root/share-url": write_url.encode()}
-    args[args.index("-initrd") + 1] = str(overlaid_initrd(files, overlay, tmp_path / "initrd"))
+    args[args.index("-initrd") + 1] = str(
+        overlaid_initrd(files / "boot/initrd.img", overlay, tmp_path / "initrd"))
     target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
     result = guest.boot(
         guest.Drive(target, serial="target"),
