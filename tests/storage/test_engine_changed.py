@@ -244,3 +244,37 @@ def test_a_tiny_file_changed_under_the_compiled_path_is_listed(
     target = _restored_and_verified(tmp_path)
     assert (target / "d2/f150").read_bytes() == b"begin\n++++"
     assert_same_trees(expected, without(snapshot(target), excluded=(b"d2/f150",)))
+
+
+def test_a_time_beyond_what_a_set_stores_is_noted_and_restored_as_the_nearest_end(
+        tmp_path: Path) -> None:
+    # ext4 keeps times to 2446; a set's records hold i64 nanoseconds (to 2262-04-11).
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    far = 10_000_000_000 * 10**9  # 2286-11-20
+    write(src / "future", b"from the future")
+    write(src / "dir/inside", b"x" * 5000)
+    os.utime(src / "future", ns=(far, far))
+    os.utime(src / "dir", ns=(far, 1_000_000_000 * 10**9))
+    if os.stat(src / "future").st_mtime_ns != far:
+        pytest.skip("this file system does not keep times past 2262")
+    result, entries, _ = _saved(src, out)
+    assert sorted(result.notes) == [
+        "dir: its atime (10000000000 s after 1970) is outside what a set stores (1677 to "
+        "2262): restored as the nearest end",
+        "future: its atime (10000000000 s after 1970) is outside what a set stores (1677 to "
+        "2262): restored as the nearest end",
+        "future: its mtime (10000000000 s after 1970) is outside what a set stores (1677 to "
+        "2262): restored as the nearest end",
+    ]
+    assert entries[b"future"].mtime_ns == (1 << 63) - 1
+    target = out / "target"
+    target.mkdir()
+    archive = Source.file(out / "s.archive")
+    restore_tree(target, Source.file(out / "s.manifest"), lambda set_id: archive)
+    assert (target / "future").read_bytes() == b"from the future"
+    assert (target / "dir/inside").read_bytes() == b"x" * 5000
+    assert os.stat(target / "future").st_mtime_ns == (1 << 63) - 1
+    assert os.stat(target / "dir").st_mtime_ns == 1_000_000_000 * 10**9
+    assert verify_tree(target, Source.file(out / "s.manifest")) == []

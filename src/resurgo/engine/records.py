@@ -100,10 +100,22 @@ class Header(NamedTuple):
         return self.data_size + DIGEST_SIZE if self.kind == FILE else 0
 
 
+#: What the records' i64 nanoseconds hold: 1677-09-21 to 2262-04-11. ext4 and XFS keep
+#: times to 2446 and back to 1901; a time outside is stored as the nearest end (in the
+#: manifest too, which the restore checks each record against), and the save notes it.
+NS_MIN, NS_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def stored_ns(ns: int) -> int:
+    """``ns`` as the records store it (see NS_MIN, NS_MAX)."""
+    return min(max(ns, NS_MIN), NS_MAX)
+
+
 def encode_header(h: Header) -> bytes:
     parts = [
         _FIXED.pack(
-            h.kind.encode(), h.mode, h.uid, h.gid, h.mtime_ns, h.atime_ns, h.rdev, h.size,
+            h.kind.encode(), h.mode, h.uid, h.gid, stored_ns(h.mtime_ns),
+            stored_ns(h.atime_ns), h.rdev, h.size,
             len(h.path), len(h.target), len(h.xattrs), len(h.extents),
         ),
         h.path,
@@ -234,8 +246,9 @@ def whole_file_record(path: bytes, mode: int, uid: int, gid: int, mtime_ns: int,
     save, with one pack instead of a Header and its general encoder."""
     extent = EXTENT.pack(0, size) if size else b""
     n = _FIXED.size + len(path) + len(extent)
-    head = ENTRY_START.pack(b"E", n, size + DIGEST_SIZE, b"f", mode, uid, gid, mtime_ns,
-                             atime_ns, 0, size, len(path), 0, 0, 1 if size else 0)
+    head = ENTRY_START.pack(b"E", n, size + DIGEST_SIZE, b"f", mode, uid, gid,
+                             stored_ns(mtime_ns), stored_ns(atime_ns), 0, size, len(path), 0,
+                             0, 1 if size else 0)
     head += path + extent
     return head + _U32.pack(zlib.crc32(head))
 

@@ -44,6 +44,7 @@ from resurgo.engine.records import (
     end_record,
     entry_record,
     start_record,
+    stored_ns,
     whole_file_record,
 )
 from resurgo.engine.source import ManifestStream, Source
@@ -114,7 +115,7 @@ def unchanged(prev: Entry, kind: str, st: os.stat_result) -> bool:
         and prev.uid == st.st_uid
         and prev.gid == st.st_gid
         and prev.size == st.st_size
-        and prev.mtime_ns == st.st_mtime_ns
+        and prev.mtime_ns == stored_ns(st.st_mtime_ns)
         and prev.ctime_ns == st.st_ctime_ns
         and prev.ino == st.st_ino
         and prev.rdev == st.st_rdev
@@ -322,7 +323,7 @@ class _Saver:
     def add(self, kind: str, rel: bytes, st: os.stat_result, digest: str,
             xattrs: tuple[tuple[str, bytes], ...], target: bytes) -> None:
         self.manifest.add(Entry(
-            kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+            kind, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, stored_ns(st.st_mtime_ns),
             st.st_ctime_ns, st.st_ino, st.st_rdev, digest,
             xattr_digest(xattrs) if xattrs else "", self.set_index, target,
         ))
@@ -495,6 +496,10 @@ class _Saver:
     def save_entry(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result,
                    own_fd: int | None, kind: str) -> None:
         target = b""
+        for what, ns in (("mtime", st.st_mtime_ns), ("atime", st.st_atime_ns)):
+            if stored_ns(ns) != ns:
+                self.note(rel, f"its {what} ({ns // 10**9} s after 1970) is outside what a "
+                          "set stores (1677 to 2262): restored as the nearest end")
         if kind == FILE:
             self.save_file(rel, name, dir_fd, st)
             return
@@ -503,7 +508,8 @@ class _Saver:
             self.record(Header(HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid,
                                st.st_mtime_ns, st.st_atime_ns, 0, st.st_size, target))
             self.manifest.add(Entry(
-                HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+                HARDLINK, rel, st.st_mode, st.st_uid, st.st_gid, st.st_size,
+                stored_ns(st.st_mtime_ns),
                 st.st_ctime_ns, st.st_ino, st.st_rdev, digest, xdigest, self.set_index, target,
             ))
             return
