@@ -182,7 +182,7 @@ def test_a_hostile_argument_is_refused_by_every_configuration(word: str) -> None
 
 @pytest.mark.parametrize("word", HOSTILE[:-1])
 def test_a_hostile_label_is_refused(word: str) -> None:
-    for make in (netboot.ipxe_script, netboot.pxelinux_cfg):
+    for make in (netboot.ipxe_script, netboot.pxelinux_cfg, netboot.netboot_grub_cfg):
         with pytest.raises(BadInput):
             make(entries(), timeout=5, label=word)
 

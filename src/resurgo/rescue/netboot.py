@@ -224,6 +224,7 @@ def pxelinux_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str) -> s
 
 def netboot_grub_cfg(entries: Sequence[BootEntry], *, timeout: int, label: str) -> str:
     """grub/grub.cfg: the ISO's menu, the kernel and initramfs at the served root."""
+    check_arg(label)  # a comment line of its own
     for e in entries:
         command_line(e.args)
     return grub_cfg(entries, timeout=timeout, label=label, kernel=f"/{KERNEL}",
