@@ -117,7 +117,9 @@ home=$(findmnt -n -o SOURCE /home) swap=$(swapon --noheadings --show=NAME | tr '
 #: recovery the ISO's default boot entry, prompts answered by their default after
 #: USER_INPUT_TIMEOUT, tar told to keep xattrs and ACLs (BACKUP_PROG_OPTIONS: without them
 #: tar drops both, as a careful administrator of such a system would know), the harness's
-#: exchange disk left out.
+#: exchange disk left out, and no resolv.conf in the rescue (the guest has no network and
+#: no /etc/resolv.conf: without USE_RESOLV_CONF=no mkbackup stops in its build stage,
+#: "No nameserver or only loopback addresses", after about 35 minutes under emulation).
 REAR_CONF: Final = """\
 OUTPUT=ISO
 OUTPUT_URL=null
@@ -126,6 +128,7 @@ BACKUP_URL=iso:///backup
 ISO_DEFAULT=automatic
 ISO_RECOVER_MODE=unattended
 USER_INPUT_TIMEOUT=10
+USE_RESOLV_CONF=no
 BACKUP_PROG_OPTIONS+=( --xattrs --acls )
 EXCLUDE_MOUNTPOINTS+=( /resurgo-test/exchange )
 BACKUP_PROG_EXCLUDE+=( '/resurgo-test/exchange/*' )
