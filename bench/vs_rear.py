@@ -185,7 +185,7 @@ PYTHONPATH=/usr/local/lib/resurgo-py python3 -m resurgo save --to /mnt/set/resur
 rc=$?
 end=$(date +%s.%N)
 echo "$start $end" >"$X/save.time"
-iso=$(ls /mnt/set/resurgo/*/*/rescue.iso 2>/dev/null | head -n 1)
+iso=$(find /mnt/set/resurgo -name rescue.iso -type f | head -n 1)
 [ -n "$iso" ] && cp "$iso" /mnt/set/rescue.iso
 umount /mnt/set
 sync
@@ -867,7 +867,9 @@ def save(tool: Tool, run_dir: Path, source: guest.ImageInfo, firmware: guest.Fir
             if (mnt / "rescue.iso").is_file():
                 saved.iso = run_dir / f"{tool}-rescue.iso"
                 shutil.copyfile(mnt / "rescue.iso", saved.iso)
-        if saved.iso is not None:
+        if saved.iso is None:
+            result["error"] = "no rescue image on the output disk"
+        else:
             result["iso_bytes"] = saved.iso.stat().st_size
             if tool == "rear":
                 result["backup_bytes"] = iso_backup_bytes(saved.iso)
