@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from resurgo import run
+from resurgo.errors import OperationFailed, PreconditionFailed
 from resurgo.probe import lvm
 from resurgo.recovery import lvmsnapshots as ls
+from resurgo.recovery import snapshots
+from resurgo.restoreunits import Unit
 from tests.support import cli
 from tests.support.configs import parsed
 
@@ -296,3 +299,84 @@ def test_snapshot_size_is_an_option_and_a_key(tmp_path: Path) -> None:
         proc = cli.run("save", "--to", tmp_path, "--snapshot-size", bad)
         assert proc.returncode == 2
         assert f"--snapshot-size {bad}: give a percent from 1 to 100" in proc.stderr
+
+
+# ---------------------------------------------------------------- in the save
+
+
+def root_unit() -> Unit:
+    from resurgo.model import Command, Filesystem, FsType, Mount
+
+    fs = Filesystem(id="fs.dm-0", device="lv.vg0.root", type=FsType.EXT4, mounts=(Mount("/"),))
+    return Unit("fs.dm-0", fs, None, "/", Command(1, "resurgo:restore", ("fs.dm-0", "/")))
+
+
+def on_lvm(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    r = report(free=free)
+    found = {"fs.dm-0": ls.Target(lv(r, "root"), "ext4")}
+    monkeypatch.setattr(ls, "targets", lambda units, root: (found, r))
+
+    def no_lvm(argv: list[str], check: bool = True) -> run.Result:
+        raise AssertionError(f"ran {argv}")
+
+    monkeypatch.setattr(run, "run", no_lvm)
+
+
+def test_required_refuses_a_volume_group_without_room_before_anything_is_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    on_lvm(monkeypatch, free=8 * MiB)
+    with pytest.raises(PreconditionFailed) as e:
+        snapshots.refuse_unsnapshottable([root_unit()], Path("/"), snapshots.SnapshotMode.REQUIRED)
+    assert "no snapshot can be taken of / (the volume group vg0 has 8.0 MiB free" in str(e.value)
+    # With room, or in auto, nothing is refused.
+    snapshots.refuse_unsnapshottable([root_unit()], Path("/"), snapshots.SnapshotMode.AUTO)
+    on_lvm(monkeypatch, free=64 * MiB)
+    snapshots.refuse_unsnapshottable([root_unit()], Path("/"), snapshots.SnapshotMode.REQUIRED)
+
+
+def test_auto_reads_a_volume_without_room_live_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    on_lvm(monkeypatch, free=8 * MiB)
+    warnings: list[str] = []
+    with contextlib.ExitStack() as stack:
+        monkeypatch.setattr(ls, "hold", lambda stack: None)
+        found = snapshots.take([root_unit()], Path("/"), SET, snapshots.SnapshotMode.AUTO,
+                               stack, warnings)
+    assert found == {"fs.dm-0": (None, "live (the LVM snapshot failed)")}
+    assert warnings == ["/: read live, no LVM snapshot could be taken: the volume group vg0 "
+                        "has 8.0 MiB free, and a snapshot of vg0/root takes 32.0 MiB (10 % of "
+                        "it, snapshot_size)"]
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_a_failed_lvcreate_removes_what_it_made(monkeypatch: pytest.MonkeyPatch,
+                                                made: bool) -> None:
+    from resurgo.errors import CommandFailed
+
+    r = report()
+    planned = ls.plan(r, lv(r, "root"), "ext4", SET, 0, 10)
+    assert isinstance(planned, ls.Planned)
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], check: bool = True) -> run.Result:
+        ran.append(list(argv))
+        if argv[1] == "lvcreate":
+            raise CommandFailed(list(argv), 5, "  Failed to activate new LV.")
+        return run.Result(tuple(argv), 0, "", "")
+
+    def read_lv(vg: str, name: str) -> lvm.Lv:
+        if not made:
+            raise OperationFailed(f"lvs: Failed to find logical volume {vg}/{name}")
+        return snap(name, OURS)
+
+    monkeypatch.setattr(run, "run", fake_run)
+    monkeypatch.setattr(lvm, "read_lv", read_lv)
+    warnings: list[str] = []
+    with pytest.raises(CommandFailed), ls.snapshot_of(planned, "ext4", "/", warnings):
+        raise AssertionError("the body ran without a snapshot")
+    removes = [a for a in ran if a[1] == "lvremove"]
+    assert removes == ([["lvm", "lvremove", "--yes", f"vg0/resurgo-snap-{SET}-0"]] if made
+                       else [])
+    assert warnings == []

@@ -8,19 +8,21 @@ second bootable image with its root on LVM would cost minutes for the same code 
 the save sees a root on LVM either way, through --root):
 
     vdb1 ── PV ── vgsave ─┬─ root  linear 300 MiB, ext4   /           (classic snapshot)
-                          └─ pool  thin pool 200 MiB ── srv thin 320 MiB, XFS  /srv
+                          ├─ data  linear 300 MiB, XFS    /data       (classic, nouuid)
+                          └─ pool  thin pool 200 MiB ── srv thin 320 MiB, ext4  /srv
                                                                        (thin snapshot)
 
-A SQLite database (WAL) on each is written by its own process, one row per transaction
-(rows numbered 1, 2, ... and a total updated in the same transaction), for the whole
-run. Then, in the guest:
+A SQLite database (WAL) on / and one on /srv are each written by a process of their
+own, one row per transaction (rows numbered 1, 2, ... and a total updated in the same
+transaction), for the whole run. Then, in the guest:
 
 1. a save whose post-save hook (run once the snapshots are taken) kills it with SIGKILL:
-   its two snapshots stay behind, tagged; their ext4 superblock is noted (lvcreate froze
-   the filesystem: a clean journal) and the two decoys beside them (a snapshot named like
-   ours without our tags, one with our tag and no set tag) are made;
-2. a save that removes the leftovers (not the decoys), reads / from a classic snapshot and
-   /srv from a thin one, while the writers go on (their totals before and after it);
+   its three snapshots stay behind, tagged; their ext4 superblocks are noted (lvcreate
+   froze the filesystems, for the classic and the thin snapshot: clean journals) and
+   the two decoys beside them (a snapshot named like ours without our tags, one with our
+   tag and no set tag) are made;
+2. a save that removes the leftovers (not the decoys), reads / and /data from classic
+   snapshots and /srv from a thin one, while the writers go on (their totals before and after it);
 3. a save with a snapshot too small for what its post-save hook writes to / (24 MiB into
    the one extent of --snapshot-size 1): the snapshot overflows, the save fails (exit 1)
    naming it, no set is added, no snapshot is left.
@@ -85,12 +87,15 @@ step layout
 printf 'label: gpt\n,,E6D6D379-F507-44C2-A23C-238F2A3DF928\n' | sfdisk -q /dev/vdb || exit 10
 udevadm settle
 pvcreate -q /dev/vdb1 && vgcreate -q vgsave /dev/vdb1 || exit 11
-lvcreate -q -n root -L 300M vgsave && lvcreate -q --type thin-pool -n pool -L 200M vgsave \
+lvcreate -q -n root -L 300M vgsave && lvcreate -q -n data -L 300M vgsave \
+    && lvcreate -q --type thin-pool -n pool -L 200M vgsave \
     && lvcreate -q -n srv -V 320M --thinpool pool vgsave || exit 12
-mkfs.ext4 -q -L sysroot /dev/vgsave/root && mkfs.xfs -q -L srv /dev/vgsave/srv || exit 13
-mkdir -p /mnt/sys && mount /dev/vgsave/root /mnt/sys && mkdir -p /mnt/sys/srv \
-    && mount /dev/vgsave/srv /mnt/sys/srv || exit 14
+mkfs.ext4 -q -L sysroot /dev/vgsave/root && mkfs.ext4 -q -L srv /dev/vgsave/srv \
+    && mkfs.xfs -q -L data /dev/vgsave/data || exit 13
+mkdir -p /mnt/sys && mount /dev/vgsave/root /mnt/sys && mkdir -p /mnt/sys/srv /mnt/sys/data \
+    && mount /dev/vgsave/srv /mnt/sys/srv && mount /dev/vgsave/data /mnt/sys/data || exit 14
 mkdir -p /mnt/sys/etc /mnt/sys/var/lib/app /mnt/sys/srv/app "$X/sets"
+echo data >/mnt/sys/data/file
 echo lvmguest >/mnt/sys/etc/hostname
 cp -a /etc/passwd /etc/group /mnt/sys/etc/
 python3 "$X/writer.py" /mnt/sys/var/lib/app/db.sqlite 2>"$X/writer-root.err" &
@@ -116,11 +121,12 @@ save() {
 step "save 1, killed once its snapshots are taken"
 save killed --post-save 'sh -c "kill -9 $PPID"'
 lvs_json lvs-killed.json
-for lv in $(lvs --noheadings -o lv_name vgsave | grep resurgo-snap-); do
-    dumpe2fs -h "/dev/vgsave/$lv" 2>/dev/null | grep -i '^Filesystem features' \
-        >>"$X/features-snapshot.txt"
-done
-dumpe2fs -h /dev/vgsave/root 2>/dev/null | grep -i '^Filesystem features' >"$X/features-origin.txt"
+lvs --noheadings -o lv_name,origin vgsave | grep resurgo-snap- | while read -r lv origin; do
+    echo "$origin $(dumpe2fs -h "/dev/vgsave/$lv" 2>/dev/null | grep -i '^Filesystem features')"
+done >"$X/features-snapshot.txt"
+for lv in root srv; do
+    echo "$lv $(dumpe2fs -h "/dev/vgsave/$lv" 2>/dev/null | grep -i '^Filesystem features')"
+done >"$X/features-origin.txt"
 lvcreate -q -s -n resurgo-snap-decoy vgsave/srv || exit 15
 lvcreate -q -s -n resurgo-snap-20260101T000000Z-abcd-0 --addtag resurgo-snapshot vgsave/srv \
     || exit 16
@@ -144,7 +150,7 @@ rm -f /mnt/sys/fill
 kill "$W1" "$W2"
 wait
 # Deactivated here, the group does not hold the guest's shutdown (lvm2-monitor) for long.
-umount /mnt/sys/srv /mnt/sys && vgchange -q -an vgsave
+umount /mnt/sys/srv /mnt/sys/data /mnt/sys && vgchange -q -an vgsave
 exit 0
 """
 
@@ -163,6 +169,15 @@ def ours(rows: list[dict[str, str]]) -> list[dict[str, str]]:
         if m and SET_ID.match(m.group(1)) and {"resurgo-snapshot",
                                                f"resurgo-set-{m.group(1)}"} <= tags:
             out.append(r)
+    return out
+
+
+def features(path: Path) -> dict[str, str]:
+    """origin -> the ext4 features dumpe2fs names (empty for another filesystem)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        lv, _, rest = line.partition(" ")
+        out[lv] = rest
     return out
 
 
@@ -207,12 +222,14 @@ def test_save_reads_lvm_volumes_from_snapshots_while_databases_are_written(
     rc, _, _ = result("killed")
     assert rc == 137
     left = ours(lv_rows(x / "lvs-killed.json"))
-    assert sorted(r["origin"] for r in left) == ["root", "srv"], left
-    # lvcreate froze the ext4 while it took the snapshot: the snapshot's journal is clean
-    # (no needs_recovery), while the mounted origin's is in use.
-    assert "needs_recovery" in (x / "features-origin.txt").read_text()
-    snap_features = (x / "features-snapshot.txt").read_text()
-    assert "has_journal" in snap_features and "needs_recovery" not in snap_features
+    assert sorted(r["origin"] for r in left) == ["data", "root", "srv"], left
+    # lvcreate froze each ext4 while it took its snapshot, classic and thin: the
+    # snapshot's journal is clean (no needs_recovery), the mounted origin's in use.
+    origin = features(x / "features-origin.txt")
+    snapshot = features(x / "features-snapshot.txt")
+    for lv in ("root", "srv"):
+        assert "needs_recovery" in origin[lv], origin
+        assert "has_journal" in snapshot[lv] and "needs_recovery" not in snapshot[lv], snapshot
 
     # 2. The next save removed them (not the decoys) and read both from snapshots.
     rc, report, err = result("saved")
@@ -228,6 +245,7 @@ def test_save_reads_lvm_volumes_from_snapshots_while_databases_are_written(
     read_from = {u["mountpoint"]: u["read_from"] for u in report["units"]}
     assert read_from["/"].startswith("an LVM snapshot of vgsave/root"), read_from
     assert read_from["/srv"].startswith("an LVM thin snapshot of vgsave/srv"), read_from
+    assert read_from["/data"].startswith("an LVM snapshot of vgsave/data"), read_from
 
     # The databases restored from the set: whole, and a state that existed.
     restored = tmp_path / "restored"

@@ -17,10 +17,14 @@ kernel: the save then fails, naming it, rather than keeping a torn tree.
 Consistency: lvcreate suspends the origin's device with its filesystem frozen
 (device-mapper's lockfs, freeze_bdev) while it puts the snapshot in: ext4 and XFS flush
 their journal or log and write a clean superblock before the freeze, so the snapshot is
-the filesystem as at a clean unmount, taken at one instant, and the files of running
-applications are as a crash would leave them (hence the pre-save hook, to quiesce them
-first). XFS refuses to mount a second filesystem with the origin's UUID: the snapshot is
-mounted with nouuid.
+the filesystem as at a clean unmount, taken at one instant (the vm test checks it: the
+ext4 snapshot's superblock has no needs_recovery, the mounted origin's has), and the files
+of running applications are as a crash would leave them (hence the pre-save hook, to
+quiesce them first). lvcreate does the same for a thin snapshot (checked the same way),
+so no fsfreeze of our own is needed. A frozen XFS's log is covered, not marked clean, so
+the kernel runs an (empty) log recovery when the snapshot is mounted: on the snapshot,
+whose device is writable, never on the origin. XFS refuses to mount a second filesystem
+with the origin's UUID: the snapshot is mounted with nouuid.
 
 Every snapshot is removed when its tree is read, whatever happened (failure, Ctrl-C,
 SIGTERM). One killed with SIGKILL leaves its snapshots behind: the next save (before it
@@ -293,6 +297,17 @@ def _device(vg: str, name: str, timeout: float = 10.0) -> str:
     return path
 
 
+def _remove_if_made(p: Planned, warnings: list[str]) -> None:
+    try:
+        made = lvm.read_lv(p.vg, p.name) is not None
+    except OperationFailed:
+        made = False  # lvs finds no such volume
+    why = _remove(p.vg, p.name) if made else None
+    if why is not None:
+        warnings.append(f"the snapshot {p.vg}/{p.name} could not be removed ({why}); "
+                        "the next save removes it")
+
+
 def _overflowed(p: Planned) -> bool:
     if p.thin:
         return False
@@ -317,7 +332,12 @@ def _overflow_error(p: Planned, label: str) -> OperationFailed:
 def snapshot_of(p: Planned, fstype: str, label: str, warnings: list[str]) -> Iterator[Path]:
     """The snapshot ``p`` made, mounted privately read-only for as long as the block
     runs, then removed whatever happened; a classic one that overflowed fails it."""
-    run.run(p.argv)
+    try:
+        run.run(p.argv)
+    except BaseException:
+        # lvcreate may have made the volume before it failed (or was stopped).
+        _remove_if_made(p, warnings)
+        raise
     try:
         device = _device(p.vg, p.name)
         try:
