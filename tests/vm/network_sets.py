@@ -1,19 +1,53 @@
 """What the vm tests that recover a set over the network share (test_rescue_network.py,
-test_netboot.py): the set written to a medium on a server of the host's loopback, the
-rescue's initramfs with what a build writes for that medium, the key medium, and the
-checks of an unattended recovery from the network."""
+test_netboot.py, test_rehearse.py): the servers on the host's loopback (a real sshd and
+SeaweedFS's S3 on 127.0.0.1 alone, reached from a guest as GUEST_HOST, which qemu's user
+network turns into a connection to the host's loopback: nothing leaves the machine), the
+set written to a medium on one, the rescue's initramfs with what a build writes for that
+medium, the key medium, and the checks of an unattended recovery from the network."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from resurgo.media import MediumOptions, SetKind, SetMeta, open_medium
 from resurgo.rescue import cpio
+from tests.support.media_servers import Seaweed, Sshd
 from tests.vm import guest
 from tests.vm.rescue_images import HOST, Keys, rescue_lines
 from tests.vm.test_rescue import MiB, check_target, report_boot
+
+#: The host's loopback as qemu's user network shows it to a guest.
+GUEST_HOST = "10.0.2.2"
+
+
+@contextlib.contextmanager
+def sshd_server(base: Path) -> Iterator[Sshd]:
+    """sshd on 127.0.0.1 (its files below ``base``/sshd, its root ``.root``), stopped
+    however the test ends."""
+    (base / "sshd").mkdir()
+    server = Sshd(base / "sshd")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def seaweed_server(base: Path, *buckets: str) -> Iterator[Seaweed]:
+    """SeaweedFS (S3 on 127.0.0.1, signatures checked) with ``buckets`` made; stopped and
+    its data thrown away however the test ends."""
+    (base / "weed").mkdir()
+    server = Seaweed(base / "weed")
+    try:
+        for bucket in buckets:
+            server.create_bucket(bucket)
+        yield server
+    finally:
+        server.close()
 
 
 def overlaid_initrd(initrd: Path, extra: dict[str, bytes], out: Path) -> Path:

@@ -26,25 +26,27 @@ import pytest
 
 from resurgo.media import MediumOptions
 from resurgo.rescue.access import ImageAccess, credentials_file
-from tests.support.media_servers import ACCESS_KEY, SECRET_KEY, Seaweed, Sshd
+from tests.support.media_servers import ACCESS_KEY, SECRET_KEY, Sshd
 from tests.vm import guest
-from tests.vm.network_sets import check_recovered, key_medium, overlaid_initrd, write_set
+from tests.vm.network_sets import (
+    GUEST_HOST,
+    check_recovered,
+    key_medium,
+    overlaid_initrd,
+    seaweed_server,
+    sshd_server,
+    write_set,
+)
 from tests.vm.rescue_images import TARGET_SIZE, Keys, direct_boot
 from tests.vm.test_rescue import BOOT_TIMEOUT
 
 pytestmark = pytest.mark.vm
 
-GUEST_HOST = "10.0.2.2"
-
 
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    (tmp_path / "sshd").mkdir()
-    server = Sshd(tmp_path / "sshd")
-    try:
+    with sshd_server(tmp_path) as server:
         yield server
-    finally:
-        server.close()
 
 
 def recover_from(url: str, set_id: str, files: Path, tmp_path: Path, *,
@@ -93,10 +95,7 @@ def test_a_set_on_sftp_is_recovered_with_the_key_medium(
 def test_a_set_on_s3_is_recovered_with_the_key_medium(
     kernel_root_files: Path, desc_file: Path, keys: Keys, tmp_path: Path
 ) -> None:
-    (tmp_path / "weed").mkdir()
-    server = Seaweed(tmp_path / "weed")
-    try:
-        server.create_bucket("sets")
+    with seaweed_server(tmp_path, "sets") as server:
         set_id = write_set("s3://sets/rescued", MediumOptions(
             s3_endpoint=server.endpoint, s3_insecure_http=True), desc_file, keys,
             environ=server.environ())
@@ -110,8 +109,6 @@ def test_a_set_on_s3_is_recovered_with_the_key_medium(
             secrets={"s3-credentials": creds},
             extra={"etc/resurgo/rescue.json": json.dumps(config).encode()},
             what="S3 over the user network, key medium")
-    finally:
-        server.close()
     detail = "\n".join(lines)
     assert "s3-credentials: from the key medium (/run/resurgo/keys/s3-credentials)" in lines, \
         detail

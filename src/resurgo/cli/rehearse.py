@@ -3,7 +3,9 @@ set restores and boots, in a virtual machine (recovery.rehearse).
 
 Exit 0 every set rehearsed passed; 1 one failed (its report names the failing step); 2 bad
 input; 3 a precondition does not hold (qemu, xorriso or mke2fs missing, no room in the
-work directory, an sftp:// or s3:// medium, an encrypted set, OVMF missing for UEFI);
+work directory, an sftp:// or s3:// medium the rescue cannot be handed: no --ssh-key, a
+key with a passphrase, no S3 credentials, an https endpoint on the loopback; an encrypted
+set, OVMF missing for UEFI);
 4 a set is not authentic; 5 a set is damaged or incomplete.
 """
 
@@ -36,8 +38,10 @@ from resurgo.rehearse.machine import Accel, Bus, FirmwareChoice
 
 EXIT_CODES = ("Exit 0 passed; 1 failed (the report names the failing step); 2 bad input; "
               "3 a precondition does not hold (qemu, xorriso or mke2fs missing, no room in "
-              "the work directory, an sftp:// or s3:// medium, an encrypted set, no OVMF "
-              "for UEFI); 4 a set is not authentic; 5 a set is damaged or incomplete.")
+              "the work directory, an sftp:// or s3:// medium the rescue cannot be handed: "
+              "no --ssh-key, a key with a passphrase, no S3 credentials, an https endpoint "
+              "on the loopback; an encrypted set, no OVMF for UEFI); 4 a set is not "
+              "authentic; 5 a set is damaged or incomplete.")
 MAX_MEMORY = 1 << 20
 MAX_CPUS = 64
 
@@ -50,8 +54,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Rehearse the recovery of a set, the real path: its own rescue image "
         "(built as `resurgo rescue` would when it has none) boots in qemu (KVM when a probe "
         "boot under it works, else software emulation) with blank sparse disk images sized "
-        "as the saved disks, and the set on a disk of its own; it recovers unattended and "
-        "powers off; the recovered disks then boot alone, without a network, and check "
+        "as the saved disks, and the set on a disk of its own (a directory medium) or, "
+        "for an sftp:// or s3:// medium, a NIC on qemu's user network to the server the "
+        "host uses (a server on the host's loopback reached as 10.0.2.2, its host key "
+        "pinned for that name) and the host's credentials for it (--ssh-key's file, the "
+        "S3 keys) on a key disk of the run's own, 0600, removed once the rescue is done; "
+        "it recovers unattended and powers off; the recovered disks then boot alone, "
+        "without a network, and check "
         "from inside: the default target reached, no unit failed that was not failed at "
         "the save, every fstab entry mounted, swap on, the canary file save wrote intact, "
         "hostname and machine-id as saved, the network configuration naming an interface "
@@ -64,7 +73,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "included. " + EXIT_CODES,
     )
     p.add_argument("--from", dest="source", required=True, metavar="MEDIUM",
-                   help=MEDIUM_HELP + " (rehearse: a directory)")
+                   help=MEDIUM_HELP + " (rehearse: a directory, sftp:// with --ssh-key, or s3://)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--set", metavar="ID",
                        help="the set to rehearse (default: the newest of this host, or the "
@@ -160,7 +169,7 @@ def options(args: argparse.Namespace) -> RehearseOptions:
         rescue_timeout=args.rescue_timeout, boot_timeout=args.boot_timeout,
         build=BuildOptions(args.sysroot, args.kernel_root, args.kernel_version,
                            tuple(args.add_module), tuple(args.add_program)),
-        sign_key=sign_key, state_dir=args.state_dir,
+        sign_key=sign_key, state_dir=args.state_dir, medium=medium_options(args),
     )
 
 

@@ -39,16 +39,16 @@ from pathlib import Path
 
 from resurgo import run, signing
 from resurgo.errors import BadInput, PreconditionFailed, ResurgoError
-from resurgo.media import Medium, SetInfo
+from resurgo.media import Medium, MediumOptions, SetInfo
 from resurgo.media.setindex import RESCUE, content_pin
-from resurgo.media.url import DirectorySpec, FloppySpec, parse_url
+from resurgo.media.url import FloppySpec, parse_url
 from resurgo.model import Firmware
 from resurgo.packages import PACKAGES
 from resurgo.recovery import results
 from resurgo.recovery.load import LoadedSet, choose_set, load_set
 from resurgo.recovery.restore import totals
-from resurgo.rehearse import images
-from resurgo.rehearse.console import Guest, tail
+from resurgo.rehearse import images, network
+from resurgo.rehearse.console import DEAD_ENDS, RESCUE_DEAD_ENDS, Guest, tail
 from resurgo.rehearse.machine import (
     Accel,
     Bus,
@@ -78,6 +78,7 @@ from resurgo.rehearse.rescueboot import (
     kvm_decision,
     kvm_device_usable,
     probe_kvm,
+    read_config,
 )
 from resurgo.rehearse.timeline import BootRun, Verdict, rescue_failure, verdict
 
@@ -96,6 +97,7 @@ AFTER_RESULT = 60.0
 # A rescue image the rehearsal builds, for the room check.
 BUILT_RESCUE = 256 << 20
 MEDIUM_SERIAL = "rehearse-medium"
+KEYS_SERIAL = "rehearse-keys"
 AHCI_PORTS = 6
 
 
@@ -139,24 +141,20 @@ class RehearseOptions:
     record: bool = True
     # Whether the report is stored beside the set on its medium.
     store: bool = True
+    # How the host reaches the medium: what the rescue of a set on SFTP or S3 is handed
+    # (rehearse.network), with the host's S3 environment and ~/.aws.
+    medium: MediumOptions = field(default_factory=MediumOptions)
 
 
 Say = Callable[[str], None]
 
 
 def check_medium_url(url: str) -> None:
-    """A medium a rehearsal can hand to its rescue: a directory, for now."""
+    """A medium a rehearsal can hand to its rescue: a directory (as a disk of its own), an
+    sftp:// or s3:// one (over qemu's user network: rehearse.network)."""
     spec = parse_url(url)
     if isinstance(spec, FloppySpec):
         raise BadInput(f"{url} is a floppy image: it holds a description, no data to restore")
-    if not isinstance(spec, DirectorySpec):
-        raise PreconditionFailed(
-            f"rehearse cannot hand {url} to its rescue yet: the rescue reaches sftp:// and "
-            "s3:// media over qemu's user network only once issue #16 gives the rescue "
-            "its network setup for a rehearsal (the host's server forwarded into the "
-            "guest)",
-            "copy the set to a directory (a local disk) and rehearse it from there",
-        )
 
 
 def require_tools(*, build: bool) -> None:
@@ -257,10 +255,11 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
                        "use --disk-bus virtio, nvme or scsi")
     ovmf = _ovmf(firmware)
     chain = list(loaded.chain.values())
+    reach = _network(medium, opts)
     rescue_entry = loaded.reader.index.file(RESCUE)
     room = images.room_needed(
         data_bytes(loaded), len(desc.filesystems) + len(desc.swaps), disks,
-        sum(r.index.size for r in chain),
+        sum(r.index.size for r in chain) if reach is None else 0,
         rescue_entry.size if rescue_entry is not None else BUILT_RESCUE)
     try:
         opts.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -270,11 +269,14 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
     images.check_room(opts.work_dir, room)
     say(f"room in {opts.work_dir}: {room.text()} needed")
     with images.work_dir(opts.work_dir, info.id, opts.keep) as work:
-        say("copying the set onto its disk, every file checked")
-        staged = images.stage_sets(medium, chain, work / "medium")
-        medium_image = images.medium_disk(work / "medium", work / "medium.img", staged)
-        images.remove_tree(work / "medium")
-        files, rescue_from = _rescue(loaded, opts, work, say)
+        medium_drive = None
+        if reach is None:
+            say("copying the set onto its disk, every file checked")
+            staged = images.stage_sets(medium, chain, work / "medium")
+            medium_drive = Drive(images.medium_disk(work / "medium", work / "medium.img",
+                                                    staged), MEDIUM_SERIAL, read_only=True)
+            images.remove_tree(work / "medium")
+        files, rescue_from = _rescue(loaded, opts, work, say, reach)
         if state.accel is None:
             state.accel = _accel(opts, files, work)
         accel = state.accel
@@ -284,8 +286,19 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
                              d.sector_size) for d in ordered)
         machine = Machine(accel.accel, firmware, opts.bus, opts.memory_mib, opts.cpus,
                           drives, ovmf, _ovmf_vars(ovmf, work))
-        rescue_run = _rescue_boot(machine, files, info.id, medium_image, work, opts,
-                                  data_bytes=room.data, say=say)
+        try:
+            if reach is not None:
+                say(f"the rescue reaches {reach.describe()}")
+                medium_drive = Drive(network.key_disk(work / "keys", work / "keys.img",
+                                                      reach.secrets), KEYS_SERIAL,
+                                     read_only=True)
+            assert medium_drive is not None
+            rescue_run = _rescue_boot(machine, files, info.id, medium_drive, reach, work,
+                                      opts, data_bytes=room.data, say=say)
+        finally:
+            if reach is not None:
+                # Nothing secret outlives the rescue's boot, whatever happened, --keep or not.
+                (work / "keys.img").unlink(missing_ok=True)
         boot_run = None
         if rescue_failure(rescue_run) is None:
             boot_run = _first_boot(machine, work, opts, say)
@@ -296,13 +309,23 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
         rehearsal = Rehearsal(
             info.id, info.host, medium.url, info.created, datetime.now(UTC), result,
             MachineInfo(str(accel.accel), accel.reason, str(firmware), str(opts.bus),
-                        opts.memory_mib, opts.cpus, rescue_from, ordered),
+                        opts.memory_mib, opts.cpus, rescue_from, ordered,
+                        "a disk of its own" if reach is None else reach.describe()),
             console_tail, str(work) if opts.keep else None)
     warnings = _store(medium, rehearsal, opts)
     if warnings:
         rehearsal = Rehearsal(**{**rehearsal.__dict__, "warnings": tuple(warnings)})
     _record(opts, medium, info, rehearsal.verdict, None)
     return rehearsal
+
+
+def _network(medium: Medium, opts: RehearseOptions) -> network.NetworkMedium | None:
+    """How the rescue reaches a set on SFTP or S3 (None: a directory, staged on a disk);
+    what cannot work is refused here, before anything is made."""
+    if not network.is_network(medium.url):
+        return None
+    return network.plan(medium.url, opts.medium, medium.backend.host_key_line(),
+                        environ=os.environ, home=Path.home())
 
 
 def _ovmf(firmware: Firmware) -> Ovmf | None:
@@ -327,8 +350,8 @@ def _ovmf_vars(ovmf: Ovmf | None, work: Path) -> Path | None:
     return dest
 
 
-def _rescue(loaded: LoadedSet, opts: RehearseOptions, work: Path,
-            say: Say) -> tuple[RescueFiles, str]:
+def _rescue(loaded: LoadedSet, opts: RehearseOptions, work: Path, say: Say,
+            reach: network.NetworkMedium | None) -> tuple[RescueFiles, str]:
     iso = work / "rescue.iso"
     if loaded.reader.index.file(RESCUE) is not None:
         say("copying the set's rescue image out, checked")
@@ -339,6 +362,12 @@ def _rescue(loaded: LoadedSet, opts: RehearseOptions, work: Path,
         _build_rescue(loaded, opts, work, iso, say)
         source = "built"
     files = extract(iso, work / "rescue")
+    if reach is not None:
+        config = None
+        if reach.medium_table is not None:
+            raw = read_config(iso, work / "rescue" / "rescue.json")
+            config = network.rescue_config(raw) if raw is not None else None
+        network.append_overlay(files.initrd, network.overlay_files(reach, config))
     iso.unlink()
     return files, source
 
@@ -382,21 +411,32 @@ def _rescue_timeout(opts: RehearseOptions, accel: Accel, data: int) -> float:
     return RESCUE_BASE[accel] + RESCUE_PER_GIB[accel] * data / GiB
 
 
-def _rescue_boot(machine: Machine, files: RescueFiles, set_id: str, medium_image: Path,
-                 work: Path, opts: RehearseOptions, *, data_bytes: int, say: Say) -> BootRun:
-    with_medium = Machine(**{**machine.__dict__, "drives": (
-        *machine.drives, Drive(medium_image, MEDIUM_SERIAL, read_only=True))})
-    append = command_line(files.default_args, set_id, accel=machine.accel,
-                          medium_label=images.MEDIUM_LABEL)
+def _rescue_boot(machine: Machine, files: RescueFiles, set_id: str, medium_drive: Drive,
+                 reach: network.NetworkMedium | None, work: Path, opts: RehearseOptions, *,
+                 data_bytes: int, say: Say) -> BootRun:
+    """The rescue's boot: the blank disks and the medium's (or the key disk), and for a
+    network medium a NIC on qemu's user network."""
+    with_medium = Machine(**{**machine.__dict__, "network": reach is not None,
+                             "drives": (*machine.drives, medium_drive)})
+    if reach is None:
+        append = command_line(files.default_args, set_id, accel=machine.accel,
+                              medium_label=images.MEDIUM_LABEL)
+    else:
+        append = command_line(files.default_args, set_id, accel=machine.accel,
+                              medium_label=None, from_url=reach.url,
+                              keys_label=network.KEYS_LABEL)
     argv = qemu_argv(with_medium, direct(files, append), QEMU)
     timeout = _rescue_timeout(opts, machine.accel, data_bytes)
     say(f"booting the rescue (at most {timeout:.0f} s): it recovers the set unattended")
-    with Guest(argv, work / "rescue.log") as guest:
+    with Guest(argv, work / "rescue.log", RESCUE_DEAD_ENDS) as guest:
         seen = _Progress(guest, say)
         ended = seen.wait(timeout)
+        dead = guest.dead_end
         run_ = BootRun(tuple(guest.messages), round(guest.seconds, 1), not ended,
-                       guest.exited)
-    say(f"the rescue {'powered off' if ended else 'was stopped'} after {run_.seconds:.0f} s")
+                       guest.exited, dead[1] if dead else None)
+    say(f"the rescue came to a dead end ({run_.dead_end}), stopped after {run_.seconds:.0f} s"
+        if run_.dead_end else
+        f"the rescue {'powered off' if ended else 'was stopped'} after {run_.seconds:.0f} s")
     return run_
 
 
@@ -404,16 +444,21 @@ def _first_boot(machine: Machine, work: Path, opts: RehearseOptions, say: Say) -
     argv = qemu_argv(machine, None, QEMU)
     timeout = opts.boot_timeout or BOOT_TIMEOUT[machine.accel]
     say(f"booting the recovered disks alone (at most {timeout:.0f} s)")
-    with Guest(argv, work / "first-boot.log") as guest:
+    with Guest(argv, work / "first-boot.log", DEAD_ENDS) as guest:
         seen = _Progress(guest, say)
         got = seen.wait(timeout, until="result")
-        if got and guest.exited is None:
+        dead = guest.dead_end
+        if got and guest.exited is None and dead is None:
             guest.wait(min(timeout, guest.seconds + AFTER_RESULT))
         run_ = BootRun(tuple(guest.messages), round(guest.seconds, 1),
-                       not got, guest.exited)
-    say(f"the recovered system's check is done after {run_.seconds:.0f} s"
-        if any(t.message.kind == "result" for t in run_.messages)
-        else f"the recovered system gave no result in {run_.seconds:.0f} s")
+                       not got, guest.exited, dead[1] if dead else None)
+    if any(t.message.kind == "result" for t in run_.messages):
+        say(f"the recovered system's check is done after {run_.seconds:.0f} s")
+    elif run_.dead_end is not None:
+        say(f"the recovered system came to a dead end ({run_.dead_end}): stopped after "
+            f"{run_.seconds:.0f} s")
+    else:
+        say(f"the recovered system gave no result in {run_.seconds:.0f} s")
     return run_
 
 

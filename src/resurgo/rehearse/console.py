@@ -35,6 +35,21 @@ SHOWN_LINE = 400
 # A rehearsal's guests say a few dozen messages; a system stuck printing markers in a
 # loop is not let fill the host's memory (the log on disk keeps everything).
 MAX_MESSAGES = 10_000
+# What a console shows when its boot has come to a dead end and will say nothing more
+# of use (a panicked kernel, an initramfs shell, a boot loader's prompt, firmware that
+# found nothing to boot): the host stops waiting then, instead of at the timeout.
+DEAD_ENDS = (
+    "Kernel panic - not syncing",
+    "Dropping to a shell",  # initramfs-tools, its root not found
+    "grub rescue>",
+    "you need to load the kernel first",  # GRUB, a kernel it could not load
+    "No bootable device",  # SeaBIOS
+    "No bootable option or device was found",  # OVMF
+)
+# A kernel's panic is the rescue's dead end (its agent has no shell to fall into).
+RESCUE_DEAD_ENDS = ("Kernel panic - not syncing",)
+# How long the console is read on after a dead end (the rest of a panic's trace).
+DEAD_END_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -53,14 +68,28 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 class _Pump(threading.Thread):
     """Copies qemu's standard output (the serial console) to the log; times messages."""
 
-    def __init__(self, stream: IO[bytes], sink: IO[bytes], started: float) -> None:
+    def __init__(self, stream: IO[bytes], sink: IO[bytes], started: float,
+                 dead_ends: Sequence[str] = ()) -> None:
         super().__init__(daemon=True, name="rehearse-console")
         self.stream, self.sink, self.started = stream, sink, started
         self.messages: list[Timed] = []
+        self.dead_ends = tuple(d.encode() for d in dead_ends)
+        # The first line that showed a dead end, and when it came.
+        self.dead_end: tuple[float, str] | None = None
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
 
+    def _look(self, raw: bytes) -> None:
+        if self.dead_end is not None or not any(d in raw for d in self.dead_ends):
+            return
+        text = "".join(c for c in raw[-SHOWN_LINE:].decode("utf-8", "replace")
+                       if c.isprintable()).strip()
+        with self.arrived:
+            self.dead_end = (round(time.monotonic() - self.started, 3), text)
+            self.arrived.notify_all()
+
     def _line(self, raw: bytes) -> None:
+        self._look(raw)
         if protocol.MARK.encode() not in raw:
             return
         message = protocol.parse(raw[-protocol.MAX_LINE:].decode("utf-8", "replace"))
@@ -83,6 +112,8 @@ class _Pump(threading.Thread):
                     self._line(raw)
                 # A "line" without its end for this long is console garbage: keep its end.
                 pending = pending[-protocol.MAX_LINE:]
+                # A prompt waits without a line's end.
+                self._look(pending)
         except OSError:
             pass
         if pending:
@@ -95,9 +126,11 @@ class Guest:
     """qemu running ``argv``, its console going to ``log_path``. Use as a context
     manager: qemu is stopped (TERM, then KILL) when the block ends, however it ends."""
 
-    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(self, argv: Sequence[str], log_path: Path,
+                 dead_ends: Sequence[str] = ()) -> None:
         self.argv = list(argv)
         self.log_path = log_path
+        self.dead_ends = tuple(dead_ends)
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self._sink: IO[bytes] | None = None
@@ -116,7 +149,7 @@ class Guest:
             self._sink.close()
             raise
         assert self.proc.stdout is not None
-        self._pump = _Pump(self.proc.stdout, self._sink, self.started)
+        self._pump = _Pump(self.proc.stdout, self._sink, self.started, self.dead_ends)
         self._pump.start()
         return self
 
@@ -134,9 +167,17 @@ class Guest:
         with self._pump.lock:
             return list(self._pump.messages)
 
+    @property
+    def dead_end(self) -> tuple[float, str] | None:
+        """When the console showed a dead end (DEAD_ENDS), and the line that did."""
+        assert self._pump is not None
+        with self._pump.lock:
+            return self._pump.dead_end
+
     def wait(self, timeout: float, until: str | None = None) -> bool:
         """Wait until qemu exits (True) or ``timeout`` seconds after it started (False);
-        with ``until``, also stop waiting (True) once a message of that kind came."""
+        with ``until``, also stop waiting (True) once a message of that kind came; and
+        DEAD_END_GRACE seconds after the console showed a dead end (True)."""
         assert self.proc is not None and self._pump is not None
         deadline = self.started + timeout
         while True:
@@ -145,6 +186,11 @@ class Guest:
                 return True
             if until is not None and any(t.message.kind == until for t in self.messages):
                 return True
+            dead = self.dead_end
+            if dead is not None:
+                deadline = min(deadline, self.started + dead[0] + DEAD_END_GRACE)
+                if time.monotonic() >= deadline:
+                    return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

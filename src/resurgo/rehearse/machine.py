@@ -162,6 +162,9 @@ class Machine:
     # A copy of the OVMF variables template, kept from the rescue's boot to the first
     # boot of the recovered system (the boot entries finalize writes live there).
     ovmf_vars: Path | None = None
+    # A NIC on qemu's user network: the rescue's, for a set on SFTP or S3 (the recovered
+    # system's first boot has none).
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,10 +176,12 @@ class DirectKernel:
 
 def qemu_argv(machine: Machine, kernel: DirectKernel | None = None,
               qemu: str = "qemu-system-x86_64") -> list[str]:
-    """The qemu command line: no network, no display, no reboot (a guest that reboots
-    ends the run), the serial console on qemu's standard output."""
+    """The qemu command line: no network (unless ``machine.network``: a NIC on qemu's
+    user network), no display, no reboot (a guest that reboots ends the run), the serial
+    console on qemu's standard output."""
+    nic = ["-nic", "user,model=virtio-net-pci"] if machine.network else ["-nic", "none"]
     argv = [qemu, "-accel", str(machine.accel), "-m", str(machine.memory_mib),
-            "-smp", str(machine.cpus), "-nographic", "-no-reboot", "-nic", "none",
+            "-smp", str(machine.cpus), "-nographic", "-no-reboot", *nic,
             "-global", "isa-fdc.fdtypeA=none"]
     if machine.firmware is Firmware.UEFI:
         if machine.ovmf is None:

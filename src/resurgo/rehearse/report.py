@@ -15,6 +15,7 @@ people.
       "checks": [{"name": "mounts", "ok": false, "detail": "..."}],
       "machine": {"accel": "tcg", "accel_reason": "...", "firmware": "uefi", "bus": "nvme",
                   "memory_mib": 2048, "cpus": 2, "rescue": "set",
+                  "medium_reach": "a disk of its own",
                   "disks": [{"saved": "disk.vda", "size": 2684354560, "sector_size": 512}]},
       "recovery_exit": 0
     }
@@ -63,11 +64,14 @@ class MachineInfo:
     # Where the rescue came from: "set" (its own image) or "built" (none in the set).
     rescue: str
     disks: tuple[DiskImage, ...]
+    # How the rescue reached the set: "a disk of its own", or a network medium's URL
+    # as the rescue opened it, over qemu's user network.
+    medium_reach: str = "a disk of its own"
 
     def data(self) -> dict[str, Any]:
         return {"accel": self.accel, "accel_reason": self.accel_reason,
                 "firmware": self.firmware, "bus": self.bus, "memory_mib": self.memory_mib,
-                "cpus": self.cpus, "rescue": self.rescue,
+                "cpus": self.cpus, "rescue": self.rescue, "medium_reach": self.medium_reach,
                 "disks": [{"saved": d.saved_id, "size": d.size, "sector_size": d.sector_size}
                           for d in self.disks]}
 
@@ -130,7 +134,8 @@ class Rehearsal:
         disks = ", ".join(f"{d.saved_id} {human(d.size)}" for d in m.disks)
         lines.append(f"  machine: {m.accel_reason}; {m.firmware}, {m.bus}, "
                      f"{m.memory_mib} MiB, {m.cpus} vCPU; disks {disks}; rescue image "
-                     + ("of the set" if m.rescue == "set" else "built for the rehearsal"))
+                     + ("of the set" if m.rescue == "set" else "built for the rehearsal")
+                     + f"; the set on {m.medium_reach}")
         for phase in PHASES:
             seconds = v.phases.get(phase)
             shown = "-" if seconds is None else f"{seconds:.1f} s"

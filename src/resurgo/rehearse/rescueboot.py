@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resurgo import run
-from resurgo.errors import Damaged
+from resurgo.errors import BadInput, Damaged
 from resurgo.rehearse.console import Guest
 from resurgo.rehearse.machine import Accel, DirectKernel
 
@@ -31,10 +31,15 @@ GRUB_CFG = "/boot/grub/grub.cfg"
 MAX_GRUB_CFG = 256 * 1024
 MAX_ARGS = 4096
 # The words the rehearsal sets itself: the image's own are dropped. And the network's:
-# the rescue of a rehearsal has no network card (-nic none; a directory medium reaches it
-# as a disk), where an image's static address or DHCP would only wait for one.
+# the rescue of a rehearsal from a directory has no network card (-nic none; the medium
+# reaches it as a disk), where an image's static address or DHCP would only wait for one;
+# from SFTP or S3 it has one on qemu's user network, whose addresses only DHCP gives
+# (which the rescue does by default for a network medium).
 OWN_WORDS = ("console=", "resurgo.recover=", "resurgo.after=", "resurgo.set=",
-             "resurgo.from=", "resurgo.rehearse=", "resurgo.wait=", "ip=", "nameserver=")
+             "resurgo.from=", "resurgo.rehearse=", "resurgo.wait=", "resurgo.keys=", "ip=",
+             "nameserver=")
+#: The rescue image's configuration, as grub-mkrescue's tree holds it.
+CONFIG = "/resurgo/rescue.json"
 # Under emulation, page-table isolation flushes the emulated TLB on each system call
 # (300 fork+exec in a guest on an idle host: 6.8 s with it, 6.25 s without, about 8 %):
 # a rehearsal boots a throw-away machine.
@@ -97,23 +102,41 @@ def default_args(grub_cfg: str) -> tuple[str, ...]:
 
 
 def command_line(default: Sequence[str], set_id: str, *, accel: Accel,
-                 medium_label: str | None, wait: int = 60) -> str:
+                 medium_label: str | None, wait: int = 60, from_url: str | None = None,
+                 keys_label: str | None = None) -> str:
     """The rescue's kernel command line in a rehearsal: the default entry's words (the
     image's own kernel arguments among them), less those the rehearsal sets, plus a
     serial console, the unattended recovery of the set named, power off at the end,
-    the medium's filesystem, and rehearsal mode."""
+    where the set is (the medium disk's filesystem, or a network medium's URL and the
+    key disk holding its credentials), and rehearsal mode."""
     kept = [w for w in default if not w.startswith(OWN_WORDS)
             and all(c.isprintable() and not c.isspace() for c in w)]
     ours = ["console=ttyS0,115200", "resurgo.recover=auto", "resurgo.after=poweroff",
             f"resurgo.set={set_id}", "resurgo.rehearse=1", f"resurgo.wait={wait}"]
     if medium_label is not None:
         ours.append(f"resurgo.from=LABEL={medium_label}")
+    if from_url is not None:
+        if any(c.isspace() or c == '"' or not c.isprintable() for c in from_url):
+            raise BadInput(f"{from_url!r} cannot be a word of a kernel command line")
+        ours.append(f"resurgo.from={from_url}")
+    if keys_label is not None:
+        ours.append(f"resurgo.keys=LABEL={keys_label}")
     if accel is Accel.TCG and FAST_TCG not in kept:
         ours.append(FAST_TCG)
     line = " ".join([*kept, *ours])
     if len(line) > MAX_ARGS:
         line = " ".join(ours)
     return line
+
+
+def read_config(iso: Path, out: Path) -> bytes | None:
+    """The image's rescue.json (None when it has none), read out of the ISO."""
+    result = run.run(["xorriso", "-osirrox", "on", "-indev", str(iso),
+                      "-extract", CONFIG, str(out)], check=False, timeout=600)
+    if result.returncode != 0 or out.is_symlink() or not out.is_file():
+        return None
+    with open(out, "rb") as f:
+        return f.read(MAX_GRUB_CFG + 1)
 
 
 def direct(files: RescueFiles, append: str) -> DirectKernel:

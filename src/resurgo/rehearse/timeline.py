@@ -46,6 +46,9 @@ class BootRun:
     timed_out: bool
     # qemu's exit code when it ended by itself.
     exit_code: int | None = None
+    # The console line that showed the boot at a dead end (console.DEAD_ENDS), when one
+    # did: the host stopped the guest soon after it.
+    dead_end: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ def rescue_failure(rescue: BootRun) -> Failure | None:
         return Failure(where, f"the recovery failed (exit code {code})"
                        + (f": {detail}" if detail else ""))
     if recovered is None:
+        if rescue.dead_end is not None:
+            where = unended[-1] if unended else "rescue boot"
+            return Failure(where, f"the rescue came to a dead end: {rescue.dead_end!r} on "
+                                  "its console")
         if not rescue.messages:
             what = ("timed out" if rescue.timed_out else "ended") + " before the rescue " \
                    "said anything (no rehearsal message on its console)"
@@ -150,6 +157,10 @@ def boot_failure(boot: BootRun) -> tuple[tuple[Check, ...], Failure | None]:
                          t.message.text("detail"))
                    for t in boot.messages if t.message.kind == "check")
     result = _first(boot.messages, "result")
+    if result is None and boot.dead_end is not None:
+        return checks, Failure("first boot", "first boot: the recovered system cannot boot: "
+                                             f"{boot.dead_end!r} on its console (stopped "
+                                             f"{boot.seconds:.0f} s after it started)")
     if result is None:
         how = (f"timed out after {boot.seconds:.0f} s" if boot.timed_out
                else f"ended (qemu exit code {boot.exit_code})")
