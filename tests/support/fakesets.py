@@ -18,11 +18,12 @@ HOST = "web1"
 
 def save(medium_dir: Path, *, parent: str | None = None, host: str = HOST,
          rescue: bool = True, sign_key: Path | None = None,
-         rescue_image: bytes = b"\0" * 4096) -> str:
+         rescue_image: bytes = b"\0" * 4096, labels: dict[str, str] | None = None) -> str:
     """A set with the example description and a (fake) archive and manifest per tree."""
     medium = Medium(directory_backend(str(medium_dir)))
     text = example_text().encode()
-    meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL, parent, host)
+    meta = SetMeta(SetKind.INCREMENTAL if parent else SetKind.FULL, parent, host,
+                   labels or {})
     key = signing.SignKey.load(sign_key) if sign_key else None
     with medium.begin_set(meta, sign_key=key) as w:
         w.write_bytes("description.toml", text)

@@ -410,6 +410,19 @@ def test_a_failure_names_its_step_and_leaves_nothing(tmp_path: Path, fake_qemu: 
     assert recorded is not None and not recorded.ok
 
 
+def test_an_encrypted_set_is_refused_before_anything_is_made(tmp_path: Path,
+                                                            fake_qemu: Path) -> None:
+    medium = tmp_path / "medium"
+    fakesets.save(medium, rescue_image=_tiny_iso(tmp_path),
+                  labels={"encryption": "age", "recipients": "age1example"})
+    result = run("rehearse", "--from", str(medium), "--accel", "tcg", "--work-dir",
+                 str(tmp_path / "work"), "--state-dir", str(tmp_path / "state"),
+                 env={"RESURGO_CONFIG": ""})
+    assert result.returncode == 3, result.output
+    assert "encrypted (age): rehearse cannot hand its identity" in result.stderr
+    assert not (tmp_path / "work").exists() or list((tmp_path / "work").iterdir()) == []
+
+
 def test_a_first_boot_at_a_dead_end_fails_in_seconds_not_at_its_timeout(
         tmp_path: Path, fake_qemu: Path) -> None:
     started = time.monotonic()

@@ -44,7 +44,7 @@ from resurgo.media.setindex import RESCUE, content_pin
 from resurgo.media.url import FloppySpec, parse_url
 from resurgo.model import Firmware
 from resurgo.packages import PACKAGES
-from resurgo.recovery import results
+from resurgo.recovery import results, setfiles
 from resurgo.recovery.load import LoadedSet, choose_set, load_set
 from resurgo.recovery.restore import totals
 from resurgo.rehearse import images, network
@@ -244,6 +244,17 @@ def data_bytes(loaded: LoadedSet) -> int:
 def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
                  state: _RunState) -> Rehearsal:
     started = time.monotonic()
+    if setfiles.encrypted(info.labels):
+        # The rescue takes the LUKS key files and a network medium's credentials from its
+        # key medium by name, but the age identity of a set only from resurgo.args, as a
+        # path its user knows: there is no key-medium name for it to hand on by.
+        raise PreconditionFailed(
+            f"set {info.id} is encrypted (age): rehearse cannot hand its identity to the "
+            "rescue yet", "rehearse an unencrypted set of the same system, or recover the "
+            "set on a spare machine with resurgo.args=\"--identity FILE\"")
+    # What the rescue of a set on SFTP or S3 needs, or why it cannot be had: before the
+    # set is read.
+    reach = _network(medium, opts)
     say(f"set {info.id} (host {info.host or '?'}): reading it with its checks")
     loaded = load_set(medium, info.id)
     desc = loaded.description
@@ -255,7 +266,6 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
                        "use --disk-bus virtio, nvme or scsi")
     ovmf = _ovmf(firmware)
     chain = list(loaded.chain.values())
-    reach = _network(medium, opts)
     rescue_entry = loaded.reader.index.file(RESCUE)
     room = images.room_needed(
         data_bytes(loaded), len(desc.filesystems) + len(desc.swaps), disks,
