@@ -254,12 +254,14 @@ def test_only_the_rescues_machine_has_a_nic() -> None:
 # --- dead ends on a console --------------------------------------------------------------
 
 
-def _pump(data: bytes, dead_ends: tuple[str, ...] = console.DEAD_ENDS) -> _Pump:
+def _pump(*chunks: bytes, dead_ends: tuple[str, ...] = console.DEAD_ENDS) -> _Pump:
     read, write = os.pipe()
     pump = _Pump(os.fdopen(read, "rb"), io.BytesIO(), time.monotonic(), dead_ends)
     pump.start()
-    with os.fdopen(write, "wb") as w:
-        w.write(data)
+    with os.fdopen(write, "wb", buffering=0) as w:
+        for chunk in chunks:
+            w.write(chunk)
+            time.sleep(0.2)  # each chunk read apart, as a console's come
     pump.join(timeout=30)
     return pump
 
@@ -276,7 +278,12 @@ def test_a_panic_or_a_prompt_is_a_dead_end() -> None:
     assert shell.dead_end is not None and "UUID=1234" in shell.dead_end[1]
     assert _pump(b"Welcome to Debian GNU/Linux 12 (bookworm)!\n").dead_end is None
     # The rescue watches for a panic alone.
-    assert _pump(b"grub rescue> \n", console.RESCUE_DEAD_ENDS).dead_end is None
+    assert _pump(b"grub rescue> \n", dead_ends=console.RESCUE_DEAD_ENDS).dead_end is None
+    # A line that came in pieces is shown whole, timed by its first piece.
+    split = _pump(b"[    9.13] Kernel panic - not syncing", b": VFS: Unable to mount root "
+                  b"fs on unknown-block(0,0) ]---\n[    9.14] CPU: 0 PID: 1\n")
+    assert split.dead_end is not None
+    assert split.dead_end[1].endswith("Unable to mount root fs on unknown-block(0,0) ]---")
 
 
 def test_a_dead_end_fails_the_boot_it_ends() -> None:

@@ -74,22 +74,31 @@ class _Pump(threading.Thread):
         self.stream, self.sink, self.started = stream, sink, started
         self.messages: list[Timed] = []
         self.dead_ends = tuple(d.encode() for d in dead_ends)
-        # The first line that showed a dead end, and when it came.
+        # The first line that showed a dead end, and when it came; whether the line had
+        # not ended yet.
         self.dead_end: tuple[float, str] | None = None
+        self._partial = False
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
 
-    def _look(self, raw: bytes) -> None:
-        if self.dead_end is not None or not any(d in raw for d in self.dead_ends):
+    def _look(self, raw: bytes, *, whole: bool) -> None:
+        """Whether ``raw`` shows a dead end: a line (``whole``), or the start of one that
+        has not ended yet (a prompt waits so), whose whole line then replaces it."""
+        if self.dead_end is not None and not self._partial:
+            return
+        if not any(d in raw for d in self.dead_ends):
             return
         text = "".join(c for c in raw[-SHOWN_LINE:].decode("utf-8", "replace")
                        if c.isprintable()).strip()
         with self.arrived:
-            self.dead_end = (round(time.monotonic() - self.started, 3), text)
+            at = self.dead_end[0] if self.dead_end is not None else round(
+                time.monotonic() - self.started, 3)
+            self.dead_end = (at, text)
+            self._partial = not whole
             self.arrived.notify_all()
 
     def _line(self, raw: bytes) -> None:
-        self._look(raw)
+        self._look(raw, whole=True)
         if protocol.MARK.encode() not in raw:
             return
         message = protocol.parse(raw[-protocol.MAX_LINE:].decode("utf-8", "replace"))
@@ -113,7 +122,7 @@ class _Pump(threading.Thread):
                 # A "line" without its end for this long is console garbage: keep its end.
                 pending = pending[-protocol.MAX_LINE:]
                 # A prompt waits without a line's end.
-                self._look(pending)
+                self._look(pending, whole=False)
         except OSError:
             pass
         if pending:
