@@ -36,7 +36,7 @@ settings.load_profile("resurgo")
 # modules fill the ends), test_guest 20. test_rehearse (a save and five rehearsals: the set
 # on SFTP and on S3, both booting the recovered system; (a) to its first boot's panic; (b)
 # failing in the rescue; (c) booting): about 600 with three rehearsals alone with two vCPUs
-# on a quiet machine, about a thousand with five (on a machine loaded 15 to 25 deep: save
+# on a quiet machine, an estimated 1000 with five (measured on a machine loaded 15 to 25 deep: save
 # 341, SFTP 904, S3 1019, (a) 699, (b) 183).
 LONGEST_FIRST = (
     "tests/vm/test_rehearse.py",
