@@ -49,6 +49,7 @@ from resurgo.errors import BadInput, PreconditionFailed, ResurgoError
 from resurgo.media import MediumOptions
 from resurgo.media.url import S3Spec, SftpSpec, parse_url
 from resurgo.rehearse import images
+from resurgo.rehearse.rescueboot import MAX_CONFIG
 from resurgo.rescue import cpio
 from resurgo.rescue.access import (
     MAX_SECRET,
@@ -72,8 +73,6 @@ KEYS_LABEL = "resurgo-keys"
 KEYS_DISK = 16 << 20
 #: A medium URL on the kernel command line (2048 bytes on x86, all words together).
 MAX_URL = 512
-#: rescue.json as a build writes it is a few KiB.
-MAX_CONFIG = 1 << 20
 _KEY_LINE = re.compile(r"^\S+ ([a-z0-9@.-]{1,64}) ([A-Za-z0-9+/]{16,16384}={0,3})$")
 _HINT = "copy the set to a directory (a local disk) and rehearse it from there"
 

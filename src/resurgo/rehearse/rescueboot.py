@@ -38,8 +38,9 @@ MAX_ARGS = 4096
 OWN_WORDS = ("console=", "resurgo.recover=", "resurgo.after=", "resurgo.set=",
              "resurgo.from=", "resurgo.rehearse=", "resurgo.wait=", "resurgo.keys=", "ip=",
              "nameserver=")
-#: The rescue image's configuration, as grub-mkrescue's tree holds it.
+#: The rescue image's configuration, as grub-mkrescue's tree holds it (a few KiB).
 CONFIG = "/resurgo/rescue.json"
+MAX_CONFIG = 1 << 20
 # Under emulation, page-table isolation flushes the emulated TLB on each system call
 # (300 fork+exec in a guest on an idle host: 6.8 s with it, 6.25 s without, about 8 %):
 # a rehearsal boots a throw-away machine.
@@ -136,7 +137,7 @@ def read_config(iso: Path, out: Path) -> bytes | None:
     if result.returncode != 0 or out.is_symlink() or not out.is_file():
         return None
     with open(out, "rb") as f:
-        return f.read(MAX_GRUB_CFG + 1)
+        return f.read(MAX_CONFIG + 1)
 
 
 def direct(files: RescueFiles, append: str) -> DirectKernel:
