@@ -557,8 +557,11 @@ EXPECTED: Final = ("/boot/grub", "/boot/initrd.img-*", "/etc/initramfs-tools",
                    "/var/lib/rear", "/var/log/rear", "/var/lib/resurgo", "/var/log/resurgo")
 #: Paths the running source wrote during or after its save (logs, systemd's state, the
 #: harness's own mount points), which no backup taken while it ran can have.
+#: Below /dev and /run the running system mounts devtmpfs and tmpfs: what the root
+#: filesystem itself holds there (a debootstrapped tree's static device nodes) is hidden
+#: from every backup taken while it runs.
 VOLATILE: Final = ("/var/log", "/var/lib/systemd", "/var/tmp", "/tmp", "/mnt",
-                   "/resurgo-test", "/var/cache/ldconfig")
+                   "/resurgo-test", "/var/cache/ldconfig", "/dev/*", "/run/*")
 
 
 def _under(path: str, patterns: Iterable[str]) -> bool:

@@ -111,9 +111,12 @@ def test_differences_are_counted_unless_expected_or_volatile() -> None:
         d("/var/log/journal/x", "missing", "file", None),
         d("/var/log", "mtime_ns", 1, 2),
         d("/home (under the mount)", "mtime_ns", 1, 2),
+        d("/dev/null", "missing", "char", None),
+        d("/dev", "mode", 0o755, 0o700),
     ])
-    assert [x.path for x in classes["counted"]] == ["/srv/bench/x", "/home (under the mount)"]
-    assert len(classes["expected"]) == 2 and len(classes["volatile"]) == 2
+    assert [x.path for x in classes["counted"]] == [
+        "/srv/bench/x", "/home (under the mount)", "/dev"]
+    assert len(classes["expected"]) == 2 and len(classes["volatile"]) == 3
 
 
 def test_the_table_shows_medians_counts_and_the_ratio() -> None:
