@@ -776,7 +776,15 @@ def boot_guest_script(script: str, *, image: guest.Drive, workdir: Path,
     exchange = workdir / "exchange"
     if exchange.exists():
         shutil.rmtree(exchange)
-    guest.read_exchange(xchg, exchange)
+    exchange.mkdir()
+    # A guest stopped mid-write leaves the journal dirty: read it without replaying that
+    # (guest.read_exchange's plain read-only mount refuses such a disk).
+    with contextlib.ExitStack() as stack:
+        loop = stack.enter_context(guest.loop_device(xchg, read_only=True))
+        tmp = stack.enter_context(guest.scratch_dir("vs-rear-xchg-"))
+        mnt = stack.enter_context(guest.mounted(loop, tmp / "mnt", options=["ro", "noload"]))
+        shutil.copytree(mnt, exchange, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("lost+found"))
     xchg.unlink()
     return watched, exchange
 
@@ -1158,7 +1166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             vars_file = (guest.new_ovmf_vars(run_dir / f"{tool}-save.vars")
                          if args.firmware == "uefi" else None)
             print(f"run {run}: {tool} save ...", flush=True)
-            saved = save(tool, run_dir, source, args.firmware, vars_file)
+            try:
+                saved = save(tool, run_dir, source, args.firmware, vars_file)
+            except (guest.HarnessError, guest.GuestError, OSError) as exc:
+                # recorded, and the run goes on with the other tool
+                saved = Saved(tool, {"tool": tool, "ok": False, "error": f"harness: {exc}"})
             saved.result["run"] = run
             saves.append(saved.result)
             print(f"run {run}: {tool} save: ok={saved.result.get('ok')} "
@@ -1167,7 +1179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 for name in args.cases:
                     print(f"run {run}: {tool} recover ({name}) ...", flush=True)
-                    result = recover(saved, CASES[name], run_dir, args.firmware)
+                    try:
+                        result = recover(saved, CASES[name], run_dir, args.firmware)
+                    except (guest.HarnessError, guest.GuestError, OSError) as exc:
+                        result = {"tool": tool, "case": name, "recovered": False,
+                                  "booted": False, "error": f"harness: {exc}"}
                     result["run"] = run
                     cases.append(result)
                     print(f"run {run}: {tool} ({name}): recovered={result.get('recovered')} "
