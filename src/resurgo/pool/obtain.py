@@ -79,13 +79,7 @@ def candidates(root: Path, entries: list[catalog.CatalogEntry]) -> dict[str, Can
     for pkg in dpkg.read_status(root) or []:
         if not pkg.installed:
             continue
-        data = None
-        for name in pkg.info_names():
-            try:
-                data = (info / f"{name}.md5sums").read_bytes()
-                break
-            except FileNotFoundError:
-                continue
+        data = dpkg.read_md5sums(info, pkg)
         if data is None:
             continue
         for md5, path in dpkg.parse_md5sums(data):

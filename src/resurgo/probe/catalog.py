@@ -205,13 +205,7 @@ def dpkg_owned(root: Path, packages: Sequence[dpkg.Package]) -> list[Owned]:
     for pkg in packages:
         if not pkg.installed:
             continue
-        data = None
-        for name in pkg.info_names():
-            try:
-                data = (info / f"{name}.md5sums").read_bytes()
-                break
-            except FileNotFoundError:
-                continue
+        data = dpkg.read_md5sums(info, pkg)
         if data is None:
             continue
         conffiles = set(pkg.conffiles)

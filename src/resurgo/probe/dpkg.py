@@ -115,6 +115,17 @@ def parse_diversions(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
+def read_md5sums(info: Path, pkg: Package) -> bytes | None:
+    """The package's md5sums file in dpkg's info directory, under either of its names
+    (None when it has none: a package without files, or one that ships no md5sums)."""
+    for name in pkg.info_names():
+        try:
+            return (info / f"{name}.md5sums").read_bytes()
+        except FileNotFoundError:
+            continue
+    return None
+
+
 def read_status(root: Path) -> list[Package] | None:
     """The packages of the tree at root, or None when it has no dpkg database."""
     path = root / STATUS
