@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from resurgo.errors import ToolMissing
 from resurgo.finalize import identity, lvmdevices
 from resurgo.finalize.model import FinalizeOptions
 from resurgo.finalize.steps import Finalizer
-from resurgo.finalize.tree import SavedTree
+from resurgo.finalize.tree import RootTree, SavedTree
 from resurgo.model import ConfigFile
 from resurgo.plan import make_plan
 from resurgo.plan.model import PlanOptions
@@ -76,3 +80,28 @@ def test_a_preview_says_the_file_is_made_anew_and_runs_nothing(tmp_path: Path) -
     f.lvm_devices()
     assert f.commands == [] and f.files == []
     assert any(lvmdevices.DEVICES_FILE in n for n in f.notes), f.notes
+
+
+@pytest.mark.parametrize("failure", [
+    ToolMissing("lvm", "lvm2"),
+    subprocess.TimeoutExpired(["lvm", "lvmdevices"], 60),
+])
+def test_no_lvm_or_a_hung_one_is_one_error_naming_the_fix_and_the_file_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
+    desc = luks_fixture()
+    plan = make_plan(desc, [actual("vdb", 20 * GIB)],
+                     PlanOptions(which=str, keys=frozenset({"luks.sda2"})))
+    root = tmp_path / "root"
+    saved = root / lvmdevices.DEVICES_FILE.lstrip("/")
+    saved.parent.mkdir(parents=True)
+    saved.write_text(SAVED)
+
+    def fail(_devices: object) -> dict[str, str]:
+        raise failure
+
+    monkeypatch.setattr(lvmdevices, "generate", fail)
+    f = Finalizer(desc, plan, RootTree(root), root, FinalizeOptions(),
+                  identity.planned(desc, plan))
+    f.lvm_devices()
+    assert len(f.errors) == 1 and "vgimportdevices" in f.errors[0], f.errors
+    assert saved.read_text() == SAVED and f.files == []

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resurgo import run
-from resurgo.errors import CommandFailed, ResurgoError
+from resurgo.errors import CommandFailed, ResurgoError, ToolMissing
 from resurgo.finalize import bootloader, configs, drivers, identity, lvmdevices, netmap
 from resurgo.finalize import report as render
 from resurgo.finalize.chroot import Chroot
@@ -186,10 +187,13 @@ class Finalizer:
             return
         try:
             made = lvmdevices.generate(sorted(set(planned.values())))
-        except CommandFailed as e:
+        except (CommandFailed, ToolMissing, subprocess.TimeoutExpired) as e:
+            # A missing lvm or one that hangs on a device is the same failure to the
+            # restored system as one that refused: the file still names the old disks.
+            detail = e.stderr.strip()[-300:] if isinstance(e, CommandFailed) else ""
             self.errors.append(
                 f"{path}: LVM could not make the entries of the recovered PVs "
-                f"({e.stderr.strip()[-300:] or e}); as saved it names the old disks, and LVM "
+                f"({detail or e}); as saved it names the old disks, and LVM "
                 "will not find the volume groups at boot: remove it (LVM then uses every "
                 "device) or run `vgimportdevices -a`"
             )
