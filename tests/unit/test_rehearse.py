@@ -20,11 +20,13 @@ import pytest
 
 from resurgo import run as runmod
 from resurgo.errors import BadInput, PreconditionFailed
-from resurgo.media import Medium
+from resurgo.media import Medium, MediumOptions
 from resurgo.media.directory import directory_backend
+from resurgo.media.share import ShareBackend, ShareOptions
 from resurgo.model import Firmware
 from resurgo.recovery import load, results
-from resurgo.rehearse import console, images, protocol
+from resurgo.recovery.rehearse import RehearseOptions, rehearse_sets
+from resurgo.rehearse import console, images, network, protocol
 from resurgo.rehearse.console import Timed, _Pump
 from resurgo.rehearse.machine import (
     Accel,
@@ -41,8 +43,10 @@ from resurgo.rehearse.machine import (
     plan_disks,
     qemu_argv,
 )
+from resurgo.rehearse.report import Rehearsal
 from resurgo.rehearse.rescueboot import command_line, default_args, kvm_decision
 from resurgo.rehearse.timeline import BootRun, rescue_failure, verdict
+from resurgo.rescue import cpio
 from resurgo.rescue.cmdline import After
 from resurgo.rescue.iso import boot_entries, grub_cfg
 from tests.support import fakesets
@@ -285,6 +289,7 @@ FAKE_QEMU = """#!/bin/sh
 # A stand-in for qemu-system-x86_64: what it does is in $0.mode.
 mode=$(cat "$0.mode")
 echo $$ >>"$0.pids"
+printf '%s\n' "$*" >>"$0.argv"
 kernel=no
 for a in "$@"; do [ "$a" = "-kernel" ] && kernel=yes; done
 say() { printf 'RESURGO-REHEARSE %s\\n' "$1"; }
@@ -341,9 +346,12 @@ def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return qemu
 
 
-def _tiny_iso(tmp_path: Path) -> bytes:
+def _tiny_iso(tmp_path: Path, config: dict[str, object] | None = None) -> bytes:
     tree = tmp_path / "iso"
     (tree / "boot/grub").mkdir(parents=True)
+    if config is not None:
+        (tree / "resurgo").mkdir()
+        (tree / "resurgo/rescue.json").write_text(json.dumps(config))
     (tree / "boot/vmlinuz").write_bytes(b"kernel")
     (tree / "boot/initrd.img").write_bytes(b"initrd")
     (tree / "boot/grub/grub.cfg").write_text(ISO_CFG)
@@ -445,6 +453,93 @@ def test_keep_keeps_the_images(tmp_path: Path, fake_qemu: Path) -> None:
     assert {"disk0.img", "medium.img", "rescue.log", "OVMF_VARS.fd"} <= names
     assert os.stat(kept / "disk0.img").st_blocks == 0  # sparse, never written
     assert stat.S_IMODE(kept.stat().st_mode) == 0o700
+
+
+SHARE_CONFIG = {"build_id": "b1", "medium": {"nfs_version": "4.2", "nfs_mount_port": None}}
+
+
+def _share_rehearsal(tmp_path: Path, qemu: Path, url: str,
+                     share: ShareOptions) -> tuple[str, Rehearsal, list[str], Path]:
+    """A rehearsal (kept) of a set on a share: the share is the set's directory below a
+    ShareBackend (as a mount gives it), the medium's URL the share's. The report, the
+    rescue's qemu command line and the kept run's directory."""
+    qemu.with_name(qemu.name + ".mode").write_text("pass")
+    medium_dir = tmp_path / "medium"
+    set_id = fakesets.save(medium_dir, rescue_image=_tiny_iso(tmp_path, SHARE_CONFIG))
+    root = os.open(medium_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    opts = RehearseOptions(accel=Accel.TCG, work_dir=tmp_path / "work", keep=True,
+                           rescue_timeout=3, boot_timeout=3, state_dir=tmp_path / "state",
+                           medium=MediumOptions(share=share, writable=True))
+    said: list[str] = []
+    with Medium(ShareBackend(url, root, [root])) as medium:
+        report = rehearse_sets(medium, opts, said.append)
+    (one,) = report.rehearsals
+    lines = qemu.with_name(qemu.name + ".argv").read_text().splitlines()
+    rescue = next(line for line in lines if " -kernel " in line)
+    (kept,) = (tmp_path / "work").iterdir()
+    return set_id, one, [rescue, *said], kept
+
+
+def _overlay(kept: Path) -> dict[str, bytes]:
+    """The files appended to the rescue's initramfs (after the fake image's own bytes)."""
+    data = (kept / "rescue" / "initrd.img").read_bytes()
+    assert data.startswith(b"initrd")
+    # The overlay starts at the next multiple of 4 (newc's alignment counts from there).
+    return {e.name: e.data for e in cpio.read(data[8:]) if e.data}
+
+
+def test_a_set_on_nfs_is_reached_by_the_rescue_over_the_network(
+        tmp_path: Path, fake_qemu: Path) -> None:
+    set_id, one, (rescue, *said), kept = _share_rehearsal(
+        tmp_path, fake_qemu, "nfs://127.0.0.1:2049/srv/sets",
+        ShareOptions(nfs_version="3", nfs_mount_port=20048))
+    assert one.verdict.ok, one
+    assert one.machine.medium_reach == "nfs://10.0.2.2:2049/srv/sets over qemu's user network"
+    assert f"the rescue reaches {one.machine.medium_reach}" in said
+    assert "-nic user,model=virtio-net-pci" in rescue
+    words = rescue.split(" -append ", 1)[1].split()
+    assert "resurgo.from=nfs://10.0.2.2:2049/srv/sets" in words
+    # Nothing secret to hand on: no key disk, no medium disk.
+    assert not any(w.startswith("resurgo.keys=") for w in words)
+    assert "serial=rehearse-medium" not in rescue and "serial=rehearse-keys" not in rescue
+    assert not (kept / "medium.img").exists() and not (kept / "keys.img").exists()
+    # The host's NFS version and MOUNT port, in place of the image's.
+    config = json.loads(_overlay(kept)["etc/resurgo/rescue.json"])
+    assert config["build_id"] == "b1"
+    assert config["medium"]["nfs_version"] == "3"
+    assert config["medium"]["nfs_mount_port"] == 20048
+    # The report beside the set, on the share.
+    stored = json.loads((tmp_path / "medium" / set_id / "rehearsal.json").read_text())
+    assert stored["ok"] and stored["medium"] == "nfs://127.0.0.1:2049/srv/sets"
+
+
+def test_a_set_on_cifs_is_reached_with_the_hosts_credentials_on_a_key_disk(
+        tmp_path: Path, fake_qemu: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.write_text("username=backup\npassword=p,w= x\ndomain=WORK\n")
+    creds.chmod(0o600)
+    _, one, (rescue, *said), kept = _share_rehearsal(
+        tmp_path, fake_qemu, "cifs://backup@localhost/sets/resurgo",
+        ShareOptions(cifs_credentials=creds))
+    assert one.verdict.ok, one
+    assert one.machine.medium_reach == ("cifs://backup@10.0.2.2/sets/resurgo over qemu's "
+                                        "user network, cifs-credentials on a key disk")
+    words = rescue.split(" -append ", 1)[1].split()
+    assert "resurgo.from=cifs://backup@10.0.2.2/sets/resurgo" in words
+    assert f"resurgo.keys=LABEL={network.KEYS_LABEL}" in words
+    assert "serial=rehearse-keys" in rescue and "p,w= x" not in rescue
+    # The key disk is gone once the rescue is done, --keep or not; the image's own
+    # rescue.json is left as it is (nothing of the share's is in it).
+    assert not (kept / "keys.img").exists()
+    assert _overlay(kept) == {}
+    assert not any("p,w= x" in line for line in said)
+
+
+def test_a_cifs_set_without_credentials_is_a_precondition(tmp_path: Path) -> None:
+    with pytest.raises(PreconditionFailed) as e:
+        network.plan("cifs://10.0.0.5/sets", MediumOptions(), None, environ={},
+                     home=tmp_path)
+    assert "--cifs-credentials" in (e.value.hint or "")
 
 
 def test_no_qemu_and_no_room_are_preconditions(

@@ -1,5 +1,6 @@
-"""What a rehearsal hands the rescue of a set on SFTP or S3 (rehearse.network): the URL and
-the pinned host key for the name the guest uses, the S3 endpoint, the key disk's secrets,
+"""What a rehearsal hands the rescue of a set on SFTP, S3, NFS or CIFS (rehearse.network):
+the URL and the pinned host key for the name the guest uses, the S3 endpoint, the NFS
+version, the key disk's secrets (the CIFS credentials among them),
 the initramfs overlay; and what it refuses (exit 3). Also the consoles' dead ends, which
 end a boot that will say nothing more (rehearse.console)."""
 
@@ -18,7 +19,8 @@ import pytest
 
 from resurgo.errors import BadInput, ExitCode, PreconditionFailed
 from resurgo.media import MediumOptions, SshOptions
-from resurgo.media.url import S3Spec, SftpSpec, parse_url
+from resurgo.media.share import ShareOptions
+from resurgo.media.url import CifsSpec, NfsSpec, S3Spec, SftpSpec, parse_url
 from resurgo.model import Firmware
 from resurgo.rehearse import console, network
 from resurgo.rehearse.console import _Pump
@@ -68,6 +70,61 @@ def test_the_sftp_url_the_rescue_opens() -> None:
     s3 = parse_url("s3://bucket/rescued")
     assert isinstance(s3, S3Spec)
     assert network.guest_url(s3) == "s3://bucket/rescued"
+
+
+@pytest.mark.parametrize(("url", "guest"), [
+    ("nfs://127.0.0.1/srv/sets", "nfs://10.0.2.2/srv/sets"),
+    ("nfs://[::1]:2050/srv/my%20sets", "nfs://10.0.2.2:2050/srv/my%20sets"),
+    ("nfs://nas.example.org/export", "nfs://nas.example.org/export"),
+    ("cifs://backup@localhost:4450/sets/resurgo", "cifs://backup@10.0.2.2:4450/sets/resurgo"),
+    ("cifs://127.0.0.1/sets", "cifs://10.0.2.2/sets"),
+    ("cifs://nas.example.org/sets/a", "cifs://nas.example.org/sets/a"),
+])
+def test_the_share_url_the_rescue_opens(url: str, guest: str) -> None:
+    spec = parse_url(url)
+    assert isinstance(spec, NfsSpec | CifsSpec)
+    assert network.is_network(url)
+    assert network.guest_url(spec) == guest
+    # Only the host changed: share, path, user, port as the host's.
+    assert {**parse_url(guest).__dict__, "host": spec.host} == spec.__dict__
+
+
+def test_a_share_on_another_loopback_address_is_refused() -> None:
+    spec = parse_url("nfs://127.0.0.2/srv/sets")
+    assert isinstance(spec, NfsSpec)
+    with pytest.raises(PreconditionFailed):
+        network.guest_url(spec)
+
+
+def test_an_nfs_plan_hands_the_hosts_version_and_no_secret(tmp_path: Path) -> None:
+    reach = network.plan("nfs://localhost/srv/sets", MediumOptions(
+        share=ShareOptions(nfs_version="4.1")), None, environ={}, home=tmp_path)
+    assert reach.url == "nfs://10.0.2.2/srv/sets"
+    assert dict(reach.secrets) == {} and dict(reach.overlay) == {}
+    assert reach.medium_table is not None
+    assert reach.medium_table["nfs_version"] == "4.1"
+    assert reach.medium_table["nfs_mount_port"] is None
+    assert reach.describe() == "nfs://10.0.2.2/srv/sets over qemu's user network"
+    files = network.overlay_files(reach, {"build_id": "b1", "medium": {"nfs_version": "3"}})
+    assert json.loads(files["etc/resurgo/rescue.json"])["medium"]["nfs_version"] == "4.1"
+
+
+def test_a_cifs_plan_hands_the_hosts_credentials(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.write_text("# the sets' account\nuser=backup\npassword= a,b=c \n")
+    creds.chmod(0o600)
+    reach = network.plan("cifs://127.0.0.1/sets/resurgo", MediumOptions(
+        share=ShareOptions(cifs_credentials=creds)), None, environ={}, home=tmp_path)
+    assert reach.url == "cifs://10.0.2.2/sets/resurgo"
+    assert dict(reach.secrets) == {"cifs-credentials": b"username=backup\npassword= a,b=c \n"}
+    assert reach.medium_table is None and dict(reach.overlay) == {}
+    assert "a,b=c" not in repr(reach)
+    assert reach.describe().endswith("cifs-credentials on a key disk")
+    # Others may read the file: as the host's own mount, refused (exit 2).
+    creds.chmod(0o644)
+    with pytest.raises(BadInput):
+        network.plan("cifs://127.0.0.1/sets/resurgo", MediumOptions(
+            share=ShareOptions(cifs_credentials=creds)), None, environ={}, home=tmp_path)
 
 
 def test_a_url_the_kernel_command_line_cannot_carry_is_refused() -> None:

@@ -3,9 +3,9 @@ set restores and boots, in a virtual machine (recovery.rehearse).
 
 Exit 0 every set rehearsed passed; 1 one failed (its report names the failing step); 2 bad
 input; 3 a precondition does not hold (qemu, xorriso or mke2fs missing, no room in the
-work directory, an sftp:// or s3:// medium the rescue cannot be handed: no --ssh-key, a
-key with a passphrase, no S3 credentials, an https endpoint on the loopback; an encrypted
-set, OVMF missing for UEFI);
+work directory, a network medium the rescue cannot be handed: no --ssh-key, a key with a
+passphrase, no S3 credentials, an https endpoint on the loopback, no --cifs-credentials; an
+encrypted set, OVMF missing for UEFI);
 4 a set is not authentic; 5 a set is damaged or incomplete.
 """
 
@@ -38,9 +38,10 @@ from resurgo.rehearse.machine import Accel, Bus, FirmwareChoice
 
 EXIT_CODES = ("Exit 0 passed; 1 failed (the report names the failing step); 2 bad input; "
               "3 a precondition does not hold (qemu, xorriso or mke2fs missing, no room in "
-              "the work directory, an sftp:// or s3:// medium the rescue cannot be handed: "
-              "no --ssh-key, a key with a passphrase, no S3 credentials, an https endpoint "
-              "on the loopback; an encrypted set, no OVMF for UEFI); 4 a set is not "
+              "the work directory, a network medium the rescue cannot be handed: no "
+              "--ssh-key, a key with a passphrase, no S3 credentials, an https endpoint on "
+              "the loopback, no --cifs-credentials; an encrypted set, no OVMF for UEFI); "
+              "4 a set is not "
               "authentic; 5 a set is damaged or incomplete.")
 MAX_MEMORY = 1 << 20
 MAX_CPUS = 64
@@ -55,10 +56,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "(built as `resurgo rescue` would when it has none) boots in qemu (KVM when a probe "
         "boot under it works, else software emulation) with blank sparse disk images sized "
         "as the saved disks, and the set on a disk of its own (a directory medium) or, "
-        "for an sftp:// or s3:// medium, a NIC on qemu's user network to the server the "
-        "host uses (a server on the host's loopback reached as 10.0.2.2, its host key "
-        "pinned for that name) and the host's credentials for it (--ssh-key's file, the "
-        "S3 keys) on a key disk of the run's own, 0600, removed once the rescue is done; "
+        "for an sftp://, s3://, nfs:// or cifs:// medium, a NIC on qemu's user network to "
+        "the server the host uses (a server on the host's loopback reached as 10.0.2.2, "
+        "an SFTP server's host key pinned for that name, the host's S3 endpoint and NFS "
+        "version) and the host's credentials for it (--ssh-key's file, the S3 keys, "
+        "--cifs-credentials) on a key disk of the run's own, 0600, removed once the rescue "
+        "is done; "
         "it recovers unattended and powers off; the recovered disks then boot alone, "
         "without a network, and check "
         "from inside: the default target reached, no unit failed that was not failed at "
@@ -73,7 +76,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "included. " + EXIT_CODES,
     )
     p.add_argument("--from", dest="source", required=True, metavar="MEDIUM",
-                   help=MEDIUM_HELP + " (rehearse: a directory, sftp:// with --ssh-key, or s3://)")
+                   help=MEDIUM_HELP + " (rehearse: a directory, sftp:// with --ssh-key, "
+                   "s3://, nfs:// or cifs:// with --cifs-credentials; a share is mounted "
+                   "read-write, for the report stored beside the set)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--set", metavar="ID",
                        help="the set to rehearse (default: the newest of this host, or the "
@@ -169,7 +174,8 @@ def options(args: argparse.Namespace) -> RehearseOptions:
         rescue_timeout=args.rescue_timeout, boot_timeout=args.boot_timeout,
         build=BuildOptions(args.sysroot, args.kernel_root, args.kernel_version,
                            tuple(args.add_module), tuple(args.add_program)),
-        sign_key=sign_key, state_dir=args.state_dir, medium=medium_options(args),
+        sign_key=sign_key, state_dir=args.state_dir,
+        medium=medium_options(args, writes=True),
     )
 
 
@@ -198,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     opts = options(args)
     check_medium_url(args.source)
     say = progress(args.json)
-    with terminated_as_interrupt(), open_medium(args.source, medium_options(args)) as medium:
+    # Read-write: the report is stored beside the set (a share is mounted as asked).
+    with terminated_as_interrupt(), open_medium(args.source, opts.medium) as medium:
         report = rehearse_sets(medium, opts, say)
     for w in report.warnings:
         warn(w)

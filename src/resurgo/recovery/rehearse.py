@@ -141,7 +141,7 @@ class RehearseOptions:
     record: bool = True
     # Whether the report is stored beside the set on its medium.
     store: bool = True
-    # How the host reaches the medium: what the rescue of a set on SFTP or S3 is handed
+    # How the host reaches the medium: what the rescue of a set on the network is handed
     # (rehearse.network), with the host's S3 environment and ~/.aws.
     medium: MediumOptions = field(default_factory=MediumOptions)
 
@@ -151,7 +151,7 @@ Say = Callable[[str], None]
 
 def check_medium_url(url: str) -> None:
     """A medium a rehearsal can hand to its rescue: a directory (as a disk of its own), an
-    sftp:// or s3:// one (over qemu's user network: rehearse.network)."""
+    sftp://, s3://, nfs:// or cifs:// one (over qemu's user network: rehearse.network)."""
     spec = parse_url(url)
     if isinstance(spec, FloppySpec):
         raise BadInput(f"{url} is a floppy image: it holds a description, no data to restore")
@@ -252,7 +252,7 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
             f"set {info.id} is encrypted (age): rehearse cannot hand its identity to the "
             "rescue yet", "rehearse an unencrypted set of the same system, or recover the "
             "set on a spare machine with resurgo.args=\"--identity FILE\"")
-    # What the rescue of a set on SFTP or S3 needs, or why it cannot be had: before the
+    # What the rescue of a set on the network needs, or why it cannot be had: before the
     # set is read.
     reach = _network(medium, opts)
     say(f"set {info.id} (host {info.host or '?'}): reading it with its checks")
@@ -299,10 +299,10 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
         try:
             if reach is not None:
                 say(f"the rescue reaches {reach.describe()}")
-                medium_drive = Drive(network.key_disk(work / "keys", work / "keys.img",
-                                                      reach.secrets), KEYS_SERIAL,
-                                     read_only=True)
-            assert medium_drive is not None
+                if reach.secrets:
+                    medium_drive = Drive(network.key_disk(work / "keys", work / "keys.img",
+                                                          reach.secrets), KEYS_SERIAL,
+                                         read_only=True)
             rescue_run = _rescue_boot(machine, files, info.id, medium_drive, reach, work,
                                       opts, data_bytes=room.data, say=say)
         finally:
@@ -330,8 +330,8 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
 
 
 def _network(medium: Medium, opts: RehearseOptions) -> network.NetworkMedium | None:
-    """How the rescue reaches a set on SFTP or S3 (None: a directory, staged on a disk);
-    what cannot work is refused here, before anything is made."""
+    """How the rescue reaches a set on the network (None: a directory, staged on a
+    disk); what cannot work is refused here, before anything is made."""
     if not network.is_network(medium.url):
         return None
     return network.plan(medium.url, opts.medium, medium.backend.host_key_line(),
@@ -421,20 +421,22 @@ def _rescue_timeout(opts: RehearseOptions, accel: Accel, data: int) -> float:
     return RESCUE_BASE[accel] + RESCUE_PER_GIB[accel] * data / GiB
 
 
-def _rescue_boot(machine: Machine, files: RescueFiles, set_id: str, medium_drive: Drive,
-                 reach: network.NetworkMedium | None, work: Path, opts: RehearseOptions, *,
-                 data_bytes: int, say: Say) -> BootRun:
-    """The rescue's boot: the blank disks and the medium's (or the key disk), and for a
-    network medium a NIC on qemu's user network."""
+def _rescue_boot(machine: Machine, files: RescueFiles, set_id: str,
+                 medium_drive: Drive | None, reach: network.NetworkMedium | None, work: Path,
+                 opts: RehearseOptions, *, data_bytes: int, say: Say) -> BootRun:
+    """The rescue's boot: the blank disks and the medium's (or the key disk, when the
+    network medium needs secrets), and for a network medium a NIC on qemu's user
+    network."""
+    more = (medium_drive,) if medium_drive is not None else ()
     with_medium = Machine(**{**machine.__dict__, "network": reach is not None,
-                             "drives": (*machine.drives, medium_drive)})
+                             "drives": (*machine.drives, *more)})
     if reach is None:
         append = command_line(files.default_args, set_id, accel=machine.accel,
                               medium_label=images.MEDIUM_LABEL)
     else:
         append = command_line(files.default_args, set_id, accel=machine.accel,
                               medium_label=None, from_url=reach.url,
-                              keys_label=network.KEYS_LABEL)
+                              keys_label=network.KEYS_LABEL if reach.secrets else None)
     argv = qemu_argv(with_medium, direct(files, append), QEMU)
     timeout = _rescue_timeout(opts, machine.accel, data_bytes)
     say(f"booting the rescue (at most {timeout:.0f} s): it recovers the set unattended")

@@ -1,6 +1,6 @@
-"""A set on SFTP or S3 rehearsed the way a real recovery reaches it: the rescue gets a NIC
-on qemu's user network (its own DHCP client takes an address there) and opens the medium
-itself, on the same server the host uses.
+"""A set on SFTP, S3, NFS or CIFS rehearsed the way a real recovery reaches it: the rescue
+gets a NIC on qemu's user network (its own DHCP client takes an address there) and opens
+the medium itself, on the same server the host uses.
 
 qemu's user network lives inside the qemu process: the guest's connections become the
 host's own. Its address 10.0.2.2 is the host's loopback (127.0.0.1): a server the host
@@ -17,18 +17,26 @@ What the rescue is handed, from the host's own view of the medium (never the set
   KnownHostsCommand records it: hashed known_hosts and ssh_config included), pinned for
   the name the rescue uses, in /etc/resurgo/known_hosts; for S3, the host's endpoint
   (rewritten), region, plain-http choice and CA bundle, in rescue.json's medium table
-  and /etc/resurgo/s3-ca.pem. Both go into an extra archive appended to the rescue's
+  and /etc/resurgo/s3-ca.pem; for NFS, the host's NFS version and MOUNT port in
+  rescue.json's medium table. They go into an extra archive appended to the rescue's
   initramfs (the kernel unpacks it over the image's own): nothing secret goes there;
 - the credentials the host uses for the medium (``--ssh-key``'s file, the S3 keys the
-  host's environment or ~/.aws give, as an AWS credentials file) on a key disk: a small
-  ext4 image (0600, in the run's directory, removed with it, never in a kept image)
-  that the rescue mounts read-only as its key medium (``resurgo.keys=LABEL=...``) and
-  copies the secrets from, 0600, as a real recovery's USB stick.
+  host's environment or ~/.aws give, as an AWS credentials file, ``--cifs-credentials``'
+  user and password) on a key disk: a small ext4 image (0600, in the run's directory,
+  removed with it, never in a kept image) that the rescue mounts read-only as its key
+  medium (``resurgo.keys=LABEL=...``) and copies the secrets from, 0600, as a real
+  recovery's USB stick. An NFS medium needs none: no key disk then.
+
+An NFS server sees the rescue's connections come from qemu's side of the host, from an
+unprivileged port (qemu's user network is no root of the host's): an export that asks for
+a reserved port (Linux's ``secure``, the default) refuses the rescue though it lets the
+host mount it.
 
 What cannot work is refused before anything is made (exit 3): an SFTP medium without
 ``--ssh-key`` (an ssh-agent's keys cannot be handed on) or with a key that asks for a
 passphrase; an https S3 endpoint on the loopback (its certificate names 127.0.0.1 or
-localhost, never 10.0.2.2); a URL the kernel command line cannot carry.
+localhost, never 10.0.2.2); a CIFS medium without ``--cifs-credentials``; a URL the kernel
+command line cannot carry.
 """
 
 from __future__ import annotations
@@ -47,15 +55,18 @@ from urllib.parse import urlsplit, urlunsplit
 from resurgo import run
 from resurgo.errors import BadInput, PreconditionFailed, ResurgoError
 from resurgo.media import MediumOptions
-from resurgo.media.url import S3Spec, SftpSpec, parse_url
+from resurgo.media.url import CifsSpec, NfsSpec, S3Spec, SftpSpec, parse_url
 from resurgo.rehearse import images
 from resurgo.rehearse.rescueboot import MAX_CONFIG
 from resurgo.rescue import cpio
 from resurgo.rescue.access import (
+    CIFS_CREDENTIALS,
     MAX_SECRET,
     S3_CA_PATH,
     S3_CREDENTIALS,
     SSH_KEY,
+    ImageAccess,
+    cifs_credentials_file,
     credentials_file,
     image_access,
     read_bounded,
@@ -96,8 +107,11 @@ class NetworkMedium:
                 if names else f"{self.url} over qemu's user network")
 
 
+NetworkSpec = SftpSpec | S3Spec | NfsSpec | CifsSpec
+
+
 def is_network(url: str) -> bool:
-    return isinstance(parse_url(url), SftpSpec | S3Spec)
+    return isinstance(parse_url(url), NetworkSpec)
 
 
 def guest_host(host: str) -> str:
@@ -133,11 +147,16 @@ def _word(url: str) -> str:
     return url
 
 
-def guest_url(spec: SftpSpec | S3Spec, ssh_port: int | None = None) -> str:
-    """The medium's URL as the rescue opens it: an SFTP server's host rewritten (and its
-    port written out); an s3:// URL names no host."""
+def guest_url(spec: NetworkSpec, ssh_port: int | None = None) -> str:
+    """The medium's URL as the rescue opens it: the server's host rewritten (an SFTP
+    server's port written out); an s3:// URL names no host."""
     if isinstance(spec, S3Spec):
         return _word(spec.display)
+    if isinstance(spec, NfsSpec):
+        return _word(NfsSpec(guest_host(spec.host), spec.path, spec.port).display)
+    if isinstance(spec, CifsSpec):
+        return _word(CifsSpec(guest_host(spec.host), spec.share, spec.path, spec.user,
+                              spec.port).display)
     port = spec.port or ssh_port
     moved = SftpSpec(guest_host(spec.host), spec.path, spec.user, port)
     return _word(moved.display)
@@ -212,6 +231,16 @@ def s3_secrets(environ: Mapping[str, str], home: Path) -> bytes:
     return credentials_file(creds.access_key, creds.secret_key, creds.session_token)
 
 
+def cifs_secrets(path: Path | None) -> bytes:
+    """The CIFS credentials the host mounts the share with, as the credentials file the
+    rescue reads (the file's user, password and domain, written anew)."""
+    if path is None:
+        raise PreconditionFailed(
+            "rehearse hands the rescue the CIFS credentials the host mounts the share "
+            "with, and none were given", "give them with --cifs-credentials FILE")
+    return cifs_credentials_file(path)
+
+
 def plan(url: str, options: MediumOptions, host_key: str | None, *,
          environ: Mapping[str, str], home: Path) -> NetworkMedium:
     """What the rescue gets to reach the medium at ``url``; ``host_key`` is the SFTP
@@ -225,6 +254,14 @@ def plan(url: str, options: MediumOptions, host_key: str | None, *,
         return NetworkMedium(
             guest_url(spec, options.ssh.port), {SSH_KEY: ssh_key(options.ssh.identity)},
             {str(KNOWN_HOSTS_PATH).lstrip("/"): line.encode()})
+    if isinstance(spec, NfsSpec):
+        # The host's version and MOUNT port, in place of what the image was built with.
+        table = ImageAccess(nfs_version=options.share.nfs_version,
+                            nfs_mount_port=options.share.nfs_mount_port).config()
+        return NetworkMedium(guest_url(spec), {}, {}, table)
+    if isinstance(spec, CifsSpec):
+        return NetworkMedium(guest_url(spec),
+                             {CIFS_CREDENTIALS: cifs_secrets(options.share.cifs_credentials)})
     if not isinstance(spec, S3Spec):
         raise BadInput(f"{url} is no network medium")
     try:
@@ -258,11 +295,12 @@ def rescue_config(raw: bytes) -> dict[str, Any]:
 
 def overlay_files(reach: NetworkMedium, config: Mapping[str, Any] | None) -> dict[str, bytes]:
     """The files the rescue's initramfs gets on top of its own: the pinned host key or
-    the CA bundle, and, for S3, rescue.json with the medium table replaced."""
+    the CA bundle, and, for S3 and NFS, rescue.json with the medium table replaced."""
     files = dict(reach.overlay)
     if reach.medium_table is not None:
         if config is None:
-            raise BadInput("the rescue image has no rescue.json to tell the S3 endpoint in")
+            raise BadInput("the rescue image has no rescue.json to tell the medium's "
+                           "settings in")
         changed = {**config, "medium": dict(reach.medium_table)}
         files[str(CONFIG_PATH).lstrip("/")] = (json.dumps(changed, indent=2) + "\n").encode()
     return files
