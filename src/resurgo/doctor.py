@@ -19,8 +19,8 @@ from typing import Any
 
 from resurgo import run
 from resurgo.errors import ExitCode, ResurgoError
-from resurgo.media import MediumOptions, open_medium
-from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
+from resurgo.media import MediumOptions, open_medium, share
+from resurgo.media.url import CifsSpec, DirectorySpec, MediumSpec, NfsSpec, SftpSpec, parse_url
 from resurgo.needs import (
     RECOVER_LAYOUT_PROGRAMS,
     RECOVER_PROGRAMS,
@@ -300,6 +300,7 @@ RECOVER_KERNEL: tuple[tuple[str, str, str, bool], ...] = (
 
 def medium_row(job: Job, url: str, options: MediumOptions | None) -> Row:
     writing = job is Job.SAVE
+    spec: MediumSpec | None = None
     try:
         spec = parse_url(url)
         if isinstance(spec, DirectorySpec) and not os.path.isdir(spec.path):
@@ -316,6 +317,10 @@ def medium_row(job: Job, url: str, options: MediumOptions | None) -> Row:
             return Row(job, "medium", url, State.MISSING, "not writable")
         return Row(job, "medium", url, State.OK, f"reachable, {len(sets)} set(s)")
     except ResurgoError as e:
+        if (writing and isinstance(spec, NfsSpec | CifsSpec) and share.missing_directory(e)
+                and share.save_makes_it(spec, (options or MediumOptions()).share)):
+            return Row(job, "medium", url, State.OK,
+                       "a new directory on the share: save makes it")
         return Row(job, "medium", url, State.MISSING, e.message)
 
 

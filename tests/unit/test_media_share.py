@@ -350,6 +350,78 @@ def test_a_link_on_the_way_to_the_sets_is_refused(tmp_path: Path,
     assert _open_fds() == before
 
 
+@root_only
+def test_errors_name_the_share_and_the_path_inside_it(
+        tmp_path: Path, tmpfs_shares: list[bool]) -> None:
+    share = ShareOptions(cifs_credentials=_creds_file(tmp_path))
+    url = "cifs://127.0.0.1/sets/host1"
+    with (open_medium(url, MediumOptions(share=share, writable=True)) as medium,
+          medium.begin_set(SetMeta(SetKind.FULL, host="h")) as w):
+        w.write_bytes("a.bin", b"data")
+        set_id = w.commit().id
+    with open_medium(url, MediumOptions(share=share, writable=True)) as medium:
+        backend = medium.backend
+        assert isinstance(backend, share_mod.ShareBackend)
+        os.unlink(f"{backend.root}/{set_id}/a.bin")
+        os.symlink("/etc/shadow", f"{backend.root}/{set_id}/a.bin")
+        with pytest.raises(OperationFailed) as linked:
+            medium.open_set(set_id).open("a.bin")
+        os.unlink(f"{backend.root}/{set_id}/a.bin")
+        with pytest.raises(ResurgoError) as gone:
+            backend.open_file(set_id, "a.bin")
+    assert linked.value.message.startswith(f"{set_id}/a.bin on {url} is a symbolic link")
+    assert gone.value.message == f"{set_id}/a.bin is missing on {url}"
+    assert "/proc/self/fd" not in linked.value.message + gone.value.message
+
+
+@pytest.fixture
+def nfs_exports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """open_share's NFS mounts of the directories below a local one (the exported
+    tree), refused with ENOENT as a server refuses a path it does not have."""
+    exported = tmp_path / "exported"
+    exported.mkdir()
+
+    def mount(fstype: str, params: list[Param], display: str, writable: bool) -> int:
+        source = next(p.value for p in params if p.key == "source")
+        assert source is not None and not writable
+        path = exported / source.split(":", 1)[1].lstrip("/")
+        if not path.is_dir():
+            raise share_mod.MountRefused(f"cannot mount {display}: ENOENT", None,
+                                         errno.ENOENT)
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+    monkeypatch.setattr(share_mod, "_mount", mount)
+    monkeypatch.setattr(share_mod, "_load_modules", lambda names: None)
+    return exported
+
+
+def test_doctor_takes_a_share_directory_save_would_make_as_ready(nfs_exports: Path) -> None:
+    from resurgo.doctor import Job, State, medium_row
+
+    (nfs_exports / "srv/sets").mkdir(parents=True)
+    url = "nfs://127.0.0.1/srv/sets"
+    row = medium_row(Job.SAVE, url + "/host1", MediumOptions())
+    assert row.state is State.OK and "save makes it" in row.detail, row
+    # Recover reads an existing directory only; two levels missing: save makes one.
+    row = medium_row(Job.RECOVER, url + "/host1", MediumOptions())
+    assert row.state is State.MISSING, row
+    row = medium_row(Job.SAVE, url + "/a/b", MediumOptions())
+    assert row.state is State.MISSING, row
+    assert medium_row(Job.SAVE, url, MediumOptions()).detail == "reachable, 0 set(s)"
+    # Nothing was made.
+    assert sorted(p.name for p in nfs_exports.rglob("*")) == ["sets", "srv"]
+
+
+def test_the_parent_of_a_share_url() -> None:
+    assert share_mod.parent_spec(NfsSpec("h", "/srv/sets/a")) == NfsSpec("h", "/srv/sets")
+    assert share_mod.parent_spec(NfsSpec("h", "/srv", 2049)) == NfsSpec("h", "/", 2049)
+    assert share_mod.parent_spec(NfsSpec("h", "/")) is None
+    assert share_mod.parent_spec(CifsSpec("h", "sets", "a/b", "u", 445)) == \
+        CifsSpec("h", "sets", "a", "u", 445)
+    assert share_mod.parent_spec(CifsSpec("h", "sets", "a")) == CifsSpec("h", "sets", "")
+    assert share_mod.parent_spec(CifsSpec("h", "sets")) is None
+
+
 def test_a_cifs_share_needs_credentials(tmp_path: Path) -> None:
     with pytest.raises(PreconditionFailed, match="which credentials"):
         open_medium("cifs://127.0.0.1/sets", MediumOptions())

@@ -47,16 +47,17 @@ class NotPlain(Exception):
 
 
 class LocalSink:
-    def __init__(self, url: str, path: Path, fd: int) -> None:
+    def __init__(self, url: str, path: Path, fd: int, shown: str | None = None) -> None:
         self._url = url
         self._path = path
+        self._shown = shown or str(path)
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as e:
-            raise os_error(self._url, e, f"write {self._path}") from None
+            raise os_error(self._url, e, f"write {self._shown}") from None
 
     def finish(self) -> None:
         try:
@@ -64,7 +65,7 @@ class LocalSink:
             os.fsync(self._file.fileno())
             self._file.close()
         except OSError as e:
-            raise os_error(self._url, e, f"write {self._path}") from None
+            raise os_error(self._url, e, f"write {self._shown}") from None
 
     def discard(self) -> None:
         with suppress(OSError):
@@ -74,18 +75,19 @@ class LocalSink:
 
 
 class LocalSource:
-    def __init__(self, url: str, path: Path, fd: int) -> None:
+    def __init__(self, url: str, path: Path, fd: int, shown: str | None = None) -> None:
         """The file at path, open as fd: LocalFiles.open_read opens it, a regular file
-        reached through no link (its one way in)."""
+        reached through no link (its one way in); ``shown``: its name in messages."""
         self._url = url
         self._path = path
+        self._shown = shown or str(path)
         self._file: BinaryIO = os.fdopen(fd, "rb")
 
     def read(self, size: int) -> bytes:
         try:
             return self._file.read(size)
         except OSError as e:
-            raise os_error(self._url, e, f"read {self._path}") from None
+            raise os_error(self._url, e, f"read {self._shown}") from None
 
     def fileno(self) -> int:
         return self._file.fileno()
@@ -115,12 +117,26 @@ def _private(fd: int, mode: int, private: limits.Private) -> None:
 
 
 class LocalFiles:
-    """FileOps on the local filesystem; nothing below ``root`` is followed if a link."""
+    """FileOps on the local filesystem; nothing below ``root`` is followed if a link.
 
-    def __init__(self, url: str, root: str) -> None:
+    Messages name a path as it is, or, when ``inside``, by its place below the root
+    (next to the URL, which names the root): a share's root is a /proc/self/fd path of
+    this process, which would tell its reader nothing."""
+
+    def __init__(self, url: str, root: str, *, inside: bool = False) -> None:
         self.url = url
         self.root = root
+        self.inside = inside
         self.private = limits.Private(url)
+
+    def shown(self, path: str) -> str:
+        """``path`` as messages name it."""
+        if not self.inside:
+            return path
+        try:
+            return "/".join(parts_below(self.root, path)) or "."
+        except ValueError:
+            return path
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -171,7 +187,7 @@ class LocalFiles:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise os_error(self.url, e, f"list {path}") from None
+            raise os_error(self.url, e, f"list {self.shown(path)}") from None
 
     def read_small(self, path: str, limit: int) -> bytes | None:
         try:
@@ -179,19 +195,19 @@ class LocalFiles:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except NotPlain:
-            raise not_plain(path, self.url) from None
+            raise not_plain(self.shown(path), self.url) from None
         except OSError as e:
-            raise os_error(self.url, e, f"read {path}") from None
+            raise os_error(self.url, e, f"read {self.shown(path)}") from None
         with os.fdopen(fd, "rb") as f:
             try:
                 size = os.fstat(f.fileno()).st_size
                 if size > limit:
-                    raise limits.too_large(path, self.url, size, limit)
+                    raise limits.too_large(self.shown(path), self.url, size, limit)
                 data = f.read(limit + 1)  # a file that grew meanwhile: refused too
             except OSError as e:
-                raise os_error(self.url, e, f"read {path}") from None
+                raise os_error(self.url, e, f"read {self.shown(path)}") from None
         if len(data) > limit:
-            raise limits.too_large(path, self.url, f"more than {limit}", limit)
+            raise limits.too_large(self.shown(path), self.url, f"more than {limit}", limit)
         return data
 
     def open_read(self, path: str) -> Source:
@@ -199,23 +215,24 @@ class LocalFiles:
             fd = _plain_file(self._open(path, _READ))
         except FileNotFoundError:
             raise Damaged(
-                f"{path} is missing on {self.url}", "the set is incomplete: use another set"
+                f"{self.shown(path)} is missing on {self.url}",
+                "the set is incomplete: use another set",
             ) from None
         except NotPlain:
-            raise not_plain(path, self.url) from None
+            raise not_plain(self.shown(path), self.url) from None
         except OSError as e:
-            raise os_error(self.url, e, f"open {path}") from None
-        return LocalSource(self.url, Path(path), fd)
+            raise os_error(self.url, e, f"open {self.shown(path)}") from None
+        return LocalSource(self.url, Path(path), fd, self.shown(path))
 
     def open_write(self, path: str) -> Sink:
         try:
             fd = self._open(path, _CREATE, limits.FILE_MODE)
             _private(fd, limits.FILE_MODE, self.private)
         except NotPlain:
-            raise not_plain(path, self.url) from None
+            raise not_plain(self.shown(path), self.url) from None
         except OSError as e:
-            raise os_error(self.url, e, f"create {path}") from None
-        return LocalSink(self.url, Path(path), fd)
+            raise os_error(self.url, e, f"create {self.shown(path)}") from None
+        return LocalSink(self.url, Path(path), fd, self.shown(path))
 
     def mkdir(self, path: str) -> None:
         try:
@@ -234,20 +251,21 @@ class LocalFiles:
             os.close(fd)
         except FileNotFoundError:
             raise OperationFailed(
-                f"cannot create {path} for {self.url}: its parent directory does not exist",
+                f"cannot create {self.shown(path)} for {self.url}: its parent directory does "
+                "not exist",
                 "check the path (is the USB disk mounted?)",
             ) from None
         except NotPlain:
-            raise not_plain(path, self.url) from None
+            raise not_plain(self.shown(path), self.url) from None
         except OSError as e:
-            raise os_error(self.url, e, f"create directory {path}") from None
+            raise os_error(self.url, e, f"create directory {self.shown(path)}") from None
 
     def rename(self, src: str, dst: str) -> None:
-        self._guard(f"rename {src}", lambda: os.rename(src, dst))
+        self._guard(f"rename {self.shown(src)}", lambda: os.rename(src, dst))
 
     def remove_tree(self, path: str) -> None:
         p = Path(path)
-        with self._errors(f"remove {path}"):
+        with self._errors(f"remove {self.shown(path)}"):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             elif p.exists() or p.is_symlink():
@@ -256,9 +274,9 @@ class LocalFiles:
     def file_sizes(self, path: str) -> dict[str, int]:
         base = Path(path)
         out: dict[str, int] = {}
-        with self._errors(f"list {path}"):
+        with self._errors(f"list {self.shown(path)}"):
             if base.is_symlink():  # os.walk would list the directory it points to
-                raise not_plain(path, self.url)
+                raise not_plain(self.shown(path), self.url)
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:
                     full = Path(dirpath, name)
@@ -269,7 +287,7 @@ class LocalFiles:
     def hold(self, path: str) -> Callable[[], None]:
         """An exclusive flock on the staging directory, for as long as the save runs: the
         lock goes with the process, so a killed save leaves a directory nobody holds."""
-        with self._errors(f"lock {path}"):
+        with self._errors(f"lock {self.shown(path)}"):
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -302,7 +320,7 @@ class LocalFiles:
         return False
 
     def sync_dir(self, path: str) -> None:
-        with self._errors(f"sync {path}"):
+        with self._errors(f"sync {self.shown(path)}"):
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(fd)

@@ -210,12 +210,16 @@ class MountRefused(OperationFailed):
         self.errno = err
 
 
+class NoSuchDirectory(OperationFailed):
+    """A directory of the URL's path is not on the share."""
+
+
 class ShareBackend(TreeBackend):
     """A directory medium below a detached mount; closing it unmounts."""
 
     def __init__(self, url: str, root_fd: int, fds: list[int]) -> None:
         root = f"/proc/self/fd/{root_fd}"
-        super().__init__(url, LocalFiles(url, root), root)
+        super().__init__(url, LocalFiles(url, root, inside=True), root)
         self._fds = fds
 
     def close(self) -> None:
@@ -251,7 +255,7 @@ def _walk(top: int, parts: list[str], display: str, writable: bool) -> int:
                 new = os.open(part, flags, dir_fd=fd)
                 private.make(new, limits.DIR_MODE)
         except FileNotFoundError:
-            raise OperationFailed(f"the medium {display} does not exist",
+            raise NoSuchDirectory(f"the medium {display} does not exist",
                                   "check the path; a save creates its last directory") from None
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -305,3 +309,35 @@ def open_share(spec: NfsSpec | CifsSpec, options: ShareOptions, *,
         os.close(mnt)
         raise
     return ShareBackend(display, root, [mnt, root])
+
+
+def missing_directory(error: BaseException) -> bool:
+    """Whether ``error``, from open_share, says that the URL's directory is not there (a
+    mount the server refused with ENOENT, a directory not found below it)."""
+    return isinstance(error, NoSuchDirectory) or (
+        isinstance(error, MountRefused) and error.errno == errno.ENOENT)
+
+
+def parent_spec(spec: NfsSpec | CifsSpec) -> NfsSpec | CifsSpec | None:
+    """The share URL one directory up (None for an NFS export's root or a CIFS share's
+    top: a save makes no share)."""
+    if isinstance(spec, NfsSpec):
+        parent, _, last = spec.path.rstrip("/").rpartition("/")
+        return NfsSpec(spec.host, parent or "/", spec.port) if last else None
+    parts = [p for p in spec.path.split("/") if p]
+    if not parts:
+        return None
+    return CifsSpec(spec.host, spec.share, "/".join(parts[:-1]), spec.user, spec.port)
+
+
+def save_makes_it(spec: NfsSpec | CifsSpec, options: ShareOptions) -> bool:
+    """Whether a save to ``spec``, whose directory is not there, would make it: its
+    parent is on the share (looked at through a read-only mount; nothing is made)."""
+    parent = parent_spec(spec)
+    if parent is None:
+        return False
+    try:
+        open_share(parent, options, writable=False).close()
+    except OperationFailed:
+        return False
+    return True
