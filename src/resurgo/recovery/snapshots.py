@@ -59,11 +59,7 @@ def refuse_unsnapshottable(units: list[Unit], root: Path, mode: SnapshotMode,
     snapshotted now (exit 3 otherwise), checked before anything is written."""
     if mode is not SnapshotMode.REQUIRED:
         return
-    try:
-        on_lvm, report = lvmsnapshots.targets(units, root)
-    except OperationFailed as e:
-        raise PreconditionFailed(f"--snapshot required: LVM could not be read: {e.message}") \
-            from e
+    on_lvm, report = _lvm_targets(units, root, mode, [])
     other: list[str] = []
     for unit in units:
         if unit.btrfs:
@@ -244,8 +240,6 @@ def _directory(top: Path) -> Iterator[None]:
             os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-
-
 def take(units: list[Unit], root: Path, set_id: str, mode: SnapshotMode,
          stack: contextlib.ExitStack, warnings: list[str],
          size_percent: int = lvmsnapshots.DEFAULT_SIZE_PERCENT,
@@ -253,68 +247,78 @@ def take(units: list[Unit], root: Path, set_id: str, mode: SnapshotMode,
     """For each unit: the path to read it from (None: its live tree, as before) and how
     it is read, for the report. Snapshots (btrfs, LVM) and the mounts they are read
     through are entered into ``stack``, which unmounts and deletes them."""
-    from resurgo.recovery import views
-    from resurgo.recovery.trees import btrfs_device
-
     found: dict[str, tuple[Path | None, str]] = {}
     tops: dict[str, Path] = {}
     on_lvm: dict[str, lvmsnapshots.Target] = {}
     report = None
     if mode is not SnapshotMode.OFF and any(not u.btrfs for u in units):
-        try:
-            on_lvm, report = lvmsnapshots.targets(units, root)
-        except OperationFailed as e:
-            if mode is SnapshotMode.REQUIRED:
-                raise PreconditionFailed(
-                    f"--snapshot required: LVM could not be read: {e.message}") from e
-            warnings.append(f"LVM could not be read, its volumes are read live: {e.message}")
+        on_lvm, report = _lvm_targets(units, root, mode, warnings)
     if on_lvm:
         lvmsnapshots.hold(stack)
     for n, unit in enumerate(units):
         if mode is SnapshotMode.OFF:
             found[unit.key] = (None, "live (--snapshot off)")
             continue
-        if not unit.btrfs:
-            target = on_lvm.get(unit.key)
-            if target is None or report is None:
-                found[unit.key] = (None, "live (no snapshot of this filesystem)")
-                continue
-            try:
-                found[unit.key] = _lvm_snapshot(unit, target, report, set_id, n, stack,
-                                                warnings, size_percent)
-            except OperationFailed as e:
-                if mode is SnapshotMode.REQUIRED:
-                    raise PreconditionFailed(
-                        f"--snapshot required: no snapshot of {unit.label}: {e.message}") from e
-                warnings.append(f"{unit.label}: read live, no LVM snapshot could be taken: "
-                                f"{e.message}")
-                found[unit.key] = (None, "live (the LVM snapshot failed)")
+        target = None if unit.btrfs else on_lvm.get(unit.key)
+        if not unit.btrfs and (target is None or report is None):
+            found[unit.key] = (None, "live (no snapshot of this filesystem)")
             continue
         try:
-            device = btrfs_device(unit, root)
-            top = tops.get(device)
-            if top is None:
-                top = stack.enter_context(views.btrfs_top_level(device, writable=True))
-                tops[device] = top
-                warnings.extend(remove_leftovers(top))
-                stack.enter_context(_directory(top))
-            tree = top / unit.path_in_top_level if unit.path_in_top_level else top
-            if not tree.is_dir():
-                raise OperationFailed(f"there is no {unit.label} on {device}")
-            if unit.path_in_top_level and read_only(tree):
-                found[unit.key] = (tree, "a read-only subvolume, as it is")
-                continue
-            snap = stack.enter_context(snapshot_of(top, tree, set_id, unit))
+            if target is not None and report is not None:
+                found[unit.key] = _lvm_snapshot(unit, target, report, set_id, n, stack,
+                                                warnings, size_percent)
+            else:
+                found[unit.key] = _btrfs_snapshot(unit, root, set_id, stack, tops, warnings)
         except OperationFailed as e:
-            if mode is SnapshotMode.REQUIRED:
-                raise PreconditionFailed(
-                    f"--snapshot required: no snapshot of {unit.label}: {e.message}") from e
-            warnings.append(f"{unit.label}: read live, no snapshot could be taken: "
-                            f"{e.message}")
-            found[unit.key] = (None, "live (the snapshot failed)")
-            continue
-        found[unit.key] = (snap, "a read-only snapshot")
+            found[unit.key] = _read_live(unit, "" if unit.btrfs else "LVM ", e, mode,
+                                         warnings)
     return found
+
+
+def _lvm_targets(units: list[Unit], root: Path, mode: SnapshotMode, warnings: list[str],
+                 ) -> tuple[dict[str, lvmsnapshots.Target], lvm.Report | None]:
+    """The units on LVM volumes; when LVM cannot be read, ``required`` refuses the save
+    (exit 3) and ``auto`` reads them all live, saying why."""
+    try:
+        return lvmsnapshots.targets(units, root)
+    except OperationFailed as e:
+        if mode is SnapshotMode.REQUIRED:
+            raise PreconditionFailed(
+                f"--snapshot required: LVM could not be read: {e.message}") from e
+        warnings.append(f"LVM could not be read, its volumes are read live: {e.message}")
+        return {}, None
+
+
+def _read_live(unit: Unit, kind: str, e: OperationFailed, mode: SnapshotMode,
+               warnings: list[str]) -> tuple[Path | None, str]:
+    """The one way a snapshot that could not be taken ends, whatever its kind (``kind``:
+    "LVM " or "" for btrfs): ``required`` refuses the save (exit 3), ``auto`` reads the
+    tree live and says why."""
+    if mode is SnapshotMode.REQUIRED:
+        raise PreconditionFailed(
+            f"--snapshot required: no snapshot of {unit.label}: {e.message}") from e
+    warnings.append(f"{unit.label}: read live, no {kind}snapshot could be taken: {e.message}")
+    return None, f"live (the {kind}snapshot failed)"
+
+
+def _btrfs_snapshot(unit: Unit, root: Path, set_id: str, stack: contextlib.ExitStack,
+                    tops: dict[str, Path], warnings: list[str]) -> tuple[Path | None, str]:
+    from resurgo.recovery import views
+    from resurgo.recovery.trees import btrfs_device
+
+    device = btrfs_device(unit, root)
+    top = tops.get(device)
+    if top is None:
+        top = stack.enter_context(views.btrfs_top_level(device, writable=True))
+        tops[device] = top
+        warnings.extend(remove_leftovers(top))
+        stack.enter_context(_directory(top))
+    tree = top / unit.path_in_top_level if unit.path_in_top_level else top
+    if not tree.is_dir():
+        raise OperationFailed(f"there is no {unit.label} on {device}")
+    if unit.path_in_top_level and read_only(tree):
+        return tree, "a read-only subvolume, as it is"
+    return stack.enter_context(snapshot_of(top, tree, set_id, unit)), "a read-only snapshot"
 
 
 def _lvm_snapshot(unit: Unit, target: lvmsnapshots.Target, report: lvm.Report, set_id: str,
