@@ -18,7 +18,7 @@ import pytest
 
 from resurgo import fileformat
 from resurgo.cli import finalizing
-from resurgo.model import ConfigFile, Description
+from resurgo.model import ConfigFile, Description, Driver, DriverClass
 from tests.support import cli
 from tests.support.builders import standard
 from tests.support.consts import GIB
@@ -151,3 +151,73 @@ def test_a_plan_that_cannot_run_shows_no_preview(setup: Path, disks: FakeDisks) 
     assert proc.returncode == 3
     assert "finalize, once" not in proc.stdout
     assert "[target-too-small]" in proc.stdout
+
+
+# ------------------------------------------------------ the initramfs rebuild in the plan
+
+VIRTIO_BLK = Driver("drv.virtio0", DriverClass.STORAGE, "virtio", "virtio0",
+                    module="virtio_blk", dependencies=("virtio_pci",))
+NVME = Driver("drv.nvme", DriverClass.STORAGE, "pci", "0000:00:04.0", module="nvme")
+
+
+def with_initramfs_config(tmp: Path, *extra: ConfigFile, saved: Driver = VIRTIO_BLK) -> None:
+    """The description with an initramfs-tools configuration (and ``extra`` files)."""
+    desc = description()
+    desc = dataclasses.replace(
+        desc, drivers=(saved,),
+        config_files=(*desc.config_files,
+                      ConfigFile("cfg.ir", "/etc/initramfs-tools/initramfs.conf",
+                                 "MODULES=dep\nCOMPRESS=zstd\n"),
+                      *extra))
+    fileformat.write(desc, tmp / "description.toml")
+
+
+def rebuilds(tmp: Path) -> list[dict[str, Any]]:
+    data = json.loads(plan(tmp, "--json").stdout)
+    return [c for c in data["finalize"]["commands"] if c["argv"][0] == "update-initramfs"]
+
+
+def test_plan_shows_the_initramfs_rebuild_that_new_drivers_may_need(setup: Path) -> None:
+    # Saved on virtio, recovered onto NVMe: whether the restored image carries nvme is
+    # known only once it is there, so the rebuild is shown as depending on it.
+    with_initramfs_config(setup)
+    out = plan(setup).stdout
+    section = out[out.index("finalize, once the data is restored"):]
+    assert "    if needed: [chroot] update-initramfs -u -k 6.1.0\n" in section
+    assert ("      because the disks of this machine need nvme, which the saved system's "
+            "disks did not use: the restored initramfs of 6.1.0 is looked inside once "
+            "restored, and rebuilt (with them named in /etc/initramfs-tools/modules) if it "
+            "lacks one (MODULES=dep: an image made for the saved disks is likely to lack "
+            "them)\n") in section
+    [cmd] = rebuilds(setup)
+    assert cmd["status"] == "if-needed" and cmd["chroot"] is True
+    assert cmd["argv"] == ["update-initramfs", "-u", "-k", "6.1.0"]
+    # Before the bootloader's commands, as finalize runs them.
+    data = json.loads(plan(setup, "--json").stdout)
+    assert data["finalize"]["commands"][0]["argv"][0] == "update-initramfs"
+
+
+def test_plan_shows_the_certain_rebuild_of_an_initramfs_carrying_a_rewritten_file(
+        setup: Path) -> None:
+    # The swap of hibernation renamed: the initramfs resumes by its own copy of
+    # conf.d/resume, so it is rebuilt whatever drivers it has.
+    with_initramfs_config(
+        setup, ConfigFile("cfg.resume", "/etc/initramfs-tools/conf.d/resume",
+                          "RESUME=/dev/vda4\n"), saved=NVME)
+    out = plan(setup).stdout
+    section = out[out.index("finalize, once the data is restored"):]
+    assert "    [chroot] update-initramfs -u -k 6.1.0\n" in section
+    assert ("      because the initramfs of 6.1.0 carries a copy of "
+            "/etc/initramfs-tools/conf.d/resume, which name the devices anew") in section
+    assert "if needed" not in section
+    [cmd] = rebuilds(setup)
+    assert cmd["status"] == "planned"
+
+
+def test_plan_shows_no_rebuild_when_the_disks_use_the_saved_drivers(setup: Path) -> None:
+    with_initramfs_config(setup, saved=NVME)
+    out = plan(setup).stdout
+    assert "update-initramfs" not in out
+    assert ("drivers: the disks of this machine use the saved system's drivers (nvme): the "
+            "restored initramfs is checked once restored") in out
+    assert rebuilds(setup) == []

@@ -198,3 +198,20 @@ def test_the_files_an_initramfs_carries_copies_of() -> None:
     assert not drivers.carried_in_image(tools, "/etc/fstab")
     assert drivers.carried_in_image(dracut, "/etc/fstab")
     assert not drivers.carried_in_image(dracut, "/etc/initramfs-tools/conf.d/resume")
+
+
+def test_the_generator_and_the_disk_drivers_of_a_saved_system() -> None:
+    from resurgo.model import Driver, DriverClass
+
+    gen = drivers.generator_of_config
+    assert gen(["/etc/fstab", "/etc/initramfs-tools/modules"]) == drivers.Generator.INITRAMFS_TOOLS
+    assert gen(["/etc/dracut.conf.d/x.conf"]) == drivers.Generator.DRACUT
+    assert gen(["/etc/dracut.conf", "/etc/initramfs-tools/initramfs.conf"]) == (
+        drivers.Generator.INITRAMFS_TOOLS)
+    assert gen(["/etc/fstab", "/etc/dracut.confx"]) is None
+    saved = [Driver("d.0", DriverClass.STORAGE, "pci", "0000:00:07.0", module="ahci",
+                    dependencies=("libahci", "libata")),
+             Driver("d.1", DriverClass.NETWORK, "pci", "0000:00:03.0", module="e1000")]
+    assert drivers.saved_disk_modules(saved, ["/dev/sda"]) == {
+        "ahci", "libahci", "libata", "sd_mod"}
+    assert drivers.saved_disk_modules(saved, ["/dev/nvme0n1"]) == {"ahci", "libahci", "libata"}

@@ -23,7 +23,11 @@ In order, each change recorded with its reason:
 
 With options.dry_run nothing is written and nothing is run that changes anything;
 preview() computes the file rewrites from the description's own copy of the
-configuration, before anything is restored (for plan display).
+configuration, before anything is restored (for plan display), and the initramfs rebuild
+step 3 will make: planned when a rewritten file is carried by the initramfs of the
+generator that configuration names, if-needed when this machine's disks need drivers
+the saved system's disks did not use (the restored image is looked inside only once it
+is there).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from resurgo.finalize import lines
 from resurgo.finalize.model import LineChange, Rewrite
+from resurgo.model import Driver, DriverClass
 from resurgo.probe.hardware import KernelModules, module_name
 from resurgo.probe.sysfs import link_name
 
@@ -153,6 +154,31 @@ def detect_generator(root: Path) -> Generator | None:
     return None
 
 
+def generator_of_config(paths: Iterable[str]) -> Generator | None:
+    """Which initramfs generator a saved system used, from the paths of the configuration
+    files its description carries (initramfs-tools wins a tie, as in detect_generator)."""
+    found = list(paths)
+    if any(p.startswith("/etc/initramfs-tools/") for p in found):
+        return Generator.INITRAMFS_TOOLS
+    if any(p == "/etc/dracut.conf" or p.startswith("/etc/dracut.conf.d/") for p in found):
+        return Generator.DRACUT
+    return None
+
+
+def saved_disk_modules(saved: Iterable[Driver], disk_paths: Iterable[str]) -> frozenset[str]:
+    """The modules the saved system's disks were reached through, as far as its
+    description tells: its storage controllers' drivers with their dependencies, and the
+    SCSI disk driver when it had SCSI disks (sd_mod binds to no controller)."""
+    out: set[str] = set()
+    for d in saved:
+        if d.device_class == DriverClass.STORAGE and d.module:
+            out.add(module_name(d.module))
+            out.update(module_name(m) for m in d.dependencies)
+    if any(re.fullmatch(r"/dev/sd[a-z]+", p) for p in disk_paths):
+        out.add("sd_mod")
+    return frozenset(out)
+
+
 def image_path(root: Path, generator: Generator, kernel: str) -> str:
     """The initramfs of kernel inside the restored system, as it names it."""
     candidates = [f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img"]
@@ -226,6 +252,12 @@ def carried_in_image(generator: Generator, path: str) -> bool:
             "/etc/initramfs-tools/conf.d/"
         )
     return path == "/etc/fstab"
+
+
+def stale_why(kernel: str, stale: Sequence[str]) -> str:
+    """Why an initramfs that carries copies of rewritten files is rebuilt."""
+    return (f"the initramfs of {kernel} carries a copy of {', '.join(stale)}, which name "
+            "the devices anew: it unlocks, assembles and resumes by its copy")
 
 
 def rebuild_argv(generator: Generator, kernel: str, image_exists: bool) -> list[str]:

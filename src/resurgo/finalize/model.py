@@ -70,6 +70,9 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"
     # Would run (dry run).
     PLANNED = "planned"
+    # Would run if a check made once the data is restored asks for it (a plan's preview:
+    # the restored initramfs cannot be looked inside before it is there).
+    IF_NEEDED = "if-needed"
     FAILED = "failed"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resurgo.finalize import FinalizeOptions, FinalizeReport, data, preview
+from resurgo.finalize import FinalizeOptions, FinalizeReport, StepStatus, data, preview
 from resurgo.finalize.report import change_lines, nic_pair
 from resurgo.model import Description
 from resurgo.plan.model import Plan
@@ -83,7 +83,8 @@ def section(plan: Plan, *, skip: bool) -> list[str]:
         out.append("  commands:")
         for cmd in report.commands:
             where = "[chroot] " if cmd.chroot else ""
-            out.append(f"    {where}{words(cmd.argv)}")
+            when = "if needed: " if cmd.status == StepStatus.IF_NEEDED else ""
+            out.append(f"    {when}{where}{words(cmd.argv)}")
             out.append(f"      because {cmd.why}")
     for title, items in (
         ("notes", report.notes),

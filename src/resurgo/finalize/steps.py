@@ -278,9 +278,70 @@ class Finalizer:
         argv = drivers.lister_argv(gen, image)
         return drivers.parse_image_listing(self.chroot().execute(argv).stdout)
 
+    def _stale(self, gen: drivers.Generator) -> list[str]:
+        """The files rewritten so far that the initramfs carries a copy of."""
+        return [f.path for f in self.files if f.changes and drivers.carried_in_image(gen, f.path)]
+
+    def preview_drivers(self) -> None:
+        """Before the restore: the initramfs rebuild the drivers step will make, from the
+        configuration the description carries and this machine's disks. A file rewritten
+        above that the initramfs carries makes it certain (planned); drivers of this
+        machine's disks that the saved system's disks did not use make it depend on what
+        the restored image holds, which is looked at once it is there (if-needed)."""
+        tree = self.tree
+        gen = drivers.generator_of_config(
+            [*tree.glob("/etc/initramfs-tools/*"), *tree.glob("/etc/initramfs-tools/conf.d/*"),
+             *tree.glob("/etc/dracut.conf"), *tree.glob("/etc/dracut.conf.d/*")]
+        )
+        if gen is None:
+            self.notes.append(
+                "drivers: the restored initramfs is checked after the restore (the "
+                "description carries no initramfs-tools or dracut configuration)"
+            )
+            return
+        kernel = self.desc.system.kernel
+        stale = self._stale(gen)
+        needed = drivers.needed_modules([m.kname for m in self.plan.matches], self.options.sysfs)
+        used = drivers.saved_disk_modules(self.desc.drivers, [d.path for d in self.desc.disks])
+        new = [m for m in needed if m not in used]
+        whys = [drivers.stale_why(kernel, stale)] if stale else []
+        if new:
+            whys.append(
+                f"the disks of this machine need {', '.join(new)}, which the saved system's "
+                f"disks did not use: the restored initramfs of {kernel} is looked inside once "
+                "restored, and rebuilt (with them named in "
+                f"{MODULES_FILE if gen == drivers.Generator.INITRAMFS_TOOLS else DRACUT_SNIPPET})"
+                f" if it lacks one{self._modules_hint(gen)}"
+            )
+        if not whys:
+            self.notes.append(
+                "drivers: the disks of this machine use the saved system's drivers ("
+                + (", ".join(needed) or "none found")
+                + "): the restored initramfs is checked once restored"
+            )
+            return
+        self.commands.append(
+            CommandRecord(
+                tuple(drivers.rebuild_argv(gen, kernel, True)),
+                "; ".join(whys),
+                StepStatus.PLANNED if stale else StepStatus.IF_NEEDED,
+                chroot=True,
+            )
+        )
+
+    def _modules_hint(self, gen: drivers.Generator) -> str:
+        if gen != drivers.Generator.INITRAMFS_TOOLS:
+            return ""
+        texts = [self.tree.read("/etc/initramfs-tools/initramfs.conf") or ""]
+        texts += [self.tree.read(p) or "" for p in self.tree.glob("/etc/initramfs-tools/conf.d/*")]
+        mode = drivers.initramfs_modules_mode(texts)
+        if mode == "most":
+            return " (MODULES=most: initramfs-tools puts most disk drivers in every image)"
+        return f" (MODULES={mode}: an image made for the saved disks is likely to lack them)"
+
     def check_drivers(self) -> None:
         if self.root is None:
-            self.notes.append("drivers: the restored initramfs is checked after the restore")
+            self.preview_drivers()
             return
         gen = drivers.detect_generator(self.root)
         if gen is None:
@@ -291,9 +352,7 @@ class Finalizer:
             return
         knames = [m.kname for m in self.plan.matches]
         needed = drivers.needed_modules(knames, self.options.sysfs)
-        stale = [
-            f.path for f in self.files if f.changes and drivers.carried_in_image(gen, f.path)
-        ]
+        stale = self._stale(gen)
         if not needed:
             self.warnings.append(
                 f"no driver found in {self.options.sysfs} for the disks "
@@ -354,11 +413,7 @@ class Finalizer:
                         "disks of this machine need to be found at boot"
                     )
                 if stale:
-                    whys.append(
-                        f"the initramfs of {kernel} carries a copy of {', '.join(stale)}, "
-                        "which name the devices anew: it unlocks, assembles and resumes "
-                        "by its copy"
-                    )
+                    whys.append(drivers.stale_why(kernel, stale))
                 started = time.monotonic()
                 rebuilt = self.command(drivers.rebuild_argv(gen, kernel, exists), "; ".join(whys))
                 seconds = time.monotonic() - started

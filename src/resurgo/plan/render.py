@@ -74,7 +74,8 @@ def command_data(c: PlannedCommand, *, with_description: bool = True) -> dict[st
 def finalize_data(r: FinalizeReport) -> dict[str, Any]:
     """What finalize will do, as the hash covers it: the steps it runs, every line it will
     rewrite, the interfaces it pairs, the commands it runs (the bootloader's, an
-    initramfs rebuild). Its reasons, notes and warnings are for people."""
+    initramfs rebuild, one a preview shows as if-needed too). Its reasons, notes and
+    warnings are for people."""
     return {
         # The preview runs these in order; the driver check of the restored initramfs
         # (and its rebuild in a chroot when a module is missing) is one of them.
