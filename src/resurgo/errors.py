@@ -8,6 +8,7 @@ at the console), as borg's own codes do for its errors.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -41,6 +42,17 @@ MEANINGS = {
     "bytes that were saved)",
     ExitCode.DECRYPT_FAILED: "an encrypted set cannot be decrypted with the identity given",
     ExitCode.NOT_CONFIRMED: "the recovery was not confirmed (nothing was written)",
+}
+
+# A command stopped from outside ends as a shell reports a program killed by that signal
+# (128 + its number): not an outcome of the operation, so not an ExitCode (the rescue
+# says these are not resurgo's). Documented below the README's table and in the man page.
+INTERRUPTED = 128 + signal.SIGINT  # 130
+OUTPUT_CLOSED = 128 + signal.SIGPIPE  # 141
+STOPPED = {
+    INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM where the command takes it as Ctrl-C)",
+    OUTPUT_CLOSED: "the reader of its standard output went away (`| head`): the command "
+    "stopped there, quietly, whatever it had found, as a program killed by SIGPIPE",
 }
 
 # The failures that name their cause in the exit code of the command that failed (a

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from resurgo import fileformat
-from resurgo.cli.main import main
+from resurgo.cli.main import build_parser, main
+from resurgo.errors import OUTPUT_CLOSED, ExitCode
 from tests.support.builders import standard
 from tests.support.cli import clean_env
 from tests.support.examples import EXAMPLE
+from tests.support.fakesets import save
 
 
 def newer(tmp_path: Path) -> Path:
@@ -67,14 +69,14 @@ def test_a_reader_gone_leaves_the_callers_stderr_open(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "stdout", _GoneReader())
-    assert main(["show", str(EXAMPLE)]) == 0
+    assert main(["show", str(EXAMPLE)]) == OUTPUT_CLOSED == 141
     # Still the caller's to use (main used to close it).
     assert not sys.stderr.closed
     print("still here", file=sys.stderr)
     assert "still here" in capsys.readouterr().err
 
 
-def test_a_reader_gone_before_the_output_is_flushed_is_no_error() -> None:
+def test_a_reader_gone_before_the_output_is_flushed_stops_quietly() -> None:
     # The summary fits the buffer: it goes out when flushed, after the reader left.
     proc = subprocess.Popen([sys.executable, "-m", "resurgo", "show", str(EXAMPLE)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -83,5 +85,39 @@ def test_a_reader_gone_before_the_output_is_flushed_is_no_error() -> None:
     proc.stdout.close()
     err = proc.stderr.read()
     proc.stderr.close()
-    assert proc.wait(timeout=120) == 0, err
+    assert proc.wait(timeout=120) == OUTPUT_CLOSED, err
     assert err == b""
+
+
+@pytest.mark.parametrize("command", [["check", "--from", "{m}", "--all", "--read-data"],
+                                     ["check", "--json", "--from", "{m}", "--all"]])
+def test_a_reader_gone_is_no_success_even_when_the_command_finds_nothing_wrong(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: list[str]) -> None:
+    # What it found (here good, elsewhere stale or damaged) was not all read: a script
+    # with pipefail must not take the truncated report for a success.
+    medium = tmp_path / "m"
+    save(medium)
+    monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
+    argv = [a.format(m=medium) for a in command]
+    assert main(argv) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _GoneReader())
+    assert main(argv) == OUTPUT_CLOSED
+    assert capsys.readouterr().err == ""
+
+
+def test_an_error_whose_reader_went_away_too_keeps_its_code(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # `resurgo ... 2>&1 | head`: the message cannot be written, the exit code still tells.
+    monkeypatch.setattr(sys, "stdout", _GoneReader())
+    monkeypatch.setattr(sys, "stderr", _GoneReader())
+    assert main(["show", str(tmp_path / "missing.toml")]) == ExitCode.BAD_INPUT
+    assert main(["--config", str(tmp_path / "missing.conf"), "show", str(EXAMPLE)]) == (
+        ExitCode.BAD_INPUT)
+
+
+def test_the_codes_of_a_command_stopped_from_outside_are_documented() -> None:
+    epilog = build_parser().epilog or ""
+    assert "141 the reader of its standard output went away" in epilog
+    assert "130 interrupted" in epilog

@@ -137,7 +137,9 @@ def test_the_man_page_renders(tmp_path: Path) -> None:
     assert "RESURGO(8)" in shown and "resurgo - automated system recovery for Linux" in shown
     assert "resurgo prune [--from MEDIUM] [--host HOST... | --all-hosts]" in shown
     assert "--keep-last, --keep N" in shown
-    assert " 5     a recovery set is damaged or incomplete" in shown
+    # A table: the codes right-aligned (130 and 141 are the widest), each meaning beside.
+    assert "\n         5    a recovery set is damaged or incomplete" in shown
+    assert "\n       141    the reader of its standard output went away" in shown
     assert "\\f" not in shown and "\\-" not in shown
 
 

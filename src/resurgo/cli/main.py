@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from resurgo import __version__
 from resurgo import config as configuration
@@ -34,7 +34,7 @@ from resurgo.cli import (
     validate,
     verify,
 )
-from resurgo.errors import ExitCode, ResurgoError
+from resurgo.errors import INTERRUPTED, OUTPUT_CLOSED, STOPPED, ExitCode, ResurgoError
 
 log = logging.getLogger("resurgo")
 
@@ -92,7 +92,9 @@ def build_parser() -> ArgumentParser:
         prog="resurgo",
         description="Automated system recovery for Linux.",
         parents=[common],
-        epilog="exit codes: " + ", ".join(f"{c.value} {c.meaning}" for c in ExitCode),
+        epilog="exit codes: " + ", ".join(f"{c.value} {c.meaning}" for c in ExitCode)
+        + "; stopped from outside: "
+        + ", ".join(f"{code} {meaning}" for code, meaning in STOPPED.items()),
     )
     parser.add_argument("--version", action="version", version=f"resurgo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             settings = _configuration(argv)
         except ResurgoError as e:
-            print(f"resurgo: error: {e}", file=sys.stderr)
+            _say(f"resurgo: error: {e}")
             return e.exit_code
         applied = configured.apply(parser, settings)
         args = parser.parse_args(argv)
@@ -199,6 +201,9 @@ def _logging(debug: bool) -> Iterator[None]:
         root.setLevel(level)
 
 
+CLOSED = "stopped: the reader of its output went away"
+
+
 def _run(args: argparse.Namespace) -> tuple[int, str | None]:
     """The command's exit code, and the error that stopped it (None when none did)."""
     handler: Handler = args.handler
@@ -207,29 +212,47 @@ def _run(args: argparse.Namespace) -> tuple[int, str | None]:
     except ResurgoError as e:
         if args.debug:
             log.exception("failed")
-        print(f"resurgo: error: {e}", file=sys.stderr)
+        _say(f"resurgo: error: {e}")
         return e.exit_code, str(e)
     except KeyboardInterrupt:
-        print("resurgo: interrupted", file=sys.stderr)
-        return 130, "interrupted"
+        _say("resurgo: interrupted")
+        return INTERRUPTED, "interrupted"
     except BrokenPipeError:
-        # The reader went away (e.g. `resurgo show | head`); nothing to report.
+        # The reader went away (`resurgo status | head -1`): the command stops there, as
+        # a program killed by SIGPIPE would, with nothing on standard error (the reader
+        # chose to stop reading) and an exit code that is no success: what it found
+        # (stale, damaged) was not all read.
         _drop_output()
-        return ExitCode.OK, None
+        return OUTPUT_CLOSED, CLOSED
     try:
         # Here, not at exit, where a reader that went away would cost exit code 120.
         sys.stdout.flush()
     except BrokenPipeError:
         _drop_output()
+        return OUTPUT_CLOSED, CLOSED
     return code, None
+
+
+def _say(message: str) -> None:
+    """A last message on standard error, unless its reader went away too (`2>&1 | head`):
+    the exit code still tells."""
+    try:
+        print(message, file=sys.stderr)
+    except BrokenPipeError:
+        _drop(sys.stderr)
 
 
 def _drop_output() -> None:
     """Send what is left for a reader that went away to /dev/null: Python flushes
     standard output once more at exit, which would fail again and say so on standard
-    error. (Closing standard error instead, as before, closed the caller's too.)"""
+    error. (Closing standard error instead, as before, closed the caller's too.) As
+    Python's documentation of SIGPIPE recommends."""
+    _drop(sys.stdout)
+
+
+def _drop(stream: TextIO) -> None:
     try:
-        fd = sys.stdout.fileno()
+        fd = stream.fileno()
     except (AttributeError, OSError, ValueError):
         return  # not a file (a caller's buffer): nothing flushes it at exit
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -22,7 +22,7 @@ from resurgo import __version__, reports
 from resurgo import config as configuration
 from resurgo.cli import completion
 from resurgo.cli.parserinfo import CommandLine, Option, read
-from resurgo.errors import MEANINGS, ExitCode
+from resurgo.errors import MEANINGS, STOPPED, ExitCode
 
 MAN_PAGE = Path("share/man/man8/resurgo.8")
 BASH = Path("share/bash-completion/completions/resurgo")
@@ -150,6 +150,8 @@ def man_page(cli: CommandLine) -> str:
     lines += [".SH EXIT STATUS", ".TS", "tab(\t);", "lb lb", "n lx.", "code\tmeaning"]
     for code in ExitCode:
         lines.append(f"{code.value}\tT{{\n{_roff(MEANINGS[code])}\nT}}")
+    for value, meaning in STOPPED.items():
+        lines.append(f"{value}\tT{{\n{_roff(meaning)}\nT}}")
     lines += [".TE", ".SH FILES"]
     for path, what in FILES:
         lines += [".TP", f"\\fI{_roff(path)}\\fR", _roff(what)]
