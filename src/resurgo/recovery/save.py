@@ -71,7 +71,15 @@ from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
 from resurgo.recovery import hooks, lvmsnapshots, secrets, setfiles, snapshots, views
-from resurgo.recovery.events import Advanced, OnEvent, Step, Steps, advancing, ignore
+from resurgo.recovery.events import (
+    Advanced,
+    OnEvent,
+    Progress,
+    Step,
+    Steps,
+    advancing,
+    ignore,
+)
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device
@@ -810,7 +818,8 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                 # The hooks quiesce the applications while the snapshots are taken, and
                 # while the trees that have none are read.
                 with contextlib.ExitStack() as taken:
-                    with hooks.around(opts.pre_save, opts.post_save, ran):
+                    with hooks.around(opts.pre_save, opts.post_save, ran,
+                                      lambda line: events(Progress(Step.SAVE, line))):
                         sources = snapshots.take(found, root, w.id, opts.snapshot, taken,
                                                  warnings, opts.snapshot_size)
                         for unit in found:
