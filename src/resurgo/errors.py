@@ -95,6 +95,11 @@ class PreconditionFailed(ResurgoError):
     exit_code = ExitCode.PRECONDITION
 
 
+# The attribute that carries a set's id on the log record of its refusal as not
+# authentic (media.base), for a caller that says refusals in its own words.
+REFUSED_SET = "resurgo_refused_set"
+
+
 class NotAuthentic(ResurgoError):
     """A recovery set that trusted signers did not sign: unsigned, signed by another key,
     or changed since it was signed. Nothing of it is used."""

@@ -1214,3 +1214,39 @@ def test_the_agent_checks_the_description_in_its_own_process(tmp_path: Path) -> 
     out = io.StringIO()
     assert Agent(Console([out]), Config(), cmdline.parse("")).validate(missing) != 0
     assert "Traceback" not in out.getvalue() and str(missing) in out.getvalue()
+
+
+def test_a_set_refused_as_not_authentic_is_said_once(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from resurgo import signing
+    from resurgo.media import SetKind, SetMeta, open_medium
+    from resurgo.rescue.agent import Agent, Config, Console, ConsoleLog
+    from tests.support.sshkeys import allowed, keypair
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    monkeypatch.setattr(signing, "DEFAULT_TRUST", allowed(keys, keypair(keys, "admin")))
+    medium_dir = tmp_path / "backups"
+    medium_dir.mkdir()
+    with (open_medium(str(medium_dir)) as medium,
+          medium.begin_set(SetMeta(SetKind.FULL, host="db1")) as w):
+        w.write_bytes("description.toml", b"format = 1\n")
+        unsigned = w.commit().id
+    out = io.StringIO()
+    console = Console([out])
+    handler = ConsoleLog(console)
+    # As the rescue's main sets it up: resurgo's warnings on the consoles.
+    logging.getLogger("resurgo").addHandler(handler)
+    try:
+        agent = Agent(console, Config(), cmdline.parse(""))
+        assert agent.medium_candidates(str(medium_dir)) == []
+    finally:
+        logging.getLogger("resurgo").removeHandler(handler)
+    said = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    about = [line for line in said if unsigned in line]
+    assert about == [f"refused {medium_dir} set {unsigned}: recovery set {medium_dir} set "
+                     f"{unsigned} is not signed, and signed sets are required (trusted "
+                     f"signers: {signing.DEFAULT_TRUST})"]
+    assert agent.refused == [f"{medium_dir} set {unsigned}"]

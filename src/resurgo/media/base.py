@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from resurgo import signing
-from resurgo.errors import BadInput, Damaged, NotAuthentic, OperationFailed, PreconditionFailed
+from resurgo.errors import (
+    REFUSED_SET,
+    BadInput,
+    Damaged,
+    NotAuthentic,
+    OperationFailed,
+    PreconditionFailed,
+)
 from resurgo.media import lease as leases
 from resurgo.media import setindex
 from resurgo.media.lease import Lease, LeaseStore
@@ -438,7 +445,9 @@ class Medium:
             try:
                 found = self._index(set_id)
             except NotAuthentic as e:
-                log.warning("%s", e.message)
+                # Tagged: a caller that says the refusals itself (the rescue's agent, from
+                # self.refused) leaves these out of what it shows.
+                log.warning("%s", e.message, extra={REFUSED_SET: set_id})
                 refused.append((set_id, e.message))
                 continue
             except OperationFailed as e:

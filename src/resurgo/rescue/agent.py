@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from resurgo import __version__, digest, private, reports, run, signing
-from resurgo.errors import ExitCode, ResurgoError
+from resurgo.errors import REFUSED_SET, ExitCode, ResurgoError
 from resurgo.recovery.setfiles import RESCUE
 from resurgo.rehearse import protocol
 from resurgo.rescue import access, cmdline, keys, locate, system
@@ -117,6 +117,8 @@ class ConsoleLog(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, REFUSED_SET, None) is not None:
+            return  # a set refused as not authentic: the agent says it (medium_candidates)
         self.console.say(f"warning: {record.getMessage()}")
 
 
