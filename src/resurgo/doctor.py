@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resurgo import run
 from resurgo.errors import ExitCode, ResurgoError
@@ -31,6 +31,9 @@ from resurgo.needs import (
     save_programs,
 )
 from resurgo.packages import COMPILER, TOOLS, Package, install_hint
+
+if TYPE_CHECKING:
+    from resurgo.engine.extensions import Loaded
 
 JOBS: tuple[Job, ...] = (Job.SAVE, Job.RESCUE, Job.RECOVER)
 
@@ -358,9 +361,7 @@ def _compiled_row(job: Job) -> Row:
 
     if writer.compiled():
         return Row(job, "python", "compiled restore path", State.OK, "built")
-    return Row(job, "python", "compiled restore path", State.LIMITED,
-               "not built (no compiler when resurgo was installed): the restore is slower; "
-               "reinstall resurgo with gcc and the Python headers", COMPILER)
+    return _not_compiled(job, "compiled restore path", writer.LOADED, "the restore is slower")
 
 
 def _compiled_save_row() -> Row:
@@ -368,9 +369,20 @@ def _compiled_save_row() -> Row:
 
     if plainsave.compiled():
         return Row(Job.SAVE, "python", "compiled save path", State.OK, "built")
-    return Row(Job.SAVE, "python", "compiled save path", State.LIMITED,
-               "not built (no compiler when resurgo was installed): saving many small files "
-               "is slower; reinstall resurgo with gcc and the Python headers", COMPILER)
+    return _not_compiled(Job.SAVE, "compiled save path", plainsave.LOADED,
+                         "saving many small files is slower")
+
+
+def _not_compiled(job: Job, name: str, loaded: Loaded, cost: str) -> Row:
+    """Why a compiled path is not used (not built, stale, not importable) and the fix:
+    the job runs all the same, by the Python path."""
+    from resurgo.engine import extensions
+
+    why = loaded.why or "not built (no C compiler when resurgo was installed)"
+    fix = loaded.fix or extensions.REINSTALL
+    compiler = loaded.compiler or not loaded.why
+    return Row(job, "python", name, State.LIMITED, f"{why}: {cost}; {fix}",
+               COMPILER if compiler else None)
 
 
 def _root_row(job: Job) -> Row:

@@ -689,6 +689,12 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The sha256 of this file as it was built (setup.py gives it): resurgo.engine.extensions
+ * takes a module built from another version of the source beside it for none. */
+#ifndef RESURGO_SOURCE_SHA256
+#define RESURGO_SOURCE_SHA256 ""
+#endif
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_plainsave",
     "The save's plain-file hot path (see save._Saver.plain_run).", -1, methods,
@@ -703,7 +709,9 @@ PyMODINIT_FUNC PyInit__plainsave(void)
     PyObject *m = PyModule_Create(&module);
     /* save_run's arguments and what it returns: save.py takes a module whose API differs
      * (built from an older source) for none. */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 1) != 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "API", 1) != 0
+                      || PyModule_AddStringConstant(m, "SOURCE_SHA256",
+                                                    RESURGO_SOURCE_SHA256) != 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -196,6 +196,7 @@ class _Saver:
         may hold), which the walk then hands to the general path."""
         run = plainsave.save_run
         if run is None:
+            plainsave.say_once()
             return None
         digest_of = content_digest.of
         set_index = self.set_index

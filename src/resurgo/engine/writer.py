@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable
 
 from resurgo import digest as content_digest
-from resurgo.engine import fsmeta
+from resurgo.engine import extensions, fsmeta
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed, UnsafePath
 from resurgo.engine.manifest import Entry, ManifestError, xattr_digest
 from resurgo.engine.names import ROOT, BadPath, check_path, components, escape, unescape
@@ -55,15 +55,15 @@ def _make_none(records: memoryview | bytes, pos: int, lines: list[bytes], index:
     return pos, index, 0, 0
 
 
+# make's arguments and the entry layout it reads (_plainfiles.c's API). Not built, stale
+# or not importable (resurgo.engine.extensions): every entry takes the general path.
+API = 2
+LOADED = extensions.load("_plainfiles", API)
+make_plain = _make_none
 lines_ordered: Callable[[list[bytes]], int] | None = None
-try:
-    from resurgo.engine import _plainfiles
-except ImportError:  # not built (a source tree): every entry takes the general path
-    make_plain = _make_none
-else:  # one built from an older source neither
-    make_plain = _plainfiles.make if getattr(_plainfiles, "API", None) == 2 else _make_none
-    if make_plain is _plainfiles.make:
-        lines_ordered = _plainfiles.ordered
+if LOADED.module is not None:
+    make_plain = LOADED.module.make
+    lines_ordered = LOADED.module.ordered
 
 _slow_said = False
 
@@ -82,9 +82,9 @@ def warn_if_slow() -> None:
         return
     _slow_said = True
     logging.getLogger("resurgo.engine").warning(
-        "resurgo's compiled restore path is not built (it was installed without a C "
-        "compiler): this restore takes the Python path, slower and the same; reinstall "
-        "resurgo with gcc and the Python headers (see resurgo doctor)")
+        "resurgo's compiled restore path is not used (%s): this restore takes the Python "
+        "path, slower and the same; %s (see resurgo doctor)",
+        LOADED.why or "not built", LOADED.fix or extensions.REINSTALL)
 
 
 # slot offset, then the lengths of its entries, manifest lines and directory path, and
