@@ -6,6 +6,7 @@ credentials in its configuration, so these tests also prove the signing.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import time
@@ -14,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from resurgo.errors import BadInput, OperationFailed
+from resurgo.errors import BadInput, Damaged, OperationFailed
 from resurgo.media import Medium, MediumOptions, SetMeta, limits, open_medium
 from resurgo.media.s3 import S3Backend
 from resurgo.media.s3client import ObjectSource, S3Client, UploadSink
 from resurgo.media.s3config import Credentials, S3Settings
+from resurgo.pool import lists
+from resurgo.pool.needs import PoolNeeds, check
+from resurgo.pool.prune import prune_pool
+from resurgo.pool.store import POOL_DIR, PackagePool, file_name
 from tests.support.consts import MIB
 from tests.support.leases import LeaseContract
 from tests.support.media_contract import (
@@ -457,3 +462,74 @@ def test_a_listing_that_never_ends_is_refused(fake: list[FakeS3]) -> None:
     with pytest.raises(OperationFailed, match="listing does not end"):
         fake_client(medium).list_objects("p/")
     assert len(fake[-1].requests) == 2
+
+
+# ---------------------------------------------------------------- the package pool on S3
+
+
+def _pool_medium(seaweed: Seaweed) -> Medium:
+    return open_medium(f"s3://{BUCKET}/pool{next(_count)}/sets",
+                       MediumOptions(s3_endpoint=seaweed.endpoint, s3_insecure_http=True),
+                       s3_part_size=5 * MIB, environ=seaweed.environ(),
+                       home=Path("/nonexistent"))
+
+
+def test_the_package_pool_on_s3_is_checked_kept_and_pruned_as_on_a_directory(
+        seaweed: Seaweed) -> None:
+    """Objects under PREFIX/pool/ named by their sha256: added whole (a large one in
+    parts), read back, checked by the sets' needs (a damaged and a missing one named),
+    pruned to what the sets need, unfinished uploads aborted, left alone under a lease."""
+    with _pool_medium(seaweed) as medium:
+        b = backend(medium)
+        pool = PackagePool(medium)
+        assert pool.packages() == {} and prune_pool(medium) is None
+        contents = [b"".join(pattern(1, 6 * MIB)), b"second", b"third"]  # the first in two parts
+        refs = [lists.PackageRef(hashlib.sha256(c).hexdigest(), len(c), f"p{n}", "1:1.0",
+                                 "amd64") for n, c in enumerate(contents)]
+        for ref, data in zip(refs, contents, strict=True):
+            pool.add(ref, [data[i:i + MIB] for i in range(0, len(data), MIB)])
+        assert pool.packages() == {r.sha256: r for r in refs}
+        assert pool.where(refs[0]).endswith(f"/sets/{POOL_DIR}/{file_name(refs[0])}")
+        assert "%3a" in file_name(refs[0])
+        src = pool.open(refs[0])
+        try:
+            assert stream_sha256(src) == (refs[0].size, refs[0].sha256)
+        finally:
+            src.close()
+        check(PoolNeeds(pool, {r.sha256: r for r in refs}), read=True)
+        # Nothing of the pool is a set, nor a leftover of one.
+        assert medium.list_sets() == []
+        b.clean_leftovers()
+        assert len(pool.packages()) == 3
+
+        key = f"{b.root}{POOL_DIR}/{file_name(refs[1])}"
+        b.client.put(key, b"secont")  # damaged: same size
+        with pytest.raises(Damaged, match=r"p1 1:1\.0 \(amd64\) is damaged"):
+            check(PoolNeeds(pool, {refs[1].sha256: refs[1]}), read=True)
+        check(PoolNeeds(pool, {refs[1].sha256: refs[1]}), read=False)  # sizes only
+        b.client.put(key, b"second")
+        b.client.delete(f"{b.root}{POOL_DIR}/{file_name(refs[2])}")
+        with pytest.raises(Damaged, match=r"p2 1:1\.0 \(amd64\) is missing"):
+            check(PoolNeeds(pool, {refs[2].sha256: refs[2]}), read=False)
+        pool.add(refs[2], [contents[2]])
+
+        upload = b.client.create_upload(f"{b.root}{POOL_DIR}/{file_name(refs[2])}")
+        assert pool.leftovers() and upload
+        for needed in (refs[:1], refs[1:2]):
+            with medium.begin_set(SetMeta(host="one")) as w:
+                w.write_bytes(lists.PACKAGES_NAME, lists.encode_packages(needed))
+                w.commit()
+        dry = prune_pool(medium, dry_run=True)
+        assert dry is not None and dry.removed == (file_name(refs[2]),) and dry.kept == 2
+        assert len(pool.packages()) == 3 and pool.leftovers()
+        # While a save holds a lease, the pool is left alone.
+        w = medium.begin_set(SetMeta(host="two"))
+        try:
+            skipped = prune_pool(medium)
+            assert skipped is not None and skipped.skipped and not skipped.removed
+        finally:
+            w.abort()
+        done = prune_pool(medium)
+        assert done is not None and done.removed == (file_name(refs[2]),)
+        assert sorted(pool.packages()) == sorted(r.sha256 for r in refs[:2])
+        assert pool.leftovers() == []

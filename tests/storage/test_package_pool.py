@@ -27,7 +27,8 @@ import pytest
 
 from resurgo.demo import umount_below
 from resurgo.errors import ExitCode
-from resurgo.pool.store import POOL_DIR
+from resurgo.pool.obtain import CACHE, deb_name
+from resurgo.pool.store import POOL_DIR, parse_name
 from tests.support import cli
 from tests.support.consts import MIB, ROOT_X86_64
 from tests.support.loopdisks import Loop, Rig, require_loop_support
@@ -217,3 +218,73 @@ def test_a_damaged_package_in_the_pool_is_named_and_refused_before_any_disk_is_t
                   target.path, "--yes", "--root", mnt, "--no-finalize", state=saved.state)
     assert r.returncode == ExitCode.DAMAGED, r.output
     assert "missing" in r.stderr and "bash" in r.stderr, r.stderr
+
+
+def _under(snap: Snapshot, prefix: bytes) -> Snapshot:
+    return {(p[len(prefix) + 1:] or b"."): d for p, d in snap.items()
+            if p == prefix or p.startswith(prefix + b"/")}
+
+
+def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_ls_and_restore(
+    saved: Saved, rig: Rig, tmp_path: Path
+) -> None:
+    """The same system saved to S3 with its package cache full (the directory pool's
+    packages under apt's names), one of them changed (a member added: a package that
+    still reads well and gives every file): that one is refused against the package
+    lists' SHA256 and downloaded instead, the others go to the pool from the cache. The
+    set checks whole with its pool; ls shows pooled files with their package, and
+    restore --path writes them from the pool, identical to the system's."""
+    from tests.support.media_servers import Seaweed
+
+    seaweed = Seaweed(tmp_path / "seaweed")
+    try:
+        seaweed.create_bucket("pool")
+        disk = rig.disk("s3-source", SIZE, table=_table())
+        rig.sh("mkfs.ext4", "-q", "-L", "root", disk.part(1))
+        root = rig.mount(disk.part(1), tmp_path / "system")
+        from tests.vm import guest
+        subprocess.run(["cp", "-a", f"{guest.debian_tree()}/.", str(root)], check=True)
+        _make_it_its_own(root)
+        archives = root / CACHE
+        for f in (saved.medium / POOL_DIR).iterdir():
+            ref = parse_name(f.name, f.stat().st_size)
+            assert ref is not None
+            shutil.copyfile(f, archives / deb_name((ref.name, ref.version, ref.architecture)))
+        (victim,) = archives.glob("bash_*.deb")
+        with open(victim, "ab") as out:  # one more ar member: readers skip it
+            out.write(f"{'zz-extra/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{4:<10}`\n".encode()
+                      + b"evil")
+        expected = _system(root, tmp_path / "view")
+        url = "s3://pool/fleet"
+        s3 = ("--s3-endpoint", seaweed.endpoint, "--s3-insecure-http")
+        env = {**seaweed.environ(), "HOME": str(tmp_path)}
+        state = tmp_path / "state"
+        r = cli.spawn("save", "--to", url, *s3, "--root", root, "--no-rescue", "--packages",
+                      "pool", "--json", state=state, env=env, timeout=1200)
+        assert r.returncode == 0, r.output
+        p = r.json()["packages"]
+        assert p["missing"] == 0 and p["added"] == p["packages"] == saved.report[
+            "packages"]["packages"], p
+        assert p["files"] == saved.report["packages"]["files"], p
+        assert any("bash" in n and "differs from the SHA256" in n for n in p["notes"]), p
+        umount_below(root)
+
+        r = cli.spawn("check", "--from", url, *s3, "--read-data", state=state, env=env)
+        assert r.returncode == 0, r.output
+        r = cli.spawn("ls", "--from", url, *s3, "--json", "/usr/share/doc/bash", state=state,
+                      env=env)
+        assert r.returncode == 0, r.output
+        listed = {e["path"]: e for e in r.json()["entries"]}
+        assert listed["/usr/share/doc/bash/copyright"]["package"]["name"] == "bash"
+        assert listed["/usr/share/doc/bash/copyright"]["mtime_ns"] == 1_000_000_007
+        assert listed["/usr/share/doc/bash/RBASH"]["package"] is None  # its owner changed
+        to = tmp_path / "to"
+        to.mkdir()
+        r = cli.spawn("restore", "--from", url, *s3, "--path", "/usr/share/doc/bash",
+                      "--path", "/usr/bin/bash", "--to", to, "--json", state=state, env=env)
+        assert r.returncode == 0, r.output
+        assert r.json()["mismatches"] == 0
+        for rel in (b"usr/share/doc/bash", b"usr/bin/bash"):
+            assert_same_trees(_under(expected, rel), _under(snapshot(to), rel))
+    finally:
+        seaweed.close()

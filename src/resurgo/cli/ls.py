@@ -48,7 +48,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     path = parse(args.path, "PATH")
     options = source_options(args)
-    with open_source(options, identity=args.identity, read_manifests=True) as source:
+    with open_source(options, identity=args.identity, read_manifests=True,
+                     read_packages=False) as source:
         assert source.loaded is not None
         listing = list_path(source.loaded, options.location, path, long=args.long,
                             recursive=args.recursive)

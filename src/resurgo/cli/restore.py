@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise PreconditionFailed("restore needs root (it restores owners, devices and "
                                  "attributes)", "run resurgo as root")
     source = source_options(args)
-    with open_source(source, identity=args.identity, read_manifests=True) as opened:
+    with open_source(source, identity=args.identity, read_manifests=True,
+                     read_packages=False) as opened:
         assert opened.loaded is not None
         say = progress(args.json)
         # The lines go through the events: a terminal's progress line is erased first.

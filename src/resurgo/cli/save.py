@@ -68,8 +68,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "set is saved, the --keep-* rules (as for prune) delete the older sets of this host "
         "they do not keep. --packages pool leaves the unchanged package files out of the "
         "archives: the medium's package pool holds their packages (a recovery then needs "
-        "that pool, on the same medium); a medium that cannot hold a pool (S3, a floppy "
-        "image) is exit 2.",
+        "that pool, on the same medium: a directory, SFTP, NFS, CIFS or S3 medium); a "
+        "floppy image, which holds no archives, is exit 2.",
     )
     p.add_argument("--to", dest="medium", required=True, metavar="MEDIUM", help=MEDIUM_HELP)
     p.add_argument("--root", type=Path, default=Path("/"), metavar="PATH",

@@ -6,8 +6,10 @@ a candidate; its package must then be had, whole and the right one:
 - from the pool already, when a package of that name, version and architecture is there:
   read whole, its sha256 must be its name's, its control the package expected, and its own
   md5sums must give each file the digest the catalog has;
-- else from the system's package cache (/var/cache/apt/archives), or downloaded with the
-  package manager's own command (``apt-get download``, with the saved system's sources and
+- else from the system's package cache (/var/cache/apt/archives), once the package
+  database vouches for the file (vouch.py: its package lists' SHA256 and size, or failing
+  those dpkg's md5 of every file it holds), or downloaded with the package manager's own
+  command (``apt-get download``, with the saved system's sources and
   package lists, into a private directory; apt checks what it fetches against the signed
   lists). Such a package is read whole before it goes into the pool: the same checks, and
   every file the set takes from it extracted and its sha256 compared with the catalog's.
@@ -32,7 +34,7 @@ from pathlib import Path
 from resurgo import run
 from resurgo.errors import OperationFailed, ResurgoError
 from resurgo.media.streams import Source
-from resurgo.pool import deb
+from resurgo.pool import deb, vouch
 from resurgo.pool.lists import PackageRef
 from resurgo.pool.store import PackagePool
 from resurgo.probe import catalog, dpkg
@@ -197,14 +199,43 @@ def _from_pool(pool: PackagePool, held: list[PackageRef], key: Key,
     return None
 
 
+Vouch = Callable[[Checked], str | None]
+
+
+def _cache_vouch(root: Path, path: Path, key: Key, listed: vouch.Listed | None) -> Vouch:
+    """Why the package database does not vouch for a cached package (None: it does)."""
+    def why(checked: Checked) -> str | None:
+        if listed is not None:
+            if (checked.sha256, checked.size) in listed.files:
+                return None
+            return ("differs from the SHA256 and size its package lists give (damaged, "
+                    "or replaced since apt fetched it)")
+        md5s = vouch.installed_md5s(root, key)
+        if md5s is None:
+            return "is known neither to the package lists nor to dpkg"
+        try:
+            with open(path, "rb") as f:
+                problem = vouch.check_against_dpkg(f, md5s)
+        except (deb.DebError, OSError) as e:
+            problem = str(e)
+        return None if problem is None else (
+            f"is not in the package lists, and not what dpkg installed: {problem}")
+    return why
+
+
 def _add_local(pool: PackagePool, path: Path, key: Key, wanted: dict[str, Candidate],
-               obtained: Obtained) -> bool:
-    """Check a local package file whole (data included) and add it to the pool."""
+               obtained: Obtained, vouched: Vouch | None = None) -> bool:
+    """Check a local package file whole (data included; with ``vouched``, against what
+    the package database says of it) and add it to the pool."""
     try:
         with open(path, "rb") as f:
             checked = check_package(f, key, wanted, data=True)
     except (deb.DebError, OSError) as e:
         obtained.note(f"{_label(key)}: {path.name} is not usable ({e})")
+        return False
+    refused = vouched(checked) if vouched is not None else None
+    if refused is not None:
+        obtained.note(f"{_label(key)}: the cached {path.name} {refused}: not pooled")
         return False
     if not checked.good:
         obtained.note(f"{_label(key)}: {path.name} gives none of the files as they are")
@@ -273,15 +304,27 @@ def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
         held.setdefault((ref.name, ref.version, ref.architecture), []).append(ref)
     by_key = _by_key(cands)
     todo: list[Key] = []
+    cached: dict[Key, Path] = {}
     for key in sorted(by_key):
         found = _from_pool(pool, held.get(key, []), key, by_key[key])
         if found is not None:
             obtained.packages[key] = found
             continue
-        cached = root / CACHE / deb_name(key)
-        if cached.is_file() and _add_local(pool, cached, key, by_key[key], obtained):
-            continue
-        todo.append(key)
+        in_cache = root / CACHE / deb_name(key)
+        if in_cache.is_file():
+            cached[key] = in_cache
+        else:
+            todo.append(key)
+    if cached:
+        with tempfile.TemporaryDirectory(prefix="resurgo-apt-") as tmp:
+            os.chmod(tmp, 0o700)
+            (Path(tmp) / "cache").mkdir()
+            said = vouch.listed(apt_argv(root, Path(tmp)), sorted(cached))
+        for key, in_cache in cached.items():
+            check = _cache_vouch(root, in_cache, key, said.get(key))
+            if not _add_local(pool, in_cache, key, by_key[key], obtained, check):
+                todo.append(key)
+        todo.sort()
     if todo and network:
         with tempfile.TemporaryDirectory(prefix="resurgo-debs-") as tmp:
             work = Path(tmp)

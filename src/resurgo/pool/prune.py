@@ -1,7 +1,8 @@
 """Pruning the package pool: the packages no set on the medium needs any more.
 
 After sets are deleted, a package that no set left lists in its packages.txt is removed
-from the pool, and so are the leftovers of saves killed while they added one. Every
+from the pool, and so are the leftovers of saves killed while they added one (files
+under a temporary name, or on S3 unfinished multipart uploads). Every
 committed set counts, whoever signed it (a set that only keeps a package can harm
 nothing), and the pool is left alone while any save holds a lease on the medium (it may be
 adding packages, or have found in the pool those it will need) or when a set's list cannot
@@ -19,9 +20,8 @@ from typing import Any
 from resurgo.errors import ResurgoError
 from resurgo.media import Medium
 from resurgo.media import lease as leases
-from resurgo.media.tree import TreeBackend
 from resurgo.pool import lists
-from resurgo.pool.store import PackagePool, file_name
+from resurgo.pool.store import PackagePool, can_hold, file_name
 
 log = logging.getLogger("resurgo.pool")
 
@@ -50,7 +50,7 @@ def prune_pool(medium: Medium, *, dry_run: bool = False) -> PoolPruned | None:
     """Remove what no set needs (see the module docstring); None for a medium without a
     pool."""
     backend = medium.backend
-    if not isinstance(backend, TreeBackend):
+    if not can_hold(medium):
         return None
     pool = PackagePool(medium)
     held = pool.file_names()
@@ -58,7 +58,7 @@ def prune_pool(medium: Medium, *, dry_run: bool = False) -> PoolPruned | None:
     if not held and not leftovers:
         return None
     store = backend.leases()
-    if leases.live_holders(store, medium.url):
+    if store is not None and leases.live_holders(store, medium.url):
         return PoolPruned(kept=len(held), skipped="a save is writing to the medium")
     needed: set[str] = set()
     everyone = Medium(backend)  # every set counts, signed or not
@@ -75,6 +75,7 @@ def prune_pool(medium: Medium, *, dry_run: bool = False) -> PoolPruned | None:
         needed.update(file_name(r) for r in refs)
     doomed = sorted(n for n in held if n not in needed)
     if not dry_run:
-        for name in [*doomed, *leftovers]:
+        for name in doomed:
             pool.remove(name)
+        pool.clear_leftovers()
     return PoolPruned(tuple(doomed), sum(held[n] for n in doomed), len(held) - len(doomed))

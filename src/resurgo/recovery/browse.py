@@ -5,6 +5,10 @@ entry with its metadata and the set of the chain whose archive holds its data: a
 incremental set is listed as it was saved, entries kept from its parents included, and no
 archive is read. Paths are the saved system's (systempaths): a directory lists its
 children, the roots of the filesystems mounted on it among them; a file lists itself.
+
+In a package-aware set a tree's unchanged package files are not in its manifest but in its
+pooled list (resurgo.pool.lists), with the same metadata: they are listed with the others,
+each naming the package of the medium's pool that holds its content.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from resurgo.engine.names import ROOT, escape
 from resurgo.engine.records import BLK, CHR, DIR, FIFO, FILE, HARDLINK, SYMLINK
 from resurgo.engine.source import ManifestStream
 from resurgo.errors import BadInput, Damaged, ExitCode
+from resurgo.pool.lists import PackageRef
 from resurgo.recovery.load import LoadedSet
 from resurgo.recovery.systempaths import Mounted, SystemTree, is_under, parent
 
@@ -39,6 +44,8 @@ class Listed:
     mounted: Mounted
     entry: Entry
     chain: tuple[str, ...]  # the sets of the manifest's chain
+    # The package of the pool holding a pooled file's content (None: an archive does).
+    package: PackageRef | None = None
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -64,6 +71,9 @@ class Listed:
             "xattrs_digest": e.xattr_digest or None,
             "target": self.target(),
             "set": self.chain[e.set_index],
+            "package": None if self.package is None else {
+                "name": self.package.name, "version": self.package.version,
+                "architecture": self.package.architecture, "sha256": self.package.sha256},
         }
 
     def target(self) -> str | None:
@@ -120,6 +130,8 @@ class Browse:
             target = i.target()
             if target is not None:
                 name += (" -> " if e.kind == SYMLINK else " => ") + target
+            if i.package is not None:
+                name += f"  [{i.package.name} {i.package.version}]"
             rows.append((stat.filemode(e.mode), f"{e.uid}:{e.gid}", size,
                          mtime_text(e.mtime_ns), i.mounted.unit.key, name))
         if not rows:
@@ -165,6 +177,32 @@ def _read(loaded: LoadedSet, m: Mounted, path: str, recursive: bool, *, root_onl
                 at = item
             elif recursive or parent(item.path) == path:
                 found.append(item)
+    if not root_only and rel is not None:
+        pooled = _pooled(loaded, m, path, rel, recursive, found)
+        at = at or pooled
+    return at
+
+
+def _pooled(loaded: LoadedSet, m: Mounted, path: str, rel: bytes, recursive: bool,
+            found: list[Listed]) -> Listed | None:
+    """_read's part for the tree's pooled files (all files: none is a directory)."""
+    if loaded.pool is None:
+        return None
+    at: Listed | None = None
+    for f in loaded.pooled(m.unit):
+        if not (rel == ROOT or f.path == rel or f.path.startswith(rel + b"/")):
+            continue
+        if not m.owns(f.path):
+            continue
+        system_path = m.system_path(f.path)
+        if system_path != path and not recursive and parent(system_path) != path:
+            continue
+        item = Listed(system_path, m, f.entry(), (loaded.id,),
+                      loaded.pool.packages.get(f.package))
+        if item.path == path:
+            at = item
+        else:
+            found.append(item)
     return at
 
 

@@ -172,11 +172,14 @@ def load_set(
     *,
     identity: Path | None = None,
     read_manifests: bool = True,
+    read_packages: bool | None = None,
 ) -> LoadedSet:
     """The set, checked as the module docstring says; raises before anything is written.
 
     ``read_manifests=False`` (for a plan, which reads no data) skips the manifests and
-    does not ask for the identity of an encrypted set.
+    does not ask for the identity of an encrypted set. ``read_packages`` (default: as
+    ``read_manifests``) reads every package the set needs from the pool whole; without,
+    only their sizes are checked (ls reads none; restore --path reads those it needs).
     """
     check_identity(identity)
     info = choose_set(medium, set_id)
@@ -213,7 +216,8 @@ def load_set(
     # size; read whole and hashed when the data will be read.
     needs = pool_needs.needs_of(medium, reader)
     if needs is not None:
-        pool_needs.check(needs, read=read_manifests)
+        pool_needs.check(needs, read=read_manifests if read_packages is None
+                         else read_packages)
     for u in found:
         if reader.index.file(u.pooled_name) is not None and needs is None:
             raise Damaged(f"recovery set {reader.where} has {u.pooled_name} but no "

@@ -25,6 +25,13 @@ is restored too, the link made to it, and then it is removed again (with the dir
 made for it alone), so the chosen link holds the content and keeps its other chosen
 links.
 
+In a package-aware set, the chosen files that the tree's pooled list holds (unchanged
+package files, resurgo.pool) are written from their packages in the medium's pool, as a
+recovery writes them (resurgo.pool.extract: only the member each file names, to the path
+the set lists, through the same confinement, its sha256 checked before its metadata is
+set), before the archives' entries; every package they need is read whole and its sha256
+checked before anything is written, and they are compared again afterwards like the rest.
+
 An archive is a stream (zstd, maybe age, no index): the restore decompresses each needed
 archive from its start up to the last chosen entry it holds and stops there; archives of
 units, and of sets of an incremental chain, that hold nothing chosen are not read at all.
@@ -44,13 +51,16 @@ from typing import Any
 
 from resurgo.engine import Mismatch
 from resurgo.engine.manifest import Entry
-from resurgo.engine.names import ROOT, components, escape, parent_of
+from resurgo.engine.names import ROOT, components, escape, parent_of, walk_key
 from resurgo.engine.records import DIR, FILE, HARDLINK
 from resurgo.engine.restore import restore_tree
 from resurgo.engine.source import ManifestStream
 from resurgo.engine.targets import DIR_FLAGS
 from resurgo.engine.verify import verify_entries
 from resurgo.errors import BadInput, ExitCode, OperationFailed, PreconditionFailed
+from resurgo.pool import needs as pool_needs
+from resurgo.pool.extract import extract
+from resurgo.pool.lists import PooledFile
 from resurgo.progress import Amount
 from resurgo.recovery.browse import decoded, shown
 from resurgo.recovery.events import OnEvent, Step, advancing, ignore
@@ -77,6 +87,8 @@ class UnitPick:
     chosen: set[bytes] = field(default_factory=set)
     # First files of hard-link groups that are not chosen, with a chosen link.
     carriers: set[bytes] = field(default_factory=set)
+    # The chosen files its packages give back (their entries are in entries too).
+    pooled: list[PooledFile] = field(default_factory=list)
 
     @property
     def wanted(self) -> set[bytes]:
@@ -173,6 +185,7 @@ def pick(loaded: LoadedSet, paths: tuple[str, ...]) -> list[UnitPick]:
                 if wanted == Wanted.CHOSEN:
                     p.chosen.add(e.path)
                     found.add(m.system_path(e.path))
+        _pick_pooled(loaded, selection, p, found)
         p.carriers = {e.target for e in p.entries
                       if e.kind == HARDLINK and e.target not in p.chosen}
         if p.entries:
@@ -183,6 +196,35 @@ def pick(loaded: LoadedSet, paths: tuple[str, ...]) -> list[UnitPick]:
             f"not in recovery set {loaded.id}: {', '.join(shown(p) for p in missing)}",
             "resurgo ls --from MEDIUM [--set ID] DIRECTORY lists what it holds")
     return picks
+
+
+def _pick_pooled(loaded: LoadedSet, selection: Selection, p: UnitPick,
+                 found: set[str]) -> None:
+    """The chosen files of the unit's pooled list, merged into p.entries in walk order."""
+    m = p.mounted
+    if loaded.pool is None:
+        return
+    for f in loaded.pooled(m.unit):
+        if selection.wants(m, f.path) != Wanted.CHOSEN:
+            continue
+        p.pooled.append(f)
+        p.chosen.add(f.path)
+        found.add(m.system_path(f.path))
+    if p.pooled:
+        p.entries = sorted([*p.entries, *(f.entry() for f in p.pooled)],
+                           key=lambda e: walk_key(e.path))
+
+
+def _check_packages(loaded: LoadedSet, picks: list[UnitPick]) -> None:
+    """Every package the chosen pooled files need: in the pool, read whole, its sha256 the
+    set's (Damaged naming each that is not), before anything is written."""
+    if loaded.pool is None:
+        return
+    wanted = {f.package for p in picks for f in p.pooled}
+    if not wanted:
+        return
+    packages = {k: v for k, v in loaded.pool.packages.items() if k in wanted}
+    pool_needs.check(pool_needs.PoolNeeds(loaded.pool.pool, packages), read=True)
 
 
 class _Places:
@@ -387,6 +429,7 @@ def restore_paths(loaded: LoadedSet, medium: str, options: RestorePathsOptions,
         raise BadInput(f"--to {options.target}: not a directory")
     picks = pick(loaded, options.paths)
     made_for_carriers = check_target(options.target, picks, options.overwrite)
+    _check_packages(loaded, picks)
     done: list[UnitRestored] = []
     for n, p in enumerate(picks):
         m = p.mounted
@@ -396,6 +439,11 @@ def restore_paths(loaded: LoadedSet, medium: str, options: RestorePathsOptions,
         with _unit_target(options.target, m.mountpoint) as unit_root:
             total = Amount(len(p.entries), sum(e.size for e in p.entries if e.kind == FILE))
             tally = advancing(on_event, Step.RESTORE, f"restoring {m.unit.label}", total)
+            warnings: list[str] = []
+            if p.pooled:
+                assert loaded.pool is not None
+                # Before the archive's entries, which give the directories their metadata.
+                warnings += extract(Path(unit_root), p.pooled, loaded.pool).warnings
             result = restore_tree(unit_root, loaded.manifest(m.unit), loaded.archives(m.unit),
                                   identity=loaded.identity, select=wanted.__contains__,
                                   progress=tally)
@@ -405,7 +453,7 @@ def restore_paths(loaded: LoadedSet, medium: str, options: RestorePathsOptions,
             m.unit.key, m.mountpoint, len(p.entries),
             sum(1 for e in p.entries if e.kind in (FILE, HARDLINK)),
             sum(e.size for e in p.entries if e.kind == FILE),
-            tuple(name for name, _ in result.archives), result.warnings, ()))
+            tuple(name for name, _ in result.archives), (*warnings, *result.warnings), ()))
     # Checked when every unit is restored: a unit restored later sets the metadata of
     # the directories on the way to those restored before it.
     checked: list[UnitRestored] = []

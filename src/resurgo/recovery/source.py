@@ -46,9 +46,11 @@ def is_description_file(source: str) -> bool:
 
 @contextlib.contextmanager
 def open_source(options: SourceOptions, *, identity: Path | None = None,
-                read_manifests: bool = False) -> Iterator[SetSource]:
+                read_manifests: bool = False, read_packages: bool | None = None
+                ) -> Iterator[SetSource]:
     """The description to plan from and, from a medium, the set it belongs to, loaded
-    (recovery.load: every check before any write), its medium open while in use."""
+    (recovery.load: every check before any write; ``read_packages`` as load_set's), its
+    medium open while in use."""
     source = options.location
     if is_description_file(source):
         if options.set_id:
@@ -71,5 +73,5 @@ def open_source(options: SourceOptions, *, identity: Path | None = None,
             )
     with open_medium(source, options.medium) as medium:
         loaded = load_set(medium, options.set_id, identity=identity,
-                          read_manifests=read_manifests)
+                          read_manifests=read_manifests, read_packages=read_packages)
         yield SetSource(loaded.description, f"{medium.url} set {loaded.id}", paths, loaded)
