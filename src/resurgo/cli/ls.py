@@ -27,8 +27,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "absolute path, e.g. /etc; default /), as its manifests say, without reading any "
         "archive: a directory lists its children (the filesystems mounted on it among "
         "them), a file itself. An incremental set shows the system as it was at that set. "
-        "--long adds the mode, owner, size, time and the filesystem holding each entry; "
-        "--json gives every field (digest, set holding the data, link target). Exit 0 "
+        "--long adds the mode, owner, size, time and the filesystem holding each entry "
+        "(and the package of a file taken from the package pool); --json gives every "
+        "field (digest, set holding the data, link target, package). Exit 0 "
         "listed; 1 failed; 2 bad input (a PATH not in the set); 3 an encrypted set "
         "without --identity; 4 not authentic; 5 the set is damaged or incomplete; 6 the "
         "identity cannot decrypt it.",
