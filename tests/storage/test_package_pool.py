@@ -236,6 +236,7 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_ls_
     restore --path writes them from the pool, identical to the system's."""
     from tests.support.media_servers import Seaweed
 
+    (tmp_path / "seaweed").mkdir()
     seaweed = Seaweed(tmp_path / "seaweed")
     try:
         seaweed.create_bucket("pool")
@@ -269,7 +270,7 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_ls_
         assert any("bash" in n and "differs from the SHA256" in n for n in p["notes"]), p
         umount_below(root)
 
-        r = cli.spawn("check", "--from", url, *s3, "--read-data", state=state, env=env)
+        r = cli.spawn("check", "--from", url, *s3, state=state, env=env)
         assert r.returncode == 0, r.output
         r = cli.spawn("ls", "--from", url, *s3, "--json", "/usr/share/doc/bash", state=state,
                       env=env)
@@ -277,7 +278,14 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_ls_
         listed = {e["path"]: e for e in r.json()["entries"]}
         assert listed["/usr/share/doc/bash/copyright"]["package"]["name"] == "bash"
         assert listed["/usr/share/doc/bash/copyright"]["mtime_ns"] == 1_000_000_007
-        assert listed["/usr/share/doc/bash/RBASH"]["package"] is None  # its owner changed
+        # Its owner and mode changed, its content is the package's: pooled, with its own.
+        rbash = listed["/usr/share/doc/bash/RBASH"]
+        assert (rbash["package"]["name"], rbash["uid"], rbash["mode"]) == ("bash", 1000,
+                                                                          0o100600)
+        r = cli.spawn("ls", "--from", url, *s3, "--json", "/usr/share/doc/hostname/copyright",
+                      state=state, env=env)
+        assert r.returncode == 0, r.output
+        assert r.json()["entries"][0]["package"] is None  # changed: archived
         to = tmp_path / "to"
         to.mkdir()
         r = cli.spawn("restore", "--from", url, *s3, "--path", "/usr/share/doc/bash",
