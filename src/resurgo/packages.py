@@ -78,8 +78,9 @@ _BY_PACKAGE: tuple[tuple[Package, tuple[str, ...]], ...] = (
     (Package("dhcpcd-base", "dhcpcd"), ("dhcpcd",)),
     (Package("udhcpc", "busybox"), ("udhcpc",)),
     (_same("dpkg"), ("dpkg-query",)),
-    # Debian's own download command, which a package-aware save uses (Fedora: no pool yet).
-    (Package("apt", None), ("apt-get",)),
+    # Debian's own download command and package lists, which a package-aware save uses
+    # (Fedora: no pool yet).
+    (Package("apt", None), ("apt-get", "apt-cache")),
     (_same("rpm"), ("rpm",)),
     (_same("qemu-system-x86"), ("qemu-system-x86_64",)),
     (Package("procps", "procps-ng"), ("ps", "free", "kill", "top")),

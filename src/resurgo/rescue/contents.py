@@ -189,8 +189,9 @@ NOT_IN_RESCUE = frozenset(
     {"dpkg-query", "rpm", "qemu-system-x86_64", "xorriso", "grub-mkrescue", "dracut",
      # install-units enables the timer on the installed system, never in the rescue.
      "systemctl",
-     # A package-aware save fetches packages; the rescue reads them from the pool itself.
-     "apt-get"}
+     # A package-aware save fetches packages and checks cached ones against the package
+     # lists; the rescue reads them from the pool itself.
+     "apt-get", "apt-cache"}
 )
 
 # Where programs live, searched in this order (as run.PATH).
