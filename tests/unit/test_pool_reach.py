@@ -216,3 +216,19 @@ def test_restore_picks_the_chosen_pooled_files_in_walk_order(tmp_path: Path) -> 
     assert [f.path for f in p.pooled] == [b"usr/bin/tool", b"usr/bin/zz"]
     assert found == {"/usr/bin/tool", "/usr/bin/zz"}
     assert {b"usr/bin/tool", b"usr/bin/zz"} <= p.chosen
+
+
+def test_ls_long_names_the_package_of_a_pooled_file(tmp_path: Path) -> None:
+    from resurgo.recovery.browse import Browse
+
+    loaded, _ = _loaded(tmp_path)
+    m = SystemTree([ROOT]).owner("/usr/bin")
+    assert m is not None
+    found: list = []  # type: ignore[type-arg]
+    _pooled(loaded, m, "/usr/bin", b"usr/bin", False, found)  # type: ignore[arg-type]
+    listing = Browse(loaded.id, "/media", "/usr/bin", True, False, tuple(found))
+    lines = listing.text().splitlines()
+    assert lines[0].startswith("-rwxr-xr-x  0:0  5  1970-01-01 00:00:01  ")
+    assert lines[0].endswith("  tool  [tool 1.0]") and lines[1].endswith("  zz  [tool 1.0]")
+    assert Browse(loaded.id, "/media", "/usr/bin", False, False, tuple(found)).text() == \
+        "tool\nzz\n"
