@@ -7,13 +7,16 @@ owns. Its package cache is empty (as after any debootstrap), so the save obtains
 packages as a real one does: apt-get download, with the tree's sources, from its mirror.
 
 Then: recovered onto another disk and compared with the independent walker (content and
-metadata of every entry); that recovered copy, under another host name, saved to the same
-medium adds no package to the pool; a package damaged in the pool is named and refused
-before any disk is touched.
+metadata of every entry); that recovered copy, under another host name and with a copy of a
+package in apt's cache, saved to the same medium adds no package to the pool, and its set
+recovered onto a third disk is that copy, entry for entry; a package damaged in the pool is
+named and refused before any disk is touched. Both sets take dpkg's copies of the packages'
+control files (var/lib/dpkg/info) from the pool too, the second the cached package.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -27,6 +30,7 @@ import pytest
 
 from resurgo.demo import umount_below
 from resurgo.errors import ExitCode
+from resurgo.pool import lists
 from resurgo.pool.obtain import CACHE, deb_name
 from resurgo.pool.store import POOL_DIR, parse_name
 from tests.support import cli
@@ -136,6 +140,17 @@ def _pool(medium: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in (medium / POOL_DIR).iterdir()}
 
 
+def _taken_from(medium: Path, set_id: str) -> dict[str, set[bytes]]:
+    """The paths a set's pooled list takes from the packages, by where in them."""
+    (pooled,) = (medium / set_id / "archives").glob("*.pooled")
+    text = subprocess.run(["zstd", "-dc", str(pooled)], capture_output=True,
+                          check=True).stdout
+    out: dict[str, set[bytes]] = {}
+    for f in lists.read_pooled(io.BytesIO(text)):
+        out.setdefault(f.source, set()).add(f.path)
+    return out
+
+
 def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     saved: Saved, rig: Rig, mnt: Path, tmp_path: Path
 ) -> None:
@@ -179,11 +194,17 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert [(m["path"], m["what"]) for m in r.json()["mismatches"]] == [
         ("/usr/share/doc/bash/copyright", "content")]
 
-    # The recovered copy, under another host name: its save adds nothing to the pool.
+    # The recovered copy, under another host name, with a package in apt's cache: its save
+    # adds nothing to the pool, and takes the cached package from it too.
     with open(victim, "rb+") as f:
         f.truncate(victim.stat().st_size - 1)
     os.utime(victim, ns=(1, 1_000_000_007))
     write(mnt / "etc/hostname", b"pool-two\n")
+    (bash,) = (saved.medium / POOL_DIR).glob("*_bash_*.deb")
+    cached = mnt / "var/cache/apt/archives" / bash.name.split("_", 1)[1]
+    write(cached, bash.read_bytes(), mode=0o644)
+    os.utime(cached, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    expected = _system(mnt, tmp_path / "view2")
     before = _pool(saved.medium)
     r = cli.spawn("save", "--to", saved.medium, "--root", mnt, "--no-rescue", "--packages",
                   "pool", "--json", state=tmp_path / "state2", timeout=1200)
@@ -191,8 +212,26 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     second = r.json()
     assert second["set"]["host"] == "pool-two"
     assert second["packages"]["added"] == 0, second["packages"]
-    assert second["packages"]["files"] == p["files"], (second["packages"], p)
+    assert second["packages"]["files"] == p["files"] + 1, (second["packages"], p)
     assert _pool(saved.medium) == before
+    taken = _taken_from(saved.medium, second["set"]["id"])
+    assert taken[lists.WHOLE] == {os.fsencode(cached.relative_to(mnt))}
+    assert b"var/lib/dpkg/info/bash.postinst" in taken[lists.CONTROL]
+    assert taken[lists.CONTROL] == _taken_from(saved.medium, saved.set_id)[lists.CONTROL]
+
+    # That set recovered onto a third disk is the copy it was saved from, entry for entry.
+    umount_below(mnt)
+    again = tmp_path / "again"
+    third = rig.disk("third", SIZE * 5 // 4)
+    try:
+        r = cli.spawn("recover", "--from", saved.medium, "--set", second["set"]["id"],
+                      "--target", third.path, "--yes", "--root", again, "--no-finalize",
+                      "--json", state=tmp_path / "state2", timeout=1200)
+        assert r.returncode == 0, r.output
+        assert r.json()["verify"]["ok"] is True, r.json()["verify"]
+        assert_same_trees(expected, _system(again, tmp_path / "view3"))
+    finally:
+        umount_below(again)
 
 
 def test_a_damaged_package_in_the_pool_is_named_and_refused_before_any_disk_is_touched(
@@ -266,7 +305,8 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_ls_
         p = r.json()["packages"]
         assert p["missing"] == 0 and p["added"] == p["packages"] == saved.report[
             "packages"]["packages"], p
-        assert p["files"] == saved.report["packages"]["files"], p
+        # The cached packages too (whole), all but the changed bash's.
+        assert p["files"] == saved.report["packages"]["files"] + p["packages"] - 1, p
         assert any("bash" in n and "differs from the SHA256" in n for n in p["notes"]), p
         umount_below(root)
 

@@ -60,15 +60,18 @@ def ar(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def deb(package: str, version: str, arch: str, members: list[Member], *,
-        compression: str = "xz", md5sums: dict[str, str] | None = None) -> bytes:
-    """A .deb whose md5sums lists its regular members (or ``md5sums`` as given)."""
+        compression: str = "xz", md5sums: dict[str, str] | None = None,
+        control_files: tuple[Member, ...] = ()) -> bytes:
+    """A .deb whose md5sums lists its regular members (or ``md5sums`` as given), its control
+    archive with ``control_files`` too (maintainer scripts, ...)."""
     if md5sums is None:
         md5sums = {m.name.removeprefix("./"): hashlib.md5(m.data).hexdigest()
                    for m in members if m.kind == tarfile.REGTYPE}
     control = (f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\n"
                "Maintainer: test\nDescription: test\n").encode()
     sums = "".join(f"{md5}  {path}\n" for path, md5 in md5sums.items()).encode()
-    control_tar = tar([Member("./control", control), Member("./md5sums", sums)])
+    control_tar = tar([Member("./control", control), Member("./md5sums", sums),
+                       *control_files])
     suffix = "" if compression == "none" else f".{compression}"
     return ar([
         ("debian-binary", b"2.0\n"),

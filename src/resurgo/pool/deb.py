@@ -1,9 +1,12 @@
 """Reading Debian packages (.deb) without dpkg: the ar container and its two tar members.
 
 A .deb is an ar archive of ``debian-binary`` ("2.0"), ``control.tar[.gz|.xz|.zst]`` and
-``data.tar[.gz|.xz|.zst]``. It is read front to back (a pooled package streams from SFTP
-as well as from a USB disk), decompressed with the standard library (gzip, xz) or the zstd
-program (which the rescue carries for the archives anyway).
+``data.tar[.gz|.xz|.zst]``. The control member's files (``control``, ``md5sums``, the
+maintainer scripts, ``conffiles``, ``triggers``, ``shlibs``, ...) are what dpkg keeps in its
+database as ``var/lib/dpkg/info/<package>.<file>``, byte for byte, ``control`` aside. It is
+read front to back (a pooled package streams from SFTP as well as from a USB disk),
+decompressed with the standard library (gzip, xz) or the zstd program (which the rescue
+carries for the archives anyway).
 
 Nothing of a package's own paths decides where anything is written: a reader gets the
 content of the regular members it asks for, by their path inside the package, and the
@@ -15,6 +18,7 @@ gives is bounded before it is believed (the control member, long names, pax head
 from __future__ import annotations
 
 import hashlib
+import io
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
@@ -297,33 +301,35 @@ class Control:
     architecture: str
     # "/usr/bin/x" -> md5 of the member, as the package lists it (empty without md5sums).
     md5sums: dict[str, str] = field(default_factory=dict)
+    # The control member's regular files at its top ("postinst", "md5sums", ...): sha256.
+    files: dict[str, str] = field(default_factory=dict)
 
 
-def _control(name: str, body: Limited) -> Control:
+def _control(name: str, body: Limited) -> tuple[Control, dict[str, bytes]]:
+    """The control and the control member's regular files at its top (whole: they are
+    small, and bounded together)."""
     opened = _decompressed(name, body)
-    fields: dict[str, str] = {}
-    md5sums: dict[str, str] = {}
+    files: dict[str, bytes] = {}
     total = 0
     try:
         for member, data in tar_members(opened.reader):
-            if not member.regular or member.path not in ("control", "md5sums"):
+            if not member.regular or not member.path or "/" in member.path:
                 continue
             total += member.size
             if total > MAX_CONTROL:
                 raise DebError("a control member larger than any package's")
-            raw = read_exact(data, member.size)
-            if member.path == "control":
-                fields = next(dpkg.paragraphs(raw.decode("utf-8", "replace")), {})
-            else:
-                md5sums = {path: md5 for md5, path in dpkg.parse_md5sums(raw)}
+            files[member.path] = read_exact(data, member.size)
     finally:
         opened.close()
     body.drain()
+    fields = next(dpkg.paragraphs(files.get("control", b"").decode("utf-8", "replace")), {})
+    md5sums = {path: md5 for md5, path in dpkg.parse_md5sums(files.get("md5sums", b""))}
     package = fields.get("Package", "")
     if not package:
         raise DebError("its control file names no package")
     return Control(package, fields.get("Version", ""), fields.get("Architecture", ""),
-                   md5sums)
+                   md5sums, {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+                   ), files
 
 
 # What the caller does with a data member it wants: given its path (as the package lists
@@ -332,10 +338,12 @@ OnFile = Callable[[Member], Callable[[Limited], None] | None]
 
 
 def read_deb(src: Readable, on_file: OnFile | None = None,
-             on_control: Callable[[Control], None] | None = None) -> Control:
+             on_control: Callable[[Control], None] | None = None,
+             on_control_file: OnFile | None = None) -> Control:
     """Read a .deb front to back: its control, then (with ``on_file``) the data members
-    wanted. ``on_control`` is told the control before any data is read (to refuse a package
-    that is not the one expected before reading more). Raises DebError."""
+    wanted. ``on_control`` is told the control before any file is handed on (to refuse a
+    package that is not the one expected before reading more); ``on_control_file`` is then
+    offered the control member's files (by their name: "postinst"). Raises DebError."""
     members = ar_members(src)
     first = next(members, None)
     if first is None or first[0] != "debian-binary":
@@ -345,9 +353,16 @@ def read_deb(src: Readable, on_file: OnFile | None = None,
     control: Control | None = None
     for name, body in members:
         if name.startswith("control.tar"):
-            control = _control(name, body)
+            if control is not None:
+                raise DebError("it has two control members")
+            control, files = _control(name, body)
             if on_control is not None:
                 on_control(control)
+            for path, raw in files.items() if on_control_file is not None else ():
+                assert on_control_file is not None
+                handle = on_control_file(Member(path, True, len(raw)))
+                if handle is not None:
+                    handle(Limited(io.BytesIO(raw), len(raw)))
         elif name.startswith("data.tar"):
             if control is None:
                 raise DebError("its data member comes before its control member")

@@ -1,8 +1,10 @@
 """Recovery's side of the pool: a tree's pooled files written from their packages.
 
 Runs before the archive's restore into the same target: each package the tree needs is read
-once, front to back, and the content of each regular member a pooled file names goes to that
-file's path in the set's list, never to a path of the package's own. The file is made as the
+once, front to back, and the content of each regular member a pooled file names (of the
+package's data archive, or of its control archive for dpkg's copies of its control files)
+goes to that file's path in the set's list, never to a path of the package's own; a file
+that is the package itself (a copy in apt's cache) gets every byte read. The file is made as the
 archive's restore makes one (engine.writer.Applier: every directory opened with O_NOFOLLOW
 from the target, the file created with O_EXCL|O_NOFOLLOW, owner, mode, attributes and times
 set through its descriptor), its sha256 compared with the one the set recorded (the
@@ -25,11 +27,13 @@ from resurgo.engine.errors import ArchiveDamaged
 from resurgo.engine.names import components, escape, parent_of
 from resurgo.engine.writer import Applier, pwrite_all
 from resurgo.pool import deb
-from resurgo.pool.lists import PackageRef, PooledFile
+from resurgo.pool.lists import CONTROL, DATA, WHOLE, WHOLE_MEMBER, PackageRef, PooledFile
 from resurgo.pool.needs import PoolNeeds
 
 _CHUNK = 1 << 20
 NAME = "the package pool"
+# A file's place in its package: where (lists.DATA, CONTROL, WHOLE) and its path there.
+Member = tuple[str, str]
 
 
 @dataclass
@@ -54,44 +58,89 @@ class _Writer:
         if any(f.size != member.size for f in files):
             raise _damaged(self.ref, f"its {member.path} has {member.size} bytes, not the "
                            "size saved", [f.path for f in files])
-        opened: list[tuple[PooledFile, int, int, bytes]] = []
+        out = _Out(self, files)
         try:
-            for f in files:
-                dir_fd, _ = self.applier.directory(parent_of(f.path))
-                name = components(f.path)[-1]
-                fd = self.applier.create(dir_fd, name, 0o600)
-                opened.append((f, fd, dir_fd, name))
-            h = hashlib.sha256()
             offset = 0
             while chunk := body.read(_CHUNK):
-                h.update(chunk)
-                for _, fd, _, _ in opened:
-                    pwrite_all(fd, chunk, offset)
+                out.write(chunk, offset)
                 offset += len(chunk)
-            if any(h.hexdigest() != f.sha256 for f in files):
-                for _, _, dir_fd, name in opened:
-                    with contextlib.suppress(OSError):
-                        os.unlink(name, dir_fd=dir_fd)
-                raise _damaged(self.ref, f"its {member.path} is not the content saved "
-                               "(its sha256 differs)", [f.path for f in files])
-            for f, fd, _, _ in opened:
-                self.applier.metadata(fd, f.path, f.uid, f.gid, f.mode, f.xattrs,
-                                      f.mtime_ns, f.mtime_ns, None)
-                self.result.files += 1
-                self.result.data_bytes += f.size
+            out.finish(member.path)
         finally:
-            for _, fd, _, _ in opened:
-                os.close(fd)
+            out.close()
+
+
+class _Out:
+    """The files of a tree that get one content: made, written, checked, given metadata."""
+
+    def __init__(self, writer: _Writer, files: list[PooledFile]) -> None:
+        self.writer = writer
+        self.files = files
+        self.sha256 = hashlib.sha256()
+        self.opened: list[tuple[PooledFile, int, int, bytes]] = []
+        applier = writer.applier
+        try:
+            for f in files:
+                dir_fd, _ = applier.directory(parent_of(f.path))
+                name = components(f.path)[-1]
+                fd = applier.create(dir_fd, name, 0o600)
+                self.opened.append((f, fd, dir_fd, name))
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, chunk: bytes, offset: int) -> None:
+        self.sha256.update(chunk)
+        for _, fd, _, _ in self.opened:
+            pwrite_all(fd, chunk, offset)
+
+    def finish(self, what: str) -> None:
+        """The content's sha256 checked (else the files removed, and refused), then each
+        file's saved metadata set."""
+        if any(self.sha256.hexdigest() != f.sha256 for f in self.files):
+            self.discard()
+            raise _damaged(self.writer.ref, f"its {what} is not the content saved "
+                           "(its sha256 differs)", [f.path for f in self.files])
+        result = self.writer.result
+        for f, fd, _, _ in self.opened:
+            self.writer.applier.metadata(fd, f.path, f.uid, f.gid, f.mode, f.xattrs,
+                                         f.mtime_ns, f.mtime_ns, None)
+            result.files += 1
+            result.data_bytes += f.size
+
+    def discard(self) -> None:
+        for _, _, dir_fd, name in self.opened:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+
+    def close(self) -> None:
+        for _, fd, _, _ in self.opened:
+            os.close(fd)
+        self.opened = []
+
+
+class _Teeing:
+    """A reader of the package that gives every byte read to the files that are it whole."""
+
+    def __init__(self, src: deb.Readable, out: _Out) -> None:
+        self._src = src
+        self._out = out
+        self._offset = 0
+
+    def read(self, n: int) -> bytes:
+        data = self._src.read(n)
+        self._out.write(data, self._offset)
+        self._offset += len(data)
+        return data
 
 
 def extract(target: Path, files: list[PooledFile], needs: PoolNeeds) -> Extracted:
     """Write the pooled files into the tree at ``target`` (see the module docstring)."""
-    by_package: dict[str, dict[str, list[PooledFile]]] = {}
+    by_package: dict[str, dict[Member, list[PooledFile]]] = {}
     for f in files:
         if f.package not in needs.packages:
             raise ArchiveDamaged(NAME, f"a pooled file names a package the set does not list "
                                  f"({f.package})", [escape(f.path)])
-        member = os.fsdecode(f.member)
+        member = (f.source, os.fsdecode(f.member))
         by_package.setdefault(f.package, {}).setdefault(member, []).append(f)
     result = Extracted()
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -112,29 +161,45 @@ def extract(target: Path, files: list[PooledFile], needs: PoolNeeds) -> Extracte
     return result
 
 
-def _one(needs: PoolNeeds, ref: PackageRef, members: dict[str, list[PooledFile]],
+def _one(needs: PoolNeeds, ref: PackageRef, members: dict[Member, list[PooledFile]],
          writer: _Writer) -> None:
     pending = dict(members)
+    whole = pending.pop((WHOLE, os.fsdecode(WHOLE_MEMBER)), [])
+    if any(f.size != ref.size for f in whole):
+        raise _damaged(ref, "it has not the size saved", [f.path for f in whole])
 
     def on_control(c: deb.Control) -> None:
         if (c.package, c.version, c.architecture) != (ref.name, ref.version, ref.architecture):
             raise deb.DebError(f"it is {c.package} {c.version} ({c.architecture})")
 
-    def on_file(m: deb.Member) -> Callable[[deb.Limited], None] | None:
-        wanted = pending.pop(m.path, None)
-        if wanted is None:
-            return None
-        return lambda body: writer.write(wanted, m, body)
+    def taker(source: str) -> deb.OnFile:
+        def on_file(m: deb.Member) -> Callable[[deb.Limited], None] | None:
+            wanted = pending.pop((source, m.path), None)
+            if wanted is None:
+                return None
+            return lambda body: writer.write(wanted, m, body)
+        return on_file
 
     with contextlib.closing(needs.pool.open(ref)) as src:
-        hashing = deb.Hashing(src)
+        copies = _Out(writer, whole) if whole else None
         try:
-            deb.read_deb(hashing, on_file, on_control)
-            hashing.drain()
-        except deb.DebError as e:
-            raise _damaged(ref, f"not a package this restore reads: {e}") from None
-    if hashing.sha256.hexdigest() != ref.sha256 or hashing.size != ref.size:
-        raise _damaged(ref, "its sha256 is not the one the set recorded")
+            hashing = deb.Hashing(_Teeing(src, copies) if copies is not None else src)
+            try:
+                deb.read_deb(hashing, taker(DATA), on_control, taker(CONTROL))
+                hashing.drain()
+            except deb.DebError as e:
+                if copies is not None:
+                    copies.discard()
+                raise _damaged(ref, f"not a package this restore reads: {e}") from None
+            if hashing.sha256.hexdigest() != ref.sha256 or hashing.size != ref.size:
+                if copies is not None:
+                    copies.discard()
+                raise _damaged(ref, "its sha256 is not the one the set recorded")
+            if copies is not None:
+                copies.finish("content")
+        finally:
+            if copies is not None:
+                copies.close()
     if pending:
         missing = [f.path for fs in pending.values() for f in fs]
         raise _damaged(ref, f"it lacks {len(missing)} file(s) the set takes from it",

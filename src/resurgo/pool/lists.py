@@ -12,9 +12,9 @@ is in clear so that prune (which holds no secret key) knows what a set needs.
 ``archives/<unit>.pooled`` (zstd-compressed and, in an encrypted set, age-encrypted like the
 manifest beside it)::
 
-    #resurgo-pooled 1
+    #resurgo-pooled 2
     <path><TAB><mode><TAB><uid><TAB><gid><TAB><size><TAB><mtime_ns><TAB><digest><TAB>
-        <sha256><TAB><package sha256><TAB><member><TAB><xattrs>
+        <sha256><TAB><package sha256><TAB><member><TAB><xattrs><TAB><from>
     #end <number of files>
 
 one line per file of the tree left out of its archive and manifest (the manifest's header
@@ -22,8 +22,16 @@ says ``#pooled``), in walk order: the path in the tree and the metadata the syst
 (st_mode in octal, owner, size, mtime), the content's digest as the manifest gives it
 (BLAKE3, resurgo.digest) and its sha256 (the catalog's), the package file it is taken from
 (by its sha256, which packages.txt lists) and its path in that package (escaped like the
-path), and its extended attributes: ``hex(name)=hex(value)`` joined by commas, empty for
-none. Readers refuse a version they do not know; a new field means a new version.
+path), its extended attributes: ``hex(name)=hex(value)`` joined by commas, empty for none,
+and where in the package its content is (``from``):
+
+- ``data``: the member of the package's data archive at <member> (a file it installs);
+- ``control``: the file <member> of its control archive ("postinst", "md5sums", ...), which
+  dpkg keeps as var/lib/dpkg/info/<package>.<member> byte for byte;
+- ``deb``: the package file itself, whole (a copy in apt's package cache); <member> is "-".
+
+Version 1 had no ``from`` field (every file ``data``); it is still read. Readers refuse a
+version they do not know; a new field means a new version.
 """
 
 from __future__ import annotations
@@ -39,7 +47,15 @@ from resurgo.engine.records import FILE, MAX_XATTR_VALUES
 PACKAGES_NAME = "packages.txt"
 PACKAGES_MAGIC = "#resurgo-packages"
 POOLED_MAGIC = "#resurgo-pooled"
-VERSION = "1"
+VERSION = "1"  # of packages.txt
+POOLED_VERSION = "2"
+POOLED_READ = ("1", "2")
+# Where a pooled file's content is in its package (see the module docstring).
+DATA = "data"
+CONTROL = "control"
+WHOLE = "deb"
+SOURCES = (DATA, CONTROL, WHOLE)
+WHOLE_MEMBER = b"-"
 # A set of a large server needs a few thousand packages: a list beyond this is not one.
 MAX_PACKAGES = 1 << 20
 MAX_PACKAGES_BYTES = 64 << 20
@@ -125,8 +141,9 @@ class PooledFile:
     digest: str  # BLAKE3, as the manifest gives a file's
     sha256: str
     package: str  # sha256 of the package file
-    member: bytes  # its path in the package, without "./"
+    member: bytes  # its path in the package, without "./" (see ``source``)
     xattrs: tuple[tuple[str, bytes], ...] = ()
+    source: str = DATA  # where in the package: DATA, CONTROL or WHOLE
 
     def entry(self) -> Entry:
         """The manifest entry the file would have had (verify compares it so)."""
@@ -160,22 +177,30 @@ def _xattrs(text: str) -> tuple[tuple[str, bytes], ...]:
 def encode_pooled(f: PooledFile) -> str:
     return (f"{escape(f.path)}\t{f.mode:o}\t{f.uid}\t{f.gid}\t{f.size}\t{f.mtime_ns}\t"
             f"{f.digest}\t{f.sha256}\t{f.package}\t{escape(f.member)}\t"
-            f"{_xattrs_text(f.xattrs)}\n")
+            f"{_xattrs_text(f.xattrs)}\t{f.source}\n")
 
 
-def decode_pooled(line: str) -> PooledFile:
+def decode_pooled(line: str, version: str = POOLED_VERSION) -> PooledFile:
     fields = line.rstrip("\n").split("\t")
-    if len(fields) != 11:
-        raise ListError(f"a pooled line with {len(fields)} fields, not 11: {line[:120]!r}")
-    path, mode, uid, gid, size, mtime, digest, sha256, package, member, xattrs = fields
+    count = 11 if version == "1" else 12
+    if len(fields) != count:
+        raise ListError(f"a pooled line with {len(fields)} fields, not {count}: "
+                        f"{line[:120]!r}")
+    path, mode, uid, gid, size, mtime, digest, sha256, package, member, xattrs = fields[:11]
+    source = fields[11] if count == 12 else DATA
     try:
         f = PooledFile(check_path(unescape(path)), int(mode, 8), int(uid), int(gid),
                        int(size), int(mtime), digest, sha256, package,
-                       check_path(unescape(member)), _xattrs(xattrs))
+                       check_path(unescape(member)), _xattrs(xattrs), source)
     except (ValueError, BadPath) as e:
         raise ListError(f"bad pooled line {line[:120]!r}: {e}") from None
     if not (_HEX64.fullmatch(digest) and _HEX64.fullmatch(sha256)
             and _HEX64.fullmatch(package)) or f.size < 0 or f.mode >> 12 != 0o10:
+        raise ListError(f"bad pooled line {line[:120]!r}")
+    # A control file is one name at the control archive's top; the whole package is "-",
+    # and then its content is the package's (the same sha256).
+    if source not in SOURCES or (source == CONTROL and b"/" in f.member) or (
+            source == WHOLE and (f.member != WHOLE_MEMBER or f.sha256 != f.package)):
         raise ListError(f"bad pooled line {line[:120]!r}")
     return f
 
@@ -185,7 +210,7 @@ class PooledWriter:
 
     def __init__(self, write: Callable[[bytes], object]) -> None:
         self._write = write
-        self._lines: list[str] = [f"{POOLED_MAGIC} {VERSION}\n"]
+        self._lines: list[str] = [f"{POOLED_MAGIC} {POOLED_VERSION}\n"]
         self.count = 0
 
     def add(self, f: PooledFile) -> None:
@@ -209,8 +234,10 @@ def read_pooled(lines: Iterable[bytes]) -> Iterator[PooledFile]:
     each line, the walk order, the end line and that nothing follows it."""
     it = iter(lines)
     first = next(it, b"")
-    if first != f"{POOLED_MAGIC} {VERSION}\n".encode():
-        raise ListError(f"not a pooled list of version {VERSION}: {first[:60]!r}")
+    version = next((v for v in POOLED_READ if first == f"{POOLED_MAGIC} {v}\n".encode()), None)
+    if version is None:
+        raise ListError(f"not a pooled list of a version this resurgo reads "
+                        f"({', '.join(POOLED_READ)}): {first[:60]!r}")
     count = 0
     previous: tuple[bytes, ...] | None = None
     for raw in it:
@@ -226,7 +253,7 @@ def read_pooled(lines: Iterable[bytes]) -> Iterator[PooledFile]:
             if next(it, None) is not None:
                 raise ListError("lines after the end of a pooled list")
             return
-        f = decode_pooled(line)
+        f = decode_pooled(line, version)
         key = walk_key(f.path)
         if previous is not None and key <= previous:
             raise ListError(f"a pooled list out of walk order at {escape(f.path)}")

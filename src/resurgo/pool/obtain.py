@@ -16,6 +16,12 @@ a candidate; its package must then be had, whole and the right one:
 
 A package that cannot be had (built locally, a version the mirror no longer has) or that
 fails a check leaves its files in the archive, with a note in the report.
+
+A package once had gives back two more kinds of files than those it installs: the files of
+its control archive that dpkg keeps in var/lib/dpkg/info (its maintainer scripts, md5sums,
+conffiles, templates, ...: ``control_candidates``) and the package file itself where apt's
+cache holds a copy (``cache_candidates``). Their sha256 is the package's own (computed as it
+is read); the save takes such a file only when its content has it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from pathlib import Path
 from resurgo import run
 from resurgo.errors import OperationFailed, ResurgoError
 from resurgo.media.streams import Source
-from resurgo.pool import deb, vouch
+from resurgo.pool import deb, lists, vouch
 from resurgo.pool.lists import PackageRef
 from resurgo.pool.store import PackagePool
 from resurgo.probe import catalog, dpkg
@@ -54,9 +60,10 @@ class Candidate:
 
     path: str  # in the system, as the catalog has it
     key: Key
-    member: str  # its path in the package, without "/"
-    md5: str
+    member: str  # its path in the package, without "/" (see lists.PooledFile.source)
+    md5: str  # "" where the package's md5sums say nothing of it (control, deb)
     sha256: str
+    source: str = lists.DATA
 
 
 def deb_name(key: Key) -> str:
@@ -107,6 +114,8 @@ class Checked:
     sha256: str
     size: int
     good: set[str] = field(default_factory=set)
+    # The control archive's files by name, with their sha256 (deb.Control.files).
+    control: dict[str, str] = field(default_factory=dict)
 
 
 def check_package(src: deb.Readable, key: Key, wanted: dict[str, Candidate], *,
@@ -117,6 +126,7 @@ def check_package(src: deb.Readable, key: Key, wanted: dict[str, Candidate], *,
     hashing = deb.Hashing(src)
     good: set[str] = set()
     seen: set[str] = set()
+    control: dict[str, str] = {}
 
     def on_control(c: deb.Control) -> None:
         if (c.package, c.version, c.architecture) != key:
@@ -125,6 +135,7 @@ def check_package(src: deb.Readable, key: Key, wanted: dict[str, Candidate], *,
         for member, cand in wanted.items():
             if c.md5sums.get("/" + member) == cand.md5:
                 good.add(member)
+        control.update(c.files)
 
     def on_file(m: deb.Member) -> Callable[[deb.Limited], None] | None:
         cand = wanted.get(m.path)
@@ -144,7 +155,7 @@ def check_package(src: deb.Readable, key: Key, wanted: dict[str, Candidate], *,
     if data:
         good &= seen  # a member its data lacks gives nothing
     hashing.drain()
-    return Checked(hashing.sha256.hexdigest(), hashing.size, good)
+    return Checked(hashing.sha256.hexdigest(), hashing.size, good, control)
 
 
 def _read_source(source: Source) -> Iterator[bytes]:
@@ -159,6 +170,8 @@ def _read_source(source: Source) -> Iterator[bytes]:
 class Obtained:
     # The packages the set may take files from, by key, with the members each gives.
     packages: dict[Key, tuple[PackageRef, frozenset[str]]] = field(default_factory=dict)
+    # Their control archives' files, by name, with their sha256.
+    controls: dict[Key, dict[str, str]] = field(default_factory=dict)
     added: list[PackageRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # How many packages were unobtainable, and their files (archived instead).
@@ -183,7 +196,7 @@ def _label(key: Key) -> str:
 
 
 def _from_pool(pool: PackagePool, held: list[PackageRef], key: Key,
-               wanted: dict[str, Candidate]) -> tuple[PackageRef, frozenset[str]] | None:
+               wanted: dict[str, Candidate]) -> tuple[PackageRef, Checked] | None:
     for ref in held:
         try:
             with contextlib.closing(pool.open(ref)) as src:
@@ -195,7 +208,7 @@ def _from_pool(pool: PackagePool, held: list[PackageRef], key: Key,
             log.warning("the pool's %s is damaged (its sha256 is not its name's)",
                         pool.where(ref))
             continue
-        return ref, frozenset(checked.good)
+        return ref, checked
     return None
 
 
@@ -252,6 +265,7 @@ def _add_local(pool: PackagePool, path: Path, key: Key, wanted: dict[str, Candid
         raise OperationFailed(f"{pool.where(ref)} differs from what was written to it",
                               "check the medium")
     obtained.packages[key] = (ref, frozenset(checked.good))
+    obtained.controls[key] = checked.control
     obtained.added.append(ref)
     return True
 
@@ -308,7 +322,8 @@ def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
     for key in sorted(by_key):
         found = _from_pool(pool, held.get(key, []), key, by_key[key])
         if found is not None:
-            obtained.packages[key] = found
+            obtained.packages[key] = (found[0], frozenset(found[1].good))
+            obtained.controls[key] = found[1].control
             continue
         in_cache = root / CACHE / deb_name(key)
         if in_cache.is_file():
@@ -349,6 +364,43 @@ def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
     return obtained
 
 
+def control_candidates(root: Path, obtained: Obtained) -> dict[str, Candidate]:
+    """dpkg's copies of the had packages' control files (var/lib/dpkg/info/<name>.<file>,
+    under either of the names dpkg gives a package's files there), by system path. The
+    control file itself is not one: dpkg keeps it in its status file."""
+    info = root / dpkg.INFO
+    try:
+        present = set(os.listdir(info))
+    except OSError:
+        return {}
+    out: dict[str, Candidate] = {}
+    for pkg in dpkg.read_status(root) or []:
+        key = (pkg.name, pkg.version, pkg.architecture)
+        files = obtained.controls.get(key)
+        if not pkg.installed or files is None:
+            continue
+        for member, sha256 in sorted(files.items()):
+            if member == "control":
+                continue
+            name = next((f"{n}.{member}" for n in pkg.info_names()
+                         if f"{n}.{member}" in present), None)
+            if name is not None:
+                path = f"/{dpkg.INFO}/{name}"
+                out[path] = Candidate(path, key, member, "", sha256, lists.CONTROL)
+    return out
+
+
+def cache_candidates(obtained: Obtained) -> dict[str, Candidate]:
+    """The had packages as apt's cache would name them, by system path: a copy there whose
+    content is the package's is taken from the pool."""
+    out: dict[str, Candidate] = {}
+    for key, (ref, _) in obtained.packages.items():
+        path = f"/{CACHE}/{deb_name(key)}"
+        out[path] = Candidate(path, key, os.fsdecode(lists.WHOLE_MEMBER), "", ref.sha256,
+                              lists.WHOLE)
+    return out
+
+
 def unit_candidates(cands: dict[str, Candidate], obtained: Obtained,
                     mountpoint: str) -> dict[bytes, tuple[Candidate, PackageRef]]:
     """The candidates below a tree's mountpoint whose package gives them, by path in it."""
@@ -358,7 +410,7 @@ def unit_candidates(cands: dict[str, Candidate], obtained: Obtained,
         if not path.startswith(prefix):
             continue
         held = obtained.packages.get(c.key)
-        if held is None or c.member not in held[1]:
+        if held is None or (c.source == lists.DATA and c.member not in held[1]):
             continue
         rel = posixpath.relpath(path, mountpoint)
         out[os.fsencode(rel)] = (c, held[0])

@@ -77,6 +77,10 @@ def prepare(medium: Medium, root: Path, catalog_file: Path | None,
     entries = list(catalog.read_catalog(catalog_file))
     cands = obtain.candidates(root, entries)
     got = obtain.obtain(root, pool, cands)
+    # Beside the files the packages install: dpkg's copies of their control files and
+    # apt's cached copies of the packages themselves.
+    cands.update(obtain.control_candidates(root, got))
+    cands.update(obtain.cache_candidates(got))
     return PoolSave(pool, cands, got)
 
 
@@ -98,7 +102,7 @@ class UnitPooling:
         self._save.used[ref.sha256] = ref
         self._writer.add(lists.PooledFile(
             rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, digest,
-            sha256, ref.sha256, os.fsencode(cand.member), xattrs))
+            sha256, ref.sha256, os.fsencode(cand.member), xattrs, cand.source))
 
 
 class PooledOutput:
