@@ -258,6 +258,23 @@ def test_a_damaged_package_in_the_pool_is_named_and_refused_before_any_disk_is_t
     assert r.returncode == ExitCode.DAMAGED, r.output
     assert "missing" in r.stderr and "bash" in r.stderr, r.stderr
 
+    # ls reads no package; restore --path needs those of the files it restores alone.
+    r = cli.spawn("ls", "--from", medium, "--set", saved.set_id, "--json", "/usr/bin/bash",
+                  state=saved.state)
+    assert r.returncode == 0, r.output
+    assert r.json()["entries"][0]["package"]["name"] == "bash"
+    to = tmp_path / "to"
+    to.mkdir()
+    r = cli.spawn("restore", "--from", medium, "--set", saved.set_id, "--path",
+                  "/usr/bin/bash", "--to", to, state=saved.state)
+    assert r.returncode == ExitCode.DAMAGED, r.output
+    assert "missing" in r.stderr and "bash" in r.stderr, r.stderr
+    assert list(to.iterdir()) == []
+    r = cli.spawn("restore", "--from", medium, "--set", saved.set_id, "--path",
+                  "/etc/hostname", "--path", "/usr/bin/dpkg", "--to", to, state=saved.state)
+    assert r.returncode == 0, r.output
+    assert (to / "etc/hostname").read_bytes() == b"pool-one\n"
+
 
 def _under(snap: Snapshot, prefix: bytes) -> Snapshot:
     return {(p[len(prefix) + 1:] or b"."): d for p, d in snap.items()

@@ -178,8 +178,10 @@ def load_set(
 
     ``read_manifests=False`` (for a plan, which reads no data) skips the manifests and
     does not ask for the identity of an encrypted set. ``read_packages`` (default: as
-    ``read_manifests``) reads every package the set needs from the pool whole; without,
-    only their sizes are checked (ls reads none; restore --path reads those it needs).
+    ``read_manifests``) reads every package the set needs from the pool whole; False
+    leaves the pool to the caller (ls reads no package; restore --path checks, whole,
+    those of the files it restores, so a set whose pool lost a package still lists, and
+    restores what does not need it).
     """
     check_identity(identity)
     info = choose_set(medium, set_id)
@@ -215,7 +217,7 @@ def load_set(
     # Before any disk is touched: every package the set needs is in the pool, with its
     # size; read whole and hashed when the data will be read.
     needs = pool_needs.needs_of(medium, reader)
-    if needs is not None:
+    if needs is not None and read_packages is not False:
         pool_needs.check(needs, read=read_manifests if read_packages is None
                          else read_packages)
     for u in found:
