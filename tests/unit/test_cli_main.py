@@ -121,3 +121,16 @@ def test_the_codes_of_a_command_stopped_from_outside_are_documented() -> None:
     epilog = build_parser().epilog or ""
     assert "141 the reader of its standard output went away" in epilog
     assert "130 interrupted" in epilog
+
+
+def test_a_report_that_cannot_be_kept_when_every_reader_went_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its warning, after the command, cannot be written either: no exception escapes main.
+    medium = tmp_path / "m"
+    save(medium)
+    monkeypatch.setenv("RESURGO_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(sys, "stdout", _GoneReader())
+    monkeypatch.setattr(sys, "stderr", _GoneReader())
+    assert main(["check", "--from", str(medium), "--report-dir",
+                 str(tmp_path / "file" / "reports")]) == OUTPUT_CLOSED

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 from resurgo import __version__
 from resurgo import config as configuration
@@ -34,6 +33,7 @@ from resurgo.cli import (
     validate,
     verify,
 )
+from resurgo.cli.output import drop
 from resurgo.errors import INTERRUPTED, OUTPUT_CLOSED, STOPPED, ExitCode, ResurgoError
 
 log = logging.getLogger("resurgo")
@@ -233,33 +233,18 @@ def _run(args: argparse.Namespace) -> tuple[int, str | None]:
     return code, None
 
 
+def _drop_output() -> None:
+    """Send what is left for a reader that went away to /dev/null (output.drop)."""
+    drop(sys.stdout)
+
+
 def _say(message: str) -> None:
     """A last message on standard error, unless its reader went away too (`2>&1 | head`):
     the exit code still tells."""
     try:
         print(message, file=sys.stderr)
     except BrokenPipeError:
-        _drop(sys.stderr)
-
-
-def _drop_output() -> None:
-    """Send what is left for a reader that went away to /dev/null: Python flushes
-    standard output once more at exit, which would fail again and say so on standard
-    error. (Closing standard error instead, as before, closed the caller's too.) As
-    Python's documentation of SIGPIPE recommends."""
-    _drop(sys.stdout)
-
-
-def _drop(stream: TextIO) -> None:
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return  # not a file (a caller's buffer): nothing flushes it at exit
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
+        drop(sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ lasting report, for the commands that leave one (cli/reports.py).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
@@ -47,6 +48,22 @@ def progress(as_json: bool) -> Callable[[str], None]:
             print(line, flush=True)
 
     return say
+
+
+def drop(stream: TextIO) -> None:
+    """Send what is left of a stream whose reader went away to /dev/null, as Python's
+    documentation of SIGPIPE recommends: Python flushes standard output and error once
+    more at exit, which would fail again and say so (exit code 120). Closing the stream
+    instead would close the caller's too (main() runs in-process in the tests)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a caller's buffer): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def warn(message: str) -> None:

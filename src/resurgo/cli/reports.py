@@ -117,7 +117,12 @@ def finish(run: Run | None, code: int | None, error: str | None) -> None:
 
 
 def _warn(message: str) -> None:
-    print(f"resurgo: warning: {message}", file=sys.stderr)
+    try:
+        print(f"resurgo: warning: {message}", file=sys.stderr)
+    except BrokenPipeError:  # after the command, its reader gone too: the exit code tells
+        from resurgo.cli.output import drop  # output keeps what emit prints here
+
+        drop(sys.stderr)
 
 
 __all__ = ["Run", "begin", "copy_into", "finish", "keep", "reported"]
