@@ -30,24 +30,31 @@ settings.load_profile("resurgo")
 # - a vm module is one scope: its stages are module fixtures (a whole cycle's source, save,
 #   rescue and recovered boot), which a second worker would build again;
 # - a unit module is one scope.
-# The scopes go out longest first, so that the two workers finish together. Measured on
-# 2 cores with one vCPU per guest (seconds): whole cycle BIOS 364, GPT 345, the storage
-# tier 266, recover_guest 202, finalize_boot 191, test_rescue 144, the unit tier 65 (its
-# modules fill the ends), test_guest 20. test_rehearse (a save and five rehearsals: the set
-# on SFTP and on S3, both booting the recovered system; (a) to its first boot's panic; (b)
-# failing in the rescue; (c) booting): about 600 with three rehearsals alone with two vCPUs
-# on a quiet machine, an estimated 1000 with five (measured on a machine loaded 15 to 25 deep: save
-# 341, SFTP 904, S3 1019, (a) 699, (b) 183).
-LONGEST_FIRST = (
-    "tests/vm/test_rehearse.py",
-    "tests/vm/test_whole_cycle_bios.py",
-    "tests/vm/test_whole_cycle.py",
-    "tests/storage",
-    "tests/vm/test_recover_guest.py",
-    "tests/vm/test_finalize_boot.py",
-    "tests/vm/test_rescue.py",
-    "tests/vm/test_guest.py",
-)
+# The scopes go out longest first (longest processing time first: the two workers then
+# finish within about the shortest scope of each other), by what each took in a CI run
+# (seconds of its tests on one worker; 2 workers, one vCPU per guest, on a machine shared
+# with other work; `./dev test` prints the workers' times at its end to keep these true).
+# A vm module not listed is taken for a long one: handed out last, it would keep one
+# worker busy for minutes after the other ran out of work.
+SCOPE_SECONDS = {
+    "tests/vm/test_rehearse.py": 830,  # a save and five rehearsals
+    "tests/vm/test_full_stack.py": 700,
+    "tests/vm/test_recover_guest.py": 430,  # one test
+    "tests/vm/test_whole_cycle_bios.py": 410,
+    "tests/vm/test_save_lvm_snapshots.py": 290,  # one test
+    "tests/vm/test_whole_cycle.py": 290,
+    "tests/storage": 270,
+    "tests/vm/test_rescue.py": 180,
+    "tests/vm/test_finalize_boot.py": 160,  # one test
+    "tests/vm/test_netboot.py": 120,
+    "tests/vm/test_rescue_shares.py": 70,
+    "tests/vm/test_rescue_network.py": 60,
+    "tests/vm/test_secureboot.py": 60,
+    "tests/vm/test_guest.py": 45,
+}
+UNLISTED_VM_SECONDS = 300
+# The unit modules (seconds each) come last, in the order collected: the ends are filled
+# with them.
 
 
 def scope_of(nodeid: str) -> str:
@@ -56,16 +63,18 @@ def scope_of(nodeid: str) -> str:
     return "tests/storage" if module.startswith("tests/storage/") else module
 
 
-def _rank(nodeid: str) -> int:
-    scope = scope_of(nodeid)
-    return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
+def scope_seconds(scope: str) -> int:
+    """What the scope is expected to take on one worker (0: a unit module, seconds)."""
+    if scope in SCOPE_SECONDS:
+        return SCOPE_SECONDS[scope]
+    return UNLISTED_VM_SECONDS if scope.startswith("tests/vm/") else 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Only a worker's order matters (the scopes are handed out in it); one process runs
     # the tiers as collected: storage, unit, then the slow vm tier.
     if "PYTEST_XDIST_WORKER" in os.environ:
-        items.sort(key=lambda item: _rank(item.nodeid))
+        items.sort(key=lambda item: -scope_seconds(scope_of(item.nodeid)))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -85,7 +94,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
                        for nodeid, done in work.items() if not done]
             if any(n.startswith("tests/vm/") for n in pending) and self.workqueue:
                 last = next(reversed(self.workqueue))
-                if _rank(last) == len(LONGEST_FIRST):
+                if scope_seconds(last) == 0:
                     self.workqueue.move_to_end(last, last=False)
             super()._assign_work_unit(node)
 
@@ -111,6 +120,40 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     # Keep the longest-first order of the collection (not xdist's: most tests first).
     config.option.loadscopereorder = False
     return Scopes(config, log)
+
+
+#: (start, stop, scope) of each phase (setup, call, teardown) the workers ran, by worker:
+#: what the run's end says of each worker's time.
+_spans: dict[str, list[tuple[float, float, str]]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # the worker that ran it (xdist's controller)
+    if node is not None:
+        _spans.setdefault(node.gateway.id, []).append(
+            (report.start, report.stop, scope_of(report.nodeid)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each worker's time: its tests, and how long it waited (for work, or at the end for
+    the other), with the scopes it ran in order: what SCOPE_SECONDS is kept true by."""
+    if not _spans:
+        return
+    begin = min(start for spans in _spans.values() for start, _, _ in spans)
+    end = max(stop for spans in _spans.values() for _, stop, _ in spans)
+    terminalreporter.write_sep(
+        "=", f"workers ({end - begin:.0f} s from the first test to the last)")
+    for worker, spans in sorted(_spans.items()):
+        busy = sum(stop - start for start, stop, _ in spans)
+        last = max(stop for _, stop, _ in spans)
+        scopes: dict[str, float] = {}
+        for start, stop, scope in sorted(spans):
+            scopes[scope] = scopes.get(scope, 0.0) + stop - start
+        long = "".join(f", {scope.removeprefix('tests/')} {seconds:.0f}"
+                       for scope, seconds in scopes.items() if seconds >= 20)
+        terminalreporter.write_line(
+            f"{worker}: tests {busy:.0f} s, idle {end - begin - busy:.0f} s "
+            f"({end - last:.0f} s of it after its last test){long}")
 
 
 @pytest.fixture(autouse=True)
