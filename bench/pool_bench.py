@@ -12,7 +12,8 @@ the same either way):
     second   the recovered copy under another host name, save --packages pool to medium B
              again: what a second machine of the same release adds
 
-and prints the set sizes (the set's own directory; the pool apart), the times and the ratios
+and prints the set sizes (the set's own directory; the pool apart), what the pooled set's
+archive still holds (by directory, each file compressed alone), the times and the ratios
 the issue asks for: the pool set against the full set (aim: at most a tenth once the pool
 holds the packages), recovery time with the pool against without (aim: no slower), and the
 second host's set. The saves with the pool need the tree's mirror (network). Run as root.
@@ -101,6 +102,33 @@ def umount_all(where: Path) -> None:
     subprocess.run(["umount", "-R", str(where)], check=False)
 
 
+def left_in(set_dir: Path, tree: Path, depth: int = 3) -> list[tuple[int, int, str]]:
+    """What a set's archives hold of the tree (read from the recovered copy): each file
+    compressed alone at the archive's level, summed by its first ``depth`` components;
+    (compressed bytes, files, path), largest first."""
+    sys.path.insert(0, str(SRC))
+    from resurgo.engine.manifest import decode_entry
+    from resurgo.engine.pipes import DEFAULT_LEVEL
+
+    sums: dict[str, list[int]] = {}
+    for manifest in sorted((set_dir / "archives").glob("*.manifest")):
+        text = subprocess.run(["zstd", "-dc", str(manifest)], capture_output=True,
+                              check=True).stdout.decode("utf-8", "surrogateescape")
+        for line in text.splitlines(keepends=True):
+            if line.startswith("#"):
+                continue
+            e = decode_entry(line)
+            if e.kind != "f":
+                continue
+            packed = subprocess.run(["zstd", f"-{DEFAULT_LEVEL}", "-c", str(tree / os.fsdecode(
+                e.path))], capture_output=True, check=True).stdout
+            key = "/".join(os.fsdecode(e.path).split("/")[:depth])
+            got = sums.setdefault(key, [0, 0])
+            got[0] += len(packed)
+            got[1] += 1
+    return sorted(((b, n, k) for k, (b, n) in sums.items()), reverse=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="a debootstrapped Debian tree")
@@ -141,6 +169,7 @@ def main() -> int:
                                  "--root", mnt, "--no-finalize", state=work / f"r-{name}")
             out[f"recover_{name}"] = seconds
             if name == "pool":
+                left = left_in(pooled / str(report["set"]["id"]), mnt)  # type: ignore[index]
                 (mnt / "etc/hostname").write_text("bench-two\n")
                 out["save_pool_second"], second = resurgo(
                     "save", "--to", pooled, "--root", mnt, "--no-rescue", "--packages",
@@ -164,6 +193,11 @@ def main() -> int:
           f"{out['recover_pool']:6.1f} s")
     print(f"second host, same pool:     {set_second / MIB:8.1f} MiB   save "
           f"{out['save_pool_second']:6.1f} s, {added} package(s) added")
+    print("left in the pooled set's archive (each file compressed alone):")
+    for packed, files, where in left[:12]:
+        print(f"  {packed / MIB:8.2f} MiB {files:6} file(s)  {where}")
+    print(f"  {sum(b for b, _, _ in left[12:]) / MIB:8.2f} MiB {sum(n for _, n, _ in left[12:]):6}"
+          " file(s)  elsewhere")
     print(f"ratios: pool set / full set {set_pool / set_full:.3f}; second host's set / full "
           f"set {set_second / set_full:.3f}; recovery with the pool / without "
           f"{out['recover_pool'] / out['recover_full']:.2f}")
