@@ -5,9 +5,12 @@ line, the verdict from timed console messages, and the whole command with a fake
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -19,12 +22,13 @@ from pathlib import Path
 import pytest
 
 from resurgo import run as runmod
+from resurgo.engine import save_tree
 from resurgo.errors import BadInput, PreconditionFailed
-from resurgo.media import Medium, MediumOptions
+from resurgo.media import Medium, MediumOptions, SetKind, SetMeta
 from resurgo.media.directory import directory_backend
 from resurgo.media.share import ShareBackend, ShareOptions
 from resurgo.model import Firmware
-from resurgo.recovery import load, results
+from resurgo.recovery import load, results, setfiles
 from resurgo.recovery.rehearse import RehearseOptions, rehearse_sets
 from resurgo.rehearse import console, images, network, protocol
 from resurgo.rehearse.console import Timed, _Pump
@@ -49,9 +53,10 @@ from resurgo.rehearse.timeline import BootRun, rescue_failure, verdict
 from resurgo.rescue import cpio
 from resurgo.rescue.cmdline import After
 from resurgo.rescue.iso import boot_entries, grub_cfg
+from resurgo.restoreunits import units
 from tests.support import fakesets
 from tests.support.cli import Result, run
-from tests.support.examples import example
+from tests.support.examples import example, example_text
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -286,12 +291,16 @@ def test_a_first_boot_without_result_and_a_failed_check() -> None:
 # --- the command, with a fake qemu -----------------------------------------------------
 
 FAKE_QEMU = """#!/bin/sh
-# A stand-in for qemu-system-x86_64: what it does is in $0.mode.
+# A stand-in for qemu-system-x86_64: what it does is in $0.mode. Its arguments go to
+# $0.argv (one run a line), a key disk it is given is copied to $0.keys.img.
 mode=$(cat "$0.mode")
 echo $$ >>"$0.pids"
 printf '%s\n' "$*" >>"$0.argv"
 kernel=no
-for a in "$@"; do [ "$a" = "-kernel" ] && kernel=yes; done
+for a in "$@"; do
+    [ "$a" = "-kernel" ] && kernel=yes
+    case "$a" in file=*/keys.img,*) f=${a#file=}; cp "${f%%,*}" "$0.keys.img" ;; esac
+done
 say() { printf 'RESURGO-REHEARSE %s\\n' "$1"; }
 case "$mode,$kernel" in
 hang,*) exec sleep 600 ;;
@@ -418,17 +427,212 @@ def test_a_failure_names_its_step_and_leaves_nothing(tmp_path: Path, fake_qemu: 
     assert recorded is not None and not recorded.ok
 
 
-def test_an_encrypted_set_is_refused_before_anything_is_made(tmp_path: Path,
-                                                            fake_qemu: Path) -> None:
-    medium = tmp_path / "medium"
-    fakesets.save(medium, rescue_image=_tiny_iso(tmp_path),
-                  labels={"encryption": "age", "recipients": "age1example"})
-    result = run("rehearse", "--from", str(medium), "--accel", "tcg", "--work-dir",
-                 str(tmp_path / "work"), "--state-dir", str(tmp_path / "state"),
+# --- encrypted sets ---------------------------------------------------------------------
+
+ENCRYPTED_SET = "20261207T120000Z-e2c1"
+# An image whose agent takes the age identity from its key medium (rescue.json says so).
+KNOWS_IDENTITY = {"format": "resurgo-rescue", "version": 1,
+                  "key_medium": ["age-identity", "s3-credentials", "ssh-key"]}
+
+
+def _age_key(path: Path) -> str:
+    """A new age identity at ``path``; its recipient."""
+    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
+    return next(line.split(":", 1)[1].strip() for line in path.read_text().splitlines()
+                if line.startswith("# public key:"))
+
+
+def _encrypted_set(tmp_path: Path, recipient: str, rescue_image: bytes) -> Path:
+    """A directory medium holding one set encrypted to ``recipient``: the example
+    description, and per tree a real archive and manifest (of a one-file tree), so that
+    the set's load decrypts their heads as recover's does."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "hello").write_text("hello\n")
+    text = example_text().encode()
+    medium_dir = tmp_path / "medium"
+    meta = SetMeta(SetKind.FULL, None, fakesets.HOST, setfiles.labels([recipient]))
+    with Medium(directory_backend(str(medium_dir))) as medium, \
+            medium.begin_set(meta, set_id=ENCRYPTED_SET) as w:
+        w.write_bytes("description.toml", text)
+        w.write_bytes("description.toml.sha256",
+                      f"{hashlib.sha256(text).hexdigest()}  description.toml\n".encode())
+        for u in units(example()):
+            archive, manifest = tmp_path / "archive", tmp_path / "manifest"
+            with open(archive, "wb") as a, open(manifest, "wb") as m:
+                save_tree(tree, a, m, set_id=ENCRYPTED_SET, recipients=[recipient])
+            w.write_bytes(u.archive_name, archive.read_bytes())
+            w.write_bytes(u.manifest_name, manifest.read_bytes())
+        w.write_bytes("rescue.iso", rescue_image)
+        w.commit()
+    return medium_dir
+
+
+def _rehearse_encrypted(tmp_path: Path, qemu: Path, monkeypatch: pytest.MonkeyPatch,
+                        *more: str, config: dict[str, object] | None = KNOWS_IDENTITY,
+                        mode: str = "pass") -> tuple[Result, Path]:
+    if shutil.which("age") is None or shutil.which("age-keygen") is None:
+        pytest.skip("needs age and age-keygen")
+    # This set's manifests are real: loaded as recover loads it, with the identity.
+    monkeypatch.setattr("resurgo.recovery.rehearse.load_set", load.load_set)
+    qemu.with_name(qemu.name + ".mode").write_text(mode)
+    key = tmp_path / "age.key"
+    medium = _encrypted_set(tmp_path, _age_key(key), _tiny_iso(tmp_path, config))
+    result = run("rehearse", "--from", str(medium), "--json", "--accel", "tcg",
+                 "--work-dir", str(tmp_path / "work"), "--state-dir", str(tmp_path / "state"),
+                 "--report-dir", str(tmp_path / "reports"), "--rescue-timeout", "3",
+                 "--boot-timeout", "3", *[m.replace("KEY", str(key)) for m in more],
                  env={"RESURGO_CONFIG": ""})
-    assert result.returncode == 3, result.output
-    assert "encrypted (age): rehearse cannot hand its identity" in result.stderr
+    return result, key
+
+
+def _secret(key: Path) -> bytes:
+    (line,) = [ln for ln in key.read_bytes().splitlines() if ln.startswith(b"AGE-SECRET-KEY-")]
+    return line
+
+
+def _nothing_booted(qemu: Path, tmp_path: Path) -> None:
+    assert not qemu.with_name(qemu.name + ".pids").exists()
     assert not (tmp_path / "work").exists() or list((tmp_path / "work").iterdir()) == []
+
+
+def test_an_encrypted_set_without_identity_is_refused_before_anything_is_made(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, _ = _rehearse_encrypted(tmp_path, fake_qemu, monkeypatch)
+    assert result.returncode == 3, result.output
+    assert f"set {ENCRYPTED_SET} is encrypted (age, for age1" in result.stderr
+    assert "no --identity was given" in result.stderr and "--identity FILE" in result.stderr
+    _nothing_booted(fake_qemu, tmp_path)
+
+
+def test_an_identity_that_does_not_open_the_set_is_refused_before_booting(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _age_key(tmp_path / "other.key")
+    result, _ = _rehearse_encrypted(tmp_path, fake_qemu, monkeypatch,
+                                    "--identity", str(tmp_path / "other.key"))
+    assert result.returncode == 6, result.output
+    assert "cannot decrypt" in result.stderr and "no identity matched" in result.stderr
+    _nothing_booted(fake_qemu, tmp_path)
+
+
+PASSPHRASE_AGE = b"age-encryption.org/v1\n-> scrypt c2FsdA 18\nAAAA\n--- AAAA\n\x00\x01"
+PLUGIN = b"# a yubikey\nAGE-PLUGIN-YUBIKEY-1QQQQQQQQQQQQQQQQQQQQQQQ\n"
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (PASSPHRASE_AGE, "is protected by a passphrase"),
+    (b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n",
+     "is protected by a passphrase"),
+    (PLUGIN, "age plugin"),
+    (None, "ssh-keygen cannot read without a passphrase"),
+])
+def test_an_identity_the_rescue_cannot_use_unattended_is_refused(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch,
+        content: bytes | None, said: str) -> None:
+    path = tmp_path / "identity"
+    if content is None:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f",
+                        str(path)], check=True, capture_output=True)
+    else:
+        path.write_bytes(content)
+    result, _ = _rehearse_encrypted(tmp_path, fake_qemu, monkeypatch, "--identity", str(path))
+    assert result.returncode == 3, result.output
+    assert said in result.stderr and "unattended" in result.stderr
+    _nothing_booted(fake_qemu, tmp_path)
+
+
+@pytest.mark.parametrize("what", ["absent", "directory", "too large", "empty"])
+def test_an_identity_file_that_is_not_one_is_bad_input(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    path = tmp_path / "identity"
+    if what == "directory":
+        path.mkdir()
+    elif what == "too large":
+        path.write_bytes(b"x" * (65 << 10))
+    elif what == "empty":
+        path.write_bytes(b"\n")
+    result, _ = _rehearse_encrypted(tmp_path, fake_qemu, monkeypatch, "--identity", str(path))
+    assert result.returncode == 2, result.output
+    assert f"--identity {path}" in result.stderr
+    _nothing_booted(fake_qemu, tmp_path)
+
+
+def _debugfs(image: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(image)], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_an_encrypted_set_rehearses_with_its_identity_on_the_key_disk_alone(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, key = _rehearse_encrypted(tmp_path, fake_qemu, monkeypatch, "--identity", "KEY",
+                                      "--keep")
+    assert result.returncode == 0, result.output
+    (one,) = result.json()["rehearsals"]
+    assert one["ok"] and one["set"] == ENCRYPTED_SET
+    assert one["machine"]["medium_reach"] == "a disk of its own, age-identity on a key disk"
+    rescue_args, first_boot_args = fake_qemu.with_name(fake_qemu.name + ".argv") \
+        .read_text().splitlines()
+    # The rescue gets the medium's disk and the key disk (read-only), and is told both.
+    words = rescue_args.split()
+    assert f"resurgo.from=LABEL={images.MEDIUM_LABEL}" in words
+    assert f"resurgo.keys=LABEL={network.KEYS_LABEL}" in words
+    assert any(re.fullmatch(r"file=/\S+/keys\.img,format=raw,if=none,id=d\d+,cache=unsafe,"
+                            r"readonly=on", w) for w in words), words
+    assert "serial=rehearse-keys" in rescue_args and "serial=rehearse-medium" in rescue_args
+    # The recovered system boots without either.
+    assert "keys.img" not in first_boot_args and "medium.img" not in first_boot_args
+    # The key disk: the identity file alone, 0600, the identity byte for byte.
+    disk = fake_qemu.with_name(fake_qemu.name + ".keys.img")
+    assert _debugfs(disk, "cat /age-identity").encode() == key.read_bytes()
+    names = set(_debugfs(disk, "ls -l /").split())
+    assert "age-identity" in names and not names & {"ssh-key", "s3-credentials"}
+    assert re.search(r"Mode: +0600 ", _debugfs(disk, "stat /age-identity"))
+    # Kept files, report, output: no key disk, and the secret nowhere.
+    (kept,) = (tmp_path / "work").iterdir()
+    assert not (kept / "keys.img").exists() and not (kept / "keys").exists()
+    secret = _secret(key)
+    for path in kept.rglob("*"):
+        # The disk images are sparse and were never written (their data would be the
+        # recovery's).
+        if path.is_file() and path.stat().st_blocks:
+            assert secret not in path.read_bytes(), path
+    assert secret.decode() not in result.output and secret.decode() not in rescue_args
+    for path in (tmp_path / "state").rglob("*"):
+        assert secret not in path.read_bytes(), path
+    stored = (tmp_path / "medium" / ENCRYPTED_SET / "rehearsal.json").read_bytes()
+    assert secret not in stored
+
+
+def test_the_key_disk_is_removed_when_the_rescue_fails(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, _ = _rehearse_encrypted(tmp_path, fake_qemu, monkeypatch, "--identity", "KEY",
+                                    "--keep", mode="quit")
+    assert result.returncode == 1, result.output
+    assert fake_qemu.with_name(fake_qemu.name + ".keys.img").exists()  # it was attached
+    (kept,) = (tmp_path / "work").iterdir()
+    assert not (kept / "keys.img").exists()
+
+
+def test_an_image_that_takes_no_identity_from_its_key_medium_is_refused(
+        tmp_path: Path, fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, config in (("none", None), ("older", {"format": "resurgo-rescue"})):
+        (tmp_path / name).mkdir()
+        result, _ = _rehearse_encrypted(tmp_path / name, fake_qemu, monkeypatch,
+                                        "--identity", "KEY", config=config)
+        assert result.returncode == 3, result.output
+        assert "does not take an age identity from a key medium" in result.stderr
+        _nothing_booted(fake_qemu, tmp_path / name)
+
+
+def test_a_set_in_clear_needs_no_identity_and_gets_no_key_disk(
+        tmp_path: Path, fake_qemu: Path) -> None:
+    _age_key(tmp_path / "age.key")
+    result, _ = _rehearse(tmp_path, fake_qemu, "pass", "--identity", str(tmp_path / "age.key"))
+    assert result.returncode == 0, result.output
+    (one,) = result.json()["rehearsals"]
+    assert one["machine"]["medium_reach"] == "a disk of its own"
+    assert "resurgo.keys=" not in fake_qemu.with_name(fake_qemu.name + ".argv").read_text()
+    assert not fake_qemu.with_name(fake_qemu.name + ".keys.img").exists()
 
 
 def test_a_first_boot_at_a_dead_end_fails_in_seconds_not_at_its_timeout(

@@ -220,6 +220,57 @@ def test_a_key_file_in_resurgo_args_wins() -> None:
     assert rkeys.given(["--key-file"]) == set()
 
 
+def test_the_key_mediums_age_identity_unless_resurgo_args_gives_one() -> None:
+    where = Path("/run/resurgo/keys/k")
+    argv, lines = rkeys.identity_args(["luks.md127.key", "age-identity"], where, ["--yes"])
+    assert argv == ["--identity", "/run/resurgo/keys/k/age-identity"]
+    assert lines == ["age identity: /run/resurgo/keys/k/age-identity"]
+    # None there: nothing said (a set in clear needs none; recover says so of another).
+    assert rkeys.identity_args(["age.key", "identity"], where, []) == ([], [])
+    for given_args in (["--identity", "/mnt/x"], ["--identity=/mnt/x"]):
+        assert rkeys.identity_args(["age-identity"], where, given_args) == (
+            [], ["age identity: given in resurgo.args"])
+
+
+def test_the_agent_hands_recover_the_key_mediums_age_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resurgo.rescue import agent as rescue_agent
+    from tests.support.examples import example_text
+
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    (keys_dir / "age-identity").write_text("AGE-SECRET-KEY-1EXAMPLE\n")
+    desc = tmp_path / "description.toml"
+    desc.write_text(example_text())
+    cand = pinned("20261101T000000Z-0001", "db1", 1, "p" * 64, "admin")
+
+    def chosen(words: str) -> tuple[list[str], list[str], str]:
+        out = io.StringIO()
+        agent = rescue_agent.Agent(rescue_agent.Console([out]), rescue_agent.Config(),
+                                   cmdline.parse(f"resurgo.recover=auto resurgo.keys=LABEL=K "
+                                                 f"resurgo.set={cand.set_id} {words}"))
+        monkeypatch.setattr(agent, "candidates", lambda: [cand])
+        monkeypatch.setattr(agent, "not_on_saved_disks", lambda cands: cands)
+        monkeypatch.setattr(agent, "description_of", lambda _choice: desc)
+        agent.keys_dir = keys_dir  # as mounted from LABEL=K
+        got = agent.choose()
+        assert not isinstance(got, int), out.getvalue()
+        choice, _desc, extra = got
+        return extra, recover_argv(Mode.AUTO, choice, desc, extra), out.getvalue()
+
+    monkeypatch.setattr(rescue_agent, "trust", lambda: object())
+    extra, argv, said = chosen("")
+    assert extra == ["--identity", f"{keys_dir}/age-identity"]
+    assert argv[-2:] == extra and argv[:2] == ["recover", "--from"]
+    assert f"age identity: {keys_dir}/age-identity" in said
+    assert "AGE-SECRET-KEY" not in said
+    # resurgo.args's own --identity wins.
+    extra, argv, said = chosen('"resurgo.args=--identity /mnt/age.txt"')
+    assert extra == ["--identity", "/mnt/age.txt"]
+    assert "age identity: given in resurgo.args" in said
+
+
 def test_network() -> None:
     a = cmdline.parse(
         "ip=10.0.2.15::10.0.2.2:255.255.255.0:rescue:eth0:none:10.0.2.3 ip=eth1:dhcp "

@@ -8,7 +8,10 @@ copies of it:
 - the set on SFTP (a real sshd on 127.0.0.1) and on S3 (SeaweedFS on 127.0.0.1): the
   rescue reaches the server over qemu's user network as 10.0.2.2, the host key and the
   credentials handed to it by the rehearsal; both pass (the directory medium is rehearsed
-  by (b) and (c), (c) through the first boot and every check);
+  by (b) and (c), (c) through the first boot and every check). The SFTP one is encrypted
+  (age, its secret config files sealed): rehearsed with --identity, which reaches the
+  rescue on the key disk beside the SSH key, and the rescue restores every archive
+  through age;
 - (a) its /boot archive holds an initramfs without its /init (the name of that entry
   changed in the archive, nothing else): finalize lists the drivers the disks need in it
   and keeps it, and the recovered system's kernel panics at its first boot, which the
@@ -18,15 +21,20 @@ copies of it:
   a set recovers and boots (measured once: finalize took 226 s instead of about 90 under
   TCG); a /boot without the kernel fails in finalize ("no kernel"), not at the first boot;
 - (b) its description runs a command that fails before the restores: the recovery fails
-  at the restore step (no first boot);
+  at the restore step (no first boot). It is encrypted too, on a directory medium: the
+  rescue gets the medium's disk and a key disk with the identity alone, and its recover
+  opens the set's manifests with it before the layout (without it, it would stop there);
 - (c) its root archive's fstab names a filesystem UUID that does not exist (nofail): the
   recovered system boots and its mounts check fails.
 
 The broken sets are made on the host from the saved one: the same set id (every manifest
 names it), the changed files written anew (a description edited; an archive and manifest
 saved again with the engine from the tree restored on the host and changed), the index
-signed with the run's key. Each rehearsal is minutes under TCG: the broken sets that fail
-in the rescue are rehearsed before those that boot.
+signed with the run's key. An encrypted copy is made the same way: each archive and
+manifest (zstd streams) piped through `age -r`, as save's zstd | age pipe writes them, the
+description sealed (secrets.age), the index labelled encrypted for that recipient.
+Each rehearsal is minutes under TCG: the broken sets that fail in the rescue are
+rehearsed before those that boot.
 
 The reports go to the module's tmp dir (rehearse-*.json) and the phases to stdout.
 """
@@ -34,10 +42,12 @@ The reports go to the module's tmp dir (rehearse-*.json) and the phases to stdou
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,10 +56,11 @@ import pytest
 
 from resurgo import fileformat
 from resurgo.engine import restore_tree, save_tree
-from resurgo.media import Medium, MediumOptions, open_medium
+from resurgo.media import Medium, MediumOptions, SetReader, open_medium
 from resurgo.media.directory import directory_backend
 from resurgo.media.setindex import RESCUE
 from resurgo.model import Command
+from resurgo.recovery import secrets, setfiles
 from resurgo.recovery.load import load_set
 from resurgo.rescue import RescueReport
 from resurgo.restoreunits import Unit
@@ -101,6 +112,21 @@ def trust(work: Path, keys: Keys) -> Path:
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class AgeKey:
+    identity: Path
+    recipient: str
+
+
+@pytest.fixture(scope="module")
+def age_key(work: Path) -> AgeKey:
+    path = work / "age-identity.txt"
+    guest.run_cmd(["age-keygen", "-o", path])
+    recipient = next(line.split(":", 1)[1].strip() for line in path.read_text().splitlines()
+                     if line.startswith("# public key:"))
+    return AgeKey(path, recipient)
+
+
 @pytest.fixture(scope="module")
 def saved(work: Path, times: Times, keys: Keys) -> tuple[Saved, Path]:
     """The source booted and saved (signed), as test_whole_cycle.py saves it; the set then
@@ -131,20 +157,75 @@ def saved(work: Path, times: Times, keys: Keys) -> tuple[Saved, Path]:
 Replace = Callable[[Medium, str, dict[str, Path]], None]
 
 
+ENCRYPTED = (".archive", ".manifest", ".pooled")
+
+
+def age_encrypted(data: Callable[[], Any], recipient: str, out: Path) -> Path:
+    """The bytes of the stream ``data`` opens, through ``age -r recipient``, into ``out``."""
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(["age", "-r", recipient], stdin=subprocess.PIPE, stdout=sink)
+        assert proc.stdin is not None
+        with data() as src:
+            while chunk := src.read(1 << 20):
+                proc.stdin.write(chunk)
+        proc.stdin.close()
+        assert proc.wait() == 0
+    return out
+
+
+def encrypt(reader: SetReader, replaced: dict[str, Path], recipient: str,
+            scratch: Path) -> tuple[secrets.Sealed, str]:
+    """The set's archives and manifests (as ``replaced`` has them, else the set's)
+    encrypted to ``recipient``, and its description sealed, into ``replaced``; the sealed
+    files and the sealed description's digest, for secrets.age."""
+    for n, entry in enumerate(reader.files()):
+        if not entry.name.endswith(ENCRYPTED):
+            continue
+        plain = replaced.get(entry.name)
+        data = (functools.partial(open, plain, "rb") if plain is not None
+                else functools.partial(reader.open, entry.name))
+        replaced[entry.name] = age_encrypted(data, recipient, scratch / f"encrypted-{n}")
+    name = setfiles.DESCRIPTION
+    raw = replaced[name].read_bytes() if name in replaced else reader.read_bytes(name)
+    desc = fileformat.check_bytes(raw, name, expected_digest=None).description
+    assert desc is not None
+    desc, files = secrets.seal(desc)
+    replaced[name] = scratch / "sealed-description.toml"
+    digest = fileformat.write(desc, replaced[name])
+    replaced[setfiles.DESCRIPTION_DIGEST] = scratch / "sealed-description.toml.sha256"
+    replaced[setfiles.DESCRIPTION_DIGEST].write_text(f"{digest}  {name}\n")
+    return files, digest
+
+
 def craft(source: Path, set_id: str, dest: Path | Callable[[], Medium], keys: Keys,
-          rescue: Path, change: Replace | None = None) -> None:
+          rescue: Path, change: Replace | None = None, *,
+          encrypt_to: str | None = None) -> None:
     """A copy of the set on a medium of its own (a directory, or the medium ``dest``
     opens), with ``rescue`` as its rescue image and the files ``change`` gives (name -> a
-    file holding the new bytes) in place of its own; the index signed with the run's
-    trusted key."""
+    file holding the new bytes) in place of its own, encrypted to ``encrypt_to`` when
+    given (encrypt); the index signed with the run's trusted key."""
+    with tempfile.TemporaryDirectory(dir=source.parent) as tmp:
+        _craft(source, set_id, dest, keys, rescue, change, encrypt_to, Path(tmp))
+
+
+def _craft(source: Path, set_id: str, dest: Path | Callable[[], Medium], keys: Keys,
+           rescue: Path, change: Replace | None, encrypt_to: str | None,
+           scratch: Path) -> None:
     replaced: dict[str, Path] = {}
+    sealed: secrets.Sealed = {}
+    digest = ""
     target = dest if callable(dest) else lambda: Medium(directory_backend(str(dest)))
     with Medium(directory_backend(str(source))) as src:
         reader = src.open_set(set_id)
         if change is not None:
             change(src, set_id, replaced)
+        meta = reader.index.meta
+        if encrypt_to is not None:
+            sealed, digest = encrypt(reader, replaced, encrypt_to, scratch)
+            meta = dataclasses.replace(
+                meta, labels={**meta.labels, **setfiles.labels([encrypt_to])})
         with target() as out, out.begin_set(
-                reader.index.meta, set_id=set_id, sign_key=keys.trusted,
+                meta, set_id=set_id, sign_key=keys.trusted,
                 created=reader.index.created) as w:
             for entry in reader.files():
                 if entry.name == RESCUE:
@@ -157,6 +238,8 @@ def craft(source: Path, set_id: str, dest: Path | Callable[[], Medium], keys: Ke
                         with reader.open(entry.name) as old:
                             while chunk := old.read(1 << 20):
                                 f.write(chunk)
+            if sealed:
+                secrets.write(w, sealed, digest, [encrypt_to or ""])
             with w.create(RESCUE) as f, open(rescue, "rb") as iso:
                 shutil.copyfileobj(iso, f)  # type: ignore[misc]
             w.commit()
@@ -288,19 +371,24 @@ def seaweed(work: Path) -> Iterator[Seaweed]:
         yield server
 
 
-def test_a_set_on_sftp_rehearses_and_passes_with_every_phase_timed(
+def test_an_encrypted_set_on_sftp_rehearses_and_passes_with_every_phase_timed(
         saved: tuple[Saved, Path], work: Path, keys: Keys, trust: Path, sshd: Sshd,
-        kernel_root_image: RescueReport, times: Times) -> None:
+        kernel_root_image: RescueReport, times: Times, age_key: AgeKey) -> None:
     result, medium = saved
     sets = sshd.root / "sets"
-    craft(medium, result.set_id, sets, keys, kernel_root_image.path)
-    with times.timed("rehearse (sftp, pass)"):
+    craft(medium, result.set_id, sets, keys, kernel_root_image.path,
+          encrypt_to=age_key.recipient)
+    with Medium(directory_backend(str(sets))) as crafted:
+        info = crafted.open_set(result.set_id).info
+        assert setfiles.encrypted(info.labels)
+    with times.timed("rehearse (sftp, encrypted, pass)"):
         one = rehearse(sshd.url(sets), trust, work, "sftp", "--ssh-key", str(sshd.key),
-                       "--ssh-known-hosts", str(sshd.known_hosts))
+                       "--ssh-known-hosts", str(sshd.known_hosts),
+                       "--identity", str(age_key.identity))
     passed(one, result.set_id)
     reach = one["machine"]["medium_reach"]
-    assert reach.startswith(f"sftp://{sshd.user}@10.0.2.2:{sshd.port}{sets} over qemu's "
-                            "user network"), reach
+    assert reach == (f"sftp://{sshd.user}@10.0.2.2:{sshd.port}{sets} over qemu's user "
+                     "network, age-identity, ssh-key on a key disk"), reach
     stored = json.loads((sets / result.set_id / "rehearsal.json").read_text())
     assert stored["ok"] and stored["set"] == result.set_id
     status = (work / "state" / f"rehearse-{HOST}.json")
@@ -325,17 +413,22 @@ def test_a_set_on_s3_rehearses_and_passes(
 
 def test_a_set_whose_command_fails_fails_in_the_recovery(
         saved: tuple[Saved, Path], work: Path, keys: Keys, trust: Path,
-        kernel_root_image: RescueReport, times: Times) -> None:
+        kernel_root_image: RescueReport, times: Times, age_key: AgeKey) -> None:
     result, medium = saved
     scratch = work / "scratch-b"
     scratch.mkdir()
     craft(medium, result.set_id, work / "b", keys, kernel_root_image.path,
-          failing_command(scratch))
-    with times.timed("rehearse (b: a command fails)"):
-        one = rehearse(work / "b", trust, work, "b", "--accel", "tcg")
+          failing_command(scratch), encrypt_to=age_key.recipient)
+    with times.timed("rehearse (b: a command fails, encrypted)"):
+        one = rehearse(work / "b", trust, work, "b", "--accel", "tcg",
+                       "--identity", str(age_key.identity))
     assert not one["ok"]
+    # The rescue's recover opened the set with the key disk's identity: it got past its
+    # checks and the layout to the failing command.
     assert one["failed_step"] == "restore", one
+    assert one["phases"]["layout"] is not None and one["recovery_exit"] == 1, one
     assert one["phases"]["first_boot"] is None
+    assert one["machine"]["medium_reach"] == "a disk of its own, age-identity on a key disk"
     assert one["console_tail"]
 
 

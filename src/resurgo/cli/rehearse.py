@@ -5,8 +5,10 @@ Exit 0 every set rehearsed passed; 1 one failed (its report names the failing st
 input; 3 a precondition does not hold (qemu, xorriso or mke2fs missing, no room in the
 work directory, a network medium the rescue cannot be handed: no --ssh-key, a key with a
 passphrase, no S3 credentials, an https endpoint on the loopback, no --cifs-credentials; an
-encrypted set, OVMF missing for UEFI);
-4 a set is not authentic; 5 a set is damaged or incomplete.
+encrypted set without --identity, or with one the rescue cannot use unattended, or whose
+rescue image takes no identity from its key medium; OVMF missing for UEFI);
+4 a set is not authentic; 5 a set is damaged or incomplete; 6 --identity does not open
+an encrypted set.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ EXIT_CODES = ("Exit 0 passed; 1 failed (the report names the failing step); 2 ba
               "3 a precondition does not hold (qemu, xorriso or mke2fs missing, no room in "
               "the work directory, a network medium the rescue cannot be handed: no "
               "--ssh-key, a key with a passphrase, no S3 credentials, an https endpoint on "
-              "the loopback, no --cifs-credentials; an encrypted set, no OVMF for UEFI); "
-              "4 a set is not "
-              "authentic; 5 a set is damaged or incomplete.")
+              "the loopback, no --cifs-credentials; an encrypted set without --identity, "
+              "or with an identity that asks for a passphrase or an age plugin, or whose "
+              "rescue image takes no identity from its key medium; no OVMF for UEFI); "
+              "4 a set is not authentic; 5 a set is damaged or incomplete; 6 --identity "
+              "does not open an encrypted set.")
 MAX_MEMORY = 1 << 20
 MAX_CPUS = 64
 
@@ -61,7 +65,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "an SFTP server's host key pinned for that name, the host's S3 endpoint and NFS "
         "version) and the host's credentials for it (--ssh-key's file, the S3 keys, "
         "--cifs-credentials) on a key disk of the run's own, 0600, removed once the rescue "
-        "is done; "
+        "is done (an encrypted set's --identity too, opened on the host first); "
         "it recovers unattended and powers off; the recovered disks then boot alone, "
         "without a network, and check "
         "from inside: the default target reached, no unit failed that was not failed at "
@@ -116,6 +120,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    "data the set restores, the set and the rescue (checked first: exit 3), "
                    "and be a directory of this user's that no one else can write (not a "
                    "symbolic link: exit 3)")
+    p.add_argument("--identity", type=Path, metavar="FILE",
+                   help="the age identity file (secret key) of encrypted sets: checked on "
+                   "the host against the set first (its manifests and sealed files opened "
+                   "with it: exit 6 when it cannot, exit 3 without it), then handed to the "
+                   "rescue as its key medium's age-identity on the run's key disk (never "
+                   "on a command line, in the rescue image or in a log); without a "
+                   "passphrase (the rescue is unattended)")
     p.add_argument("--keep", action="store_true",
                    help="keep the run's files (disk images, consoles' logs) instead of "
                    "removing them at the end")
@@ -175,7 +186,7 @@ def options(args: argparse.Namespace) -> RehearseOptions:
         build=BuildOptions(args.sysroot, args.kernel_root, args.kernel_version,
                            tuple(args.add_module), tuple(args.add_program)),
         sign_key=sign_key, state_dir=args.state_dir,
-        medium=medium_options(args, writes=True),
+        medium=medium_options(args, writes=True), identity=args.identity,
     )
 
 

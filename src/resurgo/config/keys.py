@@ -150,7 +150,8 @@ KEYS: tuple[Key, ...] = (
         "--trust of every command that reads or writes a medium, and of rescue"),
     Key("identity", Kind.PATH,
         "the age identity (secret key) of encrypted sets, for the commands that read them",
-        "--identity of plan, recover, verify and the commands that read archives"),
+        "--identity of plan, recover, verify, rehearse and the commands that read "
+        "archives"),
     Key("compression_level", Kind.INT,
         "zstd level of the archives: 1 (fastest) to 19 (smallest)",
         "save --compression-level", default=2, low=1, high=19),

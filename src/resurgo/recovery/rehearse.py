@@ -7,10 +7,14 @@ For each set (the one named, the newest of a host, or the newest of every host):
    signers, every file of it and of its chain there, its description valid, its
    manifests); sparse disk images sized as the saved disks (--grow) planned, and the
    work directory checked for room (rehearse.images);
+   An encrypted set is read with --identity (every manifest's head and its sealed
+   secret files decrypted: rehearse.identity), refused without one;
 2. the set and the sets it builds on copied, each file checked against its digest, onto
    an ext4 image of their own (the medium disk: the rescue is told its label); the
    set's rescue image copied out (or, when the set has none, one built as `resurgo
-   rescue` builds it), its kernel and initramfs read out of it;
+   rescue` builds it), its kernel and initramfs read out of it; what the rescue needs
+   that is secret (an encrypted set's identity, a network medium's credentials) on a
+   key disk of the run's own, removed as soon as the rescue's boot ends;
 3. qemu (KVM when a probe boot under it works, else TCG) boots that kernel with the
    default entry's command line and the rehearsal's words: it recovers the set
    unattended onto the blank images, tells its steps on the serial console, and powers
@@ -47,7 +51,7 @@ from resurgo.packages import PACKAGES
 from resurgo.recovery import results, setfiles
 from resurgo.recovery.load import LoadedSet, choose_set, load_set
 from resurgo.recovery.restore import totals
-from resurgo.rehearse import images, network
+from resurgo.rehearse import identity, images, network
 from resurgo.rehearse.console import DEAD_ENDS, RESCUE_DEAD_ENDS, Guest, tail
 from resurgo.rehearse.machine import (
     Accel,
@@ -144,6 +148,8 @@ class RehearseOptions:
     # How the host reaches the medium: what the rescue of a set on the network is handed
     # (rehearse.network), with the host's S3 environment and ~/.aws.
     medium: MediumOptions = field(default_factory=MediumOptions)
+    # The age identity of encrypted sets (rehearse.identity).
+    identity: Path | None = None
 
 
 Say = Callable[[str], None]
@@ -244,25 +250,24 @@ def data_bytes(loaded: LoadedSet) -> int:
 def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
                  state: _RunState) -> Rehearsal:
     started = time.monotonic()
-    if setfiles.encrypted(info.labels):
-        # The rescue takes the LUKS key files and a network medium's credentials from its
-        # key medium by name, but the age identity of a set only from resurgo.args, as a
-        # path its user knows: there is no key-medium name for it to hand on by.
-        raise PreconditionFailed(
-            f"set {info.id} is encrypted (age): rehearse cannot hand its identity to the "
-            "rescue yet", "rehearse an unencrypted set of the same system, or recover the "
-            "set on a spare machine with resurgo.args=\"--identity FILE\"")
-    # What the rescue of a set on the network needs, or why it cannot be had: before the
-    # set is read.
+    # What the rescue needs to reach and open the set (an encrypted set's identity, what
+    # a network medium needs), or why it cannot be had: before the set is read.
+    age_key = _identity(info, opts)
     reach = _network(medium, opts)
-    say(f"set {info.id} (host {info.host or '?'}): reading it with its checks")
-    loaded = load_set(medium, info.id)
+    on_key_disk = dict(reach.secrets) if reach is not None else {}
+    if age_key is not None:
+        on_key_disk[identity.AGE_IDENTITY] = age_key
+    say(f"set {info.id} (host {info.host or '?'}): reading it with its checks"
+        + (", its archives opened with --identity" if age_key is not None else ""))
+    loaded = load_set(medium, info.id,
+                      identity=opts.identity if age_key is not None else None)
     desc = loaded.description
     firmware = choose_firmware(opts.firmware, desc)
     disks = plan_disks(desc, opts.grow)
-    if opts.bus is Bus.SATA and len(disks) + 1 > AHCI_PORTS:
+    extra_disks = (1 if reach is None else 0) + (1 if on_key_disk else 0)
+    if opts.bus is Bus.SATA and len(disks) + extra_disks > AHCI_PORTS:
         raise BadInput(f"--disk-bus sata: the set has {len(disks)} disks, and an AHCI "
-                       f"controller {AHCI_PORTS} ports with the medium's disk",
+                       f"controller {AHCI_PORTS} ports with the medium's and key disks",
                        "use --disk-bus virtio, nvme or scsi")
     ovmf = _ovmf(firmware)
     chain = list(loaded.chain.values())
@@ -286,7 +291,8 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
             medium_drive = Drive(images.medium_disk(work / "medium", work / "medium.img",
                                                     staged), MEDIUM_SERIAL, read_only=True)
             images.remove_tree(work / "medium")
-        files, rescue_from = _rescue(loaded, opts, work, say, reach)
+        files, rescue_from = _rescue(loaded, opts, work, say, reach,
+                                     age_key is not None)
         if state.accel is None:
             state.accel = _accel(opts, files, work)
         accel = state.accel
@@ -296,17 +302,20 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
                              d.sector_size) for d in ordered)
         machine = Machine(accel.accel, firmware, opts.bus, opts.memory_mib, opts.cpus,
                           drives, ovmf, _ovmf_vars(ovmf, work))
+        reach_text = _reach_text(reach, on_key_disk)
         try:
-            if reach is not None:
-                say(f"the rescue reaches {reach.describe()}")
-                if reach.secrets:
-                    medium_drive = Drive(network.key_disk(work / "keys", work / "keys.img",
-                                                          reach.secrets), KEYS_SERIAL,
-                                         read_only=True)
-            rescue_run = _rescue_boot(machine, files, info.id, medium_drive, reach, work,
-                                      opts, data_bytes=room.data, say=say)
+            extra = [] if medium_drive is None else [medium_drive]
+            if reach is not None or on_key_disk:
+                say(f"the rescue reaches {reach_text}")
+            if on_key_disk:
+                extra.append(Drive(network.key_disk(work / "keys", work / "keys.img",
+                                                    on_key_disk),
+                                   KEYS_SERIAL, read_only=True))
+            rescue_run = _rescue_boot(machine, files, info.id, tuple(extra), reach,
+                                      bool(on_key_disk), work, opts, data_bytes=room.data,
+                                      say=say)
         finally:
-            if reach is not None:
+            if on_key_disk:
                 # Nothing secret outlives the rescue's boot, whatever happened, --keep or not.
                 (work / "keys.img").unlink(missing_ok=True)
         boot_run = None
@@ -319,14 +328,31 @@ def rehearse_one(medium: Medium, info: SetInfo, opts: RehearseOptions, say: Say,
         rehearsal = Rehearsal(
             info.id, info.host, medium.url, info.created, datetime.now(UTC), result,
             MachineInfo(str(accel.accel), accel.reason, str(firmware), str(opts.bus),
-                        opts.memory_mib, opts.cpus, rescue_from, ordered,
-                        "a disk of its own" if reach is None else reach.describe()),
+                        opts.memory_mib, opts.cpus, rescue_from, ordered, reach_text),
             console_tail, str(work) if opts.keep else None)
     warnings = _store(medium, rehearsal, opts)
     if warnings:
         rehearsal = Rehearsal(**{**rehearsal.__dict__, "warnings": tuple(warnings)})
     _record(opts, medium, info, rehearsal.verdict, None)
     return rehearsal
+
+
+def _identity(info: SetInfo, opts: RehearseOptions) -> bytes | None:
+    """An encrypted set's identity for the rescue's key disk (None for a set in clear);
+    refused when missing or unusable unattended."""
+    if not setfiles.encrypted(info.labels):
+        return None
+    if opts.identity is None:
+        raise identity.missing(info.id, setfiles.recipients(info.labels))
+    return identity.read_identity(opts.identity)
+
+
+def _reach_text(reach: network.NetworkMedium | None, on_key_disk: dict[str, bytes]) -> str:
+    """How the rescue reaches the set, and what its key disk holds (names only)."""
+    where = "a disk of its own" if reach is None else reach.describe(keys=False)
+    if on_key_disk:
+        where += f", {', '.join(sorted(on_key_disk))} on a key disk"
+    return where
 
 
 def _network(medium: Medium, opts: RehearseOptions) -> network.NetworkMedium | None:
@@ -361,7 +387,7 @@ def _ovmf_vars(ovmf: Ovmf | None, work: Path) -> Path | None:
 
 
 def _rescue(loaded: LoadedSet, opts: RehearseOptions, work: Path, say: Say,
-            reach: network.NetworkMedium | None) -> tuple[RescueFiles, str]:
+            reach: network.NetworkMedium | None, encrypted: bool) -> tuple[RescueFiles, str]:
     iso = work / "rescue.iso"
     if loaded.reader.index.file(RESCUE) is not None:
         say("copying the set's rescue image out, checked")
@@ -372,11 +398,13 @@ def _rescue(loaded: LoadedSet, opts: RehearseOptions, work: Path, say: Say,
         _build_rescue(loaded, opts, work, iso, say)
         source = "built"
     files = extract(iso, work / "rescue")
+    config = None
+    if encrypted or (reach is not None and reach.medium_table is not None):
+        raw = read_config(iso, work / "rescue" / "rescue.json")
+        config = network.rescue_config(raw) if raw is not None else None
+    if encrypted:
+        identity.check_image(config)
     if reach is not None:
-        config = None
-        if reach.medium_table is not None:
-            raw = read_config(iso, work / "rescue" / "rescue.json")
-            config = network.rescue_config(raw) if raw is not None else None
         network.append_overlay(files.initrd, network.overlay_files(reach, config))
     iso.unlink()
     return files, source
@@ -421,22 +449,21 @@ def _rescue_timeout(opts: RehearseOptions, accel: Accel, data: int) -> float:
     return RESCUE_BASE[accel] + RESCUE_PER_GIB[accel] * data / GiB
 
 
-def _rescue_boot(machine: Machine, files: RescueFiles, set_id: str,
-                 medium_drive: Drive | None, reach: network.NetworkMedium | None, work: Path,
+def _rescue_boot(machine: Machine, files: RescueFiles, set_id: str, extra: tuple[Drive, ...],
+                 reach: network.NetworkMedium | None, keys: bool, work: Path,
                  opts: RehearseOptions, *, data_bytes: int, say: Say) -> BootRun:
-    """The rescue's boot: the blank disks and the medium's (or the key disk, when the
-    network medium needs secrets), and for a network medium a NIC on qemu's user
-    network."""
-    more = (medium_drive,) if medium_drive is not None else ()
+    """The rescue's boot: the blank disks, the medium's disk (a directory medium) and the
+    key disk (with ``keys``), and for a network medium a NIC on qemu's user network."""
     with_medium = Machine(**{**machine.__dict__, "network": reach is not None,
-                             "drives": (*machine.drives, *more)})
+                             "drives": (*machine.drives, *extra)})
+    keys_label = network.KEYS_LABEL if keys else None
     if reach is None:
         append = command_line(files.default_args, set_id, accel=machine.accel,
-                              medium_label=images.MEDIUM_LABEL)
+                              medium_label=images.MEDIUM_LABEL, keys_label=keys_label)
     else:
         append = command_line(files.default_args, set_id, accel=machine.accel,
                               medium_label=None, from_url=reach.url,
-                              keys_label=network.KEYS_LABEL if reach.secrets else None)
+                              keys_label=keys_label)
     argv = qemu_argv(with_medium, direct(files, append), QEMU)
     timeout = _rescue_timeout(opts, machine.accel, data_bytes)
     say(f"booting the rescue (at most {timeout:.0f} s): it recovers the set unattended")

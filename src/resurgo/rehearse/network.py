@@ -101,8 +101,9 @@ class NetworkMedium:
     #: S3: the medium table rescue.json gets (the image's own is replaced).
     medium_table: Mapping[str, Any] | None = None
 
-    def describe(self) -> str:
-        names = ", ".join(sorted(self.secrets))
+    def describe(self, *, keys: bool = True) -> str:
+        """How the rescue reaches the medium; with ``keys``, what its key disk holds."""
+        names = ", ".join(sorted(self.secrets)) if keys else ""
         return (f"{self.url} over qemu's user network, {names} on a key disk"
                 if names else f"{self.url} over qemu's user network")
 

@@ -108,9 +108,11 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise BadInput(f"{what} {path}: {e.strerror}") from None
+    # Checked before fdopen, which refuses a directory with an exception of its own.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"{what} {path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadInput(f"{what} {path}: not a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise BadInput(f"{what} {path}: larger than {limit} bytes")

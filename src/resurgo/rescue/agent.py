@@ -4,7 +4,7 @@ It loads the drivers, and when the kernel command line asks for it (resurgo.reco
 or plan, see cmdline) finds the recovery set and runs resurgo on it as a person would
 at the shell, unattended: `resurgo --version`, `resurgo validate`, then `resurgo recover
 --from ... --yes` (or `resurgo plan`) with the arguments of resurgo.args and the key
-files of the key medium (resurgo.keys, see rescue.keys). Everything is
+files and the age identity of the key medium (resurgo.keys, see rescue.keys). Everything is
 written to every console (serial included) and to /run/resurgo/rescue.log, each line of
 its own prefixed "resurgo-rescue:". Once a recover restored data, that log goes into the
 recovered system too, as /var/log/resurgo/rescue-TIME.log beside recover's report (in RAM
@@ -543,7 +543,8 @@ class Agent:
         extra = list(self.args.args)
         if self.args.keys is not None:
             try:
-                extra += self.key_files(self.args.keys, desc)
+                extra += self.key_files(self.args.keys, desc,
+                                        identity=choice.candidate is not None)
             except (locate.NoChoice, ResurgoError) as e:
                 self.say(f"no keys: {e}; nothing was done")
                 return 1
@@ -605,9 +606,12 @@ class Agent:
             raise locate.NoChoice(f"no set chosen ({answer.strip()!r}): nothing was done")
         return locate.Choice(cand, "chosen at the console")
 
-    def key_files(self, where: OnDevice, description: Path) -> list[str]:
+    def key_files(self, where: OnDevice, description: Path, *, identity: bool = True
+                  ) -> list[str]:
         """--key-file arguments for the LUKS volumes of ``description`` whose key files
-        are on the key medium (resurgo.keys), mounted read-only at KEYS_MOUNT."""
+        are on the key medium (resurgo.keys), mounted read-only at KEYS_MOUNT; with
+        ``identity`` (a set's archives to read), --identity for its age identity file
+        (keys.AGE_IDENTITY) when it holds one."""
         from resurgo import fileformat
 
         directory = self.keys_directory(where)
@@ -622,6 +626,9 @@ class Agent:
         volumes = [keys.Volume(v.id, v.uuid, keys.crypttab_key(named, v.name, v.uuid))
                    for v in desc.luks_volumes]
         argv, lines = keys.key_file_args(volumes, names, directory, self.args.args)
+        if identity:
+            more, said = keys.identity_args(names, directory, self.args.args)
+            argv, lines = argv + more, lines + said
         for line in lines:
             self.say(line)
         return argv
@@ -713,8 +720,8 @@ class Agent:
 # What the person at the console does next, for the failures that say it.
 _NEXT = {
     ExitCode.DAMAGED: "recover from another copy of the set, or from another set",
-    ExitCode.DECRYPT_FAILED: "give the age identity the set was saved for "
-    '(resurgo.args="--identity FILE")',
+    ExitCode.DECRYPT_FAILED: "give the age identity the set was saved for (the key "
+    f'medium\'s {keys.AGE_IDENTITY} file, resurgo.keys=, or resurgo.args="--identity FILE")',
     ExitCode.NOT_AUTHENTIC: "recover from a set the trusted signers signed",
 }
 

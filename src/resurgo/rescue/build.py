@@ -49,12 +49,13 @@ from resurgo.rescue import (
     elf,
     iso,
     kernel,
+    keys,
     layout,
     netboot,
     python,
     secureboot,
 )
-from resurgo.rescue.access import ImageAccess
+from resurgo.rescue.access import SECRETS, ImageAccess
 from resurgo.rescue.cmdline import After
 from resurgo.units import human
 
@@ -751,6 +752,10 @@ def build_rescue_image(out: Path | None, options: RescueOptions,
         "known_hosts": (options.known_hosts.decode("utf-8", "replace")
                         if options.known_hosts is not None else None),
         "medium": options.access.config() if options.access is not None else None,
+        # The files the agent takes from a key medium by name (besides the LUKS key
+        # files): a rehearsal hands an encrypted set's identity only to an image that
+        # looks for it.
+        "key_medium": [keys.AGE_IDENTITY, *SECRETS],
     }
     if options.access is not None and options.access.embedded:
         warnings.append(

@@ -6,8 +6,10 @@ named after a LUKS volume of the description, by its id as `resurgo show` lists 
 (luks.md127) or by its LUKS UUID, with or without ".key", or as the saved crypttab names
 its key file (the stick the system itself unlocks with at boot: crypttab's
 ``/dev/disk/by-label/KEYS:/root.key`` for passdev, or a path), becomes
-`--key-file ID=PATH` for recover or plan. Only the path travels: the secret stays off
-the kernel command line, argv and the logs. A --key-file given in resurgo.args for a volume wins.
+`--key-file ID=PATH` for recover or plan. A file named AGE_IDENTITY there (the age
+identity, secret key, of encrypted sets) becomes `--identity PATH`. Only the path travels:
+the secret stays off the kernel command line, argv and the logs. A --key-file given in
+resurgo.args for a volume wins, and so does an --identity given there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
+
+#: The key medium's file holding the age identity of encrypted sets.
+AGE_IDENTITY: Final = "age-identity"
 
 
 @dataclass(frozen=True)
@@ -85,20 +91,38 @@ def crypttab_key(keys: Mapping[str, str], name: str | None, uuid: str) -> str | 
     return (keys.get(name) if name else None) or keys.get(uuid.lower())
 
 
+def _values(args: Sequence[str], option: str) -> list[str]:
+    """The values ``args`` give ``option`` (``--opt VALUE`` and ``--opt=VALUE``)."""
+    out = []
+    for i, word in enumerate(args):
+        if word == option and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif word.startswith(option + "="):
+            out.append(word.removeprefix(option + "="))
+    return out
+
+
 def given(args: Sequence[str]) -> set[str]:
     """The volumes ``args`` already give a key for (--key-file ID=FILE, --key-file=ID=FILE)."""
     out = set()
-    for i, word in enumerate(args):
-        if word == "--key-file" and i + 1 < len(args):
-            value = args[i + 1]
-        elif word.startswith("--key-file="):
-            value = word.removeprefix("--key-file=")
-        else:
-            continue
+    for value in _values(args, "--key-file"):
         volume, sep, _path = value.partition("=")
         if sep:
             out.add(volume)
     return out
+
+
+def identity_args(names: Iterable[str], directory: Path,
+                  args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(--identity for the key medium's AGE_IDENTITY, unless ``args`` give one; what to
+    say about it). Nothing without that file: an unencrypted set needs none, and recover
+    says so of an encrypted one."""
+    if _values(args, "--identity"):
+        return [], ["age identity: given in resurgo.args"]
+    if AGE_IDENTITY not in set(names):
+        return [], []
+    path = directory / AGE_IDENTITY
+    return ["--identity", str(path)], [f"age identity: {path}"]
 
 
 def key_file_args(
