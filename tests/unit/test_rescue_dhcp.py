@@ -61,6 +61,37 @@ def test_answers_to_others_or_malformed_are_ignored() -> None:
     assert r is not None and r.prefix is None and r.router is None and r.dns == ()
 
 
+def _dns(option: bytes) -> tuple[str, ...]:
+    r = dhcp.parse(answer(dhcp.ACK, 7, opts=bytes([53, 1, dhcp.ACK]) + option + bytes([255])),
+                   7, MAC)
+    assert r is not None
+    return r.dns
+
+
+def test_the_dns_servers_of_a_hostile_answer_are_bounded_and_checked() -> None:
+    def addrs(*quads: str) -> bytes:
+        return b"".join(ipaddress.IPv4Address(q).packed for q in quads)
+
+    # 63 addresses (the whole option), the unusable ones left out, three kept at most.
+    junk = addrs("0.0.0.0", "127.0.0.53", "224.0.0.251", "255.255.255.255")
+    full = junk + addrs("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4") * 14
+    full += addrs(*["198.51.100.9"] * (63 - len(full) // 4))
+    assert len(full) == 252
+    assert _dns(bytes([6, len(full)]) + full) == ("192.0.2.1", "192.0.2.2", "192.0.2.3")
+    # A length that is no multiple of 4, none at all, or past the packet's end: none.
+    assert _dns(bytes([6, 5]) + addrs("192.0.2.1") + b"\x01") == ()
+    assert _dns(bytes([6, 0])) == ()
+    assert dhcp.parse(answer(dhcp.ACK, 7, opts=bytes([53, 1, dhcp.ACK, 6, 200, 1, 2, 3, 4])),
+                      7, MAC) is not None
+    assert _dns(bytes([6, 200, 192, 0, 2, 1])) == ()
+    # The first option 6 counts, as every option's first.
+    assert _dns(bytes([6, 4]) + addrs("192.0.2.7") + bytes([6, 4]) + addrs("192.0.2.8")) == \
+        ("192.0.2.7",)
+    # What the rescue writes of them: one nameserver line each.
+    assert system.resolv_conf(("10.0.2.3", "192.0.2.1")) == \
+        "nameserver 10.0.2.3\nnameserver 192.0.2.1\n"
+
+
 def test_options_stop_at_the_end_of_the_data() -> None:
     assert dhcp.options(bytes([0, 0, 1, 4, 255, 255])) == {}
     assert dhcp.options(bytes([3, 4, 1, 2, 3, 4, 3, 4, 9, 9, 9, 9])) == {3: bytes([1, 2, 3, 4])}

@@ -16,8 +16,9 @@ its NIC boots first.
 - BIOS: PXELINUX boots the tree the kernel-root image's build wrote as it is (its digests
   checked first); no set to find.
 
-Checked beyond test_rescue_network's checks: the loader fetched the files by TFTP, and the
-kernel got the entry's command line (the argument with blanks in one piece).
+Checked beyond test_rescue_network's checks: the loader fetched the files by TFTP, the
+kernel got the entry's command line (the argument with blanks in one piece), and (iPXE)
+the rescue wrote the DNS server of the DHCP answer (qemu's 10.0.2.3) into resolv.conf.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def test_bios_pxe_ipxe_recovers_a_set_from_sftp(
     lines = check_recovered(result, set_id, target, "BIOS PXE (iPXE), SFTP")
     assert any(x.startswith(f"+ resurgo recover --from {url} --set {set_id} --ssh-key ")
                for x in lines), "\n".join(lines)
+    # The DNS server of qemu's DHCP answer, in the rescue's /etc/resolv.conf.
+    assert "DNS servers: 10.0.2.3 (/etc/resolv.conf)" in lines, "\n".join(lines)
 
 
 def test_uefi_pxe_grub_recovers_a_set_from_s3(

@@ -230,6 +230,11 @@ def dhcp_command(iface: str, which: Callable[[str], str | None] = run.which) -> 
     return None
 
 
+#: How long DHCP may take on one interface: a switch port without PortFast forwards
+#: about 30 s after the link comes up (spanning tree's listening and learning).
+DHCP_WAIT = 35.0
+
+
 def resolv_conf(nameservers: list[str] | tuple[str, ...]) -> str:
     return "".join(f"nameserver {ipaddress.ip_address(n)}\n" for n in nameservers)
 
@@ -269,28 +274,39 @@ def bring_up(network: tuple[Network, ...], nameservers: tuple[str, ...], say: Sa
                 dns += [d for d in got if d not in dns]
     if dns:
         Path("/etc/resolv.conf").write_text(resolv_conf(dns))
+        say(f"DNS servers: {' '.join(dns)} (/etc/resolv.conf)")
+    elif ok and not Path("/etc/resolv.conf").exists():
+        say("no DNS server from DHCP or the command line: names cannot be resolved "
+            "(nameserver=ADDR gives one)")
     return ok
 
 
 def _dhcp(iface: str, say: Say, *, route: bool) -> list[str] | None:
-    """DHCP on one interface: its DNS servers once it has an address, else None."""
+    """DHCP on one interface: its DNS servers once it has an address, else None.
+
+    resurgo's own client asks (dhcp.py): the one the vm tier proves, and it hands back
+    the reply's DNS servers for /etc/resolv.conf. The build machine's client is only a
+    fallback where ours cannot run on the interface (not Ethernet, port 68 taken): it
+    sets the DNS servers itself if at all (dhclient's script does; dhcpcd without its
+    hooks, which the image lacks, does not)."""
     run.run(["ip", "link", "set", iface, "up"], check=False)
     if not has_link(iface):
         say(f"{iface}: no link (no cable?)")
         return None
-    client = dhcp_command(iface)
-    if client is not None:
+    try:
+        got = dhcp.lease(iface, hostname=HOSTNAME, timeout=DHCP_WAIT)
+    except (OSError, ValueError) as e:
+        client = dhcp_command(iface)
+        if client is None:
+            say(f"{iface}: DHCP failed: {e}")
+            return None
+        say(f"{iface}: resurgo's DHCP client cannot run ({e}): asking with {client[0]}")
         res = run.run(client, check=False, timeout=60)
         if res.returncode != 0:
             say(f"{iface}: no DHCP answer")
             return None
         say(f"{iface}: address from DHCP ({client[0]})")
         return []
-    try:
-        got = dhcp.lease(iface, hostname=HOSTNAME)
-    except (OSError, ValueError) as e:
-        say(f"{iface}: DHCP failed: {e}")
-        return None
     if got is None:
         say(f"{iface}: no DHCP answer")
         return None
