@@ -202,7 +202,8 @@ def test_a_command_line_longer_than_the_kernel_takes_is_refused() -> None:
 
 
 def write(tmp_path: Path, directory: Path, loaders: netboot.Loaders | None = None,
-          private: bool = False, extra: tuple[str, ...] = ()) -> netboot.NetbootReport:
+          private: bool = False, extra: tuple[str, ...] = (),
+          iso: Path | None = None) -> netboot.NetbootReport:
     """The tree of a small fake kernel and initramfs, with fake PXELINUX files and this
     machine's grub-mknetdir unless ``loaders``."""
     inputs = tmp_path / "in"
@@ -217,7 +218,8 @@ def write(tmp_path: Path, directory: Path, loaders: netboot.Loaders | None = Non
     return netboot.write_tree(
         directory, kernel=inputs / "vmlinuz", initrd=inputs / "initrd.img",
         entries=entries(*extra), timeout=5, label="resurgo test",
-        manifest={"build_id": "b1"}, loaders=loaders or found, private_initrd=private)
+        manifest={"build_id": "b1"}, loaders=loaders or found, private_initrd=private,
+        iso=iso)
 
 
 def test_the_tree_holds_the_kernel_initramfs_and_every_loader(tmp_path: Path) -> None:
@@ -259,6 +261,38 @@ def test_the_tree_is_readable_by_the_server_but_a_private_initramfs(tmp_path: Pa
         assert stat.S_IMODE(p.stat().st_mode) == want, p
     assert stat.S_IMODE((tmp_path / "private/initrd.img").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "private/vmlinuz").stat().st_mode) == 0o644
+
+
+def test_uefi_http_boot_gets_the_iso_of_the_build(tmp_path: Path) -> None:
+    iso = tmp_path / "rescue-built.iso"
+    iso.write_bytes(os.urandom(8192))
+    out = tmp_path / "tftp"
+    report = write(tmp_path, out, iso=iso)
+    assert (out / netboot.ISO).read_bytes() == iso.read_bytes()
+    assert report.boot_files["uefi-http"] == netboot.ISO and "uefi-http" in report.loaders
+    assert netboot.ISO in report.files
+    assert f"{hashlib.sha256(iso.read_bytes()).hexdigest()}  {netboot.ISO}" in \
+        (out / "SHA256SUMS").read_text().splitlines()
+    assert not any("UEFI HTTP" in w for w in report.warnings)
+    # Without the ISO the report says what UEFI HTTP boot lacks; a new build drops the
+    # older tree's ISO.
+    again = write(tmp_path, out)
+    assert not (out / netboot.ISO).exists()
+    assert any("UEFI HTTP boot" in w and "--to" in w for w in again.warnings)
+    # The ISO holds the initramfs: private with it.
+    old = os.umask(0o022)
+    try:
+        write(tmp_path, tmp_path / "private", private=True, iso=iso)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private" / netboot.ISO).stat().st_mode) == 0o600
+
+
+def test_the_iso_is_not_written_into_the_tree(tmp_path: Path) -> None:
+    r = run("rescue", "--netboot", tmp_path / "nb", "--to", tmp_path / "nb" / "rescue.iso")
+    assert r.returncode == 2 and "inside --netboot" in r.stderr, r.output
+    assert not (tmp_path / "nb").exists()
+    netboot.check_iso_place(tmp_path / "rescue.iso", tmp_path / "nb")
 
 
 def test_a_new_build_replaces_the_tree_and_leaves_other_files_alone(tmp_path: Path) -> None:

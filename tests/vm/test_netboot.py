@@ -15,6 +15,8 @@ its NIC boots first.
   grub-mknetdir), which reads grub/grub.cfg from the same server; the set on S3.
 - BIOS: PXELINUX boots the tree the kernel-root image's build wrote as it is (its digests
   checked first); no set to find.
+- UEFI HTTP boot (OVMF's own HTTP boot, from a static HTTP server on the host's loopback)
+  of that tree's rescue.iso, booted by the firmware as a RAM disk; no set to find.
 
 Checked beyond test_rescue_network's checks: the loader fetched the files by TFTP, the
 kernel got the entry's command line (the argument with blanks in one piece), and (iPXE)
@@ -23,9 +25,12 @@ the rescue wrote the DNS server of the DHCP answer (qemu's 10.0.2.3) into resolv
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -173,7 +178,15 @@ def test_bios_pxe_pxelinux_starts_the_rescue_of_the_build(
     assert "PXELINUX" in text and f"Loading {netboot.INITRD}" in text, guest._tail(text, 60)
     cmdline = kernel_command_line(text)
     assert f"initrd={netboot.INITRD}" in cmdline and "resurgo.recover=auto" in cmdline, cmdline
-    assert all(arg in cmdline.split() for arg in NETWORK_ARGS), cmdline
+    check_found_no_set(result, target)
+
+
+def check_found_no_set(result: guest.BootResult, target: Path) -> None:
+    """The unattended rescue of the kernel-root build started, with its network
+    arguments, found no set anywhere, touched nothing and powered off."""
+    text = result.text
+    assert all(arg in kernel_command_line(text).split() for arg in NETWORK_ARGS), \
+        kernel_command_line(text)
     lines = rescue_lines(text)
     detail = "\n".join(lines) or guest._tail(text, 60)
     assert not result.timed_out and result.returncode == 0, detail
@@ -182,3 +195,56 @@ def test_bios_pxe_pxelinux_starts_the_rescue_of_the_build(
     assert not any(x.startswith("+ resurgo recover") for x in lines), detail
     assert lines[-1] == "poweroff now", detail
     assert target.stat().st_blocks == 0  # not a byte written
+
+
+def test_uefi_http_boot_boots_the_iso_of_the_build(
+    kernel_root_image: RescueReport, tmp_path: Path
+) -> None:
+    """UEFI HTTP boot (OVMF's own network stack, the NIC's iPXE ROM left out, its PXE
+    turned off) of the tree the kernel-root image's build wrote, from a static HTTP server
+    on the host's loopback: qemu's DHCP hands out the boot URL (no HTTPClient vendor
+    class: OVMF takes the URL all the same), the firmware downloads rescue.iso and boots
+    it as a RAM disk, and the rescue starts as from a CD."""
+    nb, built = kernel_root_image.netboot, kernel_root_image.path
+    assert nb is not None and built is not None
+    assert nb.boot_files.get("uefi-http") == netboot.ISO, nb
+    assert (nb.directory / netboot.ISO).read_bytes() == built.read_bytes()
+    asked: list[str] = []
+
+    class Served(http.server.SimpleHTTPRequestHandler):
+        """The tree, statically; what was asked for noted."""
+
+        def log_message(self, format: str, *args: object) -> None:
+            asked.append(f"{self.command} {self.path}")
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Served, directory=str(nb.directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{GUEST_HOST}:{server.server_address[1]}/{netboot.ISO}"
+        target = guest.blank_disk(tmp_path / "target.img", TARGET_SIZE)
+        result = guest.boot(
+            guest.Drive(target, serial="target"),
+            timeout=BOOT_TIMEOUT,
+            serial_log=tmp_path / "serial.log",
+            firmware="uefi",
+            ovmf_vars=guest.new_ovmf_vars(tmp_path / "OVMF_VARS.fd"),
+            extra_args=[
+                "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+                "-netdev", f"user,id=n0,bootfile={url}",
+                "-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=0"],
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+    text = result.text
+    assert "Start HTTP Boot over IPv4" in text and f"URI: {url}" in text, \
+        guest._tail(text, 60)
+    assert "Start PXE" not in text  # no PXE before it: it was HTTP that booted
+    assert f"GET /{netboot.ISO}" in asked, asked
+    assert "Welcome to GRUB" in text
+    assert "BOOT_IMAGE=/boot/vmlinuz" in kernel_command_line(text)  # the ISO's own GRUB
+    check_found_no_set(result, target)

@@ -47,10 +47,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "resurgo wrote): the kernel and the initramfs, which is the whole rescue (no ISO, "
         "no root filesystem fetched later), boot.ipxe, PXELINUX's pxelinux.0 and "
         "pxelinux.cfg/default (when this machine has Debian's pxelinux and syslinux-common), "
-        "GRUB netboot (grub-mknetdir: grub/i386-pc/core.0, grub/x86_64-efi/core.efi, also "
-        "for UEFI HTTP boot), SHA256SUMS; every entry of the ISO's menu with the same "
-        "kernel command line. Serve DIR as the TFTP (and HTTP) root; see the README's "
-        "network boot section",
+        "GRUB netboot (grub-mknetdir: grub/i386-pc/core.0, grub/x86_64-efi/core.efi for "
+        "UEFI PXE), with --to a copy of the ISO, rescue.iso, for UEFI HTTP boot (the "
+        "firmware boots it as a RAM disk; --to inside DIR: exit 2), SHA256SUMS; every entry "
+        "of the ISO's menu with the same kernel command line. Serve DIR as the TFTP (and "
+        "HTTP) root; see the README's network boot section",
     )
     p.add_argument(
         "--description",
@@ -215,7 +216,7 @@ def options(args: argparse.Namespace) -> RescueOptions:
             raise BadInput(f"--kernel-arg: {e}") from None
     if args.menu_timeout < -1:
         raise BadInput("--menu-timeout: seconds, or -1 to wait for a key")
-    from resurgo.rescue.netboot import check_arg, check_directory
+    from resurgo.rescue.netboot import check_arg, check_directory, check_iso_place
 
     out: Path | None = args.output
     if out is None and args.netboot is None:
@@ -224,6 +225,8 @@ def options(args: argparse.Namespace) -> RescueOptions:
         raise BadInput(f"--to {out} is a directory", f"name a file, e.g. {out / 'rescue.iso'}")
     if args.netboot is not None:
         check_directory(args.netboot)
+        if out is not None:
+            check_iso_place(out, args.netboot)
         for arg in args.kernel_arg:
             try:
                 check_arg(arg)

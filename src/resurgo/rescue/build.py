@@ -680,6 +680,8 @@ def build_rescue_image(out: Path | None, options: RescueOptions,
         netboot.check_directory(options.netboot)
         for arg in options.kernel_args:
             netboot.check_arg(arg)
+        if out is not None:
+            netboot.check_iso_place(out, options.netboot)
 
     with phase("collect"):
         desc_raw: bytes | None = None
@@ -819,19 +821,6 @@ def build_rescue_image(out: Path | None, options: RescueOptions,
             iso.grub_cfg(entries, timeout=options.menu_timeout, label=label)
         )
         (tree / "resurgo/rescue.json").write_text(json.dumps(config, indent=2) + "\n")
-        nb_report: netboot.NetbootReport | None = None
-        if options.netboot is not None:
-            with phase("netboot"):
-                nb_report = netboot.write_tree(
-                    options.netboot, kernel=kern.host_image, initrd=initrd, entries=entries,
-                    timeout=options.menu_timeout, label=label,
-                    manifest={"build_id": build_id, "built": config["built"],
-                              "resurgo": __version__, "kernel": kern.version, "host": host,
-                              "unattended": options.unattended,
-                              "default_entry": entries[0].id},
-                    loaders=netboot.Loaders.find(),
-                    private_initrd=bool(options.access and options.access.embedded))
-            warnings += nb_report.warnings
         if out is not None:
             esp = secure_boot_esp(sb, tree, work, build_id)
             if desc_raw is not None and digest is not None:
@@ -844,6 +833,21 @@ def build_rescue_image(out: Path | None, options: RescueOptions,
                     os.replace(partial, out)
                 finally:
                     partial.unlink(missing_ok=True)
+        nb_report: netboot.NetbootReport | None = None
+        if options.netboot is not None:
+            # After the ISO: the tree holds it too, for UEFI HTTP boot.
+            with phase("netboot"):
+                nb_report = netboot.write_tree(
+                    options.netboot, kernel=kern.host_image, initrd=initrd, entries=entries,
+                    timeout=options.menu_timeout, label=label,
+                    manifest={"build_id": build_id, "built": config["built"],
+                              "resurgo": __version__, "kernel": kern.version, "host": host,
+                              "unattended": options.unattended,
+                              "default_entry": entries[0].id},
+                    loaders=netboot.Loaders.find(),
+                    private_initrd=bool(options.access and options.access.embedded),
+                    iso=out)
+            warnings += nb_report.warnings
         kernel_size = (tree / "boot/vmlinuz").stat().st_size
         initrd_size = initrd.stat().st_size
 

@@ -15,10 +15,18 @@ DIR, served as the root of a TFTP server (and of an HTTP server for UEFI HTTP bo
     pxelinux.0, ldlinux.c32     PXELINUX for BIOS PXE, from the build machine's syslinux
     pxelinux.cfg/default        (Debian's pxelinux and syslinux-common), when it has them
     grub/i386-pc/core.0         GRUB netboot (grub-mknetdir): BIOS PXE;
-    grub/x86_64-efi/core.efi    UEFI PXE and UEFI HTTP boot; both read grub/grub.cfg
+    grub/x86_64-efi/core.efi    UEFI PXE; both read grub/grub.cfg
+    rescue.iso                  UEFI HTTP boot, when the ISO is built too (--to): the
+                                firmware downloads it and boots it as a RAM disk
     SHA256SUMS                  every file's digest (``sha256sum -c SHA256SUMS``)
     resurgo-netboot.json        what built the tree; a later build replaces a tree only
                                 where this file says it is one
+
+UEFI HTTP boot gets the ISO, not GRUB's network image: loaded over HTTP, that image is
+handed no network configuration (GRUB 2.06 takes it from the firmware's PXE, which an
+HTTP boot does not run) and stops at ``grub rescue>`` ("variable `root' isn't set"), as
+tried with OVMF 2022.11 and Debian 12's GRUB. The firmware boots an URL ending in .iso as
+a virtual CD in RAM, and the ISO's own GRUB boots from it.
 
 Every kernel argument goes through ``check_arg``: the configurations are line- and
 word-based (an iPXE script splits on blanks and takes ``||``, ``&&``, ``;`` and ``#`` as
@@ -51,6 +59,7 @@ GRUB_DIR = "grub"
 GRUB_CFG = f"{GRUB_DIR}/grub.cfg"
 GRUB_BIOS_NBP = f"{GRUB_DIR}/i386-pc/core.0"
 GRUB_EFI_NBP = f"{GRUB_DIR}/x86_64-efi/core.efi"
+ISO = "rescue.iso"
 SUMS = "SHA256SUMS"
 MANIFEST = "resurgo-netboot.json"
 MANIFEST_FORMAT = "resurgo-netboot"
@@ -260,6 +269,13 @@ def check_directory(directory: Path) -> None:
             "TFTP/HTTP root or below it")
 
 
+def check_iso_place(iso: Path, directory: Path) -> None:
+    """The ISO (--to) is not written inside the tree, which gets a copy of its own."""
+    if Path(os.path.abspath(iso)).is_relative_to(os.path.abspath(directory)):
+        raise BadInput(f"--to {iso} is inside --netboot {directory}: the tree gets a copy "
+                       f"of the ISO of its own ({ISO})", "write the ISO outside the tree")
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -301,10 +317,12 @@ def write_tree(
     manifest: Mapping[str, Any],
     loaders: Loaders,
     private_initrd: bool = False,
+    iso: Path | None = None,
 ) -> NetbootReport:
     """Write the tree into ``directory`` (made when missing; see check_directory), the
     configurations last, so that a loader never finds one naming a file not yet there.
-    ``private_initrd``: the initramfs carries credentials, and is made 0600."""
+    ``private_initrd``: the initramfs carries credentials, and is made 0600 (and the ISO,
+    which holds it). ``iso``: the rescue ISO of the same build, for UEFI HTTP boot."""
     check_directory(directory)
     configs = {
         IPXE_SCRIPT: ipxe_script(entries, timeout=timeout, label=label),
@@ -322,6 +340,9 @@ def write_tree(
         warnings.append(
             "no GRUB netboot in the tree (BIOS and UEFI PXE through GRUB, UEFI HTTP boot): "
             f"this machine has no grub-mknetdir (install it: {install_hint([MKNETDIR_PACKAGE])})")
+    if iso is None:
+        warnings.append(f"no {ISO} in the tree for UEFI HTTP boot (it boots the ISO): "
+                        "give --to as well")
     if not directory.exists():
         directory.mkdir(parents=True)
         os.chmod(directory, 0o755)  # made here: the server reads it (an existing one is kept)
@@ -342,6 +363,10 @@ def write_tree(
                 if (stage / nbp).is_file():
                     loaded.append(platform)
                     boot_files[platform] = nbp
+        if iso is not None:
+            _copy(iso, stage / ISO)
+            loaded.append("uefi-http")
+            boot_files["uefi-http"] = ISO
         for name, text in configs.items():
             _write(stage / name, text)
         names = _files(stage)
@@ -353,7 +378,7 @@ def write_tree(
             {**manifest, "format": MANIFEST_FORMAT, "loaders": loaded,
              "boot_files": boot_files, "names": tops}, indent=2) + "\n")
         size = sum((stage / n).stat().st_size for n in [*names, SUMS, MANIFEST])
-        _served_modes(stage, private={INITRD} if private_initrd else set())
+        _served_modes(stage, private={INITRD, ISO} if private_initrd else set())
         _move_in(stage, directory, order=[KERNEL, INITRD, *tops, MANIFEST],
                  old=_old_names(directory))
     finally:
