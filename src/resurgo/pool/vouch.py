@@ -12,9 +12,10 @@ it:
 - when the lists no longer know that version (a point release replaced it, or the lists
   were cleaned), dpkg's own record of the installed package: every regular file in its
   data must have the md5 that dpkg's md5sums gives it, or, for a configuration file, its
-  status (the md5 of the file as the package shipped it). A file dpkg does not list for
-  the package, or one whose md5 differs, refuses it. This covers what the package
-  installs, not its maintainer scripts (the pool's readers only ever extract files).
+  status (the md5 of the file as the package shipped it), and every file of its control
+  archive (maintainer scripts, md5sums, conffiles, triggers, ...; the control file aside,
+  which dpkg keeps in its status) the content of dpkg's copy in var/lib/dpkg/info. A file
+  dpkg does not list for the package, or one that differs, refuses it.
 
 A package refused here is downloaded instead (``apt-get download``, which checks it), and
 failing that its files are archived; the save's report notes which and why.
@@ -134,4 +135,28 @@ def check_against_dpkg(src: deb.Readable, md5s: dict[str, str]) -> str | None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return problems[0] + more
+    return None
+
+
+def control_differs(root: Path, key: Key, control: dict[str, str]) -> str | None:
+    """None when every file of the package's control archive (name -> sha256; "control"
+    aside) is dpkg's copy of it in var/lib/dpkg/info; else why not."""
+    pkg = next((p for p in dpkg.read_status(root) or []
+                if (p.name, p.version, p.architecture) == key and p.installed), None)
+    if pkg is None:
+        return "dpkg has no record of it installed"
+    info = root / dpkg.INFO
+    for member, sha256 in sorted(control.items()):
+        if member == "control":
+            continue
+        for name in pkg.info_names():
+            try:
+                data = (info / f"{name}.{member}").read_bytes()
+            except FileNotFoundError:
+                continue
+            if hashlib.sha256(data).hexdigest() != sha256:
+                return f"its {member} is not dpkg's copy of it"
+            break
+        else:
+            return f"its {member} is none dpkg keeps for the package"
     return None
