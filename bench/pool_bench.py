@@ -29,7 +29,9 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,14 +47,25 @@ def sh(*argv: str | Path, input: str | None = None) -> str:
                           check=True).stdout
 
 
+def cpu_of_children() -> float:
+    """The CPU time (user and system) of the finished child processes and theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+CPU: dict[str, float] = {}  # the CPU seconds of the last resurgo run, by "cpu"
+
+
 def resurgo(*argv: str | Path, state: Path) -> tuple[float, dict[str, object]]:
     env = {**os.environ, "PYTHONPATH": str(SRC), "RESURGO_CONFIG": "",
            "RESURGO_STATE_DIR": str(state)}
     start = time.perf_counter()
+    cpu = cpu_of_children()
     proc = subprocess.run([sys.executable, "-m", "resurgo", *map(str, argv), "--json",
                            "--report-dir", str(state / "reports")],
                           capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    CPU["cpu"] = cpu_of_children() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"resurgo {' '.join(map(str, argv))} failed:\n{proc.stderr[-3000:]}")
     return seconds, json.loads(proc.stdout)
@@ -129,78 +142,151 @@ def left_in(set_dir: Path, tree: Path, depth: int = 3) -> list[tuple[int, int, s
     return sorted(((b, n, k) for k, (b, n) in sums.items()), reverse=True)
 
 
+def steps_of(report: dict[str, object]) -> dict[str, float]:
+    """The seconds of recover's steps (load, layout, restore, ...) from its --json."""
+    steps = report.get("steps")
+    out: dict[str, float] = {}
+    if isinstance(steps, list):
+        for s in steps:
+            out[str(s["step"])] = out.get(str(s["step"]), 0.0) + float(s["seconds"])
+    return out
+
+
+def first_set(medium: Path) -> str:
+    """The id of the medium's oldest set (ids begin with their time)."""
+    return min(p.name for p in medium.iterdir() if p.is_dir() and p.name != "pool")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def save_sets(tree: Path, work: Path, disks: Disks, size: int) -> dict[str, object]:
+    """Both saves of the tree (to work/full and work/pooled); what the pooled save said."""
+    source = disks.mount(f"{disks.disk('source', size, True)}p1", work / "system")
+    sh("cp", "-a", f"{tree}/.", source)
+    (source / "etc/hostname").write_text("bench-one\n")
+    for cached in (source / "var/cache/apt/archives").glob("*.deb"):
+        cached.unlink()  # as after a debootstrap: the save obtains the packages
+    out: dict[str, object] = {}
+    out["save_full"], _ = resurgo("save", "--to", work / "full", "--root", source,
+                                  "--no-rescue", state=work / "s1")
+    out["save_pool_cold"], out["report"] = resurgo(
+        "save", "--to", work / "pooled", "--root", source, "--no-rescue", "--packages",
+        "pool", state=work / "s2")
+    umount_all(source)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="a debootstrapped Debian tree")
     parser.add_argument("--work", type=Path, help="where the disks go (default: a temp dir)")
     parser.add_argument("--size", type=int, default=2048, help="disk size in MiB")
+    parser.add_argument("--turns", type=int, default=1,
+                        help="recover from each set this many times, in turns (the order "
+                        "alternating), and give the ratio of each turn")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the saved media (WORK/full, WORK/pooled) for --sets")
+    parser.add_argument("--sets", type=Path,
+                        help="recover only, from the media a --keep run left in this directory")
     args = parser.parse_args()
     tree = args.tree or next((Path(p) for p in sorted(glob.glob(
         "/var/cache/resurgo-tests/debian-bookworm-*/root"))), None)
-    if tree is None or not (tree / "var/lib/dpkg/status").is_file():
+    if args.sets is None and (tree is None or not (tree / "var/lib/dpkg/status").is_file()):
         raise SystemExit("no Debian tree: give --tree (a debootstrapped system)")
     work = Path(tempfile.mkdtemp(prefix="pool-bench-", dir=args.work))
+    media = args.sets or work
     disks = Disks(work)
     size = args.size * MIB
-    out: dict[str, float] = {}
+    saved: dict[str, object] = {}
+    recovered: dict[str, list[float]] = {"full": [], "pool": []}
+    restored: dict[str, list[float]] = {"full": [], "pool": []}
+    cpu_used: dict[str, list[float]] = {"full": [], "pool": []}
+    second: dict[str, object] = {}
+    left: list[tuple[int, int, str]] = []
+    print(f"before: {load()}", flush=True)
     try:
-        source = disks.mount(f"{disks.disk('source', size, True)}p1", work / "system")
-        sh("cp", "-a", f"{tree}/.", source)
-        (source / "etc/hostname").write_text("bench-one\n")
-        for cached in (source / "var/cache/apt/archives").glob("*.deb"):
-            cached.unlink()  # as after a debootstrap: the save obtains the packages
-        full, pooled = work / "full", work / "pooled"
-        out["save_full"], _ = resurgo("save", "--to", full, "--root", source, "--no-rescue",
-                                      state=work / "s1")
-        out["save_pool_cold"], report = resurgo(
-            "save", "--to", pooled, "--root", source, "--no-rescue", "--packages", "pool",
-            state=work / "s2")
-        packages = report["packages"]
-        assert isinstance(packages, dict)
-        umount_all(source)
-        set_full = size_of(full) - size_of(full / "pool") if (full / "pool").exists() \
-            else size_of(full)
-        set_pool = size_of(pooled) - size_of(pooled / "pool")
-        pool_size = size_of(pooled / "pool")
+        if args.sets is None:
+            saved = save_sets(tree, work, disks, size)  # type: ignore[arg-type]
+        full, pooled = media / "full", media / "pooled"
+        targets = {name: disks.disk(f"target-{name}", size, False) for name in recovered}
         mnt = work / "mnt"
-        for name, medium in (("full", full), ("pool", pooled)):
-            target = disks.disk(f"target-{name}", size, False)
-            seconds, _ = resurgo("recover", "--from", medium, "--target", target, "--yes",
-                                 "--root", mnt, "--no-finalize", state=work / f"r-{name}")
-            out[f"recover_{name}"] = seconds
-            if name == "pool":
-                left = left_in(pooled / str(report["set"]["id"]), mnt)  # type: ignore[index]
-                (mnt / "etc/hostname").write_text("bench-two\n")
-                out["save_pool_second"], second = resurgo(
-                    "save", "--to", pooled, "--root", mnt, "--no-rescue", "--packages",
-                    "pool", state=work / "s3")
-                new = [p for p in pooled.iterdir() if p.name not in ("pool",) and
-                       p.is_dir() and p.name != report["set"]["id"]]  # type: ignore[index]
-                set_second = size_of(new[0]) if new else 0
-                added = second["packages"]["added"]  # type: ignore[index]
-            umount_all(mnt)
+        for turn in range(args.turns):
+            order = ("full", "pool") if turn % 2 == 0 else ("pool", "full")
+            for name in order:
+                medium = full if name == "full" else pooled
+                seconds, report = resurgo(
+                    "recover", "--from", medium, "--set", first_set(medium), "--target",
+                    targets[name], "--yes", "--root", mnt, "--no-finalize",
+                    state=work / f"r-{name}-{turn}")
+                recovered[name].append(seconds)
+                cpu_used[name].append(CPU["cpu"])
+                steps = steps_of(report)
+                restored[name].append(steps.get("restore", 0.0))
+                shown = ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+                print(f"turn {turn + 1} {name}: recover {seconds:6.1f} s, CPU {CPU['cpu']:5.1f} s "
+                      f"(steps: {shown}; "
+                      f"the rest is reading the set and planning), {load()}", flush=True)
+                if name == "pool" and not left and args.sets is None:
+                    left = left_in(pooled / first_set(pooled), mnt)
+                if name == "pool" and args.sets is None and not second:
+                    (mnt / "etc/hostname").write_text("bench-two\n")
+                    report_set = saved["report"]["set"]  # type: ignore[index]
+                    second["seconds"], again = resurgo(
+                        "save", "--to", pooled, "--root", mnt, "--no-rescue", "--packages",
+                        "pool", state=work / "s3")
+                    new = [p for p in pooled.iterdir() if p.name != "pool" and p.is_dir()
+                           and p.name != report_set["id"]]
+                    second["size"] = size_of(new[0]) if new else 0
+                    second["added"] = again["packages"]["added"]  # type: ignore[index]
+                umount_all(mnt)
+        set_full = size_of(full / first_set(full))
+        set_pool = size_of(pooled / first_set(pooled))
+        pool_size = size_of(pooled / "pool")
     finally:
         disks.close()
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"tree: {tree}")
-    print(f"package files from the pool: {packages['files']} "
-          f"({packages['file_bytes'] / MIB:.0f} MiB) of {packages['packages']} packages; "
-          f"pool {pool_size / MIB:.0f} MiB")
-    print(f"set, every file archived:   {set_full / MIB:8.1f} MiB   save {out['save_full']:6.1f} s"
-          f"   recover {out['recover_full']:6.1f} s")
-    print(f"set, --packages pool:       {set_pool / MIB:8.1f} MiB   save "
-          f"{out['save_pool_cold']:6.1f} s (pool empty: packages downloaded)   recover "
-          f"{out['recover_pool']:6.1f} s")
-    print(f"second host, same pool:     {set_second / MIB:8.1f} MiB   save "
-          f"{out['save_pool_second']:6.1f} s, {added} package(s) added")
-    print("left in the pooled set's archive (each file compressed alone):")
-    for packed, files, where in left[:12]:
-        print(f"  {packed / MIB:8.2f} MiB {files:6} file(s)  {where}")
-    print(f"  {sum(b for b, _, _ in left[12:]) / MIB:8.2f} MiB {sum(n for _, n, _ in left[12:]):6}"
-          " file(s)  elsewhere")
-    print(f"ratios: pool set / full set {set_pool / set_full:.3f}; second host's set / full "
-          f"set {set_second / set_full:.3f}; recovery with the pool / without "
-          f"{out['recover_pool'] / out['recover_full']:.2f}")
+        for name in ("source.img", "target-full.img", "target-pool.img"):
+            (work / name).unlink(missing_ok=True)
+        if not args.keep or args.sets is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"after: {load()}")
+    if tree is not None:
+        print(f"tree: {tree}")
+    if saved:
+        packages = saved["report"]["packages"]  # type: ignore[index]
+        print(f"package files from the pool: {packages['files']} "
+              f"({packages['file_bytes'] / MIB:.0f} MiB) of {packages['packages']} packages; "
+              f"pool {pool_size / MIB:.0f} MiB")
+        print(f"set, every file archived:   {set_full / MIB:8.1f} MiB   save "
+              f"{saved['save_full']:6.1f} s")
+        print(f"set, --packages pool:       {set_pool / MIB:8.1f} MiB   save "
+              f"{saved['save_pool_cold']:6.1f} s (pool empty: packages downloaded)")
+        print(f"second host, same pool:     {second['size'] / MIB:8.1f} MiB   save "  # type: ignore[operator]
+              f"{second['seconds']:6.1f} s, {second['added']} package(s) added")
+        print(f"ratios: pool set / full set {set_pool / set_full:.3f}; second host's set / "
+              f"full set {second['size'] / set_full:.3f}")  # type: ignore[operator]
+    else:
+        print(f"sets of {media}: full {set_full / MIB:.1f} MiB, pooled {set_pool / MIB:.1f} "
+              f"MiB, pool {pool_size / MIB:.0f} MiB")
+    if left:
+        print("left in the pooled set's archive (each file compressed alone):")
+        for packed, files, where in left[:12]:
+            print(f"  {packed / MIB:8.2f} MiB {files:6} file(s)  {where}")
+        print(f"  {sum(b for b, _, _ in left[12:]) / MIB:8.2f} MiB "
+              f"{sum(n for _, n, _ in left[12:]):6} file(s)  elsewhere")
+    turns = [p / f for p, f in zip(recovered["pool"], recovered["full"], strict=True)]
+    for n, (f, p) in enumerate(zip(recovered["full"], recovered["pool"], strict=True), 1):
+        print(f"turn {n}: recover {f:6.1f} s without the pool, {p:6.1f} s with it: "
+              f"{p / f:.2f}")
+    step_ratios = [p / f for p, f in zip(restored["pool"], restored["full"], strict=True)]
+    cpu_ratios = [p / f for p, f in zip(cpu_used["pool"], cpu_used["full"], strict=True)]
+    print(f"recovery with the pool / without: {statistics.median(turns):.2f} (median of "
+          f"{len(turns)} turn(s)); the restore step alone: {statistics.median(step_ratios):.2f}"
+          f"; CPU time: {statistics.median(cpu_ratios):.2f}")
+    if args.keep and args.sets is None:
+        print(f"media kept: {work} (--sets {work})")
     return 0
 
 
