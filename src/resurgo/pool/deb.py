@@ -27,6 +27,7 @@ from typing import Protocol
 
 from resurgo.engine.pipes import DecompressedReader
 from resurgo.errors import ResurgoError
+from resurgo.pool import xzblocks
 from resurgo.probe import dpkg
 
 AR_MAGIC = b"!<arch>\n"
@@ -112,7 +113,7 @@ class Hashing:
 class _Xz:
     """An xz-decompressing reader over a member."""
 
-    def __init__(self, src: Limited) -> None:
+    def __init__(self, src: Readable) -> None:
         self._src = src
         self._d = lzma.LZMADecompressor(memlimit=1 << 30)
 
@@ -153,6 +154,22 @@ class _Gz:
         return b""
 
 
+class _Blocks:
+    """An xz member's blocks decompressed by threads (resurgo.pool.xzblocks)."""
+
+    def __init__(self, src: Limited, threads: int) -> None:
+        try:
+            self._reader, self.close = xzblocks.open_xz(src, _Xz, threads)
+        except xzblocks.XzError as e:
+            raise DebError(str(e)) from None
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self._reader.read(n)
+        except xzblocks.XzError as e:
+            raise DebError(str(e)) from None
+
+
 class _Plain:
     def __init__(self, src: Limited) -> None:
         self._src = src
@@ -167,8 +184,11 @@ class _Opened:
     close: Callable[[], None] = lambda: None
 
 
-def _decompressed(name: str, src: Limited) -> _Opened:
+def _decompressed(name: str, src: Limited, threads: int = 1) -> _Opened:
     if name.endswith(".xz"):
+        if threads > 1:
+            blocks = _Blocks(src, threads)
+            return _Opened(blocks, blocks.close)
         return _Opened(_Xz(src))
     if name.endswith(".gz"):
         return _Opened(_Gz(src))
@@ -339,11 +359,12 @@ OnFile = Callable[[Member], Callable[[Limited], None] | None]
 
 def read_deb(src: Readable, on_file: OnFile | None = None,
              on_control: Callable[[Control], None] | None = None,
-             on_control_file: OnFile | None = None) -> Control:
+             on_control_file: OnFile | None = None, *, threads: int = 1) -> Control:
     """Read a .deb front to back: its control, then (with ``on_file``) the data members
     wanted. ``on_control`` is told the control before any file is handed on (to refuse a
     package that is not the one expected before reading more); ``on_control_file`` is then
-    offered the control member's files (by their name: "postinst"). Raises DebError."""
+    offered the control member's files (by their name: "postinst"). ``threads`` decompress
+    the blocks of an xz data member that has several. Raises DebError."""
     members = ar_members(src)
     first = next(members, None)
     if first is None or first[0] != "debian-binary":
@@ -368,7 +389,7 @@ def read_deb(src: Readable, on_file: OnFile | None = None,
                 raise DebError("its data member comes before its control member")
             if on_file is None:
                 continue
-            opened = _decompressed(name, body)
+            opened = _decompressed(name, body, threads)
             try:
                 for member, data in tar_members(opened.reader):
                     handle = on_file(member) if member.regular else None
