@@ -112,19 +112,20 @@ class RestoreResult:
 # runs `recover` is never imported as root. It imports resurgo (and blake3, which the
 # rescue image keeps beside it on PYTHONPATH, which -I ignores) from where this process
 # did, given explicitly.
-_WRITER_MAIN = ("import sys; n = int(sys.argv[1]); sys.path[:0] = sys.argv[2:2 + n]; "
-                "from resurgo.engine.writer import main; sys.exit(main(sys.argv[2 + n:]))")
+_WRITER_MAIN = ("import sys, importlib; n = int(sys.argv[1]); sys.path[:0] = sys.argv[2:2 + n]; "
+                "sys.exit(importlib.import_module(sys.argv[2 + n]).main(sys.argv[3 + n:]))")
 
 
-def writer_command() -> list[str]:
-    """The argv that starts a writer process, its own arguments to follow."""
+def writer_command(module: str = "resurgo.engine.writer") -> list[str]:
+    """The argv that starts a writer process (``module``'s main: the restore's writer, or
+    the package pool's), its own arguments to follow."""
     roots = [Path(resurgo.__file__).resolve().parent.parent]
     blake3 = sys.modules.get("blake3")
     if blake3 is not None and blake3.__file__ is not None:
         found = Path(blake3.__file__).resolve()
         roots.append(found.parent.parent if found.name == "__init__.py" else found.parent)
     paths = list(dict.fromkeys(str(p) for p in roots))
-    return [sys.executable, "-I", "-c", _WRITER_MAIN, str(len(paths)), *paths]
+    return [sys.executable, "-I", "-c", _WRITER_MAIN, str(len(paths)), *paths, module]
 
 
 def default_writers() -> int:
@@ -673,6 +674,7 @@ def restore_tree(
     writers: int | None = None,
     select: Callable[[bytes], bool] | None = None,
     progress: Tally | None = None,
+    before_dirs: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Restore the tree ``manifest`` describes into the directory ``target``.
 
@@ -688,6 +690,9 @@ def restore_tree(
     wanted from it, and an archive holding none of them is not read at all.
     ``progress`` is told the entries handed on and the bytes of file data written, in
     batches (resurgo.progress.Tally).
+    ``before_dirs`` is called once every entry is made, before the hard links and the
+    directories' metadata: what else writes into the tree meanwhile (the package pool's
+    extraction) is waited for there, and an error it raises stops the restore.
     """
     lookup: Callable[[str], Source] = (
         archives.__getitem__ if isinstance(archives, Mapping) else archives
@@ -743,6 +748,8 @@ def restore_tree(
         data_bytes += pool.data_bytes
         if progress is not None:
             progress(entries, data_bytes)
+        if before_dirs is not None:
+            before_dirs()
         _finish_links(target_fd, links, manifest.name)
         _finish_dirs(target_fd, dirs, applier, manifest.name)
     finally:

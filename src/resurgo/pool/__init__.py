@@ -8,6 +8,7 @@ per package, named by its sha256 and shared by every host and set of the medium.
 them from the system's package cache or downloads them (``obtain.py``), each checked against
 what the package manager and the catalog say (``deb.py`` reads them). A recovery checks
 every package a set needs before any disk is touched (``needs.py``) and writes the pooled
-files before the archive's entries, inside the restore's confinement (``extract.py``).
+files beside the archive's entries, inside the restore's confinement (``extract.py``: worker
+processes, ``worker.py``; a package's xz blocks decoded by threads, ``xzblocks.py``).
 ``verify --packages ROOT`` checks a root's package files against the catalog (``check.py``).
 """

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from resurgo.pool import lists
 from resurgo.pool.store import PackagePool, file_name
 
 _CHUNK = 1 << 20
+# Threads reading packages at once (each holds a chunk, and in an extraction a
+# decompressor): the recovery machine's cores, a few at most.
+MAX_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -48,11 +54,37 @@ def needs_of(medium: Medium, reader: SetReader) -> PoolNeeds | None:
     return PoolNeeds(pool, {r.sha256: r for r in refs})
 
 
+def default_workers() -> int:
+    """Threads reading the pool at once: the machine's cores, a few at most."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def _sha256(pool: PackagePool, ref: lists.PackageRef,
+            lock: threading.Lock | contextlib.nullcontext[None]) -> str:
+    """The package's sha256, read whole (the medium read under ``lock``, the hashing
+    beside the other threads': hashlib lets go of the GIL)."""
+    h = hashlib.sha256()
+    with lock:
+        src = pool.open(ref)
+    try:
+        while True:
+            with lock:
+                chunk = src.read(_CHUNK)
+            if not chunk:
+                return h.hexdigest()
+            h.update(chunk)
+    finally:
+        with lock:
+            src.close()
+
+
 def check(needs: PoolNeeds, *, read: bool) -> None:
-    """Every package there with its size; with ``read``, its content's sha256 as well.
+    """Every package there with its size; with ``read``, its content's sha256 as well
+    (packages read by a few threads at once; an SFTP medium one request at a time).
     Damaged (exit 5) naming each that is not."""
     held = needs.pool.file_names()
     problems: list[str] = []
+    to_read: list[lists.PackageRef] = []
     for ref in sorted(needs.packages.values()):
         name = file_name(ref)
         size = held.get(name)
@@ -62,17 +94,24 @@ def check(needs: PoolNeeds, *, read: bool) -> None:
             problems.append(f"{ref.label()} has {size} bytes, the set recorded {ref.size} "
                             f"({needs.pool.where(ref)})")
         elif read:
-            h = hashlib.sha256()
-            try:
-                with contextlib.closing(needs.pool.open(ref)) as src:
-                    while chunk := src.read(_CHUNK):
-                        h.update(chunk)
-            except ResurgoError as e:
-                problems.append(f"{ref.label()} cannot be read: {e.message}")
-                continue
-            if h.hexdigest() != ref.sha256:
-                problems.append(f"{ref.label()} is damaged: its sha256 is not the one the "
-                                f"set recorded ({needs.pool.where(ref)})")
+            to_read.append(ref)
+    lock: threading.Lock | contextlib.nullcontext[None] = (
+        contextlib.nullcontext() if needs.pool.local else threading.Lock())
+
+    def one(ref: lists.PackageRef) -> str | None:
+        try:
+            actual = _sha256(needs.pool, ref, lock)
+        except ResurgoError as e:
+            return f"{ref.label()} cannot be read: {e.message}"
+        if actual != ref.sha256:
+            return (f"{ref.label()} is damaged: its sha256 is not the one the set recorded "
+                    f"({needs.pool.where(ref)})")
+        return None
+
+    if to_read:
+        with ThreadPoolExecutor(min(default_workers(), len(to_read)),
+                                thread_name_prefix="pool check") as threads:
+            problems += [p for p in threads.map(one, to_read) if p is not None]
     if problems:
         shown = "; ".join(problems[:10]) + (
             f"; and {len(problems) - 10} more" if len(problems) > 10 else "")

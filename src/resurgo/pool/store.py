@@ -33,6 +33,7 @@ from typing import Protocol
 
 from resurgo.errors import BadInput, OperationFailed
 from resurgo.media import Medium
+from resurgo.media.directory import LocalFiles
 from resurgo.media.s3 import S3Backend
 from resurgo.media.s3client import ObjectSource, UploadSink
 from resurgo.media.streams import Source
@@ -195,6 +196,10 @@ class PackagePool:
                            "a medium that can")
         self.url = medium.url
         self._store = store
+        # A local directory (a disk, a mounted share) is read by several threads at once;
+        # an SFTP connection or an S3 client carries one stream of requests: one thread
+        # at a time.
+        self.local = isinstance(backend, TreeBackend) and isinstance(backend.ops, LocalFiles)
 
     def packages(self) -> dict[str, PackageRef]:
         """What the pool holds, by sha256 (as the names say: read() checks them)."""

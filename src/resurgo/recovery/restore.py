@@ -27,7 +27,7 @@ from resurgo.engine import ArchiveError, restore_tree
 from resurgo.engine.source import manifest_totals
 from resurgo.errors import ExitCode, ResurgoError, failure_code
 from resurgo.model import Command, OnFailure
-from resurgo.pool.extract import Extracted, extract
+from resurgo.pool.extract import Extracted, Extraction
 from resurgo.progress import Amount
 from resurgo.recovery.events import OnEvent, Step, advancing, ignore
 from resurgo.recovery.load import LoadedSet
@@ -142,12 +142,28 @@ def restore_unit(loaded: LoadedSet, unit: Unit, root: Path,
     tally = advancing(on_event, Step.RESTORE, f"restoring {unit.label}", total)
     pooled = loaded.pooled(unit)
     with unit_tree(unit, root, writable=True) as tree, _writable(loaded, unit, tree):
-        # The package files first: the archive's restore then gives the directories they
-        # are in their saved metadata.
-        extracted = extract(tree.path, pooled, loaded.pool) if loaded.pool and pooled \
-            else Extracted()
-        result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
-                              identity=loaded.identity, progress=tally)
+        extracted = Extracted()
+        if not (loaded.pool and pooled):
+            result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
+                                  identity=loaded.identity, progress=tally)
+        else:
+            # The package files are written beside the archive's entries, and are all there
+            # before the archive's restore gives the directories their saved metadata. A
+            # medium that is read one request at a time (SFTP) gives the packages first.
+            job = Extraction(tree.path, pooled, loaded.pool)
+            try:
+                if not loaded.pool.pool.local:
+                    extracted = job.wait()
+
+                def packages_done() -> None:
+                    nonlocal extracted
+                    extracted = job.wait()
+
+                result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
+                                      identity=loaded.identity, progress=tally,
+                                      before_dirs=packages_done)
+            finally:
+                job.stop()
     from_packages = f", {extracted.files} from packages" if extracted.files else ""
     return CommandResult(
         c.seq, c.program, c.args, str(c.on_failure), Status.DONE, c.description,
