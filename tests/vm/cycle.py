@@ -394,17 +394,18 @@ def rescue_boot(
 
 
 def boot_recovered(
-    disks: Sequence[guest.Drive], log: Path, times: Times, *, firmware: guest.Firmware
+    disks: Sequence[guest.Drive], log: Path, times: Times, *, firmware: guest.Firmware,
+    timeout: float = BOOT_TIMEOUT,
 ) -> list[str]:
     """The recovered disks alone until the check script ran; its lines. One vCPU (a
     starved second vCPU has stalled NVMe queues under TCG); a boot that stalls so is
     tried once more, any other failure stands."""
     with times.timed("recovered boot (host)"):
-        result = guest.boot(disks[0], disks[1:], timeout=BOOT_TIMEOUT, cpus=1,
+        result = guest.boot(disks[0], disks[1:], timeout=timeout, cpus=1,
                             serial_log=log, firmware=firmware)
         if not result.reached_runner and any(s in result.text for s in EMULATION_STALL):
             shutil.copyfile(log, log.with_suffix(".stalled.log"))
-            result = guest.boot(disks[0], disks[1:], timeout=BOOT_TIMEOUT, cpus=1,
+            result = guest.boot(disks[0], disks[1:], timeout=timeout, cpus=1,
                                 serial_log=log, firmware=firmware)
     checks = [s.split(CHECK, 1)[1].strip() for s in result.text.splitlines()
               if f"{CHECK} " in s]
