@@ -24,6 +24,7 @@ from resurgo.finalize import FinalizeOptions, StepStatus
 from resurgo.model import Bootloader, BootloaderKind, ConfigFile, Description, Firmware
 from resurgo.plan import make_plan
 from resurgo.plan.model import Plan, PlanOptions
+from resurgo.rescue import cpio
 from tests.support.builders import actual, standard
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -91,10 +92,13 @@ def plan_for(desc: Description) -> Plan:
     return plan
 
 
-def initramfs(path: Path, modules: tuple[str, ...], work: Path) -> None:
-    """A gzip'd newc cpio holding (empty) module files, as mkinitramfs lays them out."""
+def initramfs(
+    path: Path, modules: tuple[str, ...], work: Path, files: dict[str, str] | None = None
+) -> None:
+    """A gzip'd newc cpio holding (empty) module files, as mkinitramfs lays them out, and
+    ``files`` (name: text)."""
     stage = work / "initramfs"
-    names = ["conf", "conf/initramfs.conf"]
+    names = ["conf", "conf/initramfs.conf", *(files or {})]
     for m in modules:
         names.append(f"usr/lib/modules/{KERNEL}/{m}")
     for n in names:
@@ -103,7 +107,7 @@ def initramfs(path: Path, modules: tuple[str, ...], work: Path) -> None:
             p.mkdir(parents=True, exist_ok=True)
             continue
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"")
+        p.write_text((files or {}).get(n, ""))
     dirs = sorted({str(Path(n).parent) for n in names if "/" in n})
     archive = subprocess.run(
         ["cpio", "-o", "-H", "newc", "--quiet"],
@@ -381,3 +385,52 @@ def test_an_initramfs_carrying_a_rewritten_file_is_rebuilt_though_no_driver_lack
     (root / "etc/initramfs-tools/conf.d/resume").write_text(f"RESUME=UUID={SWAP_UUID}\n")
     again = finalize.finalize(desc, plan_for(desc), root, opts)
     assert again.ok and again.commands == (), again.commands
+
+
+@needs_lister
+@no_nvme_here
+def test_a_rewritten_file_the_initramfs_carries_is_renamed_in_the_image_without_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    # No driver lacks: the image's own copy of conf.d/resume is renamed as the file is,
+    # and update-initramfs (minutes under emulation) is not run.
+    root = tmp_path / "root"
+    make_tree(root, WITH_NVME)
+    (root / "etc/initramfs-tools/conf.d").mkdir()
+    (root / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=/dev/vda4\n")
+    image = root / f"boot/initrd.img-{KERNEL}"
+    initramfs(image, WITH_NVME, tmp_path, {"conf/conf.d/resume": "RESUME=/dev/vda4\n"})
+    desc = description()
+    opts = FinalizeOptions(sysfs=machine(tmp_path), bootloader=False, log_dir="/var/log/r")
+    told: list[str] = []
+    r = finalize.finalize(desc, plan_for(desc), root, opts, told.append)
+    assert r.ok, r.errors
+    assert r.commands == ()
+    [check] = r.initramfs
+    assert check.missing == () and not check.rebuilt
+    assert any("its copies of /etc/initramfs-tools/conf.d/resume renamed in the image "
+               "(conf/conf.d/resume;" in n for n in r.notes), r.notes
+    assert told == [f"  renaming in /boot/initrd.img-{KERNEL} its copies of "
+                    "/etc/initramfs-tools/conf.d/resume"]
+    members = {e.name: e.data for e in cpio.read(gzip.decompress(image.read_bytes()))}
+    assert members["conf/conf.d/resume"] == f"RESUME=UUID={SWAP_UUID}\n".encode()
+    assert members["conf/initramfs.conf"] == b""
+
+
+def test_each_command_is_told_as_it_starts(tmp_path: Path) -> None:
+    # The report comes when all is done; a rebuild or grub-mkconfig takes minutes.
+    from resurgo.finalize import identity
+    from resurgo.finalize.steps import Finalizer
+    from resurgo.finalize.tree import RootTree
+
+    root = tmp_path / "root"
+    make_tree(root)
+    desc = description()
+    plan = plan_for(desc)
+    told: list[str] = []
+    f = Finalizer(desc, plan, RootTree(root), root, FinalizeOptions(),
+                  identity.planned(desc, plan), told.append)
+    assert f.command(["true"], "why", in_chroot=False)
+    assert not f.command(["false"], "why not", in_chroot=False)
+    assert told == ["  running  true", "  running  false"]
+    assert [c.status for c in f.commands] == [StepStatus.DONE, StepStatus.FAILED]

@@ -13,13 +13,21 @@ import datetime
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resurgo import run
 from resurgo.errors import CommandFailed, ResurgoError, ToolMissing
-from resurgo.finalize import bootloader, configs, drivers, identity, lvmdevices, netmap
+from resurgo.finalize import (
+    bootloader,
+    configs,
+    drivers,
+    identity,
+    imagecopies,
+    lvmdevices,
+    netmap,
+)
 from resurgo.finalize import report as render
 from resurgo.finalize.chroot import Chroot
 from resurgo.finalize.cmdline import grub_cfg_roots
@@ -62,6 +70,7 @@ class Finalizer:
         root: Path | None,
         options: FinalizeOptions,
         ids: Identities,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.desc = desc
         self.plan = plan
@@ -79,9 +88,14 @@ class Finalizer:
         self.warnings: list[str] = []
         self.errors: list[str] = []
         self.timings: list[tuple[str, float]] = []
+        # The text of each file written, as it was before (as restored).
+        self.before: dict[str, str] = {}
         self._chroot: Chroot | None = None
         self.started = time.monotonic()
         self.stamp = datetime.datetime.now(datetime.UTC)
+        # Told each command as it starts: an initramfs rebuild or grub-mkconfig takes
+        # minutes on a slow machine, and the report comes only at the end.
+        self.announce = announce or (lambda _line: None)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -101,6 +115,7 @@ class Finalizer:
             return
         written = False
         if not self.dry_run and isinstance(self.tree, RootTree):
+            self.before.setdefault(path, self.tree.read(path) or "")
             self.tree.write(path, rw.text)
             written = True
         self.files.append(FileChange(path, rw.changes, written, created))
@@ -123,6 +138,7 @@ class Finalizer:
                 CommandRecord(tuple(argv), why, StepStatus.PLANNED, chroot=in_chroot)
             )
             return True
+        self.announce(f"  running  {'[chroot] ' if in_chroot else ''}{' '.join(argv)}")
         started = time.monotonic()
         try:
             if in_chroot:
@@ -405,15 +421,21 @@ class Finalizer:
             rebuilt = False
             seconds = 0.0
             still: tuple[str, ...] = ()
-            if gap.missing or stale:
+            if not gap.missing and stale and exists and self._renamed_in_image(
+                gen, image, stale
+            ):
+                stale_here: list[str] = []
+            else:
+                stale_here = stale
+            if gap.missing or stale_here:
                 whys = []
                 if gap.missing:
                     whys.append(
                         f"the initramfs of {kernel} lacks {', '.join(gap.missing)}, which the "
                         "disks of this machine need to be found at boot"
                     )
-                if stale:
-                    whys.append(drivers.stale_why(kernel, stale))
+                if stale_here:
+                    whys.append(drivers.stale_why(kernel, stale_here))
                 started = time.monotonic()
                 rebuilt = self.command(drivers.rebuild_argv(gen, kernel, exists), "; ".join(whys))
                 seconds = time.monotonic() - started
@@ -440,6 +462,36 @@ class Finalizer:
             )
             if not gap.missing and gap.present:
                 self.notes.append(f"initramfs already has: {', '.join(gap.present)} ({kernel})")
+
+    def _renamed_in_image(self, gen: drivers.Generator, image: str, stale: list[str]) -> bool:
+        """The image's copies of the rewritten files renamed in the image itself, when
+        they are all it needs (see imagecopies); False: it must be rebuilt."""
+        if self.dry_run or gen != drivers.Generator.INITRAMFS_TOOLS or self.root is None:
+            return False
+        changes = {f.path: f.changes for f in self.files}
+        copies = [
+            imagecopies.Copy(p, self.before.get(p, ""), self.tree.read(p) or "", changes[p])
+            for p in stale
+        ]
+        saved = [
+            old
+            for i in self.ids.items
+            for old, new in ((i.old_uuid, i.new_uuid), (i.old_partuuid, i.new_partuuid))
+            if old and new and identity.norm_uuid(old) != identity.norm_uuid(new)
+        ]
+        self.announce(f"  renaming in {image} its copies of {', '.join(stale)}")
+        started = time.monotonic()
+        try:
+            members = imagecopies.patch(self.root / image.lstrip("/"), copies, saved)
+        except imagecopies.Unpatchable as e:
+            self.notes.append(f"{image}: rebuilt, its copies not renamed in place: {e}")
+            return False
+        self.notes.append(
+            f"{image}: its copies of {', '.join(stale)} renamed in the image "
+            f"({', '.join(members) or 'none held'}; {time.monotonic() - started:.1f} s): "
+            "no driver lacks, so no rebuild"
+        )
+        return True
 
     def _name_modules(self, gen: drivers.Generator, missing: list[str]) -> None:
         """Name the drivers in the generator's configuration, so that every later rebuild

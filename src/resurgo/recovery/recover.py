@@ -198,7 +198,8 @@ def _finalize(events: Steps, loaded: LoadedSet, plan: Plan, root: Path,
               options: RecoverOptions) -> FinalizeResult:
     with events.step(Step.FINALIZE, "finalizing the restored system") as step:
         try:
-            fin = finalize.finalize(loaded.description, plan, root, options.finalize)
+            fin = finalize.finalize(loaded.description, plan, root, options.finalize,
+                                    lambda line: events(Progress(Step.FINALIZE, line)))
         except BadInput as e:
             # Checked while planning against the description's copy of the configuration:
             # the restored one names other interfaces. The data is restored all the same.
