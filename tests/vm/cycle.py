@@ -11,6 +11,7 @@ own message, and the tests name the property they check.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import re
@@ -124,8 +125,16 @@ class Times:
         self.path, self.label = path, label
         self.values: dict[str, int] = {}
         self.started = time.monotonic()
+        self.prefix = ""
+
+    def scoped(self, prefix: str) -> Times:
+        """The same record, each key noted through it prefixed (a stage run twice)."""
+        scoped = copy.copy(self)
+        scoped.prefix = f"{self.prefix}{prefix}: "
+        return scoped
 
     def note(self, key: str, value: float) -> None:
+        key = self.prefix + key
         self.values[key] = round(value)
         self.path.write_text(json.dumps(self.values, indent=2))
         print(f"{self.label}: {key}: {self.values[key]}", flush=True)
@@ -390,6 +399,14 @@ def rescue_boot(
     times.note("finalize (in the rescue)", float(fin.group(3)))
     times.note("finalize: drivers, initramfs rebuilt", float(fin.group(1)))
     times.note("finalize: bootloader", float(fin.group(2)))
+    # Each finalize command's time (a program run twice summed).
+    ran: dict[str, float] = {}
+    for program, seconds in re.findall(
+            r"(?m)^ +done +(?:\[chroot\] )?(\S+) [^\n]*\(([0-9.]+) s\)\r?$", result.text):
+        if program != "resurgo:restore":
+            ran[program] = ran.get(program, 0.0) + float(seconds)
+    for program, seconds in ran.items():
+        times.note(f"finalize: {program}", seconds)
     return result
 
 

@@ -82,17 +82,23 @@ echo "$C id boot $(blkid -p -s UUID -o value "$(findmnt -n -o SOURCE /boot)")"
 echo "$C id esp $(blkid -p -s UUID -o value "$(findmnt -n -o SOURCE /boot/efi)")"
 cryptsetup status cryptroot | sed "s/^ */$C crypt /"
 lvs --noheadings -o vg_name,lv_name,lv_active | sed "s/^ */$C lvs /"
+echo "$C lvmconfig $(lvmconfig devices/use_devicesfile)"
 for f in /etc/crypttab /etc/mdadm/mdadm.conf /etc/fstab /etc/default/grub \\
-         /etc/initramfs-tools/conf.d/resume; do
+         /etc/initramfs-tools/conf.d/resume /etc/lvm/devices/system.devices; do
     grep -v '^[[:space:]]*#' "$f" | grep . | sed "s|^|$C file $f |"
 done
 grep -E '^[[:space:]]*(linux|search)[[:space:]]' /boot/grub/grub.cfg | sed "s/^/$C grub /"
-# The initramfs's own copies (they unlock and assemble before / is there); a gzip'd cpio
-# (no zstd in /usr/bin here, no microcode before it).
+# The initramfs's own copies (they unlock and assemble before / is there): one compressed
+# cpio (no microcode before it), gzip'd or, made where zstd is on the PATH, zstd's.
 mkdir -p /run/rt
-zcat "/boot/initrd.img-$(uname -r)" | cpio -i --quiet -d -D /run/rt cryptroot/crypttab \\
-    etc/mdadm/mdadm.conf conf/conf.d/resume
-for f in cryptroot/crypttab etc/mdadm/mdadm.conf conf/conf.d/resume; do
+img="/boot/initrd.img-$(uname -r)"
+unpack=zcat
+[ "$(head -c 2 "$img" | od -An -tx1 | tr -d ' ')" = 1f8b ] || unpack="zstd -dcq"
+$unpack "$img" | cpio -i --quiet -d -D /run/rt cryptroot/crypttab \\
+    etc/mdadm/mdadm.conf conf/conf.d/resume etc/lvm/devices/system.devices
+for f in cryptroot/crypttab etc/mdadm/mdadm.conf conf/conf.d/resume \\
+         etc/lvm/devices/system.devices; do
+    [ -e "/run/rt/$f" ] || continue
     grep -v '^[[:space:]]*#' "/run/rt/$f" | grep . | sed "s|^|$C initramfs $f |"
 done
 cd /
