@@ -178,6 +178,11 @@ def test_what_is_not_a_plain_copy_or_not_unpacked_here_is_left_to_a_rebuild(
     broken.write_bytes(EARLY_PADDED + gzip.compress(b"070701" + b"Z" * 200))
     with pytest.raises(Unpatchable, match="damaged cpio header"):
         imagecopies.patch(broken, COPIES, SAVED)
+    for name, packed in (("gz", gzip.compress(b"x" * 100)), ("xz", lzma.compress(b"x" * 100))):
+        damaged = tmp_path / f"damaged-{name}.img"
+        damaged.write_bytes(EARLY_PADDED + packed[:12] + b"\xff" * 40 + packed[52:])
+        with pytest.raises(Unpatchable, match="could not be unpacked"):
+            imagecopies.patch(damaged, COPIES, SAVED)
     cut = tmp_path / "cut.img"
     cut.write_bytes(EARLY_PADDED + gzip.compress(b"hello"))
     with pytest.raises(Unpatchable, match="no cpio header"):

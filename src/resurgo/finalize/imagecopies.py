@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import lzma
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resurgo import run
-from resurgo.errors import CommandFailed, ToolMissing
 from resurgo.finalize.model import LineChange
 
 # Far above any initramfs (tens of MiB); the image is read whole.
@@ -147,6 +145,8 @@ def _unpack(kind: bytes, data: bytes, tmp: Path) -> bytes:
     if kind == _GZIP:
         return gzip.decompress(data)
     if kind == _XZ:
+        import lzma  # only here: a Python without it still finalizes
+
         return lzma.decompress(data, format=lzma.FORMAT_XZ)
     packed, unpacked = tmp / "in.zst", tmp / "out"
     packed.write_bytes(data)
@@ -158,6 +158,8 @@ def _pack(kind: bytes, data: bytes, tmp: Path) -> bytes:
     if kind == _GZIP:
         return gzip.compress(data, compresslevel=6, mtime=0)
     if kind == _XZ:
+        import lzma
+
         # The kernel's XZ decoder checks CRC32 only.
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
     plain, packed = tmp / "in", tmp / "out.zst"
@@ -206,7 +208,9 @@ def patch(image: Path, copies: Sequence[Copy], saved_ids: Iterable[str]) -> list
     with tempfile.TemporaryDirectory(prefix="resurgo-initramfs-") as d:
         try:
             unpacked = _unpack(kind, compressed, Path(d))
-        except (OSError, EOFError, lzma.LZMAError, CommandFailed, ToolMissing) as e:
+        except Exception as e:
+            # Whatever fails here (zlib.error, lzma.LZMAError, EOFError, OSError, a zstd
+            # that failed or is missing), the rebuild remains.
             raise Unpatchable(f"its last archive could not be unpacked ({e})") from e
         if len(unpacked) > MAX_UNPACKED:
             raise Unpatchable("its last archive unpacks to more than 2 GiB")
@@ -232,7 +236,7 @@ def patch(image: Path, copies: Sequence[Copy], saved_ids: Iterable[str]) -> list
             return []
         try:
             packed = _pack(kind, _packed(members, rest), Path(d))
-        except (OSError, lzma.LZMAError, CommandFailed, ToolMissing) as e:
+        except Exception as e:
             raise Unpatchable(f"its last archive could not be packed again ({e})") from e
     _replace(image, head + packed)
     return changed
