@@ -321,6 +321,18 @@ class Finalizer:
         used = drivers.saved_disk_modules(self.desc.drivers, [d.path for d in self.desc.disks])
         new = [m for m in needed if m not in used]
         whys = [drivers.stale_why(kernel, stale)] if stale else []
+        # initramfs-tools' copies of these files are renamed in the image itself once it
+        # is restored, when no driver lacks there: the rebuild is then not made.
+        in_place = (
+            bool(stale)
+            and gen == drivers.Generator.INITRAMFS_TOOLS
+            and all(imagecopies.image_path(p) for p in stale)
+        )
+        if in_place:
+            whys[0] += (
+                " (renamed in the image itself once restored if no driver lacks there, "
+                "without this rebuild)"
+            )
         if new:
             whys.append(
                 f"the disks of this machine need {', '.join(new)}, which the saved system's "
@@ -340,7 +352,7 @@ class Finalizer:
             CommandRecord(
                 tuple(drivers.rebuild_argv(gen, kernel, True)),
                 "; ".join(whys),
-                StepStatus.PLANNED if stale else StepStatus.IF_NEEDED,
+                StepStatus.PLANNED if stale and not in_place else StepStatus.IF_NEEDED,
                 chroot=True,
             )
         )
