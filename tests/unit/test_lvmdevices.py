@@ -105,3 +105,29 @@ def test_no_lvm_or_a_hung_one_is_one_error_naming_the_fix_and_the_file_is_kept(
     f.lvm_devices()
     assert len(f.errors) == 1 and "vgimportdevices" in f.errors[0], f.errors
     assert saved.read_text() == SAVED and f.files == []
+
+
+def test_the_saved_line_of_a_pv_made_with_a_new_uuid_is_replaced_not_left_beside_it() -> None:
+    # --new-identities: the PV is made anew with another UUID; its saved line names the
+    # old PVID, a PV that is gone.
+    fresh = NEW.replace(PV, "FreshPV00000000000000000000000001")
+    planned = {"FreshPV00000000000000000000000001": "/dev/mapper/sda2_crypt"}
+    made = {"FreshPV00000000000000000000000001": fresh}
+    rw = lvmdevices.rewrite(SAVED, planned, made, {PV: "FreshPV00000000000000000000000001"})
+    assert rw.text == SAVED.replace(OLD, fresh)
+    assert [(c.line, c.before, c.after) for c in rw.changes] == [(4, OLD, fresh)]
+    # Without the mapping, as before: the old line stays and the new one is added.
+    assert lvmdevices.rewrite(SAVED, planned, made).text == SAVED + fresh + "\n"
+
+
+def test_the_plan_tells_which_saved_pvs_it_makes_with_new_uuids() -> None:
+    desc = luks_fixture()
+    saved = {pv.id: pv.uuid for pv in desc.physical_volumes}
+    kept = make_plan(desc, [actual("vdb", 20 * GIB)],
+                     PlanOptions(which=str, keys=frozenset({"luks.sda2"})))
+    assert lvmdevices.renamed_pvs(kept, saved) == {}
+    anew = make_plan(desc, [actual("vdb", 20 * GIB)],
+                     PlanOptions(which=str, keys=frozenset({"luks.sda2"}), new_identities=True))
+    assert anew.ok, anew.failures
+    [(old, new)] = lvmdevices.renamed_pvs(anew, saved).items()
+    assert old == PV and new != PV and new in lvmdevices.planned_pvs(anew)

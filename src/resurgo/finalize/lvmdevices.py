@@ -40,6 +40,19 @@ def planned_pvs(plan: Plan) -> dict[str, str]:
             for a in plan.actions if isinstance(a.params, PvParams)}
 
 
+def renamed_pvs(plan: Plan, saved_uuids: Mapping[str, str]) -> dict[str, str]:
+    """The PVs the plan makes with another UUID than they were saved with
+    (--new-identities, a collision): saved PVID -> new PVID. ``saved_uuids``: each saved
+    PV's UUID by its record id."""
+    out = {}
+    for a in plan.actions:
+        if isinstance(a.params, PvParams) and a.params.pv in saved_uuids:
+            old, new = pvid(saved_uuids[a.params.pv]), pvid(a.params.uuid)
+            if old != new:
+                out[old] = new
+    return out
+
+
 def entry_of(text: str) -> tuple[str, str] | None:
     """(PVID, line) of a devices file line that names a device; None for the rest."""
     line = text.strip()
@@ -64,16 +77,24 @@ def generate(devices: Sequence[str]) -> dict[str, str]:
     return {pv: line for pv, line in (f for f in found if f) if _ENTRY.fullmatch(line)}
 
 
-def rewrite(text: str, planned: Mapping[str, str], made: Mapping[str, str]) -> Rewrite:
+def rewrite(
+    text: str,
+    planned: Mapping[str, str],
+    made: Mapping[str, str],
+    renamed: Mapping[str, str] | None = None,
+) -> Rewrite:
     """The file with each planned PV's line replaced by the one LVM made here (``made``,
-    by PVID), and lines added for planned PVs it did not list; other lines unchanged."""
+    by PVID), and lines added for planned PVs it did not list; other lines unchanged.
+    ``renamed`` (saved PVID -> new PVID): the saved line of a PV made with a new UUID is
+    that PV's line (else it would stay, naming a PV that is gone)."""
     seen: set[str] = set()
+    renamed = renamed or {}
 
     def edit(_n: int, content: str) -> tuple[str | None, str, list[str]]:
         found = entry_of(content)
-        if found is None or found[0] not in planned:
+        pv = renamed.get(found[0], found[0]) if found is not None else None
+        if pv is None or pv not in planned:
             return content, "", []
-        pv = found[0]
         seen.add(pv)
         new = made.get(pv)
         if new is None:

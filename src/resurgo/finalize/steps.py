@@ -221,7 +221,9 @@ class Finalizer:
                 "file names the old disks, and LVM will not find the volume groups at boot: "
                 "remove it (LVM then uses every device) or run `vgimportdevices -a`"
             )
-        rw = lvmdevices.rewrite(text, planned, made)
+        saved_uuids = {pv.id: pv.uuid for pv in self.desc.physical_volumes}
+        renamed = lvmdevices.renamed_pvs(self.plan, saved_uuids)
+        rw = lvmdevices.rewrite(text, planned, made, renamed)
         self.file(path, replace(rw, warnings=()) if missing else rw)
 
     # ------------------------------------------------------------------ network
