@@ -18,7 +18,7 @@ from tests.support.loopdisks import require_loop_support
 pytestmark = pytest.mark.storage
 
 TREE = Path(__file__).resolve().parents[2]
-SLOWER = "compiled restore path is not built"
+SLOWER = "compiled restore path is not used (not built (no C compiler when resurgo was installed)"
 # pip's words when it cannot reach a package index (setuptools for the build, blake3...)
 NO_INDEX = ("No matching distribution found", "Could not find a version",
             "Failed to establish a new connection", "Temporary failure in name resolution")

@@ -30,9 +30,25 @@ def built(monkeypatch: pytest.MonkeyPatch, api: int = 1, source: bytes | None = 
     monkeypatch.setitem(sys.modules, f"resurgo.engine.{NAME}", module)
 
 
-def checkout(tmp_path: Path, source: bytes = SOURCE) -> Path:
-    (tmp_path / f"{NAME}.c").write_bytes(source)
-    return tmp_path
+def checkout(tmp_path: Path, source: bytes = SOURCE, *, setup: bool = True) -> Path:
+    """src/resurgo/engine of a source tree (setup.py at its top), or without setup.py the
+    engine directory of an installed resurgo, where pip copied the .c file too."""
+    engine = tmp_path / "src/resurgo/engine"
+    engine.mkdir(parents=True, exist_ok=True)
+    (engine / f"{NAME}.c").write_bytes(source)
+    if setup:
+        (tmp_path / "setup.py").write_text("")
+    return engine
+
+
+def test_an_installed_copy_beside_another_source_is_checked_by_its_api_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built(monkeypatch)
+    installed = checkout(tmp_path, SOURCE + b"/* not what it was built from */\n", setup=False)
+    assert extensions.load(NAME, 1, installed).module is not None
+    monkeypatch.delitem(sys.modules, f"resurgo.engine.{NAME}")
+    missing = extensions.load(NAME, 1, installed)
+    assert missing.module is None and missing.why.startswith("not built (no C compiler")
 
 
 def test_a_module_built_from_the_source_beside_it_is_used(tmp_path: Path,
@@ -51,7 +67,7 @@ def test_a_module_built_from_another_source_is_stale(tmp_path: Path,
     loaded = extensions.load(NAME, 1, checkout(tmp_path, SOURCE + b"/* changed */\n"))
     assert loaded.module is None and not loaded.compiler
     assert loaded.why == (f"stale: {NAME} was built from another version of "
-                          f"{tmp_path / NAME}.c than the one there now")
+                          f"{tmp_path / 'src/resurgo/engine' / NAME}.c than the one there now")
     assert "pip install -e ." in loaded.fix
     # One built before the modules said their source (none given) is stale as well.
     built(monkeypatch, source=None)
@@ -68,7 +84,7 @@ def test_a_module_not_built_or_broken_is_absent_with_its_reason(
     monkeypatch.delitem(sys.modules, f"resurgo.engine.{NAME}", raising=False)
     loaded = extensions.load(NAME, 1, checkout(tmp_path))
     assert loaded.module is None and loaded.compiler
-    assert loaded.why == f"not built from {tmp_path / NAME}.c"
+    assert loaded.why == f"not built from {tmp_path / 'src/resurgo/engine' / NAME}.c"
     assert extensions.load(NAME, 1, tmp_path / "none").why == (
         "not built (no C compiler when resurgo was installed)")
     real = importlib.import_module

@@ -7,8 +7,8 @@ setup.py gives it the sha256 of its source (SOURCE_SHA256). In a source checkout
 file is beside the built module: a module built from another version of it (`pip install
 -e .` not run again after a pull changed it) is stale and not used, since its arguments
 or its output may not be what the Python side now expects; nor is one of another API, or
-one whose import fails (built for another Python, a broken build). An installed resurgo
-has no .c file beside its modules: there the API alone is checked.
+one whose import fails (built for another Python, a broken build). In an installed resurgo
+(pip copies the .c files there too, but no setup.py) the API alone is checked.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class Loaded:
 def load(name: str, api: int, directory: Path = HERE) -> Loaded:
     """resurgo.engine.NAME when it is built, of API ``api``, from the source beside it."""
     source = directory / f"{name}.c"
-    checkout = source.is_file()
+    # A source tree (src/resurgo/engine, setup.py two levels above src): pip copies the .c
+    # files into an installed resurgo too, where they are no sign of a checkout.
+    checkout = source.is_file() and (directory.parents[2] / "setup.py").is_file()
     try:
         module = importlib.import_module(f"resurgo.engine.{name}")
     except ModuleNotFoundError as e:
