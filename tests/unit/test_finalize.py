@@ -417,6 +417,31 @@ def test_a_rewritten_file_the_initramfs_carries_is_renamed_in_the_image_without_
     assert members["conf/initramfs.conf"] == b""
 
 
+
+@needs_lister
+@no_nvme_here
+def test_an_image_behind_a_boot_symlink_leading_out_of_the_tree_is_not_rewritten(
+    tmp_path: Path,
+) -> None:
+    # The restored /boot is the set author's: a symlink to a host path must not lead the
+    # in-place rename to the rescue's own files.
+    root = tmp_path / "root"
+    make_tree(root, WITH_NVME)
+    (root / "etc/initramfs-tools/conf.d").mkdir()
+    (root / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=/dev/vda4\n")
+    image = root / f"boot/initrd.img-{KERNEL}"
+    initramfs(image, WITH_NVME, tmp_path, {"conf/conf.d/resume": "RESUME=/dev/vda4\n"})
+    outside = tmp_path / "host-boot"
+    (root / "boot").rename(outside)
+    (root / "boot").symlink_to(outside)
+    before = (outside / image.name).read_bytes()
+    desc = description()
+    opts = FinalizeOptions(sysfs=machine(tmp_path), bootloader=False, log_dir="/var/log/r")
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert (outside / image.name).read_bytes() == before
+    assert not any("renamed in the image" in n for n in r.notes), r.notes
+
+
 def test_each_command_is_told_as_it_starts(tmp_path: Path) -> None:
     # The report comes when all is done; a rebuild or grub-mkconfig takes minutes.
     from resurgo.finalize import identity

@@ -210,3 +210,21 @@ def test_where_the_copies_are_and_how_an_identity_may_be_spelt() -> None:
     assert b"92323df10cb7b67e380f8ba147247aac" in spelt
     assert b"92323df1-0cb7-b67e-380f-8ba147247aac" in spelt
     assert OLD_MD.encode() in spelt and b"5e69-dbbc" in spelt and b"5e69dbbc" in spelt
+
+
+@pytest.mark.parametrize("packer", ["gzip", "xz", pytest.param("zstd", marks=needs_zstd)])
+def test_an_archive_that_inflates_past_the_bound_is_refused_before_it_is_all_in_memory(
+    tmp_path: Path, packer: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The set's /boot is the set author's: a small stream that inflates to gigabytes would
+    # fill the rescue's memory before any size check after the fact.
+    monkeypatch.setattr(imagecopies, "MAX_UNPACKED", 1 << 20)
+    bomb = tmp_path / "bomb.img"
+    bomb.write_bytes(EARLY_PADDED + PACKERS[packer][0](b"\0" * (4 << 20)))
+    with pytest.raises(Unpatchable, match="more than 1 MiB"):
+        imagecopies.patch(bomb, COPIES, SAVED)
+    cut = tmp_path / "cut.img"
+    packed = PACKERS[packer][0](_archive(_main()))
+    cut.write_bytes(EARLY_PADDED + packed[: len(packed) // 2])
+    with pytest.raises(Unpatchable, match="could not be unpacked"):
+        imagecopies.patch(cut, COPIES, SAVED)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +31,11 @@ from pathlib import Path
 from resurgo import run
 from resurgo.finalize.model import LineChange
 
-# Far above any initramfs (tens of MiB); the image is read whole.
+# Far above any initramfs (tens of MiB packed, a few hundred unpacked); the image is read
+# whole and unpacked in memory, so a larger one (or a crafted stream that would inflate
+# past it) is left to the rebuild before it is all in memory.
 MAX_IMAGE = 1 << 30
-MAX_UNPACKED = 2 << 30
+MAX_UNPACKED = 1 << 30
 _MAGICS = (b"070701", b"070702")
 _HEADER = 110
 _TRAILER = "TRAILER!!!"
@@ -142,16 +146,44 @@ def _split(image: bytes) -> tuple[bytes, bytes]:
 
 
 def _unpack(kind: bytes, data: bytes, tmp: Path) -> bytes:
+    """The archive, at most MAX_UNPACKED bytes of it: what would inflate further is refused
+    before it is in memory."""
     if kind == _GZIP:
-        return gzip.decompress(data)
+        z = zlib.decompressobj(wbits=31)
+        out = z.decompress(data, MAX_UNPACKED + 1)
+        if len(out) > MAX_UNPACKED or z.unconsumed_tail:
+            raise Unpatchable(f"its last archive unpacks to more than {MAX_UNPACKED >> 20} MiB")
+        if not z.eof or z.unused_data.strip(b"\0"):
+            raise Unpatchable("its last archive ends early or is several gzip streams")
+        return out
     if kind == _XZ:
         import lzma  # only here: a Python without it still finalizes
 
-        return lzma.decompress(data, format=lzma.FORMAT_XZ)
-    packed, unpacked = tmp / "in.zst", tmp / "out"
+        x = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = x.decompress(data, MAX_UNPACKED + 1)
+        if len(out) > MAX_UNPACKED or (not x.needs_input and not x.eof):
+            raise Unpatchable(f"its last archive unpacks to more than {MAX_UNPACKED >> 20} MiB")
+        if not x.eof or x.unused_data.strip(b"\0"):
+            raise Unpatchable("its last archive ends early or is several xz streams")
+        return out
+    packed = tmp / "in.zst"
     packed.write_bytes(data)
-    run.run(["zstd", "-q", "-d", "-f", str(packed), "-o", str(unpacked)], timeout=600)
-    return unpacked.read_bytes()
+    # zstd's frame header need not state the size: read what it writes, up to the bound.
+    proc = run.spawn(["zstd", "-q", "-d", "-c", str(packed)], stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        out = proc.stdout.read(MAX_UNPACKED + 1)
+        if len(out) > MAX_UNPACKED:
+            raise Unpatchable(f"its last archive unpacks to more than {MAX_UNPACKED >> 20} MiB")
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+    if code != 0:
+        raise Unpatchable(f"zstd could not unpack its last archive (exit {code})")
+    return out
 
 
 def _pack(kind: bytes, data: bytes, tmp: Path) -> bytes:
@@ -212,8 +244,6 @@ def patch(image: Path, copies: Sequence[Copy], saved_ids: Iterable[str]) -> list
             # Whatever fails here (zlib.error, lzma.LZMAError, EOFError, OSError, a zstd
             # that failed or is missing), the rebuild remains.
             raise Unpatchable(f"its last archive could not be unpacked ({e})") from e
-        if len(unpacked) > MAX_UNPACKED:
-            raise Unpatchable("its last archive unpacks to more than 2 GiB")
         members, rest = _members(unpacked)
         changed: list[str] = []
         for m in members:

@@ -480,7 +480,14 @@ class Finalizer:
     def _renamed_in_image(self, gen: drivers.Generator, image: str, stale: list[str]) -> bool:
         """The image's copies of the rewritten files renamed in the image itself, when
         they are all it needs (see imagecopies); False: it must be rebuilt."""
-        if self.dry_run or gen != drivers.Generator.INITRAMFS_TOOLS or self.root is None:
+        if (self.dry_run or gen != drivers.Generator.INITRAMFS_TOOLS
+                or not isinstance(self.tree, RootTree)):
+            return False
+        # Through the restored tree's resolver: a /boot that is a symlink must not lead
+        # the rewrite out of the restored tree.
+        host = self.tree.host(image)
+        if host is None:
+            self.notes.append(f"{image}: rebuilt, it leads out of the restored tree")
             return False
         changes = {f.path: f.changes for f in self.files}
         copies = [
@@ -496,7 +503,7 @@ class Finalizer:
         self.announce(f"  renaming in {image} its copies of {', '.join(stale)}")
         started = time.monotonic()
         try:
-            members = imagecopies.patch(self.root / image.lstrip("/"), copies, saved)
+            members = imagecopies.patch(host, copies, saved)
         except imagecopies.Unpatchable as e:
             self.notes.append(f"{image}: rebuilt, its copies not renamed in place: {e}")
             return False
