@@ -32,7 +32,7 @@ from resurgo.demo import umount_below
 from resurgo.errors import ExitCode
 from resurgo.pool import lists
 from resurgo.pool.obtain import CACHE, deb_name
-from resurgo.pool.store import POOL_DIR, parse_name
+from resurgo.pool.store import POOL_DIR, TWIN_SUFFIX, package_name, parse_name, twin_name
 from tests.support import cli
 from tests.support.consts import MIB, ROOT_X86_64
 from tests.support.loopdisks import Loop, Rig, require_loop_support
@@ -140,6 +140,11 @@ def _pool(medium: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in (medium / POOL_DIR).iterdir()}
 
 
+def _packages(medium: Path, set_id: str) -> dict[str, lists.PackageRef]:
+    refs = lists.decode_packages((medium / set_id / lists.PACKAGES_NAME).read_bytes())
+    return {r.name: r for r in refs}
+
+
 def _taken_from(medium: Path, set_id: str) -> dict[str, set[bytes]]:
     """The paths a set's pooled list takes from the packages, by where in them."""
     (pooled,) = (medium / set_id / "archives").glob("*.pooled")
@@ -160,7 +165,13 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert p["files"] == unit["pooled"] > 5000, p
     assert p["packages"] > 100 and p["added"] == p["packages"], p
     assert p["missing"] == 0, p
-    assert len(_pool(saved.medium)) == p["packages"]
+    # beside each package its twin, which the set reads instead (zstd, not xz)
+    assert p["twins_added"] == p["packages"], p
+    assert len(_pool(saved.medium)) == 2 * p["packages"]
+    refs = _packages(saved.medium, saved.set_id)
+    assert len(refs) == p["packages"] and all(r.twin_sha256 for r in refs.values())
+    assert (saved.medium / POOL_DIR / twin_name(refs["bash"])).stat().st_size == refs[
+        "bash"].twin_size
     # The check against the package database: the files changed since installed.
     changes = {(c["path"], c["why"]) for c in saved.report["package_changes"]["listed"]}
     assert {("/" + rel, "changed") for rel in saved.changed} <= changes, changes
@@ -200,7 +211,7 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
         f.truncate(victim.stat().st_size - 1)
     os.utime(victim, ns=(1, 1_000_000_007))
     write(mnt / "etc/hostname", b"pool-two\n")
-    (bash,) = (saved.medium / POOL_DIR).glob("*_bash_*.deb")
+    bash = saved.medium / POOL_DIR / package_name(_packages(saved.medium, saved.set_id)["bash"])
     cached = mnt / "var/cache/apt/archives" / bash.name.split("_", 1)[1]
     write(cached, bash.read_bytes(), mode=0o644)
     os.utime(cached, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
@@ -211,13 +222,18 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert r.returncode == 0, r.output
     second = r.json()
     assert second["set"]["host"] == "pool-two"
-    assert second["packages"]["added"] == 0, second["packages"]
+    assert second["packages"]["added"] == second["packages"]["twins_added"] == 0, second[
+        "packages"]
     assert second["packages"]["files"] == p["files"] + 1, (second["packages"], p)
-    assert _pool(saved.medium) == before
+    assert _pool(saved.medium) == before, second["packages"]["notes"]
     taken = _taken_from(saved.medium, second["set"]["id"])
     assert taken[lists.WHOLE] == {os.fsencode(cached.relative_to(mnt))}
     assert b"var/lib/dpkg/info/bash.postinst" in taken[lists.CONTROL]
     assert taken[lists.CONTROL] == _taken_from(saved.medium, saved.set_id)[lists.CONTROL]
+    # the package whose copy the set takes is read as it is; the others by their twins
+    refs = _packages(saved.medium, second["set"]["id"])
+    assert not refs["bash"].twin_sha256
+    assert all(r.twin_sha256 for n, r in refs.items() if n != "bash")
 
     # That set recovered onto a third disk is the copy it was saved from, entry for entry.
     umount_below(mnt)
@@ -239,7 +255,8 @@ def test_a_damaged_package_in_the_pool_is_named_and_refused_before_any_disk_is_t
 ) -> None:
     medium = tmp_path / "medium"
     subprocess.run(["cp", "-al", str(saved.medium), str(medium)], check=True)
-    victim = sorted((medium / POOL_DIR).glob("*_bash_*.deb"))[0]
+    # what the recovery reads of bash: its twin
+    victim = medium / POOL_DIR / twin_name(_packages(medium, saved.set_id)["bash"])
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
     victim.unlink()  # a new file: the original medium's link keeps its bytes
@@ -305,6 +322,8 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_ls_
         archives = root / CACHE
         for f in (saved.medium / POOL_DIR).iterdir():
             ref = parse_name(f.name, f.stat().st_size)
+            if f.name.endswith(TWIN_SUFFIX):
+                continue
             assert ref is not None
             shutil.copyfile(f, archives / deb_name((ref.name, ref.version, ref.architecture)))
         (victim,) = archives.glob("bash_*.deb")

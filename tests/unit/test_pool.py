@@ -23,7 +23,7 @@ from resurgo.pool import deb, lists
 from resurgo.pool.extract import extract
 from resurgo.pool.needs import PoolNeeds, check
 from resurgo.pool.obtain import Candidate, check_package
-from resurgo.pool.store import PackagePool, file_name, parse_name
+from resurgo.pool.store import PackagePool, file_name, package_name, parse_name, twin_name
 from tests.support.debs import Member
 from tests.support.debs import deb as make_deb
 
@@ -93,11 +93,23 @@ def pooled_file(path: bytes, content: bytes, package: str = "a" * 64,
 
 def test_lists_round_trip_and_refuse_what_is_malformed() -> None:
     refs = [lists.PackageRef("b" * 64, 10, "zlib1g", "1:1.2.13.dfsg-1", "amd64"),
-            lists.PackageRef("a" * 64, 20, "bash", "5.2.15-2+b2", "amd64")]
+            lists.PackageRef("a" * 64, 20, "bash", "5.2.15-2+b2", "amd64", "d" * 64, 30)]
     data = lists.encode_packages(refs)
+    assert data.startswith(b"#resurgo-packages 2\n")
     assert lists.decode_packages(data) == tuple(sorted(refs))
-    for bad in (data[:-1], data.replace(b"#end 2", b"#end 3"), b"#resurgo-packages 2\n#end 0\n",
-                data.replace(b"zlib1g", b"../x")):
+    assert sorted(refs)[0].stored_sha256 == "d" * 64 and sorted(refs)[0].stored_size == 30
+    assert sorted(refs)[1].stored_sha256 == "b" * 64 and sorted(refs)[1].stored_size == 10
+    # version 1 (no twins) is still read
+    old = b"#resurgo-packages 1\n" + b"".join(
+        b"\t".join(line.split(b"\t")[:5]) + b"\n" for line in data.splitlines()[1:-1]
+    ) + b"#end 2\n"
+    assert lists.decode_packages(old) == tuple(r.package() for r in sorted(refs))
+    for bad in (data[:-1], data.replace(b"#end 2", b"#end 3"), b"#resurgo-packages 3\n#end 0\n",
+                data.replace(b"zlib1g", b"../x"),
+                data.replace(b"\t30\n", b"\t0\n"),  # a twin of no bytes
+                data.replace(b"\t30\n", b"\t-\n"),  # half a twin
+                data.replace(b"d" * 64, b"D" * 64),
+                old.replace(b"#resurgo-packages 1", b"#resurgo-packages 2")):
         with pytest.raises(lists.ListError):
             lists.decode_packages(bad)
 
@@ -127,6 +139,10 @@ def test_pool_names_say_what_a_package_is() -> None:
     assert "%3a" in file_name(epoch) and parse_name(file_name(epoch), 5) == epoch
     assert parse_name("../" + name, 5) is None
     assert parse_name(".incoming-abc", 5) is None
+    twin = ref.with_twin("e" * 64, 7)
+    assert file_name(twin) == twin_name(ref) == name.removesuffix(".deb") + ".zst.deb"
+    assert package_name(twin) == name
+    assert parse_name(twin_name(ref), 7) is None  # a twin is no package
 
 
 # ---------------------------------------------------------------- a pool and extraction

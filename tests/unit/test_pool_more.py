@@ -16,7 +16,7 @@ from resurgo.pool import changes, lists
 from resurgo.pool.check import check_tree
 from resurgo.pool.obtain import candidates
 from resurgo.pool.prune import prune_pool
-from resurgo.pool.store import PackagePool, file_name
+from resurgo.pool.store import PackagePool, file_name, twin_name
 from resurgo.probe import catalog
 from tests.unit.test_catalog import fake_tree
 
@@ -88,16 +88,23 @@ def test_prune_keeps_every_package_a_set_needs_and_removes_the_rest(tmp_path: Pa
                              "amd64") for n in range(3)]
     for n, ref in enumerate(refs):
         pool.add(ref, [bytes([n])])
+    # twins: of a package a set reads by it, of one a set reads as it is, of one no set needs
+    twinned = [r.with_twin(hashlib.sha256(b"t" + bytes([n])).hexdigest(), 2)
+               for n, r in enumerate(refs)]
+    for t in twinned:
+        pool.add(t, [b"tt"])
     (where / "pool/.incoming-deadbeef").write_bytes(b"half")
-    _set_needing(where, refs[:1])
+    _set_needing(where, twinned[:1])
     _set_needing(where, refs[1:2])
     dry = prune_pool(medium, dry_run=True)
-    assert dry is not None and dry.removed == (file_name(refs[2]),) and dry.kept == 2
-    assert len(list((where / "pool").iterdir())) == 4
+    gone = tuple(sorted((file_name(refs[2]), twin_name(refs[2]))))
+    assert dry is not None and dry.removed == gone and dry.kept == 4
+    assert len(list((where / "pool").iterdir())) == 7
     done = prune_pool(medium)
-    assert done is not None and done.removed == (file_name(refs[2]),)
+    assert done is not None and done.removed == gone
+    # a package's twin lives as long as the package, and the package as long as its twin
     assert sorted(p.name for p in (where / "pool").iterdir()) == sorted(
-        file_name(r) for r in refs[:2])
+        n for r in refs[:2] for n in (file_name(r), twin_name(r)))
     # While a save holds a lease, the pool is left alone (it may need what is there).
     w = medium.begin_set(SetMeta())
     try:
@@ -106,4 +113,4 @@ def test_prune_keeps_every_package_a_set_needs_and_removes_the_rest(tmp_path: Pa
         assert skipped is not None and skipped.skipped and not skipped.removed
     finally:
         w.abort()
-    assert len(list((where / "pool").iterdir())) == 2
+    assert len(list((where / "pool").iterdir())) == 4

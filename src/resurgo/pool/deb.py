@@ -179,27 +179,27 @@ class _Plain:
 
 
 @dataclass
-class _Opened:
+class Opened:
     reader: Readable
     close: Callable[[], None] = lambda: None
 
 
-def _decompressed(name: str, src: Limited, threads: int = 1) -> _Opened:
+def decompressed(name: str, src: Limited, threads: int = 1) -> Opened:
     if name.endswith(".xz"):
         if threads > 1:
             blocks = _Blocks(src, threads)
-            return _Opened(blocks, blocks.close)
-        return _Opened(_Xz(src))
+            return Opened(blocks, blocks.close)
+        return Opened(_Xz(src))
     if name.endswith(".gz"):
-        return _Opened(_Gz(src))
+        return Opened(_Gz(src))
     if name.endswith(".zst"):
         try:
             z = DecompressedReader(src, name)
         except ResurgoError as e:
             raise DebError(f"{name}: {e}") from None
-        return _Opened(z, z.close)
+        return Opened(z, z.close)
     if name.endswith(".tar"):
-        return _Opened(_Plain(src))
+        return Opened(_Plain(src))
     raise DebError(f"a member {name!r} in a compression this reader does not know")
 
 
@@ -328,7 +328,7 @@ class Control:
 def _control(name: str, body: Limited) -> tuple[Control, dict[str, bytes]]:
     """The control and the control member's regular files at its top (whole: they are
     small, and bounded together)."""
-    opened = _decompressed(name, body)
+    opened = decompressed(name, body)
     files: dict[str, bytes] = {}
     total = 0
     try:
@@ -389,7 +389,7 @@ def read_deb(src: Readable, on_file: OnFile | None = None,
                 raise DebError("its data member comes before its control member")
             if on_file is None:
                 continue
-            opened = _decompressed(name, body, threads)
+            opened = decompressed(name, body, threads)
             try:
                 for member, data in tar_members(opened.reader):
                     handle = on_file(member) if member.regular else None

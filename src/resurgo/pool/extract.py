@@ -46,7 +46,7 @@ from resurgo.engine.writer import MAX_WARNINGS, Applier, error_from
 from resurgo.errors import ResurgoError
 from resurgo.media.streams import Source
 from resurgo.pool import worker, xzblocks
-from resurgo.pool.lists import PackageRef, PooledFile
+from resurgo.pool.lists import WHOLE, PackageRef, PooledFile
 from resurgo.pool.needs import PoolNeeds, default_workers
 from resurgo.pool.worker import NAME, Members, Stopped, frame
 
@@ -71,6 +71,10 @@ def _jobs(files: list[PooledFile], needs: PoolNeeds) -> list[Job]:
         if f.package not in needs.packages:
             raise ArchiveDamaged(NAME, f"a pooled file names a package the set does not list "
                                  f"({f.package})", [escape(f.path)])
+        if f.source == WHOLE and needs.packages[f.package].twin_sha256:
+            # A twin is not the package: a copy of the package is only ever made from it.
+            raise ArchiveDamaged(NAME, f"a copy of a package names one the set reads by "
+                                 f"its twin ({f.package})", [escape(f.path)])
         member = (f.source, os.fsdecode(f.member))
         by_package.setdefault(f.package, {}).setdefault(member, []).append(f)
     refs = sorted((needs.packages[sha256] for sha256 in by_package),

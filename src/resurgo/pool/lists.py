@@ -2,12 +2,16 @@
 
 ``packages.txt`` (in clear, listed and signed in the set's index like every file of it)::
 
-    #resurgo-packages 1
-    <sha256 of the .deb><TAB><size><TAB><package><TAB><version><TAB><architecture>
+    #resurgo-packages 2
+    <sha256 of the .deb><TAB><size><TAB><package><TAB><version><TAB><architecture><TAB>
+        <sha256 of its twin><TAB><twin's size>
     #end <number of packages>
 
 one line per package the set needs from the medium's pool (resurgo.pool.store), sorted. It
-is in clear so that prune (which holds no secret key) knows what a set needs.
+is in clear so that prune (which holds no secret key) knows what a set needs. The twin is
+the package with its members recompressed (resurgo.pool.twins), which the recovery reads
+instead of the package: "-" and "-" for a package read as it is. Version 1 had no twin
+fields; it is still read.
 
 ``archives/<unit>.pooled`` (zstd-compressed and, in an encrypted set, age-encrypted like the
 manifest beside it)::
@@ -47,7 +51,8 @@ from resurgo.engine.records import FILE, MAX_XATTR_VALUES
 PACKAGES_NAME = "packages.txt"
 PACKAGES_MAGIC = "#resurgo-packages"
 POOLED_MAGIC = "#resurgo-pooled"
-VERSION = "1"  # of packages.txt
+VERSION = "2"  # of packages.txt
+PACKAGES_READ = ("1", "2")
 POOLED_VERSION = "2"
 POOLED_READ = ("1", "2")
 # Where a pooled file's content is in its package (see the module docstring).
@@ -81,15 +86,37 @@ class PackageRef:
     name: str
     version: str
     architecture: str
+    # Its twin's (resurgo.pool.twins), which the recovery reads instead: "" and 0 for none.
+    twin_sha256: str = ""
+    twin_size: int = 0
 
     def label(self) -> str:
         return f"{self.name} {self.version} ({self.architecture})"
+
+    @property
+    def stored_sha256(self) -> str:
+        """The sha256 of the pool's file a recovery reads: the twin's, or the package's."""
+        return self.twin_sha256 or self.sha256
+
+    @property
+    def stored_size(self) -> int:
+        return self.twin_size if self.twin_sha256 else self.size
+
+    def package(self) -> PackageRef:
+        """The package itself, without its twin."""
+        return PackageRef(self.sha256, self.size, self.name, self.version, self.architecture)
+
+    def with_twin(self, sha256: str, size: int) -> PackageRef:
+        return PackageRef(self.sha256, self.size, self.name, self.version, self.architecture,
+                          sha256, size)
 
 
 def check_package(p: PackageRef) -> PackageRef:
     if not (_HEX64.fullmatch(p.sha256) and _NAME.fullmatch(p.name)
             and _VERSION.fullmatch(p.version) and _ARCH.fullmatch(p.architecture)
-            and p.size >= 0):
+            and p.size >= 0
+            and (_HEX64.fullmatch(p.twin_sha256) and p.twin_size > 0
+                 if p.twin_sha256 else p.twin_size == 0)):
         raise ListError(f"not a package a pool holds: {p}")
     return p
 
@@ -97,7 +124,8 @@ def check_package(p: PackageRef) -> PackageRef:
 def encode_packages(packages: Iterable[PackageRef]) -> bytes:
     rows = sorted(set(packages))
     lines = [f"{PACKAGES_MAGIC} {VERSION}\n"]
-    lines += [f"{p.sha256}\t{p.size}\t{p.name}\t{p.version}\t{p.architecture}\n"
+    lines += [f"{p.sha256}\t{p.size}\t{p.name}\t{p.version}\t{p.architecture}\t"
+              f"{p.twin_sha256 or '-'}\t{p.twin_size if p.twin_sha256 else '-'}\n"
               for p in map(check_package, rows)]
     lines.append(f"#end {len(rows)}\n")
     return "".join(lines).encode()
@@ -110,8 +138,11 @@ def decode_packages(data: bytes) -> tuple[PackageRef, ...]:
         lines = data.decode().split("\n")
     except UnicodeDecodeError:
         raise ListError("a packages list that is not UTF-8") from None
-    if not lines or lines[0] != f"{PACKAGES_MAGIC} {VERSION}":
-        raise ListError(f"not a packages list of version {VERSION}: {lines[0][:60]!r}")
+    magic, _, version = lines[0].partition(" ")
+    if magic != PACKAGES_MAGIC or version not in PACKAGES_READ:
+        raise ListError(f"not a packages list of a version this reader knows "
+                        f"({', '.join(PACKAGES_READ)}): {lines[0][:60]!r}")
+    width = 5 if version == "1" else 7
     if lines[-1] != "":
         raise ListError("a packages list that does not end with a line end (truncated)")
     out: list[PackageRef] = []
@@ -122,9 +153,14 @@ def decode_packages(data: bytes) -> tuple[PackageRef, ...]:
                 raise ListError("a packages list whose end line does not count its lines")
             return tuple(out)
         fields = line.split("\t")
-        if len(fields) != 5 or not fields[1].isdigit():
+        if len(fields) != width or not fields[1].isdigit():
             raise ListError(f"a bad line in a packages list: {line[:120]!r}")
-        out.append(check_package(PackageRef(fields[0], int(fields[1]), *fields[2:])))
+        ref = PackageRef(fields[0], int(fields[1]), fields[2], fields[3], fields[4])
+        if width == 7 and fields[5:] != ["-", "-"]:
+            if not fields[6].isdigit():
+                raise ListError(f"a bad line in a packages list: {line[:120]!r}")
+            ref = ref.with_twin(fields[5], int(fields[6]))
+        out.append(check_package(ref))
         if len(out) > MAX_PACKAGES:
             raise ListError("a packages list longer than any set's")
     raise ListError("a packages list without its end line (truncated)")

@@ -1,8 +1,10 @@
 """What a package-aware set needs from its medium's pool, checked before any disk is touched.
 
 The set's packages.txt (read through the set's index: its digest, and its signature when
-signers are trusted) lists each package by sha256 and size. ``check`` finds every one of
-them in the pool with its size, and with ``read`` reads each whole and compares its sha256:
+signers are trusted) lists each package by sha256 and size, and the same of its twin where
+the recovery reads that instead (resurgo.pool.twins). ``check`` finds every file the
+recovery reads in the pool with its size, and with ``read`` reads each whole and compares
+its sha256:
 a package damaged or missing is named, and the recovery refused (exit 5), before anything
 is written. A tree's pooled list is read whole here too (it is small: a line per file).
 """
@@ -90,9 +92,9 @@ def check(needs: PoolNeeds, *, read: bool) -> None:
         size = held.get(name)
         if size is None:
             problems.append(f"{ref.label()} is missing ({needs.pool.where(ref)})")
-        elif size != ref.size:
-            problems.append(f"{ref.label()} has {size} bytes, the set recorded {ref.size} "
-                            f"({needs.pool.where(ref)})")
+        elif size != ref.stored_size:
+            problems.append(f"{ref.label()} has {size} bytes, the set recorded "
+                            f"{ref.stored_size} ({needs.pool.where(ref)})")
         elif read:
             to_read.append(ref)
     lock: threading.Lock | contextlib.nullcontext[None] = (
@@ -103,7 +105,7 @@ def check(needs: PoolNeeds, *, read: bool) -> None:
             actual = _sha256(needs.pool, ref, lock)
         except ResurgoError as e:
             return f"{ref.label()} cannot be read: {e.message}"
-        if actual != ref.sha256:
+        if actual != ref.stored_sha256:
             return (f"{ref.label()} is damaged: its sha256 is not the one the set recorded "
                     f"({needs.pool.where(ref)})")
         return None

@@ -184,7 +184,7 @@ class Obtained:
             self.notes.append(text)
 
 
-def _by_key(cands: dict[str, Candidate]) -> dict[Key, dict[str, Candidate]]:
+def by_key(cands: dict[str, Candidate]) -> dict[Key, dict[str, Candidate]]:
     out: dict[Key, dict[str, Candidate]] = {}
     for c in cands.values():
         out.setdefault(c.key, {})[c.member] = c
@@ -318,11 +318,11 @@ def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
     held: dict[Key, list[PackageRef]] = {}
     for ref in pool.packages().values():
         held.setdefault((ref.name, ref.version, ref.architecture), []).append(ref)
-    by_key = _by_key(cands)
+    wanted = by_key(cands)
     todo: list[Key] = []
     cached: dict[Key, Path] = {}
-    for key in sorted(by_key):
-        found = _from_pool(pool, held.get(key, []), key, by_key[key])
+    for key in sorted(wanted):
+        found = _from_pool(pool, held.get(key, []), key, wanted[key])
         if found is not None:
             obtained.packages[key] = (found[0], frozenset(found[1].good))
             obtained.controls[key] = found[1].control
@@ -339,7 +339,7 @@ def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
             said = vouch.listed(apt_argv(root, Path(tmp)), sorted(cached))
         for key, in_cache in cached.items():
             check = _cache_vouch(root, in_cache, key, said.get(key))
-            if not _add_local(pool, in_cache, key, by_key[key], obtained, check):
+            if not _add_local(pool, in_cache, key, wanted[key], obtained, check):
                 todo.append(key)
         todo.sort()
     if todo and network:
@@ -349,20 +349,20 @@ def obtain(root: Path, pool: PackagePool, cands: dict[str, Candidate],
             got = download(root, todo, work)
             for key in todo:
                 path = got.get(key)
-                if path is not None and _add_local(pool, path, key, by_key[key], obtained):
+                if path is not None and _add_local(pool, path, key, wanted[key], obtained):
                     continue
                 if path is None:
                     obtained.note(f"{_label(key)}: not in the pool, the package cache or "
                                   "the package sources: its files are archived")
                 obtained.missing += 1
-                obtained.missing_files += len(by_key[key])
+                obtained.missing_files += len(wanted[key])
             shutil.rmtree(work / "cache", ignore_errors=True)
     else:
         for key in todo:
             obtained.note(f"{_label(key)}: not in the pool or the package cache: its files "
                           "are archived")
             obtained.missing += 1
-            obtained.missing_files += len(by_key[key])
+            obtained.missing_files += len(wanted[key])
     return obtained
 
 

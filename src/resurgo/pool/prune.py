@@ -21,7 +21,7 @@ from resurgo.errors import ResurgoError
 from resurgo.media import Medium
 from resurgo.media import lease as leases
 from resurgo.pool import lists
-from resurgo.pool.store import PackagePool, can_hold, file_name
+from resurgo.pool.store import PackagePool, can_hold, package_name, twin_name
 
 log = logging.getLogger("resurgo.pool")
 
@@ -72,7 +72,9 @@ def prune_pool(medium: Medium, *, dry_run: bool = False) -> PoolPruned | None:
             log.warning("set %s: %s", info.id, e)
             return PoolPruned(kept=len(held),
                               skipped=f"the package list of set {info.id} cannot be read")
-        needed.update(file_name(r) for r in refs)
+        # A package's twin lives as long as the package: a later save of another host
+        # reads it instead of making it again.
+        needed.update(n for r in refs for n in (package_name(r), twin_name(r)))
     doomed = sorted(n for n in held if n not in needed)
     if not dry_run:
         for name in doomed:

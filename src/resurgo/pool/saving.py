@@ -14,7 +14,7 @@ from resurgo.engine.names import escape
 from resurgo.engine.pipes import CompressedWriter
 from resurgo.errors import OperationFailed
 from resurgo.media import Medium, SetWriter
-from resurgo.pool import lists, obtain
+from resurgo.pool import lists, obtain, twins
 from resurgo.pool.store import PackagePool
 from resurgo.probe import catalog
 
@@ -33,8 +33,11 @@ class PoolSave:
     pool: PackagePool
     candidates: dict[str, obtain.Candidate]
     obtained: obtain.Obtained
+    twins: twins.Twins = field(default_factory=twins.Twins)
     # The packages the set's trees took files from, by sha256.
     used: dict[str, lists.PackageRef] = field(default_factory=dict)
+    # Those of them a file is a copy of, whole (apt's cache): read as they are, not twinned.
+    whole: set[str] = field(default_factory=set)
 
     def report(self, pooled: int, pooled_bytes: int) -> PackagesSaved:
         added = self.obtained.added
@@ -42,7 +45,18 @@ class PoolSave:
             packages=len(self.used), files=pooled, file_bytes=pooled_bytes,
             added=len(added), added_bytes=sum(p.size for p in added),
             missing=self.obtained.missing, missing_files=self.obtained.missing_files,
-            notes=tuple(self.obtained.notes))
+            twins_added=len(self.twins.added),
+            twins_added_bytes=sum(size for _, size in self.twins.added),
+            notes=(*self.obtained.notes, *self.twins.notes)[:obtain.MAX_NOTES])
+
+    def refs(self) -> list[lists.PackageRef]:
+        """The set's packages, each with its twin where the recovery reads one."""
+        out = []
+        for ref in self.used.values():
+            twin = self.twins.of.get(ref.sha256)
+            out.append(ref.with_twin(*twin) if twin and ref.sha256 not in self.whole
+                       else ref)
+        return out
 
 
 @dataclass(frozen=True)
@@ -56,13 +70,16 @@ class PackagesSaved:
     added_bytes: int
     missing: int  # packages that could not be had: their files archived
     missing_files: int
+    twins_added: int = 0  # twins this save made and put into the pool
+    twins_added_bytes: int = 0
     notes: tuple[str, ...] = ()
 
     def data(self) -> dict[str, Any]:
         return {"packages": self.packages, "files": self.files, "file_bytes": self.file_bytes,
                 "added": self.added, "added_bytes": self.added_bytes,
                 "missing": self.missing, "missing_files": self.missing_files,
-                "notes": list(self.notes)}
+                "twins_added": self.twins_added,
+                "twins_added_bytes": self.twins_added_bytes, "notes": list(self.notes)}
 
 
 def prepare(medium: Medium, root: Path, catalog_file: Path | None,
@@ -77,11 +94,20 @@ def prepare(medium: Medium, root: Path, catalog_file: Path | None,
     entries = list(catalog.read_catalog(catalog_file))
     cands = obtain.candidates(root, entries)
     got = obtain.obtain(root, pool, cands)
+    # A package apt's cache holds a copy of is read whole to give the copy back: the
+    # recovery reads it as it is, and a twin would be made for nothing.
+    cached = frozenset(key for key in got.packages
+                       if (root / obtain.CACHE / obtain.deb_name(key)).is_file())
+    made = twins.ensure(pool, got, obtain.by_key(cands), cached)
+    for key, (ref, good) in list(got.packages.items()):
+        gives = made.gives.get(ref.sha256)
+        if gives is not None:
+            got.packages[key] = (ref, good & gives)
     # Beside the files the packages install: dpkg's copies of their control files and
     # apt's cached copies of the packages themselves.
     cands.update(obtain.control_candidates(root, got))
     cands.update(obtain.cache_candidates(got))
-    return PoolSave(pool, cands, got)
+    return PoolSave(pool, cands, got, made)
 
 
 class UnitPooling:
@@ -100,6 +126,8 @@ class UnitPooling:
              xattrs: tuple[tuple[str, bytes], ...]) -> None:
         cand, ref = self._wanted[rel]
         self._save.used[ref.sha256] = ref
+        if cand.source == lists.WHOLE:
+            self._save.whole.add(ref.sha256)
         self._writer.add(lists.PooledFile(
             rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, digest,
             sha256, ref.sha256, os.fsencode(cand.member), xattrs, cand.source))
@@ -127,15 +155,18 @@ def finish(save: PoolSave, w: SetWriter) -> None:
     """The set's packages list, once the pool is seen to hold every one of them still (a
     prune elsewhere decides by the sets committed: it cannot know this one's)."""
     held = save.pool.packages()
-    gone = [p for p in save.used.values()
-            if p.sha256 not in held or held[p.sha256].size != p.size]
+    held_twins = save.pool.twins()
+    refs = save.refs()
+    gone = [p for p in refs
+            if p.sha256 not in held or held[p.sha256].size != p.size
+            or (p.twin_sha256 and held_twins.get(p.sha256) != p.twin_size)]
     if gone:
         shown = ", ".join(p.label() for p in gone[:5])
         raise OperationFailed(
             f"the set was not committed: {len(gone)} package(s) it needs vanished from "
             f"{save.pool.url}'s pool while it was saved ({shown})",
             "a prune ran meanwhile: save again")
-    w.write_bytes(lists.PACKAGES_NAME, lists.encode_packages(save.used.values()))
+    w.write_bytes(lists.PACKAGES_NAME, lists.encode_packages(refs))
 
 
 __all__ = ["PackagesMode", "PackagesSaved", "PoolSave", "PooledOutput", "UnitPooling",

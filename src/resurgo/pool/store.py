@@ -3,7 +3,12 @@
 Layout on a tree medium (a directory, an SFTP server, an NFS or CIFS share)::
 
     <root>/pool/<sha256>_<package>_<version>_<architecture>.deb
+    <root>/pool/<sha256>_<package>_<version>_<architecture>.zst.deb   its twin
     <root>/pool/.incoming-<random>          a package being added (or left by a killed save)
+
+A twin (resurgo.pool.twins) is the package with its members recompressed with zstd, named
+after the package it was made from (the sha256 in its name is the package's, not its own:
+the sets that use a twin list its own sha256 and size).
 
 A package is written under a temporary name, synced, and renamed into place: a name in the
 pool is always a whole file, and the same package added by two saves at once is one file.
@@ -44,19 +49,31 @@ POOL_DIR = "pool"
 INCOMING = ".incoming-"
 _NAME = re.compile(
     r"(?P<sha256>[0-9a-f]{64})_(?P<name>[a-z0-9][a-z0-9+.-]*)_(?P<version>[A-Za-z0-9.+~%-]+)"
-    r"_(?P<arch>[a-z0-9-]+)\.deb")
+    r"_(?P<arch>[a-z0-9-]+)(?P<twin>\.zst)?\.deb")
+TWIN_SUFFIX = ".zst.deb"
 # What a medium that cannot hold a pool is told.
 UNSUPPORTED = ("directory, SFTP, NFS, CIFS and S3 media can; a small FAT image holds no "
                "archives, and the packages would not fit on it")
 
 
-def file_name(p: PackageRef) -> str:
+def package_name(p: PackageRef) -> str:
+    """The package's own file."""
     return f"{p.sha256}_{p.name}_{p.version.replace(':', '%3a')}_{p.architecture}.deb"
 
 
+def twin_name(p: PackageRef) -> str:
+    return package_name(p).removesuffix(".deb") + TWIN_SUFFIX
+
+
+def file_name(p: PackageRef) -> str:
+    """The file a recovery reads: the twin when the set recorded one, else the package."""
+    return twin_name(p) if p.twin_sha256 else package_name(p)
+
+
 def parse_name(name: str, size: int) -> PackageRef | None:
+    """The package a package file's name says (None for a twin's or another name)."""
     m = _NAME.fullmatch(name)
-    if m is None:
+    if m is None or m["twin"]:
         return None
     return PackageRef(m["sha256"], size, m["name"], m["version"].replace("%3a", ":"),
                       m["arch"])
@@ -216,14 +233,29 @@ class PackagePool:
     def clear_leftovers(self) -> None:
         self._store.clear_leftovers()
 
+    def twins(self) -> dict[str, int]:
+        """The twins the pool holds: their sizes, by the sha256 of their package."""
+        out: dict[str, int] = {}
+        for name, size in (self._store.sizes() or {}).items():
+            m = _NAME.fullmatch(name)
+            if m is not None and m["twin"]:
+                out[m["sha256"]] = size
+        return out
+
     def open(self, p: PackageRef) -> Source:
+        """The file a recovery reads (file_name)."""
         return self._store.open(file_name(p))
+
+    def open_twin(self, p: PackageRef) -> Source:
+        """The twin the pool holds of the package ``p``, whatever its content."""
+        return self._store.open(twin_name(p))
 
     def where(self, p: PackageRef) -> str:
         return f"{self.url}/{POOL_DIR}/{file_name(p)}"
 
     def add(self, p: PackageRef, chunks: Iterable[bytes]) -> None:
-        """Write a package into the pool (seen there only once whole)."""
+        """Write a package (or, for a ref with a twin, its twin) into the pool (seen there
+        only once whole)."""
         self._store.add(file_name(p), chunks)
 
     def remove(self, name: str) -> None:

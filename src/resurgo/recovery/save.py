@@ -235,7 +235,9 @@ class SaveReport:
         if p is not None:
             lines.append(f"  packages: {p.files} files ({human(p.file_bytes)}) from "
                          f"{p.packages} packages of the medium's pool, {p.added} added to it "
-                         f"({human(p.added_bytes)})")
+                         f"({human(p.added_bytes)})"
+                         + (f", {p.twins_added} twins made ({human(p.twins_added_bytes)})"
+                            if p.twins_added else ""))
             if p.missing:
                 lines.append(f"  packages: {p.missing} package(s) not obtainable: their "
                              f"{p.missing_files} files archived")
