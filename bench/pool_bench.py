@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): package-aware sets (save --packages pool) on a real Debian system.
 
-A debootstrapped Debian tree (--tree; default: the vm tier's cache,
-/var/cache/resurgo-tests/debian-bookworm-*/root) is copied onto an ext4 loop disk. Then,
+A debootstrapped Debian tree (--tree; default: the vm tier's, debootstrapped once and
+cached in /var/cache/resurgo-tests) is copied onto an ext4 loop disk. Then,
 each measured with `python -m resurgo` as a user runs it (--no-rescue: the rescue image is
 the same either way):
 
@@ -12,7 +12,12 @@ the same either way):
     second   the recovered copy under another host name, save --packages pool to medium B
              again: what a second machine of the same release adds
 
-and prints the set sizes (the set's own directory; the pool apart), what the pooled set's
+With --server the tree is a freshly installed Debian server instead of a minimal system:
+minbase with the kernel, GRUB and every package of priority important and standard (what the
+installer's "standard system utilities" task installs) and openssh-server, debootstrapped
+once from the mirror apt already uses and cached beside the vm tier's tree.
+
+It prints the set sizes (the set's own directory; the pool apart), what the pooled set's
 archive still holds (by directory, each file compressed alone), the times and the ratios
 the issue asks for: the pool set against the full set (aim: at most a tenth once the pool
 holds the packages), recovery time with the pool against without (aim: no slower), and the
@@ -162,6 +167,41 @@ def load() -> str:
     return f"load {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+def priority_packages(*priorities: str) -> list[str]:
+    """The packages of these priorities in the host's apt lists of the suite's main."""
+    names: set[str] = set()
+    for lists in sorted(glob.glob("/var/lib/apt/lists/*_dists_bookworm_main_binary-amd64_"
+                                  "Packages*")):
+        text = sh("/usr/lib/apt/apt-helper", "cat-file", lists)
+        for para in text.split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in para.splitlines()
+                          if ": " in line and not line.startswith(" "))
+            if fields.get("Priority") in priorities and "Package" in fields:
+                names.add(fields["Package"])
+    if not names:
+        raise SystemExit("no package lists of bookworm's main in /var/lib/apt/lists: "
+                         "apt-get update first")
+    return sorted(names)
+
+
+def minimal_tree() -> Path:
+    """The vm tier's tree (minbase, a kernel, GRUB, the storage tools), cached."""
+    sys.path.insert(0, str(SRC.parent))
+    from tests.vm import guest
+
+    return guest.debian_tree()
+
+
+def server_tree() -> Path:
+    """A freshly installed Debian server's tree (see the module docstring), cached."""
+    sys.path.insert(0, str(SRC.parent))
+    from tests.vm import guest
+
+    packages = {"linux-image-amd64", "grub-pc", "openssh-server",
+                *priority_packages("important", "standard")}
+    return guest.debian_tree(packages=sorted(packages))
+
+
 def save_sets(tree: Path, work: Path, disks: Disks, size: int) -> dict[str, object]:
     """Both saves of the tree (to work/full and work/pooled); what the pooled save said."""
     source = disks.mount(f"{disks.disk('source', size, True)}p1", work / "system")
@@ -182,6 +222,8 @@ def save_sets(tree: Path, work: Path, disks: Disks, size: int) -> dict[str, obje
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="a debootstrapped Debian tree")
+    parser.add_argument("--server", action="store_true",
+                        help="a freshly installed server's tree (see above) instead of --tree")
     parser.add_argument("--work", type=Path, help="where the disks go (default: a temp dir)")
     parser.add_argument("--size", type=int, default=2048, help="disk size in MiB")
     parser.add_argument("--turns", type=int, default=1,
@@ -192,8 +234,8 @@ def main() -> int:
     parser.add_argument("--sets", type=Path,
                         help="recover only, from the media a --keep run left in this directory")
     args = parser.parse_args()
-    tree = args.tree or next((Path(p) for p in sorted(glob.glob(
-        "/var/cache/resurgo-tests/debian-bookworm-*/root"))), None)
+    tree = args.tree or (None if args.sets is not None else
+                         server_tree() if args.server else minimal_tree())
     if args.sets is None and (tree is None or not (tree / "var/lib/dpkg/status").is_file()):
         raise SystemExit("no Debian tree: give --tree (a debootstrapped system)")
     work = Path(tempfile.mkdtemp(prefix="pool-bench-", dir=args.work))

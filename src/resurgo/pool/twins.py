@@ -4,8 +4,9 @@ Debian compresses a package's files with xz, which decodes several times slower 
 on two cores the xz of a minimal system's 169 packages took 11.4 s of CPU where the whole
 recovery from a full set took 3.9 s, so a recovery from the pool could not be as fast as
 one from a full set. A twin is the package's ar container with ``debian-binary`` as it is
-and ``control.tar.zst`` and ``data.tar.zst``, whose tar streams are the package's byte for
-byte (dpkg reads such a package too); a pooled recovery reads it instead of the package.
+and ``control.tar.zst`` and ``data.tar.zst`` (``control.tar``, ``data.tar`` when they
+unpack to 256 KiB or less), whose tar streams are the package's byte for byte (dpkg reads
+such a package too); a pooled recovery reads it instead of the package.
 The pool keeps the package itself beside it: what the package lists vouch for, what apt's
 cache holds copies of, and what a twin is made from again.
 
@@ -49,6 +50,10 @@ log = logging.getLogger("resurgo.pool")
 # zstd's level for twins: the kernel's package (70 MB of xz) gives 98 MB at 3, 90 MB at 6
 # and 86 MB at 9, made in 2.3, 5.2 and 9.3 s; each decodes in under half a second.
 LEVEL = 6
+# A member that unpacks to no more than this stays uncompressed in the twin: a recovery
+# then reads it without starting a decompressor (each start costs a few milliseconds of
+# CPU; a control member is a few KiB, and many packages' data a few dozen).
+PLAIN_UP_TO = 256 << 10
 _CHUNK = 1 << 20
 _HEADER = 60
 # What a package's members may unpack to before making its twin stops: far above any
@@ -75,9 +80,17 @@ class _Bounded:
         self._reader = reader
         self.left = limit
         self._label = label
+        self._back = b""
+
+    def unread(self, data: bytes) -> None:
+        self._back = data + self._back
+        self.left += len(data)
 
     def read(self, n: int) -> bytes:
-        data = self._reader.read(n)
+        if self._back:
+            data, self._back = self._back[:n], self._back[n:]
+        else:
+            data = self._reader.read(n)
         self.left -= len(data)
         if self.left < 0:
             raise TwinError(f"{self._label} unpacks to more than any package does")
@@ -92,6 +105,32 @@ def make(src: deb.Readable, size: int, out: BinaryIO) -> None:
         _make(src, size, out)
     except deb.DebError as e:
         raise TwinError(str(e)) from None
+
+
+def _small_or_none(reader: _Bounded) -> bytes | None:
+    """The whole member when it is small (else None, and nothing consumed: the bytes read
+    so far are put back)."""
+    parts: list[bytes] = []
+    got = 0
+    while got <= PLAIN_UP_TO:
+        chunk = reader.read(PLAIN_UP_TO + 1 - got)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        got += len(chunk)
+    reader.unread(b"".join(parts))
+    return None
+
+
+def _compress(reader: _Bounded, out: BinaryIO, name: str) -> None:
+    writer = CompressedWriter(out, name, level=LEVEL)
+    try:
+        while chunk := reader.read(_CHUNK):
+            writer.write(chunk)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _make(src: deb.Readable, size: int, out: BinaryIO) -> None:
@@ -111,21 +150,20 @@ def _make(src: deb.Readable, size: int, out: BinaryIO) -> None:
             opened = deb.decompressed(name, body)
             reader = _Bounded(opened.reader, budget, name)
             try:
-                writer = CompressedWriter(out, f"{base}.zst", level=LEVEL)
-                try:
-                    while chunk := reader.read(_CHUNK):
-                        writer.write(chunk)
-                    writer.close()
-                except BaseException:
-                    writer.abort()
-                    raise
+                plain = _small_or_none(reader)
+                if plain is not None:
+                    out.write(plain)
+                    member = base
+                else:
+                    _compress(reader, out, f"{base}.zst")
+                    member = f"{base}.zst"
             finally:
                 opened.close()
             budget = reader.left
             end = out.tell()
             length = end - start - _HEADER
             out.seek(start)
-            out.write(_ar_header(f"{base}.zst", length))
+            out.write(_ar_header(member, length))
             out.seek(end)
             if length % 2:
                 out.write(b"\n")
