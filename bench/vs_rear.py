@@ -904,6 +904,9 @@ def save(tool: Tool, run_dir: Path, source: guest.ImageInfo, firmware: guest.Fir
 
 #: What a guest starved of host CPU prints (TCG on a loaded host): not the system's fault.
 EMULATION_STALL: Final = ("rcu_preempt kthread starved", "watchdog: BUG: soft lockup")
+# The firmware found nothing to boot on the recovered disk (SeaBIOS, OVMF): the boot has
+# failed, no need to wait for the silence timeout.
+NO_BOOT: Final = re.compile(r"No bootable device|No bootable option or device was found")
 PROMPT: Final = re.compile(r"timeout \d+ sec|\(default '|Press ENTER|\[y/N\]|[Cc]onfirm ")
 
 
@@ -958,8 +961,9 @@ def _boot_recovered(target: Path, case: Case, run_dir: Path, firmware: guest.Fir
         watched = watch_qemu(
             qemu_argv([drive], firmware=firmware, ovmf_vars=vars_file), log,
             timeout=BOOT_TIMEOUT, silence=600,
-            marks={"booted": re.compile(BOOT_MARK), "exit": re.compile(guest.MARK_EXIT)},
-            stop_after=("exit",), grace=60)
+            marks={"booted": re.compile(BOOT_MARK), "exit": re.compile(guest.MARK_EXIT),
+                   "no-boot": NO_BOOT},
+            stop_after=("exit", "no-boot"), grace=60)
         stalled = any(s in log.read_text(errors="replace") for s in EMULATION_STALL)
         if "booted" in watched.marks or not stalled:
             break

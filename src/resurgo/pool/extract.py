@@ -3,7 +3,7 @@
 What is written, and how it is checked, is resurgo.pool.worker's: only the files the set
 lists, each at its own path, from a regular member of its package (of its data, or of its
 control for dpkg's copies of control files) or from the package whole (apt's cached copy),
-its sha256 compared with the catalog's, through the archive's restore's confined writer.
+its digest compared with the set's, through the archive's restore's confined writer.
 Every package was read whole and its sha256 compared with the set's before any disk was
 touched (needs.check): here a package is read only up to its last member the set takes
 (to its end when a file is a copy of it).

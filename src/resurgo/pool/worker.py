@@ -7,8 +7,8 @@ file's path in the set's list, never to a path of the package's own; a file that
 package itself (a copy in apt's cache) gets every byte read, so such a package is read to
 its end. The file is made as the archive's restore makes one (engine.writer.Applier: every
 directory opened with O_NOFOLLOW from the target, the file created with O_EXCL|O_NOFOLLOW,
-owner, mode, attributes and times set through its descriptor), its sha256 compared with the
-one the set recorded (the catalog's) before its metadata is set; a file whose content
+owner, mode, attributes and times set through its descriptor), its digest (BLAKE3) compared with the
+one the set recorded before its metadata is set; a file whose content
 differs is removed and the restore stopped, naming the package. Links, devices and anything
 else in a package are never made; a directory made on the way is 0700 until the archive's
 restore gives it its saved metadata.
@@ -24,7 +24,6 @@ file (its reader then stops sending the rest) or met a problem.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pickle
@@ -32,6 +31,7 @@ import struct
 import sys
 from collections.abc import Callable
 
+from resurgo import digest as content_digest
 from resurgo.engine.errors import ArchiveDamaged, ArchiveError, RestoreFailed
 from resurgo.engine.names import components, escape, parent_of
 from resurgo.engine.writer import Applier, error_reply, pwrite_all
@@ -72,7 +72,9 @@ class _Out:
         self.applier = applier
         self.ref = ref
         self.files = files
-        self.sha256 = hashlib.sha256()
+        # BLAKE3, the manifest's digest (the pooled list gives both): three to five times
+        # faster than sha256 here, and as strong a check against the signed list.
+        self.digest = content_digest.new()
         self.opened: list[tuple[PooledFile, int, int, bytes]] = []
         try:
             for f in files:
@@ -85,16 +87,16 @@ class _Out:
             raise
 
     def write(self, chunk: bytes, offset: int) -> None:
-        self.sha256.update(chunk)
+        self.digest.update(chunk)
         for _, fd, _, _ in self.opened:
             pwrite_all(fd, chunk, offset)
 
     def finish(self, what: str) -> tuple[int, int]:
-        """The content's sha256 checked (else the files removed, and refused), then each
+        """The content's digest checked (else the files removed, and refused), then each
         file's saved metadata set: how many files and bytes."""
-        if any(self.sha256.hexdigest() != f.sha256 for f in self.files):
+        if any(self.digest.hexdigest() != f.digest for f in self.files):
             self.discard()
-            raise _damaged(self.ref, f"its {what} is not the content saved (its sha256 "
+            raise _damaged(self.ref, f"its {what} is not the content saved (its digest "
                            "differs)", [f.path for f in self.files])
         for f, fd, _, _ in self.opened:
             self.applier.metadata(fd, f.path, f.uid, f.gid, f.mode, f.xattrs, f.mtime_ns,
