@@ -1130,15 +1130,39 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     p.add_argument("--work-dir", type=Path, default=Path("/var/tmp/vs-rear"),
                    help="the run's disks (deleted once walked) and logs")
+    p.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                   help="run nothing: print the table of these results (--json files of "
+                   "earlier runs, merged)")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be 1 or more")
     return args
 
 
+def render_files(paths: Sequence[Path]) -> str:
+    """The table of earlier runs' results (their --json files), merged."""
+    saves: list[dict[str, Any]] = []
+    cases: list[dict[str, Any]] = []
+    described = []
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+            saves += doc["saves"]
+            cases += doc["recoveries"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"vs_rear.py: {path}: not a results file ({exc})") from None
+        described.append(f"{path.name}: {doc.get('firmware')}, {len(doc['saves'])} save(s), "
+                         f"{len(doc['recoveries'])} recoveries, load average "
+                         f"{doc.get('load_average_at_end')} at its end")
+    return render(summarize(saves, cases)) + "\n\n" + "\n".join(described)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _reexec_in_venv()
     args = parse(argv)
+    if args.render:
+        print(render_files(args.render))
+        return 0
     _host_check(args.firmware)
     import logging
 

@@ -149,6 +149,27 @@ def test_the_table_shows_medians_counts_and_the_ratio() -> None:
     assert text.splitlines()[0].split()[-1] == "resurgo/ReaR"
 
 
+def test_render_merges_the_results_of_several_runs(tmp_path: Path) -> None:
+    first = {"firmware": "bios", "load_average_at_end": [1.0, 1.0, 1.0],
+             "saves": [{"tool": "rear", "ok": True, "save_s": 900}],
+             "recoveries": [{"tool": "rear", "case": "a", "recovered": True, "recover_s": 200}]}
+    second = {"firmware": "bios", "load_average_at_end": [1.0, 1.0, 1.0],
+              "saves": [{"tool": "rear", "ok": True, "save_s": 1100}],
+              "recoveries": [{"tool": "rear", "case": "a", "recovered": False}]}
+    paths = []
+    for n, doc in enumerate((first, second)):
+        paths.append(tmp_path / f"run{n}.json")
+        paths[-1].write_text(vs.json.dumps(doc))
+    text = vs.render_files(paths)
+    rows = {line.split("  ")[0].strip(): line.split() for line in text.splitlines()}
+    assert rows["save: layout + backup + rescue (s)"][-3] == "1000"
+    assert rows["(a) recovered unattended"][-3] == "1/2"
+    assert "run1.json: bios, 1 save(s), 1 recoveries" in text
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a results file"):
+        vs.render_files([tmp_path / "bad.json"])
+
+
 def test_an_acl_xattr_has_the_kernels_layout() -> None:
     value = vs.acl_xattr(4242, 4343)
     assert value[:4] == (2).to_bytes(4, "little") and len(value) == 4 + 6 * 8
