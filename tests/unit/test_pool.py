@@ -140,9 +140,10 @@ def test_pool_names_say_what_a_package_is() -> None:
     assert parse_name("../" + name, 5) is None
     assert parse_name(".incoming-abc", 5) is None
     twin = ref.with_twin("e" * 64, 7)
-    assert file_name(twin) == twin_name(ref) == name.removesuffix(".deb") + ".zst.deb"
+    assert file_name(twin) == twin_name(twin) == name.removesuffix(".deb") + (
+        "." + "e" * 16 + ".zst.deb")
     assert package_name(twin) == name
-    assert parse_name(twin_name(ref), 7) is None  # a twin is no package
+    assert parse_name(twin_name(twin), 7) is None  # a twin is no package
 
 
 # ---------------------------------------------------------------- a pool and extraction

@@ -121,7 +121,7 @@ def test_the_save_makes_a_twin_once_checks_it_and_remakes_a_planted_one(
     ref = got.packages[KEY][0]
     twin_sha, twin_size = made.of[ref.sha256]
     assert made.added == [(twin_sha, twin_size)] and not made.notes
-    path = tmp_path / "medium/pool" / twin_name(ref)
+    path = tmp_path / "medium/pool" / twin_name(ref.with_twin(twin_sha, twin_size))
     assert sha(path.read_bytes()) == twin_sha and path.stat().st_size == twin_size
     assert (tmp_path / "medium/pool" / package_name(ref)).read_bytes() == data
 
@@ -129,26 +129,43 @@ def test_the_save_makes_a_twin_once_checks_it_and_remakes_a_planted_one(
     again = twins.ensure(pool, got, obtain.by_key(cands))
     assert again.of == made.of and again.added == []
 
-    # a twin planted in the pool with the package's control but another readme: kept (a
-    # set of another host may read it), and the set takes from it only what it gives
+    # a twin planted under that name (a readme the system does not have) is not what the
+    # name says: the save makes the package's own again, in its place
     def planted(postinst: bytes) -> bytes:
-        return make_deb(*KEY, [Member("./usr/bin/tool", TOOL, mode=0o755),
-                               Member("./usr/share/doc/tool/README", b"planted\n")],
-                        md5sums={"usr/bin/tool": hashlib.md5(TOOL).hexdigest(),
-                                 "usr/share/doc/tool/README": hashlib.md5(README).hexdigest()},
-                        control_files=(Member("./postinst", postinst, mode=0o755),))
+        return twin_of(make_deb(
+            *KEY, [Member("./usr/bin/tool", TOOL, mode=0o755),
+                   Member("./usr/share/doc/tool/README", b"planted\n")],
+            md5sums={"usr/bin/tool": hashlib.md5(TOOL).hexdigest(),
+                     "usr/share/doc/tool/README": hashlib.md5(README).hexdigest()},
+            control_files=(Member("./postinst", postinst, mode=0o755),)), tmp_path)
 
-    path.write_bytes(twin_of(planted(b"#!/bin/sh\nexit 0\n"), tmp_path))
-    kept = twins.ensure(pool, got, obtain.by_key(cands))
-    assert kept.added == [] and kept.gives[ref.sha256] == {"usr/bin/tool"}
-    assert kept.of[ref.sha256] == (sha(path.read_bytes()), path.stat().st_size)
-    assert made.gives[ref.sha256] == {"usr/bin/tool", "usr/share/doc/tool/README"}
-
-    # one whose control is not the package's is no twin of it: removed, and made anew
-    path.write_bytes(twin_of(planted(b"#!/bin/sh\nrm -rf /\n"), tmp_path))
+    path.write_bytes(planted(b"#!/bin/sh\nexit 0\n"))
     remade = twins.ensure(pool, got, obtain.by_key(cands))
     assert remade.of == made.of and remade.added == [(twin_sha, twin_size)]
     assert sha(path.read_bytes()) == twin_sha
+
+    # one under its own name, with the package's control (the other host's twin, from
+    # another zstd, or a planted one): kept, never replaced, and the set takes from it
+    # only what it gives as the system has it
+    path.unlink()
+    other = planted(b"#!/bin/sh\nexit 0\n")
+    other_ref = ref.with_twin(sha(other), len(other))
+    (tmp_path / "medium/pool" / twin_name(other_ref)).write_bytes(other)
+    kept = twins.ensure(pool, got, obtain.by_key(cands))
+    assert kept.added == [] and kept.of[ref.sha256] == (sha(other), len(other))
+    assert kept.gives[ref.sha256] == {"usr/bin/tool"}
+    assert made.gives[ref.sha256] == {"usr/bin/tool", "usr/share/doc/tool/README"}
+
+    # one whose control is not the package's is no twin of it: left (a prune removes
+    # it), and the save makes its own beside it
+    bad = planted(b"#!/bin/sh\nrm -rf /\n")
+    (tmp_path / "medium/pool" / twin_name(other_ref)).write_bytes(bad)
+    os.rename(tmp_path / "medium/pool" / twin_name(other_ref),
+              tmp_path / "medium/pool" / twin_name(ref.with_twin(sha(bad), len(bad))))
+    again = twins.ensure(pool, got, obtain.by_key(cands))
+    assert again.of == made.of and again.added == [(twin_sha, twin_size)]
+    assert sha(path.read_bytes()) == twin_sha
+    assert (tmp_path / "medium/pool" / twin_name(ref.with_twin(sha(bad), len(bad)))).exists()
 
 
 def test_a_package_whose_twin_cannot_be_made_is_read_as_it_is(
@@ -188,7 +205,7 @@ def test_the_recovery_checks_and_reads_the_twin_not_the_package(
     with pytest.raises(ArchiveDamaged, match="by its twin"):
         extract(target, [whole], needs)
     # a damaged twin is named before anything is written
-    path = tmp_path / "medium/pool" / twin_name(ref)
+    path = tmp_path / "medium/pool" / twin_name(with_twin)
     damaged = bytearray(path.read_bytes())
     damaged[-20] ^= 1
     path.write_bytes(bytes(damaged))

@@ -72,9 +72,10 @@ def prune_pool(medium: Medium, *, dry_run: bool = False) -> PoolPruned | None:
             log.warning("set %s: %s", info.id, e)
             return PoolPruned(kept=len(held),
                               skipped=f"the package list of set {info.id} cannot be read")
-        # A package's twin lives as long as the package: a later save of another host
-        # reads it instead of making it again.
-        needed.update(n for r in refs for n in (package_name(r), twin_name(r)))
+        # Twins no set reads go (a save that reads one holds its lease until its set
+        # is committed): the next save that wants one makes it again.
+        needed.update(package_name(r) for r in refs)
+        needed.update(twin_name(r) for r in refs if r.twin_sha256)
     doomed = sorted(n for n in held if n not in needed)
     if not dry_run:
         for name in doomed:

@@ -15,7 +15,7 @@ from resurgo.engine.pipes import CompressedWriter
 from resurgo.errors import OperationFailed
 from resurgo.media import Medium, SetWriter
 from resurgo.pool import lists, obtain, twins
-from resurgo.pool.store import PackagePool
+from resurgo.pool.store import PackagePool, twin_name
 from resurgo.probe import catalog
 
 log = logging.getLogger("resurgo.pool")
@@ -159,7 +159,8 @@ def finish(save: PoolSave, w: SetWriter) -> None:
     refs = save.refs()
     gone = [p for p in refs
             if p.sha256 not in held or held[p.sha256].size != p.size
-            or (p.twin_sha256 and held_twins.get(p.sha256) != p.twin_size)]
+            or (p.twin_sha256
+                and held_twins.get(p.sha256, {}).get(twin_name(p)) != p.twin_size)]
     if gone:
         shown = ", ".join(p.label() for p in gone[:5])
         raise OperationFailed(

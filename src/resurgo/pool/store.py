@@ -3,12 +3,14 @@
 Layout on a tree medium (a directory, an SFTP server, an NFS or CIFS share)::
 
     <root>/pool/<sha256>_<package>_<version>_<architecture>.deb
-    <root>/pool/<sha256>_<package>_<version>_<architecture>.zst.deb   its twin
+    <root>/pool/<sha256>_<package>_<version>_<architecture>.<twin>.zst.deb   a twin of it
     <root>/pool/.incoming-<random>          a package being added (or left by a killed save)
 
 A twin (resurgo.pool.twins) is the package with its members recompressed with zstd, named
-after the package it was made from (the sha256 in its name is the package's, not its own:
-the sets that use a twin list its own sha256 and size).
+after the package it was made from and, as <twin>, the first 16 hex digits of its own
+sha256 (the sets that use it list the whole sha256 and its size). Two saves with another
+zstd may make different twins of one package: each has its own name, and a set's twin is
+never replaced under it.
 
 A package is written under a temporary name, synced, and renamed into place: a name in the
 pool is always a whole file, and the same package added by two saves at once is one file.
@@ -49,8 +51,9 @@ POOL_DIR = "pool"
 INCOMING = ".incoming-"
 _NAME = re.compile(
     r"(?P<sha256>[0-9a-f]{64})_(?P<name>[a-z0-9][a-z0-9+.-]*)_(?P<version>[A-Za-z0-9.+~%-]+)"
-    r"_(?P<arch>[a-z0-9-]+)(?P<twin>\.zst)?\.deb")
+    r"_(?P<arch>[a-z0-9-]+)(?:\.(?P<twin>[0-9a-f]{16})\.zst)?\.deb")
 TWIN_SUFFIX = ".zst.deb"
+TWIN_DIGITS = 16
 # What a medium that cannot hold a pool is told.
 UNSUPPORTED = ("directory, SFTP, NFS, CIFS and S3 media can; a small FAT image holds no "
                "archives, and the packages would not fit on it")
@@ -62,7 +65,9 @@ def package_name(p: PackageRef) -> str:
 
 
 def twin_name(p: PackageRef) -> str:
-    return package_name(p).removesuffix(".deb") + TWIN_SUFFIX
+    """The name of the twin ``p`` names (its twin_sha256)."""
+    assert p.twin_sha256, p
+    return f"{package_name(p).removesuffix('.deb')}.{p.twin_sha256[:TWIN_DIGITS]}{TWIN_SUFFIX}"
 
 
 def file_name(p: PackageRef) -> str:
@@ -233,22 +238,24 @@ class PackagePool:
     def clear_leftovers(self) -> None:
         self._store.clear_leftovers()
 
-    def twins(self) -> dict[str, int]:
-        """The twins the pool holds: their sizes, by the sha256 of their package."""
-        out: dict[str, int] = {}
-        for name, size in (self._store.sizes() or {}).items():
+    def twins(self) -> dict[str, dict[str, int]]:
+        """The twins the pool holds, by the sha256 of their package: their sizes by name."""
+        out: dict[str, dict[str, int]] = {}
+        for name, size in sorted((self._store.sizes() or {}).items()):
             m = _NAME.fullmatch(name)
             if m is not None and m["twin"]:
-                out[m["sha256"]] = size
+                out.setdefault(m["sha256"], {})[name] = size
         return out
 
     def open(self, p: PackageRef) -> Source:
         """The file a recovery reads (file_name)."""
         return self._store.open(file_name(p))
 
-    def open_twin(self, p: PackageRef) -> Source:
-        """The twin the pool holds of the package ``p``, whatever its content."""
-        return self._store.open(twin_name(p))
+    def open_name(self, name: str) -> Source:
+        """A file of the pool by its name (twins(): whatever its content)."""
+        if "/" in name or not _NAME.fullmatch(name):
+            raise BadInput(f"{name} is not a file of the package pool")
+        return self._store.open(name)
 
     def where(self, p: PackageRef) -> str:
         return f"{self.url}/{POOL_DIR}/{file_name(p)}"

@@ -11,8 +11,9 @@ The pool keeps the package itself beside it: what the package lists vouch for, w
 cache holds copies of, and what a twin is made from again.
 
 Nothing trusts a twin for being in the pool. A save that finds one reads it whole, as it
-reads a package it adds: its control must be the package's and each of its control files
-the package's, or the twin is removed and made anew from the package; and the set takes
+reads a package it adds: its sha256 must be the one its name begins, its control the
+package's and each of its control files the package's, or the save makes its own from the
+package (under its own name: a twin some set reads is never replaced); and the set takes
 from it only the members read in it with the catalog's sha256 (a member of the package
 that is a hard link in its tar, or one a planted twin changed, is archived instead). A new twin
 passes the same check before it goes into the pool, and is read back. The set lists the
@@ -43,7 +44,7 @@ from resurgo.pool import deb
 from resurgo.pool.lists import PackageRef
 from resurgo.pool.needs import default_workers
 from resurgo.pool.obtain import Candidate, Checked, Key, Obtained, check_package
-from resurgo.pool.store import PackagePool, twin_name
+from resurgo.pool.store import TWIN_DIGITS, TWIN_SUFFIX, PackagePool, twin_name
 
 log = logging.getLogger("resurgo.pool")
 
@@ -212,27 +213,36 @@ def _copy(open_source: Callable[[], deb.Readable], path: Path) -> None:
             close()
 
 
+def _found(pool: PackagePool, name: str, key: Key, control: dict[str, str],
+           wanted: dict[str, Candidate], twin: Path) -> Checked | str:
+    """A twin the pool holds, read whole: what it gives, or why it is none."""
+    try:
+        _copy(lambda: pool.open_name(name), twin)
+        checked = _read(twin, key, wanted)
+    except (deb.DebError, ResurgoError, OSError) as e:
+        return f"it cannot be read ({e})"
+    if not name.endswith(f".{checked.sha256[:TWIN_DIGITS]}{TWIN_SUFFIX}"):
+        return "its content is not the one its name says"
+    return _acceptable(checked, control) or checked
+
+
 def _one(pool: PackagePool, ref: PackageRef, control: dict[str, str],
-         wanted: dict[str, Candidate], held: int | None, work: Path
+         wanted: dict[str, Candidate], held: dict[str, int], work: Path
          ) -> tuple[str, str, Checked | None]:
     """("found" | "made", "", the twin read whole); ("", why not, None) without one."""
     key: Key = (ref.name, ref.version, ref.architecture)
     mine = Path(tempfile.mkdtemp(dir=work))
     try:
         twin = mine / "twin"
-        if held is not None:
-            problem: str | None
-            try:
-                _copy(lambda: pool.open_twin(ref), twin)
-                checked = _read(twin, key, wanted)
-                problem = _acceptable(checked, control)
-            except (deb.DebError, ResurgoError, OSError) as e:
-                problem = f"it cannot be read ({e})"
-            if problem is None:
-                return "found", "", checked
-            log.warning("the pool's %s is not %s's twin: %s; made anew",
-                        twin_name(ref), ref.label(), problem)
-            pool.remove(twin_name(ref))
+        bad: set[str] = set()
+        for name in sorted(held):
+            found = _found(pool, name, key, control, wanted, twin)
+            if not isinstance(found, str):
+                return "found", "", found
+            # Left where it is (a prune removes what no set reads): a set may read it,
+            # if a read failed that was not its fault.
+            log.warning("the pool's %s is no twin of %s: %s", name, ref.label(), found)
+            bad.add(name)
         package = mine / "package"
         _copy(lambda: pool.open(ref.package()), package)
         with open(package, "rb") as src, open(twin, "wb") as out:
@@ -242,6 +252,10 @@ def _one(pool: PackagePool, ref: PackageRef, control: dict[str, str],
         if problem is not None:
             return "", problem, None
         made = ref.with_twin(checked.sha256, checked.size)
+        if twin_name(made) in bad:
+            # A damaged copy of this very twin: replaced (an SFTP server renames onto no
+            # existing name).
+            pool.remove(twin_name(made))
         with open(twin, "rb") as f:
             pool.add(made, iter(lambda: f.read(_CHUNK), b""))
         h = hashlib.sha256()
@@ -278,7 +292,7 @@ def ensure(pool: PackagePool, obtained: Obtained,
         def one(item: tuple[Key, tuple[PackageRef, frozenset[str]]]) -> None:
             key, (ref, _) = item
             how, why, checked = _one(pool, ref, obtained.controls.get(key, {}),
-                                     wanted.get(key, {}), held.get(ref.sha256), work)
+                                     wanted.get(key, {}), held.get(ref.sha256, {}), work)
             if checked is None:
                 text = f"{ref.label()}: no twin ({why}): recovery reads the package"
                 log.info("%s", text)
