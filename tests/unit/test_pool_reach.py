@@ -79,15 +79,22 @@ def pool_of(tmp_path: Path) -> PackagePool:
     return PackagePool(open_medium(str(tmp_path / "medium")))
 
 
-def test_a_cached_package_the_lists_vouch_for_is_pooled(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def obtained_from_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                        ) -> tuple[dict[str, obtain.Candidate], obtain.Obtained, bytes]:
+    """The tool installed, its package cached and vouched for by the lists, obtained into
+    the pool of tmp_path/medium."""
     root = tmp_path / "root"
     cands = installed(root)
     data = package()
     cached(root, data)
     monkeypatch.setattr(vouch, "listed", lambda argv, keys: {
         KEY: vouch.Listed(frozenset({(sha(data), len(data))}))})
-    got = obtain.obtain(root, pool_of(tmp_path), cands, network=False)
+    return cands, obtain.obtain(root, pool_of(tmp_path), cands, network=False), data
+
+
+def test_a_cached_package_the_lists_vouch_for_is_pooled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, got, data = obtained_from_cache(tmp_path, monkeypatch)
     assert [p.sha256 for p in got.added] == [sha(data)] and got.missing == 0, got.notes
 
 

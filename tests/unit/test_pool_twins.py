@@ -16,13 +16,13 @@ import pytest
 from resurgo import digest as content_digest
 from resurgo.engine.errors import ArchiveDamaged
 from resurgo.errors import Damaged
-from resurgo.pool import deb, lists, obtain, twins, vouch
+from resurgo.pool import deb, lists, obtain, twins
 from resurgo.pool.extract import extract
 from resurgo.pool.needs import PoolNeeds, check
-from resurgo.pool.store import package_name, twin_name
+from resurgo.pool.store import PackagePool, package_name, twin_name
 from tests.support.debs import Member, ar, compress, tar
 from tests.support.debs import deb as make_deb
-from tests.unit.test_pool_reach import KEY, README, TOOL, cached, installed, package, pool_of
+from tests.unit.test_pool_reach import KEY, README, TOOL, obtained_from_cache, pool_of
 
 ROOTED = os.geteuid() == 0
 
@@ -101,24 +101,25 @@ def test_what_is_not_a_package_or_unpacks_too_far_makes_no_twin(
 
 
 def _obtained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-              ) -> tuple[Path, dict[str, obtain.Candidate], obtain.Obtained, bytes]:
-    root = tmp_path / "root"
-    cands = installed(root)
-    data = package()
-    cached(root, data)
-    monkeypatch.setattr(vouch, "listed", lambda argv, keys: {
-        KEY: vouch.Listed(frozenset({(sha(data), len(data))}))})
-    got = obtain.obtain(root, pool_of(tmp_path), cands, network=False)
+              ) -> tuple[dict[str, obtain.Candidate], obtain.Obtained, bytes]:
+    cands, got, data = obtained_from_cache(tmp_path, monkeypatch)
     assert got.added and not got.missing, got.notes
-    return root, cands, got, data
+    return cands, got, data
+
+
+def _twinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> tuple[dict[str, obtain.Candidate], obtain.Obtained, bytes, PackagePool,
+                        twins.Twins, lists.PackageRef]:
+    """The tool's package obtained and its twin made."""
+    cands, got, data = _obtained(tmp_path, monkeypatch)
+    pool = pool_of(tmp_path)
+    made = twins.ensure(pool, got, obtain.by_key(cands))
+    return cands, got, data, pool, made, got.packages[KEY][0]
 
 
 def test_the_save_makes_a_twin_once_checks_it_and_remakes_a_planted_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, cands, got, data = _obtained(tmp_path, monkeypatch)
-    pool = pool_of(tmp_path)
-    made = twins.ensure(pool, got, obtain.by_key(cands))
-    ref = got.packages[KEY][0]
+    cands, got, data, pool, made, ref = _twinned(tmp_path, monkeypatch)
     twin_sha, twin_size = made.of[ref.sha256]
     assert made.added == [(twin_sha, twin_size)] and not made.notes
     path = tmp_path / "medium/pool" / twin_name(ref.with_twin(twin_sha, twin_size))
@@ -170,7 +171,7 @@ def test_the_save_makes_a_twin_once_checks_it_and_remakes_a_planted_one(
 
 def test_a_package_whose_twin_cannot_be_made_is_read_as_it_is(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, cands, got, _ = _obtained(tmp_path, monkeypatch)
+    cands, got, _ = _obtained(tmp_path, monkeypatch)
     monkeypatch.setattr(twins, "MAX_RATIO", 0)
     monkeypatch.setattr(twins, "MAX_EXTRA", 10)
     made = twins.ensure(pool_of(tmp_path), got, obtain.by_key(cands))
@@ -182,10 +183,7 @@ def test_a_package_whose_twin_cannot_be_made_is_read_as_it_is(
 @pytest.mark.skipif(not ROOTED, reason="restoring owners needs root")
 def test_the_recovery_checks_and_reads_the_twin_not_the_package(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, cands, got, data = _obtained(tmp_path, monkeypatch)
-    pool = pool_of(tmp_path)
-    made = twins.ensure(pool, got, obtain.by_key(cands))
-    ref = got.packages[KEY][0]
+    _, _, data, pool, made, ref = _twinned(tmp_path, monkeypatch)
     with_twin = ref.with_twin(*made.of[ref.sha256])
     needs = PoolNeeds(pool, {ref.sha256: with_twin})
     check(needs, read=True)
