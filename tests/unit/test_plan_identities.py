@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
+from resurgo.cli.plan import machine_identity
 from resurgo.finalize import identity, preview
 from resurgo.machine import ActualDisk, SeenIdentity, SeenKind
 from resurgo.model import (
@@ -224,6 +226,35 @@ def test_new_identities_gives_every_one_anew_and_finalize_rewrites_fstab() -> No
     assert root is not None and root.new_uuid == decision(plan, "fs.sda3").new
     [fstab] = [f for f in preview(desc, plan).files if f.path == "/etc/fstab"]
     assert len(fstab.changes) == 5  # every line names a UUID made anew
+
+
+def test_new_identities_differ_from_machine_to_machine_and_stay_on_one() -> None:
+    """Two machines whose disks look alike (no serial, same size and path) recovering one
+    set get different new identities; one machine the same ones each time."""
+    desc = system()
+    disk = actual("vdb", 20 * GIB)
+
+    def new_values(machine: str) -> dict[str, str]:
+        plan = plan_of(desc, disk, new_identities=True, machine=machine)
+        assert plan.ok, plan.failures
+        return {d.record: d.new for d in plan.identities}
+
+    one = new_values("4c4c4544-0042-3510-8052-b4c04f395631")
+    other = new_values("4c4c4544-0042-3510-8052-b4c04f395632")
+    assert one == new_values("4c4c4544-0042-3510-8052-b4c04f395631")
+    assert set(one) == set(other) and all(one[r] != other[r] for r in one)
+    assert new_values("") != one  # without DMI: from the disks alone, as before
+
+
+def test_the_machines_identity_is_its_dmi_uuid_when_it_is_one(tmp_path: Path) -> None:
+    uuid_file = tmp_path / "product_uuid"
+    uuid_file.write_text("4C4C4544-0042-3510-8052-B4C04F395631\n")
+    assert machine_identity(uuid_file) == "4c4c4544-0042-3510-8052-b4c04f395631"
+    for shared in ("00000000-0000-0000-0000-000000000000",
+                   "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "Not Settable", ""):
+        uuid_file.write_text(shared + "\n")
+        assert machine_identity(uuid_file) == "", shared
+    assert machine_identity(tmp_path / "missing") == ""
 
 
 def lvm_md_system() -> Description:

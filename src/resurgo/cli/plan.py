@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -210,6 +211,23 @@ def _disk_name(name: str) -> str:
     return name
 
 
+PRODUCT_UUID = Path("/sys/class/dmi/id/product_uuid")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def machine_identity(path: Path = PRODUCT_UUID) -> str:
+    """This machine's DMI product UUID, lower case; "" where there is none to read (no
+    DMI, not root) or it is no UUID, or one firmware gives every machine (all 0 or all F)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip().lower()
+    except OSError:
+        return ""
+    if not _UUID.fullmatch(text) or set(text) <= {"0", "-"} or set(text) <= {"f", "-"}:
+        return ""
+    return text
+
+
 def plan_options(arguments: PlanArguments, desc: Description, interactive: bool) -> PlanOptions:
     """The PlanOptions of these arguments for this description (BadInput for a --key-file
     naming no LUKS volume of it, or a file that cannot be read)."""
@@ -221,6 +239,7 @@ def plan_options(arguments: PlanArguments, desc: Description, interactive: bool)
         interactive=interactive,
         root=arguments.root,
         new_identities=arguments.new_identities,
+        machine=machine_identity() if arguments.new_identities else "",
         which=which,
     )
 

@@ -90,7 +90,8 @@ def make_plan(
     matched = {sid: a for sid, (a, _) in m.matches.items()}
     # Identities seen on the disks left alone: decided before anything else is planned, the
     # layout made with what was decided.
-    ids = identities.decide(layers, matched, actual, new_identities=opts.new_identities)
+    ids = identities.decide(layers, matched, actual, new_identities=opts.new_identities,
+                            machine=opts.machine)
     warnings.extend(ids.warnings)
     if ids.new_values():
         layers = Layers(identities.applied(desc, ids.new_values()))

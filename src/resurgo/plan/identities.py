@@ -22,8 +22,9 @@ anything is written, each one seen there is decided:
     array at the saved array's device: a failing precondition naming the fix.
 
 With new_identities every identity is made anew (a VG keeps its name). New values are
-derived from the saved value and the target disks, not drawn at random: the plan, and
-its hash, come out the same each time it is computed for the same disks.
+derived from the saved value, the target disks and the machine (its DMI product UUID),
+not drawn at random: the plan, and its hash, come out the same each time it is computed
+for the same disks on the same machine.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def decide(
     actual: Sequence[ActualDisk],
     *,
     new_identities: bool,
+    machine: str = "",
 ) -> Decided:
     """Each saved identity seen outside the targets (or, with new_identities, each one),
     decided as the module docstring says."""
@@ -139,10 +141,11 @@ def decide(
     for a in outside:
         for s in a.identities:
             seen.setdefault((s.kind, norm(s.kind, s.value)), []).append(s.device)
-    salt = "\0".join(
-        f"{sid}={a.path}:{a.size}:{a.wwn or ''}:{a.serial or ''}"
-        for sid, a in sorted(matched.items())
-    )
+    salt = "\0".join([
+        *(f"{sid}={a.path}:{a.size}:{a.wwn or ''}:{a.serial or ''}"
+          for sid, a in sorted(matched.items())),
+        *([f"machine={machine}"] if machine else []),
+    ])
 
     decisions: list[IdentityDecision] = []
     warnings: list[str] = []

@@ -443,6 +443,10 @@ class PlanOptions:
     root: str = "/mnt/resurgo"
     # Give every recreated identity a new value (finalize rewrites what names them).
     new_identities: bool = False
+    # The recovering machine's own identity (its DMI product UUID; "" unknown): new values
+    # derive from it too, so two machines recovered from one set differ even where their
+    # disks carry no serial or WWN and have the same sizes.
+    machine: str = ""
     # Where a program is installed (run.which), for the tool checks: given by the caller, so
     # that the planner reads nothing of the machine.
     which: Callable[[str], str | None] = field(kw_only=True, compare=False)
