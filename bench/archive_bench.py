@@ -47,6 +47,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from _venv import reexec_in_venv  # bench/, the script's directory
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 TEXT = bytes.maketrans(bytes(range(256)), b"etaoinshrdlucmfw" * 16)
 SECRET = "bench-throwaway-passphrase"
@@ -284,6 +286,7 @@ def report(kind: str, total: int, tools: list[str], saves: dict[str, list[Run]],
 
 
 def main() -> int:
+    reexec_in_venv(__file__)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=0.1, help="1.0 is about 2 GB (default 0.1)")
     ap.add_argument("--files", type=int, help="small files (default 200000 x scale)")

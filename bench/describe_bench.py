@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _venv import reexec_in_venv  # bench/, the script's directory
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SRC))
 
@@ -154,6 +156,7 @@ def command(root: Path, repeat: int, cold: bool) -> None:
 
 
 def main() -> int:
+    reexec_in_venv(__file__)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=Path("/"))
     p.add_argument("--repeat", type=int, default=3)

@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _venv import reexec_in_venv  # bench/, the script's directory
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 MIB = 1 << 20
 
@@ -220,6 +222,7 @@ def save_sets(tree: Path, work: Path, disks: Disks, size: int) -> dict[str, obje
 
 
 def main() -> int:
+    reexec_in_venv(__file__)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="a debootstrapped Debian tree")
     parser.add_argument("--server", action="store_true",

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _venv import reexec_in_venv  # bench/, the script's directory
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from resurgo.cli.progress import shown
@@ -58,6 +60,7 @@ def once(src: Path, told: bool) -> float:
 
 
 def main() -> int:
+    reexec_in_venv(__file__)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=5)

@@ -61,9 +61,11 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 REPO: Final = Path(__file__).resolve().parents[1]
-for _p in (REPO, REPO / "src"):
+for _p in (REPO, REPO / "src", REPO / "bench"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
+
+from _venv import reexec_in_venv  # noqa: E402  (bench/, the script's directory)
 
 from tests.vm import guest  # noqa: E402  (the repository's guest library, stdlib only)
 
@@ -1104,18 +1106,6 @@ def _host_check(firmware: guest.Firmware) -> None:
                          "pip install the repository first") from exc
 
 
-def _reexec_in_venv() -> None:
-    """From a clean clone, `python3 bench/vs_rear.py` runs under the repository's venv
-    when the system's Python lacks resurgo's dependencies."""
-    try:
-        import blake3  # noqa: F401
-        import tomli_w  # noqa: F401
-    except ImportError:
-        venv = REPO / ".venv/bin/python"
-        if venv.exists() and Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
-            os.execv(venv, [os.fspath(venv), __file__, *sys.argv[1:]])
-
-
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1158,7 +1148,7 @@ def render_files(paths: Sequence[Path]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _reexec_in_venv()
+    reexec_in_venv(__file__)
     args = parse(argv)
     if args.render:
         print(render_files(args.render))
