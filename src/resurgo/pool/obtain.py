@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resurgo import run
-from resurgo.errors import OperationFailed, ResurgoError
+from resurgo.errors import ResurgoError
 from resurgo.media.streams import Source
 from resurgo.pool import deb, lists, vouch
 from resurgo.pool.lists import PackageRef
@@ -256,16 +256,7 @@ def _add_local(pool: PackagePool, path: Path, key: Key, wanted: dict[str, Candid
         obtained.note(f"{_label(key)}: {path.name} gives none of the files as they are")
         return False
     ref = PackageRef(checked.sha256, checked.size, *key)
-    with open(path, "rb") as f:
-        pool.add(ref, iter(lambda: f.read(_CHUNK), b""))
-    # What reached the pool is what was checked: read back, hashed.
-    with contextlib.closing(pool.open(ref)) as src:
-        h = hashlib.sha256()
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            h.update(chunk)
-    if h.hexdigest() != ref.sha256:
-        raise OperationFailed(f"{pool.where(ref)} differs from what was written to it",
-                              "check the medium")
+    pool.add_file(ref, path)
     obtained.packages[key] = (ref, frozenset(checked.good))
     obtained.controls[key] = checked.control
     obtained.added.append(ref)

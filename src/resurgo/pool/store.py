@@ -32,10 +32,13 @@ never archives, and a pool of a few hundred MiB would not fit on it either.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import posixpath
 import re
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from resurgo.errors import BadInput, OperationFailed
@@ -54,6 +57,7 @@ _NAME = re.compile(
     r"_(?P<arch>[a-z0-9-]+)(?:\.(?P<twin>[0-9a-f]{16})\.zst)?\.deb")
 TWIN_SUFFIX = ".zst.deb"
 TWIN_DIGITS = 16
+_CHUNK = 1 << 20
 # What a medium that cannot hold a pool is told.
 UNSUPPORTED = ("directory, SFTP, NFS, CIFS and S3 media can; a small FAT image holds no "
                "archives, and the packages would not fit on it")
@@ -264,6 +268,20 @@ class PackagePool:
         """Write a package (or, for a ref with a twin, its twin) into the pool (seen there
         only once whole)."""
         self._store.add(file_name(p), chunks)
+
+    def add_file(self, p: PackageRef, path: Path) -> None:
+        """Write the local file at ``path``, whose sha256 is ``p``'s stored one, into the
+        pool as add() does, then read it back: what reached the pool must be what was
+        checked (OperationFailed otherwise)."""
+        with open(path, "rb") as f:
+            self.add(p, iter(lambda: f.read(_CHUNK), b""))
+        h = hashlib.sha256()
+        with contextlib.closing(self.open(p)) as back:
+            for chunk in iter(lambda: back.read(_CHUNK), b""):
+                h.update(chunk)
+        if h.hexdigest() != p.stored_sha256:
+            raise OperationFailed(f"{self.where(p)} differs from what was written to it",
+                                  "check the medium")
 
     def remove(self, name: str) -> None:
         if "/" in name or not _NAME.fullmatch(name):

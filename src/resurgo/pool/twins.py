@@ -26,8 +26,6 @@ and pool (the next hosts' saves find them), and pool space: about 1.3 times the 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from resurgo.engine.pipes import CompressedWriter
-from resurgo.errors import OperationFailed, ResurgoError
+from resurgo.errors import ResurgoError
 from resurgo.pool import deb
 from resurgo.pool.lists import PackageRef
 from resurgo.pool.needs import default_workers
@@ -256,15 +254,7 @@ def _one(pool: PackagePool, ref: PackageRef, control: dict[str, str],
             # A damaged copy of this very twin: replaced (an SFTP server renames onto no
             # existing name).
             pool.remove(twin_name(made))
-        with open(twin, "rb") as f:
-            pool.add(made, iter(lambda: f.read(_CHUNK), b""))
-        h = hashlib.sha256()
-        with contextlib.closing(pool.open(made)) as back:
-            for chunk in iter(lambda: back.read(_CHUNK), b""):
-                h.update(chunk)
-        if h.hexdigest() != checked.sha256:
-            raise OperationFailed(f"{pool.where(made)} differs from what was written to it",
-                                  "check the medium")
+        pool.add_file(made, twin)
         return "made", "", checked
     except TwinError as e:
         return "", str(e), None
