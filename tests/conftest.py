@@ -46,6 +46,7 @@ SCOPE_SECONDS = {
     "tests/storage": 270,
     "tests/vm/test_rescue.py": 180,
     "tests/vm/test_finalize_boot.py": 160,  # one test
+    "tests/vm/test_pool_rescue.py": 240,  # one test: a host save, one rescue boot (estimate)
     "tests/vm/test_netboot.py": 120,
     "tests/vm/test_rescue_shares.py": 70,
     "tests/vm/test_rescue_network.py": 60,

@@ -213,7 +213,9 @@ def test_the_extraction_runs_beside_the_archive_restore_and_ends_before_its_dire
     assert len(files) == len(packaged)
     out = tmp_path / "out"
     out.mkdir()
-    job = Extraction(out, files, PoolNeeds(pool, refs), workers=2)
+    told: list[tuple[int, int]] = []
+    job = Extraction(out, files, PoolNeeds(pool, refs), workers=2,
+                     progress=lambda n, b: told.append((n, b)))
     waited: list[int] = []
     try:
         restore_tree(out, Source.file(manifest), {"s1": Source.file(archive)},
@@ -221,6 +223,9 @@ def test_the_extraction_runs_beside_the_archive_restore_and_ends_before_its_dire
     finally:
         job.stop()
     assert waited == [len(files)]
+    # the progress is told after each package, counting up to every file and byte
+    assert len(told) == 5 and told == sorted(told)
+    assert told[-1] == (len(files), sum(len(d) for d in packaged.values()))
     extra = [f.entry() for f in files]
     assert verify_tree(out, Source.file(manifest), extra=extra) == []
     assert os.stat(out / "usr/lib/mod3").st_mtime_ns == 1_500_000_000_123_456_789

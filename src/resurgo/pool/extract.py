@@ -34,6 +34,7 @@ import select
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -183,8 +184,12 @@ class Extraction:
     stops what is still running (after an error elsewhere) and waits for it."""
 
     def __init__(self, target: Path, files: list[PooledFile], needs: PoolNeeds, *,
-                 workers: int | None = None, processes: bool = True) -> None:
+                 workers: int | None = None, processes: bool = True,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.needs = needs
+        # Told the files and bytes written so far after each package (from the threads
+        # that feed the workers, one at a time).
+        self._progress = progress
         jobs = _jobs(files, needs)
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         for job in jobs:
@@ -228,6 +233,8 @@ class Extraction:
                     self._result.files += files
                     self._result.data_bytes += data_bytes
                     self._result.warnings += warnings
+                    if self._progress is not None:
+                        self._progress(self._result.files, self._result.data_bytes)
         except Stopped:
             pass
         except BaseException as e:  # handed to wait()

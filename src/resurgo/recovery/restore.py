@@ -16,6 +16,7 @@ archive and the files named.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -133,24 +134,52 @@ def totals(loaded: LoadedSet, unit: Unit) -> Amount | None:
     return Amount(entries, nbytes)
 
 
+class _Sum:
+    """One tree's progress: the archive's restore's counts and the packages' extraction's,
+    each told from its own thread, added."""
+
+    def __init__(self, tally: Callable[[int, int], None]) -> None:
+        self._tally = tally
+        self._lock = threading.Lock()
+        self._archive = (0, 0)
+        self._packages = (0, 0)
+
+    def archive(self, entries: int, nbytes: int) -> None:
+        with self._lock:
+            self._archive = (entries, nbytes)
+            self._tell()
+
+    def packages(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            self._packages = (files, nbytes)
+            self._tell()
+
+    def _tell(self) -> None:
+        self._tally(self._archive[0] + self._packages[0], self._archive[1] + self._packages[1])
+
+
 def restore_unit(loaded: LoadedSet, unit: Unit, root: Path,
                  on_event: OnEvent = ignore) -> CommandResult:
     start = time.monotonic()
     c = unit.command
-    # The manifest is read once more for the totals only when someone listens.
-    total = totals(loaded, unit) if on_event is not ignore else None
-    tally = advancing(on_event, Step.RESTORE, f"restoring {unit.label}", total)
     pooled = loaded.pooled(unit)
+    # The manifest is read once more for the totals only when someone listens; the files
+    # the packages give count with the archive's.
+    total = totals(loaded, unit) if on_event is not ignore else None
+    if total is not None and loaded.pool and pooled:
+        total = Amount(total.entries + len(pooled),
+                       total.bytes + sum(f.size for f in pooled))
+    tally = _Sum(advancing(on_event, Step.RESTORE, f"restoring {unit.label}", total))
     with unit_tree(unit, root, writable=True) as tree, _writable(loaded, unit, tree):
         extracted = Extracted()
         if not (loaded.pool and pooled):
             result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
-                                  identity=loaded.identity, progress=tally)
+                                  identity=loaded.identity, progress=tally.archive)
         else:
             # The package files are written beside the archive's entries, and are all there
             # before the archive's restore gives the directories their saved metadata. A
             # medium that is read one request at a time (SFTP) gives the packages first.
-            job = Extraction(tree.path, pooled, loaded.pool)
+            job = Extraction(tree.path, pooled, loaded.pool, progress=tally.packages)
             try:
                 if not loaded.pool.pool.local:
                     extracted = job.wait()
@@ -160,7 +189,7 @@ def restore_unit(loaded: LoadedSet, unit: Unit, root: Path,
                     extracted = job.wait()
 
                 result = restore_tree(tree.path, loaded.manifest(unit), loaded.archives(unit),
-                                      identity=loaded.identity, progress=tally,
+                                      identity=loaded.identity, progress=tally.archive,
                                       before_dirs=packages_done)
             finally:
                 job.stop()
