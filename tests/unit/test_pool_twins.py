@@ -180,6 +180,16 @@ def test_a_package_whose_twin_cannot_be_made_is_read_as_it_is(
     assert not list((tmp_path / "medium/pool").glob("*.zst.deb"))
 
 
+def test_a_package_changed_in_the_pool_after_its_check_makes_no_twin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cands, got, _ = _obtained(tmp_path, monkeypatch)
+    ref = got.packages[KEY][0]
+    swapped = make_deb(*KEY, [Member("./usr/bin/tool", TOOL, mode=0o755)])
+    (tmp_path / "medium/pool" / package_name(ref)).write_bytes(swapped)
+    made = twins.ensure(pool_of(tmp_path), got, obtain.by_key(cands))
+    assert made.of == {} and "changed in the pool" in made.notes[0]
+
+
 @pytest.mark.skipif(not ROOTED, reason="restoring owners needs root")
 def test_the_recovery_checks_and_reads_the_twin_not_the_package(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,11 +26,11 @@ and pool (the next hosts' saves find them), and pool space: about 1.3 times the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,24 +199,12 @@ def _read(path: Path, key: Key, wanted: dict[str, Candidate]) -> Checked:
         return check_package(f, key, wanted, data=True)
 
 
-def _copy(open_source: Callable[[], deb.Readable], path: Path) -> None:
-    src = open_source()
-    try:
-        with open(path, "wb") as f:
-            while chunk := src.read(_CHUNK):
-                f.write(chunk)
-    finally:
-        close = getattr(src, "close", None)
-        if close is not None:
-            close()
-
-
 def _found(pool: PackagePool, name: str, key: Key, control: dict[str, str],
-           wanted: dict[str, Candidate], twin: Path) -> Checked | str:
+           wanted: dict[str, Candidate]) -> Checked | str:
     """A twin the pool holds, read whole: what it gives, or why it is none."""
     try:
-        _copy(lambda: pool.open_name(name), twin)
-        checked = _read(twin, key, wanted)
+        with contextlib.closing(pool.open_name(name)) as src:
+            checked = check_package(src, key, wanted, data=True)
     except (deb.DebError, ResurgoError, OSError) as e:
         return f"it cannot be read ({e})"
     if not name.endswith(f".{checked.sha256[:TWIN_DIGITS]}{TWIN_SUFFIX}"):
@@ -234,17 +222,19 @@ def _one(pool: PackagePool, ref: PackageRef, control: dict[str, str],
         twin = mine / "twin"
         bad: set[str] = set()
         for name in sorted(held):
-            found = _found(pool, name, key, control, wanted, twin)
+            found = _found(pool, name, key, control, wanted)
             if not isinstance(found, str):
                 return "found", "", found
             # Left where it is (a prune removes what no set reads): a set may read it,
             # if a read failed that was not its fault.
             log.warning("the pool's %s is no twin of %s: %s", name, ref.label(), found)
             bad.add(name)
-        package = mine / "package"
-        _copy(lambda: pool.open(ref.package()), package)
-        with open(package, "rb") as src, open(twin, "wb") as out:
-            make(src, ref.size, out)
+        with contextlib.closing(pool.open(ref.package())) as src, open(twin, "wb") as out:
+            package = deb.Hashing(src)
+            make(package, ref.size, out)
+            package.drain()
+        if package.sha256.hexdigest() != ref.sha256:
+            return "", "the package changed in the pool while its twin was made", None
         checked = _read(twin, key, wanted)
         problem = _acceptable(checked, control)
         if problem is not None:
@@ -275,7 +265,10 @@ def ensure(pool: PackagePool, obtained: Obtained,
     # A local directory is read and written by several threads at once; an SFTP or S3
     # connection carries one stream of requests: twins are then made one at a time.
     workers = default_workers() if pool.local else 1
-    with tempfile.TemporaryDirectory(prefix="resurgo-twins-") as tmp:
+    # Each twin is made in a file first (an ar member's header, before it, holds its
+    # size), as large as its package recompressed: on disk, not in a RAM-backed /tmp.
+    spool = "/var/tmp" if os.path.isdir("/var/tmp") else None
+    with tempfile.TemporaryDirectory(prefix="resurgo-twins-", dir=spool) as tmp:
         os.chmod(tmp, 0o700)
         work = Path(tmp)
 
