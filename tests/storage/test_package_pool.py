@@ -36,12 +36,11 @@ from resurgo.pool.store import POOL_DIR, TWIN_SUFFIX, package_name, parse_name, 
 from tests.support import cli
 from tests.support.consts import MIB, ROOT_X86_64
 from tests.support.loopdisks import Loop, Rig, require_loop_support
-from tests.support.trees import assert_same_trees, snapshot, without, write
+from tests.support.trees import assert_same_trees, snapshot, system_snapshot, write
 
 pytestmark = pytest.mark.storage
 
 SIZE = 1600 * MIB
-EMPTIED = (b"proc", b"sys", b"dev", b"run", b"tmp")
 Snapshot = dict[bytes, dict[str, Any]]
 
 
@@ -50,17 +49,6 @@ def _table() -> str:
             f"label-id: {str(uuid.uuid4()).upper()}\n"
             f"1 : start=2048, size={(SIZE // MIB - 2) * 2048}, type={ROOT_X86_64}, "
             'name="root"\n')
-
-
-def _system(root: Path, spot: Path) -> Snapshot:
-    """The filesystem at root as the walker sees it (a plain bind: nothing mounted below),
-    the emptied directories' contents left out as save leaves them."""
-    spot.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "--bind", str(root), str(spot)], check=True)
-    try:
-        return without(snapshot(spot), emptied=EMPTIED)
-    finally:
-        subprocess.run(["umount", str(spot)], check=True)
 
 
 def _make_it_its_own(root: Path) -> list[str]:
@@ -111,7 +99,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
         subprocess.run(["cp", "-a", f"{tree}/.", str(root)], check=True)
         assert not list((root / "var/cache/apt/archives").glob("*.deb"))
         changed = _make_it_its_own(root)
-        expected = _system(root, work / "view")
+        expected = system_snapshot(root, work / "view")
         medium = work / "medium"
         state = work / "state"
         r = cli.spawn("save", "--to", medium, "--root", root, "--no-rescue", "--packages",
@@ -185,7 +173,7 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     assert r.returncode == 0, r.output
     out = r.json()
     assert out["verify"]["ok"] is True, out["verify"]
-    assert_same_trees(saved.expected, _system(mnt, tmp_path / "view"))
+    assert_same_trees(saved.expected, system_snapshot(mnt, tmp_path / "view"))
 
     r = cli.spawn("verify", "--from", saved.medium, "--packages", mnt, state=saved.state)
     assert r.returncode == 0, r.output
@@ -215,7 +203,7 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
     cached = mnt / "var/cache/apt/archives" / bash.name.split("_", 1)[1]
     write(cached, bash.read_bytes(), mode=0o644)
     os.utime(cached, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
-    expected = _system(mnt, tmp_path / "view2")
+    expected = system_snapshot(mnt, tmp_path / "view2")
     before = _pool(saved.medium)
     r = cli.spawn("save", "--to", saved.medium, "--root", mnt, "--no-rescue", "--packages",
                   "pool", "--json", state=tmp_path / "state2", timeout=1200)
@@ -245,7 +233,7 @@ def test_saved_with_the_pool_recovered_onto_another_disk_is_the_same_system(
                       "--json", state=tmp_path / "state2", timeout=1200)
         assert r.returncode == 0, r.output
         assert r.json()["verify"]["ok"] is True, r.json()["verify"]
-        assert_same_trees(expected, _system(again, tmp_path / "view3"))
+        assert_same_trees(expected, system_snapshot(again, tmp_path / "view3"))
     finally:
         umount_below(again)
 
@@ -333,7 +321,7 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_a_r
         with open(victim, "ab") as out:  # one more ar member: readers skip it
             out.write(f"{'zz-extra/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{4:<10}`\n".encode()
                       + b"evil")
-        expected = _system(root, tmp_path / "view")
+        expected = system_snapshot(root, tmp_path / "view")
         url = "s3://pool/fleet"
         s3 = ("--s3-endpoint", seaweed.endpoint, "--s3-insecure-http")
         env = {**seaweed.environ(), "HOME": str(tmp_path)}
@@ -384,7 +372,7 @@ def test_the_pool_on_s3_takes_cached_packages_the_lists_vouch_for_and_serves_a_r
                       timeout=1200)
         assert r.returncode == 0, r.output
         assert r.json()["verify"]["ok"] is True, r.json()["verify"]
-        assert_same_trees(expected, _system(mnt, tmp_path / "view-s3"))
+        assert_same_trees(expected, system_snapshot(mnt, tmp_path / "view-s3"))
     finally:
         umount_below(mnt)
         seaweed.close()

@@ -270,6 +270,22 @@ def without(snap: Snapshot, *, excluded: tuple[bytes, ...] = (),
     return {p: d for p, d in snap.items() if not dropped(p)}
 
 
+# The directories a save empties (their contents are the running system's, not saved).
+EMPTIED_BY_SAVE = (b"proc", b"sys", b"dev", b"run", b"tmp")
+
+
+def system_snapshot(root: Path, spot: Path) -> Snapshot:
+    """The filesystem at root as the walker sees it, through a plain bind mount at spot
+    (nothing mounted below it seen), the emptied directories' contents left out as save
+    leaves them."""
+    spot.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(root), str(spot)], check=True)
+    try:
+        return without(snapshot(spot), emptied=EMPTIED_BY_SAVE)
+    finally:
+        subprocess.run(["umount", str(spot)], check=True)
+
+
 def assert_same_trees(expected: Snapshot, actual: Snapshot, *, exact_sparse: bool = True) -> None:
     assert sorted(actual) == sorted(expected), (
         f"only expected: {sorted(set(expected) - set(actual))[:10]}, "

@@ -29,7 +29,7 @@ import pytest
 from tests.support import cli
 from tests.support.consts import ROOT_X86_64
 from tests.support.loopdisks import Rig, require_loop_support
-from tests.support.trees import Snapshot, assert_same_trees, snapshot, without, write
+from tests.support.trees import assert_same_trees, system_snapshot, write
 from tests.vm import guest
 from tests.vm.cycle import RESCUE_TIMEOUT
 from tests.vm.rescue_images import Keys, direct_boot, rescue_lines, unattended_args
@@ -40,18 +40,6 @@ MiB = guest.MiB
 SIZE = 1600 * MiB
 SET_DISK_SIZE = 1024 * MiB
 HOST = "pool-rescue"
-EMPTIED = (b"proc", b"sys", b"dev", b"run", b"tmp")
-
-
-def _walk(root: Path, spot: Path) -> Snapshot:
-    """The filesystem at root as the walker sees it, through a plain bind (nothing mounted
-    below), the emptied directories' contents left out as save leaves them."""
-    spot.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "--bind", str(root), str(spot)], check=True)
-    try:
-        return without(snapshot(spot), emptied=EMPTIED)
-    finally:
-        subprocess.run(["umount", str(spot)], check=True)
 
 
 def _its_own(root: Path) -> None:
@@ -84,7 +72,7 @@ def test_the_rescue_recovers_a_package_aware_set_from_its_pool(
         root = rig.mount(disk.part(1), tmp_path / "system")
         subprocess.run(["cp", "-a", f"{tree}/.", str(root)], check=True)
         _its_own(root)
-        expected = _walk(root, tmp_path / "view")
+        expected = system_snapshot(root, tmp_path / "view")
         setdev = rig.sh("losetup", "--find", "--show", str(set_disk)).strip()
         try:
             medium = rig.mount(setdev, tmp_path / "setdisk") / "resurgo" / HOST
@@ -130,4 +118,4 @@ def test_the_rescue_recovers_a_package_aware_set_from_its_pool(
         part = Path(f"{dev}p1")
         guest._wait_for_nodes([part])
         with guest.mounted(part, tmp_path / "got", options=["ro"]) as got:
-            assert_same_trees(expected, _walk(got, tmp_path / "view-got"))
+            assert_same_trees(expected, system_snapshot(got, tmp_path / "view-got"))
