@@ -387,6 +387,18 @@ def test_an_initramfs_carrying_a_rewritten_file_is_rebuilt_though_no_driver_lack
     assert again.ok and again.commands == (), again.commands
 
 
+def _resume_by_device(tmp_path: Path) -> tuple[Path, Path]:
+    """A restored tree whose conf.d/resume names a kernel device, its initramfs carrying a
+    copy of it (no driver lacking): the root and the image."""
+    root = tmp_path / "root"
+    make_tree(root, WITH_NVME)
+    (root / "etc/initramfs-tools/conf.d").mkdir()
+    (root / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=/dev/vda4\n")
+    image = root / f"boot/initrd.img-{KERNEL}"
+    initramfs(image, WITH_NVME, tmp_path, {"conf/conf.d/resume": "RESUME=/dev/vda4\n"})
+    return root, image
+
+
 @needs_lister
 @no_nvme_here
 def test_a_rewritten_file_the_initramfs_carries_is_renamed_in_the_image_without_a_rebuild(
@@ -394,12 +406,7 @@ def test_a_rewritten_file_the_initramfs_carries_is_renamed_in_the_image_without_
 ) -> None:
     # No driver lacks: the image's own copy of conf.d/resume is renamed as the file is,
     # and update-initramfs (minutes under emulation) is not run.
-    root = tmp_path / "root"
-    make_tree(root, WITH_NVME)
-    (root / "etc/initramfs-tools/conf.d").mkdir()
-    (root / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=/dev/vda4\n")
-    image = root / f"boot/initrd.img-{KERNEL}"
-    initramfs(image, WITH_NVME, tmp_path, {"conf/conf.d/resume": "RESUME=/dev/vda4\n"})
+    root, image = _resume_by_device(tmp_path)
     desc = description()
     opts = FinalizeOptions(sysfs=machine(tmp_path), bootloader=False, log_dir="/var/log/r")
     told: list[str] = []
@@ -425,12 +432,7 @@ def test_an_image_behind_a_boot_symlink_leading_out_of_the_tree_is_not_rewritten
 ) -> None:
     # The restored /boot is the set author's: a symlink to a host path must not lead the
     # in-place rename to the rescue's own files.
-    root = tmp_path / "root"
-    make_tree(root, WITH_NVME)
-    (root / "etc/initramfs-tools/conf.d").mkdir()
-    (root / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=/dev/vda4\n")
-    image = root / f"boot/initrd.img-{KERNEL}"
-    initramfs(image, WITH_NVME, tmp_path, {"conf/conf.d/resume": "RESUME=/dev/vda4\n"})
+    root, image = _resume_by_device(tmp_path)
     outside = tmp_path / "host-boot"
     (root / "boot").rename(outside)
     (root / "boot").symlink_to(outside)
