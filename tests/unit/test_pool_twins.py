@@ -180,6 +180,18 @@ def test_a_package_whose_twin_cannot_be_made_is_read_as_it_is(
     assert not list((tmp_path / "medium/pool").glob("*.zst.deb"))
 
 
+def test_a_full_spool_makes_no_twin_and_the_save_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cands, got, _ = _obtained(tmp_path, monkeypatch)
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(twins, "make", full)
+    made = twins.ensure(pool_of(tmp_path), got, obtain.by_key(cands))
+    assert made.of == {} and "No space left on device" in made.notes[0]
+
+
 def test_a_package_changed_in_the_pool_after_its_check_makes_no_twin(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cands, got, _ = _obtained(tmp_path, monkeypatch)

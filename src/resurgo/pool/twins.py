@@ -248,6 +248,9 @@ def _one(pool: PackagePool, ref: PackageRef, control: dict[str, str],
         return "made", "", checked
     except TwinError as e:
         return "", str(e), None
+    except OSError as e:
+        # The spool (/var/tmp) full or unwritable: the recovery reads the package instead.
+        return "", f"it could not be made here: {e.strerror or e}", None
     finally:
         shutil.rmtree(mine, ignore_errors=True)
 
