@@ -136,6 +136,14 @@ EXCLUDE_MOUNTPOINTS+=( /resurgo-test/exchange )
 BACKUP_PROG_EXCLUDE+=( '/resurgo-test/exchange/*' )
 """
 
+#: Added under UEFI: there the ISO boots by GRUB, whose default entry ReaR makes "Boot next
+#: EFI" (GRUB2_DEFAULT_BOOT=chainloader; ISO_DEFAULT and ISO_RECOVER_MODE are isolinux's,
+#: BIOS only): its "rear" entry instead, and `unattended` on the rescue kernel's command
+#: line, which the rescue system reads to recover unattended (isolinux's entry adds it).
+REAR_CONF_UEFI: Final = """GRUB2_DEFAULT_BOOT=rear
+KERNEL_CMDLINE+=" unattended"
+"""
+
 #: resurgo's configuration (/etc/resurgo/resurgo.toml): the image `save` builds into the
 #: set recovers unattended by default and powers off when done.
 RESURGO_CONF: Final = """\
@@ -824,9 +832,9 @@ class Saved:
     source_ids: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _save_files(tool: Tool) -> dict[str, guest.ExchangeFile]:
+def _save_files(tool: Tool, firmware: guest.Firmware) -> dict[str, guest.ExchangeFile]:
     if tool == "rear":
-        return {"local.conf": REAR_CONF}
+        return {"local.conf": REAR_CONF + (REAR_CONF_UEFI if firmware == "uefi" else "")}
     import blake3
     import tomli_w
 
@@ -861,7 +869,7 @@ def save(tool: Tool, run_dir: Path, source: guest.ImageInfo, firmware: guest.Fir
     try:
         watched, x = boot_guest_script(
             script, image=guest.Drive(src, serial="vsrear-source"), workdir=work,
-            files=_save_files(tool), extra=[guest.Drive(out, serial="vsrear-out")],
+            files=_save_files(tool, firmware), extra=[guest.Drive(out, serial="vsrear-out")],
             firmware=firmware, ovmf_vars=ovmf_vars, timeout=SAVE_TIMEOUT)
         status = (x / "exit-status").read_text().strip() if (x / "exit-status").exists() else None
         result["exit_status"] = int(status) if status and status.isdigit() else None
