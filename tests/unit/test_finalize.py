@@ -461,3 +461,94 @@ def test_each_command_is_told_as_it_starts(tmp_path: Path) -> None:
     assert not f.command(["false"], "why not", in_chroot=False)
     assert told == ["  running  true", "  running  false"]
     assert [c.status for c in f.commands] == [StepStatus.DONE, StepStatus.FAILED]
+
+
+# ---------------------------------------------------------------- grub.cfg kept as restored
+
+KEPT_CFG = (
+    "menuentry 'Debian' {\n"
+    f"\tsearch --no-floppy --fs-uuid --set=root {ROOT_UUID}\n"
+    f"\tlinux\t/vmlinuz-{KERNEL} root=UUID={ROOT_UUID} ro quiet\n"
+    f"\tinitrd\t/initrd.img-{KERNEL}\n"
+    "}\n"
+)
+
+
+def _kept_tree(root: Path, cfg: str = KEPT_CFG) -> None:
+    """The usual tree, but nothing in it names a disk by its kernel name: only identities
+    the recovery keeps."""
+    make_tree(root, WITH_NVME)
+    (root / "etc/default/grub").write_text('GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX=""\n')
+    (root / "boot/grub/grub.cfg").write_text(cfg)
+
+
+def _argv0(r: finalize.FinalizeReport) -> list[str]:
+    return [c.argv[0] for c in r.commands]
+
+
+@needs_lister
+@no_nvme_here
+def test_grub_cfg_that_boots_every_kernel_with_kept_identities_is_not_regenerated(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    _kept_tree(root)
+    desc = description()
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path))
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    assert _argv0(r) == ["grub-install"]
+    assert any(n.startswith("/boot/grub/grub.cfg kept as restored") and KERNEL in n
+               for n in r.notes), r.notes
+    # The preview, from the description's copy of grub.cfg, says the same.
+    saved = dataclasses.replace(desc, config_files=(
+        *desc.config_files,
+        *(ConfigFile(f"config.kept{i}", p, (root / p.lstrip("/")).read_text())
+          for i, p in enumerate(("/etc/default/grub", "/boot/grub/grub.cfg"))),
+    ))
+    p = finalize.preview(saved, plan_for(saved), FinalizeOptions(sysfs=machine(tmp_path / "p")))
+    assert "grub-mkconfig" not in _argv0(p) and "grub-install" in _argv0(p), p.commands
+
+
+@needs_lister
+@no_nvme_here
+@pytest.mark.parametrize("case", ["no initrd line", "other kernel", "new identities",
+                                  "grub default rewritten", "image made", "no grub.cfg"])
+def test_grub_cfg_is_regenerated_when_it_may_not_boot_this_machine(
+    tmp_path: Path, case: str
+) -> None:
+    root = tmp_path / "root"
+    cfg = {"no initrd line": KEPT_CFG.replace(f"\tinitrd\t/initrd.img-{KERNEL}\n", ""),
+           "other kernel": KEPT_CFG.replace(KERNEL, "6.1.0-49-amd64")}.get(case, KEPT_CFG)
+    _kept_tree(root, cfg)
+    desc = description()
+    plan = plan_for(desc)
+    if case == "new identities":
+        plan = make_plan(desc, [actual("nvme0n1", transport="nvme")],
+                         PlanOptions(which=str, new_identities=True))
+    elif case == "grub default rewritten":
+        (root / "etc/default/grub").write_text(GRUB_DEFAULT)
+    elif case == "image made":
+        (root / f"boot/initrd.img-{KERNEL}").unlink()
+    elif case == "no grub.cfg":
+        (root / "boot/grub/grub.cfg").unlink()
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path))
+    r = finalize.finalize(desc, plan, root, opts)
+    assert _argv0(r)[-1] == "grub-mkconfig", r.commands
+    assert not any("kept as restored" in n for n in r.notes), r.notes
+    if case == "image made":
+        assert ("update-initramfs", "-c", "-k", KERNEL) in [c.argv for c in r.commands]
+
+
+def test_grub_cfg_boots_wants_the_kernel_and_its_image_on_their_own_lines() -> None:
+    from resurgo.finalize.cmdline import grub_cfg_boots
+
+    image = f"initrd.img-{KERNEL}"
+    assert grub_cfg_boots(KEPT_CFG, KERNEL, image)
+    assert grub_cfg_boots(KEPT_CFG, KERNEL, None)
+    assert not grub_cfg_boots(KEPT_CFG, "6.1.0-5", None)  # a prefix of the version
+    assert not grub_cfg_boots(KEPT_CFG, KERNEL, f"initramfs-{KERNEL}.img")
+    commented = KEPT_CFG.replace("\tlinux\t", "#\tlinux\t")
+    assert not grub_cfg_boots(commented, KERNEL, image)
+    efi = KEPT_CFG.replace("\tlinux\t", "\tlinuxefi ").replace("\tinitrd\t", "\tinitrdefi ")
+    assert grub_cfg_boots(efi, KERNEL, image)

@@ -21,7 +21,10 @@ In order, each change recorded with its reason:
      minutes of a rebuild);
   4. bootloader: the one the description names, onto the disks it now lives on (GRUB for
      BIOS, GRUB for UEFI with an NVRAM entry and the removable path, systemd-boot), then
-     grub.cfg regenerated and its root= checked to be a UUID;
+     grub.cfg regenerated and its root= checked to be a UUID; or kept as restored when it
+     boots every installed kernel with its image and neither the identities it can name
+     nor anything grub-mkconfig reads changed (GRUB finds /boot by UUID: a new disk or
+     bus changes only its hints);
   5. the report, also left in the restored system as /var/log/resurgo/recovery-*.log.
 
 With options.dry_run nothing is written and nothing is run that changes anything;

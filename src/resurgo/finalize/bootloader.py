@@ -11,7 +11,8 @@ holds); steps.py runs them in the chroot.
     and always at the removable-media path EFI/BOOT/BOOTX64.EFI, which firmware with
     fresh NVRAM (a new machine) starts without any entry.
   - systemd-boot: bootctl install into the ESP.
-  - then grub.cfg is regenerated (grub-mkconfig), and its root= checked.
+  - then grub.cfg is regenerated (grub-mkconfig), and its root= checked; unless the
+    restored one serves as it is (steps.py decides, from what finalize changed).
 """
 
 from __future__ import annotations

@@ -184,6 +184,21 @@ def fix_grub_cfg(text: str, ids: Identities, root_spec: str | None) -> Rewrite:
     return lines.edit_lines(text, edit)
 
 
+_INITRD_LINE = re.compile(r"^\s*initrd(?:16|efi)?\s")
+
+
+def grub_cfg_boots(text: str, kernel: str, initrd: str | None) -> bool:
+    """Whether grub.cfg has a ``linux`` line loading ``kernel``'s vmlinuz and, when the
+    kernel has an initramfs (``initrd``, its file name), an ``initrd`` line loading it."""
+    vmlinuz = re.compile(rf"/vmlinu[xz]-{re.escape(kernel)}(?:\s|$)")
+    image = re.compile(rf"/{re.escape(initrd)}(?:\s|$)") if initrd else None
+    linux = loaded = False
+    for line in text.splitlines():
+        linux = linux or bool(_LINUX_LINE.match(line) and vmlinuz.search(line))
+        loaded = loaded or bool(image and _INITRD_LINE.match(line) and image.search(line))
+    return linux and (image is None or loaded)
+
+
 def grub_cfg_roots(text: str) -> list[str]:
     """The root= values of grub.cfg's linux lines (to check what grub-mkconfig wrote)."""
     out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import os
 import subprocess
 import time
@@ -30,7 +31,7 @@ from resurgo.finalize import (
 )
 from resurgo.finalize import report as render
 from resurgo.finalize.chroot import Chroot
-from resurgo.finalize.cmdline import grub_cfg_roots
+from resurgo.finalize.cmdline import grub_cfg_boots, grub_cfg_roots
 from resurgo.finalize.identity import Identities
 from resurgo.finalize.model import (
     CommandRecord,
@@ -49,6 +50,8 @@ from resurgo.plan.model import Plan
 from resurgo.probe.hardware import KernelModules
 
 MODULES_FILE = "/etc/initramfs-tools/modules"
+# What grub-mkconfig reads besides the disks and /boot: a change there is a new grub.cfg.
+GRUB_INPUTS = ("/etc/default/grub", "/etc/grub.d/")
 DRACUT_SNIPPET = "/etc/dracut.conf.d/resurgo-drivers.conf"
 
 
@@ -84,6 +87,8 @@ class Finalizer:
         self.commands: list[CommandRecord] = []
         self.nics: list[NicPair] = []
         self.initramfs: list[InitramfsCheck] = []
+        # Initramfs images a rebuild made where the restored tree had none.
+        self.images_made: list[str] = []
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self.errors: list[str] = []
@@ -453,6 +458,8 @@ class Finalizer:
                 started = time.monotonic()
                 rebuilt = self.command(drivers.rebuild_argv(gen, kernel, exists), "; ".join(whys))
                 seconds = time.monotonic() - started
+                if rebuilt and not exists:
+                    self.images_made.append(image)
                 if rebuilt and not self.dry_run and gap.missing:
                     after = self._listing(gen, image) or frozenset()
                     still = tuple(m for m in gap.missing if m not in after)
@@ -572,7 +579,12 @@ class Finalizer:
         ):
             self._check_nvram(bp)
         if bp.regenerate:
-            self._grub_cfg(facts)
+            kept = self._grub_cfg_kept(facts)
+            if kept is None:
+                self._grub_cfg(facts)
+            else:
+                self.notes.append(kept)
+                self.fix_grub_cfg_text()
 
     def _check_nvram(self, bp: bootloader.BootPlan) -> None:
         assert bp.bootloader_id is not None and bp.loader is not None
@@ -605,6 +617,45 @@ class Finalizer:
         found = configs.grub_cfg_rewrite(self.tree, facts.grub_cfg, self.ids, self._root_spec())
         if found is not None:
             self.file(*found)
+
+    def _grub_cfg_kept(self, facts: bootloader.TreeFacts) -> str | None:
+        """Why the restored grub.cfg boots this machine as it is, so that grub-mkconfig is
+        not run (tens of seconds under emulation, for a file that would differ in its
+        device hints only: GRUB finds /boot by UUID): every identity the file can name is
+        kept, finalize changed nothing grub-mkconfig reads and made no initramfs that was
+        not there, and the file boots every installed kernel with its image. None: it is
+        regenerated."""
+        moved = [d.record for d in self.plan.identities if not d.kept]
+        moved += [
+            i.record for i in self.ids.items
+            if i.new_path and any(
+                old and new and identity.norm_uuid(old) != identity.norm_uuid(new)
+                for old, new in ((i.old_uuid, i.new_uuid), (i.old_partuuid, i.new_partuuid))
+            )
+        ]
+        inputs = [f.path for f in self.files if f.path.startswith(GRUB_INPUTS)]
+        text = self.tree.read(facts.grub_cfg)
+        if moved or inputs or self.images_made or text is None:
+            return None
+        if self.root is not None:
+            kernels = drivers.installed_kernels(self.root)
+        else:
+            kernels = [self.desc.system.kernel] if self.desc.system.kernel else []
+        for kernel in kernels:
+            images = [
+                p for p in (f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img")
+                if self.tree.glob(glob.escape(p))
+            ]
+            initrd = images[0].rsplit("/", 1)[1] if images else None
+            if not grub_cfg_boots(text, kernel, initrd):
+                return None
+        if not kernels:
+            return None
+        return (
+            f"{facts.grub_cfg} kept as restored (grub-mkconfig not run): the disks keep "
+            "their identities, nothing grub-mkconfig reads was changed, and it boots "
+            + ", ".join(kernels)
+        )
 
     def _grub_cfg(self, facts: bootloader.TreeFacts) -> None:
         ok = self.command(
