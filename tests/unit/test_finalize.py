@@ -508,17 +508,25 @@ def test_grub_cfg_that_boots_every_kernel_with_kept_identities_is_not_regenerate
     ))
     p = finalize.preview(saved, plan_for(saved), FinalizeOptions(sysfs=machine(tmp_path / "p")))
     assert "grub-mkconfig" not in _argv0(p) and "grub-install" in _argv0(p), p.commands
+    # An image the recovery makes where the set has none, with the name grub.cfg loads,
+    # keeps it too.
+    (root / f"boot/initrd.img-{KERNEL}").unlink()
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert _argv0(r) == ["update-initramfs", "grub-install"], r.commands
+    assert r.commands[0].argv == ("update-initramfs", "-c", "-k", KERNEL)
 
 
 @needs_lister
 @no_nvme_here
 @pytest.mark.parametrize("case", ["no initrd line", "other kernel", "new identities",
-                                  "grub default rewritten", "image made", "no grub.cfg"])
+                                  "grub default rewritten", "image made, not loaded",
+                                  "no grub.cfg"])
 def test_grub_cfg_is_regenerated_when_it_may_not_boot_this_machine(
     tmp_path: Path, case: str
 ) -> None:
     root = tmp_path / "root"
-    cfg = {"no initrd line": KEPT_CFG.replace(f"\tinitrd\t/initrd.img-{KERNEL}\n", ""),
+    no_initrd = KEPT_CFG.replace(f"\tinitrd\t/initrd.img-{KERNEL}\n", "")
+    cfg = {"no initrd line": no_initrd, "image made, not loaded": no_initrd,
            "other kernel": KEPT_CFG.replace(KERNEL, "6.1.0-49-amd64")}.get(case, KEPT_CFG)
     _kept_tree(root, cfg)
     desc = description()
@@ -528,7 +536,8 @@ def test_grub_cfg_is_regenerated_when_it_may_not_boot_this_machine(
                          PlanOptions(which=str, new_identities=True))
     elif case == "grub default rewritten":
         (root / "etc/default/grub").write_text(GRUB_DEFAULT)
-    elif case == "image made":
+    elif case == "image made, not loaded":
+        # The saved system had none: grub.cfg, made then, has no initrd line.
         (root / f"boot/initrd.img-{KERNEL}").unlink()
     elif case == "no grub.cfg":
         (root / "boot/grub/grub.cfg").unlink()
@@ -536,7 +545,7 @@ def test_grub_cfg_is_regenerated_when_it_may_not_boot_this_machine(
     r = finalize.finalize(desc, plan, root, opts)
     assert _argv0(r)[-1] == "grub-mkconfig", r.commands
     assert not any("kept as restored" in n for n in r.notes), r.notes
-    if case == "image made":
+    if case == "image made, not loaded":
         assert ("update-initramfs", "-c", "-k", KERNEL) in [c.argv for c in r.commands]
 
 

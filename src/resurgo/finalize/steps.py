@@ -87,8 +87,9 @@ class Finalizer:
         self.commands: list[CommandRecord] = []
         self.nics: list[NicPair] = []
         self.initramfs: list[InitramfsCheck] = []
-        # Initramfs images a rebuild made where the restored tree had none.
-        self.images_made: list[str] = []
+        # Initramfs images a rebuild made (or, in a dry run, would make) where the restored
+        # tree had none, by kernel.
+        self.images_made: dict[str, str] = {}
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self.errors: list[str] = []
@@ -459,7 +460,7 @@ class Finalizer:
                 rebuilt = self.command(drivers.rebuild_argv(gen, kernel, exists), "; ".join(whys))
                 seconds = time.monotonic() - started
                 if rebuilt and not exists:
-                    self.images_made.append(image)
+                    self.images_made[kernel] = image
                 if rebuilt and not self.dry_run and gap.missing:
                     after = self._listing(gen, image) or frozenset()
                     still = tuple(m for m in gap.missing if m not in after)
@@ -622,8 +623,8 @@ class Finalizer:
         """Why the restored grub.cfg boots this machine as it is, so that grub-mkconfig is
         not run (tens of seconds under emulation, for a file that would differ in its
         device hints only: GRUB finds /boot by UUID): every identity the file can name is
-        kept, finalize changed nothing grub-mkconfig reads and made no initramfs that was
-        not there, and the file boots every installed kernel with its image. None: it is
+        kept, finalize changed nothing grub-mkconfig reads, and the file boots every
+        installed kernel with its image (one a rebuild made included). None: it is
         regenerated."""
         moved = [d.record for d in self.plan.identities if not d.kept]
         moved += [
@@ -635,7 +636,7 @@ class Finalizer:
         ]
         inputs = [f.path for f in self.files if f.path.startswith(GRUB_INPUTS)]
         text = self.tree.read(facts.grub_cfg)
-        if moved or inputs or self.images_made or text is None:
+        if moved or inputs or text is None:
             return None
         if self.root is not None:
             kernels = drivers.installed_kernels(self.root)
@@ -646,6 +647,8 @@ class Finalizer:
                 p for p in (f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img")
                 if self.tree.glob(glob.escape(p))
             ]
+            if kernel in self.images_made:
+                images.insert(0, self.images_made[kernel])
             initrd = images[0].rsplit("/", 1)[1] if images else None
             if not grub_cfg_boots(text, kernel, initrd):
                 return None
