@@ -513,6 +513,31 @@ class Rehearsal:
     failed_units: tuple[str, ...] | None = None
 
 
+def initramfs_paths(kernel: str) -> tuple[str, str]:
+    """Where initramfs-tools and dracut put a kernel's initramfs."""
+    return f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img"
+
+
+@dataclass(frozen=True)
+class InitramfsImage:
+    """An initramfs image of the saved system."""
+
+    # The kernel release it is for, as /lib/modules and /boot name it.
+    kernel: str
+    # Its path in the saved system, e.g. /boot/initrd.img-6.1.0-28-amd64.
+    path: str
+
+
+@dataclass(frozen=True)
+class MadeAtRecovery:
+    """What save left out of the set because the recovery makes it anew in the restored
+    system, from the packages and configuration restored there."""
+
+    # save --initramfs rebuild: made by the system's own generator (update-initramfs,
+    # dracut) when the recovery finalizes it.
+    initramfs: tuple[InitramfsImage, ...] = ()
+
+
 @dataclass(frozen=True)
 class Description:
     format: FormatInfo
@@ -536,6 +561,11 @@ class Description:
     unsupported: tuple[Unsupported, ...] = field(default=())
     # Since format 1.2; save writes it, describe does not.
     rehearsal: Rehearsal | None = None
+    # Since format 1.3; save writes it (--initramfs rebuild), describe does not.
+    made_at_recovery: MadeAtRecovery | None = None
+
+    def initramfs_made_at_recovery(self) -> tuple[InitramfsImage, ...]:
+        return self.made_at_recovery.initramfs if self.made_at_recovery is not None else ()
 
     def records(self) -> Iterator[tuple[str, int, Any]]:
         """(group, index, record) of every record with an id, group by group."""

@@ -40,10 +40,12 @@ from resurgo.model import (
     Firmware,
     FormatInfo,
     FsType,
+    InitramfsImage,
     LogicalVolume,
     LuksVolume,
     LvSegment,
     LvType,
+    MadeAtRecovery,
     Module,
     Mount,
     OnFailure,
@@ -64,6 +66,7 @@ from resurgo.model import (
     VolumeGroup,
     VolumeState,
     XfsOptions,
+    initramfs_paths,
 )
 
 T = TypeVar("T")
@@ -654,6 +657,14 @@ def descriptions(draw: Any) -> Description:
         canary=opt(st.builds(Canary, path=ABS_PATH, sha256=HEX64)),
         failed_units=opt(st.lists(unit_name, max_size=3).map(tuple)),
     )))
+    release = st.text(alphabet=string.ascii_letters + string.digits + "._+~-", max_size=30)
+    made = draw(opt(st.builds(MadeAtRecovery, initramfs=st.lists(
+        st.tuples(st.sampled_from(string.digits), release, st.booleans()), max_size=2,
+        unique_by=lambda t: t[0] + t[1],
+    ).map(lambda images: tuple(
+        InitramfsImage(k, initramfs_paths(k)[dracut])
+        for k, dracut in ((digit + rest, int(d)) for digit, rest, d in images)
+    )))))
     return Description(
         format=FormatInfo(
             version=FORMAT_VERSION,
@@ -680,4 +691,5 @@ def descriptions(draw: Any) -> Description:
         commands=tuple(commands),
         unsupported=tuple(unsupported),
         rehearsal=rehearsal,
+        made_at_recovery=made,
     )

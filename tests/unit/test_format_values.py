@@ -26,6 +26,7 @@ ROOT = 'id = "fs.sda3"'
 SRV = 'id = "fs.dm-1"'
 BACKUP = 'id = "fs.dm-2"'
 SWAP = 'id = "swap.sda4"'
+MADE = "[made_at_recovery]"
 
 
 def fs_field(anchor: str, old: str, new: str, where: str, message: str, line: str) -> Case:
@@ -278,6 +279,28 @@ CASES = [
     fs_field(SWAP, "page_size = 4096", "page_size = 4095",
              "swaps[0] (id 'swap.sda4').page_size",
              "4095 is not a power of two from 4096 to 65536", "page_size = 4095"),
+    # An initramfs made at recovery: its release goes on update-initramfs's command line
+    # in the chroot, its path names a file under the restored /boot.
+    fs_field(MADE, 'kernel = "6.1.0-21-amd64"', 'kernel = "-x;reboot"',
+             "made_at_recovery.initramfs[0].kernel", "'-x;reboot' is not a kernel release",
+             '{ kernel = "-x;reboot", path = "/boot/initrd.img-6.1.0-21-amd64" },'),
+    fs_field(MADE, 'path = "/boot/initrd.img-6.1.0-21-amd64"', 'path = "/etc/shadow"',
+             "made_at_recovery.initramfs[0].path",
+             "'/etc/shadow' is not where initramfs-tools or dracut put the initramfs of "
+             "6.1.0-21-amd64",
+             '{ kernel = "6.1.0-21-amd64", path = "/etc/shadow" },'),
+    fs_field(MADE, 'path = "/boot/initrd.img-6.1.0-21-amd64"',
+             'path = "/boot/initrd.img-6.1.0-21-amd64/../../etc/shadow"',
+             "made_at_recovery.initramfs[0].path",
+             "'/boot/initrd.img-6.1.0-21-amd64/../../etc/shadow' is not where "
+             "initramfs-tools or dracut put the initramfs of 6.1.0-21-amd64",
+             '{ kernel = "6.1.0-21-amd64", path = '
+             '"/boot/initrd.img-6.1.0-21-amd64/../../etc/shadow" },'),
+    fs_field(MADE, "},", '}, { kernel = "6.1.0-21-amd64", path = '
+             '"/boot/initramfs-6.1.0-21-amd64.img" },',
+             "made_at_recovery.initramfs[1].kernel", "kernel 6.1.0-21-amd64 is listed twice",
+             '{ kernel = "6.1.0-21-amd64", path = "/boot/initrd.img-6.1.0-21-amd64" }, '
+             '{ kernel = "6.1.0-21-amd64", path = "/boot/initramfs-6.1.0-21-amd64.img" },'),
 ]
 
 

@@ -34,6 +34,7 @@ from resurgo.model import (
     Unsupported,
     VfatOptions,
     XfsOptions,
+    initramfs_paths,
 )
 
 Where = tuple[str | int, ...]
@@ -82,6 +83,8 @@ _GPT_ATTRS = re.compile(r"[A-Za-z0-9:, ]*")
 _LVM_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.\-]{0,126}")
 _FEATURE = re.compile(r"\^?[A-Za-z0-9_\-]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# A kernel release as uname -r gives it: 6.1.0-28-amd64, 5.14.0-427.el9.x86_64.
+_KERNEL_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")
 # A systemd unit name (systemd's unit-name.c): a prefix of letters, digits and : _ . \ -,
 # an @ and an instance for a template's, a type suffix; 256 characters at most.
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]+(?:@[A-Za-z0-9:_.\\-]*)?\.[a-z]+")
@@ -443,6 +446,22 @@ def _check_other(desc: Description, problems: list[Problem]) -> None:
         _range(problems, ("removable_devices", i, "size"), rd.size, 0, MAX_SIZE)
     if desc.rehearsal is not None:
         _check_rehearsal(desc.rehearsal, problems)
+    kernels: set[str] = set()
+    for i, left in enumerate(desc.initramfs_made_at_recovery()):
+        # The release names a file under /boot and /lib/modules, and goes on the command
+        # line of update-initramfs or dracut in the chroot.
+        if not _KERNEL_RELEASE.fullmatch(left.kernel):
+            problems.append(Problem(("made_at_recovery", "initramfs", i, "kernel"),
+                                    f"{left.kernel[:80]!r} is not a kernel release"))
+            continue
+        if left.kernel in kernels:
+            problems.append(Problem(("made_at_recovery", "initramfs", i, "kernel"),
+                                    f"kernel {left.kernel} is listed twice"))
+        kernels.add(left.kernel)
+        if left.path not in initramfs_paths(left.kernel):
+            problems.append(Problem(("made_at_recovery", "initramfs", i, "path"),
+                                    f"{left.path[:200]!r} is not where initramfs-tools or "
+                                    f"dracut put the initramfs of {left.kernel[:80]}"))
     if desc.catalog is not None:
         _path(problems, ("catalog", "path"), desc.catalog.path, absolute=False)
         _range(problems, ("catalog", "files"), desc.catalog.files, 0, MAX_SIZE)

@@ -16,7 +16,10 @@ FORMAT_MAJOR = 1
 # (a 1.0 reader refuses such a record as missing its content: it does not misread it).
 # 1.2: the optional [rehearsal] table (the canary save wrote, the units failed then); a
 # 1.1 reader skips it with a warning.
-FORMAT_MINOR = 2
+# 1.3: the optional [made_at_recovery] table (save --initramfs rebuild); a 1.2
+# reader skips them with a warning, and its finalize makes a missing image only when the
+# disks' drivers are found (the set's rescue, of the saving resurgo, reads them).
+FORMAT_MINOR = 3
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 _VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from resurgo.finalize import lines
 from resurgo.finalize.model import LineChange, Rewrite
-from resurgo.model import Driver, DriverClass
+from resurgo.model import Driver, DriverClass, initramfs_paths
 from resurgo.probe.hardware import KernelModules, module_name
 from resurgo.probe.sysfs import link_name
 
@@ -181,7 +181,7 @@ def saved_disk_modules(saved: Iterable[Driver], disk_paths: Iterable[str]) -> fr
 
 def image_path(root: Path, generator: Generator, kernel: str) -> str:
     """The initramfs of kernel inside the restored system, as it names it."""
-    candidates = [f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img"]
+    candidates = list(initramfs_paths(kernel))
     if generator == Generator.DRACUT:
         candidates.reverse()
     for c in candidates:
