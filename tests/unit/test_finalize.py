@@ -561,3 +561,64 @@ def test_grub_cfg_boots_wants_the_kernel_and_its_image_on_their_own_lines() -> N
     assert not grub_cfg_boots(commented, KERNEL, image)
     efi = KEPT_CFG.replace("\tlinux\t", "\tlinuxefi ").replace("\tinitrd\t", "\tinitrdefi ")
     assert grub_cfg_boots(efi, KERNEL, image)
+
+
+# ---------------------------------------------------------------- an initramfs made at recovery
+
+
+def _made(desc: Description) -> Description:
+    from resurgo.model import InitramfsImage, MadeAtRecovery
+
+    image = InitramfsImage(KERNEL, f"/boot/initrd.img-{KERNEL}")
+    return dataclasses.replace(desc, made_at_recovery=MadeAtRecovery((image,)))
+
+
+@needs_lister
+@no_nvme_here
+def test_an_initramfs_the_set_left_out_is_made_first_and_grub_cfg_kept(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _kept_tree(root)
+    (root / f"boot/initrd.img-{KERNEL}").unlink()
+    desc = _made(description())
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path))
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    assert [(c.argv, c.status) for c in r.commands] == [
+        (("update-initramfs", "-c", "-k", KERNEL), StepStatus.PLANNED),
+        (("grub-install", "--target=i386-pc", "/dev/nvme0n1"), StepStatus.PLANNED),
+    ]
+    assert "--initramfs rebuild" in r.commands[0].why
+    # No driver is named in the configuration for an image that is not there yet.
+    assert not any(f.path.startswith("/etc/initramfs-tools/") for f in r.files), r.files
+    assert f"/boot/initrd.img-{KERNEL}: made by the recovery, then looked inside" in r.notes
+    # The preview, from the description alone, plans the same.
+    p = finalize.preview(desc, plan_for(desc), FinalizeOptions(sysfs=machine(tmp_path / "p")))
+    assert p.commands[0].argv == ("update-initramfs", "-c", "-k", KERNEL), p.commands
+
+
+@needs_lister
+@no_nvme_here
+def test_an_initramfs_the_set_left_out_that_is_there_is_not_made_again(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _kept_tree(root)
+    desc = _made(description())
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path))
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    assert _argv0(r) == ["grub-install"]
+    assert f"/boot/initrd.img-{KERNEL}: there already, not made again" in r.notes
+
+
+def test_an_initramfs_left_out_of_a_system_without_a_generator_is_an_error(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    _kept_tree(root)
+    (root / f"boot/initrd.img-{KERNEL}").unlink()
+    (root / "usr/sbin/update-initramfs").unlink()
+    desc = _made(description())
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path), drivers=False)
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert not r.ok
+    assert any("neither initramfs-tools nor dracut" in e for e in r.errors), r.errors
+    assert "update-initramfs" not in _argv0(r)

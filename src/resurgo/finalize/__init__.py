@@ -129,6 +129,9 @@ def _run(f: Finalizer) -> FinalizeReport:
         if opts.network:
             with f.step("network"):
                 f.map_network()
+        if f.desc.initramfs_made_at_recovery():
+            with f.step("initramfs made"):
+                f.make_left_out_images()
         if opts.drivers:
             with f.step("drivers"):
                 f.check_drivers()

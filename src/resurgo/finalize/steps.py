@@ -282,6 +282,50 @@ class Finalizer:
                 + (", ".join(n.label() for n in actual) or "none")
             )
 
+    # ------------------------------------------------------------------ made at recovery
+
+    def make_left_out_images(self) -> None:
+        """The initramfs images the set left out (save --initramfs rebuild), made with the
+        restored system's own generator, in the chroot, before the drivers step looks
+        inside them. Made after the storage configuration is rewritten, an image carries
+        the new names already."""
+        wanted = self.desc.initramfs_made_at_recovery()
+        if not wanted:
+            return
+        if self.root is not None:
+            gen = drivers.detect_generator(self.root)
+            if gen is None:
+                self.errors.append(
+                    "the set leaves the initramfs out for the recovery to make, but the "
+                    "restored system has neither initramfs-tools nor dracut: it has none "
+                    "and will not boot")
+                return
+        else:
+            # A preview: the generator the saved configuration names, else the one whose
+            # file name the set recorded.
+            gen = drivers.generator_of_config([
+                *self.tree.glob("/etc/initramfs-tools/*"), *self.tree.glob("/etc/dracut.conf"),
+                *self.tree.glob("/etc/dracut.conf.d/*")]) or (
+                drivers.Generator.DRACUT if wanted[0].path.endswith(".img")
+                else drivers.Generator.INITRAMFS_TOOLS)
+        for image in wanted:
+            if self.root is not None:
+                host = RootTree(self.root).host(image.path, missing_ok=True)
+                if host is not None and os.path.lexists(host):
+                    self.notes.append(f"{image.path}: there already, not made again")
+                    continue
+            why = (f"the set leaves out the initramfs of {image.kernel} (saved with "
+                   "--initramfs rebuild): made anew from the restored system")
+            made = self.command(drivers.rebuild_argv(gen, image.kernel, False), why)
+            if not made:
+                continue
+            path = drivers.image_path(self.root, gen, image.kernel) if self.root else image.path
+            self.images_made[image.kernel] = path
+            if not self.dry_run and self.root is not None and not os.path.isfile(
+                self.root / path.lstrip("/")
+            ):
+                self.errors.append(f"{path} is missing after {' '.join(self.commands[-1].argv)}")
+
     # ------------------------------------------------------------------ drivers
 
     def _listing(self, gen: drivers.Generator, image: str) -> frozenset[str] | None:
@@ -324,7 +368,7 @@ class Finalizer:
             )
             return
         kernel = self.desc.system.kernel
-        stale = self._stale(gen)
+        stale = self._stale(gen) if kernel not in self.images_made else []
         needed = drivers.needed_modules([m.kname for m in self.plan.matches], self.options.sysfs)
         used = drivers.saved_disk_modules(self.desc.drivers, [d.path for d in self.desc.disks])
         new = [m for m in needed if m not in used]
@@ -407,6 +451,10 @@ class Finalizer:
             modules = KernelModules.load(self.root, kernel)
             image = drivers.image_path(self.root, gen, kernel)
             exists = os.path.exists(self.root / image.lstrip("/"))
+            if not exists and kernel in self.images_made:
+                # A dry run: the recovery makes it first, and looks inside it then.
+                self.notes.append(f"{image}: made by the recovery, then looked inside")
+                continue
             listing = self._listing(gen, image) if exists else frozenset()
             if listing is None:
                 self.notes.append(f"{image}: no lsinitramfs/lsinitrd here to look inside")
@@ -441,9 +489,9 @@ class Finalizer:
             rebuilt = False
             seconds = 0.0
             still: tuple[str, ...] = ()
-            if not gap.missing and stale and exists and self._renamed_in_image(
-                gen, image, stale
-            ):
+            if kernel in self.images_made or (not gap.missing and stale and exists and
+                                              self._renamed_in_image(gen, image, stale)):
+                # (An image made by this recovery was made from the rewritten files.)
                 stale_here: list[str] = []
             else:
                 stale_here = stale
