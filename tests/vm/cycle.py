@@ -102,7 +102,7 @@ for d in $(cat "$X/exclude"); do excluded="$excluded --exclude-disk $d"; done
 install -m 0600 "$X/sign/key" /root/resurgo-sign.key
 start=$(date +%s.%N)
 PYTHONPATH="$X/py" python3 -m resurgo save --to "/mnt/set/resurgo/$host" --no-rescue \\
-    --sign-key /root/resurgo-sign.key --no-catalog $excluded --json \\
+    --sign-key /root/resurgo-sign.key --no-catalog $excluded $(cat "$X/save-args") --json \\
     >"$X/save.json" 2>"$X/save.err"
 rc=$?
 end=$(date +%s.%N)
@@ -318,6 +318,7 @@ def save_in_guest(
     host: str,
     firmware: guest.Firmware,
     script: str = SAVE_SCRIPT,
+    save_args: Sequence[str] = (),
 ) -> Saved:
     """Boot the source, write the markers, and run `resurgo save --sign-key` to the set
     disk (vdb) from inside it (``script``, SAVE_SCRIPT or one that does more first); then
@@ -326,6 +327,8 @@ def save_in_guest(
     files: dict[str, guest.ExchangeFile] = {
         "markers.list": "".join(f"{dest}\n" for dest in content),
         "exclude": " ".join(exclude) + "\n",
+        # More options of the save (words without spaces).
+        "save-args": " ".join(save_args) + "\n",
         "py/resurgo": REPO / "src" / "resurgo",
         "py/tomli_w": Path(tomli_w.__file__).parent,
         "py/blake3": Path(blake3.__file__).parent,

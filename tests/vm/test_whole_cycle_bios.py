@@ -14,15 +14,17 @@ disks, booted.
    with /etc/crypttab (the key file, by UUID), /etc/fstab (by UUID), mdadm.conf;
 3. it boots again: the stack comes up by itself (assembled, unlocked, activated,
    mounted); marker files go to /, /home and /srv/data and `resurgo save --no-rescue
-   --sign-key KEY` writes the set to another virtual disk (the guest script of
-   tests/vm/cycle.py, which the UEFI cycle runs too);
+   --sign-key KEY --initramfs rebuild` writes the set to another virtual disk (the guest
+   script of tests/vm/cycle.py, which the UEFI cycle runs too, without the last option):
+   the set leaves the initramfs out;
 4. host: the LUKS key on a key disk, named after the volume's id, never on the kernel
    command line;
 5. the run's kernel-root rescue (trusting KEY) boots its kernel and initramfs (SeaBIOS)
    with the unattended entry's command line, `resurgo.set=` naming the set and
    `resurgo.keys=LABEL=RESURGO-KEYS`, the set disk, the key disk and three blank NVMe
    disks (the system disk 25 % larger, the mirror's disks one as large as before, one
-   larger); it recovers and finalizes unattended, powers off;
+   larger); it recovers and finalizes unattended (finalize makes the initramfs the set
+   left out, update-initramfs -c in the chroot), powers off;
 6. the recovered disks boot alone (SeaBIOS, NVMe); the check script saved with the
    system prints the markers' hashes, the mounts, /proc/mdstat, the crypt layer, the LV,
    the identities of the md array and the LUKS volume, the kernel command line.
@@ -287,10 +289,13 @@ def saved(stack: Stack, disks: Disks, work: Path, times: Times, keys: Keys) -> S
         keys=keys,
         host=HOST,
         firmware="bios",
+        save_args=("--initramfs", "rebuild"),
     )
 
 
-def test_the_stack_came_up_by_itself_and_was_saved(saved: Saved, stack: Stack) -> None:
+def test_the_stack_came_up_by_itself_and_was_saved(
+    saved: Saved, stack: Stack, source: Source
+) -> None:
     x = saved.exchange
     # The boot itself assembled, unlocked, activated and mounted the stack.
     assert "raid1" in (x / "mdstat.txt").read_text()
@@ -301,6 +306,11 @@ def test_the_stack_came_up_by_itself_and_was_saved(saved: Saved, stack: Stack) -
     desc_text = saved.description.read_text()
     assert "/dev/vdb" not in desc_text and "/dev/vde" not in desc_text
     assert stack.luks_uuid in desc_text and stack.data_uuid in desc_text
+    # The initramfs is not in the set: the description says the recovery makes it.
+    image = f"/boot/initrd.img-{source.info.kernel}"
+    assert saved.report["initramfs"]["left_out"] == [image], saved.report["initramfs"]
+    made = fileformat.read(saved.description).initramfs_made_at_recovery()
+    assert [(i.kernel, i.path) for i in made] == [(source.info.kernel, image)]
 
 
 @dataclass(frozen=True)
@@ -369,6 +379,7 @@ def test_the_rescue_takes_the_set_and_the_key_disk_and_recovers(
                        recovered.text)
     assert len(set(never)) == 2, never
     assert lines[-1] == "poweroff now", detail
+    assert re.search(r"running +\[chroot\] update-initramfs -c -k ", recovered.text), detail
 
 
 def test_the_mbr_keeps_numbers_and_types_root_grown(

@@ -76,6 +76,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("snapshot", "snapshot", _only("save")),
     Binding("snapshot_size", "snapshot_size", _only("save")),
     Binding("packages", "packages", _only("save")),
+    Binding("initramfs", "initramfs", _only("save")),
     Binding("hooks.pre-save", "pre_save", _only("save")),
     Binding("hooks.post-save", "post_save", _only("save")),
     Binding("rescue.build", "no_rescue", _only("save"), invert=True),

@@ -36,6 +36,7 @@ from resurgo.media import open_medium
 from resurgo.pool.saving import PackagesMode
 from resurgo.recovery import hooks
 from resurgo.recovery.events import Event
+from resurgo.recovery.initramfsout import InitramfsMode
 from resurgo.recovery.lvmsnapshots import DEFAULT_SIZE_PERCENT
 from resurgo.recovery.report import event_text
 from resurgo.recovery.save import RescueChoices, SaveOptions, save_set
@@ -122,6 +123,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    "shared by every host and set on it, taken from the package cache or "
                    "downloaded with apt-get download; a package that cannot be had leaves "
                    "its files in the archive; off (the default): every file archived")
+    p.add_argument("--initramfs", choices=[m.value for m in InitramfsMode], default="keep",
+                   help="rebuild: leave each installed kernel's initramfs image out of the "
+                   "set (tens of MiB each, made on this machine from its packages and "
+                   "configuration); the recovery's finalize makes them anew in the restored "
+                   "system with its own update-initramfs or dracut, in a chroot (seconds on "
+                   "hardware, minutes under emulation), and recover --no-finalize then "
+                   "leaves a system without them; keep (the default): archive them")
     p.add_argument("--pre-save", metavar="COMMAND",
                    help="run COMMAND (split into words as a shell would, run without one) "
                    "just before the archives are read, e.g. to pause a database; its "
@@ -167,6 +175,7 @@ def options(args: argparse.Namespace) -> SaveOptions:
         snapshot=SnapshotMode(args.snapshot),
         snapshot_size=args.snapshot_size,
         packages=PackagesMode(args.packages),
+        initramfs=InitramfsMode(args.initramfs),
         pre_save=hooks.parse(args.pre_save, "--pre-save") if args.pre_save else None,
         post_save=hooks.parse(args.post_save, "--post-save") if args.post_save else None,
     )

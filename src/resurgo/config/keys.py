@@ -168,6 +168,10 @@ KEYS: tuple[Key, ...] = (
         "pool: leave unchanged package files out of the archives, their packages kept in "
         "the medium's package pool (a recovery needs it); off: every file archived",
         "save --packages", default="off", choices=("pool", "off")),
+    Key("initramfs", Kind.STRING,
+        "rebuild: leave the initramfs images out of the set, the recovery makes them anew "
+        "in the restored system; keep: archive them", "save --initramfs",
+        default="keep", choices=("keep", "rebuild")),
     Key("catalog", Kind.BOOL,
         "write the catalog of unchanged package files (false: --no-catalog)",
         "save and describe --no-catalog", default=True),

@@ -16,11 +16,13 @@ its layout part: no command runs, no finalize.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from resurgo.finalize import FinalizeOptions, FinalizeReport, StepStatus, data, preview
 from resurgo.finalize.report import change_lines, nic_pair
-from resurgo.model import Description
+from resurgo.model import Description, InitramfsImage
 from resurgo.plan.model import Plan
 from resurgo.plan.render import to_data, with_finalize, words
 
@@ -36,7 +38,18 @@ def finalized(desc: Description, plan: Plan, options: FinalizeOptions, *, skip: 
     name or this machine does not have, or one twice (even when finalize will not run:
     the option is wrong all the same).
     """
+    made = desc.initramfs_made_at_recovery()
+    if skip and made:
+        plan = dataclasses.replace(plan, warnings=(*plan.warnings, unmade(made)))
     return with_finalize(plan, planned(desc, plan, options, skip=skip))
+
+
+def unmade(images: Sequence[InitramfsImage]) -> str:
+    """What --no-finalize leaves of a set that carries no initramfs."""
+    return (f"the set leaves out {', '.join(i.path for i in images)} for finalize to make "
+            "(saved with --initramfs rebuild): with --no-finalize the restored system has "
+            "no initramfs and will not boot until `resurgo finalize` (or update-initramfs "
+            "-c in it) makes one")
 
 
 def planned(desc: Description, plan: Plan, options: FinalizeOptions, *,

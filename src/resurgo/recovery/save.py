@@ -60,7 +60,7 @@ from resurgo.media import (
     prune,
 )
 from resurgo.media.url import DirectorySpec, SftpSpec, parse_url
-from resurgo.model import ConfigFile, Description, Rehearsal
+from resurgo.model import ConfigFile, Description, MadeAtRecovery, Rehearsal
 from resurgo.pool import changes as package_changes
 from resurgo.pool import saving
 from resurgo.pool.prune import prune_pool
@@ -70,7 +70,15 @@ from resurgo.probe.catalog import read_catalog
 from resurgo.probe.describe import DescribeOptions, describe
 from resurgo.probe.system import probe_system
 from resurgo.progress import Amount, Tally
-from resurgo.recovery import hooks, lvmsnapshots, secrets, setfiles, snapshots, views
+from resurgo.recovery import (
+    hooks,
+    initramfsout,
+    lvmsnapshots,
+    secrets,
+    setfiles,
+    snapshots,
+    views,
+)
 from resurgo.recovery.events import (
     Advanced,
     OnEvent,
@@ -80,6 +88,7 @@ from resurgo.recovery.events import (
     advancing,
     ignore,
 )
+from resurgo.recovery.initramfsout import InitramfsMode, LeftOut
 from resurgo.recovery.load import file_source
 from resurgo.recovery.mediumdisk import medium_disks
 from resurgo.recovery.trees import btrfs_device
@@ -152,6 +161,8 @@ class SaveOptions:
     snapshot_size: int = lvmsnapshots.DEFAULT_SIZE_PERCENT
     # pool: unchanged package files come from the medium's package pool (resurgo.pool).
     packages: PackagesMode = PackagesMode.OFF
+    # rebuild: the initramfs images are left out, made at recovery (initramfsout).
+    initramfs: InitramfsMode = InitramfsMode.KEEP
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,8 @@ class SaveReport:
     packages: PackagesSaved | None = None
     # Package files that differ from their packages (with a dpkg catalog).
     package_changes: package_changes.PackageChanges | None = None
+    # The initramfs images left out, made at recovery (--initramfs rebuild).
+    initramfs: LeftOut | None = None
 
     @property
     def changed_count(self) -> int:
@@ -222,6 +235,9 @@ class SaveReport:
         ]
         for h in self.hooks:
             lines.append(f"  hook:    {h.line()}")
+        if self.initramfs is not None and self.initramfs.images:
+            lines.append(f"  initramfs: {', '.join(self.initramfs.paths)} "
+                         f"({human(self.initramfs.bytes)}) left out, made at recovery")
         pc = self.package_changes
         if pc is not None and pc.total:
             lines.append(f"  package files: {pc.total} differ from their packages "
@@ -299,6 +315,8 @@ class SaveReport:
             "changed_count": self.changed_count,
             "hooks": [h.data() for h in self.hooks],
             "packages": self.packages.data() if self.packages is not None else None,
+            "initramfs": None if self.initramfs is None else {
+                "left_out": list(self.initramfs.paths), "bytes": self.initramfs.bytes},
             "package_changes": None if self.package_changes is None else {
                 "total": self.package_changes.total,
                 "listed": [{"path": c.path, "package": c.package, "why": c.why}
@@ -740,6 +758,8 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
             raise BadInput("--packages pool needs the catalog of package files",
                            "save without --no-catalog")
         PackagePool(medium)  # a medium that cannot hold one: refused now
+    if opts.initramfs == InitramfsMode.REBUILD:
+        initramfsout.generator(root)  # a system without one: refused now
     cache = ManifestCache(opts.cache_dir or state_dir() / CACHE)
     lo = leaveouts(root, medium.url, opts.excludes, cache.directory)
     # The host names the sets; known before the (maybe long) describe, so that an
@@ -762,10 +782,18 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
             step.end(True)
         warnings = [*early, *warnings]
         found = units(desc)
+        left_out = None
+        archived = lo
+        if opts.initramfs == InitramfsMode.REBUILD:
+            left_out = initramfsout.find(root)
+            warnings.extend(left_out.notes)
+            if left_out.images:
+                archived = Leaveouts((*lo.excludes, *left_out.paths), lo.emptied)
+                desc = replace(desc, made_at_recovery=MadeAtRecovery(left_out.images))
         # Just before the archives are made: the canary in the system and the set's
         # description, signed with the set.
         facts = savefacts.record(
-            root, (*lo.excludes, *lo.emptied),
+            root, (*archived.excludes, *archived.emptied),
             [u.mountpoint for u in found if u.mountpoint is not None],
             live=savefacts.is_live(root))
         if facts.rehearsal != Rehearsal():
@@ -784,8 +812,8 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
                     _check_previous(previous, parent.id)
             since = f" (changes since {parent.id})" if parent and previous else ""
             with events.step(Step.SAVE, f"saving {unit.label}{since}") as step:
-                done = _save_unit(unit, root, w, staged, previous, opts, lo, events, source,
-                                  pool)
+                done = _save_unit(unit, root, w, staged, previous, opts, archived, events,
+                                  source, pool)
                 step.end(True)
             warnings.extend(f"{unit.label}: {n}" for n in done.notes)
             return done
@@ -866,7 +894,7 @@ def save_set(medium: Medium, opts: SaveOptions, on_event: OnEvent = ignore) -> S
         packages = pool.report(sum(u.pooled for u in saved), sum(u.pooled_bytes for u in saved))
     return SaveReport(info, medium.url, tuple(saved), time.monotonic() - started, took[0],
                       tuple(warnings), lo.excludes, lo.emptied, pruned, rescue, facts.canary,
-                      tuple(ran), packages, changed)
+                      tuple(ran), packages, changed, left_out)
 
 
 __all__ = ["SaveOptions", "SaveReport", "UnitSaved", "save_set"]
