@@ -180,13 +180,13 @@ def test_validate_json_of_a_valid_file_and_of_garbage(saved: Path, tmp_path: Pat
 
 def test_validate_json_shows_the_warnings_of_a_newer_minor(tmp_path: Path) -> None:
     path = tmp_path / "description.toml"
-    path.write_text(example_text().replace('version = "1.2"', 'version = "1.9"', 1))
+    path.write_text(example_text().replace('version = "1.3"', 'version = "1.9"', 1))
     proc = cli.run("validate", "--json", path)
     assert proc.returncode == 0
     out = json.loads(proc.stdout)
     assert out["valid"] is True
     assert out["warnings"] == [
-        f"{path}: format 1.9 is newer than 1.2; fields this resurgo does not know are skipped"
+        f"{path}: format 1.9 is newer than 1.3; fields this resurgo does not know are skipped"
     ]
 
 

@@ -25,7 +25,7 @@ def line_of(text: str, where: tuple[str | int, ...]) -> str | None:
 @pytest.mark.parametrize(
     ("where", "line"),
     [
-        (("format", "version"), 'version = "1.2"'),
+        (("format", "version"), 'version = "1.3"'),
         (("system", "esp"), 'esp = "fs.sda1"'),
         (("system", "os_release", "id"), 'id = "debian"'),
         (("system", "bootloader", "efi_path"), 'efi_path = "/EFI/debian/grubx64.efi"'),

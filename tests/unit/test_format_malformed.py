@@ -503,7 +503,7 @@ CASES = [
         lambda t: edit(
             t,
             "[format]",
-            'version = "1.2"\nresurgo = "0.1.0"',
+            'version = "1.3"\nresurgo = "0.1.0"',
             'version = "2.0"\nresurgo = "7.3.0"',
         ),
         [
@@ -517,7 +517,7 @@ CASES = [
     ),
     Case(
         "older major version",
-        lambda t: edit(t, "[format]", 'version = "1.2"', 'version = "0.9"'),
+        lambda t: edit(t, "[format]", 'version = "1.3"', 'version = "0.9"'),
         [
             (
                 "format.version",
@@ -529,17 +529,17 @@ CASES = [
     ),
     Case(
         "malformed version string",
-        lambda t: edit(t, "[format]", 'version = "1.2"', 'version = "1.0.0"'),
-        [("format.version", "'1.0.0' is not a version like '1.2'", 'version = "1.0.0"')],
+        lambda t: edit(t, "[format]", 'version = "1.3"', 'version = "1.0.0"'),
+        [("format.version", "'1.0.0' is not a version like '1.3'", 'version = "1.0.0"')],
     ),
     Case(
         "version with a leading zero",
-        lambda t: edit(t, "[format]", 'version = "1.2"', 'version = "01.0"'),
-        [("format.version", "'01.0' is not a version like '1.2'", 'version = "01.0"')],
+        lambda t: edit(t, "[format]", 'version = "1.3"', 'version = "01.0"'),
+        [("format.version", "'01.0' is not a version like '1.3'", 'version = "01.0"')],
     ),
     Case(
         "version as a number",
-        lambda t: edit(t, "[format]", 'version = "1.2"', "version = 1.0"),
+        lambda t: edit(t, "[format]", 'version = "1.3"', "version = 1.0"),
         [("format.version", "must be a string, not a number", "version = 1.0")],
     ),
     Case(
@@ -597,13 +597,13 @@ def test_older_minor_is_read_silently(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_newer_minor_is_read_with_a_warning_and_unknown_fields_skipped() -> None:
-    text = edit(example_text(), "[format]", 'version = "1.2"', 'version = "1.4"')
+    text = edit(example_text(), "[format]", 'version = "1.3"', 'version = "1.4"')
     text = edit(text, 'id = "disk.sdb"', 'path = "/dev/sdb"', 'colour = "red"\npath = "/dev/sdb"')
     text += "\n[future]\nanswer = 42\n"
     report = check(text)
     assert report.problems == []
     assert report.warnings == [
-        "description.toml: format 1.4 is newer than 1.2; fields this resurgo does not know "
+        "description.toml: format 1.4 is newer than 1.3; fields this resurgo does not know "
         "are skipped",
         "description.toml: skipped unknown field disks[1].colour",
         "description.toml: skipped unknown field future",
@@ -615,7 +615,7 @@ def test_newer_minor_is_read_with_a_warning_and_unknown_fields_skipped() -> None
 
 
 def test_newer_minor_still_checks_the_rules() -> None:
-    text = edit(example_text(), "[format]", 'version = "1.2"', 'version = "1.4"')
+    text = edit(example_text(), "[format]", 'version = "1.3"', 'version = "1.4"')
     text = edit(text, 'id = "fs.sda2"', 'device = "part.sda2"', 'device = "part.sda9"')
     report = check(text)
     assert [p.message for p in report.problems] == [

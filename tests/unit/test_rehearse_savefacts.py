@@ -49,7 +49,7 @@ def test_unknown_units_and_no_failed_unit_are_written_apart() -> None:
 def test_a_1_1_reader_would_skip_the_table_with_a_warning() -> None:
     # What this resurgo does with a newer minor's table it does not know, as a 1.1
     # resurgo does with [rehearsal].
-    text = example_text().replace('version = "1.2"', 'version = "1.3"', 1)
+    text = example_text().replace('version = "1.3"', 'version = "1.4"', 1)
     text += "\n[rehearsal2]\nanswer = 1\n"
     report = check(text)
     assert report.problems == []

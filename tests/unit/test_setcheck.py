@@ -170,8 +170,8 @@ def test_the_cli_names_damaged_files_one_per_line(tmp_path: Path) -> None:
     r = cli.run("check", "--from", m, "--read-data", "--state-dir", tmp_path / "state")
     assert r.returncode == 5, r.output
     lines = r.stdout.splitlines()
-    assert lines[0] == f"checking set {set_id} (19 files, 26.4 KiB)"  # progress
-    assert lines[1] == f"set {set_id} (full, host {HOST}, 19 files, 26.4 KiB): damaged"
+    assert lines[0] == f"checking set {set_id} (19 files, 26.5 KiB)"  # progress
+    assert lines[1] == f"set {set_id} (full, host {HOST}, 19 files, 26.5 KiB): damaged"
     assert lines[2:4] == [
         "  rescue.iso is missing",
         "  archives/fs.sda1.archive is damaged: its digest differs from the one recorded "

@@ -39,9 +39,9 @@ def test_environment_cwd_and_logging_are_put_back(tmp_path: Path) -> None:
 def test_each_run_logs_to_its_own_stderr(tmp_path: Path) -> None:
     """A second run must not write to the first run's stream."""
     path = tmp_path / "description.toml"
-    path.write_text(EXAMPLE.read_text().replace('version = "1.2"', 'version = "1.9"', 1))
+    path.write_text(EXAMPLE.read_text().replace('version = "1.3"', 'version = "1.9"', 1))
     for _ in range(2):
         result = cli.run("show", path)
         assert result.returncode == 0
-        assert result.stderr == (f"resurgo: WARNING: {path}: format 1.9 is newer than 1.2; "
+        assert result.stderr == (f"resurgo: WARNING: {path}: format 1.9 is newer than 1.3; "
                                  "fields this resurgo does not know are skipped\n")

@@ -10,7 +10,9 @@ In order, each change recorded with its reason:
      by-id link to a disk that is gone) is renamed by what blkid -p reads now;
   2. network configuration (ifupdown, NetworkManager, systemd-networkd, netplan,
      70-persistent-net.rules): saved interfaces mapped to this machine's by --net-map,
-     then by MAC, then in PCI order;
+     then by MAC, then in PCI order; then the initramfs images the set left out
+     (save --initramfs rebuild: the description's [made_at_recovery]) made with the
+     restored system's generator, in a chroot;
   3. drivers: the modules between this machine's target disks and its buses, checked in
      the restored initramfs of the installed kernel; only a gap pays for a rebuild, in a
      chroot, after naming the modules in the generator's configuration, or a file of
