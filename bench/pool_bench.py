@@ -26,6 +26,7 @@ Timings on a loaded machine vary: run it twice, or with --repeat, and compare th
 
     python3 bench/pool_bench.py
     python3 bench/pool_bench.py --tree /srv/debian-root --work /var/tmp/poolbench
+    python3 bench/pool_bench.py --server --initramfs rebuild   # the initramfs left out too
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def server_tree() -> Path:
     return guest.debian_tree(packages=sorted(packages))
 
 
-def save_sets(tree: Path, work: Path, disks: Disks, size: int) -> dict[str, object]:
+def save_sets(tree: Path, work: Path, disks: Disks, size: int,
+              lean: tuple[str, ...]) -> dict[str, object]:
     """Both saves of the tree (to work/full and work/pooled); what the pooled save said."""
     source = disks.mount(f"{disks.disk('source', size, True)}p1", work / "system")
     sh("cp", "-a", f"{tree}/.", source)
@@ -216,7 +218,7 @@ def save_sets(tree: Path, work: Path, disks: Disks, size: int) -> dict[str, obje
                                   "--no-rescue", state=work / "s1")
     out["save_pool_cold"], out["report"] = resurgo(
         "save", "--to", work / "pooled", "--root", source, "--no-rescue", "--packages",
-        "pool", state=work / "s2")
+        "pool", *lean, state=work / "s2")
     umount_all(source)
     return out
 
@@ -234,6 +236,9 @@ def main() -> int:
                         "alternating), and give the ratio of each turn")
     parser.add_argument("--keep", action="store_true",
                         help="keep the saved media (WORK/full, WORK/pooled) for --sets")
+    parser.add_argument("--initramfs", choices=("keep", "rebuild"), default="keep",
+                        help="save the pooled sets with --initramfs rebuild: the initramfs "
+                        "left out (the recovery, with --no-finalize here, does not make it)")
     parser.add_argument("--sets", type=Path,
                         help="recover only, from the media a --keep run left in this directory")
     args = parser.parse_args()
@@ -241,6 +246,7 @@ def main() -> int:
                          server_tree() if args.server else minimal_tree())
     if args.sets is None and (tree is None or not (tree / "var/lib/dpkg/status").is_file()):
         raise SystemExit("no Debian tree: give --tree (a debootstrapped system)")
+    lean = ("--initramfs", args.initramfs)
     work = Path(tempfile.mkdtemp(prefix="pool-bench-", dir=args.work))
     media = args.sets or work
     disks = Disks(work)
@@ -254,7 +260,7 @@ def main() -> int:
     print(f"before: {load()}", flush=True)
     try:
         if args.sets is None:
-            saved = save_sets(tree, work, disks, size)  # type: ignore[arg-type]
+            saved = save_sets(tree, work, disks, size, lean)  # type: ignore[arg-type]
         full, pooled = media / "full", media / "pooled"
         targets = {name: disks.disk(f"target-{name}", size, False) for name in recovered}
         mnt = work / "mnt"
@@ -281,7 +287,7 @@ def main() -> int:
                     report_set = saved["report"]["set"]  # type: ignore[index]
                     second["seconds"], again = resurgo(
                         "save", "--to", pooled, "--root", mnt, "--no-rescue", "--packages",
-                        "pool", state=work / "s3")
+                        "pool", *lean, state=work / "s3")
                     new = [p for p in pooled.iterdir() if p.name != "pool" and p.is_dir()
                            and p.name != report_set["id"]]
                     second["size"] = size_of(new[0]) if new else 0
@@ -306,7 +312,8 @@ def main() -> int:
               f"pool {pool_size / MIB:.0f} MiB")
         print(f"set, every file archived:   {set_full / MIB:8.1f} MiB   save "
               f"{saved['save_full']:6.1f} s")
-        print(f"set, --packages pool:       {set_pool / MIB:8.1f} MiB   save "
+        label = "pool + initramfs out:" if args.initramfs == "rebuild" else "--packages pool:"
+        print(f"set, {label:22}{set_pool / MIB:8.1f} MiB   save "
               f"{saved['save_pool_cold']:6.1f} s (pool empty: packages downloaded)")
         print(f"second host, same pool:     {second['size'] / MIB:8.1f} MiB   save "  # type: ignore[operator]
               f"{second['seconds']:6.1f} s, {second['added']} package(s) added")
