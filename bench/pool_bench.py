@@ -216,6 +216,11 @@ def save_sets(tree: Path, work: Path, disks: Disks, size: int,
     out: dict[str, object] = {}
     out["save_full"], _ = resurgo("save", "--to", work / "full", "--root", source,
                                   "--no-rescue", state=work / "s1")
+    if "rebuild" in lean:
+        # A full set without its initramfs too: the pooled set's ratio to each is printed.
+        resurgo("save", "--to", work / "full-lean", "--root", source, "--no-rescue", *lean,
+                state=work / "s1-lean")
+        out["set_full_lean"] = size_of(work / "full-lean" / first_set(work / "full-lean"))
     out["save_pool_cold"], out["report"] = resurgo(
         "save", "--to", work / "pooled", "--root", source, "--no-rescue", "--packages",
         "pool", *lean, state=work / "s2")
@@ -319,6 +324,10 @@ def main() -> int:
               f"{second['seconds']:6.1f} s, {second['added']} package(s) added")
         print(f"ratios: pool set / full set {set_pool / set_full:.3f}; second host's set / "
               f"full set {second['size'] / set_full:.3f}")  # type: ignore[operator]
+        if "set_full_lean" in saved:
+            lean_full = saved["set_full_lean"]
+            print(f"set, full, initramfs out:  {lean_full / MIB:8.1f} MiB; pool set / that "  # type: ignore[operator]
+                  f"set {set_pool / lean_full:.3f}")  # type: ignore[operator]
     else:
         print(f"sets of {media}: full {set_full / MIB:.1f} MiB, pooled {set_pool / MIB:.1f} "
               f"MiB, pool {pool_size / MIB:.0f} MiB")
