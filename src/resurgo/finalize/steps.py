@@ -678,7 +678,8 @@ class Finalizer:
         moved += [
             i.record for i in self.ids.items
             if i.new_path and any(
-                old and new and identity.norm_uuid(old) != identity.norm_uuid(new)
+                # (one not known now counts as changed)
+                old and identity.norm_uuid(old) != identity.norm_uuid(new or "")
                 for old, new in ((i.old_uuid, i.new_uuid), (i.old_partuuid, i.new_partuuid))
             )
         ]
