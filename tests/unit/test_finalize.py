@@ -588,8 +588,13 @@ def test_an_initramfs_the_set_left_out_is_made_first_and_grub_cfg_kept(tmp_path:
         (("grub-install", "--target=i386-pc", "/dev/nvme0n1"), StepStatus.PLANNED),
     ]
     assert "--initramfs rebuild" in r.commands[0].why
-    # No driver is named in the configuration for an image that is not there yet.
-    assert not any(f.path.startswith("/etc/initramfs-tools/") for f in r.files), r.files
+    # MODULES=list: this machine's disk drivers are named before the image is made, so
+    # that the one build has them.
+    [modules] = [f for f in r.files if f.path.startswith("/etc/initramfs-tools/")]
+    assert modules.path == "/etc/initramfs-tools/modules"
+    assert modules.changes[-1].after == "nvme", modules.changes
+    assert "nvme named in the initramfs configuration before the images the set left out " \
+        "are made" in r.notes
     assert f"/boot/initrd.img-{KERNEL}: made by the recovery, then looked inside" in r.notes
     # The preview, from the description alone, plans the same.
     p = finalize.preview(desc, plan_for(desc), FinalizeOptions(sysfs=machine(tmp_path / "p")))
@@ -598,6 +603,21 @@ def test_an_initramfs_the_set_left_out_is_made_first_and_grub_cfg_kept(tmp_path:
 
 @needs_lister
 @no_nvme_here
+@needs_lister
+@no_nvme_here
+def test_an_initramfs_left_out_with_modules_most_names_no_driver(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _kept_tree(root)
+    (root / "etc/initramfs-tools/initramfs.conf").write_text("MODULES=most\nCOMPRESS=gzip\n")
+    (root / f"boot/initrd.img-{KERNEL}").unlink()
+    desc = _made(description())
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path))
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.ok, r.errors
+    assert not any(f.path.startswith("/etc/initramfs-tools/") for f in r.files), r.files
+    assert r.commands[0].argv == ("update-initramfs", "-c", "-k", KERNEL)
+
+
 def test_an_initramfs_the_set_left_out_that_is_there_is_not_made_again(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _kept_tree(root)

@@ -308,6 +308,8 @@ class Finalizer:
                 *self.tree.glob("/etc/dracut.conf.d/*")]) or (
                 drivers.Generator.DRACUT if wanted[0].path.endswith(".img")
                 else drivers.Generator.INITRAMFS_TOOLS)
+        if self.root is not None and self.options.drivers:
+            self._name_drivers_first(gen, [i.kernel for i in wanted])
         for image in wanted:
             if self.root is not None:
                 host = RootTree(self.root).host(image.path, missing_ok=True)
@@ -325,6 +327,24 @@ class Finalizer:
                 self.root / path.lstrip("/")
             ):
                 self.errors.append(f"{path} is missing after {' '.join(self.commands[-1].argv)}")
+
+    def _name_drivers_first(self, gen: drivers.Generator, kernels: Sequence[str]) -> None:
+        """Before an image is made where there is none: the drivers of this machine's
+        disks named in the generator's configuration, so that the one build has them
+        (the drivers step looking inside it afterwards would otherwise make a second);
+        not with initramfs-tools' MODULES=most, which puts them in every image."""
+        assert self.root is not None
+        if gen == drivers.Generator.INITRAMFS_TOOLS and self._modules_mode() == "most":
+            return
+        needed = drivers.needed_modules([m.kname for m in self.plan.matches], self.options.sysfs)
+        add: list[str] = []
+        for kernel in kernels:
+            gap = drivers.decide_gap(needed, frozenset(), KernelModules.load(self.root, kernel))
+            add += [m for m in gap.add if m not in add]
+        if add:
+            self._name_modules(gen, add)
+            self.notes.append(f"{', '.join(add)} named in the initramfs configuration before "
+                              "the images the set left out are made")
 
     # ------------------------------------------------------------------ drivers
 
@@ -409,12 +429,16 @@ class Finalizer:
             )
         )
 
+    def _modules_mode(self) -> str:
+        """initramfs-tools' MODULES= (most, dep, list, netboot), as its configuration sets it."""
+        texts = [self.tree.read("/etc/initramfs-tools/initramfs.conf") or ""]
+        texts += [self.tree.read(p) or "" for p in self.tree.glob("/etc/initramfs-tools/conf.d/*")]
+        return drivers.initramfs_modules_mode(texts)
+
     def _modules_hint(self, gen: drivers.Generator) -> str:
         if gen != drivers.Generator.INITRAMFS_TOOLS:
             return ""
-        texts = [self.tree.read("/etc/initramfs-tools/initramfs.conf") or ""]
-        texts += [self.tree.read(p) or "" for p in self.tree.glob("/etc/initramfs-tools/conf.d/*")]
-        mode = drivers.initramfs_modules_mode(texts)
+        mode = self._modules_mode()
         if mode == "most":
             return " (MODULES=most: initramfs-tools puts most disk drivers in every image)"
         return f" (MODULES={mode}: an image made for the saved disks is likely to lack them)"
@@ -470,11 +494,7 @@ class Finalizer:
         if add:
             self._name_modules(gen, add)
             if gen == drivers.Generator.INITRAMFS_TOOLS:
-                texts = [self.tree.read("/etc/initramfs-tools/initramfs.conf") or ""]
-                texts += [
-                    self.tree.read(p) or "" for p in self.tree.glob("/etc/initramfs-tools/conf.d/*")
-                ]
-                mode = drivers.initramfs_modules_mode(texts)
+                mode = self._modules_mode()
                 self.notes.append(
                     f"initramfs-tools MODULES={mode}: "
                     + (
