@@ -642,3 +642,57 @@ def test_an_initramfs_left_out_of_a_system_without_a_generator_is_an_error(
     assert not r.ok
     assert any("neither initramfs-tools nor dracut" in e for e in r.errors), r.errors
     assert "update-initramfs" not in _argv0(r)
+
+
+@needs_lister
+@no_nvme_here
+def test_an_initramfs_that_could_not_be_made_is_not_tried_again_by_the_drivers_step(
+    tmp_path: Path,
+) -> None:
+    # The chroot's update-initramfs failing (a full /boot, say) is reported once: the
+    # drivers step, which would find the image missing, does not run it a second time.
+    from resurgo.finalize import identity
+    from resurgo.finalize.steps import Finalizer
+    from resurgo.finalize.tree import RootTree
+
+    root = tmp_path / "root"
+    _kept_tree(root)
+    (root / f"boot/initrd.img-{KERNEL}").unlink()
+    desc = _made(description())
+    plan = plan_for(desc)
+    f = Finalizer(desc, plan, RootTree(root), root,
+                  FinalizeOptions(sysfs=machine(tmp_path), bootloader=False),
+                  identity.planned(desc, plan))
+    ran: list[tuple[str, ...]] = []
+
+    def failing(argv: list[str], why: str, *, in_chroot: bool = True) -> bool:
+        ran.append(tuple(argv))
+        f.errors.append(f"{' '.join(argv)} failed with exit code 1")
+        return False
+
+    f.command = failing  # type: ignore[method-assign]
+    f.make_left_out_images()
+    f.check_drivers()
+    assert ran == [("update-initramfs", "-c", "-k", KERNEL)]
+    assert f.images_unmade == {KERNEL} and not f.images_made
+    assert f.errors == [f"update-initramfs -c -k {KERNEL} failed with exit code 1"]
+
+
+@needs_lister
+@no_nvme_here
+def test_an_image_the_set_left_out_is_looked_for_inside_the_restored_tree_only(
+    tmp_path: Path,
+) -> None:
+    # The restored /boot is the set author's: a symbolic link to a host directory holding
+    # the image does not make the recovery skip making it.
+    root = tmp_path / "root"
+    _kept_tree(root)
+    outside = tmp_path / "host-boot"
+    (root / "boot").rename(outside)
+    (root / "boot").symlink_to(outside)
+    assert (root / f"boot/initrd.img-{KERNEL}").exists()  # through the host's eyes
+    desc = _made(description())
+    opts = FinalizeOptions(dry_run=True, sysfs=machine(tmp_path), bootloader=False)
+    r = finalize.finalize(desc, plan_for(desc), root, opts)
+    assert r.commands[0].argv == ("update-initramfs", "-c", "-k", KERNEL), r.commands
+    assert not any("there already" in n for n in r.notes), r.notes

@@ -45,7 +45,7 @@ from resurgo.finalize.model import (
     StepStatus,
 )
 from resurgo.finalize.tree import RootTree, Tree
-from resurgo.model import BootloaderKind, Description, DriverClass
+from resurgo.model import BootloaderKind, Description, DriverClass, initramfs_paths
 from resurgo.plan.model import Plan
 from resurgo.probe.hardware import KernelModules
 
@@ -90,6 +90,8 @@ class Finalizer:
         # Initramfs images a rebuild made (or, in a dry run, would make) where the restored
         # tree had none, by kernel.
         self.images_made: dict[str, str] = {}
+        # Kernels whose left-out image could not be made: not tried again by the drivers step.
+        self.images_unmade: set[str] = set()
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self.errors: list[str] = []
@@ -311,22 +313,29 @@ class Finalizer:
         if self.root is not None and self.options.drivers:
             self._name_drivers_first(gen, [i.kernel for i in wanted])
         for image in wanted:
-            if self.root is not None:
-                host = RootTree(self.root).host(image.path, missing_ok=True)
-                if host is not None and os.path.lexists(host):
-                    self.notes.append(f"{image.path}: there already, not made again")
-                    continue
+            if self._in_tree(image.path):
+                self.notes.append(f"{image.path}: there already, not made again")
+                continue
             why = (f"the set leaves out the initramfs of {image.kernel} (saved with "
                    "--initramfs rebuild): made anew from the restored system")
-            made = self.command(drivers.rebuild_argv(gen, image.kernel, False), why)
-            if not made:
+            argv = drivers.rebuild_argv(gen, image.kernel, False)
+            if not self.command(argv, why):
+                self.images_unmade.add(image.kernel)
                 continue
             path = drivers.image_path(self.root, gen, image.kernel) if self.root else image.path
+            if not self.dry_run and not self._in_tree(path):
+                self.errors.append(f"{path} is missing after {' '.join(argv)}")
+                self.images_unmade.add(image.kernel)
+                continue
             self.images_made[image.kernel] = path
-            if not self.dry_run and self.root is not None and not os.path.isfile(
-                self.root / path.lstrip("/")
-            ):
-                self.errors.append(f"{path} is missing after {' '.join(self.commands[-1].argv)}")
+
+    def _in_tree(self, path: str) -> bool:
+        """Whether the restored tree holds ``path``, resolved inside it (its /boot may be a
+        symbolic link the set's author made); False in a preview."""
+        if self.root is None:
+            return False
+        host = RootTree(self.root).host(path, missing_ok=True)
+        return host is not None and os.path.lexists(host)
 
     def _name_drivers_first(self, gen: drivers.Generator, kernels: Sequence[str]) -> None:
         """Before an image is made where there is none: the drivers of this machine's
@@ -479,6 +488,8 @@ class Finalizer:
                 # A dry run: the recovery makes it first, and looks inside it then.
                 self.notes.append(f"{image}: made by the recovery, then looked inside")
                 continue
+            if kernel in self.images_unmade:
+                continue  # its error is reported: a second try would fail the same way
             listing = self._listing(gen, image) if exists else frozenset()
             if listing is None:
                 self.notes.append(f"{image}: no lsinitramfs/lsinitrd here to look inside")
@@ -712,10 +723,7 @@ class Finalizer:
         else:
             kernels = [self.desc.system.kernel] if self.desc.system.kernel else []
         for kernel in kernels:
-            images = [
-                p for p in (f"/boot/initrd.img-{kernel}", f"/boot/initramfs-{kernel}.img")
-                if self.tree.glob(glob.escape(p))
-            ]
+            images = [p for p in initramfs_paths(kernel) if self.tree.glob(glob.escape(p))]
             if kernel in self.images_made:
                 images.insert(0, self.images_made[kernel])
             initrd = images[0].rsplit("/", 1)[1] if images else None
