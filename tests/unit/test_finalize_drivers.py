@@ -215,3 +215,46 @@ def test_the_generator_and_the_disk_drivers_of_a_saved_system() -> None:
     assert drivers.saved_disk_modules(saved, ["/dev/sda"]) == {
         "ahci", "libahci", "libata", "sd_mod"}
     assert drivers.saved_disk_modules(saved, ["/dev/nvme0n1"]) == {"ahci", "libahci", "libata"}
+
+
+def test_the_tree_is_read_as_its_system_will_see_it_never_beyond(tmp_path: Path) -> None:
+    """A restored /boot, /lib/modules or generator that is an absolute symbolic link (a
+    crafted set's) is followed inside the tree: the host's own files, which the same
+    links name from here, are never taken for the restored system's."""
+    host = tmp_path / "host"
+    (host / "boot").mkdir(parents=True)
+    (host / "boot/vmlinuz-6.1.0-9-amd64").touch()
+    (host / "boot/initrd.img-6.1.0-9-amd64").touch()
+    (host / "modules/6.1.0-9-amd64").mkdir(parents=True)
+    (host / "sbin").mkdir()
+    (host / "sbin/update-initramfs").touch()
+    (host / "etc-initramfs").mkdir()
+    root = tmp_path / "root"
+    (root / "lib").mkdir(parents=True)
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "boot").symlink_to(host / "boot")
+    (root / "lib/modules").symlink_to(host / "modules")
+    (root / "usr/sbin/update-initramfs").symlink_to(host / "sbin/update-initramfs")
+    (root / "etc/initramfs-tools").symlink_to(host / "etc-initramfs")
+    # From the host every one of them is there...
+    assert (root / "boot/vmlinuz-6.1.0-9-amd64").exists()
+    assert (root / "usr/sbin/update-initramfs").exists()
+    # ...but not in the system the tree is.
+    assert drivers.installed_kernels(root) == []
+    assert drivers.detect_generator(root) is None
+    assert drivers.image_path(root, Generator.DRACUT, "6.1.0-9-amd64") == (
+        "/boot/initramfs-6.1.0-9-amd64.img"
+    )
+    # The same links made relative to the tree's own directories are followed there.
+    for name, inside in (("boot", "/srv/boot"), ("lib/modules", "/srv/modules")):
+        (root / name).unlink()
+        (root / name).symlink_to(inside)
+    (root / "srv/boot").mkdir(parents=True)
+    (root / "srv/boot/vmlinuz-6.1.0-9-amd64").touch()
+    (root / "srv/boot/initrd.img-6.1.0-9-amd64").touch()
+    (root / "srv/modules/6.1.0-9-amd64").mkdir(parents=True)
+    assert drivers.installed_kernels(root) == ["6.1.0-9-amd64"]
+    assert drivers.image_path(root, Generator.DRACUT, "6.1.0-9-amd64") == (
+        "/boot/initrd.img-6.1.0-9-amd64"
+    )

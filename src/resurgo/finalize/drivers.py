@@ -25,6 +25,7 @@ from pathlib import Path
 from resurgo.finalize import lines
 from resurgo.finalize.model import LineChange, Rewrite
 from resurgo.model import Driver, DriverClass, initramfs_paths
+from resurgo.probe import rootfs
 from resurgo.probe.hardware import KernelModules, module_name
 from resurgo.probe.sysfs import link_name
 
@@ -140,12 +141,20 @@ def parse_image_listing(text: str) -> frozenset[str]:
 # the generator's configuration
 
 
+def in_tree(root: Path, inside: str) -> Path | None:
+    """Where the host reaches ``inside`` of the tree at root, symbolic links followed as
+    that system will follow them (never out of it: a restored /boot or /lib/modules may
+    be a link its set's author made); None when it is not there."""
+    real = rootfs.resolve(root, inside)
+    return None if real is None else rootfs.host_path(root, real)
+
+
 def detect_generator(root: Path) -> Generator | None:
     """Which initramfs generator the restored system uses (initramfs-tools wins a tie:
     Debian installs dracut's tools only beside it, e.g. dracut-core)."""
 
     def has(*paths: str) -> bool:
-        return any(os.path.lexists(root / p) for p in paths)
+        return any(in_tree(root, p) is not None for p in paths)
 
     if has("usr/sbin/update-initramfs", "sbin/update-initramfs") and has("etc/initramfs-tools"):
         return Generator.INITRAMFS_TOOLS
@@ -185,7 +194,7 @@ def image_path(root: Path, generator: Generator, kernel: str) -> str:
     if generator == Generator.DRACUT:
         candidates.reverse()
     for c in candidates:
-        if os.path.exists(root / c.lstrip("/")):
+        if in_tree(root, c) is not None:
             return c
     return candidates[0]
 
@@ -274,17 +283,17 @@ def lister_argv(generator: Generator, image: str) -> list[str]:
 def installed_kernels(root: Path) -> list[str]:
     """Kernels installed in the restored tree: a vmlinuz and its /lib/modules."""
     out = []
+    boot = in_tree(root, "/boot")
     try:
-        names = os.listdir(root / "boot")
+        names = os.listdir(boot) if boot is not None else []
     except OSError:
         return []
     for n in names:
         for prefix in ("vmlinuz-", "vmlinux-"):
             if n.startswith(prefix):
                 version = n.removeprefix(prefix)
-                if os.path.isdir(root / "lib/modules" / version) or os.path.isdir(
-                    root / "usr/lib/modules" / version
-                ):
+                if any((d := in_tree(root, f"{top}/{version}")) is not None and d.is_dir()
+                       for top in ("/lib/modules", "/usr/lib/modules")):
                     out.append(version)
     return sorted(set(out), key=kernel_sort_key)
 

@@ -361,7 +361,10 @@ class Finalizer:
         """The modules in one initramfs: listed from the rescue system when it has a lister
         (read-only, against the file), else with the restored system's own in the chroot."""
         assert self.root is not None
-        host_image = str(self.root / image.lstrip("/"))
+        found = drivers.in_tree(self.root, image)
+        if found is None:
+            return frozenset()
+        host_image = str(found)
         tools = ["lsinitrd", "lsinitramfs"]
         if gen == drivers.Generator.INITRAMFS_TOOLS:
             tools.reverse()
@@ -483,7 +486,7 @@ class Finalizer:
         for kernel in kernels:
             modules = KernelModules.load(self.root, kernel)
             image = drivers.image_path(self.root, gen, kernel)
-            exists = os.path.exists(self.root / image.lstrip("/"))
+            exists = self._in_tree(image)
             if not exists and kernel in self.images_made:
                 # A dry run: the recovery makes it first, and looks inside it then.
                 self.notes.append(f"{image}: made by the recovery, then looked inside")
@@ -767,7 +770,9 @@ class Finalizer:
         if self.root is None or self.dry_run:
             return {}
         out: dict[str, tuple[int, int, int]] = {}
-        base = self.root / "boot"
+        base = drivers.in_tree(self.root, "/boot")
+        if base is None:
+            return out
         for dirpath, _dirs, names in os.walk(base):
             for name in names:
                 host = os.path.join(dirpath, name)
@@ -775,7 +780,7 @@ class Finalizer:
                     st = os.lstat(host)
                 except OSError:
                     continue
-                inside = "/" + os.path.relpath(host, self.root)
+                inside = "/boot/" + os.path.relpath(host, base)
                 out[inside] = (st.st_mtime_ns, st.st_size, st.st_ino)
         return out
 
