@@ -179,3 +179,28 @@ def test_a_whole_package_copy_of_a_damaged_package_is_removed_and_refused(
     with pytest.raises(ArchiveDamaged, match=r"tool 1\.0"):
         extract(target, [copy], PoolNeeds(pool, refs))
     assert not (target / "cache/tool.deb").exists()
+
+
+@pytest.mark.skipif(not ROOTED, reason="restoring owners needs root")
+@pytest.mark.parametrize("at", [-10, -200])
+def test_a_copy_of_a_damaged_package_is_removed_from_its_own_directory_after_other_files(
+    tmp_path: Path, at: int
+) -> None:
+    """The copy stays open while the package's files are made in other directories: the
+    damage found afterwards (at the end, or in the data member) removes it where it is."""
+    data = tool_deb()
+    pool, refs = pool_with(tmp_path, [("tool", data)])
+    (ref,) = refs.values()
+    stored = next((tmp_path / "medium/pool").iterdir())
+    damaged = bytearray(data)
+    damaged[at] ^= 1
+    stored.write_bytes(bytes(damaged))
+    target = tmp_path / "target"
+    target.mkdir()
+    files = [_pooled(b"var/cache/apt/archives/tool.deb", data, ref, lists.WHOLE_MEMBER,
+                     lists.WHOLE),
+             _pooled(b"usr/bin/tool", b"tool" * 300, ref, b"usr/bin/tool", lists.DATA)]
+    with pytest.raises(ArchiveDamaged, match=r"tool 1\.0"):
+        extract(target, files, PoolNeeds(pool, refs), processes=False)
+    assert not (target / "var/cache/apt/archives/tool.deb").exists()
+    assert sorted(p.name for p in (target / "var/cache/apt/archives").iterdir()) == []

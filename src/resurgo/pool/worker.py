@@ -68,27 +68,44 @@ def _damaged(ref: PackageRef, why: str, paths: list[bytes] | None = None) -> Arc
 class _Out:
     """The files of a tree that get one content: made, written, checked, given metadata."""
 
-    def __init__(self, applier: Applier, ref: PackageRef, files: list[PooledFile]) -> None:
+    def __init__(self, applier: Applier, ref: PackageRef, files: list[PooledFile], *,
+                 long_lived: bool = False) -> None:
         self.applier = applier
         self.ref = ref
         self.files = files
         # BLAKE3, the manifest's digest (the pooled list gives both): three to five times
         # faster than sha256 here, and as strong a check against the signed list.
         self.digest = content_digest.new()
-        self.opened: list[tuple[PooledFile, int, int, bytes]] = []
+        # (file, its descriptor, its directory's, its name, the mode it was made with)
+        self.opened: list[tuple[PooledFile, int, int, bytes, int | None]] = []
+        # The applier's directories are a chain that the next file's directory replaces:
+        # files that stay open while others are made (several of one content, the copies
+        # of a package being read) hold a descriptor of their own directory, so that
+        # discard() removes them there and nowhere else.
+        self._own_dirs = long_lived or len(files) > 1
         try:
             for f in files:
-                dir_fd, _ = applier.directory(parent_of(f.path))
+                dir_fd, setgid = applier.directory(parent_of(f.path))
                 name = components(f.path)[-1]
-                fd = applier.create(dir_fd, name, 0o600)
-                self.opened.append((f, fd, dir_fd, name))
+                # As the archive's files: made with their permission bits, so that only
+                # what differs is set afterwards (a setgid directory gives its group).
+                mode = f.mode & 0o777
+                fd = applier.create(dir_fd, name, mode)
+                if self._own_dirs:
+                    try:
+                        dir_fd = os.dup(dir_fd)
+                    except OSError:
+                        os.close(fd)
+                        raise
+                self.opened.append((f, fd, dir_fd, name, None if setgid else mode))
         except BaseException:
+            self.discard()
             self.close()
             raise
 
     def write(self, chunk: bytes, offset: int) -> None:
         self.digest.update(chunk)
-        for _, fd, _, _ in self.opened:
+        for _, fd, _, _, _ in self.opened:
             pwrite_all(fd, chunk, offset)
 
     def finish(self, what: str) -> tuple[int, int]:
@@ -98,19 +115,21 @@ class _Out:
             self.discard()
             raise _damaged(self.ref, f"its {what} is not the content saved (its digest "
                            "differs)", [f.path for f in self.files])
-        for f, fd, _, _ in self.opened:
+        for f, fd, _, _, new_mode in self.opened:
             self.applier.metadata(fd, f.path, f.uid, f.gid, f.mode, f.xattrs, f.mtime_ns,
-                                  f.mtime_ns, None)
+                                  f.mtime_ns, new_mode)
         return len(self.files), sum(f.size for f in self.files)
 
     def discard(self) -> None:
-        for _, _, dir_fd, name in self.opened:
+        for _, _, dir_fd, name, _ in self.opened:
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=dir_fd)
 
     def close(self) -> None:
-        for _, fd, _, _ in self.opened:
+        for _, fd, dir_fd, _, _ in self.opened:
             os.close(fd)
+            if self._own_dirs:
+                os.close(dir_fd)
         self.opened = []
 
 
@@ -185,7 +204,7 @@ def write_package(applier: Applier, ref: PackageRef, members: Members, src: deb.
     copies: _Out | None = None
     try:
         try:
-            copies = _Out(applier, ref, whole) if whole else None
+            copies = _Out(applier, ref, whole, long_lived=True) if whole else None
             reader: deb.Readable = src if copies is None else _Teeing(src, copies)
             try:
                 deb.read_deb(reader, taker(DATA), on_control, taker(CONTROL),
