@@ -70,6 +70,42 @@ def test_what_is_not_a_package_is_refused(damage) -> None:  # type: ignore[no-un
         deb.read_deb(io.BytesIO(damage(data)), lambda m: lambda body: body.drain())
 
 
+@pytest.fixture(params=["in-process", "program"])
+def zstd_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """zstd members read by python-zstandard, and by the zstd program where a rescue or a
+    system lacks the module."""
+    if request.param == "in-process":
+        if deb.zstandard is None:
+            pytest.skip("python-zstandard is not installed")
+    else:
+        if shutil.which("zstd") is None:
+            pytest.skip("needs zstd")
+        monkeypatch.setattr(deb, "zstandard", None)
+    return str(request.param)
+
+
+def test_a_zstd_member_is_read_by_either_decoder_and_damage_is_refused(
+    zstd_reader: str
+) -> None:
+    content = b"".join(b"line %d of the tool\n" % i for i in range(20000))
+    data = make_deb("tool", "1.0", "amd64", [Member("./usr/bin/tool", content),
+                                             Member("./usr/bin/other", b"o" * 3000)],
+                    compression="zst")
+    seen: dict[str, bytes] = {}
+
+    def on_file(m: deb.Member):  # type: ignore[no-untyped-def]
+        return lambda body: seen.setdefault(m.path, deb.read_exact(body, m.size))
+
+    deb.read_deb(io.BytesIO(data), on_file)
+    assert seen == {"usr/bin/tool": content, "usr/bin/other": b"o" * 3000}
+    # The same decoder goes on to the next package (python-zstandard's is reused).
+    deb.read_deb(io.BytesIO(data), on_file)
+    at = data.index(b"data.tar.zst") + 60 + 200
+    damaged = data[:at] + bytes(b ^ 0x5A for b in data[at:at + 64]) + data[at + 64:]
+    with pytest.raises(deb.DebError):
+        deb.read_deb(io.BytesIO(damaged), lambda m: lambda body: body.drain())
+
+
 def test_a_huge_extended_header_is_refused_unread() -> None:
     header = bytearray(512)
     header[:8] = b"././@Lon"

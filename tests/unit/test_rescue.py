@@ -16,6 +16,7 @@ from pathlib import Path
 import blake3
 import pytest
 import tomli_w
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -535,12 +536,25 @@ BLAKE3_SO = (
     Path(blake3.__file__).parent / f"blake3.{sys.implementation.cache_tag}-x86_64-linux-gnu.so"
 )
 PLAINFILES_SO = Path(_plainfiles.__file__)
+ZSTANDARD_SO = Path(zstandard.__file__).parent / (
+    f"backend_c.{sys.implementation.cache_tag}-x86_64-linux-gnu.so")
 ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
 
 
 def test_the_rescue_carries_resurgo_and_what_it_imports() -> None:
-    assert [m.__name__ for m in build.carried_packages()] == ["resurgo", "tomli_w", "blake3"]
+    assert [m.__name__ for m in build.carried_packages()] == ["resurgo", "tomli_w", "blake3",
+                                                               "zstandard"]
     assert blake3.blake3(b"abc").hexdigest() == ABC
+
+
+def test_zstandard_goes_in_with_its_c_backend_only() -> None:
+    """python-zstandard's C backend is what it imports; its cffi backend (which would need
+    cffi) stays out."""
+    files = dict(python.package_files(zstandard))
+    assert files["zstandard/__init__.py"] == Path(zstandard.__file__)
+    assert files[f"zstandard/{ZSTANDARD_SO.name}"] == ZSTANDARD_SO
+    assert not [rel for rel in files if "cffi" in rel]
+    assert zstandard.backend == "cext"
 
 
 def test_blake3_goes_in_with_its_extension_module() -> None:
@@ -576,7 +590,7 @@ def test_the_libraries_of_the_extension_modules_on_this_machine() -> None:
     """resurgo's own (the restore's plain-file path) and blake3's, with what they need."""
     py = python.find_python(Path("/"))
     extensions = python.package_extensions(py, build.carried_packages())
-    assert extensions == [PLAINFILES_SO, BLAKE3_SO]
+    assert extensions == [PLAINFILES_SO, BLAKE3_SO, ZSTANDARD_SO]
     libs = python.package_libraries(py, extensions)
     names = [Path(lib).name for lib in libs]
     for name in {*elf.needed(BLAKE3_SO.read_bytes()), *elf.needed(PLAINFILES_SO.read_bytes())}:

@@ -20,15 +20,21 @@ from __future__ import annotations
 import hashlib
 import io
 import lzma
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol, cast
 
 from resurgo.engine.pipes import DecompressedReader
 from resurgo.errors import ResurgoError
 from resurgo.pool import xzblocks
 from resurgo.probe import dpkg
+
+try:
+    import zstandard
+except ImportError:  # a rescue or system without it: the zstd program decompresses
+    zstandard = None  # type: ignore[assignment]
 
 AR_MAGIC = b"!<arch>\n"
 BLOCK = 512
@@ -170,6 +176,36 @@ class _Blocks:
             raise DebError(str(e)) from None
 
 
+# What one zstd frame may ask of the decoder: the zstd program's own default limit.
+ZSTD_MAX_WINDOW = 1 << 27
+_zstd_contexts = threading.local()
+
+
+class _Zst:
+    """A zstd-decompressing reader over a member, in this process (python-zstandard): a
+    twin's members need no program started for each, and one decoder a thread, reused,
+    keeps its memory from one member to the next."""
+
+    def __init__(self, src: Limited) -> None:
+        assert zstandard is not None
+        d = getattr(_zstd_contexts, "d", None)
+        if d is None:
+            d = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+            _zstd_contexts.d = d
+        # (It only calls read(size) on its source.)
+        self._reader = d.stream_reader(cast("IO[bytes]", src), read_size=CHUNK,
+                                       read_across_frames=True, closefd=False)
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self._reader.read(n)
+        except zstandard.ZstdError as e:
+            raise DebError(f"zstd: {e}") from None
+
+    def close(self) -> None:
+        self._reader.close()
+
+
 class _Plain:
     def __init__(self, src: Limited) -> None:
         self._src = src
@@ -193,6 +229,9 @@ def decompressed(name: str, src: Limited, threads: int = 1) -> Opened:
     if name.endswith(".gz"):
         return Opened(_Gz(src))
     if name.endswith(".zst"):
+        if zstandard is not None:
+            zst = _Zst(src)
+            return Opened(zst, zst.close)
         try:
             z = DecompressedReader(src, name)
         except ResurgoError as e:
@@ -395,6 +434,10 @@ def read_deb(src: Readable, on_file: OnFile | None = None,
                     handle = on_file(member) if member.regular else None
                     if handle is not None:
                         handle(data)
+                # The stream's end (a tar's padding): its checksum, where it has one, is
+                # then checked by the decoder.
+                while opened.reader.read(CHUNK):
+                    pass
             finally:
                 opened.close()
     if control is None:

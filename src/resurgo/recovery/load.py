@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from resurgo import fileformat
@@ -44,6 +44,10 @@ class LoadedSet:
     warnings: tuple[str, ...] = ()
     # What a package-aware set needs from its medium's pool (resurgo.pool).
     pool: pool_needs.PoolNeeds | None = None
+    # Each tree's pooled list as first read (and checked): the restore and the check
+    # after it use that very list, without reading and parsing it again.
+    _pooled: dict[str, list[pool_lists.PooledFile]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -60,8 +64,12 @@ class LoadedSet:
         """The tree's files its packages give back (none in a set without a pool)."""
         if self.pool is None or self.reader.index.file(unit.pooled_name) is None:
             return []
-        return pool_needs.read_pooled(file_source(self.reader, unit.pooled_name),
-                                      self.identity)
+        found = self._pooled.get(unit.pooled_name)
+        if found is None:
+            found = pool_needs.read_pooled(file_source(self.reader, unit.pooled_name),
+                                           self.identity)
+            self._pooled[unit.pooled_name] = found
+        return list(found)
 
     def archives(self, unit: Unit) -> Callable[[str], Source]:
         def lookup(set_id: str) -> Source:

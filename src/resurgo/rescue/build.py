@@ -391,7 +391,14 @@ def carried_packages() -> list[ModuleType]:
 
     import resurgo
 
-    return [resurgo, tomli_w, blake3]
+    carried: list[ModuleType] = [resurgo, tomli_w, blake3]
+    try:
+        import zstandard
+    except ImportError:  # without it the pool's members are decoded by the zstd program
+        pass
+    else:
+        carried.append(zstandard)
+    return carried
 
 
 def load_description(path: Path) -> tuple[bytes, str, Description]:

@@ -5,7 +5,7 @@ from (the running one, or ``--sysroot``): the rescue runs what the machine runs.
 The standard library goes in without its test suites, GUIs and installers
 (contents.keep_stdlib_file); its extension modules go in as programs, so that the
 image builder brings their shared libraries (libssl, libffi, libz ...) along.
-resurgo and the packages it imports (tomli_w, blake3) come from the resurgo doing the
+resurgo and the packages it imports (tomli_w, blake3, zstandard) come from the resurgo doing the
 build, byte-compiled when the interpreter in the image is the same version (the rescue
 boots under emulation too, where compiling every module at each start costs seconds).
 A package's extension module (blake3's) is built for one Python: it goes in only when
@@ -172,8 +172,9 @@ def is_extension(name: str) -> bool:
 
 
 # Extension modules a rescue never runs: the save's compiled path (a rescue recovers; a
-# save there would take the Python path).
-NOT_CARRIED = ("resurgo/engine/_plainsave.",)
+# save there would take the Python path), and python-zstandard's cffi backend (its C
+# backend is the one imported; the cffi one would need cffi, which is not carried).
+NOT_CARRIED = ("resurgo/engine/_plainsave.", "zstandard/_cffi.", "zstandard/backend_cffi.")
 
 
 def package_files(module: ModuleType) -> Iterator[tuple[str, Path]]:
