@@ -586,6 +586,41 @@ def test_blake3_goes_in_with_its_extension_module() -> None:
     assert by_name["tomli_w"].extension_modules == ()
 
 
+@pytest.mark.skipif(run.which("strip") is None, reason="needs strip (binutils)")
+def test_an_extension_module_goes_in_without_its_debug_sections_and_still_imports(
+    tmp_path: Path
+) -> None:
+    """python-zstandard's wheel ships its module with debug sections (most of its size):
+    the image gets it stripped, and the stripped module imports and decodes."""
+    original = ZSTANDARD_SO.read_bytes()
+    assert elf.has_debug_info(original)
+    py = python.find_python(Path("/"))
+    buf = io.BytesIO()
+    w = cpio.Writer(buf)
+    python.add_packages(w, py, [zstandard])
+    w.close()
+    site = SITE_DIR.lstrip("/")
+    entries = {e.name: e for e in cpio.read(buf.getvalue())}
+    carried = entries[f"{site}/zstandard/{ZSTANDARD_SO.name}"].data
+    assert len(carried) < len(original) // 4
+    assert not elf.has_debug_info(carried)
+    assert elf.needed(carried) == elf.needed(original)
+    for name, entry in entries.items():
+        if name.startswith(f"{site}/zstandard/") and entry.mode & stat.S_IFREG:
+            out = tmp_path / name.removeprefix(f"{site}/")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(entry.data)
+    probe = ("import sys, zstandard; "
+             "d = zstandard.ZstdCompressor().compress(b'resurgo' * 1000); "
+             "print(zstandard.backend, zstandard.ZstdDecompressor().decompress(d) == "
+             "b'resurgo' * 1000)")
+    result = run.run([sys.executable, "-I", "-S", "-c",
+                      f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"])
+    assert result.stdout.split() == ["cext", "True"]
+    # A module without debug sections goes in byte for byte.
+    assert python.carried_extension(BLAKE3_SO, BLAKE3_SO.read_bytes()) == BLAKE3_SO.read_bytes()
+
+
 def test_the_libraries_of_the_extension_modules_on_this_machine() -> None:
     """resurgo's own (the restore's plain-file path) and blake3's, with what they need."""
     py = python.find_python(Path("/"))

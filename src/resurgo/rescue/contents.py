@@ -191,7 +191,9 @@ NOT_IN_RESCUE = frozenset(
      "systemctl",
      # A package-aware save fetches packages and checks cached ones against the package
      # lists; the rescue reads them from the pool itself.
-     "apt-get", "apt-cache"}
+     "apt-get", "apt-cache",
+     # The build strips the debug sections of the Python packages' extension modules.
+     "strip"}
 )
 
 # Where programs live, searched in this order (as run.PATH).

@@ -72,6 +72,24 @@ def needed(data: bytes) -> list[str]:
     return out
 
 
+def has_debug_info(data: bytes) -> bool:
+    """Whether a 64-bit little-endian ELF file has .debug_* sections (False for anything
+    else, or a section table that does not fit in the file)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1 or len(data) < 0x40:
+        return False
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    if shentsize < 0x28 or shstrndx >= shnum or shoff + shnum * shentsize > len(data):
+        return False
+    names_at, names_size = struct.unpack_from("<QQ", data, shoff + shstrndx * shentsize + 0x18)
+    names = data[names_at:names_at + names_size]
+    for i in range(shnum):
+        (name,) = struct.unpack_from("<I", data, shoff + i * shentsize)
+        if names[name:name + 7] == b".debug_":
+            return True
+    return False
+
+
 def parse_ld_so_conf(text: str) -> tuple[list[str], list[str]]:
     """(directories, include patterns) of an ld.so.conf file."""
     dirs: list[str] = []
