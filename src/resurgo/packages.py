@@ -100,6 +100,8 @@ _BY_PACKAGE: tuple[tuple[Package, tuple[str, ...]], ...] = (
     (_same("smartmontools"), ("smartctl",)),
     (_same("hdparm"), ("hdparm",)),
     (_same("systemd"), ("systemctl",)),
+    # The rescue's build strips debug sections from carried extension modules (optional).
+    (_same("binutils"), ("strip",)),
 )
 
 

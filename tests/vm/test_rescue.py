@@ -71,6 +71,7 @@ BOOT_TIMEOUT = 480.0
 #: The rescue shell's prompt (PS1 resurgo-rescue:\w# ); the agent's lines have a space.
 PROMPT = re.compile(rb"resurgo-rescue:[^\s\[]*# ")
 BLAKE3_SO = "blake3.cpython-311-x86_64-linux-gnu.so"
+ZSTANDARD_SO = "backend_c.cpython-311-x86_64-linux-gnu.so"
 PLAINFILES_SO = "_plainfiles.cpython-311-x86_64-linux-gnu.so"
 #: The image's default entry (its grub.cfg, checked above), booted without GRUB.
 RECOVER_ENTRY = ("resurgo.recover=auto", "resurgo.after=poweroff")
@@ -248,8 +249,10 @@ def test_image_holds_what_recovery_needs(
         assert mod in rescue.modules, mod
     assert rescue.python.version == "3.11" and rescue.python.compiled
     packages = {p.name: p for p in rescue.python.packages}
-    assert list(packages) == ["resurgo", "tomli_w", "blake3"]
+    assert list(packages) == ["resurgo", "tomli_w", "blake3", "zstandard"]
     assert packages["blake3"].extension_modules == (f"/usr/lib/resurgo/python/blake3/{BLAKE3_SO}",)
+    assert packages["zstandard"].extension_modules == (
+        f"/usr/lib/resurgo/python/zstandard/{ZSTANDARD_SO}",)
     assert packages["resurgo"].extension_modules == (
         f"/usr/lib/resurgo/python/resurgo/engine/{PLAINFILES_SO}",)
     assert {Path(lib).name for lib in rescue.python.libraries} >= {"libgcc_s.so.1", "libc.so.6"}
