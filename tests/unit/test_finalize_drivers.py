@@ -258,3 +258,26 @@ def test_the_tree_is_read_as_its_system_will_see_it_never_beyond(tmp_path: Path)
     assert drivers.image_path(root, Generator.DRACUT, "6.1.0-9-amd64") == (
         "/boot/initrd.img-6.1.0-9-amd64"
     )
+
+
+def test_only_a_regular_image_is_handed_to_a_lister(tmp_path: Path) -> None:
+    """A crafted set's "initramfs" that is a FIFO (a lister would wait on it for ever) or
+    a link to a device node is never listed; a regular one, through a link, is."""
+    import os
+    import stat
+
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "dev").mkdir()
+    os.mkfifo(tmp_path / "boot/initrd.img-fifo")
+    if os.geteuid() == 0:  # a device node as a restore makes one
+        os.mknod(tmp_path / "dev/null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    else:
+        os.mkfifo(tmp_path / "dev/null")
+    (tmp_path / "boot/initrd.img-dev").symlink_to("/dev/null")
+    (tmp_path / "boot/initrd.img-real").write_bytes(b"070701")
+    (tmp_path / "boot/initrd.img-link").symlink_to("initrd.img-real")
+    assert drivers.regular_in_tree(tmp_path, "/boot/initrd.img-fifo") is None
+    assert drivers.regular_in_tree(tmp_path, "/boot/initrd.img-dev") is None
+    assert drivers.regular_in_tree(tmp_path, "/boot/initrd.img-none") is None
+    assert drivers.regular_in_tree(tmp_path, "/boot/initrd.img-link") == (
+        tmp_path / "boot/initrd.img-real")

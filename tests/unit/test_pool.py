@@ -106,6 +106,30 @@ def test_a_zstd_member_is_read_by_either_decoder_and_damage_is_refused(
         deb.read_deb(io.BytesIO(damaged), lambda m: lambda body: body.drain())
 
 
+@pytest.mark.parametrize("compression", ["none", "xz"])
+def test_what_follows_a_data_tar_is_read_to_its_end_within_a_bound(compression: str) -> None:
+    """After the tar's end the member is read on (so that a decoder checks its stream's
+    checksum), but no further than any package's padding: a crafted trailer is refused."""
+    from tests.support.debs import ar, compress, tar
+
+    control = tar([Member("./control", b"Package: tool\nVersion: 1.0\nArchitecture: amd64\n")])
+
+    def package(trailer: bytes) -> bytes:
+        suffix = "" if compression == "none" else f".{compression}"
+        return ar([("debian-binary", b"2.0\n"),
+                   (f"control.tar{suffix}", compress(control, compression)),
+                   (f"data.tar{suffix}",
+                    compress(tar([Member("./usr/bin/tool", b"x" * 5000)]) + trailer,
+                             compression))])
+
+    def take_all(m: deb.Member):  # type: ignore[no-untyped-def]
+        return lambda body: body.drain()
+
+    deb.read_deb(io.BytesIO(package(bytes(deb.MAX_TRAILER // 2))), take_all)
+    with pytest.raises(deb.DebError, match="after its data's tar"):
+        deb.read_deb(io.BytesIO(package(bytes(deb.MAX_TRAILER + 1))), take_all)
+
+
 def test_a_huge_extended_header_is_refused_unread() -> None:
     header = bytearray(512)
     header[:8] = b"././@Lon"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from resurgo.finalize import lines
 from resurgo.finalize.model import LineChange, Rewrite
+from resurgo.finalize.tree import RootTree
 from resurgo.model import Driver, DriverClass, initramfs_paths
-from resurgo.probe import rootfs
 from resurgo.probe.hardware import KernelModules, module_name
 from resurgo.probe.sysfs import link_name
 
@@ -142,11 +143,23 @@ def parse_image_listing(text: str) -> frozenset[str]:
 
 
 def in_tree(root: Path, inside: str) -> Path | None:
-    """Where the host reaches ``inside`` of the tree at root, symbolic links followed as
-    that system will follow them (never out of it: a restored /boot or /lib/modules may
-    be a link its set's author made); None when it is not there."""
-    real = rootfs.resolve(root, inside)
-    return None if real is None else rootfs.host_path(root, real)
+    """Where the host reaches ``inside`` of the restored tree at root (RootTree.host: links
+    followed as that system will follow them, never out of it; a restored /boot or
+    /lib/modules may be a link its set's author made); None when it is not there."""
+    return RootTree(root).host(inside)
+
+
+def regular_in_tree(root: Path, inside: str) -> Path | None:
+    """The same, for a regular file only: an initramfs "image" that is a FIFO or a device
+    node (a crafted set's) is never handed to a lister, which would block on it or read a
+    disk."""
+    found = in_tree(root, inside)
+    if found is None:
+        return None
+    try:
+        return found if stat.S_ISREG(os.lstat(found).st_mode) else None
+    except OSError:
+        return None
 
 
 def detect_generator(root: Path) -> Generator | None:

@@ -361,7 +361,7 @@ class Finalizer:
         """The modules in one initramfs: listed from the rescue system when it has a lister
         (read-only, against the file), else with the restored system's own in the chroot."""
         assert self.root is not None
-        found = drivers.in_tree(self.root, image)
+        found = drivers.regular_in_tree(self.root, image)
         if found is None:
             return frozenset()
         host_image = str(found)

@@ -44,6 +44,9 @@ CHUNK = 1 << 20
 MAX_CONTROL = 16 << 20
 MAX_NAME = 1 << 16
 MAX_PAX = 1 << 20
+# What a data member may hold after its tar's end: tar pads to its record (10 KiB with
+# GNU tar's default blocking); far more is no package's, and is not decoded on.
+MAX_TRAILER = 1 << 20
 # tar type flags of regular files: "0", the old NUL, and contiguous files ("7").
 _REGULAR = (b"0", b"\0", b"7")
 
@@ -436,8 +439,11 @@ def read_deb(src: Readable, on_file: OnFile | None = None,
                         handle(data)
                 # The stream's end (a tar's padding): its checksum, where it has one, is
                 # then checked by the decoder.
-                while opened.reader.read(CHUNK):
-                    pass
+                trailer = 0
+                while chunk := opened.reader.read(CHUNK):
+                    trailer += len(chunk)
+                    if trailer > MAX_TRAILER:
+                        raise DebError(f"more than {MAX_TRAILER} bytes after its data's tar")
             finally:
                 opened.close()
     if control is None:
